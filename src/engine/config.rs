@@ -1,0 +1,61 @@
+//! Engine knobs, with defaults that suit a 2-core machine, overridable from the
+//! environment when the first context is created.
+
+use std::time::Duration;
+
+/// Who drives completions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Transport threads complete operations; waiters spin briefly, then park.
+    Background,
+    /// The thread that waits on a future also drives the transport (no hand-off between
+    /// threads on the fast path). Transports that cannot do this fall back to Background.
+    Inline,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long a waiter spins before parking.
+    pub spin: Duration,
+    /// Deadline applied to every operation that does not name its own.
+    pub default_timeout: Duration,
+    pub progress: ProgressMode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { spin: Duration::from_micros(50), default_timeout: Duration::from_secs(30), progress: ProgressMode::Background }
+    }
+}
+
+impl Config {
+    /// Defaults, then `DLSLIME_SPIN_US`, `DLSLIME_TIMEOUT_MS` and `DLSLIME_PROGRESS`
+    /// (`background` or `inline`). Malformed values are ignored with a warning rather
+    /// than aborting, unlike the original's static initialisers.
+    pub fn from_env() -> Config {
+        let mut c = Config::default();
+        if let Some(us) = env_u64("DLSLIME_SPIN_US") {
+            c.spin = Duration::from_micros(us);
+        }
+        if let Some(ms) = env_u64("DLSLIME_TIMEOUT_MS") {
+            c.default_timeout = Duration::from_millis(ms.max(1));
+        }
+        match std::env::var("DLSLIME_PROGRESS").as_deref() {
+            Ok("inline") => c.progress = ProgressMode::Inline,
+            Ok("background") | Err(_) => {}
+            Ok(other) => eprintln!("dlslime: ignoring DLSLIME_PROGRESS={other:?} (want background|inline)"),
+        }
+        c
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    match v.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            eprintln!("dlslime: ignoring {name}={v:?} (not a number)");
+            None
+        }
+    }
+}

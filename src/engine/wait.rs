@@ -1,0 +1,87 @@
+//! Deadlines and the spin-then-park loop shared by futures and transports.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::futex;
+
+/// A point in time after which a wait gives up. `None` inside means "never".
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    pub fn after(d: Duration) -> Deadline {
+        Deadline(Instant::now().checked_add(d))
+    }
+
+    pub fn never() -> Deadline {
+        Deadline(None)
+    }
+
+    pub fn expired(&self) -> bool {
+        self.0.is_some_and(|t| Instant::now() >= t)
+    }
+
+    /// Time left, or `None` for no deadline.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.0.map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// The earlier of two deadlines.
+    pub fn min(self, other: Deadline) -> Deadline {
+        match (self.0, other.0) {
+            (Some(a), Some(b)) => Deadline(Some(a.min(b))),
+            (a, b) => Deadline(a.or(b)),
+        }
+    }
+
+    pub fn instant(&self) -> Option<Instant> {
+        self.0
+    }
+}
+
+/// Spins up to `spin` calling `ready`, then parks on `word` (a private futex) while it
+/// still equals `parked_value`, until `ready` holds or `deadline` passes. `step` is
+/// called on every spin iteration (inline progress) and may make `ready` true; when it
+/// is the only source of progress, `park_slice` bounds each park so it runs again.
+/// Returns whether `ready` became true.
+pub fn spin_then_park(
+    word: &AtomicU32,
+    parked_value: u32,
+    spin: Duration,
+    deadline: Deadline,
+    park_slice: Option<Duration>,
+    mut step: impl FnMut(),
+    ready: impl Fn() -> bool,
+) -> bool {
+    let spin_until = Instant::now() + spin;
+    let mut i: u32 = 0;
+    loop {
+        if ready() {
+            return true;
+        }
+        step();
+        if ready() {
+            return true;
+        }
+        i = i.wrapping_add(1);
+        if i % 64 == 0 && Instant::now() >= spin_until {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    loop {
+        if ready() {
+            return true;
+        }
+        let left = match (deadline.remaining(), park_slice) {
+            (Some(d), _) if d.is_zero() => return ready(),
+            (Some(d), Some(s)) => Some(d.min(s)),
+            (d, s) => d.or(s),
+        };
+        if word.load(Ordering::Acquire) == parked_value {
+            futex::wait_private(word, parked_value, left);
+        }
+        step();
+    }
+}

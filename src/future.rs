@@ -1,0 +1,405 @@
+//! Operation state and the futures handed to users.
+//!
+//! One [`OpState`] per operation, shared by the future and the transport. An operation
+//! may have several *parts* (chunks striped over connections, one per assignment…); it
+//! completes when the last part reports, with the first failure if any. Timeouts, cancel
+//! and peer death end it early through [`OpState::abort`], which also waits until no
+//! transport thread is still writing into the caller's memory: once a failed `wait`
+//! returns, the library will not touch the buffer again.
+
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::engine::{futex, wait, Deadline};
+use crate::error::{Error, Result, Status};
+
+/// Inline progress: a waiter with a driver calls it while it waits, so completions need
+/// no hand-off between threads.
+pub trait Driver: Send + Sync {
+    fn drive(&self);
+}
+
+const PENDING: u32 = 0;
+const FINISHING: u32 = 1;
+const DONE: u32 = 2;
+const IO_CLOSED: u32 = 1 << 31;
+
+pub struct OpState {
+    /// PENDING → FINISHING → DONE; the futex word waiters park on.
+    state: AtomicU32,
+    status: AtomicI32,
+    first_error: AtomicI32,
+    parts: AtomicU32,
+    /// Transport threads currently writing into the caller's memory, plus IO_CLOSED.
+    io: AtomicU32,
+    parked: AtomicU32,
+    imm: AtomicI32,
+    nbytes: AtomicU64,
+    message: OnceLock<String>,
+    deadline: Deadline,
+    spin: Duration,
+    driver: Option<Arc<dyn Driver>>,
+}
+
+impl OpState {
+    pub fn new(parts: u32, deadline: Deadline, spin: Duration, driver: Option<Arc<dyn Driver>>) -> Arc<OpState> {
+        let op = Arc::new(OpState {
+            state: AtomicU32::new(PENDING),
+            status: AtomicI32::new(Status::Pending.code()),
+            first_error: AtomicI32::new(0),
+            parts: AtomicU32::new(parts),
+            io: AtomicU32::new(0),
+            parked: AtomicU32::new(0),
+            imm: AtomicI32::new(0),
+            nbytes: AtomicU64::new(0),
+            message: OnceLock::new(),
+            deadline,
+            spin,
+            driver,
+        });
+        if parts == 0 {
+            op.finish(Status::Ok, None);
+        }
+        op
+    }
+
+    /// An operation that is already complete (for example an empty assignment list).
+    pub fn completed(status: Status) -> Arc<OpState> {
+        let op = OpState::new(1, Deadline::never(), Duration::ZERO, None);
+        op.finish(status, None);
+        op
+    }
+
+    pub fn deadline(&self) -> Deadline {
+        self.deadline
+    }
+
+    /// Adds parts to an operation that is still being submitted.
+    pub fn add_parts(&self, n: u32) {
+        self.parts.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// One part finished. The operation completes when the last one does.
+    pub fn part_done(&self, status: Status, message: Option<&str>) {
+        if !status.is_ok() {
+            if self.first_error.compare_exchange(0, status.code(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                if let Some(m) = message {
+                    let _ = self.message.set(m.to_string());
+                }
+            }
+        }
+        if self.parts.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let err = self.first_error.load(Ordering::Acquire);
+            let final_status = if err == 0 { Status::Ok } else { Status::from_code(err) };
+            self.finish(final_status, None);
+        }
+    }
+
+    /// Completes the operation now with `status`, whatever parts remain. Returns false if
+    /// it had already completed (the first outcome wins).
+    pub fn finish(&self, status: Status, message: Option<String>) -> bool {
+        if self.state.compare_exchange(PENDING, FINISHING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return false;
+        }
+        if let Some(m) = message {
+            let _ = self.message.set(m);
+        }
+        self.status.store(status.code(), Ordering::Release);
+        self.state.store(DONE, Ordering::SeqCst);
+        // SeqCst pairs with the waiter's increment of `parked` before its last check.
+        if self.parked.load(Ordering::SeqCst) > 0 {
+            futex::wake_private(&self.state, i32::MAX as u32);
+        }
+        true
+    }
+
+    /// Ends the operation early (timeout, cancel, peer death) and waits until no
+    /// transport thread is writing into the caller's memory for it any more.
+    pub fn abort(&self, status: Status, message: impl Into<String>) -> bool {
+        let won = self.finish(status, Some(message.into()));
+        self.io.fetch_or(IO_CLOSED, Ordering::SeqCst);
+        while self.io.load(Ordering::SeqCst) & !IO_CLOSED != 0 {
+            std::thread::yield_now();
+        }
+        won
+    }
+
+    /// Called by a transport thread before it writes into the caller's memory for this
+    /// operation; false means the operation is over and the bytes must be discarded.
+    pub fn begin_io(&self) -> bool {
+        let prev = self.io.fetch_add(1, Ordering::SeqCst);
+        if prev & IO_CLOSED != 0 || self.state.load(Ordering::SeqCst) != PENDING {
+            self.io.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    pub fn end_io(&self) {
+        self.io.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub fn set_imm(&self, imm: i32) {
+        self.imm.store(imm, Ordering::Release);
+    }
+
+    pub fn add_nbytes(&self, n: u64) {
+        self.nbytes.fetch_add(n, Ordering::AcqRel);
+    }
+
+    pub fn set_nbytes(&self, n: u64) {
+        self.nbytes.store(n, Ordering::Release);
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DONE
+    }
+
+    /// Current status; expires the operation if its deadline has passed.
+    pub fn status(&self) -> Status {
+        if !self.is_done() {
+            if let Some(d) = &self.driver {
+                d.drive();
+            }
+            self.expire_if_due();
+        }
+        if self.is_done() {
+            Status::from_code(self.status.load(Ordering::Acquire))
+        } else {
+            Status::Pending
+        }
+    }
+
+    fn expire_if_due(&self) {
+        if !self.is_done() && self.deadline.expired() {
+            self.abort(Status::Timeout, "operation deadline passed before completion");
+        }
+    }
+
+    /// The outcome as a `Result`, once done.
+    pub fn result(&self) -> Result<()> {
+        match self.status() {
+            Status::Ok => Ok(()),
+            Status::Pending => Err(Error::new(Status::Timeout, "operation still pending")),
+            s => Err(Error::new(s, self.message.get().cloned().unwrap_or_else(|| s.as_str().to_string()))),
+        }
+    }
+
+    /// Waits until done or `until`, whichever is first; past the operation's own
+    /// deadline the operation fails with `Timeout`.
+    pub fn wait_until(&self, until: Deadline) -> Result<()> {
+        let limit = until.min(self.deadline);
+        self.parked.fetch_add(1, Ordering::SeqCst);
+        let driver = self.driver.clone();
+        let slice = driver.as_ref().map(|_| Duration::from_micros(200));
+        wait::spin_then_park(
+            &self.state,
+            PENDING,
+            self.spin,
+            limit,
+            slice,
+            || {
+                if let Some(d) = &driver {
+                    d.drive();
+                }
+            },
+            || self.is_done(),
+        );
+        self.parked.fetch_sub(1, Ordering::AcqRel);
+        self.expire_if_due();
+        if self.is_done() {
+            self.result()
+        } else {
+            Err(Error::new(Status::Timeout, "wait timed out; the operation is still pending"))
+        }
+    }
+}
+
+/// A handle on one operation. Cheap to clone; every clone sees the same outcome. Safe to
+/// wait on from any number of threads, any number of times.
+#[derive(Clone)]
+pub struct Future {
+    op: Arc<OpState>,
+}
+
+impl Future {
+    pub fn new(op: Arc<OpState>) -> Future {
+        Future { op }
+    }
+
+    /// Waits until the operation completes or its deadline passes (then it fails with
+    /// `Timeout`).
+    pub fn wait(&self) -> Result<()> {
+        self.op.wait_until(Deadline::never())
+    }
+
+    /// Waits at most `timeout`. `Err(Timeout)` with the operation still pending means only
+    /// this wait gave up; [`Future::status`] tells the difference.
+    pub fn wait_for(&self, timeout: Duration) -> Result<()> {
+        self.op.wait_until(Deadline::after(timeout))
+    }
+
+    pub fn done(&self) -> bool {
+        self.op.status() != Status::Pending
+    }
+
+    /// `Pending` until done, then the final status.
+    pub fn status(&self) -> Status {
+        self.op.status()
+    }
+
+    /// The error with its message, if the operation failed.
+    pub fn error(&self) -> Option<Error> {
+        match self.op.status() {
+            Status::Ok | Status::Pending => None,
+            _ => self.op.result().err(),
+        }
+    }
+
+    /// Immediate data of a completed `imm_recv`.
+    pub fn imm_data(&self) -> i32 {
+        self.op.imm.load(Ordering::Acquire)
+    }
+
+    /// Bytes moved (for `recv`: the length of the received message).
+    pub fn nbytes(&self) -> u64 {
+        self.op.nbytes.load(Ordering::Acquire)
+    }
+
+    pub fn state(&self) -> &Arc<OpState> {
+        &self.op
+    }
+}
+
+impl std::fmt::Debug for Future {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Future").field("status", &self.op.status()).finish()
+    }
+}
+
+/// The operations of one endpoint that have not completed, so `cancel_all`, `shutdown`
+/// and peer death can fail them. Holds weak references; finished entries are dropped
+/// whenever the list has doubled since the last sweep.
+#[derive(Default)]
+pub struct InflightOps {
+    inner: Mutex<InflightInner>,
+}
+
+#[derive(Default)]
+struct InflightInner {
+    ops: Vec<Weak<OpState>>,
+    swept_len: usize,
+}
+
+impl InflightOps {
+    pub fn track(&self, op: &Arc<OpState>) {
+        let mut g = self.inner.lock();
+        if g.ops.len() >= 64 && g.ops.len() >= 2 * g.swept_len {
+            g.ops.retain(|w| w.upgrade().is_some_and(|o| !o.is_done()));
+            g.swept_len = g.ops.len();
+        }
+        g.ops.push(Arc::downgrade(op));
+    }
+
+    /// Fails every operation still pending; completed ones keep their outcome.
+    pub fn fail_all(&self, status: Status, message: &str) -> usize {
+        let ops = std::mem::take(&mut self.inner.lock().ops);
+        let mut n = 0;
+        for op in ops.iter().filter_map(Weak::upgrade) {
+            if op.abort(status, message) {
+                n += 1;
+            }
+        }
+        self.inner.lock().swept_len = 0;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn op(parts: u32, timeout: Duration) -> Arc<OpState> {
+        OpState::new(parts, Deadline::after(timeout), Duration::from_micros(20), None)
+    }
+
+    #[test]
+    fn completes_after_last_part_with_first_error() {
+        let o = op(3, Duration::from_secs(5));
+        o.part_done(Status::Ok, None);
+        o.part_done(Status::RemoteAccess, Some("bad key"));
+        assert!(!o.is_done());
+        o.part_done(Status::PeerDisconnected, None);
+        let f = Future::new(o);
+        assert_eq!(f.status(), Status::RemoteAccess);
+        let e = f.wait().unwrap_err();
+        assert_eq!(e.status(), Status::RemoteAccess);
+        assert_eq!(e.message(), "bad key");
+    }
+
+    #[test]
+    fn zero_parts_is_complete() {
+        let f = Future::new(op(0, Duration::from_secs(1)));
+        assert!(f.done());
+        f.wait().unwrap();
+    }
+
+    #[test]
+    fn wait_for_times_out_without_failing_the_op() {
+        let o = op(1, Duration::from_secs(5));
+        let f = Future::new(o.clone());
+        let t = Instant::now();
+        assert_eq!(f.wait_for(Duration::from_millis(30)).unwrap_err().status(), Status::Timeout);
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        assert_eq!(f.status(), Status::Pending);
+        o.part_done(Status::Ok, None);
+        f.wait().unwrap();
+    }
+
+    #[test]
+    fn op_deadline_fails_the_op() {
+        let f = Future::new(op(1, Duration::from_millis(20)));
+        assert_eq!(f.wait().unwrap_err().status(), Status::Timeout);
+        assert_eq!(f.status(), Status::Timeout);
+    }
+
+    #[test]
+    fn many_waiters_wake() {
+        let o = op(1, Duration::from_secs(10));
+        let f = Future::new(o.clone());
+        let hs: Vec<_> = (0..8).map(|_| { let f = f.clone(); std::thread::spawn(move || f.wait()) }).collect();
+        std::thread::sleep(Duration::from_millis(50));
+        o.part_done(Status::Ok, None);
+        for h in hs {
+            h.join().unwrap().unwrap();
+        }
+    }
+
+    #[test]
+    fn abort_blocks_io_and_keeps_first_outcome() {
+        let o = op(1, Duration::from_secs(10));
+        assert!(o.begin_io());
+        o.end_io();
+        assert!(o.abort(Status::Cancelled, "cancelled"));
+        assert!(!o.begin_io());
+        o.part_done(Status::Ok, None);
+        assert_eq!(Future::new(o).status(), Status::Cancelled);
+    }
+
+    #[test]
+    fn fail_all_leaves_completed_ops_alone() {
+        let reg = InflightOps::default();
+        let a = op(1, Duration::from_secs(10));
+        let b = op(1, Duration::from_secs(10));
+        reg.track(&a);
+        reg.track(&b);
+        a.part_done(Status::Ok, None);
+        assert_eq!(reg.fail_all(Status::Cancelled, "x"), 1);
+        assert_eq!(Future::new(a).status(), Status::Ok);
+        assert_eq!(Future::new(b).status(), Status::Cancelled);
+    }
+}

@@ -1,0 +1,26 @@
+//! dlslime: a communication runtime for distributed AI systems.
+//!
+//! Data flow, bottom to top:
+//!
+//! * [`memory`] — local regions (registered ranges with access keys) and remote regions
+//!   (what a peer published). Every byte moved starts and ends in one of them.
+//! * [`future`] — one [`future::OpState`] per operation; [`Future`] is the user's handle.
+//! * [`engine`] — how threads wait (spin-then-park, deadlines) and the knobs for it.
+//! * [`transport`] — the [`Endpoint`] contract (read, write, write_with_imm, imm_recv,
+//!   send, recv) and its transports: [`transport::tcp`] today.
+//! * `ffi` — the C ABI over all of the above; nothing else knows about C.
+
+pub mod engine;
+pub mod error;
+pub mod ffi;
+pub mod future;
+pub mod memory;
+pub mod transport;
+
+pub use error::{Error, Result, Status};
+pub use future::Future;
+pub use memory::{MemoryPool, MrHandle, RemoteHandle, RemotePool};
+pub use transport::{Assignment, Endpoint};
+
+/// The crate version, as the C ABI reports it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

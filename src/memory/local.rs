@@ -1,0 +1,272 @@
+//! Local memory regions: registered `(ptr, len)` ranges with names and access keys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde_json::{json, Map, Value};
+
+use super::check_range;
+use crate::error::{Error, Result, Status};
+
+pub type MrHandle = u32;
+
+/// One registered range. `key` is the random access key a peer must present (the
+/// analogue of an RDMA rkey).
+#[derive(Debug)]
+pub struct Region {
+    pub handle: MrHandle,
+    pub addr: usize,
+    pub len: usize,
+    pub key: u32,
+}
+
+impl Region {
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
+        let start = self.addr as u64;
+        addr >= start && addr.checked_add(len).is_some_and(|end| end <= start + self.len as u64)
+    }
+}
+
+#[derive(Default)]
+struct Tables {
+    /// Indexed by handle; `None` once unregistered. Never shrinks.
+    slots: Vec<Option<Arc<Region>>>,
+    names: HashMap<String, MrHandle>,
+    by_ptr: HashMap<usize, MrHandle>,
+    /// Start address → handles starting there, for validating remote accesses.
+    by_start: BTreeMap<usize, Vec<MrHandle>>,
+}
+
+/// The table of local regions. Thread-safe; shared by the endpoints created over it.
+#[derive(Default)]
+pub struct MemoryPool {
+    t: RwLock<Tables>,
+}
+
+fn new_key() -> u32 {
+    loop {
+        let k: u32 = rand::random();
+        if k != 0 {
+            return k;
+        }
+    }
+}
+
+impl MemoryPool {
+    pub fn new() -> Arc<MemoryPool> {
+        Arc::new(MemoryPool::default())
+    }
+
+    /// Registers `[ptr, ptr+len)` under `name` (default `mr_<handle>`).
+    ///
+    /// Same semantics as the original: a pointer registered again with a length that
+    /// fits returns the same handle (the name becomes an alias); with a larger length the
+    /// same handle is re-registered with the new length and a new key. A name already
+    /// bound to another region is a `NameConflict`, and nothing is registered.
+    ///
+    /// # Safety
+    /// The memory must stay valid and unaliased by Rust references that assume no
+    /// mutation until the region is unregistered and every operation using it is done.
+    pub unsafe fn register(&self, name: Option<&str>, ptr: *mut u8, len: usize) -> Result<MrHandle> {
+        if ptr.is_null() {
+            return Err(Error::new(Status::NullParameter, "register: null pointer"));
+        }
+        if len == 0 {
+            return Err(Error::invalid("register: zero-length region"));
+        }
+        if (ptr as usize).checked_add(len).is_none() {
+            return Err(Error::new(Status::OutOfRange, "register: region wraps the address space"));
+        }
+        let addr = ptr as usize;
+        let mut t = self.t.write();
+        if let Some(n) = name {
+            if let Some(&h) = t.names.get(n) {
+                let same_ptr = t.slots[h as usize].as_ref().is_some_and(|r| r.addr == addr);
+                if !same_ptr {
+                    return Err(Error::new(
+                        Status::NameConflict,
+                        format!("register: name {n:?} is already bound to handle {h} at another address"),
+                    ));
+                }
+            }
+        }
+        if let Some(&h) = t.by_ptr.get(&addr) {
+            let old = t.slots[h as usize].clone().expect("by_ptr names a live handle");
+            if old.len < len {
+                let grown = Arc::new(Region { handle: h, addr, len, key: new_key() });
+                t.slots[h as usize] = Some(grown);
+            }
+            if let Some(n) = name {
+                t.names.insert(n.to_string(), h);
+            }
+            return Ok(h);
+        }
+        let h = MrHandle::try_from(t.slots.len())
+            .map_err(|_| Error::new(Status::ResourceExhausted, "register: handle space exhausted"))?;
+        t.slots.push(Some(Arc::new(Region { handle: h, addr, len, key: new_key() })));
+        let n = name.map_or_else(|| format!("mr_{h}"), str::to_string);
+        t.names.insert(n, h);
+        t.by_ptr.insert(addr, h);
+        t.by_start.entry(addr).or_default().push(h);
+        Ok(h)
+    }
+
+    /// Unregisters a handle and every name bound to it. The handle is never reused.
+    pub fn unregister(&self, handle: MrHandle) -> Result<()> {
+        let mut t = self.t.write();
+        let region = t
+            .slots
+            .get_mut(handle as usize)
+            .and_then(Option::take)
+            .ok_or_else(|| Error::new(Status::UnknownHandle, format!("unregister: no live region with handle {handle}")))?;
+        t.names.retain(|_, h| *h != handle);
+        t.by_ptr.remove(&region.addr);
+        if let Some(v) = t.by_start.get_mut(&region.addr) {
+            v.retain(|h| *h != handle);
+            if v.is_empty() {
+                t.by_start.remove(&region.addr);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn unregister_name(&self, name: &str) -> Result<()> {
+        let h = self
+            .handle(name)
+            .ok_or_else(|| Error::new(Status::UnknownHandle, format!("unregister: no region named {name:?}")))?;
+        self.unregister(h)
+    }
+
+    pub fn handle(&self, name: &str) -> Option<MrHandle> {
+        self.t.read().names.get(name).copied()
+    }
+
+    pub fn region(&self, handle: MrHandle) -> Result<Arc<Region>> {
+        self.t
+            .read()
+            .slots
+            .get(handle as usize)
+            .and_then(Clone::clone)
+            .ok_or_else(|| Error::new(Status::UnknownHandle, format!("no live local region with handle {handle}")))
+    }
+
+    /// Address of `[offset, offset+len)` inside a local region, bounds-checked.
+    pub fn local_range(&self, handle: MrHandle, offset: u64, len: u64) -> Result<(Arc<Region>, *mut u8)> {
+        let r = self.region(handle)?;
+        check_range(&format!("local region {handle}"), offset, len, r.len as u64)?;
+        let ptr = (r.addr + offset as usize) as *mut u8;
+        Ok((r, ptr))
+    }
+
+    /// Target-side check of a peer's access: `[addr, addr+len)` must lie inside one live
+    /// region whose key is `key`. Returns that region.
+    pub fn validate_access(&self, addr: u64, len: u64, key: u32) -> Result<Arc<Region>> {
+        let t = self.t.read();
+        let Ok(a) = usize::try_from(addr) else {
+            return Err(Error::new(Status::RemoteAccess, "address out of range"));
+        };
+        let mut key_mismatch = false;
+        for (_, handles) in t.by_start.range(..=a).rev() {
+            for &h in handles {
+                if let Some(r) = &t.slots[h as usize] {
+                    if r.contains(addr, len) {
+                        if r.key == key {
+                            return Ok(r.clone());
+                        }
+                        key_mismatch = true;
+                    }
+                }
+            }
+        }
+        Err(Error::new(
+            Status::RemoteAccess,
+            if key_mismatch {
+                format!("access to {addr:#x}+{len} presented a wrong key")
+            } else {
+                format!("{addr:#x}+{len} is not inside any registered region")
+            },
+        ))
+    }
+
+    /// `{name: {"handle", "addr", "rkey", "length"}}` for every live name, the original's
+    /// `mr_info` shape.
+    pub fn mr_info(&self) -> Value {
+        let t = self.t.read();
+        let mut m = Map::new();
+        let mut names: Vec<_> = t.names.iter().collect();
+        names.sort_by_key(|(n, h)| (**h, (*n).clone()));
+        for (name, &h) in names {
+            if let Some(r) = &t.slots[h as usize] {
+                m.insert(name.clone(), json!({"handle": h, "addr": r.addr as u64, "rkey": r.key, "length": r.len as u64}));
+            }
+        }
+        Value::Object(m)
+    }
+
+    /// Live regions, in handle order.
+    pub fn regions(&self) -> Vec<Arc<Region>> {
+        self.t.read().slots.iter().flatten().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buf(n: usize) -> Vec<u8> {
+        vec![0u8; n]
+    }
+
+    #[test]
+    fn register_alias_grow_conflict_unregister() {
+        let pool = MemoryPool::new();
+        let mut a = buf(64);
+        let mut b = buf(64);
+        unsafe {
+            let h = pool.register(Some("a"), a.as_mut_ptr(), 32).unwrap();
+            assert_eq!(h, 0);
+            // same ptr, smaller: same handle, alias
+            assert_eq!(pool.register(Some("a2"), a.as_mut_ptr(), 16).unwrap(), h);
+            let k1 = pool.region(h).unwrap().key;
+            // same ptr, larger: same handle, new key
+            assert_eq!(pool.register(None, a.as_mut_ptr(), 64).unwrap(), h);
+            assert_eq!(pool.region(h).unwrap().len, 64);
+            assert_ne!(pool.region(h).unwrap().key, k1);
+            // name bound elsewhere
+            assert_eq!(pool.register(Some("a"), b.as_mut_ptr(), 8).unwrap_err().status(), Status::NameConflict);
+            let hb = pool.register(Some("b"), b.as_mut_ptr(), 64).unwrap();
+            assert_eq!(hb, 1);
+            let info = pool.mr_info();
+            assert_eq!(info["a"]["handle"], 0);
+            assert_eq!(info["a2"]["handle"], 0);
+            assert_eq!(info["b"]["length"], 64);
+            pool.unregister(h).unwrap();
+            assert_eq!(pool.unregister(h).unwrap_err().status(), Status::UnknownHandle);
+            assert!(pool.handle("a").is_none());
+            // never reused
+            let hc = pool.register(Some("a"), a.as_mut_ptr(), 8).unwrap();
+            assert_eq!(hc, 2);
+            pool.unregister_name("b").unwrap();
+            assert_eq!(pool.unregister_name("b").unwrap_err().status(), Status::UnknownHandle);
+        }
+    }
+
+    #[test]
+    fn ranges_and_access_validation() {
+        let pool = MemoryPool::new();
+        let mut a = buf(100);
+        let h = unsafe { pool.register(Some("a"), a.as_mut_ptr(), 100).unwrap() };
+        assert!(pool.local_range(h, 90, 10).is_ok());
+        assert_eq!(pool.local_range(h, 91, 10).unwrap_err().status(), Status::OutOfRange);
+        assert_eq!(pool.local_range(h, u64::MAX, 2).unwrap_err().status(), Status::OutOfRange);
+        assert_eq!(pool.local_range(7, 0, 1).unwrap_err().status(), Status::UnknownHandle);
+        let r = pool.region(h).unwrap();
+        let base = r.addr as u64;
+        assert!(pool.validate_access(base + 10, 90, r.key).is_ok());
+        assert_eq!(pool.validate_access(base + 10, 91, r.key).unwrap_err().status(), Status::RemoteAccess);
+        assert_eq!(pool.validate_access(base, 1, r.key ^ 1).unwrap_err().status(), Status::RemoteAccess);
+        assert_eq!(pool.validate_access(u64::MAX, 1, r.key).unwrap_err().status(), Status::RemoteAccess);
+        assert_eq!(pool.validate_access(1, 1, r.key).unwrap_err().status(), Status::RemoteAccess);
+    }
+}

@@ -1,0 +1,24 @@
+//! Memory-region tables: the local regions this process registered (with their access
+//! keys) and the remote regions a peer published.
+//!
+//! Handles are dense indices that are never reused, so a stale handle can only ever
+//! name a dead slot, never someone else's region.
+
+pub mod local;
+pub mod remote;
+
+pub use local::{MemoryPool, MrHandle, Region};
+pub use remote::{RemoteHandle, RemotePool, RemoteRegion};
+
+use crate::error::{Error, Result, Status};
+
+/// `offset + len <= bound`, without overflow; the error names what was out of range.
+pub(crate) fn check_range(what: &str, offset: u64, len: u64, bound: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= bound => Ok(()),
+        _ => Err(Error::new(
+            Status::OutOfRange,
+            format!("{what}: offset {offset} + length {len} exceeds region length {bound}"),
+        )),
+    }
+}
