@@ -1,0 +1,157 @@
+//! Two-process test harness: a test re-runs its own test binary as a child that executes
+//! one `#[ignore]`d entry function (the peer), and the two talk over the child's
+//! stdin/stdout with `@@ `-prefixed lines (everything else the child prints is ignored).
+//! Every read has a deadline; the child is SIGKILLed when the handle drops.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+const PREFIX: &str = "@@ ";
+const CHILD_ENV: &str = "DLSLIME_TEST_CHILD";
+
+/// Generous default for a peer's answer on a loaded 2-core machine.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Peer {
+    /// Starts the `#[ignore]`d test `entry` (its full path, e.g. `tcp_peer_target`) of
+    /// this test binary in a new process.
+    pub fn spawn(entry: &str, env: &[(&str, String)]) -> Peer {
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut cmd = Command::new(exe);
+        cmd.args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn peer process");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(msg) = line.strip_prefix(PREFIX) {
+                    if tx.send(msg.to_string()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Peer { child, stdin, lines: rx }
+    }
+
+    pub fn send(&mut self, msg: &str) {
+        let stdin = self.stdin.as_mut().expect("peer stdin open");
+        writeln!(stdin, "{msg}").expect("write to peer");
+        stdin.flush().unwrap();
+    }
+
+    /// The next message from the peer; panics after `timeout` or if the peer exited.
+    pub fn recv_within(&mut self, timeout: Duration) -> String {
+        match self.lines.recv_timeout(timeout) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => panic!("peer said nothing within {timeout:?}"),
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait().ok();
+                panic!("peer exited before answering (status {status:?})")
+            }
+        }
+    }
+
+    pub fn recv(&mut self) -> String {
+        self.recv_within(ANSWER_TIMEOUT)
+    }
+
+    /// Expects the exact message `want`.
+    pub fn expect(&mut self, want: &str) {
+        let got = self.recv();
+        assert_eq!(got, want, "unexpected message from peer");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for a clean exit (after sending it "exit", say) and asserts success.
+    pub fn join(mut self) {
+        self.stdin.take();
+        let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert!(st.success(), "peer failed: {st:?}");
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "peer did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// True inside a child started by [`Peer::spawn`]. Entry functions return at once
+/// otherwise (they are `#[ignore]`d, so a normal run does not even call them).
+pub fn is_child() -> bool {
+    std::env::var_os(CHILD_ENV).is_some()
+}
+
+/// Child side: the channel to the parent.
+pub struct Parent {
+    lines: std::io::Lines<std::io::StdinLock<'static>>,
+}
+
+impl Parent {
+    pub fn new() -> Parent {
+        Parent { lines: std::io::stdin().lock().lines() }
+    }
+
+    pub fn send(&self, msg: &str) {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{PREFIX}{msg}").unwrap();
+        out.flush().unwrap();
+    }
+
+    /// The parent's next message; `None` when the parent closed stdin (or died).
+    pub fn recv(&mut self) -> Option<String> {
+        self.lines.next().and_then(Result::ok)
+    }
+}
+
+/// Deterministic test pattern: byte `i` of a buffer seeded with `seed`.
+pub fn pattern_byte(seed: u64, i: usize) -> u8 {
+    let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(seed.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    (x >> 56) as u8 ^ (i as u8)
+}
+
+pub fn fill_pattern(buf: &mut [u8], seed: u64) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = pattern_byte(seed, i);
+    }
+}
+
+/// Index of the first byte that differs from the pattern, if any.
+pub fn check_pattern(buf: &[u8], seed: u64) -> Option<usize> {
+    buf.iter().enumerate().position(|(i, b)| *b != pattern_byte(seed, i))
+}
