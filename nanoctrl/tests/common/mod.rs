@@ -1,0 +1,324 @@
+//! Test fixtures: a real `redis-server` and the real `nanoctrl` binary, each on an
+//! ephemeral loopback port, killed (and their temp dirs removed) on drop, even when the
+//! test fails. Every wait has a deadline.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const NANOCTRL: &str = env!("CARGO_BIN_EXE_nanoctrl");
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh, unique name for scopes, aliases and temp dirs.
+pub fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{tag}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Poll `f` every 20 ms until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A temp dir removed on drop.
+pub struct TempDir(pub PathBuf);
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn redis_server_bin() -> String {
+    if let Ok(p) = std::env::var("REDIS_SERVER") {
+        return p;
+    }
+    for p in ["redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
+        if Command::new(p).arg("--version").stdout(Stdio::null()).status().is_ok() {
+            return p.to_string();
+        }
+    }
+    panic!("redis-server not found: install it (scripts/test-nanoctrl.sh does) or set REDIS_SERVER");
+}
+
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    pub url: String,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        for _ in 0..5 {
+            if let Some(r) = Self::try_start_on(free_port()) {
+                return r;
+            }
+        }
+        panic!("could not start redis-server on an ephemeral port");
+    }
+
+    /// Start on a given port (used to bring Redis back after killing it).
+    pub fn start_on(port: u16) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(r) = Self::try_start_on(port) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "could not restart redis-server on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn try_start_on(port: u16) -> Option<Self> {
+        let mut child = Command::new(redis_server_bin())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let url = format!("redis://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None; // port taken, most likely
+            }
+            if let Ok(mut c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return Some(Redis { child: Some(child), port, url });
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url.as_str()).unwrap().get_connection().unwrap()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct NanoCtrl {
+    child: Option<Child>,
+    pub port: u16,
+    pub base: String,
+    pub log: PathBuf,
+    _dir: TempDir,
+    http: reqwest::Client,
+}
+
+impl NanoCtrl {
+    pub fn start(redis_url: &str) -> Self {
+        Self::start_with(redis_url, &[])
+    }
+
+    pub fn start_with(redis_url: &str, extra: &[&str]) -> Self {
+        let dir = TempDir::new("nanoctrl-srv");
+        for _ in 0..5 {
+            let port = free_port();
+            let log = dir.path().join(format!("server-{port}.log"));
+            let logf = std::fs::File::create(&log).unwrap();
+            let mut child = Command::new(NANOCTRL)
+                .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--redis-url", redis_url])
+                .args(extra)
+                .env_remove("NANOCTRL_REDIS_URL")
+                .env("NANOCTRL_RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(logf.try_clone().unwrap())
+                .stderr(logf)
+                .spawn()
+                .expect("spawn nanoctrl");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let up = loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false;
+                }
+                if health(port) {
+                    break true;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("nanoctrl did not become healthy: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if up {
+                return NanoCtrl {
+                    child: Some(child),
+                    port,
+                    base: format!("http://127.0.0.1:{port}"),
+                    log,
+                    _dir: dir,
+                    http: client(),
+                };
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(text.contains("Cannot listen"), "nanoctrl exited at startup: {text}");
+        }
+        panic!("could not start nanoctrl on an ephemeral port");
+    }
+
+    /// POST a JSON body; returns the status and the body (JSON, or a JSON string if not JSON).
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}{}", self.base, path)).json(&body).send().await.expect("request");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// POST raw bytes with an optional content type; returns status and text.
+    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, String) {
+        let mut rb = self.http.post(format!("{}{}", self.base, path)).body(body);
+        if let Some(ct) = content_type {
+            rb = rb.header("content-type", ct);
+        }
+        let r = rb.send().await.expect("request");
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Wait (with a deadline) for the process to exit on its own; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        let status = wait_for(timeout, "nanoctrl to exit", || child.try_wait().ok().flatten());
+        status.code()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for NanoCtrl {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+pub fn health(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200") && buf.contains("NanoCtrl Server Running")
+}
+
+/// Redis + NanoCtrl, the usual pair.
+pub struct Stack {
+    pub redis: Redis,
+    pub ctrl: NanoCtrl,
+}
+
+impl Stack {
+    pub fn start() -> Self {
+        let redis = Redis::start();
+        let ctrl = NanoCtrl::start(&redis.url);
+        Stack { redis, ctrl }
+    }
+}
+
+/// Collects pub/sub messages on `channel` from a background thread.
+pub struct Subscriber {
+    rx: std::sync::mpsc::Receiver<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Subscriber {
+    pub fn new(redis_url: &str, channel: &str) -> Self {
+        let client = redis::Client::open(redis_url).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let channel = channel.to_string();
+        std::thread::spawn(move || {
+            conn.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            let mut ps = conn.as_pubsub();
+            ps.subscribe(&channel).unwrap();
+            ready_tx.send(()).unwrap();
+            while !stop2.load(Ordering::Relaxed) {
+                match ps.get_message() {
+                    Ok(m) => {
+                        if tx.send(m.get_payload::<String>().unwrap()).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.is_timeout() => continue,
+                    Err(_) => break,
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("subscribe");
+        Subscriber { rx, stop }
+    }
+
+    pub fn next(&self, timeout: Duration) -> Option<Value> {
+        self.rx.recv_timeout(timeout).ok().map(|s| serde_json::from_str(&s).expect("event is JSON"))
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
