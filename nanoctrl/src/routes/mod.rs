@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::redis_store::Store;
 
@@ -38,7 +39,10 @@ pub fn router(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/register_mr", post(memory::register_mr))
         .route("/get_mr_info", post(memory::get_mr_info))
         .route("/get_redis_address", post(memory::get_redis_address))
-        // Oversized bodies get axum's 413 before any JSON parsing.
+        // Oversized bodies get 413. tower-http answers from Content-Length before the body
+        // is read (so `Expect: 100-continue` clients never upload it); axum's own limit
+        // covers chunked bodies without a length.
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .with_state(state)
 }
