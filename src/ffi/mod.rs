@@ -1,1 +1,43 @@
-//! The C ABI (see include/dlslime.h).
+//! The C ABI (`include/dlslime.h`). Nothing else in the crate knows about C.
+//!
+//! A thin, mechanical layer: every export checks its pointers, converts them to the Rust
+//! objects they stand for, calls the Rust API once and converts the outcome back. No
+//! transport or memory logic lives here.
+//!
+//! Layout (one module per C object family, in the style of rustls-ffi):
+//!
+//! * [`panic`] (private): `ffi_boundary!`, the `catch_unwind` wrapper around every export,
+//!   and the typed fallback values (`DLSLIME_STATUS_PANIC`, NULL, 0, false).
+//! * [`cast`] (private): the `Castable` trait that fixes each handle's ownership model
+//!   (Box or Arc) once, checked casts, and the NULL-check macros.
+//! * [`status`]: `dlslime_status_t`, the thread-local last-error message,
+//!   `dlslime_status_str`, `dlslime_string_free`.
+//! * [`version`]: `dlslime_version`, `dlslime_version_number`.
+//! * [`memory`]: `dlslime_memory_pool_t`.
+//! * [`tcp`]: `dlslime_tcp_options_t`, `dlslime_tcp_context_t`, `dlslime_tcp_endpoint_new`.
+//! * [`endpoint`]: `dlslime_endpoint_t`, `dlslime_assignment_t`.
+//! * [`future`]: `dlslime_future_t`.
+//!
+//! Conventions: fallible functions return `dlslime_status_t` and write their
+//! out-parameters only on success; every failure (including a NULL argument and a caught
+//! panic) stores a message in the calling thread's last-error slot.
+#![allow(non_camel_case_types)]
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+#[macro_use]
+mod panic;
+#[macro_use]
+mod cast;
+
+pub mod endpoint;
+pub mod future;
+pub mod memory;
+pub mod status;
+pub mod tcp;
+pub mod version;
+
+pub use endpoint::{dlslime_assignment_t, dlslime_endpoint_t};
+pub use future::dlslime_future_t;
+pub use memory::{dlslime_memory_pool_t, dlslime_mr_handle_t, dlslime_remote_handle_t};
+pub use status::{dlslime_status, dlslime_status_t};
+pub use tcp::{dlslime_tcp_context_t, dlslime_tcp_options_t};

@@ -1,0 +1,103 @@
+//! `dlslime_future_t`: the handle on one operation.
+
+use std::time::Duration;
+
+use super::cast::{free_box, Castable, OwnershipBox};
+use super::status::{dlslime_status_t, status_of};
+use crate::future::Future;
+
+/// The handle on one operation returned by an endpoint.
+///
+/// Ownership: owned by the caller; release it with `dlslime_future_free` (freeing a
+/// pending future does not cancel the operation; its buffers must stay valid until it
+/// completes or the endpoint is shut down).
+///
+/// Thread safety: thread-safe. It may be waited on and queried from any number of threads
+/// at once, any number of times; only `dlslime_future_free` must not race with other
+/// calls on it.
+///
+/// Methods: `dlslime_future_wait`, `dlslime_future_wait_for`, `dlslime_future_done`,
+/// `dlslime_future_status`, `dlslime_future_imm_data`, `dlslime_future_nbytes`,
+/// `dlslime_future_free`.
+pub struct dlslime_future_t {
+    _private: [u8; 0],
+}
+
+impl Castable for dlslime_future_t {
+    type Ownership = OwnershipBox;
+    type RustType = Future;
+}
+
+/// Waits until the operation completes or its own deadline passes, and returns its final
+/// status (`DLSLIME_STATUS_OK` on success; on failure the status and the last-error
+/// message say why). May be called again: it returns the same outcome.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, or the operation's failure status.
+#[no_mangle]
+pub extern "C" fn dlslime_future_wait(f: *const dlslime_future_t) -> dlslime_status_t {
+    ffi_boundary! {
+        let f = try_ref!(f);
+        status_of(f.wait())
+    }
+}
+
+/// Waits at most `timeout_ms` milliseconds. Returns the final status if the operation
+/// completed, or `DLSLIME_STATUS_TIMEOUT` if this wait gave up first; then
+/// `dlslime_future_status` tells whether the operation itself is still pending
+/// (`DLSLIME_STATUS_PENDING`) or timed out.
+#[no_mangle]
+pub extern "C" fn dlslime_future_wait_for(f: *const dlslime_future_t, timeout_ms: u64) -> dlslime_status_t {
+    ffi_boundary! {
+        let f = try_ref!(f);
+        status_of(f.wait_for(Duration::from_millis(timeout_ms)))
+    }
+}
+
+/// True once the operation has completed (successfully or not). False for NULL.
+#[no_mangle]
+pub extern "C" fn dlslime_future_done(f: *const dlslime_future_t) -> bool {
+    ffi_boundary! {
+        let f = try_ref!(f);
+        f.done()
+    }
+}
+
+/// `DLSLIME_STATUS_PENDING` until the operation completes, then its final status. Does
+/// not block and does not set the last-error message (except for NULL:
+/// `DLSLIME_STATUS_NULL_PARAMETER`).
+#[no_mangle]
+pub extern "C" fn dlslime_future_status(f: *const dlslime_future_t) -> dlslime_status_t {
+    ffi_boundary! {
+        let f = try_ref!(f);
+        f.status().into()
+    }
+}
+
+/// The immediate data of a completed `dlslime_endpoint_imm_recv`; 0 otherwise and for
+/// NULL.
+#[no_mangle]
+pub extern "C" fn dlslime_future_imm_data(f: *const dlslime_future_t) -> i32 {
+    ffi_boundary! {
+        let f = try_ref!(f);
+        f.imm_data()
+    }
+}
+
+/// Bytes moved by the operation (for `dlslime_endpoint_recv`: the received message
+/// length); 0 for NULL.
+#[no_mangle]
+pub extern "C" fn dlslime_future_nbytes(f: *const dlslime_future_t) -> u64 {
+    ffi_boundary! {
+        let f = try_ref!(f);
+        f.nbytes()
+    }
+}
+
+/// Releases a future handle. NULL is a no-op. Call it exactly once, after every other
+/// call on it has returned.
+#[no_mangle]
+pub extern "C" fn dlslime_future_free(f: *mut dlslime_future_t) {
+    ffi_boundary! {
+        unsafe { free_box(f) }
+    }
+}

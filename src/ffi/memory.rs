@@ -1,0 +1,167 @@
+//! `dlslime_memory_pool_t`: the table of local memory regions.
+
+use std::ffi::{c_char, c_void};
+
+use super::cast::{arc_into_ptr, free_arc, Castable, OwnershipArc};
+use super::status::{dlslime_status_t, status_of, string_to_c};
+use crate::memory::MemoryPool;
+
+/// Handle of a local memory region: dense, starting at 0, never reused within a pool.
+pub type dlslime_mr_handle_t = u32;
+
+/// Handle of a peer's memory region as registered on an endpoint (see
+/// `dlslime_endpoint_register_remote`; `dlslime_endpoint_connect` registers every region
+/// the peer published, in the peer's handle order).
+pub type dlslime_remote_handle_t = u32;
+
+/// A table of local memory regions: registered `(ptr, len)` ranges with names and random
+/// access keys. Endpoints read from and write into these regions only.
+///
+/// Ownership: created by `dlslime_memory_pool_new`, released by
+/// `dlslime_memory_pool_free`. Reference-counted: every endpoint created over the pool
+/// keeps its own reference, so the pool may be freed before its endpoints.
+///
+/// Thread safety: thread-safe. Any function may be called on the same pool from several
+/// threads at once (but not after `dlslime_memory_pool_free`).
+///
+/// Methods: `dlslime_memory_pool_new`, `dlslime_memory_pool_free`,
+/// `dlslime_memory_pool_register`, `dlslime_memory_pool_unregister`,
+/// `dlslime_memory_pool_unregister_name`, `dlslime_memory_pool_handle`,
+/// `dlslime_memory_pool_mr_info`.
+pub struct dlslime_memory_pool_t {
+    _private: [u8; 0],
+}
+
+impl Castable for dlslime_memory_pool_t {
+    type Ownership = OwnershipArc;
+    type RustType = MemoryPool;
+}
+
+/// Creates an empty memory pool and writes it to `*out`.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER` if `out` is NULL.
+#[no_mangle]
+pub extern "C" fn dlslime_memory_pool_new(out: *mut *mut dlslime_memory_pool_t) -> dlslime_status_t {
+    ffi_boundary! {
+        let out = try_out!(out);
+        unsafe { out.write(arc_into_ptr(MemoryPool::new())) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Releases the caller's reference to a pool. Endpoints created over it keep theirs.
+/// NULL is a no-op. The registered memory itself is never freed by the library.
+#[no_mangle]
+pub extern "C" fn dlslime_memory_pool_free(pool: *mut dlslime_memory_pool_t) {
+    ffi_boundary! {
+        unsafe { free_arc(pool) }
+    }
+}
+
+/// Registers `[ptr, ptr + len)` under `name` (NULL: the default name `mr_<handle>`) and
+/// writes its handle to `*out_handle`.
+///
+/// Registering a pointer again with a length that fits returns the same handle (`name`
+/// becomes an alias); with a larger length the same handle is re-registered with the new
+/// length and a new access key.
+///
+/// The memory must stay valid until it is unregistered and every operation using it
+/// has completed. The library never frees it.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER` (`pool`, `ptr` or `out_handle` NULL),
+/// `DLSLIME_STATUS_INVALID_ARGUMENT` (`len` is 0, `name` not UTF-8),
+/// `DLSLIME_STATUS_NAME_CONFLICT` (`name` is bound to another address; nothing is
+/// registered), `DLSLIME_STATUS_OUT_OF_RANGE` (the range wraps the address space).
+#[no_mangle]
+pub extern "C" fn dlslime_memory_pool_register(
+    pool: *const dlslime_memory_pool_t,
+    name: *const c_char,
+    ptr: *mut c_void,
+    len: usize,
+    out_handle: *mut dlslime_mr_handle_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let pool = try_ref!(pool);
+        let out_handle = try_out!(out_handle);
+        let name = try_opt_str!(name);
+        if ptr.is_null() {
+            null_arg!("ptr");
+        }
+        let h = try_res!(unsafe { pool.register(name, ptr.cast(), len) });
+        unsafe { out_handle.write(h) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Unregisters a region and every name bound to it. The handle is never reused.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (no live
+/// region with that handle).
+#[no_mangle]
+pub extern "C" fn dlslime_memory_pool_unregister(
+    pool: *const dlslime_memory_pool_t,
+    handle: dlslime_mr_handle_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let pool = try_ref!(pool);
+        status_of(pool.unregister(handle))
+    }
+}
+
+/// Unregisters the region `name` is bound to (with all its names).
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (not
+/// UTF-8), `DLSLIME_STATUS_UNKNOWN_HANDLE` (no region of that name).
+#[no_mangle]
+pub extern "C" fn dlslime_memory_pool_unregister_name(
+    pool: *const dlslime_memory_pool_t,
+    name: *const c_char,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let pool = try_ref!(pool);
+        let name = try_str!(name);
+        status_of(pool.unregister_name(name))
+    }
+}
+
+/// Looks up the handle a name is bound to and writes it to `*out_handle`.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (not
+/// UTF-8), `DLSLIME_STATUS_UNKNOWN_HANDLE` (no region of that name).
+#[no_mangle]
+pub extern "C" fn dlslime_memory_pool_handle(
+    pool: *const dlslime_memory_pool_t,
+    name: *const c_char,
+    out_handle: *mut dlslime_mr_handle_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let pool = try_ref!(pool);
+        let name = try_str!(name);
+        let out_handle = try_out!(out_handle);
+        let h = try_res!(pool.handle(name).ok_or_else(|| crate::Error::new(
+            crate::Status::UnknownHandle,
+            format!("no region named {name:?}"),
+        )));
+        unsafe { out_handle.write(h) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Writes the pool's regions as an owned JSON string to `*out_json`:
+/// `{"<name>": {"handle": H, "addr": A, "rkey": K, "length": L}, ...}`, one entry per
+/// name (aliases included). Free it with `dlslime_string_free`.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`.
+#[no_mangle]
+pub extern "C" fn dlslime_memory_pool_mr_info(
+    pool: *const dlslime_memory_pool_t,
+    out_json: *mut *mut c_char,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let pool = try_ref!(pool);
+        let out_json = try_out!(out_json);
+        let s = try_res!(string_to_c(pool.mr_info().to_string()));
+        unsafe { out_json.write(s) };
+        dlslime_status_t::Ok
+    }
+}

@@ -1,0 +1,216 @@
+//! `dlslime_tcp_options_t`, `dlslime_tcp_context_t` and `dlslime_tcp_endpoint_new`.
+
+use std::ffi::c_char;
+use std::mem::size_of;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cast::{arc_into_ptr, box_into_ptr, free_arc, Castable, OwnershipArc};
+use super::endpoint::dlslime_endpoint_t;
+use super::memory::dlslime_memory_pool_t;
+use super::status::{dlslime_status_t, string_to_c};
+use crate::error::{Error, Status};
+use crate::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
+use crate::transport::Endpoint;
+
+/// Options of a TCP context. Initialise with `dlslime_tcp_options_init` (or set `size`
+/// to `sizeof(dlslime_tcp_options_t)` and zero the rest): every zero/NULL field means
+/// "the library default". Later versions only append fields; `size` tells the library
+/// which version the caller was compiled against.
+#[repr(C)]
+pub struct dlslime_tcp_options_t {
+    /// `sizeof(dlslime_tcp_options_t)` as the caller was compiled.
+    pub size: usize,
+    /// Numeric "IP:port" the listener binds (port 0: an ephemeral port).
+    /// NULL: "0.0.0.0:0". Borrowed for the duration of the call.
+    pub bind: *const c_char,
+    /// Host name or IP published in `endpoint_info`. NULL: the bind IP, or the first
+    /// non-loopback IPv4 address when bound to 0.0.0.0. Borrowed for the call.
+    pub advertise_host: *const c_char,
+    /// Connections per peer; large transfers are striped over them. 0: default (2).
+    pub lanes: u32,
+    /// Transfers larger than this are split into chunks striped over the lanes.
+    /// 0: default (4 MiB).
+    pub chunk_size: u64,
+    /// Pooled connections idle this long are closed. 0: default (60 s).
+    pub idle_timeout_ms: u64,
+    /// Deadline of every operation that passes `timeout_ms = 0`. 0: default (30 s, or
+    /// `DLSLIME_TIMEOUT_MS` from the environment).
+    pub default_timeout_ms: u64,
+}
+
+/// A TCP transport context: a listener plus a pool of outgoing connections keyed by
+/// peer, shared by the endpoints created over it.
+///
+/// Ownership: created by `dlslime_tcp_context_new`, released by
+/// `dlslime_tcp_context_free`. Reference-counted: endpoints keep their own reference, so
+/// the context may be freed before its endpoints.
+///
+/// Thread safety: thread-safe.
+///
+/// Methods: `dlslime_tcp_context_new`, `dlslime_tcp_context_free`,
+/// `dlslime_tcp_context_local_addr`, `dlslime_tcp_endpoint_new`.
+pub struct dlslime_tcp_context_t {
+    _private: [u8; 0],
+}
+
+impl Castable for dlslime_tcp_context_t {
+    type Ownership = OwnershipArc;
+    type RustType = TcpContext;
+}
+
+/// Fills `*opts` with the defaults: `size = sizeof(dlslime_tcp_options_t)`, every other
+/// field zero/NULL. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dlslime_tcp_options_init(opts: *mut dlslime_tcp_options_t) {
+    ffi_boundary! {
+        if !opts.is_null() {
+            unsafe { opts.write(zeroed_options()) };
+        }
+    }
+}
+
+fn zeroed_options() -> dlslime_tcp_options_t {
+    dlslime_tcp_options_t {
+        size: size_of::<dlslime_tcp_options_t>(),
+        bind: std::ptr::null(),
+        advertise_host: std::ptr::null(),
+        lanes: 0,
+        chunk_size: 0,
+        idle_timeout_ms: 0,
+        default_timeout_ms: 0,
+    }
+}
+
+/// Reads the caller's options, honouring its `size`.
+///
+/// # Safety
+/// `opts` points at `opts->size` readable bytes.
+unsafe fn read_options(opts: *const dlslime_tcp_options_t) -> crate::Result<dlslime_tcp_options_t> {
+    let size = opts.cast::<usize>().read_unaligned();
+    let ours = size_of::<dlslime_tcp_options_t>();
+    if size < ours {
+        return Err(Error::invalid(format!(
+            "dlslime_tcp_options_t.size is {size}, expected at least {ours}; initialise it with dlslime_tcp_options_init"
+        )));
+    }
+    if size > ours {
+        let extra = std::slice::from_raw_parts(opts.cast::<u8>().add(ours), size - ours);
+        if extra.iter().any(|b| *b != 0) {
+            return Err(Error::new(
+                Status::Unsupported,
+                "dlslime_tcp_options_t sets fields this library version does not know",
+            ));
+        }
+    }
+    Ok(opts.read())
+}
+
+/// Converts C options to a `TcpConfig` (zero fields keep the defaults).
+///
+/// # Safety
+/// The string fields are NULL or NUL-terminated.
+unsafe fn to_config(o: &dlslime_tcp_options_t) -> crate::Result<TcpConfig> {
+    let text = |p: *const c_char, what: &str| -> crate::Result<Option<String>> {
+        if p.is_null() {
+            return Ok(None);
+        }
+        std::ffi::CStr::from_ptr(p)
+            .to_str()
+            .map(|s| Some(s.to_string()))
+            .map_err(|_| Error::invalid(format!("dlslime_tcp_options_t.{what} is not valid UTF-8")))
+    };
+    let mut c = TcpConfig::default();
+    if let Some(b) = text(o.bind, "bind")? {
+        c.bind = b
+            .parse::<SocketAddr>()
+            .map_err(|e| Error::invalid(format!("dlslime_tcp_options_t.bind {b:?} is not a numeric IP:port: {e}")))?;
+    }
+    c.advertise_host = text(o.advertise_host, "advertise_host")?;
+    if o.lanes != 0 {
+        c.lanes = o.lanes as usize;
+    }
+    if o.chunk_size != 0 {
+        c.chunk_size = usize::try_from(o.chunk_size).map_err(|_| Error::invalid("chunk_size does not fit in size_t"))?;
+    }
+    if o.idle_timeout_ms != 0 {
+        c.idle_timeout = Duration::from_millis(o.idle_timeout_ms);
+    }
+    if o.default_timeout_ms != 0 {
+        c.engine.default_timeout = Duration::from_millis(o.default_timeout_ms);
+    }
+    Ok(c)
+}
+
+/// Creates a TCP context (binds its listener) and writes it to `*out`. `opts` may be
+/// NULL for the defaults; it is only read during the call.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER` (`out`), `DLSLIME_STATUS_INVALID_ARGUMENT`
+/// (bad `size`, unparsable `bind`, non-UTF-8 strings), `DLSLIME_STATUS_UNSUPPORTED`
+/// (unknown newer fields set), `DLSLIME_STATUS_IO` (the bind failed).
+#[no_mangle]
+pub extern "C" fn dlslime_tcp_context_new(
+    opts: *const dlslime_tcp_options_t,
+    out: *mut *mut dlslime_tcp_context_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let out = try_out!(out);
+        let config = if opts.is_null() {
+            TcpConfig::default()
+        } else {
+            let o = try_res!(unsafe { read_options(opts) });
+            try_res!(unsafe { to_config(&o) })
+        };
+        let ctx = try_res!(TcpContext::new(config));
+        unsafe { out.write(arc_into_ptr(ctx)) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Releases the caller's reference to a context; endpoints keep theirs. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dlslime_tcp_context_free(ctx: *mut dlslime_tcp_context_t) {
+    ffi_boundary! {
+        unsafe { free_arc(ctx) }
+    }
+}
+
+/// Writes the listener's bound address ("IP:port") as an owned string to `*out_addr`;
+/// free it with `dlslime_string_free`.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`.
+#[no_mangle]
+pub extern "C" fn dlslime_tcp_context_local_addr(
+    ctx: *const dlslime_tcp_context_t,
+    out_addr: *mut *mut c_char,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let ctx = try_ref!(ctx);
+        let out_addr = try_out!(out_addr);
+        let s = try_res!(string_to_c(ctx.local_addr().to_string()));
+        unsafe { out_addr.write(s) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Creates a TCP endpoint over a context and a memory pool and writes it to `*out`. The
+/// endpoint keeps its own references to both.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, and whatever the transport reports.
+#[no_mangle]
+pub extern "C" fn dlslime_tcp_endpoint_new(
+    ctx: *const dlslime_tcp_context_t,
+    pool: *const dlslime_memory_pool_t,
+    out: *mut *mut dlslime_endpoint_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let ctx = try_arc!(ctx);
+        let pool = try_arc!(pool);
+        let out = try_out!(out);
+        let ep = try_res!(TcpEndpoint::new(&ctx, pool));
+        let ep: Arc<dyn Endpoint> = ep;
+        unsafe { out.write(box_into_ptr::<dlslime_endpoint_t>(ep)) };
+        dlslime_status_t::Ok
+    }
+}
