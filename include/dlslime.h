@@ -157,7 +157,8 @@ typedef int32_t dlslime_status;
  * `DLSLIME_STATUS_TIMEOUT`.
  *
  * Methods: `dlslime_endpoint_info`, `dlslime_endpoint_connect`,
- * `dlslime_endpoint_register_remote`, `dlslime_endpoint_read`, `dlslime_endpoint_write`,
+ * `dlslime_endpoint_register_remote`, `dlslime_endpoint_remote_handle`,
+ * `dlslime_endpoint_read`, `dlslime_endpoint_write`,
  * `dlslime_endpoint_write_with_imm`, `dlslime_endpoint_imm_recv`,
  * `dlslime_endpoint_send`, `dlslime_endpoint_recv`, `dlslime_endpoint_cancel_all`,
  * `dlslime_endpoint_shutdown`, `dlslime_endpoint_free`.
@@ -325,6 +326,18 @@ dlslime_status_t dlslime_endpoint_register_remote(const dlslime_endpoint_t *ep,
                                                   const char *name,
                                                   const char *region_json,
                                                   dlslime_remote_handle_t *out_handle);
+
+/**
+ * Looks up the handle of the peer region named `name` (registered by
+ * `dlslime_endpoint_connect` or `dlslime_endpoint_register_remote`) and writes it to
+ * `*out_handle`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (not
+ * UTF-8), `DLSLIME_STATUS_UNKNOWN_HANDLE` (no remote region of that name).
+ */
+dlslime_status_t dlslime_endpoint_remote_handle(const dlslime_endpoint_t *ep,
+                                                const char *name,
+                                                dlslime_remote_handle_t *out_handle);
 
 /**
  * One-sided read: for each assignment, copies the remote range into the local range.

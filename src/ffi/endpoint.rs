@@ -53,7 +53,8 @@ impl From<&dlslime_assignment_t> for Assignment {
 /// `DLSLIME_STATUS_TIMEOUT`.
 ///
 /// Methods: `dlslime_endpoint_info`, `dlslime_endpoint_connect`,
-/// `dlslime_endpoint_register_remote`, `dlslime_endpoint_read`, `dlslime_endpoint_write`,
+/// `dlslime_endpoint_register_remote`, `dlslime_endpoint_remote_handle`,
+/// `dlslime_endpoint_read`, `dlslime_endpoint_write`,
 /// `dlslime_endpoint_write_with_imm`, `dlslime_endpoint_imm_recv`,
 /// `dlslime_endpoint_send`, `dlslime_endpoint_recv`, `dlslime_endpoint_cancel_all`,
 /// `dlslime_endpoint_shutdown`, `dlslime_endpoint_free`.
@@ -157,6 +158,31 @@ pub extern "C" fn dlslime_endpoint_register_remote(
         let out_handle = try_out!(out_handle);
         let v = try_res!(info::parse(text));
         let h = try_res!(ep.register_remote_memory_region(name, &v));
+        unsafe { out_handle.write(h) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Looks up the handle of the peer region named `name` (registered by
+/// `dlslime_endpoint_connect` or `dlslime_endpoint_register_remote`) and writes it to
+/// `*out_handle`.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (not
+/// UTF-8), `DLSLIME_STATUS_UNKNOWN_HANDLE` (no remote region of that name).
+#[no_mangle]
+pub extern "C" fn dlslime_endpoint_remote_handle(
+    ep: *const dlslime_endpoint_t,
+    name: *const c_char,
+    out_handle: *mut dlslime_remote_handle_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let ep = try_ref!(ep);
+        let name = try_str!(name);
+        let out_handle = try_out!(out_handle);
+        let h = try_res!(ep
+            .remote_pool()
+            .handle(name)
+            .ok_or_else(|| Error::new(Status::UnknownHandle, format!("no remote region named {name:?}"))));
         unsafe { out_handle.write(h) };
         dlslime_status_t::Ok
     }
