@@ -8,6 +8,7 @@
 #                                       (g++ -x c++ -std=c++17), -Wall -Wextra -Werror,
 #                                       AddressSanitizer with leak detection on; each
 #                                       binary is run (the TCP test forks two processes)
+#      bindings/cpp/include/dlslime.hpp: ffi-tests/test_cpp_wrapper.cpp, C++17, ASan
 #   4. examples-c                       built against the build tree, demo run
 #   5. cargo-c                          cargo cinstall into a temporary prefix, soname
 #                                       checked with readelf, a C program built with
@@ -96,6 +97,14 @@ for src in ffi-tests/test_*.c; do
   done
 done
 
+step "C++ wrapper: ffi-tests/test_cpp_wrapper.cpp (g++ -std=c++17, ASan)"
+if "$CXX" -std=c++17 "${warn[@]}" "${asan[@]}" -I include -I bindings/cpp/include ffi-tests/test_cpp_wrapper.cpp \
+    -o "$out/test_cpp_wrapper" "${link[@]}"; then
+  if timeout 120 "$out/test_cpp_wrapper"; then pass "test_cpp_wrapper (C++17, ASan)"; else fail "test_cpp_wrapper"; fi
+else
+  fail "test_cpp_wrapper: compile"
+fi
+
 step "examples-c: build against the build tree and run the two-process demo"
 if "$CC" -std=c11 "${warn[@]}" -D_GNU_SOURCE -I include examples-c/dlslime_example.c -o "$out/dlslime_example" \
     -L"$libdir" -ldlslime -Wl,-rpath,"$libdir"; then
@@ -123,7 +132,7 @@ if [ "$run_cargo_c" = 1 ]; then
       soname="$(readelf -d "$prefix/lib/libdlslime.so" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')"
       echo "soname: $soname (want $want_soname)"
       [ "$soname" = "$want_soname" ] || { echo "wrong soname" >&2; ok=0; }
-      for f in "lib/$want_soname" lib/libdlslime.a lib/pkgconfig/dlslime.pc include/dlslime.h; do
+      for f in "lib/$want_soname" lib/libdlslime.a lib/pkgconfig/dlslime.pc include/dlslime.h include/dlslime.hpp; do
         [ -e "$prefix/$f" ] || { echo "missing $prefix/$f" >&2; ok=0; }
       done
       cmp include/dlslime.h "$prefix/include/dlslime.h" || { echo "installed header differs" >&2; ok=0; }

@@ -10,13 +10,13 @@
 //!   and the typed fallback values (`DLSLIME_STATUS_PANIC`, NULL, 0, false).
 //! * [`cast`] (private): the `Castable` trait that fixes each handle's ownership model
 //!   (Box or Arc) once, checked casts, and the NULL-check macros.
-//! * [`status`]: `dlslime_status_t`, the thread-local last-error message,
+//! * [`status`] — `dlslime_status_t`, the thread-local last-error message,
 //!   `dlslime_status_str`, `dlslime_string_free`.
-//! * [`version`]: `dlslime_version`, `dlslime_version_number`.
-//! * [`memory`]: `dlslime_memory_pool_t`.
-//! * [`tcp`]: `dlslime_tcp_options_t`, `dlslime_tcp_context_t`, `dlslime_tcp_endpoint_new`.
-//! * [`endpoint`]: `dlslime_endpoint_t`, `dlslime_assignment_t`.
-//! * [`future`]: `dlslime_future_t`.
+//! * [`version`] — `dlslime_version`, `dlslime_version_number`.
+//! * [`memory`] — `dlslime_memory_pool_t`.
+//! * [`tcp`] — `dlslime_tcp_options_t`, `dlslime_tcp_context_t`, `dlslime_tcp_endpoint_new`.
+//! * [`endpoint`] — `dlslime_endpoint_t`, `dlslime_assignment_t`.
+//! * [`future`] — `dlslime_future_t`.
 //!
 //! Conventions: fallible functions return `dlslime_status_t` and write their
 //! out-parameters only on success; every failure (including a NULL argument and a caught
