@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod future;
+pub mod log;
 pub mod memory;
 pub mod transport;
 

@@ -41,8 +41,9 @@ impl Peer {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(msg) = line.strip_prefix(PREFIX) {
-                    if tx.send(msg.to_string()).is_err() {
+                // The test harness may print "test name ... " on the same line first.
+                if let Some(i) = line.find(PREFIX) {
+                    if tx.send(line[i + PREFIX.len()..].to_string()).is_err() {
                         break;
                     }
                 }

@@ -3,13 +3,21 @@
 //! A [`TcpContext`] owns a listener and a pool of outgoing connections keyed by peer;
 //! [`TcpEndpoint`]s are created over a context and a [`MemoryPool`].
 
+mod conn;
+mod context;
+mod endpoint;
+mod pool;
+mod server;
+mod sockio;
+pub mod wire;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine;
-use crate::error::{Error, Result, Status};
-use crate::memory::MemoryPool;
+
+pub use context::TcpContext;
+pub use endpoint::TcpEndpoint;
 
 /// Knobs of a TCP context.
 #[derive(Clone, Debug)]
@@ -41,26 +49,3 @@ impl Default for TcpConfig {
     }
 }
 
-pub struct TcpContext {
-    _private: (),
-}
-
-impl TcpContext {
-    pub fn new(_config: TcpConfig) -> Result<Arc<TcpContext>> {
-        Err(Error::new(Status::Unsupported, "TCP transport not built yet"))
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        unimplemented!()
-    }
-}
-
-pub struct TcpEndpoint {
-    _private: (),
-}
-
-impl TcpEndpoint {
-    pub fn new(_ctx: &Arc<TcpContext>, _pool: Arc<MemoryPool>) -> Result<Arc<TcpEndpoint>> {
-        Err(Error::new(Status::Unsupported, "TCP transport not built yet"))
-    }
-}

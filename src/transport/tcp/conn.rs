@@ -1,0 +1,279 @@
+//! One outgoing connection: requests go out (inline from the caller when the lane is
+//! idle, else through the lane's writer thread, keeping submission order), replies come
+//! back on a reader thread that writes read data straight into the caller's region and
+//! completes the operation's part.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use parking_lot::Mutex;
+
+use super::sockio;
+use super::wire::{read_header, Header, Hello, Opcode, HELLO_LEN, WIRE_VERSION};
+use crate::error::{Error, Result, Status};
+use crate::future::OpState;
+
+/// Frames up to this payload size are written by the submitting thread when the lane is
+/// idle; bigger ones go to the writer thread so `write()` returns at once.
+const INLINE_MAX: usize = 256 * 1024;
+
+/// Called once the reply to a request is in (used to acknowledge pulled messages).
+pub type Then = Box<dyn FnOnce(Status) + Send>;
+
+/// A request waiting for its reply.
+pub struct Pending {
+    pub op: Arc<OpState>,
+    /// Where the reply's payload goes (0 = none expected).
+    pub sink: usize,
+    /// Exact payload length a successful reply must carry.
+    pub expect: u64,
+    pub then: Option<Then>,
+}
+
+struct TxJob {
+    header: Header,
+    payload: (usize, usize),
+    /// The operation whose memory the payload is read from (guards against a concurrent
+    /// abort returning control of the buffer to the caller).
+    reads_from: Option<Arc<OpState>>,
+}
+
+pub struct Conn {
+    pub peer: SocketAddr,
+    stream: TcpStream,
+    writer: Mutex<TcpStream>,
+    queue: Sender<TxJob>,
+    queued: AtomicUsize,
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_req: AtomicU64,
+    dead: AtomicBool,
+    /// Set when we close it on purpose (eviction, shutdown): not a sign of peer death.
+    closing: AtomicBool,
+    born: Instant,
+    last_used_ms: AtomicU64,
+}
+
+/// What the reader does when the connection dies without us closing it.
+pub type OnLost = Arc<dyn Fn(SocketAddr) + Send + Sync>;
+
+impl Conn {
+    pub fn dial(peer: SocketAddr, context_id: u64, timeout: Duration, on_lost: OnLost) -> Result<Arc<Conn>> {
+        let mut stream = TcpStream::connect_timeout(&peer, timeout).map_err(|e| {
+            Error::new(Status::PeerDisconnected, format!("cannot connect to {peer}: {e}"))
+        })?;
+        sockio::tune(&stream);
+        let hello = Hello { version: WIRE_VERSION, status: 0, context_id };
+        let io_err = |e: std::io::Error| Error::new(Status::PeerDisconnected, format!("handshake with {peer}: {e}"));
+        std::io::Write::write_all(&mut stream, &hello.encode()).map_err(io_err)?;
+        stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+        let mut b = [0u8; HELLO_LEN];
+        stream.read_exact(&mut b).map_err(io_err)?;
+        stream.set_read_timeout(None).map_err(io_err)?;
+        let ack = Hello::decode(&b)
+            .ok_or_else(|| Error::new(Status::Protocol, format!("{peer} is not a dlslime TCP endpoint (bad magic)")))?;
+        if ack.version != WIRE_VERSION || ack.status != 0 {
+            return Err(Error::new(
+                Status::VersionMismatch,
+                format!("{peer} refused the connection: wire version {} (ours {WIRE_VERSION}), status {}", ack.version, ack.status),
+            ));
+        }
+        let (tx, rx) = unbounded();
+        let conn = Arc::new(Conn {
+            peer,
+            writer: Mutex::new(stream.try_clone().map_err(io_err)?),
+            stream: stream.try_clone().map_err(io_err)?,
+            queue: tx,
+            queued: AtomicUsize::new(0),
+            pending: Mutex::new(HashMap::new()),
+            next_req: AtomicU64::new(1),
+            dead: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            born: Instant::now(),
+            last_used_ms: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&conn);
+        std::thread::Builder::new()
+            .name("dlslime-tcp-tx".into())
+            .spawn(move || writer_loop(weak, rx))
+            .map_err(|e| Error::io("spawn writer thread", e))?;
+        let c = conn.clone();
+        std::thread::Builder::new()
+            .name("dlslime-tcp-rx".into())
+            .spawn(move || reader_loop(c, stream, on_lost))
+            .map_err(|e| Error::io("spawn reader thread", e))?;
+        Ok(conn)
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// Dead, or closed by the peer while idle (seen before the reader noticed).
+    pub fn is_usable(&self) -> bool {
+        if self.is_dead() {
+            return false;
+        }
+        if self.pending.lock().is_empty() && sockio::peer_closed(&self.stream) {
+            self.dead.store(true, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        let used = Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed));
+        now.saturating_duration_since(self.born + used)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.lock().is_empty() || self.queued.load(Ordering::Acquire) > 0
+    }
+
+    /// Closes on purpose: pending requests fail with `status`, no peer-lost signal.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.dead.store(true, Ordering::Release);
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Sends a request; its reply completes one part of `pending.op`. `payload` is read
+    /// from the caller's memory (guarded by `reads_from`) while the frame is written.
+    pub fn request(&self, mut header: Header, payload: (usize, usize), reads_from: Option<Arc<OpState>>, pending: Pending) {
+        let id = self.next_req.fetch_add(1, Ordering::Relaxed);
+        header.req_id = id;
+        self.last_used_ms.store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+        {
+            let mut p = self.pending.lock();
+            if self.is_dead() {
+                drop(p);
+                fail(pending, Status::PeerDisconnected, &format!("connection to {} is closed", self.peer));
+                return;
+            }
+            p.insert(id, pending);
+        }
+        let job = TxJob { header, payload, reads_from };
+        if payload.1 <= INLINE_MAX && self.queued.load(Ordering::Acquire) == 0 {
+            if let Some(mut w) = self.writer.try_lock() {
+                if self.queued.load(Ordering::Acquire) == 0 {
+                    self.write_job(&mut w, job);
+                    return;
+                }
+            }
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.queue.send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Sends a reply-less frame is never needed: every request has a reply.
+    fn write_job(&self, w: &mut TcpStream, job: TxJob) {
+        let guard = job.reads_from.as_ref();
+        if let Some(op) = guard {
+            if !op.begin_io() {
+                // Aborted before a byte went out: forget the request.
+                self.pending.lock().remove(&job.header.req_id);
+                return;
+            }
+        }
+        let hdr = job.header.encode();
+        // SAFETY: the payload range was validated against a registered region (or is a
+        // send buffer the caller keeps valid until completion) and `begin_io` holds off
+        // an abort from handing it back to the caller during the write.
+        let res = unsafe { sockio::write_frame(w, &hdr, &[(job.payload.0 as *const u8, job.payload.1)]) };
+        if let Some(op) = guard {
+            op.end_io();
+        }
+        if let Err(e) = res {
+            self.dead.store(true, Ordering::Release);
+            let _ = self.stream.shutdown(Shutdown::Both);
+            if let Some(p) = self.pending.lock().remove(&job.header.req_id) {
+                fail(p, Status::PeerDisconnected, &format!("write to {} failed: {e}", self.peer));
+            }
+        }
+    }
+}
+
+fn fail(p: Pending, status: Status, msg: &str) {
+    p.op.part_done(status, Some(msg));
+    if let Some(then) = p.then {
+        then(status);
+    }
+}
+
+fn writer_loop(conn: Weak<Conn>, rx: Receiver<TxJob>) {
+    while let Ok(job) = rx.recv() {
+        let Some(c) = conn.upgrade() else { return };
+        let mut w = c.writer.lock();
+        c.write_job(&mut w, job);
+        c.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn reader_loop(conn: Arc<Conn>, mut rs: TcpStream, on_lost: OnLost) {
+    let why = loop {
+        let h = match read_header(&mut rs) {
+            Ok(Some(h)) => h,
+            Ok(None) => break "connection closed by peer".to_string(),
+            Err(e) => break format!("connection error: {e}"),
+        };
+        if h.op() != Some(Opcode::Reply) {
+            break format!("protocol error: expected a reply, got opcode {}", h.opcode);
+        }
+        let Some(p) = conn.pending.lock().remove(&h.req_id) else {
+            // A reply for a request we gave up on: discard its bytes.
+            if let Err(e) = sockio::drain(&mut rs, h.size) {
+                break format!("connection error: {e}");
+            }
+            continue;
+        };
+        let mut status = h.status();
+        if h.size > 0 {
+            let wanted = status.is_ok() && p.sink != 0 && h.size == p.expect;
+            let res = if wanted && p.op.begin_io() {
+                // SAFETY: sink/expect come from a range validated against a registered
+                // region or a posted receive buffer; begin_io keeps the caller from
+                // getting it back until end_io.
+                let r = unsafe { sockio::read_into(&mut rs, p.sink as *mut u8, h.size as usize) };
+                p.op.end_io();
+                r
+            } else {
+                if status.is_ok() && !wanted {
+                    status = Status::Protocol;
+                }
+                sockio::drain(&mut rs, h.size)
+            };
+            if let Err(e) = res {
+                fail(p, Status::PeerDisconnected, &format!("connection to {} broke mid-reply: {e}", conn.peer));
+                break format!("connection error: {e}");
+            }
+        } else if status.is_ok() && p.expect > 0 {
+            status = Status::Protocol;
+        }
+        let msg = (!status.is_ok()).then(|| format!("{} answered: {}", conn.peer, status));
+        p.op.part_done(status, msg.as_deref());
+        if let Some(then) = p.then {
+            then(status);
+        }
+    };
+    conn.dead.store(true, Ordering::Release);
+    let _ = rs.shutdown(Shutdown::Both);
+    let closing = conn.closing.load(Ordering::Acquire);
+    let (status, msg) = if closing {
+        (Status::Cancelled, format!("connection to {} closed locally", conn.peer))
+    } else {
+        (Status::PeerDisconnected, format!("peer {}: {why}", conn.peer))
+    };
+    let pending: Vec<Pending> = conn.pending.lock().drain().map(|(_, p)| p).collect();
+    for p in pending {
+        fail(p, status, &msg);
+    }
+    if !closing {
+        on_lost(conn.peer);
+    }
+}

@@ -1,0 +1,216 @@
+//! A TCP context: the listener that serves peers, the pool of outgoing connections
+//! shared by its endpoints, and the janitor that closes idle connections.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::endpoint::EpCore;
+use super::pool::ConnPool;
+use super::server;
+use super::TcpConfig;
+use crate::error::{Error, Result};
+use crate::warn_log;
+
+pub struct TcpContext {
+    id: u64,
+    config: TcpConfig,
+    local_addr: SocketAddr,
+    advertise: String,
+    listener_fd: i32,
+    endpoints: RwLock<HashMap<u32, Weak<EpCore>>>,
+    next_ep: AtomicU32,
+    pool: ConnPool,
+    server_conns: Mutex<Vec<TcpStream>>,
+    stop: AtomicBool,
+    stop_tx: Mutex<Option<crossbeam_channel::Sender<()>>>,
+    _listener: TcpListener,
+}
+
+impl TcpContext {
+    pub fn new(config: TcpConfig) -> Result<Arc<TcpContext>> {
+        let listener = TcpListener::bind(config.bind).map_err(|e| Error::io(&format!("bind {}", config.bind), e))?;
+        let local_addr = listener.local_addr().map_err(|e| Error::io("local_addr", e))?;
+        let advertise = config.advertise_host.clone().unwrap_or_else(|| advertise_ip(local_addr.ip()).to_string());
+        let id = loop {
+            let v: u64 = rand::random();
+            if v != 0 {
+                break v;
+            }
+        };
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let ctx = Arc::new_cyclic(|weak: &Weak<TcpContext>| {
+            let w = weak.clone();
+            let on_lost = Arc::new(move |addr: SocketAddr| {
+                if let Some(c) = w.upgrade() {
+                    c.peer_lost(addr);
+                }
+            });
+            TcpContext {
+                id,
+                pool: ConnPool::new(config.lanes, id, Duration::from_secs(10), on_lost),
+                config,
+                local_addr,
+                advertise,
+                listener_fd: listener.as_raw_fd(),
+                endpoints: RwLock::new(HashMap::new()),
+                next_ep: AtomicU32::new(1),
+                server_conns: Mutex::new(Vec::new()),
+                stop: AtomicBool::new(false),
+                stop_tx: Mutex::new(Some(stop_tx)),
+                _listener: listener.try_clone().expect("clone listener"),
+            }
+        });
+        let weak = Arc::downgrade(&ctx);
+        std::thread::Builder::new()
+            .name("dlslime-tcp-accept".into())
+            .spawn(move || accept_loop(weak, listener))
+            .map_err(|e| Error::io("spawn listener thread", e))?;
+        let weak = Arc::downgrade(&ctx);
+        let period = (ctx.config.idle_timeout / 4).max(Duration::from_millis(50));
+        std::thread::Builder::new()
+            .name("dlslime-tcp-janitor".into())
+            .spawn(move || loop {
+                if stop_rx.recv_timeout(period) != Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+                    return;
+                }
+                let Some(c) = weak.upgrade() else { return };
+                c.pool.evict_idle(c.config.idle_timeout);
+            })
+            .map_err(|e| Error::io("spawn janitor thread", e))?;
+        Ok(ctx)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The address the listener is bound to (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The host published in `endpoint_info`.
+    pub fn advertise_host(&self) -> &str {
+        &self.advertise
+    }
+
+    pub fn config(&self) -> &TcpConfig {
+        &self.config
+    }
+
+    pub(super) fn pool(&self) -> &ConnPool {
+        &self.pool
+    }
+
+    /// Closes every pooled connection to `addr` as if it had died while idle; the next
+    /// operation must transparently dial a new one. For tests and operators.
+    pub fn drop_pooled_connections(&self, addr: SocketAddr) {
+        self.pool.close_peer(addr);
+    }
+
+    pub(super) fn next_endpoint_id(&self) -> u32 {
+        self.next_ep.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(super) fn add_endpoint(&self, ep: &Arc<EpCore>) {
+        self.endpoints.write().insert(ep.id, Arc::downgrade(ep));
+    }
+
+    pub(super) fn remove_endpoint(&self, id: u32) {
+        self.endpoints.write().remove(&id);
+    }
+
+    pub(super) fn endpoint(&self, id: u32) -> Option<Arc<EpCore>> {
+        self.endpoints.read().get(&id).and_then(Weak::upgrade)
+    }
+
+    pub(super) fn track_server_conn(&self, s: &TcpStream) {
+        if let Ok(c) = s.try_clone() {
+            let mut v = self.server_conns.lock();
+            v.retain(|s| s.peer_addr().is_ok());
+            v.push(c);
+        }
+    }
+
+    fn peer_lost(&self, addr: SocketAddr) {
+        let eps: Vec<_> = self.endpoints.read().values().filter_map(Weak::upgrade).collect();
+        for ep in eps {
+            if ep.peer_addr() == Some(addr) {
+                ep.on_peer_lost();
+            }
+        }
+    }
+}
+
+impl Drop for TcpContext {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.stop_tx.lock().take();
+        // SAFETY: shutting down our own listening socket wakes the accept() call.
+        unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
+        self.pool.close_all();
+        for s in self.server_conns.lock().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn accept_loop(ctx: Weak<TcpContext>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        let Some(c) = ctx.upgrade() else { return };
+        if c.stop.load(Ordering::Acquire) {
+            return;
+        }
+        drop(c);
+        match stream {
+            Ok(s) => {
+                let w = ctx.clone();
+                if let Err(e) = std::thread::Builder::new().name("dlslime-tcp-serve".into()).spawn(move || server::serve(w, s)) {
+                    warn_log!("cannot start a server thread: {e}");
+                }
+            }
+            Err(e) => {
+                warn_log!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// The bind IP, or for a wildcard bind the first non-loopback IPv4 address that is up
+/// (never publish a loopback address to peers on other hosts unless it is all we have).
+fn advertise_ip(bound: IpAddr) -> IpAddr {
+    if !bound.is_unspecified() {
+        return bound;
+    }
+    let mut found = None;
+    // SAFETY: getifaddrs/freeifaddrs used as documented; we only read the list.
+    unsafe {
+        let mut ifa: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut ifa) == 0 {
+            let mut cur = ifa;
+            while !cur.is_null() {
+                let i = &*cur;
+                let up = i.ifa_flags & libc::IFF_UP as u32 != 0;
+                let lo = i.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
+                if up && !lo && !i.ifa_addr.is_null() && (*i.ifa_addr).sa_family as i32 == libc::AF_INET {
+                    let sin = &*(i.ifa_addr as *const libc::sockaddr_in);
+                    found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                    break;
+                }
+                cur = i.ifa_next;
+            }
+            libc::freeifaddrs(ifa);
+        }
+    }
+    found.unwrap_or_else(|| {
+        warn_log!("no non-loopback IPv4 address found; advertising 127.0.0.1 (set advertise_host for other hosts)");
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    })
+}

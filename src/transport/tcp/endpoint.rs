@@ -1,0 +1,420 @@
+//! The TCP endpoint: turns operations into requests on the context's pooled
+//! connections, and holds the receive-side state (imm notifications, messages) that the
+//! server threads fill.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::{Map, Value};
+
+use super::conn::Pending;
+use super::context::TcpContext;
+use super::server::Ack;
+use super::wire::{Header, Opcode, FLAG_PAYLOAD};
+use crate::engine::Deadline;
+use crate::error::{Error, Result, Status};
+use crate::future::{Future, InflightOps, OpState};
+use crate::memory::{MemoryPool, RemotePool};
+use crate::transport::info;
+use crate::transport::matching::{ImmQueue, MsgMatcher, PostedRecv};
+use crate::transport::{Assignment, Endpoint};
+
+/// Messages up to this size travel with their header; larger ones are pulled by the
+/// receiver once a receive is posted (no unbounded buffering at the target).
+const EAGER_MAX: u64 = 64 * 1024;
+/// Bytes of early (not yet received) eager messages an endpoint holds before it stops
+/// buffering and makes senders wait for a pull instead.
+const EARLY_BUDGET: usize = 64 << 20;
+
+/// Where the connected peer is.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerRef {
+    pub addr: SocketAddr,
+    pub endpoint: u32,
+    pub context: u64,
+}
+
+/// A message that arrived before its receive.
+pub enum Early {
+    Data(Vec<u8>),
+    Pull { msg_id: u64, len: u64, ack: Ack },
+}
+
+/// A message being sent, kept until the receiver has it so it can be pulled.
+#[derive(Clone)]
+pub struct PendingSend {
+    pub ptr: usize,
+    pub len: usize,
+    pub op: Arc<OpState>,
+}
+
+/// Endpoint state shared with the context's server threads.
+pub struct EpCore {
+    pub id: u32,
+    pub pool: Arc<MemoryPool>,
+    pub imm: ImmQueue,
+    pub msgs: MsgMatcher<Early>,
+    ctx: Weak<TcpContext>,
+    early_bytes: AtomicUsize,
+    peer: RwLock<Option<PeerRef>>,
+    peer_lost: AtomicBool,
+    closed: AtomicBool,
+    inflight: InflightOps,
+    sends: Mutex<HashMap<u64, PendingSend>>,
+}
+
+impl EpCore {
+    pub fn peer_context(&self) -> Option<u64> {
+        self.peer.read().map(|p| p.context)
+    }
+
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer.read().map(|p| p.addr)
+    }
+
+    pub fn pending_send(&self, msg_id: u64) -> Option<PendingSend> {
+        self.sends.lock().get(&msg_id).cloned()
+    }
+
+    pub fn reserve_early(&self, len: u64) -> bool {
+        let len = len as usize;
+        let mut cur = self.early_bytes.load(Ordering::Acquire);
+        loop {
+            if cur + len > EARLY_BUDGET {
+                return false;
+            }
+            match self.early_bytes.compare_exchange(cur, cur + len, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    /// Hands an early message to the receive it was matched with.
+    pub fn deliver_early(self: &Arc<Self>, r: PostedRecv, e: Early) {
+        match e {
+            Early::Data(buf) => {
+                self.early_bytes.fetch_sub(buf.len(), Ordering::AcqRel);
+                if buf.len() > r.cap {
+                    r.op.finish(Status::Truncated, Some(format!("message of {} bytes does not fit the {}-byte receive buffer", buf.len(), r.cap)));
+                } else if r.op.begin_io() {
+                    // SAFETY: a posted receive buffer of at least buf.len() bytes.
+                    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), r.ptr as *mut u8, buf.len()) };
+                    r.op.end_io();
+                    r.op.set_nbytes(buf.len() as u64);
+                    r.op.part_done(Status::Ok, None);
+                }
+            }
+            Early::Pull { msg_id, len, ack } => self.pull(r, msg_id, len, ack),
+        }
+    }
+
+    /// Fetches message `msg_id` from the sender straight into the receive buffer; the
+    /// sender's `send` completes when this is done.
+    pub fn pull(self: &Arc<Self>, r: PostedRecv, msg_id: u64, len: u64, ack: Ack) {
+        if len > r.cap as u64 {
+            r.op.finish(Status::Truncated, Some(format!("message of {len} bytes does not fit the {}-byte receive buffer", r.cap)));
+            ack.send(Status::Truncated);
+            return;
+        }
+        let conn = match (self.ctx.upgrade(), *self.peer.read()) {
+            (Some(ctx), Some(peer)) => ctx.pool().lane(peer.addr, 0).map(|c| (c, peer)),
+            _ => Err(Error::new(Status::NotConnected, "endpoint has no peer to pull from")),
+        };
+        match conn {
+            Ok((conn, peer)) => {
+                r.op.set_nbytes(len);
+                let h = Header { size: len, addr: msg_id, endpoint: peer.endpoint, ..Header::new(Opcode::Pull) };
+                let pending = Pending { op: r.op, sink: r.ptr, expect: len, then: Some(Box::new(move |st| ack.send(st))) };
+                conn.request(h, (0, 0), None, pending);
+            }
+            Err(e) => {
+                r.op.finish(e.status(), Some(e.message().to_string()));
+                ack.send(e.status());
+            }
+        }
+    }
+
+    /// The peer's connection died: every pending operation fails, later ones too.
+    pub fn on_peer_lost(&self) {
+        if self.peer_lost.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inflight.fail_all(Status::PeerDisconnected, "peer disconnected");
+    }
+}
+
+/// An endpoint over a [`TcpContext`]. Thread-safe: operations may be issued from any
+/// number of threads.
+pub struct TcpEndpoint {
+    core: Arc<EpCore>,
+    ctx: Arc<TcpContext>,
+    remote: RemotePool,
+    rr: AtomicUsize,
+    next_msg: AtomicU64,
+}
+
+impl TcpEndpoint {
+    pub fn new(ctx: &Arc<TcpContext>, pool: Arc<MemoryPool>) -> Result<Arc<TcpEndpoint>> {
+        let core = Arc::new(EpCore {
+            id: ctx.next_endpoint_id(),
+            pool,
+            imm: ImmQueue::default(),
+            msgs: MsgMatcher::default(),
+            ctx: Arc::downgrade(ctx),
+            early_bytes: AtomicUsize::new(0),
+            peer: RwLock::new(None),
+            peer_lost: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            inflight: InflightOps::default(),
+            sends: Mutex::new(HashMap::new()),
+        });
+        ctx.add_endpoint(&core);
+        Ok(Arc::new(TcpEndpoint {
+            core,
+            ctx: ctx.clone(),
+            remote: RemotePool::default(),
+            rr: AtomicUsize::new(0),
+            next_msg: AtomicU64::new(1),
+        }))
+    }
+
+    /// Creates an endpoint with its own context listening on `bind` (port 0:
+    /// ephemeral) and a fresh memory pool.
+    pub fn bind(bind: SocketAddr) -> Result<Arc<TcpEndpoint>> {
+        let ctx = TcpContext::new(super::TcpConfig { bind, ..Default::default() })?;
+        TcpEndpoint::new(&ctx, MemoryPool::new())
+    }
+
+    pub fn context(&self) -> &Arc<TcpContext> {
+        &self.ctx
+    }
+
+    pub fn id(&self) -> u32 {
+        self.core.id
+    }
+
+    fn ready(&self) -> Result<PeerRef> {
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(Error::new(Status::ShutDown, "endpoint is shut down"));
+        }
+        if self.core.peer_lost.load(Ordering::Acquire) {
+            return Err(Error::new(Status::PeerDisconnected, "the peer of this endpoint is gone"));
+        }
+        self.core.peer.read().ok_or_else(|| Error::new(Status::NotConnected, "connect() this endpoint first"))
+    }
+
+    fn new_op(&self, parts: u32, timeout: Option<Duration>) -> Arc<OpState> {
+        let cfg = &self.ctx.config().engine;
+        let op = OpState::new(parts, Deadline::after(timeout.unwrap_or(cfg.default_timeout)), cfg.spin, None);
+        self.core.inflight.track(&op);
+        op
+    }
+
+    /// Checks every assignment before anything is sent: `(local ptr, remote addr, key, len)`.
+    fn resolve(&self, assignments: &[Assignment]) -> Result<Vec<(usize, u64, u32, u64)>> {
+        assignments
+            .iter()
+            .map(|a| {
+                let (_, ptr) = self.core.pool.local_range(a.local, a.local_offset, a.length)?;
+                let (addr, key) = self.remote.remote_range(a.remote, a.remote_offset, a.length)?;
+                Ok((ptr as usize, addr, key, a.length))
+            })
+            .collect()
+    }
+
+    fn lane(&self, peer: &PeerRef, i: usize) -> Result<Arc<super::conn::Conn>> {
+        self.ctx.pool().lane(peer.addr, i)
+    }
+
+    /// Read or write, split into chunks striped over the lanes.
+    fn one_sided(&self, opcode: Opcode, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
+        let peer = self.ready()?;
+        let ranges = self.resolve(assignments)?;
+        let chunk = self.ctx.config().chunk_size.max(1) as u64;
+        let parts: u64 = ranges.iter().map(|r| r.3.div_ceil(chunk)).sum();
+        let parts = u32::try_from(parts).map_err(|_| Error::invalid("too many chunks in one operation"))?;
+        let op = self.new_op(parts, timeout);
+        for (ptr, addr, key, len) in ranges {
+            let mut off = 0;
+            while off < len {
+                let n = chunk.min(len - off);
+                let lane = self.rr.fetch_add(1, Ordering::Relaxed);
+                let h = Header { size: n, addr: addr + off, key, endpoint: peer.endpoint, ..Header::new(opcode) };
+                let local = ptr + off as usize;
+                match self.lane(&peer, lane) {
+                    Ok(c) if opcode == Opcode::Read => {
+                        c.request(h, (0, 0), None, Pending { op: op.clone(), sink: local, expect: n, then: None })
+                    }
+                    Ok(c) => c.request(h, (local, n as usize), Some(op.clone()), Pending { op: op.clone(), sink: 0, expect: 0, then: None }),
+                    Err(e) => op.part_done(e.status(), Some(e.message())),
+                }
+                off += n;
+            }
+        }
+        Ok(Future::new(op))
+    }
+}
+
+impl Endpoint for TcpEndpoint {
+    fn transport(&self) -> &'static str {
+        "tcp"
+    }
+
+    fn endpoint_info(&self) -> Value {
+        let mut f = Map::new();
+        f.insert("host".into(), self.ctx.advertise_host().into());
+        f.insert("port".into(), self.ctx.local_addr().port().into());
+        f.insert("endpoint_id".into(), self.core.id.into());
+        f.insert("context_id".into(), self.ctx.id().into());
+        info::envelope("tcp", self.core.pool.mr_info(), f)
+    }
+
+    fn connect(&self, peer_info: &Value) -> Result<()> {
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(Error::new(Status::ShutDown, "endpoint is shut down"));
+        }
+        let obj = info::check_envelope(peer_info, "tcp")?;
+        let host = info::str_field(obj, "host")?;
+        let port = u16::try_from(info::u64_field(obj, "port")?).map_err(|_| info::bad("\"port\" out of range"))?;
+        let endpoint = u32::try_from(info::u64_field(obj, "endpoint_id")?).map_err(|_| info::bad("\"endpoint_id\" out of range"))?;
+        let context = info::u64_field(obj, "context_id")?;
+        let addr = (host, port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| info::bad(format!("cannot resolve peer host {host:?}")))?;
+        {
+            let mut p = self.core.peer.write();
+            if p.is_some() {
+                return Err(Error::new(Status::AlreadyConnected, "endpoint is already connected"));
+            }
+            info::register_peer_regions(&self.remote, obj)?;
+            *p = Some(PeerRef { addr, endpoint, context });
+        }
+        self.ctx.pool().pin(addr);
+        // Lane 0 opens now and stays open: its closing is how the peer's death is seen.
+        if let Err(e) = self.ctx.pool().lane(addr, 0) {
+            self.ctx.pool().unpin(addr);
+            *self.core.peer.write() = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn memory_pool(&self) -> &Arc<MemoryPool> {
+        &self.core.pool
+    }
+
+    fn remote_pool(&self) -> &RemotePool {
+        &self.remote
+    }
+
+    fn read(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
+        self.one_sided(Opcode::Read, assignments, timeout)
+    }
+
+    fn write(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
+        self.one_sided(Opcode::Write, assignments, timeout)
+    }
+
+    /// All frames go on lane 0, so the notification is ordered after the data and after
+    /// every earlier notification and message of this endpoint.
+    fn write_with_imm(&self, assignments: &[Assignment], imm: i32, timeout: Option<Duration>) -> Result<Future> {
+        let peer = self.ready()?;
+        let ranges: Vec<_> = self.resolve(assignments)?.into_iter().filter(|r| r.3 > 0).collect();
+        let conn = self.lane(&peer, 0)?;
+        let op = self.new_op(ranges.len().max(1) as u32, timeout);
+        if ranges.is_empty() {
+            let h = Header { imm, endpoint: peer.endpoint, ..Header::new(Opcode::Imm) };
+            conn.request(h, (0, 0), None, Pending { op: op.clone(), sink: 0, expect: 0, then: None });
+        }
+        let last = ranges.len().saturating_sub(1);
+        for (i, (ptr, addr, key, len)) in ranges.into_iter().enumerate() {
+            let opcode = if i == last { Opcode::WriteImm } else { Opcode::Write };
+            let h = Header { size: len, addr, key, imm, endpoint: peer.endpoint, ..Header::new(opcode) };
+            conn.request(h, (ptr, len as usize), Some(op.clone()), Pending { op: op.clone(), sink: 0, expect: 0, then: None });
+        }
+        Ok(Future::new(op))
+    }
+
+    fn imm_recv(&self, timeout: Option<Duration>) -> Result<Future> {
+        self.ready()?;
+        let op = self.new_op(1, timeout);
+        self.core.imm.post(op.clone());
+        Ok(Future::new(op))
+    }
+
+    unsafe fn send(&self, ptr: *const u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
+        if ptr.is_null() && len > 0 {
+            return Err(Error::new(Status::NullParameter, "send: null buffer"));
+        }
+        let peer = self.ready()?;
+        let conn = self.lane(&peer, 0)?;
+        let op = self.new_op(1, timeout);
+        op.set_nbytes(len as u64);
+        let msg_id = self.next_msg.fetch_add(1, Ordering::Relaxed);
+        self.core.sends.lock().insert(msg_id, PendingSend { ptr: ptr as usize, len, op: op.clone() });
+        let eager = len as u64 <= EAGER_MAX;
+        let h = Header {
+            size: len as u64,
+            addr: msg_id,
+            flags: if eager { FLAG_PAYLOAD } else { 0 },
+            endpoint: peer.endpoint,
+            ..Header::new(Opcode::Send)
+        };
+        let core = Arc::downgrade(&self.core);
+        let then = Box::new(move |_| {
+            if let Some(c) = core.upgrade() {
+                c.sends.lock().remove(&msg_id);
+            }
+        });
+        let payload = if eager { (ptr as usize, len) } else { (0, 0) };
+        conn.request(h, payload, eager.then(|| op.clone()), Pending { op: op.clone(), sink: 0, expect: 0, then: Some(then) });
+        Ok(Future::new(op))
+    }
+
+    unsafe fn recv(&self, ptr: *mut u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
+        if ptr.is_null() && len > 0 {
+            return Err(Error::new(Status::NullParameter, "recv: null buffer"));
+        }
+        self.ready()?;
+        let op = self.new_op(1, timeout);
+        if let Some((r, e)) = self.core.msgs.post(PostedRecv { ptr: ptr as usize, cap: len, op: op.clone() }) {
+            self.core.deliver_early(r, e);
+        }
+        Ok(Future::new(op))
+    }
+
+    fn cancel_all(&self) -> usize {
+        self.core.inflight.fail_all(Status::Cancelled, "cancelled by cancel_all")
+    }
+
+    fn shutdown(&self) {
+        if self.core.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.core.inflight.fail_all(Status::Cancelled, "endpoint shut down");
+        for e in self.core.msgs.drain_early() {
+            if let Early::Pull { ack, .. } = e {
+                ack.send(Status::Cancelled);
+            }
+        }
+        self.core.early_bytes.store(0, Ordering::Release);
+        self.core.sends.lock().clear();
+        if let Some(addr) = self.core.peer_addr() {
+            self.ctx.pool().unpin(addr);
+        }
+        self.ctx.remove_endpoint(self.core.id);
+    }
+}
+
+impl Drop for TcpEndpoint {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,468 @@
+//! Two-process tests of the TCP endpoint: the parent is the initiator, a child process
+//! (this test binary re-run as `tcp_peer`) owns the target region and answers commands.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
+use dlslime::{Assignment, Endpoint, MemoryPool, Status};
+use serde_json::Value;
+
+const MIB: usize = 1 << 20;
+
+fn local_ctx() -> Arc<TcpContext> {
+    TcpContext::new(TcpConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() }).unwrap()
+}
+
+/// The initiator side of a test: an endpoint with one registered local buffer,
+/// connected to a child peer that registered `region` bytes as "buf".
+struct Rig {
+    peer: Peer,
+    ep: Arc<TcpEndpoint>,
+    buf: Vec<u8>,
+    local: u32,
+    remote: u32,
+    peer_info: Value,
+}
+
+impl Rig {
+    fn new(region: usize, local_len: usize) -> Rig {
+        let mut peer = Peer::spawn("tcp_peer", &[("DLSLIME_TEST_REGION", region.to_string())]);
+        let peer_info: Value = serde_json::from_str(peer.recv().strip_prefix("info ").unwrap()).unwrap();
+        let ep = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
+        let mut buf = vec![0u8; local_len];
+        let local = unsafe { ep.register_memory_region("local", buf.as_mut_ptr(), buf.len()).unwrap() };
+        ep.connect(&peer_info).unwrap();
+        peer.send(&format!("connect {}", ep.endpoint_info()));
+        peer.expect("ok");
+        let remote = ep.remote_pool().handle("buf").unwrap();
+        Rig { peer, ep, buf, local, remote, peer_info }
+    }
+
+    fn cmd(&mut self, c: &str) -> String {
+        self.peer.send(c);
+        self.peer.recv()
+    }
+
+    fn a(&self, remote_off: u64, local_off: u64, len: u64) -> Assignment {
+        Assignment::new(self.local, self.remote, remote_off, local_off, len)
+    }
+}
+
+/// The child: registers a region filled with pattern 1 and serves commands.
+#[test]
+#[ignore = "peer process entry, run by the two-process tests"]
+fn tcp_peer() {
+    if !is_child() {
+        return;
+    }
+    let mut parent = Parent::new();
+    let size: usize = std::env::var("DLSLIME_TEST_REGION").unwrap().parse().unwrap();
+    let ep = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
+    let mut region = vec![0u8; size];
+    fill_pattern(&mut region, 1);
+    unsafe { ep.register_memory_region("buf", region.as_mut_ptr(), size).unwrap() };
+    parent.send(&format!("info {}", ep.endpoint_info()));
+    let timeout = Some(Duration::from_secs(60));
+    while let Some(line) = parent.recv() {
+        let mut it = line.splitn(2, ' ');
+        let cmd = it.next().unwrap();
+        let rest = it.next().unwrap_or("");
+        let nums: Vec<u64> = rest.split_whitespace().filter_map(|s| s.parse().ok()).collect();
+        match cmd {
+            "connect" => {
+                ep.connect(&serde_json::from_str(rest).unwrap()).unwrap();
+                parent.send("ok");
+            }
+            // check <off> <len> <seed>
+            "check" => {
+                let (off, len) = (nums[0] as usize, nums[1] as usize);
+                match check_pattern(&region[off..off + len], nums[2]) {
+                    None => parent.send("ok"),
+                    Some(i) => parent.send(&format!("bad {i}")),
+                }
+            }
+            "fill" => {
+                let (off, len) = (nums[0] as usize, nums[1] as usize);
+                fill_pattern(&mut region[off..off + len], nums[2]);
+                parent.send("ok");
+            }
+            // imm <n>: n imm_recvs, answered with the values in order
+            "imm" => {
+                let vals: Vec<String> = (0..nums[0])
+                    .map(|_| {
+                        let f = ep.imm_recv(timeout).unwrap();
+                        f.wait().unwrap();
+                        f.imm_data().to_string()
+                    })
+                    .collect();
+                parent.send(&format!("imms {}", vals.join(",")));
+            }
+            // recv <n> <cap>: n receives; answers "<status>:<len>:<seed-or-bad>" each
+            "recv" => {
+                let (n, cap) = (nums[0], nums[1] as usize);
+                let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; cap]).collect();
+                let futs: Vec<_> = bufs.iter_mut().map(|b| unsafe { ep.recv(b.as_mut_ptr(), cap, timeout).unwrap() }).collect();
+                let mut out = Vec::new();
+                for (f, b) in futs.iter().zip(&bufs) {
+                    match f.wait() {
+                        Ok(()) => {
+                            let len = f.nbytes() as usize;
+                            // the sender seeds message k with pattern k+100, encoded in byte 0
+                            let seed = b[0] as u64;
+                            let ok = len > 0 && check_pattern(&b[1..len], seed).is_none();
+                            out.push(format!("ok:{len}:{}", if ok { seed.to_string() } else { "bad".into() }));
+                        }
+                        Err(e) => out.push(format!("{:?}:0:-", e.status())),
+                    }
+                }
+                parent.send(&format!("recvd {}", out.join(",")));
+            }
+            // send <len> <seed>
+            "send" => {
+                let mut m = vec![0u8; nums[0] as usize];
+                m[0] = nums[1] as u8;
+                fill_pattern(&mut m[1..], nums[1]);
+                let f = unsafe { ep.send(m.as_ptr(), m.len(), timeout).unwrap() };
+                match f.wait() {
+                    Ok(()) => parent.send("ok"),
+                    Err(e) => parent.send(&format!("err {:?}", e.status())),
+                }
+            }
+            "port" => parent.send(&ep.context().local_addr().port().to_string()),
+            "exit" => break,
+            other => panic!("unknown command {other}"),
+        }
+    }
+    ep.shutdown();
+}
+
+fn message(len: usize, seed: u8) -> Vec<u8> {
+    let mut m = vec![0u8; len];
+    m[0] = seed;
+    fill_pattern(&mut m[1..], seed as u64);
+    m
+}
+
+#[test]
+fn every_opcode_moves_the_right_bytes() {
+    let mut r = Rig::new(MIB, MIB);
+    // read: remote[0..4096] -> local[8..]
+    r.ep.read(&[r.a(0, 8, 4096)], None).unwrap().wait().unwrap();
+    assert_eq!(check_pattern(&r.buf[8..8 + 4096], 1), None);
+    // the original's offset-order example: read([(h, hr, 0, 8, 8)]) -> local[8:16] = remote[0:8]
+    let mut expect = vec![0u8; 8];
+    fill_pattern(&mut expect, 1);
+    assert_eq!(&r.buf[8..16], &expect[..]);
+    // write: local -> remote[4096..], checked by the peer
+    fill_pattern(&mut r.buf[..8192], 2);
+    r.ep.write(&[r.a(4096, 0, 8192)], None).unwrap().wait().unwrap();
+    assert_eq!(r.cmd("check 4096 8192 2"), "ok");
+    // write_with_imm with several assignments delivers one notification, after the data
+    fill_pattern(&mut r.buf[..300], 3);
+    let f = r.ep.write_with_imm(&[r.a(0, 0, 100), r.a(100, 100, 200)], 77, None).unwrap();
+    f.wait().unwrap();
+    assert_eq!(r.cmd("imm 1"), "imms 77");
+    assert_eq!(r.cmd("check 0 300 3"), "ok");
+    // send/recv both ways, sends posted before the receives
+    let msgs: Vec<Vec<u8>> = (0..3).map(|k| message(1000 + k * 10, 100 + k as u8)).collect();
+    let sends: Vec<_> = msgs.iter().map(|m| unsafe { r.ep.send(m.as_ptr(), m.len(), None).unwrap() }).collect();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(r.cmd("recv 3 2048"), "recvd ok:1000:100,ok:1010:101,ok:1020:102");
+    for s in sends {
+        s.wait().unwrap();
+    }
+    let mut inbox = vec![0u8; 4096];
+    let rf = unsafe { r.ep.recv(inbox.as_mut_ptr(), inbox.len(), None).unwrap() };
+    assert_eq!(r.cmd("send 3000 9"), "ok");
+    rf.wait().unwrap();
+    assert_eq!(rf.nbytes(), 3000);
+    assert_eq!(inbox[0], 9);
+    assert_eq!(check_pattern(&inbox[1..3000], 9), None);
+    // a message larger than the eager limit is pulled by the receiver
+    let big = message(3 * MIB, 42);
+    let sf = unsafe { r.ep.send(big.as_ptr(), big.len(), None).unwrap() };
+    assert_eq!(r.cmd(&format!("recv 1 {}", 4 * MIB)), format!("recvd ok:{}:42", 3 * MIB));
+    sf.wait().unwrap();
+    // zero-length operations complete at once
+    r.ep.write(&[], None).unwrap().wait().unwrap();
+    r.peer.send("exit");
+    r.peer.join();
+}
+
+#[test]
+fn transfers_256_mib_with_content_checks() {
+    let n = 256 * MIB;
+    let mut r = Rig::new(n, n);
+    fill_pattern(&mut r.buf, 5);
+    let t = Instant::now();
+    r.ep.write(&[r.a(0, 0, n as u64)], None).unwrap().wait().unwrap();
+    eprintln!("256 MiB write: {:?}", t.elapsed());
+    assert_eq!(r.cmd(&format!("check 0 {n} 5")), "ok");
+    assert_eq!(r.cmd(&format!("fill 0 {n} 6")), "ok");
+    r.ep.read(&[r.a(0, 0, n as u64)], None).unwrap().wait().unwrap();
+    assert_eq!(check_pattern(&r.buf, 6), None);
+    r.peer.send("exit");
+    r.peer.join();
+}
+
+#[test]
+fn many_concurrent_operations_from_several_threads() {
+    let win = 4096usize;
+    let threads = 8;
+    let per = 40;
+    let mut r = Rig::new(threads * per * win, threads * per * win);
+    fill_pattern(&mut r.buf, 11);
+    let ep = r.ep.clone();
+    let (local, remote) = (r.local, r.remote);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let ep = ep.clone();
+            s.spawn(move || {
+                let futs: Vec<_> = (0..per)
+                    .map(|i| {
+                        let off = ((t * per + i) * win) as u64;
+                        ep.write(&[Assignment::new(local, remote, off, off, win as u64)], None).unwrap()
+                    })
+                    .collect();
+                for f in futs {
+                    f.wait().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(r.cmd(&format!("check 0 {} 11", threads * per * win)), "ok");
+    r.buf.iter_mut().for_each(|b| *b = 0);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let ep = ep.clone();
+            s.spawn(move || {
+                for i in 0..per {
+                    let off = ((t * per + i) * win) as u64;
+                    ep.read(&[Assignment::new(local, remote, off, off, win as u64)], None).unwrap().wait().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(check_pattern(&r.buf, 11), None);
+    r.peer.send("exit");
+    r.peer.join();
+}
+
+#[test]
+fn immediate_data_arrives_once_and_in_order() {
+    let mut r = Rig::new(8 * MIB, 8 * MIB);
+    // mixed sizes, none waited before the next is issued
+    let futs: Vec<_> = (0..100)
+        .map(|i| {
+            let len = if i % 10 == 0 { 2 * MIB as u64 } else { 64 };
+            r.ep.write_with_imm(&[r.a(0, 0, len)], i, None).unwrap()
+        })
+        .collect();
+    let want: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    assert_eq!(r.cmd("imm 100"), format!("imms {}", want.join(",")));
+    for f in futs {
+        f.wait().unwrap();
+    }
+    // notifications that come before imm_recv is posted are queued, not lost
+    r.ep.write_with_imm(&[], 5, None).unwrap().wait().unwrap();
+    r.ep.write_with_imm(&[], 6, None).unwrap().wait().unwrap();
+    assert_eq!(r.cmd("imm 2"), "imms 5,6");
+    r.peer.send("exit");
+    r.peer.join();
+}
+
+#[test]
+fn truncation_fails_both_sides_and_the_next_message_still_matches() {
+    let mut r = Rig::new(MIB, MIB);
+    let big = message(100, 1);
+    let f = unsafe { r.ep.send(big.as_ptr(), big.len(), None).unwrap() };
+    let small = message(5, 2);
+    let g = unsafe { r.ep.send(small.as_ptr(), small.len(), None).unwrap() };
+    assert_eq!(r.cmd("recv 2 10"), "recvd Truncated:0:-,ok:5:2");
+    assert_eq!(f.wait().unwrap_err().status(), Status::Truncated);
+    g.wait().unwrap();
+    r.peer.send("exit");
+    r.peer.join();
+}
+
+#[test]
+fn timeouts_end_waits_and_operations() {
+    let r = Rig::new(MIB, MIB);
+    let t = Instant::now();
+    let f = r.ep.imm_recv(Some(Duration::from_millis(200))).unwrap();
+    assert_eq!(f.wait_for(Duration::from_millis(20)).unwrap_err().status(), Status::Timeout);
+    assert_eq!(f.status(), Status::Pending);
+    assert_eq!(f.wait().unwrap_err().status(), Status::Timeout);
+    assert_eq!(f.status(), Status::Timeout);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let mut b = vec![0u8; 16];
+    let g = unsafe { r.ep.recv(b.as_mut_ptr(), 16, Some(Duration::from_millis(100))).unwrap() };
+    assert_eq!(g.wait().unwrap_err().status(), Status::Timeout);
+    // cancel_all leaves completed operations alone
+    let done = r.ep.read(&[r.a(0, 0, 64)], None).unwrap();
+    done.wait().unwrap();
+    let pending = r.ep.imm_recv(None).unwrap();
+    assert_eq!(r.ep.cancel_all(), 1);
+    assert_eq!(pending.wait().unwrap_err().status(), Status::Cancelled);
+    assert_eq!(done.status(), Status::Ok);
+    // shutdown is idempotent and wakes waiters
+    let waiter = r.ep.imm_recv(None).unwrap();
+    let w2 = waiter.clone();
+    let h = std::thread::spawn(move || w2.wait());
+    std::thread::sleep(Duration::from_millis(50));
+    r.ep.shutdown();
+    r.ep.shutdown();
+    assert_eq!(h.join().unwrap().unwrap_err().status(), Status::Cancelled);
+    assert_eq!(r.ep.read(&[r.a(0, 0, 1)], None).unwrap_err().status(), Status::ShutDown);
+}
+
+#[test]
+fn bad_remote_ranges_and_keys_fail_and_leave_the_target_untouched() {
+    let mut r = Rig::new(MIB, MIB);
+    let real = dlslime::memory::RemoteRegion::from_json(&r.peer_info["mr_info"]["buf"]).unwrap();
+    // wrong key
+    let forged = r.ep.remote_pool().register("forged", dlslime::memory::RemoteRegion { key: real.key ^ 0x5a5a, ..real }).unwrap();
+    fill_pattern(&mut r.buf, 9);
+    let e = r.ep.write(&[Assignment::new(r.local, forged, 0, 0, 4096)], None).unwrap().wait().unwrap_err();
+    assert_eq!(e.status(), Status::RemoteAccess);
+    // a published length larger than the real region: the target refuses the excess
+    let wide = r.ep.remote_pool().register("wide", dlslime::memory::RemoteRegion { len: real.len * 4, ..real }).unwrap();
+    let e = r.ep.write(&[Assignment::new(r.local, wide, real.len - 16, 0, 64)], None).unwrap().wait().unwrap_err();
+    assert_eq!(e.status(), Status::RemoteAccess);
+    let e = r.ep.read(&[Assignment::new(r.local, wide, real.len, 0, 64)], None).unwrap().wait().unwrap_err();
+    assert_eq!(e.status(), Status::RemoteAccess);
+    assert_eq!(r.cmd(&format!("check 0 {MIB} 1")), "ok", "target memory was modified");
+    // local checks happen before anything is sent
+    assert_eq!(r.ep.write(&[r.a(0, MIB as u64 - 10, 11)], None).unwrap_err().status(), Status::OutOfRange);
+    assert_eq!(r.ep.write(&[r.a(MIB as u64, 0, 1)], None).unwrap_err().status(), Status::OutOfRange);
+    assert_eq!(r.ep.write(&[Assignment::new(99, r.remote, 0, 0, 1)], None).unwrap_err().status(), Status::UnknownHandle);
+    assert_eq!(r.ep.read(&[Assignment::new(r.local, 99, 0, 0, 1)], None).unwrap_err().status(), Status::UnknownHandle);
+    // and the target keeps serving
+    r.ep.write(&[r.a(0, 0, 4096)], None).unwrap().wait().unwrap();
+    assert_eq!(r.cmd("check 0 4096 9"), "ok");
+    r.peer.send("exit");
+    r.peer.join();
+}
+
+#[test]
+fn malformed_endpoint_info_is_refused() {
+    let ep = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
+    assert_eq!(ep.read(&[], None).unwrap_err().status(), Status::NotConnected);
+    let mut good = ep.endpoint_info();
+    for (bad, want) in [
+        (serde_json::json!("nope"), Status::InvalidEndpointInfo),
+        (serde_json::json!({"transport": "shm", "version": 1}), Status::InvalidEndpointInfo),
+        (serde_json::json!({"transport": "tcp", "version": 2, "host": "127.0.0.1", "port": 1}), Status::VersionMismatch),
+        (serde_json::json!({"transport": "tcp", "version": 1, "host": "127.0.0.1"}), Status::InvalidEndpointInfo),
+        (serde_json::json!({"transport": "tcp", "version": 1, "host": "127.0.0.1", "port": 70000, "endpoint_id": 1, "context_id": 1}), Status::InvalidEndpointInfo),
+        (serde_json::json!({"transport": "tcp", "version": 1, "host": "127.0.0.1", "port": 1, "endpoint_id": 1, "context_id": 1, "mr_info": {"x": {"addr": 1}}}), Status::InvalidEndpointInfo),
+    ] {
+        assert_eq!(ep.connect(&bad).unwrap_err().status(), want, "{bad}");
+    }
+    // nothing listening there: a clear error, and the endpoint can still connect later
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    good["port"] = closed.into();
+    assert_eq!(ep.connect(&good).unwrap_err().status(), Status::PeerDisconnected);
+    let other = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
+    ep.connect(&other.endpoint_info()).unwrap();
+    assert_eq!(ep.connect(&other.endpoint_info()).unwrap_err().status(), Status::AlreadyConnected);
+}
+
+#[test]
+fn garbage_on_the_listening_port_drops_only_that_connection() {
+    let mut r = Rig::new(MIB, MIB);
+    let port = r.cmd("port");
+    let addr = format!("127.0.0.1:{port}");
+    // random bytes instead of a hello
+    let mut junk = TcpStream::connect(&addr).unwrap();
+    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let _ = junk.write_all(&bytes);
+    // a valid hello followed by a frame with an unknown opcode
+    let mut bad = TcpStream::connect(&addr).unwrap();
+    let hello = dlslime::transport::tcp::wire::Hello { version: 1, status: 0, context_id: 1 };
+    bad.write_all(&hello.encode()).unwrap();
+    let mut h = dlslime::transport::tcp::wire::Header::new(dlslime::transport::tcp::wire::Opcode::Read);
+    h.opcode = 99;
+    bad.write_all(&h.encode()).unwrap();
+    // a hello from a future version is refused with our version in the answer
+    let mut future = TcpStream::connect(&addr).unwrap();
+    future.write_all(&dlslime::transport::tcp::wire::Hello { version: 9, status: 0, context_id: 1 }.encode()).unwrap();
+    let mut ans = [0u8; 24];
+    std::io::Read::read_exact(&mut future, &mut ans).unwrap();
+    let ans = dlslime::transport::tcp::wire::Hello::decode(&ans).unwrap();
+    assert_eq!(ans.status as i32, Status::VersionMismatch.code());
+    // both get closed by the target
+    for mut s in [junk, bad] {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut b = [0u8; 64];
+        loop {
+            match std::io::Read::read(&mut s, &mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue, // the hello answer to the valid hello
+            }
+        }
+    }
+    // the endpoint's own connections are unaffected
+    fill_pattern(&mut r.buf[..4096], 4);
+    r.ep.write(&[r.a(0, 0, 4096)], None).unwrap().wait().unwrap();
+    assert_eq!(r.cmd("check 0 4096 4"), "ok");
+    r.peer.send("exit");
+    r.peer.join();
+}
+
+#[test]
+fn peer_killed_mid_transfer_fails_every_pending_future_quickly() {
+    let n = 256 * MIB;
+    let mut r = Rig::new(n, n);
+    let reads: Vec<_> = (0..4).map(|_| r.ep.read(&[r.a(0, 0, n as u64)], None).unwrap()).collect();
+    let mut inbox = vec![0u8; 64];
+    let recv = unsafe { r.ep.recv(inbox.as_mut_ptr(), 64, None).unwrap() };
+    let imm = r.ep.imm_recv(None).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    r.peer.kill();
+    let t = Instant::now();
+    for f in reads.iter().chain([&recv, &imm]) {
+        let e = f.wait().unwrap_err();
+        assert_eq!(e.status(), Status::PeerDisconnected, "{e}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    assert_eq!(r.ep.write(&[r.a(0, 0, 1)], None).unwrap_err().status(), Status::PeerDisconnected);
+}
+
+#[test]
+fn a_pooled_connection_that_died_is_replaced_on_first_use() {
+    let mut r = Rig::new(MIB, MIB);
+    r.ep.read(&[r.a(0, 0, 64)], None).unwrap().wait().unwrap();
+    let peer_addr = format!("127.0.0.1:{}", r.cmd("port")).parse().unwrap();
+    r.ep.context().drop_pooled_connections(peer_addr);
+    for _ in 0..4 {
+        r.ep.read(&[r.a(0, 0, 4096)], None).unwrap().wait().unwrap();
+    }
+    assert_eq!(check_pattern(&r.buf[..4096], 1), None);
+    r.peer.send("exit");
+    r.peer.join();
+}
+
+#[test]
+fn two_endpoints_share_the_context_pool() {
+    let ctx = local_ctx();
+    let pool = MemoryPool::new();
+    let a = TcpEndpoint::new(&ctx, pool.clone()).unwrap();
+    let b = TcpEndpoint::new(&ctx, pool.clone()).unwrap();
+    let server = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
+    let mut mem = vec![3u8; 128];
+    unsafe { server.register_memory_region("m", mem.as_mut_ptr(), 128).unwrap() };
+    let mut local = vec![0u8; 128];
+    let h = unsafe { pool.register(Some("l"), local.as_mut_ptr(), 128).unwrap() };
+    for ep in [&a, &b] {
+        ep.connect(&server.endpoint_info()).unwrap();
+        ep.read(&[Assignment::new(h, 0, 0, 0, 128)], None).unwrap().wait().unwrap();
+    }
+    assert!(local.iter().all(|&x| x == 3));
+}
