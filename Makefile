@@ -1,0 +1,38 @@
+# The two commands a new user runs (see README.md):
+#   make run    the main job: builds, runs the two-process C example and the endpoint
+#               benchmark against its raw floor
+#   make test   every test (installs what it needs first)
+
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: run test deps build example bench test-rust test-ffi test-nanoctrl header
+
+run: deps build example bench
+
+deps:
+	bash scripts/install-deps.sh
+
+build:
+	cargo build --release
+	cargo build
+
+example:
+	bash scripts/run-example.sh
+
+bench:
+	cargo bench --bench endpoint -- --max-mib $${BENCH_MAX_MIB:-64}
+
+test: deps test-rust test-ffi test-nanoctrl
+
+test-rust:
+	cargo test -p dlslime
+
+test-ffi:
+	bash scripts/test-ffi.sh
+
+test-nanoctrl:
+	bash scripts/test-nanoctrl.sh
+
+header:
+	bash scripts/gen-header.sh

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the build, tests and benchmarks need on a fresh Debian/Ubuntu machine that
+# has only the Rust toolchain, Python 3 and apt: system packages, and the pinned
+# cbindgen and cargo-c. Safe to run again: it skips what is already there.
+set -euo pipefail
+
+CBINDGEN_VERSION=0.29.0
+CARGO_C_VERSION=0.10.24
+
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+
+need=()
+for pkg_bin in redis-server:redis-server pkg-config:pkg-config gcc:gcc g++:g++ make:make; do
+  bin="${pkg_bin#*:}"; pkg="${pkg_bin%%:*}"
+  command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
+done
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> apt-get install ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
+  echo "==> cargo install cbindgen $CBINDGEN_VERSION"
+  cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --force
+fi
+if ! cargo cinstall --version 2>/dev/null | grep -q "$CARGO_C_VERSION"; then
+  echo "==> cargo install cargo-c $CARGO_C_VERSION (a few minutes)"
+  cargo install cargo-c --version "$CARGO_C_VERSION" --locked --force
+fi
+echo "==> dependencies ready"
