@@ -70,7 +70,11 @@ impl Store {
     /// Connect, PING and load the scripts. Fails (rather than retrying forever) so that
     /// `nanoctrl server` can exit with a clear message when Redis is unreachable.
     pub async fn connect(url: &str) -> RedisResult<Self> {
-        let client = redis::Client::open(url)?;
+        // TCP_NODELAY: many requests share one pipelined socket; Nagle would hold back
+        // a command while an earlier one is unacknowledged.
+        let info = redis::IntoConnectionInfo::into_connection_info(url)?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
         let config = ConnectionManagerConfig::new()
             // Fail requests fast while Redis is down instead of queueing them for long:
             // one quick reconnect attempt per request, bounded by these timeouts.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::redis_store::Store;
@@ -48,6 +49,10 @@ pub async fn run(cfg: ServerConfig) -> Result<(), String> {
 
     let signalled = Arc::new(tokio::sync::Notify::new());
     let on_signal = signalled.clone();
+    // TCP_NODELAY on accepted connections: small JSON replies must not wait on Nagle.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutdown signal received; draining in-flight requests");
