@@ -14,7 +14,11 @@ pub const REDIS_URL_ENV: &str = "NANOCTRL_REDIS_URL";
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Parser, Debug)]
-#[command(name = "nanoctrl", version, about = "NanoCtrl control-plane server (Redis-backed)")]
+#[command(
+    name = "nanoctrl",
+    version,
+    about = "NanoCtrl control-plane server (Redis-backed)"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -99,7 +103,10 @@ pub struct StatusArgs {
 fn split_address(addr: &str) -> Option<(String, u16)> {
     let a = addr.trim_start_matches("http://").trim_end_matches('/');
     let (h, p) = a.rsplit_once(':')?;
-    Some((h.trim_matches(|c| c == '[' || c == ']').to_string(), p.parse().ok()?))
+    Some((
+        h.trim_matches(|c| c == '[' || c == ']').to_string(),
+        p.parse().ok()?,
+    ))
 }
 
 fn health_target(args: &StartArgs) -> (String, u16) {
@@ -135,7 +142,11 @@ pub fn start(args: StartArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let log_path = args.log_file.clone().unwrap_or_else(|| files.log.clone());
-    let log = match std::fs::OpenOptions::new().create(true).append(true).open(&log_path) {
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+    {
         Ok(f) => f,
         Err(e) => {
             eprintln!("cannot open log file {}: {e}", log_path.display());
@@ -172,7 +183,11 @@ pub fn start(args: StartArgs) -> ExitCode {
     };
     // A new process group, so the terminal's Ctrl-C for this CLI does not reach it.
     let mut child = match std::os::unix::process::CommandExt::process_group(
-        Proc::new(&cmd[0]).args(&cmd[1..]).stdin(Stdio::null()).stdout(out).stderr(err),
+        Proc::new(&cmd[0])
+            .args(&cmd[1..])
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err),
         0,
     )
     .spawn()
@@ -189,17 +204,26 @@ pub fn start(args: StartArgs) -> ExitCode {
         address: address.clone(),
         cmd,
         log: log_path.display().to_string(),
-        started_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        started_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
     };
     if let Err(e) = files.write(&meta) {
-        eprintln!("warning: cannot write pid/meta files in {}: {e}", files.dir.display());
+        eprintln!(
+            "warning: cannot write pid/meta files in {}: {e}",
+            files.dir.display()
+        );
     }
 
     let deadline = Instant::now() + Duration::from_secs_f64(args.wait.max(0.0));
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             files.remove();
-            eprintln!("nanoctrl exited during startup ({status}); last log lines from {}:", log_path.display());
+            eprintln!(
+                "nanoctrl exited during startup ({status}); last log lines from {}:",
+                log_path.display()
+            );
             for line in tail_from(&log_path, log_offset, 80) {
                 eprintln!("{line}");
             }
@@ -224,11 +248,16 @@ pub fn start(args: StartArgs) -> ExitCode {
 
 /// The last `n` lines written to `path` after byte `offset`.
 fn tail_from(path: &PathBuf, offset: u64, n: usize) -> Vec<String> {
-    let Ok(mut f) = std::fs::File::open(path) else { return vec![] };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return vec![];
+    };
     if f.seek(SeekFrom::Start(offset)).is_err() {
         return vec![];
     }
-    let lines: Vec<String> = std::io::BufReader::new(f).lines().map_while(Result::ok).collect();
+    let lines: Vec<String> = std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
@@ -239,10 +268,16 @@ pub fn status(args: StatusArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let meta = files.read_meta();
-    let address = args.address.or_else(|| meta.as_ref().map(|m| m.address.clone())).unwrap_or_default();
+    let address = args
+        .address
+        .or_else(|| meta.as_ref().map(|m| m.address.clone()))
+        .unwrap_or_default();
     let running = process_alive(pid);
     println!("pid: {pid}");
-    println!("process: {}", if running { "running" } else { "not running" });
+    println!(
+        "process: {}",
+        if running { "running" } else { "not running" }
+    );
     println!("address: {address}");
     let health = match split_address(&address) {
         Some((h, p)) => net::health_check(&h, p, Duration::from_millis(800)),
@@ -252,7 +287,11 @@ pub fn status(args: StatusArgs) -> ExitCode {
         Ok(()) => println!("health: ok"),
         Err(e) => println!("health: down ({e})"),
     }
-    println!("log: {}", meta.map(|m| m.log).unwrap_or_else(|| files.log.display().to_string()));
+    println!(
+        "log: {}",
+        meta.map(|m| m.log)
+            .unwrap_or_else(|| files.log.display().to_string())
+    );
     if running {
         ExitCode::SUCCESS
     } else {
@@ -287,7 +326,10 @@ pub fn stop(args: StopArgs) -> ExitCode {
         eprintln!("nanoctrl (pid={pid}) survived SIGKILL");
         return ExitCode::FAILURE;
     }
-    eprintln!("nanoctrl (pid={pid}) did not stop within {}s; rerun with --force", args.timeout);
+    eprintln!(
+        "nanoctrl (pid={pid}) did not stop within {}s; rerun with --force",
+        args.timeout
+    );
     ExitCode::FAILURE
 }
 
@@ -310,7 +352,8 @@ mod tests {
 
     #[test]
     fn no_subcommand_means_server_flags() {
-        let cli = Cli::try_parse_from(["nanoctrl", "--port", "4000", "--host", "localhost"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["nanoctrl", "--port", "4000", "--host", "localhost"]).unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.server.port, 4000);
         assert_eq!(cli.server.host, "localhost");
@@ -319,16 +362,32 @@ mod tests {
     #[test]
     fn start_flags_parse() {
         let cli = Cli::try_parse_from([
-            "nanoctrl", "start", "--port", "1", "--health-host", "h", "--health-port", "2", "--log-file", "/x", "--wait", "1.5",
+            "nanoctrl",
+            "start",
+            "--port",
+            "1",
+            "--health-host",
+            "h",
+            "--health-port",
+            "2",
+            "--log-file",
+            "/x",
+            "--wait",
+            "1.5",
         ])
         .unwrap();
-        let Some(Command::Start(s)) = cli.command else { panic!() };
+        let Some(Command::Start(s)) = cli.command else {
+            panic!()
+        };
         assert_eq!((s.server.port, s.health_port, s.wait), (1, Some(2), 1.5));
     }
 
     #[test]
     fn addresses_split() {
-        assert_eq!(split_address("http://127.0.0.1:3000"), Some(("127.0.0.1".into(), 3000)));
+        assert_eq!(
+            split_address("http://127.0.0.1:3000"),
+            Some(("127.0.0.1".into(), 3000))
+        );
         assert_eq!(split_address("[::1]:3000"), Some(("::1".into(), 3000)));
         assert_eq!(split_address("nohost"), None);
     }

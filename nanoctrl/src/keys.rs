@@ -58,7 +58,10 @@ mod tests {
         assert_eq!(prefix(None), "");
         assert_eq!(prefix(Some("")), "");
         assert_eq!(prefix(Some("job-a")), "job-a:");
-        assert_eq!(entity(&prefix(Some("s")), "service", "cache:0"), "s:service:cache:0");
+        assert_eq!(
+            entity(&prefix(Some("s")), "service", "cache:0"),
+            "s:service:cache:0"
+        );
     }
 
     #[test]

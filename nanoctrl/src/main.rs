@@ -31,13 +31,23 @@ fn main() -> ExitCode {
 fn run_server(args: ServerArgs) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NANOCTRL_RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let redis_url = args.effective_redis_url();
     if redis_url != args.redis_url {
-        tracing::info!("using {} from {} (overrides --redis-url)", redis_url, cli::REDIS_URL_ENV);
+        tracing::info!(
+            "using {} from {} (overrides --redis-url)",
+            redis_url,
+            cli::REDIS_URL_ENV
+        );
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");

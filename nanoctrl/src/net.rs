@@ -7,7 +7,10 @@ use std::time::Duration;
 
 /// True for the loopback spellings the original recognised (plus `[::1]`).
 fn is_local_host(host: &str) -> bool {
-    host.starts_with("127.0.0.1") || host.starts_with("localhost") || host == "[::1]" || host == "::1"
+    host.starts_with("127.0.0.1")
+        || host.starts_with("localhost")
+        || host == "[::1]"
+        || host == "::1"
 }
 
 /// Host and port of a `redis://` URL (port defaults to 6379).
@@ -41,7 +44,10 @@ pub fn redis_address_for_client(redis_url: &str, client_address: &str) -> String
                 return public;
             }
         }
-        let client_ip = client_address.rsplit_once(':').map(|(h, _)| h).unwrap_or(client_address);
+        let client_ip = client_address
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(client_address);
         let ip = local_ip_towards(client_ip).unwrap_or_else(|| {
             let ip = default_route_ip();
             if ip.is_loopback() {
@@ -99,8 +105,10 @@ pub fn health_check(host: &str, port: u16, timeout: Duration) -> Result<(), Stri
         .next()
         .ok_or_else(|| format!("cannot resolve {host}"))?;
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let req = format!("GET / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut buf = [0u8; 64];
@@ -109,7 +117,10 @@ pub fn health_check(host: &str, port: u16, timeout: Duration) -> Result<(), Stri
     if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") {
         Ok(())
     } else {
-        Err(format!("unexpected response: {}", head.lines().next().unwrap_or("")))
+        Err(format!(
+            "unexpected response: {}",
+            head.lines().next().unwrap_or("")
+        ))
     }
 }
 
@@ -119,20 +130,38 @@ mod tests {
 
     #[test]
     fn parses_redis_urls() {
-        assert_eq!(redis_host_port("redis://10.0.0.5:6390"), Some(("10.0.0.5".into(), 6390)));
-        assert_eq!(redis_host_port("redis://redis.internal"), Some(("redis.internal".into(), 6379)));
-        assert_eq!(redis_host_port("redis://:pw@127.0.0.1:7000/2"), Some(("127.0.0.1".into(), 7000)));
+        assert_eq!(
+            redis_host_port("redis://10.0.0.5:6390"),
+            Some(("10.0.0.5".into(), 6390))
+        );
+        assert_eq!(
+            redis_host_port("redis://redis.internal"),
+            Some(("redis.internal".into(), 6379))
+        );
+        assert_eq!(
+            redis_host_port("redis://:pw@127.0.0.1:7000/2"),
+            Some(("127.0.0.1".into(), 7000))
+        );
     }
 
     #[test]
     fn remote_redis_is_returned_verbatim() {
-        assert_eq!(redis_address_for_client("redis://10.0.0.5:6390", "10.0.0.9"), "10.0.0.5:6390");
-        assert_eq!(redis_url_for_clients("redis://10.0.0.5:6390"), "redis://10.0.0.5:6390");
+        assert_eq!(
+            redis_address_for_client("redis://10.0.0.5:6390", "10.0.0.9"),
+            "10.0.0.5:6390"
+        );
+        assert_eq!(
+            redis_url_for_clients("redis://10.0.0.5:6390"),
+            "redis://10.0.0.5:6390"
+        );
     }
 
     #[test]
     fn loopback_redis_for_loopback_client_stays_loopback() {
-        assert_eq!(redis_address_for_client("redis://127.0.0.1:6391", "127.0.0.1"), "127.0.0.1:6391");
+        assert_eq!(
+            redis_address_for_client("redis://127.0.0.1:6391", "127.0.0.1"),
+            "127.0.0.1:6391"
+        );
     }
 
     #[test]

@@ -57,12 +57,18 @@ pub struct Store {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `secs.frac`, the shape Python's `time.time()` gives (the original's stream timestamps).
 fn now_secs_frac() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     format!("{secs}")
 }
 
@@ -89,7 +95,10 @@ impl Store {
         for s in scripts.all() {
             s.prepare_invoke().load_async(&mut conn).await?;
         }
-        Ok(Self { conn, scripts: std::sync::Arc::new(scripts) })
+        Ok(Self {
+            conn,
+            scripts: std::sync::Arc::new(scripts),
+        })
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -104,7 +113,11 @@ impl Store {
         let mut out = BTreeSet::new();
         loop {
             let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_COUNT);
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
             if let Some(t) = key_type {
                 cmd.arg("TYPE").arg(t);
             }
@@ -151,7 +164,12 @@ impl Store {
     }
 
     /// Returns the new revision, or 0 when there was nothing to remove.
-    pub async fn unregister_entity(&self, scope: Option<&str>, ty: &str, id: &str) -> RedisResult<i64> {
+    pub async fn unregister_entity(
+        &self,
+        scope: Option<&str>,
+        ty: &str,
+        id: &str,
+    ) -> RedisResult<i64> {
         let p = keys::prefix(scope);
         self.scripts
             .unregister_entity
@@ -177,7 +195,12 @@ impl Store {
         Ok(r == 1)
     }
 
-    pub async fn get_entity_info(&self, scope: Option<&str>, ty: &str, id: &str) -> RedisResult<Option<Value>> {
+    pub async fn get_entity_info(
+        &self,
+        scope: Option<&str>,
+        ty: &str,
+        id: &str,
+    ) -> RedisResult<Option<Value>> {
         let p = keys::prefix(scope);
         let raw: Option<String> = redis::cmd("HGET")
             .arg(keys::entity(&p, ty, id))
@@ -213,7 +236,9 @@ impl Store {
                 let Some(info) = info.and_then(|s| serde_json::from_str::<Value>(&s).ok()) else {
                     continue;
                 };
-                let (Some(et), Some(eid)) = (info["entity_type"].as_str(), info["entity_id"].as_str()) else {
+                let (Some(et), Some(eid)) =
+                    (info["entity_type"].as_str(), info["entity_id"].as_str())
+                else {
                     continue;
                 };
                 if *key != keys::entity(&p, et, eid) {
@@ -233,9 +258,16 @@ impl Store {
     // ───────────────────────────── peer agents ─────────────────────────────
 
     /// Next generated agent name in this scope: `{prefix}-{counter in hex}`.
-    pub async fn next_agent_name(&self, scope: Option<&str>, name_prefix: &str) -> RedisResult<String> {
+    pub async fn next_agent_name(
+        &self,
+        scope: Option<&str>,
+        name_prefix: &str,
+    ) -> RedisResult<String> {
         let p = keys::prefix(scope);
-        let n: i64 = redis::cmd("INCR").arg(keys::agent_counter(&p)).query_async(&mut self.conn()).await?;
+        let n: i64 = redis::cmd("INCR")
+            .arg(keys::agent_counter(&p))
+            .query_async(&mut self.conn())
+            .await?;
         Ok(format!("{name_prefix}-{n:x}"))
     }
 
@@ -269,7 +301,8 @@ impl Store {
             fields.push(("topology", json));
         }
         let mut inv = self.scripts.register_agent.key(keys::agent(&p, name));
-        inv.arg(ENTITY_TTL_SECS).arg(if reject_existing { "1" } else { "0" });
+        inv.arg(ENTITY_TTL_SECS)
+            .arg(if reject_existing { "1" } else { "0" });
         for (f, v) in &fields {
             inv.arg(*f).arg(v);
         }
@@ -281,7 +314,9 @@ impl Store {
     pub async fn query_agents(&self, scope: Option<&str>) -> RedisResult<Vec<PeerAgentInfo>> {
         let p = keys::prefix(scope);
         let agent_prefix = keys::agent(&p, "");
-        let found = self.scan(&format!("{}*", glob_escape(&agent_prefix)), Some("hash")).await?;
+        let found = self
+            .scan(&format!("{}*", glob_escape(&agent_prefix)), Some("hash"))
+            .await?;
         let mut out = Vec::new();
         for chunk in found.chunks(256) {
             let mut pipe = redis::pipe();
@@ -308,7 +343,11 @@ impl Store {
         Ok(out)
     }
 
-    pub async fn set_desired_topology(&self, agent: &str, spec: &DesiredTopologySpec) -> RedisResult<()> {
+    pub async fn set_desired_topology(
+        &self,
+        agent: &str,
+        spec: &DesiredTopologySpec,
+    ) -> RedisResult<()> {
         let p = keys::prefix(spec.scope.as_deref());
         let mut inv = self.scripts.desired_topology.key(keys::spec(&p, agent));
         inv.key(keys::stream(&p, agent));
@@ -342,19 +381,30 @@ impl Store {
     ///   documented key) and `:inbox:{peer}` (where HEAD's PeerAgent actually listens
     ///   when it has no scope), so notices are not lost;
     /// - deletions and notices go in one MULTI/EXEC, so a reader never sees half a cleanup.
-    pub async fn cleanup_agent(&self, scope: Option<&str>, agent: &str) -> RedisResult<Vec<String>> {
+    pub async fn cleanup_agent(
+        &self,
+        scope: Option<&str>,
+        agent: &str,
+    ) -> RedisResult<Vec<String>> {
         let p = keys::prefix(scope);
         let mut conn = self.conn();
 
         // 1. Peers to notify: the agent's own targets, plus every agent whose spec names it.
         let own_spec_key = keys::spec(&p, agent);
         let spec_prefix = keys::spec(&p, "");
-        let spec_keys = self.scan(&format!("{}*", glob_escape(&spec_prefix)), Some("string")).await?;
+        let spec_keys = self
+            .scan(&format!("{}*", glob_escape(&spec_prefix)), Some("string"))
+            .await?;
         let mut peers = BTreeSet::new();
         if !spec_keys.is_empty() {
-            let raws: Vec<Option<String>> = redis::cmd("MGET").arg(&spec_keys).query_async(&mut conn).await?;
+            let raws: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(&spec_keys)
+                .query_async(&mut conn)
+                .await?;
             for (key, raw) in spec_keys.iter().zip(raws) {
-                let Some(spec) = raw.and_then(|s| serde_json::from_str::<DesiredTopologySpec>(&s).ok()) else {
+                let Some(spec) =
+                    raw.and_then(|s| serde_json::from_str::<DesiredTopologySpec>(&s).ok())
+                else {
                     continue;
                 };
                 if *key == own_spec_key {
@@ -400,9 +450,15 @@ impl Store {
             pipe.cmd("DEL").arg(chunk).ignore();
         }
         for peer in &peers {
-            pipe.cmd("LPUSH").arg(keys::inbox(&p, peer)).arg(&notice).ignore();
+            pipe.cmd("LPUSH")
+                .arg(keys::inbox(&p, peer))
+                .arg(&notice)
+                .ignore();
             if p.is_empty() {
-                pipe.cmd("LPUSH").arg(format!(":inbox:{peer}")).arg(&notice).ignore();
+                pipe.cmd("LPUSH")
+                    .arg(format!(":inbox:{peer}"))
+                    .arg(&notice)
+                    .ignore();
             }
         }
         pipe.query_async::<()>(&mut conn).await?;
@@ -413,7 +469,12 @@ impl Store {
 
     pub async fn register_mr(&self, b: &RegisterMrBody) -> RedisResult<()> {
         let p = keys::prefix(b.scope.as_deref());
-        let info = MrInfo { addr: b.addr, length: b.length, rkey: b.rkey, lkey: b.lkey };
+        let info = MrInfo {
+            addr: b.addr,
+            length: b.length,
+            rkey: b.rkey,
+            lkey: b.lkey,
+        };
         let json = serde_json::to_string(&info).unwrap_or_default();
         redis::cmd("SET")
             .arg(keys::mr(&p, &b.agent_name, &b.mr_name))
@@ -423,9 +484,17 @@ impl Store {
     }
 
     /// None when absent or when any of addr/length/rkey/lkey is missing or malformed.
-    pub async fn get_mr_info(&self, scope: Option<&str>, dst: &str, mr_name: &str) -> RedisResult<Option<MrInfo>> {
+    pub async fn get_mr_info(
+        &self,
+        scope: Option<&str>,
+        dst: &str,
+        mr_name: &str,
+    ) -> RedisResult<Option<MrInfo>> {
         let p = keys::prefix(scope);
-        let raw: Option<String> = redis::cmd("GET").arg(keys::mr(&p, dst, mr_name)).query_async(&mut self.conn()).await?;
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(keys::mr(&p, dst, mr_name))
+            .query_async(&mut self.conn())
+            .await?;
         Ok(raw.and_then(|s| serde_json::from_str::<MrInfo>(&s).ok()))
     }
 }
@@ -455,9 +524,18 @@ mod tests {
 
     #[test]
     fn peer_exchange_keys() {
-        assert!(is_peer_exchange_key("alice:bob:alice:mlx5_0:port1->bob:mlx5_0:port1#qp1", "bob"));
-        assert!(!is_peer_exchange_key("bob:alice:bob:mlx5_0:port1->alice:mlx5_0:port1#qp1", "carol"));
+        assert!(is_peer_exchange_key(
+            "alice:bob:alice:mlx5_0:port1->bob:mlx5_0:port1#qp1",
+            "bob"
+        ));
+        assert!(!is_peer_exchange_key(
+            "bob:alice:bob:mlx5_0:port1->alice:mlx5_0:port1#qp1",
+            "carol"
+        ));
         // carol->dave whose device happens to be named "bob": not bob's key.
-        assert!(!is_peer_exchange_key("carol:dave:carol:bob:port1->dave:x:port1#qp1", "bob"));
+        assert!(!is_peer_exchange_key(
+            "carol:dave:carol:bob:port1->dave:x:port1#qp1",
+            "bob"
+        ));
     }
 }

@@ -58,7 +58,10 @@ impl RuntimeFiles {
     pub fn write(&self, meta: &Meta) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         std::fs::write(&self.pid, format!("{}\n", meta.pid))?;
-        std::fs::write(&self.meta, serde_json::to_string_pretty(meta).unwrap_or_default())
+        std::fs::write(
+            &self.meta,
+            serde_json::to_string_pretty(meta).unwrap_or_default(),
+        )
     }
 
     pub fn remove(&self) {
@@ -81,7 +84,11 @@ pub fn process_alive(pid: i32) -> bool {
     }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // State is the first field after the parenthesised command name.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) != Some('Z'),
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                != Some('Z')
+        }
         Err(_) => true,
     }
 }

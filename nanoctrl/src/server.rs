@@ -23,17 +23,23 @@ pub struct ServerConfig {
 
 pub async fn run(cfg: ServerConfig) -> Result<(), String> {
     let redis_hint = "set NANOCTRL_REDIS_URL or --redis-url to a reachable Redis";
-    let store = match tokio::time::timeout(REDIS_CONNECT_DEADLINE, Store::connect(&cfg.redis_url)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("Failed to connect to Redis at {}: {e}; {redis_hint}", cfg.redis_url)),
-        Err(_) => {
-            return Err(format!(
-                "Failed to connect to Redis at {}: no answer within {}s; {redis_hint}",
-                cfg.redis_url,
-                REDIS_CONNECT_DEADLINE.as_secs()
-            ))
-        }
-    };
+    let store =
+        match tokio::time::timeout(REDIS_CONNECT_DEADLINE, Store::connect(&cfg.redis_url)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "Failed to connect to Redis at {}: {e}; {redis_hint}",
+                    cfg.redis_url
+                ))
+            }
+            Err(_) => {
+                return Err(format!(
+                    "Failed to connect to Redis at {}: no answer within {}s; {redis_hint}",
+                    cfg.redis_url,
+                    REDIS_CONNECT_DEADLINE.as_secs()
+                ))
+            }
+        };
     tracing::info!("connected to Redis at {}", cfg.redis_url);
 
     // Resolving (host, port) accepts hostnames such as `localhost`, which the
@@ -44,7 +50,10 @@ pub async fn run(cfg: ServerConfig) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("NanoCtrl listening on http://{local}");
 
-    let state = Arc::new(AppState { store, redis_url: cfg.redis_url });
+    let state = Arc::new(AppState {
+        store,
+        redis_url: cfg.redis_url,
+    });
     let app = routes::router(state, cfg.max_body_bytes);
 
     let signalled = Arc::new(tokio::sync::Notify::new());

@@ -21,7 +21,11 @@ fn run(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn output_with_deadline(mut cmd: Command, timeout: Duration) -> Output {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn nanoctrl");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nanoctrl");
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -42,7 +46,11 @@ fn libc_kill(pid: i32, sig: i32) {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Kills whatever server a `start` left behind when the test ends, pass or fail.
@@ -65,27 +73,52 @@ fn dead_redis_url() -> String {
 fn server_exits_nonzero_naming_the_url_when_redis_is_unreachable() {
     let url = dead_redis_url();
     let mut cmd = Command::new(NANOCTRL);
-    cmd.args(["server", "--host", "127.0.0.1", "--port", &free_port().to_string(), "--redis-url", &url])
-        .env_remove("NANOCTRL_REDIS_URL");
+    cmd.args([
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--redis-url",
+        &url,
+    ])
+    .env_remove("NANOCTRL_REDIS_URL");
     let out = output_with_deadline(cmd, Duration::from_secs(30));
     assert!(!out.status.success());
     let t = text(&out);
-    assert!(t.contains("Failed to connect to Redis at") && t.contains(&url), "{t}");
+    assert!(
+        t.contains("Failed to connect to Redis at") && t.contains(&url),
+        "{t}"
+    );
     assert!(t.contains("NANOCTRL_REDIS_URL"), "{t}");
 
     // The environment overrides the flag (original precedence).
     let redis = Redis::start();
     let mut cmd = Command::new(NANOCTRL);
-    cmd.args(["server", "--host", "127.0.0.1", "--port", &free_port().to_string(), "--redis-url", &redis.url])
-        .env("NANOCTRL_REDIS_URL", &url);
+    cmd.args([
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--redis-url",
+        &redis.url,
+    ])
+    .env("NANOCTRL_REDIS_URL", &url);
     let out = output_with_deadline(cmd, Duration::from_secs(30));
     assert!(!out.status.success());
     assert!(text(&out).contains(&url), "{}", text(&out));
 
     // A malformed URL is also a clear error.
     let mut cmd = Command::new(NANOCTRL);
-    cmd.args(["server", "--port", &free_port().to_string(), "--redis-url", "not-a-url"])
-        .env_remove("NANOCTRL_REDIS_URL");
+    cmd.args([
+        "server",
+        "--port",
+        &free_port().to_string(),
+        "--redis-url",
+        "not-a-url",
+    ])
+    .env_remove("NANOCTRL_REDIS_URL");
     let out = output_with_deadline(cmd, Duration::from_secs(30));
     assert!(!out.status.success());
     assert!(text(&out).contains("not-a-url"), "{}", text(&out));
@@ -98,7 +131,14 @@ fn env_redis_url_wins_hostname_bind_works_and_sigterm_is_graceful() {
     let dir = TempDir::new("nanoctrl-srv-env");
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
     let mut child = Command::new(NANOCTRL)
-        .args(["--host", "localhost", "--port", &port.to_string(), "--redis-url", &dead_redis_url()])
+        .args([
+            "--host",
+            "localhost",
+            "--port",
+            &port.to_string(),
+            "--redis-url",
+            &dead_redis_url(),
+        ])
         .env("NANOCTRL_REDIS_URL", &redis.url)
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -112,9 +152,13 @@ fn env_redis_url_wins_hostname_bind_works_and_sigterm_is_graceful() {
         }
     }
     let guard = Kill(&mut child);
-    wait_for(Duration::from_secs(20), "nanoctrl on localhost", || health(port).then_some(()));
+    wait_for(Duration::from_secs(20), "nanoctrl on localhost", || {
+        health(port).then_some(())
+    });
     libc_kill(guard.0.id() as i32, libc::SIGTERM);
-    let status = wait_for(Duration::from_secs(15), "graceful exit", || guard.0.try_wait().ok().flatten());
+    let status = wait_for(Duration::from_secs(15), "graceful exit", || {
+        guard.0.try_wait().ok().flatten()
+    });
     assert!(status.success(), "SIGTERM should exit 0, got {status:?}");
     let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
     assert!(log.contains("shutdown signal received"), "{log}");
@@ -126,19 +170,43 @@ fn start_status_stop_lifecycle() {
     let dir = TempDir::new("nanoctrl-rt");
     let _guard = StartedGuard(dir.path());
     let port = free_port().to_string();
-    let start_args = ["start", "--host", "127.0.0.1", "--port", &port, "--redis-url", &redis.url, "--wait", "20"];
+    let start_args = [
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--redis-url",
+        &redis.url,
+        "--wait",
+        "20",
+    ];
 
     let out = run(dir.path(), &["status"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("nanoctrl is not running (no pid file)"), "{}", text(&out));
+    assert!(
+        text(&out).contains("nanoctrl is not running (no pid file)"),
+        "{}",
+        text(&out)
+    );
 
     let out = run(dir.path(), &start_args);
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("nanoctrl started (pid="), "{t}");
-    assert!(t.contains("Local node IP:") && t.contains("address:") && t.contains("log:"), "{t}");
-    let pid: i32 = std::fs::read_to_string(dir.path().join("nanoctrl.pid")).unwrap().trim().parse().unwrap();
-    let meta: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("nanoctrl.meta.json")).unwrap()).unwrap();
+    assert!(
+        t.contains("Local node IP:") && t.contains("address:") && t.contains("log:"),
+        "{t}"
+    );
+    let pid: i32 = std::fs::read_to_string(dir.path().join("nanoctrl.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("nanoctrl.meta.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(meta["pid"], pid);
     assert_eq!(meta["address"], format!("127.0.0.1:{port}"));
     assert_eq!(meta["cmd"][1], "server");
@@ -149,13 +217,25 @@ fn start_status_stop_lifecycle() {
     // Idempotent.
     let out = run(dir.path(), &start_args);
     assert!(out.status.success());
-    assert!(text(&out).contains(&format!("nanoctrl is already running (pid={pid})")), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("nanoctrl is already running (pid={pid})")),
+        "{}",
+        text(&out)
+    );
 
     let out = run(dir.path(), &["status"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains(&format!("pid: {pid}")) && t.contains("process: running") && t.contains("health: ok"), "{t}");
-    let out = run(dir.path(), &["status", "--address", &format!("127.0.0.1:{}", free_port())]);
+    assert!(
+        t.contains(&format!("pid: {pid}"))
+            && t.contains("process: running")
+            && t.contains("health: ok"),
+        "{t}"
+    );
+    let out = run(
+        dir.path(),
+        &["status", "--address", &format!("127.0.0.1:{}", free_port())],
+    );
     assert!(text(&out).contains("health: down ("), "{}", text(&out));
 
     let out = run(dir.path(), &["stop"]);
@@ -164,7 +244,10 @@ fn start_status_stop_lifecycle() {
     assert!(!dir.path().join("nanoctrl.pid").exists());
     assert!(!dir.path().join("nanoctrl.meta.json").exists());
     let log = std::fs::read_to_string(dir.path().join("nanoctrl.log")).unwrap();
-    assert!(log.contains("NanoCtrl stopped"), "SIGTERM drained gracefully: {log}");
+    assert!(
+        log.contains("NanoCtrl stopped"),
+        "SIGTERM drained gracefully: {log}"
+    );
 
     let out = run(dir.path(), &["status"]);
     assert_eq!(out.status.code(), Some(1));
@@ -176,7 +259,11 @@ fn start_status_stop_lifecycle() {
     std::fs::write(dir.path().join("nanoctrl.pid"), "999999999\n").unwrap();
     let out = run(dir.path(), &["status"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("process: not running"), "{}", text(&out));
+    assert!(
+        text(&out).contains("process: not running"),
+        "{}",
+        text(&out)
+    );
     let out = run(dir.path(), &start_args);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("nanoctrl started"));
@@ -187,7 +274,11 @@ fn start_status_stop_lifecycle() {
     std::fs::remove_file(&pid_file).unwrap();
     let out = run(dir.path(), &start_args);
     assert!(out.status.success());
-    assert!(text(&out).contains("appears to be already running"), "{}", text(&out));
+    assert!(
+        text(&out).contains("appears to be already running"),
+        "{}",
+        text(&out)
+    );
     std::fs::write(&pid_file, saved).unwrap();
     assert!(run(dir.path(), &["stop"]).status.success());
 }
@@ -198,18 +289,40 @@ fn start_reports_early_exit_with_the_log_tail() {
     let _guard = StartedGuard(dir.path());
     let url = dead_redis_url();
     let port = free_port().to_string();
-    let out = run(dir.path(), &["start", "--host", "127.0.0.1", "--port", &port, "--redis-url", &url, "--wait", "30"]);
+    let out = run(
+        dir.path(),
+        &[
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--redis-url",
+            &url,
+            "--wait",
+            "30",
+        ],
+    );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("Failed to connect to Redis at") && t.contains(&url), "{t}");
-    assert!(!dir.path().join("nanoctrl.pid").exists(), "pid file cleaned up");
+    assert!(
+        t.contains("Failed to connect to Redis at") && t.contains(&url),
+        "{t}"
+    );
+    assert!(
+        !dir.path().join("nanoctrl.pid").exists(),
+        "pid file cleaned up"
+    );
 }
 
 #[test]
 fn stop_escalates_only_with_force() {
     let dir = TempDir::new("nanoctrl-rt-force");
     // A process that ignores SIGTERM stands in for a wedged server.
-    let mut stubborn = Command::new("sh").args(["-c", "trap '' TERM; sleep 60"]).spawn().unwrap();
+    let mut stubborn = Command::new("sh")
+        .args(["-c", "trap '' TERM; sleep 60"])
+        .spawn()
+        .unwrap();
     struct Kill<'a>(&'a mut std::process::Child);
     impl Drop for Kill<'_> {
         fn drop(&mut self) {
@@ -226,7 +339,13 @@ fn stop_escalates_only_with_force() {
     assert!(g.0.try_wait().unwrap().is_none(), "still running");
     let out = run(dir.path(), &["stop", "--timeout", "0.6", "--force"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(wait_for(Duration::from_secs(10), "kill", || g.0.try_wait().ok().flatten()).code().is_none());
+    assert!(wait_for(Duration::from_secs(10), "kill", || g
+        .0
+        .try_wait()
+        .ok()
+        .flatten())
+    .code()
+    .is_none());
     assert!(!dir.path().join("nanoctrl.pid").exists());
 }
 
@@ -239,7 +358,9 @@ fn runtime_dir_precedence() {
     std::fs::write(sub.join("nanoctrl.pid"), "999999999\n").unwrap();
     let status = |envs: &[(&str, &Path)]| {
         let mut cmd = Command::new(NANOCTRL);
-        cmd.arg("status").env_remove("NANOCTRL_RUNTIME_DIR").env_remove("XDG_RUNTIME_DIR");
+        cmd.arg("status")
+            .env_remove("NANOCTRL_RUNTIME_DIR")
+            .env_remove("XDG_RUNTIME_DIR");
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -248,7 +369,10 @@ fn runtime_dir_precedence() {
     // XDG_RUNTIME_DIR/nanoctrl is used when NANOCTRL_RUNTIME_DIR is unset...
     assert!(status(&[("XDG_RUNTIME_DIR", xdg.path())]).contains("pid: 999999999"));
     // ...and NANOCTRL_RUNTIME_DIR wins over it.
-    let t = status(&[("XDG_RUNTIME_DIR", xdg.path()), ("NANOCTRL_RUNTIME_DIR", own.path())]);
+    let t = status(&[
+        ("XDG_RUNTIME_DIR", xdg.path()),
+        ("NANOCTRL_RUNTIME_DIR", own.path()),
+    ]);
     assert!(t.contains("no pid file"), "{t}");
 }
 
@@ -262,7 +386,10 @@ fn version_and_help() {
         },
         Duration::from_secs(10),
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "nanoctrl 0.1.0");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "nanoctrl 0.1.0"
+    );
     let mut c = Command::new(NANOCTRL);
     c.arg("--help");
     let help = text(&output_with_deadline(c, Duration::from_secs(10)));

@@ -16,10 +16,16 @@ async fn register_writes_hash_info_ttl_and_answers_like_the_original() {
     let scope = unique("reg");
     let (code, body) = s
         .ctrl
-        .post("/register", json!({"entity_id": "cache:0", "kind": "cache", "scope": scope}))
+        .post(
+            "/register",
+            json!({"entity_id": "cache:0", "kind": "cache", "scope": scope}),
+        )
         .await;
     assert_eq!(code, 200);
-    assert_eq!(body, json!({"status": "ok", "message": "Entity service:cache:0 registered successfully"}));
+    assert_eq!(
+        body,
+        json!({"status": "ok", "message": "Entity service:cache:0 registered successfully"})
+    );
 
     let mut r = s.redis.conn();
     let key = format!("{scope}:service:cache:0");
@@ -38,7 +44,9 @@ async fn register_writes_hash_info_ttl_and_answers_like_the_original() {
     );
     let ttl: i64 = r.ttl(&key).unwrap();
     assert!((55..=60).contains(&ttl), "ttl {ttl}");
-    let rev: i64 = r.get(format!("{scope}:nano_meta:service_revision")).unwrap();
+    let rev: i64 = r
+        .get(format!("{scope}:nano_meta:service_revision"))
+        .unwrap();
     assert_eq!(rev, 1);
 
     // Full body, custom type; get_entity_info returns the info JSON.
@@ -54,18 +62,33 @@ async fn register_writes_hash_info_ttl_and_answers_like_the_original() {
     assert_eq!(code, 200);
     let (code, body) = s
         .ctrl
-        .post("/get_entity_info", json!({"entity_type": "engine", "entity_id": "p0", "scope": scope}))
+        .post(
+            "/get_entity_info",
+            json!({"entity_type": "engine", "entity_id": "p0", "scope": scope}),
+        )
         .await;
     assert_eq!(code, 200);
     assert_eq!(body["status"], "ok");
-    assert_eq!(body["entity_info"]["endpoint"], json!({"host": "10.0.0.1", "port": 9000}));
+    assert_eq!(
+        body["entity_info"]["endpoint"],
+        json!({"host": "10.0.0.1", "port": 9000})
+    );
     assert_eq!(body["entity_info"]["metadata"], json!({"tp": 2}));
     assert_eq!(body["entity_info"]["resource"], json!({"gpus": 8}));
     let h: HashMap<String, String> = r.hgetall(format!("{scope}:engine:p0")).unwrap();
-    assert_eq!(serde_json::from_str::<Value>(&h["endpoint"]).unwrap(), json!({"host": "10.0.0.1", "port": 9000}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&h["endpoint"]).unwrap(),
+        json!({"host": "10.0.0.1", "port": 9000})
+    );
 
     // Unknown entity.
-    let (code, body) = s.ctrl.post("/get_entity_info", json!({"entity_id": "nope", "scope": scope})).await;
+    let (code, body) = s
+        .ctrl
+        .post(
+            "/get_entity_info",
+            json!({"entity_id": "nope", "scope": scope}),
+        )
+        .await;
     assert_eq!(code, 200);
     assert_eq!(body, json!({"status": "not_found", "entity_info": null}));
 }
@@ -85,31 +108,53 @@ async fn events_and_revisions_match_the_original_payloads() {
     assert_eq!(add["entity_id"], "a\"b"); // a quote in the id still yields valid JSON
     assert_eq!(add["kind"], "cache");
     assert_eq!(add["revision"], 1);
-    assert!(add["timestamp"].is_i64(), "ADD timestamp is a number: {add}");
+    assert!(
+        add["timestamp"].is_i64(),
+        "ADD timestamp is a number: {add}"
+    );
     assert_eq!(add["payload"]["metadata"], json!({"x": 1}));
     assert_eq!(add["payload"]["id"], "a\"b");
 
     // Re-registering bumps the revision and publishes ADD again.
     assert_eq!(s.ctrl.post("/register", reg).await.0, 200);
     let add2 = sub.next(t).expect("second ADD");
-    assert_eq!((add2["event_type"].as_str(), add2["revision"].as_i64()), (Some("ADD"), Some(2)));
+    assert_eq!(
+        (add2["event_type"].as_str(), add2["revision"].as_i64()),
+        (Some("ADD"), Some(2))
+    );
 
-    let (code, body) = s.ctrl.post("/unregister", json!({"entity_id": "a\"b", "scope": scope})).await;
+    let (code, body) = s
+        .ctrl
+        .post("/unregister", json!({"entity_id": "a\"b", "scope": scope}))
+        .await;
     assert_eq!(code, 200);
-    assert_eq!(body, json!({"status": "ok", "message": "Entity service:a\"b unregistered successfully"}));
+    assert_eq!(
+        body,
+        json!({"status": "ok", "message": "Entity service:a\"b unregistered successfully"})
+    );
     let rm = sub.next(t).expect("REMOVE event");
     assert_eq!(rm["event_type"], "REMOVE");
     assert_eq!(rm["revision"], 3);
-    assert!(rm["timestamp"].is_string(), "REMOVE timestamp is a string: {rm}");
+    assert!(
+        rm["timestamp"].is_string(),
+        "REMOVE timestamp is a string: {rm}"
+    );
     assert!(rm.get("payload").is_none());
     assert_eq!(rm.as_object().unwrap().len(), 5);
 
     // Unregistering a missing entity: ok, no event, no revision bump.
-    let (code, body) = s.ctrl.post("/unregister", json!({"entity_id": "a\"b", "scope": scope})).await;
+    let (code, body) = s
+        .ctrl
+        .post("/unregister", json!({"entity_id": "a\"b", "scope": scope}))
+        .await;
     assert_eq!(code, 200);
     assert_eq!(body["status"], "ok");
     assert!(sub.next(Duration::from_millis(500)).is_none());
-    let rev: i64 = s.redis.conn().get(format!("{scope}:nano_meta:service_revision")).unwrap();
+    let rev: i64 = s
+        .redis
+        .conn()
+        .get(format!("{scope}:nano_meta:service_revision"))
+        .unwrap();
     assert_eq!(rev, 3);
 }
 
@@ -121,40 +166,80 @@ async fn heartbeat_ok_not_found_ttl_expiry_and_reregistration() {
     let key = format!("{scope}:service:w1");
 
     // No default entity_type on /heartbeat.
-    let (code, text) = s.ctrl.post("/heartbeat", json!({"entity_id": "w1", "scope": scope})).await;
+    let (code, text) = s
+        .ctrl
+        .post("/heartbeat", json!({"entity_id": "w1", "scope": scope}))
+        .await;
     assert_eq!(code, 422, "{text}");
 
     let hb = json!({"entity_type": "service", "entity_id": "w1", "scope": scope});
     let (code, body) = s.ctrl.post("/heartbeat", hb.clone()).await;
     assert_eq!(code, 200);
-    assert_eq!(body, json!({"status": "not_found", "message": "service w1 not found. Please register first."}));
+    assert_eq!(
+        body,
+        json!({"status": "not_found", "message": "service w1 not found. Please register first."})
+    );
 
-    s.ctrl.post("/register", json!({"entity_id": "w1", "kind": "worker", "scope": scope})).await;
+    s.ctrl
+        .post(
+            "/register",
+            json!({"entity_id": "w1", "kind": "worker", "scope": scope}),
+        )
+        .await;
     let _: () = r.expire(&key, 5).unwrap();
     let (code, body) = s.ctrl.post("/heartbeat", hb.clone()).await;
     assert_eq!(code, 200);
-    assert_eq!(body, json!({"status": "ok", "message": "Heartbeat successful for service w1"}));
+    assert_eq!(
+        body,
+        json!({"status": "ok", "message": "Heartbeat successful for service w1"})
+    );
     let ttl: i64 = r.ttl(&key).unwrap();
     assert!(ttl > 50, "heartbeat resets the TTL to 60 s, got {ttl}");
 
     // Let it really expire (shortened TTL), then the client's re-registration path.
-    let _: () = redis::cmd("PEXPIRE").arg(&key).arg(150).query(&mut r).unwrap();
-    wait_for(Duration::from_secs(10), "key expiry", || (!r.exists::<_, bool>(&key).unwrap()).then_some(()));
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(150)
+        .query(&mut r)
+        .unwrap();
+    wait_for(Duration::from_secs(10), "key expiry", || {
+        (!r.exists::<_, bool>(&key).unwrap()).then_some(())
+    });
     let (_, body) = s.ctrl.post("/heartbeat", hb.clone()).await;
     assert_eq!(body["status"], "not_found");
-    let (_, body) = s.ctrl.post("/get_entity_info", json!({"entity_id": "w1", "scope": scope})).await;
+    let (_, body) = s
+        .ctrl
+        .post(
+            "/get_entity_info",
+            json!({"entity_id": "w1", "scope": scope}),
+        )
+        .await;
     assert_eq!(body["status"], "not_found");
-    s.ctrl.post("/register", json!({"entity_id": "w1", "kind": "worker", "scope": scope})).await;
+    s.ctrl
+        .post(
+            "/register",
+            json!({"entity_id": "w1", "kind": "worker", "scope": scope}),
+        )
+        .await;
     let (_, body) = s.ctrl.post("/heartbeat", hb).await;
     assert_eq!(body["status"], "ok");
 
     // Agents heartbeat through the same route with entity_type "agent".
-    let (_, reg) = s.ctrl.post("/start_peer_agent", json!({"address": "127.0.0.1", "scope": scope})).await;
+    let (_, reg) = s
+        .ctrl
+        .post(
+            "/start_peer_agent",
+            json!({"address": "127.0.0.1", "scope": scope}),
+        )
+        .await;
     let name = reg["name"].as_str().unwrap();
     let _: () = r.expire(format!("{scope}:agent:{name}"), 5).unwrap();
     let (_, body) = s
         .ctrl
-        .post("/heartbeat", json!({"entity_type": "agent", "entity_id": name, "scope": scope}))
+        .post(
+            "/heartbeat",
+            json!({"entity_type": "agent", "entity_id": name, "scope": scope}),
+        )
         .await;
     assert_eq!(body["status"], "ok");
     let ttl: i64 = r.ttl(format!("{scope}:agent:{name}")).unwrap();
@@ -181,7 +266,12 @@ async fn list_entities_filters_by_type_kind_and_scope_without_leaks() {
         assert_eq!(s.ctrl.post("/register", body).await.0, 200);
     }
     // Non-entity keys that also match `*:*` must not break or pollute the listing.
-    s.ctrl.post("/start_peer_agent", json!({"address": "127.0.0.1", "alias": "x"})).await;
+    s.ctrl
+        .post(
+            "/start_peer_agent",
+            json!({"address": "127.0.0.1", "alias": "x"}),
+        )
+        .await;
     let mut r = s.redis.conn();
     let _: () = r.set("odd:string", "v").unwrap();
 
@@ -190,7 +280,13 @@ async fn list_entities_filters_by_type_kind_and_scope_without_leaks() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| format!("{}/{}", e["entity_type"].as_str().unwrap(), e["entity_id"].as_str().unwrap()))
+            .map(|e| {
+                format!(
+                    "{}/{}",
+                    e["entity_type"].as_str().unwrap(),
+                    e["entity_id"].as_str().unwrap()
+                )
+            })
             .collect();
         ids.sort();
         ids
@@ -200,19 +296,43 @@ async fn list_entities_filters_by_type_kind_and_scope_without_leaks() {
     assert_eq!(code, 200);
     assert_eq!(body["status"], "ok");
     assert_eq!(ids(&body), ["engine/e0", "service/cache:0", "service/p:0"]);
-    let (_, body) = s.ctrl.post("/list_entities", json!({"entity_type": "service"})).await;
+    let (_, body) = s
+        .ctrl
+        .post("/list_entities", json!({"entity_type": "service"}))
+        .await;
     assert_eq!(ids(&body), ["service/cache:0", "service/p:0"]);
-    let (_, body) = s.ctrl.post("/list_entities", json!({"entity_type": "service", "kind": "prefill"})).await;
+    let (_, body) = s
+        .ctrl
+        .post(
+            "/list_entities",
+            json!({"entity_type": "service", "kind": "prefill"}),
+        )
+        .await;
     assert_eq!(ids(&body), ["service/p:0"]);
-    let (_, body) = s.ctrl.post("/list_entities", json!({"kind": "decode"})).await;
+    let (_, body) = s
+        .ctrl
+        .post("/list_entities", json!({"kind": "decode"}))
+        .await;
     assert_eq!(ids(&body), ["engine/e0"]);
     let (_, body) = s.ctrl.post("/list_entities", json!({"scope": a})).await;
     assert_eq!(ids(&body), ["engine/d0", "service/cache:0"]);
-    let (_, body) = s.ctrl.post("/list_entities", json!({"scope": b, "kind": "cache"})).await;
+    let (_, body) = s
+        .ctrl
+        .post("/list_entities", json!({"scope": b, "kind": "cache"}))
+        .await;
     assert_eq!(ids(&body), ["service/cache:1"]);
-    let (_, body) = s.ctrl.post("/list_entities", json!({"scope": "", "entity_type": "engine"})).await;
+    let (_, body) = s
+        .ctrl
+        .post(
+            "/list_entities",
+            json!({"scope": "", "entity_type": "engine"}),
+        )
+        .await;
     assert_eq!(ids(&body), ["engine/e0"], "empty scope means no scope");
-    let (_, body) = s.ctrl.post("/list_entities", json!({"scope": unique("empty")})).await;
+    let (_, body) = s
+        .ctrl
+        .post("/list_entities", json!({"scope": unique("empty")}))
+        .await;
     assert_eq!(body, json!({"status": "ok", "entities": []}));
 }
 
@@ -220,10 +340,23 @@ async fn list_entities_filters_by_type_kind_and_scope_without_leaks() {
 async fn empty_scope_is_no_scope_on_every_key() {
     let s = Stack::start();
     let mut r = s.redis.conn();
-    s.ctrl.post("/register", json!({"entity_id": "z", "kind": "k", "scope": ""})).await;
+    s.ctrl
+        .post(
+            "/register",
+            json!({"entity_id": "z", "kind": "k", "scope": ""}),
+        )
+        .await;
     assert!(r.exists::<_, bool>("service:z").unwrap());
     assert!(r.exists::<_, bool>("nano_meta:service_revision").unwrap());
-    let (_, body) = s.ctrl.post("/start_peer_agent", json!({"address": "127.0.0.1", "scope": ""})).await;
-    assert!(r.exists::<_, bool>(format!("agent:{}", body["name"].as_str().unwrap())).unwrap());
+    let (_, body) = s
+        .ctrl
+        .post(
+            "/start_peer_agent",
+            json!({"address": "127.0.0.1", "scope": ""}),
+        )
+        .await;
+    assert!(r
+        .exists::<_, bool>(format!("agent:{}", body["name"].as_str().unwrap()))
+        .unwrap());
     assert!(r.exists::<_, bool>("agent_name_counter").unwrap());
 }

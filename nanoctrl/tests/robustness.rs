@@ -19,25 +19,58 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_running() {
     let (code, text) = c.post_raw("/register", None, body.clone()).await;
     assert_eq!(code, 415, "{text}");
     assert!(text.contains("Content-Type: application/json"), "{text}");
-    let (code, text) = c.post_raw("/register", Some("text/plain"), body.clone()).await;
+    let (code, text) = c
+        .post_raw("/register", Some("text/plain"), body.clone())
+        .await;
     assert_eq!(code, 415, "{text}");
-    let (code, text) = c.post_raw("/register", Some("application/json"), b"{not json".to_vec()).await;
+    let (code, text) = c
+        .post_raw("/register", Some("application/json"), b"{not json".to_vec())
+        .await;
     assert_eq!(code, 400, "{text}");
-    assert!(text.contains("Failed to parse the request body as JSON"), "{text}");
-    let (code, text) = c.post_raw("/register", Some("application/json"), br#"{"entity_id":"x"}"#.to_vec()).await;
+    assert!(
+        text.contains("Failed to parse the request body as JSON"),
+        "{text}"
+    );
+    let (code, text) = c
+        .post_raw(
+            "/register",
+            Some("application/json"),
+            br#"{"entity_id":"x"}"#.to_vec(),
+        )
+        .await;
     assert_eq!(code, 422, "{text}");
     assert!(text.contains("missing field `kind`"), "{text}");
-    let (code, text) = c.post_raw("/register", Some("application/json"), br#"{"entity_id":5,"kind":"k"}"#.to_vec()).await;
+    let (code, text) = c
+        .post_raw(
+            "/register",
+            Some("application/json"),
+            br#"{"entity_id":5,"kind":"k"}"#.to_vec(),
+        )
+        .await;
     assert_eq!(code, 422, "{text}");
-    let (code, text) = c.post_raw("/register", Some("application/json"), b"\xff\xfe\x00garbage".to_vec()).await;
+    let (code, text) = c
+        .post_raw(
+            "/register",
+            Some("application/json"),
+            b"\xff\xfe\x00garbage".to_vec(),
+        )
+        .await;
     assert!(code == 400 || code == 422, "{code} {text}");
 
     // Unknown route 404, wrong method 405, both empty bodies.
     let http = client();
-    let r = http.get(format!("{}/no/such/route", c.base)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/no/such/route", c.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     assert!(r.text().await.unwrap().is_empty());
-    let r = http.get(format!("{}/register", c.base)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/register", c.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 405);
     let r = http.post(format!("{}/", c.base)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 405);
@@ -47,18 +80,37 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_running() {
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     // A client that pushes the whole body anyway gets 413 or a closed connection
     // (the server will not read 3 MiB it is going to reject); either way it survives.
-    let big = format!(r#"{{"entity_id":"x","kind":"k","metadata":{{"blob":"{}"}}}}"#, "a".repeat(3 << 20));
-    let r = client().post(format!("{}/register", c.base)).header("content-type", "application/json").body(big).send().await;
+    let big = format!(
+        r#"{{"entity_id":"x","kind":"k","metadata":{{"blob":"{}"}}}}"#,
+        "a".repeat(3 << 20)
+    );
+    let r = client()
+        .post(format!("{}/register", c.base))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await;
     if let Ok(r) = r {
         assert_eq!(r.status().as_u16(), 413);
     }
     // Just under the limit is accepted.
-    let ok = format!(r#"{{"entity_id":"x","kind":"k","metadata":{{"blob":"{}"}}}}"#, "a".repeat(1 << 20));
-    let (code, _) = c.post_raw("/register", Some("application/json"), ok.into_bytes()).await;
+    let ok = format!(
+        r#"{{"entity_id":"x","kind":"k","metadata":{{"blob":"{}"}}}}"#,
+        "a".repeat(1 << 20)
+    );
+    let (code, _) = c
+        .post_raw("/register", Some("application/json"), ok.into_bytes())
+        .await;
     assert_eq!(code, 200);
 
     assert!(s.ctrl.alive());
-    let (code, body) = s.ctrl.post("/heartbeat", json!({"entity_type": "service", "entity_id": "x"})).await;
+    let (code, body) = s
+        .ctrl
+        .post(
+            "/heartbeat",
+            json!({"entity_type": "service", "entity_id": "x"}),
+        )
+        .await;
     assert_eq!((code, body["status"].as_str()), (200, Some("ok")));
 }
 
@@ -66,8 +118,20 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_running() {
 async fn body_limit_is_configurable() {
     let redis = Redis::start();
     let ctrl = NanoCtrl::start_with(&redis.url, &["--max-body-bytes", "1024"]);
-    let body = format!(r#"{{"entity_id":"x","kind":"k","metadata":{{"b":"{}"}}}}"#, "a".repeat(2000));
-    assert_eq!(ctrl.post_raw("/register", Some("application/json"), body.clone().into_bytes()).await.0, 413);
+    let body = format!(
+        r#"{{"entity_id":"x","kind":"k","metadata":{{"b":"{}"}}}}"#,
+        "a".repeat(2000)
+    );
+    assert_eq!(
+        ctrl.post_raw(
+            "/register",
+            Some("application/json"),
+            body.clone().into_bytes()
+        )
+        .await
+        .0,
+        413
+    );
     // Chunked, no Content-Length: caught while reading.
     let req = format!(
         "POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
@@ -75,7 +139,12 @@ async fn body_limit_is_configurable() {
     );
     let head = raw_request(ctrl.port, &req);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
-    assert_eq!(ctrl.post("/register", json!({"entity_id": "x", "kind": "k"})).await.0, 200);
+    assert_eq!(
+        ctrl.post("/register", json!({"entity_id": "x", "kind": "k"}))
+            .await
+            .0,
+        200
+    );
 }
 
 #[tokio::test]
@@ -91,7 +160,10 @@ async fn redis_outage_gives_5xx_then_recovers_without_restart() {
         let (code, body) = s.ctrl.post(path, reg.clone()).await;
         assert_eq!(code, 500, "{path}: {body}");
         assert_eq!(body["status"], "error");
-        assert!(body["message"].as_str().unwrap().starts_with("Redis:"), "{body}");
+        assert!(
+            body["message"].as_str().unwrap().starts_with("Redis:"),
+            "{body}"
+        );
     }
     assert!(s.ctrl.alive(), "server survives the outage");
 
@@ -103,20 +175,36 @@ async fn redis_outage_gives_5xx_then_recovers_without_restart() {
         if code == 200 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no recovery after Redis came back (last {code})");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery after Redis came back (last {code})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for body in [
-        json!({"entity_type": "service", "entity_id": "w", "scope": scope}),
-    ] {
+    for body in [json!({"entity_type": "service", "entity_id": "w", "scope": scope})] {
         let (code, resp) = s.ctrl.post("/heartbeat", body).await;
         assert_eq!((code, resp["status"].as_str()), (200, Some("ok")));
     }
-    let (code, _) = s.ctrl.post("/start_peer_agent", json!({"address": "127.0.0.1", "scope": scope, "alias": "z"})).await;
+    let (code, _) = s
+        .ctrl
+        .post(
+            "/start_peer_agent",
+            json!({"address": "127.0.0.1", "scope": scope, "alias": "z"}),
+        )
+        .await;
     assert_eq!(code, 200);
-    let (code, _) = s.ctrl.post("/v1/desired_topology/z", json!({"target_peers": ["y"], "symmetric": true, "scope": scope})).await;
+    let (code, _) = s
+        .ctrl
+        .post(
+            "/v1/desired_topology/z",
+            json!({"target_peers": ["y"], "symmetric": true, "scope": scope}),
+        )
+        .await;
     assert_eq!(code, 200);
-    let (code, _) = s.ctrl.post("/unregister", json!({"entity_id": "w", "scope": scope})).await;
+    let (code, _) = s
+        .ctrl
+        .post("/unregister", json!({"entity_id": "w", "scope": scope}))
+        .await;
     assert_eq!(code, 200);
 }
 
@@ -159,17 +247,32 @@ async fn concurrent_registrations_from_many_clients() {
     }
     let mut names = HashSet::new();
     for t in tasks {
-        for n in tokio::time::timeout(Duration::from_secs(120), t).await.expect("deadline").unwrap() {
+        for n in tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("deadline")
+            .unwrap()
+        {
             assert!(names.insert(n.clone()), "duplicate generated name {n}");
         }
     }
     assert_eq!(names.len(), CLIENTS * PER_CLIENT);
     let (_, body) = s.ctrl.post("/list_entities", json!({"scope": scope})).await;
-    assert_eq!(body["entities"].as_array().unwrap().len(), CLIENTS * PER_CLIENT);
+    assert_eq!(
+        body["entities"].as_array().unwrap().len(),
+        CLIENTS * PER_CLIENT
+    );
     let (_, body) = s.ctrl.post("/query", json!({"scope": scope})).await;
     assert_eq!(body.as_array().unwrap().len(), CLIENTS * PER_CLIENT);
-    let rev: i64 = s.redis.conn().get(format!("{scope}:nano_meta:service_revision")).unwrap();
-    assert_eq!(rev as usize, CLIENTS * PER_CLIENT, "every registration bumped the revision once");
+    let rev: i64 = s
+        .redis
+        .conn()
+        .get(format!("{scope}:nano_meta:service_revision"))
+        .unwrap();
+    assert_eq!(
+        rev as usize,
+        CLIENTS * PER_CLIENT,
+        "every registration bumped the revision once"
+    );
 
     // Many clients racing for one alias: exactly one wins, the rest get 409.
     let mut tasks = Vec::new();
@@ -189,7 +292,12 @@ async fn concurrent_registrations_from_many_clients() {
     }
     let mut codes = Vec::new();
     for t in tasks {
-        codes.push(tokio::time::timeout(Duration::from_secs(60), t).await.expect("deadline").unwrap());
+        codes.push(
+            tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("deadline")
+                .unwrap(),
+        );
     }
     assert_eq!(codes.iter().filter(|&&c| c == 200).count(), 1, "{codes:?}");
     assert_eq!(codes.iter().filter(|&&c| c == 409).count(), 31, "{codes:?}");
@@ -211,9 +319,19 @@ async fn concurrent_registrations_from_many_clients() {
         }));
     }
     for t in tasks {
-        assert_eq!(tokio::time::timeout(Duration::from_secs(60), t).await.expect("deadline").unwrap(), 200);
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("deadline")
+                .unwrap(),
+            200
+        );
     }
-    let hub: String = s.redis.conn().get(format!("{scope}:spec:topology:hub")).unwrap();
+    let hub: String = s
+        .redis
+        .conn()
+        .get(format!("{scope}:spec:topology:hub"))
+        .unwrap();
     let hub: serde_json::Value = serde_json::from_str(&hub).unwrap();
     assert_eq!(hub["target_peers"].as_array().unwrap().len(), 32);
 }
@@ -226,6 +344,9 @@ fn raw_request(port: u16, head: &str) -> String {
     s.write_all(head.as_bytes()).unwrap();
     let mut buf = vec![0u8; 256];
     let n = s.read(&mut buf).unwrap();
-    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string()
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
 }
-

@@ -30,7 +30,11 @@ struct Args {
     #[arg(long, default_value_t = 0.5)]
     warmup: f64,
     /// Comma-separated scenarios (default: all).
-    #[arg(long, value_delimiter = ',', default_value = "floor_redis_ping,floor_http_get,register,heartbeat,register_query")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "floor_redis_ping,floor_http_get,register,heartbeat,register_query"
+    )]
     scenarios: Vec<String>,
     /// CSV output path.
     #[arg(long, default_value = "bench/results/nanoctrl.csv")]
@@ -54,7 +58,11 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
@@ -89,11 +97,27 @@ struct Target {
 }
 
 /// Run one client's op in a loop; returns latencies (µs) of the measured window and errors.
-async fn client_loop(t: Target, scenario: String, c: usize, warm_until: Instant, stop_at: Instant) -> (Vec<f64>, usize) {
-    let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(1).build().unwrap();
+async fn client_loop(
+    t: Target,
+    scenario: String,
+    c: usize,
+    warm_until: Instant,
+    stop_at: Instant,
+) -> (Vec<f64>, usize) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
     let mut redis_conn = if scenario == "floor_redis_ping" {
         // One dedicated connection per client, like the HTTP clients.
-        Some(redis::Client::open(t.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap())
+        Some(
+            redis::Client::open(t.redis_url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap(),
+        )
     } else {
         None
     };
@@ -107,7 +131,9 @@ async fn client_loop(t: Target, scenario: String, c: usize, warm_until: Instant,
             .unwrap();
         assert!(r.status().is_success());
     }
-    let hb_body = serde_json::to_vec(&json!({"entity_type": "service", "entity_id": "hb", "scope": scope})).unwrap();
+    let hb_body =
+        serde_json::to_vec(&json!({"entity_type": "service", "entity_id": "hb", "scope": scope}))
+            .unwrap();
     let mut lat = Vec::with_capacity(1 << 16);
     let mut errors = 0;
     let mut i: u64 = 0;
@@ -118,10 +144,16 @@ async fn client_loop(t: Target, scenario: String, c: usize, warm_until: Instant,
         }
         i += 1;
         let ok = match scenario.as_str() {
-            "floor_redis_ping" => {
-                redis::cmd("PING").query_async::<String>(redis_conn.as_mut().unwrap()).await.is_ok()
-            }
-            "floor_http_get" => http.get(format!("{}/", t.base)).send().await.map(|r| r.status().is_success()).unwrap_or(false),
+            "floor_redis_ping" => redis::cmd("PING")
+                .query_async::<String>(redis_conn.as_mut().unwrap())
+                .await
+                .is_ok(),
+            "floor_http_get" => http
+                .get(format!("{}/", t.base))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false),
             "register" => post(&http, &t.base, "/register", register_body(&scope, i)).await,
             "heartbeat" => post(&http, &t.base, "/heartbeat", hb_body.clone()).await,
             "register_query" => {
@@ -162,7 +194,13 @@ fn register_body_id(scope: &str, id: &str) -> Vec<u8> {
 }
 
 async fn post(http: &reqwest::Client, base: &str, path: &str, body: Vec<u8>) -> bool {
-    match http.post(format!("{base}{path}")).header("content-type", "application/json").body(body).send().await {
+    match http
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+    {
         Ok(r) => {
             let ok = r.status().is_success();
             let _ = r.bytes().await; // read the body so the connection is reused
@@ -178,7 +216,13 @@ async fn run_cell(t: &Target, scenario: &str, clients: usize, warmup: f64, durat
     let stop_at = warm_until + Duration::from_secs_f64(duration);
     let mut tasks = Vec::new();
     for c in 0..clients {
-        tasks.push(tokio::spawn(client_loop(t.clone(), scenario.to_string(), c, warm_until, stop_at)));
+        tasks.push(tokio::spawn(client_loop(
+            t.clone(),
+            scenario.to_string(),
+            c,
+            warm_until,
+            stop_at,
+        )));
     }
     let mut all = Vec::new();
     let mut errors = 0;
@@ -190,14 +234,24 @@ async fn run_cell(t: &Target, scenario: &str, clients: usize, warmup: f64, durat
     let secs = duration;
     all.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = all.len();
-    let pick = |q: f64| if n == 0 { 0.0 } else { all[((n as f64 * q) as usize).min(n - 1)] };
+    let pick = |q: f64| {
+        if n == 0 {
+            0.0
+        } else {
+            all[((n as f64 * q) as usize).min(n - 1)]
+        }
+    };
     Cell {
         scenario: scenario.to_string(),
         clients,
         secs,
         ops: n,
         errors,
-        avg_us: if n == 0 { 0.0 } else { all.iter().sum::<f64>() / n as f64 },
+        avg_us: if n == 0 {
+            0.0
+        } else {
+            all.iter().sum::<f64>() / n as f64
+        },
         p50_us: pick(0.5),
         p99_us: pick(0.99),
     }
@@ -205,12 +259,24 @@ async fn run_cell(t: &Target, scenario: &str, clients: usize, warmup: f64, durat
 
 fn main() {
     let args = Args::parse();
-    let nanoctrl = args.nanoctrl.clone().unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("nanoctrl"));
+    let nanoctrl = args
+        .nanoctrl
+        .clone()
+        .unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("nanoctrl"));
 
     let redis_port = free_port();
     let _redis = Proc(
         Command::new(&args.redis_server)
-            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -226,7 +292,15 @@ fn main() {
     let port = free_port();
     let _ctrl = Proc(
         Command::new(&nanoctrl)
-            .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--redis-url", &redis_url])
+            .args([
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--redis-url",
+                &redis_url,
+            ])
             .env("NANOCTRL_RUST_LOG", "warn")
             .env_remove("NANOCTRL_REDIS_URL")
             .stdout(Stdio::null())
@@ -234,20 +308,36 @@ fn main() {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", nanoctrl.display())),
     );
-    wait_until(Duration::from_secs(20), "nanoctrl", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    let target = Target { base: format!("http://127.0.0.1:{port}"), redis_url };
+    wait_until(Duration::from_secs(20), "nanoctrl", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let target = Target {
+        base: format!("http://127.0.0.1:{port}"),
+        redis_url,
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
         .enable_all()
         .build()
         .unwrap();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    println!("nanoctrl-bench: {cpus} CPUs, redis-server + nanoctrl + clients on one host, {}s per cell", args.duration);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    println!(
+        "nanoctrl-bench: {cpus} CPUs, redis-server + nanoctrl + clients on one host, {}s per cell",
+        args.duration
+    );
     let mut cells = Vec::new();
     for scenario in &args.scenarios {
         for &clients in &args.clients {
-            let cell = rt.block_on(run_cell(&target, scenario, clients, args.warmup, args.duration));
+            let cell = rt.block_on(run_cell(
+                &target,
+                scenario,
+                clients,
+                args.warmup,
+                args.duration,
+            ));
             eprintln!(
                 "  {:<17} clients={:<3} {:>9.0} ops/s  p50 {:>8.1} us  p99 {:>8.1} us  errors {}",
                 cell.scenario,
@@ -296,7 +386,8 @@ fn main() {
     if let Some(dir) = args.csv.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let mut csv = String::from("scenario,clients,duration_s,ops,errors,ops_per_s,avg_us,p50_us,p99_us\n");
+    let mut csv =
+        String::from("scenario,clients,duration_s,ops,errors,ops_per_s,avg_us,p50_us,p99_us\n");
     for c in &cells {
         csv.push_str(&format!(
             "{},{},{},{},{},{:.1},{:.1},{:.1},{:.1}\n",
@@ -311,6 +402,7 @@ fn main() {
             c.p99_us
         ));
     }
-    std::fs::write(&args.csv, csv).unwrap_or_else(|e| panic!("cannot write {}: {e}", args.csv.display()));
+    std::fs::write(&args.csv, csv)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", args.csv.display()));
     println!("CSV: {}", args.csv.display());
 }

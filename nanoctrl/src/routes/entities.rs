@@ -7,43 +7,89 @@ use super::SharedState;
 use crate::error::AppResult;
 use crate::models::*;
 
-pub async fn register(State(s): State<SharedState>, Json(b): Json<RegisterEntityBody>) -> AppResult<Json<StatusMessage>> {
+pub async fn register(
+    State(s): State<SharedState>,
+    Json(b): Json<RegisterEntityBody>,
+) -> AppResult<Json<StatusMessage>> {
     let rev = s.store.register_entity(&b).await?;
-    tracing::debug!("registered {}:{} kind={} rev={rev}", b.entity_type, b.entity_id, b.kind);
+    tracing::debug!(
+        "registered {}:{} kind={} rev={rev}",
+        b.entity_type,
+        b.entity_id,
+        b.kind
+    );
     Ok(Json(StatusMessage {
         status: "ok",
-        message: format!("Entity {}:{} registered successfully", b.entity_type, b.entity_id),
+        message: format!(
+            "Entity {}:{} registered successfully",
+            b.entity_type, b.entity_id
+        ),
     }))
 }
 
 /// Unregistering a missing entity is still "ok" (no event, no revision bump).
-pub async fn unregister(State(s): State<SharedState>, Json(b): Json<EntityRefBody>) -> AppResult<Json<StatusMessage>> {
-    let rev = s.store.unregister_entity(b.scope.as_deref(), &b.entity_type, &b.entity_id).await?;
+pub async fn unregister(
+    State(s): State<SharedState>,
+    Json(b): Json<EntityRefBody>,
+) -> AppResult<Json<StatusMessage>> {
+    let rev = s
+        .store
+        .unregister_entity(b.scope.as_deref(), &b.entity_type, &b.entity_id)
+        .await?;
     tracing::debug!("unregistered {}:{} rev={rev}", b.entity_type, b.entity_id);
     Ok(Json(StatusMessage {
         status: "ok",
-        message: format!("Entity {}:{} unregistered successfully", b.entity_type, b.entity_id),
+        message: format!(
+            "Entity {}:{} unregistered successfully",
+            b.entity_type, b.entity_id
+        ),
     }))
 }
 
 /// 200 either way: `not_found` tells the client to register again.
-pub async fn heartbeat(State(s): State<SharedState>, Json(b): Json<HeartbeatBody>) -> AppResult<Json<StatusMessage>> {
+pub async fn heartbeat(
+    State(s): State<SharedState>,
+    Json(b): Json<HeartbeatBody>,
+) -> AppResult<Json<StatusMessage>> {
     let ty = &b.entity_type;
     let id = &b.entity_id;
-    Ok(Json(if s.store.heartbeat(b.scope.as_deref(), ty, id).await? {
-        StatusMessage { status: "ok", message: format!("Heartbeat successful for {ty} {id}") }
-    } else {
-        StatusMessage { status: "not_found", message: format!("{ty} {id} not found. Please register first.") }
+    Ok(Json(
+        if s.store.heartbeat(b.scope.as_deref(), ty, id).await? {
+            StatusMessage {
+                status: "ok",
+                message: format!("Heartbeat successful for {ty} {id}"),
+            }
+        } else {
+            StatusMessage {
+                status: "not_found",
+                message: format!("{ty} {id} not found. Please register first."),
+            }
+        },
+    ))
+}
+
+pub async fn get_entity_info(
+    State(s): State<SharedState>,
+    Json(b): Json<EntityRefBody>,
+) -> AppResult<Json<EntityInfoResponse>> {
+    let info = s
+        .store
+        .get_entity_info(b.scope.as_deref(), &b.entity_type, &b.entity_id)
+        .await?;
+    let status = if info.is_some() { "ok" } else { "not_found" };
+    Ok(Json(EntityInfoResponse {
+        status,
+        entity_info: info,
     }))
 }
 
-pub async fn get_entity_info(State(s): State<SharedState>, Json(b): Json<EntityRefBody>) -> AppResult<Json<EntityInfoResponse>> {
-    let info = s.store.get_entity_info(b.scope.as_deref(), &b.entity_type, &b.entity_id).await?;
-    let status = if info.is_some() { "ok" } else { "not_found" };
-    Ok(Json(EntityInfoResponse { status, entity_info: info }))
-}
-
-pub async fn list_entities(State(s): State<SharedState>, Json(b): Json<ListEntitiesBody>) -> AppResult<Json<ListEntitiesResponse>> {
+pub async fn list_entities(
+    State(s): State<SharedState>,
+    Json(b): Json<ListEntitiesBody>,
+) -> AppResult<Json<ListEntitiesResponse>> {
     let entities = s.store.list_entities(&b).await?;
-    Ok(Json(ListEntitiesResponse { status: "ok", entities }))
+    Ok(Json(ListEntitiesResponse {
+        status: "ok",
+        entities,
+    }))
 }

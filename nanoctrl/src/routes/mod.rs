@@ -35,7 +35,10 @@ pub fn router(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/start_peer_agent", post(agents::start_peer_agent))
         .route("/query", post(agents::query))
         .route("/cleanup", post(agents::cleanup))
-        .route("/v1/desired_topology/{agent_id}", post(agents::desired_topology))
+        .route(
+            "/v1/desired_topology/{agent_id}",
+            post(agents::desired_topology),
+        )
         .route("/register_mr", post(memory::register_mr))
         .route("/get_mr_info", post(memory::get_mr_info))
         .route("/get_redis_address", post(memory::get_redis_address))

@@ -16,12 +16,23 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh, unique name for scopes, aliases and temp dirs.
 pub fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{tag}-{}-{}-{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{tag}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Poll `f` every 20 ms until it returns Some or `timeout` passes.
@@ -31,7 +42,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -58,12 +72,23 @@ fn redis_server_bin() -> String {
     if let Ok(p) = std::env::var("REDIS_SERVER") {
         return p;
     }
-    for p in ["redis-server", "/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
-        if Command::new(p).arg("--version").stdout(Stdio::null()).status().is_ok() {
+    for p in [
+        "redis-server",
+        "/usr/bin/redis-server",
+        "/usr/local/bin/redis-server",
+    ] {
+        if Command::new(p)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok()
+        {
             return p.to_string();
         }
     }
-    panic!("redis-server not found: install it (scripts/test-nanoctrl.sh does) or set REDIS_SERVER");
+    panic!(
+        "redis-server not found: install it (scripts/test-nanoctrl.sh does) or set REDIS_SERVER"
+    );
 }
 
 pub struct Redis {
@@ -89,14 +114,26 @@ impl Redis {
             if let Some(r) = Self::try_start_on(port) {
                 return r;
             }
-            assert!(Instant::now() < deadline, "could not restart redis-server on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "could not restart redis-server on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     fn try_start_on(port: u16) -> Option<Self> {
         let mut child = Command::new(redis_server_bin())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(["--daemonize", "no", "--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -110,7 +147,11 @@ impl Redis {
             }
             if let Ok(mut c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return Some(Redis { child: Some(child), port, url });
+                    return Some(Redis {
+                        child: Some(child),
+                        port,
+                        url,
+                    });
                 }
             }
             if Instant::now() > deadline {
@@ -123,7 +164,10 @@ impl Redis {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url.as_str()).unwrap().get_connection().unwrap()
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap()
     }
 
     pub fn kill(&mut self) {
@@ -161,7 +205,15 @@ impl NanoCtrl {
             let log = dir.path().join(format!("server-{port}.log"));
             let logf = std::fs::File::create(&log).unwrap();
             let mut child = Command::new(NANOCTRL)
-                .args(["server", "--host", "127.0.0.1", "--port", &port.to_string(), "--redis-url", redis_url])
+                .args([
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--redis-url",
+                    redis_url,
+                ])
                 .args(extra)
                 .env_remove("NANOCTRL_REDIS_URL")
                 .env("NANOCTRL_RUST_LOG", "warn")
@@ -181,7 +233,10 @@ impl NanoCtrl {
                 if Instant::now() > deadline {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("nanoctrl did not become healthy: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                    panic!(
+                        "nanoctrl did not become healthy: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(20));
             };
@@ -196,21 +251,38 @@ impl NanoCtrl {
                 };
             }
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(text.contains("Cannot listen"), "nanoctrl exited at startup: {text}");
+            assert!(
+                text.contains("Cannot listen"),
+                "nanoctrl exited at startup: {text}"
+            );
         }
         panic!("could not start nanoctrl on an ephemeral port");
     }
 
     /// POST a JSON body; returns the status and the body (JSON, or a JSON string if not JSON).
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(format!("{}{}", self.base, path)).json(&body).send().await.expect("request");
+        let r = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// POST raw bytes with an optional content type; returns status and text.
-    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, String) {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, String) {
         let mut rb = self.http.post(format!("{}{}", self.base, path)).body(body);
         if let Some(ct) = content_type {
             rb = rb.header("content-type", ct);
@@ -226,7 +298,9 @@ impl NanoCtrl {
     /// Wait (with a deadline) for the process to exit on its own; returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let mut child = self.child.take().unwrap();
-        let status = wait_for(timeout, "nanoctrl to exit", || child.try_wait().ok().flatten());
+        let status = wait_for(timeout, "nanoctrl to exit", || {
+            child.try_wait().ok().flatten()
+        });
         status.code()
     }
 
@@ -245,16 +319,25 @@ impl Drop for NanoCtrl {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 pub fn health(port: u16) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)) else {
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_millis(300),
+    ) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+    if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut buf = String::new();
@@ -292,7 +375,8 @@ impl Subscriber {
         let stop2 = stop.clone();
         let channel = channel.to_string();
         std::thread::spawn(move || {
-            conn.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            conn.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
             let mut ps = conn.as_pubsub();
             ps.subscribe(&channel).unwrap();
             ready_tx.send(()).unwrap();
@@ -308,12 +392,17 @@ impl Subscriber {
                 }
             }
         });
-        ready_rx.recv_timeout(Duration::from_secs(10)).expect("subscribe");
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscribe");
         Subscriber { rx, stop }
     }
 
     pub fn next(&self, timeout: Duration) -> Option<Value> {
-        self.rx.recv_timeout(timeout).ok().map(|s| serde_json::from_str(&s).expect("event is JSON"))
+        self.rx
+            .recv_timeout(timeout)
+            .ok()
+            .map(|s| serde_json::from_str(&s).expect("event is JSON"))
     }
 }
 
