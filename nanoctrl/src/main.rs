@@ -34,6 +34,8 @@ fn run_server(args: ServerArgs) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: `start` sends this stream to a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let redis_url = args.effective_redis_url();
@@ -63,7 +65,6 @@ fn run_server(args: ServerArgs) -> ExitCode {
     match rt.block_on(server::run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("Error: {e}");
             ExitCode::FAILURE
         }
