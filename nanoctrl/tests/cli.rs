@@ -320,7 +320,7 @@ fn stop_escalates_only_with_force() {
     let dir = TempDir::new("nanoctrl-rt-force");
     // A process that ignores SIGTERM stands in for a wedged server.
     let mut stubborn = Command::new("sh")
-        .args(["-c", "trap '' TERM; sleep 60"])
+        .args(["-c", "trap '' TERM; exec sleep 60"])
         .spawn()
         .unwrap();
     struct Kill<'a>(&'a mut std::process::Child);
