@@ -44,10 +44,15 @@ pub fn redis_address_for_client(redis_url: &str, client_address: &str) -> String
                 return public;
             }
         }
-        let client_ip = client_address
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(client_address);
+        // A bare IP (v4 or v6) as sent by PeerAgent, else `host:port`.
+        let client_ip = if client_address.parse::<IpAddr>().is_ok() {
+            client_address
+        } else {
+            client_address
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(client_address)
+        };
         let ip = local_ip_towards(client_ip).unwrap_or_else(|| {
             let ip = default_route_ip();
             if ip.is_loopback() {

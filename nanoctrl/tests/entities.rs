@@ -224,6 +224,19 @@ async fn heartbeat_ok_not_found_ttl_expiry_and_reregistration() {
     let (_, body) = s.ctrl.post("/heartbeat", hb).await;
     assert_eq!(body["status"], "ok");
 
+    // A heartbeat naming a non-entity key (here the revision counter) finds nothing and
+    // leaves that key's (absent) TTL alone.
+    let rev_key = format!("{scope}:nano_meta:service_revision");
+    let (_, body) = s
+        .ctrl
+        .post(
+            "/heartbeat",
+            json!({"entity_type": "nano_meta", "entity_id": "service_revision", "scope": scope}),
+        )
+        .await;
+    assert_eq!(body["status"], "not_found");
+    assert_eq!(r.ttl::<_, i64>(&rev_key).unwrap(), -1);
+
     // Agents heartbeat through the same route with entity_type "agent".
     let (_, reg) = s
         .ctrl
