@@ -3,6 +3,7 @@
 
 pub mod info;
 pub mod matching;
+pub mod shm;
 pub mod tcp;
 
 use std::sync::Arc;

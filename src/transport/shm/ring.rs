@@ -1,0 +1,461 @@
+//! The control segment shared by the two processes of a connection: per direction, a
+//! lock-free SPSC ring of fixed-size entries (descriptors, inline messages, immediate
+//! data, completions), a doorbell futex, a published region table and bounce slots for
+//! the staged path.
+//!
+//! Side 0 is the process that connected, side 1 the one that accepted. Direction `d`
+//! holds what side `d` produces. Everything the peer can write is treated as untrusted:
+//! our own ring indices live in process memory (the shared copies are only published),
+//! entries are copied out before they are checked, and an entry that fails its checks is
+//! dropped and counted, never followed.
+
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::engine::futex;
+
+pub const MAGIC: u64 = 0x6d68_735f_656d_696c; // "lime_shm"
+pub const LAYOUT_VERSION: u64 = 1;
+pub const RING_CAP: u64 = 1024;
+pub const INLINE_CAP: usize = 176;
+pub const TABLE_CAP: usize = 256;
+pub const NSLOTS: usize = 16;
+pub const SLOT_SIZE: usize = 256 << 10;
+
+/// Entry kinds. Requests carry an `id` the reply names.
+pub mod kind {
+    /// Inline message: `data[..len]`.
+    pub const MSG: u32 = 1;
+    /// Large message, ready to be pulled: sender address `a`, length `n`, message `id`.
+    pub const RTS: u32 = 2;
+    /// Immediate data `imm`.
+    pub const IMM: u32 = 3;
+    /// Write `n` bytes from initiator address `a` to target address `b` (key `key`);
+    /// the target checks and pulls.
+    pub const WRITE: u32 = 4;
+    /// Read grant request: target range `a`+`n`, key `key`.
+    pub const READ: u32 = 5;
+    /// Staged write: `len` bytes from the sender's bounce slot `slot` to target `b`.
+    pub const ST_WRITE: u32 = 6;
+    /// Staged read: target copies `a`+`len` (key `key`) into the requester's slot `slot`.
+    pub const ST_READ: u32 = 7;
+    /// Staged message chunk: message `id`, total `n`, offset `c`, `len` bytes in `slot`.
+    pub const ST_MSG: u32 = 8;
+    /// Reply to request `id` with `status`.
+    pub const DONE: u32 = 9;
+    pub const MAX: u32 = 9;
+}
+
+/// One ring entry, 256 bytes. Field meaning depends on `kind` (see [`kind`]).
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct Entry {
+    pub seq: u64,
+    pub kind: u32,
+    pub len: u32,
+    pub id: u64,
+    pub a: u64,
+    pub b: u64,
+    pub n: u64,
+    pub c: u64,
+    pub key: u32,
+    pub status: i32,
+    pub imm: i32,
+    pub slot: u32,
+    pub check: u32,
+    pub _pad: u32,
+    pub data: [u8; INLINE_CAP],
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 256);
+
+impl Entry {
+    pub fn new(kind: u32) -> Entry {
+        // SAFETY: all-zero is a valid Entry.
+        let mut e: Entry = unsafe { std::mem::zeroed() };
+        e.kind = kind;
+        e
+    }
+
+    /// Checksum over the descriptor fields (and inline bytes), so a torn or scribbled
+    /// entry is caught before any field is used.
+    pub fn checksum(&self) -> u32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |v: u64| {
+            h ^= v;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+        };
+        mix(self.kind as u64 | (self.len as u64) << 32);
+        mix(self.id);
+        mix(self.a);
+        mix(self.b);
+        mix(self.n);
+        mix(self.c);
+        mix(self.key as u64 | (self.status as u32 as u64) << 32);
+        mix(self.imm as u32 as u64 | (self.slot as u64) << 32);
+        if self.kind == kind::MSG {
+            let l = (self.len as usize).min(INLINE_CAP);
+            for ch in self.data[..l].chunks(8) {
+                let mut w = [0u8; 8];
+                w[..ch.len()].copy_from_slice(ch);
+                mix(u64::from_le_bytes(w));
+            }
+        }
+        (h ^ (h >> 32)) as u32
+    }
+
+    pub fn seal(&mut self) {
+        self.check = self.checksum();
+    }
+
+    /// Structural checks; `Err` says why the entry is rejected.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.kind == 0 || self.kind > kind::MAX {
+            return Err("unknown entry kind");
+        }
+        if self.check != self.checksum() {
+            return Err("checksum mismatch");
+        }
+        match self.kind {
+            kind::MSG if self.len as usize > INLINE_CAP => Err("inline length beyond entry"),
+            kind::ST_WRITE | kind::ST_READ | kind::ST_MSG if self.slot as usize >= NSLOTS || self.len as usize > SLOT_SIZE => {
+                Err("bounce slot or chunk length out of range")
+            }
+            kind::ST_MSG if self.c.checked_add(self.len as u64).map_or(true, |e| e > self.n) => Err("message chunk beyond message"),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[repr(C, align(64))]
+pub struct Pad64<T>(T);
+
+#[repr(C)]
+pub struct RingCtl {
+    head: Pad64<AtomicU64>,
+    tail: Pad64<AtomicU64>,
+    doorbell: Pad64<AtomicU32>,
+    waiters: Pad64<AtomicU32>,
+}
+
+#[repr(C)]
+pub struct TableEntry {
+    pub addr: u64,
+    pub len: u64,
+    pub key: u32,
+    pub _pad: u32,
+}
+
+/// The regions a side published for fast-path checks by its peer, under a seqlock.
+#[repr(C)]
+pub struct RegionTable {
+    seq: AtomicU64,
+    count: AtomicU64,
+    entries: [TableEntry; TABLE_CAP],
+}
+
+#[repr(C)]
+pub struct Direction {
+    ctl: RingCtl,
+    entries: [Entry; RING_CAP as usize],
+    table: RegionTable,
+    slots: [[u8; SLOT_SIZE]; NSLOTS],
+}
+
+#[repr(C)]
+pub struct Header {
+    pub magic: u64,
+    pub version: u64,
+    pub size: u64,
+}
+
+#[repr(C)]
+pub struct Segment {
+    pub header: Pad64<Header>,
+    pub dir: [Direction; 2],
+}
+
+pub const SEGMENT_SIZE: usize = std::mem::size_of::<Segment>();
+
+impl Segment {
+    /// # Safety
+    /// `base` must map at least `SEGMENT_SIZE` bytes, page aligned.
+    pub unsafe fn init(base: *mut u8) {
+        let h = &mut *(base as *mut Header);
+        h.magic = MAGIC;
+        h.version = LAYOUT_VERSION;
+        h.size = SEGMENT_SIZE as u64;
+    }
+
+    /// # Safety
+    /// As for `init`.
+    pub unsafe fn check(base: *const u8) -> bool {
+        let h = &*(base as *const Header);
+        h.magic == MAGIC && h.version == LAYOUT_VERSION && h.size == SEGMENT_SIZE as u64
+    }
+}
+
+impl<T> std::ops::Deref for Pad64<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The producing end of one direction. One producer at a time (callers hold a lock);
+/// `head` is our own count, only published to the segment.
+pub struct Producer {
+    dir: *mut Direction,
+    head: u64,
+}
+
+/// The consuming end. `tail` is our own count, only published.
+pub struct Consumer {
+    dir: *mut Direction,
+    tail: u64,
+}
+
+// SAFETY: both point into a shared mapping that outlives them (the endpoint keeps it);
+// all shared fields are accessed atomically or copied out.
+unsafe impl Send for Producer {}
+unsafe impl Send for Consumer {}
+unsafe impl Send for Doorbell {}
+unsafe impl Sync for Doorbell {}
+
+/// The doorbell and waiter count of one direction, usable without the producer lock.
+#[derive(Clone, Copy)]
+pub struct Doorbell {
+    dir: *mut Direction,
+}
+
+impl Doorbell {
+    fn ctl(&self) -> &RingCtl {
+        // SAFETY: see the Send impls.
+        unsafe { &(*self.dir).ctl }
+    }
+
+    /// Called by the producer after publishing: wakes sleepers only if one advertised.
+    pub fn ring(&self) {
+        fence(Ordering::SeqCst);
+        let c = self.ctl();
+        if c.waiters.load(Ordering::SeqCst) != 0 {
+            c.doorbell.fetch_add(1, Ordering::SeqCst);
+            futex::wake_shared(&c.doorbell, i32::MAX as u32);
+        }
+    }
+
+    /// Consumer side: sleeps up to `timeout` unless `has_work` says there is something
+    /// (checked after advertising, so a producer that publishes later sees us).
+    pub fn sleep(&self, timeout: Duration, has_work: impl Fn() -> bool) {
+        let c = self.ctl();
+        c.waiters.fetch_add(1, Ordering::SeqCst);
+        let bell = c.doorbell.load(Ordering::SeqCst);
+        if !has_work() {
+            futex::wait_shared(&c.doorbell, bell, Some(timeout));
+        }
+        c.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Wakes sleepers unconditionally (shutdown).
+    pub fn wake_all(&self) {
+        let c = self.ctl();
+        c.doorbell.fetch_add(1, Ordering::SeqCst);
+        futex::wake_shared(&c.doorbell, i32::MAX as u32);
+    }
+}
+
+impl Producer {
+    /// # Safety
+    /// `seg` must be a mapped, initialised segment that outlives the producer.
+    pub unsafe fn new(seg: *mut Segment, side: usize) -> Producer {
+        let dir = std::ptr::addr_of_mut!((*seg).dir[side]);
+        Producer { dir, head: 0 }
+    }
+
+    /// Tries to publish `e`; false when the ring is full.
+    pub fn try_push(&mut self, e: &Entry) -> bool {
+        // SAFETY: see the Send impls.
+        let d = unsafe { &mut *self.dir };
+        let tail = d.ctl.tail.load(Ordering::Acquire);
+        // A garbage tail from the peer can only make us think the ring is full or empty;
+        // either way we write only inside our own ring.
+        if self.head.wrapping_sub(tail) >= RING_CAP {
+            return false;
+        }
+        let idx = (self.head % RING_CAP) as usize;
+        let slot = std::ptr::addr_of_mut!(d.entries[idx]);
+        let mut e = *e;
+        e.seq = 0;
+        e.seal();
+        // SAFETY: the slot is ours until we publish its sequence number.
+        unsafe {
+            std::ptr::write_volatile(slot, e);
+            (*(slot as *const AtomicU64)).store(self.head + 1, Ordering::Release);
+        }
+        self.head += 1;
+        d.ctl.head.store(self.head, Ordering::Release);
+        true
+    }
+
+    /// Writes raw bytes as the next entry, bypassing sealing (tests of the checks).
+    pub fn push_raw_for_test(&mut self, raw: &Entry) -> bool {
+        // SAFETY: as in try_push.
+        let d = unsafe { &mut *self.dir };
+        if self.head.wrapping_sub(d.ctl.tail.load(Ordering::Acquire)) >= RING_CAP {
+            return false;
+        }
+        let idx = (self.head % RING_CAP) as usize;
+        let slot = std::ptr::addr_of_mut!(d.entries[idx]);
+        unsafe {
+            std::ptr::write_volatile(slot, *raw);
+            (*(slot as *const AtomicU64)).store(self.head + 1, Ordering::Release);
+        }
+        self.head += 1;
+        true
+    }
+
+    pub fn doorbell(&self) -> Doorbell {
+        Doorbell { dir: self.dir }
+    }
+
+    /// Our bounce slot `i` (we write it for ST_WRITE/ST_MSG, the peer for ST_READ).
+    pub fn slot_ptr(&self, i: usize) -> *mut u8 {
+        // SAFETY: i < NSLOTS is checked by callers; pointer arithmetic only.
+        unsafe { std::ptr::addr_of_mut!((*self.dir).slots[i]) as *mut u8 }
+    }
+
+    pub fn table(&self) -> *mut RegionTable {
+        unsafe { std::ptr::addr_of_mut!((*self.dir).table) }
+    }
+}
+
+impl Consumer {
+    /// # Safety
+    /// As for [`Producer::new`]; `side` is the *peer's* side.
+    pub unsafe fn new(seg: *mut Segment, side: usize) -> Consumer {
+        let dir = std::ptr::addr_of_mut!((*seg).dir[side]);
+        Consumer { dir, tail: 0 }
+    }
+
+    /// Whether an entry is ready (cheap; for sleepers' last check).
+    pub fn has_work(&self) -> bool {
+        peek_ready(self.dir, self.tail)
+    }
+
+    /// Copies out the next published entry, if any, and releases its slot.
+    pub fn pop(&mut self) -> Option<Entry> {
+        if !peek_ready(self.dir, self.tail) {
+            return None;
+        }
+        let idx = (self.tail % RING_CAP) as usize;
+        // SAFETY: reading our mapping; the copy is checked before use.
+        let e = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*self.dir).entries[idx])) };
+        self.tail += 1;
+        unsafe { (*self.dir).ctl.tail.store(self.tail, Ordering::Release) };
+        Some(e)
+    }
+
+    pub fn doorbell(&self) -> Doorbell {
+        Doorbell { dir: self.dir }
+    }
+
+    /// The peer's bounce slot `i`.
+    pub fn slot_ptr(&self, i: usize) -> *mut u8 {
+        unsafe { std::ptr::addr_of_mut!((*self.dir).slots[i]) as *mut u8 }
+    }
+
+    pub fn table(&self) -> *mut RegionTable {
+        unsafe { std::ptr::addr_of_mut!((*self.dir).table) }
+    }
+}
+
+fn peek_ready(dir: *mut Direction, tail: u64) -> bool {
+    let idx = (tail % RING_CAP) as usize;
+    // SAFETY: the sequence word is the first field of the entry, 8-aligned.
+    let seq = unsafe { &*(std::ptr::addr_of!((*dir).entries[idx]) as *const AtomicU64) };
+    seq.load(Ordering::Acquire) == tail + 1
+}
+
+impl RegionTable {
+    /// Publishes `regions` (addr, len, key); at most TABLE_CAP are published, the rest
+    /// simply take the checked slow path.
+    pub fn publish(&mut self, regions: &[(u64, u64, u32)]) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let n = regions.len().min(TABLE_CAP);
+        for (i, &(addr, len, key)) in regions[..n].iter().enumerate() {
+            let e = std::ptr::addr_of_mut!(self.entries[i]);
+            unsafe { std::ptr::write_volatile(e, TableEntry { addr, len, key, _pad: 0 }) };
+        }
+        self.count.store(n as u64, Ordering::Relaxed);
+        self.seq.store((s | 1) + 1, Ordering::Release);
+    }
+
+    /// Whether the peer's table holds a region containing `[addr, addr+len)` with `key`.
+    /// A torn or endlessly changing table just answers false (the caller takes the
+    /// target-checked path).
+    pub fn permits(&self, addr: u64, len: u64, key: u32) -> bool {
+        for _ in 0..4 {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let n = (self.count.load(Ordering::Relaxed) as usize).min(TABLE_CAP);
+            let mut found = false;
+            for i in 0..n {
+                let e = unsafe { std::ptr::read_volatile(std::ptr::addr_of!(self.entries[i])) };
+                if e.key == key && addr >= e.addr && addr.checked_add(len).is_some_and(|end| e.addr.checked_add(e.len).is_some_and(|re| end <= re)) {
+                    found = true;
+                    break;
+                }
+            }
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                return found;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_pop_validate() {
+        let (_fd, base, _) = super::super::alloc::memfd_map("t", SEGMENT_SIZE).unwrap();
+        unsafe { Segment::init(base) };
+        let seg = base as *mut Segment;
+        let mut p = unsafe { Producer::new(seg, 0) };
+        let mut c = unsafe { Consumer::new(seg, 0) };
+        assert!(c.pop().is_none());
+        for i in 0..RING_CAP {
+            let mut e = Entry::new(kind::IMM);
+            e.imm = i as i32;
+            assert!(p.try_push(&e));
+        }
+        assert!(!p.try_push(&Entry::new(kind::IMM)));
+        for i in 0..RING_CAP {
+            let e = c.pop().unwrap();
+            assert!(e.validate().is_ok());
+            assert_eq!(e.imm, i as i32);
+        }
+        let mut bad = Entry::new(kind::MSG);
+        bad.len = 1000;
+        bad.seal();
+        assert!(bad.validate().is_err());
+        let mut e = Entry::new(kind::DONE);
+        e.seal();
+        e.id ^= 1;
+        assert_eq!(e.validate(), Err("checksum mismatch"));
+        let t = unsafe { &mut *p.table() };
+        t.publish(&[(1000, 100, 7)]);
+        assert!(t.permits(1000, 100, 7));
+        assert!(!t.permits(1000, 101, 7));
+        assert!(!t.permits(1000, 10, 8));
+        assert!(!t.permits(u64::MAX, 2, 7));
+    }
+}
