@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run test deps build example bench test-rust test-ffi test-nanoctrl header
+.PHONY: run test deps build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl header
 
 run: deps build example bench
 
@@ -36,3 +36,6 @@ test-nanoctrl:
 
 header:
 	bash scripts/gen-header.sh
+
+bench-nanoctrl:
+	bash bench/nanoctrl/run.sh
