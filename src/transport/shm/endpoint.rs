@@ -117,6 +117,8 @@ struct Conn {
     next_id: AtomicU64,
     slots: AtomicU32,
     table_fp: AtomicU64,
+    /// Whether replies wait in the backlog (saves taking the producer lock per poll).
+    backlogged: AtomicBool,
 }
 
 // SAFETY: the raw pointers point into mappings owned by the Conn for its whole life;
@@ -470,6 +472,7 @@ impl Inner {
                 }
                 if let PushMode::Backlog = mode {
                     backlog.push_back(*e);
+                    c.backlogged.store(true, Ordering::Release);
                     return Ok(());
                 }
             }
@@ -523,7 +526,7 @@ impl Inner {
     fn poll(&self, c: &Conn) -> bool {
         let Some(mut cons) = c.cons.try_lock() else { return false };
         let mut did = false;
-        {
+        if c.backlogged.load(Ordering::Acquire) {
             // Flush replies that found the ring full.
             let mut g = c.prod.lock();
             let (p, backlog) = &mut *g;
@@ -534,6 +537,7 @@ impl Inner {
                 }
                 backlog.pop_front();
             }
+            c.backlogged.store(!backlog.is_empty(), Ordering::Release);
             drop(g);
             if had {
                 c.out_bell.ring();
@@ -567,6 +571,11 @@ impl Inner {
     fn handle(&self, c: &Conn, e: &Entry) {
         match e.kind {
             kind::MSG => {
+                // Straight into a posted receive when one waits (no allocation).
+                if let Some(r) = self.msgs.take_posted() {
+                    copy_into_recv(&r, &e.data[..e.len as usize]);
+                    return;
+                }
                 let data = e.data[..e.len as usize].to_vec();
                 if let Some((r, m)) = self.msgs.arrive(Early::Bytes(data)) {
                     self.complete_recv(c, r, m);
@@ -895,11 +904,12 @@ impl Inner {
                 continue;
             }
             let now_us = now.duration_since(self.epoch).as_micros() as u64;
-            let inline_recent = inline && now_us.saturating_sub(self.last_inline_us.load(Ordering::Relaxed)) < 5_000;
+            let inline_recent = inline && now_us.saturating_sub(self.last_inline_us.load(Ordering::Relaxed)) < 20_000;
             if inline_recent {
                 // An inline waiter is driving; stay off the doorbell so the peer wakes it,
                 // not us, and come back now and then for liveness and orphaned entries.
-                std::thread::sleep(Duration::from_millis(1));
+                // 10 ms: rarely enough not to preempt spinning waiters on 2 cores.
+                std::thread::sleep(Duration::from_millis(10));
             } else {
                 c.in_bell.sleep(Duration::from_millis(20), || c.cons.try_lock().is_none_or(|g| g.has_work()));
             }
@@ -1047,6 +1057,7 @@ impl Inner {
             next_id: AtomicU64::new(1),
             slots: AtomicU32::new(0),
             table_fp: AtomicU64::new(0),
+            backlogged: AtomicBool::new(false),
         };
         let _ = self.conn.set(conn);
         let c = self.conn.get().unwrap();

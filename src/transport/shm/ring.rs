@@ -207,6 +207,9 @@ impl<T> std::ops::Deref for Pad64<T> {
 pub struct Producer {
     dir: *mut Direction,
     head: u64,
+    /// Last tail read from the peer: re-read only when the ring looks full, so a push
+    /// does not pull the consumer's cache line every time.
+    tail_cache: u64,
 }
 
 /// The consuming end. `tail` is our own count, only published.
@@ -269,18 +272,20 @@ impl Producer {
     /// `seg` must be a mapped, initialised segment that outlives the producer.
     pub unsafe fn new(seg: *mut Segment, side: usize) -> Producer {
         let dir = std::ptr::addr_of_mut!((*seg).dir[side]);
-        Producer { dir, head: 0 }
+        Producer { dir, head: 0, tail_cache: 0 }
     }
 
     /// Tries to publish `e`; false when the ring is full.
     pub fn try_push(&mut self, e: &Entry) -> bool {
         // SAFETY: see the Send impls.
         let d = unsafe { &mut *self.dir };
-        let tail = d.ctl.tail.load(Ordering::Acquire);
         // A garbage tail from the peer can only make us think the ring is full or empty;
         // either way we write only inside our own ring.
-        if self.head.wrapping_sub(tail) >= RING_CAP {
-            return false;
+        if self.head.wrapping_sub(self.tail_cache) >= RING_CAP {
+            self.tail_cache = d.ctl.tail.load(Ordering::Acquire);
+            if self.head.wrapping_sub(self.tail_cache) >= RING_CAP {
+                return false;
+            }
         }
         let idx = (self.head % RING_CAP) as usize;
         let slot = std::ptr::addr_of_mut!(d.entries[idx]);

@@ -1,0 +1,94 @@
+//! Raw floors measured in the same run as the endpoint: shared-memory ping-pong between
+//! two processes (spinning, and futex sleeping) and single-thread memcpy bandwidth.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Two words in a shared page: `ping` written by the parent, `pong` by the child.
+pub struct PingPong {
+    pub base: *mut u8,
+}
+
+impl PingPong {
+    /// Creates the page in an inheritable memfd; returns (fd, page).
+    pub fn create() -> (i32, PingPong) {
+        unsafe {
+            let fd = libc::memfd_create(c"pingpong".as_ptr(), 0);
+            assert!(fd >= 0);
+            assert_eq!(libc::ftruncate(fd, 4096), 0);
+            (fd, PingPong::map(fd))
+        }
+    }
+    pub fn map(fd: i32) -> PingPong {
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+        assert_ne!(p, libc::MAP_FAILED);
+        PingPong { base: p as *mut u8 }
+    }
+    pub fn ping(&self) -> &AtomicU32 {
+        unsafe { &*(self.base as *const AtomicU32) }
+    }
+    pub fn pong(&self) -> &AtomicU32 {
+        unsafe { &*(self.base.add(128) as *const AtomicU32) }
+    }
+}
+
+fn futex(w: &AtomicU32, op: i32, v: u32) {
+    let ts = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+    unsafe { libc::syscall(libc::SYS_futex, w.as_ptr(), op, v, &ts as *const _, 0usize, 0) };
+}
+
+/// Waits until `w` holds `want`; spinning, or sleeping on the futex.
+pub fn await_value(w: &AtomicU32, want: u32, sleep: bool) {
+    loop {
+        let v = w.load(Ordering::Acquire);
+        if v == want {
+            return;
+        }
+        if sleep {
+            futex(w, libc::FUTEX_WAIT, v);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+pub fn post(w: &AtomicU32, v: u32, sleep: bool) {
+    w.store(v, Ordering::Release);
+    if sleep {
+        futex(w, libc::FUTEX_WAKE, 1);
+    }
+}
+
+/// Parent side: `n` round trips; returns per-round-trip times.
+pub fn pingpong_parent(pp: &PingPong, n: u32, sleep: bool) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 1..=n {
+        let t = Instant::now();
+        post(pp.ping(), i, sleep);
+        await_value(pp.pong(), i, sleep);
+        out.push(t.elapsed());
+    }
+    out
+}
+
+pub fn pingpong_child(pp: &PingPong, n: u32, sleep: bool) {
+    for i in 1..=n {
+        await_value(pp.ping(), i, sleep);
+        post(pp.pong(), i, sleep);
+    }
+}
+
+/// Single-thread memcpy time per copy of `size` bytes (several repetitions).
+pub fn memcpy_times(size: usize, reps: usize) -> Vec<Duration> {
+    let src = vec![1u8; size];
+    let mut dst = vec![0u8; size];
+    dst.copy_from_slice(&src); // fault the pages in
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr(), size) };
+            std::hint::black_box(&dst);
+            t.elapsed()
+        })
+        .collect()
+}

@@ -1,0 +1,154 @@
+//! Two-process benchmark of the shared-memory transport against its floor, measured in
+//! the same run: raw shared-memory ping-pong (spin, futex), single-thread memcpy, and the
+//! shm endpoint (64 B send/recv round trip in spin and futex mode; one-sided write/read
+//! bandwidth on shared-allocated regions). Prints a table and writes CSV under
+//! bench/results/.
+//!
+//! `cargo run --release --example shm_bench [-- --quick]`
+
+#[path = "floor.rs"]
+mod floor;
+#[path = "shm_endpoint_bench.rs"]
+mod shm_endpoint_bench;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use dlslime::Endpoint;
+
+fn pct(v: &[Duration], p: f64) -> f64 {
+    let mut s: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    s[((s.len() - 1) as f64 * p).round() as usize]
+}
+
+struct Row {
+    metric: String,
+    size: usize,
+    p50: f64,
+    p99: f64,
+    floor_p50: f64,
+    ratio: f64,
+}
+
+fn child_main(args: &[String]) {
+    match args[0].as_str() {
+        "raw" => {
+            let fd: i32 = args[1].parse().unwrap();
+            let n: u32 = args[2].parse().unwrap();
+            let pp = floor::PingPong::map(fd);
+            floor::pingpong_child(&pp, n, false);
+            floor::pingpong_child(&pp, n, true);
+        }
+        "ep" => {
+            let spin = args[1] == "spin";
+            let n: usize = args[2].parse().unwrap();
+            let (ep, _buf) = shm_endpoint_bench::endpoint(spin);
+            println!("INFO {}", ep.endpoint_info());
+            std::io::stdout().flush().unwrap();
+            let mut lines = BufReader::new(std::io::stdin()).lines();
+            let info: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+            ep.connect(&info).unwrap();
+            shm_endpoint_bench::echo_child(&ep, n);
+            let _ = lines.next(); // "done" (or EOF): blocks without spinning
+            ep.shutdown();
+        }
+        _ => panic!("unknown child role"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        return child_main(&args[1..]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let n: u32 = if quick { 5_000 } else { 50_000 };
+    let warm = (n / 10) as usize;
+    let exe = std::env::current_exe().unwrap();
+    let mut rows: Vec<Row> = Vec::new();
+
+    // Raw ping-pong floors.
+    let (fd, pp) = floor::PingPong::create();
+    let mut child = Command::new(&exe).args(["--child", "raw", &fd.to_string(), &n.to_string()]).spawn().unwrap();
+    let spin = floor::pingpong_parent(&pp, n, false);
+    let fut = floor::pingpong_parent(&pp, n, true);
+    child.wait().unwrap();
+    let (spin, fut) = (&spin[warm..], &fut[warm..]);
+    let raw_spin = pct(spin, 0.5);
+    let raw_futex = pct(fut, 0.5);
+    rows.push(Row { metric: "raw shm ping-pong spin (RTT)".into(), size: 4, p50: raw_spin, p99: pct(spin, 0.99), floor_p50: raw_spin, ratio: 1.0 });
+    rows.push(Row { metric: "raw shm ping-pong futex (RTT)".into(), size: 4, p50: raw_futex, p99: pct(fut, 0.99), floor_p50: raw_futex, ratio: 1.0 });
+
+    // Endpoint round trips, then one-sided bandwidth (spin-mode endpoint, child idle).
+    let sizes: Vec<usize> = (0..10).map(|i| 1024usize << (2 * i)).collect();
+    let mut memcpy_p50 = Vec::new();
+    for &s in &sizes {
+        let reps = ((1usize << 31) / s).clamp(5, 2000);
+        let t = floor::memcpy_times(s, reps);
+        let p50 = pct(&t[reps / 10..], 0.5);
+        memcpy_p50.push(p50);
+        rows.push(Row { metric: "memcpy 1 thread".into(), size: s, p50, p99: pct(&t[reps / 10..], 0.99), floor_p50: p50, ratio: 1.0 });
+    }
+    for mode in ["spin", "futex"] {
+        let mut child = Command::new(&exe)
+            .args(["--child", "ep", mode, &n.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let info: serde_json::Value = serde_json::from_str(line.trim().strip_prefix("INFO ").unwrap()).unwrap();
+        let (ep, _buf) = shm_endpoint_bench::endpoint(mode == "spin");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}", ep.endpoint_info()).unwrap();
+        ep.connect(&info).unwrap();
+        let t = shm_endpoint_bench::rtt_parent(&ep, n as usize);
+        let t = &t[warm..];
+        let floor = if mode == "spin" { raw_spin } else { raw_futex };
+        let p50 = pct(t, 0.5);
+        rows.push(Row { metric: format!("shm endpoint send/recv RTT ({mode})"), size: 64, p50, p99: pct(t, 0.99), floor_p50: floor, ratio: p50 / floor });
+        if mode == "spin" {
+            for (i, &s) in sizes.iter().enumerate() {
+                let reps = ((1usize << 31) / s).clamp(5, 2000);
+                for write in [true, false] {
+                    let t = shm_endpoint_bench::one_sided(&ep, s, write, reps);
+                    let p50 = pct(&t[reps / 10..], 0.5);
+                    // Bandwidth ratio = memcpy time / op time.
+                    rows.push(Row {
+                        metric: format!("shm endpoint {} (shared region)", if write { "write" } else { "read" }),
+                        size: s,
+                        p50,
+                        p99: pct(&t[reps / 10..], 0.99),
+                        floor_p50: memcpy_p50[i],
+                        ratio: memcpy_p50[i] / p50,
+                    });
+                }
+            }
+        }
+        writeln!(stdin, "done").unwrap();
+        drop(stdin);
+        child.wait().unwrap();
+        ep.shutdown();
+    }
+
+    println!("{:<40} {:>10} {:>11} {:>11} {:>11} {:>10} {:>8}", "metric", "size", "p50 us", "p99 us", "GB/s(p50)", "floor p50", "ratio");
+    for r in &rows {
+        let gbs = if r.size >= 1024 { format!("{:.2}", r.size as f64 / r.p50 / 1e3) } else { "-".into() };
+        println!("{:<40} {:>10} {:>11.3} {:>11.3} {:>11} {:>10.3} {:>8.2}", r.metric, r.size, r.p50, r.p99, gbs, r.floor_p50, r.ratio);
+    }
+    println!("ratios: RTT rows = endpoint p50 / floor p50 (targets: spin <= 2.0, futex <= 1.3); bandwidth rows = memcpy time / op time (target >= 0.85 from 1 MiB)");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let path = dir.join(format!("shm_bench_{ts}.csv"));
+    let mut f = std::fs::File::create(&path).unwrap();
+    writeln!(f, "metric,size_bytes,p50_us,p99_us,floor_p50_us,ratio").unwrap();
+    for r in &rows {
+        writeln!(f, "{},{},{:.4},{:.4},{:.4},{:.4}", r.metric, r.size, r.p50, r.p99, r.floor_p50, r.ratio).unwrap();
+    }
+    println!("wrote {}", path.display());
+}

@@ -1,0 +1,63 @@
+//! Shared-memory endpoint measurements: 64 B send/recv round trips and one-sided
+//! write/read bandwidth on shared-allocated regions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dlslime::engine::{Config, ProgressMode};
+use dlslime::transport::shm::{ShmConfig, ShmEndpoint, SharedBuf};
+use dlslime::{Assignment, Endpoint, MemoryPool};
+
+pub const REGION: usize = 256 << 20;
+
+/// `spin`: inline progress that spins (bounded at 1 s); otherwise inline progress that
+/// sleeps on the doorbell at once (futex mode).
+pub fn endpoint(spin: bool) -> (ShmEndpoint, SharedBuf) {
+    let engine = Config {
+        spin: if spin { Duration::from_secs(1) } else { Duration::ZERO },
+        progress: ProgressMode::Inline,
+        ..Config::default()
+    };
+    let buf = SharedBuf::new(REGION).unwrap();
+    unsafe { buf.as_mut_slice().fill(1) };
+    let pool = MemoryPool::new();
+    unsafe { pool.register(Some("buf"), buf.as_ptr(), REGION).unwrap() };
+    let ep = ShmEndpoint::new(pool, ShmConfig { engine, force_staged: false, host_id_override: None }).unwrap();
+    (ep, buf)
+}
+
+pub fn rtt_parent(ep: &ShmEndpoint, n: usize) -> Vec<Duration> {
+    let msg = [7u8; 64];
+    let mut back = [0u8; 64];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = unsafe { ep.recv(back.as_mut_ptr(), 64, None).unwrap() };
+        unsafe { ep.send(msg.as_ptr(), 64, None).unwrap() };
+        r.wait().unwrap();
+        out.push(t.elapsed());
+    }
+    out
+}
+
+pub fn echo_child(ep: &ShmEndpoint, n: usize) {
+    let mut b = [0u8; 64];
+    for _ in 0..n {
+        unsafe { ep.recv(b.as_mut_ptr(), 64, None).unwrap() }.wait().unwrap();
+        unsafe { ep.send(b.as_ptr(), 64, None).unwrap() };
+    }
+}
+
+/// Time per one-sided op of `size` bytes (write or read, waited).
+pub fn one_sided(ep: &ShmEndpoint, size: usize, write: bool, reps: usize) -> Vec<Duration> {
+    let a = [Assignment::new(0, 0, 0, 0, size as u64)];
+    let _ = Arc::new(());
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            let f = if write { ep.write(&a, None) } else { ep.read(&a, None) }.unwrap();
+            f.wait().unwrap();
+            t.elapsed()
+        })
+        .collect()
+}
