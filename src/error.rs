@@ -82,7 +82,11 @@ impl Status {
 
     /// Maps a wire or C number back; unknown numbers become `Internal`.
     pub fn from_code(code: i32) -> Status {
-        Status::ALL.iter().copied().find(|s| s.code() == code).unwrap_or(Status::Internal)
+        Status::ALL
+            .iter()
+            .copied()
+            .find(|s| s.code() == code)
+            .unwrap_or(Status::Internal)
     }
 
     pub fn is_ok(self) -> bool {
@@ -138,7 +142,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     pub fn new(status: Status, message: impl Into<String>) -> Error {
         debug_assert!(!matches!(status, Status::Ok | Status::Pending));
-        Error { status, message: message.into() }
+        Error {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -160,7 +167,13 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.status, self.status.code(), self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.status,
+            self.status.code(),
+            self.message
+        )
     }
 }
 

@@ -45,7 +45,12 @@ pub struct OpState {
 }
 
 impl OpState {
-    pub fn new(parts: u32, deadline: Deadline, spin: Duration, driver: Option<Arc<dyn Driver>>) -> Arc<OpState> {
+    pub fn new(
+        parts: u32,
+        deadline: Deadline,
+        spin: Duration,
+        driver: Option<Arc<dyn Driver>>,
+    ) -> Arc<OpState> {
         let op = Arc::new(OpState {
             state: AtomicU32::new(PENDING),
             status: AtomicI32::new(Status::Pending.code()),
@@ -85,7 +90,11 @@ impl OpState {
     /// One part finished. The operation completes when the last one does.
     pub fn part_done(&self, status: Status, message: Option<&str>) {
         if !status.is_ok() {
-            if self.first_error.compare_exchange(0, status.code(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            if self
+                .first_error
+                .compare_exchange(0, status.code(), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
                 if let Some(m) = message {
                     let _ = self.message.set(m.to_string());
                 }
@@ -93,7 +102,11 @@ impl OpState {
         }
         if self.parts.fetch_sub(1, Ordering::AcqRel) == 1 {
             let err = self.first_error.load(Ordering::Acquire);
-            let final_status = if err == 0 { Status::Ok } else { Status::from_code(err) };
+            let final_status = if err == 0 {
+                Status::Ok
+            } else {
+                Status::from_code(err)
+            };
             self.finish(final_status, None);
         }
     }
@@ -101,7 +114,11 @@ impl OpState {
     /// Completes the operation now with `status`, whatever parts remain. Returns false if
     /// it had already completed (the first outcome wins).
     pub fn finish(&self, status: Status, message: Option<String>) -> bool {
-        if self.state.compare_exchange(PENDING, FINISHING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if self
+            .state
+            .compare_exchange(PENDING, FINISHING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             return false;
         }
         if let Some(m) = message {
@@ -175,7 +192,10 @@ impl OpState {
 
     fn expire_if_due(&self) {
         if !self.is_done() && self.deadline.expired() {
-            self.abort(Status::Timeout, "operation deadline passed before completion");
+            self.abort(
+                Status::Timeout,
+                "operation deadline passed before completion",
+            );
         }
     }
 
@@ -184,7 +204,13 @@ impl OpState {
         match self.status() {
             Status::Ok => Ok(()),
             Status::Pending => Err(Error::new(Status::Timeout, "operation still pending")),
-            s => Err(Error::new(s, self.message.get().cloned().unwrap_or_else(|| s.as_str().to_string()))),
+            s => Err(Error::new(
+                s,
+                self.message
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| s.as_str().to_string()),
+            )),
         }
     }
 
@@ -213,7 +239,10 @@ impl OpState {
         if self.is_done() {
             self.result()
         } else {
-            Err(Error::new(Status::Timeout, "wait timed out; the operation is still pending"))
+            Err(Error::new(
+                Status::Timeout,
+                "wait timed out; the operation is still pending",
+            ))
         }
     }
 }
@@ -276,7 +305,9 @@ impl Future {
 
 impl std::fmt::Debug for Future {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Future").field("status", &self.op.status()).finish()
+        f.debug_struct("Future")
+            .field("status", &self.op.status())
+            .finish()
     }
 }
 
@@ -324,7 +355,12 @@ mod tests {
     use std::time::Instant;
 
     fn op(parts: u32, timeout: Duration) -> Arc<OpState> {
-        OpState::new(parts, Deadline::after(timeout), Duration::from_micros(20), None)
+        OpState::new(
+            parts,
+            Deadline::after(timeout),
+            Duration::from_micros(20),
+            None,
+        )
     }
 
     #[test]
@@ -353,7 +389,10 @@ mod tests {
         let o = op(1, Duration::from_secs(5));
         let f = Future::new(o.clone());
         let t = Instant::now();
-        assert_eq!(f.wait_for(Duration::from_millis(30)).unwrap_err().status(), Status::Timeout);
+        assert_eq!(
+            f.wait_for(Duration::from_millis(30)).unwrap_err().status(),
+            Status::Timeout
+        );
         assert!(t.elapsed() >= Duration::from_millis(30));
         assert_eq!(f.status(), Status::Pending);
         o.part_done(Status::Ok, None);
@@ -371,7 +410,12 @@ mod tests {
     fn many_waiters_wake() {
         let o = op(1, Duration::from_secs(10));
         let f = Future::new(o.clone());
-        let hs: Vec<_> = (0..8).map(|_| { let f = f.clone(); std::thread::spawn(move || f.wait()) }).collect();
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                let f = f.clone();
+                std::thread::spawn(move || f.wait())
+            })
+            .collect();
         std::thread::sleep(Duration::from_millis(50));
         o.part_done(Status::Ok, None);
         for h in hs {

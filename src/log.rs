@@ -5,7 +5,12 @@ use std::sync::OnceLock;
 
 pub fn level() -> u8 {
     static LEVEL: OnceLock<u8> = OnceLock::new();
-    *LEVEL.get_or_init(|| std::env::var("DLSLIME_LOG_LEVEL").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(1))
+    *LEVEL.get_or_init(|| {
+        std::env::var("DLSLIME_LOG_LEVEL")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1)
+    })
 }
 
 #[macro_export]

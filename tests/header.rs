@@ -25,7 +25,11 @@ fn define(h: &str, name: &str) -> String {
 
 /// Evaluates the composed version macro: integers, macro names, `<<`, `|` and parens.
 fn eval(h: &str, expr: &str) -> u64 {
-    let spaced = expr.replace('(', " ( ").replace(')', " ) ").replace("<<", " << ").replace('|', " | ");
+    let spaced = expr
+        .replace('(', " ( ")
+        .replace(')', " ) ")
+        .replace("<<", " << ")
+        .replace('|', " | ");
     let toks: Vec<&str> = spaced.split_whitespace().collect();
     fn parse_or(h: &str, t: &[&str], i: &mut usize) -> u64 {
         let mut v = parse_shift(h, t, i);
@@ -69,12 +73,31 @@ fn version_macros_match_cargo() {
     let major: u64 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap();
     let minor: u64 = env!("CARGO_PKG_VERSION_MINOR").parse().unwrap();
     let patch: u64 = env!("CARGO_PKG_VERSION_PATCH").parse().unwrap();
-    assert_eq!(define(&h, "DLSLIME_VERSION_MAJOR"), major.to_string(), "update cbindgen.toml after_includes");
-    assert_eq!(define(&h, "DLSLIME_VERSION_MINOR"), minor.to_string(), "update cbindgen.toml after_includes");
-    assert_eq!(define(&h, "DLSLIME_VERSION_PATCH"), patch.to_string(), "update cbindgen.toml after_includes");
+    assert_eq!(
+        define(&h, "DLSLIME_VERSION_MAJOR"),
+        major.to_string(),
+        "update cbindgen.toml after_includes"
+    );
+    assert_eq!(
+        define(&h, "DLSLIME_VERSION_MINOR"),
+        minor.to_string(),
+        "update cbindgen.toml after_includes"
+    );
+    assert_eq!(
+        define(&h, "DLSLIME_VERSION_PATCH"),
+        patch.to_string(),
+        "update cbindgen.toml after_includes"
+    );
     let composed = eval(&h, &define(&h, "DLSLIME_VERSION_NUMBER"));
-    assert_eq!(composed, (major << 16) | (minor << 8) | patch, "DLSLIME_VERSION_NUMBER composes wrongly");
-    assert_eq!(composed, u64::from(dlslime::ffi::version::dlslime_version_number()));
+    assert_eq!(
+        composed,
+        (major << 16) | (minor << 8) | patch,
+        "DLSLIME_VERSION_NUMBER composes wrongly"
+    );
+    assert_eq!(
+        composed,
+        u64::from(dlslime::ffi::version::dlslime_version_number())
+    );
 }
 
 #[test]
@@ -92,8 +115,15 @@ fn status_constants_match_rust() {
         let want = format!("DLSLIME_STATUS_{screaming} = {},", s.code());
         assert!(h.lines().any(|l| l.trim() == want), "header lacks `{want}`");
     }
-    let n = h.lines().filter(|l| l.trim_start().starts_with("DLSLIME_STATUS_")).count();
-    assert_eq!(n, Status::ALL.len(), "header has status constants Rust does not know");
+    let n = h
+        .lines()
+        .filter(|l| l.trim_start().starts_with("DLSLIME_STATUS_"))
+        .count();
+    assert_eq!(
+        n,
+        Status::ALL.len(),
+        "header has status constants Rust does not know"
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
 use dlslime::engine::{Config, ProgressMode};
 use dlslime::transport::shm::ring::{kind, Entry};
-use dlslime::transport::shm::{ShmConfig, ShmEndpoint, SharedBuf};
+use dlslime::transport::shm::{SharedBuf, ShmConfig, ShmEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
 use serde_json::json;
 
@@ -46,7 +46,11 @@ fn config() -> ShmConfig {
     if std::env::var("DLSLIME_PROGRESS").as_deref() == Ok("inline") {
         engine.progress = ProgressMode::Inline;
     }
-    ShmConfig { engine, force_staged: std::env::var("SHM_STAGED").is_ok(), host_id_override: std::env::var("SHM_HOST").ok() }
+    ShmConfig {
+        engine,
+        force_staged: std::env::var("SHM_STAGED").is_ok(),
+        host_id_override: std::env::var("SHM_HOST").ok(),
+    }
 }
 
 struct Side {
@@ -56,7 +60,10 @@ struct Side {
 }
 
 fn side() -> Side {
-    let len: usize = std::env::var("SHM_LEN").ok().and_then(|v| v.parse().ok()).unwrap_or(4 << 20);
+    let len: usize = std::env::var("SHM_LEN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4 << 20);
     let shared = std::env::var("SHM_SHARED").is_ok();
     let mut buf = Buf::new(len, shared);
     let pool = MemoryPool::new();
@@ -79,7 +86,10 @@ fn shm_child() {
         let mut w = line.splitn(2, ' ');
         let cmd = w.next().unwrap();
         let rest = w.next().unwrap_or("");
-        let args: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let args: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
         match cmd {
             "connect" => {
                 let r = s.ep.connect(&serde_json::from_str(rest).unwrap());
@@ -103,7 +113,10 @@ fn shm_child() {
                 let (n, cap) = (args[0] as usize, args[1] as usize);
                 let mut out = Vec::new();
                 let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; cap]).collect();
-                let fs: Vec<_> = bufs.iter_mut().map(|b| unsafe { s.ep.recv(b.as_mut_ptr(), cap, T).unwrap() }).collect();
+                let fs: Vec<_> = bufs
+                    .iter_mut()
+                    .map(|b| unsafe { s.ep.recv(b.as_mut_ptr(), cap, T).unwrap() })
+                    .collect();
                 for (i, f) in fs.iter().enumerate() {
                     let st = f.wait().err().map_or(0, |e| e.status().code());
                     let nb = f.nbytes() as usize;
@@ -122,22 +135,29 @@ fn shm_child() {
                     fs.push(unsafe { s.ep.send(m.as_ptr(), m.len(), T).unwrap() });
                     keep.push(m);
                 }
-                let st: Vec<String> = fs.iter().map(|f| f.wait().err().map_or(0, |e| e.status().code()).to_string()).collect();
+                let st: Vec<String> = fs
+                    .iter()
+                    .map(|f| f.wait().err().map_or(0, |e| e.status().code()).to_string())
+                    .collect();
                 parent.send(&st.join(","));
             }
             "imm" => {
                 let fs: Vec<_> = (0..args[0]).map(|_| s.ep.imm_recv(T).unwrap()).collect();
-                let v: Vec<String> = fs.iter().map(|f| match f.wait() {
-                    Ok(()) => f.imm_data().to_string(),
-                    Err(e) => format!("e{}", e.status().code()),
-                }).collect();
+                let v: Vec<String> = fs
+                    .iter()
+                    .map(|f| match f.wait() {
+                        Ok(()) => f.imm_data().to_string(),
+                        Err(e) => format!("e{}", e.status().code()),
+                    })
+                    .collect();
                 parent.send(&v.join(","));
             }
             "stats" => {
                 let st = s.ep.stats();
                 parent.send(&format!(
                     "{} {} {}",
-                    st.rejected_entries.load(std::sync::atomic::Ordering::Relaxed),
+                    st.rejected_entries
+                        .load(std::sync::atomic::Ordering::Relaxed),
                     st.cma.load(std::sync::atomic::Ordering::Relaxed),
                     st.staged_chunks.load(std::sync::atomic::Ordering::Relaxed)
                 ));
@@ -184,7 +204,8 @@ fn pair(env: &[(&str, &str)]) -> Pair {
     }
     let mut peer = Peer::spawn("shm_child", &env);
     let line = peer.recv();
-    let info: serde_json::Value = serde_json::from_str(line.strip_prefix("info ").unwrap()).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("info ").unwrap()).unwrap();
     peer.send(&format!("connect {}", me.ep.endpoint_info()));
     me.ep.connect(&info).unwrap();
     let ans = peer.recv();
@@ -217,15 +238,34 @@ impl Pair {
             self.remote_check(0, n, seed);
             // read it back into the upper half
             let dst = len / 2;
-            self.me.ep.read(&[a(0, dst, n.min(len / 2))], T).unwrap().wait().unwrap();
-            assert_eq!(check_pattern(&self.me.buf.slice(self.me.len)[dst as usize..(dst + n.min(len / 2)) as usize], seed), None);
+            self.me
+                .ep
+                .read(&[a(0, dst, n.min(len / 2))], T)
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert_eq!(
+                check_pattern(
+                    &self.me.buf.slice(self.me.len)[dst as usize..(dst + n.min(len / 2)) as usize],
+                    seed
+                ),
+                None
+            );
             // peer fills, we read
             self.remote_fill(0, n, seed + 50);
             self.me.ep.read(&[a(0, 0, n)], T).unwrap().wait().unwrap();
-            assert_eq!(check_pattern(&self.me.buf.slice(self.me.len)[..n as usize], seed + 50), None);
+            assert_eq!(
+                check_pattern(&self.me.buf.slice(self.me.len)[..n as usize], seed + 50),
+                None
+            );
             // write_with_imm: imm after the data
             fill_pattern(&mut self.me.buf.slice(self.me.len)[..n as usize], seed + 7);
-            self.me.ep.write_with_imm(&[a(0, 0, n)], 1000 + i as i32, T).unwrap().wait().unwrap();
+            self.me
+                .ep
+                .write_with_imm(&[a(0, 0, n)], 1000 + i as i32, T)
+                .unwrap()
+                .wait()
+                .unwrap();
             self.peer.send("imm 1");
             assert_eq!(self.peer.recv(), (1000 + i).to_string());
             self.remote_check(0, n, seed + 7);
@@ -243,7 +283,11 @@ fn run_one_sided(env: &[(&str, &str)]) {
     p.one_sided(&[1, 64, 4096, (1 << 20) + 3]);
     // several assignments, one future
     fill_pattern(&mut p.me.buf.slice(p.me.len)[..8192], 9);
-    p.me.ep.write(&[a(0, 0, 4096), a(4096, 4096, 4096)], T).unwrap().wait().unwrap();
+    p.me.ep
+        .write(&[a(0, 0, 4096), a(4096, 4096, 4096)], T)
+        .unwrap()
+        .wait()
+        .unwrap();
     p.remote_check(0, 8192, 9);
     p.finish();
 }
@@ -306,12 +350,20 @@ fn msgs(env: &[(&str, &str)]) {
     // recv posted first: inline, large, zero-length; FIFO order.
     let sizes = [64u64, 0, 176, 177, 1 << 20, 3 << 20, 10];
     let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|_| vec![0u8; 4 << 20]).collect();
-    let fs: Vec<_> = bufs.iter_mut().map(|b| unsafe { p.me.ep.recv(b.as_mut_ptr(), b.len(), T).unwrap() }).collect();
-    p.peer.send(&format!("send {}", sizes.map(|s| s.to_string()).join(" ")));
+    let fs: Vec<_> = bufs
+        .iter_mut()
+        .map(|b| unsafe { p.me.ep.recv(b.as_mut_ptr(), b.len(), T).unwrap() })
+        .collect();
+    p.peer
+        .send(&format!("send {}", sizes.map(|s| s.to_string()).join(" ")));
     for (i, f) in fs.iter().enumerate() {
         f.wait().unwrap();
         assert_eq!(f.nbytes(), sizes[i]);
-        assert_eq!(check_pattern(&bufs[i][..sizes[i] as usize], sizes[i]), None, "message {i}");
+        assert_eq!(
+            check_pattern(&bufs[i][..sizes[i] as usize], sizes[i]),
+            None,
+            "message {i}"
+        );
     }
     assert_eq!(p.peer.recv(), "0,0,0,0,0,0,0");
     // send before recv: the messages are held until receives are posted.
@@ -340,7 +392,9 @@ fn msgs(env: &[(&str, &str)]) {
     for l in [5usize, 1000, 250000] {
         let mut m = vec![0u8; l];
         fill_pattern(&mut m, l as u64);
-        unsafe { p.me.ep.send(m.as_ptr(), l, T).unwrap() }.wait().unwrap();
+        unsafe { p.me.ep.send(m.as_ptr(), l, T).unwrap() }
+            .wait()
+            .unwrap();
     }
     assert_eq!(p.peer.recv(), "0:5:true,0:1000:true,0:250000:true");
     p.finish();
@@ -363,11 +417,19 @@ fn send_recv_inline_progress_shared() {
 
 #[test]
 fn imm_ordering_and_early_notifications() {
-    for env in [&[][..], &[("SHM_SHARED", "1")][..], &[("SHM_STAGED", "1")][..]] {
+    for env in [
+        &[][..],
+        &[("SHM_SHARED", "1")][..],
+        &[("SHM_STAGED", "1")][..],
+    ] {
         let mut p = pair(env);
         // Notifications before imm_recv is posted are queued, in order.
         for i in 0..200 {
-            p.me.ep.write_with_imm(&[a(i * 8, 0, 8)], i as i32, T).unwrap().wait().unwrap();
+            p.me.ep
+                .write_with_imm(&[a(i * 8, 0, 8)], i as i32, T)
+                .unwrap()
+                .wait()
+                .unwrap();
         }
         p.peer.send("imm 200");
         let want: Vec<String> = (0..200).map(|i: i32| i.to_string()).collect();
@@ -375,7 +437,9 @@ fn imm_ordering_and_early_notifications() {
         // Posted first, then pipelined without waiting in between.
         p.peer.send("imm 50");
         std::thread::sleep(Duration::from_millis(50));
-        let fs: Vec<_> = (0..50).map(|i| p.me.ep.write_with_imm(&[a(0, 0, 4096)], -i, T).unwrap()).collect();
+        let fs: Vec<_> = (0..50)
+            .map(|i| p.me.ep.write_with_imm(&[a(0, 0, 4096)], -i, T).unwrap())
+            .collect();
         for f in fs {
             f.wait().unwrap();
         }
@@ -387,7 +451,11 @@ fn imm_ordering_and_early_notifications() {
 
 #[test]
 fn concurrent_threads() {
-    for env in [&[][..], &[("SHM_SHARED", "1"), ("DLSLIME_PROGRESS", "inline")][..], &[("SHM_STAGED", "1")][..]] {
+    for env in [
+        &[][..],
+        &[("SHM_SHARED", "1"), ("DLSLIME_PROGRESS", "inline")][..],
+        &[("SHM_STAGED", "1")][..],
+    ] {
         let mut p = pair(env);
         let ep = &p.me.ep;
         let base = p.me.buf.ptr() as usize;
@@ -396,15 +464,27 @@ fn concurrent_threads() {
         std::thread::scope(|s| {
             for t in 0..TH {
                 s.spawn(move || {
-                    let mine = unsafe { std::slice::from_raw_parts_mut((base + (t * SL) as usize) as *mut u8, SL as usize) };
+                    let mine = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            (base + (t * SL) as usize) as *mut u8,
+                            SL as usize,
+                        )
+                    };
                     for round in 0..20u64 {
                         let seed = t * 1000 + round;
                         fill_pattern(mine, seed);
                         let n = 1 + (round * 7919) % SL;
-                        ep.write(&[a(t * SL, t * SL, n)], T).unwrap().wait().unwrap();
+                        ep.write(&[a(t * SL, t * SL, n)], T)
+                            .unwrap()
+                            .wait()
+                            .unwrap();
                         mine.fill(0);
                         ep.read(&[a(t * SL, t * SL, n)], T).unwrap().wait().unwrap();
-                        assert_eq!(check_pattern(&mine[..n as usize], seed), None, "thread {t} round {round}");
+                        assert_eq!(
+                            check_pattern(&mine[..n as usize], seed),
+                            None,
+                            "thread {t} round {round}"
+                        );
                     }
                 });
             }
@@ -415,16 +495,28 @@ fn concurrent_threads() {
             for t in 0..TH {
                 s.spawn(move || {
                     for i in 0..10usize {
-                        let l = if (i + t as usize) % 3 == 0 { 100_000 } else { 60 };
+                        let l = if (i + t as usize) % 3 == 0 {
+                            100_000
+                        } else {
+                            60
+                        };
                         let mut m = vec![0u8; l];
                         fill_pattern(&mut m, l as u64);
-                        unsafe { ep.send(m.as_ptr(), l, T).unwrap() }.wait().unwrap();
+                        unsafe { ep.send(m.as_ptr(), l, T).unwrap() }
+                            .wait()
+                            .unwrap();
                     }
                 });
             }
         });
         let ans = p.peer.recv();
-        assert_eq!(ans.split(',').filter(|x| x.starts_with("0:") && x.ends_with("true")).count(), 40, "{ans}");
+        assert_eq!(
+            ans.split(',')
+                .filter(|x| x.starts_with("0:") && x.ends_with("true"))
+                .count(),
+            40,
+            "{ans}"
+        );
         p.finish();
     }
 }
@@ -434,14 +526,21 @@ fn timeouts() {
     let mut p = pair(&[]);
     let mut b = vec![0u8; 64];
     let t = Instant::now();
-    let f = unsafe { p.me.ep.recv(b.as_mut_ptr(), 64, Some(Duration::from_millis(200))).unwrap() };
+    let f = unsafe {
+        p.me.ep
+            .recv(b.as_mut_ptr(), 64, Some(Duration::from_millis(200)))
+            .unwrap()
+    };
     assert_eq!(f.wait().unwrap_err().status(), Status::Timeout);
     let g = p.me.ep.imm_recv(Some(Duration::from_millis(200))).unwrap();
     assert_eq!(g.wait().unwrap_err().status(), Status::Timeout);
     assert!(t.elapsed() < Duration::from_secs(5));
     // wait_for gives up without failing the op
     let h = p.me.ep.imm_recv(T).unwrap();
-    assert_eq!(h.wait_for(Duration::from_millis(50)).unwrap_err().status(), Status::Timeout);
+    assert_eq!(
+        h.wait_for(Duration::from_millis(50)).unwrap_err().status(),
+        Status::Timeout
+    );
     assert_eq!(h.status(), Status::Pending);
     // The endpoint still works afterwards; the timed-out recv is skipped.
     p.peer.send("send 8");
@@ -468,11 +567,21 @@ fn peer_sigkill_fails_pending_promptly() {
         std::thread::sleep(Duration::from_millis(100));
         let t = Instant::now();
         p.peer.kill();
-        assert_eq!(waiter.join().unwrap().unwrap_err().status(), Status::PeerDisconnected);
+        assert_eq!(
+            waiter.join().unwrap().unwrap_err().status(),
+            Status::PeerDisconnected
+        );
         assert_eq!(i.wait().unwrap_err().status(), Status::PeerDisconnected);
-        assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
         // New operations fail at once.
-        assert_eq!(p.me.ep.write(&[a(0, 0, 8)], T).unwrap_err().status(), Status::PeerDisconnected);
+        assert_eq!(
+            p.me.ep.write(&[a(0, 0, 8)], T).unwrap_err().status(),
+            Status::PeerDisconnected
+        );
         p.me.ep.shutdown();
         p.me.ep.shutdown();
     }
@@ -483,35 +592,97 @@ fn bad_input_rejected() {
     let mut p = pair(&[("SHM_SHARED", "1")]);
     let len = p.me.len as u64;
     // Unknown handles, out-of-range offsets: refused synchronously.
-    assert_eq!(p.me.ep.write(&[Assignment::new(9, 0, 0, 0, 8)], T).unwrap_err().status(), Status::UnknownHandle);
-    assert_eq!(p.me.ep.write(&[Assignment::new(0, 9, 0, 0, 8)], T).unwrap_err().status(), Status::UnknownHandle);
-    assert_eq!(p.me.ep.read(&[a(len - 4, 0, 8)], T).unwrap_err().status(), Status::OutOfRange);
-    assert_eq!(p.me.ep.read(&[a(0, len - 4, 8)], T).unwrap_err().status(), Status::OutOfRange);
-    assert_eq!(p.me.ep.read(&[a(u64::MAX, 0, 2)], T).unwrap_err().status(), Status::OutOfRange);
+    assert_eq!(
+        p.me.ep
+            .write(&[Assignment::new(9, 0, 0, 0, 8)], T)
+            .unwrap_err()
+            .status(),
+        Status::UnknownHandle
+    );
+    assert_eq!(
+        p.me.ep
+            .write(&[Assignment::new(0, 9, 0, 0, 8)], T)
+            .unwrap_err()
+            .status(),
+        Status::UnknownHandle
+    );
+    assert_eq!(
+        p.me.ep.read(&[a(len - 4, 0, 8)], T).unwrap_err().status(),
+        Status::OutOfRange
+    );
+    assert_eq!(
+        p.me.ep.read(&[a(0, len - 4, 8)], T).unwrap_err().status(),
+        Status::OutOfRange
+    );
+    assert_eq!(
+        p.me.ep.read(&[a(u64::MAX, 0, 2)], T).unwrap_err().status(),
+        Status::OutOfRange
+    );
     // Wrong key and unregistered addresses: the target (or its table) refuses.
     let info = p.me.ep.remote_pool().get(0).unwrap();
-    let wrong = p.me.ep.register_remote_memory_region("wrong", &json!({"addr": info.addr, "length": 64, "rkey": info.key ^ 1})).unwrap();
-    let bogus = p.me.ep.register_remote_memory_region("bogus", &json!({"addr": 0x1000, "length": 4096, "rkey": info.key})).unwrap();
-    let beyond = p.me.ep.register_remote_memory_region("beyond", &json!({"addr": info.addr, "length": info.len + 4096, "rkey": info.key})).unwrap();
+    let wrong =
+        p.me.ep
+            .register_remote_memory_region(
+                "wrong",
+                &json!({"addr": info.addr, "length": 64, "rkey": info.key ^ 1}),
+            )
+            .unwrap();
+    let bogus =
+        p.me.ep
+            .register_remote_memory_region(
+                "bogus",
+                &json!({"addr": 0x1000, "length": 4096, "rkey": info.key}),
+            )
+            .unwrap();
+    let beyond =
+        p.me.ep
+            .register_remote_memory_region(
+                "beyond",
+                &json!({"addr": info.addr, "length": info.len + 4096, "rkey": info.key}),
+            )
+            .unwrap();
     for (h, off) in [(wrong, 0), (bogus, 0), (beyond, info.len)] {
-        let w = p.me.ep.write(&[Assignment::new(0, h, off, 0, 64)], T).unwrap();
+        let w =
+            p.me.ep
+                .write(&[Assignment::new(0, h, off, 0, 64)], T)
+                .unwrap();
         assert_eq!(w.wait().unwrap_err().status(), Status::RemoteAccess);
-        let r = p.me.ep.read(&[Assignment::new(0, h, off, 0, 64)], T).unwrap();
+        let r =
+            p.me.ep
+                .read(&[Assignment::new(0, h, off, 0, 64)], T)
+                .unwrap();
         assert_eq!(r.wait().unwrap_err().status(), Status::RemoteAccess);
-        let wi = p.me.ep.write_with_imm(&[Assignment::new(0, h, off, 0, 64)], 5, T).unwrap();
+        let wi =
+            p.me.ep
+                .write_with_imm(&[Assignment::new(0, h, off, 0, 64)], 5, T)
+                .unwrap();
         assert_eq!(wi.wait().unwrap_err().status(), Status::RemoteAccess);
     }
     // A failed write_with_imm delivers no notification.
     let im = p.peer.send("imm 1");
     let _ = im;
-    p.me.ep.write_with_imm(&[a(0, 0, 8)], 42, T).unwrap().wait().unwrap();
+    p.me.ep
+        .write_with_imm(&[a(0, 0, 8)], 42, T)
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(p.peer.recv(), "42");
     // Corrupted ring entries from the peer are rejected, not followed.
     p.peer.send("junk");
     p.peer.expect("ok");
     let t = Instant::now();
-    while p.me.ep.stats().rejected_entries.load(std::sync::atomic::Ordering::Relaxed) < 3 {
-        assert!(t.elapsed() < Duration::from_secs(10), "entries not rejected");
+    while p
+        .me
+        .ep
+        .stats()
+        .rejected_entries
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < 3
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "entries not rejected"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // The bogus WRITE (valid shape, unregistered target) is refused by our checks: the
@@ -522,14 +693,31 @@ fn bad_input_rejected() {
 
 #[test]
 fn other_host_refused() {
-    let a_ep = ShmEndpoint::new(MemoryPool::new(), ShmConfig { host_id_override: Some("elsewhere/b".into()), ..ShmConfig::default() }).unwrap();
+    let a_ep = ShmEndpoint::new(
+        MemoryPool::new(),
+        ShmConfig {
+            host_id_override: Some("elsewhere/b".into()),
+            ..ShmConfig::default()
+        },
+    )
+    .unwrap();
     let b_ep = ShmEndpoint::new(MemoryPool::new(), ShmConfig::default()).unwrap();
     let e = b_ep.connect(&a_ep.endpoint_info()).unwrap_err();
     assert_eq!(e.status(), Status::Unsupported);
     assert!(e.message().contains("another host"), "{}", e.message());
     // Malformed info.
-    assert_eq!(b_ep.connect(&json!({"transport": "tcp", "version": 1})).unwrap_err().status(), Status::InvalidEndpointInfo);
-    assert_eq!(b_ep.connect(&json!({"transport": "shm", "version": 1})).unwrap_err().status(), Status::InvalidEndpointInfo);
+    assert_eq!(
+        b_ep.connect(&json!({"transport": "tcp", "version": 1}))
+            .unwrap_err()
+            .status(),
+        Status::InvalidEndpointInfo
+    );
+    assert_eq!(
+        b_ep.connect(&json!({"transport": "shm", "version": 1}))
+            .unwrap_err()
+            .status(),
+        Status::InvalidEndpointInfo
+    );
     // Not connected yet.
     assert_eq!(b_ep.imm_recv(T).unwrap_err().status(), Status::NotConnected);
     b_ep.shutdown();
@@ -540,8 +728,12 @@ fn other_host_refused() {
 fn other_host_refused_two_processes() {
     let me = side();
     let mut peer = Peer::spawn("shm_child", &[("SHM_HOST", "some-other-boot/host".into())]);
-    let info: serde_json::Value = serde_json::from_str(peer.recv().strip_prefix("info ").unwrap()).unwrap();
-    assert_eq!(me.ep.connect(&info).unwrap_err().status(), Status::Unsupported);
+    let info: serde_json::Value =
+        serde_json::from_str(peer.recv().strip_prefix("info ").unwrap()).unwrap();
+    assert_eq!(
+        me.ep.connect(&info).unwrap_err().status(),
+        Status::Unsupported
+    );
     peer.send(&format!("connect {}", me.ep.endpoint_info()));
     assert_eq!(peer.recv(), format!("err {}", Status::Unsupported.code()));
     peer.send("exit");
@@ -556,5 +748,8 @@ fn shutdown_cancels_pending_and_is_idempotent() {
     ep.shutdown();
     assert_eq!(f.status(), Status::Cancelled);
     ep.shutdown();
-    assert_eq!(ep.write(&[a(0, 0, 8)], T).unwrap_err().status(), Status::ShutDown);
+    assert_eq!(
+        ep.write(&[a(0, 0, 8)], T).unwrap_err().status(),
+        Status::ShutDown
+    );
 }

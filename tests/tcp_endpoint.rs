@@ -16,7 +16,11 @@ use serde_json::Value;
 const MIB: usize = 1 << 20;
 
 fn local_ctx() -> Arc<TcpContext> {
-    TcpContext::new(TcpConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() }).unwrap()
+    TcpContext::new(TcpConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 /// The initiator side of a test: an endpoint with one registered local buffer,
@@ -33,15 +37,26 @@ struct Rig {
 impl Rig {
     fn new(region: usize, local_len: usize) -> Rig {
         let mut peer = Peer::spawn("tcp_peer", &[("DLSLIME_TEST_REGION", region.to_string())]);
-        let peer_info: Value = serde_json::from_str(peer.recv().strip_prefix("info ").unwrap()).unwrap();
+        let peer_info: Value =
+            serde_json::from_str(peer.recv().strip_prefix("info ").unwrap()).unwrap();
         let ep = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
         let mut buf = vec![0u8; local_len];
-        let local = unsafe { ep.register_memory_region("local", buf.as_mut_ptr(), buf.len()).unwrap() };
+        let local = unsafe {
+            ep.register_memory_region("local", buf.as_mut_ptr(), buf.len())
+                .unwrap()
+        };
         ep.connect(&peer_info).unwrap();
         peer.send(&format!("connect {}", ep.endpoint_info()));
         peer.expect("ok");
         let remote = ep.remote_pool().handle("buf").unwrap();
-        Rig { peer, ep, buf, local, remote, peer_info }
+        Rig {
+            peer,
+            ep,
+            buf,
+            local,
+            remote,
+            peer_info,
+        }
     }
 
     fn cmd(&mut self, c: &str) -> String {
@@ -62,18 +77,27 @@ fn tcp_peer() {
         return;
     }
     let mut parent = Parent::new();
-    let size: usize = std::env::var("DLSLIME_TEST_REGION").unwrap().parse().unwrap();
+    let size: usize = std::env::var("DLSLIME_TEST_REGION")
+        .unwrap()
+        .parse()
+        .unwrap();
     let ep = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
     let mut region = vec![0u8; size];
     fill_pattern(&mut region, 1);
-    unsafe { ep.register_memory_region("buf", region.as_mut_ptr(), size).unwrap() };
+    unsafe {
+        ep.register_memory_region("buf", region.as_mut_ptr(), size)
+            .unwrap()
+    };
     parent.send(&format!("info {}", ep.endpoint_info()));
     let timeout = Some(Duration::from_secs(60));
     while let Some(line) = parent.recv() {
         let mut it = line.splitn(2, ' ');
         let cmd = it.next().unwrap();
         let rest = it.next().unwrap_or("");
-        let nums: Vec<u64> = rest.split_whitespace().filter_map(|s| s.parse().ok()).collect();
+        let nums: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
         match cmd {
             "connect" => {
                 ep.connect(&serde_json::from_str(rest).unwrap()).unwrap();
@@ -107,7 +131,10 @@ fn tcp_peer() {
             "recv" => {
                 let (n, cap) = (nums[0], nums[1] as usize);
                 let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; cap]).collect();
-                let futs: Vec<_> = bufs.iter_mut().map(|b| unsafe { ep.recv(b.as_mut_ptr(), cap, timeout).unwrap() }).collect();
+                let futs: Vec<_> = bufs
+                    .iter_mut()
+                    .map(|b| unsafe { ep.recv(b.as_mut_ptr(), cap, timeout).unwrap() })
+                    .collect();
                 let mut out = Vec::new();
                 for (f, b) in futs.iter().zip(&bufs) {
                     match f.wait() {
@@ -116,7 +143,10 @@ fn tcp_peer() {
                             // the sender seeds message k with pattern k+100, encoded in byte 0
                             let seed = b[0] as u64;
                             let ok = len > 0 && check_pattern(&b[1..len], seed).is_none();
-                            out.push(format!("ok:{len}:{}", if ok { seed.to_string() } else { "bad".into() }));
+                            out.push(format!(
+                                "ok:{len}:{}",
+                                if ok { seed.to_string() } else { "bad".into() }
+                            ));
                         }
                         Err(e) => out.push(format!("{:?}:0:-", e.status())),
                     }
@@ -161,19 +191,32 @@ fn every_opcode_moves_the_right_bytes() {
     assert_eq!(&r.buf[8..16], &expect[..]);
     // write: local -> remote[4096..], checked by the peer
     fill_pattern(&mut r.buf[..8192], 2);
-    r.ep.write(&[r.a(4096, 0, 8192)], None).unwrap().wait().unwrap();
+    r.ep.write(&[r.a(4096, 0, 8192)], None)
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(r.cmd("check 4096 8192 2"), "ok");
     // write_with_imm with several assignments delivers one notification, after the data
     fill_pattern(&mut r.buf[..300], 3);
-    let f = r.ep.write_with_imm(&[r.a(0, 0, 100), r.a(100, 100, 200)], 77, None).unwrap();
+    let f =
+        r.ep.write_with_imm(&[r.a(0, 0, 100), r.a(100, 100, 200)], 77, None)
+            .unwrap();
     f.wait().unwrap();
     assert_eq!(r.cmd("imm 1"), "imms 77");
     assert_eq!(r.cmd("check 0 300 3"), "ok");
     // send/recv both ways, sends posted before the receives
-    let msgs: Vec<Vec<u8>> = (0..3).map(|k| message(1000 + k * 10, 100 + k as u8)).collect();
-    let sends: Vec<_> = msgs.iter().map(|m| unsafe { r.ep.send(m.as_ptr(), m.len(), None).unwrap() }).collect();
+    let msgs: Vec<Vec<u8>> = (0..3)
+        .map(|k| message(1000 + k * 10, 100 + k as u8))
+        .collect();
+    let sends: Vec<_> = msgs
+        .iter()
+        .map(|m| unsafe { r.ep.send(m.as_ptr(), m.len(), None).unwrap() })
+        .collect();
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(r.cmd("recv 3 2048"), "recvd ok:1000:100,ok:1010:101,ok:1020:102");
+    assert_eq!(
+        r.cmd("recv 3 2048"),
+        "recvd ok:1000:100,ok:1010:101,ok:1020:102"
+    );
     for s in sends {
         s.wait().unwrap();
     }
@@ -187,7 +230,10 @@ fn every_opcode_moves_the_right_bytes() {
     // a message larger than the eager limit is pulled by the receiver
     let big = message(3 * MIB, 42);
     let sf = unsafe { r.ep.send(big.as_ptr(), big.len(), None).unwrap() };
-    assert_eq!(r.cmd(&format!("recv 1 {}", 4 * MIB)), format!("recvd ok:{}:42", 3 * MIB));
+    assert_eq!(
+        r.cmd(&format!("recv 1 {}", 4 * MIB)),
+        format!("recvd ok:{}:42", 3 * MIB)
+    );
     sf.wait().unwrap();
     // zero-length operations complete at once
     r.ep.write(&[], None).unwrap().wait().unwrap();
@@ -201,11 +247,17 @@ fn transfers_256_mib_with_content_checks() {
     let mut r = Rig::new(n, n);
     fill_pattern(&mut r.buf, 5);
     let t = Instant::now();
-    r.ep.write(&[r.a(0, 0, n as u64)], None).unwrap().wait().unwrap();
+    r.ep.write(&[r.a(0, 0, n as u64)], None)
+        .unwrap()
+        .wait()
+        .unwrap();
     eprintln!("256 MiB write: {:?}", t.elapsed());
     assert_eq!(r.cmd(&format!("check 0 {n} 5")), "ok");
     assert_eq!(r.cmd(&format!("fill 0 {n} 6")), "ok");
-    r.ep.read(&[r.a(0, 0, n as u64)], None).unwrap().wait().unwrap();
+    r.ep.read(&[r.a(0, 0, n as u64)], None)
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(check_pattern(&r.buf, 6), None);
     r.peer.send("exit");
     r.peer.join();
@@ -227,7 +279,11 @@ fn many_concurrent_operations_from_several_threads() {
                 let futs: Vec<_> = (0..per)
                     .map(|i| {
                         let off = ((t * per + i) * win) as u64;
-                        ep.write(&[Assignment::new(local, remote, off, off, win as u64)], None).unwrap()
+                        ep.write(
+                            &[Assignment::new(local, remote, off, off, win as u64)],
+                            None,
+                        )
+                        .unwrap()
                     })
                     .collect();
                 for f in futs {
@@ -244,7 +300,13 @@ fn many_concurrent_operations_from_several_threads() {
             s.spawn(move || {
                 for i in 0..per {
                     let off = ((t * per + i) * win) as u64;
-                    ep.read(&[Assignment::new(local, remote, off, off, win as u64)], None).unwrap().wait().unwrap();
+                    ep.read(
+                        &[Assignment::new(local, remote, off, off, win as u64)],
+                        None,
+                    )
+                    .unwrap()
+                    .wait()
+                    .unwrap();
                 }
             });
         }
@@ -284,6 +346,16 @@ fn truncation_fails_both_sides_and_the_next_message_still_matches() {
     let f = unsafe { r.ep.send(big.as_ptr(), big.len(), None).unwrap() };
     let small = message(5, 2);
     let g = unsafe { r.ep.send(small.as_ptr(), small.len(), None).unwrap() };
+    // both messages are buffered at the receiver before its receives are posted; the
+    // senders still learn the outcome of the receive
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(f.status(), Status::Pending);
+    assert_eq!(r.cmd("recv 2 10"), "recvd Truncated:0:-,ok:5:2");
+    assert_eq!(f.wait().unwrap_err().status(), Status::Truncated);
+    g.wait().unwrap();
+    // and again with the sends racing the receives
+    let f = unsafe { r.ep.send(big.as_ptr(), big.len(), None).unwrap() };
+    let g = unsafe { r.ep.send(small.as_ptr(), small.len(), None).unwrap() };
     assert_eq!(r.cmd("recv 2 10"), "recvd Truncated:0:-,ok:5:2");
     assert_eq!(f.wait().unwrap_err().status(), Status::Truncated);
     g.wait().unwrap();
@@ -296,13 +368,19 @@ fn timeouts_end_waits_and_operations() {
     let r = Rig::new(MIB, MIB);
     let t = Instant::now();
     let f = r.ep.imm_recv(Some(Duration::from_millis(200))).unwrap();
-    assert_eq!(f.wait_for(Duration::from_millis(20)).unwrap_err().status(), Status::Timeout);
+    assert_eq!(
+        f.wait_for(Duration::from_millis(20)).unwrap_err().status(),
+        Status::Timeout
+    );
     assert_eq!(f.status(), Status::Pending);
     assert_eq!(f.wait().unwrap_err().status(), Status::Timeout);
     assert_eq!(f.status(), Status::Timeout);
     assert!(t.elapsed() < Duration::from_secs(5));
     let mut b = vec![0u8; 16];
-    let g = unsafe { r.ep.recv(b.as_mut_ptr(), 16, Some(Duration::from_millis(100))).unwrap() };
+    let g = unsafe {
+        r.ep.recv(b.as_mut_ptr(), 16, Some(Duration::from_millis(100)))
+            .unwrap()
+    };
     assert_eq!(g.wait().unwrap_err().status(), Status::Timeout);
     // cancel_all leaves completed operations alone
     let done = r.ep.read(&[r.a(0, 0, 64)], None).unwrap();
@@ -319,7 +397,10 @@ fn timeouts_end_waits_and_operations() {
     r.ep.shutdown();
     r.ep.shutdown();
     assert_eq!(h.join().unwrap().unwrap_err().status(), Status::Cancelled);
-    assert_eq!(r.ep.read(&[r.a(0, 0, 1)], None).unwrap_err().status(), Status::ShutDown);
+    assert_eq!(
+        r.ep.read(&[r.a(0, 0, 1)], None).unwrap_err().status(),
+        Status::ShutDown
+    );
 }
 
 #[test]
@@ -327,24 +408,84 @@ fn bad_remote_ranges_and_keys_fail_and_leave_the_target_untouched() {
     let mut r = Rig::new(MIB, MIB);
     let real = dlslime::memory::RemoteRegion::from_json(&r.peer_info["mr_info"]["buf"]).unwrap();
     // wrong key
-    let forged = r.ep.remote_pool().register("forged", dlslime::memory::RemoteRegion { key: real.key ^ 0x5a5a, ..real }).unwrap();
+    let forged =
+        r.ep.remote_pool()
+            .register(
+                "forged",
+                dlslime::memory::RemoteRegion {
+                    key: real.key ^ 0x5a5a,
+                    ..real
+                },
+            )
+            .unwrap();
     fill_pattern(&mut r.buf, 9);
-    let e = r.ep.write(&[Assignment::new(r.local, forged, 0, 0, 4096)], None).unwrap().wait().unwrap_err();
+    let e =
+        r.ep.write(&[Assignment::new(r.local, forged, 0, 0, 4096)], None)
+            .unwrap()
+            .wait()
+            .unwrap_err();
     assert_eq!(e.status(), Status::RemoteAccess);
     // a published length larger than the real region: the target refuses the excess
-    let wide = r.ep.remote_pool().register("wide", dlslime::memory::RemoteRegion { len: real.len * 4, ..real }).unwrap();
-    let e = r.ep.write(&[Assignment::new(r.local, wide, real.len - 16, 0, 64)], None).unwrap().wait().unwrap_err();
+    let wide =
+        r.ep.remote_pool()
+            .register(
+                "wide",
+                dlslime::memory::RemoteRegion {
+                    len: real.len * 4,
+                    ..real
+                },
+            )
+            .unwrap();
+    let e =
+        r.ep.write(
+            &[Assignment::new(r.local, wide, real.len - 16, 0, 64)],
+            None,
+        )
+        .unwrap()
+        .wait()
+        .unwrap_err();
     assert_eq!(e.status(), Status::RemoteAccess);
-    let e = r.ep.read(&[Assignment::new(r.local, wide, real.len, 0, 64)], None).unwrap().wait().unwrap_err();
+    let e =
+        r.ep.read(&[Assignment::new(r.local, wide, real.len, 0, 64)], None)
+            .unwrap()
+            .wait()
+            .unwrap_err();
     assert_eq!(e.status(), Status::RemoteAccess);
-    assert_eq!(r.cmd(&format!("check 0 {MIB} 1")), "ok", "target memory was modified");
+    assert_eq!(
+        r.cmd(&format!("check 0 {MIB} 1")),
+        "ok",
+        "target memory was modified"
+    );
     // local checks happen before anything is sent
-    assert_eq!(r.ep.write(&[r.a(0, MIB as u64 - 10, 11)], None).unwrap_err().status(), Status::OutOfRange);
-    assert_eq!(r.ep.write(&[r.a(MIB as u64, 0, 1)], None).unwrap_err().status(), Status::OutOfRange);
-    assert_eq!(r.ep.write(&[Assignment::new(99, r.remote, 0, 0, 1)], None).unwrap_err().status(), Status::UnknownHandle);
-    assert_eq!(r.ep.read(&[Assignment::new(r.local, 99, 0, 0, 1)], None).unwrap_err().status(), Status::UnknownHandle);
+    assert_eq!(
+        r.ep.write(&[r.a(0, MIB as u64 - 10, 11)], None)
+            .unwrap_err()
+            .status(),
+        Status::OutOfRange
+    );
+    assert_eq!(
+        r.ep.write(&[r.a(MIB as u64, 0, 1)], None)
+            .unwrap_err()
+            .status(),
+        Status::OutOfRange
+    );
+    assert_eq!(
+        r.ep.write(&[Assignment::new(99, r.remote, 0, 0, 1)], None)
+            .unwrap_err()
+            .status(),
+        Status::UnknownHandle
+    );
+    assert_eq!(
+        r.ep.read(&[Assignment::new(r.local, 99, 0, 0, 1)], None)
+            .unwrap_err()
+            .status(),
+        Status::UnknownHandle
+    );
     // and the target keeps serving
-    r.ep.write(&[r.a(0, 0, 4096)], None).unwrap().wait().unwrap();
+    r.ep.write(&[r.a(0, 0, 4096)], None)
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(r.cmd("check 0 4096 9"), "ok");
     r.peer.send("exit");
     r.peer.join();
@@ -353,25 +494,53 @@ fn bad_remote_ranges_and_keys_fail_and_leave_the_target_untouched() {
 #[test]
 fn malformed_endpoint_info_is_refused() {
     let ep = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
-    assert_eq!(ep.read(&[], None).unwrap_err().status(), Status::NotConnected);
+    assert_eq!(
+        ep.read(&[], None).unwrap_err().status(),
+        Status::NotConnected
+    );
     let mut good = ep.endpoint_info();
     for (bad, want) in [
         (serde_json::json!("nope"), Status::InvalidEndpointInfo),
-        (serde_json::json!({"transport": "shm", "version": 1}), Status::InvalidEndpointInfo),
-        (serde_json::json!({"transport": "tcp", "version": 2, "host": "127.0.0.1", "port": 1}), Status::VersionMismatch),
-        (serde_json::json!({"transport": "tcp", "version": 1, "host": "127.0.0.1"}), Status::InvalidEndpointInfo),
-        (serde_json::json!({"transport": "tcp", "version": 1, "host": "127.0.0.1", "port": 70000, "endpoint_id": 1, "context_id": 1}), Status::InvalidEndpointInfo),
-        (serde_json::json!({"transport": "tcp", "version": 1, "host": "127.0.0.1", "port": 1, "endpoint_id": 1, "context_id": 1, "mr_info": {"x": {"addr": 1}}}), Status::InvalidEndpointInfo),
+        (
+            serde_json::json!({"transport": "shm", "version": 1}),
+            Status::InvalidEndpointInfo,
+        ),
+        (
+            serde_json::json!({"transport": "tcp", "version": 2, "host": "127.0.0.1", "port": 1}),
+            Status::VersionMismatch,
+        ),
+        (
+            serde_json::json!({"transport": "tcp", "version": 1, "host": "127.0.0.1"}),
+            Status::InvalidEndpointInfo,
+        ),
+        (
+            serde_json::json!({"transport": "tcp", "version": 1, "host": "127.0.0.1", "port": 70000, "endpoint_id": 1, "context_id": 1}),
+            Status::InvalidEndpointInfo,
+        ),
+        (
+            serde_json::json!({"transport": "tcp", "version": 1, "host": "127.0.0.1", "port": 1, "endpoint_id": 1, "context_id": 1, "mr_info": {"x": {"addr": 1}}}),
+            Status::InvalidEndpointInfo,
+        ),
     ] {
         assert_eq!(ep.connect(&bad).unwrap_err().status(), want, "{bad}");
     }
     // nothing listening there: a clear error, and the endpoint can still connect later
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     good["port"] = closed.into();
-    assert_eq!(ep.connect(&good).unwrap_err().status(), Status::PeerDisconnected);
+    assert_eq!(
+        ep.connect(&good).unwrap_err().status(),
+        Status::PeerDisconnected
+    );
     let other = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
     ep.connect(&other.endpoint_info()).unwrap();
-    assert_eq!(ep.connect(&other.endpoint_info()).unwrap_err().status(), Status::AlreadyConnected);
+    assert_eq!(
+        ep.connect(&other.endpoint_info()).unwrap_err().status(),
+        Status::AlreadyConnected
+    );
 }
 
 #[test]
@@ -381,18 +550,34 @@ fn garbage_on_the_listening_port_drops_only_that_connection() {
     let addr = format!("127.0.0.1:{port}");
     // random bytes instead of a hello
     let mut junk = TcpStream::connect(&addr).unwrap();
-    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let _ = junk.write_all(&bytes);
     // a valid hello followed by a frame with an unknown opcode
     let mut bad = TcpStream::connect(&addr).unwrap();
-    let hello = dlslime::transport::tcp::wire::Hello { version: 1, status: 0, context_id: 1 };
+    let hello = dlslime::transport::tcp::wire::Hello {
+        version: 1,
+        status: 0,
+        context_id: 1,
+    };
     bad.write_all(&hello.encode()).unwrap();
-    let mut h = dlslime::transport::tcp::wire::Header::new(dlslime::transport::tcp::wire::Opcode::Read);
+    let mut h =
+        dlslime::transport::tcp::wire::Header::new(dlslime::transport::tcp::wire::Opcode::Read);
     h.opcode = 99;
     bad.write_all(&h.encode()).unwrap();
     // a hello from a future version is refused with our version in the answer
     let mut future = TcpStream::connect(&addr).unwrap();
-    future.write_all(&dlslime::transport::tcp::wire::Hello { version: 9, status: 0, context_id: 1 }.encode()).unwrap();
+    future
+        .write_all(
+            &dlslime::transport::tcp::wire::Hello {
+                version: 9,
+                status: 0,
+                context_id: 1,
+            }
+            .encode(),
+        )
+        .unwrap();
     let mut ans = [0u8; 24];
     std::io::Read::read_exact(&mut future, &mut ans).unwrap();
     let ans = dlslime::transport::tcp::wire::Hello::decode(&ans).unwrap();
@@ -410,7 +595,10 @@ fn garbage_on_the_listening_port_drops_only_that_connection() {
     }
     // the endpoint's own connections are unaffected
     fill_pattern(&mut r.buf[..4096], 4);
-    r.ep.write(&[r.a(0, 0, 4096)], None).unwrap().wait().unwrap();
+    r.ep.write(&[r.a(0, 0, 4096)], None)
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(r.cmd("check 0 4096 4"), "ok");
     r.peer.send("exit");
     r.peer.join();
@@ -420,7 +608,9 @@ fn garbage_on_the_listening_port_drops_only_that_connection() {
 fn peer_killed_mid_transfer_fails_every_pending_future_quickly() {
     let n = 256 * MIB;
     let mut r = Rig::new(n, n);
-    let reads: Vec<_> = (0..4).map(|_| r.ep.read(&[r.a(0, 0, n as u64)], None).unwrap()).collect();
+    let reads: Vec<_> = (0..4)
+        .map(|_| r.ep.read(&[r.a(0, 0, n as u64)], None).unwrap())
+        .collect();
     let mut inbox = vec![0u8; 64];
     let recv = unsafe { r.ep.recv(inbox.as_mut_ptr(), 64, None).unwrap() };
     let imm = r.ep.imm_recv(None).unwrap();
@@ -431,8 +621,15 @@ fn peer_killed_mid_transfer_fails_every_pending_future_quickly() {
         let e = f.wait().unwrap_err();
         assert_eq!(e.status(), Status::PeerDisconnected, "{e}");
     }
-    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
-    assert_eq!(r.ep.write(&[r.a(0, 0, 1)], None).unwrap_err().status(), Status::PeerDisconnected);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        r.ep.write(&[r.a(0, 0, 1)], None).unwrap_err().status(),
+        Status::PeerDisconnected
+    );
 }
 
 #[test]
@@ -457,12 +654,19 @@ fn two_endpoints_share_the_context_pool() {
     let b = TcpEndpoint::new(&ctx, pool.clone()).unwrap();
     let server = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
     let mut mem = vec![3u8; 128];
-    unsafe { server.register_memory_region("m", mem.as_mut_ptr(), 128).unwrap() };
+    unsafe {
+        server
+            .register_memory_region("m", mem.as_mut_ptr(), 128)
+            .unwrap()
+    };
     let mut local = vec![0u8; 128];
     let h = unsafe { pool.register(Some("l"), local.as_mut_ptr(), 128).unwrap() };
     for ep in [&a, &b] {
         ep.connect(&server.endpoint_info()).unwrap();
-        ep.read(&[Assignment::new(h, 0, 0, 0, 128)], None).unwrap().wait().unwrap();
+        ep.read(&[Assignment::new(h, 0, 0, 0, 128)], None)
+            .unwrap()
+            .wait()
+            .unwrap();
     }
     assert!(local.iter().all(|&x| x == 3));
 }

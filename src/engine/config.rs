@@ -24,7 +24,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { spin: Duration::from_micros(50), default_timeout: Duration::from_secs(30), progress: ProgressMode::Background }
+        Config {
+            spin: Duration::from_micros(50),
+            default_timeout: Duration::from_secs(30),
+            progress: ProgressMode::Background,
+        }
     }
 }
 
@@ -43,7 +47,9 @@ impl Config {
         match std::env::var("DLSLIME_PROGRESS").as_deref() {
             Ok("inline") => c.progress = ProgressMode::Inline,
             Ok("background") | Err(_) => {}
-            Ok(other) => eprintln!("dlslime: ignoring DLSLIME_PROGRESS={other:?} (want background|inline)"),
+            Ok(other) => {
+                eprintln!("dlslime: ignoring DLSLIME_PROGRESS={other:?} (want background|inline)")
+            }
         }
         c
     }

@@ -11,15 +11,32 @@ fn futex(word: &AtomicU32, op: libc::c_int, val: u32, timeout: Option<Duration>)
         tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
     });
-    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `word` is a valid, aligned u32 for the duration of the call; the kernel only
     // reads it (WAIT) or uses its address as a key (WAKE).
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, ts_ptr, std::ptr::null::<u32>(), 0) }
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op,
+            val,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0,
+        )
+    }
 }
 
 /// Sleeps while `*word == expected`, at most `timeout`. Spurious returns are allowed.
 pub fn wait_private(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
-    futex(word, libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, expected, timeout);
+    futex(
+        word,
+        libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+        expected,
+        timeout,
+    );
 }
 
 /// Wakes up to `n` threads sleeping on `word` in this process (`n` is an i32 for the

@@ -42,7 +42,9 @@ pub(crate) unsafe fn try_from_ptr<'a, C: Castable>(p: *const C) -> Option<&'a C:
 ///
 /// # Safety
 /// `p` is NULL or a live Arc handle of type `C`.
-pub(crate) unsafe fn try_clone_arc<C: Castable<Ownership = OwnershipArc>>(p: *const C) -> Option<Arc<C::RustType>> {
+pub(crate) unsafe fn try_clone_arc<C: Castable<Ownership = OwnershipArc>>(
+    p: *const C,
+) -> Option<Arc<C::RustType>> {
     if p.is_null() {
         return None;
     }

@@ -91,7 +91,10 @@ unsafe fn with_assignments<R>(
         return op(&[]);
     }
     if a.is_null() {
-        return Err(Error::new(Status::NullParameter, "argument `assignments` is NULL with a non-zero count"));
+        return Err(Error::new(
+            Status::NullParameter,
+            "argument `assignments` is NULL with a non-zero count",
+        ));
     }
     let src = std::slice::from_raw_parts(a, n);
     const STACK: usize = 16;
@@ -113,7 +116,10 @@ unsafe fn with_assignments<R>(
 ///
 /// Errors: `DLSLIME_STATUS_NULL_PARAMETER`.
 #[no_mangle]
-pub extern "C" fn dlslime_endpoint_info(ep: *const dlslime_endpoint_t, out_json: *mut *mut c_char) -> dlslime_status_t {
+pub extern "C" fn dlslime_endpoint_info(
+    ep: *const dlslime_endpoint_t,
+    out_json: *mut *mut c_char,
+) -> dlslime_status_t {
     ffi_boundary! {
         let ep = try_ref!(ep);
         let out_json = try_out!(out_json);
@@ -130,7 +136,10 @@ pub extern "C" fn dlslime_endpoint_info(ep: *const dlslime_endpoint_t, out_json:
 /// (malformed JSON, wrong transport, missing fields), `DLSLIME_STATUS_VERSION_MISMATCH`,
 /// `DLSLIME_STATUS_ALREADY_CONNECTED`, `DLSLIME_STATUS_IO`.
 #[no_mangle]
-pub extern "C" fn dlslime_endpoint_connect(ep: *const dlslime_endpoint_t, peer_info_json: *const c_char) -> dlslime_status_t {
+pub extern "C" fn dlslime_endpoint_connect(
+    ep: *const dlslime_endpoint_t,
+    peer_info_json: *const c_char,
+) -> dlslime_status_t {
     ffi_boundary! {
         let ep = try_ref!(ep);
         let text = try_str!(peer_info_json);
@@ -334,7 +343,10 @@ pub extern "C" fn dlslime_endpoint_recv(
 ///
 /// Errors: `DLSLIME_STATUS_NULL_PARAMETER` (`ep`).
 #[no_mangle]
-pub extern "C" fn dlslime_endpoint_cancel_all(ep: *const dlslime_endpoint_t, out_cancelled: *mut usize) -> dlslime_status_t {
+pub extern "C" fn dlslime_endpoint_cancel_all(
+    ep: *const dlslime_endpoint_t,
+    out_cancelled: *mut usize,
+) -> dlslime_status_t {
     ffi_boundary! {
         let ep = try_ref!(ep);
         let n = ep.cancel_all();

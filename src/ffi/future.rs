@@ -46,7 +46,10 @@ pub extern "C" fn dlslime_future_wait(f: *const dlslime_future_t) -> dlslime_sta
 /// `dlslime_future_status` tells whether the operation itself is still pending
 /// (`DLSLIME_STATUS_PENDING`) or timed out.
 #[no_mangle]
-pub extern "C" fn dlslime_future_wait_for(f: *const dlslime_future_t, timeout_ms: u64) -> dlslime_status_t {
+pub extern "C" fn dlslime_future_wait_for(
+    f: *const dlslime_future_t,
+    timeout_ms: u64,
+) -> dlslime_status_t {
     ffi_boundary! {
         let f = try_ref!(f);
         status_of(f.wait_for(Duration::from_millis(timeout_ms)))

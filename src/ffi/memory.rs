@@ -41,7 +41,9 @@ impl Castable for dlslime_memory_pool_t {
 ///
 /// Errors: `DLSLIME_STATUS_NULL_PARAMETER` if `out` is NULL.
 #[no_mangle]
-pub extern "C" fn dlslime_memory_pool_new(out: *mut *mut dlslime_memory_pool_t) -> dlslime_status_t {
+pub extern "C" fn dlslime_memory_pool_new(
+    out: *mut *mut dlslime_memory_pool_t,
+) -> dlslime_status_t {
     ffi_boundary! {
         let out = try_out!(out);
         unsafe { out.write(arc_into_ptr(MemoryPool::new())) };

@@ -94,8 +94,13 @@ mod tests {
         assert_eq!(panicking(true), dlslime_status_t::Panic);
         let mut buf = [0 as std::ffi::c_char; 128];
         let mut n = 0usize;
-        assert_eq!(dlslime_last_error_message(buf.as_mut_ptr(), buf.len(), &mut n), dlslime_status_t::Ok);
-        let msg = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
+        assert_eq!(
+            dlslime_last_error_message(buf.as_mut_ptr(), buf.len(), &mut n),
+            dlslime_status_t::Ok
+        );
+        let msg = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+            .to_str()
+            .unwrap();
         assert!(msg.contains("boom 7"), "{msg}");
         assert_eq!(msg.len(), n);
         assert_eq!(panicking_u64(), 0);

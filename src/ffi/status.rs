@@ -137,7 +137,11 @@ pub(crate) fn string_to_c(s: String) -> crate::Result<*mut c_char> {
 /// Returns `DLSLIME_STATUS_OK`, or `DLSLIME_STATUS_NULL_PARAMETER` when `buf` is NULL and
 /// `len` is not 0.
 #[no_mangle]
-pub extern "C" fn dlslime_last_error_message(buf: *mut c_char, len: usize, out_len: *mut usize) -> dlslime_status_t {
+pub extern "C" fn dlslime_last_error_message(
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> dlslime_status_t {
     ffi_boundary! {
         if buf.is_null() && len > 0 {
             null_arg!("buf");
@@ -219,7 +223,12 @@ mod tests {
             let p = dlslime_status_str(s.code());
             assert_eq!(unsafe { CStr::from_ptr(p) }.to_str().unwrap(), s.as_str());
         }
-        assert_eq!(unsafe { CStr::from_ptr(dlslime_status_str(-7)) }.to_str().unwrap(), "unknown status");
+        assert_eq!(
+            unsafe { CStr::from_ptr(dlslime_status_str(-7)) }
+                .to_str()
+                .unwrap(),
+            "unknown status"
+        );
     }
 
     #[test]
@@ -227,11 +236,23 @@ mod tests {
         set_last_error_message("hello world".into());
         let mut buf = [1 as c_char; 6];
         let mut n = 0usize;
-        assert_eq!(dlslime_last_error_message(buf.as_mut_ptr(), 6, &mut n), dlslime_status_t::Ok);
+        assert_eq!(
+            dlslime_last_error_message(buf.as_mut_ptr(), 6, &mut n),
+            dlslime_status_t::Ok
+        );
         assert_eq!(n, 11);
-        assert_eq!(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap(), "hello");
-        assert_eq!(dlslime_last_error_message(std::ptr::null_mut(), 0, &mut n), dlslime_status_t::Ok);
-        assert_eq!(dlslime_last_error_message(std::ptr::null_mut(), 3, &mut n), dlslime_status_t::NullParameter);
+        assert_eq!(
+            unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap(),
+            "hello"
+        );
+        assert_eq!(
+            dlslime_last_error_message(std::ptr::null_mut(), 0, &mut n),
+            dlslime_status_t::Ok
+        );
+        assert_eq!(
+            dlslime_last_error_message(std::ptr::null_mut(), 3, &mut n),
+            dlslime_status_t::NullParameter
+        );
         assert!(last_error().contains("buf"));
         dlslime_last_error_clear();
         assert_eq!(last_error(), "");

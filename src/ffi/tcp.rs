@@ -123,16 +123,19 @@ unsafe fn to_config(o: &dlslime_tcp_options_t) -> crate::Result<TcpConfig> {
     };
     let mut c = TcpConfig::default();
     if let Some(b) = text(o.bind, "bind")? {
-        c.bind = b
-            .parse::<SocketAddr>()
-            .map_err(|e| Error::invalid(format!("dlslime_tcp_options_t.bind {b:?} is not a numeric IP:port: {e}")))?;
+        c.bind = b.parse::<SocketAddr>().map_err(|e| {
+            Error::invalid(format!(
+                "dlslime_tcp_options_t.bind {b:?} is not a numeric IP:port: {e}"
+            ))
+        })?;
     }
     c.advertise_host = text(o.advertise_host, "advertise_host")?;
     if o.lanes != 0 {
         c.lanes = o.lanes as usize;
     }
     if o.chunk_size != 0 {
-        c.chunk_size = usize::try_from(o.chunk_size).map_err(|_| Error::invalid("chunk_size does not fit in size_t"))?;
+        c.chunk_size = usize::try_from(o.chunk_size)
+            .map_err(|_| Error::invalid("chunk_size does not fit in size_t"))?;
     }
     if o.idle_timeout_ms != 0 {
         c.idle_timeout = Duration::from_millis(o.idle_timeout_ms);

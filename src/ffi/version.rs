@@ -34,9 +34,14 @@ mod tests {
 
     #[test]
     fn version_string_and_number() {
-        let v = unsafe { std::ffi::CStr::from_ptr(dlslime_version()) }.to_str().unwrap();
+        let v = unsafe { std::ffi::CStr::from_ptr(dlslime_version()) }
+            .to_str()
+            .unwrap();
         assert_eq!(v, crate::VERSION);
         let parts: Vec<u32> = v.split('.').map(|p| p.parse().unwrap()).collect();
-        assert_eq!(dlslime_version_number(), (parts[0] << 16) | (parts[1] << 8) | parts[2]);
+        assert_eq!(
+            dlslime_version_number(),
+            (parts[0] << 16) | (parts[1] << 8) | parts[2]
+        );
     }
 }

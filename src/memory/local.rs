@@ -24,7 +24,10 @@ pub struct Region {
 impl Region {
     pub fn contains(&self, addr: u64, len: u64) -> bool {
         let start = self.addr as u64;
-        addr >= start && addr.checked_add(len).is_some_and(|end| end <= start + self.len as u64)
+        addr >= start
+            && addr
+                .checked_add(len)
+                .is_some_and(|end| end <= start + self.len as u64)
     }
 }
 
@@ -68,7 +71,12 @@ impl MemoryPool {
     /// # Safety
     /// The memory must stay valid and unaliased by Rust references that assume no
     /// mutation until the region is unregistered and every operation using it is done.
-    pub unsafe fn register(&self, name: Option<&str>, ptr: *mut u8, len: usize) -> Result<MrHandle> {
+    pub unsafe fn register(
+        &self,
+        name: Option<&str>,
+        ptr: *mut u8,
+        len: usize,
+    ) -> Result<MrHandle> {
         if ptr.is_null() {
             return Err(Error::new(Status::NullParameter, "register: null pointer"));
         }
@@ -76,7 +84,10 @@ impl MemoryPool {
             return Err(Error::invalid("register: zero-length region"));
         }
         if (ptr as usize).checked_add(len).is_none() {
-            return Err(Error::new(Status::OutOfRange, "register: region wraps the address space"));
+            return Err(Error::new(
+                Status::OutOfRange,
+                "register: region wraps the address space",
+            ));
         }
         let addr = ptr as usize;
         let mut t = self.t.write();
@@ -92,9 +103,16 @@ impl MemoryPool {
             }
         }
         if let Some(&h) = t.by_ptr.get(&addr) {
-            let old = t.slots[h as usize].clone().expect("by_ptr names a live handle");
+            let old = t.slots[h as usize]
+                .clone()
+                .expect("by_ptr names a live handle");
             if old.len < len {
-                let grown = Arc::new(Region { handle: h, addr, len, key: new_key() });
+                let grown = Arc::new(Region {
+                    handle: h,
+                    addr,
+                    len,
+                    key: new_key(),
+                });
                 t.slots[h as usize] = Some(grown);
             }
             if let Some(n) = name {
@@ -102,9 +120,18 @@ impl MemoryPool {
             }
             return Ok(h);
         }
-        let h = MrHandle::try_from(t.slots.len())
-            .map_err(|_| Error::new(Status::ResourceExhausted, "register: handle space exhausted"))?;
-        t.slots.push(Some(Arc::new(Region { handle: h, addr, len, key: new_key() })));
+        let h = MrHandle::try_from(t.slots.len()).map_err(|_| {
+            Error::new(
+                Status::ResourceExhausted,
+                "register: handle space exhausted",
+            )
+        })?;
+        t.slots.push(Some(Arc::new(Region {
+            handle: h,
+            addr,
+            len,
+            key: new_key(),
+        })));
         let n = name.map_or_else(|| format!("mr_{h}"), str::to_string);
         t.names.insert(n, h);
         t.by_ptr.insert(addr, h);
@@ -119,7 +146,12 @@ impl MemoryPool {
             .slots
             .get_mut(handle as usize)
             .and_then(Option::take)
-            .ok_or_else(|| Error::new(Status::UnknownHandle, format!("unregister: no live region with handle {handle}")))?;
+            .ok_or_else(|| {
+                Error::new(
+                    Status::UnknownHandle,
+                    format!("unregister: no live region with handle {handle}"),
+                )
+            })?;
         t.names.retain(|_, h| *h != handle);
         t.by_ptr.remove(&region.addr);
         if let Some(v) = t.by_start.get_mut(&region.addr) {
@@ -132,9 +164,12 @@ impl MemoryPool {
     }
 
     pub fn unregister_name(&self, name: &str) -> Result<()> {
-        let h = self
-            .handle(name)
-            .ok_or_else(|| Error::new(Status::UnknownHandle, format!("unregister: no region named {name:?}")))?;
+        let h = self.handle(name).ok_or_else(|| {
+            Error::new(
+                Status::UnknownHandle,
+                format!("unregister: no region named {name:?}"),
+            )
+        })?;
         self.unregister(h)
     }
 
@@ -148,11 +183,21 @@ impl MemoryPool {
             .slots
             .get(handle as usize)
             .and_then(Clone::clone)
-            .ok_or_else(|| Error::new(Status::UnknownHandle, format!("no live local region with handle {handle}")))
+            .ok_or_else(|| {
+                Error::new(
+                    Status::UnknownHandle,
+                    format!("no live local region with handle {handle}"),
+                )
+            })
     }
 
     /// Address of `[offset, offset+len)` inside a local region, bounds-checked.
-    pub fn local_range(&self, handle: MrHandle, offset: u64, len: u64) -> Result<(Arc<Region>, *mut u8)> {
+    pub fn local_range(
+        &self,
+        handle: MrHandle,
+        offset: u64,
+        len: u64,
+    ) -> Result<(Arc<Region>, *mut u8)> {
         let r = self.region(handle)?;
         check_range(&format!("local region {handle}"), offset, len, r.len as u64)?;
         let ptr = (r.addr + offset as usize) as *mut u8;
@@ -234,7 +279,12 @@ mod tests {
             assert_eq!(pool.region(h).unwrap().len, 64);
             assert_ne!(pool.region(h).unwrap().key, k1);
             // name bound elsewhere
-            assert_eq!(pool.register(Some("a"), b.as_mut_ptr(), 8).unwrap_err().status(), Status::NameConflict);
+            assert_eq!(
+                pool.register(Some("a"), b.as_mut_ptr(), 8)
+                    .unwrap_err()
+                    .status(),
+                Status::NameConflict
+            );
             let hb = pool.register(Some("b"), b.as_mut_ptr(), 64).unwrap();
             assert_eq!(hb, 1);
             let info = pool.mr_info();
@@ -242,13 +292,19 @@ mod tests {
             assert_eq!(info["a2"]["handle"], 0);
             assert_eq!(info["b"]["length"], 64);
             pool.unregister(h).unwrap();
-            assert_eq!(pool.unregister(h).unwrap_err().status(), Status::UnknownHandle);
+            assert_eq!(
+                pool.unregister(h).unwrap_err().status(),
+                Status::UnknownHandle
+            );
             assert!(pool.handle("a").is_none());
             // never reused
             let hc = pool.register(Some("a"), a.as_mut_ptr(), 8).unwrap();
             assert_eq!(hc, 2);
             pool.unregister_name("b").unwrap();
-            assert_eq!(pool.unregister_name("b").unwrap_err().status(), Status::UnknownHandle);
+            assert_eq!(
+                pool.unregister_name("b").unwrap_err().status(),
+                Status::UnknownHandle
+            );
         }
     }
 
@@ -258,15 +314,42 @@ mod tests {
         let mut a = buf(100);
         let h = unsafe { pool.register(Some("a"), a.as_mut_ptr(), 100).unwrap() };
         assert!(pool.local_range(h, 90, 10).is_ok());
-        assert_eq!(pool.local_range(h, 91, 10).unwrap_err().status(), Status::OutOfRange);
-        assert_eq!(pool.local_range(h, u64::MAX, 2).unwrap_err().status(), Status::OutOfRange);
-        assert_eq!(pool.local_range(7, 0, 1).unwrap_err().status(), Status::UnknownHandle);
+        assert_eq!(
+            pool.local_range(h, 91, 10).unwrap_err().status(),
+            Status::OutOfRange
+        );
+        assert_eq!(
+            pool.local_range(h, u64::MAX, 2).unwrap_err().status(),
+            Status::OutOfRange
+        );
+        assert_eq!(
+            pool.local_range(7, 0, 1).unwrap_err().status(),
+            Status::UnknownHandle
+        );
         let r = pool.region(h).unwrap();
         let base = r.addr as u64;
         assert!(pool.validate_access(base + 10, 90, r.key).is_ok());
-        assert_eq!(pool.validate_access(base + 10, 91, r.key).unwrap_err().status(), Status::RemoteAccess);
-        assert_eq!(pool.validate_access(base, 1, r.key ^ 1).unwrap_err().status(), Status::RemoteAccess);
-        assert_eq!(pool.validate_access(u64::MAX, 1, r.key).unwrap_err().status(), Status::RemoteAccess);
-        assert_eq!(pool.validate_access(1, 1, r.key).unwrap_err().status(), Status::RemoteAccess);
+        assert_eq!(
+            pool.validate_access(base + 10, 91, r.key)
+                .unwrap_err()
+                .status(),
+            Status::RemoteAccess
+        );
+        assert_eq!(
+            pool.validate_access(base, 1, r.key ^ 1)
+                .unwrap_err()
+                .status(),
+            Status::RemoteAccess
+        );
+        assert_eq!(
+            pool.validate_access(u64::MAX, 1, r.key)
+                .unwrap_err()
+                .status(),
+            Status::RemoteAccess
+        );
+        assert_eq!(
+            pool.validate_access(1, 1, r.key).unwrap_err().status(),
+            Status::RemoteAccess
+        );
     }
 }

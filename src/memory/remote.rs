@@ -21,12 +21,30 @@ impl RemoteRegion {
     /// Parses the original's `{"addr", "length", "rkey"}` (also accepts `"key"`).
     pub fn from_json(v: &Value) -> Result<RemoteRegion> {
         let field = |k: &str| v.get(k).and_then(Value::as_u64);
-        let addr = field("addr").ok_or_else(|| Error::new(Status::InvalidEndpointInfo, "memory region info lacks \"addr\""))?;
-        let len = field("length").ok_or_else(|| Error::new(Status::InvalidEndpointInfo, "memory region info lacks \"length\""))?;
-        let key = field("rkey")
-            .or_else(|| field("key"))
-            .ok_or_else(|| Error::new(Status::InvalidEndpointInfo, "memory region info lacks \"rkey\""))?;
-        let key = u32::try_from(key).map_err(|_| Error::new(Status::InvalidEndpointInfo, "\"rkey\" does not fit in 32 bits"))?;
+        let addr = field("addr").ok_or_else(|| {
+            Error::new(
+                Status::InvalidEndpointInfo,
+                "memory region info lacks \"addr\"",
+            )
+        })?;
+        let len = field("length").ok_or_else(|| {
+            Error::new(
+                Status::InvalidEndpointInfo,
+                "memory region info lacks \"length\"",
+            )
+        })?;
+        let key = field("rkey").or_else(|| field("key")).ok_or_else(|| {
+            Error::new(
+                Status::InvalidEndpointInfo,
+                "memory region info lacks \"rkey\"",
+            )
+        })?;
+        let key = u32::try_from(key).map_err(|_| {
+            Error::new(
+                Status::InvalidEndpointInfo,
+                "\"rkey\" does not fit in 32 bits",
+            )
+        })?;
         Ok(RemoteRegion { addr, len, key })
     }
 }
@@ -67,7 +85,12 @@ impl RemotePool {
         t.slots
             .get_mut(handle as usize)
             .and_then(Option::take)
-            .ok_or_else(|| Error::new(Status::UnknownHandle, format!("no live remote region with handle {handle}")))?;
+            .ok_or_else(|| {
+                Error::new(
+                    Status::UnknownHandle,
+                    format!("no live remote region with handle {handle}"),
+                )
+            })?;
         t.names.retain(|_, h| *h != handle);
         Ok(())
     }
@@ -83,7 +106,12 @@ impl RemotePool {
             .get(handle as usize)
             .copied()
             .flatten()
-            .ok_or_else(|| Error::new(Status::UnknownHandle, format!("no live remote region with handle {handle}")))
+            .ok_or_else(|| {
+                Error::new(
+                    Status::UnknownHandle,
+                    format!("no live remote region with handle {handle}"),
+                )
+            })
     }
 
     /// Remote address and key for `[offset, offset+len)`, checked against the length the

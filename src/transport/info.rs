@@ -21,10 +21,16 @@ pub fn envelope(transport: &str, mr_info: Value, fields: Map<String, Value>) -> 
 
 /// Checks the envelope of a peer's info and returns its object.
 pub fn check_envelope<'a>(info: &'a Value, transport: &str) -> Result<&'a Map<String, Value>> {
-    let obj = info.as_object().ok_or_else(|| bad("endpoint info is not a JSON object"))?;
+    let obj = info
+        .as_object()
+        .ok_or_else(|| bad("endpoint info is not a JSON object"))?;
     match obj.get("transport").and_then(Value::as_str) {
         Some(t) if t == transport => {}
-        Some(t) => return Err(bad(format!("endpoint info is for transport {t:?}, this endpoint is {transport:?}"))),
+        Some(t) => {
+            return Err(bad(format!(
+                "endpoint info is for transport {t:?}, this endpoint is {transport:?}"
+            )))
+        }
         None => return Err(bad("endpoint info lacks \"transport\"")),
     }
     match obj.get("version").and_then(Value::as_u64) {
@@ -73,12 +79,16 @@ pub(crate) fn bad(msg: impl Into<String>) -> Error {
 
 /// Reads a required string field.
 pub fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
-    obj.get(key).and_then(Value::as_str).ok_or_else(|| bad(format!("endpoint info lacks string field {key:?}")))
+    obj.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(format!("endpoint info lacks string field {key:?}")))
 }
 
 /// Reads a required unsigned field.
 pub fn u64_field(obj: &Map<String, Value>, key: &str) -> Result<u64> {
-    obj.get(key).and_then(Value::as_u64).ok_or_else(|| bad(format!("endpoint info lacks numeric field {key:?}")))
+    obj.get(key)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad(format!("endpoint info lacks numeric field {key:?}")))
 }
 
 #[cfg(test)]
@@ -90,11 +100,23 @@ mod tests {
     fn envelope_checks() {
         let v = envelope("tcp", json!({}), Map::new());
         assert!(check_envelope(&v, "tcp").is_ok());
-        assert_eq!(check_envelope(&v, "shm").unwrap_err().status(), Status::InvalidEndpointInfo);
+        assert_eq!(
+            check_envelope(&v, "shm").unwrap_err().status(),
+            Status::InvalidEndpointInfo
+        );
         let old = json!({"transport": "tcp", "version": 99});
-        assert_eq!(check_envelope(&old, "tcp").unwrap_err().status(), Status::VersionMismatch);
-        assert_eq!(check_envelope(&json!([1]), "tcp").unwrap_err().status(), Status::InvalidEndpointInfo);
-        assert_eq!(parse("{nope").unwrap_err().status(), Status::InvalidEndpointInfo);
+        assert_eq!(
+            check_envelope(&old, "tcp").unwrap_err().status(),
+            Status::VersionMismatch
+        );
+        assert_eq!(
+            check_envelope(&json!([1]), "tcp").unwrap_err().status(),
+            Status::InvalidEndpointInfo
+        );
+        assert_eq!(
+            parse("{nope").unwrap_err().status(),
+            Status::InvalidEndpointInfo
+        );
     }
 
     #[test]
@@ -107,6 +129,8 @@ mod tests {
         assert_eq!(remote.handle("a"), Some(0));
         assert_eq!(remote.handle("b"), Some(1));
         let broken = json!({"mr_info": {"x": {"addr": 1}}});
-        assert!(register_peer_regions(&RemotePool::default(), broken.as_object().unwrap()).is_err());
+        assert!(
+            register_peer_regions(&RemotePool::default(), broken.as_object().unwrap()).is_err()
+        );
     }
 }

@@ -85,7 +85,12 @@ struct MsgInner<U> {
 
 impl<U> Default for MsgMatcher<U> {
     fn default() -> Self {
-        MsgMatcher { inner: Mutex::new(MsgInner { posted: VecDeque::new(), early: VecDeque::new() }) }
+        MsgMatcher {
+            inner: Mutex::new(MsgInner {
+                posted: VecDeque::new(),
+                early: VecDeque::new(),
+            }),
+        }
     }
 }
 
@@ -103,14 +108,7 @@ impl<U> MsgMatcher<U> {
     /// A message arrived with no receive posted: queue it, unless a receive was posted in
     /// the meantime, in which case the pair is returned for the caller to deliver.
     pub fn arrive(&self, msg: U) -> Option<(PostedRecv, U)> {
-        let mut g = self.inner.lock();
-        if g.early.is_empty() {
-            if let Some(r) = pop_live(&mut g.posted) {
-                return Some((r, msg));
-            }
-        }
-        g.early.push_back(msg);
-        None
+        self.match_or_queue(msg, false)
     }
 
     /// A receive is posted: pair it with the oldest early message, or queue it.
@@ -123,6 +121,27 @@ impl<U> MsgMatcher<U> {
                 None
             }
         }
+    }
+
+    /// A matched message whose receive was cancelled before it was filled goes back to
+    /// the head of the queue, or straight to the next live receive.
+    pub fn requeue(&self, msg: U) -> Option<(PostedRecv, U)> {
+        self.match_or_queue(msg, true)
+    }
+
+    fn match_or_queue(&self, msg: U, at_head: bool) -> Option<(PostedRecv, U)> {
+        let mut g = self.inner.lock();
+        if g.early.is_empty() {
+            if let Some(r) = pop_live(&mut g.posted) {
+                return Some((r, msg));
+            }
+        }
+        if at_head {
+            g.early.push_front(msg);
+        } else {
+            g.early.push_back(msg);
+        }
+        None
     }
 
     /// Fails every posted receive; early messages stay queued.
@@ -160,7 +179,12 @@ mod tests {
     use std::time::Duration;
 
     fn op() -> Arc<OpState> {
-        OpState::new(1, Deadline::after(Duration::from_secs(5)), Duration::ZERO, None)
+        OpState::new(
+            1,
+            Deadline::after(Duration::from_secs(5)),
+            Duration::ZERO,
+            None,
+        )
     }
 
     #[test]
@@ -189,10 +213,20 @@ mod tests {
         let m: MsgMatcher<u32> = MsgMatcher::default();
         assert!(m.take_posted().is_none());
         assert!(m.arrive(7).is_none());
-        let r = PostedRecv { ptr: 0, cap: 8, op: op() };
+        let r = PostedRecv {
+            ptr: 0,
+            cap: 8,
+            op: op(),
+        };
         let (_, msg) = m.post(r).unwrap();
         assert_eq!(msg, 7);
-        assert!(m.post(PostedRecv { ptr: 1, cap: 8, op: op() }).is_none());
+        assert!(m
+            .post(PostedRecv {
+                ptr: 1,
+                cap: 8,
+                op: op()
+            })
+            .is_none());
         assert_eq!(m.take_posted().unwrap().ptr, 1);
     }
 }

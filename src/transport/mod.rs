@@ -28,8 +28,20 @@ pub struct Assignment {
 }
 
 impl Assignment {
-    pub fn new(local: MrHandle, remote: RemoteHandle, remote_offset: u64, local_offset: u64, length: u64) -> Self {
-        Assignment { local, remote, remote_offset, local_offset, length }
+    pub fn new(
+        local: MrHandle,
+        remote: RemoteHandle,
+        remote_offset: u64,
+        local_offset: u64,
+        length: u64,
+    ) -> Self {
+        Assignment {
+            local,
+            remote,
+            remote_offset,
+            local_offset,
+            length,
+        }
     }
 }
 
@@ -60,7 +72,12 @@ pub trait Endpoint: Send + Sync {
     fn write(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future>;
     /// Like `write`, then delivers exactly one notification carrying `imm` to the peer's
     /// `imm_recv`, after the data is visible there.
-    fn write_with_imm(&self, assignments: &[Assignment], imm: i32, timeout: Option<Duration>) -> Result<Future>;
+    fn write_with_imm(
+        &self,
+        assignments: &[Assignment],
+        imm: i32,
+        timeout: Option<Duration>,
+    ) -> Result<Future>;
     /// Completes with the next immediate-data notification (queued if it came first).
     fn imm_recv(&self, timeout: Option<Duration>) -> Result<Future>;
 
@@ -88,7 +105,12 @@ pub trait Endpoint: Send + Sync {
     ///
     /// # Safety
     /// See [`MemoryPool::register`].
-    unsafe fn register_memory_region(&self, name: &str, ptr: *mut u8, len: usize) -> Result<MrHandle> {
+    unsafe fn register_memory_region(
+        &self,
+        name: &str,
+        ptr: *mut u8,
+        len: usize,
+    ) -> Result<MrHandle> {
         self.memory_pool().register(Some(name), ptr, len)
     }
 

@@ -27,11 +27,17 @@ impl Peer {
     pub fn spawn(entry: &str, env: &[(&str, String)]) -> Peer {
         let exe = std::env::current_exe().expect("test binary path");
         let mut cmd = Command::new(exe);
-        cmd.args([entry, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args([
+            entry,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -50,7 +56,11 @@ impl Peer {
             }
         });
         let stdin = child.stdin.take();
-        Peer { child, stdin, lines: rx }
+        Peer {
+            child,
+            stdin,
+            lines: rx,
+        }
     }
 
     pub fn send(&mut self, msg: &str) {
@@ -125,7 +135,9 @@ pub struct Parent {
 
 impl Parent {
     pub fn new() -> Parent {
-        Parent { lines: std::io::stdin().lock().lines() }
+        Parent {
+            lines: std::io::stdin().lock().lines(),
+        }
     }
 
     pub fn send(&self, msg: &str) {
@@ -142,7 +154,9 @@ impl Parent {
 
 /// Deterministic test pattern: byte `i` of a buffer seeded with `seed`.
 pub fn pattern_byte(seed: u64, i: usize) -> u8 {
-    let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(seed.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let x = (i as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(seed.wrapping_mul(0xD1B5_4A32_D192_ED03));
     (x >> 56) as u8 ^ (i as u8)
 }
 
@@ -154,5 +168,7 @@ pub fn fill_pattern(buf: &mut [u8], seed: u64) {
 
 /// Index of the first byte that differs from the pattern, if any.
 pub fn check_pattern(buf: &[u8], seed: u64) -> Option<usize> {
-    buf.iter().enumerate().position(|(i, b)| *b != pattern_byte(seed, i))
+    buf.iter()
+        .enumerate()
+        .position(|(i, b)| *b != pattern_byte(seed, i))
 }

@@ -32,7 +32,9 @@ fn page_round(len: usize) -> Option<usize> {
 
 /// Creates a memfd of `len` bytes (rounded up to a page) and maps it read-write.
 pub(crate) fn memfd_map(name: &str, len: usize) -> Result<(OwnedFd, *mut u8, usize)> {
-    let size = page_round(len).filter(|&l| l > 0).ok_or_else(|| Error::invalid("shared allocation: bad length"))?;
+    let size = page_round(len)
+        .filter(|&l| l > 0)
+        .ok_or_else(|| Error::invalid("shared allocation: bad length"))?;
     let cname = std::ffi::CString::new(name).unwrap();
     // SAFETY: plain syscalls on owned values; errors are checked.
     unsafe {
@@ -42,7 +44,10 @@ pub(crate) fn memfd_map(name: &str, len: usize) -> Result<(OwnedFd, *mut u8, usi
         }
         let fd = OwnedFd::from_raw_fd(fd);
         if libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) != 0 {
-            return Err(Error::io("ftruncate(memfd)", std::io::Error::last_os_error()));
+            return Err(Error::io(
+                "ftruncate(memfd)",
+                std::io::Error::last_os_error(),
+            ));
         }
         let p = map_fd(fd.as_raw_fd(), size)?;
         Ok((fd, p, size))
@@ -52,7 +57,16 @@ pub(crate) fn memfd_map(name: &str, len: usize) -> Result<(OwnedFd, *mut u8, usi
 /// Maps `size` bytes of a memfd shared and read-write.
 pub(crate) fn map_fd(fd: i32, size: usize) -> Result<*mut u8> {
     // SAFETY: a fresh mapping; the kernel checks fd and size.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
     if p == libc::MAP_FAILED {
         return Err(Error::io("mmap(memfd)", std::io::Error::last_os_error()));
     }
@@ -79,7 +93,14 @@ pub fn alloc_shared(len: usize) -> Result<*mut u8> {
         return Err(Error::invalid("alloc_shared: zero length"));
     }
     let (fd, p, size) = memfd_map("dlslime-shared", len)?;
-    table().lock().insert(p as usize, Arc::new(AllocInfo { base: p as usize, len: size, fd }));
+    table().lock().insert(
+        p as usize,
+        Arc::new(AllocInfo {
+            base: p as usize,
+            len: size,
+            fd,
+        }),
+    );
     Ok(p)
 }
 
@@ -89,10 +110,12 @@ pub fn alloc_shared(len: usize) -> Result<*mut u8> {
 /// # Safety
 /// `ptr` must come from `alloc_shared` and must not be used afterwards.
 pub unsafe fn free_shared(ptr: *mut u8) -> Result<()> {
-    let info = table()
-        .lock()
-        .remove(&(ptr as usize))
-        .ok_or_else(|| Error::new(Status::UnknownHandle, "free_shared: pointer is not a live shared allocation"))?;
+    let info = table().lock().remove(&(ptr as usize)).ok_or_else(|| {
+        Error::new(
+            Status::UnknownHandle,
+            "free_shared: pointer is not a live shared allocation",
+        )
+    })?;
     libc::munmap(info.base as *mut libc::c_void, info.len);
     Ok(())
 }
@@ -122,7 +145,10 @@ unsafe impl Sync for SharedBuf {}
 
 impl SharedBuf {
     pub fn new(len: usize) -> Result<SharedBuf> {
-        Ok(SharedBuf { ptr: alloc_shared(len)?, len })
+        Ok(SharedBuf {
+            ptr: alloc_shared(len)?,
+            len,
+        })
     }
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr
@@ -184,10 +210,20 @@ impl PeerMappings {
     pub fn add(&mut self, peer_base: u64, claimed_len: u64, fd: OwnedFd) -> Result<()> {
         let size = (fd_size(fd.as_raw_fd())? as u64).min(claimed_len);
         if size == 0 || peer_base.checked_add(size).is_none() {
-            return Err(Error::new(Status::Protocol, "peer announced an empty or wrapping shared allocation"));
+            return Err(Error::new(
+                Status::Protocol,
+                "peer announced an empty or wrapping shared allocation",
+            ));
         }
         let local = map_fd(fd.as_raw_fd(), size as usize)?;
-        self.by_base.insert(peer_base, PeerMapping { peer_base, len: size, local });
+        self.by_base.insert(
+            peer_base,
+            PeerMapping {
+                peer_base,
+                len: size,
+                local,
+            },
+        );
         Ok(())
     }
 
@@ -195,7 +231,8 @@ impl PeerMappings {
     pub fn translate(&self, addr: u64, len: u64) -> Option<*mut u8> {
         let (_, m) = self.by_base.range(..=addr).next_back()?;
         let end = addr.checked_add(len)?;
-        (end <= m.peer_base + m.len).then(|| (m.local as usize + (addr - m.peer_base) as usize) as *mut u8)
+        (end <= m.peer_base + m.len)
+            .then(|| (m.local as usize + (addr - m.peer_base) as usize) as *mut u8)
     }
 }
 

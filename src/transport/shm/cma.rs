@@ -18,18 +18,32 @@ pub unsafe fn write_to(pid: i32, local: *const u8, remote: u64, len: usize) -> R
     transfer(pid, local as *mut u8, remote, len, true)
 }
 
-unsafe fn transfer(pid: i32, local: *mut u8, remote: u64, len: usize, write: bool) -> Result<(), i32> {
+unsafe fn transfer(
+    pid: i32,
+    local: *mut u8,
+    remote: u64,
+    len: usize,
+    write: bool,
+) -> Result<(), i32> {
     let mut done = 0usize;
     while done < len {
-        let l = libc::iovec { iov_base: local.add(done) as *mut libc::c_void, iov_len: len - done };
-        let r = libc::iovec { iov_base: (remote as usize + done) as *mut libc::c_void, iov_len: len - done };
+        let l = libc::iovec {
+            iov_base: local.add(done) as *mut libc::c_void,
+            iov_len: len - done,
+        };
+        let r = libc::iovec {
+            iov_base: (remote as usize + done) as *mut libc::c_void,
+            iov_len: len - done,
+        };
         let n = if write {
             libc::process_vm_writev(pid, &l, 1, &r, 1, 0)
         } else {
             libc::process_vm_readv(pid, &l, 1, &r, 1, 0)
         };
         if n < 0 {
-            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
+            let e = std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO);
             if e == libc::EINTR {
                 continue;
             }

@@ -13,9 +13,12 @@ use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use super::alloc::{self, PeerMappings};
-use super::handshake;
-use super::ring::{self, kind, Consumer, Doorbell, Entry, Producer, RegionTable, Segment, INLINE_CAP, NSLOTS, SLOT_SIZE};
 use super::cma;
+use super::handshake;
+use super::ring::{
+    self, kind, Consumer, Doorbell, Entry, Producer, RegionTable, Segment, INLINE_CAP, NSLOTS,
+    SLOT_SIZE,
+};
 use crate::engine::{self, Deadline, ProgressMode};
 use crate::error::{Error, Result, Status};
 use crate::future::{Driver, Future, InflightOps, OpState};
@@ -66,7 +69,11 @@ pub struct ShmStats {
 enum Early {
     Bytes(Vec<u8>),
     /// A large message to pull from the sender: reply id, sender address, length.
-    Rts { id: u64, addr: u64, len: u64 },
+    Rts {
+        id: u64,
+        addr: u64,
+        len: u64,
+    },
     /// A staged message being (or already) reassembled, by message id.
     Staged(u64),
 }
@@ -93,9 +100,22 @@ struct Agg {
 }
 
 enum Pending {
-    Part { agg: Arc<Agg>, slot: Option<u32> },
-    ReadGrant { agg: Arc<Agg>, remote: u64, local: usize, len: usize },
-    StRead { agg: Arc<Agg>, local: usize, len: usize, slot: u32 },
+    Part {
+        agg: Arc<Agg>,
+        slot: Option<u32>,
+    },
+    ReadGrant {
+        agg: Arc<Agg>,
+        remote: u64,
+        local: usize,
+        len: usize,
+    },
+    StRead {
+        agg: Arc<Agg>,
+        local: usize,
+        len: usize,
+        slot: u32,
+    },
 }
 
 struct Conn {
@@ -173,7 +193,9 @@ fn err(status: Status, msg: impl Into<String>) -> Error {
 
 fn status_message(s: Status) -> &'static str {
     match s {
-        Status::RemoteAccess => "the target refused the range: outside its registered regions or a wrong key",
+        Status::RemoteAccess => {
+            "the target refused the range: outside its registered regions or a wrong key"
+        }
         Status::PeerDisconnected => "shared-memory peer disconnected",
         Status::Io => "the target could not copy the data (see its log)",
         _ => s.as_str(),
@@ -184,18 +206,30 @@ fn errno_status(e: i32, counter: &AtomicU64) -> (Status, String) {
     if e == libc::EPERM {
         counter.fetch_add(1, Ordering::Relaxed);
         eprintln!("dlslime shm: cross-memory attach refused (EPERM) at run time; operation failed");
-        (Status::Io, "cross-memory attach refused by the kernel (EPERM)".into())
+        (
+            Status::Io,
+            "cross-memory attach refused by the kernel (EPERM)".into(),
+        )
     } else if e == libc::ESRCH {
         (Status::PeerDisconnected, "peer process is gone".into())
     } else {
-        (Status::Io, format!("cross-memory attach failed: {}", std::io::Error::from_raw_os_error(e)))
+        (
+            Status::Io,
+            format!(
+                "cross-memory attach failed: {}",
+                std::io::Error::from_raw_os_error(e)
+            ),
+        )
     }
 }
 
 impl ShmEndpoint {
     pub fn new(pool: Arc<MemoryPool>, cfg: ShmConfig) -> Result<ShmEndpoint> {
         let (listener, sock_name) = handshake::listen()?;
-        let host_id = cfg.host_id_override.clone().unwrap_or_else(handshake::host_identity);
+        let host_id = cfg
+            .host_id_override
+            .clone()
+            .unwrap_or_else(handshake::host_identity);
         Ok(ShmEndpoint {
             inner: Arc::new(Inner {
                 pool,
@@ -245,7 +279,11 @@ impl ShmEndpoint {
     /// Test hook: a correctly sealed entry (for entries that are well formed but lie).
     pub fn push_entry_for_test(&self, e: &Entry) -> Result<()> {
         let c = self.inner.conn()?;
-        self.inner.push(c, e, PushMode::Wait(Deadline::after(Duration::from_secs(5))))
+        self.inner.push(
+            c,
+            e,
+            PushMode::Wait(Deadline::after(Duration::from_secs(5))),
+        )
     }
 
     fn new_op(&self, parts: u32, timeout: Option<Duration>) -> Arc<OpState> {
@@ -260,7 +298,13 @@ impl ShmEndpoint {
         op
     }
 
-    fn rw(&self, assignments: &[Assignment], write: bool, imm: Option<i32>, timeout: Option<Duration>) -> Result<Future> {
+    fn rw(
+        &self,
+        assignments: &[Assignment],
+        write: bool,
+        imm: Option<i32>,
+        timeout: Option<Duration>,
+    ) -> Result<Future> {
         let i = &self.inner;
         let c = i.conn()?;
         // Check everything before touching any memory.
@@ -272,7 +316,12 @@ impl ShmEndpoint {
         }
         let op = self.new_op(1, timeout);
         let deadline = op.deadline();
-        let agg = Arc::new(Agg { op: op.clone(), remaining: AtomicU32::new(1), err: Mutex::new(None), imm });
+        let agg = Arc::new(Agg {
+            op: op.clone(),
+            remaining: AtomicU32::new(1),
+            err: Mutex::new(None),
+            imm,
+        });
         let mut failure: Option<Error> = None;
         'outer: for (lptr, raddr, key, len) in plan {
             if len == 0 {
@@ -300,12 +349,26 @@ impl ShmEndpoint {
                 agg.remaining.fetch_add(1, Ordering::AcqRel);
                 let mut e;
                 if write {
-                    c.pending.lock().insert(id, Pending::Part { agg: agg.clone(), slot: None });
+                    c.pending.lock().insert(
+                        id,
+                        Pending::Part {
+                            agg: agg.clone(),
+                            slot: None,
+                        },
+                    );
                     e = Entry::new(kind::WRITE);
                     e.a = lptr as u64;
                     e.b = raddr;
                 } else {
-                    c.pending.lock().insert(id, Pending::ReadGrant { agg: agg.clone(), remote: raddr, local: lptr as usize, len: len as usize });
+                    c.pending.lock().insert(
+                        id,
+                        Pending::ReadGrant {
+                            agg: agg.clone(),
+                            remote: raddr,
+                            local: lptr as usize,
+                            len: len as usize,
+                        },
+                    );
                     e = Entry::new(kind::READ);
                     e.a = raddr;
                 }
@@ -337,12 +400,28 @@ impl ShmEndpoint {
                 let mut e;
                 if write {
                     // SAFETY: the slot is ours until the target's reply frees it.
-                    unsafe { std::ptr::copy_nonoverlapping(lptr.add(off as usize), sp, clen as usize) };
-                    c.pending.lock().insert(id, Pending::Part { agg: agg.clone(), slot: Some(slot) });
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(lptr.add(off as usize), sp, clen as usize)
+                    };
+                    c.pending.lock().insert(
+                        id,
+                        Pending::Part {
+                            agg: agg.clone(),
+                            slot: Some(slot),
+                        },
+                    );
                     e = Entry::new(kind::ST_WRITE);
                     e.b = raddr + off;
                 } else {
-                    c.pending.lock().insert(id, Pending::StRead { agg: agg.clone(), local: lptr as usize + off as usize, len: clen as usize, slot });
+                    c.pending.lock().insert(
+                        id,
+                        Pending::StRead {
+                            agg: agg.clone(),
+                            local: lptr as usize + off as usize,
+                            len: clen as usize,
+                            slot,
+                        },
+                    );
                     e = Entry::new(kind::ST_READ);
                     e.a = raddr + off;
                 }
@@ -416,7 +495,10 @@ impl Driver for Inner {
     fn drive(&self) {
         let Some(c) = self.conn.get() else { return };
         let now = Instant::now();
-        self.last_inline_us.store(now.duration_since(self.epoch).as_micros() as u64, Ordering::Relaxed);
+        self.last_inline_us.store(
+            now.duration_since(self.epoch).as_micros() as u64,
+            Ordering::Relaxed,
+        );
         if self.poll(c) {
             IDLE.with(|s| s.set((self as *const _ as usize, None, Some(now))));
             return;
@@ -429,13 +511,16 @@ impl Driver for Inner {
         let me = self as *const _ as usize;
         let sleep = IDLE.with(|s| {
             let (ep, first, last) = s.get();
-            let fresh = ep != me || last.is_none_or(|l| now.duration_since(l) > Duration::from_millis(1));
+            let fresh =
+                ep != me || last.is_none_or(|l| now.duration_since(l) > Duration::from_millis(1));
             let first = if fresh { now } else { first.unwrap_or(now) };
             s.set((me, Some(first), Some(now)));
             now.duration_since(first) >= self.cfg.engine.spin
         });
         if sleep {
-            c.in_bell.sleep(Duration::from_millis(1), || c.cons.try_lock().is_none_or(|g| g.has_work()));
+            c.in_bell.sleep(Duration::from_millis(1), || {
+                c.cons.try_lock().is_none_or(|g| g.has_work())
+            });
             if self.poll(c) {
                 IDLE.with(|s| s.set((me, None, Some(Instant::now()))));
             }
@@ -449,9 +534,14 @@ impl Inner {
             return Err(err(Status::ShutDown, "endpoint is shut down"));
         }
         if self.dead.load(Ordering::Acquire) {
-            return Err(err(Status::PeerDisconnected, "shared-memory peer disconnected"));
+            return Err(err(
+                Status::PeerDisconnected,
+                "shared-memory peer disconnected",
+            ));
         }
-        self.conn.get().ok_or_else(|| err(Status::NotConnected, "endpoint is not connected"))
+        self.conn
+            .get()
+            .ok_or_else(|| err(Status::NotConnected, "endpoint is not connected"))
     }
 
     fn push(&self, c: &Conn, e: &Entry, mode: PushMode) -> Result<()> {
@@ -478,14 +568,20 @@ impl Inner {
             }
             c.out_bell.ring();
             if self.dead.load(Ordering::Acquire) {
-                return Err(err(Status::PeerDisconnected, "shared-memory peer disconnected"));
+                return Err(err(
+                    Status::PeerDisconnected,
+                    "shared-memory peer disconnected",
+                ));
             }
             if self.closed.load(Ordering::Acquire) {
                 return Err(err(Status::ShutDown, "endpoint is shut down"));
             }
             if let PushMode::Wait(d) = mode {
                 if d.expired() {
-                    return Err(err(Status::Timeout, "control ring stayed full until the deadline"));
+                    return Err(err(
+                        Status::Timeout,
+                        "control ring stayed full until the deadline",
+                    ));
                 }
             }
             self.poll(c);
@@ -493,7 +589,10 @@ impl Inner {
         }
     }
 
-    fn prod_lock<'a>(&self, c: &'a Conn) -> parking_lot::MutexGuard<'a, (Producer, VecDeque<Entry>)> {
+    fn prod_lock<'a>(
+        &self,
+        c: &'a Conn,
+    ) -> parking_lot::MutexGuard<'a, (Producer, VecDeque<Entry>)> {
         c.prod.lock()
     }
 
@@ -503,14 +602,20 @@ impl Inner {
             let free = !cur & ((1u32 << NSLOTS) - 1);
             if free != 0 {
                 let s = free.trailing_zeros();
-                if c.slots.compare_exchange(cur, cur | (1 << s), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                if c.slots
+                    .compare_exchange(cur, cur | (1 << s), Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
                     return Ok(s);
                 }
                 continue;
             }
             self.conn()?;
             if deadline.expired() {
-                return Err(err(Status::Timeout, "no bounce slot freed before the deadline"));
+                return Err(err(
+                    Status::Timeout,
+                    "no bounce slot freed before the deadline",
+                ));
             }
             if !self.poll(c) {
                 std::thread::sleep(Duration::from_micros(20));
@@ -524,7 +629,9 @@ impl Inner {
 
     /// Drains the inbound ring (one thread at a time). Returns whether it did anything.
     fn poll(&self, c: &Conn) -> bool {
-        let Some(mut cons) = c.cons.try_lock() else { return false };
+        let Some(mut cons) = c.cons.try_lock() else {
+            return false;
+        };
         let mut did = false;
         if c.backlogged.load(Ordering::Acquire) {
             // Flush replies that found the ring full.
@@ -557,7 +664,10 @@ impl Inner {
 
     fn reject(&self, e: &Entry, why: &str) {
         self.stats.rejected_entries.fetch_add(1, Ordering::Relaxed);
-        eprintln!("dlslime shm: rejected ring entry (kind {}, id {}): {why}", e.kind, e.id);
+        eprintln!(
+            "dlslime shm: rejected ring entry (kind {}, id {}): {why}",
+            e.kind, e.id
+        );
     }
 
     fn reply(&self, c: &Conn, id: u64, st: Status, slot: u32) {
@@ -582,7 +692,11 @@ impl Inner {
                 }
             }
             kind::RTS => {
-                if let Some((r, m)) = self.msgs.arrive(Early::Rts { id: e.id, addr: e.a, len: e.n }) {
+                if let Some((r, m)) = self.msgs.arrive(Early::Rts {
+                    id: e.id,
+                    addr: e.a,
+                    len: e.n,
+                }) {
                     self.complete_recv(c, r, m);
                 }
             }
@@ -595,7 +709,9 @@ impl Inner {
                         if let Some(src) = c.peer_maps.translate(e.a, e.n) {
                             // SAFETY: dst validated against our registered regions; src is
                             // inside our mapping of the initiator's allocation.
-                            unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst, e.n as usize) };
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(src as *const u8, dst, e.n as usize)
+                            };
                             Status::Ok
                         } else {
                             self.stats.cma.fetch_add(1, Ordering::Relaxed);
@@ -614,7 +730,11 @@ impl Inner {
                 self.reply(c, e.id, st, 0);
             }
             kind::READ => {
-                let st = if self.pool.validate_access(e.a, e.n, e.key).is_ok() { Status::Ok } else { Status::RemoteAccess };
+                let st = if self.pool.validate_access(e.a, e.n, e.key).is_ok() {
+                    Status::Ok
+                } else {
+                    Status::RemoteAccess
+                };
                 self.reply(c, e.id, st, 0);
             }
             kind::ST_WRITE => {
@@ -623,7 +743,11 @@ impl Inner {
                     Ok(_) => {
                         // SAFETY: slot index and length checked by validate(); dst validated.
                         unsafe {
-                            std::ptr::copy_nonoverlapping(c.peer_slots.add(e.slot as usize * SLOT_SIZE), e.b as usize as *mut u8, e.len as usize)
+                            std::ptr::copy_nonoverlapping(
+                                c.peer_slots.add(e.slot as usize * SLOT_SIZE),
+                                e.b as usize as *mut u8,
+                                e.len as usize,
+                            )
                         };
                         Status::Ok
                     }
@@ -636,7 +760,11 @@ impl Inner {
                     Ok(_) => {
                         // SAFETY: as for ST_WRITE, the other way round.
                         unsafe {
-                            std::ptr::copy_nonoverlapping(e.a as usize as *const u8, c.peer_slots.add(e.slot as usize * SLOT_SIZE), e.len as usize)
+                            std::ptr::copy_nonoverlapping(
+                                e.a as usize as *const u8,
+                                c.peer_slots.add(e.slot as usize * SLOT_SIZE),
+                                e.len as usize,
+                            )
                         };
                         Status::Ok
                     }
@@ -667,11 +795,20 @@ impl Inner {
                 }
                 agg.part(self, st, msg);
             }
-            Pending::ReadGrant { agg, remote, local, len } => {
+            Pending::ReadGrant {
+                agg,
+                remote,
+                local,
+                len,
+            } => {
                 if !st.is_ok() {
                     agg.part(self, st, msg);
                 } else if !agg.op.begin_io() {
-                    agg.part(self, Status::Cancelled, "operation ended before the data arrived");
+                    agg.part(
+                        self,
+                        Status::Cancelled,
+                        "operation ended before the data arrived",
+                    );
                 } else {
                     self.stats.cma.fetch_add(1, Ordering::Relaxed);
                     // SAFETY: local range checked at submission; begin_io keeps it ours.
@@ -686,11 +823,22 @@ impl Inner {
                     }
                 }
             }
-            Pending::StRead { agg, local, len, slot } => {
+            Pending::StRead {
+                agg,
+                local,
+                len,
+                slot,
+            } => {
                 if st.is_ok() {
                     if agg.op.begin_io() {
                         // SAFETY: our slot, filled by the target; local range checked.
-                        unsafe { std::ptr::copy_nonoverlapping(c.my_slots.add(slot as usize * SLOT_SIZE), local as *mut u8, len) };
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                c.my_slots.add(slot as usize * SLOT_SIZE),
+                                local as *mut u8,
+                                len,
+                            )
+                        };
                         agg.op.end_io();
                     }
                 }
@@ -711,7 +859,13 @@ impl Inner {
                     let res = if let Some(src) = c.peer_maps.translate(addr, len) {
                         // SAFETY: inside our mapping of the sender's allocation; the
                         // receive buffer is ours while begin_io holds.
-                        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, r.ptr as *mut u8, len as usize) };
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                src as *const u8,
+                                r.ptr as *mut u8,
+                                len as usize,
+                            )
+                        };
                         Ok(())
                     } else {
                         self.stats.cma.fetch_add(1, Ordering::Relaxed);
@@ -752,7 +906,10 @@ impl Inner {
                     }
                     other => {
                         a.sink = other;
-                        r.op.finish(Status::Internal, Some("staged message matched twice".into()));
+                        r.op.finish(
+                            Status::Internal,
+                            Some("staged message matched twice".into()),
+                        );
                     }
                 }
                 if done {
@@ -766,7 +923,12 @@ impl Inner {
         self.stats.staged_chunks.fetch_add(1, Ordering::Relaxed);
         let msg = e.b;
         // SAFETY: slot and bounds checked by validate().
-        let chunk = unsafe { std::slice::from_raw_parts(c.peer_slots.add(e.slot as usize * SLOT_SIZE), e.len as usize) };
+        let chunk = unsafe {
+            std::slice::from_raw_parts(
+                c.peer_slots.add(e.slot as usize * SLOT_SIZE),
+                e.len as usize,
+            )
+        };
         let mut asm = self.assemblies.lock();
         if e.c == 0 && !asm.contains_key(&msg) {
             // First chunk: match it now (FIFO by first chunk), holding the assembly
@@ -783,7 +945,10 @@ impl Inner {
                 None => {
                     let mut v = Vec::new();
                     if v.try_reserve_exact(e.n as usize).is_err() {
-                        eprintln!("dlslime shm: cannot buffer a {}-byte early message; dropped", e.n);
+                        eprintln!(
+                            "dlslime shm: cannot buffer a {}-byte early message; dropped",
+                            e.n
+                        );
                         Sink::Discard
                     } else {
                         v.resize(e.n as usize, 0);
@@ -791,7 +956,14 @@ impl Inner {
                     }
                 }
             };
-            asm.insert(msg, Assembly { total: e.n, got: 0, sink });
+            asm.insert(
+                msg,
+                Assembly {
+                    total: e.n,
+                    got: 0,
+                    sink,
+                },
+            );
         }
         let Some(a) = asm.get_mut(&msg) else {
             drop(asm);
@@ -804,11 +976,19 @@ impl Inner {
         match &mut a.sink {
             Sink::Direct(r) => {
                 if r.op.begin_io() {
-                    unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), (r.ptr + e.c as usize) as *mut u8, chunk.len()) };
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            chunk.as_ptr(),
+                            (r.ptr + e.c as usize) as *mut u8,
+                            chunk.len(),
+                        )
+                    };
                     r.op.end_io();
                 }
             }
-            Sink::Buffer(v, _) => v[e.c as usize..e.c as usize + chunk.len()].copy_from_slice(chunk),
+            Sink::Buffer(v, _) => {
+                v[e.c as usize..e.c as usize + chunk.len()].copy_from_slice(chunk)
+            }
             Sink::Discard => {}
         }
         a.got += e.len as u64;
@@ -838,7 +1018,9 @@ impl Inner {
             let pend: Vec<Pending> = c.pending.lock().drain().map(|(_, p)| p).collect();
             for p in pend {
                 let agg = match p {
-                    Pending::Part { agg, .. } | Pending::ReadGrant { agg, .. } | Pending::StRead { agg, .. } => agg,
+                    Pending::Part { agg, .. }
+                    | Pending::ReadGrant { agg, .. }
+                    | Pending::StRead { agg, .. } => agg,
                 };
                 agg.op.abort(Status::PeerDisconnected, msg);
             }
@@ -867,7 +1049,10 @@ impl Inner {
             }
         }
         if c.table_fp.swap(fp, Ordering::AcqRel) != fp {
-            let list: Vec<(u64, u64, u32)> = regions.iter().map(|r| (r.addr as u64, r.len as u64, r.key)).collect();
+            let list: Vec<(u64, u64, u32)> = regions
+                .iter()
+                .map(|r| (r.addr as u64, r.len as u64, r.key))
+                .collect();
             // SAFETY: our own table; only this side writes it (publish is serialised by
             // the fingerprint swap being done by the progress thread or connect only).
             unsafe { (*c.my_table).publish(&list) };
@@ -904,14 +1089,17 @@ impl Inner {
                 continue;
             }
             let now_us = now.duration_since(self.epoch).as_micros() as u64;
-            let inline_recent = inline && now_us.saturating_sub(self.last_inline_us.load(Ordering::Relaxed)) < 20_000;
+            let inline_recent = inline
+                && now_us.saturating_sub(self.last_inline_us.load(Ordering::Relaxed)) < 20_000;
             if inline_recent {
                 // An inline waiter is driving; stay off the doorbell so the peer wakes it,
                 // not us, and come back now and then for liveness and orphaned entries.
                 // 10 ms: rarely enough not to preempt spinning waiters on 2 cores.
                 std::thread::sleep(Duration::from_millis(10));
             } else {
-                c.in_bell.sleep(Duration::from_millis(20), || c.cons.try_lock().is_none_or(|g| g.has_work()));
+                c.in_bell.sleep(Duration::from_millis(20), || {
+                    c.cons.try_lock().is_none_or(|g| g.has_work())
+                });
             }
         }
     }
@@ -927,11 +1115,17 @@ impl Inner {
         }
         let peer_sock = info::str_field(obj, "socket")?.to_string();
         if peer_sock == self.sock_name {
-            return Err(err(Status::InvalidArgument, "connect: endpoint info names this endpoint itself"));
+            return Err(err(
+                Status::InvalidArgument,
+                "connect: endpoint info names this endpoint itself",
+            ));
         }
         let _g = self.connecting.lock();
         if self.conn.get().is_some() {
-            return Err(err(Status::AlreadyConnected, "endpoint is already connected"));
+            return Err(err(
+                Status::AlreadyConnected,
+                "endpoint is already connected",
+            ));
         }
         if self.closed.load(Ordering::Acquire) {
             return Err(err(Status::ShutDown, "endpoint is shut down"));
@@ -941,7 +1135,10 @@ impl Inner {
         let client = self.sock_name < peer_sock;
         let allocs = alloc::live_allocations();
         let allocs = &allocs[..allocs.len().min(handshake::MAX_FDS - 1)];
-        let alloc_list: Vec<Value> = allocs.iter().map(|a| json!({"base": a.base as u64, "len": a.len as u64})).collect();
+        let alloc_list: Vec<Value> = allocs
+            .iter()
+            .map(|a| json!({"base": a.base as u64, "len": a.len as u64}))
+            .collect();
         let hello = json!({
             "socket": self.sock_name, "peer_socket": peer_sock, "pid": std::process::id(), "host": self.host_id,
             "probe": &cma::PROBE_WORD as *const u64 as u64, "allocs": alloc_list,
@@ -962,10 +1159,17 @@ impl Inner {
             peer_hello = h;
             peer_fds = f;
         } else {
-            let lfd = self.listener.lock().as_ref().map(|l| l.as_raw_fd()).ok_or_else(|| err(Status::ShutDown, "listener closed"))?;
+            let lfd = self
+                .listener
+                .lock()
+                .as_ref()
+                .map(|l| l.as_raw_fd())
+                .ok_or_else(|| err(Status::ShutDown, "listener closed"))?;
             loop {
                 let s = handshake::accept(lfd, deadline)?;
-                let Ok((h, mut f)) = handshake::recv_frame(s.as_raw_fd(), deadline) else { continue };
+                let Ok((h, mut f)) = handshake::recv_frame(s.as_raw_fd(), deadline) else {
+                    continue;
+                };
                 // Only the peer named in the info we were given may connect.
                 if h.get("socket").and_then(Value::as_str) != Some(peer_sock.as_str())
                     || h.get("peer_socket").and_then(Value::as_str) != Some(self.sock_name.as_str())
@@ -982,7 +1186,10 @@ impl Inner {
                 // SAFETY: mapped SEGMENT_SIZE bytes.
                 if !unsafe { Segment::check(base) } {
                     unsafe { libc::munmap(base as *mut libc::c_void, ring::SEGMENT_SIZE) };
-                    return Err(err(Status::VersionMismatch, "peer's control segment has another layout"));
+                    return Err(err(
+                        Status::VersionMismatch,
+                        "peer's control segment has another layout",
+                    ));
                 }
                 fds.extend(allocs.iter().map(|a| a.fd.as_raw_fd()));
                 handshake::send_frame(s.as_raw_fd(), &hello, &fds)?;
@@ -996,13 +1203,20 @@ impl Inner {
         }
         if peer_hello.get("host").and_then(Value::as_str) != Some(self.host_id.as_str()) {
             unsafe { libc::munmap(seg as *mut libc::c_void, ring::SEGMENT_SIZE) };
-            return Err(err(Status::Unsupported, "shared-memory peer reports another host identity"));
+            return Err(err(
+                Status::Unsupported,
+                "shared-memory peer reports another host identity",
+            ));
         }
         let peer_pid = peer_hello.get("pid").and_then(Value::as_u64).unwrap_or(0) as i32;
         let probe_addr = peer_hello.get("probe").and_then(Value::as_u64).unwrap_or(0);
         // Map the peer's shared allocations (fd order matches the list order).
         let mut maps = PeerMappings::default();
-        let list = peer_hello.get("allocs").and_then(Value::as_array).cloned().unwrap_or_default();
+        let list = peer_hello
+            .get("allocs")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for (a, fd) in list.iter().zip(peer_fds) {
             let base = a.get("base").and_then(Value::as_u64).unwrap_or(0);
             let len = a.get("len").and_then(Value::as_u64).unwrap_or(0);
@@ -1021,7 +1235,8 @@ impl Inner {
                 false
             }
         };
-        let r = handshake::send_frame(sock.as_raw_fd(), &json!({"cma": my_cma}), &[]).and_then(|_| handshake::recv_frame(sock.as_raw_fd(), deadline));
+        let r = handshake::send_frame(sock.as_raw_fd(), &json!({"cma": my_cma}), &[])
+            .and_then(|_| handshake::recv_frame(sock.as_raw_fd(), deadline));
         let peer_cma = match r {
             Ok((v, _)) => v.get("cma").and_then(Value::as_bool).unwrap_or(false),
             Err(e) => {
@@ -1077,13 +1292,18 @@ impl Inner {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.inflight.fail_all(Status::Cancelled, "endpoint shut down");
-        self.imm.fail_waiters(Status::Cancelled, "endpoint shut down");
-        self.msgs.fail_posted(Status::Cancelled, "endpoint shut down");
+        self.inflight
+            .fail_all(Status::Cancelled, "endpoint shut down");
+        self.imm
+            .fail_waiters(Status::Cancelled, "endpoint shut down");
+        self.msgs
+            .fail_posted(Status::Cancelled, "endpoint shut down");
         if let Some(c) = self.conn.get() {
             let pend: Vec<Pending> = c.pending.lock().drain().map(|(_, p)| p).collect();
             for p in pend {
-                let (Pending::Part { agg, .. } | Pending::ReadGrant { agg, .. } | Pending::StRead { agg, .. }) = p;
+                let (Pending::Part { agg, .. }
+                | Pending::ReadGrant { agg, .. }
+                | Pending::StRead { agg, .. }) = p;
                 agg.op.abort(Status::Cancelled, "endpoint shut down");
             }
             // SAFETY: shutting down our own socket; the peer sees the hang-up.
@@ -1116,7 +1336,13 @@ fn copy_into_recv(r: &PostedRecv, v: &[u8]) {
 
 fn truncate(r: &PostedRecv, len: u64) {
     r.op.set_nbytes(len);
-    r.op.finish(Status::Truncated, Some(format!("message of {len} bytes does not fit the {}-byte receive buffer", r.cap)));
+    r.op.finish(
+        Status::Truncated,
+        Some(format!(
+            "message of {len} bytes does not fit the {}-byte receive buffer",
+            r.cap
+        )),
+    );
 }
 
 impl Endpoint for ShmEndpoint {
@@ -1153,7 +1379,12 @@ impl Endpoint for ShmEndpoint {
         self.rw(assignments, true, None, timeout)
     }
 
-    fn write_with_imm(&self, assignments: &[Assignment], imm: i32, timeout: Option<Duration>) -> Result<Future> {
+    fn write_with_imm(
+        &self,
+        assignments: &[Assignment],
+        imm: i32,
+        timeout: Option<Duration>,
+    ) -> Result<Future> {
         self.rw(assignments, true, Some(imm), timeout)
     }
 
@@ -1183,12 +1414,23 @@ impl Endpoint for ShmEndpoint {
             op.part_done(Status::Ok, None);
             return Ok(Future::new(op));
         }
-        let agg = Arc::new(Agg { op: op.clone(), remaining: AtomicU32::new(1), err: Mutex::new(None), imm: None });
+        let agg = Arc::new(Agg {
+            op: op.clone(),
+            remaining: AtomicU32::new(1),
+            err: Mutex::new(None),
+            imm: None,
+        });
         let mut failure: Option<Error> = None;
         if !c.staged {
             let id = c.next_id.fetch_add(1, Ordering::Relaxed);
             agg.remaining.fetch_add(1, Ordering::AcqRel);
-            c.pending.lock().insert(id, Pending::Part { agg: agg.clone(), slot: None });
+            c.pending.lock().insert(
+                id,
+                Pending::Part {
+                    agg: agg.clone(),
+                    slot: None,
+                },
+            );
             let mut e = Entry::new(kind::RTS);
             e.id = id;
             e.a = ptr as u64;
@@ -1211,10 +1453,20 @@ impl Endpoint for ShmEndpoint {
                         break;
                     }
                 };
-                std::ptr::copy_nonoverlapping(ptr.add(off), c.my_slots.add(slot as usize * SLOT_SIZE), clen);
+                std::ptr::copy_nonoverlapping(
+                    ptr.add(off),
+                    c.my_slots.add(slot as usize * SLOT_SIZE),
+                    clen,
+                );
                 let id = c.next_id.fetch_add(1, Ordering::Relaxed);
                 agg.remaining.fetch_add(1, Ordering::AcqRel);
-                c.pending.lock().insert(id, Pending::Part { agg: agg.clone(), slot: Some(slot) });
+                c.pending.lock().insert(
+                    id,
+                    Pending::Part {
+                        agg: agg.clone(),
+                        slot: Some(slot),
+                    },
+                );
                 let mut e = Entry::new(kind::ST_MSG);
                 e.id = id;
                 e.b = msg;
@@ -1249,7 +1501,11 @@ impl Endpoint for ShmEndpoint {
             return Err(err(Status::NullParameter, "recv: null buffer"));
         }
         let op = self.new_op(1, timeout);
-        let r = PostedRecv { ptr: ptr as usize, cap: len, op: op.clone() };
+        let r = PostedRecv {
+            ptr: ptr as usize,
+            cap: len,
+            op: op.clone(),
+        };
         if let Some((r, m)) = i.msgs.post(r) {
             i.complete_recv(c, r, m);
         }
@@ -1257,7 +1513,9 @@ impl Endpoint for ShmEndpoint {
     }
 
     fn cancel_all(&self) -> usize {
-        self.inner.inflight.fail_all(Status::Cancelled, "cancelled by cancel_all")
+        self.inner
+            .inflight
+            .fail_all(Status::Cancelled, "cancelled by cancel_all")
     }
 
     fn shutdown(&self) {

@@ -42,7 +42,10 @@ fn sockaddr(name: &str) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() + 1 > addr.sun_path.len() || bytes.contains(&0) {
-        return Err(Error::new(Status::InvalidEndpointInfo, format!("bad shared-memory socket name {name:?}")));
+        return Err(Error::new(
+            Status::InvalidEndpointInfo,
+            format!("bad shared-memory socket name {name:?}"),
+        ));
     }
     // Abstract namespace: a leading NUL byte.
     for (i, b) in bytes.iter().enumerate() {
@@ -64,11 +67,21 @@ fn socket() -> Result<OwnedFd> {
 /// Binds a listener under a fresh unique abstract name; returns (fd, name).
 pub fn listen() -> Result<(OwnedFd, String)> {
     for _ in 0..8 {
-        let name = format!("dlslime-shm-{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let name = format!(
+            "dlslime-shm-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        );
         let fd = socket()?;
         let (addr, len) = sockaddr(&name)?;
         // SAFETY: addr is a valid sockaddr_un of `len` bytes.
-        let rc = unsafe { libc::bind(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) };
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &addr as *const _ as *const libc::sockaddr,
+                len,
+            )
+        };
         if rc != 0 {
             if std::io::Error::last_os_error().raw_os_error() == Some(libc::EADDRINUSE) {
                 continue;
@@ -80,17 +93,30 @@ pub fn listen() -> Result<(OwnedFd, String)> {
         }
         return Ok((fd, name));
     }
-    Err(Error::new(Status::Io, "could not find a free shared-memory socket name"))
+    Err(Error::new(
+        Status::Io,
+        "could not find a free shared-memory socket name",
+    ))
 }
 
 pub fn connect(name: &str) -> Result<OwnedFd> {
     let fd = socket()?;
     let (addr, len) = sockaddr(name)?;
     // SAFETY: as in listen.
-    if unsafe { libc::connect(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) } != 0 {
+    if unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            &addr as *const _ as *const libc::sockaddr,
+            len,
+        )
+    } != 0
+    {
         return Err(Error::new(
             Status::Io,
-            format!("connect to shared-memory peer socket {name:?}: {}", std::io::Error::last_os_error()),
+            format!(
+                "connect to shared-memory peer socket {name:?}: {}",
+                std::io::Error::last_os_error()
+            ),
         ));
     }
     Ok(fd)
@@ -99,15 +125,24 @@ pub fn connect(name: &str) -> Result<OwnedFd> {
 /// Waits until `fd` is readable (or hung up) or the deadline passes.
 pub fn wait_readable(fd: RawFd, deadline: Deadline) -> Result<()> {
     loop {
-        let ms = deadline.remaining().map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32);
-        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let ms = deadline
+            .remaining()
+            .map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32);
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let rc = unsafe { libc::poll(&mut p, 1, ms) };
         if rc > 0 {
             return Ok(());
         }
         if rc == 0 {
-            return Err(Error::new(Status::Timeout, "shared-memory handshake: peer did not answer in time"));
+            return Err(Error::new(
+                Status::Timeout,
+                "shared-memory handshake: peer did not answer in time",
+            ));
         }
         if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return Err(os_err("poll"));
@@ -118,7 +153,14 @@ pub fn wait_readable(fd: RawFd, deadline: Deadline) -> Result<()> {
 pub fn accept(listener: RawFd, deadline: Deadline) -> Result<OwnedFd> {
     wait_readable(listener, deadline)?;
     // SAFETY: plain syscall.
-    let fd = unsafe { libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+    let fd = unsafe {
+        libc::accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(os_err("accept(shm socket)"));
     }
@@ -129,9 +171,15 @@ pub fn accept(listener: RawFd, deadline: Deadline) -> Result<OwnedFd> {
 pub fn send_frame(sock: RawFd, msg: &Value, fds: &[RawFd]) -> Result<()> {
     let body = serde_json::to_vec(msg).expect("json");
     if fds.len() > MAX_FDS || body.len() > MAX_FRAME {
-        return Err(Error::new(Status::ResourceExhausted, "handshake frame too large"));
+        return Err(Error::new(
+            Status::ResourceExhausted,
+            "handshake frame too large",
+        ));
     }
-    let mut iov = libc::iovec { iov_base: body.as_ptr() as *mut libc::c_void, iov_len: body.len() };
+    let mut iov = libc::iovec {
+        iov_base: body.as_ptr() as *mut libc::c_void,
+        iov_len: body.len(),
+    };
     let space = unsafe { libc::CMSG_SPACE((fds.len() * 4) as u32) } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8).max(1)];
     // SAFETY: msghdr points at live buffers for the duration of sendmsg.
@@ -146,7 +194,11 @@ pub fn send_frame(sock: RawFd, msg: &Value, fds: &[RawFd]) -> Result<()> {
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
             (*c).cmsg_len = libc::CMSG_LEN((fds.len() * 4) as u32) as _;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c) as *mut RawFd, fds.len());
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(c) as *mut RawFd,
+                fds.len(),
+            );
         }
         if libc::sendmsg(sock, &m, libc::MSG_NOSIGNAL) < 0 {
             return Err(os_err("sendmsg(shm handshake)"));
@@ -159,7 +211,10 @@ pub fn send_frame(sock: RawFd, msg: &Value, fds: &[RawFd]) -> Result<()> {
 pub fn recv_frame(sock: RawFd, deadline: Deadline) -> Result<(Value, Vec<OwnedFd>)> {
     wait_readable(sock, deadline)?;
     let mut body = vec![0u8; MAX_FRAME];
-    let mut iov = libc::iovec { iov_base: body.as_mut_ptr() as *mut libc::c_void, iov_len: body.len() };
+    let mut iov = libc::iovec {
+        iov_base: body.as_mut_ptr() as *mut libc::c_void,
+        iov_len: body.len(),
+    };
     let space = unsafe { libc::CMSG_SPACE((253 * 4) as u32) } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8)];
     let mut fds = Vec::new();
@@ -191,15 +246,27 @@ pub fn recv_frame(sock: RawFd, deadline: Deadline) -> Result<(Value, Vec<OwnedFd
         n as usize
     };
     if n == 0 {
-        return Err(Error::new(Status::PeerDisconnected, "shared-memory peer closed the socket during the handshake"));
+        return Err(Error::new(
+            Status::PeerDisconnected,
+            "shared-memory peer closed the socket during the handshake",
+        ));
     }
-    let v = serde_json::from_slice(&body[..n]).map_err(|e| Error::new(Status::Protocol, format!("handshake frame is not JSON: {e}")))?;
+    let v = serde_json::from_slice(&body[..n]).map_err(|e| {
+        Error::new(
+            Status::Protocol,
+            format!("handshake frame is not JSON: {e}"),
+        )
+    })?;
     Ok((v, fds))
 }
 
 /// Liveness probe without blocking: true once the peer hung up (or the socket failed).
 pub fn peer_gone(sock: RawFd) -> bool {
-    let mut p = libc::pollfd { fd: sock, events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd: sock,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd, zero timeout.
     let rc = unsafe { libc::poll(&mut p, 1, 0) };
     if rc <= 0 {

@@ -118,10 +118,19 @@ impl Entry {
         }
         match self.kind {
             kind::MSG if self.len as usize > INLINE_CAP => Err("inline length beyond entry"),
-            kind::ST_WRITE | kind::ST_READ | kind::ST_MSG if self.slot as usize >= NSLOTS || self.len as usize > SLOT_SIZE => {
+            kind::ST_WRITE | kind::ST_READ | kind::ST_MSG
+                if self.slot as usize >= NSLOTS || self.len as usize > SLOT_SIZE =>
+            {
                 Err("bounce slot or chunk length out of range")
             }
-            kind::ST_MSG if self.c.checked_add(self.len as u64).map_or(true, |e| e > self.n) => Err("message chunk beyond message"),
+            kind::ST_MSG
+                if self
+                    .c
+                    .checked_add(self.len as u64)
+                    .map_or(true, |e| e > self.n) =>
+            {
+                Err("message chunk beyond message")
+            }
             _ => Ok(()),
         }
     }
@@ -272,7 +281,11 @@ impl Producer {
     /// `seg` must be a mapped, initialised segment that outlives the producer.
     pub unsafe fn new(seg: *mut Segment, side: usize) -> Producer {
         let dir = std::ptr::addr_of_mut!((*seg).dir[side]);
-        Producer { dir, head: 0, tail_cache: 0 }
+        Producer {
+            dir,
+            head: 0,
+            tail_cache: 0,
+        }
     }
 
     /// Tries to publish `e`; false when the ring is full.
@@ -391,7 +404,17 @@ impl RegionTable {
         let n = regions.len().min(TABLE_CAP);
         for (i, &(addr, len, key)) in regions[..n].iter().enumerate() {
             let e = std::ptr::addr_of_mut!(self.entries[i]);
-            unsafe { std::ptr::write_volatile(e, TableEntry { addr, len, key, _pad: 0 }) };
+            unsafe {
+                std::ptr::write_volatile(
+                    e,
+                    TableEntry {
+                        addr,
+                        len,
+                        key,
+                        _pad: 0,
+                    },
+                )
+            };
         }
         self.count.store(n as u64, Ordering::Relaxed);
         self.seq.store((s | 1) + 1, Ordering::Release);
@@ -411,7 +434,12 @@ impl RegionTable {
             let mut found = false;
             for i in 0..n {
                 let e = unsafe { std::ptr::read_volatile(std::ptr::addr_of!(self.entries[i])) };
-                if e.key == key && addr >= e.addr && addr.checked_add(len).is_some_and(|end| e.addr.checked_add(e.len).is_some_and(|re| end <= re)) {
+                if e.key == key
+                    && addr >= e.addr
+                    && addr
+                        .checked_add(len)
+                        .is_some_and(|end| e.addr.checked_add(e.len).is_some_and(|re| end <= re))
+                {
                     found = true;
                     break;
                 }

@@ -62,20 +62,41 @@ pub struct Conn {
 pub type OnLost = Arc<dyn Fn(SocketAddr) + Send + Sync>;
 
 impl Conn {
-    pub fn dial(peer: SocketAddr, context_id: u64, timeout: Duration, on_lost: OnLost) -> Result<Arc<Conn>> {
+    pub fn dial(
+        peer: SocketAddr,
+        context_id: u64,
+        timeout: Duration,
+        on_lost: OnLost,
+    ) -> Result<Arc<Conn>> {
         let mut stream = TcpStream::connect_timeout(&peer, timeout).map_err(|e| {
-            Error::new(Status::PeerDisconnected, format!("cannot connect to {peer}: {e}"))
+            Error::new(
+                Status::PeerDisconnected,
+                format!("cannot connect to {peer}: {e}"),
+            )
         })?;
         sockio::tune(&stream);
-        let hello = Hello { version: WIRE_VERSION, status: 0, context_id };
-        let io_err = |e: std::io::Error| Error::new(Status::PeerDisconnected, format!("handshake with {peer}: {e}"));
+        let hello = Hello {
+            version: WIRE_VERSION,
+            status: 0,
+            context_id,
+        };
+        let io_err = |e: std::io::Error| {
+            Error::new(
+                Status::PeerDisconnected,
+                format!("handshake with {peer}: {e}"),
+            )
+        };
         std::io::Write::write_all(&mut stream, &hello.encode()).map_err(io_err)?;
         stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
         let mut b = [0u8; HELLO_LEN];
         stream.read_exact(&mut b).map_err(io_err)?;
         stream.set_read_timeout(None).map_err(io_err)?;
-        let ack = Hello::decode(&b)
-            .ok_or_else(|| Error::new(Status::Protocol, format!("{peer} is not a dlslime TCP endpoint (bad magic)")))?;
+        let ack = Hello::decode(&b).ok_or_else(|| {
+            Error::new(
+                Status::Protocol,
+                format!("{peer} is not a dlslime TCP endpoint (bad magic)"),
+            )
+        })?;
         if ack.version != WIRE_VERSION || ack.status != 0 {
             return Err(Error::new(
                 Status::VersionMismatch,
@@ -143,20 +164,35 @@ impl Conn {
 
     /// Sends a request; its reply completes one part of `pending.op`. `payload` is read
     /// from the caller's memory (guarded by `reads_from`) while the frame is written.
-    pub fn request(&self, mut header: Header, payload: (usize, usize), reads_from: Option<Arc<OpState>>, pending: Pending) {
+    pub fn request(
+        &self,
+        mut header: Header,
+        payload: (usize, usize),
+        reads_from: Option<Arc<OpState>>,
+        pending: Pending,
+    ) {
         let id = self.next_req.fetch_add(1, Ordering::Relaxed);
         header.req_id = id;
-        self.last_used_ms.store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_used_ms
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
         {
             let mut p = self.pending.lock();
             if self.is_dead() {
                 drop(p);
-                fail(pending, Status::PeerDisconnected, &format!("connection to {} is closed", self.peer));
+                fail(
+                    pending,
+                    Status::PeerDisconnected,
+                    &format!("connection to {} is closed", self.peer),
+                );
                 return;
             }
             p.insert(id, pending);
         }
-        let job = TxJob { header, payload, reads_from };
+        let job = TxJob {
+            header,
+            payload,
+            reads_from,
+        };
         if payload.1 <= INLINE_MAX && self.queued.load(Ordering::Acquire) == 0 {
             if let Some(mut w) = self.writer.try_lock() {
                 if self.queued.load(Ordering::Acquire) == 0 {
@@ -185,7 +221,8 @@ impl Conn {
         // SAFETY: the payload range was validated against a registered region (or is a
         // send buffer the caller keeps valid until completion) and `begin_io` holds off
         // an abort from handing it back to the caller during the write.
-        let res = unsafe { sockio::write_frame(w, &hdr, &[(job.payload.0 as *const u8, job.payload.1)]) };
+        let res =
+            unsafe { sockio::write_frame(w, &hdr, &[(job.payload.0 as *const u8, job.payload.1)]) };
         if let Some(op) = guard {
             op.end_io();
         }
@@ -193,7 +230,11 @@ impl Conn {
             self.dead.store(true, Ordering::Release);
             let _ = self.stream.shutdown(Shutdown::Both);
             if let Some(p) = self.pending.lock().remove(&job.header.req_id) {
-                fail(p, Status::PeerDisconnected, &format!("write to {} failed: {e}", self.peer));
+                fail(
+                    p,
+                    Status::PeerDisconnected,
+                    &format!("write to {} failed: {e}", self.peer),
+                );
             }
         }
     }
@@ -249,7 +290,11 @@ fn reader_loop(conn: Arc<Conn>, mut rs: TcpStream, on_lost: OnLost) {
                 sockio::drain(&mut rs, h.size)
             };
             if let Err(e) = res {
-                fail(p, Status::PeerDisconnected, &format!("connection to {} broke mid-reply: {e}", conn.peer));
+                fail(
+                    p,
+                    Status::PeerDisconnected,
+                    &format!("connection to {} broke mid-reply: {e}", conn.peer),
+                );
                 break format!("connection error: {e}");
             }
         } else if status.is_ok() && p.expect > 0 {
@@ -265,9 +310,15 @@ fn reader_loop(conn: Arc<Conn>, mut rs: TcpStream, on_lost: OnLost) {
     let _ = rs.shutdown(Shutdown::Both);
     let closing = conn.closing.load(Ordering::Acquire);
     let (status, msg) = if closing {
-        (Status::Cancelled, format!("connection to {} closed locally", conn.peer))
+        (
+            Status::Cancelled,
+            format!("connection to {} closed locally", conn.peer),
+        )
     } else {
-        (Status::PeerDisconnected, format!("peer {}: {why}", conn.peer))
+        (
+            Status::PeerDisconnected,
+            format!("peer {}: {why}", conn.peer),
+        )
     };
     let pending: Vec<Pending> = conn.pending.lock().drain().map(|(_, p)| p).collect();
     for p in pending {

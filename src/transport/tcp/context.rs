@@ -34,9 +34,15 @@ pub struct TcpContext {
 
 impl TcpContext {
     pub fn new(config: TcpConfig) -> Result<Arc<TcpContext>> {
-        let listener = TcpListener::bind(config.bind).map_err(|e| Error::io(&format!("bind {}", config.bind), e))?;
-        let local_addr = listener.local_addr().map_err(|e| Error::io("local_addr", e))?;
-        let advertise = config.advertise_host.clone().unwrap_or_else(|| advertise_ip(local_addr.ip()).to_string());
+        let listener = TcpListener::bind(config.bind)
+            .map_err(|e| Error::io(&format!("bind {}", config.bind), e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("local_addr", e))?;
+        let advertise = config
+            .advertise_host
+            .clone()
+            .unwrap_or_else(|| advertise_ip(local_addr.ip()).to_string());
         let id = loop {
             let v: u64 = rand::random();
             if v != 0 {
@@ -76,7 +82,8 @@ impl TcpContext {
         std::thread::Builder::new()
             .name("dlslime-tcp-janitor".into())
             .spawn(move || loop {
-                if stop_rx.recv_timeout(period) != Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+                if stop_rx.recv_timeout(period) != Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                {
                     return;
                 }
                 let Some(c) = weak.upgrade() else { return };
@@ -139,7 +146,12 @@ impl TcpContext {
     }
 
     fn peer_lost(&self, addr: SocketAddr) {
-        let eps: Vec<_> = self.endpoints.read().values().filter_map(Weak::upgrade).collect();
+        let eps: Vec<_> = self
+            .endpoints
+            .read()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
         for ep in eps {
             if ep.peer_addr() == Some(addr) {
                 ep.on_peer_lost();
@@ -171,7 +183,10 @@ fn accept_loop(ctx: Weak<TcpContext>, listener: TcpListener) {
         match stream {
             Ok(s) => {
                 let w = ctx.clone();
-                if let Err(e) = std::thread::Builder::new().name("dlslime-tcp-serve".into()).spawn(move || server::serve(w, s)) {
+                if let Err(e) = std::thread::Builder::new()
+                    .name("dlslime-tcp-serve".into())
+                    .spawn(move || server::serve(w, s))
+                {
                     warn_log!("cannot start a server thread: {e}");
                 }
             }
@@ -199,9 +214,15 @@ fn advertise_ip(bound: IpAddr) -> IpAddr {
                 let i = &*cur;
                 let up = i.ifa_flags & libc::IFF_UP as u32 != 0;
                 let lo = i.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
-                if up && !lo && !i.ifa_addr.is_null() && (*i.ifa_addr).sa_family as i32 == libc::AF_INET {
+                if up
+                    && !lo
+                    && !i.ifa_addr.is_null()
+                    && (*i.ifa_addr).sa_family as i32 == libc::AF_INET
+                {
                     let sin = &*(i.ifa_addr as *const libc::sockaddr_in);
-                    found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+                    found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        sin.sin_addr.s_addr,
+                    ))));
                     break;
                 }
                 cur = i.ifa_next;

@@ -40,7 +40,7 @@ pub struct PeerRef {
 
 /// A message that arrived before its receive.
 pub enum Early {
-    Data(Vec<u8>),
+    Data { buf: Vec<u8>, ack: Ack },
     Pull { msg_id: u64, len: u64, ack: Ack },
 }
 
@@ -87,7 +87,12 @@ impl EpCore {
             if cur + len > EARLY_BUDGET {
                 return false;
             }
-            match self.early_bytes.compare_exchange(cur, cur + len, Ordering::AcqRel, Ordering::Acquire) {
+            match self.early_bytes.compare_exchange(
+                cur,
+                cur + len,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return true,
                 Err(c) => cur = c,
             }
@@ -97,19 +102,41 @@ impl EpCore {
     /// Hands an early message to the receive it was matched with.
     pub fn deliver_early(self: &Arc<Self>, r: PostedRecv, e: Early) {
         match e {
-            Early::Data(buf) => {
-                self.early_bytes.fetch_sub(buf.len(), Ordering::AcqRel);
+            Early::Data { buf, ack } => {
                 if buf.len() > r.cap {
-                    r.op.finish(Status::Truncated, Some(format!("message of {} bytes does not fit the {}-byte receive buffer", buf.len(), r.cap)));
+                    self.early_bytes.fetch_sub(buf.len(), Ordering::AcqRel);
+                    r.op.finish(
+                        Status::Truncated,
+                        Some(format!(
+                            "message of {} bytes does not fit the {}-byte receive buffer",
+                            buf.len(),
+                            r.cap
+                        )),
+                    );
+                    ack.send(Status::Truncated);
                 } else if r.op.begin_io() {
+                    self.early_bytes.fetch_sub(buf.len(), Ordering::AcqRel);
                     // SAFETY: a posted receive buffer of at least buf.len() bytes.
-                    unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), r.ptr as *mut u8, buf.len()) };
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(buf.as_ptr(), r.ptr as *mut u8, buf.len())
+                    };
                     r.op.end_io();
                     r.op.set_nbytes(buf.len() as u64);
                     r.op.part_done(Status::Ok, None);
+                    ack.send(Status::Ok);
+                } else {
+                    // the receive was cancelled after it was matched: the message waits
+                    // for the next one instead of being lost
+                    self.requeue_early(Early::Data { buf, ack });
                 }
             }
             Early::Pull { msg_id, len, ack } => self.pull(r, msg_id, len, ack),
+        }
+    }
+
+    fn requeue_early(self: &Arc<Self>, e: Early) {
+        if let Some((r, e)) = self.msgs.requeue(e) {
+            self.deliver_early(r, e);
         }
     }
 
@@ -117,19 +144,38 @@ impl EpCore {
     /// sender's `send` completes when this is done.
     pub fn pull(self: &Arc<Self>, r: PostedRecv, msg_id: u64, len: u64, ack: Ack) {
         if len > r.cap as u64 {
-            r.op.finish(Status::Truncated, Some(format!("message of {len} bytes does not fit the {}-byte receive buffer", r.cap)));
+            r.op.finish(
+                Status::Truncated,
+                Some(format!(
+                    "message of {len} bytes does not fit the {}-byte receive buffer",
+                    r.cap
+                )),
+            );
             ack.send(Status::Truncated);
             return;
         }
         let conn = match (self.ctx.upgrade(), *self.peer.read()) {
             (Some(ctx), Some(peer)) => ctx.pool().lane(peer.addr, 0).map(|c| (c, peer)),
-            _ => Err(Error::new(Status::NotConnected, "endpoint has no peer to pull from")),
+            _ => Err(Error::new(
+                Status::NotConnected,
+                "endpoint has no peer to pull from",
+            )),
         };
         match conn {
             Ok((conn, peer)) => {
                 r.op.set_nbytes(len);
-                let h = Header { size: len, addr: msg_id, endpoint: peer.endpoint, ..Header::new(Opcode::Pull) };
-                let pending = Pending { op: r.op, sink: r.ptr, expect: len, then: Some(Box::new(move |st| ack.send(st))) };
+                let h = Header {
+                    size: len,
+                    addr: msg_id,
+                    endpoint: peer.endpoint,
+                    ..Header::new(Opcode::Pull)
+                };
+                let pending = Pending {
+                    op: r.op,
+                    sink: r.ptr,
+                    expect: len,
+                    then: Some(Box::new(move |st| ack.send(st))),
+                };
                 conn.request(h, (0, 0), None, pending);
             }
             Err(e) => {
@@ -144,7 +190,8 @@ impl EpCore {
         if self.peer_lost.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.inflight.fail_all(Status::PeerDisconnected, "peer disconnected");
+        self.inflight
+            .fail_all(Status::PeerDisconnected, "peer disconnected");
     }
 }
 
@@ -186,7 +233,10 @@ impl TcpEndpoint {
     /// Creates an endpoint with its own context listening on `bind` (port 0:
     /// ephemeral) and a fresh memory pool.
     pub fn bind(bind: SocketAddr) -> Result<Arc<TcpEndpoint>> {
-        let ctx = TcpContext::new(super::TcpConfig { bind, ..Default::default() })?;
+        let ctx = TcpContext::new(super::TcpConfig {
+            bind,
+            ..Default::default()
+        })?;
         TcpEndpoint::new(&ctx, MemoryPool::new())
     }
 
@@ -203,14 +253,25 @@ impl TcpEndpoint {
             return Err(Error::new(Status::ShutDown, "endpoint is shut down"));
         }
         if self.core.peer_lost.load(Ordering::Acquire) {
-            return Err(Error::new(Status::PeerDisconnected, "the peer of this endpoint is gone"));
+            return Err(Error::new(
+                Status::PeerDisconnected,
+                "the peer of this endpoint is gone",
+            ));
         }
-        self.core.peer.read().ok_or_else(|| Error::new(Status::NotConnected, "connect() this endpoint first"))
+        self.core
+            .peer
+            .read()
+            .ok_or_else(|| Error::new(Status::NotConnected, "connect() this endpoint first"))
     }
 
     fn new_op(&self, parts: u32, timeout: Option<Duration>) -> Arc<OpState> {
         let cfg = &self.ctx.config().engine;
-        let op = OpState::new(parts, Deadline::after(timeout.unwrap_or(cfg.default_timeout)), cfg.spin, None);
+        let op = OpState::new(
+            parts,
+            Deadline::after(timeout.unwrap_or(cfg.default_timeout)),
+            cfg.spin,
+            None,
+        );
         self.core.inflight.track(&op);
         op
     }
@@ -220,8 +281,13 @@ impl TcpEndpoint {
         assignments
             .iter()
             .map(|a| {
-                let (_, ptr) = self.core.pool.local_range(a.local, a.local_offset, a.length)?;
-                let (addr, key) = self.remote.remote_range(a.remote, a.remote_offset, a.length)?;
+                let (_, ptr) = self
+                    .core
+                    .pool
+                    .local_range(a.local, a.local_offset, a.length)?;
+                let (addr, key) = self
+                    .remote
+                    .remote_range(a.remote, a.remote_offset, a.length)?;
                 Ok((ptr as usize, addr, key, a.length))
             })
             .collect()
@@ -232,25 +298,55 @@ impl TcpEndpoint {
     }
 
     /// Read or write, split into chunks striped over the lanes.
-    fn one_sided(&self, opcode: Opcode, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
+    fn one_sided(
+        &self,
+        opcode: Opcode,
+        assignments: &[Assignment],
+        timeout: Option<Duration>,
+    ) -> Result<Future> {
         let peer = self.ready()?;
         let ranges = self.resolve(assignments)?;
         let chunk = self.ctx.config().chunk_size.max(1) as u64;
         let parts: u64 = ranges.iter().map(|r| r.3.div_ceil(chunk)).sum();
-        let parts = u32::try_from(parts).map_err(|_| Error::invalid("too many chunks in one operation"))?;
+        let parts =
+            u32::try_from(parts).map_err(|_| Error::invalid("too many chunks in one operation"))?;
         let op = self.new_op(parts, timeout);
         for (ptr, addr, key, len) in ranges {
             let mut off = 0;
             while off < len {
                 let n = chunk.min(len - off);
                 let lane = self.rr.fetch_add(1, Ordering::Relaxed);
-                let h = Header { size: n, addr: addr + off, key, endpoint: peer.endpoint, ..Header::new(opcode) };
+                let h = Header {
+                    size: n,
+                    addr: addr + off,
+                    key,
+                    endpoint: peer.endpoint,
+                    ..Header::new(opcode)
+                };
                 let local = ptr + off as usize;
                 match self.lane(&peer, lane) {
-                    Ok(c) if opcode == Opcode::Read => {
-                        c.request(h, (0, 0), None, Pending { op: op.clone(), sink: local, expect: n, then: None })
-                    }
-                    Ok(c) => c.request(h, (local, n as usize), Some(op.clone()), Pending { op: op.clone(), sink: 0, expect: 0, then: None }),
+                    Ok(c) if opcode == Opcode::Read => c.request(
+                        h,
+                        (0, 0),
+                        None,
+                        Pending {
+                            op: op.clone(),
+                            sink: local,
+                            expect: n,
+                            then: None,
+                        },
+                    ),
+                    Ok(c) => c.request(
+                        h,
+                        (local, n as usize),
+                        Some(op.clone()),
+                        Pending {
+                            op: op.clone(),
+                            sink: 0,
+                            expect: 0,
+                            then: None,
+                        },
+                    ),
                     Err(e) => op.part_done(e.status(), Some(e.message())),
                 }
                 off += n;
@@ -280,8 +376,10 @@ impl Endpoint for TcpEndpoint {
         }
         let obj = info::check_envelope(peer_info, "tcp")?;
         let host = info::str_field(obj, "host")?;
-        let port = u16::try_from(info::u64_field(obj, "port")?).map_err(|_| info::bad("\"port\" out of range"))?;
-        let endpoint = u32::try_from(info::u64_field(obj, "endpoint_id")?).map_err(|_| info::bad("\"endpoint_id\" out of range"))?;
+        let port = u16::try_from(info::u64_field(obj, "port")?)
+            .map_err(|_| info::bad("\"port\" out of range"))?;
+        let endpoint = u32::try_from(info::u64_field(obj, "endpoint_id")?)
+            .map_err(|_| info::bad("\"endpoint_id\" out of range"))?;
         let context = info::u64_field(obj, "context_id")?;
         let addr = (host, port)
             .to_socket_addrs()
@@ -291,10 +389,17 @@ impl Endpoint for TcpEndpoint {
         {
             let mut p = self.core.peer.write();
             if p.is_some() {
-                return Err(Error::new(Status::AlreadyConnected, "endpoint is already connected"));
+                return Err(Error::new(
+                    Status::AlreadyConnected,
+                    "endpoint is already connected",
+                ));
             }
             info::register_peer_regions(&self.remote, obj)?;
-            *p = Some(PeerRef { addr, endpoint, context });
+            *p = Some(PeerRef {
+                addr,
+                endpoint,
+                context,
+            });
         }
         self.ctx.pool().pin(addr);
         // Lane 0 opens now and stays open: its closing is how the peer's death is seen.
@@ -324,20 +429,64 @@ impl Endpoint for TcpEndpoint {
 
     /// All frames go on lane 0, so the notification is ordered after the data and after
     /// every earlier notification and message of this endpoint.
-    fn write_with_imm(&self, assignments: &[Assignment], imm: i32, timeout: Option<Duration>) -> Result<Future> {
+    fn write_with_imm(
+        &self,
+        assignments: &[Assignment],
+        imm: i32,
+        timeout: Option<Duration>,
+    ) -> Result<Future> {
         let peer = self.ready()?;
-        let ranges: Vec<_> = self.resolve(assignments)?.into_iter().filter(|r| r.3 > 0).collect();
+        let ranges: Vec<_> = self
+            .resolve(assignments)?
+            .into_iter()
+            .filter(|r| r.3 > 0)
+            .collect();
         let conn = self.lane(&peer, 0)?;
         let op = self.new_op(ranges.len().max(1) as u32, timeout);
         if ranges.is_empty() {
-            let h = Header { imm, endpoint: peer.endpoint, ..Header::new(Opcode::Imm) };
-            conn.request(h, (0, 0), None, Pending { op: op.clone(), sink: 0, expect: 0, then: None });
+            let h = Header {
+                imm,
+                endpoint: peer.endpoint,
+                ..Header::new(Opcode::Imm)
+            };
+            conn.request(
+                h,
+                (0, 0),
+                None,
+                Pending {
+                    op: op.clone(),
+                    sink: 0,
+                    expect: 0,
+                    then: None,
+                },
+            );
         }
         let last = ranges.len().saturating_sub(1);
         for (i, (ptr, addr, key, len)) in ranges.into_iter().enumerate() {
-            let opcode = if i == last { Opcode::WriteImm } else { Opcode::Write };
-            let h = Header { size: len, addr, key, imm, endpoint: peer.endpoint, ..Header::new(opcode) };
-            conn.request(h, (ptr, len as usize), Some(op.clone()), Pending { op: op.clone(), sink: 0, expect: 0, then: None });
+            let opcode = if i == last {
+                Opcode::WriteImm
+            } else {
+                Opcode::Write
+            };
+            let h = Header {
+                size: len,
+                addr,
+                key,
+                imm,
+                endpoint: peer.endpoint,
+                ..Header::new(opcode)
+            };
+            conn.request(
+                h,
+                (ptr, len as usize),
+                Some(op.clone()),
+                Pending {
+                    op: op.clone(),
+                    sink: 0,
+                    expect: 0,
+                    then: None,
+                },
+            );
         }
         Ok(Future::new(op))
     }
@@ -358,7 +507,14 @@ impl Endpoint for TcpEndpoint {
         let op = self.new_op(1, timeout);
         op.set_nbytes(len as u64);
         let msg_id = self.next_msg.fetch_add(1, Ordering::Relaxed);
-        self.core.sends.lock().insert(msg_id, PendingSend { ptr: ptr as usize, len, op: op.clone() });
+        self.core.sends.lock().insert(
+            msg_id,
+            PendingSend {
+                ptr: ptr as usize,
+                len,
+                op: op.clone(),
+            },
+        );
         let eager = len as u64 <= EAGER_MAX;
         let h = Header {
             size: len as u64,
@@ -374,7 +530,17 @@ impl Endpoint for TcpEndpoint {
             }
         });
         let payload = if eager { (ptr as usize, len) } else { (0, 0) };
-        conn.request(h, payload, eager.then(|| op.clone()), Pending { op: op.clone(), sink: 0, expect: 0, then: Some(then) });
+        conn.request(
+            h,
+            payload,
+            eager.then(|| op.clone()),
+            Pending {
+                op: op.clone(),
+                sink: 0,
+                expect: 0,
+                then: Some(then),
+            },
+        );
         Ok(Future::new(op))
     }
 
@@ -384,26 +550,31 @@ impl Endpoint for TcpEndpoint {
         }
         self.ready()?;
         let op = self.new_op(1, timeout);
-        if let Some((r, e)) = self.core.msgs.post(PostedRecv { ptr: ptr as usize, cap: len, op: op.clone() }) {
+        if let Some((r, e)) = self.core.msgs.post(PostedRecv {
+            ptr: ptr as usize,
+            cap: len,
+            op: op.clone(),
+        }) {
             self.core.deliver_early(r, e);
         }
         Ok(Future::new(op))
     }
 
     fn cancel_all(&self) -> usize {
-        self.core.inflight.fail_all(Status::Cancelled, "cancelled by cancel_all")
+        self.core
+            .inflight
+            .fail_all(Status::Cancelled, "cancelled by cancel_all")
     }
 
     fn shutdown(&self) {
         if self.core.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.core.inflight.fail_all(Status::Cancelled, "endpoint shut down");
-        for e in self.core.msgs.drain_early() {
-            if let Early::Pull { ack, .. } = e {
-                ack.send(Status::Cancelled);
-            }
-        }
+        self.core
+            .inflight
+            .fail_all(Status::Cancelled, "endpoint shut down");
+        // dropping an early message's ack tells its sender CANCELLED
+        drop(self.core.msgs.drain_early());
         self.core.early_bytes.store(0, Ordering::Release);
         self.core.sends.lock().clear();
         if let Some(addr) = self.core.peer_addr() {

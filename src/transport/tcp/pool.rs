@@ -29,8 +29,19 @@ pub struct ConnPool {
 }
 
 impl ConnPool {
-    pub fn new(lanes: usize, context_id: u64, connect_timeout: Duration, on_lost: OnLost) -> ConnPool {
-        ConnPool { peers: Mutex::new(HashMap::new()), lanes: lanes.max(1), context_id, connect_timeout, on_lost }
+    pub fn new(
+        lanes: usize,
+        context_id: u64,
+        connect_timeout: Duration,
+        on_lost: OnLost,
+    ) -> ConnPool {
+        ConnPool {
+            peers: Mutex::new(HashMap::new()),
+            lanes: lanes.max(1),
+            context_id,
+            connect_timeout,
+            on_lost,
+        }
     }
 
     fn peer(&self, addr: SocketAddr) -> Arc<Mutex<Lanes>> {
@@ -50,7 +61,12 @@ impl ConnPool {
                 return Ok(c.clone());
             }
         }
-        let c = Conn::dial(addr, self.context_id, self.connect_timeout, self.on_lost.clone())?;
+        let c = Conn::dial(
+            addr,
+            self.context_id,
+            self.connect_timeout,
+            self.on_lost.clone(),
+        )?;
         l.conns[i] = Some(c.clone());
         Ok(c)
     }

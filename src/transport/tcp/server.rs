@@ -11,7 +11,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::context::TcpContext;
-use super::endpoint::{EpCore, Early};
+use super::endpoint::{Early, EpCore};
 use super::sockio;
 use super::wire::{read_header, Header, Hello, Opcode, FLAG_PAYLOAD, HELLO_LEN, WIRE_VERSION};
 use crate::error::{Error, Result, Status};
@@ -44,27 +44,52 @@ impl ServerConn {
 }
 
 /// A deferred reply to one request.
+/// The reply a sender waits for. Sent once; an ack dropped unsent (its message was
+/// discarded at shutdown) tells the sender `CANCELLED` rather than leaving it waiting.
 pub struct Ack {
-    pub conn: Arc<ServerConn>,
-    pub req_id: u64,
+    conn: Option<Arc<ServerConn>>,
+    req_id: u64,
 }
 
 impl Ack {
-    pub fn send(self, status: Status) {
-        self.conn.reply(self.req_id, status);
+    pub fn new(conn: Arc<ServerConn>, req_id: u64) -> Ack {
+        Ack {
+            conn: Some(conn),
+            req_id,
+        }
+    }
+
+    pub fn send(mut self, status: Status) {
+        if let Some(c) = self.conn.take() {
+            c.reply(self.req_id, status);
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.reply(self.req_id, Status::Cancelled);
+        }
     }
 }
 
 pub fn serve(ctx: Weak<TcpContext>, mut stream: TcpStream) {
     sockio::tune(&stream);
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     match handshake(&mut stream) {
         Ok(context_id) => {
             let writer = match stream.try_clone() {
                 Ok(w) => w,
                 Err(_) => return,
             };
-            let conn = Arc::new(ServerConn { writer: Mutex::new(writer), peer_context: context_id });
+            let conn = Arc::new(ServerConn {
+                writer: Mutex::new(writer),
+                peer_context: context_id,
+            });
             if let Some(c) = ctx.upgrade() {
                 c.track_server_conn(&stream);
             }
@@ -82,32 +107,61 @@ fn handshake(stream: &mut TcpStream) -> Result<u64> {
     stream.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(io)?;
     let mut b = [0u8; HELLO_LEN];
     stream.read_exact(&mut b).map_err(io)?;
-    let hello = Hello::decode(&b).ok_or_else(|| Error::new(Status::Protocol, "bad magic: not a dlslime peer"))?;
+    let hello = Hello::decode(&b)
+        .ok_or_else(|| Error::new(Status::Protocol, "bad magic: not a dlslime peer"))?;
     if hello.version != WIRE_VERSION {
-        let no = Hello { version: WIRE_VERSION, status: Status::VersionMismatch.code() as u16, context_id: 0 };
+        let no = Hello {
+            version: WIRE_VERSION,
+            status: Status::VersionMismatch.code() as u16,
+            context_id: 0,
+        };
         let _ = stream.write_all(&no.encode());
-        return Err(Error::new(Status::VersionMismatch, format!("peer wire version {}, ours {WIRE_VERSION}", hello.version)));
+        return Err(Error::new(
+            Status::VersionMismatch,
+            format!("peer wire version {}, ours {WIRE_VERSION}", hello.version),
+        ));
     }
-    stream.write_all(&Hello { version: WIRE_VERSION, status: 0, context_id: 0 }.encode()).map_err(io)?;
+    stream
+        .write_all(
+            &Hello {
+                version: WIRE_VERSION,
+                status: 0,
+                context_id: 0,
+            }
+            .encode(),
+        )
+        .map_err(io)?;
     stream.set_read_timeout(None).map_err(io)?;
     Ok(hello.context_id)
 }
 
-fn serve_requests(ctx: &Weak<TcpContext>, conn: &Arc<ServerConn>, rs: &mut TcpStream) -> Result<()> {
+fn serve_requests(
+    ctx: &Weak<TcpContext>,
+    conn: &Arc<ServerConn>,
+    rs: &mut TcpStream,
+) -> Result<()> {
     let io = |e: std::io::Error| Error::io("connection", e);
     loop {
         let Some(h) = read_header(rs).map_err(io)? else {
             info_log!("peer closed a connection");
             return Ok(());
         };
-        let op = h.op().ok_or_else(|| Error::new(Status::Protocol, format!("unknown opcode {}", h.opcode)))?;
+        let op = h
+            .op()
+            .ok_or_else(|| Error::new(Status::Protocol, format!("unknown opcode {}", h.opcode)))?;
         let ep = ctx.upgrade().and_then(|c| c.endpoint(h.endpoint));
         match op {
             Opcode::Read => {
-                let target = ep.as_ref().ok_or(Status::UnknownHandle).and_then(|e| access(e, &h));
+                let target = ep
+                    .as_ref()
+                    .ok_or(Status::UnknownHandle)
+                    .and_then(|e| access(e, &h));
                 match target {
                     // SAFETY: the range lies inside a live registered region with the right key.
-                    Ok(addr) => unsafe { conn.reply_with(h.req_id, addr as *const u8, h.size as usize).map_err(io)? },
+                    Ok(addr) => unsafe {
+                        conn.reply_with(h.req_id, addr as *const u8, h.size as usize)
+                            .map_err(io)?
+                    },
                     Err(s) => conn.reply(h.req_id, s),
                 }
             }
@@ -121,7 +175,9 @@ fn serve_requests(ctx: &Weak<TcpContext>, conn: &Arc<ServerConn>, rs: &mut TcpSt
                 match target {
                     Ok(addr) => {
                         // SAFETY: validated as above; the bytes land directly in the region.
-                        unsafe { sockio::read_into(rs, addr as *mut u8, h.size as usize).map_err(io)? };
+                        unsafe {
+                            sockio::read_into(rs, addr as *mut u8, h.size as usize).map_err(io)?
+                        };
                         if op == Opcode::WriteImm {
                             ep.as_ref().unwrap().imm.deliver(h.imm);
                         }
@@ -134,7 +190,11 @@ fn serve_requests(ctx: &Weak<TcpContext>, conn: &Arc<ServerConn>, rs: &mut TcpSt
                 }
             }
             Opcode::Imm => {
-                let st = ep.as_ref().ok_or(Status::UnknownHandle).and_then(|e| check_peer(e, conn)).map(|_| ());
+                let st = ep
+                    .as_ref()
+                    .ok_or(Status::UnknownHandle)
+                    .and_then(|e| check_peer(e, conn))
+                    .map(|_| ());
                 if st.is_ok() {
                     ep.as_ref().unwrap().imm.deliver(h.imm);
                 }
@@ -142,7 +202,11 @@ fn serve_requests(ctx: &Weak<TcpContext>, conn: &Arc<ServerConn>, rs: &mut TcpSt
             }
             Opcode::Send => {
                 let has_payload = h.flags & FLAG_PAYLOAD != 0;
-                match ep.as_ref().ok_or(Status::UnknownHandle).and_then(|e| check_peer(e, conn).map(|_| e)) {
+                match ep
+                    .as_ref()
+                    .ok_or(Status::UnknownHandle)
+                    .and_then(|e| check_peer(e, conn).map(|_| e))
+                {
                     Ok(e) => receive_message(e, conn, rs, &h, has_payload)?,
                     Err(s) => {
                         if has_payload {
@@ -162,14 +226,22 @@ fn serve_requests(ctx: &Weak<TcpContext>, conn: &Arc<ServerConn>, rs: &mut TcpSt
                 }
                 _ => conn.reply(h.req_id, Status::Cancelled),
             },
-            Opcode::Reply => return Err(Error::new(Status::Protocol, "unexpected reply on a request connection")),
+            Opcode::Reply => {
+                return Err(Error::new(
+                    Status::Protocol,
+                    "unexpected reply on a request connection",
+                ))
+            }
         }
     }
 }
 
 /// The peer's range must be inside one of this endpoint's regions, with its key.
 fn access(ep: &EpCore, h: &Header) -> std::result::Result<usize, Status> {
-    ep.pool.validate_access(h.addr, h.size, h.key).map(|_| h.addr as usize).map_err(|e| e.status())
+    ep.pool
+        .validate_access(h.addr, h.size, h.key)
+        .map(|_| h.addr as usize)
+        .map_err(|e| e.status())
 }
 
 /// Messages and notifications are only accepted from the connected peer's context.
@@ -183,9 +255,15 @@ fn check_peer(ep: &EpCore, conn: &ServerConn) -> std::result::Result<(), Status>
 /// A message for `ep`: straight into the oldest posted receive when there is one and
 /// nothing is queued before it; otherwise buffered (within budget) or noted so the
 /// receiver pulls it when a receive is posted.
-fn receive_message(ep: &Arc<EpCore>, conn: &Arc<ServerConn>, rs: &mut TcpStream, h: &Header, has_payload: bool) -> Result<()> {
+fn receive_message(
+    ep: &Arc<EpCore>,
+    conn: &Arc<ServerConn>,
+    rs: &mut TcpStream,
+    h: &Header,
+    has_payload: bool,
+) -> Result<()> {
     let io = |e: std::io::Error| Error::io("connection", e);
-    let ack = Ack { conn: conn.clone(), req_id: h.req_id };
+    let ack = Ack::new(conn.clone(), h.req_id);
     if let Some(r) = ep.msgs.take_posted() {
         if !has_payload {
             ep.pull(r, h.addr, h.size, ack);
@@ -193,7 +271,13 @@ fn receive_message(ep: &Arc<EpCore>, conn: &Arc<ServerConn>, rs: &mut TcpStream,
         }
         if h.size > r.cap as u64 {
             sockio::drain(rs, h.size).map_err(io)?;
-            r.op.finish(Status::Truncated, Some(format!("message of {} bytes does not fit the {}-byte receive buffer", h.size, r.cap)));
+            r.op.finish(
+                Status::Truncated,
+                Some(format!(
+                    "message of {} bytes does not fit the {}-byte receive buffer",
+                    h.size, r.cap
+                )),
+            );
             ack.send(Status::Truncated);
             return Ok(());
         }
@@ -212,13 +296,17 @@ fn receive_message(ep: &Arc<EpCore>, conn: &Arc<ServerConn>, rs: &mut TcpStream,
     let early = if has_payload && ep.reserve_early(h.size) {
         let mut buf = vec![0u8; h.size as usize];
         rs.read_exact(&mut buf).map_err(io)?;
-        ack.send(Status::Ok);
-        Early::Data(buf)
+        // acked on delivery, so the sender learns whether the receive truncated it
+        Early::Data { buf, ack }
     } else {
         if has_payload {
             sockio::drain(rs, h.size).map_err(io)?;
         }
-        Early::Pull { msg_id: h.addr, len: h.size, ack }
+        Early::Pull {
+            msg_id: h.addr,
+            len: h.size,
+            ack,
+        }
     };
     if let Some((r, e)) = ep.msgs.arrive(early) {
         ep.deliver_early(r, e);

@@ -9,7 +9,11 @@ use std::net::TcpStream;
 ///
 /// # Safety
 /// Every range must be readable for the duration of the call.
-pub unsafe fn write_frame(stream: &mut TcpStream, header: &[u8], payload: &[(*const u8, usize)]) -> io::Result<()> {
+pub unsafe fn write_frame(
+    stream: &mut TcpStream,
+    header: &[u8],
+    payload: &[(*const u8, usize)],
+) -> io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(1 + payload.len());
     slices.push(IoSlice::new(header));
     for &(p, n) in payload {
@@ -55,13 +59,37 @@ pub fn tune(stream: &TcpStream) {
     let one: libc::c_int = 1;
     // SAFETY: plain setsockopt calls on a socket we own, with correctly sized options.
     unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, &one as *const _ as *const libc::c_void, 4);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            &one as *const _ as *const libc::c_void,
+            4,
+        );
         let idle: libc::c_int = 10;
-        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, &idle as *const _ as *const libc::c_void, 4);
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPIDLE,
+            &idle as *const _ as *const libc::c_void,
+            4,
+        );
         let intvl: libc::c_int = 2;
-        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, &intvl as *const _ as *const libc::c_void, 4);
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPINTVL,
+            &intvl as *const _ as *const libc::c_void,
+            4,
+        );
         let cnt: libc::c_int = 3;
-        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, &cnt as *const _ as *const libc::c_void, 4);
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPCNT,
+            &cnt as *const _ as *const libc::c_void,
+            4,
+        );
     }
 }
 
@@ -70,6 +98,13 @@ pub fn peer_closed(stream: &TcpStream) -> bool {
     let fd = std::os::fd::AsRawFd::as_raw_fd(stream);
     let mut b = 0u8;
     // SAFETY: a one-byte non-blocking peek into a local.
-    let n = unsafe { libc::recv(fd, &mut b as *mut u8 as *mut libc::c_void, 1, libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    let n = unsafe {
+        libc::recv(
+            fd,
+            &mut b as *mut u8 as *mut libc::c_void,
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
     n == 0
 }

@@ -100,7 +100,10 @@ pub struct Header {
 
 impl Header {
     pub fn new(op: Opcode) -> Header {
-        Header { opcode: op as u8, ..Header::default() }
+        Header {
+            opcode: op as u8,
+            ..Header::default()
+        }
     }
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {
@@ -138,7 +141,12 @@ impl Header {
     }
 
     pub fn reply(req_id: u64, status: Status, size: u64) -> Header {
-        Header { size, req_id, status: status.code() as u16, ..Header::new(Opcode::Reply) }
+        Header {
+            size,
+            req_id,
+            status: status.code() as u16,
+            ..Header::new(Opcode::Reply)
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -168,13 +176,27 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        let h = Header { size: 1, addr: 2, opcode: 3, flags: 4, status: 5, key: 6, req_id: 7, endpoint: 8, imm: -9 };
+        let h = Header {
+            size: 1,
+            addr: 2,
+            opcode: 3,
+            flags: 4,
+            status: 5,
+            key: 6,
+            req_id: 7,
+            endpoint: 8,
+            imm: -9,
+        };
         assert_eq!(Header::decode(&h.encode()), h);
     }
 
     #[test]
     fn hello_rejects_foreign_bytes() {
-        let h = Hello { version: WIRE_VERSION, status: 0, context_id: 42 };
+        let h = Hello {
+            version: WIRE_VERSION,
+            status: 0,
+            context_id: 42,
+        };
         assert_eq!(Hello::decode(&h.encode()), Some(h));
         assert_eq!(Hello::decode(&[0x47; HELLO_LEN]), None);
     }
