@@ -40,7 +40,10 @@ struct Stats {
 fn stats(mut us: Vec<f64>) -> Stats {
     us.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = us.len();
-    Stats { p50: us[n / 2], p99: us[((n as f64 * 0.99) as usize).min(n - 1)] }
+    Stats {
+        p50: us[n / 2],
+        p99: us[((n as f64 * 0.99) as usize).min(n - 1)],
+    }
 }
 
 fn time(n: usize, mut f: impl FnMut()) -> Stats {
@@ -57,7 +60,11 @@ fn time(n: usize, mut f: impl FnMut()) -> Stats {
 }
 
 fn ctx() -> Arc<TcpContext> {
-    TcpContext::new(TcpConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() }).unwrap()
+    TcpContext::new(TcpConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 /// Raw floor server: per connection, reads a 16-byte request `(dir, size)`, then either
@@ -98,7 +105,10 @@ fn peer() {
     std::thread::spawn(move || raw_server(raw));
     let ep = TcpEndpoint::new(&ctx(), MemoryPool::new()).unwrap();
     let mut region = vec![7u8; max];
-    unsafe { ep.register_memory_region("buf", region.as_mut_ptr(), max).unwrap() };
+    unsafe {
+        ep.register_memory_region("buf", region.as_mut_ptr(), max)
+            .unwrap()
+    };
     println!("{raw_port} {}", ep.endpoint_info());
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
@@ -109,13 +119,18 @@ fn peer() {
     let ack = [0u8; 8];
     for line in lines {
         let line = line.unwrap();
-        let f: Vec<usize> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let f: Vec<usize> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
         if line.starts_with("pingpong") {
             // recv size, answer 8 bytes; repeated
             for _ in 0..f[1] {
                 let r = unsafe { ep.recv(inbox.as_mut_ptr(), f[0], None).unwrap() };
                 r.wait().unwrap();
-                unsafe { ep.send(ack.as_ptr(), 8, None).unwrap() }.wait().unwrap();
+                unsafe { ep.send(ack.as_ptr(), 8, None).unwrap() }
+                    .wait()
+                    .unwrap();
             }
         } else {
             break;
@@ -129,7 +144,12 @@ fn main() {
     if args.iter().any(|a| a == "--role") {
         return peer();
     }
-    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let max = arg("--max-mib").map_or(256, |v| v.parse().unwrap()) * MIB;
     let csv = arg("--csv").unwrap_or_else(|| "bench/results/endpoint_tcp.csv".into());
 
@@ -144,10 +164,17 @@ fn main() {
     let mut from_child = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     from_child.read_line(&mut line).unwrap();
-    let (raw_port, info) = line.trim().split_once(' ').map(|(a, b)| (a.parse::<u16>().unwrap(), b.to_string())).unwrap();
+    let (raw_port, info) = line
+        .trim()
+        .split_once(' ')
+        .map(|(a, b)| (a.parse::<u16>().unwrap(), b.to_string()))
+        .unwrap();
     let ep = TcpEndpoint::new(&ctx(), MemoryPool::new()).unwrap();
     let mut local = vec![1u8; max];
-    let lh = unsafe { ep.register_memory_region("local", local.as_mut_ptr(), max).unwrap() };
+    let lh = unsafe {
+        ep.register_memory_region("local", local.as_mut_ptr(), max)
+            .unwrap()
+    };
     ep.connect(&serde_json::from_str(&info).unwrap()).unwrap();
     writeln!(to_child, "{}", ep.endpoint_info()).unwrap();
     line.clear();
@@ -170,9 +197,19 @@ fn main() {
         let ratio = s.p50 / floor.p50;
         println!(
             "{:<10} {:>8} {:>10.1} {:>10.1} {:>9.3} {:>11.1} {:>11.3} {:>7.2}x",
-            op, label(size), s.p50, s.p99, gbps, floor.p50, fgbps, ratio
+            op,
+            label(size),
+            s.p50,
+            s.p99,
+            gbps,
+            floor.p50,
+            fgbps,
+            ratio
         );
-        rows.push(format!("{op},{size},{:.3},{:.3},{gbps:.4},{:.3},{fgbps:.4},{ratio:.4}", s.p50, s.p99, floor.p50));
+        rows.push(format!(
+            "{op},{size},{:.3},{:.3},{gbps:.4},{:.3},{fgbps:.4},{ratio:.4}",
+            s.p50, s.p99, floor.p50
+        ));
     };
     for &size in &sizes(max) {
         let n = iters(size);
@@ -200,15 +237,26 @@ fn main() {
         let mut small = [0u8; 8];
         let sr = time(n, || {
             let r = unsafe { ep.recv(small.as_mut_ptr(), 8, None).unwrap() };
-            unsafe { ep.send(local.as_ptr(), size, None).unwrap() }.wait().unwrap();
+            unsafe { ep.send(local.as_ptr(), size, None).unwrap() }
+                .wait()
+                .unwrap();
             r.wait().unwrap();
         });
         emit("send/recv", size, &sr, &floor_w);
     }
     // single-stream socket throughput: one large transfer, the ceiling for big writes
     let stream = time(8, || raw_out_stream(&mut raw, &local[..max], &mut ack));
-    println!("raw single-stream socket throughput ({}): {:.3} GB/s", label(max), max as f64 / stream.p50 / 1e3);
-    rows.push(format!("raw_stream,{max},{:.3},{:.3},{:.4},,,", stream.p50, stream.p99, max as f64 / stream.p50 / 1e3));
+    println!(
+        "raw single-stream socket throughput ({}): {:.3} GB/s",
+        label(max),
+        max as f64 / stream.p50 / 1e3
+    );
+    rows.push(format!(
+        "raw_stream,{max},{:.3},{:.3},{:.4},,,",
+        stream.p50,
+        stream.p99,
+        max as f64 / stream.p50 / 1e3
+    ));
     writeln!(to_child, "exit").unwrap();
     let _ = child.wait();
     if let Some(dir) = std::path::Path::new(&csv).parent() {
@@ -238,8 +286,16 @@ fn label(size: usize) -> String {
 fn host_line() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("host: {} cpus, {cpu}, Linux {}", std::thread::available_parallelism().map_or(0, |n| n.get()), kernel.trim())
+    format!(
+        "host: {} cpus, {cpu}, Linux {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel.trim()
+    )
 }

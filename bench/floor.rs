@@ -20,7 +20,16 @@ impl PingPong {
         }
     }
     pub fn map(fd: i32) -> PingPong {
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
         assert_ne!(p, libc::MAP_FAILED);
         PingPong { base: p as *mut u8 }
     }
@@ -33,8 +42,21 @@ impl PingPong {
 }
 
 fn futex(w: &AtomicU32, op: i32, v: u32) {
-    let ts = libc::timespec { tv_sec: 1, tv_nsec: 0 };
-    unsafe { libc::syscall(libc::SYS_futex, w.as_ptr(), op, v, &ts as *const _, 0usize, 0) };
+    let ts = libc::timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            w.as_ptr(),
+            op,
+            v,
+            &ts as *const _,
+            0usize,
+            0,
+        )
+    };
 }
 
 /// Waits until `w` holds `want`; spinning, or sleeping on the futex.

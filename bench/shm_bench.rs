@@ -48,7 +48,8 @@ fn child_main(args: &[String]) {
             println!("INFO {}", ep.endpoint_info());
             std::io::stdout().flush().unwrap();
             let mut lines = BufReader::new(std::io::stdin()).lines();
-            let info: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+            let info: serde_json::Value =
+                serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
             ep.connect(&info).unwrap();
             shm_endpoint_bench::echo_child(&ep, n);
             let _ = lines.next(); // "done" (or EOF): blocks without spinning
@@ -71,15 +72,32 @@ fn main() {
 
     // Raw ping-pong floors.
     let (fd, pp) = floor::PingPong::create();
-    let mut child = Command::new(&exe).args(["--child", "raw", &fd.to_string(), &n.to_string()]).spawn().unwrap();
+    let mut child = Command::new(&exe)
+        .args(["--child", "raw", &fd.to_string(), &n.to_string()])
+        .spawn()
+        .unwrap();
     let spin = floor::pingpong_parent(&pp, n, false);
     let fut = floor::pingpong_parent(&pp, n, true);
     child.wait().unwrap();
     let (spin, fut) = (&spin[warm..], &fut[warm..]);
     let raw_spin = pct(spin, 0.5);
     let raw_futex = pct(fut, 0.5);
-    rows.push(Row { metric: "raw shm ping-pong spin (RTT)".into(), size: 4, p50: raw_spin, p99: pct(spin, 0.99), floor_p50: raw_spin, ratio: 1.0 });
-    rows.push(Row { metric: "raw shm ping-pong futex (RTT)".into(), size: 4, p50: raw_futex, p99: pct(fut, 0.99), floor_p50: raw_futex, ratio: 1.0 });
+    rows.push(Row {
+        metric: "raw shm ping-pong spin (RTT)".into(),
+        size: 4,
+        p50: raw_spin,
+        p99: pct(spin, 0.99),
+        floor_p50: raw_spin,
+        ratio: 1.0,
+    });
+    rows.push(Row {
+        metric: "raw shm ping-pong futex (RTT)".into(),
+        size: 4,
+        p50: raw_futex,
+        p99: pct(fut, 0.99),
+        floor_p50: raw_futex,
+        ratio: 1.0,
+    });
 
     // Endpoint round trips, then one-sided bandwidth (spin-mode endpoint, child idle).
     let sizes: Vec<usize> = (0..10).map(|i| 1024usize << (2 * i)).collect();
@@ -89,7 +107,14 @@ fn main() {
         let t = floor::memcpy_times(s, reps);
         let p50 = pct(&t[reps / 10..], 0.5);
         memcpy_p50.push(p50);
-        rows.push(Row { metric: "memcpy 1 thread".into(), size: s, p50, p99: pct(&t[reps / 10..], 0.99), floor_p50: p50, ratio: 1.0 });
+        rows.push(Row {
+            metric: "memcpy 1 thread".into(),
+            size: s,
+            p50,
+            p99: pct(&t[reps / 10..], 0.99),
+            floor_p50: p50,
+            ratio: 1.0,
+        });
     }
     for mode in ["spin", "futex"] {
         let mut child = Command::new(&exe)
@@ -101,7 +126,8 @@ fn main() {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        let info: serde_json::Value = serde_json::from_str(line.trim().strip_prefix("INFO ").unwrap()).unwrap();
+        let info: serde_json::Value =
+            serde_json::from_str(line.trim().strip_prefix("INFO ").unwrap()).unwrap();
         let (ep, _buf) = shm_endpoint_bench::endpoint(mode == "spin");
         let mut stdin = child.stdin.take().unwrap();
         writeln!(stdin, "{}", ep.endpoint_info()).unwrap();
@@ -110,7 +136,14 @@ fn main() {
         let t = &t[warm..];
         let floor = if mode == "spin" { raw_spin } else { raw_futex };
         let p50 = pct(t, 0.5);
-        rows.push(Row { metric: format!("shm endpoint send/recv RTT ({mode})"), size: 64, p50, p99: pct(t, 0.99), floor_p50: floor, ratio: p50 / floor });
+        rows.push(Row {
+            metric: format!("shm endpoint send/recv RTT ({mode})"),
+            size: 64,
+            p50,
+            p99: pct(t, 0.99),
+            floor_p50: floor,
+            ratio: p50 / floor,
+        });
         if mode == "spin" {
             for (i, &s) in sizes.iter().enumerate() {
                 let reps = ((1usize << 31) / s).clamp(5, 2000);
@@ -119,7 +152,10 @@ fn main() {
                     let p50 = pct(&t[reps / 10..], 0.5);
                     // Bandwidth ratio = memcpy time / op time.
                     rows.push(Row {
-                        metric: format!("shm endpoint {} (shared region)", if write { "write" } else { "read" }),
+                        metric: format!(
+                            "shm endpoint {} (shared region)",
+                            if write { "write" } else { "read" }
+                        ),
                         size: s,
                         p50,
                         p99: pct(&t[reps / 10..], 0.99),
@@ -135,20 +171,38 @@ fn main() {
         ep.shutdown();
     }
 
-    println!("{:<40} {:>10} {:>11} {:>11} {:>11} {:>10} {:>8}", "metric", "size", "p50 us", "p99 us", "GB/s(p50)", "floor p50", "ratio");
+    println!(
+        "{:<40} {:>10} {:>11} {:>11} {:>11} {:>10} {:>8}",
+        "metric", "size", "p50 us", "p99 us", "GB/s(p50)", "floor p50", "ratio"
+    );
     for r in &rows {
-        let gbs = if r.size >= 1024 { format!("{:.2}", r.size as f64 / r.p50 / 1e3) } else { "-".into() };
-        println!("{:<40} {:>10} {:>11.3} {:>11.3} {:>11} {:>10.3} {:>8.2}", r.metric, r.size, r.p50, r.p99, gbs, r.floor_p50, r.ratio);
+        let gbs = if r.size >= 1024 {
+            format!("{:.2}", r.size as f64 / r.p50 / 1e3)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<40} {:>10} {:>11.3} {:>11.3} {:>11} {:>10.3} {:>8.2}",
+            r.metric, r.size, r.p50, r.p99, gbs, r.floor_p50, r.ratio
+        );
     }
     println!("ratios: RTT rows = endpoint p50 / floor p50 (targets: spin <= 2.0, futex <= 1.3); bandwidth rows = memcpy time / op time (target >= 0.85 from 1 MiB)");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
     std::fs::create_dir_all(&dir).unwrap();
-    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let path = dir.join(format!("shm_bench_{ts}.csv"));
     let mut f = std::fs::File::create(&path).unwrap();
     writeln!(f, "metric,size_bytes,p50_us,p99_us,floor_p50_us,ratio").unwrap();
     for r in &rows {
-        writeln!(f, "{},{},{:.4},{:.4},{:.4},{:.4}", r.metric, r.size, r.p50, r.p99, r.floor_p50, r.ratio).unwrap();
+        writeln!(
+            f,
+            "{},{},{:.4},{:.4},{:.4},{:.4}",
+            r.metric, r.size, r.p50, r.p99, r.floor_p50, r.ratio
+        )
+        .unwrap();
     }
     println!("wrote {}", path.display());
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dlslime::engine::{Config, ProgressMode};
-use dlslime::transport::shm::{ShmConfig, ShmEndpoint, SharedBuf};
+use dlslime::transport::shm::{SharedBuf, ShmConfig, ShmEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool};
 
 pub const REGION: usize = 256 << 20;
@@ -14,7 +14,11 @@ pub const REGION: usize = 256 << 20;
 /// sleeps on the doorbell at once (futex mode).
 pub fn endpoint(spin: bool) -> (ShmEndpoint, SharedBuf) {
     let engine = Config {
-        spin: if spin { Duration::from_secs(1) } else { Duration::ZERO },
+        spin: if spin {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        },
         progress: ProgressMode::Inline,
         ..Config::default()
     };
@@ -22,7 +26,15 @@ pub fn endpoint(spin: bool) -> (ShmEndpoint, SharedBuf) {
     unsafe { buf.as_mut_slice().fill(1) };
     let pool = MemoryPool::new();
     unsafe { pool.register(Some("buf"), buf.as_ptr(), REGION).unwrap() };
-    let ep = ShmEndpoint::new(pool, ShmConfig { engine, force_staged: false, host_id_override: None }).unwrap();
+    let ep = ShmEndpoint::new(
+        pool,
+        ShmConfig {
+            engine,
+            force_staged: false,
+            host_id_override: None,
+        },
+    )
+    .unwrap();
     (ep, buf)
 }
 
@@ -43,7 +55,9 @@ pub fn rtt_parent(ep: &ShmEndpoint, n: usize) -> Vec<Duration> {
 pub fn echo_child(ep: &ShmEndpoint, n: usize) {
     let mut b = [0u8; 64];
     for _ in 0..n {
-        unsafe { ep.recv(b.as_mut_ptr(), 64, None).unwrap() }.wait().unwrap();
+        unsafe { ep.recv(b.as_mut_ptr(), 64, None).unwrap() }
+            .wait()
+            .unwrap();
         unsafe { ep.send(b.as_ptr(), 64, None).unwrap() };
     }
 }
@@ -55,7 +69,12 @@ pub fn one_sided(ep: &ShmEndpoint, size: usize, write: bool, reps: usize) -> Vec
     (0..reps)
         .map(|_| {
             let t = Instant::now();
-            let f = if write { ep.write(&a, None) } else { ep.read(&a, None) }.unwrap();
+            let f = if write {
+                ep.write(&a, None)
+            } else {
+                ep.read(&a, None)
+            }
+            .unwrap();
             f.wait().unwrap();
             t.elapsed()
         })

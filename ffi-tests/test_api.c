@@ -288,6 +288,55 @@ static void test_options(void) {
   CHECK(ctx == (dlslime_tcp_context_t *)(uintptr_t)0x99);
 }
 
+static void test_shared_memory_api(void) {
+  void *p = (void *)(uintptr_t)0x77;
+  CHECK_STATUS(dlslime_alloc_shared(0, &p), DLSLIME_STATUS_INVALID_ARGUMENT);
+  CHECK(p == (void *)(uintptr_t)0x77);
+  CHECK_STATUS(dlslime_alloc_shared(4096, NULL), DLSLIME_STATUS_NULL_PARAMETER);
+  CHECK_OK(dlslime_alloc_shared(10000, &p));
+  CHECK(p != NULL && ((uintptr_t)p & 4095) == 0);
+  if (p) {
+    const uint8_t *b = (const uint8_t *)p;
+    int zero = 1;
+    for (size_t i = 0; i < 10000; i++) zero &= b[i] == 0;
+    CHECK(zero);
+    memset(p, 0xab, 10000);
+  }
+  int heap = 0;
+  CHECK_STATUS(dlslime_free_shared(&heap), DLSLIME_STATUS_UNKNOWN_HANDLE);
+  CHECK_STATUS(dlslime_free_shared(NULL), DLSLIME_STATUS_NULL_PARAMETER);
+  CHECK_OK(dlslime_free_shared(p));
+  CHECK_STATUS(dlslime_free_shared(p), DLSLIME_STATUS_UNKNOWN_HANDLE);
+
+  dlslime_shm_options_t o;
+  dlslime_shm_options_init(&o);
+  CHECK(o.size == sizeof o && o.flags == 0 && o.spin_us == 0);
+  dlslime_memory_pool_t *pool = NULL;
+  REQUIRE_OK(dlslime_memory_pool_new(&pool));
+  dlslime_endpoint_t *ep = (dlslime_endpoint_t *)(uintptr_t)0x99;
+  o.flags = 1u << 20;
+  CHECK_STATUS(dlslime_shm_endpoint_new(pool, &o, &ep), DLSLIME_STATUS_UNSUPPORTED);
+  CHECK_LAST_ERROR_HAS("flags");
+  o.flags = 0;
+  o.size = 4;
+  CHECK_STATUS(dlslime_shm_endpoint_new(pool, &o, &ep), DLSLIME_STATUS_INVALID_ARGUMENT);
+  CHECK(ep == (dlslime_endpoint_t *)(uintptr_t)0x99);
+  CHECK_STATUS(dlslime_shm_endpoint_new(NULL, NULL, &ep), DLSLIME_STATUS_NULL_PARAMETER);
+  dlslime_shm_options_init(&o);
+  o.flags = DLSLIME_SHM_FLAG_NO_SPIN | DLSLIME_SHM_FLAG_FORCE_STAGED;
+  CHECK_OK(dlslime_shm_endpoint_new(pool, &o, &ep));
+  char *info = NULL;
+  CHECK_OK(dlslime_endpoint_info(ep, &info));
+  CHECK(info != NULL && strstr(info, "\"transport\":\"shm\"") != NULL);
+  dlslime_string_free(info);
+  /* an operation before connect fails at once, with no future */
+  dlslime_future_t *f = NULL;
+  CHECK_STATUS(dlslime_endpoint_imm_recv(ep, 0, &f), DLSLIME_STATUS_NOT_CONNECTED);
+  CHECK(f == NULL);
+  dlslime_endpoint_free(ep);
+  dlslime_memory_pool_free(pool);
+}
+
 /* ---- Loopback endpoints in one process (needs the TCP transport). ---- */
 
 typedef struct {
@@ -552,6 +601,7 @@ int main(void) {
   test_pool();
   test_null_parameters();
   test_options();
+  test_shared_memory_api();
   int tcp_ran = test_loopback();
   int rc = finish("test_api");
   if (rc == 0 && !tcp_ran) {

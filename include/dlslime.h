@@ -50,6 +50,34 @@
 #define DLSLIME_VERSION_NUMBER ((DLSLIME_VERSION_MAJOR << 16) | (DLSLIME_VERSION_MINOR << 8) | DLSLIME_VERSION_PATCH)
 
 /**
+ * Bits of `dlslime_shm_options_t.flags`.
+ */
+enum dlslime_shm_flag
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  /**
+   * Move every byte through bounce slots in the control segment even where
+   * cross-memory attach works (what the EPERM fallback uses).
+   */
+  DLSLIME_SHM_FLAG_FORCE_STAGED = 1,
+  /**
+   * Waiters park at once instead of spinning first (the right choice when both
+   * processes share one core).
+   */
+  DLSLIME_SHM_FLAG_NO_SPIN = 2,
+  /**
+   * The thread that waits on a future drives the transport itself (inline progress)
+   * instead of a background completion thread.
+   */
+  DLSLIME_SHM_FLAG_INLINE_PROGRESS = 4,
+};
+#ifndef __cplusplus
+typedef uint32_t dlslime_shm_flag;
+#endif // __cplusplus
+
+/**
  * Outcome of a call or of an operation. The numbers are stable ABI and equal the Rust
  * `dlslime::Status` numbers: 0 ok, 1 pending, 1xx caller errors, 2xx state errors,
  * 4xx operation outcomes, 5xx system errors. A number is never reused.
@@ -250,6 +278,31 @@ typedef struct {
   uint64_t local_offset;
   uint64_t length;
 } dlslime_assignment_t;
+
+/**
+ * Options of a shared-memory endpoint. Initialise with `dlslime_shm_options_init` (or
+ * set `size` and zero the rest): zero fields mean the library default, which the
+ * environment (`DLSLIME_SPIN_US`, `DLSLIME_TIMEOUT_MS`, `DLSLIME_PROGRESS`,
+ * `DLSLIME_SHM_FORCE_STAGED`) may set. Later versions only append fields.
+ */
+typedef struct {
+  /**
+   * `sizeof(dlslime_shm_options_t)` as the caller was compiled.
+   */
+  size_t size;
+  /**
+   * `DLSLIME_SHM_FLAG_*` bits, OR-ed.
+   */
+  uint32_t flags;
+  /**
+   * How long a waiter spins before parking, in microseconds. 0: default (50 µs).
+   */
+  uint64_t spin_us;
+  /**
+   * Deadline of every operation that passes `timeout_ms = 0`. 0: default (30 s).
+   */
+  uint64_t default_timeout_ms;
+} dlslime_shm_options_t;
 
 /**
  * Options of a TCP context. Initialise with `dlslime_tcp_options_init` (or set `size`
@@ -560,6 +613,49 @@ dlslime_status_t dlslime_memory_pool_handle(const dlslime_memory_pool_t *pool,
  * Errors: `DLSLIME_STATUS_NULL_PARAMETER`.
  */
 dlslime_status_t dlslime_memory_pool_mr_info(const dlslime_memory_pool_t *pool, char **out_json);
+
+/**
+ * Fills `*opts` with the defaults: `size = sizeof(dlslime_shm_options_t)`, every other
+ * field zero. NULL is a no-op.
+ */
+void dlslime_shm_options_init(dlslime_shm_options_t *opts);
+
+/**
+ * Creates a shared-memory endpoint over a memory pool (the endpoint keeps its own
+ * reference) and writes it to `*out`. `opts` may be NULL for the defaults. Publish
+ * `dlslime_endpoint_info` to a peer process on the same host and call
+ * `dlslime_endpoint_connect` on both sides; a peer on another host is refused.
+ *
+ * Regions from `dlslime_alloc_shared` are mapped by the peer, so one-sided operations
+ * on them are a single memcpy; other memory moves by cross-memory attach, or through
+ * bounce slots where the kernel refuses attach.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (bad
+ * `size`), `DLSLIME_STATUS_UNSUPPORTED` (unknown flags or newer fields),
+ * `DLSLIME_STATUS_IO` (the handshake socket could not be created).
+ */
+dlslime_status_t dlslime_shm_endpoint_new(const dlslime_memory_pool_t *pool,
+                                          const dlslime_shm_options_t *opts,
+                                          dlslime_endpoint_t **out);
+
+/**
+ * Allocates `len` bytes of zeroed, page-aligned memory backed by a memfd, which a
+ * connected shared-memory peer maps. Register it in a memory pool as usual; free it with
+ * `dlslime_free_shared`. Writes the address to `*out_ptr`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (`len` is
+ * 0), `DLSLIME_STATUS_IO` (memfd_create / mmap failed).
+ */
+dlslime_status_t dlslime_alloc_shared(size_t len, void **out_ptr);
+
+/**
+ * Frees memory from `dlslime_alloc_shared`. Unregister it from its pools first. Peers
+ * that mapped it keep their own mapping until they disconnect.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (`ptr` is not
+ * a live shared allocation: nothing is freed).
+ */
+dlslime_status_t dlslime_free_shared(void *ptr);
 
 /**
  * Copies the calling thread's last error message into `buf`.

@@ -7,7 +7,8 @@
 #   3. ffi-tests/*.c                    compiled as C (gcc -std=c11) and as C++
 #                                       (g++ -x c++ -std=c++17), -Wall -Wextra -Werror,
 #                                       AddressSanitizer with leak detection on; each
-#                                       binary is run (the TCP test forks two processes)
+#                                       binary is run (the two-process test forks, once per
+#                                       transport: tcp, shm)
 #      bindings/cpp/include/dlslime.hpp: ffi-tests/test_cpp_wrapper.cpp, C++17, ASan
 #   4. examples-c                       built against the build tree, demo run
 #   5. cargo-c                          cargo cinstall into a temporary prefix, soname
@@ -85,15 +86,20 @@ for src in ffi-tests/test_*.c; do
       fail "$name ($lang): not built with AddressSanitizer"
       continue
     fi
-    step "run $name ($lang, ASan)"
-    timeout 240 "$bin"
-    rc=$?
-    case $rc in
-      0) pass "$name ($lang, ASan)" ;;
-      77) notrun "$name ($lang)" "TCP transport unavailable" ;;
-      124) fail "$name ($lang): timed out" ;;
-      *) fail "$name ($lang): exit status $rc" ;;
-    esac
+    # the two-process test runs once per transport
+    if [ "$name" = test_two_process ]; then runs=(tcp shm); else runs=(""); fi
+    for arg in "${runs[@]}"; do
+      label="$name${arg:+ $arg} ($lang, ASan)"
+      step "run $label"
+      timeout 240 "$bin" $arg
+      rc=$?
+      case $rc in
+        0) pass "$label" ;;
+        77) notrun "$label" "transport unavailable" ;;
+        124) fail "$label: timed out" ;;
+        *) fail "$label: exit status $rc" ;;
+      esac
+    done
   done
 done
 

@@ -15,6 +15,7 @@
 //! * [`version`] — `dlslime_version`, `dlslime_version_number`.
 //! * [`memory`] — `dlslime_memory_pool_t`.
 //! * [`tcp`] — `dlslime_tcp_options_t`, `dlslime_tcp_context_t`, `dlslime_tcp_endpoint_new`.
+//! * [`shm`] — `dlslime_alloc_shared`, `dlslime_shm_options_t`, `dlslime_shm_endpoint_new`.
 //! * [`endpoint`] — `dlslime_endpoint_t`, `dlslime_assignment_t`.
 //! * [`future`] — `dlslime_future_t`.
 //!
@@ -32,6 +33,8 @@ mod cast;
 pub mod endpoint;
 pub mod future;
 pub mod memory;
+mod options;
+pub mod shm;
 pub mod status;
 pub mod tcp;
 pub mod version;
@@ -40,4 +43,5 @@ pub use endpoint::{dlslime_assignment_t, dlslime_endpoint_t};
 pub use future::dlslime_future_t;
 pub use memory::{dlslime_memory_pool_t, dlslime_mr_handle_t, dlslime_remote_handle_t};
 pub use status::{dlslime_status, dlslime_status_t};
+pub use shm::dlslime_shm_options_t;
 pub use tcp::{dlslime_tcp_context_t, dlslime_tcp_options_t};

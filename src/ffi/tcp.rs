@@ -9,8 +9,9 @@ use std::time::Duration;
 use super::cast::{arc_into_ptr, box_into_ptr, free_arc, Castable, OwnershipArc};
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
+use super::options::read_sized;
 use super::status::{dlslime_status_t, string_to_c};
-use crate::error::{Error, Status};
+use crate::error::Error;
 use crate::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use crate::transport::Endpoint;
 
@@ -83,30 +84,6 @@ fn zeroed_options() -> dlslime_tcp_options_t {
     }
 }
 
-/// Reads the caller's options, honouring its `size`.
-///
-/// # Safety
-/// `opts` points at `opts->size` readable bytes.
-unsafe fn read_options(opts: *const dlslime_tcp_options_t) -> crate::Result<dlslime_tcp_options_t> {
-    let size = opts.cast::<usize>().read_unaligned();
-    let ours = size_of::<dlslime_tcp_options_t>();
-    if size < ours {
-        return Err(Error::invalid(format!(
-            "dlslime_tcp_options_t.size is {size}, expected at least {ours}; initialise it with dlslime_tcp_options_init"
-        )));
-    }
-    if size > ours {
-        let extra = std::slice::from_raw_parts(opts.cast::<u8>().add(ours), size - ours);
-        if extra.iter().any(|b| *b != 0) {
-            return Err(Error::new(
-                Status::Unsupported,
-                "dlslime_tcp_options_t sets fields this library version does not know",
-            ));
-        }
-    }
-    Ok(opts.read())
-}
-
 /// Converts C options to a `TcpConfig` (zero fields keep the defaults).
 ///
 /// # Safety
@@ -162,7 +139,7 @@ pub extern "C" fn dlslime_tcp_context_new(
         let config = if opts.is_null() {
             TcpConfig::default()
         } else {
-            let o = try_res!(unsafe { read_options(opts) });
+            let o = try_res!(unsafe { read_sized(opts, "dlslime_tcp_options_t") });
             try_res!(unsafe { to_config(&o) })
         };
         let ctx = try_res!(TcpContext::new(config));

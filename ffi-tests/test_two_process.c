@@ -1,5 +1,7 @@
 /*
- * Two-process TCP test of the C ABI. The program forks: the child is the target, the
+ * Two-process test of the C ABI over one transport, named by the first argument: "tcp"
+ * (the default) or "shm" (regions from dlslime_alloc_shared, so one-sided operations
+ * take the mapped single-copy path). The program forks: the child is the target, the
  * parent the initiator. They exchange endpoint_info over a pipe, connect, and check
  * with content checks: write, read (striped over lanes), write_with_imm + imm_recv,
  * send/recv both ways; malformed, wrong-transport and wrong-version endpoint_info; a
@@ -7,8 +9,8 @@
  * untouched and keeps serving); and the target killed with SIGKILL mid-transfer (every
  * pending future fails with DLSLIME_STATUS_PEER_DISCONNECTED within 3 s).
  *
- * Exit status: 0 all passed, 1 a check failed, 2 a fatal error, 77 the TCP transport is
- * not available (DLSLIME_STATUS_UNSUPPORTED): not run.
+ * Exit status: 0 all passed, 1 a check failed, 2 a fatal error, 77 the transport is not
+ * available (DLSLIME_STATUS_UNSUPPORTED): not run.
  */
 #include <dlslime.h>
 
@@ -109,8 +111,32 @@ typedef struct {
   dlslime_mr_handle_t mr;
 } side_t;
 
+static const char *g_transport = "tcp";
+
+static int is_shm(void) { return strcmp(g_transport, "shm") == 0; }
+
+/* A new endpoint of the transport under test over the side's pool. */
+static int32_t endpoint_new(side_t *s, dlslime_endpoint_t **out) {
+  if (is_shm()) {
+    dlslime_shm_options_t o;
+    dlslime_shm_options_init(&o);
+    o.default_timeout_ms = 20000;
+    return dlslime_shm_endpoint_new(s->pool, &o, out);
+  }
+  return dlslime_tcp_endpoint_new(s->ctx, s->pool, out);
+}
+
 static int32_t side_open(side_t *s) {
   memset(s, 0, sizeof *s);
+  if (is_shm()) {
+    REQUIRE_OK(dlslime_memory_pool_new(&s->pool));
+    void *p = NULL;
+    REQUIRE_OK(dlslime_alloc_shared(BUF_LEN, &p));
+    s->buf = (uint8_t *)p;
+    fill(s->buf, BUF_LEN, 9);
+    REQUIRE_OK(dlslime_memory_pool_register(s->pool, "buf", s->buf, BUF_LEN, &s->mr));
+    return endpoint_new(s, &s->ep);
+  }
   dlslime_tcp_options_t opts;
   dlslime_tcp_options_init(&opts);
   opts.bind = "127.0.0.1:0";
@@ -123,15 +149,20 @@ static int32_t side_open(side_t *s) {
   s->buf = (uint8_t *)malloc(BUF_LEN);
   fill(s->buf, BUF_LEN, 9);
   REQUIRE_OK(dlslime_memory_pool_register(s->pool, "buf", s->buf, BUF_LEN, &s->mr));
-  REQUIRE_OK(dlslime_tcp_endpoint_new(s->ctx, s->pool, &s->ep));
-  return DLSLIME_STATUS_OK;
+  return endpoint_new(s, &s->ep);
 }
 
 static void side_close(side_t *s) {
   dlslime_endpoint_free(s->ep);
   dlslime_memory_pool_free(s->pool);
   dlslime_tcp_context_free(s->ctx);
-  free(s->buf);
+  if (is_shm()) {
+    CHECK_OK(dlslime_free_shared(s->buf));
+    /* a second free is refused, not a double munmap */
+    CHECK_STATUS(dlslime_free_shared(s->buf), DLSLIME_STATUS_UNKNOWN_HANDLE);
+  } else {
+    free(s->buf);
+  }
 }
 
 static dlslime_assignment_t asg(dlslime_mr_handle_t l, dlslime_remote_handle_t r, uint64_t roff,
@@ -254,7 +285,7 @@ static char *replace_once(const char *s, const char *from, const char *to) {
 
 static void bad_endpoint_info(side_t *me, const char *target_info) {
   dlslime_endpoint_t *e2 = NULL;
-  REQUIRE_OK(dlslime_tcp_endpoint_new(me->ctx, me->pool, &e2));
+  REQUIRE_OK(endpoint_new(me, &e2));
   CHECK_STATUS(dlslime_endpoint_connect(e2, "{not json"), DLSLIME_STATUS_INVALID_ENDPOINT_INFO);
   CHECK_STATUS(dlslime_endpoint_connect(e2, ""), DLSLIME_STATUS_INVALID_ENDPOINT_INFO);
   CHECK_STATUS(dlslime_endpoint_connect(e2, "42"), DLSLIME_STATUS_INVALID_ENDPOINT_INFO);
@@ -265,7 +296,8 @@ static void bad_endpoint_info(side_t *me, const char *target_info) {
     CHECK_LAST_ERROR_HAS("99");
   }
   free(v);
-  v = replace_once(target_info, "\"transport\":\"tcp\"", "\"transport\":\"shm\"");
+  v = is_shm() ? replace_once(target_info, "\"transport\":\"shm\"", "\"transport\":\"tcp\"")
+              : replace_once(target_info, "\"transport\":\"tcp\"", "\"transport\":\"shm\"");
   CHECK(v != NULL);
   if (v) CHECK_STATUS(dlslime_endpoint_connect(e2, v), DLSLIME_STATUS_INVALID_ENDPOINT_INFO);
   free(v);
@@ -281,7 +313,7 @@ static int run_initiator(pid_t child) {
   alarm(90);
   char *tinfo = recv_msg(g_rfd);
   if (strcmp(tinfo, "unsupported") == 0) {
-    printf("[%s] NOT RUN: the TCP transport is not available (DLSLIME_STATUS_UNSUPPORTED)\n", g_role);
+    printf("[%s] NOT RUN: the %s transport is not available (DLSLIME_STATUS_UNSUPPORTED)\n", g_role, g_transport);
     free(tinfo);
     waitpid(child, NULL, 0);
     return 77;
@@ -456,10 +488,15 @@ static int run_initiator(pid_t child) {
 
   free(tinfo);
   side_close(&s);
-  return finish("test_tcp_two_process");
+  return finish(is_shm() ? "test_two_process shm" : "test_two_process tcp");
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  if (argc > 1) g_transport = argv[1];
+  if (strcmp(g_transport, "tcp") != 0 && !is_shm()) {
+    fprintf(stderr, "usage: %s [tcp|shm]\n", argv[0]);
+    return 2;
+  }
   int p2c[2], c2p[2];
   if (pipe(p2c) != 0 || pipe(c2p) != 0) {
     perror("pipe");
@@ -475,7 +512,7 @@ int main(void) {
     close(p2c[1]);
     close(c2p[0]);
     int rc = run_target(p2c[0], c2p[1]);
-    if (g_failures) rc = finish("test_tcp_two_process (target)");
+    if (g_failures) rc = finish(is_shm() ? "test_two_process shm (target)" : "test_two_process tcp (target)");
     exit(rc);
   }
   close(p2c[0]);

@@ -1,0 +1,32 @@
+//! Versioned option structs: every `dlslime_*_options_t` starts with `size_t size`, set by
+//! its `_init` function to the `sizeof` the caller was compiled with. Newer library
+//! versions only append fields, so an older caller's struct is read as far as it goes and
+//! a newer caller's unknown tail is accepted only when it is all zero (its defaults).
+
+use std::mem::size_of;
+
+use crate::error::{Error, Status};
+
+/// Reads an options struct whose first field is `size: usize`, honouring that size.
+///
+/// # Safety
+/// `opts` is non-NULL and points at `opts->size` readable bytes.
+pub unsafe fn read_sized<T>(opts: *const T, type_name: &str) -> crate::Result<T> {
+    let size = opts.cast::<usize>().read_unaligned();
+    let ours = size_of::<T>();
+    if size < ours {
+        return Err(Error::invalid(format!(
+            "{type_name}.size is {size}, expected at least {ours}; initialise it with the matching _init function"
+        )));
+    }
+    if size > ours {
+        let extra = std::slice::from_raw_parts(opts.cast::<u8>().add(ours), size - ours);
+        if extra.iter().any(|b| *b != 0) {
+            return Err(Error::new(
+                Status::Unsupported,
+                format!("{type_name} sets fields this library version does not know"),
+            ));
+        }
+    }
+    Ok(opts.read())
+}
