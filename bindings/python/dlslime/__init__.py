@@ -1,0 +1,81 @@
+"""dlslime: Python bindings of the dlslime communication runtime.
+
+Thin cffi (ABI mode) layer over the C ABI of ``libdlslime.so`` (``include/dlslime.h``),
+with the names of the original DLSlime Python API where one exists::
+
+    import dlslime
+    pool = dlslime.MemoryPool()
+    buf = bytearray(4096)
+    h = pool.register_memory_region(buf, name="kv")
+    ep = dlslime.TcpEndpoint(pool, dlslime.TcpContext(bind="127.0.0.1:0"))
+    info = ep.endpoint_info()           # give it to the peer, get the peer's
+    ep.connect(peer_info)
+    r = ep.remote_handle("kv")
+    ep.read([(h, r, 0, 0, 4096)]).wait()   # (local, remote, remote_off, local_off, len)
+
+See README.md next to this package's sources for every difference from the original.
+"""
+
+from ._core import (
+    Assignment,
+    Endpoint,
+    Future,
+    MemoryPool,
+    ShmEndpoint,
+    TcpContext,
+    TcpEndpoint,
+    alloc_shared,
+    buffer_address,
+    ffi,
+    has_shm,
+    lib,
+    version,
+)
+from ._errors import (
+    AlreadyConnected,
+    Cancelled,
+    DLSlimeError,
+    Failed,
+    InternalError,
+    InvalidArgument,
+    InvalidEndpointInfo,
+    IOFailure,
+    NameConflict,
+    NotConnected,
+    NullParameter,
+    OperationError,
+    OutOfRange,
+    Panic,
+    PeerDisconnected,
+    ProtocolError,
+    RemoteAccess,
+    ResourceExhausted,
+    ShutDown,
+    StateError,
+    SystemFailure,
+    Timeout,
+    Truncated,
+    UnknownHandle,
+    Unsupported,
+    VersionMismatch,
+    error_class,
+)
+
+__version__ = "0.1.0"
+
+# Capability flags in the style of the original's _BUILD_* attributes.
+_BUILD_TCP = True
+_BUILD_SHM = has_shm()
+_BUILD_RDMA = False
+_BUILD_NVLINK = False
+
+__all__ = [
+    "Assignment", "Endpoint", "Future", "MemoryPool", "ShmEndpoint", "TcpContext",
+    "TcpEndpoint", "alloc_shared", "buffer_address", "has_shm", "version",
+    "AlreadyConnected", "Cancelled", "DLSlimeError", "Failed", "InternalError",
+    "InvalidArgument", "InvalidEndpointInfo", "IOFailure", "NameConflict", "NotConnected",
+    "NullParameter", "OperationError", "OutOfRange", "Panic", "PeerDisconnected",
+    "ProtocolError", "RemoteAccess", "ResourceExhausted", "ShutDown", "StateError",
+    "SystemFailure", "Timeout", "Truncated", "UnknownHandle", "Unsupported",
+    "VersionMismatch", "error_class",
+]

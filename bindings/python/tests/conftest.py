@@ -1,0 +1,115 @@
+"""Fixtures: a peer process (tests/peer.py) connected over each available transport."""
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import dlslime
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRANSPORTS = ["tcp", "shm"] if dlslime.has_shm() else ["tcp"]
+REGION = 1 << 20
+
+
+def pattern(n, seed=0):
+    return bytes((i + seed) % 251 for i in range(n))
+
+
+class Peer:
+    """A child process running peer.py; ``call`` sends a command and waits (bounded)
+    for its JSON reply."""
+
+    def __init__(self, transport, region=REGION, shared=False):
+        args = [sys.executable, os.path.join(HERE, "peer.py"), transport, str(region)]
+        if shared:
+            args.append("shared")
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+
+    def read(self, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("peer did not answer in time")
+            if self.sel.select(left):
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise EOFError(f"peer exited (status {self.proc.poll()})")
+                return json.loads(line)
+
+    def write(self, obj):
+        self.proc.stdin.write(json.dumps(obj) + "\n")
+        self.proc.stdin.flush()
+
+    def call(self, cmd, timeout=20.0, **kw):
+        self.write(dict(cmd=cmd, **kw))
+        return self.read(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.call("quit", timeout=10)
+                self.proc.wait(timeout=10)
+            except Exception:
+                pass
+        self.kill()
+        self.sel.close()
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except Exception:
+                pass
+
+
+def make_endpoint(transport, pool):
+    if transport == "tcp":
+        return dlslime.TcpEndpoint(pool, dlslime.TcpContext(bind="127.0.0.1:0"))
+    return dlslime.ShmEndpoint(pool)
+
+
+class Rig:
+    """The initiator side: an endpoint with a local buffer "local" connected to a peer
+    that registered a REGION-byte "buf"."""
+
+    def __init__(self, transport, local=None, shared_peer=False):
+        self.transport = transport
+        self.peer = Peer(transport, shared=shared_peer)
+        info = self.peer.read()["info"]
+        self.pool = dlslime.MemoryPool()
+        self.buf = bytearray(REGION) if local is None else local
+        self.local = self.pool.register_memory_region(self.buf, name="local")
+        self.ep = make_endpoint(transport, self.pool)
+        # Both sides connect at once (the shared-memory handshake waits for the peer).
+        self.peer.write(self.ep.endpoint_info())
+        self.ep.connect(info)
+        assert self.peer.read() == {"ok": True}
+        self.remote = self.ep.remote_handle("buf")
+
+    def close(self):
+        self.ep.close()
+        self.peer.close()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request):
+    return request.param
+
+
+@pytest.fixture
+def rig(transport):
+    r = Rig(transport)
+    yield r
+    r.close()
