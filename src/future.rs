@@ -35,6 +35,7 @@ pub struct OpState {
     parts: AtomicU32,
     /// Transport threads currently writing into the caller's memory, plus IO_CLOSED.
     io: AtomicU32,
+    /// Waiters asleep in the futex (see `wait::spin_then_park`).
     parked: AtomicU32,
     imm: AtomicI32,
     nbytes: AtomicU64,
@@ -126,7 +127,8 @@ impl OpState {
         }
         self.status.store(status.code(), Ordering::Release);
         self.state.store(DONE, Ordering::SeqCst);
-        // SeqCst pairs with the waiter's increment of `parked` before its last check.
+        // SeqCst pairs with spin_then_park's increment of `parked` before its last check:
+        // only a waiter that is (about to be) asleep costs a wake syscall.
         if self.parked.load(Ordering::SeqCst) > 0 {
             futex::wake_private(&self.state, i32::MAX as u32);
         }
@@ -218,11 +220,11 @@ impl OpState {
     /// deadline the operation fails with `Timeout`.
     pub fn wait_until(&self, until: Deadline) -> Result<()> {
         let limit = until.min(self.deadline);
-        self.parked.fetch_add(1, Ordering::SeqCst);
         let driver = self.driver.clone();
         let slice = driver.as_ref().map(|_| Duration::from_micros(200));
         wait::spin_then_park(
             &self.state,
+            &self.parked,
             PENDING,
             self.spin,
             limit,
@@ -234,7 +236,6 @@ impl OpState {
             },
             || self.is_done(),
         );
-        self.parked.fetch_sub(1, Ordering::AcqRel);
         self.expire_if_due();
         if self.is_done() {
             self.result()

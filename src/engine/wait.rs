@@ -45,8 +45,13 @@ impl Deadline {
 /// called on every spin iteration (inline progress) and may make `ready` true; when it
 /// is the only source of progress, `park_slice` bounds each park so it runs again.
 /// Returns whether `ready` became true.
+///
+/// `sleepers` counts threads inside the futex wait, so the thread that changes `word`
+/// makes the wake syscall only when someone sleeps: it must store `word` and then load
+/// `sleepers`, both SeqCst. A spinning waiter costs the waker nothing.
 pub fn spin_then_park(
     word: &AtomicU32,
+    sleepers: &AtomicU32,
     parked_value: u32,
     spin: Duration,
     deadline: Deadline,
@@ -79,9 +84,13 @@ pub fn spin_then_park(
             (Some(d), Some(s)) => Some(d.min(s)),
             (d, s) => d.or(s),
         };
-        if word.load(Ordering::Acquire) == parked_value {
+        // Announce the sleep before the last look at `word` (SeqCst on both sides): the
+        // waker either sees the count, or its store is visible here and we do not sleep.
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        if word.load(Ordering::SeqCst) == parked_value {
             futex::wait_private(word, parked_value, left);
         }
+        sleepers.fetch_sub(1, Ordering::SeqCst);
         step();
     }
 }
