@@ -855,6 +855,8 @@ impl Inner {
             Early::Rts { id, addr, len } => {
                 if len > r.cap as u64 {
                     truncate(&r, len);
+                    self.reply(c, id, Status::Truncated, 0);
+                    return;
                 } else if r.op.begin_io() {
                     let res = if let Some(src) = c.peer_maps.translate(addr, len) {
                         // SAFETY: inside our mapping of the sender's allocation; the
