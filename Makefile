@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run test deps build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl header
+.PHONY: run test deps build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl test-python header
 
 run: deps build example bench
 
@@ -22,8 +22,9 @@ example:
 
 bench:
 	cargo bench --bench endpoint -- --max-mib $${BENCH_MAX_MIB:-64}
+	cargo run --release --example shm_bench
 
-test: deps test-rust test-ffi test-nanoctrl
+test: deps test-rust test-ffi test-nanoctrl test-python
 
 test-rust:
 	cargo test -p dlslime
@@ -33,6 +34,9 @@ test-ffi:
 
 test-nanoctrl:
 	bash scripts/test-nanoctrl.sh
+
+test-python:
+	bash scripts/test-python.sh
 
 header:
 	bash scripts/gen-header.sh

@@ -102,12 +102,16 @@ def _as_buffer(data: Any, writable: bool, what: str):
         return ffi.from_buffer(data, require_writable=writable)
     except TypeError as e:
         raise TypeError(f"{what} must support the buffer protocol: {e}") from None
-    except ValueError as e:  # released memoryview
-        raise ValueError(f"{what}: {e}") from None
-    except BufferError as e:  # read-only where writable is needed, or not contiguous
-        if writable:
-            raise TypeError(f"{what} must be a writable, C-contiguous buffer: {e}") from None
-        raise TypeError(f"{what} must be a C-contiguous buffer: {e}") from None
+    except (ValueError, BufferError) as e:
+        # read-only where writable is needed: a type problem (bytes for recv);
+        # released or non-contiguous views: a value problem.
+        try:
+            readonly = memoryview(data).readonly
+        except (ValueError, BufferError, TypeError):
+            readonly = False
+        if writable and readonly:
+            raise TypeError(f"{what} must be writable (got a read-only {type(data).__name__})") from None
+        raise ValueError(f"{what}: {e} (need a live, C-contiguous buffer)") from None
 
 
 def buffer_address(data: Any) -> int:

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Python bindings: builds and installs the package the way a user does
+# (`pip install ./bindings/python`, which runs `cargo build --release` of the library)
+# into a virtual environment, then runs the pytest suite (two processes per test over
+# TCP and shared memory) against the installed package.
+#
+# Environment: DLSLIME_PY_VENV (default target/py-venv), PYTHON (default python3),
+# CARGO_TARGET_DIR (honoured by the package build). Extra arguments go to pytest.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export PATH="$HOME/.cargo/bin:$PATH"
+venv="${DLSLIME_PY_VENV:-$root/target/py-venv}"
+python="${PYTHON:-python3}"
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "==> creating $venv"
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/pip" install --disable-pip-version-check -q)
+if ! "$venv/bin/python" -c 'import dlslime' 2>/dev/null; then
+  echo "==> pip install ./bindings/python pytest numpy"
+  "${pip[@]}" ./bindings/python pytest numpy
+else
+  # Already installed once: rebuild and reinstall it from this tree (its dependencies
+  # are there), so the tests always see the current sources.
+  echo "==> pip install --force-reinstall --no-deps ./bindings/python"
+  "${pip[@]}" pytest numpy
+  "${pip[@]}" --no-deps --force-reinstall ./bindings/python
+fi
+
+echo "==> installed: $("$venv/bin/python" -c 'import dlslime; print(dlslime.__file__, dlslime.version())')"
+# Run from the repository root so `import dlslime` is the installed package, not the
+# source directory.
+exec "$venv/bin/python" -m pytest -p no:cacheprovider bindings/python/tests "$@"
