@@ -33,9 +33,22 @@ _OK = 0
 _PENDING = 1
 _TIMEOUT = 402
 _NULL = ffi.NULL
+_new = ffi.new
+_FUTURE_OUT = ffi.typeof("dlslime_future_t **")
+_ONE_ASSIGNMENT = ffi.typeof("dlslime_assignment_t[1]")
+_ASSIGNMENTS = ffi.typeof("dlslime_assignment_t[]")
 # Slice of a blocking wait: Python gets control back this often, so Ctrl-C works while a
 # wait is in progress; the GIL is released inside each slice.
 _WAIT_SLICE_MS = 200
+
+# Hot-path functions bound once (a lookup on ``lib`` per call is measurable).
+_future_wait_for = lib.dlslime_future_wait_for
+_future_status = lib.dlslime_future_status
+_future_done = lib.dlslime_future_done
+_future_free = lib.dlslime_future_free
+_ep_read = lib.dlslime_endpoint_read
+_ep_write = lib.dlslime_endpoint_write
+_ep_write_with_imm = lib.dlslime_endpoint_write_with_imm
 
 Assignment = namedtuple("Assignment", ["local", "remote", "remote_offset", "local_offset", "length"])
 Assignment.__doc__ = """One transfer in the original DLSlime order
@@ -316,7 +329,7 @@ class Future:
 
     def _h(self):
         f = self._f
-        if f == _NULL:
+        if f is None:
             raise ValueError("Future is released")
         return f
 
@@ -330,10 +343,15 @@ class Future:
     def wait(self) -> int:
         """Waits for completion (at most the operation's own deadline). Returns 0 on
         success, like the original; raises the status's exception on failure."""
-        f = self._h()
+        f = self._f
+        if f is None:
+            self._h()
         while True:
-            st = lib.dlslime_future_wait_for(f, _WAIT_SLICE_MS)
-            if st != _TIMEOUT or lib.dlslime_future_status(f) != _PENDING:
+            st = _future_wait_for(f, _WAIT_SLICE_MS)
+            if st == _OK:
+                self._keep = None
+                return 0
+            if st != _TIMEOUT or _future_status(f) != _PENDING:
                 return self._finished(st)
 
     def wait_for(self, timeout: float) -> bool:
@@ -369,27 +387,70 @@ class Future:
         return lib.dlslime_future_nbytes(self._h())
 
     def __del__(self):
-        f, self._f = self._f, _NULL
-        if f == _NULL:
+        f, self._f = self._f, None
+        if f is None:
             return
         try:
-            if self._keep is not None and not lib.dlslime_future_done(f):
+            if self._keep is not None and not _future_done(f):
                 ep = self._ep
                 if ep is not None:
                     ep._orphan(f, self._keep)
                     return
-            lib.dlslime_future_free(f)
+            _future_free(f)
         except Exception:
             pass
 
     def __repr__(self) -> str:
-        if self._f == _NULL:
+        if self._f is None:
             return "<dlslime.Future released>"
         st = self.status()
         return f"<dlslime.Future {'pending' if st == _PENDING else 'status=%d' % st}>"
 
 
 _AssignmentLike = Union[Tuple[int, int, int, int, int], Sequence[int]]
+
+
+def _bad_assignment(assign):
+    """Raises the precise error for a malformed assignment list (slow path)."""
+    if isinstance(assign, (str, bytes)) or not hasattr(assign, "__len__"):
+        raise TypeError("assignments must be a list of (local_handle, remote_handle, "
+                        "remote_offset, local_offset, length) tuples, not %s" % type(assign).__name__)
+    for i, t in enumerate(assign):
+        if not isinstance(t, (tuple, list)) or len(t) != 5:
+            raise TypeError(f"assignment {i} must be a 5-tuple (local_handle, remote_handle, "
+                            f"remote_offset, local_offset, length), got {t!r}")
+        for name, v in zip(Assignment._fields, t):
+            v = _uint(v, f"assignment {i}: {name}")
+            limit = 0xFFFFFFFF if name in ("local", "remote") else 0xFFFFFFFFFFFFFFFF
+            if v > limit:
+                raise ValueError(f"assignment {i}: {name} {v} is out of range")
+    raise TypeError("malformed assignments")  # pragma: no cover
+
+
+def _assignments(assign, regions):
+    """(C array, count, buffers to keep alive) of a list of assignments."""
+    if type(assign) is list and len(assign) == 1:  # fast path: one assignment
+        t = assign[0]
+        if isinstance(t, (tuple, list)) and len(t) == 5:
+            try:
+                arr = _new(_ONE_ASSIGNMENT, assign)
+            except (TypeError, OverflowError, ValueError):
+                _bad_assignment(assign)
+            return arr, 1, regions.get(t[0])
+    if isinstance(assign, tuple) and len(assign) == 5 and all(isinstance(x, int) for x in assign):
+        assign = [assign]  # a single tuple
+    if isinstance(assign, (str, bytes)) or not hasattr(assign, "__len__"):
+        _bad_assignment(assign)
+    assign = list(assign)
+    n = len(assign)
+    for t in assign:
+        if not isinstance(t, (tuple, list)) or len(t) != 5:
+            _bad_assignment(assign)
+    try:
+        arr = _new(_ASSIGNMENTS, assign) if n else _NULL
+    except (TypeError, OverflowError, ValueError):
+        _bad_assignment(assign)
+    return arr, n, [regions.get(t[0]) for t in assign]
 
 
 class Endpoint(_Owned):
@@ -404,6 +465,7 @@ class Endpoint(_Owned):
         self._pool = pool
         self._extra = extra_keep
         self._orphans: List[Tuple[Any, Any]] = []
+        self._closed = False
         self._olock = threading.Lock()
 
     # -- connection -------------------------------------------------------------------
@@ -484,48 +546,31 @@ class Endpoint(_Owned):
                     still.append((f, keep))
             self._orphans = still
 
-    @staticmethod
-    def _assignments(assign):
-        if isinstance(assign, tuple) and len(assign) == 5 and all(isinstance(x, int) for x in assign):
-            assign = (assign,)  # a single tuple
-        try:
-            n = len(assign)
-        except TypeError:
-            raise TypeError("assignments must be a list of (local_handle, remote_handle, "
-                            "remote_offset, local_offset, length) tuples") from None
-        arr = ffi.new("dlslime_assignment_t[]", n) if n else _NULL
-        for i in range(n):
-            t = assign[i]
-            if not isinstance(t, (tuple, list)) or len(t) != 5:
-                raise TypeError(f"assignment {i} must be a 5-tuple (local_handle, remote_handle, "
-                                f"remote_offset, local_offset, length), got {t!r}")
-            a = arr[i]
-            try:
-                a.local, a.remote, a.remote_offset, a.local_offset, a.length = t
-            except (TypeError, OverflowError):
-                for name, v in zip(Assignment._fields, t):
-                    v = _uint(v, f"assignment {i}: {name}")
-                    limit = 0xFFFFFFFF if name in ("local", "remote") else 0xFFFFFFFFFFFFFFFF
-                    if v > limit:
-                        raise ValueError(f"assignment {i}: {name} {v} is out of range") from None
-                a.local, a.remote, a.remote_offset, a.local_offset, a.length = (
-                    int(t[0]), int(t[1]), int(t[2]), int(t[3]), int(t[4]))
-        return arr, n
-
-    def _submit(self, fn, arr, n, *args) -> Future:
+    def _submit(self, fn, assign, timeout, imm=None) -> Future:
+        """Submits a one-sided operation; the hot path of read/write/write_with_imm."""
         if self._orphans:
             self._sweep()
-        out = ffi.new("dlslime_future_t **")
-        st = fn(self._handle(), arr, n, *args, out)
-        if st != _OK:
+        if self._closed:
+            raise ValueError(f"{type(self).__name__} is closed")
+        # Fast path, one assignment (kept inline: every call level costs here).
+        if type(assign) is list and len(assign) == 1 and type(assign[0]) is tuple and len(assign[0]) == 5:
+            try:
+                arr = _new(_ONE_ASSIGNMENT, assign)
+            except (TypeError, OverflowError, ValueError):
+                _bad_assignment(assign)
+            n = 1
+            keep = self._pool._keep.get(assign[0][0])
+        else:
+            arr, n, keep = _assignments(assign, self._pool._keep)
+        out = _new(_FUTURE_OUT)
+        if imm is None:
+            st = fn(self._ptr, arr, n, timeout, out)
+        else:
+            st = fn(self._ptr, arr, n, imm, timeout, out)
+        if st:
             _raise(st)
         # The future keeps the local regions' buffers alive until completion, even if
         # they are unregistered meanwhile.
-        regions = self._pool._keep
-        if n == 1:
-            keep = regions.get(arr[0].local, ())
-        else:
-            keep = [regions.get(arr[i].local) for i in range(n)]
         return Future(out[0], keep, self)
 
     @staticmethod
@@ -538,17 +583,45 @@ class Endpoint(_Owned):
         """One-sided read: for each ``(local, remote, remote_offset, local_offset,
         length)`` copies the remote range into the local one. One future for the list.
         ``timeout`` (seconds) overrides the default deadline."""
-        self._no_stream(stream)
-        arr, n = self._assignments(assign)
-        return self._submit(lib.dlslime_endpoint_read, arr, n, _timeout_ms(timeout))
+        # Fast path (one tuple, defaults, no orphans): inline, see bench/python.
+        if (stream is None and timeout is None and type(assign) is list and len(assign) == 1
+                and not self._orphans and not self._closed):
+            t = assign[0]
+            if type(t) is tuple and len(t) == 5:
+                try:
+                    arr = _new(_ONE_ASSIGNMENT, assign)
+                except (TypeError, OverflowError, ValueError):
+                    _bad_assignment(assign)
+                out = _new(_FUTURE_OUT)
+                st = _ep_read(self._ptr, arr, 1, 0, out)
+                if st:
+                    _raise(st)
+                return Future(out[0], self._pool._keep.get(t[0]), self)
+        if stream is not None:
+            self._no_stream(stream)
+        return self._submit(_ep_read, assign, 0 if timeout is None else _timeout_ms(timeout))
 
     def write(self, assign: Iterable[_AssignmentLike], stream: Any = None, *,
               timeout: Optional[float] = None) -> Future:
         """One-sided write: copies each local range into the remote range; completes
         when the target has applied every byte."""
-        self._no_stream(stream)
-        arr, n = self._assignments(assign)
-        return self._submit(lib.dlslime_endpoint_write, arr, n, _timeout_ms(timeout))
+        # Fast path (one tuple, defaults, no orphans): inline, see bench/python.
+        if (stream is None and timeout is None and type(assign) is list and len(assign) == 1
+                and not self._orphans and not self._closed):
+            t = assign[0]
+            if type(t) is tuple and len(t) == 5:
+                try:
+                    arr = _new(_ONE_ASSIGNMENT, assign)
+                except (TypeError, OverflowError, ValueError):
+                    _bad_assignment(assign)
+                out = _new(_FUTURE_OUT)
+                st = _ep_write(self._ptr, arr, 1, 0, out)
+                if st:
+                    _raise(st)
+                return Future(out[0], self._pool._keep.get(t[0]), self)
+        if stream is not None:
+            self._no_stream(stream)
+        return self._submit(_ep_write, assign, 0 if timeout is None else _timeout_ms(timeout))
 
     def write_with_imm(self, assign: Iterable[_AssignmentLike], imm_data: int = 0, stream: Any = None,
                        *, timeout: Optional[float] = None) -> Future:
@@ -561,8 +634,7 @@ class Endpoint(_Owned):
             raise ValueError(f"imm_data {imm_data} does not fit in 32 bits")
         if imm_data >= (1 << 31):
             imm_data -= 1 << 32
-        arr, n = self._assignments(assign)
-        return self._submit(lib.dlslime_endpoint_write_with_imm, arr, n, imm_data, _timeout_ms(timeout))
+        return self._submit(_ep_write_with_imm, assign, _timeout_ms(timeout), imm_data)
 
     def imm_recv(self, stream: Any = None, *, timeout: Optional[float] = None) -> Future:
         """Receives the next immediate-data notification; ``future.imm_data()``."""
@@ -623,6 +695,7 @@ class Endpoint(_Owned):
     def close(self) -> None:
         """Shuts down and releases the endpoint (idempotent)."""
         p = self._ptr
+        self._closed = True
         super().close()  # dlslime_endpoint_free shuts down: pending ops are cancelled
         if p != _NULL:
             with self._olock:
