@@ -27,6 +27,7 @@ bench:
 test: deps test-rust test-ffi test-nanoctrl test-python
 
 test-rust:
+	cargo build -p nanoctrl --bins  # the PeerAgent tests (tests/peer_*.rs) run it
 	cargo test -p dlslime
 
 test-ffi:

@@ -8,6 +8,8 @@
 //! * [`engine`] — how threads wait (spin-then-park, deadlines) and the knobs for it.
 //! * [`transport`] — the [`Endpoint`] contract (read, write, write_with_imm, imm_recv,
 //!   send, recv) and its transports: [`transport::tcp`] today.
+//! * [`peer`] — the PeerAgent: NanoCtrl registration, the Redis stream mailbox and
+//!   named transfers between agents.
 //! * `ffi` — the C ABI over all of the above; nothing else knows about C.
 
 pub mod engine;
@@ -16,6 +18,7 @@ pub mod ffi;
 pub mod future;
 pub mod log;
 pub mod memory;
+pub mod peer;
 pub mod transport;
 
 pub use error::{Error, Result, Status};

@@ -1,0 +1,713 @@
+//! PeerAgent against a real Redis and the real NanoCtrl of this workspace, on loopback,
+//! with agents in separate OS processes, over shared memory and TCP: the three handshake
+//! orders, 8 agents all-to-all, named I/O with content checks, late regions, cleanup,
+//! duplicate aliases and bad input (including malformed mailbox messages).
+
+mod common;
+mod peer_fixture;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{is_child, pattern_byte, Parent, Peer};
+use dlslime::peer::{ConnState, NamedAssignment, PeerAgent, PeerAgentOptions, Transport};
+use dlslime::Status;
+use peer_fixture::{unique, wait_for, Cluster};
+
+const T: Option<Duration> = Some(Duration::from_secs(30));
+const WAIT: Duration = Duration::from_secs(30);
+
+fn opts(hb_ms: u64) -> PeerAgentOptions {
+    PeerAgentOptions {
+        heartbeat_interval: Duration::from_millis(hb_ms),
+        register_attempts: 3,
+        register_backoff: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
+/// A region buffer that never moves.
+struct Buf(Box<[u8]>);
+
+impl Buf {
+    fn new(len: usize, seed: u64) -> Buf {
+        let mut b = vec![0u8; len].into_boxed_slice();
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = pattern_byte(seed, i);
+        }
+        Buf(b)
+    }
+    /// Index of the first byte of `[off, off+len)` that is not `pattern(seed, k)`.
+    fn check(&self, seed: u64, off: usize, len: usize) -> Option<usize> {
+        self.check_from(seed, off, len, 0)
+    }
+    fn check_from(&self, seed: u64, off: usize, len: usize, base: usize) -> Option<usize> {
+        (0..len).find(|&k| self.0[off + k] != pattern_byte(seed, base + k))
+    }
+}
+
+fn register(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, name: &str, len: usize, seed: u64) {
+    let mut b = Buf::new(len, seed);
+    unsafe {
+        agent
+            .register_memory_region(name, b.0.as_mut_ptr(), 0, len)
+            .unwrap()
+    };
+    bufs.insert(name.to_string(), b);
+}
+
+fn err_line(e: &dlslime::Error) -> String {
+    format!("err {} {}", e.status().code(), e.message())
+}
+
+/// One command of the child agent. Replies start with "ok" or "err <code>".
+fn exec(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, line: &str) -> String {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let num = |i: usize| -> u64 { w[i].parse().unwrap() };
+    let r: Result<String, dlslime::Error> = (|| match w[0] {
+        "connect" => agent.connect_to(w[1], w[2]).map(|_| "ok".to_string()),
+        "wait" => {
+            let c = agent
+                .connection(w[1])
+                .ok_or_else(|| dlslime::Error::invalid("no such connection"))?;
+            c.wait(Duration::from_millis(num(2)))
+                .map(|t| format!("ok {}", t.as_str()))
+        }
+        "state" => Ok(format!(
+            "ok {}",
+            agent
+                .connection(w[1])
+                .map_or("none", |c| c.state().as_str())
+        )),
+        "reg" => {
+            let (len, seed) = (num(2) as usize, num(3));
+            let mut b = Buf::new(len, seed);
+            let h = unsafe { agent.register_memory_region(w[1], b.0.as_mut_ptr(), 0, len)? };
+            bufs.insert(w[1].to_string(), b);
+            Ok(format!("ok {h}"))
+        }
+        "unreg" => agent
+            .unregister_memory_region(w[1])
+            .map(|b| format!("ok {b}")),
+        "check" => {
+            let b = &bufs[w[1]];
+            // optional 5th word: the pattern index of the first byte checked
+            let base = if w.len() > 5 { num(5) as usize } else { 0 };
+            Ok(
+                match b.check_from(num(2), num(3) as usize, num(4) as usize, base) {
+                    None => "ok".into(),
+                    Some(i) => format!("bad {i}"),
+                },
+            )
+        }
+        "write" | "read" => {
+            let a = [NamedAssignment::pair(w[2], w[3], num(4), num(5), num(6))];
+            let f = if w[0] == "write" {
+                agent.write(w[1], &a, T)?
+            } else {
+                agent.read(w[1], &a, T)?
+            };
+            f.wait().map(|_| "ok".to_string())
+        }
+        "writeimm" => {
+            let a = [NamedAssignment::same(w[2], 0, 0, num(3))];
+            agent
+                .write_with_imm(w[1], &a, num(4) as i32, T)?
+                .wait()
+                .map(|_| "ok".to_string())
+        }
+        "immrecv" => {
+            let f = agent.imm_recv(w[1], Some(Duration::from_millis(num(2))))?;
+            f.wait().map(|_| format!("ok {}", f.imm_data()))
+        }
+        "stats" => Ok(format!(
+            "ok {}",
+            agent
+                .stats()
+                .malformed_messages
+                .load(std::sync::atomic::Ordering::Relaxed)
+        )),
+        "shutdown" => {
+            agent.shutdown();
+            Ok("ok".into())
+        }
+        "exit" => Ok("ok".into()),
+        other => Err(dlslime::Error::invalid(format!("unknown command {other}"))),
+    })();
+    r.unwrap_or_else(|e| err_line(&e))
+}
+
+/// The agent child: registers (env PEER_URL, PEER_SCOPE, PEER_ALIAS, PEER_HB_MS), says
+/// "ready <alias>", then runs commands until "exit" or EOF.
+#[test]
+#[ignore]
+fn peer_agent_child() {
+    if !is_child() {
+        return;
+    }
+    let env = |k: &str| std::env::var(k).unwrap();
+    let mut parent = Parent::new();
+    let hb: u64 = env("PEER_HB_MS").parse().unwrap();
+    let agent = match PeerAgent::new(
+        &env("PEER_URL"),
+        Some(&env("PEER_ALIAS")),
+        Some(&env("PEER_SCOPE")),
+        opts(hb),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            parent.send(&err_line(&e));
+            return;
+        }
+    };
+    parent.send(&format!("ready {}", agent.alias()));
+    let mut bufs = HashMap::new();
+    while let Some(line) = parent.recv() {
+        let reply = exec(&agent, &mut bufs, &line);
+        parent.send(&reply);
+        if line == "exit" {
+            break;
+        }
+    }
+    drop(agent);
+}
+
+struct Child {
+    p: Peer,
+    alias: String,
+}
+
+impl Child {
+    fn start(cl: &Cluster, alias: &str, extra: &[(&str, String)]) -> Child {
+        let mut env = vec![
+            ("PEER_URL", cl.url().to_string()),
+            ("PEER_SCOPE", cl.scope.clone()),
+            ("PEER_ALIAS", alias.to_string()),
+            ("PEER_HB_MS", "500".to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let mut p = Peer::spawn("peer_agent_child", &env);
+        let r = p.recv();
+        assert_eq!(r, format!("ready {alias}"), "child {alias} did not start");
+        Child {
+            p,
+            alias: alias.to_string(),
+        }
+    }
+    fn cmd(&mut self, line: &str) -> String {
+        self.p.send(line);
+        self.p.recv()
+    }
+    fn ok(&mut self, line: &str) -> String {
+        let r = self.cmd(line);
+        assert!(
+            r.starts_with("ok"),
+            "{}: {line:?} answered {r:?}",
+            self.alias
+        );
+        r
+    }
+    fn exit(mut self) {
+        self.ok("exit");
+        self.p.join();
+    }
+}
+
+fn agent(cl: &Cluster, alias: &str) -> PeerAgent {
+    PeerAgent::new(cl.url(), Some(alias), Some(&cl.scope), opts(500)).unwrap()
+}
+
+/// (a) both sides dial; content checks both ways; the transport is the one asked for.
+fn both_dial(transport: &str) {
+    let cl = Cluster::start("both");
+    let a = agent(&cl, "alice");
+    let mut b = Child::start(&cl, "bob", &[]);
+    let mut bufs = HashMap::new();
+    register(&a, &mut bufs, "buf", 1 << 20, 1);
+    b.ok("reg buf 1048576 2");
+    let ca = a.connect_to("bob", transport).unwrap();
+    b.ok(&format!("connect alice {transport}"));
+    let t = ca.wait(WAIT).unwrap();
+    let want = if transport == "auto" {
+        "shm"
+    } else {
+        transport
+    };
+    assert_eq!(t.as_str(), want);
+    assert_eq!(ca.transport().unwrap().as_str(), want);
+    assert_eq!(b.ok("wait alice 30000"), format!("ok {want}"));
+    // write alice[0..64K) -> bob[4096..), read bob[0..128K) -> alice[256K..)
+    a.write("bob", &[NamedAssignment::same("buf", 0, 4096, 65536)], T)
+        .unwrap()
+        .wait()
+        .unwrap();
+    b.ok("check buf 1 4096 65536");
+    a.read(
+        "bob",
+        &[NamedAssignment::same("buf", 262144, 300000, 131072)],
+        T,
+    )
+    .unwrap()
+    .wait()
+    .unwrap();
+    let want_b = Buf::new(1 << 20, 2);
+    assert_eq!(
+        &bufs["buf"].0[262144..262144 + 131072],
+        &want_b.0[300000..300000 + 131072]
+    );
+    // and the other direction, driven by the child (bob's first 4 KiB are still his)
+    b.ok("write alice buf buf 0 0 4096");
+    assert_eq!(bufs["buf"].check(2, 0, 4096), None);
+    b.exit();
+    a.shutdown();
+}
+
+#[test]
+fn handshake_both_dial_tcp() {
+    both_dial("tcp");
+}
+
+#[test]
+fn handshake_both_dial_shm() {
+    both_dial("shm");
+}
+
+#[test]
+fn handshake_both_dial_auto_picks_shm_on_one_host() {
+    both_dial("auto");
+}
+
+/// (b) a passive peer that never calls connect_to still connects when dialled.
+#[test]
+fn handshake_passive_peer() {
+    for transport in ["tcp", "shm"] {
+        let cl = Cluster::start("passive");
+        let a = agent(&cl, "alice");
+        let mut b = Child::start(&cl, "bob", &[]);
+        b.ok("reg buf 65536 7");
+        let c = a.connect_to("bob", transport).unwrap();
+        assert_eq!(c.wait(WAIT).unwrap().as_str(), transport);
+        assert_eq!(b.ok("wait alice 30000"), format!("ok {transport}"));
+        let mut bufs = HashMap::new();
+        register(&a, &mut bufs, "local", 65536, 0);
+        a.read(
+            "bob",
+            &[NamedAssignment::pair("local", "buf", 0, 0, 65536)],
+            T,
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+        assert_eq!(bufs["local"].check(7, 0, 65536), None);
+        b.exit();
+    }
+}
+
+/// (c) the peer dials before this agent exists: its qp_ready waits in the stream, which
+/// the new agent reads from the start (a start-up that deleted the stream fails this).
+#[test]
+fn handshake_dial_before_peer_exists() {
+    for transport in ["tcp", "shm", "auto"] {
+        let cl = Cluster::start("early");
+        let a = agent(&cl, "alice");
+        let c = a.connect_to("bob", transport).unwrap();
+        // nothing to connect to yet
+        let e = c.wait(Duration::from_millis(300)).unwrap_err();
+        assert_eq!(e.status(), Status::Timeout);
+        assert!(e.message().contains("bob"), "{e}");
+        let key = format!("{}:stream:bob", cl.scope);
+        let n: usize = redis::cmd("XLEN")
+            .arg(&key)
+            .query(&mut cl.redis.conn())
+            .unwrap();
+        assert!(n >= 1, "alice's qp_ready is waiting in bob's stream");
+        let mut b = Child::start(&cl, "bob", &[]);
+        let want = if transport == "auto" {
+            "shm"
+        } else {
+            transport
+        };
+        assert_eq!(c.wait(WAIT).unwrap().as_str(), want);
+        assert_eq!(b.ok("wait alice 30000"), format!("ok {want}"));
+        b.exit();
+    }
+}
+
+/// Two explicit, different transports: both sides fail with a clear error; asking again
+/// with a compatible one connects.
+#[test]
+fn explicit_transport_mismatch_is_a_clear_error() {
+    let cl = Cluster::start("mismatch");
+    let a = agent(&cl, "alice");
+    let mut b = Child::start(&cl, "bob", &[]);
+    b.ok("connect alice shm");
+    let c = a.connect_to("bob", "tcp").unwrap();
+    let e = c.wait(WAIT).unwrap_err();
+    assert_eq!(e.status(), Status::Unsupported, "{e}");
+    assert!(e.message().contains("mismatch"), "{e}");
+    let r = b.cmd("wait alice 30000");
+    assert!(r.starts_with("err 501"), "{r}");
+    // asking again with a compatible transport connects
+    let c = a.connect_to("bob", "shm").unwrap();
+    b.ok("connect alice shm");
+    assert_eq!(c.wait(WAIT).unwrap(), Transport::Shm);
+    b.exit();
+}
+
+/// 8 agents in 8 processes connect all-to-all; each writes its pattern into its slot of
+/// every other agent's buffer; every slot is checked.
+fn all_to_all(transport: &str) {
+    const N: usize = 8;
+    const SLOT: usize = 16384;
+    let cl = Cluster::start("mesh");
+    let mut kids: Vec<Child> = (0..N)
+        .map(|i| Child::start(&cl, &format!("a{i}"), &[]))
+        .collect();
+    for (i, k) in kids.iter_mut().enumerate() {
+        k.ok(&format!("reg buf {} {}", SLOT * N, 100 + i));
+    }
+    for i in 0..N {
+        for j in 0..N {
+            if i != j {
+                kids[i].ok(&format!("connect a{j} {transport}"));
+            }
+        }
+    }
+    let want = if transport == "auto" {
+        "shm"
+    } else {
+        transport
+    };
+    for i in 0..N {
+        for j in 0..N {
+            if i != j {
+                assert_eq!(
+                    kids[i].ok(&format!("wait a{j} 60000")),
+                    format!("ok {want}")
+                );
+            }
+        }
+    }
+    for i in 0..N {
+        for j in 0..N {
+            if i != j {
+                // from its own slot, which nobody else writes
+                kids[i].ok(&format!("write a{j} buf buf {0} {0} {SLOT}", i * SLOT));
+            }
+        }
+    }
+    for (j, k) in kids.iter_mut().enumerate() {
+        for i in 0..N {
+            if i != j {
+                k.ok(&format!("check buf {} {1} {SLOT} {1}", 100 + i, i * SLOT));
+            }
+        }
+    }
+    for k in kids {
+        k.exit();
+    }
+    // everyone shut down: nothing of this scope is left in Redis
+    wait_for(Duration::from_secs(10), "no keys left", || {
+        cl.redis.scope_keys(&cl.scope).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn eight_agents_all_to_all_tcp() {
+    all_to_all("tcp");
+}
+
+#[test]
+fn eight_agents_all_to_all_shm() {
+    all_to_all("auto");
+}
+
+/// Named I/O: 4- and 5-tuples, write_with_imm, a region registered after connecting
+/// (looked up in Redis on first use), unknown regions, unregister.
+#[test]
+fn named_io_and_late_regions() {
+    for transport in ["tcp", "shm"] {
+        let cl = Cluster::start("named");
+        let a = agent(&cl, "alice");
+        let mut b = Child::start(&cl, "bob", &[]);
+        let c = a.connect_to("bob", transport).unwrap();
+        b.ok(&format!("connect alice {transport}"));
+        c.wait(WAIT).unwrap();
+        b.ok("wait alice 30000");
+        // both register after the connection exists
+        let mut bufs = HashMap::new();
+        register(&a, &mut bufs, "src", 262144, 11);
+        register(&a, &mut bufs, "dst", 262144, 0);
+        b.ok("reg late 262144 12");
+        let info = a.get_mr_info("bob", "late").unwrap().unwrap();
+        assert_eq!(info["length"], 262144);
+        assert_eq!(info["agent_name"], "bob");
+        assert!(a.get_mr_info("bob", "nope").unwrap().is_none());
+        a.write(
+            "bob",
+            &[NamedAssignment::pair("src", "late", 0, 1000, 200000)],
+            T,
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+        b.ok("check late 11 1000 200000");
+        a.read(
+            "bob",
+            &[NamedAssignment::pair("dst", "late", 5, 0, 1000)],
+            T,
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+        assert_eq!(bufs["dst"].check(12, 5, 1000), None);
+        // the child uses a region of ours registered after the connection
+        b.ok("reg mine 65536 0");
+        b.ok("read alice mine src 0 0 65536");
+        b.ok("check mine 11 0 65536");
+        // write_with_imm: data visible before the notification
+        b.ok("reg src 4096 13");
+        let f = a.imm_recv("bob", T).unwrap();
+        b.ok("writeimm alice src 4096 77");
+        f.wait().unwrap();
+        assert_eq!(f.imm_data(), 77);
+        assert_eq!(bufs["src"].check(13, 0, 4096), None);
+        // unknown names: clear synchronous errors, nothing moves
+        let e = a
+            .write("bob", &[NamedAssignment::pair("src", "ghost", 0, 0, 8)], T)
+            .unwrap_err();
+        assert_eq!(e.status(), Status::UnknownHandle);
+        assert!(e.message().contains("ghost"), "{e}");
+        let e = a
+            .write("bob", &[NamedAssignment::same("nolocal", 0, 0, 8)], T)
+            .unwrap_err();
+        assert_eq!(e.status(), Status::UnknownHandle);
+        // out of range
+        let e = a
+            .write(
+                "bob",
+                &[NamedAssignment::pair("src", "late", 0, 262144, 1)],
+                T,
+            )
+            .unwrap_err();
+        assert_eq!(e.status(), Status::OutOfRange);
+        // unregistered on the peer: the target refuses
+        b.ok("unreg late");
+        assert!(a.get_mr_info("bob", "late").unwrap().is_none());
+        let r = a
+            .write("bob", &[NamedAssignment::pair("src", "late", 0, 0, 8)], T)
+            .unwrap()
+            .wait();
+        assert_eq!(r.unwrap_err().status(), Status::RemoteAccess);
+        assert!(a.unregister_memory_region("src").unwrap());
+        assert!(!a.unregister_memory_region("src").unwrap());
+        let key = format!("{}:mr:alice:src", cl.scope);
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&key)
+            .query(&mut cl.redis.conn())
+            .unwrap();
+        assert_eq!(exists, 0);
+        b.exit();
+    }
+}
+
+#[test]
+fn bad_input() {
+    let cl = Cluster::start("bad");
+    let a = agent(&cl, "alice");
+    // self-connect, rdma, unknown transport, empty alias
+    assert_eq!(
+        a.connect_to("alice", "auto").err().unwrap().status(),
+        Status::InvalidArgument
+    );
+    let e = a.connect_to("bob", "rdma").err().unwrap();
+    assert_eq!(e.status(), Status::Unsupported);
+    assert!(e.message().contains("RDMA"), "{e}");
+    assert_eq!(
+        a.connect_to("bob", "ib").err().unwrap().status(),
+        Status::InvalidArgument
+    );
+    assert_eq!(
+        a.connect_to("", "auto").err().unwrap().status(),
+        Status::InvalidArgument
+    );
+    // unknown peer: a clear timeout naming the peer and the state
+    let c = a.connect_to("nobody", "tcp").unwrap();
+    let e = c.wait(Duration::from_millis(500)).unwrap_err();
+    assert_eq!(e.status(), Status::Timeout);
+    assert!(
+        e.message().contains("nobody") && e.message().contains("connecting"),
+        "{e}"
+    );
+    // operations towards a peer that is not connected
+    assert_eq!(
+        a.write("nobody", &[NamedAssignment::same("x", 0, 0, 1)], T)
+            .unwrap_err()
+            .status(),
+        Status::NotConnected
+    );
+    assert_eq!(
+        a.read("stranger", &[NamedAssignment::same("x", 0, 0, 1)], T)
+            .unwrap_err()
+            .status(),
+        Status::NotConnected
+    );
+    // malformed messages injected into alice's stream: logged, skipped, counted
+    let stream = format!("{}:stream:alice", cl.scope);
+    let mut r = cl.redis.conn();
+    let bad: Vec<Vec<(&str, &str)>> = vec![
+        vec![("garbage", "1")],
+        vec![("type", "qp_ready")],
+        vec![
+            ("type", "qp_ready"),
+            ("peer", "bob"),
+            ("qp_info", "{nope"),
+            ("conn_meta", "{}"),
+        ],
+        vec![
+            ("type", "qp_ready"),
+            ("peer", "bob"),
+            ("qp_info", "{}"),
+            ("conn_meta", "[1,2]"),
+        ],
+        vec![
+            ("type", "qp_ready"),
+            ("peer", "bob"),
+            ("qp_info", "{}"),
+            ("conn_meta", "{\"src\":\"bob\"}"),
+        ],
+        vec![("type", "teleport"), ("peer", "bob")],
+        vec![("type", "connect_peer"), ("peer", "alice")],
+    ];
+    for fields in &bad {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&stream).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(*v);
+        }
+        let _: String = cmd.query(&mut r).unwrap();
+    }
+    // a qp_ready whose qp_info lies (wrong transport fields): the connect fails, is
+    // retried, and never takes the agent down
+    let before = a
+        .stats()
+        .malformed_messages
+        .load(std::sync::atomic::Ordering::Relaxed);
+    wait_for(
+        Duration::from_secs(10),
+        "malformed messages counted",
+        || {
+            (a.stats()
+                .malformed_messages
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= before.max(bad.len() as u64))
+            .then_some(())
+        },
+    );
+    // the agent keeps working: a real peer connects
+    let mut b = Child::start(&cl, "bob", &[]);
+    let c = a.connect_to("bob", "tcp").unwrap();
+    assert_eq!(c.wait(WAIT).unwrap(), Transport::Tcp);
+    b.ok("wait alice 30000");
+    let s = b.ok("stats");
+    assert_eq!(s, "ok 0", "bob saw no malformed messages");
+    b.exit();
+}
+
+#[test]
+fn duplicate_alias_is_a_clear_error() {
+    let cl = Cluster::start("dup");
+    let a = agent(&cl, "alice");
+    let e = PeerAgent::new(cl.url(), Some("alice"), Some(&cl.scope), opts(500))
+        .err()
+        .unwrap();
+    assert_eq!(e.status(), Status::NameConflict);
+    assert!(e.message().contains("alice"), "{e}");
+    // from another process too
+    let mut env = vec![
+        ("PEER_URL", cl.url().to_string()),
+        ("PEER_SCOPE", cl.scope.clone()),
+        ("PEER_ALIAS", "alice".to_string()),
+        ("PEER_HB_MS", "500".to_string()),
+    ];
+    let mut p = Peer::spawn("peer_agent_child", &env);
+    let r = p.recv();
+    assert!(r.starts_with("err 104"), "{r}");
+    // the same alias in another scope is fine; generated names are unique
+    env[1].1 = unique("other");
+    let mut p = Peer::spawn("peer_agent_child", &env);
+    assert_eq!(p.recv(), "ready alice");
+    let g1 = PeerAgent::new(cl.url(), None, Some(&cl.scope), opts(500)).unwrap();
+    let g2 = PeerAgent::new(cl.url(), None, Some(&cl.scope), opts(500)).unwrap();
+    assert_ne!(g1.alias(), g2.alias());
+    assert!(g1.alias().starts_with("agent-"), "{}", g1.alias());
+    let mut listed = a.list_agents().unwrap();
+    listed.sort();
+    assert!(listed.contains(&"alice".to_string()) && listed.contains(&g1.alias().to_string()));
+    // a bad URL and an unreachable NanoCtrl fail clearly
+    let e = PeerAgent::new("ftp://x", Some("z"), None, opts(500))
+        .err()
+        .unwrap();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    let port = peer_fixture::free_port();
+    let t0 = Instant::now();
+    let e = PeerAgent::new(
+        &format!("http://127.0.0.1:{port}"),
+        Some("z"),
+        None,
+        opts(500),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.status(), Status::Io, "{e}");
+    assert!(e.message().contains("3 attempts"), "{e}");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "backoff 200+400 ms"
+    );
+}
+
+/// Shutdown removes everything the agent published and notifies its peers: the peer's
+/// connection becomes disconnected and its pending operations fail.
+#[test]
+fn shutdown_cleans_up_and_notifies_peers() {
+    for transport in ["tcp", "shm"] {
+        let cl = Cluster::start("bye");
+        let a = agent(&cl, "alice");
+        let mut bufs = HashMap::new();
+        register(&a, &mut bufs, "buf", 4096, 1);
+        let mut b = Child::start(&cl, "bob", &[]);
+        b.ok("reg buf 4096 2");
+        let c = a.connect_to("bob", transport).unwrap();
+        c.wait(WAIT).unwrap();
+        b.ok("wait alice 30000");
+        assert!(cl
+            .redis
+            .scope_keys(&cl.scope)
+            .iter()
+            .any(|k| k.ends_with(":mr:alice:buf")));
+        let pending = a.imm_recv("bob", Some(Duration::from_secs(60))).unwrap();
+        let t0 = Instant::now();
+        b.ok("shutdown");
+        // bob's cleanup notice reaches alice: connection gone, pending op failed
+        wait_for(Duration::from_secs(5), "alice sees bob leave", || {
+            (c.state() == ConnState::Disconnected).then_some(())
+        });
+        let e = pending.wait().unwrap_err();
+        assert!(
+            matches!(e.status(), Status::Cancelled | Status::PeerDisconnected),
+            "{e}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(c.wait(WAIT).unwrap_err().status(), Status::PeerDisconnected);
+        a.shutdown();
+        a.shutdown(); // idempotent
+        assert_eq!(
+            a.connect_to("bob", "tcp").err().unwrap().status(),
+            Status::ShutDown
+        );
+        let left = cl.redis.scope_keys(&cl.scope);
+        assert!(left.is_empty(), "keys left after shutdown: {left:?}");
+        b.exit();
+    }
+}
