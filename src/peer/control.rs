@@ -41,6 +41,7 @@ pub(super) fn run(inner: Arc<Inner>) {
     let mut next_hb = Instant::now() + hb;
     let mut next_probe = Instant::now() + Duration::from_millis(500);
     let mut redis_down_since: Option<Instant> = None;
+    let mut hb_failing = false;
     while !inner.shutdown.load(Ordering::Acquire) {
         let r = mbox.with("XREAD", |c| {
             redis::cmd("XREAD")
@@ -83,7 +84,7 @@ pub(super) fn run(inner: Arc<Inner>) {
         drain_inbox(&inner, &mbox, &inbox);
         let now = Instant::now();
         if now >= next_hb {
-            heartbeat(&inner);
+            heartbeat(&inner, &mut hb_failing);
             next_hb = Instant::now() + hb;
         }
         retries(&inner);
@@ -382,27 +383,49 @@ fn drain_inbox(inner: &Arc<Inner>, mbox: &Store, inbox: &str) {
     }
 }
 
-fn heartbeat(inner: &Arc<Inner>) {
+fn heartbeat(inner: &Arc<Inner>, failing: &mut bool) {
     let body = inner.scope_body(json!({"entity_type": "agent", "entity_id": inner.alias}));
-    match inner.http.post("/heartbeat", &body) {
-        Ok(r) if r.code == 200 && r.body.get("status").and_then(Value::as_str) == Some("ok") => {
+    let r = inner.http.post("/heartbeat", &body);
+    let status = r.as_ref().ok().and_then(|r| {
+        r.body
+            .get("status")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    match (&r, status.as_deref()) {
+        (Ok(r), Some("ok")) if r.code == 200 => {
+            if std::mem::take(failing) {
+                info_log!("PeerAgent {}: heartbeats succeed again", inner.alias);
+            }
             // refresh the liveness fields a successor checks (see stale_holder)
             let _ = inner.publish_record();
         }
-        Ok(r) if r.body.get("status").and_then(Value::as_str) == Some("not_found") => {
+        (Ok(_), Some("not_found")) => {
             warn_log!(
                 "PeerAgent {}: NanoCtrl lost this agent's record; registering again",
                 inner.alias
             );
             reregister(inner);
         }
-        Ok(r) => warn_log!(
-            "PeerAgent {}: heartbeat answered {}: {}",
-            inner.alias,
-            r.code,
-            r.body
-        ),
-        Err(e) => warn_log!("PeerAgent {}: heartbeat failed: {e}", inner.alias),
+        _ => {
+            // one line per outage, not one per beat
+            if !std::mem::replace(failing, true) {
+                match r {
+                    Ok(r) => warn_log!(
+                        "PeerAgent {}: heartbeat answered {}: {} (retrying every {:?})",
+                        inner.alias,
+                        r.code,
+                        r.body,
+                        inner.opts.heartbeat_interval
+                    ),
+                    Err(e) => warn_log!(
+                        "PeerAgent {}: heartbeat failed: {e} (retrying every {:?})",
+                        inner.alias,
+                        inner.opts.heartbeat_interval
+                    ),
+                }
+            }
+        }
     }
 }
 

@@ -1475,6 +1475,8 @@ impl Inner {
                         "the peer's process is gone",
                         &mut work,
                     );
+                    // a re-dial must reach the peer's next incarnation too
+                    slot.peer = None;
                 }
             }
         }

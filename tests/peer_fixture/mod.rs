@@ -4,13 +4,17 @@
 //! of `tests/common`. Every wait has a deadline.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child as Proc, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::common::{pattern_byte, Parent, Peer};
+use dlslime::peer::{NamedAssignment, PeerAgent, PeerAgentOptions};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -72,7 +76,7 @@ fn redis_server_bin() -> String {
 }
 
 pub struct Redis {
-    child: Option<Child>,
+    child: Option<Proc>,
     pub port: u16,
     pub url: String,
 }
@@ -219,7 +223,7 @@ pub fn nanoctrl_bin() -> PathBuf {
 }
 
 pub struct NanoCtrl {
-    child: Option<Child>,
+    child: Option<Proc>,
     pub port: u16,
     pub url: String,
     redis_url: String,
@@ -337,4 +341,208 @@ impl Cluster {
     pub fn url(&self) -> &str {
         &self.nanoctrl.url
     }
+}
+
+pub const T: Option<Duration> = Some(Duration::from_secs(30));
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn opts(hb_ms: u64) -> PeerAgentOptions {
+    PeerAgentOptions {
+        heartbeat_interval: Duration::from_millis(hb_ms),
+        register_attempts: 3,
+        register_backoff: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
+/// A region buffer that never moves.
+pub struct Buf(pub Box<[u8]>);
+
+impl Buf {
+    pub fn new(len: usize, seed: u64) -> Buf {
+        let mut b = vec![0u8; len].into_boxed_slice();
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = pattern_byte(seed, i);
+        }
+        Buf(b)
+    }
+    /// Index of the first byte of `[off, off+len)` that is not `pattern(seed, k)`.
+    pub fn check(&self, seed: u64, off: usize, len: usize) -> Option<usize> {
+        self.check_from(seed, off, len, 0)
+    }
+    pub fn check_from(&self, seed: u64, off: usize, len: usize, base: usize) -> Option<usize> {
+        (0..len).find(|&k| self.0[off + k] != pattern_byte(seed, base + k))
+    }
+}
+
+pub fn register(
+    agent: &PeerAgent,
+    bufs: &mut HashMap<String, Buf>,
+    name: &str,
+    len: usize,
+    seed: u64,
+) {
+    let mut b = Buf::new(len, seed);
+    unsafe {
+        agent
+            .register_memory_region(name, b.0.as_mut_ptr(), 0, len)
+            .unwrap()
+    };
+    bufs.insert(name.to_string(), b);
+}
+
+pub fn err_line(e: &dlslime::Error) -> String {
+    format!("err {} {}", e.status().code(), e.message())
+}
+
+/// One command of the child agent. Replies start with "ok" or "err <code>".
+pub fn exec(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, line: &str) -> String {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let num = |i: usize| -> u64 { w[i].parse().unwrap() };
+    let r: Result<String, dlslime::Error> = (|| match w[0] {
+        "connect" => agent.connect_to(w[1], w[2]).map(|_| "ok".to_string()),
+        "wait" => {
+            let c = agent
+                .connection(w[1])
+                .ok_or_else(|| dlslime::Error::invalid("no such connection"))?;
+            c.wait(Duration::from_millis(num(2)))
+                .map(|t| format!("ok {}", t.as_str()))
+        }
+        "state" => Ok(format!(
+            "ok {}",
+            agent
+                .connection(w[1])
+                .map_or("none", |c| c.state().as_str())
+        )),
+        "reg" => {
+            let (len, seed) = (num(2) as usize, num(3));
+            let mut b = Buf::new(len, seed);
+            let h = unsafe { agent.register_memory_region(w[1], b.0.as_mut_ptr(), 0, len)? };
+            bufs.insert(w[1].to_string(), b);
+            Ok(format!("ok {h}"))
+        }
+        "unreg" => agent
+            .unregister_memory_region(w[1])
+            .map(|b| format!("ok {b}")),
+        "check" => {
+            let b = &bufs[w[1]];
+            // optional 5th word: the pattern index of the first byte checked
+            let base = if w.len() > 5 { num(5) as usize } else { 0 };
+            Ok(
+                match b.check_from(num(2), num(3) as usize, num(4) as usize, base) {
+                    None => "ok".into(),
+                    Some(i) => format!("bad {i}"),
+                },
+            )
+        }
+        "write" | "read" => {
+            let a = [NamedAssignment::pair(w[2], w[3], num(4), num(5), num(6))];
+            let f = if w[0] == "write" {
+                agent.write(w[1], &a, T)?
+            } else {
+                agent.read(w[1], &a, T)?
+            };
+            f.wait().map(|_| "ok".to_string())
+        }
+        "writeimm" => {
+            let a = [NamedAssignment::same(w[2], 0, 0, num(3))];
+            agent
+                .write_with_imm(w[1], &a, num(4) as i32, T)?
+                .wait()
+                .map(|_| "ok".to_string())
+        }
+        "immrecv" => {
+            let f = agent.imm_recv(w[1], Some(Duration::from_millis(num(2))))?;
+            f.wait().map(|_| format!("ok {}", f.imm_data()))
+        }
+        "stats" => Ok(format!(
+            "ok {}",
+            agent
+                .stats()
+                .malformed_messages
+                .load(std::sync::atomic::Ordering::Relaxed)
+        )),
+        "shutdown" => {
+            agent.shutdown();
+            Ok("ok".into())
+        }
+        "exit" => Ok("ok".into()),
+        other => Err(dlslime::Error::invalid(format!("unknown command {other}"))),
+    })();
+    r.unwrap_or_else(|e| err_line(&e))
+}
+
+pub struct Child {
+    pub p: Peer,
+    pub alias: String,
+}
+
+impl Child {
+    pub fn start(cl: &Cluster, alias: &str, extra: &[(&str, String)]) -> Child {
+        let mut env = vec![
+            ("PEER_URL", cl.url().to_string()),
+            ("PEER_SCOPE", cl.scope.clone()),
+            ("PEER_ALIAS", alias.to_string()),
+            ("PEER_HB_MS", "500".to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let mut p = Peer::spawn("peer_agent_child", &env);
+        let r = p.recv();
+        assert_eq!(r, format!("ready {alias}"), "child {alias} did not start");
+        Child {
+            p,
+            alias: alias.to_string(),
+        }
+    }
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.p.send(line);
+        self.p.recv()
+    }
+    pub fn ok(&mut self, line: &str) -> String {
+        let r = self.cmd(line);
+        assert!(
+            r.starts_with("ok"),
+            "{}: {line:?} answered {r:?}",
+            self.alias
+        );
+        r
+    }
+    pub fn exit(mut self) {
+        self.ok("exit");
+        self.p.join();
+    }
+}
+
+pub fn agent(cl: &Cluster, alias: &str) -> PeerAgent {
+    PeerAgent::new(cl.url(), Some(alias), Some(&cl.scope), opts(500)).unwrap()
+}
+
+/// The agent child: registers (env PEER_URL, PEER_SCOPE, PEER_ALIAS, PEER_HB_MS), says
+/// "ready <alias>", then runs commands until "exit" or EOF.
+pub fn child_main() {
+    let env = |k: &str| std::env::var(k).unwrap();
+    let mut parent = Parent::new();
+    let hb: u64 = env("PEER_HB_MS").parse().unwrap();
+    let agent = match PeerAgent::new(
+        &env("PEER_URL"),
+        Some(&env("PEER_ALIAS")),
+        Some(&env("PEER_SCOPE")),
+        opts(hb),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            parent.send(&err_line(&e));
+            return;
+        }
+    };
+    parent.send(&format!("ready {}", agent.alias()));
+    let mut bufs = HashMap::new();
+    while let Some(line) = parent.recv() {
+        let reply = exec(&agent, &mut bufs, &line);
+        parent.send(&reply);
+        if line == "exit" {
+            break;
+        }
+    }
+    drop(agent);
 }
