@@ -1403,19 +1403,22 @@ impl Endpoint for ShmEndpoint {
         if ptr.is_null() && len > 0 {
             return Err(err(Status::NullParameter, "send: null buffer"));
         }
-        let op = self.new_op(1, timeout);
-        let deadline = op.deadline();
         if len <= INLINE_CAP {
+            // Complete once it is in the ring: nothing to track, cancel or time out.
+            let deadline =
+                Deadline::after(timeout.unwrap_or(i.cfg.engine.default_timeout));
             let mut e = Entry::new(kind::MSG);
             e.len = len as u32;
             if len > 0 {
                 e.data[..len].copy_from_slice(std::slice::from_raw_parts(ptr, len));
             }
             i.push(c, &e, PushMode::Wait(deadline))?;
+            let op = OpState::completed(Status::Ok);
             op.set_nbytes(len as u64);
-            op.part_done(Status::Ok, None);
             return Ok(Future::new(op));
         }
+        let op = self.new_op(1, timeout);
+        let deadline = op.deadline();
         let agg = Arc::new(Agg {
             op: op.clone(),
             remaining: AtomicU32::new(1),
