@@ -1,10 +1,15 @@
-// Tests bindings/cpp/include/dlslime.hpp over loopback TCP in one process (ASan).
+// Tests bindings/cpp/include/dlslime.hpp (ASan): TCP over loopback in one process, then
+// shared memory between two processes (fork), with SharedBuffer, spans and chrono
+// timeouts of several units.
 #include <dlslime.hpp>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <vector>
 
 static int failures = 0, checks = 0;
@@ -17,8 +22,127 @@ static int failures = 0, checks = 0;
     }                                                                     \
   } while (0)
 
+// Line-based exchange of endpoint_info over a pipe pair.
+static void put_line(int fd, const std::string& s) {
+  std::string l = s + "\n";
+  size_t off = 0;
+  while (off < l.size()) {
+    ssize_t n = write(fd, l.data() + off, l.size() - off);
+    if (n <= 0) return;
+    off += static_cast<size_t>(n);
+  }
+}
+static std::string get_line(int fd) {
+  std::string s;
+  char c;
+  while (read(fd, &c, 1) == 1 && c != '\n') s += c;
+  return s;
+}
+
+// The shared-memory target: a SharedBuffer "buf" filled with 0x5a; waits for one
+// write_with_imm, answers with a send of the first 8 bytes it then holds.
+static int shm_child(int in, int out) {
+  try {
+    dlslime::Pool pool;
+    dlslime::SharedBuffer buf(1 << 16);
+    std::memset(buf.data(), 0x5a, buf.size());
+    pool.register_region(buf, "buf");
+    auto ep = dlslime::Endpoint::shm(pool);
+    put_line(out, ep.info());
+    ep.connect(get_line(in));
+    auto imm = ep.imm_recv(std::chrono::seconds(30));
+    imm.wait();
+    std::array<uint8_t, 9> reply{};
+    std::memcpy(reply.data(), buf.data(), 8);
+    reply[8] = static_cast<uint8_t>(imm.imm_data());
+    ep.send(reply).wait();
+    get_line(in);  // "bye"
+    return 0;
+  } catch (const dlslime::Error& e) {
+    std::fprintf(stderr, "shm child: error %d: %s\n", static_cast<int>(e.status()), e.what());
+    return 1;
+  }
+}
+
+static void shm_two_process() {
+  using namespace std::chrono_literals;
+  int to_child[2], from_child[2];
+  CHECK(pipe(to_child) == 0 && pipe(from_child) == 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(to_child[1]);
+    close(from_child[0]);
+    _exit(shm_child(to_child[0], from_child[1]));
+  }
+  close(to_child[0]);
+  close(from_child[1]);
+  {
+    dlslime::Pool pool;
+    dlslime::SharedBuffer mine(4096);
+    dlslime::SharedBuffer moved(std::move(mine));  // move-only owner
+    CHECK(mine.data() == nullptr && moved.size() == 4096 && moved[100] == 0);
+    std::memcpy(moved.data(), "shm-cpp!", 8);
+    auto h = pool.register_region(moved, "mine");
+    auto ep = dlslime::Endpoint::shm(pool, dlslime::ShmOptions{});
+    std::string peer = get_line(from_child[0]);
+    put_line(to_child[1], ep.info());
+    ep.connect(peer);
+    auto r = ep.remote_handle("buf");
+    // read remote[16..24) into mine[1000..1008)
+    ep.read({dlslime::assignment(h, r, 16, 1000, 8)}, 10s).wait();
+    CHECK(moved[1000] == 0x5a && moved[1007] == 0x5a);
+    std::array<uint8_t, 16> got{};
+    auto reply = ep.recv(got, 10000ms);
+    ep.write_with_imm({dlslime::assignment(h, r, 0, 0, 8)}, 9, 10s).wait();
+    CHECK(reply.wait_for(std::chrono::microseconds(10000000)));
+    CHECK(reply.nbytes() == 9 && std::memcmp(got.data(), "shm-cpp!", 8) == 0 && got[8] == 9);
+    // out of range on the local side: refused synchronously, nothing sent
+    try {
+      ep.write({dlslime::assignment(h, r, 0, 4090, 100)});
+      CHECK(false);
+    } catch (const dlslime::Error& e) {
+      CHECK(e.status() == DLSLIME_STATUS_OUT_OF_RANGE);
+      CHECK(!e.message().empty() && std::string(e.status_name()) == "out of range");
+    }
+    put_line(to_child[1], "bye");
+    ep.shutdown();
+    ep.shutdown();  // idempotent
+    try {
+      ep.imm_recv();
+      CHECK(false);
+    } catch (const dlslime::Error& e) {
+      CHECK(e.status() == DLSLIME_STATUS_SHUT_DOWN);
+    }
+  }
+  int st = 0;
+  CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  close(to_child[1]);
+  close(from_child[0]);
+}
+
+static void spans_and_timeouts() {
+  using namespace std::chrono_literals;
+  std::vector<uint32_t> v(4);
+  dlslime::Span s(v);
+  CHECK(s.size() == 16 && s.data() == v.data());
+  CHECK(s.subspan(4).size() == 12 && s.subspan(100).size() == 0 && s.subspan(4, 4).size() == 4);
+  std::string str = "abc";
+  dlslime::MutableSpan ms(str);
+  CHECK(ms.size() == 3);
+  dlslime::Span from_mutable = ms;
+  CHECK(from_mutable.data() == str.data());
+  char arr[10];
+  CHECK(dlslime::MutableSpan(arr).size() == 10);
+  CHECK(dlslime::Timeout().ms() == 0);
+  CHECK(dlslime::Timeout(1us).ms() == 1);  // rounded up, never 0 = "default"
+  CHECK(dlslime::Timeout(2s).ms() == 2000);
+  CHECK(dlslime::Timeout(1500us).ms() == 2);
+  CHECK(dlslime::Timeout(-5ms).ms() == 0);
+}
+
 int main() {
   alarm(120);
+  spans_and_timeouts();
   using namespace std::chrono_literals;
   CHECK(dlslime::version() == dlslime_version());
   try {
@@ -70,11 +194,19 @@ int main() {
     } catch (const dlslime::Error& e) {
       CHECK(e.status() == DLSLIME_STATUS_CANCELLED);
     }
+    // spans: std::string / std::array as send and recv buffers
+    std::array<char, 32> sbuf{};
+    auto r2 = eb.recv(sbuf, 10s);
+    const std::string text = "span message";
+    ea.send(text, 10s).wait();
+    CHECK(r2.wait_for(std::chrono::milliseconds(10000)));
+    CHECK(r2.nbytes() == text.size() && std::memcmp(sbuf.data(), text.data(), text.size()) == 0);
     ea.shutdown();
   } catch (const dlslime::Error& e) {
     std::fprintf(stderr, "unexpected error %d: %s\n", static_cast<int>(e.status()), e.what());
     return 1;
   }
+  shm_two_process();
   if (failures) {
     std::fprintf(stderr, "test_cpp_wrapper: %d of %d checks FAILED\n", failures, checks);
     return 1;

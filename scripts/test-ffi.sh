@@ -10,7 +10,7 @@
 #                                       binary is run (the two-process test forks, once per
 #                                       transport: tcp, shm)
 #      bindings/cpp/include/dlslime.hpp: ffi-tests/test_cpp_wrapper.cpp, C++17, ASan
-#   4. examples-c                       built against the build tree, demo run
+#   4. examples-cpp, examples-c         built against the build tree, run
 #   5. cargo-c                          cargo cinstall into a temporary prefix, soname
 #                                       checked with readelf, a C program built with
 #                                       `pkg-config --cflags --libs dlslime` and run,
@@ -109,6 +109,16 @@ if "$CXX" -std=c++17 "${warn[@]}" "${asan[@]}" -I include -I bindings/cpp/includ
   if timeout 120 "$out/test_cpp_wrapper"; then pass "test_cpp_wrapper (C++17, ASan)"; else fail "test_cpp_wrapper"; fi
 else
   fail "test_cpp_wrapper: compile"
+fi
+
+step "examples-cpp: build (C++17, -Wall -Wextra -Werror) and run the two-process example over tcp and shm"
+if "$CXX" -std=c++17 "${warn[@]}" -I include -I bindings/cpp/include examples-cpp/dlslime_example.cpp \
+    -o "$out/dlslime_example_cpp" -L"$libdir" -ldlslime -Wl,-rpath,"$libdir"; then
+  for t in tcp shm; do
+    if timeout 120 "$out/dlslime_example_cpp" "$t"; then pass "examples-cpp ($t)"; else fail "examples-cpp ($t)"; fi
+  done
+else
+  fail "examples-cpp: compile"
 fi
 
 step "examples-c: build against the build tree and run the two-process demo"

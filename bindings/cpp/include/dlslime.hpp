@@ -1,21 +1,33 @@
 // dlslime.hpp: header-only C++17 RAII wrapper over the C ABI (dlslime.h).
 //
 // Uses only the C functions; never exposes Rust types. Every handle is a move-only
-// owner that frees its C object exactly once. Fallible calls throw dlslime::Error, which
-// carries the dlslime_status_t and the library's last-error message. Thread safety is
-// that of the C objects: Pool, TcpContext, Endpoint and Future may be used from several
+// owner that frees its C object exactly once (Pool, TcpContext, Endpoint, Future,
+// SharedBuffer). Fallible calls throw dlslime::Error, which carries the
+// dlslime_status_t and the library's last-error message. Timeouts are std::chrono
+// durations (rounded up to whole milliseconds; zero means the default deadline).
+// Buffers are passed as dlslime::Span / MutableSpan (pointer + size; built from
+// containers, arrays, std::string, or std::span under C++20). Thread safety is that of
+// the C objects: Pool, TcpContext, Endpoint and Future may be used from several
 // threads at once (but not moved or destroyed while in use).
+//
+// Example: examples-cpp/dlslime_example.cpp.
 #ifndef DLSLIME_HPP
 #define DLSLIME_HPP
 
 #include <dlslime.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
+#if __cplusplus >= 202002L && __has_include(<span>)
+#include <span>
+#define DLSLIME_HPP_HAS_STD_SPAN 1
+#endif
 
 namespace dlslime {
 
@@ -23,11 +35,17 @@ namespace dlslime {
 class Error : public std::runtime_error {
  public:
   Error(dlslime_status_t status, const std::string& message)
-      : std::runtime_error(message), status_(status) {}
+      : std::runtime_error(message), status_(status), message_(message) {}
+  /// The status number (DLSLIME_STATUS_*).
   dlslime_status_t status() const noexcept { return status_; }
+  /// The library's last-error message for the failed call ("" if none).
+  const std::string& message() const noexcept { return message_; }
+  /// The status's name, e.g. "out of range".
+  const char* status_name() const noexcept { return dlslime_status_str(status_); }
 
  private:
   dlslime_status_t status_;
+  std::string message_;
 };
 
 /// The calling thread's last error message.
@@ -40,16 +58,101 @@ inline std::string last_error_message() {
   return s;
 }
 
-/// Throws Error unless `st` is DLSLIME_STATUS_OK.
+/// Throws Error unless `st` is DLSLIME_STATUS_OK; what() is "<status name>: <message>".
 inline void check(dlslime_status_t st) {
   if (st != DLSLIME_STATUS_OK) {
-    throw Error(st, std::string(dlslime_status_str(st)) + ": " + last_error_message());
+    std::string msg = last_error_message();
+    throw Error(st, msg.empty() ? std::string(dlslime_status_str(st)) : msg);
   }
 }
+
+/// A read-only byte range: pointer + size. Implicit from contiguous containers of
+/// trivially copyable elements, C arrays, std::string and (C++20) std::span.
+class Span {
+ public:
+  constexpr Span() noexcept = default;
+  constexpr Span(const void* data, size_t size) noexcept : data_(data), size_(size) {}
+  template <typename T, typename A>
+  Span(const std::vector<T, A>& v) noexcept : data_(v.data()), size_(v.size() * sizeof(T)) {  // NOLINT
+    static_assert(std::is_trivially_copyable<T>::value, "elements must be trivially copyable");
+  }
+  template <typename T, size_t N>
+  Span(const std::array<T, N>& a) noexcept : data_(a.data()), size_(N * sizeof(T)) {  // NOLINT
+    static_assert(std::is_trivially_copyable<T>::value, "elements must be trivially copyable");
+  }
+  template <typename T, size_t N>
+  Span(const T (&a)[N]) noexcept : data_(a), size_(N * sizeof(T)) {  // NOLINT
+    static_assert(std::is_trivially_copyable<T>::value, "elements must be trivially copyable");
+  }
+  Span(const std::string& s) noexcept : data_(s.data()), size_(s.size()) {}  // NOLINT
+#ifdef DLSLIME_HPP_HAS_STD_SPAN
+  template <typename T, size_t E>
+  Span(std::span<T, E> s) noexcept : data_(s.data()), size_(s.size_bytes()) {}  // NOLINT
+#endif
+  constexpr const void* data() const noexcept { return data_; }
+  constexpr size_t size() const noexcept { return size_; }
+  /// Bytes [offset, offset + len) of this span (clamped to its end).
+  Span subspan(size_t offset, size_t len = SIZE_MAX) const noexcept {
+    if (offset > size_) offset = size_;
+    if (len > size_ - offset) len = size_ - offset;
+    return Span(static_cast<const uint8_t*>(data_) + offset, len);
+  }
+
+ private:
+  const void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+/// A writable byte range (see Span).
+class MutableSpan {
+ public:
+  constexpr MutableSpan() noexcept = default;
+  constexpr MutableSpan(void* data, size_t size) noexcept : data_(data), size_(size) {}
+  template <typename T, typename A>
+  MutableSpan(std::vector<T, A>& v) noexcept : data_(v.data()), size_(v.size() * sizeof(T)) {  // NOLINT
+    static_assert(std::is_trivially_copyable<T>::value, "elements must be trivially copyable");
+  }
+  template <typename T, size_t N>
+  MutableSpan(std::array<T, N>& a) noexcept : data_(a.data()), size_(N * sizeof(T)) {  // NOLINT
+    static_assert(std::is_trivially_copyable<T>::value, "elements must be trivially copyable");
+  }
+  template <typename T, size_t N>
+  MutableSpan(T (&a)[N]) noexcept : data_(a), size_(N * sizeof(T)) {  // NOLINT
+    static_assert(std::is_trivially_copyable<T>::value && !std::is_const<T>::value,
+                  "elements must be writable and trivially copyable");
+  }
+  MutableSpan(std::string& s) noexcept : data_(&s[0]), size_(s.size()) {}  // NOLINT
+#ifdef DLSLIME_HPP_HAS_STD_SPAN
+  template <typename T, size_t E, typename = std::enable_if_t<!std::is_const<T>::value>>
+  MutableSpan(std::span<T, E> s) noexcept : data_(s.data()), size_(s.size_bytes()) {}  // NOLINT
+#endif
+  constexpr void* data() const noexcept { return data_; }
+  constexpr size_t size() const noexcept { return size_; }
+  operator Span() const noexcept { return Span(data_, size_); }  // NOLINT
+  MutableSpan subspan(size_t offset, size_t len = SIZE_MAX) const noexcept {
+    if (offset > size_) offset = size_;
+    if (len > size_ - offset) len = size_ - offset;
+    return MutableSpan(static_cast<uint8_t*>(data_) + offset, len);
+  }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
 
 inline std::string version() { return dlslime_version(); }
 
 namespace detail {
+/// A std::chrono duration as the C ABI's milliseconds, rounded up (so 1us waits 1ms,
+/// not 0 = "the default deadline"); negative durations are 0.
+template <typename Rep, typename Period>
+inline uint64_t to_ms(std::chrono::duration<Rep, Period> d) {
+  if (d <= d.zero()) return 0;
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d);
+  if (ms < d) ms += std::chrono::milliseconds(1);
+  return static_cast<uint64_t>(ms.count());
+}
+
 /// Takes ownership of a library-allocated string.
 inline std::string take_string(char* s) {
   std::string out = s ? s : "";
@@ -114,6 +217,10 @@ class Pool {
     check(dlslime_memory_pool_register(h_.get(), name.empty() ? nullptr : name.c_str(), ptr, len, &h));
     return h;
   }
+  /// Registers a writable buffer (a peer may write into it).
+  MrHandle register_region(MutableSpan buf, const std::string& name = "") {
+    return register_region(buf.data(), buf.size(), name);
+  }
   void unregister(MrHandle h) { check(dlslime_memory_pool_unregister(h_.get(), h)); }
   void unregister(const std::string& name) { check(dlslime_memory_pool_unregister_name(h_.get(), name.c_str())); }
   MrHandle handle(const std::string& name) const {
@@ -131,6 +238,19 @@ class Pool {
  private:
   using Handle = detail::Handle<dlslime_memory_pool_t, dlslime_memory_pool_free>;
   Handle h_;
+};
+
+/// A timeout argument: any std::chrono duration (rounded up to whole milliseconds);
+/// the default, zero, means the context's default deadline.
+class Timeout {
+ public:
+  constexpr Timeout() noexcept = default;
+  template <typename Rep, typename Period>
+  Timeout(std::chrono::duration<Rep, Period> d) : ms_(detail::to_ms(d)) {}  // NOLINT
+  constexpr uint64_t ms() const noexcept { return ms_; }
+
+ private:
+  uint64_t ms_ = 0;
 };
 
 /// Options of a TCP context; zero/empty fields keep the library defaults.
@@ -152,8 +272,8 @@ class TcpContext {
     c.advertise_host = o.advertise_host.empty() ? nullptr : o.advertise_host.c_str();
     c.lanes = o.lanes;
     c.chunk_size = o.chunk_size;
-    c.idle_timeout_ms = static_cast<uint64_t>(o.idle_timeout.count());
-    c.default_timeout_ms = static_cast<uint64_t>(o.default_timeout.count());
+    c.idle_timeout_ms = detail::to_ms(o.idle_timeout);
+    c.default_timeout_ms = detail::to_ms(o.default_timeout);
     dlslime_tcp_context_t* p = nullptr;
     check(dlslime_tcp_context_new(&c, &p));
     h_ = Handle(p);
@@ -170,35 +290,103 @@ class TcpContext {
   Handle h_;
 };
 
+/// Options of a shared-memory endpoint; zero/false fields keep the library defaults.
+struct ShmOptions {
+  bool force_staged = false;     // always move bytes through bounce slots
+  bool no_spin = false;          // waiters park at once (both processes on one core)
+  bool inline_progress = false;  // the waiting thread drives the transport
+  std::chrono::microseconds spin{0};
+  std::chrono::milliseconds default_timeout{0};
+};
+
+/// Zeroed, page-aligned memory from dlslime_alloc_shared that a connected
+/// shared-memory peer maps directly (one-sided operations become one memcpy). Freed by
+/// the destructor: unregister it from its pools, and let operations on it finish, first.
+class SharedBuffer {
+ public:
+  explicit SharedBuffer(size_t len) : len_(len) {
+    void* p = nullptr;
+    check(dlslime_alloc_shared(len, &p));
+    p_ = static_cast<uint8_t*>(p);
+  }
+  SharedBuffer(const SharedBuffer&) = delete;
+  SharedBuffer& operator=(const SharedBuffer&) = delete;
+  SharedBuffer(SharedBuffer&& o) noexcept : p_(std::exchange(o.p_, nullptr)), len_(std::exchange(o.len_, 0)) {}
+  SharedBuffer& operator=(SharedBuffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      p_ = std::exchange(o.p_, nullptr);
+      len_ = std::exchange(o.len_, 0);
+    }
+    return *this;
+  }
+  ~SharedBuffer() { reset(); }
+  uint8_t* data() const noexcept { return p_; }
+  size_t size() const noexcept { return len_; }
+  MutableSpan span() const noexcept { return MutableSpan(p_, len_); }
+  operator MutableSpan() const noexcept { return span(); }  // NOLINT
+  uint8_t& operator[](size_t i) const noexcept { return p_[i]; }
+
+ private:
+  void reset() noexcept {
+    if (p_) dlslime_free_shared(p_);
+    p_ = nullptr;
+    len_ = 0;
+  }
+  uint8_t* p_ = nullptr;
+  size_t len_ = 0;
+};
+
 class Future {
  public:
   explicit Future(dlslime_future_t* f) noexcept : h_(f) {}
-  /// Waits for completion; throws Error if the operation failed.
+  /// Waits for completion (at most the operation's deadline); throws Error if the
+  /// operation failed.
   void wait() const { check(dlslime_future_wait(h_.get())); }
-  /// True if the operation completed successfully within `timeout`; false if this wait
-  /// gave up first; throws Error if the operation failed.
-  bool wait_for(std::chrono::milliseconds timeout) const {
-    dlslime_status_t st = dlslime_future_wait_for(h_.get(), static_cast<uint64_t>(timeout.count()));
+  /// True if the operation completed successfully within `timeout` (any
+  /// std::chrono duration); false if this wait gave up first (the operation goes on);
+  /// throws Error if the operation failed.
+  template <typename Rep, typename Period>
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
+    dlslime_status_t st = dlslime_future_wait_for(h_.get(), detail::to_ms(timeout));
     if (st == DLSLIME_STATUS_TIMEOUT && dlslime_future_status(h_.get()) == DLSLIME_STATUS_PENDING) return false;
     check(st);
     return true;
   }
   bool done() const noexcept { return dlslime_future_done(h_.get()); }
+  /// DLSLIME_STATUS_PENDING until completion, then the final status.
   dlslime_status_t status() const noexcept { return dlslime_future_status(h_.get()); }
   int32_t imm_data() const noexcept { return dlslime_future_imm_data(h_.get()); }
   uint64_t nbytes() const noexcept { return dlslime_future_nbytes(h_.get()); }
+  const dlslime_future_t* get() const noexcept { return h_.get(); }
 
  private:
   detail::Handle<dlslime_future_t, dlslime_future_free> h_;
 };
 
+/// One side of a connection, over any transport (Endpoint::tcp, Endpoint::shm).
 class Endpoint {
  public:
+  using Assignments = std::vector<dlslime_assignment_t>;
+
   static Endpoint tcp(const TcpContext& ctx, const Pool& pool) {
     dlslime_endpoint_t* p = nullptr;
     check(dlslime_tcp_endpoint_new(ctx.get(), pool.get(), &p));
     return Endpoint(p);
   }
+  /// A shared-memory endpoint to a peer process on the same host.
+  static Endpoint shm(const Pool& pool, const ShmOptions& o = ShmOptions()) {
+    dlslime_shm_options_t c;
+    dlslime_shm_options_init(&c);
+    c.flags = (o.force_staged ? DLSLIME_SHM_FLAG_FORCE_STAGED : 0u) | (o.no_spin ? DLSLIME_SHM_FLAG_NO_SPIN : 0u) |
+              (o.inline_progress ? DLSLIME_SHM_FLAG_INLINE_PROGRESS : 0u);
+    c.spin_us = o.spin.count() > 0 ? static_cast<uint64_t>(o.spin.count()) : 0;
+    c.default_timeout_ms = detail::to_ms(o.default_timeout);
+    dlslime_endpoint_t* p = nullptr;
+    check(dlslime_shm_endpoint_new(pool.get(), &c, &p));
+    return Endpoint(p);
+  }
+  /// This endpoint's endpoint_info (JSON), for the peer's connect().
   std::string info() const {
     char* s = nullptr;
     check(dlslime_endpoint_info(h_.get(), &s));
@@ -215,50 +403,50 @@ class Endpoint {
     check(dlslime_endpoint_remote_handle(h_.get(), name.c_str(), &h));
     return h;
   }
-  Future read(const std::vector<dlslime_assignment_t>& a, std::chrono::milliseconds timeout = {}) {
-    return op(dlslime_endpoint_read, a, timeout);
-  }
-  Future write(const std::vector<dlslime_assignment_t>& a, std::chrono::milliseconds timeout = {}) {
-    return op(dlslime_endpoint_write, a, timeout);
-  }
-  Future write_with_imm(const std::vector<dlslime_assignment_t>& a, int32_t imm,
-                        std::chrono::milliseconds timeout = {}) {
+  /// Assignments in the DLSlime order (see dlslime::assignment).
+  Future read(const Assignments& a, Timeout timeout = {}) { return op(dlslime_endpoint_read, a, timeout); }
+  Future write(const Assignments& a, Timeout timeout = {}) { return op(dlslime_endpoint_write, a, timeout); }
+  Future write_with_imm(const Assignments& a, int32_t imm, Timeout timeout = {}) {
     dlslime_future_t* f = nullptr;
-    check(dlslime_endpoint_write_with_imm(h_.get(), a.data(), a.size(), imm, ms(timeout), &f));
+    check(dlslime_endpoint_write_with_imm(h_.get(), a.data(), a.size(), imm, timeout.ms(), &f));
     return Future(f);
   }
-  Future imm_recv(std::chrono::milliseconds timeout = {}) {
+  Future imm_recv(Timeout timeout = {}) {
     dlslime_future_t* f = nullptr;
-    check(dlslime_endpoint_imm_recv(h_.get(), ms(timeout), &f));
+    check(dlslime_endpoint_imm_recv(h_.get(), timeout.ms(), &f));
     return Future(f);
   }
   /// The buffer must stay valid and unmodified until the future completes.
-  Future send(const void* ptr, size_t len, std::chrono::milliseconds timeout = {}) {
+  Future send(Span data, Timeout timeout = {}) {
     dlslime_future_t* f = nullptr;
-    check(dlslime_endpoint_send(h_.get(), ptr, len, ms(timeout), &f));
+    check(dlslime_endpoint_send(h_.get(), data.data(), data.size(), timeout.ms(), &f));
     return Future(f);
   }
+  Future send(const void* ptr, size_t len, Timeout timeout = {}) { return send(Span(ptr, len), timeout); }
   /// The buffer must stay valid and untouched until the future completes.
-  Future recv(void* ptr, size_t len, std::chrono::milliseconds timeout = {}) {
+  Future recv(MutableSpan buf, Timeout timeout = {}) {
     dlslime_future_t* f = nullptr;
-    check(dlslime_endpoint_recv(h_.get(), ptr, len, ms(timeout), &f));
+    check(dlslime_endpoint_recv(h_.get(), buf.data(), buf.size(), timeout.ms(), &f));
     return Future(f);
   }
+  Future recv(void* ptr, size_t len, Timeout timeout = {}) { return recv(MutableSpan(ptr, len), timeout); }
+  /// Fails every pending operation with DLSLIME_STATUS_CANCELLED; returns how many.
   size_t cancel_all() {
     size_t n = 0;
     check(dlslime_endpoint_cancel_all(h_.get(), &n));
     return n;
   }
+  /// Cancels pending operations and closes the endpoint. Idempotent.
   void shutdown() { check(dlslime_endpoint_shutdown(h_.get())); }
+  const dlslime_endpoint_t* get() const noexcept { return h_.get(); }
 
  private:
   explicit Endpoint(dlslime_endpoint_t* p) noexcept : h_(p) {}
-  static uint64_t ms(std::chrono::milliseconds t) { return static_cast<uint64_t>(t.count()); }
   using OpFn = dlslime_status_t (*)(const dlslime_endpoint_t*, const dlslime_assignment_t*, size_t, uint64_t,
                                     dlslime_future_t**);
-  Future op(OpFn fn, const std::vector<dlslime_assignment_t>& a, std::chrono::milliseconds timeout) {
+  Future op(OpFn fn, const Assignments& a, Timeout timeout) {
     dlslime_future_t* f = nullptr;
-    check(fn(h_.get(), a.data(), a.size(), ms(timeout), &f));
+    check(fn(h_.get(), a.data(), a.size(), timeout.ms(), &f));
     return Future(f);
   }
   detail::Handle<dlslime_endpoint_t, dlslime_endpoint_free> h_;
