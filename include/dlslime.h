@@ -50,6 +50,50 @@
 #define DLSLIME_VERSION_NUMBER ((DLSLIME_VERSION_MAJOR << 16) | (DLSLIME_VERSION_MINOR << 8) | DLSLIME_VERSION_PATCH)
 
 /**
+ * Where a connection to a peer stands.
+ */
+enum dlslime_peer_conn_state
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+  DLSLIME_PEER_CONN_STATE_IDLE = 0,
+  DLSLIME_PEER_CONN_STATE_CONNECTING = 1,
+  DLSLIME_PEER_CONN_STATE_CONNECTED = 2,
+  /**
+   * Gave up (transport mismatch, retries exhausted); `_wait` returns the error.
+   */
+  DLSLIME_PEER_CONN_STATE_FAILED = 3,
+  /**
+   * Was connected; the peer left, died or restarted. Connect again to re-dial.
+   */
+  DLSLIME_PEER_CONN_STATE_DISCONNECTED = 4,
+};
+#ifndef __cplusplus
+typedef int32_t dlslime_peer_conn_state;
+#endif // __cplusplus
+
+/**
+ * The transport of a connection.
+ */
+enum dlslime_peer_transport
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+  /**
+   * Not connected (yet).
+   */
+  DLSLIME_PEER_TRANSPORT_NONE = 0,
+  DLSLIME_PEER_TRANSPORT_SHM = 1,
+  DLSLIME_PEER_TRANSPORT_TCP = 2,
+  DLSLIME_PEER_TRANSPORT_RDMA = 3,
+};
+#ifndef __cplusplus
+typedef int32_t dlslime_peer_transport;
+#endif // __cplusplus
+
+/**
  * Bits of `dlslime_shm_options_t.flags`.
  */
 enum dlslime_shm_flag
@@ -229,6 +273,32 @@ typedef struct dlslime_future_t dlslime_future_t;
 typedef struct dlslime_memory_pool_t dlslime_memory_pool_t;
 
 /**
+ * A PeerAgent: registered with NanoCtrl, it publishes its memory regions in Redis and
+ * connects to peers by alias through the Redis stream mailbox.
+ *
+ * Ownership: created by `dlslime_peer_agent_new`, released by `dlslime_peer_agent_free`
+ * (which shuts it down). Connections and futures it handed out stay valid after that
+ * (connections report `DLSLIME_STATUS_SHUT_DOWN`; pending futures fail).
+ *
+ * Thread safety: thread-safe; only `dlslime_peer_agent_free` must not race with other
+ * calls on it.
+ *
+ * Methods: `dlslime_peer_agent_new`, `_alias`, `_list_agents`, `_connect_to`,
+ * `_register_memory_region`, `_unregister_memory_region`, `_get_mr_info`, `_read`,
+ * `_write`, `_write_with_imm`, `_imm_recv`, `_send`, `_recv`, `_shutdown`, `_free`.
+ */
+typedef struct dlslime_peer_agent_t dlslime_peer_agent_t;
+
+/**
+ * The connection to one peer, returned by `dlslime_peer_agent_connect_to`. It names the
+ * peer: after a reconnect it reports the new connection.
+ *
+ * Ownership: owned by the caller; release with `dlslime_peer_connection_free`.
+ * Thread safety: thread-safe (except `_free`).
+ */
+typedef struct dlslime_peer_connection_t dlslime_peer_connection_t;
+
+/**
  * A TCP transport context: a listener plus a pool of outgoing connections keyed by
  * peer, shared by the endpoints created over it.
  *
@@ -278,6 +348,78 @@ typedef struct {
   uint64_t local_offset;
   uint64_t length;
 } dlslime_assignment_t;
+
+/**
+ * Options of a PeerAgent. Initialise with `dlslime_peer_options_init` (or set `size` to
+ * `sizeof(dlslime_peer_options_t)` and zero the rest): every zero/NULL field means "the
+ * library default". Later versions only append fields.
+ */
+typedef struct {
+  /**
+   * `sizeof(dlslime_peer_options_t)` as the caller was compiled.
+   */
+  size_t size;
+  /**
+   * Heartbeat period. 0: 15000 ms (NanoCtrl's record TTL is 60 s).
+   */
+  uint64_t heartbeat_interval_ms;
+  /**
+   * Registration attempts on connection errors and 5xx answers. 0: 5.
+   */
+  uint32_t register_attempts;
+  /**
+   * First backoff between registration attempts (doubles each time). 0: 1000 ms.
+   */
+  uint64_t register_backoff_ms;
+  /**
+   * Redis URL (`redis://host:port`) to use instead of the address NanoCtrl hands out.
+   * NULL: NanoCtrl's. Borrowed for the call.
+   */
+  const char *redis_url;
+  /**
+   * Host or IP peers reach this agent's TCP listener at. NULL: the local address of
+   * the route to NanoCtrl. Borrowed for the call.
+   */
+  const char *advertise_host;
+  /**
+   * Connect attempts per handshake before the connection fails. 0: 5.
+   */
+  uint32_t connect_attempts;
+  /**
+   * Deadline of each HTTP call to NanoCtrl. 0: 5000 ms.
+   */
+  uint64_t http_timeout_ms;
+  /**
+   * Deadline of operations that pass `timeout_ms = 0`. 0: 30 s (or
+   * `DLSLIME_TIMEOUT_MS`).
+   */
+  uint64_t default_timeout_ms;
+} dlslime_peer_options_t;
+
+/**
+ * The transport type (an `int32_t` in C).
+ */
+typedef dlslime_peer_transport dlslime_peer_transport_t;
+
+/**
+ * The connection-state type (an `int32_t` in C).
+ */
+typedef dlslime_peer_conn_state dlslime_peer_conn_state_t;
+
+/**
+ * One named transfer: `local[local_offset ..]` and the peer's
+ * `remote[remote_offset ..]`, `length` bytes. `remote` NULL means the same name as
+ * `local` (the original's 4-tuple `(name, local_off, remote_off, len)`); otherwise it is
+ * the 5-tuple `(local, remote, local_off, remote_off, len)`. The strings are borrowed
+ * for the call.
+ */
+typedef struct {
+  const char *local;
+  const char *remote;
+  uint64_t local_offset;
+  uint64_t remote_offset;
+  uint64_t length;
+} dlslime_named_assignment_t;
 
 /**
  * Options of a shared-memory endpoint. Initialise with `dlslime_shm_options_init` (or
@@ -613,6 +755,202 @@ dlslime_status_t dlslime_memory_pool_handle(const dlslime_memory_pool_t *pool,
  * Errors: `DLSLIME_STATUS_NULL_PARAMETER`.
  */
 dlslime_status_t dlslime_memory_pool_mr_info(const dlslime_memory_pool_t *pool, char **out_json);
+
+/**
+ * Fills `*opts` with the defaults: `size = sizeof(dlslime_peer_options_t)`, every other
+ * field zero/NULL. NULL is a no-op.
+ */
+void dlslime_peer_options_init(dlslime_peer_options_t *opts);
+
+/**
+ * Registers with NanoCtrl at `nanoctrl_url` ("http://host:port") as `alias` (NULL: a
+ * generated name) in `scope` (NULL or "": none), and writes the agent to `*out`. `opts`
+ * may be NULL for the defaults. Blocks while registering (retries with backoff).
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (bad URL,
+ * bad options), `DLSLIME_STATUS_NAME_CONFLICT` (a live agent holds `alias` in `scope`),
+ * `DLSLIME_STATUS_IO` (NanoCtrl or Redis unreachable after the retries).
+ */
+dlslime_status_t dlslime_peer_agent_new(const char *nanoctrl_url,
+                                        const char *alias,
+                                        const char *scope,
+                                        const dlslime_peer_options_t *opts,
+                                        dlslime_peer_agent_t **out);
+
+/**
+ * Writes the agent's alias (the generated one when none was given) as an owned string
+ * to `*out`; free it with `dlslime_string_free`.
+ */
+dlslime_status_t dlslime_peer_agent_alias(const dlslime_peer_agent_t *agent, char **out);
+
+/**
+ * Writes the aliases registered in the agent's scope as a JSON array (owned string,
+ * free with `dlslime_string_free`).
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_IO` (Redis).
+ */
+dlslime_status_t dlslime_peer_agent_list_agents(const dlslime_peer_agent_t *agent, char **out_json);
+
+/**
+ * Starts (or re-uses) the connection to `peer` and writes a handle on it to `*out`.
+ * Does not block: wait with `dlslime_peer_connection_wait`. `transport` is "auto"
+ * (NULL), "shm", "tcp" or "rdma".
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (own
+ * alias, empty alias, unknown transport), `DLSLIME_STATUS_UNSUPPORTED` ("rdma": this
+ * build has no RDMA transport), `DLSLIME_STATUS_SHUT_DOWN`.
+ */
+dlslime_status_t dlslime_peer_agent_connect_to(const dlslime_peer_agent_t *agent,
+                                               const char *peer,
+                                               const char *transport,
+                                               dlslime_peer_connection_t **out);
+
+/**
+ * Blocks until the connection is established (writes its transport to
+ * `*out_transport` if that is not NULL), has failed, or `timeout_ms` passed.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_TIMEOUT` (the message names
+ * the state and the connected peers), `DLSLIME_STATUS_UNSUPPORTED` (transport
+ * mismatch), `DLSLIME_STATUS_PEER_DISCONNECTED` (the connection was lost),
+ * `DLSLIME_STATUS_SHUT_DOWN`, or the error of the last connect attempt.
+ */
+dlslime_status_t dlslime_peer_connection_wait(const dlslime_peer_connection_t *conn,
+                                              uint64_t timeout_ms,
+                                              dlslime_peer_transport_t *out_transport);
+
+/**
+ * The connection's state (`DLSLIME_PEER_CONN_STATE_IDLE` for NULL).
+ */
+dlslime_peer_conn_state_t dlslime_peer_connection_state(const dlslime_peer_connection_t *conn);
+
+/**
+ * The transport of the established connection (`DLSLIME_PEER_TRANSPORT_NONE` while not
+ * connected, or for NULL).
+ */
+dlslime_peer_transport_t dlslime_peer_connection_transport(const dlslime_peer_connection_t *conn);
+
+/**
+ * Releases a connection handle (the connection itself stays). NULL is a no-op.
+ */
+void dlslime_peer_connection_free(dlslime_peer_connection_t *conn);
+
+/**
+ * Registers `[ptr, ptr + offset + length)` as region `name` (the original's semantics:
+ * the region starts at `ptr`) and publishes it in Redis; peers, connected or not, can
+ * use it by name. Writes the local handle to `*out_handle` if that is not NULL.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (empty
+ * name, zero length), `DLSLIME_STATUS_NAME_CONFLICT` (the name is bound to another
+ * address), `DLSLIME_STATUS_IO` (Redis).
+ */
+dlslime_status_t dlslime_peer_agent_register_memory_region(const dlslime_peer_agent_t *agent,
+                                                           const char *name,
+                                                           void *ptr,
+                                                           size_t offset,
+                                                           size_t length,
+                                                           dlslime_mr_handle_t *out_handle);
+
+/**
+ * Unregisters region `name` and removes its Redis key. Writes whether it existed to
+ * `*out_existed` if that is not NULL.
+ */
+dlslime_status_t dlslime_peer_agent_unregister_memory_region(const dlslime_peer_agent_t *agent,
+                                                             const char *name,
+                                                             bool *out_existed);
+
+/**
+ * Writes the record `peer` published for its region `name` (JSON `{"agent_name",
+ * "mr_name", "addr", "length", "rkey", ...}`, owned string) to `*out_json`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (not
+ * published), `DLSLIME_STATUS_IO` (Redis).
+ */
+dlslime_status_t dlslime_peer_agent_get_mr_info(const dlslime_peer_agent_t *agent,
+                                                const char *peer,
+                                                const char *name,
+                                                char **out_json);
+
+/**
+ * One-sided read from `peer` by region names: copies each remote range into the local
+ * range; the future completes when every byte is in local memory. `assignments` (`n`
+ * entries; NULL when `n` is 0) is only read during the call. A remote name the
+ * connection does not know yet is looked up in Redis.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_NOT_CONNECTED`,
+ * `DLSLIME_STATUS_PEER_DISCONNECTED`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (unknown region
+ * name), `DLSLIME_STATUS_OUT_OF_RANGE` (no memory touched), `DLSLIME_STATUS_SHUT_DOWN`.
+ */
+dlslime_status_t dlslime_peer_agent_read(const dlslime_peer_agent_t *agent,
+                                         const char *peer,
+                                         const dlslime_named_assignment_t *assignments,
+                                         size_t n,
+                                         uint64_t timeout_ms,
+                                         dlslime_future_t **out);
+
+/**
+ * One-sided write to `peer` by region names; the future completes when the target has
+ * applied every byte. Arguments and errors as `dlslime_peer_agent_read`.
+ */
+dlslime_status_t dlslime_peer_agent_write(const dlslime_peer_agent_t *agent,
+                                          const char *peer,
+                                          const dlslime_named_assignment_t *assignments,
+                                          size_t n,
+                                          uint64_t timeout_ms,
+                                          dlslime_future_t **out);
+
+/**
+ * Like `dlslime_peer_agent_write`, then delivers one notification carrying `imm` to
+ * the peer's `dlslime_peer_agent_imm_recv` after the data is visible there.
+ */
+dlslime_status_t dlslime_peer_agent_write_with_imm(const dlslime_peer_agent_t *agent,
+                                                   const char *peer,
+                                                   const dlslime_named_assignment_t *assignments,
+                                                   size_t n,
+                                                   int32_t imm,
+                                                   uint64_t timeout_ms,
+                                                   dlslime_future_t **out);
+
+/**
+ * Posts a receive for the next immediate-data notification from `peer`.
+ */
+dlslime_status_t dlslime_peer_agent_imm_recv(const dlslime_peer_agent_t *agent,
+                                             const char *peer,
+                                             uint64_t timeout_ms,
+                                             dlslime_future_t **out);
+
+/**
+ * Sends `len` bytes at `ptr` to `peer`'s next posted receive. The buffer must stay
+ * valid and unmodified until the future completes.
+ */
+dlslime_status_t dlslime_peer_agent_send(const dlslime_peer_agent_t *agent,
+                                         const char *peer,
+                                         const void *ptr,
+                                         size_t len,
+                                         uint64_t timeout_ms,
+                                         dlslime_future_t **out);
+
+/**
+ * Posts a receive buffer of `len` bytes for a message from `peer`. The buffer must stay
+ * valid and untouched until the future completes.
+ */
+dlslime_status_t dlslime_peer_agent_recv(const dlslime_peer_agent_t *agent,
+                                         const char *peer,
+                                         void *ptr,
+                                         size_t len,
+                                         uint64_t timeout_ms,
+                                         dlslime_future_t **out);
+
+/**
+ * Shuts the agent down: pending operations fail, everything it published is removed
+ * and its peers are notified. Idempotent.
+ */
+dlslime_status_t dlslime_peer_agent_shutdown(const dlslime_peer_agent_t *agent);
+
+/**
+ * Shuts the agent down (as `dlslime_peer_agent_shutdown`) and releases it. NULL is a
+ * no-op.
+ */
+void dlslime_peer_agent_free(dlslime_peer_agent_t *agent);
 
 /**
  * Fills `*opts` with the defaults: `size = sizeof(dlslime_shm_options_t)`, every other

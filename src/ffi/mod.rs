@@ -18,6 +18,8 @@
 //! * [`shm`] — `dlslime_alloc_shared`, `dlslime_shm_options_t`, `dlslime_shm_endpoint_new`.
 //! * [`endpoint`] — `dlslime_endpoint_t`, `dlslime_assignment_t`.
 //! * [`future`] — `dlslime_future_t`.
+//! * [`peer`] — `dlslime_peer_agent_t`, `dlslime_peer_connection_t`,
+//!   `dlslime_peer_options_t`, `dlslime_named_assignment_t`.
 //!
 //! Conventions: fallible functions return `dlslime_status_t` and write their
 //! out-parameters only on success; every failure (including a NULL argument and a caught
@@ -33,6 +35,7 @@ mod cast;
 pub mod endpoint;
 pub mod future;
 pub mod memory;
+pub mod peer;
 mod options;
 pub mod shm;
 pub mod status;

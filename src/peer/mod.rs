@@ -296,6 +296,9 @@ struct Slot {
     /// `(my nonce, peer instance, peer nonce)` pairs a qp_ready was sent for.
     sent: HashSet<(u64, u64, u64)>,
     connected_transport: Option<Transport>,
+    /// Stream ids of the qp_ready messages this agent wrote to the peer's stream; the
+    /// ones a never-registered peer did not consume are removed at shutdown.
+    outbox: Vec<String>,
 }
 
 impl Slot {
@@ -312,6 +315,7 @@ impl Slot {
             retry_at: None,
             sent: HashSet::new(),
             connected_transport: None,
+            outbox: Vec::new(),
         }
     }
 }
@@ -1304,8 +1308,13 @@ impl Inner {
                 cmd.query::<String>(c)
             });
             match r {
-                Ok(_) => {
+                Ok(id) => {
                     self.stats.qp_ready_sent.fetch_add(1, Ordering::Relaxed);
+                    if let Some(s) = self.peers.lock().get_mut(&peer) {
+                        if s.outbox.len() < 1024 {
+                            s.outbox.push(id);
+                        }
+                    }
                 }
                 Err(e) => {
                     warn_log!(
@@ -1511,6 +1520,33 @@ impl Inner {
         };
         for ep in eps {
             ep.shutdown();
+        }
+        // Messages left in the streams of peers that never registered (a dial to an
+        // alias that never came): remove ours, and the stream if nothing else is in it.
+        let outboxes: Vec<(String, Vec<String>)> = self
+            .peers
+            .lock()
+            .iter_mut()
+            .filter(|(_, s)| !s.outbox.is_empty())
+            .map(|(p, s)| (p.clone(), std::mem::take(&mut s.outbox)))
+            .collect();
+        for (peer, ids) in outboxes {
+            let (stream, agent) = (self.keys.stream(&peer), self.keys.agent(&peer));
+            let r = self.store.with("XDEL outbox", |c| {
+                redis::cmd("EVAL")
+                    .arg("if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end redis.call('XDEL', KEYS[1], unpack(ARGV)) if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end return 1")
+                    .arg(2)
+                    .arg(&stream)
+                    .arg(&agent)
+                    .arg(&ids)
+                    .query::<i64>(c)
+            });
+            if let Err(e) = r {
+                warn_log!(
+                    "PeerAgent {}: could not withdraw messages to {peer}: {e}",
+                    self.alias
+                );
+            }
         }
         let a = &self.alias;
         let keys = vec![self.keys.stream(a), self.keys.spec(a)];

@@ -1,0 +1,674 @@
+//! `dlslime_peer_agent_t`, `dlslime_peer_connection_t`, `dlslime_peer_options_t` and
+//! `dlslime_named_assignment_t`: the PeerAgent (NanoCtrl + Redis control plane) over
+//! the C ABI.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::mem::size_of;
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use super::cast::{box_into_ptr, free_box, Castable, OwnershipBox};
+use super::future::dlslime_future_t;
+use super::memory::dlslime_mr_handle_t;
+use super::options::read_sized;
+use super::status::{dlslime_status_t, string_to_c};
+use crate::error::{Error, Status};
+use crate::future::Future;
+use crate::peer::{
+    ConnState, NamedAssignment, PeerAgent, PeerAgentOptions, PeerConnection, Transport,
+};
+
+/// Options of a PeerAgent. Initialise with `dlslime_peer_options_init` (or set `size` to
+/// `sizeof(dlslime_peer_options_t)` and zero the rest): every zero/NULL field means "the
+/// library default". Later versions only append fields.
+#[repr(C)]
+pub struct dlslime_peer_options_t {
+    /// `sizeof(dlslime_peer_options_t)` as the caller was compiled.
+    pub size: usize,
+    /// Heartbeat period. 0: 15000 ms (NanoCtrl's record TTL is 60 s).
+    pub heartbeat_interval_ms: u64,
+    /// Registration attempts on connection errors and 5xx answers. 0: 5.
+    pub register_attempts: u32,
+    /// First backoff between registration attempts (doubles each time). 0: 1000 ms.
+    pub register_backoff_ms: u64,
+    /// Redis URL (`redis://host:port`) to use instead of the address NanoCtrl hands out.
+    /// NULL: NanoCtrl's. Borrowed for the call.
+    pub redis_url: *const c_char,
+    /// Host or IP peers reach this agent's TCP listener at. NULL: the local address of
+    /// the route to NanoCtrl. Borrowed for the call.
+    pub advertise_host: *const c_char,
+    /// Connect attempts per handshake before the connection fails. 0: 5.
+    pub connect_attempts: u32,
+    /// Deadline of each HTTP call to NanoCtrl. 0: 5000 ms.
+    pub http_timeout_ms: u64,
+    /// Deadline of operations that pass `timeout_ms = 0`. 0: 30 s (or
+    /// `DLSLIME_TIMEOUT_MS`).
+    pub default_timeout_ms: u64,
+}
+
+/// Fills `*opts` with the defaults: `size = sizeof(dlslime_peer_options_t)`, every other
+/// field zero/NULL. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_options_init(opts: *mut dlslime_peer_options_t) {
+    ffi_boundary! {
+        if !opts.is_null() {
+            unsafe {
+                opts.write(dlslime_peer_options_t {
+                    size: size_of::<dlslime_peer_options_t>(),
+                    heartbeat_interval_ms: 0,
+                    register_attempts: 0,
+                    register_backoff_ms: 0,
+                    redis_url: std::ptr::null(),
+                    advertise_host: std::ptr::null(),
+                    connect_attempts: 0,
+                    http_timeout_ms: 0,
+                    default_timeout_ms: 0,
+                })
+            };
+        }
+    }
+}
+
+unsafe fn opt_text(p: *const c_char, what: &str) -> crate::Result<Option<String>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    CStr::from_ptr(p)
+        .to_str()
+        .map(|s| Some(s.to_string()))
+        .map_err(|_| Error::invalid(format!("dlslime_peer_options_t.{what} is not valid UTF-8")))
+}
+
+unsafe fn to_options(o: &dlslime_peer_options_t) -> crate::Result<PeerAgentOptions> {
+    let mut p = PeerAgentOptions::default();
+    let ms = Duration::from_millis;
+    if o.heartbeat_interval_ms != 0 {
+        p.heartbeat_interval = ms(o.heartbeat_interval_ms);
+    }
+    if o.register_attempts != 0 {
+        p.register_attempts = o.register_attempts;
+    }
+    if o.register_backoff_ms != 0 {
+        p.register_backoff = ms(o.register_backoff_ms);
+    }
+    p.redis_url = opt_text(o.redis_url, "redis_url")?;
+    p.advertise_host = opt_text(o.advertise_host, "advertise_host")?;
+    if o.connect_attempts != 0 {
+        p.connect_attempts = o.connect_attempts;
+    }
+    if o.http_timeout_ms != 0 {
+        p.http_timeout = ms(o.http_timeout_ms);
+    }
+    if o.default_timeout_ms != 0 {
+        p.tcp.engine.default_timeout = ms(o.default_timeout_ms);
+        p.shm.engine.default_timeout = ms(o.default_timeout_ms);
+    }
+    Ok(p)
+}
+
+/// The transport of a connection.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum dlslime_peer_transport {
+    /// Not connected (yet).
+    None = 0,
+    Shm = 1,
+    Tcp = 2,
+    Rdma = 3,
+}
+
+/// The transport type (an `int32_t` in C).
+pub type dlslime_peer_transport_t = dlslime_peer_transport;
+
+impl From<Option<Transport>> for dlslime_peer_transport {
+    fn from(t: Option<Transport>) -> Self {
+        match t {
+            None => Self::None,
+            Some(Transport::Shm) => Self::Shm,
+            Some(Transport::Tcp) => Self::Tcp,
+            Some(Transport::Rdma) => Self::Rdma,
+        }
+    }
+}
+
+/// Where a connection to a peer stands.
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum dlslime_peer_conn_state {
+    Idle = 0,
+    Connecting = 1,
+    Connected = 2,
+    /// Gave up (transport mismatch, retries exhausted); `_wait` returns the error.
+    Failed = 3,
+    /// Was connected; the peer left, died or restarted. Connect again to re-dial.
+    Disconnected = 4,
+}
+
+/// The connection-state type (an `int32_t` in C).
+pub type dlslime_peer_conn_state_t = dlslime_peer_conn_state;
+
+impl From<ConnState> for dlslime_peer_conn_state {
+    fn from(s: ConnState) -> Self {
+        match s {
+            ConnState::Idle => Self::Idle,
+            ConnState::Connecting => Self::Connecting,
+            ConnState::Connected => Self::Connected,
+            ConnState::Failed => Self::Failed,
+            ConnState::Disconnected => Self::Disconnected,
+        }
+    }
+}
+
+/// One named transfer: `local[local_offset ..]` and the peer's
+/// `remote[remote_offset ..]`, `length` bytes. `remote` NULL means the same name as
+/// `local` (the original's 4-tuple `(name, local_off, remote_off, len)`); otherwise it is
+/// the 5-tuple `(local, remote, local_off, remote_off, len)`. The strings are borrowed
+/// for the call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct dlslime_named_assignment_t {
+    pub local: *const c_char,
+    pub remote: *const c_char,
+    pub local_offset: u64,
+    pub remote_offset: u64,
+    pub length: u64,
+}
+
+/// A PeerAgent: registered with NanoCtrl, it publishes its memory regions in Redis and
+/// connects to peers by alias through the Redis stream mailbox.
+///
+/// Ownership: created by `dlslime_peer_agent_new`, released by `dlslime_peer_agent_free`
+/// (which shuts it down). Connections and futures it handed out stay valid after that
+/// (connections report `DLSLIME_STATUS_SHUT_DOWN`; pending futures fail).
+///
+/// Thread safety: thread-safe; only `dlslime_peer_agent_free` must not race with other
+/// calls on it.
+///
+/// Methods: `dlslime_peer_agent_new`, `_alias`, `_list_agents`, `_connect_to`,
+/// `_register_memory_region`, `_unregister_memory_region`, `_get_mr_info`, `_read`,
+/// `_write`, `_write_with_imm`, `_imm_recv`, `_send`, `_recv`, `_shutdown`, `_free`.
+pub struct dlslime_peer_agent_t {
+    _private: [u8; 0],
+}
+
+impl Castable for dlslime_peer_agent_t {
+    type Ownership = OwnershipBox;
+    type RustType = PeerAgent;
+}
+
+/// The connection to one peer, returned by `dlslime_peer_agent_connect_to`. It names the
+/// peer: after a reconnect it reports the new connection.
+///
+/// Ownership: owned by the caller; release with `dlslime_peer_connection_free`.
+/// Thread safety: thread-safe (except `_free`).
+pub struct dlslime_peer_connection_t {
+    _private: [u8; 0],
+}
+
+impl Castable for dlslime_peer_connection_t {
+    type Ownership = OwnershipBox;
+    type RustType = PeerConnection;
+}
+
+fn timeout(ms: u64) -> Option<Duration> {
+    (ms != 0).then(|| Duration::from_millis(ms))
+}
+
+fn future_out(f: Future, out: *mut *mut dlslime_future_t) -> dlslime_status_t {
+    unsafe { out.write(box_into_ptr::<dlslime_future_t>(f)) };
+    dlslime_status_t::Ok
+}
+
+/// Converts the C assignment array.
+///
+/// # Safety
+/// `a` is NULL with `n == 0`, or points at `n` readable assignments whose strings are
+/// NULL (remote only) or NUL-terminated.
+unsafe fn named(
+    a: *const dlslime_named_assignment_t,
+    n: usize,
+) -> crate::Result<Vec<NamedAssignment>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if a.is_null() {
+        return Err(Error::new(
+            Status::NullParameter,
+            "argument `assignments` is NULL with a non-zero count",
+        ));
+    }
+    let text = |p: *const c_char, i: usize, what: &str| -> crate::Result<&str> {
+        if p.is_null() {
+            return Err(Error::new(
+                Status::NullParameter,
+                format!("assignments[{i}].{what} is NULL"),
+            ));
+        }
+        CStr::from_ptr(p)
+            .to_str()
+            .map_err(|_| Error::invalid(format!("assignments[{i}].{what} is not valid UTF-8")))
+    };
+    std::slice::from_raw_parts(a, n)
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let local = text(x.local, i, "local")?;
+            let remote = if x.remote.is_null() {
+                local
+            } else {
+                text(x.remote, i, "remote")?
+            };
+            Ok(NamedAssignment::pair(
+                local,
+                remote,
+                x.local_offset,
+                x.remote_offset,
+                x.length,
+            ))
+        })
+        .collect()
+}
+
+/// Registers with NanoCtrl at `nanoctrl_url` ("http://host:port") as `alias` (NULL: a
+/// generated name) in `scope` (NULL or "": none), and writes the agent to `*out`. `opts`
+/// may be NULL for the defaults. Blocks while registering (retries with backoff).
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (bad URL,
+/// bad options), `DLSLIME_STATUS_NAME_CONFLICT` (a live agent holds `alias` in `scope`),
+/// `DLSLIME_STATUS_IO` (NanoCtrl or Redis unreachable after the retries).
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_new(
+    nanoctrl_url: *const c_char,
+    alias: *const c_char,
+    scope: *const c_char,
+    opts: *const dlslime_peer_options_t,
+    out: *mut *mut dlslime_peer_agent_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let url = try_str!(nanoctrl_url);
+        let alias = try_opt_str!(alias);
+        let scope = try_opt_str!(scope);
+        let out = try_out!(out);
+        let o = if opts.is_null() {
+            PeerAgentOptions::default()
+        } else {
+            let o = try_res!(unsafe { read_sized(opts, "dlslime_peer_options_t") });
+            try_res!(unsafe { to_options(&o) })
+        };
+        let agent = try_res!(PeerAgent::new(url, alias, scope, o));
+        unsafe { out.write(box_into_ptr::<dlslime_peer_agent_t>(agent)) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Writes the agent's alias (the generated one when none was given) as an owned string
+/// to `*out`; free it with `dlslime_string_free`.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_alias(
+    agent: *const dlslime_peer_agent_t,
+    out: *mut *mut c_char,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let out = try_out!(out);
+        let s = try_res!(string_to_c(agent.alias().to_string()));
+        unsafe { out.write(s) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Writes the aliases registered in the agent's scope as a JSON array (owned string,
+/// free with `dlslime_string_free`).
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_IO` (Redis).
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_list_agents(
+    agent: *const dlslime_peer_agent_t,
+    out_json: *mut *mut c_char,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let out_json = try_out!(out_json);
+        let v = try_res!(agent.list_agents());
+        let s = try_res!(string_to_c(serde_json::Value::from(v).to_string()));
+        unsafe { out_json.write(s) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Starts (or re-uses) the connection to `peer` and writes a handle on it to `*out`.
+/// Does not block: wait with `dlslime_peer_connection_wait`. `transport` is "auto"
+/// (NULL), "shm", "tcp" or "rdma".
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (own
+/// alias, empty alias, unknown transport), `DLSLIME_STATUS_UNSUPPORTED` ("rdma": this
+/// build has no RDMA transport), `DLSLIME_STATUS_SHUT_DOWN`.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_connect_to(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    transport: *const c_char,
+    out: *mut *mut dlslime_peer_connection_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_str!(peer);
+        let transport = try_opt_str!(transport).unwrap_or("auto");
+        let out = try_out!(out);
+        let c = try_res!(agent.connect_to(peer, transport));
+        unsafe { out.write(box_into_ptr::<dlslime_peer_connection_t>(c)) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Blocks until the connection is established (writes its transport to
+/// `*out_transport` if that is not NULL), has failed, or `timeout_ms` passed.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_TIMEOUT` (the message names
+/// the state and the connected peers), `DLSLIME_STATUS_UNSUPPORTED` (transport
+/// mismatch), `DLSLIME_STATUS_PEER_DISCONNECTED` (the connection was lost),
+/// `DLSLIME_STATUS_SHUT_DOWN`, or the error of the last connect attempt.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_connection_wait(
+    conn: *const dlslime_peer_connection_t,
+    timeout_ms: u64,
+    out_transport: *mut dlslime_peer_transport_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let conn = try_ref!(conn);
+        let t = try_res!(conn.wait(Duration::from_millis(timeout_ms)));
+        if !out_transport.is_null() {
+            unsafe { out_transport.write(Some(t).into()) };
+        }
+        dlslime_status_t::Ok
+    }
+}
+
+/// The connection's state (`DLSLIME_PEER_CONN_STATE_IDLE` for NULL).
+#[no_mangle]
+pub extern "C" fn dlslime_peer_connection_state(
+    conn: *const dlslime_peer_connection_t,
+) -> dlslime_peer_conn_state_t {
+    ffi_boundary! {
+        match unsafe { super::cast::try_from_ptr(conn) } {
+            Some(c) => c.state().into(),
+            None => dlslime_peer_conn_state_t::Idle,
+        }
+    }
+}
+
+/// The transport of the established connection (`DLSLIME_PEER_TRANSPORT_NONE` while not
+/// connected, or for NULL).
+#[no_mangle]
+pub extern "C" fn dlslime_peer_connection_transport(
+    conn: *const dlslime_peer_connection_t,
+) -> dlslime_peer_transport_t {
+    ffi_boundary! {
+        match unsafe { super::cast::try_from_ptr(conn) } {
+            Some(c) => c.transport().into(),
+            None => dlslime_peer_transport_t::None,
+        }
+    }
+}
+
+/// Releases a connection handle (the connection itself stays). NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_connection_free(conn: *mut dlslime_peer_connection_t) {
+    ffi_boundary! {
+        unsafe { free_box(conn) }
+    }
+}
+
+/// Registers `[ptr, ptr + offset + length)` as region `name` (the original's semantics:
+/// the region starts at `ptr`) and publishes it in Redis; peers, connected or not, can
+/// use it by name. Writes the local handle to `*out_handle` if that is not NULL.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (empty
+/// name, zero length), `DLSLIME_STATUS_NAME_CONFLICT` (the name is bound to another
+/// address), `DLSLIME_STATUS_IO` (Redis).
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_register_memory_region(
+    agent: *const dlslime_peer_agent_t,
+    name: *const c_char,
+    ptr: *mut c_void,
+    offset: usize,
+    length: usize,
+    out_handle: *mut dlslime_mr_handle_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let name = try_str!(name);
+        if ptr.is_null() {
+            null_arg!("ptr");
+        }
+        let h = try_res!(unsafe { agent.register_memory_region(name, ptr.cast(), offset, length) });
+        if !out_handle.is_null() {
+            unsafe { out_handle.write(h) };
+        }
+        dlslime_status_t::Ok
+    }
+}
+
+/// Unregisters region `name` and removes its Redis key. Writes whether it existed to
+/// `*out_existed` if that is not NULL.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_unregister_memory_region(
+    agent: *const dlslime_peer_agent_t,
+    name: *const c_char,
+    out_existed: *mut bool,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let name = try_str!(name);
+        let existed = try_res!(agent.unregister_memory_region(name));
+        if !out_existed.is_null() {
+            unsafe { out_existed.write(existed) };
+        }
+        dlslime_status_t::Ok
+    }
+}
+
+/// Writes the record `peer` published for its region `name` (JSON `{"agent_name",
+/// "mr_name", "addr", "length", "rkey", ...}`, owned string) to `*out_json`.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (not
+/// published), `DLSLIME_STATUS_IO` (Redis).
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_get_mr_info(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    name: *const c_char,
+    out_json: *mut *mut c_char,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_str!(peer);
+        let name = try_str!(name);
+        let out_json = try_out!(out_json);
+        let v = try_res!(agent.get_mr_info(peer, name));
+        let v = try_res!(v.ok_or_else(|| Error::new(
+            Status::UnknownHandle,
+            format!("peer '{peer}' has not published a memory region named {name:?}"),
+        )));
+        let s = try_res!(string_to_c(v.to_string()));
+        unsafe { out_json.write(s) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// One-sided read from `peer` by region names: copies each remote range into the local
+/// range; the future completes when every byte is in local memory. `assignments` (`n`
+/// entries; NULL when `n` is 0) is only read during the call. A remote name the
+/// connection does not know yet is looked up in Redis.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_NOT_CONNECTED`,
+/// `DLSLIME_STATUS_PEER_DISCONNECTED`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (unknown region
+/// name), `DLSLIME_STATUS_OUT_OF_RANGE` (no memory touched), `DLSLIME_STATUS_SHUT_DOWN`.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_read(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    assignments: *const dlslime_named_assignment_t,
+    n: usize,
+    timeout_ms: u64,
+    out: *mut *mut dlslime_future_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_str!(peer);
+        let out = try_out!(out);
+        let a = try_res!(unsafe { named(assignments, n) });
+        let f = try_res!(agent.read(peer, &a, timeout(timeout_ms)));
+        future_out(f, out)
+    }
+}
+
+/// One-sided write to `peer` by region names; the future completes when the target has
+/// applied every byte. Arguments and errors as `dlslime_peer_agent_read`.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_write(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    assignments: *const dlslime_named_assignment_t,
+    n: usize,
+    timeout_ms: u64,
+    out: *mut *mut dlslime_future_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_str!(peer);
+        let out = try_out!(out);
+        let a = try_res!(unsafe { named(assignments, n) });
+        let f = try_res!(agent.write(peer, &a, timeout(timeout_ms)));
+        future_out(f, out)
+    }
+}
+
+/// Like `dlslime_peer_agent_write`, then delivers one notification carrying `imm` to
+/// the peer's `dlslime_peer_agent_imm_recv` after the data is visible there.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_write_with_imm(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    assignments: *const dlslime_named_assignment_t,
+    n: usize,
+    imm: i32,
+    timeout_ms: u64,
+    out: *mut *mut dlslime_future_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_str!(peer);
+        let out = try_out!(out);
+        let a = try_res!(unsafe { named(assignments, n) });
+        let f = try_res!(agent.write_with_imm(peer, &a, imm, timeout(timeout_ms)));
+        future_out(f, out)
+    }
+}
+
+/// Posts a receive for the next immediate-data notification from `peer`.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_imm_recv(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    timeout_ms: u64,
+    out: *mut *mut dlslime_future_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_str!(peer);
+        let out = try_out!(out);
+        let f = try_res!(agent.imm_recv(peer, timeout(timeout_ms)));
+        future_out(f, out)
+    }
+}
+
+fn buffer_ptr(ptr: *mut c_void, len: usize) -> Option<*mut u8> {
+    match (ptr.is_null(), len) {
+        (false, _) => Some(ptr.cast()),
+        (true, 0) => Some(NonNull::<u8>::dangling().as_ptr()),
+        (true, _) => None,
+    }
+}
+
+/// Sends `len` bytes at `ptr` to `peer`'s next posted receive. The buffer must stay
+/// valid and unmodified until the future completes.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_send(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    ptr: *const c_void,
+    len: usize,
+    timeout_ms: u64,
+    out: *mut *mut dlslime_future_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_str!(peer);
+        let out = try_out!(out);
+        let Some(p) = buffer_ptr(ptr.cast_mut(), len) else { null_arg!("ptr") };
+        let f = try_res!(unsafe { agent.send(peer, p, len, timeout(timeout_ms)) });
+        future_out(f, out)
+    }
+}
+
+/// Posts a receive buffer of `len` bytes for a message from `peer`. The buffer must stay
+/// valid and untouched until the future completes.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_recv(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    ptr: *mut c_void,
+    len: usize,
+    timeout_ms: u64,
+    out: *mut *mut dlslime_future_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_str!(peer);
+        let out = try_out!(out);
+        let Some(p) = buffer_ptr(ptr, len) else { null_arg!("ptr") };
+        let f = try_res!(unsafe { agent.recv(peer, p, len, timeout(timeout_ms)) });
+        future_out(f, out)
+    }
+}
+
+/// Shuts the agent down: pending operations fail, everything it published is removed
+/// and its peers are notified. Idempotent.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_shutdown(
+    agent: *const dlslime_peer_agent_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        agent.shutdown();
+        dlslime_status_t::Ok
+    }
+}
+
+/// Shuts the agent down (as `dlslime_peer_agent_shutdown`) and releases it. NULL is a
+/// no-op.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_free(agent: *mut dlslime_peer_agent_t) {
+    ffi_boundary! {
+        unsafe { free_box(agent) }
+    }
+}
+
+impl super::panic::Fallback for dlslime_peer_conn_state_t {
+    fn null_parameter() -> Self {
+        Self::Idle
+    }
+    fn panicked() -> Self {
+        Self::Idle
+    }
+}
+
+impl super::panic::Fallback for dlslime_peer_transport_t {
+    fn null_parameter() -> Self {
+        Self::None
+    }
+    fn panicked() -> Self {
+        Self::None
+    }
+}
