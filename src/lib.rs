@@ -8,6 +8,7 @@
 //! * [`engine`] — how threads wait (spin-then-park, deadlines) and the knobs for it.
 //! * [`transport`] — the [`Endpoint`] contract (read, write, write_with_imm, imm_recv,
 //!   send, recv) and its transports: [`transport::tcp`] today.
+//! * [`rpc`] — SlimeRPC: request/reply sessions over any endpoint.
 //! * [`peer`] — the PeerAgent: NanoCtrl registration, the Redis stream mailbox and
 //!   named transfers between agents.
 //! * `ffi` — the C ABI over all of the above; nothing else knows about C.
@@ -19,6 +20,7 @@ pub mod future;
 pub mod log;
 pub mod memory;
 pub mod peer;
+pub mod rpc;
 pub mod transport;
 
 pub use error::{Error, Result, Status};

@@ -1,0 +1,108 @@
+//! A small typed-free dispatcher for native servers: methods registered by name get tags
+//! by sorted name (the original's rule, so a Python `proxy` of a class with the same
+//! method names talks to it), and `serve` answers requests until the session ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::session::{Request, RpcSession};
+use crate::error::{Result, Status};
+
+/// What a handler returns on failure: the exception's type name and message.
+#[derive(Clone, Debug)]
+pub struct HandlerError {
+    pub type_name: String,
+    pub message: String,
+}
+
+impl HandlerError {
+    pub fn new(type_name: &str, message: impl Into<String>) -> HandlerError {
+        HandlerError {
+            type_name: type_name.into(),
+            message: message.into(),
+        }
+    }
+}
+
+type Handler = Arc<dyn Fn(&[u8]) -> std::result::Result<Vec<u8>, HandlerError> + Send + Sync>;
+
+/// Methods by name. Build with [`Service::method`], then [`Service::serve`].
+#[derive(Clone, Default)]
+pub struct Service {
+    methods: Vec<(String, Handler)>,
+}
+
+impl Service {
+    pub fn new() -> Service {
+        Service::default()
+    }
+
+    /// Adds (or replaces) a method.
+    pub fn method(
+        mut self,
+        name: &str,
+        f: impl Fn(&[u8]) -> std::result::Result<Vec<u8>, HandlerError> + Send + Sync + 'static,
+    ) -> Service {
+        self.methods.retain(|(n, _)| n != name);
+        self.methods.push((name.to_string(), Arc::new(f)));
+        self.methods.sort_by(|a, b| a.0.cmp(&b.0));
+        self
+    }
+
+    /// The tag of a method: its index in sorted name order.
+    pub fn tag(&self, name: &str) -> Option<u32> {
+        self.methods
+            .iter()
+            .position(|(n, _)| n == name)
+            .map(|i| i as u32)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.methods.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, req: Request) -> Result<()> {
+        let tag = req.tag() as usize;
+        let Some((_, h)) = self.methods.get(tag) else {
+            let msg = format!("Unknown RPC tag {tag} on remote service");
+            return req.reply_error("RuntimeError", &msg, "");
+        };
+        match h(req.payload()) {
+            Ok(v) => req.reply(&v),
+            Err(e) => req.reply_error(&e.type_name, &e.message, ""),
+        }
+    }
+
+    /// Handles one request if one arrives within `timeout`; returns whether one did.
+    pub fn serve_once(&self, sess: &RpcSession, timeout: Option<Duration>) -> Result<bool> {
+        match sess.poll_request(timeout)? {
+            Some(r) => {
+                self.handle(r)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Answers requests until the session closes (`Ok`) or the peer goes away
+    /// (`Err(PeerDisconnected)`). Failures to answer one request are logged and serving
+    /// goes on.
+    pub fn serve(&self, sess: &RpcSession) -> Result<()> {
+        loop {
+            match sess.poll_request(Some(Duration::from_secs(3600))) {
+                Ok(Some(r)) => {
+                    if let Err(e) = self.handle(r) {
+                        // A session that ended shows in the next poll_request.
+                        if !sess.is_closed() {
+                            crate::warn_log!("RPC serve: could not answer a request: {e}");
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) if e.status() == Status::ShutDown => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

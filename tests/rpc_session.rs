@@ -1,0 +1,599 @@
+//! SlimeRPC sessions between two OS processes, over shared memory and TCP: raw and
+//! inplace calls, empty replies, remote exceptions, unknown methods, many concurrent
+//! calls from threads, calls in both directions, timeouts and detached calls (no slot
+//! leak), oversized payloads and replies, the bulk path at 256 MiB both ways with content
+//! checks, close, slot-configuration mismatch, and a peer killed mid-call.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use dlslime::rpc::{
+    HandlerError, RemoteError, RpcConfig, RpcMemory, RpcProgress, RpcSession, Service,
+};
+use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
+use dlslime::transport::tcp::TcpEndpoint;
+use dlslime::{Endpoint, MemoryPool, Status};
+
+const T: Option<Duration> = Some(Duration::from_secs(60));
+
+fn config(env: &dyn Fn(&str) -> Option<String>) -> RpcConfig {
+    let num = |k: &str, d: u64| env(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    RpcConfig {
+        slot_size: num("RPC_SLOT_SIZE", 4096) as usize,
+        slot_count: num("RPC_SLOTS", 4) as usize,
+        max_payload: num("RPC_MAX_PAYLOAD", 1 << 40),
+        progress: match env("RPC_PROGRESS").as_deref() {
+            Some("pump") => RpcProgress::Pump,
+            Some("inline") => RpcProgress::Inline,
+            _ => RpcProgress::Auto,
+        },
+        ..Default::default()
+    }
+}
+
+/// An endpoint of `transport` with the session memory allocated before connect.
+fn endpoint(transport: &str, cfg: &RpcConfig) -> (Arc<dyn Endpoint>, Arc<RpcMemory>) {
+    match transport {
+        "shm" => {
+            let pool = MemoryPool::new();
+            let mem = RpcMemory::new(&pool, cfg).unwrap();
+            let ep = ShmEndpoint::new(pool, ShmConfig::default()).unwrap();
+            (Arc::new(ep), mem)
+        }
+        "tcp" => {
+            let ep = TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let mem = RpcMemory::new(ep.memory_pool(), cfg).unwrap();
+            (ep, mem)
+        }
+        t => panic!("unknown transport {t}"),
+    }
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap())
+}
+
+/// The service both sides run. Tags follow sorted names.
+fn service() -> Service {
+    Service::new()
+        .method("echo", |p| Ok(p.to_vec()))
+        .method("none", |_| Ok(Vec::new()))
+        .method("fail", |p| {
+            Err(HandlerError::new(
+                "ValueError",
+                format!("boom: {}", String::from_utf8_lossy(p)),
+            ))
+        })
+        // [len u64][seed u64] -> len bytes of pattern(seed)
+        .method("big", |p| {
+            let (len, seed) = (u64_at(p, 0) as usize, u64_at(p, 1));
+            let mut v = vec![0u8; len];
+            fill_pattern(&mut v, seed);
+            Ok(v)
+        })
+        // [seed u64][pattern(seed) of the rest] -> [len u64][first bad index or u64::MAX]
+        .method("check", |p| {
+            let seed = u64_at(p, 0);
+            let bad = check_pattern(&p[8..], seed).map_or(u64::MAX, |i| i as u64);
+            let mut out = ((p.len() - 8) as u64).to_le_bytes().to_vec();
+            out.extend_from_slice(&bad.to_le_bytes());
+            Ok(out)
+        })
+        .method("sleep", |p| {
+            std::thread::sleep(Duration::from_millis(u64_at(p, 0)));
+            Ok(b"slept".to_vec())
+        })
+}
+
+fn tag(name: &str) -> u32 {
+    service().tag(name).unwrap()
+}
+
+/// The peer process: connects, creates its session, serves with `RPC_WORKERS` threads;
+/// "callback N" makes it call our echo N times.
+#[test]
+#[ignore]
+fn rpc_child() {
+    if !is_child() {
+        return;
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let cfg = config(&env);
+    let transport = env("RPC_TRANSPORT").unwrap();
+    let (ep, mem) = endpoint(&transport, &cfg);
+    let mut parent = Parent::new();
+    parent.send(&format!("info {}", ep.endpoint_info()));
+    let line = parent.recv().unwrap();
+    let info = line.strip_prefix("connect ").unwrap();
+    ep.connect(&serde_json::from_str(info).unwrap()).unwrap();
+    parent.send("connected");
+    let sess = match RpcSession::with_memory(ep, mem, cfg) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            parent.send(&format!("session-error {}", e.status().code()));
+            return;
+        }
+    };
+    parent.send("session");
+    let workers: usize = env("RPC_WORKERS").and_then(|v| v.parse().ok()).unwrap_or(2);
+    let mut servers: Vec<_> = (0..workers)
+        .map(|_| {
+            let s = sess.clone();
+            std::thread::spawn(move || service().serve(&s))
+        })
+        .collect();
+    while let Some(line) = parent.recv() {
+        if let Some(n) = line.strip_prefix("callback ") {
+            let n: usize = n.parse().unwrap();
+            let mut ok = 0;
+            for i in 0..n {
+                let mut m = vec![0u8; 100 + i * 37];
+                fill_pattern(&mut m, i as u64);
+                let mut f = sess.call(tag("echo"), &m).unwrap();
+                if f.wait_ok(T).unwrap() == &m[..] {
+                    ok += 1;
+                }
+            }
+            parent.send(&format!("callback-ok {ok}"));
+        } else if line == "join" {
+            let results: Vec<String> = std::mem::take(&mut servers)
+                .into_iter()
+                .map(|h| match h.join().unwrap() {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => format!("err{}", e.status().code()),
+                })
+                .collect();
+            parent.send(&format!("served {}", results.join(",")));
+        }
+    }
+}
+
+struct Pair {
+    sess: Arc<RpcSession>,
+    peer: Peer,
+}
+
+fn pair_with(
+    transport: &str,
+    env: &[(&str, &str)],
+) -> std::result::Result<Pair, (dlslime::Error, Peer)> {
+    let mut env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    env.push(("RPC_TRANSPORT", transport.to_string()));
+    let mine: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("PEER_"))
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    // PEER_X=v sets X only in the child.
+    let child_env: Vec<(&str, String)> = env
+        .iter()
+        .map(|(k, v)| (k.strip_prefix("PEER_").unwrap_or(k), v.clone()))
+        .collect();
+    let look = |k: &str| mine.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let cfg = config(&look);
+    let (ep, mem) = endpoint(transport, &cfg);
+    let mut peer = Peer::spawn("rpc_child", &child_env);
+    let line = peer.recv();
+    let info: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("info ").unwrap()).unwrap();
+    peer.send(&format!("connect {}", ep.endpoint_info()));
+    ep.connect(&info).unwrap();
+    peer.expect("connected");
+    match RpcSession::with_memory(ep, mem, cfg) {
+        Ok(sess) => {
+            peer.expect("session");
+            Ok(Pair {
+                sess: Arc::new(sess),
+                peer,
+            })
+        }
+        Err(e) => Err((e, peer)),
+    }
+}
+
+fn pair(transport: &str, env: &[(&str, &str)]) -> Pair {
+    pair_with(transport, env).unwrap_or_else(|(e, _)| panic!("session: {e}"))
+}
+
+fn u64s(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn basic_calls(transport: &str, env: &[(&str, &str)]) {
+    let p = pair(transport, env);
+    let s = &p.sess;
+    let cap = s.slot_capacity();
+    // raw echo at the interesting sizes: empty, one, exactly a slot, one more (bulk)
+    for n in [0usize, 1, 100, cap - 1, cap, cap + 1, 3 * cap + 7, 1 << 20] {
+        let mut m = vec![0u8; n];
+        fill_pattern(&mut m, n as u64);
+        let mut f = s.call(tag("echo"), &m).unwrap();
+        assert_eq!(f.wait_ok(T).unwrap(), &m[..], "echo of {n} bytes");
+    }
+    // inplace: the payload is written straight into the slot (or bulk buffer)
+    for n in [10usize, cap + 100] {
+        let mut f = s
+            .call_inplace(tag("echo"), n + 5, |b| {
+                fill_pattern(&mut b[..n], 7);
+                Ok(n)
+            })
+            .unwrap();
+        let r = f.wait_ok(T).unwrap();
+        assert_eq!(r.len(), n);
+        assert_eq!(check_pattern(r, 7), None);
+    }
+    // a writer that fails sends nothing
+    let e = s
+        .call_inplace(tag("echo"), 10, |_| Err(dlslime::Error::invalid("no")))
+        .err()
+        .unwrap();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    // empty reply ("None")
+    let mut f = s.call(tag("none"), b"x").unwrap();
+    f.wait(T).unwrap();
+    assert!(!f.is_exception());
+    assert_eq!(f.reply(), b"");
+    drop(f); // a future holds its slot (the reply lives there) until dropped
+             // remote exception: type and message
+    let mut f = s.call(tag("fail"), b"hello").unwrap();
+    f.wait(T).unwrap();
+    assert!(f.is_exception());
+    let re = RemoteError::parse(f.reply());
+    assert_eq!(re.type_name, "ValueError");
+    assert_eq!(re.message, "boom: hello");
+    drop(f);
+    let e = s.call(tag("fail"), b"x").unwrap().wait_ok(T).err().unwrap();
+    assert!(e.message().contains("ValueError: boom: x"), "{e}");
+    // unknown method
+    let mut f = s.call(99, b"").unwrap();
+    f.wait(T).unwrap();
+    assert!(f.is_exception());
+    assert_eq!(
+        RemoteError::parse(f.reply()).message,
+        "Unknown RPC tag 99 on remote service"
+    );
+    drop(f);
+    // a tag with flag bits is refused before anything is sent
+    assert_eq!(
+        s.call(1 << 27, b"").err().unwrap().status(),
+        Status::InvalidArgument
+    );
+    // pipelined: several in flight from one thread, completed out of order
+    let mut fs: Vec<_> = (0..s.config().slot_count)
+        .map(|i| s.call(tag("echo"), &[i as u8; 33]).unwrap())
+        .collect();
+    for (i, f) in fs.iter_mut().enumerate().rev() {
+        assert_eq!(f.wait_ok(T).unwrap(), &[i as u8; 33][..]);
+    }
+    drop(fs);
+    assert!(
+        s.stats()
+            .requests_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 10
+    );
+}
+
+#[test]
+fn shm_calls_inline() {
+    basic_calls("shm", &[("RPC_PROGRESS", "inline")]);
+}
+
+#[test]
+fn shm_calls_pump() {
+    basic_calls("shm", &[("RPC_PROGRESS", "pump")]);
+}
+
+#[test]
+fn tcp_calls() {
+    basic_calls("tcp", &[]);
+}
+
+fn concurrent(transport: &str) {
+    let p = pair(transport, &[("RPC_SLOTS", "8")]);
+    let s = &p.sess;
+    let cap = s.slot_capacity();
+    std::thread::scope(|sc| {
+        for t in 0..4u64 {
+            sc.spawn(move || {
+                for i in 0..150u64 {
+                    let n = match i % 5 {
+                        0 => cap + 1 + (i as usize * 13), // bulk
+                        _ => (i as usize * 31 + t as usize) % cap,
+                    };
+                    let mut m = vec![0u8; n];
+                    fill_pattern(&mut m, t * 1000 + i);
+                    let mut f = s.call(tag("echo"), &m).unwrap();
+                    let r = f.wait_ok(T).unwrap();
+                    assert_eq!(r.len(), n, "thread {t} call {i}");
+                    assert_eq!(check_pattern(r, t * 1000 + i), None, "thread {t} call {i}");
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn shm_concurrent_threads() {
+    concurrent("shm");
+}
+
+#[test]
+fn tcp_concurrent_threads() {
+    concurrent("tcp");
+}
+
+fn both_directions(transport: &str) {
+    let mut p = pair(transport, &[("RPC_SLOTS", "4")]);
+    let sess = p.sess.clone();
+    let server = {
+        let s = sess.clone();
+        std::thread::spawn(move || service().serve(&s))
+    };
+    p.peer.send("callback 60");
+    for i in 0..60usize {
+        let m = vec![i as u8; 50 + i * 91];
+        assert_eq!(
+            sess.call(tag("echo"), &m).unwrap().wait_ok(T).unwrap(),
+            &m[..]
+        );
+    }
+    p.peer.expect("callback-ok 60");
+    sess.close();
+    assert_eq!(server.join().unwrap().map_err(|e| e.status()), Ok(()));
+}
+
+#[test]
+fn shm_both_directions() {
+    both_directions("shm");
+}
+
+#[test]
+fn tcp_both_directions() {
+    both_directions("tcp");
+}
+
+fn timeouts(transport: &str) {
+    let p = pair(transport, &[("RPC_SLOTS", "2"), ("PEER_RPC_WORKERS", "1")]);
+    let s = &p.sess;
+    let sleep = |ms: u64| u64s(&[ms]);
+    // wait(timeout) times out, the call stays pending, a second wait gets the reply
+    let mut f = s.call(tag("sleep"), &sleep(400)).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(
+        f.wait(Some(Duration::from_millis(100)))
+            .unwrap_err()
+            .status(),
+        Status::Timeout
+    );
+    let el = t0.elapsed();
+    assert!(
+        el >= Duration::from_millis(100) && el < Duration::from_millis(350),
+        "{el:?}"
+    );
+    assert_eq!(f.wait_ok(T).unwrap(), b"slept");
+    drop(f);
+    // timed-out calls that are dropped free their slots when the late reply comes:
+    // 6 rounds with 2 slots would deadlock on a leak
+    for _ in 0..6 {
+        let mut f = s.call(tag("sleep"), &sleep(50)).unwrap();
+        assert_eq!(
+            f.wait(Some(Duration::from_millis(1))).unwrap_err().status(),
+            Status::Timeout
+        );
+        drop(f);
+    }
+    for i in 0..4u8 {
+        assert_eq!(s.call(tag("echo"), &[i]).unwrap().wait_ok(T).unwrap(), &[i]);
+    }
+    // both slots busy: a third call waits for a slot (freed when a future is dropped)
+    let mut a = s.call(tag("sleep"), &sleep(100)).unwrap();
+    let b = s.call(tag("sleep"), &sleep(100)).unwrap();
+    let t0 = Instant::now();
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| {
+            let mut c = s.call(tag("echo"), b"c").unwrap();
+            assert_eq!(c.wait_ok(T).unwrap(), b"c");
+            t0.elapsed()
+        });
+        a.wait_ok(T).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(a);
+        let waited = h.join().unwrap();
+        assert!(
+            waited >= Duration::from_millis(140),
+            "third call got a slot after {waited:?}"
+        );
+    });
+    drop(b);
+}
+
+#[test]
+fn shm_timeouts_and_detach() {
+    timeouts("shm");
+}
+
+#[test]
+fn tcp_timeouts_and_detach() {
+    timeouts("tcp");
+}
+
+fn oversized(transport: &str) {
+    let p = pair(transport, &[("RPC_MAX_PAYLOAD", "1048576")]);
+    let s = &p.sess;
+    // a request over max_payload is refused at the call
+    let e = s
+        .call(tag("echo"), &vec![0u8; (1 << 20) + 1])
+        .err()
+        .unwrap();
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert!(e.message().contains("max_payload"), "{e}");
+    // a reply over the server's max_payload becomes an exception reply
+    let mut f = s.call(tag("big"), &u64s(&[2 << 20, 1])).unwrap();
+    f.wait(T).unwrap();
+    assert!(f.is_exception());
+    let re = RemoteError::parse(f.reply());
+    assert!(re.message.contains("exceeds max_payload"), "{re:?}");
+    // exactly max_payload works (bulk)
+    let mut f = s.call(tag("big"), &u64s(&[1 << 20, 3])).unwrap();
+    let r = f.wait_ok(T).unwrap();
+    assert_eq!(r.len(), 1 << 20);
+    assert_eq!(check_pattern(r, 3), None);
+}
+
+#[test]
+fn shm_oversized() {
+    oversized("shm");
+}
+
+#[test]
+fn tcp_oversized() {
+    oversized("tcp");
+}
+
+fn huge(transport: &str) {
+    let p = pair(transport, &[("RPC_SLOTS", "1"), ("RPC_SLOT_SIZE", "65536")]);
+    let s = &p.sess;
+    const N: usize = 256 << 20;
+    // 256 MiB request, content checked by the server
+    let t0 = Instant::now();
+    let mut f = s
+        .call_inplace(tag("check"), N + 8, |b| {
+            b[..8].copy_from_slice(&42u64.to_le_bytes());
+            fill_pattern(&mut b[8..], 42);
+            Ok(N + 8)
+        })
+        .unwrap();
+    let r = f.wait_ok(T).unwrap();
+    assert_eq!(u64_at(r, 0), N as u64);
+    assert_eq!(u64_at(r, 1), u64::MAX, "server found a bad byte");
+    drop(f);
+    // 256 MiB reply, content checked here
+    let mut f = s.call(tag("big"), &u64s(&[N as u64, 9])).unwrap();
+    let r = f.wait_ok(T).unwrap();
+    assert_eq!(r.len(), N);
+    assert_eq!(check_pattern(r, 9), None);
+    drop(f);
+    // 256 MiB echo both ways
+    let mut m = vec![0u8; N];
+    fill_pattern(&mut m, 5);
+    let mut f = s.call(tag("echo"), &m).unwrap();
+    let r = f.wait_ok(T).unwrap();
+    assert!(r == &m[..], "256 MiB echo differs");
+    eprintln!("{transport}: 256 MiB tests took {:?}", t0.elapsed());
+}
+
+#[test]
+fn shm_256mib_both_ways() {
+    huge("shm");
+}
+
+#[test]
+fn tcp_256mib_both_ways() {
+    huge("tcp");
+}
+
+fn peer_killed(transport: &str) {
+    let mut p = pair(transport, &[]);
+    let mut f = p.sess.call(tag("sleep"), &u64s(&[20_000])).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    p.peer.kill();
+    let e = f.wait(T).unwrap_err();
+    let el = t0.elapsed();
+    assert_eq!(e.status(), Status::PeerDisconnected, "{e}");
+    assert!(
+        el < Duration::from_secs(3),
+        "pending call failed after {el:?}"
+    );
+    // later calls fail at once
+    let e = p.sess.call(tag("echo"), b"x").err().unwrap();
+    assert_eq!(e.status(), Status::PeerDisconnected, "{e}");
+    assert_eq!(
+        p.sess.poll_request(T).err().unwrap().status(),
+        Status::PeerDisconnected
+    );
+}
+
+#[test]
+fn shm_peer_killed_mid_call() {
+    peer_killed("shm");
+}
+
+#[test]
+fn tcp_peer_killed_mid_call() {
+    peer_killed("tcp");
+}
+
+fn close(transport: &str) {
+    let mut p = pair(transport, &[("PEER_RPC_WORKERS", "1")]);
+    let mut pending = p.sess.call(tag("sleep"), &u64s(&[300])).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    p.sess.close();
+    p.sess.close(); // idempotent
+    let e = pending.wait(T).unwrap_err();
+    assert_eq!(e.status(), Status::ShutDown);
+    assert_eq!(e.message(), "RPC session closed");
+    assert_eq!(
+        p.sess.call(tag("echo"), b"").err().unwrap().status(),
+        Status::ShutDown
+    );
+    assert_eq!(
+        p.sess.poll_request(T).err().unwrap().status(),
+        Status::ShutDown
+    );
+    // the peer's serve() ends (PeerDisconnected: we closed) instead of hanging
+    p.peer.send("join");
+    let line = p.peer.recv();
+    assert_eq!(line, "served err405", "{line}");
+}
+
+#[test]
+fn shm_close_ends_peer_serve() {
+    close("shm");
+}
+
+#[test]
+fn tcp_close_ends_peer_serve() {
+    close("tcp");
+}
+
+#[test]
+fn slot_configuration_mismatch_is_refused() {
+    let (e, _peer) = pair_with("tcp", &[("RPC_SLOTS", "4"), ("PEER_RPC_SLOTS", "8")])
+        .err()
+        .expect("mismatched slot counts must fail");
+    assert_eq!(e.status(), Status::InvalidArgument);
+    assert!(e.message().contains("slot configuration differs"), "{e}");
+}
+
+#[test]
+fn config_validation() {
+    let bad = [
+        RpcConfig {
+            slot_count: 0,
+            ..Default::default()
+        },
+        RpcConfig {
+            slot_count: 65537,
+            ..Default::default()
+        },
+        RpcConfig {
+            slot_size: 63,
+            ..Default::default()
+        },
+    ];
+    for c in bad {
+        assert_eq!(c.validate().unwrap_err().status(), Status::InvalidArgument);
+    }
+    RpcConfig {
+        slot_count: 65536,
+        slot_size: 64,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+}
