@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 static int failures = 0, checks = 0;
@@ -140,6 +141,51 @@ static void spans_and_timeouts() {
   CHECK(dlslime::Timeout(-5ms).ms() == 0);
 }
 
+// SlimeRPC over a TCP pair in this process: both sessions are created at once (the
+// handshake waits for the peer), a server thread echoes, the client calls.
+static void rpc_pair() {
+  using namespace std::chrono_literals;
+  dlslime::Pool pa, pb;
+  dlslime::TcpOptions o;
+  o.bind = "127.0.0.1:0";
+  dlslime::TcpContext ca(o), cb(o);
+  auto ea = dlslime::Endpoint::tcp(ca, pa);
+  auto eb = dlslime::Endpoint::tcp(cb, pb);
+  ea.connect(eb.info());
+  eb.connect(ea.info());
+  dlslime::RpcOptions ro;
+  ro.slot_size = 1024;
+  ro.slot_count = 2;
+  std::thread server([&] {
+    dlslime::RpcSession s(eb, ro);
+    dlslime::RpcRequest r;
+    try {
+      while (s.poll(r, 10s)) {
+        if (r.tag() == 0) {
+          r.reply(r.payload());
+        } else {
+          r.reply_error("KeyError", "no such method");
+        }
+      }
+    } catch (const dlslime::Error& e) {
+      CHECK(e.status() == DLSLIME_STATUS_PEER_DISCONNECTED);
+    }
+  });
+  {
+    dlslime::RpcSession c(ea, ro);
+    CHECK(c.slot_capacity() == 1024 - 16);
+    CHECK(c.call(0, std::string("hello")).get(10s) == "hello");
+    std::string big(5000, 'x');  // bulk path
+    CHECK(c.call(0, big).get(10s) == big);
+    auto bad = c.call(3, std::string());
+    CHECK(bad.wait(10s) && bad.is_exception());
+    CHECK(std::string(static_cast<const char*>(bad.reply().data()), bad.reply().size()).find("KeyError") !=
+          std::string::npos);
+    c.close();
+  }
+  server.join();
+}
+
 int main() {
   alarm(120);
   spans_and_timeouts();
@@ -201,6 +247,7 @@ int main() {
     ea.send(text, 10s).wait();
     CHECK(r2.wait_for(std::chrono::milliseconds(10000)));
     CHECK(r2.nbytes() == text.size() && std::memcmp(sbuf.data(), text.data(), text.size()) == 0);
+    rpc_pair();
     ea.shutdown();
   } catch (const dlslime::Error& e) {
     std::fprintf(stderr, "unexpected error %d: %s\n", static_cast<int>(e.status()), e.what());

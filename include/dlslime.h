@@ -94,6 +94,31 @@ typedef int32_t dlslime_peer_transport;
 #endif // __cplusplus
 
 /**
+ * Who receives messages (`dlslime_rpc_options_t.progress`).
+ */
+enum dlslime_rpc_progress
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  /**
+   * A receive thread when `slot_count > 1`, else inline.
+   */
+  DLSLIME_RPC_PROGRESS_AUTO = 0,
+  /**
+   * No thread: the thread that waits (a call's wait, a poll) receives for everyone.
+   */
+  DLSLIME_RPC_PROGRESS_INLINE = 1,
+  /**
+   * A receive thread per session.
+   */
+  DLSLIME_RPC_PROGRESS_PUMP = 2,
+};
+#ifndef __cplusplus
+typedef uint32_t dlslime_rpc_progress;
+#endif // __cplusplus
+
+/**
  * Bits of `dlslime_shm_options_t.flags`.
  */
 enum dlslime_shm_flag
@@ -299,6 +324,51 @@ typedef struct dlslime_peer_agent_t dlslime_peer_agent_t;
 typedef struct dlslime_peer_connection_t dlslime_peer_connection_t;
 
 /**
+ * The future of one call.
+ *
+ * Ownership: owned by the caller; release it with `dlslime_rpc_call_free`. The reply
+ * bytes live in the call's slot until then (so keep calls short-lived: a session has
+ * `slot_count` slots). Freeing a pending call detaches it; its late reply frees the slot.
+ *
+ * Thread safety: use one call from one thread at a time.
+ */
+typedef struct dlslime_rpc_call_t dlslime_rpc_call_t;
+
+/**
+ * The registered memory of one session side (its mailboxes and send slots). Make it
+ * before `dlslime_endpoint_connect` on shared memory, so the peer maps it and each
+ * message is a single memcpy; over TCP (or when it does not matter) pass NULL to
+ * `dlslime_rpc_session_new` instead.
+ *
+ * Ownership: reference-counted; a session keeps its own reference, so it may be freed
+ * right after `dlslime_rpc_session_new`. Thread safety: immutable, thread-safe.
+ */
+typedef struct dlslime_rpc_memory_t dlslime_rpc_memory_t;
+
+/**
+ * A request the server side received. Answer it with one of the `dlslime_rpc_request_reply*`
+ * functions, then free it; freeing it unanswered sends an exception reply, so the caller
+ * never hangs. Its payload stays valid until it is answered.
+ *
+ * Thread safety: thread-safe (answer it from any thread), except `_free`.
+ */
+typedef struct dlslime_rpc_request_t dlslime_rpc_request_t;
+
+/**
+ * One side of an RPC connection over an endpoint: calls (client) and requests (server),
+ * in both directions at once if wanted.
+ *
+ * Ownership: owned by the caller; `dlslime_rpc_session_free` closes and releases it.
+ * Calls and requests it handed out stay valid (and fail with
+ * `DLSLIME_STATUS_SHUT_DOWN` if pending) after it is freed.
+ *
+ * Thread safety: thread-safe; only `dlslime_rpc_session_free` must not race with other
+ * calls on it. The session owns its endpoint's immediate-data stream: do not call
+ * `dlslime_endpoint_imm_recv` on that endpoint while the session lives.
+ */
+typedef struct dlslime_rpc_session_t dlslime_rpc_session_t;
+
+/**
  * A TCP transport context: a listener plus a pool of outgoing connections keyed by
  * peer, shared by the endpoints created over it.
  *
@@ -445,6 +515,55 @@ typedef struct {
    */
   uint64_t default_timeout_ms;
 } dlslime_shm_options_t;
+
+/**
+ * Options of an RPC session. Initialise with `dlslime_rpc_options_init`: zero fields
+ * mean the library default. Both sides must use the same `slot_size` and `slot_count`.
+ * Later versions only append fields.
+ */
+typedef struct {
+  /**
+   * `sizeof(dlslime_rpc_options_t)` as the caller was compiled.
+   */
+  size_t size;
+  /**
+   * Bytes per slot, the 16-byte header included (>= 64). 0: 64 KiB. Larger payloads
+   * take the bulk path (no size cap).
+   */
+  uint64_t slot_size;
+  /**
+   * Slots per direction, the most calls in flight (1..65536). 0: 16.
+   */
+  uint32_t slot_count;
+  /**
+   * A `DLSLIME_RPC_PROGRESS_*` value.
+   */
+  uint32_t progress;
+  /**
+   * Deadline of waits that pass `timeout_ms = 0`, of slot acquisition and of bulk
+   * reads. 0: 60 s.
+   */
+  uint64_t default_timeout_ms;
+  /**
+   * How long session creation waits for the peer's session. 0: 30 s.
+   */
+  uint64_t handshake_timeout_ms;
+  /**
+   * Largest payload either way. 0: 1 TiB.
+   */
+  uint64_t max_payload;
+  /**
+   * How long a waiting thread spins before parking, in microseconds. 0: the engine
+   * default (50 µs, `DLSLIME_SPIN_US`).
+   */
+  uint64_t spin_us;
+} dlslime_rpc_options_t;
+
+/**
+ * Builds a payload in place: write at most `cap` bytes at `buf` and return how many, or a
+ * negative number to fail (the call is then not sent / an exception reply is sent).
+ */
+typedef int64_t (*dlslime_rpc_writer_t)(void *user, uint8_t *buf, size_t cap);
 
 /**
  * Options of a TCP context. Initialise with `dlslime_tcp_options_init` (or set `size`
@@ -994,6 +1113,193 @@ dlslime_status_t dlslime_alloc_shared(size_t len, void **out_ptr);
  * a live shared allocation: nothing is freed).
  */
 dlslime_status_t dlslime_free_shared(void *ptr);
+
+/**
+ * Fills `*opts` with the defaults (`size` set, every other field zero). NULL is a no-op.
+ */
+void dlslime_rpc_options_init(dlslime_rpc_options_t *opts);
+
+/**
+ * Allocates and registers session memory in `pool` (the pool of the endpoint the
+ * session will use) for the slot configuration in `opts` (NULL: defaults).
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (bad
+ * options), `DLSLIME_STATUS_IO` (allocation failed).
+ */
+dlslime_status_t dlslime_rpc_memory_new(const dlslime_memory_pool_t *pool,
+                                        const dlslime_rpc_options_t *opts,
+                                        dlslime_rpc_memory_t **out);
+
+/**
+ * Drops the caller's reference. NULL is a no-op.
+ */
+void dlslime_rpc_memory_free(dlslime_rpc_memory_t *mem);
+
+/**
+ * Creates a session over a connected endpoint. `memory` may be NULL (allocated now).
+ * Blocks until the peer creates its session too (a handshake over one send/recv pair
+ * of the endpoint), at most `handshake_timeout_ms`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (bad
+ * options, memory of another pool or slot configuration, or the peer's slot
+ * configuration differs), `DLSLIME_STATUS_NOT_CONNECTED`, `DLSLIME_STATUS_TIMEOUT`
+ * (the peer did not create its session), `DLSLIME_STATUS_VERSION_MISMATCH`,
+ * `DLSLIME_STATUS_PROTOCOL`.
+ */
+dlslime_status_t dlslime_rpc_session_new(const dlslime_endpoint_t *ep,
+                                         const dlslime_rpc_memory_t *memory,
+                                         const dlslime_rpc_options_t *opts,
+                                         dlslime_rpc_session_t **out);
+
+/**
+ * Closes the session: tells the peer, fails pending calls with
+ * `DLSLIME_STATUS_SHUT_DOWN`, ends `dlslime_rpc_poll_request`. Idempotent; the endpoint
+ * stays open.
+ */
+dlslime_status_t dlslime_rpc_session_close(const dlslime_rpc_session_t *s);
+
+/**
+ * Closes and releases the session. NULL is a no-op.
+ */
+void dlslime_rpc_session_free(dlslime_rpc_session_t *s);
+
+/**
+ * Payload bytes that travel inside one slot (larger ones take the bulk path). 0 for NULL.
+ */
+size_t dlslime_rpc_session_slot_capacity(const dlslime_rpc_session_t *s);
+
+/**
+ * True once the session is closed or its peer is gone. False for NULL.
+ */
+bool dlslime_rpc_session_closed(const dlslime_rpc_session_t *s);
+
+/**
+ * Sends a request of method `tag` with `len` bytes at `data` (copied before return) and
+ * writes its future to `*out`. Blocks only while every slot is in flight.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (tag with
+ * flag bits, payload over `max_payload`), `DLSLIME_STATUS_SHUT_DOWN`,
+ * `DLSLIME_STATUS_PEER_DISCONNECTED`, `DLSLIME_STATUS_TIMEOUT` (no slot freed in time).
+ */
+dlslime_status_t dlslime_rpc_call(const dlslime_rpc_session_t *s,
+                                  uint32_t tag,
+                                  const uint8_t *data,
+                                  size_t len,
+                                  dlslime_rpc_call_t **out);
+
+/**
+ * Like `dlslime_rpc_call`, with the payload built in place by `writer` in a buffer of
+ * `max_len` bytes (inside the slot when it fits, else a bulk buffer): no extra copy.
+ * `writer` runs before this function returns.
+ */
+dlslime_status_t dlslime_rpc_call_inplace(const dlslime_rpc_session_t *s,
+                                          uint32_t tag,
+                                          size_t max_len,
+                                          dlslime_rpc_writer_t writer,
+                                          void *user,
+                                          dlslime_rpc_call_t **out);
+
+/**
+ * Waits for the reply, at most `timeout_ms` (0: the session's default deadline).
+ * `DLSLIME_STATUS_OK` when a reply arrived (then check `dlslime_rpc_call_is_exception`);
+ * `DLSLIME_STATUS_TIMEOUT` leaves the call pending (wait again, or free it); other
+ * statuses are final (`DLSLIME_STATUS_PEER_DISCONNECTED`, `DLSLIME_STATUS_SHUT_DOWN`,
+ * `DLSLIME_STATUS_PROTOCOL`, ...).
+ */
+dlslime_status_t dlslime_rpc_call_wait(const dlslime_rpc_call_t *c, uint64_t timeout_ms);
+
+/**
+ * True once the reply arrived (or the call failed). False for NULL.
+ */
+bool dlslime_rpc_call_done(const dlslime_rpc_call_t *c);
+
+/**
+ * After a successful wait: the reply payload (valid until the call is freed).
+ * `*data` may be NULL when `*len` is 0.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_PENDING` (no successful wait
+ * yet).
+ */
+dlslime_status_t dlslime_rpc_call_reply(const dlslime_rpc_call_t *c,
+                                        const uint8_t **data,
+                                        size_t *len);
+
+/**
+ * True when the reply is an exception: its payload is JSON
+ * `{"type","message","traceback"}`. False for NULL or before a reply.
+ */
+bool dlslime_rpc_call_is_exception(const dlslime_rpc_call_t *c);
+
+/**
+ * Releases the call (detaching it if still pending). NULL is a no-op.
+ */
+void dlslime_rpc_call_free(dlslime_rpc_call_t *c);
+
+/**
+ * Waits at most `timeout_ms` (0: the session's default) for the next request and writes
+ * it to `*out`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_TIMEOUT` (nothing arrived),
+ * `DLSLIME_STATUS_SHUT_DOWN` (this session was closed), `DLSLIME_STATUS_PEER_DISCONNECTED`
+ * (the peer closed its session or died).
+ */
+dlslime_status_t dlslime_rpc_poll_request(const dlslime_rpc_session_t *s,
+                                          uint64_t timeout_ms,
+                                          dlslime_rpc_request_t **out);
+
+/**
+ * The request's method tag (flags removed). 0 for NULL.
+ */
+uint32_t dlslime_rpc_request_tag(const dlslime_rpc_request_t *r);
+
+/**
+ * The request's id (per calling session, from 1). 0 for NULL.
+ */
+uint64_t dlslime_rpc_request_id(const dlslime_rpc_request_t *r);
+
+/**
+ * The request payload, valid until the request is answered. `*data` may be NULL when
+ * `*len` is 0.
+ */
+dlslime_status_t dlslime_rpc_request_payload(const dlslime_rpc_request_t *r,
+                                             const uint8_t **data,
+                                             size_t *len);
+
+/**
+ * Answers with `len` bytes at `data` (any size; copied before return).
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (already
+ * answered; reply over `max_payload`, which sends an exception reply instead),
+ * `DLSLIME_STATUS_PEER_DISCONNECTED`, `DLSLIME_STATUS_SHUT_DOWN`.
+ */
+dlslime_status_t dlslime_rpc_request_reply(const dlslime_rpc_request_t *r,
+                                           const uint8_t *data,
+                                           size_t len);
+
+/**
+ * Answers with a payload `writer` builds in place in a buffer of `max_len` bytes. If
+ * `writer` returns a negative number, an exception reply is sent and
+ * `DLSLIME_STATUS_INVALID_ARGUMENT` returned.
+ */
+dlslime_status_t dlslime_rpc_request_reply_inplace(const dlslime_rpc_request_t *r,
+                                                   size_t max_len,
+                                                   dlslime_rpc_writer_t writer,
+                                                   void *user);
+
+/**
+ * Answers with an exception: `type_name`, `message` and `traceback` (NULL: empty) are
+ * sent as JSON `{"type","message","traceback"}`; the traceback is truncated if all
+ * would not fit in a slot.
+ */
+dlslime_status_t dlslime_rpc_request_reply_error(const dlslime_rpc_request_t *r,
+                                                 const char *type_name,
+                                                 const char *message,
+                                                 const char *traceback);
+
+/**
+ * Releases the request; an unanswered one gets an exception reply first. NULL is a no-op.
+ */
+void dlslime_rpc_request_free(dlslime_rpc_request_t *r);
 
 /**
  * Copies the calling thread's last error message into `buf`.

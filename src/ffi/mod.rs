@@ -18,6 +18,7 @@
 //! * [`shm`] — `dlslime_alloc_shared`, `dlslime_shm_options_t`, `dlslime_shm_endpoint_new`.
 //! * [`endpoint`] — `dlslime_endpoint_t`, `dlslime_assignment_t`.
 //! * [`future`] — `dlslime_future_t`.
+//! * [`rpc`] — SlimeRPC: `dlslime_rpc_session_t`, `dlslime_rpc_call_t`, `dlslime_rpc_request_t`.
 //! * [`peer`] — `dlslime_peer_agent_t`, `dlslime_peer_connection_t`,
 //!   `dlslime_peer_options_t`, `dlslime_named_assignment_t`.
 //!
@@ -38,6 +39,7 @@ pub mod memory;
 pub mod peer;
 mod options;
 pub mod shm;
+pub mod rpc;
 pub mod status;
 pub mod tcp;
 pub mod version;

@@ -452,6 +452,138 @@ class Endpoint {
   detail::Handle<dlslime_endpoint_t, dlslime_endpoint_free> h_;
 };
 
+
+/// Options of an RPC session; zero fields keep the library defaults. Both sides must use
+/// the same slot_size and slot_count.
+struct RpcOptions {
+  uint64_t slot_size = 0;   // bytes per slot incl. the 16-byte header; 0: 64 KiB
+  uint32_t slot_count = 0;  // most calls in flight; 0: 16
+  dlslime_rpc_progress progress = DLSLIME_RPC_PROGRESS_AUTO;
+  std::chrono::milliseconds default_timeout{0};
+  std::chrono::milliseconds handshake_timeout{0};
+  uint64_t max_payload = 0;
+  dlslime_rpc_options_t to_c() const {
+    dlslime_rpc_options_t c;
+    dlslime_rpc_options_init(&c);
+    c.slot_size = slot_size;
+    c.slot_count = slot_count;
+    c.progress = progress;
+    c.default_timeout_ms = detail::to_ms(default_timeout);
+    c.handshake_timeout_ms = detail::to_ms(handshake_timeout);
+    c.max_payload = max_payload;
+    return c;
+  }
+};
+
+/// Session memory, made before Endpoint::connect on shared memory (the peer maps it).
+class RpcMemory {
+ public:
+  RpcMemory(const Pool& pool, const RpcOptions& o = RpcOptions()) {
+    auto c = o.to_c();
+    dlslime_rpc_memory_t* p = nullptr;
+    check(dlslime_rpc_memory_new(pool.get(), &c, &p));
+    h_ = detail::Handle<dlslime_rpc_memory_t, dlslime_rpc_memory_free>(p);
+  }
+  const dlslime_rpc_memory_t* get() const noexcept { return h_.get(); }
+
+ private:
+  detail::Handle<dlslime_rpc_memory_t, dlslime_rpc_memory_free> h_;
+};
+
+/// The future of one call. Holds its slot (the reply lives there) until destroyed.
+class RpcCall {
+ public:
+  /// Waits for the reply; false if `timeout` passed first (the call stays pending).
+  /// Throws on final failures (peer gone, session closed, protocol error).
+  bool wait(Timeout timeout = {}) {
+    dlslime_status_t st = dlslime_rpc_call_wait(h_.get(), timeout.ms());
+    if (st == DLSLIME_STATUS_TIMEOUT && timeout.ms() != 0) return false;
+    check(st);
+    return true;
+  }
+  bool done() const noexcept { return dlslime_rpc_call_done(h_.get()); }
+  bool is_exception() const noexcept { return dlslime_rpc_call_is_exception(h_.get()); }
+  /// The reply bytes (after a successful wait); valid while this object lives.
+  Span reply() const {
+    const uint8_t* p = nullptr;
+    size_t n = 0;
+    check(dlslime_rpc_call_reply(h_.get(), &p, &n));
+    return Span(p, n);
+  }
+  /// Waits and returns the reply as a string; throws Error(FAILED) with the remote
+  /// exception's JSON if the peer answered with one.
+  std::string get(Timeout timeout = {}) {
+    if (!wait(timeout)) throw Error(DLSLIME_STATUS_TIMEOUT, "RPC call timed out");
+    Span r = reply();
+    std::string out(static_cast<const char*>(r.data()), r.size());
+    if (is_exception()) throw Error(DLSLIME_STATUS_FAILED, "remote exception: " + out);
+    return out;
+  }
+
+ private:
+  friend class RpcSession;
+  explicit RpcCall(dlslime_rpc_call_t* p) noexcept : h_(p) {}
+  detail::Handle<dlslime_rpc_call_t, dlslime_rpc_call_free> h_;
+};
+
+/// A received request; destroying it unanswered sends an exception reply.
+class RpcRequest {
+ public:
+  RpcRequest() noexcept = default;  // empty; filled by RpcSession::poll
+  uint32_t tag() const noexcept { return dlslime_rpc_request_tag(h_.get()); }
+  uint64_t id() const noexcept { return dlslime_rpc_request_id(h_.get()); }
+  Span payload() const {
+    const uint8_t* p = nullptr;
+    size_t n = 0;
+    check(dlslime_rpc_request_payload(h_.get(), &p, &n));
+    return Span(p, n);
+  }
+  void reply(Span data) {
+    check(dlslime_rpc_request_reply(h_.get(), static_cast<const uint8_t*>(data.data()), data.size()));
+  }
+  void reply_error(const std::string& type, const std::string& message, const std::string& traceback = "") {
+    check(dlslime_rpc_request_reply_error(h_.get(), type.c_str(), message.c_str(), traceback.c_str()));
+  }
+
+ private:
+  friend class RpcSession;
+  explicit RpcRequest(dlslime_rpc_request_t* p) noexcept : h_(p) {}
+  detail::Handle<dlslime_rpc_request_t, dlslime_rpc_request_free> h_;
+};
+
+/// One side of a SlimeRPC connection over a connected endpoint (calls and requests, in
+/// both directions). The constructor blocks until the peer creates its session.
+class RpcSession {
+ public:
+  RpcSession(const Endpoint& ep, const RpcOptions& o = RpcOptions(), const RpcMemory* mem = nullptr) {
+    auto c = o.to_c();
+    dlslime_rpc_session_t* p = nullptr;
+    check(dlslime_rpc_session_new(ep.get(), mem ? mem->get() : nullptr, &c, &p));
+    h_ = detail::Handle<dlslime_rpc_session_t, dlslime_rpc_session_free>(p);
+  }
+  RpcCall call(uint32_t tag, Span payload) {
+    dlslime_rpc_call_t* p = nullptr;
+    check(dlslime_rpc_call(h_.get(), tag, static_cast<const uint8_t*>(payload.data()), payload.size(), &p));
+    return RpcCall(p);
+  }
+  /// The next request, or false if none arrived within `timeout`. Throws Error with
+  /// DLSLIME_STATUS_SHUT_DOWN / DLSLIME_STATUS_PEER_DISCONNECTED when the session ended.
+  bool poll(RpcRequest& out, Timeout timeout = {}) {
+    dlslime_rpc_request_t* p = nullptr;
+    dlslime_status_t st = dlslime_rpc_poll_request(h_.get(), timeout.ms(), &p);
+    if (st == DLSLIME_STATUS_TIMEOUT) return false;
+    check(st);
+    out = RpcRequest(p);
+    return true;
+  }
+  size_t slot_capacity() const noexcept { return dlslime_rpc_session_slot_capacity(h_.get()); }
+  bool closed() const noexcept { return dlslime_rpc_session_closed(h_.get()); }
+  void close() { check(dlslime_rpc_session_close(h_.get())); }
+
+ private:
+  detail::Handle<dlslime_rpc_session_t, dlslime_rpc_session_free> h_;
+};
+
 }  // namespace dlslime
 
 #endif  // DLSLIME_HPP

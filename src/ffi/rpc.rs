@@ -1,0 +1,563 @@
+//! SlimeRPC: `dlslime_rpc_options_t`, `dlslime_rpc_memory_t`, `dlslime_rpc_session_t`,
+//! `dlslime_rpc_call_t` (a call's future) and `dlslime_rpc_request_t` (a request a
+//! server received).
+
+use std::ffi::{c_char, c_void};
+use std::mem::size_of;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::cast::{
+    arc_into_ptr, box_into_ptr, free_arc, free_box, Castable, OwnershipArc, OwnershipBox,
+};
+use super::endpoint::dlslime_endpoint_t;
+use super::memory::dlslime_memory_pool_t;
+use super::options::read_sized;
+use super::status::{dlslime_status_t, fail, status_of};
+use crate::error::{Error, Status};
+use crate::rpc::{CallFuture, Request, RpcConfig, RpcMemory, RpcProgress, RpcSession};
+
+/// Who receives messages (`dlslime_rpc_options_t.progress`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum dlslime_rpc_progress {
+    /// A receive thread when `slot_count > 1`, else inline.
+    Auto = 0,
+    /// No thread: the thread that waits (a call's wait, a poll) receives for everyone.
+    Inline = 1,
+    /// A receive thread per session.
+    Pump = 2,
+}
+
+/// Options of an RPC session. Initialise with `dlslime_rpc_options_init`: zero fields
+/// mean the library default. Both sides must use the same `slot_size` and `slot_count`.
+/// Later versions only append fields.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct dlslime_rpc_options_t {
+    /// `sizeof(dlslime_rpc_options_t)` as the caller was compiled.
+    pub size: usize,
+    /// Bytes per slot, the 16-byte header included (>= 64). 0: 64 KiB. Larger payloads
+    /// take the bulk path (no size cap).
+    pub slot_size: u64,
+    /// Slots per direction, the most calls in flight (1..65536). 0: 16.
+    pub slot_count: u32,
+    /// A `DLSLIME_RPC_PROGRESS_*` value.
+    pub progress: u32,
+    /// Deadline of waits that pass `timeout_ms = 0`, of slot acquisition and of bulk
+    /// reads. 0: 60 s.
+    pub default_timeout_ms: u64,
+    /// How long session creation waits for the peer's session. 0: 30 s.
+    pub handshake_timeout_ms: u64,
+    /// Largest payload either way. 0: 1 TiB.
+    pub max_payload: u64,
+    /// How long a waiting thread spins before parking, in microseconds. 0: the engine
+    /// default (50 µs, `DLSLIME_SPIN_US`).
+    pub spin_us: u64,
+}
+
+/// Fills `*opts` with the defaults (`size` set, every other field zero). NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_options_init(opts: *mut dlslime_rpc_options_t) {
+    ffi_boundary! {
+        if !opts.is_null() {
+            unsafe {
+                opts.write(dlslime_rpc_options_t {
+                    size: size_of::<dlslime_rpc_options_t>(),
+                    slot_size: 0,
+                    slot_count: 0,
+                    progress: 0,
+                    default_timeout_ms: 0,
+                    handshake_timeout_ms: 0,
+                    max_payload: 0,
+                    spin_us: 0,
+                })
+            };
+        }
+    }
+}
+
+fn to_config(opts: *const dlslime_rpc_options_t) -> crate::Result<RpcConfig> {
+    let mut c = RpcConfig::default();
+    if opts.is_null() {
+        return Ok(c);
+    }
+    let o = unsafe { read_sized(opts, "dlslime_rpc_options_t")? };
+    if o.slot_size != 0 {
+        c.slot_size =
+            usize::try_from(o.slot_size).map_err(|_| Error::invalid("slot_size too large"))?;
+    }
+    if o.slot_count != 0 {
+        c.slot_count = o.slot_count as usize;
+    }
+    c.progress = match o.progress {
+        0 => RpcProgress::Auto,
+        1 => RpcProgress::Inline,
+        2 => RpcProgress::Pump,
+        p => return Err(Error::invalid(format!("unknown progress mode {p}"))),
+    };
+    if o.default_timeout_ms != 0 {
+        c.default_timeout = Duration::from_millis(o.default_timeout_ms);
+    }
+    if o.handshake_timeout_ms != 0 {
+        c.handshake_timeout = Duration::from_millis(o.handshake_timeout_ms);
+    }
+    if o.max_payload != 0 {
+        c.max_payload = o.max_payload;
+    }
+    if o.spin_us != 0 {
+        c.spin = Duration::from_micros(o.spin_us);
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// The registered memory of one session side (its mailboxes and send slots). Make it
+/// before `dlslime_endpoint_connect` on shared memory, so the peer maps it and each
+/// message is a single memcpy; over TCP (or when it does not matter) pass NULL to
+/// `dlslime_rpc_session_new` instead.
+///
+/// Ownership: reference-counted; a session keeps its own reference, so it may be freed
+/// right after `dlslime_rpc_session_new`. Thread safety: immutable, thread-safe.
+pub struct dlslime_rpc_memory_t {
+    _private: [u8; 0],
+}
+
+impl Castable for dlslime_rpc_memory_t {
+    type Ownership = OwnershipArc;
+    type RustType = RpcMemory;
+}
+
+/// Allocates and registers session memory in `pool` (the pool of the endpoint the
+/// session will use) for the slot configuration in `opts` (NULL: defaults).
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (bad
+/// options), `DLSLIME_STATUS_IO` (allocation failed).
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_memory_new(
+    pool: *const dlslime_memory_pool_t,
+    opts: *const dlslime_rpc_options_t,
+    out: *mut *mut dlslime_rpc_memory_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let pool = try_arc!(pool);
+        let out = try_out!(out);
+        let cfg = try_res!(to_config(opts));
+        let m = try_res!(RpcMemory::new(&pool, &cfg));
+        unsafe { out.write(arc_into_ptr::<dlslime_rpc_memory_t>(m)) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Drops the caller's reference. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_memory_free(mem: *mut dlslime_rpc_memory_t) {
+    ffi_boundary! {
+        unsafe { free_arc(mem) }
+    }
+}
+
+/// One side of an RPC connection over an endpoint: calls (client) and requests (server),
+/// in both directions at once if wanted.
+///
+/// Ownership: owned by the caller; `dlslime_rpc_session_free` closes and releases it.
+/// Calls and requests it handed out stay valid (and fail with
+/// `DLSLIME_STATUS_SHUT_DOWN` if pending) after it is freed.
+///
+/// Thread safety: thread-safe; only `dlslime_rpc_session_free` must not race with other
+/// calls on it. The session owns its endpoint's immediate-data stream: do not call
+/// `dlslime_endpoint_imm_recv` on that endpoint while the session lives.
+pub struct dlslime_rpc_session_t {
+    _private: [u8; 0],
+}
+
+impl Castable for dlslime_rpc_session_t {
+    type Ownership = OwnershipBox;
+    type RustType = RpcSession;
+}
+
+/// Creates a session over a connected endpoint. `memory` may be NULL (allocated now).
+/// Blocks until the peer creates its session too (a handshake over one send/recv pair
+/// of the endpoint), at most `handshake_timeout_ms`.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (bad
+/// options, memory of another pool or slot configuration, or the peer's slot
+/// configuration differs), `DLSLIME_STATUS_NOT_CONNECTED`, `DLSLIME_STATUS_TIMEOUT`
+/// (the peer did not create its session), `DLSLIME_STATUS_VERSION_MISMATCH`,
+/// `DLSLIME_STATUS_PROTOCOL`.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_session_new(
+    ep: *const dlslime_endpoint_t,
+    memory: *const dlslime_rpc_memory_t,
+    opts: *const dlslime_rpc_options_t,
+    out: *mut *mut dlslime_rpc_session_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let ep = try_ref!(ep).clone();
+        let out = try_out!(out);
+        let cfg = try_res!(to_config(opts));
+        let s = match unsafe { super::cast::try_clone_arc(memory) } {
+            Some(m) => try_res!(RpcSession::with_memory(ep, m, cfg)),
+            None => try_res!(RpcSession::new(ep, cfg)),
+        };
+        unsafe { out.write(box_into_ptr::<dlslime_rpc_session_t>(s)) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Closes the session: tells the peer, fails pending calls with
+/// `DLSLIME_STATUS_SHUT_DOWN`, ends `dlslime_rpc_poll_request`. Idempotent; the endpoint
+/// stays open.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_session_close(s: *const dlslime_rpc_session_t) -> dlslime_status_t {
+    ffi_boundary! {
+        try_ref!(s).close();
+        dlslime_status_t::Ok
+    }
+}
+
+/// Closes and releases the session. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_session_free(s: *mut dlslime_rpc_session_t) {
+    ffi_boundary! {
+        unsafe { free_box(s) }
+    }
+}
+
+/// Payload bytes that travel inside one slot (larger ones take the bulk path). 0 for NULL.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_session_slot_capacity(s: *const dlslime_rpc_session_t) -> usize {
+    ffi_boundary! {
+        try_ref!(s).slot_capacity()
+    }
+}
+
+/// True once the session is closed or its peer is gone. False for NULL.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_session_closed(s: *const dlslime_rpc_session_t) -> bool {
+    ffi_boundary! {
+        try_ref!(s).is_closed()
+    }
+}
+
+/// Builds a payload in place: write at most `cap` bytes at `buf` and return how many, or a
+/// negative number to fail (the call is then not sent / an exception reply is sent).
+pub type dlslime_rpc_writer_t =
+    Option<unsafe extern "C" fn(user: *mut c_void, buf: *mut u8, cap: usize) -> i64>;
+
+/// The future of one call.
+///
+/// Ownership: owned by the caller; release it with `dlslime_rpc_call_free`. The reply
+/// bytes live in the call's slot until then (so keep calls short-lived: a session has
+/// `slot_count` slots). Freeing a pending call detaches it; its late reply frees the slot.
+///
+/// Thread safety: use one call from one thread at a time.
+pub struct dlslime_rpc_call_t {
+    _private: [u8; 0],
+}
+
+impl Castable for dlslime_rpc_call_t {
+    type Ownership = OwnershipBox;
+    type RustType = Mutex<CallFuture>;
+}
+
+fn call_out(r: crate::Result<CallFuture>, out: *mut *mut dlslime_rpc_call_t) -> dlslime_status_t {
+    match r {
+        Ok(f) => {
+            unsafe { out.write(box_into_ptr::<dlslime_rpc_call_t>(Mutex::new(f))) };
+            dlslime_status_t::Ok
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Sends a request of method `tag` with `len` bytes at `data` (copied before return) and
+/// writes its future to `*out`. Blocks only while every slot is in flight.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (tag with
+/// flag bits, payload over `max_payload`), `DLSLIME_STATUS_SHUT_DOWN`,
+/// `DLSLIME_STATUS_PEER_DISCONNECTED`, `DLSLIME_STATUS_TIMEOUT` (no slot freed in time).
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_call(
+    s: *const dlslime_rpc_session_t,
+    tag: u32,
+    data: *const u8,
+    len: usize,
+    out: *mut *mut dlslime_rpc_call_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let s = try_ref!(s);
+        let out = try_out!(out);
+        if data.is_null() && len > 0 {
+            null_arg!("data");
+        }
+        let payload = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data, len) } };
+        call_out(s.call(tag, payload), out)
+    }
+}
+
+fn run_writer(w: dlslime_rpc_writer_t, user: *mut c_void, b: &mut [u8]) -> crate::Result<usize> {
+    let f = w.ok_or_else(|| Error::new(Status::NullParameter, "argument `writer` is NULL"))?;
+    let n = unsafe { f(user, b.as_mut_ptr(), b.len()) };
+    if n < 0 {
+        return Err(Error::invalid(format!("RPC writer returned {n}")));
+    }
+    if n as u64 > b.len() as u64 {
+        return Err(Error::invalid("RPC writer overflowed its buffer"));
+    }
+    Ok(n as usize)
+}
+
+/// Like `dlslime_rpc_call`, with the payload built in place by `writer` in a buffer of
+/// `max_len` bytes (inside the slot when it fits, else a bulk buffer): no extra copy.
+/// `writer` runs before this function returns.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_call_inplace(
+    s: *const dlslime_rpc_session_t,
+    tag: u32,
+    max_len: usize,
+    writer: dlslime_rpc_writer_t,
+    user: *mut c_void,
+    out: *mut *mut dlslime_rpc_call_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let s = try_ref!(s);
+        let out = try_out!(out);
+        if writer.is_none() {
+            null_arg!("writer");
+        }
+        call_out(s.call_inplace(tag, max_len, |b| run_writer(writer, user, b)), out)
+    }
+}
+
+/// Waits for the reply, at most `timeout_ms` (0: the session's default deadline).
+/// `DLSLIME_STATUS_OK` when a reply arrived (then check `dlslime_rpc_call_is_exception`);
+/// `DLSLIME_STATUS_TIMEOUT` leaves the call pending (wait again, or free it); other
+/// statuses are final (`DLSLIME_STATUS_PEER_DISCONNECTED`, `DLSLIME_STATUS_SHUT_DOWN`,
+/// `DLSLIME_STATUS_PROTOCOL`, ...).
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_call_wait(
+    c: *const dlslime_rpc_call_t,
+    timeout_ms: u64,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let c = try_ref!(c);
+        let t = (timeout_ms != 0).then(|| Duration::from_millis(timeout_ms));
+        status_of(c.lock().wait(t))
+    }
+}
+
+/// True once the reply arrived (or the call failed). False for NULL.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_call_done(c: *const dlslime_rpc_call_t) -> bool {
+    ffi_boundary! {
+        try_ref!(c).lock().done()
+    }
+}
+
+/// After a successful wait: the reply payload (valid until the call is freed).
+/// `*data` may be NULL when `*len` is 0.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_PENDING` (no successful wait
+/// yet).
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_call_reply(
+    c: *const dlslime_rpc_call_t,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let c = try_ref!(c);
+        let data = try_out!(data);
+        let len = try_out!(len);
+        let g = c.lock();
+        if !g.is_ready() {
+            super::status::set_last_error_message("the call has no reply yet: wait first".into());
+            return Status::Pending.into();
+        }
+        let r = g.reply();
+        unsafe {
+            data.write(if r.is_empty() { std::ptr::null() } else { r.as_ptr() });
+            len.write(r.len());
+        }
+        dlslime_status_t::Ok
+    }
+}
+
+/// True when the reply is an exception: its payload is JSON
+/// `{"type","message","traceback"}`. False for NULL or before a reply.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_call_is_exception(c: *const dlslime_rpc_call_t) -> bool {
+    ffi_boundary! {
+        try_ref!(c).lock().is_exception()
+    }
+}
+
+/// Releases the call (detaching it if still pending). NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_call_free(c: *mut dlslime_rpc_call_t) {
+    ffi_boundary! {
+        unsafe { free_box(c) }
+    }
+}
+
+/// A request the server side received. Answer it with one of the `dlslime_rpc_request_reply*`
+/// functions, then free it; freeing it unanswered sends an exception reply, so the caller
+/// never hangs. Its payload stays valid until it is answered.
+///
+/// Thread safety: thread-safe (answer it from any thread), except `_free`.
+pub struct dlslime_rpc_request_t {
+    _private: [u8; 0],
+}
+
+impl Castable for dlslime_rpc_request_t {
+    type Ownership = OwnershipBox;
+    type RustType = Mutex<(Option<Request>, u32, u64, usize, usize)>;
+}
+
+/// Waits at most `timeout_ms` (0: the session's default) for the next request and writes
+/// it to `*out`.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_TIMEOUT` (nothing arrived),
+/// `DLSLIME_STATUS_SHUT_DOWN` (this session was closed), `DLSLIME_STATUS_PEER_DISCONNECTED`
+/// (the peer closed its session or died).
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_poll_request(
+    s: *const dlslime_rpc_session_t,
+    timeout_ms: u64,
+    out: *mut *mut dlslime_rpc_request_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let s = try_ref!(s);
+        let out = try_out!(out);
+        let t = (timeout_ms != 0).then(|| Duration::from_millis(timeout_ms));
+        match s.poll_request(t) {
+            Ok(Some(r)) => {
+                let meta = (r.tag(), r.request_id(), r.payload_ptr() as usize, r.payload().len());
+                let b = Mutex::new((Some(r), meta.0, meta.1, meta.2, meta.3));
+                unsafe { out.write(box_into_ptr::<dlslime_rpc_request_t>(b)) };
+                dlslime_status_t::Ok
+            }
+            Ok(None) => fail(Error::new(Status::Timeout, "no RPC request arrived before the timeout")),
+            Err(e) => fail(e),
+        }
+    }
+}
+
+/// The request's method tag (flags removed). 0 for NULL.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_request_tag(r: *const dlslime_rpc_request_t) -> u32 {
+    ffi_boundary! {
+        try_ref!(r).lock().1
+    }
+}
+
+/// The request's id (per calling session, from 1). 0 for NULL.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_request_id(r: *const dlslime_rpc_request_t) -> u64 {
+    ffi_boundary! {
+        try_ref!(r).lock().2
+    }
+}
+
+/// The request payload, valid until the request is answered. `*data` may be NULL when
+/// `*len` is 0.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_request_payload(
+    r: *const dlslime_rpc_request_t,
+    data: *mut *const u8,
+    len: *mut usize,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let r = try_ref!(r);
+        let data = try_out!(data);
+        let len = try_out!(len);
+        let g = r.lock();
+        if g.0.is_none() {
+            return fail(Error::invalid("the request was already answered"));
+        }
+        unsafe {
+            data.write(if g.4 == 0 { std::ptr::null() } else { g.3 as *const u8 });
+            len.write(g.4);
+        }
+        dlslime_status_t::Ok
+    }
+}
+
+fn take(r: &Mutex<(Option<Request>, u32, u64, usize, usize)>) -> crate::Result<Request> {
+    r.lock()
+        .0
+        .take()
+        .ok_or_else(|| Error::invalid("the request was already answered"))
+}
+
+/// Answers with `len` bytes at `data` (any size; copied before return).
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (already
+/// answered; reply over `max_payload`, which sends an exception reply instead),
+/// `DLSLIME_STATUS_PEER_DISCONNECTED`, `DLSLIME_STATUS_SHUT_DOWN`.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_request_reply(
+    r: *const dlslime_rpc_request_t,
+    data: *const u8,
+    len: usize,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let r = try_ref!(r);
+        if data.is_null() && len > 0 {
+            null_arg!("data");
+        }
+        let req = try_res!(take(r));
+        let d = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data, len) } };
+        status_of(req.reply(d))
+    }
+}
+
+/// Answers with a payload `writer` builds in place in a buffer of `max_len` bytes. If
+/// `writer` returns a negative number, an exception reply is sent and
+/// `DLSLIME_STATUS_INVALID_ARGUMENT` returned.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_request_reply_inplace(
+    r: *const dlslime_rpc_request_t,
+    max_len: usize,
+    writer: dlslime_rpc_writer_t,
+    user: *mut c_void,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let r = try_ref!(r);
+        if writer.is_none() {
+            null_arg!("writer");
+        }
+        let req = try_res!(take(r));
+        status_of(req.reply_inplace(max_len, false, |b| run_writer(writer, user, b)))
+    }
+}
+
+/// Answers with an exception: `type_name`, `message` and `traceback` (NULL: empty) are
+/// sent as JSON `{"type","message","traceback"}`; the traceback is truncated if all
+/// would not fit in a slot.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_request_reply_error(
+    r: *const dlslime_rpc_request_t,
+    type_name: *const c_char,
+    message: *const c_char,
+    traceback: *const c_char,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let r = try_ref!(r);
+        let t = try_str!(type_name);
+        let m = try_str!(message);
+        let tb = try_opt_str!(traceback).unwrap_or("");
+        let req = try_res!(take(r));
+        status_of(req.reply_error(t, m, tb))
+    }
+}
+
+/// Releases the request; an unanswered one gets an exception reply first. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_request_free(r: *mut dlslime_rpc_request_t) {
+    ffi_boundary! {
+        unsafe { free_box(r) }
+    }
+}
