@@ -31,6 +31,7 @@ from ._core import (
     lib,
     version,
 )
+from ._peer import PeerAgent, PeerConnection, has_peer_agent, start_peer_agent
 from ._errors import (
     AlreadyConnected,
     Cancelled,
@@ -72,6 +73,7 @@ _BUILD_NVLINK = False
 __all__ = [
     "Assignment", "Endpoint", "Future", "MemoryPool", "ShmEndpoint", "TcpContext",
     "TcpEndpoint", "alloc_shared", "buffer_address", "has_shm", "version",
+    "PeerAgent", "PeerConnection", "has_peer_agent", "start_peer_agent",
     "AlreadyConnected", "Cancelled", "DLSlimeError", "Failed", "InternalError",
     "InvalidArgument", "InvalidEndpointInfo", "IOFailure", "NameConflict", "NotConnected",
     "NullParameter", "OperationError", "OutOfRange", "Panic", "PeerDisconnected",

@@ -453,7 +453,40 @@ def _assignments(assign, regions):
     return arr, n, [regions.get(t[0]) for t in assign]
 
 
-class Endpoint(_Owned):
+class _OrphanKeeper:
+    """Holds the buffers of futures dropped while their operation was pending, until the
+    operation completes (checked on each new submission) or the owner is closed."""
+
+    def _init_orphans(self) -> None:
+        self._orphans: List[Tuple[Any, Any]] = []
+        self._olock = threading.Lock()
+
+    def _orphan(self, f, keep) -> None:
+        with self._olock:
+            self._orphans.append((f, keep))
+
+    def _sweep(self) -> None:
+        with self._olock:
+            if not self._orphans:
+                return
+            still = []
+            for f, keep in self._orphans:
+                if lib.dlslime_future_done(f):
+                    lib.dlslime_future_free(f)
+                else:
+                    still.append((f, keep))
+            self._orphans = still
+
+    def _release_orphans(self) -> None:
+        """After the owner was freed (which fails every pending operation)."""
+        with self._olock:
+            orphans, self._orphans = self._orphans, []
+        for f, _keep in orphans:
+            lib.dlslime_future_wait(f)  # completes at once: cancelled by the free
+            lib.dlslime_future_free(f)
+
+
+class Endpoint(_Owned, _OrphanKeeper):
     """One side of a connection (any transport). Create :class:`TcpEndpoint` or
     :class:`ShmEndpoint`. Thread-safe. Use as a context manager, or call
     ``shutdown()`` / ``close()``.
@@ -464,9 +497,8 @@ class Endpoint(_Owned):
         self._ptr = ptr
         self._pool = pool
         self._extra = extra_keep
-        self._orphans: List[Tuple[Any, Any]] = []
         self._closed = False
-        self._olock = threading.Lock()
+        self._init_orphans()
 
     # -- connection -------------------------------------------------------------------
 
@@ -529,22 +561,6 @@ class Endpoint(_Owned):
         return out[0]
 
     # -- operations -------------------------------------------------------------------
-
-    def _orphan(self, f, keep) -> None:
-        with self._olock:
-            self._orphans.append((f, keep))
-
-    def _sweep(self) -> None:
-        with self._olock:
-            if not self._orphans:
-                return
-            still = []
-            for f, keep in self._orphans:
-                if lib.dlslime_future_done(f):
-                    lib.dlslime_future_free(f)
-                else:
-                    still.append((f, keep))
-            self._orphans = still
 
     def _submit(self, fn, assign, timeout, imm=None) -> Future:
         """Submits a one-sided operation; the hot path of read/write/write_with_imm."""
@@ -698,11 +714,7 @@ class Endpoint(_Owned):
         self._closed = True
         super().close()  # dlslime_endpoint_free shuts down: pending ops are cancelled
         if p != _NULL:
-            with self._olock:
-                orphans, self._orphans = self._orphans, []
-            for f, _keep in orphans:
-                lib.dlslime_future_wait(f)  # completes at once: cancelled by the free
-                lib.dlslime_future_free(f)
+            self._release_orphans()
 
     def __repr__(self) -> str:
         return f"<dlslime.{type(self).__name__}{' closed' if self._ptr == _NULL else ''}>"

@@ -1,0 +1,354 @@
+"""PeerAgent: NanoCtrl-driven discovery and connection of peers, over the C ABI
+(``dlslime_peer_agent_*``). Names follow the original ``dlslime.peer_agent`` API."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+from ._core import (Future, _OrphanKeeper, _as_buffer, _check, _raise, _take_string, _timeout_ms, _uint, ffi, lib)
+from ._errors import error_class
+
+__all__ = ["PeerAgent", "PeerConnection"]
+
+_STATES = {0: "idle", 1: "connecting", 2: "connected", 3: "failed", 4: "disconnected"}
+_TRANSPORTS = {0: None, 1: "shm", 2: "tcp", 3: "rdma"}
+
+
+def has_peer_agent() -> bool:
+    """Whether the loaded library has the PeerAgent."""
+    return hasattr(lib, "dlslime_peer_agent_new")
+
+
+class PeerConnection:
+    """A (directed) connection to a peer, from :meth:`PeerAgent.connect_to`."""
+
+    def __init__(self, agent: "PeerAgent", peer: str, ptr) -> None:
+        self._agent = agent
+        self.peer_alias = peer
+        self._ptr = ffi.gc(ptr, lib.dlslime_peer_connection_free)
+
+    def wait(self, timeout: float = 60.0) -> "PeerConnection":
+        """Blocks until connected (returns self). Raises :class:`Timeout` (a
+        ``TimeoutError``; the message names the state and the connected peers),
+        :class:`PeerDisconnected`, :class:`Unsupported` (transport mismatch) or the
+        error of the last connect attempt."""
+        ms = _timeout_ms(timeout)
+        out = ffi.new("dlslime_peer_transport_t *")
+        while True:  # slices, so Ctrl-C works; the GIL is released in each
+            step = min(ms, 200)
+            st = lib.dlslime_peer_connection_wait(self._ptr, step, out)
+            if st == 402 and ms > step and lib.dlslime_peer_connection_state(self._ptr) in (0, 1):
+                ms -= step
+                continue
+            _check(st, f"wait for connection to {self.peer_alias!r}")
+            return self
+
+    def is_connected(self) -> bool:
+        return lib.dlslime_peer_connection_state(self._ptr) == 2
+
+    @property
+    def state(self) -> str:
+        """``"idle"``, ``"connecting"``, ``"connected"``, ``"failed"`` or ``"disconnected"``."""
+        return _STATES.get(lib.dlslime_peer_connection_state(self._ptr), "unknown")
+
+    @property
+    def transport(self) -> Optional[str]:
+        """``"shm"``, ``"tcp"`` or ``"rdma"`` once connected, else ``None``."""
+        return _TRANSPORTS.get(lib.dlslime_peer_connection_transport(self._ptr))
+
+    def __repr__(self) -> str:
+        return f"<dlslime.PeerConnection to {self.peer_alias!r} {self.state}>"
+
+
+_NamedAssignment = Union[Tuple[str, int, int, int], Tuple[str, str, int, int, int]]
+
+
+class PeerAgent(_OrphanKeeper):
+    """Registers with NanoCtrl and connects to peers by alias (through the Redis stream
+    mailbox), choosing the transport (shared memory on one host, TCP otherwise).
+
+    ``PeerAgent(nanoctrl_url="http://127.0.0.1:3000", alias=None, device=None,
+    scope=None, *, redis_url=None, advertise_host=None, heartbeat_interval=None,
+    default_timeout=None, http_timeout=None, register_attempts=0, connect_attempts=0)``;
+    times in seconds. ``device`` (an RDMA NIC in the original) is accepted and ignored.
+    """
+
+    def __init__(self, nanoctrl_url: str = "http://127.0.0.1:3000", alias: Optional[str] = None,
+                 device: Optional[str] = None, scope: Optional[str] = None, *,
+                 redis_url: Optional[str] = None, advertise_host: Optional[str] = None,
+                 heartbeat_interval: Optional[float] = None, default_timeout: Optional[float] = None,
+                 http_timeout: Optional[float] = None, register_attempts: int = 0,
+                 connect_attempts: int = 0) -> None:
+        self._ptr = ffi.NULL
+        self._init_orphans()
+        if not has_peer_agent():
+            raise error_class(501)("this libdlslime has no PeerAgent", 501)
+        if device is not None:
+            warnings.warn("PeerAgent(device=...) is ignored: this build has no RDMA transport", stacklevel=2)
+        for n, v in (("nanoctrl_url", nanoctrl_url), ("alias", alias), ("scope", scope),
+                     ("redis_url", redis_url), ("advertise_host", advertise_host)):
+            if v is not None and not isinstance(v, str):
+                raise TypeError(f"{n} must be a str or None, not {type(v).__name__}")
+        o = ffi.new("dlslime_peer_options_t *")
+        lib.dlslime_peer_options_init(o)
+        keep = []
+        if redis_url is not None:
+            keep.append(ffi.new("char[]", redis_url.encode()))
+            o.redis_url = keep[-1]
+        if advertise_host is not None:
+            keep.append(ffi.new("char[]", advertise_host.encode()))
+            o.advertise_host = keep[-1]
+        o.heartbeat_interval_ms = _timeout_ms(heartbeat_interval)
+        o.default_timeout_ms = _timeout_ms(default_timeout)
+        o.http_timeout_ms = _timeout_ms(http_timeout)
+        o.register_attempts = _uint(register_attempts, "register_attempts")
+        o.connect_attempts = _uint(connect_attempts, "connect_attempts")
+        out = ffi.new("dlslime_peer_agent_t **")
+        _check(lib.dlslime_peer_agent_new(nanoctrl_url.encode(), alias.encode() if alias is not None else ffi.NULL,
+                                          scope.encode() if scope is not None else ffi.NULL, o, out),
+               "PeerAgent")
+        self._ptr = out[0]
+        self.nanoctrl_url = nanoctrl_url
+        self._keep: dict = {}  # region name -> buffer kept alive while registered
+        self._lock = threading.Lock()
+        self._conns: dict = {}
+        s = ffi.new("char **")
+        _check(lib.dlslime_peer_agent_alias(self._ptr, s), "alias")
+        self.alias: str = _take_string(s)
+
+    def _h(self):
+        if self._ptr == ffi.NULL:
+            raise ValueError("PeerAgent is closed")
+        return self._ptr
+
+    def list_agents(self) -> List[str]:
+        """The aliases registered in this agent's scope."""
+        import json
+
+        s = ffi.new("char **")
+        _check(lib.dlslime_peer_agent_list_agents(self._h(), s), "list_agents")
+        return sorted(json.loads(_take_string(s)))
+
+    def connect_to(self, peer: str, transport: Optional[str] = None, **_ignored: Any) -> PeerConnection:
+        """Starts (or reuses) the connection to ``peer``; does not block (call
+        ``.wait()``). ``transport``: ``None``/``"auto"``, ``"shm"``, ``"tcp"``.
+        RDMA-specific keywords of the original (``local_device``, ``qp_num``, ...) are
+        accepted and ignored."""
+        if not isinstance(peer, str) or not peer:
+            raise TypeError("peer must be a non-empty str")
+        if transport is not None and not isinstance(transport, str):
+            raise TypeError("transport must be a str or None")
+        out = ffi.new("dlslime_peer_connection_t **")
+        _check(lib.dlslime_peer_agent_connect_to(self._h(), peer.encode(),
+                                                 transport.encode() if transport else ffi.NULL, out),
+               f"connect_to({peer!r})")
+        c = PeerConnection(self, peer, out[0])
+        with self._lock:
+            self._conns[peer] = c
+        return c
+
+    def get_connections(self) -> dict:
+        """``{peer: PeerConnection}`` of the connections started by ``connect_to``."""
+        with self._lock:
+            return dict(self._conns)
+
+    def register_memory_region(self, name: str, ptr: Any, offset: int = 0, length: Optional[int] = None) -> int:
+        """Registers ``[ptr, ptr + offset + length)`` as region ``name`` (the original's
+        semantics: the region starts at ``ptr``) and publishes it; returns the local
+        handle. ``ptr`` is a writable buffer (kept alive while registered; ``length``
+        defaults to the rest of it) or an int address (``length`` required)."""
+        if not isinstance(name, str):
+            raise TypeError("name must be a str")
+        offset = _uint(offset, "offset")
+        if isinstance(ptr, int) and not isinstance(ptr, bool):
+            if length is None:
+                raise TypeError("length is required when ptr is an address")
+            length = _uint(length, "length")
+            p, keep = ffi.cast("void *", _uint(ptr, "ptr")), None
+        else:
+            keep = _as_buffer(ptr, True, "ptr")
+            size = len(keep)
+            length = size - offset if length is None else _uint(length, "length")
+            if offset + length > size:
+                raise ValueError(f"offset {offset} + length {length} is past the end of the {size}-byte buffer")
+            p = keep
+        out = ffi.new("dlslime_mr_handle_t *")
+        _check(lib.dlslime_peer_agent_register_memory_region(self._h(), name.encode(), p, offset, length, out),
+               "register_memory_region")
+        if keep is not None:
+            with self._lock:
+                self._keep[name] = keep
+        return out[0]
+
+    def unregister_memory_region(self, name: str) -> bool:
+        """Unregisters region ``name``; returns whether it existed."""
+        if not isinstance(name, str):
+            raise TypeError("name must be a str")
+        out = ffi.new("bool *")
+        _check(lib.dlslime_peer_agent_unregister_memory_region(self._h(), name.encode(), out),
+               "unregister_memory_region")
+        with self._lock:
+            self._keep.pop(name, None)
+        return bool(out[0])
+
+    def get_mr_info(self, peer: str, mr_name: str) -> dict:
+        """The record ``peer`` published for its region ``mr_name``."""
+        import json
+
+        if not isinstance(peer, str) or not isinstance(mr_name, str):
+            raise TypeError("peer and mr_name must be str")
+        s = ffi.new("char **")
+        _check(lib.dlslime_peer_agent_get_mr_info(self._h(), peer.encode(), mr_name.encode(), s), "get_mr_info")
+        return json.loads(_take_string(s))
+
+    # -- operations -------------------------------------------------------------------
+
+    def _named(self, assign: Sequence[_NamedAssignment]):
+        if isinstance(assign, tuple) and len(assign) in (4, 5) and isinstance(assign[0], str):
+            assign = [assign]
+        if isinstance(assign, (str, bytes)) or not hasattr(assign, "__len__"):
+            raise TypeError("assignments must be a list of (name, local_offset, remote_offset, length) or "
+                            "(local_name, remote_name, local_offset, remote_offset, length) tuples")
+        n = len(assign)
+        arr = ffi.new("dlslime_named_assignment_t[]", n) if n else ffi.NULL
+        strings, keep = [], []
+        for i, t in enumerate(assign):
+            if not isinstance(t, (tuple, list)) or len(t) not in (4, 5):
+                raise TypeError(f"assignment {i} must be (name, local_off, remote_off, len) or "
+                                f"(local_name, remote_name, local_off, remote_off, len), got {t!r}")
+            if len(t) == 4:
+                local, remote, nums = t[0], None, t[1:]
+            else:
+                local, remote, nums = t[0], t[1], t[2:]
+            if not isinstance(local, str) or (remote is not None and not isinstance(remote, str)):
+                raise TypeError(f"assignment {i}: region names must be str")
+            lo, ro, ln = (_uint(v, f"assignment {i}: {k}") for v, k in zip(nums, ("local_offset", "remote_offset",
+                                                                                 "length")))
+            for v, k in ((lo, "local_offset"), (ro, "remote_offset"), (ln, "length")):
+                if v > 0xFFFFFFFFFFFFFFFF:
+                    raise ValueError(f"assignment {i}: {k} {v} is out of range")
+            a = arr[i]
+            strings.append(ffi.new("char[]", local.encode()))
+            a.local = strings[-1]
+            if remote is not None:
+                strings.append(ffi.new("char[]", remote.encode()))
+                a.remote = strings[-1]
+            a.local_offset, a.remote_offset, a.length = lo, ro, ln
+            keep.append(self._keep.get(local))
+        return arr, n, strings, keep
+
+    def _op(self, fn, peer, assign, timeout, *imm) -> Future:
+        if not isinstance(peer, str):
+            raise TypeError("peer must be a str")
+        if self._orphans:
+            self._sweep()
+        arr, n, _strings, keep = self._named(assign)
+        out = ffi.new("dlslime_future_t **")
+        st = fn(self._h(), peer.encode(), arr, n, *imm, _timeout_ms(timeout), out)
+        if st:
+            _raise(st)
+        return Future(out[0], keep, self)
+
+    def read(self, peer: str, assign: Sequence[_NamedAssignment], stream: Any = None, *,
+             timeout: Optional[float] = None, **_ignored: Any) -> Future:
+        """One-sided read from ``peer`` by region names: each ``(name, local_offset,
+        remote_offset, length)`` (or ``(local_name, remote_name, local_offset,
+        remote_offset, length)``) copies the peer's range into the local one. Note the
+        PeerAgent order: local offset first, as in the original."""
+        _no_stream(stream)
+        return self._op(lib.dlslime_peer_agent_read, peer, assign, timeout)
+
+    def write(self, peer: str, assign: Sequence[_NamedAssignment], stream: Any = None, *,
+              timeout: Optional[float] = None, **_ignored: Any) -> Future:
+        """One-sided write to ``peer`` by region names (see :meth:`read`)."""
+        _no_stream(stream)
+        return self._op(lib.dlslime_peer_agent_write, peer, assign, timeout)
+
+    def write_with_imm(self, peer: str, assign: Sequence[_NamedAssignment], imm_data: int = 0, stream: Any = None,
+                       *, timeout: Optional[float] = None, **_ignored: Any) -> Future:
+        """Like :meth:`write`, then one notification carrying ``imm_data`` to the peer."""
+        _no_stream(stream)
+        if isinstance(imm_data, bool) or not isinstance(imm_data, int):
+            raise TypeError("imm_data must be an int")
+        if not -(1 << 31) <= imm_data < (1 << 32):
+            raise ValueError(f"imm_data {imm_data} does not fit in 32 bits")
+        if imm_data >= 1 << 31:
+            imm_data -= 1 << 32
+        return self._op(lib.dlslime_peer_agent_write_with_imm, peer, assign, timeout, imm_data)
+
+    def imm_recv(self, peer: str, stream: Any = None, *, timeout: Optional[float] = None,
+                 **_ignored: Any) -> Future:
+        """Receives the next immediate-data notification from ``peer``."""
+        _no_stream(stream)
+        if not isinstance(peer, str):
+            raise TypeError("peer must be a str")
+        out = ffi.new("dlslime_future_t **")
+        _check(lib.dlslime_peer_agent_imm_recv(self._h(), peer.encode(), _timeout_ms(timeout), out), "imm_recv")
+        return Future(out[0], None, self)
+
+    def send(self, peer: str, chunk: Any, stream: Any = None, *, timeout: Optional[float] = None,
+             **_ignored: Any) -> Future:
+        """Sends a buffer (or the original ``(ptr, offset, length)``) to ``peer``."""
+        return self._msg(lib.dlslime_peer_agent_send, peer, chunk, False, stream, timeout)
+
+    def recv(self, peer: str, chunk: Any, stream: Any = None, *, timeout: Optional[float] = None,
+             **_ignored: Any) -> Future:
+        """Posts a receive buffer (or ``(ptr, offset, length)``) for a message from ``peer``."""
+        return self._msg(lib.dlslime_peer_agent_recv, peer, chunk, True, stream, timeout)
+
+    def _msg(self, fn, peer, chunk, writable, stream, timeout) -> Future:
+        _no_stream(stream)
+        if not isinstance(peer, str):
+            raise TypeError("peer must be a str")
+        if self._orphans:
+            self._sweep()
+        if isinstance(chunk, tuple) and len(chunk) == 3 and all(
+                isinstance(x, int) and not isinstance(x, bool) for x in chunk):
+            ptr, off, length = (_uint(x, k) for x, k in zip(chunk, ("ptr", "offset", "length")))
+            p, keep = ffi.cast("void *", ptr + off), None
+        else:
+            keep = _as_buffer(chunk, writable, "recv buffer" if writable else "send data")
+            p, length = keep, len(keep)
+        out = ffi.new("dlslime_future_t **")
+        _check(fn(self._h(), peer.encode(), p, length, _timeout_ms(timeout), out), "recv" if writable else "send")
+        return Future(out[0], keep, self)
+
+    def shutdown(self) -> None:
+        """Pending operations fail, everything published is removed and peers are
+        notified. Idempotent."""
+        if self._ptr != ffi.NULL:
+            _check(lib.dlslime_peer_agent_shutdown(self._ptr), "shutdown")
+
+    def close(self) -> None:
+        """Shuts down and releases the agent (idempotent)."""
+        p, self._ptr = self._ptr, ffi.NULL
+        if p != ffi.NULL:
+            lib.dlslime_peer_agent_free(p)
+            self._release_orphans()
+
+    def __enter__(self) -> "PeerAgent":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<dlslime.PeerAgent {getattr(self, 'alias', '?')!r}{' closed' if self._ptr == ffi.NULL else ''}>"
+
+
+def _no_stream(stream) -> None:
+    if stream is not None and stream != 0:
+        raise error_class(501)("CUDA streams are not supported by these bindings (pass None)", 501)
+
+
+def start_peer_agent(*args: Any, **kwargs: Any) -> PeerAgent:
+    """Same as ``PeerAgent(...)`` (the original's helper)."""
+    return PeerAgent(*args, **kwargs)

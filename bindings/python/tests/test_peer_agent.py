@@ -1,0 +1,193 @@
+"""PeerAgent from Python: two agents (this process and agent_peer.py) registered with a
+real NanoCtrl backed by a real redis-server, both on loopback, connected over each
+transport; named reads/writes, imm, send/recv, bad input, the peer killed."""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+import dlslime
+from conftest import HERE, Peer, TRANSPORTS
+
+ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nanoctrl_bin():
+    b = os.environ.get("DLSLIME_NANOCTRL_BIN")
+    if b:
+        return b
+    found = sorted(glob.glob(os.path.join(ROOT, "target*", "*", "nanoctrl")), key=os.path.getmtime)
+    return found[-1] if found else None
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+@pytest.fixture(scope="module")
+def nanoctrl():
+    if not dlslime.has_peer_agent():
+        pytest.skip("library without PeerAgent")
+    redis_bin, nbin = shutil.which("redis-server"), nanoctrl_bin()
+    if not redis_bin or not nbin or not os.path.exists(nbin):
+        pytest.skip("redis-server or the nanoctrl binary is missing (scripts/test-python.sh builds nanoctrl)")
+    procs = []
+    try:
+        rport = free_port()
+        procs.append(subprocess.Popen([redis_bin, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--protected-mode", "no"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        def redis_up():
+            try:
+                with socket.create_connection(("127.0.0.1", rport), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    return s.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+        wait_until(redis_up, 10, "redis-server did not start")
+        nport = free_port()
+        env = dict(os.environ, NANOCTRL_RUST_LOG="warn")
+        env.pop("NANOCTRL_REDIS_URL", None)
+        procs.append(subprocess.Popen([nbin, "server", "--host", "127.0.0.1", "--port", str(nport), "--redis-url",
+                                       f"redis://127.0.0.1:{rport}"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        url = f"http://127.0.0.1:{nport}"
+
+        def nanoctrl_up():
+            try:
+                with socket.create_connection(("127.0.0.1", nport), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(nanoctrl_up, 20, "nanoctrl did not start")
+        time.sleep(0.2)
+        yield url
+    finally:
+        for p in reversed(procs):
+            p.kill()
+            p.wait(timeout=10)
+
+
+class Bob(Peer):
+    def __init__(self, url, scope):
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "agent_peer.py"), url, scope],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        import selectors
+
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+        assert self.read(30) == {"alias": "bob"}
+
+
+def pattern(n, seed=0):
+    return bytes((i + seed) % 251 for i in range(n))
+
+
+@pytest.fixture(params=TRANSPORTS)
+def pair(request, nanoctrl):
+    scope = "py-" + uuid.uuid4().hex[:8]
+    bob = Bob(nanoctrl, scope)
+    alice = dlslime.PeerAgent(nanoctrl, alias="alice", scope=scope)
+    try:
+        bob.write({"cmd": "connect", "peer": "alice", "transport": request.param})
+        conn = alice.connect_to("bob", request.param).wait(20)
+        assert bob.read(30) == {"transport": request.param}
+        assert conn.is_connected() and conn.state == "connected" and conn.transport == request.param
+        yield alice, bob, request.param
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_named_read_write_imm_send_recv(pair):
+    alice, bob, _ = pair
+    kv = bytearray(1 << 16)
+    h = alice.register_memory_region("kv", kv)
+    assert isinstance(h, int)
+    assert sorted(alice.list_agents()) == ["alice", "bob"]
+    info = alice.get_mr_info("bob", "kv")
+    assert info["length"] == 1 << 16
+    # PeerAgent order: (name, local_offset, remote_offset, length)
+    alice.read("bob", [("kv", 0, 100, 64)]).wait()
+    assert bytes(kv[:64]) == pattern(164)[100:]
+    kv[1000:1010] = b"0123456789"
+    alice.write("bob", [("kv", 1000, 5, 10)]).wait()
+    assert bytes.fromhex(bob.call("dump", off=5, len=10)["hex"]) == b"0123456789"
+    bob.write({"cmd": "imm", "peer": "alice"})
+    alice.write_with_imm("bob", [("kv", "kv", 1000, 20, 4)], imm_data=77).wait()  # 5-tuple form
+    assert bob.read() == {"imm": 77}
+    assert bytes.fromhex(bob.call("dump", off=20, len=4)["hex"]) == b"0123"
+    bob.write({"cmd": "recv", "peer": "alice", "len": 32})
+    alice.send("bob", b"hello bob").wait()
+    assert bob.read() == {"hex": b"hello bob".hex()}
+    assert alice.unregister_memory_region("kv") is True
+    assert alice.unregister_memory_region("kv") is False
+
+
+def test_bad_input(pair):
+    alice, bob, _ = pair
+    alice.register_memory_region("mine", bytearray(64))
+    with pytest.raises(TypeError):
+        alice.read("bob", [("mine", "x", 0, 8)])
+    with pytest.raises(TypeError):
+        alice.read("bob", [("mine", 0, 8)])
+    with pytest.raises(ValueError):
+        alice.read("bob", [("mine", -1, 0, 8)])
+    with pytest.raises(dlslime.UnknownHandle):
+        alice.read("bob", [("no-such-region", 0, 0, 8)]).wait()
+    with pytest.raises(dlslime.DLSlimeError):  # remote region unknown: refused or failed
+        alice.read("bob", [("mine", "no-such-remote", 0, 0, 8)]).wait()
+    with pytest.raises((dlslime.OutOfRange, dlslime.RemoteAccess)):
+        alice.read("bob", [("mine", "kv", 60, 0, 8)]).wait()  # past the local region
+    with pytest.raises(TypeError):
+        alice.register_memory_region("ro", b"read-only")
+    with pytest.raises(TypeError):
+        alice.connect_to("")
+    with pytest.raises(dlslime.InvalidArgument):
+        alice.connect_to("alice")  # own alias
+    with pytest.raises(dlslime.DLSlimeError):
+        alice.connect_to("bob", "carrier-pigeon")
+    with pytest.raises(dlslime.UnknownHandle):
+        alice.get_mr_info("bob", "nope")
+
+
+def test_duplicate_alias_is_refused(nanoctrl):
+    scope = "py-" + uuid.uuid4().hex[:8]
+    with dlslime.PeerAgent(nanoctrl, alias="carol", scope=scope) as a:
+        assert a.alias == "carol"
+        with pytest.raises(dlslime.NameConflict):
+            dlslime.PeerAgent(nanoctrl, alias="carol", scope=scope)
+
+
+def test_peer_killed(pair):
+    alice, bob, _ = pair
+    f = alice.imm_recv("bob", timeout=60)
+    t = time.monotonic()
+    bob.kill()
+    with pytest.raises((dlslime.PeerDisconnected, dlslime.Cancelled)):
+        f.wait()
+    assert time.monotonic() - t < 15
