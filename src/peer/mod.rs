@@ -722,8 +722,8 @@ impl PeerAgent {
         assignments: &[NamedAssignment],
         timeout: Option<Duration>,
     ) -> Result<Future> {
-        let (ep, a) = self.resolve(peer, assignments)?;
-        self.inner.watch(peer, &ep, ep.read(&a, timeout))
+        self.inner
+            .with_resolved(peer, assignments, |ep, a| ep.read(a, timeout))
     }
 
     pub fn write(
@@ -732,8 +732,8 @@ impl PeerAgent {
         assignments: &[NamedAssignment],
         timeout: Option<Duration>,
     ) -> Result<Future> {
-        let (ep, a) = self.resolve(peer, assignments)?;
-        self.inner.watch(peer, &ep, ep.write(&a, timeout))
+        self.inner
+            .with_resolved(peer, assignments, |ep, a| ep.write(a, timeout))
     }
 
     pub fn write_with_imm(
@@ -743,9 +743,9 @@ impl PeerAgent {
         imm: i32,
         timeout: Option<Duration>,
     ) -> Result<Future> {
-        let (ep, a) = self.resolve(peer, assignments)?;
-        self.inner
-            .watch(peer, &ep, ep.write_with_imm(&a, imm, timeout))
+        self.inner.with_resolved(peer, assignments, |ep, a| {
+            ep.write_with_imm(a, imm, timeout)
+        })
     }
 
     pub fn imm_recv(&self, peer: &str, timeout: Option<Duration>) -> Result<Future> {
@@ -1428,6 +1428,18 @@ impl Inner {
         assignments: &[NamedAssignment],
     ) -> Result<Vec<Assignment>> {
         let mut out = Vec::with_capacity(assignments.len());
+        self.resolve_into(peer, ep, assignments, |a| out.push(a))?;
+        Ok(out)
+    }
+
+    /// Resolves names to handles, handing each assignment to `sink` (no allocation).
+    fn resolve_into(
+        &self,
+        peer: &str,
+        ep: &dyn Endpoint,
+        assignments: &[NamedAssignment],
+        mut sink: impl FnMut(Assignment),
+    ) -> Result<()> {
         for a in assignments {
             let local = self.pool.handle(&a.local).ok_or_else(|| {
                 Error::new(
@@ -1450,7 +1462,7 @@ impl Inner {
                     ep.register_remote_memory_region(&a.remote, &info)?
                 }
             };
-            out.push(Assignment::new(
+            sink(Assignment::new(
                 local,
                 remote,
                 a.remote_offset,
@@ -1458,7 +1470,32 @@ impl Inner {
                 a.length,
             ));
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Runs `op` on the endpoint towards `peer` with the resolved assignments, on the
+    /// stack for up to 8 of them.
+    fn with_resolved(
+        &self,
+        peer: &str,
+        assignments: &[NamedAssignment],
+        op: impl FnOnce(&dyn Endpoint, &[Assignment]) -> Result<Future>,
+    ) -> Result<Future> {
+        let ep = self.endpoint(peer)?;
+        const STACK: usize = 8;
+        let r = if assignments.len() <= STACK {
+            let mut buf = [Assignment::new(0, 0, 0, 0, 0); STACK];
+            let mut n = 0;
+            self.resolve_into(peer, &*ep, assignments, |a| {
+                buf[n] = a;
+                n += 1;
+            })?;
+            op(&*ep, &buf[..n])
+        } else {
+            let v = self.resolve(peer, &*ep, assignments)?;
+            op(&*ep, &v)
+        };
+        self.watch(peer, &ep, r)
     }
 
     /// Passes an operation's result through; a synchronous `PeerDisconnected` marks the

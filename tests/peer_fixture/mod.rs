@@ -244,9 +244,10 @@ impl NanoCtrl {
 
     /// (Re)starts the server on the same port.
     pub fn restart(&mut self) {
+        let bin = nanoctrl_bin(); // may build it first: not part of the start deadline
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let mut child = Command::new(nanoctrl_bin())
+            let mut child = Command::new(&bin)
                 .args([
                     "server",
                     "--host",
