@@ -2,7 +2,7 @@
 //
 // Uses only the C functions; never exposes Rust types. Every handle is a move-only
 // owner that frees its C object exactly once (Pool, TcpContext, Endpoint, Future,
-// SharedBuffer). Fallible calls throw dlslime::Error, which carries the
+// SharedBuffer, PeerAgent, PeerConnection). Fallible calls throw dlslime::Error, which carries the
 // dlslime_status_t and the library's last-error message. Timeouts are std::chrono
 // durations (rounded up to whole milliseconds; zero means the default deadline).
 // Buffers are passed as dlslime::Span / MutableSpan (pointer + size; built from
@@ -582,6 +582,164 @@ class RpcSession {
 
  private:
   detail::Handle<dlslime_rpc_session_t, dlslime_rpc_session_free> h_;
+};
+
+/// One named transfer for PeerAgent operations, in the original PeerAgent order:
+/// `local[local_offset..]` and the peer's `remote[remote_offset..]`, `length` bytes.
+/// An empty `remote` means the same name as `local`.
+struct NamedAssignment {
+  std::string local;
+  std::string remote;
+  uint64_t local_offset = 0;
+  uint64_t remote_offset = 0;
+  uint64_t length = 0;
+};
+
+/// Options of a PeerAgent; zero/empty fields keep the library defaults.
+struct PeerOptions {
+  std::string redis_url;       // empty: the address NanoCtrl hands out
+  std::string advertise_host;  // empty: the local address of the route to NanoCtrl
+  std::chrono::milliseconds heartbeat_interval{0};
+  std::chrono::milliseconds http_timeout{0};
+  std::chrono::milliseconds default_timeout{0};
+  uint32_t register_attempts = 0;
+  uint32_t connect_attempts = 0;
+};
+
+/// A connection of a PeerAgent to a peer (PeerAgent::connect_to).
+class PeerConnection {
+ public:
+  explicit PeerConnection(dlslime_peer_connection_t* c) noexcept : h_(c) {}
+  /// Blocks until connected and returns the transport; throws Error (status
+  /// DLSLIME_STATUS_TIMEOUT, or the connection's failure).
+  dlslime_peer_transport_t wait(Timeout timeout) const {
+    dlslime_peer_transport_t t = DLSLIME_PEER_TRANSPORT_NONE;
+    check(dlslime_peer_connection_wait(h_.get(), timeout.ms(), &t));
+    return t;
+  }
+  dlslime_peer_conn_state_t state() const noexcept { return dlslime_peer_connection_state(h_.get()); }
+  dlslime_peer_transport_t transport() const noexcept { return dlslime_peer_connection_transport(h_.get()); }
+  bool is_connected() const noexcept { return state() == DLSLIME_PEER_CONN_STATE_CONNECTED; }
+
+ private:
+  detail::Handle<dlslime_peer_connection_t, dlslime_peer_connection_free> h_;
+};
+
+/// Registers with NanoCtrl and connects to peers by alias (see dlslime_peer_agent_new).
+class PeerAgent {
+ public:
+  explicit PeerAgent(const std::string& nanoctrl_url, const std::string& alias = "", const std::string& scope = "",
+                     const PeerOptions& o = PeerOptions()) {
+    dlslime_peer_options_t c;
+    dlslime_peer_options_init(&c);
+    c.redis_url = o.redis_url.empty() ? nullptr : o.redis_url.c_str();
+    c.advertise_host = o.advertise_host.empty() ? nullptr : o.advertise_host.c_str();
+    c.heartbeat_interval_ms = detail::to_ms(o.heartbeat_interval);
+    c.http_timeout_ms = detail::to_ms(o.http_timeout);
+    c.default_timeout_ms = detail::to_ms(o.default_timeout);
+    c.register_attempts = o.register_attempts;
+    c.connect_attempts = o.connect_attempts;
+    dlslime_peer_agent_t* p = nullptr;
+    check(dlslime_peer_agent_new(nanoctrl_url.c_str(), alias.empty() ? nullptr : alias.c_str(),
+                                 scope.empty() ? nullptr : scope.c_str(), &c, &p));
+    h_ = Handle(p);
+  }
+  std::string alias() const {
+    char* s = nullptr;
+    check(dlslime_peer_agent_alias(h_.get(), &s));
+    return detail::take_string(s);
+  }
+  /// The aliases registered in this agent's scope, as a JSON array.
+  std::string list_agents_json() const {
+    char* s = nullptr;
+    check(dlslime_peer_agent_list_agents(h_.get(), &s));
+    return detail::take_string(s);
+  }
+  /// Starts (or re-uses) the connection; does not block. transport: "" (auto), "shm", "tcp".
+  PeerConnection connect_to(const std::string& peer, const std::string& transport = "") {
+    dlslime_peer_connection_t* c = nullptr;
+    check(dlslime_peer_agent_connect_to(h_.get(), peer.c_str(), transport.empty() ? nullptr : transport.c_str(),
+                                        &c));
+    return PeerConnection(c);
+  }
+  /// Registers [data, data + offset + length) as `name` (the region starts at `data`) and
+  /// publishes it.
+  MrHandle register_memory_region(const std::string& name, void* data, size_t offset, size_t length) {
+    MrHandle h = 0;
+    check(dlslime_peer_agent_register_memory_region(h_.get(), name.c_str(), data, offset, length, &h));
+    return h;
+  }
+  MrHandle register_memory_region(const std::string& name, MutableSpan buf) {
+    return register_memory_region(name, buf.data(), 0, buf.size());
+  }
+  /// Returns whether the region existed.
+  bool unregister_memory_region(const std::string& name) {
+    bool existed = false;
+    check(dlslime_peer_agent_unregister_memory_region(h_.get(), name.c_str(), &existed));
+    return existed;
+  }
+  /// The record `peer` published for its region `name` (JSON).
+  std::string get_mr_info(const std::string& peer, const std::string& name) const {
+    char* s = nullptr;
+    check(dlslime_peer_agent_get_mr_info(h_.get(), peer.c_str(), name.c_str(), &s));
+    return detail::take_string(s);
+  }
+  Future read(const std::string& peer, const std::vector<NamedAssignment>& a, Timeout timeout = {}) {
+    return named(dlslime_peer_agent_read, peer, a, timeout);
+  }
+  Future write(const std::string& peer, const std::vector<NamedAssignment>& a, Timeout timeout = {}) {
+    return named(dlslime_peer_agent_write, peer, a, timeout);
+  }
+  Future write_with_imm(const std::string& peer, const std::vector<NamedAssignment>& a, int32_t imm,
+                        Timeout timeout = {}) {
+    std::vector<dlslime_named_assignment_t> c = to_c(a);
+    dlslime_future_t* f = nullptr;
+    check(dlslime_peer_agent_write_with_imm(h_.get(), peer.c_str(), c.data(), c.size(), imm, timeout.ms(), &f));
+    return Future(f);
+  }
+  Future imm_recv(const std::string& peer, Timeout timeout = {}) {
+    dlslime_future_t* f = nullptr;
+    check(dlslime_peer_agent_imm_recv(h_.get(), peer.c_str(), timeout.ms(), &f));
+    return Future(f);
+  }
+  /// The buffer must stay valid and unmodified until the future completes.
+  Future send(const std::string& peer, Span data, Timeout timeout = {}) {
+    dlslime_future_t* f = nullptr;
+    check(dlslime_peer_agent_send(h_.get(), peer.c_str(), data.data(), data.size(), timeout.ms(), &f));
+    return Future(f);
+  }
+  /// The buffer must stay valid and untouched until the future completes.
+  Future recv(const std::string& peer, MutableSpan buf, Timeout timeout = {}) {
+    dlslime_future_t* f = nullptr;
+    check(dlslime_peer_agent_recv(h_.get(), peer.c_str(), buf.data(), buf.size(), timeout.ms(), &f));
+    return Future(f);
+  }
+  /// Pending operations fail, everything published is removed, peers are notified.
+  void shutdown() { check(dlslime_peer_agent_shutdown(h_.get())); }
+  const dlslime_peer_agent_t* get() const noexcept { return h_.get(); }
+
+ private:
+  using Handle = detail::Handle<dlslime_peer_agent_t, dlslime_peer_agent_free>;
+  using NamedFn = dlslime_status_t (*)(const dlslime_peer_agent_t*, const char*, const dlslime_named_assignment_t*,
+                                       size_t, uint64_t, dlslime_future_t**);
+  static std::vector<dlslime_named_assignment_t> to_c(const std::vector<NamedAssignment>& a) {
+    std::vector<dlslime_named_assignment_t> c(a.size());
+    for (size_t i = 0; i < a.size(); i++) {
+      c[i].local = a[i].local.c_str();
+      c[i].remote = a[i].remote.empty() ? nullptr : a[i].remote.c_str();
+      c[i].local_offset = a[i].local_offset;
+      c[i].remote_offset = a[i].remote_offset;
+      c[i].length = a[i].length;
+    }
+    return c;
+  }
+  Future named(NamedFn fn, const std::string& peer, const std::vector<NamedAssignment>& a, Timeout timeout) {
+    std::vector<dlslime_named_assignment_t> c = to_c(a);
+    dlslime_future_t* f = nullptr;
+    check(fn(h_.get(), peer.c_str(), c.data(), c.size(), timeout.ms(), &f));
+    return Future(f);
+  }
+  Handle h_;
 };
 
 }  // namespace dlslime
