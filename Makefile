@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run test deps build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl test-python header
+.PHONY: run test deps build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl test-python bench-python header
 
 run: deps build example bench
 
@@ -44,3 +44,6 @@ header:
 
 bench-nanoctrl:
 	bash bench/nanoctrl/run.sh
+
+bench-python:
+	bash bench/python/run.sh
