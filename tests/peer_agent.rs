@@ -41,6 +41,13 @@ fn both_dial(transport: &str) {
     assert_eq!(t.as_str(), want);
     assert_eq!(ca.transport().unwrap().as_str(), want);
     assert_eq!(b.ok("wait alice 30000"), format!("ok {want}"));
+    // no qp_ready ping-pong: at most two per side (one more when both dialled at once)
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = a
+        .stats()
+        .qp_ready_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!((1..=2).contains(&sent), "alice sent {sent} qp_ready");
     // write alice[0..64K) -> bob[4096..), read bob[0..128K) -> alice[256K..)
     a.write("bob", &[NamedAssignment::same("buf", 0, 4096, 65536)], T)
         .unwrap()
@@ -93,6 +100,27 @@ fn handshake_passive_peer() {
         let c = a.connect_to("bob", transport).unwrap();
         assert_eq!(c.wait(WAIT).unwrap().as_str(), transport);
         assert_eq!(b.ok("wait alice 30000"), format!("ok {transport}"));
+        // three messages in all: alice's offer, bob's answer, alice's confirmation
+        let bob_stream = format!("{}:stream:bob", cl.scope);
+        let alice_stream = format!("{}:stream:alice", cl.scope);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut r = cl.redis.conn();
+        let to_bob: usize = redis::cmd("XLEN").arg(&bob_stream).query(&mut r).unwrap();
+        let to_alice: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(&alice_stream)
+            .arg("-")
+            .arg("+")
+            .query(&mut r)
+            .unwrap();
+        let qp_to_alice = to_alice
+            .iter()
+            .filter(|(_, f)| f.iter().any(|(k, v)| k == "type" && v == "qp_ready"))
+            .count();
+        assert_eq!(
+            (to_bob, qp_to_alice),
+            (2, 1),
+            "qp_ready messages per direction"
+        );
         let mut bufs = HashMap::new();
         register(&a, &mut bufs, "local", 65536, 0);
         a.read(

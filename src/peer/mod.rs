@@ -582,7 +582,6 @@ impl PeerAgent {
         let mut out: Vec<String> = keys
             .iter()
             .filter_map(|k| k.strip_prefix(&strip))
-            .filter(|a| !a.contains(':') || i.keys.prefix.is_empty())
             .map(str::to_string)
             .collect();
         out.sort();
@@ -1144,43 +1143,40 @@ impl Inner {
         }
         check_alias(peer)?;
         let mut work = Work::default();
+        let mut already = false;
         {
             let mut peers = self.peers.lock();
             let slot = peers.entry(peer.to_string()).or_insert_with(Slot::new);
-            let changed = slot.request != req;
             slot.request = req;
+            let fits = |t: Transport| req_transport(req).is_none_or(|r| r == t);
             let alive = match (&slot.state, &slot.ep) {
                 (ConnState::Connected, Some(e)) => ep_alive(&*e.ep),
                 _ => false,
             };
-            if alive
-                && !(changed
-                    && req != TransportRequest::Auto
-                    && slot.connected_transport != req_transport(req))
-            {
-                return Ok(());
-            }
-            if slot.state == ConnState::Connected {
-                self.teardown(slot, Status::PeerDisconnected, "connection lost", &mut work);
-            }
-            if changed {
-                // an endpoint of another transport may be half-way; start over
-                if let Some(e) = slot.ep.take() {
+            if alive && slot.connected_transport.is_some_and(fits) {
+                already = true;
+            } else {
+                if slot.state == ConnState::Connected {
+                    self.teardown(slot, Status::PeerDisconnected, "connection lost", &mut work);
+                }
+                // an endpoint of a transport this request excludes starts over; one
+                // that fits (opened when the peer dialled first) is kept
+                if slot.ep.as_ref().is_some_and(|e| !fits(e.transport)) {
+                    let e = slot.ep.take().unwrap();
                     work.dead.push(e.ep);
                 }
-            }
-            slot.pending = true;
-            slot.attempts = 0;
-            slot.retry_at = None;
-            slot.error = None;
-            if slot.state != ConnState::Connecting {
+                slot.pending = true;
+                slot.attempts = 0;
+                slot.retry_at = None;
+                slot.error = None;
                 slot.state = ConnState::Connecting;
+                self.dial(peer, slot, &mut work);
             }
-            self.dial(peer, slot, &mut work);
         }
         self.run_work(work);
-        self.desired.lock().insert(peer.to_string());
-        self.post_topology();
+        if self.desired.lock().insert(peer.to_string()) || !already {
+            self.post_topology();
+        }
         Ok(())
     }
 
