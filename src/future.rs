@@ -83,6 +83,11 @@ impl OpState {
         self.deadline
     }
 
+    /// Whether waiters drive the transport inline (see [`Driver`]).
+    pub fn has_driver(&self) -> bool {
+        self.driver.is_some()
+    }
+
     /// Adds parts to an operation that is still being submitted.
     pub fn add_parts(&self, n: u32) {
         self.parts.fetch_add(n, Ordering::AcqRel);
@@ -90,15 +95,14 @@ impl OpState {
 
     /// One part finished. The operation completes when the last one does.
     pub fn part_done(&self, status: Status, message: Option<&str>) {
-        if !status.is_ok() {
-            if self
+        if !status.is_ok()
+            && self
                 .first_error
                 .compare_exchange(0, status.code(), Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
-            {
-                if let Some(m) = message {
-                    let _ = self.message.set(m.to_string());
-                }
+        {
+            if let Some(m) = message {
+                let _ = self.message.set(m.to_string());
             }
         }
         if self.parts.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -223,9 +227,11 @@ impl OpState {
         let driver = self.driver.clone();
         let slice = driver.as_ref().map(|_| Duration::from_micros(200));
         wait::spin_then_park(
-            &self.state,
-            &self.parked,
-            PENDING,
+            wait::Parking {
+                word: &self.state,
+                sleepers: &self.parked,
+                parked_value: PENDING,
+            },
             self.spin,
             limit,
             slice,

@@ -25,6 +25,7 @@ fn config(env: &dyn Fn(&str) -> Option<String>) -> RpcConfig {
         slot_size: num("RPC_SLOT_SIZE", 4096) as usize,
         slot_count: num("RPC_SLOTS", 4) as usize,
         max_payload: num("RPC_MAX_PAYLOAD", 1 << 40),
+        bulk_arena: num("RPC_ARENA", 0) as usize,
         progress: match env("RPC_PROGRESS").as_deref() {
             Some("pump") => RpcProgress::Pump,
             Some("inline") => RpcProgress::Inline,
@@ -285,6 +286,17 @@ fn shm_calls_inline() {
 #[test]
 fn shm_calls_pump() {
     basic_calls("shm", &[("RPC_PROGRESS", "pump")]);
+}
+
+#[test]
+fn shm_calls_with_bulk_arena() {
+    // payloads up to 64 KiB use the pre-mapped arena, larger ones on-demand buffers
+    basic_calls("shm", &[("RPC_ARENA", "65536")]);
+}
+
+#[test]
+fn tcp_calls_with_bulk_arena() {
+    basic_calls("tcp", &[("RPC_ARENA", "65536")]);
 }
 
 #[test]

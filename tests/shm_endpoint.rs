@@ -662,8 +662,7 @@ fn bad_input_rejected() {
         assert_eq!(wi.wait().unwrap_err().status(), Status::RemoteAccess);
     }
     // A failed write_with_imm delivers no notification.
-    let im = p.peer.send("imm 1");
-    let _ = im;
+    p.peer.send("imm 1");
     p.me.ep
         .write_with_imm(&[a(0, 0, 8)], 42, T)
         .unwrap()

@@ -40,6 +40,14 @@ impl Deadline {
     }
 }
 
+/// What a waiter parks on: a private futex `word`, the value it has while the wait is
+/// still on, and the count of threads asleep on it.
+pub struct Parking<'a> {
+    pub word: &'a AtomicU32,
+    pub sleepers: &'a AtomicU32,
+    pub parked_value: u32,
+}
+
 /// Spins up to `spin` calling `ready`, then parks on `word` (a private futex) while it
 /// still equals `parked_value`, until `ready` holds or `deadline` passes. `step` is
 /// called on every spin iteration (inline progress) and may make `ready` true; when it
@@ -50,15 +58,18 @@ impl Deadline {
 /// makes the wake syscall only when someone sleeps: it must store `word` and then load
 /// `sleepers`, both SeqCst. A spinning waiter costs the waker nothing.
 pub fn spin_then_park(
-    word: &AtomicU32,
-    sleepers: &AtomicU32,
-    parked_value: u32,
+    park: Parking<'_>,
     spin: Duration,
     deadline: Deadline,
     park_slice: Option<Duration>,
     mut step: impl FnMut(),
     ready: impl Fn() -> bool,
 ) -> bool {
+    let Parking {
+        word,
+        sleepers,
+        parked_value,
+    } = park;
     let spin_until = Instant::now() + spin;
     let mut i: u32 = 0;
     loop {

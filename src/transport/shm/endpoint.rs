@@ -829,18 +829,16 @@ impl Inner {
                 len,
                 slot,
             } => {
-                if st.is_ok() {
-                    if agg.op.begin_io() {
-                        // SAFETY: our slot, filled by the target; local range checked.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                c.my_slots.add(slot as usize * SLOT_SIZE),
-                                local as *mut u8,
-                                len,
-                            )
-                        };
-                        agg.op.end_io();
-                    }
+                if st.is_ok() && agg.op.begin_io() {
+                    // SAFETY: our slot, filled by the target; local range checked.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            c.my_slots.add(slot as usize * SLOT_SIZE),
+                            local as *mut u8,
+                            len,
+                        )
+                    };
+                    agg.op.end_io();
                 }
                 self.free_slot(c, slot);
                 agg.part(self, st, msg);

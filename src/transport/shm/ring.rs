@@ -133,7 +133,7 @@ impl Entry {
                 if self
                     .c
                     .checked_add(self.len as u64)
-                    .map_or(true, |e| e > self.n) =>
+                    .is_none_or(|e| e > self.n) =>
             {
                 Err("message chunk beyond message")
             }

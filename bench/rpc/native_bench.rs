@@ -1,0 +1,438 @@
+//! Native SlimeRPC echo benchmark, two processes, with the raw floors measured in the
+//! same run:
+//!
+//! * floors: shared-memory ping-pong between two processes (spinning and futex), a
+//!   length-prefixed TCP echo over loopback (TCP_NODELAY), single-thread memcpy;
+//! * SlimeRPC echo (`call` + `wait`, the server answers from its request slot) over
+//!   shared memory in spin mode (inline progress, waiters spin up to 1 s), shared memory
+//!   with the default spin-then-park settings, and TCP.
+//!
+//! Prints a table (p50 against the floor of the same transport) and writes
+//! `bench/results/rpc_native.csv` (`transport,size,avg_us,p50_us,p99_us,bw_gbps`).
+//!
+//! `cargo run --release --example rpc_native_bench [-- --quick] [--max-size-mb N]
+//!  [--min-size-kb N] [--modes shm-spin,shm,tcp] [--pin]`
+
+#[path = "../floor.rs"]
+mod floor;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dlslime::engine::{Config, ProgressMode};
+use dlslime::rpc::{RpcConfig, RpcMemory, RpcProgress, RpcSession};
+use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
+use dlslime::transport::tcp::TcpEndpoint;
+use dlslime::{Endpoint, MemoryPool};
+
+const SLOT: usize = 64 << 10;
+
+struct Stats {
+    avg: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn stats(mut v: Vec<f64>) -> Stats {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    Stats {
+        avg: v.iter().sum::<f64>() / n as f64,
+        p50: v[n / 2],
+        p99: v[((n as f64 * 0.99) as usize).min(n - 1)],
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// `(spin, inline)` endpoint engine settings per mode.
+fn engine(mode: &str) -> Config {
+    match mode {
+        "shm-spin" | "tcp-spin" => Config {
+            spin: Duration::from_secs(1),
+            progress: ProgressMode::Inline,
+            ..Config::default()
+        },
+        // Default spin (50 us) then park; inline progress so the waiting thread is the
+        // one the peer's doorbell wakes (no hand-off through a progress thread).
+        "shm" => Config {
+            progress: ProgressMode::Inline,
+            ..Config::default()
+        },
+        _ => Config::default(),
+    }
+}
+
+fn rpc_config(mode: &str) -> RpcConfig {
+    RpcConfig {
+        slot_size: SLOT,
+        slot_count: 1,
+        progress: RpcProgress::Inline,
+        spin: engine(mode).spin,
+        // Pre-allocated bulk buffers, mapped by the peer on shared memory.
+        bulk_arena: 16 << 20,
+        ..RpcConfig::default()
+    }
+}
+
+fn make(mode: &str) -> (Arc<dyn Endpoint>, Arc<RpcMemory>) {
+    let cfg = rpc_config(mode);
+    if mode.starts_with("shm") {
+        let pool = MemoryPool::new();
+        let mem = RpcMemory::new(&pool, &cfg).unwrap();
+        let ep = ShmEndpoint::new(
+            pool,
+            ShmConfig {
+                engine: engine(mode),
+                force_staged: false,
+                host_id_override: None,
+            },
+        )
+        .unwrap();
+        (Arc::new(ep), mem)
+    } else {
+        let ep = TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mem = RpcMemory::new(ep.memory_pool(), &cfg).unwrap();
+        (ep, mem)
+    }
+}
+
+/// With `--pin`: pins this process (and the threads it starts later) to one CPU, so
+/// the two sides of a measurement do not share a core by chance. Off by default: on a
+/// shared 2-core machine a pinned side that meets another busy process cannot move.
+fn pin(cpu: usize) {
+    if std::env::var_os("RPC_BENCH_PIN").is_none() {
+        return;
+    }
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % n, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn child_main(args: &[String]) {
+    pin(1);
+    match args[0].as_str() {
+        "raw" => {
+            let fd: i32 = args[1].parse().unwrap();
+            let n: u32 = args[2].parse().unwrap();
+            let pp = floor::PingPong::map(fd);
+            floor::pingpong_child(&pp, n, false);
+            floor::pingpong_child(&pp, n, true);
+        }
+        "tcpraw" => {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            println!("ADDR {}", l.local_addr().unwrap());
+            std::io::stdout().flush().unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let mut h = [0u8; 4];
+                if s.read_exact(&mut h).is_err() {
+                    return;
+                }
+                let n = u32::from_le_bytes(h) as usize;
+                s.read_exact(&mut buf[..n]).unwrap();
+                s.write_all(&h).unwrap();
+                s.write_all(&buf[..n]).unwrap();
+            }
+        }
+        "rpc" => {
+            let mode = &args[1];
+            let (ep, mem) = make(mode);
+            println!("INFO {}", ep.endpoint_info());
+            std::io::stdout().flush().unwrap();
+            let mut lines = BufReader::new(std::io::stdin()).lines();
+            let info: serde_json::Value =
+                serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+            ep.connect(&info).unwrap();
+            let sess = RpcSession::with_memory(ep, mem, rpc_config(mode)).unwrap();
+            // Echo until the driver closes its session.
+            loop {
+                match sess.poll_request(Some(Duration::from_secs(600))) {
+                    Ok(Some(r)) => {
+                        let n = r.payload().len();
+                        let p = r.payload_ptr();
+                        r.reply_inplace(n, false, |b| {
+                            unsafe { std::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), n) };
+                            Ok(n)
+                        })
+                        .unwrap();
+                    }
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        _ => panic!("unknown child role"),
+    }
+}
+
+fn iters(size: usize, quick: bool) -> usize {
+    let n = (200_000_000 / size).clamp(50, 20_000);
+    if quick {
+        (n / 10).max(30)
+    } else {
+        n
+    }
+}
+
+fn label(size: usize) -> String {
+    if size < 1 << 20 {
+        format!("{}KB", size >> 10)
+    } else {
+        format!("{}MB", size >> 20)
+    }
+}
+
+fn host_line() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{} CPUs ({cpu}), Linux {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel.trim()
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        return child_main(&args[1..]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--pin") {
+        std::env::set_var("RPC_BENCH_PIN", "1");
+    }
+    pin(0);
+    let max_mb: usize = args
+        .iter()
+        .position(|a| a == "--max-size-mb")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let exe = std::env::current_exe().unwrap();
+    let min_kb: usize = args
+        .iter()
+        .position(|a| a == "--min-size-kb")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let sizes: Vec<usize> = [1usize << 10, 4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20]
+        .into_iter()
+        .filter(|s| *s <= max_mb << 20 && *s >= min_kb << 10)
+        .collect();
+    println!(
+        "host: {}; {}",
+        host_line(),
+        if std::env::var_os("RPC_BENCH_PIN").is_none() {
+            "processes not pinned"
+        } else {
+            "driver pinned to CPU 0, peer to CPU 1"
+        }
+    );
+
+    // Floor: shared-memory ping-pong (spin, futex), 4-byte flags.
+    let n: u32 = if quick { 5_000 } else { 50_000 };
+    let (fd, pp) = floor::PingPong::create();
+    let mut child = Command::new(&exe)
+        .args(["--child", "raw", &fd.to_string(), &n.to_string()])
+        .spawn()
+        .unwrap();
+    let spin: Vec<f64> = floor::pingpong_parent(&pp, n, false)
+        .into_iter()
+        .map(us)
+        .collect();
+    let fut: Vec<f64> = floor::pingpong_parent(&pp, n, true)
+        .into_iter()
+        .map(us)
+        .collect();
+    child.wait().unwrap();
+    let raw_spin = stats(spin[n as usize / 10..].to_vec());
+    let raw_futex = stats(fut[n as usize / 10..].to_vec());
+
+    // Floor: TCP length-prefixed echo over loopback.
+    let mut child = Command::new(&exe)
+        .args(["--child", "tcpraw"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let mut s = TcpStream::connect(line.trim().strip_prefix("ADDR ").unwrap()).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut tcp_floor = Vec::new();
+    for &size in sizes.iter().filter(|s| **s <= 1 << 20) {
+        let msg = vec![3u8; size];
+        let mut back = vec![0u8; size];
+        let n = iters(size, quick);
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n + 20 {
+            let t = Instant::now();
+            s.write_all(&(size as u32).to_le_bytes()).unwrap();
+            s.write_all(&msg).unwrap();
+            let mut h = [0u8; 4];
+            s.read_exact(&mut h).unwrap();
+            s.read_exact(&mut back).unwrap();
+            if i >= 20 {
+                v.push(us(t.elapsed()));
+            }
+        }
+        tcp_floor.push((size, stats(v)));
+    }
+    drop(s);
+    child.wait().unwrap();
+
+    // Floor: memcpy of each size.
+    let memcpy: Vec<(usize, f64)> = sizes
+        .iter()
+        .map(|&s| {
+            let reps = ((1usize << 31) / s).clamp(5, 2000);
+            let t: Vec<f64> = floor::memcpy_times(s, reps).into_iter().map(us).collect();
+            (s, stats(t[reps / 10..].to_vec()).p50)
+        })
+        .collect();
+
+    // SlimeRPC echo.
+    let mut rows: Vec<(String, usize, Stats)> = Vec::new();
+    let modes: Vec<String> = args
+        .iter()
+        .position(|a| a == "--modes")
+        .and_then(|i| args.get(i + 1))
+        .map_or("shm-spin,shm,tcp", |v| v.as_str())
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    for mode in modes.iter().map(String::as_str) {
+        let mut child = Command::new(&exe)
+            .args(["--child", "rpc", mode])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let info: serde_json::Value =
+            serde_json::from_str(line.trim().strip_prefix("INFO ").unwrap()).unwrap();
+        let (ep, mem) = make(mode);
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}", ep.endpoint_info()).unwrap();
+        ep.connect(&info).unwrap();
+        let sess = RpcSession::with_memory(ep, mem, rpc_config(mode)).unwrap();
+        for &size in &sizes {
+            let msg = vec![5u8; size];
+            let n = iters(size, quick);
+            let warm = 20.max(n / 20);
+            let mut v = Vec::with_capacity(n);
+            for i in 0..n + warm {
+                let t = Instant::now();
+                let mut f = sess.call(0, &msg).unwrap();
+                let r = f.wait_ok(None).unwrap();
+                assert_eq!(r.len(), size);
+                drop(f);
+                if i >= warm {
+                    v.push(us(t.elapsed()));
+                }
+            }
+            let st = stats(v);
+            println!(
+                "  {mode:<9} {:<6} avg {:>9.2} us  p50 {:>9.2} us  p99 {:>9.2} us",
+                label(size),
+                st.avg,
+                st.p50,
+                st.p99
+            );
+            rows.push((mode.to_string(), size, st));
+        }
+        sess.close();
+        drop(stdin);
+        let _ = child.wait();
+    }
+
+    // Table and CSV.
+    println!();
+    println!(
+        "floors: shm ping-pong spin p50 {:.2} us (p99 {:.2}), futex p50 {:.2} us (p99 {:.2})",
+        raw_spin.p50, raw_spin.p99, raw_futex.p50, raw_futex.p99
+    );
+    println!(
+        "{:<9} | {:<6} | {:>10} | {:>10} | {:>10} | {:>9} | {:>12} | {:>8}",
+        "transport", "size", "avg us", "p50 us", "p99 us", "GB/s", "floor p50 us", "p50/floor"
+    );
+    println!("{}", "-".repeat(96));
+    let mut csv = String::from("transport,size,avg_us,p50_us,p99_us,bw_gbps,floor,floor_p50_us\n");
+    for (mode, size, st) in &rows {
+        let (fname, fp50) = if mode == "shm-spin" {
+            if *size <= 4096 {
+                ("shm ping-pong spin".to_string(), raw_spin.p50)
+            } else {
+                (
+                    "2 x memcpy".to_string(),
+                    2.0 * memcpy.iter().find(|m| m.0 == *size).unwrap().1,
+                )
+            }
+        } else if mode == "shm" {
+            if *size <= 4096 {
+                ("shm ping-pong futex".to_string(), raw_futex.p50)
+            } else {
+                (
+                    "2 x memcpy".to_string(),
+                    2.0 * memcpy.iter().find(|m| m.0 == *size).unwrap().1,
+                )
+            }
+        } else {
+            match tcp_floor.iter().find(|t| t.0 == *size) {
+                Some((_, t)) => ("tcp socket echo".to_string(), t.p50),
+                None => ("-".to_string(), f64::NAN),
+            }
+        };
+        let bw = 2.0 * *size as f64 / 1e9 / (st.avg / 1e6);
+        println!(
+            "{:<9} | {:<6} | {:>10.2} | {:>10.2} | {:>10.2} | {:>9.3} | {:>12.2} | {:>7.2}x  ({fname})",
+            mode,
+            label(*size),
+            st.avg,
+            st.p50,
+            st.p99,
+            bw,
+            fp50,
+            st.p50 / fp50
+        );
+        csv.push_str(&format!(
+            "{mode},{size},{},{},{},{bw},{fname},{fp50}\n",
+            st.avg, st.p50, st.p99
+        ));
+    }
+    for (size, t) in &tcp_floor {
+        println!(
+            "tcp socket echo floor {:<6}: p50 {:.2} us, p99 {:.2} us",
+            label(*size),
+            t.p50,
+            t.p99
+        );
+    }
+    for (size, m) in &memcpy {
+        println!("memcpy floor {:<6}: p50 {:.2} us", label(*size), m);
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("rpc_native.csv"), csv).unwrap();
+    println!("wrote {}", dir.join("rpc_native.csv").display());
+}
