@@ -189,6 +189,7 @@ fn explicit_transport_mismatch_is_a_clear_error() {
 
 /// 8 agents in 8 processes connect all-to-all; each writes its pattern into its slot of
 /// every other agent's buffer; every slot is checked.
+#[allow(clippy::needless_range_loop)]
 fn all_to_all(transport: &str) {
     const N: usize = 8;
     const SLOT: usize = 16384;

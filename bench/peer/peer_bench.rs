@@ -9,10 +9,8 @@
 //! The parent re-runs itself (env DLSLIME_TEST_CHILD, BENCH_ROLE) for the other agents.
 
 #[path = "../../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "../../tests/peer_fixture/mod.rs"]
-#[allow(dead_code)]
 mod peer_fixture;
 
 use std::sync::Arc;
@@ -253,51 +251,48 @@ fn io(cl: &Cluster, transport: &str, sizes: &[usize]) -> Vec<IoRow> {
         let raw: Vec<Assignment> = raw;
         let iters = (64 * MIB / size).clamp(20, 200);
         for op in ["write", "read"] {
-            let run_agent = |n: usize| {
+            let agent_op = || {
                 let t = Instant::now();
-                for _ in 0..n {
-                    let f = if op == "write" {
-                        a.write("io-b", &named, None)
-                    } else {
-                        a.read("io-b", &named, None)
-                    };
-                    f.unwrap().wait().unwrap();
-                }
-                t.elapsed().as_secs_f64()
-            };
-            let run_bare = |n: usize| {
-                let t = Instant::now();
-                for _ in 0..n {
-                    let f = if op == "write" {
-                        ep.write(&raw, None)
-                    } else {
-                        ep.read(&raw, None)
-                    };
-                    f.unwrap().wait().unwrap();
-                }
-                t.elapsed().as_secs_f64()
-            };
-            run_agent(iters / 10 + 2);
-            let est = run_bare(iters / 10 + 2) / (iters / 10 + 2) as f64;
-            // interleaved blocks of >= ~20 ms each, alternating which goes first
-            let (mut ta, mut tb) = (0.0, 0.0);
-            let blocks = 10;
-            let per = ((0.02 / est.max(1e-9)) as usize).clamp(3, 200_000);
-            for k in 0..blocks {
-                if k % 2 == 0 {
-                    ta += run_agent(per);
-                    tb += run_bare(per);
+                let f = if op == "write" {
+                    a.write("io-b", &named, None)
                 } else {
-                    tb += run_bare(per);
-                    ta += run_agent(per);
+                    a.read("io-b", &named, None)
+                };
+                f.unwrap().wait().unwrap();
+                t.elapsed().as_secs_f64() * 1e6
+            };
+            let bare_op = || {
+                let t = Instant::now();
+                let f = if op == "write" {
+                    ep.write(&raw, None)
+                } else {
+                    ep.read(&raw, None)
+                };
+                f.unwrap().wait().unwrap();
+                t.elapsed().as_secs_f64() * 1e6
+            };
+            for _ in 0..(iters / 10 + 2) {
+                agent_op();
+                bare_op();
+            }
+            // one agent op and one bare op per iteration, alternating which goes first;
+            // medians, so that what else runs on the machine does not pick a side
+            let n = iters * 5;
+            let (mut va, mut vb) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for k in 0..n {
+                if k % 2 == 0 {
+                    va.push(agent_op());
+                    vb.push(bare_op());
+                } else {
+                    vb.push(bare_op());
+                    va.push(agent_op());
                 }
             }
-            let n = (per * blocks) as f64;
             rows.push(IoRow {
                 op,
                 size,
-                agent_us: ta / n * 1e6,
-                bare_us: tb / n * 1e6,
+                agent_us: pct(va).0,
+                bare_us: pct(vb).0,
             });
         }
     }
@@ -328,8 +323,9 @@ fn main() {
         .unwrap_or(5);
     let csv = arg("--csv").unwrap_or_else(|| "bench/results/peer.csv".into());
     let sizes = [64 * 1024, 256 * 1024, MIB, 4 * MIB, 16 * MIB];
-    let mut out =
-        vec!["kind,transport,param,p50_us,p99_us,max_us,n,agent_us,bare_us,ratio".to_string()];
+    let mut out = vec![
+        "kind,transport,param,p50_us,p99_us,max_us,n,agent_p50_us,bare_p50_us,ratio".to_string(),
+    ];
     println!(
         "PeerAgent benchmark (loopback; Redis + NanoCtrl started by the bench; {} CPUs)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -347,20 +343,21 @@ fn main() {
             p50 / 1e3, p99 / 1e3, max / 1e3);
         out.push(format!("connect,{t},8,{p50:.1},{p99:.1},{max:.1},{n},,,"));
         let rows = io(&cl, t, &sizes);
-        println!("\nnamed I/O through the agent vs the bare endpoint (same connection, raw handles), {t}:");
+        println!("\nnamed I/O through the agent vs the bare endpoint (same connection, raw handles; median per op), {t}:");
         println!(
-            "{:<6} {:>10} {:>12} {:>12} {:>10} {:>10}",
-            "op", "size", "agent us", "bare us", "agent/bare", "agent GB/s"
+            "{:<6} {:>10} {:>12} {:>12} {:>10} {:>10} {:>10}",
+            "op", "size", "agent p50 us", "bare p50 us", "agent/bare", "extra ns", "agent GB/s"
         );
         for r in &rows {
             let ratio = r.agent_us / r.bare_us;
             println!(
-                "{:<6} {:>10} {:>12.1} {:>12.1} {:>9.3}x {:>10.2}",
+                "{:<6} {:>10} {:>12.2} {:>12.2} {:>9.3}x {:>10.0} {:>10.2}",
                 r.op,
                 r.size,
                 r.agent_us,
                 r.bare_us,
                 ratio,
+                (r.agent_us - r.bare_us) * 1e3,
                 r.size as f64 / (r.agent_us * 1e-6) / 1e9
             );
             out.push(format!(

@@ -268,7 +268,40 @@ struct LocalEp {
     ep: Arc<dyn Endpoint>,
     /// The peer endpoint `(instance, nonce)` this one is connecting or connected to.
     bound: Option<(u64, u64)>,
+    /// Resolved names of this endpoint, `local -> remote -> handles`, valid while the
+    /// agent's region epoch is `names_epoch`; dies with the endpoint.
+    names: FxMap<FxMap<(MrHandle, crate::memory::RemoteHandle)>>,
+    names_epoch: u64,
 }
+
+/// FxHash (rustc's hasher): names and aliases are short, and this is on the path of
+/// every named operation.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().unwrap());
+            h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            h = (h.rotate_left(5) ^ b as u64).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write(&[i]);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<FxHasher>>;
 
 /// The freshest `qp_ready` seen from a peer.
 #[derive(Clone)]
@@ -320,12 +353,14 @@ impl Slot {
     }
 }
 
+/// A qp_ready to write: `(peer, stream fields, sent-key)`.
+type PendingSend = (String, Vec<(String, String)>, (u64, u64, u64));
+
 /// Deferred side effects of a state change, run after the peers lock is released.
 #[derive(Default)]
 struct Work {
     dead: Vec<Arc<dyn Endpoint>>,
-    /// `(peer, qp_ready fields, sent-key)`
-    sends: Vec<(String, Vec<(String, String)>, (u64, u64, u64))>,
+    sends: Vec<PendingSend>,
     /// `(peer, my nonce, endpoint, peer info)`
     connects: Vec<(String, u64, Arc<dyn Endpoint>, Value)>,
 }
@@ -349,7 +384,9 @@ struct Inner {
     store: Store,
     pool: Arc<MemoryPool>,
     tcp: Mutex<Option<Arc<TcpContext>>>,
-    peers: Mutex<HashMap<String, Slot>>,
+    peers: Mutex<FxMap<Slot>>,
+    /// Bumped by every local region (un)registration: invalidates resolved names.
+    regions_epoch: AtomicU64,
     cv: Condvar,
     regions: Mutex<BTreeMap<String, RegionRec>>,
     desired: Mutex<BTreeSet<String>>,
@@ -493,7 +530,8 @@ impl PeerAgent {
             store,
             pool: MemoryPool::new(),
             tcp: Mutex::new(None),
-            peers: Mutex::new(HashMap::new()),
+            peers: Mutex::new(FxMap::default()),
+            regions_epoch: AtomicU64::new(1),
             cv: Condvar::new(),
             regions: Mutex::new(BTreeMap::new()),
             desired: Mutex::new(BTreeSet::new()),
@@ -647,6 +685,7 @@ impl PeerAgent {
             .checked_add(length)
             .ok_or_else(|| Error::new(Status::OutOfRange, "offset + length overflows"))?;
         let h = i.pool.register(Some(name), ptr, len)?;
+        i.regions_epoch.fetch_add(1, Ordering::AcqRel);
         let region = i.pool.region(h)?;
         let rec = RegionRec {
             handle: h,
@@ -680,6 +719,7 @@ impl PeerAgent {
             i.pool.unregister(rec.handle)?;
         }
         i.regions.lock().remove(name);
+        i.regions_epoch.fetch_add(1, Ordering::AcqRel);
         let key = i.keys.mr(&i.alias, name);
         i.store
             .with("DEL mr", |c| redis::cmd("DEL").arg(&key).query::<i64>(c))?;
@@ -1106,6 +1146,8 @@ impl Inner {
             transport: t,
             ep,
             bound: None,
+            names: FxMap::default(),
+            names_epoch: 0,
         })
     }
 
@@ -1148,7 +1190,7 @@ impl Inner {
             let mut peers = self.peers.lock();
             let slot = peers.entry(peer.to_string()).or_insert_with(Slot::new);
             slot.request = req;
-            let fits = |t: Transport| req_transport(req).is_none_or(|r| r == t);
+            let fits = |t: Transport| req_transport(req).unwrap_or(t) == t;
             let alive = match (&slot.state, &slot.ep) {
                 (ConnState::Connected, Some(e)) => ep_alive(&*e.ep),
                 _ => false,
@@ -1477,20 +1519,72 @@ impl Inner {
         assignments: &[NamedAssignment],
         op: impl FnOnce(&dyn Endpoint, &[Assignment]) -> Result<Future>,
     ) -> Result<Future> {
-        let ep = self.endpoint(peer)?;
         const STACK: usize = 8;
-        let r = if assignments.len() <= STACK {
+        if assignments.len() <= STACK {
+            // fast path: the endpoint and every name from the connection's cache, under
+            // one lock
             let mut buf = [Assignment::new(0, 0, 0, 0, 0); STACK];
-            let mut n = 0;
-            self.resolve_into(peer, &*ep, assignments, |a| {
-                buf[n] = a;
-                n += 1;
-            })?;
-            op(&*ep, &buf[..n])
-        } else {
-            let v = self.resolve(peer, &*ep, assignments)?;
-            op(&*ep, &v)
-        };
+            let hit = {
+                let epoch = self.regions_epoch.load(Ordering::Acquire);
+                let mut peers = self.peers.lock();
+                match peers.get_mut(peer) {
+                    Some(Slot {
+                        state: ConnState::Connected,
+                        ep: Some(e),
+                        ..
+                    }) => {
+                        if e.names_epoch != epoch {
+                            e.names.clear();
+                            e.names_epoch = epoch;
+                        }
+                        let all = assignments.iter().zip(buf.iter_mut()).all(|(a, slot)| {
+                            match e.names.get(&a.local).and_then(|m| m.get(&a.remote)) {
+                                Some(&(l, r)) => {
+                                    *slot = Assignment::new(
+                                        l,
+                                        r,
+                                        a.remote_offset,
+                                        a.local_offset,
+                                        a.length,
+                                    );
+                                    true
+                                }
+                                None => false,
+                            }
+                        });
+                        all.then(|| e.ep.clone())
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(ep) = hit {
+                self.check_live()?;
+                let r = op(&*ep, &buf[..assignments.len()]);
+                return self.watch(peer, &ep, r);
+            }
+        }
+        let epoch = self.regions_epoch.load(Ordering::Acquire);
+        let ep = self.endpoint(peer)?;
+        let v = self.resolve(peer, &*ep, assignments)?;
+        // remember the names for this connection (if it is still the current one)
+        {
+            let mut peers = self.peers.lock();
+            if let Some(e) = peers.get_mut(peer).and_then(|s| s.ep.as_mut()) {
+                if Arc::ptr_eq(&e.ep, &ep) {
+                    if e.names_epoch != epoch || e.names.len() >= 4096 {
+                        e.names.clear();
+                        e.names_epoch = epoch;
+                    }
+                    for (a, r) in assignments.iter().zip(&v) {
+                        e.names
+                            .entry(a.local.clone())
+                            .or_default()
+                            .insert(a.remote.clone(), (r.local, r.remote));
+                    }
+                }
+            }
+        }
+        let r = op(&*ep, &v);
         self.watch(peer, &ep, r)
     }
 
