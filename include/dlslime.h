@@ -557,6 +557,12 @@ typedef struct {
    * default (50 µs, `DLSLIME_SPIN_US`).
    */
   uint64_t spin_us;
+  /**
+   * Bytes of pre-allocated bulk buffer per slot and use (see `dlslime_rpc_memory_new`:
+   * made before connect on shared memory, bulk payloads up to this size are one
+   * memcpy). 0: none, bulk buffers are allocated on demand.
+   */
+  uint64_t bulk_arena;
 } dlslime_rpc_options_t;
 
 /**
@@ -1150,6 +1156,19 @@ dlslime_status_t dlslime_rpc_session_new(const dlslime_endpoint_t *ep,
                                          const dlslime_rpc_memory_t *memory,
                                          const dlslime_rpc_options_t *opts,
                                          dlslime_rpc_session_t **out);
+
+/**
+ * Like `dlslime_rpc_session_new`, over the endpoint a PeerAgent holds towards `peer`
+ * (the agent must be connected to it: `dlslime_peer_connection_wait`).
+ *
+ * Errors: those of `dlslime_rpc_session_new`, plus `DLSLIME_STATUS_NOT_CONNECTED` (no
+ * connection to `peer`).
+ */
+dlslime_status_t dlslime_rpc_session_new_peer(const dlslime_peer_agent_t *agent,
+                                              const char *peer,
+                                              const dlslime_rpc_memory_t *memory,
+                                              const dlslime_rpc_options_t *opts,
+                                              dlslime_rpc_session_t **out);
 
 /**
  * Closes the session: tells the peer, fails pending calls with

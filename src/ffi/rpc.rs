@@ -55,6 +55,10 @@ pub struct dlslime_rpc_options_t {
     /// How long a waiting thread spins before parking, in microseconds. 0: the engine
     /// default (50 µs, `DLSLIME_SPIN_US`).
     pub spin_us: u64,
+    /// Bytes of pre-allocated bulk buffer per slot and use (see `dlslime_rpc_memory_new`:
+    /// made before connect on shared memory, bulk payloads up to this size are one
+    /// memcpy). 0: none, bulk buffers are allocated on demand.
+    pub bulk_arena: u64,
 }
 
 /// Fills `*opts` with the defaults (`size` set, every other field zero). NULL is a no-op.
@@ -72,6 +76,7 @@ pub extern "C" fn dlslime_rpc_options_init(opts: *mut dlslime_rpc_options_t) {
                     handshake_timeout_ms: 0,
                     max_payload: 0,
                     spin_us: 0,
+                    bulk_arena: 0,
                 })
             };
         }
@@ -109,6 +114,8 @@ fn to_config(opts: *const dlslime_rpc_options_t) -> crate::Result<RpcConfig> {
     if o.spin_us != 0 {
         c.spin = Duration::from_micros(o.spin_us);
     }
+    c.bulk_arena =
+        usize::try_from(o.bulk_arena).map_err(|_| Error::invalid("bulk_arena too large"))?;
     c.validate()?;
     Ok(c)
 }
@@ -197,6 +204,34 @@ pub extern "C" fn dlslime_rpc_session_new(
         let ep = try_ref!(ep).clone();
         let out = try_out!(out);
         let cfg = try_res!(to_config(opts));
+        let s = match unsafe { super::cast::try_clone_arc(memory) } {
+            Some(m) => try_res!(RpcSession::with_memory(ep, m, cfg)),
+            None => try_res!(RpcSession::new(ep, cfg)),
+        };
+        unsafe { out.write(box_into_ptr::<dlslime_rpc_session_t>(s)) };
+        dlslime_status_t::Ok
+    }
+}
+
+/// Like `dlslime_rpc_session_new`, over the endpoint a PeerAgent holds towards `peer`
+/// (the agent must be connected to it: `dlslime_peer_connection_wait`).
+///
+/// Errors: those of `dlslime_rpc_session_new`, plus `DLSLIME_STATUS_NOT_CONNECTED` (no
+/// connection to `peer`).
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_session_new_peer(
+    agent: *const super::peer::dlslime_peer_agent_t,
+    peer: *const c_char,
+    memory: *const dlslime_rpc_memory_t,
+    opts: *const dlslime_rpc_options_t,
+    out: *mut *mut dlslime_rpc_session_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_str!(peer);
+        let out = try_out!(out);
+        let cfg = try_res!(to_config(opts));
+        let ep = try_res!(agent.endpoint(peer));
         let s = match unsafe { super::cast::try_clone_arc(memory) } {
             Some(m) => try_res!(RpcSession::with_memory(ep, m, cfg)),
             None => try_res!(RpcSession::new(ep, cfg)),
