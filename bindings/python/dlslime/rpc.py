@@ -1,0 +1,720 @@
+"""SlimeRPC: typed remote calls over dlslime endpoints (the original's public names).
+
+::
+
+    from dlslime.rpc import method, proxy, serve
+
+    class Calc:
+        @method
+        def add(self, a, b=0):
+            return a + b
+
+        @method(raw=True)
+        def echo(self, channel, ptr, nbytes):        # server side of a raw method
+            return ctypes.string_at(ptr, nbytes)
+
+    # server process                               # client process
+    serve(agent, Calc(), "client")                  p = proxy(agent, "server", Calc)
+                                                    p.add(1, b=2).wait()     # -> 3
+
+``agent`` is a :class:`dlslime.PeerAgent` connected to the peer, or a connected
+:class:`dlslime.Endpoint` (then ``peer`` is omitted: ``proxy(ep, Calc)``,
+``serve(ep, Calc())``). On shared memory call :func:`prepare` on the endpoint *before*
+``connect`` so the session's buffers are mapped by the peer (one memcpy per message).
+
+Wire: the Rust core's session (``dlslime_rpc_*`` in the C ABI): slots of a mailbox per
+direction, the 16-byte header ``{tag, total_len, request_id}``, tags by sorted method
+name, pickle for typed methods, JSON ``{"type","message","traceback"}`` for exceptions.
+Payloads larger than a slot take the bulk path (no 16 MB cap).
+
+Fixes over the original: a typed method returning ``None`` works; keyword arguments
+work; :class:`RemoteRpcError` has ``type_name``, ``message`` and ``remote_traceback``;
+``wait(timeout)`` times out in every mode; ``serve()`` returns when the peer closes or
+dies; calls in both directions over one pair are safe.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import inspect
+import json
+import os
+import pickle
+import sys
+import threading
+import traceback as _tb
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ._core import Endpoint, _as_buffer, _last_error, _timeout_ms, ffi, lib
+from ._errors import error_class
+
+__all__ = [
+    "method", "proxy", "serve", "serve_once", "wait_all", "prepare", "Session",
+    "RpcError", "RemoteRpcError", "RpcTimeoutError", "SoftRnrMonitor",
+]
+
+WIRE_VERSION = 3
+HEADER_SIZE = 16
+EXC_BIT = 1 << 27
+ACK_BIT = 1 << 28
+REPLY_BIT = 1 << 29
+CHUNK_BIT = 1 << 30
+LAST_BIT = 1 << 31
+FLAG_MASK = 0xF8000000
+MAX_SLOT_COUNT = 65536
+
+DEFAULT_BUFFER_SIZE = 32_000_000
+DEFAULT_MAX_INFLIGHT = 16
+# Messages up to this size travel inside a slot; larger ones take the bulk path.
+SLOT_SIZE_CAP = 64 << 10
+# wait(None) waits at most this long (seconds): every wait has a deadline.
+DEFAULT_WAIT = float(os.environ.get("SLIME_RPC_DEFAULT_TIMEOUT", "600"))
+
+_OK, _PENDING, _TIMEOUT = 0, 1, 402
+_SHUT_DOWN, _PEER_DISCONNECTED = 202, 405
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class RpcError(Exception):
+    """Any SlimeRPC failure."""
+
+
+class RpcTimeoutError(RpcError, TimeoutError):
+    """A wait ran out of time (the call may still complete later)."""
+
+
+class RemoteRpcError(RpcError):
+    """The remote handler raised. ``type_name``, ``message`` and ``remote_traceback``
+    (also ``traceback``) describe the remote exception; ``str()`` is
+    ``"Type: message"`` followed by the remote traceback."""
+
+    def __init__(self, message: str, *, type_name: Optional[str] = None,
+                 traceback: Optional[str] = None) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = traceback
+        self.traceback = traceback
+        super().__init__(f"{type_name}: {message}" if type_name else message)
+
+    def __str__(self) -> str:
+        s = self.args[0] if self.args else ""
+        if self.remote_traceback:
+            s += "\n--- remote traceback ---\n" + self.remote_traceback
+        return s
+
+
+def _fail(status: int, what: str):
+    """The exception for a C status: a timeout, the session gone, or another RpcError."""
+    text = f"{what}: {_last_error()}"
+    if status == _TIMEOUT:
+        return RpcTimeoutError(text)
+    e = RpcError(text)
+    e.status = status
+    e.__cause__ = error_class(status)(text, status)
+    return e
+
+
+def _check(status: int, what: str) -> None:
+    if status != _OK:
+        raise _fail(status, what)
+
+
+# -------------------------------------------------------------------------- registry
+
+
+def method(fn: Optional[Callable] = None, *, streaming: bool = False, raw: bool = False,
+           parallel: bool = False, inplace: bool = False):
+    """Marks a service method. ``raw``: bytes in, bytes out (server signature
+    ``fn(self, channel, ptr, nbytes)``); ``inplace`` (with ``raw``): the server writes
+    the reply in place, ``fn(self, req_ptr, req_nbytes, resp_ptr, resp_cap) -> nbytes``,
+    and the client passes ``writer(send_ptr, send_cap) -> nbytes``; ``parallel``: the
+    handler may run concurrently with others (no service lock). ``streaming`` is
+    accepted and ignored, as in the original."""
+    if inplace and not raw:
+        raise ValueError("@method(inplace=True) requires raw=True")
+
+    def mark(f: Callable) -> Callable:
+        f._slime_rpc = {"streaming": streaming, "raw": raw, "parallel": parallel, "inplace": inplace}
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+class MethodRegistry:
+    """The marked methods of a class, tagged 0..n-1 in sorted name order."""
+
+    def __init__(self, cls: type) -> None:
+        if not isinstance(cls, type):
+            cls = type(cls)
+        found = [(n, f) for n, f in inspect.getmembers(cls, inspect.isfunction) if hasattr(f, "_slime_rpc")]
+        found.sort(key=lambda x: x[0])
+        self.cls = cls
+        self.names = [n for n, _ in found]
+        self.by_name = {n: (i, f, f._slime_rpc) for i, (n, f) in enumerate(found)}
+        self.by_tag = [(n, f, f._slime_rpc) for n, f in found]
+
+
+# --------------------------------------------------------------------------- session
+
+_WRITER = "int64_t(void *, uint8_t *, size_t)"
+
+
+def _rpc_knobs(owner: Any) -> Tuple[int, int]:
+    """(buffer size, max in-flight) from the agent/endpoint attributes and environment."""
+    size = getattr(owner, "_rpc_buffer_size", None) or DEFAULT_BUFFER_SIZE
+    inflight = getattr(owner, "_rpc_max_inflight", None)
+    if inflight is None:
+        env = os.environ.get("SLIME_RPC_MAX_INFLIGHT")
+        inflight = int(env) if env else DEFAULT_MAX_INFLIGHT
+    inflight = max(1, int(inflight))
+    if inflight > MAX_SLOT_COUNT:
+        raise ValueError(f"max in-flight must be <= {MAX_SLOT_COUNT}, got {inflight}")
+    size = int(size)
+    if size < 64:
+        raise ValueError(f"_rpc_buffer_size must be >= 64, got {size}")
+    return size, inflight
+
+
+def _options(buffer_size: int, max_inflight: int, arena: bool, progress: Optional[str],
+             spin_us: Optional[int], default_timeout: Optional[float]):
+    o = ffi.new("dlslime_rpc_options_t *")
+    lib.dlslime_rpc_options_init(o)
+    slot = min(buffer_size, SLOT_SIZE_CAP)
+    o.slot_size = slot
+    o.slot_count = max_inflight
+    o.progress = {"auto": 0, None: 0, "inline": 1, "pump": 2}[progress]
+    if spin_us:
+        o.spin_us = int(spin_us)
+    if default_timeout:
+        o.default_timeout_ms = _timeout_ms(default_timeout)
+    o.bulk_arena = buffer_size if (arena and buffer_size > slot) else 0
+    return o
+
+
+_PREPARED: Dict[int, Any] = {}
+_SESSIONS: Dict[Any, "Session"] = {}
+_SESSIONS_LOCK = threading.Lock()
+
+
+def prepare(endpoint: Endpoint, *, buffer_size: Optional[int] = None,
+            max_inflight: Optional[int] = None) -> None:
+    """Allocates the RPC session memory of ``endpoint`` now, before ``connect()``: on
+    shared memory the peer then maps it, so messages and bulk payloads up to
+    ``buffer_size`` are a single memcpy. The session created later on this endpoint
+    (``proxy``/``serve``/``Session``) uses it. Knobs default to the endpoint's
+    ``_rpc_buffer_size`` / ``_rpc_max_inflight`` attributes and ``SLIME_RPC_MAX_INFLIGHT``."""
+    size, inflight = _rpc_knobs(endpoint)
+    size = buffer_size or size
+    inflight = max_inflight or inflight
+    o = _options(size, inflight, True, None, None, None)
+    out = ffi.new("dlslime_rpc_memory_t **")
+    _check(lib.dlslime_rpc_memory_new(endpoint.get_pool()._handle(), o, out), "prepare")
+    _PREPARED[id(endpoint)] = (ffi.gc(out[0], lib.dlslime_rpc_memory_free), size, inflight, endpoint)
+
+
+class Session:
+    """One side of an RPC connection (the C session). Thread-safe. Creating it blocks
+    until the peer creates its session too. Usually made by :func:`proxy` /
+    :func:`serve`; use it directly for raw tag-level calls::
+
+        s = Session(endpoint)
+        f = s.call(0, b"payload"); f.wait()
+    """
+
+    def __init__(self, endpoint: Any = None, peer: Optional[str] = None, *,
+                 buffer_size: Optional[int] = None, max_inflight: Optional[int] = None,
+                 progress: Optional[str] = None, spin_us: Optional[int] = None,
+                 default_timeout: Optional[float] = None) -> None:
+        self._ptr = ffi.NULL
+        owner = endpoint
+        size, inflight = _rpc_knobs(owner)
+        size = buffer_size or size
+        inflight = max_inflight or inflight
+        mem = ffi.NULL
+        prepared = _PREPARED.get(id(endpoint)) if peer is None else None
+        if prepared is not None and prepared[3] is endpoint:
+            mem, size, inflight = prepared[0], prepared[1], prepared[2]
+        o = _options(size, inflight, mem != ffi.NULL, progress, spin_us, default_timeout)
+        out = ffi.new("dlslime_rpc_session_t **")
+        if peer is None:
+            if not isinstance(endpoint, Endpoint):
+                raise TypeError("Session(endpoint) needs a connected dlslime.Endpoint, or (agent, peer)")
+            st = lib.dlslime_rpc_session_new(endpoint._handle(), mem, o, out)
+        else:
+            st = lib.dlslime_rpc_session_new_peer(endpoint._h(), peer.encode(), ffi.NULL, o, out)
+        _check(st, "RPC session")
+        self._ptr = out[0]
+        self._owner = endpoint
+        self.peer = peer
+        self.slot_count = inflight
+        self.slot_size = o.slot_size
+        self.payload_capacity = lib.dlslime_rpc_session_slot_capacity(self._ptr)
+        self._outp = threading.local()
+
+    # -- client ------------------------------------------------------------------
+
+    def _outs(self):
+        t = self._outp
+        try:
+            return t.call, t.data, t.len
+        except AttributeError:
+            t.call = ffi.new("dlslime_rpc_call_t **")
+            t.data = ffi.new("const uint8_t **")
+            t.len = ffi.new("size_t *")
+            return t.call, t.data, t.len
+
+    def call(self, tag: int, payload: Any = b"", *, decode: Optional[Callable] = None,
+             name: str = "") -> "RpcFuture":
+        """Sends ``payload`` (any bytes-like object) to method ``tag``."""
+        out, _, _ = self._outs()
+        n = len(payload) if isinstance(payload, (bytes, bytearray)) else memoryview(payload).nbytes
+        buf = payload if isinstance(payload, bytes) else _as_buffer(payload, False, "payload")
+        st = lib.dlslime_rpc_call(self._h(), tag, buf, n, out)
+        if st != _OK:
+            raise _fail(st, f"RPC call {name or tag}")
+        return RpcFuture(self, out[0], decode, name or str(tag))
+
+    def call_inplace(self, tag: int, writer: Callable[[int, int], int], *,
+                     max_len: Optional[int] = None, decode: Optional[Callable] = None,
+                     name: str = "") -> "RpcFuture":
+        """Sends a payload that ``writer(send_ptr, send_cap) -> nbytes`` builds in place
+        (``send_cap`` = ``max_len``, default the slot's payload capacity)."""
+        cap = self.payload_capacity if max_len is None else int(max_len)
+        err: List[BaseException] = []
+
+        def cb(_user, buf, n):
+            try:
+                k = writer(int(ffi.cast("uintptr_t", buf)), n)
+            except BaseException as e:  # reported after the C call returns
+                err.append(e)
+                return -1
+            if k is None or k < 0:
+                err.append(RpcError("call_inplace: writer returned negative byte count"))
+                return -1
+            if k > n:
+                err.append(RpcError("call_inplace: writer overflowed send capacity"))
+                return -1
+            return k
+
+        c = ffi.callback(_WRITER, cb)
+        out, _, _ = self._outs()
+        st = lib.dlslime_rpc_call_inplace(self._h(), tag, cap, c, ffi.NULL, out)
+        if err:
+            raise err[0]
+        if st != _OK:
+            raise _fail(st, f"RPC call {name or tag}")
+        return RpcFuture(self, out[0], decode, name or str(tag))
+
+    # -- server ------------------------------------------------------------------
+
+    def poll_request(self, timeout: Optional[float] = None) -> Optional["Request"]:
+        """The next request; ``None`` when ``timeout`` passed. Raises :class:`RpcError`
+        (``.status`` 202 closed / 405 peer gone) when the session ended."""
+        out = ffi.new("dlslime_rpc_request_t **")
+        st = lib.dlslime_rpc_poll_request(self._h(), _timeout_ms(timeout), out)
+        if st == _TIMEOUT:
+            return None
+        _check(st, "poll_request")
+        return Request(self, out[0])
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr == ffi.NULL or bool(lib.dlslime_rpc_session_closed(self._ptr))
+
+    def _h(self):
+        if self._ptr == ffi.NULL:
+            raise RpcError("RPC session closed")
+        return self._ptr
+
+    def close(self) -> None:
+        """Closes the session (the peer's serve() ends, pending calls fail)."""
+        if self._ptr != ffi.NULL:
+            lib.dlslime_rpc_session_close(self._ptr)
+
+    def __del__(self):
+        p, self._ptr = getattr(self, "_ptr", ffi.NULL), ffi.NULL
+        if p != ffi.NULL:
+            try:
+                lib.dlslime_rpc_session_free(p)
+            except Exception:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RpcFuture:
+    """The result of one call. ``wait(timeout)`` returns the result (typed methods: the
+    unpickled value; raw: ``bytes``), raises :class:`RemoteRpcError` for a remote
+    exception and :class:`RpcTimeoutError` when ``timeout`` passes (then it may be
+    waited again)."""
+
+    __slots__ = ("_s", "_c", "_decode", "_name", "_done", "_value", "_error")
+
+    def __init__(self, session: Session, c, decode, name: str) -> None:
+        self._s = session
+        self._c = c
+        self._decode = decode
+        self._name = name
+        self._done = False
+        self._value = None
+        self._error = None
+
+    def done(self) -> bool:
+        return self._done or bool(lib.dlslime_rpc_call_done(self._c))
+
+    def wait(self, timeout: Optional[float] = None) -> Any:
+        if not self._done:
+            self._finish(timeout)
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    result = wait
+
+    def _finish(self, timeout: Optional[float]) -> None:
+        c = self._c
+        st = lib.dlslime_rpc_call_wait(c, _timeout_ms(DEFAULT_WAIT if timeout is None else timeout))
+        if st == _TIMEOUT:
+            raise RpcTimeoutError(f"RPC {self._name!r} timed out after {timeout if timeout is not None else DEFAULT_WAIT}s")
+        self._done = True
+        self._c = None
+        try:
+            if st != _OK:
+                self._error = _fail(st, f"RPC {self._name!r}")
+                return
+            _, data, n = self._s._outs()
+            lib.dlslime_rpc_call_reply(c, data, n)
+            raw = ffi.buffer(data[0], n[0])[:] if n[0] else b""
+            if lib.dlslime_rpc_call_is_exception(c):
+                self._error = _remote_error(raw)
+                return
+            if self._decode is not None:
+                try:
+                    self._value = self._decode(raw)
+                except Exception as e:
+                    self._error = RpcError(f"RPC {self._name!r}: cannot decode the reply: {e!r}")
+            else:
+                self._value = raw
+        finally:
+            lib.dlslime_rpc_call_free(c)
+
+    def __del__(self):
+        c = self._c
+        if c is not None:
+            self._c = None
+            try:
+                lib.dlslime_rpc_call_free(c)  # detaches a pending call
+            except Exception:
+                pass
+
+
+def _remote_error(raw: bytes) -> RemoteRpcError:
+    try:
+        info = json.loads(raw.decode("utf-8"))
+    except Exception as e:
+        return RemoteRpcError(f"<failed to decode remote exception: {e}>")
+    if not isinstance(info, dict):
+        return RemoteRpcError(str(info))
+    return RemoteRpcError(info.get("message", ""), type_name=info.get("type") or None,
+                          traceback=info.get("traceback") or None)
+
+
+def wait_all(futures, timeout: Optional[float] = None) -> list:
+    """``[f.wait(timeout) for f in futures]`` (the timeout applies per future)."""
+    return [f.wait(timeout) for f in futures]
+
+
+class Request:
+    """A request the server side received (answer it once)."""
+
+    __slots__ = ("_s", "_r", "tag", "request_id")
+
+    def __init__(self, session: Session, r) -> None:
+        self._s = session
+        self._r = r
+        self.tag = lib.dlslime_rpc_request_tag(r)
+        self.request_id = lib.dlslime_rpc_request_id(r)
+
+    def payload(self) -> Tuple[int, int]:
+        """(address, length) of the payload (valid until answered)."""
+        _, data, n = self._s._outs()
+        _check(lib.dlslime_rpc_request_payload(self._r, data, n), "request payload")
+        return int(ffi.cast("uintptr_t", data[0])), n[0]
+
+    def reply(self, data: Any) -> None:
+        n = len(data) if isinstance(data, (bytes, bytearray)) else memoryview(data).nbytes
+        buf = data if isinstance(data, bytes) else _as_buffer(data, False, "reply")
+        _check(lib.dlslime_rpc_request_reply(self._r, buf, n), "post_reply")
+
+    def reply_inplace(self, max_len: int, writer: Callable[[int, int], int]) -> None:
+        err: List[BaseException] = []
+
+        def cb(_user, buf, n):
+            try:
+                k = writer(int(ffi.cast("uintptr_t", buf)), n)
+            except BaseException as e:
+                err.append(e)
+                return -1
+            if k is None or k < 0 or k > n:
+                err.append(RpcError(f"inplace handler returned {k!r} for a {n}-byte buffer"))
+                return -1
+            return k
+
+        c = ffi.callback(_WRITER, cb)
+        st = lib.dlslime_rpc_request_reply_inplace(self._r, max_len, c, ffi.NULL)
+        if err:
+            raise err[0]
+        _check(st, "post_reply_inplace")
+
+    def reply_error(self, type_name: str, message: str, traceback: str = "") -> None:
+        _check(lib.dlslime_rpc_request_reply_error(self._r, type_name.encode(), message.encode("utf-8", "replace"),
+                                                   traceback.encode("utf-8", "replace")), "reply_error")
+
+    def free(self) -> None:
+        r, self._r = self._r, None
+        if r is not None:
+            lib.dlslime_rpc_request_free(r)
+
+    def __del__(self):
+        try:
+            self.free()
+        except Exception:
+            pass
+
+
+# -------------------------------------------------------------------- proxy / serve
+
+
+def _session_for(agent: Any, peer: Optional[str]) -> Session:
+    """The cached session for (agent, peer) or a connected endpoint; made on first use
+    (blocks until the peer makes its own)."""
+    if isinstance(agent, Session):
+        return agent
+    if isinstance(agent, Endpoint):
+        peer = None
+        key = ("ep", id(agent))
+    else:
+        if peer is None:
+            conns = agent.get_connections()
+            live = [p for p, c in conns.items() if c]
+            if len(live) != 1:
+                raise ValueError(f"serve() with peer=None requires exactly 1 connected peer, got {len(live)}: "
+                                 f"{sorted(live)}.  Pass peer=... explicitly.")
+            peer = live[0]
+        key = ("agent", id(agent), peer)
+    with _SESSIONS_LOCK:
+        s = _SESSIONS.get(key)
+        if s is not None and s._owner is agent and not s.closed:
+            return s
+        s = Session(agent, peer)
+        _SESSIONS[key] = s
+        return s
+
+
+class _Proxy:
+    def __init__(self, session: Session, registry: MethodRegistry) -> None:
+        self._session = session
+        self._registry = registry
+        for name, (tag, fn, flags) in registry.by_name.items():
+            setattr(self, name, self._make(name, tag, fn, flags))
+
+    def _make(self, name: str, tag: int, fn: Callable, flags: dict) -> Callable:
+        s = self._session
+        if flags["inplace"]:
+            def call(writer, max_len=None):
+                return s.call_inplace(tag, writer, max_len=max_len, name=name)
+        elif flags["raw"]:
+            def call(data):
+                return s.call(tag, data, name=name)
+        else:
+            dumps = pickle.dumps
+            proto = pickle.HIGHEST_PROTOCOL
+
+            def call(*args, **kwargs):
+                payload = dumps((args, kwargs), proto)
+                return s.call(tag, payload, decode=pickle.loads, name=name)
+        call.__name__ = name
+        call.__doc__ = fn.__doc__
+        return call
+
+    def __getattr__(self, name: str):
+        raise AttributeError(f"No RPC method {name!r}. Available: {self._registry.names}")
+
+
+def proxy(agent: Any, peer_alias: Any = None, service_cls: Optional[type] = None) -> _Proxy:
+    """A client for ``service_cls`` on ``peer_alias`` through ``agent`` (a connected
+    :class:`dlslime.PeerAgent`), or through a connected endpoint: ``proxy(ep, Cls)``.
+    Each method call returns an :class:`RpcFuture`. Blocks until the peer has created
+    its session (``serve``/``proxy`` on its side)."""
+    if service_cls is None and isinstance(peer_alias, type):
+        peer_alias, service_cls = None, peer_alias
+    if service_cls is None:
+        raise TypeError("proxy(agent, peer_alias, service_cls)")
+    return _Proxy(_session_for(agent, peer_alias), MethodRegistry(service_cls))
+
+
+def _exc_reply(req: Request, e: BaseException) -> None:
+    tb = "".join(_tb.format_exception(type(e), e, e.__traceback__))
+    req.reply_error(type(e).__name__, str(e), tb)
+
+
+def _dispatch(svc: Any, session: Session, registry: MethodRegistry, req: Request,
+              lock: threading.Lock) -> None:
+    try:
+        entry = registry.by_tag[req.tag] if req.tag < len(registry.by_tag) else None
+        if entry is None:
+            req.reply_error("RuntimeError", f"Unknown RPC tag {req.tag} on remote service")
+            return
+        name, fn, flags = entry
+        guard = _NOLOCK if flags["parallel"] else lock
+        ptr, n = req.payload()
+        try:
+            with guard:
+                if flags["inplace"]:
+                    cap = max(session.payload_capacity, n)
+
+                    def writer(resp_ptr, resp_cap):
+                        return fn(svc, ptr, n, resp_ptr, resp_cap)
+
+                    req.reply_inplace(cap, writer)
+                    return
+                if flags["raw"]:
+                    out = fn(svc, session, ptr, n)
+                    if out is None:
+                        out = b""
+                    elif not isinstance(out, (bytes, bytearray, memoryview)):
+                        out = pickle.dumps(out, pickle.HIGHEST_PROTOCOL)
+                else:
+                    args, kwargs = pickle.loads(ctypes.string_at(ptr, n))
+                    result = fn(svc, *args, **kwargs)
+                    out = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # the handler (or pickling its result) failed
+            _exc_reply(req, e)
+            return
+        try:
+            req.reply(out)
+        except RpcError as e:
+            if session.closed:
+                return
+            # e.g. larger than max_payload: the caller still gets an answer
+            try:
+                _exc_reply(req, e)
+            except RpcError:
+                pass
+    except RpcError as e:
+        if not session.closed:
+            print(f"SlimeRPC: could not answer request {req.request_id}: {e}", file=sys.stderr)
+    finally:
+        req.free()
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+_NOLOCK = _NoLock()
+_POLL_SLICE = 1.0
+
+
+def serve(agent: Any, svc: Any, peer: Optional[str] = None, *, channel: Any = None,
+          max_workers: Optional[int] = None) -> None:
+    """Serves ``svc``'s methods until the session ends: returns when the peer closes its
+    session or dies (or this side is closed). ``max_workers`` (else
+    ``SLIME_RPC_SERVER_WORKERS``, else 1) handler threads; handlers not marked
+    ``parallel`` still run one at a time."""
+    session = channel if isinstance(channel, Session) else _session_for(agent, peer)
+    registry = MethodRegistry(type(svc))
+    if max_workers is None:
+        max_workers = int(os.environ.get("SLIME_RPC_SERVER_WORKERS", "1") or 1)
+    max_workers = max(1, int(max_workers))
+    lock = threading.Lock()
+    pool = ThreadPoolExecutor(max_workers, "slime-rpc-handler") if max_workers > 1 else None
+    try:
+        while True:
+            try:
+                req = session.poll_request(_POLL_SLICE)
+            except RpcError:
+                return  # closed here, or the peer closed/died
+            if req is None:
+                continue
+            if pool is None:
+                _dispatch(svc, session, registry, req, lock)
+            else:
+                pool.submit(_dispatch, svc, session, registry, req, lock)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def serve_once(agent: Any, svc: Any, peer: Optional[str] = None, *, channel: Any = None,
+               timeout: Optional[float] = None) -> bool:
+    """Handles one request inline (waits up to ``timeout``, default the session's);
+    returns whether one was handled."""
+    session = channel if isinstance(channel, Session) else _session_for(agent, peer)
+    req = session.poll_request(timeout)
+    if req is None:
+        return False
+    _dispatch(svc, session, MethodRegistry(type(svc)), req, _NOLOCK)
+    return True
+
+
+# ------------------------------------------------------------------ SoftRnrMonitor
+
+
+def read_rnr_counter(device: str, port: int = 1, name: str = "out_of_buffer") -> int:
+    """An RDMA hardware counter from sysfs, or -1 when it cannot be read."""
+    try:
+        with open(f"/sys/class/infiniband/{device}/ports/{port}/hw_counters/{name}") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return -1
+
+
+class SoftRnrMonitor:
+    """Watches an RDMA receive-not-ready counter (default ``out_of_buffer``) on the given
+    devices (default: every device under ``/sys/class/infiniband``, port 1). No RDMA
+    device: nothing is watched and every delta is empty/0."""
+
+    def __init__(self, devices: Optional[List[str]] = None, counter: str = "out_of_buffer") -> None:
+        if devices is None:
+            try:
+                devices = sorted(os.listdir("/sys/class/infiniband"))
+            except OSError:
+                devices = []
+        self.counter = counter
+        self.keys: List[Tuple[str, int]] = []
+        for d in devices:
+            dev, _, port = d.partition(":")
+            self.keys.append((dev, int(port) if port else 1))
+        self.snapshot()
+
+    def _read(self) -> Dict[str, int]:
+        return {f"{d}:{p}": read_rnr_counter(d, p, self.counter) for d, p in self.keys}
+
+    def snapshot(self) -> None:
+        """Re-baselines every counter."""
+        self._base = self._read()
+
+    def delta(self) -> Dict[str, int]:
+        cur = self._read()
+        out = {}
+        for k, v in cur.items():
+            b = self._base.get(k, -1)
+            out[k] = 0 if v < 0 or b < 0 else max(0, v - b)
+        return out
+
+    def total_delta(self) -> int:
+        return sum(self.delta().values())

@@ -1,0 +1,224 @@
+"""SlimeRPC from Python, two processes (tests/rpc_peer.py serves ``Svc``) over TCP and
+shared memory: typed calls with kwargs, None results, remote exceptions with type,
+message and traceback, unknown method, bad arguments, unpicklable results, raw and
+inplace methods across the bulk threshold, timeouts, concurrent calls from threads,
+64 MiB both ways, close ending the peer's serve(), and the peer killed mid-call."""
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import dlslime
+from dlslime import rpc
+from dlslime.rpc import RemoteRpcError, RpcError, RpcTimeoutError, method, proxy, wait_all
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from rpc_service import ClientSvc, Svc, pattern  # noqa: E402
+
+TRANSPORTS = ["tcp", "shm"] if dlslime.has_shm() else ["tcp"]
+
+
+class Server:
+    def __init__(self, transport, workers=1):
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "rpc_peer.py"), transport, str(workers)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     env=dict(os.environ, RPC_BUF=str(1 << 20), RPC_INFLIGHT="8"))
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+
+    def read(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sel.select(max(0.0, deadline - time.monotonic())):
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"server exited ({self.proc.poll()})")
+                return json.loads(line)
+        raise TimeoutError("server said nothing")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def pair(request):
+    transport = request.param
+    srv = Server(transport, workers=getattr(request, "workers", 2))
+    try:
+        info = srv.read()["info"]
+        if transport == "tcp":
+            ep = dlslime.TcpEndpoint(dlslime.MemoryPool(), dlslime.TcpContext(bind="127.0.0.1:0"))
+        else:
+            ep = dlslime.ShmEndpoint(dlslime.MemoryPool())
+        ep._rpc_buffer_size = 1 << 20
+        ep._rpc_max_inflight = 8
+        rpc.prepare(ep)
+        srv.proc.stdin.write(json.dumps(ep.endpoint_info()) + "\n")
+        srv.proc.stdin.flush()
+        ep.connect(info)
+        p = proxy(ep, ClientSvc)
+        yield p, srv, ep
+    finally:
+        srv.close()
+
+
+def test_typed_calls_kwargs_none_and_errors(pair):
+    p, _, _ = pair
+    assert p.add(1, 2).wait(10) == 3
+    assert p.add(1, b=5).wait(10) == 6
+    assert p.add("a", b="b").wait(10) == "ab"
+    assert p.none().wait(10) is None  # the original raised EOFError here
+    with pytest.raises(RemoteRpcError) as ei:
+        p.boom("bad thing").wait(10)
+    e = ei.value
+    assert e.type_name == "ValueError"
+    assert e.message == "bad thing"
+    assert "raise ValueError(msg)" in e.remote_traceback
+    assert str(e).startswith("ValueError: bad thing\n--- remote traceback ---\n")
+    # wrong argument count: a clear remote TypeError
+    with pytest.raises(RemoteRpcError) as ei:
+        p.add(1, 2, 3).wait(10)
+    assert ei.value.type_name == "TypeError"
+    # a result that cannot be pickled
+    with pytest.raises(RemoteRpcError) as ei:
+        p.unpicklable().wait(10)
+    assert "pickle" in ei.value.message
+    # a method the server does not have
+    with pytest.raises(RemoteRpcError) as ei:
+        p.zzz_missing().wait(10)
+    assert ei.value.message.startswith("Unknown RPC tag")
+    # unknown attribute on the proxy
+    with pytest.raises(AttributeError, match="No RPC method 'nope'"):
+        p.nope
+    # the session still works after all of that
+    assert wait_all([p.add(i, i) for i in range(8)], 10) == [2 * i for i in range(8)]
+
+
+def test_raw_and_inplace_across_the_bulk_threshold(pair):
+    p, _, _ = pair
+    cap = p._session.payload_capacity
+    for n in [0, 1, 1000, cap, cap + 1, 3 * cap + 5, 1 << 20, (1 << 20) + 3]:
+        data = pattern(n, n % 7)
+        assert p.echo(data).wait(10) == data, n
+        assert p.echo(bytearray(data)).wait(10) == data
+        assert p.echo(memoryview(data)).wait(10) == data
+
+        def writer(ptr, cap_, data=data):
+            import ctypes
+            assert cap_ >= len(data)
+            ctypes.memmove(ptr, data, len(data))
+            return len(data)
+
+        assert p.echo_inplace(writer, max_len=max(n, 1)).wait(10) == data, n
+    # a writer that fails raises here and sends nothing
+    with pytest.raises(ZeroDivisionError):
+        p.echo_inplace(lambda ptr, cap_: 1 // 0)
+    with pytest.raises(RpcError, match="negative"):
+        p.echo_inplace(lambda ptr, cap_: -1)
+    assert p.add(2, 2).wait(10) == 4
+
+
+def test_timeouts(pair):
+    p, _, _ = pair
+    f = p.sleep(0.6)
+    t = time.monotonic()
+    with pytest.raises(RpcTimeoutError):
+        f.wait(0.1)
+    assert 0.08 <= time.monotonic() - t < 0.5
+    assert isinstance(RpcTimeoutError("x"), TimeoutError)
+    assert f.wait(10) == "slept"
+    # dropped timed-out calls do not leak slots (8 slots, 12 rounds)
+    for _ in range(12):
+        f = p.sleep(0.02)
+        with pytest.raises(RpcTimeoutError):
+            f.wait(0.001)
+        del f
+    assert p.add(1, 1).wait(10) == 2
+
+
+def test_concurrent_threads(pair):
+    p, _, _ = pair
+    errors = []
+
+    def worker(t):
+        try:
+            for i in range(40):
+                if i % 4 == 0:
+                    d = pattern(70000 + i, t)
+                    assert p.echo(d).wait(20) == d
+                else:
+                    assert p.add(t, b=i).wait(20) == t + i
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors, errors
+
+
+def test_64mib_both_ways(pair):
+    p, _, _ = pair
+    n = 64 << 20
+    data = os.urandom(1 << 16) * (n >> 16)
+    import hashlib
+    assert p.digest(data).wait(60) == (n, hashlib.sha256(data).hexdigest())
+    got = p.big(n, 3).wait(60)
+    assert len(got) == n and got == pattern(n, 3)
+    assert p.echo(data).wait(60) == data
+
+
+def test_close_ends_peer_serve(pair):
+    p, srv, _ = pair
+    assert p.add(1, 1).wait(10) == 2
+    pending = p.sleep(0.3)
+    p._session.close()
+    with pytest.raises(RpcError):
+        pending.wait(10)
+    with pytest.raises(RpcError):
+        p.add(1, 1)
+    assert srv.read(30) == {"served": True}
+    assert srv.proc.wait(30) == 0
+
+
+def test_peer_killed_mid_call(pair):
+    p, srv, _ = pair
+    f = p.sleep(30)
+    time.sleep(0.2)
+    t = time.monotonic()
+    srv.proc.send_signal(signal.SIGKILL)
+    with pytest.raises(RpcError) as ei:
+        f.wait(20)
+    assert not isinstance(ei.value, RpcTimeoutError)
+    assert time.monotonic() - t < 3.0
+    with pytest.raises(RpcError):
+        p.add(1, 1).wait(5)
+
+
+def test_registry_and_method_flags():
+    reg = rpc.MethodRegistry(Svc)
+    assert reg.names == sorted(reg.names)
+    assert reg.by_name["add"][0] == 0
+    with pytest.raises(ValueError):
+        method(inplace=True)
+    assert Svc.echo._slime_rpc == {"streaming": False, "raw": True, "parallel": False, "inplace": False}
+
+
+def test_soft_rnr_monitor_without_devices(tmp_path):
+    m = rpc.SoftRnrMonitor(devices=[])
+    assert m.delta() == {} and m.total_delta() == 0
+    m = rpc.SoftRnrMonitor(devices=["nosuchdev"])
+    assert m.delta() == {"nosuchdev:1": 0}
+    assert rpc.read_rnr_counter("nosuchdev") == -1
