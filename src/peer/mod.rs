@@ -485,11 +485,22 @@ impl PeerAgent {
                 }
                 Err(e) if e.status() == Status::NameConflict && !took_over => {
                     let a = alias.expect("conflicts need an explicit alias");
-                    if stale_holder(&http, &keys, a, &opts, &host_id, scope.as_deref())? {
-                        took_over = true;
-                        continue;
+                    match stale_holder(&http, &keys, a, &opts, &host_id, scope.as_deref()) {
+                        Ok(true) => {
+                            took_over = true;
+                            continue;
+                        }
+                        Ok(false) => return Err(e),
+                        Err(why) => {
+                            return Err(Error::new(
+                                Status::NameConflict,
+                                format!(
+                                    "{} (could not check whether the holder is alive: {why})",
+                                    e.message()
+                                ),
+                            ))
+                        }
                     }
-                    return Err(e);
                 }
                 Err(e) if e.status() == Status::NameConflict => return Err(e),
                 Err(e) if e.status() == Status::InvalidArgument => return Err(e),
