@@ -306,6 +306,16 @@ fn named_io_and_late_regions() {
         f.wait().unwrap();
         assert_eq!(f.imm_data(), 77);
         assert_eq!(bufs["src"].check(13, 0, 4096), None);
+        // two-sided send/recv through the agent, both directions
+        let msg = b"hello-from-alice";
+        let f = unsafe { a.send("bob", msg.as_ptr(), msg.len(), T) }.unwrap();
+        assert_eq!(b.ok("recvmsg alice 64"), "ok hello-from-alice");
+        f.wait().unwrap();
+        let mut rb = vec![0u8; 64];
+        let f = unsafe { a.recv("bob", rb.as_mut_ptr(), rb.len(), T) }.unwrap();
+        b.ok("sendmsg alice hi-from-bob");
+        f.wait().unwrap();
+        assert_eq!(&rb[..f.nbytes() as usize], b"hi-from-bob");
         // unknown names: clear synchronous errors, nothing moves
         let e = a
             .write("bob", &[NamedAssignment::pair("src", "ghost", 0, 0, 8)], T)

@@ -456,6 +456,30 @@ pub fn exec(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, line: &str) -> S
             let f = agent.imm_recv(w[1], Some(Duration::from_millis(num(2))))?;
             f.wait().map(|_| format!("ok {}", f.imm_data()))
         }
+        // "recvmsg <peer> <cap>": posts a receive, answers "ok <text>"
+        "recvmsg" => {
+            let mut b = vec![0u8; num(2) as usize];
+            let f = unsafe {
+                agent.recv(w[1], b.as_mut_ptr(), b.len(), Some(Duration::from_secs(30)))?
+            };
+            f.wait()?;
+            Ok(format!(
+                "ok {}",
+                String::from_utf8_lossy(&b[..f.nbytes() as usize])
+            ))
+        }
+        // "sendmsg <peer> <text>"
+        "sendmsg" => {
+            let f = unsafe {
+                agent.send(
+                    w[1],
+                    w[2].as_ptr(),
+                    w[2].len(),
+                    Some(Duration::from_secs(30)),
+                )?
+            };
+            f.wait().map(|_| "ok".to_string())
+        }
         "stats" => Ok(format!(
             "ok {}",
             agent
