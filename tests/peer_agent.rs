@@ -555,3 +555,44 @@ fn shutdown_cleans_up_and_notifies_peers() {
         b.exit();
     }
 }
+
+/// Unscoped agents (the original listened on `:inbox:{alias}` and lost cleanup notices):
+/// they connect, get each other's cleanup notice, and leave no key behind.
+#[test]
+fn unscoped_agents_connect_and_get_cleanup_notices() {
+    let cl = Cluster::start("unscoped");
+    let a = PeerAgent::new(cl.url(), Some("alice"), None, opts(500)).unwrap();
+    assert_eq!(a.scope(), None);
+    let mut b = Child::start(&cl, "bob", &[("PEER_SCOPE", String::new())]);
+    b.ok("reg buf 4096 3");
+    let c = a.connect_to("bob", "tcp").unwrap();
+    c.wait(WAIT).unwrap();
+    let keys = cl.redis.all_keys();
+    assert!(
+        keys.contains(&"agent:bob".to_string()) && keys.contains(&"mr:bob:buf".to_string()),
+        "{keys:?}"
+    );
+    let pending = a.imm_recv("bob", Some(Duration::from_secs(60))).unwrap();
+    b.ok("shutdown");
+    wait_for(
+        Duration::from_secs(5),
+        "alice gets bob's cleanup notice",
+        || (c.state() == ConnState::Disconnected).then_some(()),
+    );
+    assert!(pending.wait().is_err());
+    assert!(
+        a.stats()
+            .cleanup_notices
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    b.exit();
+    a.shutdown();
+    let left: Vec<String> = cl
+        .redis
+        .all_keys()
+        .into_iter()
+        .filter(|k| !k.starts_with("nano_meta:"))
+        .collect();
+    assert!(left.is_empty(), "keys left: {left:?}");
+}

@@ -172,6 +172,28 @@ impl Redis {
         out
     }
 
+    /// Every key in this Redis (SCAN).
+    pub fn all_keys(&self) -> Vec<String> {
+        let mut c = self.conn();
+        let mut out = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut c)
+                .unwrap();
+            out.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort();
+        out
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
