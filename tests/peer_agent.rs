@@ -580,12 +580,13 @@ fn unscoped_agents_connect_and_get_cleanup_notices() {
         || (c.state() == ConnState::Disconnected).then_some(()),
     );
     assert!(pending.wait().is_err());
-    assert!(
-        a.stats()
+    wait_for(Duration::from_secs(5), "the notice on inbox:alice", || {
+        let n = a
+            .stats()
             .cleanup_notices
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1
-    );
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (n >= 1).then_some(())
+    });
     b.exit();
     a.shutdown();
     let left: Vec<String> = cl
