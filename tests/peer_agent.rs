@@ -597,3 +597,123 @@ fn unscoped_agents_connect_and_get_cleanup_notices() {
         .collect();
     assert!(left.is_empty(), "keys left: {left:?}");
 }
+
+/// Reads the qp_ready messages in `stream` as `(conn_meta, qp_info)`.
+fn qp_readies(cl: &Cluster, stream: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut cl.redis.conn())
+        .unwrap();
+    entries
+        .into_iter()
+        .filter_map(|(_, f)| {
+            let get = |k: &str| f.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+            (get("type")? == "qp_ready").then(|| {
+                (
+                    serde_json::from_str(&get("conn_meta").unwrap()).unwrap(),
+                    serde_json::from_str(&get("qp_info").unwrap()).unwrap(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A failed connect is retried with a fresh endpoint, not left stalled. The peer here is
+/// the test itself speaking the mailbox protocol: its first answer points at a closed
+/// port (alice's connect fails), its second at a real TCP endpoint.
+#[test]
+fn failed_connect_is_retried() {
+    use dlslime::peer::http::Http;
+    use dlslime::transport::tcp::TcpEndpoint;
+    use dlslime::Endpoint;
+    let cl = Cluster::start("retry");
+    let a = agent(&cl, "alice");
+    // register "mallory" so that alice answers it
+    let http = Http::new(cl.url(), Duration::from_secs(5)).unwrap();
+    let r = http
+        .post(
+            "/start_peer_agent",
+            &serde_json::json!({"alias": "mallory", "address": "127.0.0.1", "scope": cl.scope}),
+        )
+        .unwrap();
+    assert_eq!(r.code, 200, "{:?}", r.body);
+    let c = a.connect_to("mallory", "tcp").unwrap();
+    let to_m = format!("{}:stream:mallory", cl.scope);
+    let to_a = format!("{}:stream:alice", cl.scope);
+    let first = wait_for(WAIT, "alice's offer", || {
+        qp_readies(&cl, &to_m).into_iter().next()
+    });
+    let (meta, _) = first;
+    let (ai, an1) = (
+        meta["src_instance"].as_u64().unwrap(),
+        meta["src_nonce"].as_u64().unwrap(),
+    );
+    assert!(meta["dst_nonce"].is_null());
+    // a real endpoint whose info we first hand out with a dead port
+    let mut buf = vec![0u8; 4096];
+    let ep = TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    unsafe {
+        ep.register_memory_region("buf", buf.as_mut_ptr(), buf.len())
+            .unwrap()
+    };
+    let mut bogus = ep.endpoint_info();
+    let dead_port = peer_fixture::free_port();
+    bogus["port"] = dead_port.into();
+    let send = |nonce: u64, dst_nonce: u64, info: &serde_json::Value| {
+        let meta = serde_json::json!({
+            "conn_id": "mallory", "src": "mallory", "dst": "alice", "src_instance": 7,
+            "src_nonce": nonce, "dst_instance": ai, "dst_nonce": dst_nonce,
+            "transport": "tcp", "transport_request": "tcp", "host_id": "elsewhere",
+        });
+        let _: String = redis::cmd("XADD")
+            .arg(&to_a)
+            .arg("*")
+            .arg("type")
+            .arg("qp_ready")
+            .arg("peer")
+            .arg("mallory")
+            .arg("qp_info")
+            .arg(info.to_string())
+            .arg("conn_meta")
+            .arg(meta.to_string())
+            .query(&mut cl.redis.conn())
+            .unwrap();
+    };
+    send(1, an1, &bogus);
+    // alice's connect to the dead port fails; she starts over with a new endpoint
+    let (meta2, info2) = wait_for(WAIT, "alice's second offer", || {
+        qp_readies(&cl, &to_m)
+            .into_iter()
+            .find(|(m, _)| m["src_nonce"].as_u64().unwrap() > an1)
+    });
+    let an2 = meta2["src_nonce"].as_u64().unwrap();
+    assert!(
+        a.stats()
+            .connect_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    assert_ne!(c.state(), ConnState::Connected);
+    // now the real one: alice connects to it, and it to alice
+    send(2, an2, &ep.endpoint_info());
+    ep.connect(&info2).unwrap();
+    assert_eq!(c.wait(WAIT).unwrap(), Transport::Tcp);
+    let mut src = vec![9u8; 4096];
+    unsafe {
+        a.register_memory_region("src", src.as_mut_ptr(), 0, src.len())
+            .unwrap()
+    };
+    a.write(
+        "mallory",
+        &[NamedAssignment::pair("src", "buf", 0, 100, 1000)],
+        T,
+    )
+    .unwrap()
+    .wait()
+    .unwrap();
+    assert!(buf[100..1100].iter().all(|&x| x == 9));
+    assert!(buf[..100].iter().all(|&x| x == 0));
+    drop(src);
+}
