@@ -485,7 +485,7 @@ impl PeerAgent {
                 }
                 Err(e) if e.status() == Status::NameConflict && !took_over => {
                     let a = alias.expect("conflicts need an explicit alias");
-                    match stale_holder(&http, &keys, a, &opts, &host_id, scope.as_deref()) {
+                    match stale_holder(&http, a, &host_id, scope.as_deref()) {
                         Ok(true) => {
                             took_over = true;
                             continue;
@@ -919,14 +919,7 @@ fn register_once(
 /// Whether the agent record holding `alias` belongs to a dead agent: one of this host
 /// whose process is gone, or one whose heartbeats stopped. If so it is cleaned up
 /// through NanoCtrl (its peers get the cleanup notice) and `true` is returned.
-fn stale_holder(
-    http: &Http,
-    keys: &Keys,
-    alias: &str,
-    opts: &PeerAgentOptions,
-    my_host: &str,
-    scope: Option<&str>,
-) -> Result<bool> {
+fn stale_holder(http: &Http, alias: &str, my_host: &str, scope: Option<&str>) -> Result<bool> {
     // Read the holder's record through NanoCtrl (/query), which needs no Redis access.
     let r = http.post(
         "/query",
@@ -935,8 +928,6 @@ fn stale_holder(
             None => json!({}),
         },
     )?;
-    let _ = keys;
-    let _ = opts;
     let rec = r
         .body
         .as_array()
