@@ -1137,6 +1137,15 @@ dlslime_status_t dlslime_rpc_memory_new(const dlslime_memory_pool_t *pool,
                                         dlslime_rpc_memory_t **out);
 
 /**
+ * Like `dlslime_rpc_memory_new`, in the memory pool of a PeerAgent (the pool its
+ * endpoints use). Call it before `dlslime_peer_agent_connect_to` on shared memory, then
+ * pass it to `dlslime_rpc_session_new_peer`.
+ */
+dlslime_status_t dlslime_rpc_memory_new_peer(const dlslime_peer_agent_t *agent,
+                                             const dlslime_rpc_options_t *opts,
+                                             dlslime_rpc_memory_t **out);
+
+/**
  * Drops the caller's reference. NULL is a no-op.
  */
 void dlslime_rpc_memory_free(dlslime_rpc_memory_t *mem);

@@ -157,6 +157,25 @@ pub extern "C" fn dlslime_rpc_memory_new(
     }
 }
 
+/// Like `dlslime_rpc_memory_new`, in the memory pool of a PeerAgent (the pool its
+/// endpoints use). Call it before `dlslime_peer_agent_connect_to` on shared memory, then
+/// pass it to `dlslime_rpc_session_new_peer`.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_memory_new_peer(
+    agent: *const super::peer::dlslime_peer_agent_t,
+    opts: *const dlslime_rpc_options_t,
+    out: *mut *mut dlslime_rpc_memory_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let out = try_out!(out);
+        let cfg = try_res!(to_config(opts));
+        let m = try_res!(RpcMemory::new(agent.memory_pool(), &cfg));
+        unsafe { out.write(arc_into_ptr::<dlslime_rpc_memory_t>(m)) };
+        dlslime_status_t::Ok
+    }
+}
+
 /// Drops the caller's reference. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_rpc_memory_free(mem: *mut dlslime_rpc_memory_t) {

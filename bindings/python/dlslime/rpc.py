@@ -199,20 +199,30 @@ _SESSIONS: Dict[Any, "Session"] = {}
 _SESSIONS_LOCK = threading.Lock()
 
 
-def prepare(endpoint: Endpoint, *, buffer_size: Optional[int] = None,
+def prepare(endpoint: Any, peer: Optional[str] = None, *, buffer_size: Optional[int] = None,
             max_inflight: Optional[int] = None) -> None:
-    """Allocates the RPC session memory of ``endpoint`` now, before ``connect()``: on
-    shared memory the peer then maps it, so messages and bulk payloads up to
-    ``buffer_size`` are a single memcpy. The session created later on this endpoint
-    (``proxy``/``serve``/``Session``) uses it. Knobs default to the endpoint's
-    ``_rpc_buffer_size`` / ``_rpc_max_inflight`` attributes and ``SLIME_RPC_MAX_INFLIGHT``."""
+    """Allocates the RPC session memory now, before the connection is made: for a
+    connected-later :class:`dlslime.Endpoint` call it before ``connect()``; for a
+    :class:`dlslime.PeerAgent` call ``prepare(agent, peer)`` before
+    ``agent.connect_to(peer)``. On shared memory the peer then maps it, so messages and
+    bulk payloads up to ``buffer_size`` are a single memcpy. The session made later for
+    that endpoint / (agent, peer) uses it. Knobs default to the object's
+    ``_rpc_buffer_size`` / ``_rpc_max_inflight`` attributes and
+    ``SLIME_RPC_MAX_INFLIGHT``."""
     size, inflight = _rpc_knobs(endpoint)
     size = buffer_size or size
     inflight = max_inflight or inflight
     o = _options(size, inflight, True, None, None, None)
     out = ffi.new("dlslime_rpc_memory_t **")
-    _check(lib.dlslime_rpc_memory_new(endpoint.get_pool()._handle(), o, out), "prepare")
-    _PREPARED[id(endpoint)] = (ffi.gc(out[0], lib.dlslime_rpc_memory_free), size, inflight, endpoint)
+    if isinstance(endpoint, Endpoint):
+        _check(lib.dlslime_rpc_memory_new(endpoint.get_pool()._handle(), o, out), "prepare")
+        key = ("ep", id(endpoint))
+    else:
+        if peer is None:
+            raise TypeError("prepare(agent, peer): name the peer the session will talk to")
+        _check(lib.dlslime_rpc_memory_new_peer(endpoint._h(), o, out), "prepare")
+        key = ("agent", id(endpoint), peer)
+    _PREPARED[key] = (ffi.gc(out[0], lib.dlslime_rpc_memory_free), size, inflight, endpoint)
 
 
 class Session:
@@ -234,7 +244,8 @@ class Session:
         size = buffer_size or size
         inflight = max_inflight or inflight
         mem = ffi.NULL
-        prepared = _PREPARED.get(id(endpoint)) if peer is None else None
+        key = ("ep", id(endpoint)) if peer is None else ("agent", id(endpoint), peer)
+        prepared = _PREPARED.get(key)
         if prepared is not None and prepared[3] is endpoint:
             mem, size, inflight = prepared[0], prepared[1], prepared[2]
         o = _options(size, inflight, mem != ffi.NULL, progress, spin_us, default_timeout)
@@ -244,7 +255,7 @@ class Session:
                 raise TypeError("Session(endpoint) needs a connected dlslime.Endpoint, or (agent, peer)")
             st = lib.dlslime_rpc_session_new(endpoint._handle(), mem, o, out)
         else:
-            st = lib.dlslime_rpc_session_new_peer(endpoint._h(), peer.encode(), ffi.NULL, o, out)
+            st = lib.dlslime_rpc_session_new_peer(endpoint._h(), peer.encode(), mem, o, out)
         _check(st, "RPC session")
         self._ptr = out[0]
         self._owner = endpoint
@@ -505,7 +516,7 @@ def _session_for(agent: Any, peer: Optional[str]) -> Session:
     else:
         if peer is None:
             conns = agent.get_connections()
-            live = [p for p, c in conns.items() if c]
+            live = [p for p, c in conns.items() if c.is_connected()]
             if len(live) != 1:
                 raise ValueError(f"serve() with peer=None requires exactly 1 connected peer, got {len(live)}: "
                                  f"{sorted(live)}.  Pass peer=... explicitly.")
