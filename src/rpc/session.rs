@@ -1023,20 +1023,18 @@ impl RemoteError {
             return b;
         }
         let mut msg = self.message.clone();
-        let b = loop {
+        loop {
             let v = json!({"type": self.type_name, "message": msg, "traceback": "<truncated: traceback exceeds slot size>"});
             let b = v.to_string().into_bytes();
             if b.len() <= limit || msg.is_empty() {
-                break b;
+                return b;
             }
-            let keep = msg.len() / 2;
-            let mut k = keep;
+            let mut k = msg.len() / 2;
             while !msg.is_char_boundary(k) {
                 k -= 1;
             }
             msg.truncate(k);
-        };
-        b
+        }
     }
 }
 
@@ -1360,7 +1358,7 @@ impl Inner {
         let mut g = cache.lock();
         if let Some((base, handle, size)) = self.mem.arena {
             if len <= size {
-                if !g.as_ref().is_some_and(|b| !b.owned) {
+                if g.as_ref().is_none_or(|b| b.owned) {
                     let off = seg * size;
                     *g = Some(BulkBuf {
                         pool: self.mem.pool.clone(),
@@ -1562,5 +1560,46 @@ impl Inner {
             len,
             answered: false,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_error_json_round_trip_and_truncation() {
+        let e = RemoteError {
+            type_name: "ValueError".into(),
+            message: "bad".into(),
+            traceback: "tb".into(),
+        };
+        assert_eq!(RemoteError::parse(&e.to_json(4096)), e);
+        let long = RemoteError {
+            type_name: "E".into(),
+            message: "é".repeat(3000),
+            traceback: "x".repeat(10_000),
+        };
+        let b = long.to_json(500);
+        assert!(b.len() <= 500, "{}", b.len());
+        let p = RemoteError::parse(&b);
+        assert_eq!(p.type_name, "E");
+        assert_eq!(p.traceback, "<truncated: traceback exceeds slot size>");
+        assert!(p.message.starts_with("éé") && p.message.len() < 500);
+        let bad = RemoteError::parse(b"\xff not json");
+        assert!(bad.message.starts_with("<failed to decode remote exception"));
+    }
+
+    #[test]
+    fn config_defaults_are_valid() {
+        let c = RpcConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.slot_capacity(), (64 << 10) - 16);
+        assert!(c.pump(), "16 slots: a receive pump");
+        assert!(!RpcConfig {
+            slot_count: 1,
+            ..c
+        }
+        .pump());
     }
 }
