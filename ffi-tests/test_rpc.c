@@ -28,6 +28,7 @@
 #define TAG_FAIL 1
 #define TAG_BIG 2
 #define TAG_SLEEP 3
+#define TAG_UPPER 4 /* upper-cases the request in place, answers from its buffer */
 #define BIG_LEN ((size_t)3 << 20)
 
 static void write_all(int fd, const void *p, size_t n) {
@@ -179,6 +180,13 @@ static int run_server(int rfd, int wfd) {
         CHECK_OK(dlslime_rpc_request_reply_inplace(r, len, pattern_writer, &len));
         break;
       }
+      case TAG_UPPER: {
+        uint8_t *w = (uint8_t *)p; /* the payload is writable until answered */
+        for (size_t i = 0; i < n; i++)
+          if (w[i] >= 'a' && w[i] <= 'z') w[i] = (uint8_t)(w[i] - 32);
+        CHECK_OK(dlslime_rpc_request_reply_from_payload(r, n));
+        break;
+      }
       case TAG_SLEEP:
         usleep(300 * 1000);
         CHECK_OK(dlslime_rpc_request_reply(r, (const uint8_t *)"zz", 2));
@@ -235,6 +243,22 @@ static int run_client(int rfd, int wfd, pid_t child) {
   size_t too_big = 10;
   CHECK_STATUS(dlslime_rpc_call_inplace(s.sess, TAG_ECHO, 5, pattern_writer, &too_big, &c),
                DLSLIME_STATUS_INVALID_ARGUMENT);
+
+  /* reply from the request's own buffer, slot-sized and bulk (zero-copy) */
+  size_t un[] = {7, 100000};
+  for (size_t k = 0; k < 2; k++) {
+    uint8_t *m = (uint8_t *)malloc(un[k]);
+    for (size_t i = 0; i < un[k]; i++) m[i] = (uint8_t)('a' + i % 26);
+    REQUIRE_OK(dlslime_rpc_call(s.sess, TAG_UPPER, m, un[k], &c));
+    CHECK_OK(dlslime_rpc_call_wait(c, 0));
+    CHECK_OK(dlslime_rpc_call_reply(c, &r, &rn));
+    CHECK(rn == un[k]);
+    int up = rn == un[k];
+    for (size_t i = 0; up && i < un[k]; i++) up = r[i] == (uint8_t)('A' + i % 26);
+    CHECK(up);
+    dlslime_rpc_call_free(c);
+    free(m);
+  }
 
   /* bulk reply built in place by the server */
   REQUIRE_OK(dlslime_rpc_call(s.sess, TAG_BIG, NULL, 0, &c));

@@ -1315,6 +1315,18 @@ dlslime_status_t dlslime_rpc_request_reply_inplace(const dlslime_rpc_request_t *
                                                    void *user);
 
 /**
+ * Answers with the first `len` bytes of the request's own payload buffer, which the
+ * handler may have rewritten in place (through the pointer of
+ * `dlslime_rpc_request_payload`, writable until the request is answered). A payload
+ * that came by the bulk path is sent back from where it lies (no copy).
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (already
+ * answered; `len` larger than the payload), `DLSLIME_STATUS_PEER_DISCONNECTED`,
+ * `DLSLIME_STATUS_SHUT_DOWN`.
+ */
+dlslime_status_t dlslime_rpc_request_reply_from_payload(const dlslime_rpc_request_t *r, size_t len);
+
+/**
  * Answers with an exception: `type_name`, `message` and `traceback` (NULL: empty) are
  * sent as JSON `{"type","message","traceback"}`; the traceback is truncated if all
  * would not fit in a slot.

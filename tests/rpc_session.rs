@@ -83,6 +83,11 @@ fn service() -> Service {
             out.extend_from_slice(&bad.to_le_bytes());
             Ok(out)
         })
+        // ASCII upper-case in place; the reply is the request buffer itself
+        .inplace_method("upper", |p| {
+            p.make_ascii_uppercase();
+            Ok(p.len())
+        })
         .method("sleep", |p| {
             std::thread::sleep(Duration::from_millis(u64_at(p, 0)));
             Ok(b"slept".to_vec())
@@ -225,6 +230,13 @@ fn basic_calls(transport: &str, env: &[(&str, &str)]) {
         let r = f.wait_ok(T).unwrap();
         assert_eq!(r.len(), n);
         assert_eq!(check_pattern(r, 7), None);
+    }
+    // in place of the request (zero-copy for bulk payloads), slot and bulk sizes
+    for n in [5usize, cap, cap + 1, 200_000] {
+        let m: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+        let want: Vec<u8> = m.to_ascii_uppercase();
+        let mut f = s.call(tag("upper"), &m).unwrap();
+        assert_eq!(f.wait_ok(T).unwrap(), &want[..], "upper of {n} bytes");
     }
     // a writer that fails sends nothing
     let e = s

@@ -87,6 +87,8 @@ def main():
     print("-" * width)
     print("Slime = SlimeRPC over shared memory, SlimeTCP = SlimeRPC over TCP (both Python, PeerAgent),")
     print("Sock = raw Python length-prefixed socket echo (floor); every contender cross-process.")
+    print("SlimeRPC's worker answers in place of the request (@method(inplace=True, in_request=True)) unless")
+    print("SLIME_COPY_REPLY=1 (then it copies the request into a separate reply buffer, the original handler).")
     if "Ray" in have:
         print("S/Ray = Ray avg / Slime avg (>1 means SlimeRPC is faster)")
     if "Puls" in have:

@@ -4,7 +4,9 @@
 #
 #   bench/rpc/run.sh [--ctrl URL] [--buf-mb N] [--max-size-mb N] [--scope S] [--with-pulsing]
 #
-# (env fallbacks CTRL, BUF_MB, MAX_SIZE_MB, SCOPE, WITH_PULSING=1). Steps: build the
+# (env fallbacks CTRL, BUF_MB, MAX_SIZE_MB, SCOPE, WITH_PULSING=1; SLIME_COPY_REPLY=1 makes
+# the SlimeRPC worker copy each request into a separate reply buffer, the original
+# handler, instead of answering in place of the request). Steps: build the
 # library and install the dlslime Python package, ray and matplotlib (pulsing with
 # --with-pulsing) into a virtual environment (BENCH_VENV, default target/rpc-bench-venv);
 # start redis-server + nanoctrl on loopback unless --ctrl answers; run, every contender
@@ -83,7 +85,7 @@ run_slime() { # transport out step
   local t="$1" out="$2" log="$results/slime_worker_${SCOPE}_$1.log"
   echo "==> [$3/$steps] SlimeRPC over $t"
   PYTHONUNBUFFERED=1 "$py" "$here/slime_bench.py" worker --ctrl "$CTRL" --scope "$SCOPE-$t" --buf-mb "$BUF_MB" \
-    --transport "$t" >"$log" 2>&1 &
+    --transport "$t" ${SLIME_COPY_REPLY:+--copy-reply} >"$log" 2>&1 &
   local w=$!
   pids+=($w)
   if ! "$py" "$here/slime_bench.py" driver --ctrl "$CTRL" --scope "$SCOPE-$t" --buf-mb "$BUF_MB" \

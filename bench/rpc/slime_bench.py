@@ -21,13 +21,25 @@ import dlslime  # noqa: E402
 from dlslime.rpc import method, prepare, proxy, serve  # noqa: E402
 
 
+def _echo(self, req_ptr, req_nbytes, resp_ptr, resp_cap):
+    if req_nbytes > resp_cap:
+        raise RuntimeError(f"reply of {req_nbytes} B does not fit {resp_cap} B")
+    ctypes.memmove(resp_ptr, req_ptr, req_nbytes)
+    return req_nbytes
+
+
 class WorkerEcho:
-    @method(raw=True, inplace=True)
-    def echo(self, req_ptr, req_nbytes, resp_ptr, resp_cap):
-        if req_nbytes > resp_cap:
-            raise RuntimeError(f"reply of {req_nbytes} B does not fit {resp_cap} B")
-        ctypes.memmove(resp_ptr, req_ptr, req_nbytes)
-        return req_nbytes
+    """The original worker: raw + inplace, memmove of the request into the reply."""
+
+    echo = method(raw=True, inplace=True)(_echo)
+
+
+class WorkerEchoInRequest:
+    """The same handler with ``in_request=True``: the reply buffer is the request
+    buffer, so the memmove is to itself (a no-op) and a bulk payload goes back from
+    where it lies (one copy fewer per call)."""
+
+    echo = method(raw=True, inplace=True, in_request=True)(_echo)
 
 
 class DriverEcho:
@@ -53,6 +65,9 @@ def main():
     p.add_argument("--max-inflight", type=int, default=1)
     p.add_argument("--transport", default="shm", choices=["shm", "tcp"])
     p.add_argument("--out", default=os.path.join(common.RESULTS, "slime_rpc.csv"))
+    p.add_argument("--copy-reply", action="store_true",
+                   help="worker copies the request into a separate reply buffer (the original handler) "
+                        "instead of answering in place of the request")
     args = p.parse_args()
     me, peer = ("bench-worker", "bench-driver") if args.role == "worker" else ("bench-driver", "bench-worker")
     a = agent(args, me)
@@ -60,7 +75,7 @@ def main():
         prepare(a, peer)  # before connect: on shm the peer maps the session memory
         a.connect_to(peer, transport=args.transport).wait(120)
         if args.role == "worker":
-            serve(a, WorkerEcho(), peer)
+            serve(a, WorkerEcho() if args.copy_reply else WorkerEchoInRequest(), peer)
             return
         px = proxy(a, peer, DriverEcho)
         rows = []

@@ -588,6 +588,26 @@ pub extern "C" fn dlslime_rpc_request_reply_inplace(
     }
 }
 
+/// Answers with the first `len` bytes of the request's own payload buffer, which the
+/// handler may have rewritten in place (through the pointer of
+/// `dlslime_rpc_request_payload`, writable until the request is answered). A payload
+/// that came by the bulk path is sent back from where it lies (no copy).
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (already
+/// answered; `len` larger than the payload), `DLSLIME_STATUS_PEER_DISCONNECTED`,
+/// `DLSLIME_STATUS_SHUT_DOWN`.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_request_reply_from_payload(
+    r: *const dlslime_rpc_request_t,
+    len: usize,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let r = try_ref!(r);
+        let req = try_res!(take(r));
+        status_of(req.reply_from_payload(len))
+    }
+}
+
 /// Answers with an exception: `type_name`, `message` and `traceback` (NULL: empty) are
 /// sent as JSON `{"type","message","traceback"}`; the traceback is truncated if all
 /// would not fit in a slot.

@@ -25,11 +25,21 @@ impl HandlerError {
 }
 
 type Handler = Arc<dyn Fn(&[u8]) -> std::result::Result<Vec<u8>, HandlerError> + Send + Sync>;
+type InplaceHandler =
+    Arc<dyn Fn(&mut [u8]) -> std::result::Result<usize, HandlerError> + Send + Sync>;
+
+#[derive(Clone)]
+enum Method {
+    Copy(Handler),
+    /// Rewrites the request buffer and answers with its first N bytes (zero-copy for
+    /// bulk payloads).
+    InPlace(InplaceHandler),
+}
 
 /// Methods by name. Build with [`Service::method`], then [`Service::serve`].
 #[derive(Clone, Default)]
 pub struct Service {
-    methods: Vec<(String, Handler)>,
+    methods: Vec<(String, Method)>,
 }
 
 impl Service {
@@ -39,12 +49,26 @@ impl Service {
 
     /// Adds (or replaces) a method.
     pub fn method(
-        mut self,
+        self,
         name: &str,
         f: impl Fn(&[u8]) -> std::result::Result<Vec<u8>, HandlerError> + Send + Sync + 'static,
     ) -> Service {
+        self.add(name, Method::Copy(Arc::new(f)))
+    }
+
+    /// Adds a method that rewrites the request payload in place and returns how many of
+    /// its bytes are the reply (no copy of a bulk payload either way).
+    pub fn inplace_method(
+        self,
+        name: &str,
+        f: impl Fn(&mut [u8]) -> std::result::Result<usize, HandlerError> + Send + Sync + 'static,
+    ) -> Service {
+        self.add(name, Method::InPlace(Arc::new(f)))
+    }
+
+    fn add(mut self, name: &str, m: Method) -> Service {
         self.methods.retain(|(n, _)| n != name);
-        self.methods.push((name.to_string(), Arc::new(f)));
+        self.methods.push((name.to_string(), m));
         self.methods.sort_by(|a, b| a.0.cmp(&b.0));
         self
     }
@@ -62,15 +86,21 @@ impl Service {
     }
 
     /// Answers one request.
-    pub fn handle(&self, req: Request) -> Result<()> {
+    pub fn handle(&self, mut req: Request) -> Result<()> {
         let tag = req.tag() as usize;
-        let Some((_, h)) = self.methods.get(tag) else {
+        let Some((_, m)) = self.methods.get(tag) else {
             let msg = format!("Unknown RPC tag {tag} on remote service");
             return req.reply_error("RuntimeError", &msg, "");
         };
-        match h(req.payload()) {
-            Ok(v) => req.reply(&v),
-            Err(e) => req.reply_error(&e.type_name, &e.message, ""),
+        match m {
+            Method::Copy(h) => match h(req.payload()) {
+                Ok(v) => req.reply(&v),
+                Err(e) => req.reply_error(&e.type_name, &e.message, ""),
+            },
+            Method::InPlace(h) => match h(req.payload_mut()) {
+                Ok(n) => req.reply_from_payload(n),
+                Err(e) => req.reply_error(&e.type_name, &e.message, ""),
+            },
         }
     }
 

@@ -915,6 +915,64 @@ impl Request {
         })
     }
 
+    /// The payload, writable: a handler may build its reply in place of the request and
+    /// answer with [`Request::reply_from_payload`].
+    #[allow(clippy::mut_from_ref)]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        if self.len == 0 {
+            return &mut [];
+        }
+        // SAFETY: the payload buffer is ours until we answer; `&mut self` keeps this the
+        // only live view.
+        unsafe { std::slice::from_raw_parts_mut(self.data as *mut u8, self.len) }
+    }
+
+    /// Answers with the first `n` bytes of the request's own payload buffer (possibly
+    /// modified through [`Request::payload_mut`]). A bulk request's buffer is sent back
+    /// as it is (no copy: the caller reads it from there); a small one is copied into the
+    /// reply slot.
+    pub fn reply_from_payload(mut self, n: usize) -> Result<()> {
+        if n > self.len {
+            return Err(Error::invalid(format!(
+                "reply_from_payload: {n} bytes requested from a {}-byte payload",
+                self.len
+            )));
+        }
+        self.answered = true;
+        let i = self.sess.clone();
+        let tag = wire::base_tag(self.header.tag) | wire::REPLY_BIT;
+        if self.header.tag & wire::BULK_BIT != 0 && n > i.cfg.slot_capacity() {
+            let d = {
+                let g = i.req_in[self.slot].lock();
+                let b = g
+                    .as_ref()
+                    .ok_or_else(|| Error::new(Status::Internal, "bulk request buffer gone"))?;
+                BulkDesc {
+                    addr: b.ptr as u64,
+                    len: n as u64,
+                    key: b.key(),
+                }
+            };
+            i.post_desc(wire::IMM_REPLY, self.slot, tag, self.header.request_id, d)?;
+        } else {
+            let src = self.data;
+            i.post(
+                wire::IMM_REPLY,
+                self.slot,
+                tag,
+                self.header.request_id,
+                n,
+                |b| {
+                    // SAFETY: the payload is ours until answered; the send slot is distinct.
+                    unsafe { std::ptr::copy_nonoverlapping(src, b.as_mut_ptr(), n) };
+                    Ok(n)
+                },
+            )?;
+        }
+        i.stats.replies_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Answers with an exception (`type_name`, `message`, `traceback`).
     pub fn reply_error(self, type_name: &str, message: &str, traceback: &str) -> Result<()> {
         let e = RemoteError {
@@ -1396,11 +1454,6 @@ impl Inner {
         self.check_alive()?;
         let cap = self.cfg.slot_capacity();
         let sp = self.mem.send_ptr(kind, slot);
-        let remote_off = (if kind == wire::IMM_REPLY {
-            self.cfg.slot_size * self.cfg.slot_count
-        } else {
-            0
-        } + slot * self.cfg.slot_size) as u64;
         let (tag, payload_len) = if max_len <= cap {
             // SAFETY: our send slot, not in use by anyone else until this message's answer.
             let buf = unsafe { std::slice::from_raw_parts_mut(sp.add(HEADER_LEN), max_len) };
@@ -1443,11 +1496,31 @@ impl Inner {
                 (tag | wire::BULK_BIT, e.len())
             }
         };
+        self.send_slot(kind, slot, tag, request_id, payload_len)
+    }
+
+    /// Writes the header of the message staged in our send slot and sends slot and
+    /// notification with one write-with-immediate.
+    fn send_slot(
+        &self,
+        kind: u32,
+        slot: usize,
+        tag: u32,
+        request_id: u64,
+        payload_len: usize,
+    ) -> Result<Future> {
+        let sp = self.mem.send_ptr(kind, slot);
+        let remote_off = (if kind == wire::IMM_REPLY {
+            self.cfg.slot_size * self.cfg.slot_count
+        } else {
+            0
+        } + slot * self.cfg.slot_size) as u64;
         let h = Header {
             tag,
             total_len: (HEADER_LEN + payload_len) as u32,
             request_id,
         };
+        // SAFETY: our send slot (see `post`).
         unsafe { h.write(sp) };
         let a = Assignment::new(
             self.mem.send_h,
@@ -1461,6 +1534,29 @@ impl Inner {
             wire::encode_imm(slot, kind),
             Some(self.cfg.default_timeout),
         )
+    }
+
+    /// Sends a bulk message whose payload already lies in a registered buffer of ours.
+    fn post_desc(
+        &self,
+        kind: u32,
+        slot: usize,
+        tag: u32,
+        request_id: u64,
+        d: BulkDesc,
+    ) -> Result<Future> {
+        self.check_alive()?;
+        let e = d.encode();
+        // SAFETY: our send slot (see `post`); slot_size >= 64 holds header + descriptor.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                e.as_ptr(),
+                self.mem.send_ptr(kind, slot).add(HEADER_LEN),
+                e.len(),
+            )
+        };
+        self.stats.bulk_sent.fetch_add(1, Ordering::Relaxed);
+        self.send_slot(kind, slot, tag | wire::BULK_BIT, request_id, e.len())
     }
 
     fn reply_exception(
@@ -1587,7 +1683,9 @@ mod tests {
         assert_eq!(p.traceback, "<truncated: traceback exceeds slot size>");
         assert!(p.message.starts_with("éé") && p.message.len() < 500);
         let bad = RemoteError::parse(b"\xff not json");
-        assert!(bad.message.starts_with("<failed to decode remote exception"));
+        assert!(bad
+            .message
+            .starts_with("<failed to decode remote exception"));
     }
 
     #[test]
@@ -1596,10 +1694,6 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.slot_capacity(), (64 << 10) - 16);
         assert!(c.pump(), "16 slots: a receive pump");
-        assert!(!RpcConfig {
-            slot_count: 1,
-            ..c
-        }
-        .pump());
+        assert!(!RpcConfig { slot_count: 1, ..c }.pump());
     }
 }

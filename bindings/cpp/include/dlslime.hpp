@@ -541,6 +541,9 @@ class RpcRequest {
   void reply(Span data) {
     check(dlslime_rpc_request_reply(h_.get(), static_cast<const uint8_t*>(data.data()), data.size()));
   }
+  /// Answers with the first `n` bytes of the (possibly rewritten) request buffer; a bulk
+  /// payload goes back without a copy.
+  void reply_from_payload(size_t n) { check(dlslime_rpc_request_reply_from_payload(h_.get(), n)); }
   void reply_error(const std::string& type, const std::string& message, const std::string& traceback = "") {
     check(dlslime_rpc_request_reply_error(h_.get(), type.c_str(), message.c_str(), traceback.c_str()));
   }

@@ -126,18 +126,26 @@ def _check(status: int, what: str) -> None:
 
 
 def method(fn: Optional[Callable] = None, *, streaming: bool = False, raw: bool = False,
-           parallel: bool = False, inplace: bool = False):
+           parallel: bool = False, inplace: bool = False, in_request: bool = False):
     """Marks a service method. ``raw``: bytes in, bytes out (server signature
     ``fn(self, channel, ptr, nbytes)``); ``inplace`` (with ``raw``): the server writes
     the reply in place, ``fn(self, req_ptr, req_nbytes, resp_ptr, resp_cap) -> nbytes``,
     and the client passes ``writer(send_ptr, send_cap) -> nbytes``; ``parallel``: the
-    handler may run concurrently with others (no service lock). ``streaming`` is
-    accepted and ignored, as in the original."""
+    handler may run concurrently with others (no service lock); ``in_request`` (with
+    ``inplace``, an extension): the handler's reply buffer *is* the request buffer
+    (``resp_ptr == req_ptr``, ``resp_cap == req_nbytes``), so a handler that transforms
+    its input in place (an echo: ``memmove`` to itself) answers without a copy, and a
+    bulk payload is sent back from where it lies. ``streaming`` is accepted and ignored,
+    as in the original."""
     if inplace and not raw:
         raise ValueError("@method(inplace=True) requires raw=True")
+    if in_request and not inplace:
+        raise ValueError("@method(in_request=True) requires inplace=True")
 
     def mark(f: Callable) -> Callable:
         f._slime_rpc = {"streaming": streaming, "raw": raw, "parallel": parallel, "inplace": inplace}
+        if in_request:
+            f._slime_rpc["in_request"] = True
         return f
 
     return mark(fn) if fn is not None else mark
@@ -590,6 +598,12 @@ def _dispatch(svc: Any, session: Session, registry: MethodRegistry, req: Request
         ptr, n = req.payload()
         try:
             with guard:
+                if flags.get("in_request"):
+                    k = fn(svc, ptr, n, ptr, n)
+                    if k is None or k < 0 or k > n:
+                        raise RpcError(f"inplace handler returned {k!r} for a {n}-byte buffer")
+                    _check(lib.dlslime_rpc_request_reply_from_payload(req._r, k), "post_reply")
+                    return
                 if flags["inplace"]:
                     cap = max(session.payload_capacity, n)
 

@@ -52,6 +52,13 @@ class Svc:
         ctypes.memmove(resp_ptr, req_ptr, req_nbytes)
         return req_nbytes
 
+    @method(raw=True, inplace=True, in_request=True)
+    def upper_in_request(self, req_ptr, req_nbytes, resp_ptr, resp_cap):
+        assert resp_ptr == req_ptr and resp_cap == req_nbytes
+        data = ctypes.string_at(req_ptr, req_nbytes).upper()
+        ctypes.memmove(resp_ptr, data, len(data))
+        return len(data)
+
     @method
     def big(self, n, seed):
         return pattern(n, seed)

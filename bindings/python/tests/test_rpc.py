@@ -120,6 +120,11 @@ def test_raw_and_inplace_across_the_bulk_threshold(pair):
             return len(data)
 
         assert p.echo_inplace(writer, max_len=max(n, 1)).wait(10) == data, n
+    # the reply built in place of the request (zero-copy for bulk payloads)
+    for n in [3, cap, cap + 1, 300_000]:
+        data = bytes(97 + i % 26 for i in range(n))
+        assert p.upper_in_request(lambda ptr, c, d=data: (__import__("ctypes").memmove(ptr, d, len(d)), len(d))[1],
+                                  max_len=n).wait(10) == data.upper()
     # a writer that fails raises here and sends nothing
     with pytest.raises(ZeroDivisionError):
         p.echo_inplace(lambda ptr, cap_: 1 // 0)
