@@ -370,6 +370,10 @@ class Session:
         self.close()
 
 
+# The original's name for the per-(agent, peer) transport object.
+Channel = Session
+
+
 class RpcFuture:
     """The result of one call. ``wait(timeout)`` returns the result (typed methods: the
     unpickled value; raw: ``bytes``), raises :class:`RemoteRpcError` for a remote
