@@ -18,7 +18,8 @@ from rpc_service import Svc  # noqa: E402
 
 def main():
     transport = sys.argv[1]
-    workers = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    # "env": leave it to SLIME_RPC_SERVER_WORKERS
+    workers = None if len(sys.argv) > 2 and sys.argv[2] == "env" else int(sys.argv[2]) if len(sys.argv) > 2 else 1
     if transport == "tcp":
         ep = dlslime.TcpEndpoint(dlslime.MemoryPool(), dlslime.TcpContext(bind="127.0.0.1:0"))
     else:

@@ -30,7 +30,8 @@ class Server:
     def __init__(self, transport, workers=1):
         self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "rpc_peer.py"), transport, str(workers)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-                                     env=dict(os.environ, RPC_BUF=str(1 << 20), RPC_INFLIGHT="8"))
+                                     env=dict(os.environ, RPC_BUF=str(1 << 20), RPC_INFLIGHT="8",
+                                              SLIME_RPC_SERVER_WORKERS="2"))
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.proc.stdout, selectors.EVENT_READ)
 
@@ -53,7 +54,7 @@ class Server:
 @pytest.fixture(params=TRANSPORTS)
 def pair(request):
     transport = request.param
-    srv = Server(transport, workers=getattr(request, "workers", 2))
+    srv = Server(transport, workers="env")  # 2 handler threads, from SLIME_RPC_SERVER_WORKERS
     try:
         info = srv.read()["info"]
         if transport == "tcp":
@@ -174,6 +175,20 @@ def test_concurrent_threads(pair):
     assert not errors, errors
 
 
+def test_service_lock_and_parallel_methods(pair):
+    p, _, _ = pair
+    # two handler threads (SLIME_RPC_SERVER_WORKERS=2): parallel=True methods overlap,
+    # the others run one at a time under the service lock
+    t = time.monotonic()
+    assert wait_all([p.psleep(0.4), p.psleep(0.4)], 10) == ["p", "p"]
+    overlapped = time.monotonic() - t
+    t = time.monotonic()
+    assert wait_all([p.sleep(0.4), p.sleep(0.4)], 10) == ["slept", "slept"]
+    serial = time.monotonic() - t
+    assert overlapped < 0.75, overlapped
+    assert serial >= 0.8, serial
+
+
 def test_64mib_both_ways(pair):
     p, _, _ = pair
     n = 64 << 20
@@ -227,3 +242,35 @@ def test_soft_rnr_monitor_without_devices(tmp_path):
     m = rpc.SoftRnrMonitor(devices=["nosuchdev"])
     assert m.delta() == {"nosuchdev:1": 0}
     assert rpc.read_rnr_counter("nosuchdev") == -1
+
+
+def test_serve_once_and_tag_level_session():
+    # a TCP pair inside this process: both sessions are created at once (the handshake
+    # waits for the peer), then serve_once answers exactly one request
+    a = dlslime.TcpEndpoint(dlslime.MemoryPool(), dlslime.TcpContext(bind="127.0.0.1:0"))
+    b = dlslime.TcpEndpoint(dlslime.MemoryPool(), dlslime.TcpContext(bind="127.0.0.1:0"))
+    a.connect(b.endpoint_info())
+    b.connect(a.endpoint_info())
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("b", rpc.Session(b, max_inflight=2)))
+    t.start()
+    sa = rpc.Session(a, max_inflight=2)
+    t.join(30)
+    sb = out["b"]
+    p = proxy(sa, Svc)
+    assert rpc.serve_once(None, Svc(), channel=sb, timeout=0.05) is False  # nothing yet
+    f = p.add(20, b=22)
+    assert rpc.serve_once(None, Svc(), channel=sb, timeout=10) is True
+    assert f.wait(10) == 42
+    # tag level: raw bytes, reply built by hand
+    f = sa.call(12345, b"raw")
+    req = sb.poll_request(10)
+    assert req.tag == 12345 and req.request_id > 0
+    addr, n = req.payload()
+    assert n == 3
+    req.reply(b"back")
+    req.free()
+    assert f.wait(10) == b"back"
+    sa.close()
+    with pytest.raises(RpcError):
+        sb.poll_request(10)
