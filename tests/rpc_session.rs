@@ -621,3 +621,33 @@ fn config_validation() {
     .validate()
     .unwrap();
 }
+
+/// 1 GiB request and reply (not run by default: ~6 GiB of memory; run with
+/// `cargo test --release --test rpc_session -- --ignored gib`).
+#[test]
+#[ignore]
+fn shm_1gib_echo() {
+    if is_child() {
+        return;
+    }
+    let p = pair("shm", &[("RPC_SLOTS", "1")]);
+    const N: usize = 1 << 30;
+    let t0 = Instant::now();
+    let mut f = p
+        .sess
+        .call_inplace(tag("check"), N + 8, |b| {
+            b[..8].copy_from_slice(&77u64.to_le_bytes());
+            fill_pattern(&mut b[8..], 77);
+            Ok(N + 8)
+        })
+        .unwrap();
+    let r = f.wait_ok(Some(Duration::from_secs(300))).unwrap();
+    assert_eq!(u64_at(r, 0), N as u64);
+    assert_eq!(u64_at(r, 1), u64::MAX, "server found a bad byte");
+    drop(f);
+    let mut f = p.sess.call(tag("big"), &u64s(&[N as u64, 4])).unwrap();
+    let r = f.wait_ok(Some(Duration::from_secs(300))).unwrap();
+    assert_eq!(r.len(), N);
+    assert_eq!(check_pattern(r, 4), None);
+    eprintln!("1 GiB both ways over shm: {:?}", t0.elapsed());
+}
