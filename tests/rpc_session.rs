@@ -651,3 +651,37 @@ fn shm_1gib_echo() {
     assert_eq!(check_pattern(r, 4), None);
     eprintln!("1 GiB both ways over shm: {:?}", t0.elapsed());
 }
+
+/// Two sessions one after the other over the same TCP endpoint pair (in this process):
+/// closing the first withdraws its receives, so the second gets every message.
+#[test]
+fn a_new_session_after_close_on_the_same_endpoints() {
+    let a = TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let b = TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    a.connect(&b.endpoint_info()).unwrap();
+    b.connect(&a.endpoint_info()).unwrap();
+    for (round, progress) in [RpcProgress::Pump, RpcProgress::Inline, RpcProgress::Pump]
+        .into_iter()
+        .enumerate()
+    {
+        let cfg = RpcConfig {
+            slot_size: 256,
+            slot_count: 2,
+            progress,
+            ..Default::default()
+        };
+        let (b2, c2) = (b.clone(), cfg.clone());
+        let server = std::thread::spawn(move || {
+            let s = RpcSession::new(b2, c2).unwrap();
+            let r = service().serve(&s);
+            assert_eq!(r.unwrap_err().status(), Status::PeerDisconnected);
+        });
+        let s = RpcSession::new(a.clone(), cfg).unwrap();
+        for i in 0..20u8 {
+            let m = vec![i ^ round as u8; 10 + i as usize * 50];
+            assert_eq!(s.call(tag("echo"), &m).unwrap().wait_ok(T).unwrap(), &m[..]);
+        }
+        s.close();
+        server.join().unwrap();
+    }
+}

@@ -589,6 +589,10 @@ impl RpcSession {
         if let Some(h) = self.pump.lock().take() {
             let _ = h.join();
         }
+        // A receive the pump (or an inline receiver) still had posted.
+        if let Some(f) = self.inner.rx.lock().take() {
+            f.state().abort(Status::Cancelled, "RPC session closed");
+        }
     }
 }
 
@@ -1201,6 +1205,11 @@ impl Inner {
                 self.dispatch(f.imm_data());
             }
             Err(_) => match f.status() {
+                Status::Pending if self.closed.load(Ordering::Acquire) => {
+                    // Closed meanwhile: withdraw the receive, so a later session on this
+                    // endpoint gets every notification.
+                    f.state().abort(Status::Cancelled, "RPC session closed");
+                }
                 Status::Pending => *g = Some(f),
                 // Completed between the wait giving up and this check.
                 Status::Ok => {
