@@ -1,14 +1,21 @@
 # The two commands a new user runs (see README.md):
-#   make run    the main job: builds, runs the two-process C example and the endpoint
-#               benchmark against its raw floor
+#   make run    the main job: SlimeRPC vs Ray vs Pulsing (every contender cross-process)
+#               against the raw Python socket echo floor, end to end (build, venv, redis +
+#               nanoctrl on loopback, table, CSV, log-log plot)
 #   make test   every test (installs what it needs first)
+#
+# Other jobs: make demo (two-process C example + TCP/shm endpoint benchmarks against their
+# floors), bench, bench-nanoctrl, bench-python, header.
 
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run test deps build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl test-python bench-python header
+.PHONY: run demo test deps build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl test-python bench-python header
 
-run: deps build example bench
+run: deps
+	WITH_PULSING=1 bash bench/rpc/run.sh
+
+demo: deps build example bench
 
 deps:
 	bash scripts/install-deps.sh
