@@ -7,7 +7,8 @@
 //! * [`future`] — one [`future::OpState`] per operation; [`Future`] is the user's handle.
 //! * [`engine`] — how threads wait (spin-then-park, deadlines) and the knobs for it.
 //! * [`transport`] — the [`Endpoint`] contract (read, write, write_with_imm, imm_recv,
-//!   send, recv) and its transports: [`transport::tcp`] today.
+//!   send, recv) and its transports: [`transport::tcp`] (any two hosts) and
+//!   [`transport::shm`] (same host: memfd regions, cross-memory attach, shared rings).
 //! * [`rpc`] — SlimeRPC: request/reply sessions over any endpoint.
 //! * [`peer`] — the PeerAgent: NanoCtrl registration, the Redis stream mailbox and
 //!   named transfers between agents.
