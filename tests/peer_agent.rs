@@ -717,3 +717,106 @@ fn failed_connect_is_retried() {
     assert!(buf[..100].iter().all(|&x| x == 0));
     drop(src);
 }
+
+/// Both agents call `connect_to` at about the same time (in both orders, 0 to 30 ms
+/// apart), round after round with fresh agents in two processes. Once `wait()` returns
+/// on a side, the connection must stay `Connected` there (polled every millisecond for
+/// 300 ms, starting at once), a write issued right after `wait()` must succeed, and a
+/// named write + read round trip checks content. Regression test: a side that answered
+/// the peer's dial before its own `connect_to` replaced its endpoint when `connect_to`
+/// came, so the peer, already connected (its `wait()` had returned), tore down and went
+/// back to `connecting` (seen about once in 40 runs of the Python tests).
+fn both_dial_at_once_repeatedly(transport: &str) {
+    let rounds: usize = std::env::var("PEER_CROSS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let cl = Cluster::start("cross");
+    for round in 0..rounds {
+        let (an, bn) = (format!("alice{round}"), format!("bob{round}"));
+        let ctx = format!("{transport} round {round}");
+        let a = agent(&cl, &an);
+        let mut b = Child::start(&cl, &bn, &[]);
+        let (sa, sb) = (2 * round as u64 + 10, 2 * round as u64 + 11);
+        let mut bufs = HashMap::new();
+        register(&a, &mut bufs, "buf", 65536, sa);
+        b.ok(&format!("reg buf 65536 {sb}"));
+        // bob: connect_to + wait + hold, like the Python test's peer
+        let gap = Duration::from_micros([0, 1000, 3000, 8000, 15000, 30000][(round / 2) % 6]);
+        let dial = format!("dialhold {an} {transport} 300");
+        let ca = if round % 2 == 0 {
+            b.p.send(&dial);
+            std::thread::sleep(gap);
+            a.connect_to(&bn, transport).unwrap()
+        } else {
+            let c = a.connect_to(&bn, transport).unwrap();
+            std::thread::sleep(gap);
+            b.p.send(&dial);
+            c
+        };
+        let t = ca
+            .wait(WAIT)
+            .unwrap_or_else(|e| panic!("{ctx}: alice's wait: {e}"));
+        let want = if transport == "auto" {
+            "shm"
+        } else {
+            transport
+        };
+        assert_eq!(t.as_str(), want, "{ctx}");
+        // an operation issued right after wait() returned must succeed ...
+        let w = a
+            .write(&bn, &[NamedAssignment::same("buf", 0, 0, 4096)], T)
+            .and_then(|f| f.wait());
+        // ... and the connection stays up, on both sides
+        let mine = peer_fixture::hold_connected(&ca, Duration::from_millis(300));
+        let theirs = b.p.recv();
+        assert_eq!(
+            mine,
+            Ok(()),
+            "{ctx}: alice's connection to bob (write: {w:?})"
+        );
+        assert_eq!(
+            theirs,
+            format!("ok {want}"),
+            "{ctx}: bob's connection to alice"
+        );
+        w.unwrap_or_else(|e| panic!("{ctx}: write right after wait(): {e}"));
+        // one endpoint pair: each side sent its offer and at most one answer (a side that
+        // replaced its endpoint would have sent more)
+        let sent = a
+            .stats()
+            .qp_ready_sent
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!((1..=2).contains(&sent), "{ctx}: alice sent {sent} qp_ready");
+        let sent: u64 = b.ok("qpsent")[3..].parse().unwrap();
+        assert!((1..=2).contains(&sent), "{ctx}: bob sent {sent} qp_ready");
+        // named write + read with content checks
+        b.ok(&format!("check buf {sa} 0 4096"));
+        a.read(&bn, &[NamedAssignment::same("buf", 8192, 8192, 8192)], T)
+            .and_then(|f| f.wait())
+            .unwrap_or_else(|e| panic!("{ctx}: read: {e}"));
+        assert_eq!(bufs["buf"].check_from(sb, 8192, 8192, 8192), None, "{ctx}");
+        assert_eq!(
+            a.connections().get(&bn),
+            Some(&ConnState::Connected),
+            "{ctx}"
+        );
+        b.exit();
+        a.shutdown();
+    }
+}
+
+#[test]
+fn both_dial_at_once_repeatedly_tcp() {
+    both_dial_at_once_repeatedly("tcp");
+}
+
+#[test]
+fn both_dial_at_once_repeatedly_shm() {
+    both_dial_at_once_repeatedly("shm");
+}
+
+#[test]
+fn both_dial_at_once_repeatedly_auto() {
+    both_dial_at_once_repeatedly("auto");
+}

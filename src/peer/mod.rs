@@ -1200,11 +1200,19 @@ impl Inner {
             if alive && slot.connected_transport.is_some_and(fits) {
                 already = true;
             } else {
+                // connected, but the peer is gone or the transport is one this
+                // request excludes
                 if slot.state == ConnState::Connected {
                     self.teardown(slot, Status::PeerDisconnected, "connection lost", &mut work);
                 }
-                // an endpoint of a transport this request excludes starts over; one
-                // that fits (opened when the peer dialled first) is kept
+                // An endpoint that fits the request is kept, also one opened before this
+                // call (this side answered the peer's dial first, as a passive "auto"
+                // side) and already bound or connecting: replacing it would give it a new
+                // nonce, and the peer, possibly connected already (its wait() returned),
+                // would have to tear down and start over, i.e. crossing dials would
+                // sometimes go "connected" -> "connecting" (tests/peer_agent.rs,
+                // both_dial_at_once_repeatedly_*). Only an endpoint of a transport this
+                // request excludes starts over.
                 if slot.ep.as_ref().is_some_and(|e| !fits(e.transport)) {
                     let e = slot.ep.take().unwrap();
                     work.dead.push(e.ep);

@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::common::{pattern_byte, Parent, Peer};
-use dlslime::peer::{NamedAssignment, PeerAgent, PeerAgentOptions};
+use dlslime::peer::{ConnState, NamedAssignment, PeerAgent, PeerAgentOptions, PeerConnection};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -431,6 +431,27 @@ pub fn exec(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, line: &str) -> S
             c.wait(Duration::from_millis(num(2)))
                 .map(|t| format!("ok {}", t.as_str()))
         }
+        // "hold <peer> <ms>": polls the state every millisecond for <ms>; "ok" if it
+        // stayed connected throughout, else "bad <state> after <t> ms (<error>)"
+        "hold" => {
+            let c = agent
+                .connection(w[1])
+                .ok_or_else(|| dlslime::Error::invalid("no such connection"))?;
+            Ok(match hold_connected(&c, Duration::from_millis(num(2))) {
+                Ok(()) => "ok".to_string(),
+                Err(why) => format!("bad {why}"),
+            })
+        }
+        // "dialhold <peer> <transport> <hold ms>": connect_to, wait (30 s), then at once
+        // `hold`; "ok <transport>" or the first problem
+        "dialhold" => {
+            let c = agent.connect_to(w[1], w[2])?;
+            let t = c.wait(Duration::from_secs(30))?;
+            Ok(match hold_connected(&c, Duration::from_millis(num(3))) {
+                Ok(()) => format!("ok {}", t.as_str()),
+                Err(why) => format!("bad {why}"),
+            })
+        }
         "state" => Ok(format!(
             "ok {}",
             agent
@@ -509,6 +530,13 @@ pub fn exec(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, line: &str) -> S
                 .malformed_messages
                 .load(std::sync::atomic::Ordering::Relaxed)
         )),
+        "qpsent" => Ok(format!(
+            "ok {}",
+            agent
+                .stats()
+                .qp_ready_sent
+                .load(std::sync::atomic::Ordering::Relaxed)
+        )),
         "shutdown" => {
             agent.shutdown();
             Ok("ok".into())
@@ -517,6 +545,25 @@ pub fn exec(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, line: &str) -> S
         other => Err(dlslime::Error::invalid(format!("unknown command {other}"))),
     })();
     r.unwrap_or_else(|e| err_line(&e))
+}
+
+/// Polls `c` every millisecond for `d`: `Err` describing the first state that is not
+/// `Connected` (and the connection's error, if `wait` reports one).
+pub fn hold_connected(c: &PeerConnection, d: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        let s = c.state();
+        if s != ConnState::Connected {
+            let t = start.elapsed();
+            let why = match c.wait(Duration::ZERO) {
+                Err(e) => e.message().to_string(),
+                Ok(_) => "connected again".to_string(),
+            };
+            return Err(format!("{} after {t:?} ({why})", s.as_str()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 pub struct Child {
