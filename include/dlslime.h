@@ -492,31 +492,6 @@ typedef struct {
 } dlslime_named_assignment_t;
 
 /**
- * Options of a shared-memory endpoint. Initialise with `dlslime_shm_options_init` (or
- * set `size` and zero the rest): zero fields mean the library default, which the
- * environment (`DLSLIME_SPIN_US`, `DLSLIME_TIMEOUT_MS`, `DLSLIME_PROGRESS`,
- * `DLSLIME_SHM_FORCE_STAGED`) may set. Later versions only append fields.
- */
-typedef struct {
-  /**
-   * `sizeof(dlslime_shm_options_t)` as the caller was compiled.
-   */
-  size_t size;
-  /**
-   * `DLSLIME_SHM_FLAG_*` bits, OR-ed.
-   */
-  uint32_t flags;
-  /**
-   * How long a waiter spins before parking, in microseconds. 0: default (50 µs).
-   */
-  uint64_t spin_us;
-  /**
-   * Deadline of every operation that passes `timeout_ms = 0`. 0: default (30 s).
-   */
-  uint64_t default_timeout_ms;
-} dlslime_shm_options_t;
-
-/**
  * Options of an RPC session. Initialise with `dlslime_rpc_options_init`: zero fields
  * mean the library default. Both sides must use the same `slot_size` and `slot_count`.
  * Later versions only append fields.
@@ -570,6 +545,31 @@ typedef struct {
  * negative number to fail (the call is then not sent / an exception reply is sent).
  */
 typedef int64_t (*dlslime_rpc_writer_t)(void *user, uint8_t *buf, size_t cap);
+
+/**
+ * Options of a shared-memory endpoint. Initialise with `dlslime_shm_options_init` (or
+ * set `size` and zero the rest): zero fields mean the library default, which the
+ * environment (`DLSLIME_SPIN_US`, `DLSLIME_TIMEOUT_MS`, `DLSLIME_PROGRESS`,
+ * `DLSLIME_SHM_FORCE_STAGED`) may set. Later versions only append fields.
+ */
+typedef struct {
+  /**
+   * `sizeof(dlslime_shm_options_t)` as the caller was compiled.
+   */
+  size_t size;
+  /**
+   * `DLSLIME_SHM_FLAG_*` bits, OR-ed.
+   */
+  uint32_t flags;
+  /**
+   * How long a waiter spins before parking, in microseconds. 0: default (50 µs).
+   */
+  uint64_t spin_us;
+  /**
+   * Deadline of every operation that passes `timeout_ms = 0`. 0: default (30 s).
+   */
+  uint64_t default_timeout_ms;
+} dlslime_shm_options_t;
 
 /**
  * Options of a TCP context. Initialise with `dlslime_tcp_options_init` (or set `size`
@@ -1078,49 +1078,6 @@ dlslime_status_t dlslime_peer_agent_shutdown(const dlslime_peer_agent_t *agent);
 void dlslime_peer_agent_free(dlslime_peer_agent_t *agent);
 
 /**
- * Fills `*opts` with the defaults: `size = sizeof(dlslime_shm_options_t)`, every other
- * field zero. NULL is a no-op.
- */
-void dlslime_shm_options_init(dlslime_shm_options_t *opts);
-
-/**
- * Creates a shared-memory endpoint over a memory pool (the endpoint keeps its own
- * reference) and writes it to `*out`. `opts` may be NULL for the defaults. Publish
- * `dlslime_endpoint_info` to a peer process on the same host and call
- * `dlslime_endpoint_connect` on both sides; a peer on another host is refused.
- *
- * Regions from `dlslime_alloc_shared` are mapped by the peer, so one-sided operations
- * on them are a single memcpy; other memory moves by cross-memory attach, or through
- * bounce slots where the kernel refuses attach.
- *
- * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (bad
- * `size`), `DLSLIME_STATUS_UNSUPPORTED` (unknown flags or newer fields),
- * `DLSLIME_STATUS_IO` (the handshake socket could not be created).
- */
-dlslime_status_t dlslime_shm_endpoint_new(const dlslime_memory_pool_t *pool,
-                                          const dlslime_shm_options_t *opts,
-                                          dlslime_endpoint_t **out);
-
-/**
- * Allocates `len` bytes of zeroed, page-aligned memory backed by a memfd, which a
- * connected shared-memory peer maps. Register it in a memory pool as usual; free it with
- * `dlslime_free_shared`. Writes the address to `*out_ptr`.
- *
- * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (`len` is
- * 0), `DLSLIME_STATUS_IO` (memfd_create / mmap failed).
- */
-dlslime_status_t dlslime_alloc_shared(size_t len, void **out_ptr);
-
-/**
- * Frees memory from `dlslime_alloc_shared`. Unregister it from its pools first. Peers
- * that mapped it keep their own mapping until they disconnect.
- *
- * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (`ptr` is not
- * a live shared allocation: nothing is freed).
- */
-dlslime_status_t dlslime_free_shared(void *ptr);
-
-/**
  * Fills `*opts` with the defaults (`size` set, every other field zero). NULL is a no-op.
  */
 void dlslime_rpc_options_init(dlslime_rpc_options_t *opts);
@@ -1340,6 +1297,49 @@ dlslime_status_t dlslime_rpc_request_reply_error(const dlslime_rpc_request_t *r,
  * Releases the request; an unanswered one gets an exception reply first. NULL is a no-op.
  */
 void dlslime_rpc_request_free(dlslime_rpc_request_t *r);
+
+/**
+ * Fills `*opts` with the defaults: `size = sizeof(dlslime_shm_options_t)`, every other
+ * field zero. NULL is a no-op.
+ */
+void dlslime_shm_options_init(dlslime_shm_options_t *opts);
+
+/**
+ * Creates a shared-memory endpoint over a memory pool (the endpoint keeps its own
+ * reference) and writes it to `*out`. `opts` may be NULL for the defaults. Publish
+ * `dlslime_endpoint_info` to a peer process on the same host and call
+ * `dlslime_endpoint_connect` on both sides; a peer on another host is refused.
+ *
+ * Regions from `dlslime_alloc_shared` are mapped by the peer, so one-sided operations
+ * on them are a single memcpy; other memory moves by cross-memory attach, or through
+ * bounce slots where the kernel refuses attach.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (bad
+ * `size`), `DLSLIME_STATUS_UNSUPPORTED` (unknown flags or newer fields),
+ * `DLSLIME_STATUS_IO` (the handshake socket could not be created).
+ */
+dlslime_status_t dlslime_shm_endpoint_new(const dlslime_memory_pool_t *pool,
+                                          const dlslime_shm_options_t *opts,
+                                          dlslime_endpoint_t **out);
+
+/**
+ * Allocates `len` bytes of zeroed, page-aligned memory backed by a memfd, which a
+ * connected shared-memory peer maps. Register it in a memory pool as usual; free it with
+ * `dlslime_free_shared`. Writes the address to `*out_ptr`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (`len` is
+ * 0), `DLSLIME_STATUS_IO` (memfd_create / mmap failed).
+ */
+dlslime_status_t dlslime_alloc_shared(size_t len, void **out_ptr);
+
+/**
+ * Frees memory from `dlslime_alloc_shared`. Unregister it from its pools first. Peers
+ * that mapped it keep their own mapping until they disconnect.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (`ptr` is not
+ * a live shared allocation: nothing is freed).
+ */
+dlslime_status_t dlslime_free_shared(void *ptr);
 
 /**
  * Copies the calling thread's last error message into `buf`.

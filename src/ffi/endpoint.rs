@@ -1,16 +1,14 @@
 //! `dlslime_endpoint_t` (any transport) and `dlslime_assignment_t`.
 
 use std::ffi::{c_char, c_void};
-use std::ptr::NonNull;
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::cast::{box_into_ptr, free_box, Castable, OwnershipBox};
+use super::args::{buffer_ptr, future_out, timeout};
+use super::cast::{free_box, Castable, OwnershipBox};
 use super::future::dlslime_future_t;
 use super::memory::{dlslime_mr_handle_t, dlslime_remote_handle_t};
 use super::status::{dlslime_status_t, status_of, string_to_c};
 use crate::error::{Error, Status};
-use crate::future::Future;
 use crate::transport::{info, Assignment, Endpoint};
 
 /// One transfer, in the original DLSlime tuple order
@@ -65,16 +63,6 @@ pub struct dlslime_endpoint_t {
 impl Castable for dlslime_endpoint_t {
     type Ownership = OwnershipBox;
     type RustType = Arc<dyn Endpoint>;
-}
-
-fn timeout(ms: u64) -> Option<Duration> {
-    (ms != 0).then(|| Duration::from_millis(ms))
-}
-
-/// Hands a future to C.
-fn future_out(f: Future, out: *mut *mut dlslime_future_t) -> dlslime_status_t {
-    unsafe { out.write(box_into_ptr::<dlslime_future_t>(f)) };
-    dlslime_status_t::Ok
 }
 
 /// Runs `op` over the C assignment array, converted without a heap allocation for up to
@@ -277,15 +265,6 @@ pub extern "C" fn dlslime_endpoint_imm_recv(
         let out = try_out!(out);
         let f = try_res!(ep.imm_recv(timeout(timeout_ms)));
         future_out(f, out)
-    }
-}
-
-/// A pointer the Rust API accepts for a possibly empty buffer.
-fn buffer_ptr(ptr: *mut c_void, len: usize) -> Option<*mut u8> {
-    match (ptr.is_null(), len) {
-        (false, _) => Some(ptr.cast()),
-        (true, 0) => Some(NonNull::<u8>::dangling().as_ptr()),
-        (true, _) => None,
     }
 }
 

@@ -10,6 +10,8 @@
 //!   and the typed fallback values (`DLSLIME_STATUS_PANIC`, NULL, 0, false).
 //! * [`cast`] (private): the `Castable` trait that fixes each handle's ownership model
 //!   (Box or Arc) once, checked casts, and the NULL-check macros.
+//! * [`args`] (private): timeouts, possibly-empty buffers, optional strings, futures
+//!   handed out; `options` (private): reading versioned `*_options_t` structs.
 //! * [`status`] — `dlslime_status_t`, the thread-local last-error message,
 //!   `dlslime_status_str`, `dlslime_string_free`.
 //! * [`version`] — `dlslime_version`, `dlslime_version_number`.
@@ -33,13 +35,14 @@ mod panic;
 #[macro_use]
 mod cast;
 
+mod args;
 pub mod endpoint;
 pub mod future;
 pub mod memory;
-pub mod peer;
 mod options;
-pub mod shm;
+pub mod peer;
 pub mod rpc;
+pub mod shm;
 pub mod status;
 pub mod tcp;
 pub mod version;
@@ -47,6 +50,6 @@ pub mod version;
 pub use endpoint::{dlslime_assignment_t, dlslime_endpoint_t};
 pub use future::dlslime_future_t;
 pub use memory::{dlslime_memory_pool_t, dlslime_mr_handle_t, dlslime_remote_handle_t};
-pub use status::{dlslime_status, dlslime_status_t};
 pub use shm::dlslime_shm_options_t;
+pub use status::{dlslime_status, dlslime_status_t};
 pub use tcp::{dlslime_tcp_context_t, dlslime_tcp_options_t};

@@ -4,16 +4,15 @@
 
 use std::ffi::{c_char, c_void, CStr};
 use std::mem::size_of;
-use std::ptr::NonNull;
 use std::time::Duration;
 
+use super::args::{buffer_ptr, future_out, opt_text, timeout};
 use super::cast::{box_into_ptr, free_box, Castable, OwnershipBox};
 use super::future::dlslime_future_t;
 use super::memory::dlslime_mr_handle_t;
 use super::options::read_sized;
 use super::status::{dlslime_status_t, string_to_c};
 use crate::error::{Error, Status};
-use crate::future::Future;
 use crate::peer::{
     ConnState, NamedAssignment, PeerAgent, PeerAgentOptions, PeerConnection, Transport,
 };
@@ -69,16 +68,6 @@ pub extern "C" fn dlslime_peer_options_init(opts: *mut dlslime_peer_options_t) {
     }
 }
 
-unsafe fn opt_text(p: *const c_char, what: &str) -> crate::Result<Option<String>> {
-    if p.is_null() {
-        return Ok(None);
-    }
-    CStr::from_ptr(p)
-        .to_str()
-        .map(|s| Some(s.to_string()))
-        .map_err(|_| Error::invalid(format!("dlslime_peer_options_t.{what} is not valid UTF-8")))
-}
-
 unsafe fn to_options(o: &dlslime_peer_options_t) -> crate::Result<PeerAgentOptions> {
     let mut p = PeerAgentOptions::default();
     let ms = Duration::from_millis;
@@ -91,8 +80,8 @@ unsafe fn to_options(o: &dlslime_peer_options_t) -> crate::Result<PeerAgentOptio
     if o.register_backoff_ms != 0 {
         p.register_backoff = ms(o.register_backoff_ms);
     }
-    p.redis_url = opt_text(o.redis_url, "redis_url")?;
-    p.advertise_host = opt_text(o.advertise_host, "advertise_host")?;
+    p.redis_url = opt_text(o.redis_url, "dlslime_peer_options_t.redis_url")?;
+    p.advertise_host = opt_text(o.advertise_host, "dlslime_peer_options_t.advertise_host")?;
     if o.connect_attempts != 0 {
         p.connect_attempts = o.connect_attempts;
     }
@@ -208,15 +197,6 @@ pub struct dlslime_peer_connection_t {
 impl Castable for dlslime_peer_connection_t {
     type Ownership = OwnershipBox;
     type RustType = PeerConnection;
-}
-
-fn timeout(ms: u64) -> Option<Duration> {
-    (ms != 0).then(|| Duration::from_millis(ms))
-}
-
-fn future_out(f: Future, out: *mut *mut dlslime_future_t) -> dlslime_status_t {
-    unsafe { out.write(box_into_ptr::<dlslime_future_t>(f)) };
-    dlslime_status_t::Ok
 }
 
 /// Converts the C assignment array.
@@ -580,14 +560,6 @@ pub extern "C" fn dlslime_peer_agent_imm_recv(
         let out = try_out!(out);
         let f = try_res!(agent.imm_recv(peer, timeout(timeout_ms)));
         future_out(f, out)
-    }
-}
-
-fn buffer_ptr(ptr: *mut c_void, len: usize) -> Option<*mut u8> {
-    match (ptr.is_null(), len) {
-        (false, _) => Some(ptr.cast()),
-        (true, 0) => Some(NonNull::<u8>::dangling().as_ptr()),
-        (true, _) => None,
     }
 }
 

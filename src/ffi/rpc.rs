@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::args::timeout;
 use super::cast::{
     arc_into_ptr, box_into_ptr, free_arc, free_box, Castable, OwnershipArc, OwnershipBox,
 };
@@ -397,7 +398,7 @@ pub extern "C" fn dlslime_rpc_call_wait(
 ) -> dlslime_status_t {
     ffi_boundary! {
         let c = try_ref!(c);
-        let t = (timeout_ms != 0).then(|| Duration::from_millis(timeout_ms));
+        let t = timeout(timeout_ms);
         status_of(c.lock().wait(t))
     }
 }
@@ -485,7 +486,7 @@ pub extern "C" fn dlslime_rpc_poll_request(
     ffi_boundary! {
         let s = try_ref!(s);
         let out = try_out!(out);
-        let t = (timeout_ms != 0).then(|| Duration::from_millis(timeout_ms));
+        let t = timeout(timeout_ms);
         match s.poll_request(t) {
             Ok(Some(r)) => {
                 let meta = (r.tag(), r.request_id(), r.payload_ptr() as usize, r.payload().len());

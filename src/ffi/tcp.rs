@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::args::opt_text;
 use super::cast::{arc_into_ptr, box_into_ptr, free_arc, Castable, OwnershipArc};
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
@@ -89,24 +90,15 @@ fn zeroed_options() -> dlslime_tcp_options_t {
 /// # Safety
 /// The string fields are NULL or NUL-terminated.
 unsafe fn to_config(o: &dlslime_tcp_options_t) -> crate::Result<TcpConfig> {
-    let text = |p: *const c_char, what: &str| -> crate::Result<Option<String>> {
-        if p.is_null() {
-            return Ok(None);
-        }
-        std::ffi::CStr::from_ptr(p)
-            .to_str()
-            .map(|s| Some(s.to_string()))
-            .map_err(|_| Error::invalid(format!("dlslime_tcp_options_t.{what} is not valid UTF-8")))
-    };
     let mut c = TcpConfig::default();
-    if let Some(b) = text(o.bind, "bind")? {
+    if let Some(b) = opt_text(o.bind, "dlslime_tcp_options_t.bind")? {
         c.bind = b.parse::<SocketAddr>().map_err(|e| {
             Error::invalid(format!(
                 "dlslime_tcp_options_t.bind {b:?} is not a numeric IP:port: {e}"
             ))
         })?;
     }
-    c.advertise_host = text(o.advertise_host, "advertise_host")?;
+    c.advertise_host = opt_text(o.advertise_host, "dlslime_tcp_options_t.advertise_host")?;
     if o.lanes != 0 {
         c.lanes = o.lanes as usize;
     }
