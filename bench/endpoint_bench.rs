@@ -6,7 +6,7 @@
 //!
 //! The parent is the initiator; it re-runs itself with `--role peer` as the target.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -57,6 +57,15 @@ fn time(n: usize, mut f: impl FnMut()) -> Stats {
         v.push(t.elapsed().as_secs_f64() * 1e6);
     }
     stats(v)
+}
+
+fn write_all_vectored(s: &mut TcpStream, head: &[u8], body: &[u8]) {
+    let mut bufs = [IoSlice::new(head), IoSlice::new(body)];
+    let mut bufs = &mut bufs[..];
+    while !bufs.is_empty() {
+        let n = s.write_vectored(bufs).unwrap();
+        IoSlice::advance_slices(&mut bufs, n);
+    }
 }
 
 fn ctx() -> Arc<TcpContext> {
@@ -217,11 +226,12 @@ fn main() {
             let mut req = [0u8; 16];
             req[..8].copy_from_slice(&dir.to_le_bytes());
             req[8..].copy_from_slice(&(size as u64).to_le_bytes());
-            raw.write_all(&req).unwrap();
             if dir == 0 {
-                raw.write_all(&local[..size]).unwrap();
+                // request and payload in one writev, as the endpoint sends them
+                write_all_vectored(&mut raw, &req, &local[..size]);
                 raw.read_exact(&mut ack).unwrap();
             } else {
+                raw.write_all(&req).unwrap();
                 raw.read_exact(&mut local[..size]).unwrap();
             }
         };
