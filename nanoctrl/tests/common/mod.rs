@@ -3,53 +3,18 @@
 //! test fails. Every wait has a deadline.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "../../../tests/support/redis_server.rs"]
+mod redis_server;
+pub use redis_server::{free_port, unique, wait_for, Redis};
+
 pub const NANOCTRL: &str = env!("CARGO_BIN_EXE_nanoctrl");
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A fresh, unique name for scopes, aliases and temp dirs.
-pub fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{tag}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Poll `f` every 20 ms until it returns Some or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A temp dir removed on drop.
 pub struct TempDir(pub PathBuf);
 impl TempDir {
@@ -65,122 +30,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn redis_server_bin() -> String {
-    if let Ok(p) = std::env::var("REDIS_SERVER") {
-        return p;
-    }
-    for p in [
-        "redis-server",
-        "/usr/bin/redis-server",
-        "/usr/local/bin/redis-server",
-    ] {
-        if Command::new(p)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok()
-        {
-            return p.to_string();
-        }
-    }
-    panic!(
-        "redis-server not found: install it (scripts/test-nanoctrl.sh does) or set REDIS_SERVER"
-    );
-}
-
-pub struct Redis {
-    child: Option<Child>,
-    pub port: u16,
-    pub url: String,
-}
-
-impl Redis {
-    pub fn start() -> Self {
-        for _ in 0..5 {
-            if let Some(r) = Self::try_start_on(free_port()) {
-                return r;
-            }
-        }
-        panic!("could not start redis-server on an ephemeral port");
-    }
-
-    /// Start on a given port (used to bring Redis back after killing it).
-    pub fn start_on(port: u16) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(r) = Self::try_start_on(port) {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "could not restart redis-server on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn try_start_on(port: u16) -> Option<Self> {
-        let mut child = Command::new(redis_server_bin())
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--daemonize", "no", "--protected-mode", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let url = format!("redis://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                return None; // port taken, most likely
-            }
-            if let Ok(mut c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return Some(Redis {
-                        child: Some(child),
-                        port,
-                        url,
-                    });
-                }
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url.as_str())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -1,0 +1,194 @@
+//! Shared by the PeerAgent tests (`tests/peer_fixture`) and NanoCtrl's tests
+//! (`nanoctrl/tests/common`): unique names, ephemeral ports, deadline polling, and a real
+//! `redis-server` on a loopback port, killed on drop (also when a test fails).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh, unique name for scopes, aliases and temp dirs.
+pub fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{tag}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 20 ms until it returns Some or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn redis_server_bin() -> String {
+    if let Ok(p) = std::env::var("REDIS_SERVER") {
+        return p;
+    }
+    for p in [
+        "redis-server",
+        "/usr/bin/redis-server",
+        "/usr/local/bin/redis-server",
+    ] {
+        if Command::new(p)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok()
+        {
+            return p.to_string();
+        }
+    }
+    panic!("redis-server not found: run scripts/install-deps.sh (or set REDIS_SERVER)");
+}
+
+/// A `redis-server` without persistence on `127.0.0.1:port`.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    pub url: String,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        for _ in 0..5 {
+            if let Some(r) = Self::try_start_on(free_port()) {
+                return r;
+            }
+        }
+        panic!("could not start redis-server on an ephemeral port");
+    }
+
+    /// Starts on `port`, retrying while a killed predecessor still holds it.
+    pub fn start_on(port: u16) -> Redis {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(r) = Self::try_start_on(port) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "could not restart redis-server on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts again on the same port (after `kill`).
+    pub fn restart(&mut self) {
+        let mut r = Self::start_on(self.port);
+        self.child = r.child.take();
+    }
+
+    fn try_start_on(port: u16) -> Option<Redis> {
+        let mut child = Command::new(redis_server_bin())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let url = format!("redis://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None; // port taken, most likely
+            }
+            if let Ok(mut c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return Some(Redis {
+                        child: Some(child),
+                        port,
+                        url,
+                    });
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap()
+    }
+
+    /// Every key matching `pattern` (SCAN), sorted.
+    pub fn keys_matching(&self, pattern: &str) -> Vec<String> {
+        let mut c = self.conn();
+        let mut out = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut c)
+                .unwrap();
+            out.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort();
+        out
+    }
+
+    /// Every key under `scope:`.
+    pub fn scope_keys(&self, scope: &str) -> Vec<String> {
+        self.keys_matching(&format!("{scope}:*"))
+    }
+
+    /// Every key in this Redis.
+    pub fn all_keys(&self) -> Vec<String> {
+        self.keys_matching("*")
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
