@@ -852,8 +852,8 @@ impl Inner {
             Early::Bytes(v) => copy_into_recv(&r, &v),
             Early::Rts { id, addr, len } => {
                 if len > r.cap as u64 {
-                    truncate(&r, len);
                     self.reply(c, id, Status::Truncated, 0);
+                    truncate(&r, len);
                     return;
                 } else if r.op.begin_io() {
                     let res = if let Some(src) = c.peer_maps.translate(addr, len) {
@@ -874,18 +874,25 @@ impl Inner {
                     r.op.end_io();
                     match res {
                         Ok(()) => {
+                            // reply first: the receiver may exit as soon as it sees its data
+                            self.reply(c, id, Status::Ok, 0);
                             r.op.set_nbytes(len);
                             r.op.part_done(Status::Ok, None);
+                            return;
                         }
                         Err(en) => {
                             let (s, msg) = errno_status(en, &self.stats.cma_eperm);
-                            r.op.finish(s, Some(msg));
                             self.reply(c, id, s, 0);
+                            r.op.finish(s, Some(msg));
                             return;
                         }
                     }
                 }
-                self.reply(c, id, Status::Ok, 0);
+                // the receive was cancelled after it was matched: the message waits for
+                // the next one instead of being lost
+                if let Some((r, m)) = self.msgs.requeue(Early::Rts { id, addr, len }) {
+                    self.complete_recv(c, r, m);
+                }
             }
             Early::Staged(msg) => {
                 let mut asm = self.assemblies.lock();
@@ -1403,8 +1410,7 @@ impl Endpoint for ShmEndpoint {
         }
         if len <= INLINE_CAP {
             // Complete once it is in the ring: nothing to track, cancel or time out.
-            let deadline =
-                Deadline::after(timeout.unwrap_or(i.cfg.engine.default_timeout));
+            let deadline = Deadline::after(timeout.unwrap_or(i.cfg.engine.default_timeout));
             let mut e = Entry::new(kind::MSG);
             e.len = len as u32;
             if len > 0 {

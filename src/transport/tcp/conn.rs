@@ -241,10 +241,10 @@ impl Conn {
 }
 
 fn fail(p: Pending, status: Status, msg: &str) {
-    p.op.part_done(status, Some(msg));
     if let Some(then) = p.then {
         then(status);
     }
+    p.op.part_done(status, Some(msg));
 }
 
 fn writer_loop(conn: Weak<Conn>, rx: Receiver<TxJob>) {
@@ -301,10 +301,12 @@ fn reader_loop(conn: Arc<Conn>, mut rs: TcpStream, on_lost: OnLost) {
             status = Status::Protocol;
         }
         let msg = (!status.is_ok()).then(|| format!("{} answered: {}", conn.peer, status));
-        p.op.part_done(status, msg.as_deref());
+        // `then` (the sender's ack of a pulled message) goes out before the receive
+        // completes: once the receiver's thread sees its data it may exit the process.
         if let Some(then) = p.then {
             then(status);
         }
+        p.op.part_done(status, msg.as_deref());
     };
     conn.dead.store(true, Ordering::Release);
     let _ = rs.shutdown(Shutdown::Both);

@@ -100,11 +100,16 @@ impl EpCore {
     }
 
     /// Hands an early message to the receive it was matched with.
+    ///
+    /// Here and wherever a message completes a receive, the sender is acked first: the
+    /// receiver's thread may shut down (or exit) as soon as it sees its data, and the
+    /// ack must not be lost with it.
     pub fn deliver_early(self: &Arc<Self>, r: PostedRecv, e: Early) {
         match e {
             Early::Data { buf, ack } => {
                 if buf.len() > r.cap {
                     self.early_bytes.fetch_sub(buf.len(), Ordering::AcqRel);
+                    ack.send(Status::Truncated);
                     r.op.finish(
                         Status::Truncated,
                         Some(format!(
@@ -113,7 +118,6 @@ impl EpCore {
                             r.cap
                         )),
                     );
-                    ack.send(Status::Truncated);
                 } else if r.op.begin_io() {
                     self.early_bytes.fetch_sub(buf.len(), Ordering::AcqRel);
                     // SAFETY: a posted receive buffer of at least buf.len() bytes.
@@ -122,8 +126,8 @@ impl EpCore {
                     };
                     r.op.end_io();
                     r.op.set_nbytes(buf.len() as u64);
-                    r.op.part_done(Status::Ok, None);
                     ack.send(Status::Ok);
+                    r.op.part_done(Status::Ok, None);
                 } else {
                     // the receive was cancelled after it was matched: the message waits
                     // for the next one instead of being lost
@@ -144,6 +148,7 @@ impl EpCore {
     /// sender's `send` completes when this is done.
     pub fn pull(self: &Arc<Self>, r: PostedRecv, msg_id: u64, len: u64, ack: Ack) {
         if len > r.cap as u64 {
+            ack.send(Status::Truncated);
             r.op.finish(
                 Status::Truncated,
                 Some(format!(
@@ -151,7 +156,6 @@ impl EpCore {
                     r.cap
                 )),
             );
-            ack.send(Status::Truncated);
             return;
         }
         let conn = match (self.ctx.upgrade(), *self.peer.read()) {
@@ -179,8 +183,8 @@ impl EpCore {
                 conn.request(h, (0, 0), None, pending);
             }
             Err(e) => {
-                r.op.finish(e.status(), Some(e.message().to_string()));
                 ack.send(e.status());
+                r.op.finish(e.status(), Some(e.message().to_string()));
             }
         }
     }

@@ -271,6 +271,7 @@ fn receive_message(
         }
         if h.size > r.cap as u64 {
             sockio::drain(rs, h.size).map_err(io)?;
+            ack.send(Status::Truncated);
             r.op.finish(
                 Status::Truncated,
                 Some(format!(
@@ -278,7 +279,6 @@ fn receive_message(
                     h.size, r.cap
                 )),
             );
-            ack.send(Status::Truncated);
             return Ok(());
         }
         if r.op.begin_io() {
@@ -287,8 +287,9 @@ fn receive_message(
             r.op.end_io();
             res.map_err(io)?;
             r.op.set_nbytes(h.size);
-            r.op.part_done(Status::Ok, None);
+            // ack first: the receiver may shut down as soon as it sees its data
             ack.send(Status::Ok);
+            r.op.part_done(Status::Ok, None);
             return Ok(());
         }
         // The receive was cancelled meanwhile: treat the message as early.
