@@ -429,12 +429,7 @@ impl ShmEndpoint {
                 e.len = clen as u32;
                 e.key = key;
                 e.slot = slot;
-                i.stats.staged_chunks.fetch_add(1, Ordering::Relaxed);
-                if let Err(er) = i.push(c, &e, PushMode::Wait(deadline)) {
-                    if c.pending.lock().remove(&id).is_some() {
-                        i.free_slot(c, slot);
-                        agg.part(i, er.status(), er.message());
-                    }
+                if let Err(er) = i.push_staged(c, &e, &agg, deadline) {
                     failure = Some(er);
                     break 'outer;
                 }
@@ -587,6 +582,20 @@ impl Inner {
             self.poll(c);
             std::thread::yield_now();
         }
+    }
+
+    /// Pushes a staged chunk (`e.id` pending, bounce slot `e.slot` taken). If the push
+    /// fails and the chunk is still ours, the slot is freed and the part fails.
+    fn push_staged(&self, c: &Conn, e: &Entry, agg: &Agg, deadline: Deadline) -> Result<()> {
+        self.stats.staged_chunks.fetch_add(1, Ordering::Relaxed);
+        let r = self.push(c, e, PushMode::Wait(deadline));
+        if let Err(er) = &r {
+            if c.pending.lock().remove(&e.id).is_some() {
+                self.free_slot(c, e.slot);
+                agg.part(self, er.status(), er.message());
+            }
+        }
+        r
     }
 
     fn prod_lock<'a>(
@@ -1483,12 +1492,7 @@ impl Endpoint for ShmEndpoint {
                 e.c = off as u64;
                 e.len = clen as u32;
                 e.slot = slot;
-                i.stats.staged_chunks.fetch_add(1, Ordering::Relaxed);
-                if let Err(er) = i.push(c, &e, PushMode::Wait(deadline)) {
-                    if c.pending.lock().remove(&id).is_some() {
-                        i.free_slot(c, slot);
-                        agg.part(i, er.status(), er.message());
-                    }
+                if let Err(er) = i.push_staged(c, &e, &agg, deadline) {
                     failure = Some(er);
                     break;
                 }
