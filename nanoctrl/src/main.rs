@@ -3,7 +3,6 @@
 
 mod cli;
 mod error;
-mod keys;
 mod models;
 mod net;
 mod redis_store;

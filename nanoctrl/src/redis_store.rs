@@ -13,8 +13,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
 use serde_json::Value;
 
-use crate::keys::{self, glob_escape};
 use crate::models::*;
+use dlslime_keys as keys;
 
 /// Entity and agent TTL. Clients beat every 15 s, so four missed beats are tolerated.
 pub const ENTITY_TTL_SECS: u64 = 60;
@@ -220,11 +220,9 @@ impl Store {
     pub async fn list_entities(&self, b: &ListEntitiesBody) -> RedisResult<Vec<Value>> {
         let p = keys::prefix(b.scope.as_deref());
         let ty = b.entity_type.as_deref().filter(|t| !t.is_empty());
-        let pattern = match ty {
-            Some(t) => format!("{}{}:*", glob_escape(&p), glob_escape(t)),
-            None => format!("{}*:*", glob_escape(&p)),
-        };
-        let found = self.scan(&pattern, Some("hash")).await?;
+        let found = self
+            .scan(&keys::entity_pattern(&p, ty), Some("hash"))
+            .await?;
         let mut out = Vec::new();
         for chunk in found.chunks(256) {
             let mut pipe = redis::pipe();
@@ -314,9 +312,7 @@ impl Store {
     pub async fn query_agents(&self, scope: Option<&str>) -> RedisResult<Vec<PeerAgentInfo>> {
         let p = keys::prefix(scope);
         let agent_prefix = keys::agent(&p, "");
-        let found = self
-            .scan(&format!("{}*", glob_escape(&agent_prefix)), Some("hash"))
-            .await?;
+        let found = self.scan(&keys::agent_pattern(&p), Some("hash")).await?;
         let mut out = Vec::new();
         for chunk in found.chunks(256) {
             let mut pipe = redis::pipe();
@@ -392,9 +388,7 @@ impl Store {
         // 1. Peers to notify: the agent's own targets, plus every agent whose spec names it.
         let own_spec_key = keys::spec(&p, agent);
         let spec_prefix = keys::spec(&p, "");
-        let spec_keys = self
-            .scan(&format!("{}*", glob_escape(&spec_prefix)), Some("string"))
-            .await?;
+        let spec_keys = self.scan(&keys::spec_pattern(&p), Some("string")).await?;
         let mut peers = BTreeSet::new();
         if !spec_keys.is_empty() {
             let raws: Vec<Option<String>> = redis::cmd("MGET")
@@ -419,27 +413,26 @@ impl Store {
         peers.remove(agent);
 
         // 2. Keys to delete.
-        let ep = glob_escape(&p);
-        let ea = glob_escape(agent);
         let mut doomed: BTreeSet<String> = BTreeSet::new();
         doomed.insert(keys::agent(&p, agent));
         doomed.insert(own_spec_key);
         doomed.insert(keys::inbox(&p, agent));
         doomed.insert(keys::stream(&p, agent));
         if p.is_empty() {
-            doomed.insert(format!(":inbox:{agent}"));
+            doomed.insert(keys::legacy_inbox(agent));
         }
-        doomed.extend(self.scan(&format!("{ep}exchange:{ea}:*"), None).await?);
-        doomed.extend(self.scan(&format!("{ep}exchange:*:{ea}"), None).await?);
-        let exchange_prefix = format!("{p}exchange:");
-        for k in self.scan(&format!("{ep}exchange:*:{ea}:*"), None).await? {
+        let [mine, to_me, via_me] = keys::exchange_patterns(&p, agent);
+        doomed.extend(self.scan(&mine, None).await?);
+        doomed.extend(self.scan(&to_me, None).await?);
+        let exchange_prefix = keys::exchange_prefix(&p);
+        for k in self.scan(&via_me, None).await? {
             if let Some(rest) = k.strip_prefix(&exchange_prefix) {
                 if is_peer_exchange_key(rest, agent) {
                     doomed.insert(k);
                 }
             }
         }
-        doomed.extend(self.scan(&format!("{ep}mr:{ea}:*"), None).await?);
+        doomed.extend(self.scan(&keys::mr_pattern(&p, agent), None).await?);
 
         // 3. Delete and notify atomically.
         let notice = serde_json::json!({ "type": "cleanup", "peer": agent }).to_string();
@@ -456,7 +449,7 @@ impl Store {
                 .ignore();
             if p.is_empty() {
                 pipe.cmd("LPUSH")
-                    .arg(format!(":inbox:{peer}"))
+                    .arg(keys::legacy_inbox(peer))
                     .arg(&notice)
                     .ignore();
             }

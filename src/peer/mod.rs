@@ -608,7 +608,7 @@ impl PeerAgent {
     /// Aliases registered in this scope (agent hashes that have not expired), sorted.
     pub fn list_agents(&self) -> Result<Vec<String>> {
         let i = &self.inner;
-        let pat = format!("{}agent:*", store::glob_escape(&i.keys.prefix));
+        let pat = i.keys.agents();
         let strip = format!("{}agent:", i.keys.prefix);
         let keys: Vec<String> = i.store.with("SCAN agents", |c| {
             let mut out = Vec::new();

@@ -1,14 +1,17 @@
-//! The PeerAgent's view of Redis: the original key schema (`P` = `"{scope}:"` or empty)
-//! and a synchronous connection that reconnects after Redis restarts.
+//! The PeerAgent's view of Redis: the original key schema (`P` = `"{scope}:"` or empty,
+//! from `dlslime_keys`, shared with NanoCtrl) and a synchronous connection that
+//! reconnects after Redis restarts.
 
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::{Connection, ConnectionLike, RedisResult};
 
+use dlslime_keys as keys;
+
 use crate::error::{Error, Result, Status};
 
-/// Key names, scope-prefixed as NanoCtrl writes them.
+/// Key names of one scope, as NanoCtrl writes them (the schema itself is `dlslime_keys`).
 #[derive(Clone, Debug)]
 pub struct Keys {
     pub prefix: String,
@@ -17,50 +20,33 @@ pub struct Keys {
 impl Keys {
     pub fn new(scope: Option<&str>) -> Keys {
         Keys {
-            prefix: match scope {
-                Some(s) if !s.is_empty() => format!("{s}:"),
-                _ => String::new(),
-            },
+            prefix: keys::prefix(scope),
         }
     }
     pub fn agent(&self, a: &str) -> String {
-        format!("{}agent:{a}", self.prefix)
+        keys::agent(&self.prefix, a)
+    }
+    /// SCAN pattern of every agent record of the scope.
+    pub fn agents(&self) -> String {
+        keys::agent_pattern(&self.prefix)
     }
     pub fn stream(&self, a: &str) -> String {
-        format!("{}stream:{a}", self.prefix)
+        keys::stream(&self.prefix, a)
     }
     pub fn inbox(&self, a: &str) -> String {
-        format!("{}inbox:{a}", self.prefix)
+        keys::inbox(&self.prefix, a)
     }
     pub fn spec(&self, a: &str) -> String {
-        format!("{}spec:topology:{a}", self.prefix)
+        keys::spec(&self.prefix, a)
     }
     pub fn mr(&self, a: &str, name: &str) -> String {
-        format!("{}mr:{a}:{name}", self.prefix)
+        keys::mr(&self.prefix, a, name)
     }
     /// SCAN patterns of this agent's stale keys: its mr keys and the exchange keys of
     /// the original's legacy path, in both directions.
     pub fn stale_patterns(&self, a: &str) -> Vec<String> {
-        let (p, a) = (glob_escape(&self.prefix), glob_escape(a));
-        vec![
-            format!("{p}mr:{a}:*"),
-            format!("{p}exchange:{a}:*"),
-            format!("{p}exchange:*:{a}"),
-            format!("{p}exchange:*:{a}:*"),
-        ]
+        keys::stale_patterns(&self.prefix, a)
     }
-}
-
-/// Escapes Redis glob metacharacters.
-pub fn glob_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            o.push('\\');
-        }
-        o.push(c);
-    }
-    o
 }
 
 /// One Redis connection, opened lazily and re-opened after an I/O error.
@@ -191,7 +177,7 @@ mod tests {
         let k = Keys::new(Some(""));
         assert_eq!(k.inbox("a"), "inbox:a");
         assert_eq!(Keys::new(None).stream("b"), "stream:b");
-        assert_eq!(glob_escape("a*b?[c]"), "a\\*b\\?\\[c\\]");
+        assert_eq!(keys::glob_escape("a*b?[c]"), "a\\*b\\?\\[c\\]");
         assert_eq!(Keys::new(None).stale_patterns("x")[0], "mr:x:*");
     }
 }
