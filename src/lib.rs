@@ -6,6 +6,7 @@
 //!   (what a peer published). Every byte moved starts and ends in one of them.
 //! * [`future`] — one [`future::OpState`] per operation; [`Future`] is the user's handle.
 //! * [`engine`] — how threads wait (spin-then-park, deadlines) and the knobs for it.
+//! * [`host`] — this host's identity (which peers can share memory).
 //! * [`transport`] — the [`Endpoint`] contract (read, write, write_with_imm, imm_recv,
 //!   send, recv) and its transports: [`transport::tcp`] (any two hosts) and
 //!   [`transport::shm`] (same host: memfd regions, cross-memory attach, shared rings).
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod ffi;
 pub mod future;
+pub mod host;
 pub mod log;
 pub mod memory;
 pub mod peer;

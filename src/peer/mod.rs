@@ -430,7 +430,7 @@ fn pid_alive(pid: i64) -> bool {
 pub fn host_id(shm: &ShmConfig) -> String {
     shm.host_id_override
         .clone()
-        .unwrap_or_else(crate::transport::shm::handshake::host_identity)
+        .unwrap_or_else(crate::host::identity)
 }
 
 impl PeerAgent {
@@ -989,7 +989,7 @@ pub(crate) fn resource_record(
 ) -> Value {
     json!({
         "schema_version": 1,
-        "host": {"hostname": hostname(), "address": address, "host_id": host_id,
+        "host": {"hostname": crate::host::name(), "address": address, "host_id": host_id,
                  "pid": std::process::id()},
         "nics": [], "accelerators": [], "memory_keys": memory_keys,
         "transports": ["shm", "tcp"],
@@ -997,18 +997,6 @@ pub(crate) fn resource_record(
         "heartbeat_at_ms": now_ms(),
         "heartbeat_interval_ms": hb_interval.as_millis() as u64,
     })
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes.
-    unsafe {
-        if libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) == 0 {
-            let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            return String::from_utf8_lossy(&buf[..n]).into_owned();
-        }
-    }
-    String::new()
 }
 
 impl Inner {

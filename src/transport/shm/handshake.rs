@@ -15,22 +15,7 @@ use crate::error::{Error, Result, Status};
 pub const MAX_FDS: usize = 250;
 const MAX_FRAME: usize = 1 << 20;
 
-/// This host's identity: boot id plus host name (two processes can share memory and
-/// attach to each other only on the same running kernel).
-pub fn host_identity() -> String {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes.
-    let host = unsafe {
-        if libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) == 0 {
-            let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            String::from_utf8_lossy(&buf[..n]).into_owned()
-        } else {
-            String::new()
-        }
-    };
-    format!("{}/{}", boot.trim(), host)
-}
+pub use crate::host::identity as host_identity;
 
 fn os_err(ctx: &str) -> Error {
     Error::io(ctx, std::io::Error::last_os_error())
