@@ -2,9 +2,11 @@
 //! from `dlslime_keys`, shared with NanoCtrl) and a synchronous connection that
 //! reconnects after Redis restarts.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use redis::streams::StreamReadReply;
 use redis::{Connection, ConnectionLike, RedisResult};
 
 use dlslime_keys as keys;
@@ -49,7 +51,8 @@ impl Keys {
     }
 }
 
-/// One Redis connection, opened lazily and re-opened after an I/O error.
+/// One Redis connection, opened lazily and re-opened after an I/O error. Every Redis
+/// command the PeerAgent sends is one of its methods.
 pub struct Store {
     client: redis::Client,
     url: String,
@@ -57,9 +60,26 @@ pub struct Store {
     read_timeout: Duration,
 }
 
-pub fn rerr(what: &str, e: redis::RedisError) -> Error {
+/// One message of a stream: its id and its fields (fields that are not text are left out).
+pub struct StreamMessage {
+    pub id: String,
+    pub fields: HashMap<String, String>,
+}
+
+fn rerr(what: &str, e: redis::RedisError) -> Error {
     Error::new(Status::Io, format!("redis {what}: {e}"))
 }
+
+/// HSET only while the key exists: HSET on a missing key (Redis restarted, the record
+/// expired) would create one without a TTL.
+const HSET_EXISTING: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
+     redis.call('HSET', KEYS[1], unpack(ARGV)) return 1";
+
+/// XDEL of the given ids unless the stream's owner (KEYS[2]) exists, then DEL of the
+/// stream once it is empty.
+const WITHDRAW: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end \
+     redis.call('XDEL', KEYS[1], unpack(ARGV)) \
+     if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end return 1";
 
 impl Store {
     pub fn open(url: &str, read_timeout: Duration) -> Result<Store> {
@@ -88,7 +108,7 @@ impl Store {
 
     /// Runs `f` on the connection; after a connection-level failure reconnects and
     /// tries once more.
-    pub fn with<T>(
+    fn with<T>(
         &self,
         what: &str,
         mut f: impl FnMut(&mut Connection) -> RedisResult<T>,
@@ -98,10 +118,7 @@ impl Store {
             if g.is_none() {
                 match self.connect() {
                     Ok(c) => *g = Some(c),
-                    Err(e) if attempt == 0 => {
-                        let _ = e;
-                        continue;
-                    }
+                    Err(_) if attempt == 0 => continue,
                     Err(e) => return Err(rerr(what, e)),
                 }
             }
@@ -135,9 +152,47 @@ impl Store {
         *self.conn.lock() = None;
     }
 
-    /// SCAN + DEL of every key matching `pattern`; returns how many were deleted.
-    pub fn delete_matching(&self, pattern: &str) -> Result<usize> {
-        let keys: Vec<String> = self.with("SCAN", |c| {
+    pub fn get(&self, key: &str) -> Result<Option<String>> {
+        self.with("GET", |c| redis::cmd("GET").arg(key).query(c))
+    }
+
+    pub fn set(&self, key: &str, value: &str) -> Result<()> {
+        self.with("SET", |c| redis::cmd("SET").arg(key).arg(value).query(c))
+    }
+
+    pub fn hget(&self, key: &str, field: &str) -> Result<Option<String>> {
+        self.with("HGET", |c| redis::cmd("HGET").arg(key).arg(field).query(c))
+    }
+
+    pub fn exists(&self, key: &str) -> Result<bool> {
+        self.with("EXISTS", |c| {
+            redis::cmd("EXISTS").arg(key).query::<i64>(c).map(|n| n > 0)
+        })
+    }
+
+    /// HSET of `fields` on `key` if the key exists; returns whether it did.
+    pub fn hset_existing(&self, key: &str, fields: &[(&str, String)]) -> Result<bool> {
+        self.with("HSET", |c| {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(HSET_EXISTING).arg(1).arg(key);
+            for (f, v) in fields {
+                cmd.arg(*f).arg(v);
+            }
+            cmd.query::<i64>(c).map(|r| r == 1)
+        })
+    }
+
+    /// DEL of `keys`; returns how many existed.
+    pub fn delete(&self, keys: &[String]) -> Result<usize> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.with("DEL", |c| redis::cmd("DEL").arg(keys).query(c))
+    }
+
+    /// Every key matching `pattern` (SCAN).
+    pub fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        self.with("SCAN", |c| {
             let mut out = Vec::new();
             let mut cursor: u64 = 0;
             loop {
@@ -154,11 +209,88 @@ impl Store {
                 }
                 cursor = next;
             }
+        })
+    }
+
+    /// SCAN + DEL of every key matching `pattern`; returns how many were deleted.
+    pub fn delete_matching(&self, pattern: &str) -> Result<usize> {
+        self.delete(&self.scan(pattern)?)
+    }
+
+    /// XADD to `stream`, capped at about `max_len` messages; returns the message id.
+    pub fn xadd(
+        &self,
+        stream: &str,
+        max_len: usize,
+        fields: &[(String, String)],
+    ) -> Result<String> {
+        self.with("XADD", |c| {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(stream).arg("MAXLEN").arg("~").arg(max_len).arg("*");
+            for (k, v) in fields {
+                cmd.arg(k).arg(v);
+            }
+            cmd.query(c)
+        })
+    }
+
+    /// XREAD of up to `count` messages of `stream` after id `after`, blocking up to
+    /// `block` for the first one.
+    pub fn xread(
+        &self,
+        stream: &str,
+        after: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<StreamMessage>> {
+        let reply = self.with("XREAD", |c| {
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(count)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(stream)
+                .arg(after)
+                .query::<Option<StreamReadReply>>(c)
         })?;
-        if keys.is_empty() {
-            return Ok(0);
+        let ids = reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids);
+        Ok(ids
+            .map(|m| StreamMessage {
+                fields: m
+                    .map
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let v = redis::from_redis_value_ref::<String>(v).ok()?;
+                        Some((k.clone(), v))
+                    })
+                    .collect(),
+                id: m.id,
+            })
+            .collect())
+    }
+
+    pub fn rpop(&self, key: &str) -> Result<Option<String>> {
+        self.with("RPOP", |c| redis::cmd("RPOP").arg(key).query(c))
+    }
+
+    /// Removes the messages `ids` from `stream` unless the key `owner` (the stream
+    /// owner's agent record) exists, and the stream too once empty. Returns whether
+    /// it did.
+    pub fn withdraw(&self, stream: &str, owner: &str, ids: &[String]) -> Result<bool> {
+        if ids.is_empty() {
+            return Ok(false);
         }
-        self.with("DEL", |c| redis::cmd("DEL").arg(&keys).query::<usize>(c))
+        self.with("XDEL", |c| {
+            redis::cmd("EVAL")
+                .arg(WITHDRAW)
+                .arg(2)
+                .arg(stream)
+                .arg(owner)
+                .arg(ids)
+                .query::<i64>(c)
+                .map(|r| r == 1)
+        })
     }
 }
 

@@ -1,0 +1,205 @@
+//! [`PeerAgent`] and the state its parts share ([`Inner`]): start-up, the accessors,
+//! and shutdown. Each concern adds its methods from its own file (`links`, `named`,
+//! `regions`, `registry`, ...).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use rustc_hash::FxHashMap;
+
+use super::control;
+use super::http::{self, Http};
+use super::links::Slot;
+use super::options::PeerAgentOptions;
+use super::regions::RegionRec;
+use super::registry::{self, check_alias, Registration};
+use super::stats::AgentStats;
+use super::store::{Keys, Store};
+use crate::error::{Error, Result, Status};
+use crate::memory::MemoryPool;
+use crate::transport::tcp::TcpContext;
+
+/// A PeerAgent. Thread-safe; dropping it shuts it down.
+pub struct PeerAgent {
+    pub(super) inner: Arc<Inner>,
+    control: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the agent's handles, its control thread and its connect workers share.
+pub(super) struct Inner {
+    pub alias: String,
+    pub scope: Option<String>,
+    pub keys: Keys,
+    pub http: Http,
+    pub opts: PeerAgentOptions,
+    /// This incarnation (see [`registry::new_instance`]).
+    pub instance: u64,
+    pub host_id: String,
+    /// The host peers reach this agent at.
+    pub address: String,
+    pub store: Store,
+    /// Every endpoint of the agent shares it.
+    pub pool: Arc<MemoryPool>,
+    /// Created at the first TCP endpoint.
+    pub tcp: Mutex<Option<Arc<TcpContext>>>,
+    /// One slot per peer (see `links`); `cv` is notified on every state change.
+    pub peers: Mutex<FxHashMap<String, Slot>>,
+    pub cv: Condvar,
+    /// Bumped by every local region (un)registration: invalidates resolved names.
+    pub regions_epoch: AtomicU64,
+    pub regions: Mutex<BTreeMap<String, RegionRec>>,
+    /// Every peer `connect_to` was called for (the desired topology).
+    pub desired: Mutex<BTreeSet<String>>,
+    pub next_nonce: AtomicU64,
+    pub shutdown: AtomicBool,
+    pub stats: AgentStats,
+}
+
+impl PeerAgent {
+    /// Registers with NanoCtrl at `nanoctrl_url` (`http://host:port`) as `alias` (or a
+    /// generated name) in `scope`, publishes the resource record, removes this alias's
+    /// stale keys and starts the control thread.
+    ///
+    /// Errors: `NameConflict` when a live agent holds `alias` in `scope` (a record left
+    /// by a dead agent of this host, or one whose heartbeats stopped, is cleaned up and
+    /// taken over); `Io` when NanoCtrl or Redis cannot be reached after the retries.
+    pub fn new(
+        nanoctrl_url: &str,
+        alias: Option<&str>,
+        scope: Option<&str>,
+        opts: PeerAgentOptions,
+    ) -> Result<PeerAgent> {
+        if let Some(a) = alias {
+            check_alias(a)?;
+        }
+        let http = Http::new(nanoctrl_url, opts.http_timeout)?;
+        let scope = scope.filter(|s| !s.is_empty()).map(str::to_string);
+        let host_id = registry::host_id(&opts.shm);
+        let instance = registry::new_instance();
+        let reg = registry::register(&http, alias, scope.as_deref(), &host_id, &opts)?;
+        let redis_url = match &opts.redis_url {
+            Some(u) => u.clone(),
+            None => http::redis_url(&reg.redis_address),
+        };
+        let store = Store::open(&redis_url, Duration::from_secs(5))?;
+        let inner = Arc::new(Inner::new(reg, scope, http, store, host_id, instance, opts));
+        if let Err(e) = inner.announce() {
+            inner.unregister_best_effort();
+            return Err(e);
+        }
+        let control = control::spawn(inner.clone())?;
+        Ok(PeerAgent {
+            inner,
+            control: Mutex::new(Some(control)),
+        })
+    }
+
+    pub fn alias(&self) -> &str {
+        &self.inner.alias
+    }
+
+    pub fn scope(&self) -> Option<&str> {
+        self.inner.scope.as_deref()
+    }
+
+    /// This incarnation's id (microseconds at start, shifted, plus random bits).
+    pub fn instance(&self) -> u64 {
+        self.inner.instance
+    }
+
+    pub fn stats(&self) -> &AgentStats {
+        &self.inner.stats
+    }
+
+    /// The agent's memory pool (every endpoint of the agent shares it).
+    pub fn memory_pool(&self) -> &Arc<MemoryPool> {
+        &self.inner.pool
+    }
+
+    /// Aliases registered in this scope (agent hashes that have not expired), sorted.
+    pub fn list_agents(&self) -> Result<Vec<String>> {
+        let i = &self.inner;
+        let strip = i.keys.agent("");
+        let mut out: Vec<String> = i
+            .store
+            .scan(&i.keys.agents())?
+            .iter()
+            .filter_map(|k| k.strip_prefix(&strip))
+            .map(str::to_string)
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Stops the control thread, shuts every endpoint down (pending operations fail with
+    /// `Cancelled`), deletes this agent's stream, spec and region keys and asks NanoCtrl
+    /// to clean up (which removes the agent record and notifies the peers). Idempotent.
+    pub fn shutdown(&self) {
+        let i = &self.inner;
+        if i.shutdown.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        i.cv.notify_all();
+        if let Some(h) = self.control.lock().take() {
+            let _ = h.join();
+        }
+        let outboxes = i.close_all();
+        i.remove_own_keys(outboxes);
+        i.unregister_best_effort();
+    }
+}
+
+impl Drop for PeerAgent {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Inner {
+    fn new(
+        reg: Registration,
+        scope: Option<String>,
+        http: Http,
+        store: Store,
+        host_id: String,
+        instance: u64,
+        opts: PeerAgentOptions,
+    ) -> Inner {
+        let keys = Keys::new(scope.as_deref());
+        let address = opts.advertise_host.clone().unwrap_or(reg.address);
+        Inner {
+            alias: reg.alias,
+            scope,
+            keys,
+            http,
+            instance,
+            host_id,
+            address,
+            store,
+            pool: MemoryPool::new(),
+            tcp: Mutex::new(None),
+            peers: Mutex::new(FxHashMap::default()),
+            cv: Condvar::new(),
+            regions_epoch: AtomicU64::new(1),
+            regions: Mutex::new(BTreeMap::new()),
+            desired: Mutex::new(BTreeSet::new()),
+            next_nonce: AtomicU64::new(1),
+            shutdown: AtomicBool::new(false),
+            stats: AgentStats::default(),
+            opts,
+        }
+    }
+
+    pub(super) fn check_live(&self) -> Result<()> {
+        if self.shutdown.load(Ordering::Acquire) {
+            Err(Error::new(Status::ShutDown, "PeerAgent is shut down"))
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,510 @@
+//! The connection-slot state machine: one [`Slot`] per peer holds what `connect_to`
+//! asked for, the current local endpoint, the freshest peer info and the
+//! [`ConnState`]. Transitions happen under the agent's `peers` lock and only record
+//! their side effects in [`Work`] (endpoints to shut down, `qp_ready` messages to send,
+//! connects to start), which [`Inner::run_work`] performs after the lock is released.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::agent::{Inner, PeerAgent};
+use super::connection::PeerConnection;
+use super::endpoints::{ep_alive, LocalEp};
+use super::negotiate::{agree_transport, Transport, TransportRequest};
+use super::registry::check_alias;
+use crate::error::{Error, Result, Status};
+use crate::transport::Endpoint;
+use crate::{info_log, warn_log};
+
+/// Where a connection to a peer stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnState {
+    /// Known peer, nothing requested.
+    Idle,
+    /// Handshake in progress.
+    Connecting,
+    Connected,
+    /// Gave up (transport mismatch, retries exhausted); `wait` returns the error.
+    Failed,
+    /// Was connected; the peer left, died or restarted. `connect_to` again re-dials.
+    Disconnected,
+}
+
+impl ConnState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::Idle => "idle",
+            ConnState::Connecting => "connecting",
+            ConnState::Connected => "connected",
+            ConnState::Failed => "failed",
+            ConnState::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// The freshest `qp_ready` seen from a peer.
+#[derive(Clone)]
+pub(super) struct PeerView {
+    pub instance: u64,
+    pub nonce: u64,
+    pub host_id: String,
+    pub request: TransportRequest,
+    pub transport: Option<Transport>,
+    pub info: Value,
+}
+
+/// Everything this agent knows about its connection to one peer.
+pub(super) struct Slot {
+    pub request: TransportRequest,
+    /// `connect_to` asked for a connection that is not established yet.
+    pub pending: bool,
+    pub ep: Option<LocalEp>,
+    pub peer: Option<PeerView>,
+    /// Highest peer instance seen; messages from older ones are stale.
+    pub known_instance: u64,
+    pub state: ConnState,
+    pub error: Option<Error>,
+    pub attempts: u32,
+    pub retry_at: Option<Instant>,
+    /// `(my nonce, peer instance, peer nonce)` pairs a qp_ready was sent for.
+    pub sent: HashSet<(u64, u64, u64)>,
+    pub connected_transport: Option<Transport>,
+    /// Stream ids of the qp_ready messages this agent wrote to the peer's stream; the
+    /// ones a never-registered peer did not consume are removed at shutdown.
+    pub outbox: Vec<String>,
+}
+
+impl Slot {
+    pub fn new() -> Slot {
+        Slot {
+            request: TransportRequest::Auto,
+            pending: false,
+            ep: None,
+            peer: None,
+            known_instance: 0,
+            state: ConnState::Idle,
+            error: None,
+            attempts: 0,
+            retry_at: None,
+            sent: HashSet::new(),
+            connected_transport: None,
+            outbox: Vec::new(),
+        }
+    }
+
+    /// Drops the endpoint (it is shut down with the work).
+    pub fn drop_ep(&mut self, work: &mut Work) {
+        if let Some(ep) = self.ep.take() {
+            work.dead.push(ep.ep);
+        }
+    }
+}
+
+/// A qp_ready to write: `(peer, stream fields, sent-key)`.
+type PendingSend = (String, Vec<(String, String)>, (u64, u64, u64));
+
+/// Deferred side effects of a state change, run after the peers lock is released.
+#[derive(Default)]
+pub(super) struct Work {
+    pub dead: Vec<Arc<dyn Endpoint>>,
+    pub sends: Vec<PendingSend>,
+    /// `(peer, my nonce, endpoint, peer info)`
+    pub connects: Vec<(String, u64, Arc<dyn Endpoint>, Value)>,
+}
+
+impl Work {
+    pub fn is_empty(&self) -> bool {
+        self.dead.is_empty() && self.sends.is_empty() && self.connects.is_empty()
+    }
+}
+
+/// Streams are capped at about this many messages (`XADD MAXLEN ~`).
+const STREAM_MAX_LEN: usize = 1000;
+/// Message ids remembered per peer for withdrawal at shutdown.
+const OUTBOX_MAX: usize = 1024;
+
+impl PeerAgent {
+    /// Starts (or re-uses) the connection to `peer`. Does not block: call
+    /// [`PeerConnection::wait`]. `transport` is `"auto"`, `"shm"`, `"tcp"` or `"rdma"`
+    /// (refused: no RDMA in this build).
+    pub fn connect_to(&self, peer: &str, transport: &str) -> Result<PeerConnection> {
+        let req = TransportRequest::parse(transport)?;
+        self.inner.connect_to(peer, req)?;
+        Ok(PeerConnection::new(self.inner.clone(), peer))
+    }
+
+    /// A handle on the connection to `peer`, if there is one (any state).
+    pub fn connection(&self, peer: &str) -> Option<PeerConnection> {
+        self.inner
+            .peers
+            .lock()
+            .contains_key(peer)
+            .then(|| PeerConnection::new(self.inner.clone(), peer))
+    }
+
+    /// `{peer: state}` for every peer this agent knows.
+    pub fn connections(&self) -> BTreeMap<String, ConnState> {
+        self.inner
+            .peers
+            .lock()
+            .iter()
+            .map(|(k, s)| (k.clone(), s.state))
+            .collect()
+    }
+}
+
+impl Inner {
+    fn connect_to(self: &Arc<Self>, peer: &str, req: TransportRequest) -> Result<()> {
+        self.check_live()?;
+        if peer.is_empty() {
+            return Err(Error::invalid("peer alias is empty"));
+        }
+        if peer == self.alias {
+            return Err(Error::invalid(format!(
+                "connect_to: '{peer}' is this agent's own alias"
+            )));
+        }
+        check_alias(peer)?;
+        let mut work = Work::default();
+        let mut already = false;
+        {
+            let mut peers = self.peers.lock();
+            let slot = peers.entry(peer.to_string()).or_insert_with(Slot::new);
+            slot.request = req;
+            let alive = match (&slot.state, &slot.ep) {
+                (ConnState::Connected, Some(e)) => ep_alive(&*e.ep),
+                _ => false,
+            };
+            if alive && slot.connected_transport.is_some_and(|t| req.admits(t)) {
+                already = true;
+            } else {
+                // connected, but the peer is gone or the transport is one this
+                // request excludes
+                if slot.state == ConnState::Connected {
+                    self.teardown(slot, Status::PeerDisconnected, "connection lost", &mut work);
+                }
+                // An endpoint that fits the request is kept, also one opened before this
+                // call (this side answered the peer's dial first, as a passive "auto"
+                // side) and already bound or connecting: replacing it would give it a new
+                // nonce, and the peer, possibly connected already (its wait() returned),
+                // would have to tear down and start over, i.e. crossing dials would
+                // sometimes go "connected" -> "connecting" (tests/peer_agent.rs,
+                // both_dial_at_once_repeatedly_*). Only an endpoint of a transport this
+                // request excludes starts over.
+                if slot.ep.as_ref().is_some_and(|e| !req.admits(e.transport)) {
+                    slot.drop_ep(&mut work);
+                }
+                slot.pending = true;
+                slot.attempts = 0;
+                slot.retry_at = None;
+                slot.error = None;
+                slot.state = ConnState::Connecting;
+                self.dial(peer, slot, &mut work);
+            }
+        }
+        self.run_work(work);
+        if self.desired.lock().insert(peer.to_string()) || !already {
+            self.post_topology();
+        }
+        Ok(())
+    }
+
+    /// The transport to open towards a peer before it has answered: its host identity
+    /// from its record when registered, TCP (works everywhere) otherwise.
+    fn guess_transport(&self, slot: &Slot, peer: &str) -> Result<Transport> {
+        if let TransportRequest::Explicit(t) = slot.request {
+            return Ok(t);
+        }
+        if let Some(v) = &slot.peer {
+            return agree_transport(slot.request, v.request, &self.host_id, &v.host_id);
+        }
+        let host = self
+            .store
+            .hget(&self.keys.agent(peer), "host_id")
+            .unwrap_or(None);
+        Ok(match host {
+            Some(h) if h == self.host_id => Transport::Shm,
+            _ => Transport::Tcp,
+        })
+    }
+
+    /// Opens an endpoint if needed and sends our qp_ready unless already sent for it.
+    pub(super) fn dial(&self, peer: &str, slot: &mut Slot, work: &mut Work) {
+        if slot.ep.as_ref().is_some_and(|e| e.bound.is_some()) {
+            return;
+        }
+        if slot.ep.is_none() {
+            let t = match self.guess_transport(slot, peer) {
+                Ok(t) => t,
+                Err(e) => return self.fail(slot, e, work),
+            };
+            match self.new_endpoint(t) {
+                Ok(e) => slot.ep = Some(e),
+                Err(e) => return self.fail(slot, e, work),
+            }
+        }
+        self.queue_send(peer, slot, work);
+    }
+
+    /// Queues our `qp_ready` for the current endpoint, naming the peer endpoint we
+    /// know (if any), unless it was sent already.
+    pub(super) fn queue_send(&self, peer: &str, slot: &mut Slot, work: &mut Work) {
+        let Some(ep) = &slot.ep else { return };
+        let (di, dn) = slot
+            .peer
+            .as_ref()
+            .map_or((None, None), |v| (Some(v.instance), Some(v.nonce)));
+        let key = (ep.nonce, di.unwrap_or(0), dn.unwrap_or(0));
+        if slot.sent.contains(&key) {
+            return;
+        }
+        slot.sent.insert(key);
+        let info = ep.ep.endpoint_info();
+        let conn_id = format!(
+            "{}:{}:n{}->{}",
+            self.alias,
+            ep.transport.as_str(),
+            ep.nonce,
+            peer
+        );
+        let meta = json!({
+            "conn_id": conn_id, "src": self.alias, "dst": peer,
+            "src_device": ep.transport.as_str(), "dst_device": "", "ib_port": 1, "qp_num": 1,
+            "link_type": "", "profile": "default", "transport": ep.transport.as_str(),
+            "transport_request": slot.request.as_str(), "host_id": self.host_id,
+            "src_instance": self.instance, "src_nonce": ep.nonce,
+            "dst_instance": di, "dst_nonce": dn,
+        });
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        work.sends.push((
+            peer.to_string(),
+            vec![
+                ("type".into(), "qp_ready".into()),
+                ("peer".into(), self.alias.clone()),
+                ("qp_info".into(), info.to_string()),
+                ("conn_meta".into(), meta.to_string()),
+                ("timestamp".into(), format!("{ts:.6}")),
+            ],
+            key,
+        ));
+    }
+
+    /// Gives up on the connection: `wait` returns `e`.
+    pub(super) fn fail(&self, slot: &mut Slot, e: Error, work: &mut Work) {
+        warn_log!("PeerAgent {}: connection failed: {e}", self.alias);
+        slot.drop_ep(work);
+        slot.state = ConnState::Failed;
+        slot.error = Some(e);
+        slot.pending = false;
+        slot.retry_at = None;
+        self.cv.notify_all();
+    }
+
+    /// Drops the current endpoint (pending operations fail) and forgets what was sent.
+    pub(super) fn teardown(&self, slot: &mut Slot, status: Status, why: &str, work: &mut Work) {
+        slot.drop_ep(work);
+        slot.sent.clear();
+        slot.connected_transport = None;
+        if slot.state == ConnState::Connected {
+            slot.state = ConnState::Disconnected;
+            slot.error = Some(Error::new(status, why.to_string()));
+        }
+        self.cv.notify_all();
+    }
+
+    /// Performs the side effects of a transition (the peers lock is not held).
+    pub(super) fn run_work(self: &Arc<Self>, work: Work) {
+        for ep in work.dead {
+            ep.shutdown();
+        }
+        for (peer, fields, key) in work.sends {
+            let stream = self.keys.stream(&peer);
+            match self.store.xadd(&stream, STREAM_MAX_LEN, &fields) {
+                Ok(id) => {
+                    self.stats.qp_ready_sent.fetch_add(1, Ordering::Relaxed);
+                    if let Some(s) = self.peers.lock().get_mut(&peer) {
+                        if s.outbox.len() < OUTBOX_MAX {
+                            s.outbox.push(id);
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn_log!(
+                        "PeerAgent {}: qp_ready to {peer} not sent ({e}); will retry",
+                        self.alias
+                    );
+                    let mut peers = self.peers.lock();
+                    if let Some(s) = peers.get_mut(&peer) {
+                        s.sent.remove(&key);
+                        if s.retry_at.is_none() {
+                            s.retry_at = Some(Instant::now() + Duration::from_millis(200));
+                        }
+                    }
+                }
+            }
+        }
+        for (peer, nonce, ep, info) in work.connects {
+            let me = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("dlslime-peer-connect".into())
+                .spawn(move || {
+                    let r = ep.connect(&info);
+                    me.on_connect_done(&peer, nonce, r);
+                });
+            if let Err(e) = spawned {
+                warn_log!("PeerAgent: cannot spawn a connect worker: {e}");
+            }
+        }
+    }
+
+    /// A connect worker finished: connected, or retry with a new endpoint after a
+    /// backoff, or failed after `connect_attempts`.
+    fn on_connect_done(self: &Arc<Self>, peer: &str, nonce: u64, r: Result<()>) {
+        let mut work = Work::default();
+        {
+            let mut peers = self.peers.lock();
+            let Some(slot) = peers.get_mut(peer) else {
+                return;
+            };
+            if slot.ep.as_ref().map(|e| e.nonce) != Some(nonce) {
+                return; // superseded
+            }
+            match r {
+                Ok(()) => {
+                    slot.state = ConnState::Connected;
+                    slot.connected_transport = slot.ep.as_ref().map(|e| e.transport);
+                    slot.pending = false;
+                    slot.error = None;
+                    slot.attempts = 0;
+                    slot.retry_at = None;
+                    info_log!("PeerAgent {}: connected to {peer}", self.alias);
+                    self.cv.notify_all();
+                }
+                Err(e) => {
+                    self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    slot.attempts += 1;
+                    warn_log!(
+                        "PeerAgent {}: connect to {peer} failed (attempt {}): {e}",
+                        self.alias,
+                        slot.attempts
+                    );
+                    slot.drop_ep(&mut work);
+                    slot.sent.clear();
+                    if slot.attempts >= self.opts.connect_attempts.max(1) {
+                        self.fail(slot, e, &mut work);
+                    } else {
+                        slot.state = ConnState::Connecting;
+                        slot.error = Some(e);
+                        let backoff = Duration::from_millis(50 << slot.attempts.min(6));
+                        slot.retry_at = Some(Instant::now() + backoff);
+                    }
+                }
+            }
+        }
+        self.run_work(work);
+    }
+
+    /// Marks the connection over `ep` lost (the peer is gone), so the next
+    /// `connect_to` re-dials.
+    pub(super) fn mark_lost(&self, peer: &str, ep: &Arc<dyn Endpoint>) {
+        let mut work = Work::default();
+        {
+            let mut peers = self.peers.lock();
+            if let Some(slot) = peers.get_mut(peer) {
+                if slot.ep.as_ref().is_some_and(|e| Arc::ptr_eq(&e.ep, ep)) {
+                    self.teardown(
+                        slot,
+                        Status::PeerDisconnected,
+                        "the peer's process is gone",
+                        &mut work,
+                    );
+                    // a re-dial must reach the peer's next incarnation too
+                    slot.peer = None;
+                }
+            }
+        }
+        for ep in work.dead {
+            ep.shutdown();
+        }
+    }
+
+    /// Re-dials connections whose retry time came (after a failed connect or XADD).
+    pub(super) fn retry_due(self: &Arc<Self>) {
+        let now = Instant::now();
+        let mut work = Work::default();
+        {
+            let mut peers = self.peers.lock();
+            for (peer, slot) in peers.iter_mut() {
+                let Some(at) = slot.retry_at else { continue };
+                if at > now {
+                    continue;
+                }
+                slot.retry_at = None;
+                if matches!(slot.state, ConnState::Connected | ConnState::Failed) {
+                    continue;
+                }
+                slot.state = ConnState::Connecting;
+                self.dial(peer, slot, &mut work);
+            }
+        }
+        if !work.is_empty() {
+            self.run_work(work);
+        }
+    }
+
+    /// Connected endpoints whose peer the transport saw go are marked disconnected
+    /// (their pending operations already failed), so `connect_to` re-dials.
+    pub(super) fn probe_connected(&self) {
+        let eps: Vec<(String, Arc<dyn Endpoint>)> = self
+            .peers
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.state == ConnState::Connected)
+            .filter_map(|(k, s)| s.ep.as_ref().map(|e| (k.clone(), e.ep.clone())))
+            .collect();
+        for (peer, ep) in eps {
+            if !ep_alive(&*ep) {
+                info_log!("PeerAgent {}: connection to {peer} lost", self.alias);
+                self.mark_lost(&peer, &ep);
+            }
+        }
+    }
+
+    /// Shutdown: every connection is closed (pending operations fail) and `wait`
+    /// returns `ShutDown`. Returns the outboxes (peer -> ids of our messages in its
+    /// stream) for withdrawal.
+    pub(super) fn close_all(&self) -> Vec<(String, Vec<String>)> {
+        let eps: Vec<Arc<dyn Endpoint>> = {
+            let mut peers = self.peers.lock();
+            let v = peers
+                .values_mut()
+                .filter_map(|s| {
+                    s.state = match s.state {
+                        ConnState::Connected => ConnState::Disconnected,
+                        other => other,
+                    };
+                    s.error = Some(Error::new(Status::ShutDown, "PeerAgent is shut down"));
+                    s.ep.take().map(|e| e.ep)
+                })
+                .collect();
+            self.cv.notify_all();
+            v
+        };
+        for ep in eps {
+            ep.shutdown();
+        }
+        self.peers
+            .lock()
+            .iter_mut()
+            .filter(|(_, s)| !s.outbox.is_empty())
+            .map(|(p, s)| (p.clone(), std::mem::take(&mut s.outbox)))
+            .collect()
+    }
+}

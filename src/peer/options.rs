@@ -1,0 +1,48 @@
+//! The knobs of a PeerAgent.
+
+use std::time::Duration;
+
+use crate::transport::shm::ShmConfig;
+use crate::transport::tcp::TcpConfig;
+
+/// Knobs of an agent.
+#[derive(Clone, Debug)]
+pub struct PeerAgentOptions {
+    /// Heartbeat period (NanoCtrl's TTL is 60 s; the original beats every 15 s).
+    pub heartbeat_interval: Duration,
+    /// Registration attempts on connection errors / 5xx, with doubling backoff.
+    pub register_attempts: u32,
+    pub register_backoff: Duration,
+    /// Redis URL to use instead of the address NanoCtrl hands out.
+    pub redis_url: Option<String>,
+    /// Host peers reach this agent's TCP listener at (default: the local address of the
+    /// route to NanoCtrl).
+    pub advertise_host: Option<String>,
+    /// Knobs of the agent's TCP context (bind, lanes, chunk size, engine).
+    pub tcp: TcpConfig,
+    /// Knobs of the agent's shared-memory endpoints.
+    pub shm: ShmConfig,
+    /// Connect attempts per handshake before the connection is marked failed.
+    pub connect_attempts: u32,
+    /// Deadline of each HTTP call to NanoCtrl.
+    pub http_timeout: Duration,
+    /// How long the control thread blocks in XREAD (also the inbox polling period).
+    pub poll_interval: Duration,
+}
+
+impl Default for PeerAgentOptions {
+    fn default() -> Self {
+        PeerAgentOptions {
+            heartbeat_interval: Duration::from_secs(15),
+            register_attempts: 5,
+            register_backoff: Duration::from_secs(1),
+            redis_url: None,
+            advertise_host: None,
+            tcp: TcpConfig::default(),
+            shm: ShmConfig::default(),
+            connect_attempts: 5,
+            http_timeout: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(50),
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! This agent's identity and its presence in the control plane: registration with
+//! NanoCtrl (retries, taking an alias over from a dead holder), the resource record and
+//! the fields of the agent hash, the desired topology, and the clean-up at the end.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::agent::Inner;
+use super::http::Http;
+use super::options::PeerAgentOptions;
+use crate::error::{Error, Result, Status};
+use crate::transport::shm::ShmConfig;
+use crate::{info_log, warn_log};
+
+/// This host's identity as the shared-memory transport sees it (boot id + host name,
+/// or `DLSLIME_SHM_HOST_ID`): the agent's shared-memory endpoints compare it with the
+/// peer's.
+pub fn host_id(shm: &ShmConfig) -> String {
+    shm.host_id_override
+        .clone()
+        .unwrap_or_else(crate::host::identity)
+}
+
+/// A new incarnation id: microseconds since the epoch, shifted, plus random bits, so a
+/// restarted agent has a larger one.
+pub(super) fn new_instance() -> u64 {
+    let us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    (us << 8) | (rand::random::<u8>() as u64)
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(super) fn check_alias(a: &str) -> Result<()> {
+    if a.is_empty() {
+        return Err(Error::invalid("alias is empty"));
+    }
+    if a.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid(format!(
+            "alias {a:?} contains whitespace or control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// What NanoCtrl handed out at registration.
+pub(super) struct Registration {
+    /// The alias (the one asked for, or a generated one).
+    pub alias: String,
+    pub redis_address: String,
+    /// This host's address on the route to NanoCtrl.
+    pub address: String,
+}
+
+/// Registers with NanoCtrl, retrying transport errors and 5xx with doubling backoff. An
+/// alias held by a dead agent is taken over once (that retry is not counted as an
+/// attempt).
+pub(super) fn register(
+    http: &Http,
+    alias: Option<&str>,
+    scope: Option<&str>,
+    host_id: &str,
+    opts: &PeerAgentOptions,
+) -> Result<Registration> {
+    let attempts = opts.register_attempts.max(1);
+    let mut attempt = 1;
+    let mut delay = opts.register_backoff;
+    let mut took_over = false;
+    loop {
+        let mut address = String::new();
+        let r = http.local_ip().and_then(|ip| {
+            address = ip.to_string();
+            register_once(
+                http,
+                alias,
+                scope,
+                &address,
+                host_id,
+                opts.heartbeat_interval,
+            )
+        });
+        let e = match r {
+            Ok((alias, redis_address)) => {
+                return Ok(Registration {
+                    alias,
+                    redis_address,
+                    address,
+                })
+            }
+            Err(e) => e,
+        };
+        match e.status() {
+            Status::NameConflict if !took_over => {
+                let a = alias.expect("conflicts need an explicit alias");
+                match stale_holder(http, a, host_id, scope) {
+                    Ok(true) => took_over = true,
+                    Ok(false) => return Err(e),
+                    Err(why) => {
+                        return Err(Error::new(
+                            Status::NameConflict,
+                            format!(
+                                "{} (could not check whether the holder is alive: {why})",
+                                e.message()
+                            ),
+                        ))
+                    }
+                }
+            }
+            Status::NameConflict | Status::InvalidArgument => return Err(e),
+            _ if attempt >= attempts => {
+                return Err(Error::new(
+                    e.status(),
+                    format!(
+                        "PeerAgent registration failed after {attempt} attempts: {}",
+                        e.message()
+                    ),
+                ))
+            }
+            _ => {
+                warn_log!(
+                    "PeerAgent registration attempt {attempt} failed ({e}); retrying in {delay:?}"
+                );
+                std::thread::sleep(delay);
+                delay *= 2;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// POST /start_peer_agent once. Returns `(name, redis_address)`.
+pub(super) fn register_once(
+    http: &Http,
+    alias: Option<&str>,
+    scope: Option<&str>,
+    address: &str,
+    host_id: &str,
+    hb_interval: Duration,
+) -> Result<(String, String)> {
+    let resource = resource_record(host_id, address, Vec::new(), hb_interval);
+    let mut body = json!({"alias": alias, "address": address, "resource": resource});
+    if let Some(s) = scope {
+        body["scope"] = s.into();
+    }
+    let r = http.post("/start_peer_agent", &body)?;
+    match r.code {
+        200 => {
+            let name = r.body.get("name").and_then(Value::as_str);
+            let redis = r.body.get("redis_address").and_then(Value::as_str);
+            match (name, redis) {
+                (Some(n), Some(a)) => Ok((n.to_string(), a.to_string())),
+                _ => Err(Error::new(
+                    Status::Protocol,
+                    format!(
+                        "NanoCtrl /start_peer_agent reply lacks name/redis_address: {}",
+                        r.body
+                    ),
+                )),
+            }
+        }
+        409 => Err(Error::new(
+            Status::NameConflict,
+            format!(
+                "PeerAgent '{}' registration conflict: {}",
+                alias.unwrap_or(""),
+                r.body
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("alias exists in this scope")
+            ),
+        )),
+        c if c >= 500 => Err(Error::new(
+            Status::Io,
+            format!("NanoCtrl /start_peer_agent answered {c}: {}", r.body),
+        )),
+        c => Err(Error::invalid(format!(
+            "NanoCtrl /start_peer_agent answered {c}: {}",
+            r.body
+        ))),
+    }
+}
+
+fn pid_alive(pid: i64) -> bool {
+    if pid <= 0 || pid > i32::MAX as i64 {
+        return true;
+    }
+    // SAFETY: signal 0 only checks for existence; no memory is involved.
+    let r = unsafe { libc::kill(pid as i32, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Whether the agent record holding `alias` belongs to a dead agent: one of this host
+/// whose process is gone, or one whose heartbeats stopped. If so it is cleaned up
+/// through NanoCtrl (its peers get the cleanup notice) and `true` is returned.
+fn stale_holder(http: &Http, alias: &str, my_host: &str, scope: Option<&str>) -> Result<bool> {
+    // Read the holder's record through NanoCtrl (/query), which needs no Redis access.
+    let r = http.post(
+        "/query",
+        &match scope {
+            Some(s) => json!({"scope": s}),
+            None => json!({}),
+        },
+    )?;
+    let rec = r
+        .body
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|e| e.get("name").and_then(Value::as_str) == Some(alias))
+        })
+        .and_then(|e| e.get("resource"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let host = &rec["host"];
+    let same_host = host.get("host_id").and_then(Value::as_str) == Some(my_host);
+    let dead_pid = same_host
+        && host
+            .get("pid")
+            .and_then(Value::as_i64)
+            .is_some_and(|p| p as u32 != std::process::id() && !pid_alive(p));
+    let silent = match (
+        rec.get("heartbeat_at_ms").and_then(Value::as_i64),
+        rec.get("heartbeat_interval_ms").and_then(Value::as_i64),
+    ) {
+        (Some(at), Some(iv)) => now_ms() as i64 - at > 3 * iv + 1000,
+        _ => false,
+    };
+    let fields = rec.as_object().cloned().unwrap_or_default();
+    if fields.is_empty() || !(dead_pid || silent) {
+        return Ok(false);
+    }
+    warn_log!(
+        "PeerAgent alias '{alias}' is held by a dead agent ({}); cleaning it up and taking over",
+        if dead_pid {
+            "its process is gone"
+        } else {
+            "its heartbeats stopped"
+        }
+    );
+    let mut body = json!({"agent_name": alias});
+    if let Some(s) = scope {
+        body["scope"] = s.into();
+    }
+    let r = http.post("/cleanup", &body)?;
+    if r.code != 200 {
+        return Err(Error::new(
+            Status::Io,
+            format!("NanoCtrl /cleanup answered {}: {}", r.code, r.body),
+        ));
+    }
+    Ok(true)
+}
+
+/// The resource record: the original's shape (no NICs here) plus what a successor
+/// needs to tell a dead holder of an alias from a live one (host id, pid, last
+/// heartbeat), refreshed by every heartbeat.
+fn resource_record(
+    host_id: &str,
+    address: &str,
+    memory_keys: Vec<String>,
+    hb_interval: Duration,
+) -> Value {
+    json!({
+        "schema_version": 1,
+        "host": {"hostname": crate::host::name(), "address": address, "host_id": host_id,
+                 "pid": std::process::id()},
+        "nics": [], "accelerators": [], "memory_keys": memory_keys,
+        "transports": ["shm", "tcp"],
+        "topology_epoch": 0, "topology_backends": {},
+        "heartbeat_at_ms": now_ms(),
+        "heartbeat_interval_ms": hb_interval.as_millis() as u64,
+    })
+}
+
+impl Inner {
+    pub(super) fn scope_body(&self, mut v: Value) -> Value {
+        if let Some(s) = &self.scope {
+            v["scope"] = s.clone().into();
+        }
+        v
+    }
+
+    /// What a new agent does before its control thread starts: publish its record,
+    /// remove the stale keys of its alias and empty its inbox. The stream is kept: a
+    /// peer may have dialled before this agent existed.
+    pub(super) fn announce(&self) -> Result<()> {
+        self.publish_record()?;
+        for pat in self.keys.stale_patterns(&self.alias) {
+            let n = self.store.delete_matching(&pat)?;
+            if n > 0 {
+                info_log!(
+                    "PeerAgent {}: removed {n} stale keys matching {pat}",
+                    self.alias
+                );
+            }
+        }
+        self.store.delete(&[self.keys.inbox(&self.alias)])?;
+        Ok(())
+    }
+
+    /// HSETs this agent's fields on its record (the hash NanoCtrl created), only while
+    /// the record exists: a missing one is re-created by the heartbeat.
+    pub(super) fn publish_record(&self) -> Result<()> {
+        let resource = resource_record(
+            &self.host_id,
+            &self.address,
+            self.regions.lock().keys().cloned().collect(),
+            self.opts.heartbeat_interval,
+        )
+        .to_string();
+        let fields = [
+            ("addr", self.address.clone()),
+            ("resource", resource.clone()),
+            ("topology", resource),
+            ("memory_keys", self.memory_keys_json()),
+            ("updated_at", (now_ms() / 1000).to_string()),
+            ("host_id", self.host_id.clone()),
+            ("pid", std::process::id().to_string()),
+            ("instance", self.instance.to_string()),
+        ];
+        self.store
+            .hset_existing(&self.keys.agent(&self.alias), &fields)?;
+        Ok(())
+    }
+
+    /// POST the desired topology: every peer this agent dialled (not just the last one,
+    /// which limited the original's cleanup fan-out). NanoCtrl writes `connect_peer` to
+    /// this agent's stream for each; the mailbox ignores those already handled.
+    pub(super) fn post_topology(&self) {
+        let targets: Vec<String> = self.desired.lock().iter().cloned().collect();
+        let body = self.scope_body(json!({"target_peers": targets}));
+        match self
+            .http
+            .post(&format!("/v1/desired_topology/{}", self.alias), &body)
+        {
+            Ok(r) if r.code == 200 => {}
+            Ok(r) => warn_log!(
+                "PeerAgent {}: desired_topology answered {}: {}",
+                self.alias,
+                r.code,
+                r.body
+            ),
+            Err(e) => warn_log!("PeerAgent {}: desired_topology failed: {e}", self.alias),
+        }
+    }
+
+    /// The Redis side of shutdown: withdraws the `qp_ready` messages left in the streams
+    /// of peers that never registered (`outboxes`: peer -> message ids), deletes this
+    /// agent's stream, spec and stale keys.
+    pub(super) fn remove_own_keys(&self, outboxes: Vec<(String, Vec<String>)>) {
+        for (peer, ids) in outboxes {
+            let (stream, agent) = (self.keys.stream(&peer), self.keys.agent(&peer));
+            if let Err(e) = self.store.withdraw(&stream, &agent, &ids) {
+                warn_log!(
+                    "PeerAgent {}: could not withdraw messages to {peer}: {e}",
+                    self.alias
+                );
+            }
+        }
+        let a = &self.alias;
+        if let Err(e) = self.store.delete(&[self.keys.stream(a), self.keys.spec(a)]) {
+            warn_log!("PeerAgent {a}: shutdown could not delete its keys: {e}");
+        }
+        for pat in self.keys.stale_patterns(a) {
+            if let Err(e) = self.store.delete_matching(&pat) {
+                warn_log!("PeerAgent {a}: shutdown could not delete {pat}: {e}");
+            }
+        }
+    }
+
+    /// POST /cleanup: NanoCtrl deletes the agent hash and inbox and notifies the peers.
+    pub(super) fn unregister_best_effort(&self) {
+        let body = self.scope_body(json!({"agent_name": self.alias}));
+        if let Err(e) = self.http.post("/cleanup", &body) {
+            warn_log!("PeerAgent {}: cleanup failed: {e}", self.alias);
+        }
+    }
+}
+
+impl Inner {
+    /// One heartbeat (`POST /heartbeat`): refreshes the record on success, registers
+    /// again when NanoCtrl lost it, logs one line per outage otherwise.
+    pub(super) fn heartbeat(&self, failing: &mut bool) {
+        let body = self.scope_body(json!({"entity_type": "agent", "entity_id": self.alias}));
+        let r = self.http.post("/heartbeat", &body);
+        let status = r.as_ref().ok().and_then(|r| {
+            r.body
+                .get("status")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
+        match (&r, status.as_deref()) {
+            (Ok(r), Some("ok")) if r.code == 200 => {
+                if std::mem::take(failing) {
+                    info_log!("PeerAgent {}: heartbeats succeed again", self.alias);
+                }
+                // refresh the liveness fields a successor checks (see stale_holder)
+                let _ = self.publish_record();
+            }
+            (Ok(_), Some("not_found")) => {
+                warn_log!(
+                    "PeerAgent {}: NanoCtrl lost this agent's record; registering again",
+                    self.alias
+                );
+                self.reregister();
+            }
+            _ => {
+                // one line per outage, not one per beat
+                if !std::mem::replace(failing, true) {
+                    match r {
+                        Ok(r) => warn_log!(
+                            "PeerAgent {}: heartbeat answered {}: {} (retrying every {:?})",
+                            self.alias,
+                            r.code,
+                            r.body,
+                            self.opts.heartbeat_interval
+                        ),
+                        Err(e) => warn_log!(
+                            "PeerAgent {}: heartbeat failed: {e} (retrying every {:?})",
+                            self.alias,
+                            self.opts.heartbeat_interval
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Registers again under the same alias (Redis lost the record, or it expired) and
+    /// republishes the resource record, every memory region and the desired topology.
+    /// Connections are kept: endpoints do not depend on Redis.
+    fn reregister(&self) {
+        if let Err(e) = register_once(
+            &self.http,
+            Some(&self.alias),
+            self.scope.as_deref(),
+            &self.address,
+            &self.host_id,
+            self.opts.heartbeat_interval,
+        ) {
+            warn_log!("PeerAgent {}: re-registration failed: {e}", self.alias);
+            return;
+        }
+        self.stats.reregistrations.fetch_add(1, Ordering::Relaxed);
+        let mut ok = self.publish_record().is_ok();
+        ok &= self.publish_regions();
+        if !self.desired.lock().is_empty() {
+            self.post_topology();
+        }
+        if ok {
+            info_log!("PeerAgent {}: registered again", self.alias);
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Counters of a PeerAgent, for tests and operators.
+
+use std::sync::atomic::AtomicU64;
+
+/// Counters, for tests and operators.
+#[derive(Default, Debug)]
+pub struct AgentStats {
+    /// Stream messages that were malformed (logged and skipped).
+    pub malformed_messages: AtomicU64,
+    /// Stream messages ignored as stale (another incarnation, an older endpoint).
+    pub stale_messages: AtomicU64,
+    pub qp_ready_sent: AtomicU64,
+    pub cleanup_notices: AtomicU64,
+    /// Registrations after the first (heartbeat said not found).
+    pub reregistrations: AtomicU64,
+    pub connect_failures: AtomicU64,
+}
