@@ -230,7 +230,7 @@ impl OpState {
             wait::Parking {
                 word: &self.state,
                 sleepers: &self.parked,
-                parked_value: PENDING,
+                park: wait::Park::WhileEquals(PENDING),
             },
             self.spin,
             limit,
@@ -239,6 +239,7 @@ impl OpState {
                 if let Some(d) = &driver {
                     d.drive();
                 }
+                false
             },
             || self.is_done(),
         );

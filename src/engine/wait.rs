@@ -1,4 +1,5 @@
-//! Deadlines and the spin-then-park loop shared by futures and transports.
+//! Deadlines, the spin-then-park loop shared by futures, transports and services, and
+//! the event count that services park on.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -40,53 +41,73 @@ impl Deadline {
     }
 }
 
-/// What a waiter parks on: a private futex `word`, the value it has while the wait is
-/// still on, and the count of threads asleep on it.
+/// When a parked waiter sleeps on its futex word.
+#[derive(Clone, Copy, Debug)]
+pub enum Park {
+    /// The word is a state (an operation's): sleep while it equals this value.
+    WhileEquals(u32),
+    /// The word is an [`EventCount`]: sleep while it has not moved since the waiter last
+    /// found its condition false.
+    UntilBumped,
+}
+
+/// What a waiter parks on: a private futex `word`, when it sleeps there, and the count
+/// of threads asleep on it.
 pub struct Parking<'a> {
     pub word: &'a AtomicU32,
     pub sleepers: &'a AtomicU32,
-    pub parked_value: u32,
+    pub park: Park,
 }
 
-/// Spins up to `spin` calling `ready`, then parks on `word` (a private futex) while it
-/// still equals `parked_value`, until `ready` holds or `deadline` passes. `step` is
-/// called on every spin iteration (inline progress) and may make `ready` true; when it
-/// is the only source of progress, `park_slice` bounds each park so it runs again.
-/// Returns whether `ready` became true.
+/// Spins up to `spin` (never past `deadline`) calling `ready`, then parks on `word` (a
+/// private futex, see [`Park`]), until `ready` holds or `deadline` passes. `step` is
+/// called on every spin iteration and after every park (inline progress) and may make
+/// `ready` true; when it is the only source of progress, `park_slice` bounds each park
+/// so it runs again. A `step` that returns true waited for progress itself (it received
+/// for everyone, say): the waiter then loops without parking. Returns whether `ready`
+/// became true.
 ///
 /// `sleepers` counts threads inside the futex wait, so the thread that changes `word`
 /// makes the wake syscall only when someone sleeps: it must store `word` and then load
 /// `sleepers`, both SeqCst. A spinning waiter costs the waker nothing.
 pub fn spin_then_park(
-    park: Parking<'_>,
+    parking: Parking<'_>,
     spin: Duration,
     deadline: Deadline,
     park_slice: Option<Duration>,
-    mut step: impl FnMut(),
+    mut step: impl FnMut() -> bool,
     ready: impl Fn() -> bool,
 ) -> bool {
     let Parking {
         word,
         sleepers,
-        parked_value,
-    } = park;
+        park,
+    } = parking;
     let spin_until = Instant::now() + spin;
+    let spin_until = deadline.instant().map_or(spin_until, |d| d.min(spin_until));
     let mut i: u32 = 0;
+    let mut stepped;
     loop {
         if ready() {
             return true;
         }
-        step();
+        stepped = step();
         if ready() {
             return true;
         }
         i = i.wrapping_add(1);
-        if i % 64 == 0 && Instant::now() >= spin_until {
+        if (stepped || i % 64 == 0) && Instant::now() >= spin_until {
             break;
         }
         std::hint::spin_loop();
     }
     loop {
+        let parked_value = match park {
+            Park::WhileEquals(v) => v,
+            // Sampled before `ready`: an event after this point changes the word, and the
+            // futex then refuses to sleep.
+            Park::UntilBumped => word.load(Ordering::SeqCst),
+        };
         if ready() {
             return true;
         }
@@ -95,13 +116,129 @@ pub fn spin_then_park(
             (Some(d), Some(s)) => Some(d.min(s)),
             (d, s) => d.or(s),
         };
-        // Announce the sleep before the last look at `word` (SeqCst on both sides): the
-        // waker either sees the count, or its store is visible here and we do not sleep.
-        sleepers.fetch_add(1, Ordering::SeqCst);
-        if word.load(Ordering::SeqCst) == parked_value {
-            futex::wait_private(word, parked_value, left);
+        if !stepped {
+            // Announce the sleep before the last look at `word` (SeqCst on both sides):
+            // the waker either sees the count, or its store is visible here and we do not
+            // sleep.
+            sleepers.fetch_add(1, Ordering::SeqCst);
+            if word.load(Ordering::SeqCst) == parked_value {
+                futex::wait_private(word, parked_value, left);
+            }
+            sleepers.fetch_sub(1, Ordering::SeqCst);
         }
-        sleepers.fetch_sub(1, Ordering::SeqCst);
-        step();
+        stepped = step();
+    }
+}
+
+/// An event count: a futex word bumped by every change that waiters may be waiting for
+/// (each with its own condition), and the count of threads asleep on it. Wait with
+/// [`spin_then_park`] on [`EventCount::parking`]; [`EventCount::notify`] after each change.
+#[derive(Default)]
+pub struct EventCount {
+    word: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+impl EventCount {
+    /// Publishes a change: wakes every parked waiter (a syscall only when one sleeps).
+    pub fn notify(&self) {
+        self.word.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            futex::wake_private(&self.word, i32::MAX as u32);
+        }
+    }
+
+    pub fn parking(&self) -> Parking<'_> {
+        Parking {
+            word: &self.word,
+            sleepers: &self.sleepers,
+            park: Park::UntilBumped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    #[test]
+    fn spin_never_passes_the_deadline() {
+        let (word, sleepers) = (AtomicU32::new(0), AtomicU32::new(0));
+        let t = Instant::now();
+        let got = spin_then_park(
+            Parking {
+                word: &word,
+                sleepers: &sleepers,
+                park: Park::WhileEquals(0),
+            },
+            Duration::from_secs(10),
+            Deadline::after(Duration::from_millis(20)),
+            None,
+            || false,
+            || false,
+        );
+        assert!(!got);
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(20), "{took:?}");
+        assert!(
+            took < Duration::from_secs(5),
+            "spun {took:?} past a 20 ms deadline"
+        );
+    }
+
+    #[test]
+    fn event_count_wakes_a_parked_waiter() {
+        let ev = Arc::new(EventCount::default());
+        let flag = Arc::new(AtomicBool::new(false));
+        let (e, f) = (ev.clone(), flag.clone());
+        let waiter = std::thread::spawn(move || {
+            let t = Instant::now();
+            let got = spin_then_park(
+                e.parking(),
+                Duration::ZERO,
+                Deadline::after(Duration::from_secs(20)),
+                None,
+                || false,
+                || f.load(Ordering::SeqCst),
+            );
+            (got, t.elapsed())
+        });
+        // Let the waiter park (no slice: only notify can wake it).
+        while ev.sleepers.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        flag.store(true, Ordering::SeqCst);
+        ev.notify();
+        let (got, took) = waiter.join().unwrap();
+        assert!(got);
+        assert!(took < Duration::from_secs(10), "woke after {took:?}");
+    }
+
+    #[test]
+    fn a_step_that_waited_replaces_the_park() {
+        let (word, sleepers) = (AtomicU32::new(0), AtomicU32::new(0));
+        let steps = AtomicU32::new(0);
+        let t = Instant::now();
+        // Nothing bumps the word: a park between steps would sleep the whole 10 s slice.
+        let got = spin_then_park(
+            Parking {
+                word: &word,
+                sleepers: &sleepers,
+                park: Park::UntilBumped,
+            },
+            Duration::ZERO,
+            Deadline::after(Duration::from_secs(30)),
+            Some(Duration::from_secs(10)),
+            || {
+                steps.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1));
+                true
+            },
+            || steps.load(Ordering::SeqCst) >= 5,
+        );
+        assert!(got);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 }
