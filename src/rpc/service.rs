@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::session::{Request, RpcSession};
+use super::request::Request;
+use super::session::RpcSession;
 use crate::error::{Result, Status};
 
 /// What a handler returns on failure: the exception's type name and message.
