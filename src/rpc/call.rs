@@ -311,7 +311,7 @@ impl Inner {
 
     fn release_slot(&self, s: usize) {
         self.free_slots.lock().push(s as u16);
-        self.notify();
+        self.events.notify();
     }
 
     /// A reply arrived in our reply mailbox slot `slot` (header `h`, already read):
@@ -373,7 +373,7 @@ impl Inner {
             .state
             .compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => self.notify(),
+            Ok(_) => self.events.notify(),
             Err(DETACHED) => {
                 cell.write.lock().take();
                 cell.state.store(IDLE, Ordering::Release);
@@ -403,6 +403,6 @@ impl Inner {
                 Err(_) => {}
             }
         }
-        self.notify();
+        self.events.notify();
     }
 }

@@ -48,7 +48,7 @@ impl Inner {
         }
         self.stats.requests_received.fetch_add(1, Ordering::Relaxed);
         self.inbox.lock().push_back(Inbound { slot, header: h });
-        self.notify();
+        self.events.notify();
     }
 
     /// Whether a message's `total_len` fits the slot it arrived in.

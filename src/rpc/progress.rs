@@ -1,9 +1,10 @@
 //! Progress: who receives notifications and how threads wait for what they need.
 //!
-//! With a pump, one thread per session receives; every other thread spins, then parks on
-//! the session's event word. Inline, whichever waiting thread takes the receive lock
-//! receives for everyone; the others spin, then park in short slices, so one of them
-//! takes over when the receiver's own wait is over.
+//! With a pump, one thread per session receives; every other thread waits on the
+//! session's [`EventCount`](crate::engine::wait::EventCount) with the engine's
+//! spin-then-park. Inline, whichever waiting thread takes the receive lock receives for
+//! everyone (its inline step); the others spin, then park in short slices, so one of
+//! them takes over when the receiver's own wait is over.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,54 +13,57 @@ use std::time::{Duration, Instant};
 use parking_lot::MutexGuard;
 
 use super::session::Inner;
-use crate::engine::{futex, Deadline};
+use crate::engine::{wait, Deadline};
 use crate::error::{Error, Result, Status};
 use crate::future::Future;
 
+/// Longest receive of an inline receiver before it checks its own condition again.
+const INLINE_RECEIVE_SLICE: Duration = Duration::from_millis(5);
+/// Longest park of an inline waiter that is not the receiver (the receiver does not
+/// notify when it stops receiving).
+const INLINE_PARK_SLICE: Duration = Duration::from_millis(1);
+/// Longest park with a pump (every change notifies; this only bounds a lost wake-up).
+const PUMP_PARK_SLICE: Duration = Duration::from_millis(50);
+
 impl Inner {
-    pub(super) fn notify(&self) {
-        self.events.fetch_add(1, Ordering::SeqCst);
-        if self.parked.load(Ordering::SeqCst) > 0 {
-            futex::wake_private(&self.events, i32::MAX as u32);
+    /// Waits until `ready`, receiving for everyone meanwhile in inline mode. Fails with
+    /// the session's error once it ended, `Timeout` at `deadline`.
+    pub(super) fn wait_until(&self, ready: impl Fn() -> bool, deadline: Deadline) -> Result<()> {
+        let slice = if self.pump {
+            PUMP_PARK_SLICE
+        } else {
+            INLINE_PARK_SLICE
+        };
+        wait::spin_then_park(
+            self.events.parking(),
+            self.cfg.spin,
+            deadline,
+            Some(slice),
+            || self.receive_inline(deadline),
+            || ready() || self.ended(),
+        );
+        if ready() {
+            return Ok(());
         }
+        self.check_alive()?;
+        Err(Error::new(Status::Timeout, "RPC wait timed out"))
     }
 
-    /// Waits until `ready`, receiving for everyone meanwhile in inline mode.
-    pub(super) fn wait_until(&self, ready: impl Fn() -> bool, deadline: Deadline) -> Result<()> {
-        let spin_until = Instant::now() + self.cfg.spin;
-        loop {
-            let seen = self.events.load(Ordering::SeqCst);
-            if ready() {
-                return Ok(());
-            }
-            self.check_alive()?;
-            if deadline.expired() {
-                return Err(Error::new(Status::Timeout, "RPC wait timed out"));
-            }
-            if !self.pump {
-                if let Some(g) = self.rx.try_lock() {
-                    let slice = deadline
-                        .remaining()
-                        .unwrap_or(Duration::MAX)
-                        .min(Duration::from_millis(5));
-                    self.receive_once(g, slice);
-                    continue;
-                }
-            }
-            if Instant::now() < spin_until {
-                std::hint::spin_loop();
-                continue;
-            }
-            self.parked.fetch_add(1, Ordering::SeqCst);
-            if self.events.load(Ordering::SeqCst) == seen {
-                let slice = deadline
-                    .remaining()
-                    .unwrap_or(Duration::MAX)
-                    .min(Duration::from_millis(if self.pump { 50 } else { 1 }));
-                futex::wait_private(&self.events, seen, Some(slice));
-            }
-            self.parked.fetch_sub(1, Ordering::SeqCst);
+    /// The inline step of a waiter: receives once if no pump runs and no other thread is
+    /// receiving. Returns whether it received (so the waiter need not park).
+    fn receive_inline(&self, deadline: Deadline) -> bool {
+        if self.pump || deadline.expired() {
+            return false;
         }
+        let Some(g) = self.rx.try_lock() else {
+            return false;
+        };
+        let slice = deadline
+            .remaining()
+            .unwrap_or(Duration::MAX)
+            .min(INLINE_RECEIVE_SLICE);
+        self.receive_once(g, slice);
+        true
     }
 
     pub(super) fn pump_loop(self: Arc<Inner>) {

@@ -2,7 +2,7 @@
 //! close, the peer's end) and its counters ([`RpcStats`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use super::inbound::Inbound;
 use super::mailbox::{arena_segment, RpcMemory};
 use super::request::Request;
 use super::wire;
+use crate::engine::wait::EventCount;
 use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 use crate::future::Future;
@@ -54,10 +55,8 @@ pub(super) struct Inner {
     /// The posted immediate-data receive; its lock makes one thread the receiver.
     pub rx: Mutex<Option<Future>>,
     /// Bumped on every change a waiter may wait for (a reply, a request, a free slot,
-    /// the session's end): the futex word waiters park on.
-    pub events: AtomicU32,
-    /// Waiters parked on `events`.
-    pub parked: AtomicU32,
+    /// the session's end).
+    pub events: EventCount,
     pub closed: AtomicBool,
     pub dead: Mutex<Option<Error>>,
     pub is_dead: AtomicBool,
@@ -124,8 +123,7 @@ impl RpcSession {
             next_id: AtomicU64::new(1),
             inbox: Mutex::new(VecDeque::with_capacity(n)),
             rx: Mutex::new(None),
-            events: AtomicU32::new(0),
-            parked: AtomicU32::new(0),
+            events: EventCount::default(),
             closed: AtomicBool::new(false),
             dead: Mutex::new(None),
             is_dead: AtomicBool::new(false),
@@ -300,6 +298,6 @@ impl Inner {
         if let Some(f) = self.rx.lock().take() {
             f.state().abort(Status::Cancelled, "RPC session closed");
         }
-        self.notify();
+        self.events.notify();
     }
 }
