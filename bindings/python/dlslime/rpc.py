@@ -54,16 +54,8 @@ __all__ = [
     "RpcError", "RemoteRpcError", "RpcTimeoutError", "SoftRnrMonitor",
 ]
 
-WIRE_VERSION = 3
-HEADER_SIZE = 16
-EXC_BIT = 1 << 27
-ACK_BIT = 1 << 28
-REPLY_BIT = 1 << 29
-CHUNK_BIT = 1 << 30
-LAST_BIT = 1 << 31
-FLAG_MASK = 0xF8000000
-MAX_SLOT_COUNT = 65536
-
+# The wire format (header, flag bits, slot limits) lives in the Rust core only
+# (src/rpc/wire.rs); the library checks the options and reports its limits.
 DEFAULT_BUFFER_SIZE = 32_000_000
 DEFAULT_MAX_INFLIGHT = 16
 # Messages up to this size travel inside a slot; larger ones take the bulk path.
@@ -178,8 +170,6 @@ def _rpc_knobs(owner: Any) -> Tuple[int, int]:
         env = os.environ.get("SLIME_RPC_MAX_INFLIGHT")
         inflight = int(env) if env else DEFAULT_MAX_INFLIGHT
     inflight = max(1, int(inflight))
-    if inflight > MAX_SLOT_COUNT:
-        raise ValueError(f"max in-flight must be <= {MAX_SLOT_COUNT}, got {inflight}")
     size = int(size)
     if size < 64:
         raise ValueError(f"_rpc_buffer_size must be >= 64, got {size}")
