@@ -52,7 +52,7 @@ impl Inner {
             if n > cap {
                 let d = b.desc(n);
                 drop(g);
-                return self.send_desc(kind, slot, tag, request_id, d);
+                return self.post_desc(kind, slot, tag, request_id, d);
             }
             // SAFETY: n <= slot capacity: the bytes fit after the header of our send slot,
             // a different allocation from the bulk buffer.
@@ -72,18 +72,6 @@ impl Inner {
         d: BulkDesc,
     ) -> Result<Future> {
         self.check_alive()?;
-        self.send_desc(kind, slot, tag, request_id, d)
-    }
-
-    /// Stages the descriptor `d` in our send slot and sends it as a bulk message.
-    fn send_desc(
-        &self,
-        kind: u32,
-        slot: usize,
-        tag: u32,
-        request_id: u64,
-        d: BulkDesc,
-    ) -> Result<Future> {
         let e = d.encode();
         // SAFETY: our send slot (see `post`); slot_size >= 64 holds header + descriptor.
         unsafe {
