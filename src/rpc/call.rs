@@ -1,4 +1,4 @@
-//! The client side of a call: slot acquisition, the per-slot state machine ([`Cell`]:
+//! The client side of a call: slot acquisition, the per-slot state machine (`Cell`:
 //! IDLE → PENDING → DONE, or DETACHED when the future is dropped first), the reply's
 //! arrival, and [`CallFuture`].
 

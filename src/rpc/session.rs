@@ -1,4 +1,4 @@
-//! The session: [`RpcSession`], its shared state ([`Inner`]), its lifecycle (creation,
+//! The session: [`RpcSession`], its shared state (`Inner`), its lifecycle (creation,
 //! close, the peer's end) and its counters ([`RpcStats`]).
 
 use std::collections::VecDeque;
