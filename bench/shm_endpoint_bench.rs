@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dlslime::engine::{Config, ProgressMode};
-use dlslime::transport::shm::{SharedBuf, ShmConfig, ShmEndpoint};
+use dlslime::memory::SharedBuf;
+use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool};
 
 pub const REGION: usize = 256 << 20;

@@ -2,8 +2,9 @@
 //!
 //! Data flow, bottom to top:
 //!
-//! * [`memory`] — local regions (registered ranges with access keys) and remote regions
-//!   (what a peer published). Every byte moved starts and ends in one of them.
+//! * [`memory`] — local regions (registered ranges with access keys), remote regions
+//!   (what a peer published) and shared allocations (memfd memory a same-host peer maps).
+//!   Every byte moved starts and ends in one of them.
 //! * [`future`] — one [`future::OpState`] per operation; [`Future`] is the user's handle.
 //! * [`engine`] — how threads wait (spin-then-park, deadlines) and the knobs for it.
 //! * [`host`] — this host's identity (which peers can share memory).

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
 use dlslime::engine::{Config, ProgressMode};
+use dlslime::memory::SharedBuf;
 use dlslime::transport::shm::ring::{kind, Entry};
-use dlslime::transport::shm::{SharedBuf, ShmConfig, ShmEndpoint};
+use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
 use serde_json::json;
 

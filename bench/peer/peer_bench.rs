@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{is_child, Parent, Peer};
+use dlslime::memory::SharedBuf;
 use dlslime::peer::{NamedAssignment, PeerAgent, PeerAgentOptions};
-use dlslime::transport::shm::SharedBuf;
 use dlslime::Assignment;
 use peer_fixture::Cluster;
 

@@ -12,7 +12,8 @@ use super::memory::dlslime_memory_pool_t;
 use super::options::read_sized;
 use super::status::dlslime_status_t;
 use crate::engine::ProgressMode;
-use crate::transport::shm::{alloc_shared, free_shared, ShmConfig, ShmEndpoint};
+use crate::memory::{alloc_shared, free_shared};
+use crate::transport::shm::{ShmConfig, ShmEndpoint};
 use crate::transport::Endpoint;
 
 /// Bits of `dlslime_shm_options_t.flags`.

@@ -1,14 +1,17 @@
-//! Memory-region tables: the local regions this process registered (with their access
-//! keys) and the remote regions a peer published.
+//! Memory: the local regions this process registered (with their access keys), the
+//! remote regions a peer published, and shared allocations (memfd memory another process
+//! on this host can map).
 //!
 //! Handles are dense indices that are never reused, so a stale handle can only ever
 //! name a dead slot, never someone else's region.
 
 pub mod local;
 pub mod remote;
+pub mod shared;
 
 pub use local::{MemoryPool, MrHandle, Region};
 pub use remote::{RemoteHandle, RemotePool, RemoteRegion};
+pub use shared::{alloc_shared, free_shared, SharedBuf};
 
 use crate::error::{Error, Result, Status};
 

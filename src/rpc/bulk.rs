@@ -18,8 +18,7 @@ use super::mailbox::next_region_id;
 use super::session::Inner;
 use super::wire::{self, BulkDesc};
 use crate::error::{Error, Result};
-use crate::memory::{MemoryPool, MrHandle, RemoteRegion};
-use crate::transport::shm::{alloc_shared, free_shared};
+use crate::memory::{alloc_shared, free_shared, MemoryPool, MrHandle, RemoteRegion};
 use crate::transport::Assignment;
 
 /// A registered buffer for bulk payloads.

@@ -17,8 +17,7 @@ use std::sync::Arc;
 use super::config::RpcConfig;
 use super::wire;
 use crate::error::Result;
-use crate::memory::{MemoryPool, MrHandle};
-use crate::transport::shm::{alloc_shared, free_shared};
+use crate::memory::{alloc_shared, free_shared, MemoryPool, MrHandle};
 
 /// The registered memory of one session side. Create it *before* the endpoint connects
 /// when the transport is shared memory: allocations that exist at connect time are

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
-use super::alloc::{self, PeerMappings};
 use super::cma;
 use super::handshake;
+use super::mappings::PeerMappings;
 use super::ring::{
     self, kind, Consumer, Doorbell, Entry, Producer, RegionTable, Segment, INLINE_CAP, NSLOTS,
     SLOT_SIZE,
@@ -22,6 +22,7 @@ use super::ring::{
 use crate::engine::{self, Deadline, ProgressMode};
 use crate::error::{Error, Result, Status};
 use crate::future::{Driver, Future, InflightOps, OpState};
+use crate::memory::shared::{self as alloc};
 use crate::memory::{MemoryPool, RemotePool};
 use crate::transport::info;
 use crate::transport::matching::{ImmQueue, MsgMatcher, PostedRecv};

@@ -1,6 +1,6 @@
 //! Shared-memory transport (same host): the whole Endpoint contract over two processes.
 //!
-//! * Regions from [`alloc::alloc_shared`] are memfd mappings the peer maps at connect
+//! * Regions from [`crate::memory::alloc_shared`] are memfd mappings the peer maps at connect
 //!   time: one-sided operations on them are one memcpy by the initiator, after checking
 //!   the range and key against the table the target publishes.
 //! * Other memory goes through cross-memory attach ([`cma`]), one copy, with the target
@@ -10,11 +10,10 @@
 //!   rings ([`ring`]); the Unix socket of the handshake ([`handshake`]) stays open for
 //!   liveness.
 
-pub mod alloc;
 pub mod cma;
 pub mod endpoint;
 pub mod handshake;
+mod mappings;
 pub mod ring;
 
-pub use alloc::{alloc_shared, free_shared, SharedBuf};
 pub use endpoint::{ShmConfig, ShmEndpoint, ShmStats};

@@ -479,7 +479,7 @@ mod tests {
 
     #[test]
     fn push_pop_validate() {
-        let (_fd, base, _) = super::super::alloc::memfd_map("t", SEGMENT_SIZE).unwrap();
+        let (_fd, base, _) = crate::memory::shared::memfd_map("t", SEGMENT_SIZE).unwrap();
         unsafe { Segment::init(base) };
         let seg = base as *mut Segment;
         let mut p = unsafe { Producer::new(seg, 0) };

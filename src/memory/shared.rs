@@ -1,9 +1,10 @@
-//! Shared allocations: memory backed by a memfd, so a connected peer can map the same
-//! pages and one-sided operations on it become a single memcpy by the initiator.
+//! Shared allocations: memory backed by a memfd, so another process can map the same
+//! pages. The shared-memory transport sends these fds to its peer at connect time
+//! (SCM_RIGHTS), which makes one-sided operations on them a single memcpy by the
+//! initiator; SlimeRPC allocates its mailboxes here so that holds for its traffic too.
 //!
-//! A process-wide table maps each allocation's address range to its memfd; the endpoint
-//! sends the fds to a peer at connect time (SCM_RIGHTS), and the peer learns "addresses
-//! `[base, base+len)` of that process are this fd".
+//! A process-wide table maps each allocation's address range to its memfd, so a peer
+//! learns "addresses `[base, base+len)` of that process are this fd".
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -36,7 +37,9 @@ pub(crate) fn memfd_map(name: &str, len: usize) -> Result<(OwnedFd, *mut u8, usi
         .filter(|&l| l > 0)
         .ok_or_else(|| Error::invalid("shared allocation: bad length"))?;
     let cname = std::ffi::CString::new(name).unwrap();
-    // SAFETY: plain syscalls on owned values; errors are checked.
+    // SAFETY: `cname` is a valid C string for the call; memfd_create's result is checked
+    // before OwnedFd takes ownership of it (a fresh fd nobody else owns), and ftruncate
+    // and map_fd only act on that fd.
     unsafe {
         let fd = libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC);
         if fd < 0 {
@@ -56,7 +59,8 @@ pub(crate) fn memfd_map(name: &str, len: usize) -> Result<(OwnedFd, *mut u8, usi
 
 /// Maps `size` bytes of a memfd shared and read-write.
 pub(crate) fn map_fd(fd: i32, size: usize) -> Result<*mut u8> {
-    // SAFETY: a fresh mapping; the kernel checks fd and size.
+    // SAFETY: asks for a fresh mapping (null hint), so no existing memory is affected;
+    // the kernel checks fd and size, and MAP_FAILED is handled below.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -76,7 +80,8 @@ pub(crate) fn map_fd(fd: i32, size: usize) -> Result<*mut u8> {
 /// Size of a file descriptor's file (to learn how much of a peer's memfd may be mapped,
 /// whatever length the peer claims).
 pub(crate) fn fd_size(fd: i32) -> Result<usize> {
-    // SAFETY: fstat into a zeroed struct.
+    // SAFETY: `stat` is plain old data, so all-zero is a valid value, and fstat writes
+    // only into the struct we pass; a bad fd is reported as an error.
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();
         if libc::fstat(fd, &mut st) != 0 {
@@ -116,7 +121,9 @@ pub unsafe fn free_shared(ptr: *mut u8) -> Result<()> {
             "free_shared: pointer is not a live shared allocation",
         )
     })?;
-    libc::munmap(info.base as *mut libc::c_void, info.len);
+    // SAFETY: the table entry (now removed, so this runs once) describes a mapping made by
+    // memfd_map; the caller promises nothing uses it any more.
+    unsafe { libc::munmap(info.base as *mut libc::c_void, info.len) };
     Ok(())
 }
 
@@ -139,8 +146,10 @@ pub struct SharedBuf {
     len: usize,
 }
 
-// SAFETY: the buffer is plain memory; synchronisation is the user's, as for Vec<u8>.
+// SAFETY: the buffer is plain memory owned by this value, not tied to a thread.
 unsafe impl Send for SharedBuf {}
+// SAFETY: `&SharedBuf` only hands out the pointer and length; every access to the bytes
+// goes through unsafe methods whose callers synchronise, as for a raw buffer.
 unsafe impl Sync for SharedBuf {}
 
 impl SharedBuf {
@@ -163,76 +172,23 @@ impl SharedBuf {
     /// # Safety
     /// No other access (local or by a peer) may race with the returned slice's use.
     pub unsafe fn as_mut_slice(&self) -> &mut [u8] {
-        std::slice::from_raw_parts_mut(self.ptr, self.len)
+        // SAFETY: `ptr` is a live mapping of at least `len` bytes for as long as `self`
+        // lives; exclusive use is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
     /// # Safety
     /// As for [`SharedBuf::as_mut_slice`].
     pub unsafe fn as_slice(&self) -> &[u8] {
-        std::slice::from_raw_parts(self.ptr, self.len)
+        // SAFETY: as in `as_mut_slice`; the absence of writers is the caller's promise.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
 impl Drop for SharedBuf {
     fn drop(&mut self) {
-        // SAFETY: we own the allocation.
+        // SAFETY: `ptr` came from alloc_shared in `new`, is freed only here, and the
+        // buffer is gone after this.
         let _ = unsafe { free_shared(self.ptr) };
-    }
-}
-
-/// A peer's allocation mapped into this process.
-pub(crate) struct PeerMapping {
-    /// The peer's address of the allocation.
-    pub peer_base: u64,
-    pub len: u64,
-    pub local: *mut u8,
-}
-
-// SAFETY: a mapping of shared memory; accesses go through explicit copies.
-unsafe impl Send for PeerMapping {}
-unsafe impl Sync for PeerMapping {}
-
-impl Drop for PeerMapping {
-    fn drop(&mut self) {
-        // SAFETY: we mapped it and own the mapping.
-        unsafe { libc::munmap(self.local as *mut libc::c_void, self.len as usize) };
-    }
-}
-
-/// The peer's allocations this process mapped, by peer address.
-#[derive(Default)]
-pub(crate) struct PeerMappings {
-    by_base: BTreeMap<u64, PeerMapping>,
-}
-
-impl PeerMappings {
-    /// Maps a peer's memfd. The length mapped is the fd's real size (never what the peer
-    /// claims beyond it), so a bogus claim cannot make us touch memory outside the mapping.
-    pub fn add(&mut self, peer_base: u64, claimed_len: u64, fd: OwnedFd) -> Result<()> {
-        let size = (fd_size(fd.as_raw_fd())? as u64).min(claimed_len);
-        if size == 0 || peer_base.checked_add(size).is_none() {
-            return Err(Error::new(
-                Status::Protocol,
-                "peer announced an empty or wrapping shared allocation",
-            ));
-        }
-        let local = map_fd(fd.as_raw_fd(), size as usize)?;
-        self.by_base.insert(
-            peer_base,
-            PeerMapping {
-                peer_base,
-                len: size,
-                local,
-            },
-        );
-        Ok(())
-    }
-
-    /// Local address of the peer's `[addr, addr+len)`, if it lies inside one mapping.
-    pub fn translate(&self, addr: u64, len: u64) -> Option<*mut u8> {
-        let (_, m) = self.by_base.range(..=addr).next_back()?;
-        let end = addr.checked_add(len)?;
-        (end <= m.peer_base + m.len)
-            .then(|| (m.local as usize + (addr - m.peer_base) as usize) as *mut u8)
     }
 }
 
@@ -247,6 +203,8 @@ mod tests {
         assert_eq!(a.base, p as usize);
         assert_eq!(a.len, 12288);
         assert!(find_allocation(p as usize + 12280, 100).is_none());
+        // SAFETY: 9999 < 10_000 bytes allocated above; p is not used after the first free
+        // except as a (rejected) key for the second.
         unsafe {
             *p.add(9999) = 7;
             free_shared(p).unwrap();
