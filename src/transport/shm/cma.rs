@@ -2,6 +2,10 @@
 //! plain (non-shared) memory. Partial transfers are continued; errors come back as errno
 //! so the caller can tell EPERM (switch to the staged path) from EFAULT (bad range).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Status;
+
 /// Copies `len` bytes from the peer's `remote` into our `local`.
 ///
 /// # Safety
@@ -70,5 +74,28 @@ pub fn probe(pid: i32, addr: u64) -> Result<(), i32> {
         Ok(())
     } else {
         Err(libc::EFAULT)
+    }
+}
+
+/// The status and message of a failed transfer; EPERM at run time also counts in
+/// `eperm` and is logged (attach worked at connect time, so something changed).
+pub fn errno_status(e: i32, eperm: &AtomicU64) -> (Status, String) {
+    if e == libc::EPERM {
+        eperm.fetch_add(1, Ordering::Relaxed);
+        eprintln!("dlslime shm: cross-memory attach refused (EPERM) at run time; operation failed");
+        (
+            Status::Io,
+            "cross-memory attach refused by the kernel (EPERM)".into(),
+        )
+    } else if e == libc::ESRCH {
+        (Status::PeerDisconnected, "peer process is gone".into())
+    } else {
+        (
+            Status::Io,
+            format!(
+                "cross-memory attach failed: {}",
+                std::io::Error::from_raw_os_error(e)
+            ),
+        )
     }
 }

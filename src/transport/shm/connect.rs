@@ -1,0 +1,224 @@
+//! Connecting two endpoints: the checks on the peer's `endpoint_info`, the handshake over
+//! the Unix socket (the dialling side creates the control segment and both send their
+//! shared allocations' memfds), the cross-memory attach probe, and the start of the
+//! progress thread. See `docs/shm-transport.md`.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use super::cma;
+use super::conn::Conn;
+use super::handshake;
+use super::mappings::PeerMappings;
+use super::ring::{self, Consumer, Producer, Segment};
+use super::state::Inner;
+use crate::engine::Deadline;
+use crate::error::{Error, Result, Status};
+use crate::memory::shared;
+use crate::transport::info;
+
+/// Unmaps a control segment `connect` mapped and gave up on.
+fn unmap_segment(seg: *mut u8) {
+    // SAFETY: `seg` is a SEGMENT_SIZE mapping made in `connect` that no Conn owns (it is
+    // abandoned on an error path) and that nothing else refers to.
+    unsafe { libc::munmap(seg as *mut libc::c_void, ring::SEGMENT_SIZE) };
+}
+
+impl Inner {
+    /// `connect`: checks the peer's info, runs the handshake (the dialling side creates
+    /// the control segment), maps the peer's allocations, probes cross-memory attach,
+    /// and starts the progress thread.
+    pub fn connect(self: &Arc<Inner>, peer: &Value) -> Result<()> {
+        let obj = info::check_envelope(peer, "shm")?;
+        let host = info::str_field(obj, "host")?;
+        if host != self.host_id {
+            return Err(Error::new(
+                Status::Unsupported,
+                format!("shared-memory peer is on another host (peer host {host:?}, this host {:?}); use the TCP transport", self.host_id),
+            ));
+        }
+        let peer_sock = info::str_field(obj, "socket")?.to_string();
+        if peer_sock == self.sock_name {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                "connect: endpoint info names this endpoint itself",
+            ));
+        }
+        let _g = self.connecting.lock();
+        if self.conn.get().is_some() {
+            return Err(Error::new(
+                Status::AlreadyConnected,
+                "endpoint is already connected",
+            ));
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(Status::ShutDown, "endpoint is shut down"));
+        }
+        info::register_peer_regions(&self.remote, obj)?;
+        let deadline = Deadline::after(self.cfg.engine.default_timeout);
+        let client = self.sock_name < peer_sock;
+        let allocs = shared::live_allocations();
+        let allocs = &allocs[..allocs.len().min(handshake::MAX_FDS - 1)];
+        let alloc_list: Vec<Value> = allocs
+            .iter()
+            .map(|a| json!({"base": a.base as u64, "len": a.len as u64}))
+            .collect();
+        let hello = json!({
+            "socket": self.sock_name, "peer_socket": peer_sock, "pid": std::process::id(), "host": self.host_id,
+            "probe": &cma::PROBE_WORD as *const u64 as u64, "allocs": alloc_list,
+        });
+        let mut fds: Vec<i32> = Vec::new();
+        let (sock, seg_fd, seg, peer_hello, peer_fds);
+        if client {
+            sock = handshake::connect(&peer_sock)?;
+            let (fd, base, _) = shared::memfd_map("dlslime-shm-ctl", ring::SEGMENT_SIZE)?;
+            // SAFETY: a fresh, page-aligned mapping of SEGMENT_SIZE bytes, ours alone.
+            unsafe { Segment::init(base) };
+            fds.push(fd.as_raw_fd());
+            fds.extend(allocs.iter().map(|a| a.fd.as_raw_fd()));
+            handshake::send_frame(sock.as_raw_fd(), &hello, &fds)?;
+            let (h, f) = handshake::recv_frame(sock.as_raw_fd(), deadline)?;
+            seg_fd = fd;
+            seg = base;
+            peer_hello = h;
+            peer_fds = f;
+        } else {
+            let lfd = self
+                .listener
+                .lock()
+                .as_ref()
+                .map(|l| l.as_raw_fd())
+                .ok_or_else(|| Error::new(Status::ShutDown, "listener closed"))?;
+            loop {
+                let s = handshake::accept(lfd, deadline)?;
+                let Ok((h, mut f)) = handshake::recv_frame(s.as_raw_fd(), deadline) else {
+                    continue;
+                };
+                // Only the peer named in the info we were given may connect.
+                if h.get("socket").and_then(Value::as_str) != Some(peer_sock.as_str())
+                    || h.get("peer_socket").and_then(Value::as_str) != Some(self.sock_name.as_str())
+                    || f.is_empty()
+                {
+                    eprintln!("dlslime shm: refused a handshake from an unexpected peer");
+                    continue;
+                }
+                let fd = f.remove(0);
+                if shared::fd_size(fd.as_raw_fd())? < ring::SEGMENT_SIZE {
+                    return Err(Error::new(
+                        Status::Protocol,
+                        "peer's control segment is too small",
+                    ));
+                }
+                let base = shared::map_fd(fd.as_raw_fd(), ring::SEGMENT_SIZE)?;
+                // SAFETY: we just mapped SEGMENT_SIZE bytes at `base` (the fd is at least
+                // that large); check only reads the header.
+                if !unsafe { Segment::check(base) } {
+                    unmap_segment(base);
+                    return Err(Error::new(
+                        Status::VersionMismatch,
+                        "peer's control segment has another layout",
+                    ));
+                }
+                fds.extend(allocs.iter().map(|a| a.fd.as_raw_fd()));
+                handshake::send_frame(s.as_raw_fd(), &hello, &fds)?;
+                sock = s;
+                seg_fd = fd;
+                seg = base;
+                peer_hello = h;
+                peer_fds = f;
+                break;
+            }
+        }
+        if peer_hello.get("host").and_then(Value::as_str) != Some(self.host_id.as_str()) {
+            unmap_segment(seg);
+            return Err(Error::new(
+                Status::Unsupported,
+                "shared-memory peer reports another host identity",
+            ));
+        }
+        let peer_pid = peer_hello.get("pid").and_then(Value::as_u64).unwrap_or(0) as i32;
+        let probe_addr = peer_hello.get("probe").and_then(Value::as_u64).unwrap_or(0);
+        // Map the peer's shared allocations (fd order matches the list order).
+        let mut maps = PeerMappings::default();
+        let list = peer_hello
+            .get("allocs")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (a, fd) in list.iter().zip(peer_fds) {
+            let base = a.get("base").and_then(Value::as_u64).unwrap_or(0);
+            let len = a.get("len").and_then(Value::as_u64).unwrap_or(0);
+            if let Err(e) = maps.add(base, len, fd) {
+                eprintln!("dlslime shm: could not map a peer allocation: {e}");
+            }
+        }
+        // Can we attach to the peer? Tell it; learn whether it can attach to us.
+        let my_cma = match cma::probe(peer_pid, probe_addr) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!(
+                    "dlslime shm: cross-memory attach to pid {peer_pid} refused ({}); non-shared memory will use the staged path",
+                    std::io::Error::from_raw_os_error(e)
+                );
+                false
+            }
+        };
+        let r = handshake::send_frame(sock.as_raw_fd(), &json!({"cma": my_cma}), &[])
+            .and_then(|_| handshake::recv_frame(sock.as_raw_fd(), deadline));
+        let peer_cma = match r {
+            Ok((v, _)) => v.get("cma").and_then(Value::as_bool).unwrap_or(false),
+            Err(e) => {
+                unmap_segment(seg);
+                return Err(e);
+            }
+        };
+        let staged = self.cfg.force_staged || !my_cma || !peer_cma;
+        if staged && !self.cfg.force_staged {
+            self.stats.staged_fallbacks.fetch_add(1, Ordering::Relaxed);
+            eprintln!("dlslime shm: cross-memory attach unavailable between pid {} and {peer_pid}; using the staged (bounce buffer) path", std::process::id());
+        }
+        let side = if client { 0 } else { 1 };
+        let segp = seg as *mut Segment;
+        // SAFETY: the segment is mapped (SEGMENT_SIZE bytes, layout checked or initialised
+        // above) for the Conn's whole life; each side produces only on its own direction.
+        let (prod, cons) = unsafe { (Producer::new(segp, side), Consumer::new(segp, 1 - side)) };
+        let conn = Conn {
+            _seg_fd: seg_fd,
+            seg,
+            sock,
+            peer_pid,
+            out_bell: prod.doorbell(),
+            in_bell: cons.doorbell(),
+            my_table: prod.table(),
+            peer_table: cons.table(),
+            my_slots: prod.slot_ptr(0),
+            peer_slots: cons.slot_ptr(0),
+            prod: Mutex::new((prod, VecDeque::new())),
+            cons: Mutex::new(cons),
+            peer_maps: maps,
+            staged,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            slots: AtomicU32::new(0),
+            table_fp: AtomicU64::new(0),
+            backlogged: AtomicBool::new(false),
+        };
+        let _ = self.conn.set(conn);
+        let c = self.conn.get().unwrap();
+        self.publish_regions(c);
+        // One peer per endpoint: the name is no longer needed.
+        self.listener.lock().take();
+        let me = self.clone();
+        let h = std::thread::Builder::new()
+            .name("dlslime-shm".into())
+            .spawn(move || me.run())
+            .map_err(|e| Error::io("spawn shm progress thread", e))?;
+        *self.thread.lock() = Some(h);
+        Ok(())
+    }
+}

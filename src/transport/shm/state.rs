@@ -1,0 +1,108 @@
+//! The endpoint's state, shared by the user's threads, the progress thread and inline
+//! waiters (`Inner`), and the operation state it hands out.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::config::ShmConfig;
+use super::conn::Conn;
+use super::handshake;
+use super::reassembly::Assembly;
+use super::recv::Early;
+use super::stats::ShmStats;
+use crate::engine::{Deadline, ProgressMode};
+use crate::error::{Error, Result, Status};
+use crate::future::{Driver, InflightOps, OpState};
+use crate::memory::{MemoryPool, RemotePool};
+use crate::transport::matching::{ImmQueue, MsgMatcher};
+
+/// The message of every failure the peer's death causes.
+pub(super) const PEER_GONE: &str = "shared-memory peer disconnected";
+
+pub(super) struct Inner {
+    pub pool: Arc<MemoryPool>,
+    pub remote: RemotePool,
+    pub cfg: ShmConfig,
+    pub host_id: String,
+    /// Name of our handshake socket (abstract namespace), published in `endpoint_info`.
+    pub sock_name: String,
+    /// The handshake listener, until the peer has connected.
+    pub listener: Mutex<Option<OwnedFd>>,
+    /// Serialises `connect` calls.
+    pub connecting: Mutex<()>,
+    pub conn: OnceLock<Conn>,
+    pub inflight: InflightOps,
+    pub imm: ImmQueue,
+    pub msgs: MsgMatcher<Early>,
+    /// Staged messages being reassembled, by message id.
+    pub assemblies: Mutex<HashMap<u64, Assembly>>,
+    pub stats: ShmStats,
+    pub closed: AtomicBool,
+    pub dead: AtomicBool,
+    /// The background progress thread.
+    pub thread: Mutex<Option<JoinHandle<()>>>,
+    pub epoch: Instant,
+    /// When an inline waiter last drove progress (µs since `epoch`).
+    pub last_inline_us: AtomicU64,
+}
+
+impl Inner {
+    pub fn new(pool: Arc<MemoryPool>, cfg: ShmConfig) -> Result<Inner> {
+        let (listener, sock_name) = handshake::listen()?;
+        let host_id = cfg
+            .host_id_override
+            .clone()
+            .unwrap_or_else(handshake::host_identity);
+        Ok(Inner {
+            pool,
+            remote: RemotePool::default(),
+            cfg,
+            host_id,
+            sock_name,
+            listener: Mutex::new(Some(listener)),
+            connecting: Mutex::new(()),
+            conn: OnceLock::new(),
+            inflight: InflightOps::default(),
+            imm: ImmQueue::default(),
+            msgs: MsgMatcher::default(),
+            assemblies: Mutex::new(HashMap::new()),
+            stats: ShmStats::default(),
+            closed: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+            thread: Mutex::new(None),
+            epoch: Instant::now(),
+            last_inline_us: AtomicU64::new(0),
+        })
+    }
+
+    /// The connection, if the endpoint is connected and neither shut down nor orphaned.
+    pub fn conn(&self) -> Result<&Conn> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::new(Status::ShutDown, "endpoint is shut down"));
+        }
+        if self.dead.load(Ordering::Acquire) {
+            return Err(Error::new(Status::PeerDisconnected, PEER_GONE));
+        }
+        self.conn
+            .get()
+            .ok_or_else(|| Error::new(Status::NotConnected, "endpoint is not connected"))
+    }
+
+    /// A tracked operation of `parts` parts; in inline mode its waiters drive progress.
+    pub fn new_op(self: &Arc<Self>, parts: u32, timeout: Option<Duration>) -> Arc<OpState> {
+        let deadline = Deadline::after(timeout.unwrap_or(self.cfg.engine.default_timeout));
+        let driver: Option<Arc<dyn Driver>> = match self.cfg.engine.progress {
+            ProgressMode::Inline => Some(self.clone() as Arc<dyn Driver>),
+            ProgressMode::Background => None,
+        };
+        let op = OpState::new(parts, deadline, self.cfg.engine.spin, driver);
+        self.inflight.track(&op);
+        op
+    }
+}

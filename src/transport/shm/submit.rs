@@ -1,0 +1,285 @@
+//! Submission, the initiator's side of an operation: one-sided `read`/`write` (a memcpy
+//! into the peer's mapped allocation where the target's table permits it; otherwise a
+//! request the target checks, moved by cross-memory attach or in bounce-slot chunks),
+//! and `send` (inline in the ring, pulled by the receiver, or in chunks).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::conn::Conn;
+use super::pending::{Agg, Pending};
+use super::progress::PushMode;
+use super::ring::{kind, Entry, INLINE_CAP, SLOT_SIZE};
+use super::state::Inner;
+use crate::engine::Deadline;
+use crate::error::{Error, Result, Status};
+use crate::future::{Future, OpState};
+use crate::transport::Assignment;
+
+/// Registers one more part of `agg`, awaiting the peer's reply; returns its request id.
+fn add_part(c: &Conn, agg: &Agg, p: Pending) -> u64 {
+    let id = c.next_id.fetch_add(1, Ordering::Relaxed);
+    agg.remaining.fetch_add(1, Ordering::AcqRel);
+    c.pending.lock().insert(id, p);
+    id
+}
+
+impl Inner {
+    /// Pushes request `e` (part `e.id` of `agg`, already pending). If the push fails and
+    /// the part is still ours, its bounce slot (if any) is freed and the part fails.
+    fn push_part(&self, c: &Conn, e: &Entry, agg: &Agg, deadline: Deadline) -> Result<()> {
+        let r = self.push(c, e, PushMode::Wait(deadline));
+        if let Err(er) = &r {
+            let p = c.pending.lock().remove(&e.id);
+            if let Some(p) = p {
+                if let Some(s) = p.slot() {
+                    self.free_slot(c, s);
+                }
+                agg.part(self, er.status(), er.message());
+            }
+        }
+        r
+    }
+
+    /// The submitter's own part of `agg`: done issuing, with the error that stopped it.
+    fn submitted(&self, agg: &Agg, failure: Option<Error>) {
+        match failure {
+            Some(e) => agg.part(self, e.status(), e.message()),
+            None => agg.part(self, Status::Ok, ""),
+        }
+    }
+
+    /// `read`, `write` and `write_with_imm` (`imm`).
+    pub fn rw(
+        self: &Arc<Self>,
+        assignments: &[Assignment],
+        write: bool,
+        imm: Option<i32>,
+        timeout: Option<Duration>,
+    ) -> Result<Future> {
+        let c = self.conn()?;
+        // Check everything before touching any memory.
+        let mut plan = Vec::with_capacity(assignments.len());
+        for a in assignments {
+            let (_, lptr) = self.pool.local_range(a.local, a.local_offset, a.length)?;
+            let (raddr, key) = self
+                .remote
+                .remote_range(a.remote, a.remote_offset, a.length)?;
+            plan.push((lptr, raddr, key, a.length));
+        }
+        let op = self.new_op(1, timeout);
+        let deadline = op.deadline();
+        let agg = Agg::new(op.clone(), imm);
+        let mut failure: Option<Error> = None;
+        'outer: for (lptr, raddr, key, len) in plan {
+            if len == 0 {
+                continue;
+            }
+            // SAFETY: the peer table lies in the segment the Conn keeps mapped; `permits`
+            // reads it under the peer's seqlock and treats every value as untrusted.
+            let permitted = unsafe { (*c.peer_table).permits(raddr, len, key) };
+            if permitted {
+                if let Some(p) = c.peer_maps.translate(raddr, len) {
+                    // SAFETY: the local range was checked against our pool above; the remote
+                    // range lies inside our mapping of the peer's allocation (translate) and
+                    // inside a region the peer published with this key (permits). The two
+                    // mappings are distinct, so the ranges do not overlap.
+                    unsafe {
+                        if write {
+                            std::ptr::copy_nonoverlapping(lptr as *const u8, p, len as usize);
+                        } else {
+                            std::ptr::copy_nonoverlapping(p as *const u8, lptr, len as usize);
+                        }
+                    }
+                    self.stats.fast_path.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            if !c.staged {
+                let mut e;
+                if write {
+                    e = Entry::new(kind::WRITE);
+                    e.a = lptr as u64;
+                    e.b = raddr;
+                    e.id = add_part(
+                        c,
+                        &agg,
+                        Pending::Part {
+                            agg: agg.clone(),
+                            slot: None,
+                        },
+                    );
+                } else {
+                    e = Entry::new(kind::READ);
+                    e.a = raddr;
+                    e.id = add_part(
+                        c,
+                        &agg,
+                        Pending::ReadGrant {
+                            agg: agg.clone(),
+                            remote: raddr,
+                            local: lptr as usize,
+                            len: len as usize,
+                        },
+                    );
+                }
+                e.n = len;
+                e.key = key;
+                if let Err(er) = self.push_part(c, &e, &agg, deadline) {
+                    failure = Some(er);
+                    break;
+                }
+                continue;
+            }
+            let mut off = 0u64;
+            while off < len {
+                let clen = (len - off).min(SLOT_SIZE as u64);
+                let slot = match self.acquire_slot(c, deadline) {
+                    Ok(s) => s,
+                    Err(er) => {
+                        failure = Some(er);
+                        break 'outer;
+                    }
+                };
+                let mut e;
+                if write {
+                    // SAFETY: the slot is ours until the target's reply frees it and holds
+                    // SLOT_SIZE >= clen bytes; the source lies inside the local range
+                    // checked above (off + clen <= len).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            lptr.add(off as usize),
+                            c.my_slot(slot),
+                            clen as usize,
+                        )
+                    };
+                    e = Entry::new(kind::ST_WRITE);
+                    e.b = raddr + off;
+                    e.id = add_part(
+                        c,
+                        &agg,
+                        Pending::Part {
+                            agg: agg.clone(),
+                            slot: Some(slot),
+                        },
+                    );
+                } else {
+                    e = Entry::new(kind::ST_READ);
+                    e.a = raddr + off;
+                    e.id = add_part(
+                        c,
+                        &agg,
+                        Pending::StRead {
+                            agg: agg.clone(),
+                            local: lptr as usize + off as usize,
+                            len: clen as usize,
+                            slot,
+                        },
+                    );
+                }
+                e.len = clen as u32;
+                e.key = key;
+                e.slot = slot;
+                self.stats.staged_chunks.fetch_add(1, Ordering::Relaxed);
+                if let Err(er) = self.push_part(c, &e, &agg, deadline) {
+                    failure = Some(er);
+                    break 'outer;
+                }
+                off += clen;
+            }
+        }
+        self.submitted(&agg, failure);
+        Ok(Future::new(op))
+    }
+
+    /// `send`.
+    ///
+    /// # Safety
+    /// As for [`crate::Endpoint::send`]: `[ptr, ptr+len)` stays valid and unmodified until
+    /// the future completes.
+    pub unsafe fn send(
+        self: &Arc<Self>,
+        ptr: *const u8,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Future> {
+        let c = self.conn()?;
+        if ptr.is_null() && len > 0 {
+            return Err(Error::new(Status::NullParameter, "send: null buffer"));
+        }
+        if len <= INLINE_CAP {
+            // Complete once it is in the ring: nothing to track, cancel or time out.
+            let deadline = Deadline::after(timeout.unwrap_or(self.cfg.engine.default_timeout));
+            let mut e = Entry::new(kind::MSG);
+            e.len = len as u32;
+            if len > 0 {
+                // SAFETY: the caller's buffer, non-null here and `len` bytes long.
+                e.data[..len].copy_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
+            }
+            self.push(c, &e, PushMode::Wait(deadline))?;
+            let op = OpState::completed(Status::Ok);
+            op.set_nbytes(len as u64);
+            return Ok(Future::new(op));
+        }
+        let op = self.new_op(1, timeout);
+        let deadline = op.deadline();
+        let agg = Agg::new(op.clone(), None);
+        let mut failure: Option<Error> = None;
+        if !c.staged {
+            let mut e = Entry::new(kind::RTS);
+            e.id = add_part(
+                c,
+                &agg,
+                Pending::Part {
+                    agg: agg.clone(),
+                    slot: None,
+                },
+            );
+            e.a = ptr as u64;
+            e.n = len as u64;
+            if let Err(er) = self.push_part(c, &e, &agg, deadline) {
+                failure = Some(er);
+            }
+        } else {
+            let msg = c.next_id.fetch_add(1, Ordering::Relaxed);
+            let mut off = 0usize;
+            while off < len {
+                let clen = (len - off).min(SLOT_SIZE);
+                let slot = match self.acquire_slot(c, deadline) {
+                    Ok(s) => s,
+                    Err(er) => {
+                        failure = Some(er);
+                        break;
+                    }
+                };
+                // SAFETY: the slot is ours until the receiver's reply frees it and holds
+                // SLOT_SIZE >= clen bytes; off + clen <= len bytes of the caller's buffer.
+                unsafe { std::ptr::copy_nonoverlapping(ptr.add(off), c.my_slot(slot), clen) };
+                let mut e = Entry::new(kind::ST_MSG);
+                e.id = add_part(
+                    c,
+                    &agg,
+                    Pending::Part {
+                        agg: agg.clone(),
+                        slot: Some(slot),
+                    },
+                );
+                e.b = msg;
+                e.n = len as u64;
+                e.c = off as u64;
+                e.len = clen as u32;
+                e.slot = slot;
+                self.stats.staged_chunks.fetch_add(1, Ordering::Relaxed);
+                if let Err(er) = self.push_part(c, &e, &agg, deadline) {
+                    failure = Some(er);
+                    break;
+                }
+                off += clen;
+            }
+        }
+        op.set_nbytes(len as u64);
+        self.submitted(&agg, failure);
+        Ok(Future::new(op))
+    }
+}
