@@ -1,19 +1,19 @@
 //! A TCP context: the listener that serves peers, the pool of outgoing connections
-//! shared by its endpoints, and the janitor that closes idle connections.
+//! shared by its endpoints, its endpoints as targets, and the janitor that closes idle
+//! connections.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
-use super::endpoint::EpCore;
+use super::config::TcpConfig;
 use super::pool::ConnPool;
 use super::server;
-use super::TcpConfig;
+use super::target::Targets;
 use crate::error::{Error, Result};
 use crate::warn_log;
 
@@ -23,10 +23,8 @@ pub struct TcpContext {
     local_addr: SocketAddr,
     advertise: String,
     listener_fd: i32,
-    endpoints: RwLock<HashMap<u32, Weak<EpCore>>>,
-    next_ep: AtomicU32,
-    pool: ConnPool,
-    server_conns: Mutex<Vec<TcpStream>>,
+    targets: Arc<Targets>,
+    pool: Arc<ConnPool>,
     stop: AtomicBool,
     stop_tx: Mutex<Option<crossbeam_channel::Sender<()>>>,
     _listener: TcpListener,
@@ -50,27 +48,29 @@ impl TcpContext {
             }
         };
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let ctx = Arc::new_cyclic(|weak: &Weak<TcpContext>| {
-            let w = weak.clone();
-            let on_lost = Arc::new(move |addr: SocketAddr| {
-                if let Some(c) = w.upgrade() {
-                    c.peer_lost(addr);
-                }
-            });
-            TcpContext {
-                id,
-                pool: ConnPool::new(config.lanes, id, Duration::from_secs(10), on_lost),
-                config,
-                local_addr,
-                advertise,
-                listener_fd: listener.as_raw_fd(),
-                endpoints: RwLock::new(HashMap::new()),
-                next_ep: AtomicU32::new(1),
-                server_conns: Mutex::new(Vec::new()),
-                stop: AtomicBool::new(false),
-                stop_tx: Mutex::new(Some(stop_tx)),
-                _listener: listener.try_clone().expect("clone listener"),
+        let targets = Arc::new(Targets::default());
+        let t = Arc::downgrade(&targets);
+        let on_lost = Arc::new(move |addr: SocketAddr| {
+            if let Some(t) = t.upgrade() {
+                t.peer_lost(addr);
             }
+        });
+        let ctx = Arc::new(TcpContext {
+            id,
+            pool: Arc::new(ConnPool::new(
+                config.lanes,
+                id,
+                Duration::from_secs(10),
+                on_lost,
+            )),
+            config,
+            local_addr,
+            advertise,
+            listener_fd: listener.as_raw_fd(),
+            targets,
+            stop: AtomicBool::new(false),
+            stop_tx: Mutex::new(Some(stop_tx)),
+            _listener: listener.try_clone().expect("clone listener"),
         });
         let weak = Arc::downgrade(&ctx);
         std::thread::Builder::new()
@@ -111,52 +111,18 @@ impl TcpContext {
         &self.config
     }
 
-    pub(super) fn pool(&self) -> &ConnPool {
+    pub(super) fn pool(&self) -> &Arc<ConnPool> {
         &self.pool
+    }
+
+    pub(super) fn targets(&self) -> &Targets {
+        &self.targets
     }
 
     /// Closes every pooled connection to `addr` as if it had died while idle; the next
     /// operation must transparently dial a new one. For tests and operators.
     pub fn drop_pooled_connections(&self, addr: SocketAddr) {
         self.pool.close_peer(addr);
-    }
-
-    pub(super) fn next_endpoint_id(&self) -> u32 {
-        self.next_ep.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub(super) fn add_endpoint(&self, ep: &Arc<EpCore>) {
-        self.endpoints.write().insert(ep.id, Arc::downgrade(ep));
-    }
-
-    pub(super) fn remove_endpoint(&self, id: u32) {
-        self.endpoints.write().remove(&id);
-    }
-
-    pub(super) fn endpoint(&self, id: u32) -> Option<Arc<EpCore>> {
-        self.endpoints.read().get(&id).and_then(Weak::upgrade)
-    }
-
-    pub(super) fn track_server_conn(&self, s: &TcpStream) {
-        if let Ok(c) = s.try_clone() {
-            let mut v = self.server_conns.lock();
-            v.retain(|s| s.peer_addr().is_ok());
-            v.push(c);
-        }
-    }
-
-    fn peer_lost(&self, addr: SocketAddr) {
-        let eps: Vec<_> = self
-            .endpoints
-            .read()
-            .values()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for ep in eps {
-            if ep.peer_addr() == Some(addr) {
-                ep.on_peer_lost();
-            }
-        }
     }
 }
 
@@ -167,9 +133,7 @@ impl Drop for TcpContext {
         // SAFETY: shutting down our own listening socket wakes the accept() call.
         unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
         self.pool.close_all();
-        for s in self.server_conns.lock().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
+        self.targets.close_server_conns();
     }
 }
 
@@ -179,13 +143,13 @@ fn accept_loop(ctx: Weak<TcpContext>, listener: TcpListener) {
         if c.stop.load(Ordering::Acquire) {
             return;
         }
+        let targets = Arc::downgrade(&c.targets);
         drop(c);
         match stream {
             Ok(s) => {
-                let w = ctx.clone();
                 if let Err(e) = std::thread::Builder::new()
                     .name("dlslime-tcp-serve".into())
-                    .spawn(move || server::serve(w, s))
+                    .spawn(move || server::serve(targets, s))
                 {
                     warn_log!("cannot start a server thread: {e}");
                 }

@@ -1,203 +1,30 @@
 //! The TCP endpoint: turns operations into requests on the context's pooled
-//! connections, and holds the receive-side state (imm notifications, messages) that the
-//! server threads fill.
+//! connections. Its target-side state (imm notifications, messages), which the server
+//! threads fill, is [`EpCore`].
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
 
-use super::conn::Pending;
+use super::config::TcpConfig;
+use super::conn::{Conn, Pending};
 use super::context::TcpContext;
-use super::server::Ack;
+use super::target::{EpCore, PeerRef, PendingSend};
 use super::wire::{Header, Opcode, FLAG_PAYLOAD};
 use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
-use crate::future::{Future, InflightOps, OpState};
+use crate::future::{Future, OpState};
 use crate::memory::{MemoryPool, RemotePool};
 use crate::transport::info;
-use crate::transport::matching::{ImmQueue, MsgMatcher, PostedRecv};
+use crate::transport::matching::PostedRecv;
 use crate::transport::{Assignment, Endpoint};
 
 /// Messages up to this size travel with their header; larger ones are pulled by the
 /// receiver once a receive is posted (no unbounded buffering at the target).
 const EAGER_MAX: u64 = 64 * 1024;
-/// Bytes of early (not yet received) eager messages an endpoint holds before it stops
-/// buffering and makes senders wait for a pull instead.
-const EARLY_BUDGET: usize = 64 << 20;
-
-/// Where the connected peer is.
-#[derive(Clone, Copy, Debug)]
-pub struct PeerRef {
-    pub addr: SocketAddr,
-    pub endpoint: u32,
-    pub context: u64,
-}
-
-/// A message that arrived before its receive.
-pub enum Early {
-    Data { buf: Vec<u8>, ack: Ack },
-    Pull { msg_id: u64, len: u64, ack: Ack },
-}
-
-/// A message being sent, kept until the receiver has it so it can be pulled.
-#[derive(Clone)]
-pub struct PendingSend {
-    pub ptr: usize,
-    pub len: usize,
-    pub op: Arc<OpState>,
-}
-
-/// Endpoint state shared with the context's server threads.
-pub struct EpCore {
-    pub id: u32,
-    pub pool: Arc<MemoryPool>,
-    pub imm: ImmQueue,
-    pub msgs: MsgMatcher<Early>,
-    ctx: Weak<TcpContext>,
-    early_bytes: AtomicUsize,
-    peer: RwLock<Option<PeerRef>>,
-    peer_lost: AtomicBool,
-    closed: AtomicBool,
-    inflight: InflightOps,
-    sends: Mutex<HashMap<u64, PendingSend>>,
-}
-
-impl EpCore {
-    pub fn peer_context(&self) -> Option<u64> {
-        self.peer.read().map(|p| p.context)
-    }
-
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer.read().map(|p| p.addr)
-    }
-
-    pub fn pending_send(&self, msg_id: u64) -> Option<PendingSend> {
-        self.sends.lock().get(&msg_id).cloned()
-    }
-
-    pub fn reserve_early(&self, len: u64) -> bool {
-        let len = len as usize;
-        let mut cur = self.early_bytes.load(Ordering::Acquire);
-        loop {
-            if cur + len > EARLY_BUDGET {
-                return false;
-            }
-            match self.early_bytes.compare_exchange(
-                cur,
-                cur + len,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(c) => cur = c,
-            }
-        }
-    }
-
-    /// Hands an early message to the receive it was matched with.
-    ///
-    /// Here and wherever a message completes a receive, the sender is acked first: the
-    /// receiver's thread may shut down (or exit) as soon as it sees its data, and the
-    /// ack must not be lost with it.
-    pub fn deliver_early(self: &Arc<Self>, r: PostedRecv, e: Early) {
-        match e {
-            Early::Data { buf, ack } => {
-                if buf.len() > r.cap {
-                    self.early_bytes.fetch_sub(buf.len(), Ordering::AcqRel);
-                    ack.send(Status::Truncated);
-                    r.op.finish(
-                        Status::Truncated,
-                        Some(format!(
-                            "message of {} bytes does not fit the {}-byte receive buffer",
-                            buf.len(),
-                            r.cap
-                        )),
-                    );
-                } else if r.op.begin_io() {
-                    self.early_bytes.fetch_sub(buf.len(), Ordering::AcqRel);
-                    // SAFETY: a posted receive buffer of at least buf.len() bytes.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(buf.as_ptr(), r.ptr as *mut u8, buf.len())
-                    };
-                    r.op.end_io();
-                    r.op.set_nbytes(buf.len() as u64);
-                    ack.send(Status::Ok);
-                    r.op.part_done(Status::Ok, None);
-                } else {
-                    // the receive was cancelled after it was matched: the message waits
-                    // for the next one instead of being lost
-                    self.requeue_early(Early::Data { buf, ack });
-                }
-            }
-            Early::Pull { msg_id, len, ack } => self.pull(r, msg_id, len, ack),
-        }
-    }
-
-    fn requeue_early(self: &Arc<Self>, e: Early) {
-        if let Some((r, e)) = self.msgs.requeue(e) {
-            self.deliver_early(r, e);
-        }
-    }
-
-    /// Fetches message `msg_id` from the sender straight into the receive buffer; the
-    /// sender's `send` completes when this is done.
-    pub fn pull(self: &Arc<Self>, r: PostedRecv, msg_id: u64, len: u64, ack: Ack) {
-        if len > r.cap as u64 {
-            ack.send(Status::Truncated);
-            r.op.finish(
-                Status::Truncated,
-                Some(format!(
-                    "message of {len} bytes does not fit the {}-byte receive buffer",
-                    r.cap
-                )),
-            );
-            return;
-        }
-        let conn = match (self.ctx.upgrade(), *self.peer.read()) {
-            (Some(ctx), Some(peer)) => ctx.pool().lane(peer.addr, 0).map(|c| (c, peer)),
-            _ => Err(Error::new(
-                Status::NotConnected,
-                "endpoint has no peer to pull from",
-            )),
-        };
-        match conn {
-            Ok((conn, peer)) => {
-                r.op.set_nbytes(len);
-                let h = Header {
-                    size: len,
-                    addr: msg_id,
-                    endpoint: peer.endpoint,
-                    ..Header::new(Opcode::Pull)
-                };
-                let pending = Pending {
-                    op: r.op,
-                    sink: r.ptr,
-                    expect: len,
-                    then: Some(Box::new(move |st| ack.send(st))),
-                };
-                conn.request(h, (0, 0), None, pending);
-            }
-            Err(e) => {
-                ack.send(e.status());
-                r.op.finish(e.status(), Some(e.message().to_string()));
-            }
-        }
-    }
-
-    /// The peer's connection died: every pending operation fails, later ones too.
-    pub fn on_peer_lost(&self) {
-        if self.peer_lost.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.inflight
-            .fail_all(Status::PeerDisconnected, "peer disconnected");
-    }
-}
 
 /// An endpoint over a [`TcpContext`]. Thread-safe: operations may be issued from any
 /// number of threads.
@@ -211,20 +38,12 @@ pub struct TcpEndpoint {
 
 impl TcpEndpoint {
     pub fn new(ctx: &Arc<TcpContext>, pool: Arc<MemoryPool>) -> Result<Arc<TcpEndpoint>> {
-        let core = Arc::new(EpCore {
-            id: ctx.next_endpoint_id(),
+        let core = Arc::new(EpCore::new(
+            ctx.targets().next_endpoint_id(),
             pool,
-            imm: ImmQueue::default(),
-            msgs: MsgMatcher::default(),
-            ctx: Arc::downgrade(ctx),
-            early_bytes: AtomicUsize::new(0),
-            peer: RwLock::new(None),
-            peer_lost: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            inflight: InflightOps::default(),
-            sends: Mutex::new(HashMap::new()),
-        });
-        ctx.add_endpoint(&core);
+            Arc::downgrade(ctx.pool()),
+        ));
+        ctx.targets().add_endpoint(&core);
         Ok(Arc::new(TcpEndpoint {
             core,
             ctx: ctx.clone(),
@@ -237,7 +56,7 @@ impl TcpEndpoint {
     /// Creates an endpoint with its own context listening on `bind` (port 0:
     /// ephemeral) and a fresh memory pool.
     pub fn bind(bind: SocketAddr) -> Result<Arc<TcpEndpoint>> {
-        let ctx = TcpContext::new(super::TcpConfig {
+        let ctx = TcpContext::new(TcpConfig {
             bind,
             ..Default::default()
         })?;
@@ -297,7 +116,7 @@ impl TcpEndpoint {
             .collect()
     }
 
-    fn lane(&self, peer: &PeerRef, i: usize) -> Result<Arc<super::conn::Conn>> {
+    fn lane(&self, peer: &PeerRef, i: usize) -> Result<Arc<Conn>> {
         self.ctx.pool().lane(peer.addr, i)
     }
 
@@ -584,7 +403,7 @@ impl Endpoint for TcpEndpoint {
         if let Some(addr) = self.core.peer_addr() {
             self.ctx.pool().unpin(addr);
         }
-        self.ctx.remove_endpoint(self.core.id);
+        self.ctx.targets().remove_endpoint(self.core.id);
     }
 }
 

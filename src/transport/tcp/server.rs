@@ -1,4 +1,4 @@
-//! The target side: one thread per accepted connection reads requests, checks every
+//! The server: one thread per accepted connection reads requests, checks every
 //! `(address, length, key)` against the target endpoint's registered regions, applies
 //! them straight to/from region memory, and replies with a status. Anything that is
 //! not the protocol drops that connection only.
@@ -8,11 +8,9 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
-use super::context::TcpContext;
-use super::endpoint::{Early, EpCore};
+use super::reply::{Ack, ServerConn};
 use super::sockio;
+use super::target::{Early, EpCore, Targets};
 use super::wire::{read_header, Header, Hello, Opcode, FLAG_PAYLOAD, HELLO_LEN, WIRE_VERSION};
 use crate::error::{Error, Result, Status};
 use crate::{info_log, warn_log};
@@ -20,61 +18,7 @@ use crate::{info_log, warn_log};
 /// Time an accepted connection has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The write half of an accepted connection; replies may be sent later from other
-/// threads (a message acknowledged once its receive is posted and pulled).
-pub struct ServerConn {
-    writer: Mutex<TcpStream>,
-    pub peer_context: u64,
-}
-
-impl ServerConn {
-    pub fn reply(&self, req_id: u64, status: Status) {
-        let h = Header::reply(req_id, status, 0).encode();
-        let _ = self.writer.lock().write_all(&h);
-    }
-
-    /// Reply carrying `len` bytes read from `ptr`.
-    ///
-    /// # Safety
-    /// The range must be readable for the duration of the call.
-    unsafe fn reply_with(&self, req_id: u64, ptr: *const u8, len: usize) -> std::io::Result<()> {
-        let h = Header::reply(req_id, Status::Ok, len as u64).encode();
-        sockio::write_frame(&mut self.writer.lock(), &h, &[(ptr, len)])
-    }
-}
-
-/// A deferred reply to one request.
-/// The reply a sender waits for. Sent once; an ack dropped unsent (its message was
-/// discarded at shutdown) tells the sender `CANCELLED` rather than leaving it waiting.
-pub struct Ack {
-    conn: Option<Arc<ServerConn>>,
-    req_id: u64,
-}
-
-impl Ack {
-    pub fn new(conn: Arc<ServerConn>, req_id: u64) -> Ack {
-        Ack {
-            conn: Some(conn),
-            req_id,
-        }
-    }
-
-    pub fn send(mut self, status: Status) {
-        if let Some(c) = self.conn.take() {
-            c.reply(self.req_id, status);
-        }
-    }
-}
-
-impl Drop for Ack {
-    fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
-            c.reply(self.req_id, Status::Cancelled);
-        }
-    }
-}
-
-pub fn serve(ctx: Weak<TcpContext>, mut stream: TcpStream) {
+pub fn serve(targets: Weak<Targets>, mut stream: TcpStream) {
     sockio::tune(&stream);
     let peer = stream
         .peer_addr()
@@ -86,14 +30,11 @@ pub fn serve(ctx: Weak<TcpContext>, mut stream: TcpStream) {
                 Ok(w) => w,
                 Err(_) => return,
             };
-            let conn = Arc::new(ServerConn {
-                writer: Mutex::new(writer),
-                peer_context: context_id,
-            });
-            if let Some(c) = ctx.upgrade() {
-                c.track_server_conn(&stream);
+            let conn = Arc::new(ServerConn::new(writer, context_id));
+            if let Some(t) = targets.upgrade() {
+                t.track_server_conn(&stream);
             }
-            if let Err(e) = serve_requests(&ctx, &conn, &mut stream) {
+            if let Err(e) = serve_requests(&targets, &conn, &mut stream) {
                 warn_log!("dropping connection from {peer}: {e}");
             }
         }
@@ -136,7 +77,7 @@ fn handshake(stream: &mut TcpStream) -> Result<u64> {
 }
 
 fn serve_requests(
-    ctx: &Weak<TcpContext>,
+    targets: &Weak<Targets>,
     conn: &Arc<ServerConn>,
     rs: &mut TcpStream,
 ) -> Result<()> {
@@ -149,7 +90,7 @@ fn serve_requests(
         let op = h
             .op()
             .ok_or_else(|| Error::new(Status::Protocol, format!("unknown opcode {}", h.opcode)))?;
-        let ep = ctx.upgrade().and_then(|c| c.endpoint(h.endpoint));
+        let ep = targets.upgrade().and_then(|t| t.endpoint(h.endpoint));
         match op {
             Opcode::Read => {
                 let target = ep

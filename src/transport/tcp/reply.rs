@@ -1,0 +1,79 @@
+//! The target's way back to the initiator: the write half of an accepted connection,
+//! and the deferred reply (`Ack`) a message's sender waits for.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::sockio;
+use super::wire::Header;
+use crate::error::Status;
+
+/// The write half of an accepted connection; replies may be sent later from other
+/// threads (a message acknowledged once its receive is posted and pulled).
+pub struct ServerConn {
+    writer: Mutex<TcpStream>,
+    /// The initiator's context id, from its hello.
+    pub peer_context: u64,
+}
+
+impl ServerConn {
+    pub fn new(writer: TcpStream, peer_context: u64) -> ServerConn {
+        ServerConn {
+            writer: Mutex::new(writer),
+            peer_context,
+        }
+    }
+
+    pub fn reply(&self, req_id: u64, status: Status) {
+        let h = Header::reply(req_id, status, 0).encode();
+        let _ = self.writer.lock().write_all(&h);
+    }
+
+    /// Reply carrying `len` bytes read from `ptr`.
+    ///
+    /// # Safety
+    /// The range must be readable for the duration of the call.
+    pub unsafe fn reply_with(
+        &self,
+        req_id: u64,
+        ptr: *const u8,
+        len: usize,
+    ) -> std::io::Result<()> {
+        let h = Header::reply(req_id, Status::Ok, len as u64).encode();
+        // SAFETY: the range is readable for the call (this function's contract).
+        unsafe { sockio::write_frame(&mut self.writer.lock(), &h, &[(ptr, len)]) }
+    }
+}
+
+/// The reply a sender waits for. Sent once; an ack dropped unsent (its message was
+/// discarded at shutdown) tells the sender `CANCELLED` rather than leaving it waiting.
+pub struct Ack {
+    conn: Option<Arc<ServerConn>>,
+    req_id: u64,
+}
+
+impl Ack {
+    pub fn new(conn: Arc<ServerConn>, req_id: u64) -> Ack {
+        Ack {
+            conn: Some(conn),
+            req_id,
+        }
+    }
+
+    pub fn send(mut self, status: Status) {
+        if let Some(c) = self.conn.take() {
+            c.reply(self.req_id, status);
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.reply(self.req_id, Status::Cancelled);
+        }
+    }
+}
