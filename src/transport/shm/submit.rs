@@ -18,10 +18,10 @@ use crate::future::{Future, OpState};
 use crate::transport::Assignment;
 
 /// Registers one more part of `agg`, awaiting the peer's reply; returns its request id.
-fn add_part(c: &Conn, agg: &Agg, p: Pending) -> u64 {
+fn add_part(c: &Conn, agg: &Arc<Agg>, part: impl FnOnce(Arc<Agg>) -> Pending) -> u64 {
     let id = c.next_id.fetch_add(1, Ordering::Relaxed);
     agg.remaining.fetch_add(1, Ordering::AcqRel);
-    c.pending.lock().insert(id, p);
+    c.pending.lock().insert(id, part(agg.clone()));
     id
 }
 
@@ -102,27 +102,16 @@ impl Inner {
                     e = Entry::new(kind::WRITE);
                     e.a = lptr as u64;
                     e.b = raddr;
-                    e.id = add_part(
-                        c,
-                        &agg,
-                        Pending::Part {
-                            agg: agg.clone(),
-                            slot: None,
-                        },
-                    );
+                    e.id = add_part(c, &agg, |agg| Pending::Part { agg, slot: None });
                 } else {
                     e = Entry::new(kind::READ);
                     e.a = raddr;
-                    e.id = add_part(
-                        c,
-                        &agg,
-                        Pending::ReadGrant {
-                            agg: agg.clone(),
-                            remote: raddr,
-                            local: lptr as usize,
-                            len: len as usize,
-                        },
-                    );
+                    e.id = add_part(c, &agg, |agg| Pending::ReadGrant {
+                        agg,
+                        remote: raddr,
+                        local: lptr as usize,
+                        len: len as usize,
+                    });
                 }
                 e.n = len;
                 e.key = key;
@@ -156,27 +145,19 @@ impl Inner {
                     };
                     e = Entry::new(kind::ST_WRITE);
                     e.b = raddr + off;
-                    e.id = add_part(
-                        c,
-                        &agg,
-                        Pending::Part {
-                            agg: agg.clone(),
-                            slot: Some(slot),
-                        },
-                    );
+                    e.id = add_part(c, &agg, |agg| Pending::Part {
+                        agg,
+                        slot: Some(slot),
+                    });
                 } else {
                     e = Entry::new(kind::ST_READ);
                     e.a = raddr + off;
-                    e.id = add_part(
-                        c,
-                        &agg,
-                        Pending::StRead {
-                            agg: agg.clone(),
-                            local: lptr as usize + off as usize,
-                            len: clen as usize,
-                            slot,
-                        },
-                    );
+                    e.id = add_part(c, &agg, |agg| Pending::StRead {
+                        agg,
+                        local: lptr as usize + off as usize,
+                        len: clen as usize,
+                        slot,
+                    });
                 }
                 e.len = clen as u32;
                 e.key = key;
@@ -228,14 +209,7 @@ impl Inner {
         let mut failure: Option<Error> = None;
         if !c.staged {
             let mut e = Entry::new(kind::RTS);
-            e.id = add_part(
-                c,
-                &agg,
-                Pending::Part {
-                    agg: agg.clone(),
-                    slot: None,
-                },
-            );
+            e.id = add_part(c, &agg, |agg| Pending::Part { agg, slot: None });
             e.a = ptr as u64;
             e.n = len as u64;
             if let Err(er) = self.push_part(c, &e, &agg, deadline) {
@@ -257,14 +231,10 @@ impl Inner {
                 // SLOT_SIZE >= clen bytes; off + clen <= len bytes of the caller's buffer.
                 unsafe { std::ptr::copy_nonoverlapping(ptr.add(off), c.my_slot(slot), clen) };
                 let mut e = Entry::new(kind::ST_MSG);
-                e.id = add_part(
-                    c,
-                    &agg,
-                    Pending::Part {
-                        agg: agg.clone(),
-                        slot: Some(slot),
-                    },
-                );
+                e.id = add_part(c, &agg, |agg| Pending::Part {
+                    agg,
+                    slot: Some(slot),
+                });
                 e.b = msg;
                 e.n = len as u64;
                 e.c = off as u64;

@@ -32,41 +32,8 @@ impl Inner {
                 };
                 self.reply(c, e.id, st, 0);
             }
-            kind::ST_WRITE => {
-                let st = match self.pool.validate_access(e.b, e.len as u64, e.key) {
-                    Err(_) => Status::RemoteAccess,
-                    Ok(_) => {
-                        // SAFETY: the slot index and chunk length were checked by
-                        // validate() (slot < NSLOTS, len <= SLOT_SIZE); the destination
-                        // range lies inside one of our registered regions with this key.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                c.peer_slot(e.slot),
-                                e.b as usize as *mut u8,
-                                e.len as usize,
-                            )
-                        };
-                        Status::Ok
-                    }
-                };
-                self.reply(c, e.id, st, e.slot);
-            }
-            kind::ST_READ => {
-                let st = match self.pool.validate_access(e.a, e.len as u64, e.key) {
-                    Err(_) => Status::RemoteAccess,
-                    Ok(_) => {
-                        // SAFETY: as for ST_WRITE, the other way round: the source range is
-                        // inside a registered region, the peer's slot holds len bytes.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                e.a as usize as *const u8,
-                                c.peer_slot(e.slot),
-                                e.len as usize,
-                            )
-                        };
-                        Status::Ok
-                    }
-                };
+            kind::ST_WRITE | kind::ST_READ => {
+                let st = self.apply_staged(c, e, e.kind == kind::ST_WRITE);
                 self.reply(c, e.id, st, e.slot);
             }
             kind::ST_MSG => {
@@ -102,6 +69,31 @@ impl Inner {
                 s
             }
         }
+    }
+
+    /// A staged chunk of a one-sided op: `e.len` bytes from the peer's slot `e.slot` to
+    /// our `e.b` (write), or from our `e.a` into that slot (read).
+    fn apply_staged(&self, c: &Conn, e: &Entry, write: bool) -> Status {
+        let addr = if write { e.b } else { e.a };
+        if self
+            .pool
+            .validate_access(addr, e.len as u64, e.key)
+            .is_err()
+        {
+            return Status::RemoteAccess;
+        }
+        let (slot, ours) = (c.peer_slot(e.slot), addr as usize as *mut u8);
+        // SAFETY: the slot index and chunk length were checked by validate() (slot <
+        // NSLOTS, len <= SLOT_SIZE); our range lies inside one of our registered regions
+        // with this key. Slot and region never overlap.
+        unsafe {
+            if write {
+                std::ptr::copy_nonoverlapping(slot as *const u8, ours, e.len as usize);
+            } else {
+                std::ptr::copy_nonoverlapping(ours as *const u8, slot, e.len as usize);
+            }
+        }
+        Status::Ok
     }
 
     /// Answers request `id` with `st`, echoing its bounce slot (0 when it used none).
