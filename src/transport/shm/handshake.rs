@@ -15,8 +15,6 @@ use crate::error::{Error, Result, Status};
 pub const MAX_FDS: usize = 250;
 const MAX_FRAME: usize = 1 << 20;
 
-pub use crate::host::identity as host_identity;
-
 fn os_err(ctx: &str) -> Error {
     Error::io(ctx, std::io::Error::last_os_error())
 }

@@ -58,7 +58,7 @@ impl Inner {
         let host_id = cfg
             .host_id_override
             .clone()
-            .unwrap_or_else(handshake::host_identity);
+            .unwrap_or_else(crate::host::identity);
         Ok(Inner {
             pool,
             remote: RemotePool::default(),
