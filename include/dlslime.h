@@ -50,6 +50,94 @@
 #define DLSLIME_VERSION_NUMBER ((DLSLIME_VERSION_MAJOR << 16) | (DLSLIME_VERSION_MINOR << 8) | DLSLIME_VERSION_PATCH)
 
 /**
+ * Outcome of a call or of an operation. The numbers are stable ABI: 0 ok, 1 pending,
+ * 1xx caller errors, 2xx state errors, 4xx operation outcomes, 5xx system errors. A
+ * number is never reused.
+ *
+ * Functions take status values as `int32_t` (see `dlslime_status_str`), so a number
+ * this header does not know is never undefined behaviour.
+ */
+enum dlslime_status
+#ifdef __cplusplus
+  : int32_t
+#endif // __cplusplus
+ {
+  DLSLIME_STATUS_OK = 0,
+  /**
+   * The operation has not completed yet (futures only).
+   */
+  DLSLIME_STATUS_PENDING = 1,
+  DLSLIME_STATUS_INVALID_ARGUMENT = 100,
+  /**
+   * A required pointer argument was NULL.
+   */
+  DLSLIME_STATUS_NULL_PARAMETER = 101,
+  /**
+   * A memory-region handle (local or remote) or name that is not registered.
+   */
+  DLSLIME_STATUS_UNKNOWN_HANDLE = 102,
+  /**
+   * An offset/length outside its region; nothing was read or written.
+   */
+  DLSLIME_STATUS_OUT_OF_RANGE = 103,
+  /**
+   * A region name already bound to another address.
+   */
+  DLSLIME_STATUS_NAME_CONFLICT = 104,
+  /**
+   * Malformed `endpoint_info` JSON, or one for another transport.
+   */
+  DLSLIME_STATUS_INVALID_ENDPOINT_INFO = 105,
+  DLSLIME_STATUS_NOT_CONNECTED = 200,
+  DLSLIME_STATUS_ALREADY_CONNECTED = 201,
+  /**
+   * The endpoint was shut down.
+   */
+  DLSLIME_STATUS_SHUT_DOWN = 202,
+  /**
+   * The operation's deadline passed, or (from `dlslime_future_wait_for`) the wait
+   * gave up while the operation is still pending.
+   */
+  DLSLIME_STATUS_TIMEOUT = 402,
+  DLSLIME_STATUS_FAILED = 403,
+  /**
+   * Cancelled by `dlslime_endpoint_cancel_all` or `dlslime_endpoint_shutdown`.
+   */
+  DLSLIME_STATUS_CANCELLED = 404,
+  /**
+   * The peer died or closed the connection.
+   */
+  DLSLIME_STATUS_PEER_DISCONNECTED = 405,
+  /**
+   * The target refused the range: outside every registered region, or a wrong key.
+   */
+  DLSLIME_STATUS_REMOTE_ACCESS = 406,
+  /**
+   * A received message was larger than the posted receive buffer.
+   */
+  DLSLIME_STATUS_TRUNCATED = 407,
+  /**
+   * The peer sent bytes that do not follow the wire protocol.
+   */
+  DLSLIME_STATUS_PROTOCOL = 408,
+  /**
+   * The peer speaks another protocol version.
+   */
+  DLSLIME_STATUS_VERSION_MISMATCH = 409,
+  DLSLIME_STATUS_IO = 500,
+  DLSLIME_STATUS_UNSUPPORTED = 501,
+  DLSLIME_STATUS_RESOURCE_EXHAUSTED = 502,
+  DLSLIME_STATUS_INTERNAL = 598,
+  /**
+   * A Rust panic was caught at the C boundary; the last-error message says where.
+   */
+  DLSLIME_STATUS_PANIC = 599,
+};
+#ifndef __cplusplus
+typedef int32_t dlslime_status;
+#endif // __cplusplus
+
+/**
  * Where a connection to a peer stands.
  */
 enum dlslime_peer_conn_state
@@ -144,94 +232,6 @@ enum dlslime_shm_flag
 };
 #ifndef __cplusplus
 typedef uint32_t dlslime_shm_flag;
-#endif // __cplusplus
-
-/**
- * Outcome of a call or of an operation. The numbers are stable ABI and equal the Rust
- * `dlslime::Status` numbers: 0 ok, 1 pending, 1xx caller errors, 2xx state errors,
- * 4xx operation outcomes, 5xx system errors. A number is never reused.
- *
- * Functions take status values as `int32_t` (see `dlslime_status_str`), so a number
- * this header does not know is never undefined behaviour.
- */
-enum dlslime_status
-#ifdef __cplusplus
-  : int32_t
-#endif // __cplusplus
- {
-  DLSLIME_STATUS_OK = 0,
-  /**
-   * The operation has not completed yet (futures only).
-   */
-  DLSLIME_STATUS_PENDING = 1,
-  DLSLIME_STATUS_INVALID_ARGUMENT = 100,
-  /**
-   * A required pointer argument was NULL.
-   */
-  DLSLIME_STATUS_NULL_PARAMETER = 101,
-  /**
-   * A memory-region handle (local or remote) or name that is not registered.
-   */
-  DLSLIME_STATUS_UNKNOWN_HANDLE = 102,
-  /**
-   * An offset/length outside its region; nothing was read or written.
-   */
-  DLSLIME_STATUS_OUT_OF_RANGE = 103,
-  /**
-   * A region name already bound to another address.
-   */
-  DLSLIME_STATUS_NAME_CONFLICT = 104,
-  /**
-   * Malformed `endpoint_info` JSON, or one for another transport.
-   */
-  DLSLIME_STATUS_INVALID_ENDPOINT_INFO = 105,
-  DLSLIME_STATUS_NOT_CONNECTED = 200,
-  DLSLIME_STATUS_ALREADY_CONNECTED = 201,
-  /**
-   * The endpoint was shut down.
-   */
-  DLSLIME_STATUS_SHUT_DOWN = 202,
-  /**
-   * The operation's deadline passed, or (from `dlslime_future_wait_for`) the wait
-   * gave up while the operation is still pending.
-   */
-  DLSLIME_STATUS_TIMEOUT = 402,
-  DLSLIME_STATUS_FAILED = 403,
-  /**
-   * Cancelled by `dlslime_endpoint_cancel_all` or `dlslime_endpoint_shutdown`.
-   */
-  DLSLIME_STATUS_CANCELLED = 404,
-  /**
-   * The peer died or closed the connection.
-   */
-  DLSLIME_STATUS_PEER_DISCONNECTED = 405,
-  /**
-   * The target refused the range: outside every registered region, or a wrong key.
-   */
-  DLSLIME_STATUS_REMOTE_ACCESS = 406,
-  /**
-   * A received message was larger than the posted receive buffer.
-   */
-  DLSLIME_STATUS_TRUNCATED = 407,
-  /**
-   * The peer sent bytes that do not follow the wire protocol.
-   */
-  DLSLIME_STATUS_PROTOCOL = 408,
-  /**
-   * The peer speaks another protocol version.
-   */
-  DLSLIME_STATUS_VERSION_MISMATCH = 409,
-  DLSLIME_STATUS_IO = 500,
-  DLSLIME_STATUS_UNSUPPORTED = 501,
-  DLSLIME_STATUS_RESOURCE_EXHAUSTED = 502,
-  DLSLIME_STATUS_INTERNAL = 598,
-  /**
-   * A Rust panic was caught at the C boundary; the last-error message says where.
-   */
-  DLSLIME_STATUS_PANIC = 599,
-};
-#ifndef __cplusplus
-typedef int32_t dlslime_status;
 #endif // __cplusplus
 
 /**
@@ -384,7 +384,7 @@ typedef struct dlslime_rpc_session_t dlslime_rpc_session_t;
 typedef struct dlslime_tcp_context_t dlslime_tcp_context_t;
 
 /**
- * The status type returned by fallible functions (a `int32_t` in C).
+ * The status type returned by fallible functions (an `int32_t` in C).
  */
 typedef dlslime_status dlslime_status_t;
 

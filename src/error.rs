@@ -1,14 +1,21 @@
 //! Status codes and the crate's error type.
 //!
-//! `Status` numbers are part of the stable C ABI: never renumber a variant, and keep
-//! retired numbers as comments. Groups: 0 ok / 1 pending, 1xx caller errors, 2xx state
-//! errors, 4xx operation outcomes (402 and 403 match the original DLSlime codes), 5xx
-//! system errors.
+//! [`Status`] is the one definition of every status: its variants and numbers are the C
+//! ABI's `dlslime_status_t` (cbindgen emits this enum under that name, see
+//! `cbindgen.toml`), its messages are [`Status::as_str`] (`dlslime_status_str` in C), and
+//! the Python exception classes are derived from the generated header. Numbers are
+//! stable ABI: never renumber a variant, and keep retired numbers as comments. Groups:
+//! 0 ok / 1 pending, 1xx caller errors, 2xx state errors, 4xx operation outcomes (402 and
+//! 403 match the original DLSlime codes), 5xx system errors.
 
 use std::fmt;
 
-/// Outcome of a call or an operation. `#[repr(i32)]` with explicit numbers: this is the
-/// `dlslime_status_t` of the C ABI.
+/// Outcome of a call or of an operation. The numbers are stable ABI: 0 ok, 1 pending,
+/// 1xx caller errors, 2xx state errors, 4xx operation outcomes, 5xx system errors. A
+/// number is never reused.
+///
+/// Functions take status values as `int32_t` (see `dlslime_status_str`), so a number
+/// this header does not know is never undefined behaviour.
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Status {
@@ -17,19 +24,29 @@ pub enum Status {
     Pending = 1,
 
     InvalidArgument = 100,
+    /// A required pointer argument was NULL.
     NullParameter = 101,
+    /// A memory-region handle (local or remote) or name that is not registered.
     UnknownHandle = 102,
+    /// An offset/length outside its region; nothing was read or written.
     OutOfRange = 103,
+    /// A region name already bound to another address.
     NameConflict = 104,
+    /// Malformed `endpoint_info` JSON, or one for another transport.
     InvalidEndpointInfo = 105,
 
     NotConnected = 200,
     AlreadyConnected = 201,
+    /// The endpoint was shut down.
     ShutDown = 202,
 
+    /// The operation's deadline passed, or (from `dlslime_future_wait_for`) the wait
+    /// gave up while the operation is still pending.
     Timeout = 402,
     Failed = 403,
+    /// Cancelled by `dlslime_endpoint_cancel_all` or `dlslime_endpoint_shutdown`.
     Cancelled = 404,
+    /// The peer died or closed the connection.
     PeerDisconnected = 405,
     /// The target refused the range: outside every registered region, or a wrong key.
     RemoteAccess = 406,
@@ -44,38 +61,58 @@ pub enum Status {
     Unsupported = 501,
     ResourceExhausted = 502,
     Internal = 598,
+    /// A Rust panic was caught at the C boundary; the last-error message says where.
     Panic = 599,
 }
 
-impl Status {
-    /// Every defined status, in numeric order (used by tests and the C header checks).
-    pub const ALL: &'static [Status] = &[
-        Status::Ok,
-        Status::Pending,
-        Status::InvalidArgument,
-        Status::NullParameter,
-        Status::UnknownHandle,
-        Status::OutOfRange,
-        Status::NameConflict,
-        Status::InvalidEndpointInfo,
-        Status::NotConnected,
-        Status::AlreadyConnected,
-        Status::ShutDown,
-        Status::Timeout,
-        Status::Failed,
-        Status::Cancelled,
-        Status::PeerDisconnected,
-        Status::RemoteAccess,
-        Status::Truncated,
-        Status::Protocol,
-        Status::VersionMismatch,
-        Status::Io,
-        Status::Unsupported,
-        Status::ResourceExhausted,
-        Status::Internal,
-        Status::Panic,
-    ];
+/// Defines [`Status::as_str`] and [`Status::ALL`] from one table. `as_str` is an
+/// exhaustive `match`, so a variant without a message does not compile, and `ALL` is the
+/// same list, so it holds every variant.
+macro_rules! status_messages {
+    ($($variant:ident => $msg:literal,)+) => {
+        impl Status {
+            /// Every defined status, in numeric order (used by tests and the C header
+            /// checks).
+            pub const ALL: &'static [Status] = &[$(Status::$variant),+];
 
+            /// A short, static, human-readable name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Status::$variant => $msg,)+
+                }
+            }
+        }
+    };
+}
+
+status_messages! {
+    Ok => "ok",
+    Pending => "pending",
+    InvalidArgument => "invalid argument",
+    NullParameter => "null parameter",
+    UnknownHandle => "unknown handle",
+    OutOfRange => "out of range",
+    NameConflict => "name conflict",
+    InvalidEndpointInfo => "invalid endpoint info",
+    NotConnected => "not connected",
+    AlreadyConnected => "already connected",
+    ShutDown => "endpoint shut down",
+    Timeout => "timed out",
+    Failed => "failed",
+    Cancelled => "cancelled",
+    PeerDisconnected => "peer disconnected",
+    RemoteAccess => "remote access denied",
+    Truncated => "message truncated",
+    Protocol => "protocol error",
+    VersionMismatch => "protocol version mismatch",
+    Io => "I/O error",
+    Unsupported => "unsupported",
+    ResourceExhausted => "resource exhausted",
+    Internal => "internal error",
+    Panic => "panic",
+}
+
+impl Status {
     pub fn code(self) -> i32 {
         self as i32
     }
@@ -91,36 +128,6 @@ impl Status {
 
     pub fn is_ok(self) -> bool {
         self == Status::Ok
-    }
-
-    /// A short, static, human-readable name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Pending => "pending",
-            Status::InvalidArgument => "invalid argument",
-            Status::NullParameter => "null parameter",
-            Status::UnknownHandle => "unknown handle",
-            Status::OutOfRange => "out of range",
-            Status::NameConflict => "name conflict",
-            Status::InvalidEndpointInfo => "invalid endpoint info",
-            Status::NotConnected => "not connected",
-            Status::AlreadyConnected => "already connected",
-            Status::ShutDown => "endpoint shut down",
-            Status::Timeout => "timed out",
-            Status::Failed => "failed",
-            Status::Cancelled => "cancelled",
-            Status::PeerDisconnected => "peer disconnected",
-            Status::RemoteAccess => "remote access denied",
-            Status::Truncated => "message truncated",
-            Status::Protocol => "protocol error",
-            Status::VersionMismatch => "protocol version mismatch",
-            Status::Io => "I/O error",
-            Status::Unsupported => "unsupported",
-            Status::ResourceExhausted => "resource exhausted",
-            Status::Internal => "internal error",
-            Status::Panic => "panic",
-        }
     }
 }
 
@@ -196,6 +203,10 @@ mod tests {
             assert!(seen.insert(s.code()), "duplicate code {}", s.code());
             assert_eq!(Status::from_code(s.code()), *s);
         }
+        assert!(
+            Status::ALL.windows(2).all(|w| w[0].code() < w[1].code()),
+            "Status::ALL is not in numeric order"
+        );
         assert_eq!(Status::from_code(12345), Status::Internal);
         assert_eq!(Status::Failed.code(), 403);
         assert_eq!(Status::Timeout.code(), 402);

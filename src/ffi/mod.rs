@@ -51,5 +51,5 @@ pub use endpoint::{dlslime_assignment_t, dlslime_endpoint_t};
 pub use future::dlslime_future_t;
 pub use memory::{dlslime_memory_pool_t, dlslime_mr_handle_t, dlslime_remote_handle_t};
 pub use shm::dlslime_shm_options_t;
-pub use status::{dlslime_status, dlslime_status_t};
+pub use status::dlslime_status_t;
 pub use tcp::{dlslime_tcp_context_t, dlslime_tcp_options_t};

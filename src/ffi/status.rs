@@ -6,91 +6,10 @@ use std::sync::OnceLock;
 
 use crate::error::{Error, Status};
 
-/// Outcome of a call or of an operation. The numbers are stable ABI and equal the Rust
-/// `dlslime::Status` numbers: 0 ok, 1 pending, 1xx caller errors, 2xx state errors,
-/// 4xx operation outcomes, 5xx system errors. A number is never reused.
-///
-/// Functions take status values as `int32_t` (see `dlslime_status_str`), so a number
-/// this header does not know is never undefined behaviour.
-#[repr(i32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum dlslime_status {
-    Ok = 0,
-    /// The operation has not completed yet (futures only).
-    Pending = 1,
-    InvalidArgument = 100,
-    /// A required pointer argument was NULL.
-    NullParameter = 101,
-    /// A memory-region handle (local or remote) or name that is not registered.
-    UnknownHandle = 102,
-    /// An offset/length outside its region; nothing was read or written.
-    OutOfRange = 103,
-    /// A region name already bound to another address.
-    NameConflict = 104,
-    /// Malformed `endpoint_info` JSON, or one for another transport.
-    InvalidEndpointInfo = 105,
-    NotConnected = 200,
-    AlreadyConnected = 201,
-    /// The endpoint was shut down.
-    ShutDown = 202,
-    /// The operation's deadline passed, or (from `dlslime_future_wait_for`) the wait
-    /// gave up while the operation is still pending.
-    Timeout = 402,
-    Failed = 403,
-    /// Cancelled by `dlslime_endpoint_cancel_all` or `dlslime_endpoint_shutdown`.
-    Cancelled = 404,
-    /// The peer died or closed the connection.
-    PeerDisconnected = 405,
-    /// The target refused the range: outside every registered region, or a wrong key.
-    RemoteAccess = 406,
-    /// A received message was larger than the posted receive buffer.
-    Truncated = 407,
-    /// The peer sent bytes that do not follow the wire protocol.
-    Protocol = 408,
-    /// The peer speaks another protocol version.
-    VersionMismatch = 409,
-    Io = 500,
-    Unsupported = 501,
-    ResourceExhausted = 502,
-    Internal = 598,
-    /// A Rust panic was caught at the C boundary; the last-error message says where.
-    Panic = 599,
-}
-
-/// The status type returned by fallible functions (a `int32_t` in C).
-pub type dlslime_status_t = dlslime_status;
-
-impl From<Status> for dlslime_status {
-    fn from(s: Status) -> Self {
-        // Exhaustive on purpose: a new `Status` variant fails to compile here.
-        match s {
-            Status::Ok => Self::Ok,
-            Status::Pending => Self::Pending,
-            Status::InvalidArgument => Self::InvalidArgument,
-            Status::NullParameter => Self::NullParameter,
-            Status::UnknownHandle => Self::UnknownHandle,
-            Status::OutOfRange => Self::OutOfRange,
-            Status::NameConflict => Self::NameConflict,
-            Status::InvalidEndpointInfo => Self::InvalidEndpointInfo,
-            Status::NotConnected => Self::NotConnected,
-            Status::AlreadyConnected => Self::AlreadyConnected,
-            Status::ShutDown => Self::ShutDown,
-            Status::Timeout => Self::Timeout,
-            Status::Failed => Self::Failed,
-            Status::Cancelled => Self::Cancelled,
-            Status::PeerDisconnected => Self::PeerDisconnected,
-            Status::RemoteAccess => Self::RemoteAccess,
-            Status::Truncated => Self::Truncated,
-            Status::Protocol => Self::Protocol,
-            Status::VersionMismatch => Self::VersionMismatch,
-            Status::Io => Self::Io,
-            Status::Unsupported => Self::Unsupported,
-            Status::ResourceExhausted => Self::ResourceExhausted,
-            Status::Internal => Self::Internal,
-            Status::Panic => Self::Panic,
-        }
-    }
-}
+// The Rust `Status` itself: cbindgen emits it as `enum dlslime_status` (renamed in
+// cbindgen.toml), so numbers, names and messages have one source (src/error.rs).
+/// The status type returned by fallible functions (an `int32_t` in C).
+pub type dlslime_status_t = Status;
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
@@ -103,7 +22,7 @@ pub(crate) fn set_last_error_message(msg: String) {
 /// Records `err` as the thread's last error and returns its status.
 pub(crate) fn fail(err: Error) -> dlslime_status_t {
     set_last_error_message(err.to_string());
-    err.status().into()
+    err.status()
 }
 
 /// Maps a Rust result to a status, recording the error.
@@ -209,13 +128,6 @@ pub(crate) fn last_error() -> String {
 mod tests {
     use super::*;
     use std::ffi::CStr;
-
-    #[test]
-    fn numbers_match_rust_status() {
-        for s in Status::ALL {
-            assert_eq!(dlslime_status::from(*s) as i32, s.code(), "{s:?}");
-        }
-    }
 
     #[test]
     fn status_strings() {

@@ -32,35 +32,8 @@ from ._core import (
     version,
 )
 from ._peer import PeerAgent, PeerConnection, has_peer_agent, start_peer_agent
-from ._errors import (
-    AlreadyConnected,
-    Cancelled,
-    DLSlimeError,
-    Failed,
-    InternalError,
-    InvalidArgument,
-    InvalidEndpointInfo,
-    IOFailure,
-    NameConflict,
-    NotConnected,
-    NullParameter,
-    OperationError,
-    OutOfRange,
-    Panic,
-    PeerDisconnected,
-    ProtocolError,
-    RemoteAccess,
-    ResourceExhausted,
-    ShutDown,
-    StateError,
-    SystemFailure,
-    Timeout,
-    Truncated,
-    UnknownHandle,
-    Unsupported,
-    VersionMismatch,
-    error_class,
-)
+from ._errors import *  # noqa: F401,F403 (one class per status of the header)
+from ._errors import __all__ as _error_names
 
 __version__ = "0.1.0"
 
@@ -74,10 +47,4 @@ __all__ = [
     "Assignment", "Endpoint", "Future", "MemoryPool", "ShmEndpoint", "TcpContext",
     "TcpEndpoint", "alloc_shared", "buffer_address", "has_shm", "version",
     "PeerAgent", "PeerConnection", "has_peer_agent", "start_peer_agent",
-    "AlreadyConnected", "Cancelled", "DLSlimeError", "Failed", "InternalError",
-    "InvalidArgument", "InvalidEndpointInfo", "IOFailure", "NameConflict", "NotConnected",
-    "NullParameter", "OperationError", "OutOfRange", "Panic", "PeerDisconnected",
-    "ProtocolError", "RemoteAccess", "ResourceExhausted", "ShutDown", "StateError",
-    "SystemFailure", "Timeout", "Truncated", "UnknownHandle", "Unsupported",
-    "VersionMismatch", "error_class",
-]
+] + list(_error_names)

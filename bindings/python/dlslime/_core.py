@@ -8,30 +8,23 @@ functions declared in ``include/dlslime.h``.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import namedtuple
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._errors import DLSlimeError, InvalidArgument, error_class
-from ._ffi import ffi
+from ._lib import ffi, lib
 
 __all__ = [
     "Assignment", "MemoryPool", "TcpContext", "Endpoint", "TcpEndpoint", "ShmEndpoint",
     "Future", "alloc_shared", "has_shm", "version", "lib", "ffi", "buffer_address",
 ]
 
-
-def _load_library():
-    path = os.environ.get("DLSLIME_LIBRARY") or os.path.join(os.path.dirname(__file__), "libdlslime.so")
-    return ffi.dlopen(path)
-
-
-lib = _load_library()
-
-_OK = 0
-_PENDING = 1
-_TIMEOUT = 402
+_OK = lib.DLSLIME_STATUS_OK
+_PENDING = lib.DLSLIME_STATUS_PENDING
+_TIMEOUT = lib.DLSLIME_STATUS_TIMEOUT
+_UNSUPPORTED = lib.DLSLIME_STATUS_UNSUPPORTED
+_UNKNOWN_HANDLE = lib.DLSLIME_STATUS_UNKNOWN_HANDLE
 _NULL = ffi.NULL
 _new = ffi.new
 _FUTURE_OUT = ffi.typeof("dlslime_future_t **")
@@ -244,7 +237,7 @@ class MemoryPool(_Owned):
         elif isinstance(key, int) and not isinstance(key, bool):
             h = key
             if key < 0 or key > 0xFFFFFFFF:
-                raise error_class(102)(f"unregister_memory_region: no region with handle {key}", 102)
+                raise error_class(_UNKNOWN_HANDLE)(f"unregister_memory_region: no region with handle {key}", _UNKNOWN_HANDLE)
             _check(lib.dlslime_memory_pool_unregister(self._handle(), key), "unregister_memory_region")
         else:
             raise TypeError(f"key must be a handle (int) or a name (str), not {type(key).__name__}")
@@ -592,7 +585,7 @@ class Endpoint(_Owned, _OrphanKeeper):
     @staticmethod
     def _no_stream(stream) -> None:
         if stream is not None and stream != 0:
-            raise error_class(501)("CUDA streams are not supported by these bindings (pass None)", 501)
+            raise error_class(_UNSUPPORTED)("CUDA streams are not supported by these bindings (pass None)", _UNSUPPORTED)
 
     def read(self, assign: Iterable[_AssignmentLike], stream: Any = None, *,
              timeout: Optional[float] = None) -> Future:
@@ -755,7 +748,7 @@ class ShmEndpoint(Endpoint):
                  no_spin: bool = False, inline_progress: bool = False, force_staged: bool = False,
                  default_timeout: Optional[float] = None) -> None:
         if not has_shm():
-            raise error_class(501)("this libdlslime has no shared-memory transport", 501)
+            raise error_class(_UNSUPPORTED)("this libdlslime has no shared-memory transport", _UNSUPPORTED)
         pool = MemoryPool() if pool is None else pool
         if not isinstance(pool, MemoryPool):
             raise TypeError("ShmEndpoint(pool: MemoryPool)")
@@ -782,7 +775,7 @@ def alloc_shared(length: int) -> memoryview:
     with numpy via ``numpy.frombuffer``). The memory is freed when the last reference
     to it (the view, its slices, registrations, pending operations) is gone."""
     if not hasattr(lib, "dlslime_alloc_shared"):
-        raise error_class(501)("this libdlslime has no shared allocations", 501)
+        raise error_class(_UNSUPPORTED)("this libdlslime has no shared allocations", _UNSUPPORTED)
     length = _uint(length, "length")
     out = ffi.new("void **")
     _check(lib.dlslime_alloc_shared(length, out), "alloc_shared")

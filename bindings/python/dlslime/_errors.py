@@ -1,9 +1,26 @@
-"""Exceptions: one class per C status code, raised with the library's last-error message."""
+"""Exceptions: one class per C status code, raised with the library's last-error message.
+
+The classes are made from the header's ``enum dlslime_status`` (through the cffi
+declarations, themselves generated from ``include/dlslime.h``), so the numbers and the
+names have one source, the Rust ``Status`` enum the header is generated from. Every
+``DLSLIME_STATUS_<NAME>`` except ``OK`` and ``PENDING`` gets a class:
+
+* named ``<Name>`` in CamelCase, except the names in ``_RENAMED`` (kept from the first
+  release, where ``IOError`` or a bare ``Internal`` would have been confusing);
+* derived from the group of its hundred (``_GROUPS``: 1xx caller errors under
+  ``InvalidArgument``, 2xx ``StateError``, 4xx ``OperationError``, 5xx
+  ``SystemFailure``), plus the builtin exception in ``_ALSO_A`` where one fits;
+* with ``status`` set to its number, and the library's own message for it
+  (``dlslime_status_str``) as its docstring.
+"""
 
 from __future__ import annotations
 
 import builtins
+import sys
 from typing import Dict, Type
+
+from ._lib import enum_values, ffi, lib
 
 
 class DLSlimeError(RuntimeError):
@@ -26,148 +43,86 @@ class DLSlimeError(RuntimeError):
         return (type(self), (self.message, self.status))
 
 
-# Caller errors (1xx): bad input detected before anything was sent.
-class InvalidArgument(DLSlimeError, ValueError):
-    """An argument is invalid (status 100). Also a ``ValueError``."""
-    status = 100
-
-
-class NullParameter(InvalidArgument):
-    """A required pointer was NULL (status 101)."""
-    status = 101
-
-
-class UnknownHandle(InvalidArgument):
-    """A memory-region handle or name that is not registered (status 102)."""
-    status = 102
-
-
-class OutOfRange(InvalidArgument):
-    """An offset/length outside its region; nothing was read or written (status 103)."""
-    status = 103
-
-
-class NameConflict(InvalidArgument):
-    """A region name already bound to another address (status 104)."""
-    status = 104
-
-
-class InvalidEndpointInfo(InvalidArgument):
-    """Malformed ``endpoint_info``, or one of another transport (status 105)."""
-    status = 105
-
-
-# State errors (2xx).
 class StateError(DLSlimeError):
     """The endpoint is in the wrong state for the call (2xx)."""
 
 
-class NotConnected(StateError):
-    status = 200
-
-
-class AlreadyConnected(StateError):
-    status = 201
-
-
-class ShutDown(StateError):
-    """The endpoint was shut down (status 202)."""
-    status = 202
-
-
-# Operation outcomes (4xx): reported by futures.
 class OperationError(DLSlimeError):
     """An operation failed (4xx); raised by ``Future.wait()`` / ``wait_for()``."""
 
 
-class Timeout(OperationError, builtins.TimeoutError):
-    """The operation's deadline passed (status 402). Also a builtin ``TimeoutError``."""
-    status = 402
-
-
-class Failed(OperationError):
-    status = 403
-
-
-class Cancelled(OperationError):
-    """Cancelled by ``cancel_all()`` or ``shutdown()`` (status 404)."""
-    status = 404
-
-
-class PeerDisconnected(OperationError, builtins.ConnectionError):
-    """The peer died or closed the connection (status 405). Also a ``ConnectionError``."""
-    status = 405
-
-
-class RemoteAccess(OperationError):
-    """The target refused the range: outside its regions or a wrong key (status 406)."""
-    status = 406
-
-
-class Truncated(OperationError):
-    """A received message was larger than the posted receive buffer (status 407)."""
-    status = 407
-
-
-class ProtocolError(OperationError):
-    """The peer broke the wire protocol (status 408)."""
-    status = 408
-
-
-class VersionMismatch(OperationError):
-    """The peer speaks another protocol version (status 409)."""
-    status = 409
-
-
-# System errors (5xx).
 class SystemFailure(DLSlimeError):
     """A system-level failure (5xx)."""
 
 
-class IOFailure(SystemFailure, builtins.OSError):
-    """An I/O error (status 500). Also an ``OSError``."""
-    status = 500
-
-
-class Unsupported(SystemFailure):
-    status = 501
-
-
-class ResourceExhausted(SystemFailure):
-    status = 502
-
-
-class InternalError(SystemFailure):
-    status = 598
-
-
-class Panic(SystemFailure):
-    """A Rust panic was caught at the C boundary (status 599)."""
-    status = 599
-
-
-_BY_STATUS: Dict[int, Type[DLSlimeError]] = {
-    c.status: c
-    for c in (
-        InvalidArgument, NullParameter, UnknownHandle, OutOfRange, NameConflict,
-        InvalidEndpointInfo, NotConnected, AlreadyConnected, ShutDown, Timeout, Failed,
-        Cancelled, PeerDisconnected, RemoteAccess, Truncated, ProtocolError,
-        VersionMismatch, IOFailure, Unsupported, ResourceExhausted, InternalError, Panic,
-    )
+# Python names that are not the CamelCase of the C name.
+_RENAMED = {"IO": "IOFailure", "INTERNAL": "InternalError", "PROTOCOL": "ProtocolError"}
+# Builtin exceptions a status is also an instance of, for code that catches those.
+_ALSO_A = {
+    "INVALID_ARGUMENT": builtins.ValueError,
+    "TIMEOUT": builtins.TimeoutError,
+    "PEER_DISCONNECTED": builtins.ConnectionError,
+    "IO": builtins.OSError,
 }
+# The base of each hundred: a class, or the C name whose class is the base (1xx caller
+# errors are all invalid arguments). Statuses of another hundred derive DLSlimeError.
+_GROUPS = {1: "INVALID_ARGUMENT", 2: StateError, 4: OperationError, 5: SystemFailure}
+# Not errors.
+_NOT_ERRORS = ("OK", "PENDING")
+
+_STATUS: Dict[str, int] = enum_values("dlslime_status")
+"""``{C name without DLSLIME_STATUS_: number}`` of every status, from the header."""
+
+
+def _class_name(c_name: str) -> str:
+    return _RENAMED.get(c_name) or "".join(w.capitalize() for w in c_name.split("_"))
+
+
+def _make_classes() -> Dict[int, Type[DLSlimeError]]:
+    by_status: Dict[int, Type[DLSlimeError]] = {}
+    by_c_name: Dict[str, Type[DLSlimeError]] = {}
+    # Group bases named by a status come first, so their group can derive from them.
+    order = sorted(_STATUS, key=lambda n: (n not in _GROUPS.values(), _STATUS[n]))
+    module = sys.modules[__name__]
+    for c_name in order:
+        if c_name in _NOT_ERRORS:
+            continue
+        number = _STATUS[c_name]
+        group = _GROUPS.get(number // 100, DLSlimeError)
+        if isinstance(group, str):  # a status whose class is its group's base
+            base = DLSlimeError if group == c_name else by_c_name[group]
+        else:
+            base = group
+        bases = (base,) + ((_ALSO_A[c_name],) if c_name in _ALSO_A else ())
+        name = _class_name(c_name)
+        message = ffi.string(lib.dlslime_status_str(number)).decode()
+        cls = type(name, bases, {
+            "__doc__": f"{message[:1].upper()}{message[1:]} (status {number}, DLSLIME_STATUS_{c_name}).",
+            "__module__": __name__,
+            "__qualname__": name,
+            "status": number,
+        })
+        setattr(module, name, cls)
+        by_status[number] = cls
+        by_c_name[c_name] = cls
+    return by_status
+
+
+_BY_STATUS = _make_classes()
+# The group base of each hundred, as classes, for numbers this header does not know.
+_GROUP_CLASSES: Dict[int, Type[DLSlimeError]] = {
+    h: (_BY_STATUS[_STATUS[g]] if isinstance(g, str) else g) for h, g in _GROUPS.items()
+}
+
+__all__ = ["DLSlimeError", "StateError", "OperationError", "SystemFailure", "error_class"] + [
+    c.__name__ for c in _BY_STATUS.values()
+]
 
 
 def error_class(status: int) -> Type[DLSlimeError]:
-    """The exception class of a status number (``DLSlimeError`` for unknown numbers)."""
+    """The exception class of a status number (for a number this library does not
+    know: the base of its hundred, else ``DLSlimeError``)."""
     cls = _BY_STATUS.get(status)
     if cls is not None:
         return cls
-    if 100 <= status < 200:
-        return InvalidArgument
-    if 200 <= status < 300:
-        return StateError
-    if 400 <= status < 500:
-        return OperationError
-    if 500 <= status < 600:
-        return SystemFailure
-    return DLSlimeError
+    return _GROUP_CLASSES.get(status // 100, DLSlimeError)

@@ -7,13 +7,17 @@ import threading
 import warnings
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
-from ._core import (Future, _OrphanKeeper, _as_buffer, _check, _raise, _take_string, _timeout_ms, _uint, ffi, lib)
+from ._core import (_TIMEOUT, _UNSUPPORTED, Future, _OrphanKeeper, _as_buffer, _check, _raise, _take_string,
+                    _timeout_ms, _uint, ffi, lib)
 from ._errors import error_class
+from ._lib import enum_values
 
 __all__ = ["PeerAgent", "PeerConnection"]
 
-_STATES = {0: "idle", 1: "connecting", 2: "connected", 3: "failed", 4: "disconnected"}
-_TRANSPORTS = {0: None, 1: "shm", 2: "tcp", 3: "rdma"}
+# The header's enums, as the strings the original API used: "connected", "shm", ...
+_STATES = {v: k.lower() for k, v in enum_values("dlslime_peer_conn_state").items()}
+_TRANSPORTS = {v: (None if k == "NONE" else k.lower()) for k, v in enum_values("dlslime_peer_transport").items()}
+_DIALING = (lib.DLSLIME_PEER_CONN_STATE_IDLE, lib.DLSLIME_PEER_CONN_STATE_CONNECTING)
 
 
 def has_peer_agent() -> bool:
@@ -39,14 +43,14 @@ class PeerConnection:
         while True:  # slices, so Ctrl-C works; the GIL is released in each
             step = min(ms, 200)
             st = lib.dlslime_peer_connection_wait(self._ptr, step, out)
-            if st == 402 and ms > step and lib.dlslime_peer_connection_state(self._ptr) in (0, 1):
+            if st == _TIMEOUT and ms > step and lib.dlslime_peer_connection_state(self._ptr) in _DIALING:
                 ms -= step
                 continue
             _check(st, f"wait for connection to {self.peer_alias!r}")
             return self
 
     def is_connected(self) -> bool:
-        return lib.dlslime_peer_connection_state(self._ptr) == 2
+        return lib.dlslime_peer_connection_state(self._ptr) == lib.DLSLIME_PEER_CONN_STATE_CONNECTED
 
     @property
     def state(self) -> str:
@@ -84,7 +88,7 @@ class PeerAgent(_OrphanKeeper):
         self._ptr = ffi.NULL
         self._init_orphans()
         if not has_peer_agent():
-            raise error_class(501)("this libdlslime has no PeerAgent", 501)
+            raise error_class(_UNSUPPORTED)("this libdlslime has no PeerAgent", _UNSUPPORTED)
         if device is not None:
             warnings.warn("PeerAgent(device=...) is ignored: this build has no RDMA transport", stacklevel=2)
         for n, v in (("nanoctrl_url", nanoctrl_url), ("alias", alias), ("scope", scope),
@@ -346,7 +350,7 @@ class PeerAgent(_OrphanKeeper):
 
 def _no_stream(stream) -> None:
     if stream is not None and stream != 0:
-        raise error_class(501)("CUDA streams are not supported by these bindings (pass None)", 501)
+        raise error_class(_UNSUPPORTED)("CUDA streams are not supported by these bindings (pass None)", _UNSUPPORTED)
 
 
 def start_peer_agent(*args: Any, **kwargs: Any) -> PeerAgent:

@@ -65,6 +65,34 @@ def test_error_hierarchy():
     assert dlslime.error_class(12345) is dlslime.DLSlimeError
 
 
+def test_error_classes_follow_the_header():
+    # Every status of the header has its class, named in the package and in the stub.
+    statuses = {n[len("DLSLIME_STATUS_"):]: getattr(dlslime.lib, n) for n in dir(dlslime.lib)
+                if n.startswith("DLSLIME_STATUS_")}
+    assert len(statuses) >= 24 and statuses["OK"] == 0 and statuses["PENDING"] == 1
+    with open(os.path.join(os.path.dirname(dlslime.__file__), "__init__.pyi"), encoding="utf-8") as f:
+        stub = f.read()
+    stub_classes = set(re.findall(r"^class (\w+)\((?:[^)]*)\):", stub, re.M))
+    exported = set()
+    for c_name, number in statuses.items():
+        if c_name in ("OK", "PENDING"):
+            continue
+        cls = dlslime.error_class(number)
+        assert cls.status == number and cls.__name__ in dlslime.__all__, c_name
+        assert getattr(dlslime, cls.__name__) is cls
+        assert cls.__doc__ and ("DLSLIME_STATUS_" + c_name) in cls.__doc__
+        exported.add(cls.__name__)
+    assert {"Timeout", "IOFailure", "InternalError", "ProtocolError"} <= exported
+    errors = {n for n in dlslime.__all__ if isinstance(getattr(dlslime, n), type)
+              and issubclass(getattr(dlslime, n), dlslime.DLSlimeError)}
+    assert errors == exported | {"DLSlimeError", "StateError", "OperationError", "SystemFailure"}
+    assert errors <= stub_classes, errors - stub_classes
+    # The classes pickle by name (module-level, as if written out).
+    import pickle
+    e = pickle.loads(pickle.dumps(dlslime.OutOfRange("x", 103)))
+    assert type(e) is dlslime.OutOfRange and e.status == 103 and e.message == "x"
+
+
 def test_error_carries_the_c_message():
     pool = dlslime.MemoryPool()
     with pytest.raises(dlslime.UnknownHandle) as ei:
