@@ -5,12 +5,13 @@
 #   make test   every test (installs what it needs first)
 #
 # Other jobs: make demo (two-process C example + TCP/shm endpoint benchmarks against their
-# floors), bench, bench-nanoctrl, bench-python, header.
+# floors), bench, bench-nanoctrl, bench-python, header, lint (the static gates `make test`
+# runs first).
 
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run demo test deps build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl test-python bench-python header
+.PHONY: run demo test deps lint build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl test-python bench-python header
 
 run: deps
 	WITH_PULSING=1 bash bench/rpc/run.sh
@@ -31,7 +32,11 @@ bench:
 	cargo bench --bench endpoint -- --max-mib $${BENCH_MAX_MIB:-64}
 	cargo run --release --example shm_bench
 
-test: deps test-rust test-ffi test-nanoctrl test-python
+test: deps lint test-rust test-ffi test-nanoctrl test-python
+
+# rustfmt, clippy -D warnings (with the workspace [lints]), rustdoc -D warnings
+lint:
+	bash scripts/lint.sh
 
 test-rust:
 	cargo build -p nanoctrl --bins  # the PeerAgent tests (tests/peer_*.rs) run it

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build, tests and benchmarks need on a fresh Debian/Ubuntu machine that
-# has only the Rust toolchain, Python 3 and apt: system packages, and the pinned
-# cbindgen and cargo-c. Safe to run again: it skips what is already there.
+# has only the Rust toolchain, Python 3 and apt: system packages, the toolchain's rustfmt
+# and clippy components, and the pinned cbindgen and cargo-c. Safe to run again: it skips
+# what is already there.
 set -euo pipefail
 
 CBINDGEN_VERSION=0.29.0
@@ -23,6 +24,16 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 export PATH="$HOME/.cargo/bin:$PATH"
+# The lint gates (scripts/lint.sh) need rustfmt and clippy; a minimal rustup profile
+# leaves them out.
+if command -v rustup >/dev/null 2>&1; then
+  for comp in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$comp"; then
+      echo "==> rustup component add $comp"
+      rustup component add "$comp"
+    fi
+  done
+fi
 if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
   echo "==> cargo install cbindgen $CBINDGEN_VERSION"
   cargo install cbindgen --version "$CBINDGEN_VERSION" --locked --force

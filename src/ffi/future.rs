@@ -72,7 +72,7 @@ pub extern "C" fn dlslime_future_done(f: *const dlslime_future_t) -> bool {
 pub extern "C" fn dlslime_future_status(f: *const dlslime_future_t) -> dlslime_status_t {
     ffi_boundary! {
         let f = try_ref!(f);
-        f.status().into()
+        f.status()
     }
 }
 

@@ -6,11 +6,11 @@
 //!
 //! Layout (one module per C object family, in the style of rustls-ffi):
 //!
-//! * [`panic`] (private): `ffi_boundary!`, the `catch_unwind` wrapper around every export,
+//! * `panic` (private): `ffi_boundary!`, the `catch_unwind` wrapper around every export,
 //!   and the typed fallback values (`DLSLIME_STATUS_PANIC`, NULL, 0, false).
-//! * [`cast`] (private): the `Castable` trait that fixes each handle's ownership model
+//! * `cast` (private): the `Castable` trait that fixes each handle's ownership model
 //!   (Box or Arc) once, checked casts, and the NULL-check macros.
-//! * [`args`] (private): timeouts, possibly-empty buffers, optional strings, futures
+//! * `args` (private): timeouts, possibly-empty buffers, optional strings, futures
 //!   handed out; `options` (private): reading versioned `*_options_t` structs.
 //! * [`status`] — `dlslime_status_t`, the thread-local last-error message,
 //!   `dlslime_status_str`, `dlslime_string_free`.

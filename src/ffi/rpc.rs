@@ -429,7 +429,7 @@ pub extern "C" fn dlslime_rpc_call_reply(
         let g = c.lock();
         if !g.is_ready() {
             super::status::set_last_error_message("the call has no reply yet: wait first".into());
-            return Status::Pending.into();
+            return Status::Pending;
         }
         let r = g.reply();
         unsafe {
