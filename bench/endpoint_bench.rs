@@ -114,6 +114,7 @@ fn peer() {
     std::thread::spawn(move || raw_server(raw));
     let ep = TcpEndpoint::new(&ctx(), MemoryPool::new()).unwrap();
     let mut region = vec![7u8; max];
+    // SAFETY: `region` lives until this function returns, after the last operation on it.
     unsafe {
         ep.register_memory_region("buf", region.as_mut_ptr(), max)
             .unwrap()
@@ -135,8 +136,10 @@ fn peer() {
         if line.starts_with("pingpong") {
             // recv size, answer 8 bytes; repeated
             for _ in 0..f[1] {
+                // SAFETY: `inbox` (at least `f[0]` bytes) is untouched until `r.wait()` returns.
                 let r = unsafe { ep.recv(inbox.as_mut_ptr(), f[0], None).unwrap() };
                 r.wait().unwrap();
+                // SAFETY: `ack` stays alive and unmodified until this send is waited.
                 unsafe { ep.send(ack.as_ptr(), 8, None).unwrap() }
                     .wait()
                     .unwrap();
@@ -180,6 +183,7 @@ fn main() {
         .unwrap();
     let ep = TcpEndpoint::new(&ctx(), MemoryPool::new()).unwrap();
     let mut local = vec![1u8; max];
+    // SAFETY: `local` lives until this function returns, after the last operation on it.
     let lh = unsafe {
         ep.register_memory_region("local", local.as_mut_ptr(), max)
             .unwrap()
@@ -246,7 +250,10 @@ fn main() {
         writeln!(to_child, "pingpong {size} {total}").unwrap();
         let mut small = [0u8; 8];
         let sr = time(n, || {
+            // SAFETY: `small` is untouched until `r.wait()` returns.
             let r = unsafe { ep.recv(small.as_mut_ptr(), 8, None).unwrap() };
+            // SAFETY: `local` (at least `size` bytes) stays unmodified until this send is
+            // waited.
             unsafe { ep.send(local.as_ptr(), size, None).unwrap() }
                 .wait()
                 .unwrap();

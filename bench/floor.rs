@@ -12,6 +12,8 @@ pub struct PingPong {
 impl PingPong {
     /// Creates the page in an inheritable memfd; returns (fd, page).
     pub fn create() -> (i32, PingPong) {
+        // SAFETY: plain system calls on a NUL-terminated name and the fd they return; `map`
+        // checks its result.
         unsafe {
             let fd = libc::memfd_create(c"pingpong".as_ptr(), 0);
             assert!(fd >= 0);
@@ -20,6 +22,8 @@ impl PingPong {
         }
     }
     pub fn map(fd: i32) -> PingPong {
+        // SAFETY: a fresh shared mapping of one page of `fd` (at least 4096 bytes long): it aliases
+        // no Rust memory, and failure is checked below.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -34,9 +38,12 @@ impl PingPong {
         PingPong { base: p as *mut u8 }
     }
     pub fn ping(&self) -> &AtomicU32 {
+        // SAFETY: `base` is a page-aligned 4096-byte mapping that is never unmapped; atomics
+        // are the only access to these words, from either process.
         unsafe { &*(self.base as *const AtomicU32) }
     }
     pub fn pong(&self) -> &AtomicU32 {
+        // SAFETY: as for `ping`: offset 128 is aligned and inside the page.
         unsafe { &*(self.base.add(128) as *const AtomicU32) }
     }
 }
@@ -46,6 +53,8 @@ fn futex(w: &AtomicU32, op: i32, v: u32) {
         tv_sec: 1,
         tv_nsec: 0,
     };
+    // SAFETY: `w` is a live, aligned u32 for the call; the kernel only reads it (WAIT) or uses
+    // its address as a key (WAKE), and `ts` outlives the call.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
@@ -108,6 +117,7 @@ pub fn memcpy_times(size: usize, reps: usize) -> Vec<Duration> {
     (0..reps)
         .map(|_| {
             let t = Instant::now();
+            // SAFETY: `src` and `dst` are distinct vectors of `size` bytes.
             unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr(), size) };
             std::hint::black_box(&dst);
             t.elapsed()

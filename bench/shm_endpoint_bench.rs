@@ -24,8 +24,11 @@ pub fn endpoint(spin: bool) -> (ShmEndpoint, SharedBuf) {
         ..Config::default()
     };
     let buf = SharedBuf::new(REGION).unwrap();
+    // SAFETY: nothing else uses `buf` yet: it is not registered or shared.
     unsafe { buf.as_mut_slice().fill(1) };
     let pool = MemoryPool::new();
+    // SAFETY: `buf` is returned with the endpoint; the callers keep it (`_buf`) until the
+    // end of their scope, after their last operation on the endpoint.
     unsafe { pool.register(Some("buf"), buf.as_ptr(), REGION).unwrap() };
     let ep = ShmEndpoint::new(
         pool,
@@ -45,7 +48,10 @@ pub fn rtt_parent(ep: &ShmEndpoint, n: usize) -> Vec<Duration> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
+        // SAFETY: `back` is untouched until `r.wait()` returns. `msg` is never modified and
+        // outlives the loop; its bytes have been delivered once the echo arrives (`r.wait()`).
         let r = unsafe { ep.recv(back.as_mut_ptr(), 64, None).unwrap() };
+        // SAFETY: see above.
         unsafe { ep.send(msg.as_ptr(), 64, None).unwrap() };
         r.wait().unwrap();
         out.push(t.elapsed());
@@ -56,9 +62,12 @@ pub fn rtt_parent(ep: &ShmEndpoint, n: usize) -> Vec<Duration> {
 pub fn echo_child(ep: &ShmEndpoint, n: usize) {
     let mut b = [0u8; 64];
     for _ in 0..n {
+        // SAFETY: the receive writes `b` only when the next message arrives, which the parent
+        // sends after it got the previous echo, i.e. after the send below has delivered `b`.
         unsafe { ep.recv(b.as_mut_ptr(), 64, None).unwrap() }
             .wait()
             .unwrap();
+        // SAFETY: `b` is not modified until the next message arrives (see above).
         unsafe { ep.send(b.as_ptr(), 64, None).unwrap() };
     }
 }

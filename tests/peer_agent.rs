@@ -308,10 +308,12 @@ fn named_io_and_late_regions() {
         assert_eq!(bufs["src"].check(13, 0, 4096), None);
         // two-sided send/recv through the agent, both directions
         let msg = b"hello-from-alice";
+        // SAFETY: `msg` is a static string, never modified.
         let f = unsafe { a.send("bob", msg.as_ptr(), msg.len(), T) }.unwrap();
         assert_eq!(b.ok("recvmsg alice 64"), "ok hello-from-alice");
         f.wait().unwrap();
         let mut rb = vec![0u8; 64];
+        // SAFETY: `rb` is untouched until `f.wait()` returns, and outlives it.
         let f = unsafe { a.recv("bob", rb.as_mut_ptr(), rb.len(), T) }.unwrap();
         b.ok("sendmsg alice hi-from-bob");
         f.wait().unwrap();
@@ -654,6 +656,8 @@ fn failed_connect_is_retried() {
     // a real endpoint whose info we first hand out with a dead port
     let mut buf = vec![0u8; 4096];
     let ep = TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    // SAFETY: `buf` outlives `ep` (declared first, dropped last), and is read below only after
+    // the write into it has completed.
     unsafe {
         ep.register_memory_region("buf", buf.as_mut_ptr(), buf.len())
             .unwrap()
@@ -701,6 +705,8 @@ fn failed_connect_is_retried() {
     ep.connect(&info2).unwrap();
     assert_eq!(c.wait(WAIT).unwrap(), Transport::Tcp);
     let mut src = vec![9u8; 4096];
+    // SAFETY: `src` stays alive and unmodified until the write from it has completed; it is
+    // dropped at the end, with no operation pending.
     unsafe {
         a.register_memory_region("src", src.as_mut_ptr(), 0, src.len())
             .unwrap()

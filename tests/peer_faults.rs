@@ -43,6 +43,8 @@ fn sigkill(transport: &str) {
     // operations that stay pending until the peer acts
     let imm = a.imm_recv("bob", Some(Duration::from_secs(60))).unwrap();
     let mut rbuf = vec![0u8; 4096];
+    // SAFETY: `rbuf` is untouched until the receive fails below (the peer is killed), which
+    // ends the library's access.
     let recv = unsafe {
         a.recv(
             "bob",

@@ -20,6 +20,7 @@ fn c(s: &str) -> CString {
 fn last_error() -> String {
     let mut buf = vec![0 as std::ffi::c_char; 1024];
     dlslime_last_error_message(buf.as_mut_ptr(), buf.len(), std::ptr::null_mut());
+    // SAFETY: `dlslime_last_error_message` NUL-terminated the message within `buf`.
     unsafe { CStr::from_ptr(buf.as_ptr()) }
         .to_string_lossy()
         .into_owned()
@@ -28,6 +29,7 @@ fn last_error() -> String {
 fn new_agent(cl: &Cluster, alias: &str) -> *mut dlslime_peer_agent_t {
     let mut o = std::mem::MaybeUninit::<dlslime_peer_options_t>::uninit();
     dlslime_peer_options_init(o.as_mut_ptr());
+    // SAFETY: `dlslime_peer_options_init` wrote every field (it writes the whole struct).
     let mut o = unsafe { o.assume_init() };
     o.heartbeat_interval_ms = 500;
     o.default_timeout_ms = 20_000;
@@ -54,6 +56,7 @@ fn c_abi_connect_and_named_io() {
             dlslime_peer_agent_alias(a, &mut alias),
             dlslime_status_t::Ok
         );
+        // SAFETY: a successful call wrote a NUL-terminated string the library owns until freed.
         assert_eq!(unsafe { CStr::from_ptr(alias) }.to_str().unwrap(), "alice");
         dlslime_string_free(alias);
 
@@ -103,6 +106,7 @@ fn c_abi_connect_and_named_io() {
         let st = dlslime_peer_agent_get_mr_info(a, c("bob").as_ptr(), c("dst").as_ptr(), &mut info);
         assert_eq!(st, dlslime_status_t::Ok, "{}", last_error());
         let v: serde_json::Value =
+            // SAFETY: as above: a library string, freed only after this read.
             serde_json::from_str(unsafe { CStr::from_ptr(info) }.to_str().unwrap()).unwrap();
         assert_eq!(v["length"], 8192);
         dlslime_string_free(info);
@@ -185,6 +189,7 @@ fn c_abi_connect_and_named_io() {
             dlslime_status_t::Ok
         );
         let l: Vec<String> =
+            // SAFETY: as above: a library string, freed only after this read.
             serde_json::from_str(unsafe { CStr::from_ptr(list) }.to_str().unwrap()).unwrap();
         assert!(
             l.contains(&"alice".to_string()) && l.contains(&"bob".to_string()),

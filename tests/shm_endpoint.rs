@@ -38,6 +38,8 @@ impl Buf {
         }
     }
     fn slice(&mut self, len: usize) -> &mut [u8] {
+        // SAFETY: callers pass the buffer's full length or less (`Side::len`), and the commands
+        // that use the slice run between operations, so no transfer touches it meanwhile.
         unsafe { std::slice::from_raw_parts_mut(self.ptr(), len) }
     }
 }
@@ -68,6 +70,8 @@ fn side() -> Side {
     let shared = std::env::var("SHM_SHARED").is_ok();
     let mut buf = Buf::new(len, shared);
     let pool = MemoryPool::new();
+    // SAFETY: `buf` moves into the returned `Side` (its memory stays put), and `Side` drops
+    // `ep` before `buf` (field order), so the region outlives every operation on it.
     unsafe { pool.register(Some("buf"), buf.ptr(), len).unwrap() };
     let ep = ShmEndpoint::new(pool, config()).unwrap();
     Side { ep, buf, len }
@@ -116,6 +120,7 @@ fn shm_child() {
                 let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; cap]).collect();
                 let fs: Vec<_> = bufs
                     .iter_mut()
+                    // SAFETY: `bufs` outlives `fs`, each waited below before its buffer is read.
                     .map(|b| unsafe { s.ep.recv(b.as_mut_ptr(), cap, T).unwrap() })
                     .collect();
                 for (i, f) in fs.iter().enumerate() {
@@ -133,6 +138,8 @@ fn shm_child() {
                 for &l in &args {
                     let mut m = vec![0u8; l as usize];
                     fill_pattern(&mut m, l);
+                    // SAFETY: `m` moves into `keep` (its heap block stays put, unmodified), which lives
+                    // until every send is waited below.
                     fs.push(unsafe { s.ep.send(m.as_ptr(), m.len(), T).unwrap() });
                     keep.push(m);
                 }
@@ -353,6 +360,7 @@ fn msgs(env: &[(&str, &str)]) {
     let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|_| vec![0u8; 4 << 20]).collect();
     let fs: Vec<_> = bufs
         .iter_mut()
+        // SAFETY: `bufs` outlives `fs`, each waited before its buffer is read.
         .map(|b| unsafe { p.me.ep.recv(b.as_mut_ptr(), b.len(), T).unwrap() })
         .collect();
     p.peer
@@ -374,6 +382,7 @@ fn msgs(env: &[(&str, &str)]) {
     std::thread::sleep(Duration::from_millis(100));
     for want in [100u64, 200000, 50] {
         let mut b = vec![0u8; 300000];
+        // SAFETY: `b` is untouched until `f.wait()` returns, and outlives it.
         let f = unsafe { p.me.ep.recv(b.as_mut_ptr(), b.len(), T).unwrap() };
         f.wait().unwrap();
         assert_eq!(f.nbytes(), want);
@@ -382,7 +391,10 @@ fn msgs(env: &[(&str, &str)]) {
     assert_eq!(p.peer.recv(), "0,0,0");
     // Truncation: small and large messages into a too-small buffer; the next one is fine.
     let mut small = vec![0u8; 16];
+    // SAFETY: `small` is untouched until both receives have failed (waited below), which
+    // ends the library's access.
     let f1 = unsafe { p.me.ep.recv(small.as_mut_ptr(), 16, T).unwrap() };
+    // SAFETY: as for `f1`.
     let f2 = unsafe { p.me.ep.recv(small.as_mut_ptr(), 16, T).unwrap() };
     p.peer.send("send 64 100000");
     assert_eq!(f1.wait().unwrap_err().status(), Status::Truncated);
@@ -396,6 +408,7 @@ fn msgs(env: &[(&str, &str)]) {
     for l in [5usize, 1000, 250000] {
         let mut m = vec![0u8; l];
         fill_pattern(&mut m, l as u64);
+        // SAFETY: `m` stays alive and unmodified until the send is waited, in this statement.
         unsafe { p.me.ep.send(m.as_ptr(), l, T).unwrap() }
             .wait()
             .unwrap();
@@ -468,6 +481,9 @@ fn concurrent_threads() {
         std::thread::scope(|s| {
             for t in 0..TH {
                 s.spawn(move || {
+                    // SAFETY: each thread takes its own `SL`-byte slice of `p.me.buf` (4 x 512 KiB within
+                    // its 4 MiB), so the slices do not overlap, and `buf` outlives the scope. The slice is
+                    // written only between this thread's waited operations on that range.
                     let mine = unsafe {
                         std::slice::from_raw_parts_mut(
                             (base + (t * SL) as usize) as *mut u8,
@@ -506,6 +522,7 @@ fn concurrent_threads() {
                         };
                         let mut m = vec![0u8; l];
                         fill_pattern(&mut m, l as u64);
+                        // SAFETY: `m` stays alive and unmodified until the send is waited, in this statement.
                         unsafe { ep.send(m.as_ptr(), l, T).unwrap() }
                             .wait()
                             .unwrap();
@@ -530,6 +547,8 @@ fn timeouts() {
     let mut p = pair(&[]);
     let mut b = vec![0u8; 64];
     let t = Instant::now();
+    // SAFETY: `b` is untouched until this receive has timed out (which ends the library's
+    // access) and is reused only after that.
     let f = unsafe {
         p.me.ep
             .recv(b.as_mut_ptr(), 64, Some(Duration::from_millis(200)))
@@ -548,6 +567,7 @@ fn timeouts() {
     assert_eq!(h.status(), Status::Pending);
     // The endpoint still works afterwards; the timed-out recv is skipped.
     p.peer.send("send 8");
+    // SAFETY: `b` is untouched until `f2.wait()` returns, and outlives it.
     let f2 = unsafe { p.me.ep.recv(b.as_mut_ptr(), 64, T).unwrap() };
     f2.wait().unwrap();
     assert_eq!(f2.nbytes(), 8);
@@ -562,6 +582,8 @@ fn peer_sigkill_fails_pending_promptly() {
     for env in [&[][..], &[("DLSLIME_PROGRESS", "inline")][..]] {
         let mut p = pair(env);
         let mut b = vec![0u8; 64];
+        // SAFETY: `b` is untouched until the receive fails (the peer is killed below), which
+        // ends the library's access; `b` is dropped after that.
         let r = unsafe { p.me.ep.recv(b.as_mut_ptr(), 64, T).unwrap() };
         let i = p.me.ep.imm_recv(T).unwrap();
         let waiter = {

@@ -41,6 +41,8 @@ impl Rig {
             serde_json::from_str(peer.recv().strip_prefix("info ").unwrap()).unwrap();
         let ep = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
         let mut buf = vec![0u8; local_len];
+        // SAFETY: `buf` moves into the returned `Rig` (its heap block stays put) and `Rig` drops
+        // `ep` before `buf` (field order), so the region outlives every operation on it.
         let local = unsafe {
             ep.register_memory_region("local", buf.as_mut_ptr(), buf.len())
                 .unwrap()
@@ -84,6 +86,8 @@ fn tcp_peer() {
     let ep = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
     let mut region = vec![0u8; size];
     fill_pattern(&mut region, 1);
+    // SAFETY: `region` lives until this function returns, after the command loop: every
+    // operation of the parent on it has completed by then.
     unsafe {
         ep.register_memory_region("buf", region.as_mut_ptr(), size)
             .unwrap()
@@ -133,6 +137,8 @@ fn tcp_peer() {
                 let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; cap]).collect();
                 let futs: Vec<_> = bufs
                     .iter_mut()
+                    // SAFETY: `bufs` outlives `futs`, each of which is waited below before `bufs` is read
+                    // or dropped; a failed wait also ends the library's access.
                     .map(|b| unsafe { ep.recv(b.as_mut_ptr(), cap, timeout).unwrap() })
                     .collect();
                 let mut out = Vec::new();
@@ -156,6 +162,7 @@ fn tcp_peer() {
             // recvexit <cap>: one receive, then exit the process the moment it completes
             "recvexit" => {
                 let mut b = vec![0u8; nums[0] as usize];
+                // SAFETY: `b` is alive and untouched until the wait below ends (the process then exits).
                 let f = unsafe { ep.recv(b.as_mut_ptr(), b.len(), timeout).unwrap() };
                 f.wait().unwrap();
                 std::process::exit(0);
@@ -165,6 +172,7 @@ fn tcp_peer() {
                 let mut m = vec![0u8; nums[0] as usize];
                 m[0] = nums[1] as u8;
                 fill_pattern(&mut m[1..], nums[1]);
+                // SAFETY: `m` stays alive and unmodified until the wait below ends.
                 let f = unsafe { ep.send(m.as_ptr(), m.len(), timeout).unwrap() };
                 match f.wait() {
                     Ok(()) => parent.send("ok"),
@@ -217,6 +225,7 @@ fn every_opcode_moves_the_right_bytes() {
         .collect();
     let sends: Vec<_> = msgs
         .iter()
+        // SAFETY: `msgs` stays alive and unmodified until every send is waited below.
         .map(|m| unsafe { r.ep.send(m.as_ptr(), m.len(), None).unwrap() })
         .collect();
     std::thread::sleep(Duration::from_millis(50));
@@ -228,6 +237,7 @@ fn every_opcode_moves_the_right_bytes() {
         s.wait().unwrap();
     }
     let mut inbox = vec![0u8; 4096];
+    // SAFETY: `inbox` is not touched until `rf.wait()` returns, and outlives it.
     let rf = unsafe { r.ep.recv(inbox.as_mut_ptr(), inbox.len(), None).unwrap() };
     assert_eq!(r.cmd("send 3000 9"), "ok");
     rf.wait().unwrap();
@@ -236,6 +246,7 @@ fn every_opcode_moves_the_right_bytes() {
     assert_eq!(check_pattern(&inbox[1..3000], 9), None);
     // a message larger than the eager limit is pulled by the receiver
     let big = message(3 * MIB, 42);
+    // SAFETY: `big` stays alive and unmodified until `sf.wait()` returns.
     let sf = unsafe { r.ep.send(big.as_ptr(), big.len(), None).unwrap() };
     assert_eq!(
         r.cmd(&format!("recv 1 {}", 4 * MIB)),
@@ -350,8 +361,10 @@ fn immediate_data_arrives_once_and_in_order() {
 fn truncation_fails_both_sides_and_the_next_message_still_matches() {
     let mut r = Rig::new(MIB, MIB);
     let big = message(100, 1);
+    // SAFETY: `big` stays alive and unmodified until `f` is waited below.
     let f = unsafe { r.ep.send(big.as_ptr(), big.len(), None).unwrap() };
     let small = message(5, 2);
+    // SAFETY: `small` stays alive and unmodified until `g` is waited below.
     let g = unsafe { r.ep.send(small.as_ptr(), small.len(), None).unwrap() };
     // both messages are buffered at the receiver before its receives are posted; the
     // senders still learn the outcome of the receive
@@ -361,7 +374,9 @@ fn truncation_fails_both_sides_and_the_next_message_still_matches() {
     assert_eq!(f.wait().unwrap_err().status(), Status::Truncated);
     g.wait().unwrap();
     // and again with the sends racing the receives
+    // SAFETY: `big` stays alive and unmodified until `f` is waited below.
     let f = unsafe { r.ep.send(big.as_ptr(), big.len(), None).unwrap() };
+    // SAFETY: `small` stays alive and unmodified until `g` is waited below.
     let g = unsafe { r.ep.send(small.as_ptr(), small.len(), None).unwrap() };
     assert_eq!(r.cmd("recv 2 10"), "recvd Truncated:0:-,ok:5:2");
     assert_eq!(f.wait().unwrap_err().status(), Status::Truncated);
@@ -386,6 +401,7 @@ fn a_receiver_that_exits_at_once_still_acks_the_send() {
             r.peer.send("recvexit 64");
             std::thread::sleep(Duration::from_millis(50)); // receive posted first
         }
+        // SAFETY: `msg` stays alive and unmodified until `f.wait()` returns.
         let f = unsafe { r.ep.send(msg.as_ptr(), msg.len(), None).unwrap() };
         if round % 2 == 1 {
             std::thread::sleep(Duration::from_millis(50)); // message buffered first
@@ -411,6 +427,7 @@ fn timeouts_end_waits_and_operations() {
     assert_eq!(f.status(), Status::Timeout);
     assert!(t.elapsed() < Duration::from_secs(5));
     let mut b = vec![0u8; 16];
+    // SAFETY: `b` is untouched until the (timed-out) wait below ends the library's access.
     let g = unsafe {
         r.ep.recv(b.as_mut_ptr(), 16, Some(Duration::from_millis(100)))
             .unwrap()
@@ -646,6 +663,8 @@ fn peer_killed_mid_transfer_fails_every_pending_future_quickly() {
         .map(|_| r.ep.read(&[r.a(0, 0, n as u64)], None).unwrap())
         .collect();
     let mut inbox = vec![0u8; 64];
+    // SAFETY: `inbox` is untouched until the receive fails below (the peer is killed), which
+    // ends the library's access; it is dropped after that.
     let recv = unsafe { r.ep.recv(inbox.as_mut_ptr(), 64, None).unwrap() };
     let imm = r.ep.imm_recv(None).unwrap();
     std::thread::sleep(Duration::from_millis(30));
@@ -688,12 +707,15 @@ fn two_endpoints_share_the_context_pool() {
     let b = TcpEndpoint::new(&ctx, pool.clone()).unwrap();
     let server = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
     let mut mem = vec![3u8; 128];
+    // SAFETY: `mem` stays alive while `server` serves it; the reads below complete before
+    // it is dropped and nothing reaches it afterwards.
     unsafe {
         server
             .register_memory_region("m", mem.as_mut_ptr(), 128)
             .unwrap()
     };
     let mut local = vec![0u8; 128];
+    // SAFETY: every read into `local` completes before `local` is read or dropped.
     let h = unsafe { pool.register(Some("l"), local.as_mut_ptr(), 128).unwrap() };
     for ep in [&a, &b] {
         ep.connect(&server.endpoint_info()).unwrap();

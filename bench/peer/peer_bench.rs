@@ -140,6 +140,7 @@ fn child_io(parent: &mut Parent) {
         opts(),
     )
     .unwrap();
+    // SAFETY: `buf` is declared before the agent, so it outlives it and every operation.
     unsafe {
         a.register_memory_region("buf", buf.as_ptr(), 0, len)
             .unwrap()
@@ -236,6 +237,7 @@ fn io(cl: &Cluster, transport: &str, sizes: &[usize]) -> Vec<IoRow> {
     let mut b = spawn("io", cl, &[("BENCH_LEN", max.to_string())]);
     assert_eq!(b.recv(), "ready");
     let a = PeerAgent::new(cl.url(), Some("io-a"), Some(&cl.scope), opts()).unwrap();
+    // SAFETY: `buf` is declared before the agent, so it outlives it and every operation.
     unsafe {
         a.register_memory_region("buf", buf.as_ptr(), 0, max)
             .unwrap()

@@ -110,6 +110,8 @@ fn pin(cpu: usize) {
         return;
     }
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: an all-zero `cpu_set_t` is a valid empty set; the calls only read and write
+    // this local set.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu % n, &mut set);
@@ -162,6 +164,9 @@ fn child_main(args: &[String]) {
                         let n = r.payload().len();
                         let p = r.payload_ptr();
                         r.reply_inplace(n, false, |b| {
+                            // SAFETY: `p` points at the request's `n` payload bytes, which stay in place until the
+                            // reply is sent (after this writer returns); `b` is the separate reply buffer of at
+                            // least `n` bytes.
                             unsafe { std::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), n) };
                             Ok(n)
                         })

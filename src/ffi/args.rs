@@ -34,16 +34,40 @@ pub(crate) unsafe fn opt_text(p: *const c_char, what: &str) -> crate::Result<Opt
     if p.is_null() {
         return Ok(None);
     }
-    CStr::from_ptr(p)
+    // SAFETY: not NULL (checked above) and NUL-terminated by the caller's contract; the
+    // borrow ends before this returns (the text is copied).
+    unsafe { CStr::from_ptr(p) }
         .to_str()
         .map(|s| Some(s.to_string()))
         .map_err(|_| Error::invalid(format!("{what} is not valid UTF-8")))
 }
 
+/// An out-parameter of an export that is not NULL: all one can do with it is write the
+/// result, once, when the call succeeds. Made by `try_out!` (or `Out::new` for optional
+/// ones), so each export states the caller's contract once instead of at every write.
+pub(crate) struct Out<T>(NonNull<T>);
+
+impl<T> Out<T> {
+    /// `None` for NULL.
+    ///
+    /// # Safety
+    /// `p` is NULL or points at storage for a `T`, aligned and writable until the export
+    /// returns: what the header requires of every out-parameter.
+    pub(crate) unsafe fn new(p: *mut T) -> Option<Out<T>> {
+        NonNull::new(p).map(Out)
+    }
+
+    /// Writes the result. The old value (often uninitialised C storage) is neither read
+    /// nor dropped.
+    pub(crate) fn write(self, v: T) {
+        // SAFETY: non-NULL, aligned and writable for a `T` (the contract of `Out::new`),
+        // and the export that made `self` has not returned yet (`Out` is not kept).
+        unsafe { self.0.as_ptr().write(v) }
+    }
+}
+
 /// Hands a future to C.
-///
-/// `out` must be non-NULL (checked by the caller with `try_out!`).
-pub(crate) fn future_out(f: Future, out: *mut *mut dlslime_future_t) -> dlslime_status_t {
-    unsafe { out.write(box_into_ptr::<dlslime_future_t>(f)) };
+pub(crate) fn future_out(f: Future, out: Out<*mut dlslime_future_t>) -> dlslime_status_t {
+    out.write(box_into_ptr::<dlslime_future_t>(f));
     dlslime_status_t::Ok
 }

@@ -35,7 +35,10 @@ pub(crate) fn arc_into_ptr<C: Castable<Ownership = OwnershipArc>>(v: Arc<C::Rust
 /// # Safety
 /// `p` is NULL or a live handle of type `C` produced by this module.
 pub(crate) unsafe fn try_from_ptr<'a, C: Castable>(p: *const C) -> Option<&'a C::RustType> {
-    p.cast::<C::RustType>().as_ref()
+    // SAFETY: a live handle of type `C` points at a `C::RustType` (both `into_ptr`
+    // functions below cast from it), which stays alive while the caller may use the
+    // handle, i.e. until its `_free`; NULL gives `None`.
+    unsafe { p.cast::<C::RustType>().as_ref() }
 }
 
 /// A new strong reference to the object behind an Arc handle; `None` for NULL.
@@ -49,8 +52,13 @@ pub(crate) unsafe fn try_clone_arc<C: Castable<Ownership = OwnershipArc>>(
         return None;
     }
     let p = p.cast::<C::RustType>();
-    Arc::increment_strong_count(p);
-    Some(Arc::from_raw(p))
+    // SAFETY: `p` came from `Arc::into_raw` (`arc_into_ptr`) and the caller's reference
+    // is still alive, so the count is at least 1; the increment gives the new `Arc` its
+    // own reference and leaves the caller's untouched.
+    unsafe {
+        Arc::increment_strong_count(p);
+        Some(Arc::from_raw(p))
+    }
 }
 
 /// Drops a boxed handle; NULL is a no-op.
@@ -59,7 +67,9 @@ pub(crate) unsafe fn try_clone_arc<C: Castable<Ownership = OwnershipArc>>(
 /// `p` is NULL or a live Box handle of type `C`, not used again.
 pub(crate) unsafe fn free_box<C: Castable<Ownership = OwnershipBox>>(p: *mut C) {
     if !p.is_null() {
-        drop(Box::from_raw(p.cast::<C::RustType>()));
+        // SAFETY: `p` came from `Box::into_raw` (`box_into_ptr`) and, by the caller's
+        // contract, is freed once and not used again.
+        drop(unsafe { Box::from_raw(p.cast::<C::RustType>()) });
     }
 }
 
@@ -69,7 +79,9 @@ pub(crate) unsafe fn free_box<C: Castable<Ownership = OwnershipBox>>(p: *mut C) 
 /// `p` is NULL or a live Arc handle of type `C`, not used again by the caller.
 pub(crate) unsafe fn free_arc<C: Castable<Ownership = OwnershipArc>>(p: *const C) {
     if !p.is_null() {
-        drop(Arc::from_raw(p.cast::<C::RustType>()));
+        // SAFETY: `p` came from `Arc::into_raw` (`arc_into_ptr`) and holds the caller's
+        // reference, which the caller gives up here (it does not use `p` again).
+        drop(unsafe { Arc::from_raw(p.cast::<C::RustType>()) });
     }
 }
 
@@ -84,6 +96,9 @@ macro_rules! null_arg {
 /// `&RustType` behind a handle, or return the NULL fallback.
 macro_rules! try_ref {
     ($p:ident) => {
+        // SAFETY: every handle argument of an export is, by the header's contract, NULL
+        // or a live handle of its type (not yet freed; `_free` must not race with other
+        // calls), which is what `try_from_ptr` requires.
         match unsafe { $crate::ffi::cast::try_from_ptr($p) } {
             Some(r) => r,
             None => null_arg!(stringify!($p)),
@@ -94,6 +109,7 @@ macro_rules! try_ref {
 /// A new `Arc` of the object behind an Arc handle, or return the NULL fallback.
 macro_rules! try_arc {
     ($p:ident) => {
+        // SAFETY: as in `try_ref!`: the argument is NULL or a live Arc handle of its type.
         match unsafe { $crate::ffi::cast::try_clone_arc($p) } {
             Some(r) => r,
             None => null_arg!(stringify!($p)),
@@ -101,15 +117,25 @@ macro_rules! try_arc {
     };
 }
 
-/// A non-NULL out-parameter pointer (still a raw pointer: it points at uninitialised
-/// memory until written), or return the NULL fallback.
+/// A non-NULL out-parameter as an `args::Out` (it points at uninitialised memory until
+/// written), or return the NULL fallback.
 macro_rules! try_out {
     ($p:ident) => {
-        if $p.is_null() {
-            null_arg!(stringify!($p))
-        } else {
-            $p
+        // SAFETY: out-parameters of the exports are, by the header's contract, NULL or
+        // aligned storage for their type, writable for the duration of the call.
+        match unsafe { $crate::ffi::args::Out::new($p) } {
+            Some(o) => o,
+            None => null_arg!(stringify!($p)),
         }
+    };
+}
+
+/// An optional out-parameter (NULL: the caller does not want the value) as an
+/// `Option<args::Out>`.
+macro_rules! opt_out {
+    ($p:ident) => {
+        // SAFETY: as in `try_out!`: NULL or writable storage for the call.
+        unsafe { $crate::ffi::args::Out::new($p) }
     };
 }
 
@@ -130,6 +156,9 @@ macro_rules! try_opt_str {
         if $p.is_null() {
             None
         } else {
+            // SAFETY: not NULL (checked above), and string arguments are NUL-terminated
+            // and stay valid for the call by the header's contract; the borrow does not
+            // outlive the export.
             match unsafe { ::std::ffi::CStr::from_ptr($p) }.to_str() {
                 Ok(s) => Some(s),
                 Err(_) => {

@@ -84,7 +84,9 @@ unsafe fn with_assignments<R>(
             "argument `assignments` is NULL with a non-zero count",
         ));
     }
-    let src = std::slice::from_raw_parts(a, n);
+    // SAFETY: `a` is not NULL (checked above) and points at `n` readable assignments
+    // (this function's contract); the slice is only read, during this call.
+    let src = unsafe { std::slice::from_raw_parts(a, n) };
     const STACK: usize = 16;
     if n <= STACK {
         let mut buf = [Assignment::new(0, 0, 0, 0, 0); STACK];
@@ -112,7 +114,7 @@ pub extern "C" fn dlslime_endpoint_info(
         let ep = try_ref!(ep);
         let out_json = try_out!(out_json);
         let s = try_res!(string_to_c(ep.endpoint_info().to_string()));
-        unsafe { out_json.write(s) };
+        out_json.write(s);
         dlslime_status_t::Ok
     }
 }
@@ -155,7 +157,7 @@ pub extern "C" fn dlslime_endpoint_register_remote(
         let out_handle = try_out!(out_handle);
         let v = try_res!(info::parse(text));
         let h = try_res!(ep.register_remote_memory_region(name, &v));
-        unsafe { out_handle.write(h) };
+        out_handle.write(h);
         dlslime_status_t::Ok
     }
 }
@@ -180,7 +182,7 @@ pub extern "C" fn dlslime_endpoint_remote_handle(
             .remote_pool()
             .handle(name)
             .ok_or_else(|| Error::new(Status::UnknownHandle, format!("no remote region named {name:?}"))));
-        unsafe { out_handle.write(h) };
+        out_handle.write(h);
         dlslime_status_t::Ok
     }
 }
@@ -204,6 +206,8 @@ pub extern "C" fn dlslime_endpoint_read(
     ffi_boundary! {
         let ep = try_ref!(ep);
         let out = try_out!(out);
+        // SAFETY: `assignments` is NULL with `n == 0` or points at `n` readable
+        // assignments, as the header requires of this array argument.
         let f = try_res!(unsafe { with_assignments(assignments, n, |a| ep.read(a, timeout(timeout_ms))) });
         future_out(f, out)
     }
@@ -223,6 +227,8 @@ pub extern "C" fn dlslime_endpoint_write(
     ffi_boundary! {
         let ep = try_ref!(ep);
         let out = try_out!(out);
+        // SAFETY: `assignments` is NULL with `n == 0` or points at `n` readable
+        // assignments, as the header requires of this array argument.
         let f = try_res!(unsafe { with_assignments(assignments, n, |a| ep.write(a, timeout(timeout_ms))) });
         future_out(f, out)
     }
@@ -242,6 +248,8 @@ pub extern "C" fn dlslime_endpoint_write_with_imm(
     ffi_boundary! {
         let ep = try_ref!(ep);
         let out = try_out!(out);
+        // SAFETY: `assignments` is NULL with `n == 0` or points at `n` readable
+        // assignments, as the header requires of this array argument.
         let f = try_res!(unsafe {
             with_assignments(assignments, n, |a| ep.write_with_imm(a, imm, timeout(timeout_ms)))
         });
@@ -287,6 +295,9 @@ pub extern "C" fn dlslime_endpoint_send(
         let ep = try_ref!(ep);
         let out = try_out!(out);
         let Some(p) = buffer_ptr(ptr.cast_mut(), len) else { null_arg!("ptr") };
+        // SAFETY: the header makes the caller keep `[ptr, ptr+len)` valid and unmodified
+        // until the future completes, which is `Endpoint::send`'s contract (an empty
+        // buffer may be NULL: `buffer_ptr` gives a dangling, never-dereferenced pointer).
         let f = try_res!(unsafe { ep.send(p, len, timeout(timeout_ms)) });
         future_out(f, out)
     }
@@ -311,6 +322,8 @@ pub extern "C" fn dlslime_endpoint_recv(
         let ep = try_ref!(ep);
         let out = try_out!(out);
         let Some(p) = buffer_ptr(ptr, len) else { null_arg!("ptr") };
+        // SAFETY: the header makes the caller keep `[ptr, ptr+len)` valid and untouched
+        // until the future completes, which is `Endpoint::recv`'s contract.
         let f = try_res!(unsafe { ep.recv(p, len, timeout(timeout_ms)) });
         future_out(f, out)
     }
@@ -329,8 +342,8 @@ pub extern "C" fn dlslime_endpoint_cancel_all(
     ffi_boundary! {
         let ep = try_ref!(ep);
         let n = ep.cancel_all();
-        if !out_cancelled.is_null() {
-            unsafe { out_cancelled.write(n) };
+        if let Some(out) = opt_out!(out_cancelled) {
+            out.write(n);
         }
         dlslime_status_t::Ok
     }
@@ -355,9 +368,12 @@ pub extern "C" fn dlslime_endpoint_shutdown(ep: *const dlslime_endpoint_t) -> dl
 #[no_mangle]
 pub extern "C" fn dlslime_endpoint_free(ep: *mut dlslime_endpoint_t) {
     ffi_boundary! {
+        // SAFETY: `ep` is NULL or a live endpoint handle that no other call uses now (the
+        // header's contract for `_free`): borrowed to shut it down, then freed, once.
         if let Some(e) = unsafe { super::cast::try_from_ptr(ep.cast_const()) } {
             Endpoint::shutdown(&**e);
         }
+        // SAFETY: as above; `e` is no longer used.
         unsafe { free_box(ep) }
     }
 }

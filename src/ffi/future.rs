@@ -101,6 +101,8 @@ pub extern "C" fn dlslime_future_nbytes(f: *const dlslime_future_t) -> u64 {
 #[no_mangle]
 pub extern "C" fn dlslime_future_free(f: *mut dlslime_future_t) {
     ffi_boundary! {
+        // SAFETY: `f` is NULL or a live future handle, freed once after every other call
+        // on it has returned (the header's contract for `_free`).
         unsafe { free_box(f) }
     }
 }

@@ -46,7 +46,7 @@ pub extern "C" fn dlslime_memory_pool_new(
 ) -> dlslime_status_t {
     ffi_boundary! {
         let out = try_out!(out);
-        unsafe { out.write(arc_into_ptr(MemoryPool::new())) };
+        out.write(arc_into_ptr(MemoryPool::new()));
         dlslime_status_t::Ok
     }
 }
@@ -56,6 +56,8 @@ pub extern "C" fn dlslime_memory_pool_new(
 #[no_mangle]
 pub extern "C" fn dlslime_memory_pool_free(pool: *mut dlslime_memory_pool_t) {
     ffi_boundary! {
+        // SAFETY: `pool` is NULL or a live pool handle given back by the caller, who does
+        // not use it again (the header's contract for `_free`).
         unsafe { free_arc(pool) }
     }
 }
@@ -89,8 +91,11 @@ pub extern "C" fn dlslime_memory_pool_register(
         if ptr.is_null() {
             null_arg!("ptr");
         }
+        // SAFETY: the header makes the caller keep the registered memory valid until it
+        // is unregistered and every operation on it is done, `MemoryPool::register`'s
+        // contract; the library never creates Rust references into it.
         let h = try_res!(unsafe { pool.register(name, ptr.cast(), len) });
-        unsafe { out_handle.write(h) };
+        out_handle.write(h);
         dlslime_status_t::Ok
     }
 }
@@ -144,7 +149,7 @@ pub extern "C" fn dlslime_memory_pool_handle(
             crate::Status::UnknownHandle,
             format!("no region named {name:?}"),
         )));
-        unsafe { out_handle.write(h) };
+        out_handle.write(h);
         dlslime_status_t::Ok
     }
 }
@@ -163,7 +168,7 @@ pub extern "C" fn dlslime_memory_pool_mr_info(
         let pool = try_ref!(pool);
         let out_json = try_out!(out_json);
         let s = try_res!(string_to_c(pool.mr_info().to_string()));
-        unsafe { out_json.write(s) };
+        out_json.write(s);
         dlslime_status_t::Ok
     }
 }

@@ -10,9 +10,13 @@ use crate::error::{Error, Status};
 /// Reads an options struct whose first field is `size: usize`, honouring that size.
 ///
 /// # Safety
-/// `opts` is non-NULL and points at `opts->size` readable bytes.
+/// `opts` is non-NULL and points at `opts->size` readable bytes; `T` is a `#[repr(C)]`
+/// options struct whose first field is `size: usize` and whose fields are all integers
+/// or raw pointers (so any bytes are a valid `T`).
 pub unsafe fn read_sized<T>(opts: *const T, type_name: &str) -> crate::Result<T> {
-    let size = opts.cast::<usize>().read_unaligned();
+    // SAFETY: `opts` is non-NULL and its first field is a `usize` (this function's
+    // contract); `read_unaligned` needs no alignment from a C caller's pointer.
+    let size = unsafe { opts.cast::<usize>().read_unaligned() };
     let ours = size_of::<T>();
     if size < ours {
         return Err(Error::invalid(format!(
@@ -20,7 +24,9 @@ pub unsafe fn read_sized<T>(opts: *const T, type_name: &str) -> crate::Result<T>
         )));
     }
     if size > ours {
-        let extra = std::slice::from_raw_parts(opts.cast::<u8>().add(ours), size - ours);
+        // SAFETY: the caller compiled a larger struct: `size` bytes are readable from
+        // `opts` (this function's contract), so the `size - ours` bytes after ours are.
+        let extra = unsafe { std::slice::from_raw_parts(opts.cast::<u8>().add(ours), size - ours) };
         if extra.iter().any(|b| *b != 0) {
             return Err(Error::new(
                 Status::Unsupported,
@@ -28,5 +34,9 @@ pub unsafe fn read_sized<T>(opts: *const T, type_name: &str) -> crate::Result<T>
             ));
         }
     }
-    Ok(opts.read())
+    // SAFETY: `size >= size_of::<T>()` bytes are readable (checked above and the
+    // contract), and any bytes are a valid `T` (integers and raw pointers only). The
+    // caller's struct may be under-aligned for `T` only if it was not a `T`, which the
+    // contract rules out.
+    Ok(unsafe { opts.read() })
 }

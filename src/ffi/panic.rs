@@ -98,6 +98,7 @@ mod tests {
             dlslime_last_error_message(buf.as_mut_ptr(), buf.len(), &mut n),
             dlslime_status_t::Ok
         );
+        // SAFETY: `dlslime_last_error_message` NUL-terminated the message within `buf`.
         let msg = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
             .to_str()
             .unwrap();

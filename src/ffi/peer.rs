@@ -50,24 +50,26 @@ pub struct dlslime_peer_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_peer_options_init(opts: *mut dlslime_peer_options_t) {
     ffi_boundary! {
-        if !opts.is_null() {
-            unsafe {
-                opts.write(dlslime_peer_options_t {
-                    size: size_of::<dlslime_peer_options_t>(),
-                    heartbeat_interval_ms: 0,
-                    register_attempts: 0,
-                    register_backoff_ms: 0,
-                    redis_url: std::ptr::null(),
-                    advertise_host: std::ptr::null(),
-                    connect_attempts: 0,
-                    http_timeout_ms: 0,
-                    default_timeout_ms: 0,
-                })
-            };
+        if let Some(opts) = opt_out!(opts) {
+            opts.write(dlslime_peer_options_t {
+                size: size_of::<dlslime_peer_options_t>(),
+                heartbeat_interval_ms: 0,
+                register_attempts: 0,
+                register_backoff_ms: 0,
+                redis_url: std::ptr::null(),
+                advertise_host: std::ptr::null(),
+                connect_attempts: 0,
+                http_timeout_ms: 0,
+                default_timeout_ms: 0,
+            });
         }
     }
 }
 
+/// Converts C options (zero/NULL fields keep the defaults).
+///
+/// # Safety
+/// The string fields are NULL or NUL-terminated.
 unsafe fn to_options(o: &dlslime_peer_options_t) -> crate::Result<PeerAgentOptions> {
     let mut p = PeerAgentOptions::default();
     let ms = Duration::from_millis;
@@ -80,8 +82,11 @@ unsafe fn to_options(o: &dlslime_peer_options_t) -> crate::Result<PeerAgentOptio
     if o.register_backoff_ms != 0 {
         p.register_backoff = ms(o.register_backoff_ms);
     }
-    p.redis_url = opt_text(o.redis_url, "dlslime_peer_options_t.redis_url")?;
-    p.advertise_host = opt_text(o.advertise_host, "dlslime_peer_options_t.advertise_host")?;
+    // SAFETY: the string fields are NULL or NUL-terminated (this function's contract).
+    p.redis_url = unsafe { opt_text(o.redis_url, "dlslime_peer_options_t.redis_url") }?;
+    // SAFETY: as above.
+    p.advertise_host =
+        unsafe { opt_text(o.advertise_host, "dlslime_peer_options_t.advertise_host") }?;
     if o.connect_attempts != 0 {
         p.connect_attempts = o.connect_attempts;
     }
@@ -224,11 +229,15 @@ unsafe fn named(
                 format!("assignments[{i}].{what} is NULL"),
             ));
         }
-        CStr::from_ptr(p)
+        // SAFETY: not NULL (checked above) and NUL-terminated (this function's contract);
+        // the `&str` lives no longer than the call, and `NamedAssignment` copies it.
+        unsafe { CStr::from_ptr(p) }
             .to_str()
             .map_err(|_| Error::invalid(format!("assignments[{i}].{what} is not valid UTF-8")))
     };
-    std::slice::from_raw_parts(a, n)
+    // SAFETY: `a` is not NULL (checked above) and points at `n` readable entries (this
+    // function's contract); only read during the call.
+    unsafe { std::slice::from_raw_parts(a, n) }
         .iter()
         .enumerate()
         .map(|(i, x)| {
@@ -272,11 +281,16 @@ pub extern "C" fn dlslime_peer_agent_new(
         let o = if opts.is_null() {
             PeerAgentOptions::default()
         } else {
+            // SAFETY: a non-NULL `opts` points at an options struct the caller set up with
+            // its `_init` function, so `size` readable bytes, as `read_sized` requires;
+            // the struct is integers and pointers only.
             let o = try_res!(unsafe { read_sized(opts, "dlslime_peer_options_t") });
+            // SAFETY: the header says the string fields are NULL or NUL-terminated and
+            // valid for the call.
             try_res!(unsafe { to_options(&o) })
         };
         let agent = try_res!(PeerAgent::new(url, alias, scope, o));
-        unsafe { out.write(box_into_ptr::<dlslime_peer_agent_t>(agent)) };
+        out.write(box_into_ptr::<dlslime_peer_agent_t>(agent));
         dlslime_status_t::Ok
     }
 }
@@ -292,7 +306,7 @@ pub extern "C" fn dlslime_peer_agent_alias(
         let agent = try_ref!(agent);
         let out = try_out!(out);
         let s = try_res!(string_to_c(agent.alias().to_string()));
-        unsafe { out.write(s) };
+        out.write(s);
         dlslime_status_t::Ok
     }
 }
@@ -311,7 +325,7 @@ pub extern "C" fn dlslime_peer_agent_list_agents(
         let out_json = try_out!(out_json);
         let v = try_res!(agent.list_agents());
         let s = try_res!(string_to_c(serde_json::Value::from(v).to_string()));
-        unsafe { out_json.write(s) };
+        out_json.write(s);
         dlslime_status_t::Ok
     }
 }
@@ -336,7 +350,7 @@ pub extern "C" fn dlslime_peer_agent_connect_to(
         let transport = try_opt_str!(transport).unwrap_or("auto");
         let out = try_out!(out);
         let c = try_res!(agent.connect_to(peer, transport));
-        unsafe { out.write(box_into_ptr::<dlslime_peer_connection_t>(c)) };
+        out.write(box_into_ptr::<dlslime_peer_connection_t>(c));
         dlslime_status_t::Ok
     }
 }
@@ -357,8 +371,8 @@ pub extern "C" fn dlslime_peer_connection_wait(
     ffi_boundary! {
         let conn = try_ref!(conn);
         let t = try_res!(conn.wait(Duration::from_millis(timeout_ms)));
-        if !out_transport.is_null() {
-            unsafe { out_transport.write(Some(t).into()) };
+        if let Some(out) = opt_out!(out_transport) {
+            out.write(Some(t).into());
         }
         dlslime_status_t::Ok
     }
@@ -370,6 +384,7 @@ pub extern "C" fn dlslime_peer_connection_state(
     conn: *const dlslime_peer_connection_t,
 ) -> dlslime_peer_conn_state_t {
     ffi_boundary! {
+        // SAFETY: `conn` is NULL or a live connection handle (the header's contract).
         match unsafe { super::cast::try_from_ptr(conn) } {
             Some(c) => c.state().into(),
             None => dlslime_peer_conn_state_t::Idle,
@@ -384,6 +399,7 @@ pub extern "C" fn dlslime_peer_connection_transport(
     conn: *const dlslime_peer_connection_t,
 ) -> dlslime_peer_transport_t {
     ffi_boundary! {
+        // SAFETY: `conn` is NULL or a live connection handle (the header's contract).
         match unsafe { super::cast::try_from_ptr(conn) } {
             Some(c) => c.transport().into(),
             None => dlslime_peer_transport_t::None,
@@ -395,6 +411,8 @@ pub extern "C" fn dlslime_peer_connection_transport(
 #[no_mangle]
 pub extern "C" fn dlslime_peer_connection_free(conn: *mut dlslime_peer_connection_t) {
     ffi_boundary! {
+        // SAFETY: `conn` is NULL or a live connection handle, freed once after every other
+        // call on it has returned (the header's contract for `_free`).
         unsafe { free_box(conn) }
     }
 }
@@ -421,9 +439,12 @@ pub extern "C" fn dlslime_peer_agent_register_memory_region(
         if ptr.is_null() {
             null_arg!("ptr");
         }
+        // SAFETY: the header makes the caller keep the registered memory valid until it
+        // is unregistered and every operation on it is done, the contract of
+        // `PeerAgent::register_memory_region`.
         let h = try_res!(unsafe { agent.register_memory_region(name, ptr.cast(), offset, length) });
-        if !out_handle.is_null() {
-            unsafe { out_handle.write(h) };
+        if let Some(out) = opt_out!(out_handle) {
+            out.write(h);
         }
         dlslime_status_t::Ok
     }
@@ -441,8 +462,8 @@ pub extern "C" fn dlslime_peer_agent_unregister_memory_region(
         let agent = try_ref!(agent);
         let name = try_str!(name);
         let existed = try_res!(agent.unregister_memory_region(name));
-        if !out_existed.is_null() {
-            unsafe { out_existed.write(existed) };
+        if let Some(out) = opt_out!(out_existed) {
+            out.write(existed);
         }
         dlslime_status_t::Ok
     }
@@ -471,7 +492,7 @@ pub extern "C" fn dlslime_peer_agent_get_mr_info(
             format!("peer '{peer}' has not published a memory region named {name:?}"),
         )));
         let s = try_res!(string_to_c(v.to_string()));
-        unsafe { out_json.write(s) };
+        out_json.write(s);
         dlslime_status_t::Ok
     }
 }
@@ -497,6 +518,9 @@ pub extern "C" fn dlslime_peer_agent_read(
         let agent = try_ref!(agent);
         let peer = try_str!(peer);
         let out = try_out!(out);
+        // SAFETY: the header requires `assignments` to be NULL with `n == 0` or `n`
+        // readable entries whose strings are NULL (remote only) or NUL-terminated and
+        // valid for the call, `named`'s contract.
         let a = try_res!(unsafe { named(assignments, n) });
         let f = try_res!(agent.read(peer, &a, timeout(timeout_ms)));
         future_out(f, out)
@@ -518,6 +542,9 @@ pub extern "C" fn dlslime_peer_agent_write(
         let agent = try_ref!(agent);
         let peer = try_str!(peer);
         let out = try_out!(out);
+        // SAFETY: the header requires `assignments` to be NULL with `n == 0` or `n`
+        // readable entries whose strings are NULL (remote only) or NUL-terminated and
+        // valid for the call, `named`'s contract.
         let a = try_res!(unsafe { named(assignments, n) });
         let f = try_res!(agent.write(peer, &a, timeout(timeout_ms)));
         future_out(f, out)
@@ -540,6 +567,9 @@ pub extern "C" fn dlslime_peer_agent_write_with_imm(
         let agent = try_ref!(agent);
         let peer = try_str!(peer);
         let out = try_out!(out);
+        // SAFETY: the header requires `assignments` to be NULL with `n == 0` or `n`
+        // readable entries whose strings are NULL (remote only) or NUL-terminated and
+        // valid for the call, `named`'s contract.
         let a = try_res!(unsafe { named(assignments, n) });
         let f = try_res!(agent.write_with_imm(peer, &a, imm, timeout(timeout_ms)));
         future_out(f, out)
@@ -579,6 +609,8 @@ pub extern "C" fn dlslime_peer_agent_send(
         let peer = try_str!(peer);
         let out = try_out!(out);
         let Some(p) = buffer_ptr(ptr.cast_mut(), len) else { null_arg!("ptr") };
+        // SAFETY: the header makes the caller keep `[ptr, ptr+len)` valid and unmodified
+        // until the future completes, `PeerAgent::send`'s contract.
         let f = try_res!(unsafe { agent.send(peer, p, len, timeout(timeout_ms)) });
         future_out(f, out)
     }
@@ -600,6 +632,8 @@ pub extern "C" fn dlslime_peer_agent_recv(
         let peer = try_str!(peer);
         let out = try_out!(out);
         let Some(p) = buffer_ptr(ptr, len) else { null_arg!("ptr") };
+        // SAFETY: the header makes the caller keep `[ptr, ptr+len)` valid and untouched
+        // until the future completes, `PeerAgent::recv`'s contract.
         let f = try_res!(unsafe { agent.recv(peer, p, len, timeout(timeout_ms)) });
         future_out(f, out)
     }
@@ -623,6 +657,8 @@ pub extern "C" fn dlslime_peer_agent_shutdown(
 #[no_mangle]
 pub extern "C" fn dlslime_peer_agent_free(agent: *mut dlslime_peer_agent_t) {
     ffi_boundary! {
+        // SAFETY: `agent` is NULL or a live agent handle, freed once after every other
+        // call on it has returned (the header's contract for `_free`).
         unsafe { free_box(agent) }
     }
 }

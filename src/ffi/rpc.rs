@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::args::timeout;
+use super::args::{timeout, Out};
 use super::cast::{
     arc_into_ptr, box_into_ptr, free_arc, free_box, Castable, OwnershipArc, OwnershipBox,
 };
@@ -66,20 +66,18 @@ pub struct dlslime_rpc_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_rpc_options_init(opts: *mut dlslime_rpc_options_t) {
     ffi_boundary! {
-        if !opts.is_null() {
-            unsafe {
-                opts.write(dlslime_rpc_options_t {
-                    size: size_of::<dlslime_rpc_options_t>(),
-                    slot_size: 0,
-                    slot_count: 0,
-                    progress: 0,
-                    default_timeout_ms: 0,
-                    handshake_timeout_ms: 0,
-                    max_payload: 0,
-                    spin_us: 0,
-                    bulk_arena: 0,
-                })
-            };
+        if let Some(opts) = opt_out!(opts) {
+            opts.write(dlslime_rpc_options_t {
+                size: size_of::<dlslime_rpc_options_t>(),
+                slot_size: 0,
+                slot_count: 0,
+                progress: 0,
+                default_timeout_ms: 0,
+                handshake_timeout_ms: 0,
+                max_payload: 0,
+                spin_us: 0,
+                bulk_arena: 0,
+            });
         }
     }
 }
@@ -89,6 +87,8 @@ fn to_config(opts: *const dlslime_rpc_options_t) -> crate::Result<RpcConfig> {
     if opts.is_null() {
         return Ok(c);
     }
+    // SAFETY: `opts` is not NULL here and, by the header's contract, an options struct the
+    // caller set up with `dlslime_rpc_options_init` (`size` readable bytes; integers only).
     let o = unsafe { read_sized(opts, "dlslime_rpc_options_t")? };
     if o.slot_size != 0 {
         c.slot_size =
@@ -153,7 +153,7 @@ pub extern "C" fn dlslime_rpc_memory_new(
         let out = try_out!(out);
         let cfg = try_res!(to_config(opts));
         let m = try_res!(RpcMemory::new(&pool, &cfg));
-        unsafe { out.write(arc_into_ptr::<dlslime_rpc_memory_t>(m)) };
+        out.write(arc_into_ptr::<dlslime_rpc_memory_t>(m));
         dlslime_status_t::Ok
     }
 }
@@ -172,7 +172,7 @@ pub extern "C" fn dlslime_rpc_memory_new_peer(
         let out = try_out!(out);
         let cfg = try_res!(to_config(opts));
         let m = try_res!(RpcMemory::new(agent.memory_pool(), &cfg));
-        unsafe { out.write(arc_into_ptr::<dlslime_rpc_memory_t>(m)) };
+        out.write(arc_into_ptr::<dlslime_rpc_memory_t>(m));
         dlslime_status_t::Ok
     }
 }
@@ -181,6 +181,8 @@ pub extern "C" fn dlslime_rpc_memory_new_peer(
 #[no_mangle]
 pub extern "C" fn dlslime_rpc_memory_free(mem: *mut dlslime_rpc_memory_t) {
     ffi_boundary! {
+        // SAFETY: `mem` is NULL or a live memory handle given back by the caller, who does
+        // not use it again (the header's contract for `_free`).
         unsafe { free_arc(mem) }
     }
 }
@@ -224,11 +226,13 @@ pub extern "C" fn dlslime_rpc_session_new(
         let ep = try_ref!(ep).clone();
         let out = try_out!(out);
         let cfg = try_res!(to_config(opts));
+        // SAFETY: `memory` is NULL (optional) or a live `dlslime_rpc_memory_t` handle, by
+        // the header's contract; the session takes its own reference.
         let s = match unsafe { super::cast::try_clone_arc(memory) } {
             Some(m) => try_res!(RpcSession::with_memory(ep, m, cfg)),
             None => try_res!(RpcSession::new(ep, cfg)),
         };
-        unsafe { out.write(box_into_ptr::<dlslime_rpc_session_t>(s)) };
+        out.write(box_into_ptr::<dlslime_rpc_session_t>(s));
         dlslime_status_t::Ok
     }
 }
@@ -252,11 +256,13 @@ pub extern "C" fn dlslime_rpc_session_new_peer(
         let out = try_out!(out);
         let cfg = try_res!(to_config(opts));
         let ep = try_res!(agent.endpoint(peer));
+        // SAFETY: `memory` is NULL (optional) or a live `dlslime_rpc_memory_t` handle, by
+        // the header's contract; the session takes its own reference.
         let s = match unsafe { super::cast::try_clone_arc(memory) } {
             Some(m) => try_res!(RpcSession::with_memory(ep, m, cfg)),
             None => try_res!(RpcSession::new(ep, cfg)),
         };
-        unsafe { out.write(box_into_ptr::<dlslime_rpc_session_t>(s)) };
+        out.write(box_into_ptr::<dlslime_rpc_session_t>(s));
         dlslime_status_t::Ok
     }
 }
@@ -276,6 +282,8 @@ pub extern "C" fn dlslime_rpc_session_close(s: *const dlslime_rpc_session_t) -> 
 #[no_mangle]
 pub extern "C" fn dlslime_rpc_session_free(s: *mut dlslime_rpc_session_t) {
     ffi_boundary! {
+        // SAFETY: `s` is NULL or a live session handle, freed once after every other call
+        // on it has returned (the header's contract for `_free`).
         unsafe { free_box(s) }
     }
 }
@@ -317,10 +325,10 @@ impl Castable for dlslime_rpc_call_t {
     type RustType = Mutex<CallFuture>;
 }
 
-fn call_out(r: crate::Result<CallFuture>, out: *mut *mut dlslime_rpc_call_t) -> dlslime_status_t {
+fn call_out(r: crate::Result<CallFuture>, out: Out<*mut dlslime_rpc_call_t>) -> dlslime_status_t {
     match r {
         Ok(f) => {
-            unsafe { out.write(box_into_ptr::<dlslime_rpc_call_t>(Mutex::new(f))) };
+            out.write(box_into_ptr::<dlslime_rpc_call_t>(Mutex::new(f)));
             dlslime_status_t::Ok
         }
         Err(e) => fail(e),
@@ -347,6 +355,8 @@ pub extern "C" fn dlslime_rpc_call(
         if data.is_null() && len > 0 {
             null_arg!("data");
         }
+        // SAFETY: `data` is not NULL when `len > 0` (checked above) and points at `len`
+        // readable bytes for the call (the header's contract); `call` copies them.
         let payload = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data, len) } };
         call_out(s.call(tag, payload), out)
     }
@@ -354,6 +364,9 @@ pub extern "C" fn dlslime_rpc_call(
 
 fn run_writer(w: dlslime_rpc_writer_t, user: *mut c_void, b: &mut [u8]) -> crate::Result<usize> {
     let f = w.ok_or_else(|| Error::new(Status::NullParameter, "argument `writer` is NULL"))?;
+    // SAFETY: the header's writer contract: the callback writes at most `cap` bytes at
+    // `buf`, here `b`, which is that many writable bytes, and `user` is the caller's own
+    // pointer, passed through untouched. A negative or too large count is refused below.
     let n = unsafe { f(user, b.as_mut_ptr(), b.len()) };
     if n < 0 {
         return Err(Error::invalid(format!("RPC writer returned {n}")));
@@ -432,10 +445,8 @@ pub extern "C" fn dlslime_rpc_call_reply(
             return Status::Pending;
         }
         let r = g.reply();
-        unsafe {
-            data.write(if r.is_empty() { std::ptr::null() } else { r.as_ptr() });
-            len.write(r.len());
-        }
+        data.write(if r.is_empty() { std::ptr::null() } else { r.as_ptr() });
+        len.write(r.len());
         dlslime_status_t::Ok
     }
 }
@@ -453,6 +464,8 @@ pub extern "C" fn dlslime_rpc_call_is_exception(c: *const dlslime_rpc_call_t) ->
 #[no_mangle]
 pub extern "C" fn dlslime_rpc_call_free(c: *mut dlslime_rpc_call_t) {
     ffi_boundary! {
+        // SAFETY: `c` is NULL or a live call handle, freed once after every other call on
+        // it has returned (the header's contract for `_free`).
         unsafe { free_box(c) }
     }
 }
@@ -491,7 +504,7 @@ pub extern "C" fn dlslime_rpc_poll_request(
             Ok(Some(r)) => {
                 let meta = (r.tag(), r.request_id(), r.payload_ptr() as usize, r.payload().len());
                 let b = Mutex::new((Some(r), meta.0, meta.1, meta.2, meta.3));
-                unsafe { out.write(box_into_ptr::<dlslime_rpc_request_t>(b)) };
+                out.write(box_into_ptr::<dlslime_rpc_request_t>(b));
                 dlslime_status_t::Ok
             }
             Ok(None) => fail(Error::new(Status::Timeout, "no RPC request arrived before the timeout")),
@@ -532,10 +545,8 @@ pub extern "C" fn dlslime_rpc_request_payload(
         if g.0.is_none() {
             return fail(Error::invalid("the request was already answered"));
         }
-        unsafe {
-            data.write(if g.4 == 0 { std::ptr::null() } else { g.3 as *const u8 });
-            len.write(g.4);
-        }
+        data.write(if g.4 == 0 { std::ptr::null() } else { g.3 as *const u8 });
+        len.write(g.4);
         dlslime_status_t::Ok
     }
 }
@@ -564,6 +575,8 @@ pub extern "C" fn dlslime_rpc_request_reply(
             null_arg!("data");
         }
         let req = try_res!(take(r));
+        // SAFETY: `data` is not NULL when `len > 0` (checked above) and points at `len`
+        // readable bytes for the call (the header's contract); `reply` copies them.
         let d = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data, len) } };
         status_of(req.reply(d))
     }
@@ -633,6 +646,8 @@ pub extern "C" fn dlslime_rpc_request_reply_error(
 #[no_mangle]
 pub extern "C" fn dlslime_rpc_request_free(r: *mut dlslime_rpc_request_t) {
     ffi_boundary! {
+        // SAFETY: `r` is NULL or a live request handle, freed once after every other call
+        // on it has returned (the header's contract for `_free`).
         unsafe { free_box(r) }
     }
 }

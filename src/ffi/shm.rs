@@ -57,9 +57,8 @@ pub struct dlslime_shm_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_shm_options_init(opts: *mut dlslime_shm_options_t) {
     ffi_boundary! {
-        if !opts.is_null() {
-            let o = dlslime_shm_options_t { size: size_of::<dlslime_shm_options_t>(), flags: 0, spin_us: 0, default_timeout_ms: 0 };
-            unsafe { opts.write(o) };
+        if let Some(opts) = opt_out!(opts) {
+            opts.write(dlslime_shm_options_t { size: size_of::<dlslime_shm_options_t>(), flags: 0, spin_us: 0, default_timeout_ms: 0 });
         }
     }
 }
@@ -115,12 +114,15 @@ pub extern "C" fn dlslime_shm_endpoint_new(
         let config = if opts.is_null() {
             ShmConfig::default()
         } else {
+            // SAFETY: a non-NULL `opts` points at an options struct the caller set up with
+            // its `_init` function, so `size` readable bytes, as `read_sized` requires;
+            // the struct is integers and pointers only.
             let o = try_res!(unsafe { read_sized(opts, "dlslime_shm_options_t") });
             try_res!(to_config(&o))
         };
         let ep = try_res!(ShmEndpoint::new(pool, config));
         let ep: Arc<dyn Endpoint> = Arc::new(ep);
-        unsafe { out.write(box_into_ptr::<dlslime_endpoint_t>(ep)) };
+        out.write(box_into_ptr::<dlslime_endpoint_t>(ep));
         dlslime_status_t::Ok
     }
 }
@@ -136,7 +138,7 @@ pub extern "C" fn dlslime_alloc_shared(len: usize, out_ptr: *mut *mut c_void) ->
     ffi_boundary! {
         let out_ptr = try_out!(out_ptr);
         let p = try_res!(alloc_shared(len));
-        unsafe { out_ptr.write(p.cast()) };
+        out_ptr.write(p.cast());
         dlslime_status_t::Ok
     }
 }
@@ -152,6 +154,9 @@ pub extern "C" fn dlslime_free_shared(ptr: *mut c_void) -> dlslime_status_t {
         if ptr.is_null() {
             null_arg!("ptr");
         }
+        // SAFETY: the header says `ptr` is not used after this call. `free_shared` looks it
+        // up among the live shared allocations first, so any other pointer fails with
+        // UNKNOWN_HANDLE and nothing is unmapped.
         try_res!(unsafe { free_shared(ptr.cast()) });
         dlslime_status_t::Ok
     }

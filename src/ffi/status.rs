@@ -69,13 +69,17 @@ pub extern "C" fn dlslime_last_error_message(
             let msg = e.borrow();
             if len > 0 {
                 let n = msg.len().min(len - 1);
+                // SAFETY: `buf` is not NULL here (checked above for `len > 0`) and holds
+                // `len` writable bytes by the caller's contract; `n + 1 <= len` bytes are
+                // written, from the thread-local message, which cannot overlap a C buffer
+                // the caller owns.
                 unsafe {
                     std::ptr::copy_nonoverlapping(msg.as_ptr(), buf.cast::<u8>(), n);
                     *buf.add(n) = 0;
                 }
             }
-            if !out_len.is_null() {
-                unsafe { out_len.write(msg.len()) };
+            if let Some(out) = opt_out!(out_len) {
+                out.write(msg.len());
             }
         });
         dlslime_status_t::Ok
@@ -113,6 +117,8 @@ pub extern "C" fn dlslime_status_str(status: i32) -> *const c_char {
 pub extern "C" fn dlslime_string_free(s: *mut c_char) {
     ffi_boundary! {
         if !s.is_null() {
+            // SAFETY: a non-NULL `s` is a string this library handed out through
+            // `string_to_c` (`CString::into_raw`), freed once (the header's contract).
             drop(unsafe { CString::from_raw(s) });
         }
     }
@@ -133,9 +139,11 @@ mod tests {
     fn status_strings() {
         for s in Status::ALL {
             let p = dlslime_status_str(s.code());
+            // SAFETY: `dlslime_status_str` returns a static NUL-terminated string.
             assert_eq!(unsafe { CStr::from_ptr(p) }.to_str().unwrap(), s.as_str());
         }
         assert_eq!(
+            // SAFETY: as above, static and NUL-terminated, also for unknown numbers.
             unsafe { CStr::from_ptr(dlslime_status_str(-7)) }
                 .to_str()
                 .unwrap(),
@@ -154,6 +162,7 @@ mod tests {
         );
         assert_eq!(n, 11);
         assert_eq!(
+            // SAFETY: the call above wrote a NUL within `buf`.
             unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap(),
             "hello"
         );

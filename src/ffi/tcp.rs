@@ -67,8 +67,8 @@ impl Castable for dlslime_tcp_context_t {
 #[no_mangle]
 pub extern "C" fn dlslime_tcp_options_init(opts: *mut dlslime_tcp_options_t) {
     ffi_boundary! {
-        if !opts.is_null() {
-            unsafe { opts.write(zeroed_options()) };
+        if let Some(opts) = opt_out!(opts) {
+            opts.write(zeroed_options());
         }
     }
 }
@@ -91,14 +91,17 @@ fn zeroed_options() -> dlslime_tcp_options_t {
 /// The string fields are NULL or NUL-terminated.
 unsafe fn to_config(o: &dlslime_tcp_options_t) -> crate::Result<TcpConfig> {
     let mut c = TcpConfig::default();
-    if let Some(b) = opt_text(o.bind, "dlslime_tcp_options_t.bind")? {
+    // SAFETY: the string fields are NULL or NUL-terminated (this function's contract).
+    if let Some(b) = unsafe { opt_text(o.bind, "dlslime_tcp_options_t.bind") }? {
         c.bind = b.parse::<SocketAddr>().map_err(|e| {
             Error::invalid(format!(
                 "dlslime_tcp_options_t.bind {b:?} is not a numeric IP:port: {e}"
             ))
         })?;
     }
-    c.advertise_host = opt_text(o.advertise_host, "dlslime_tcp_options_t.advertise_host")?;
+    // SAFETY: as above.
+    c.advertise_host =
+        unsafe { opt_text(o.advertise_host, "dlslime_tcp_options_t.advertise_host") }?;
     if o.lanes != 0 {
         c.lanes = o.lanes as usize;
     }
@@ -131,11 +134,16 @@ pub extern "C" fn dlslime_tcp_context_new(
         let config = if opts.is_null() {
             TcpConfig::default()
         } else {
+            // SAFETY: a non-NULL `opts` points at an options struct the caller set up with
+            // its `_init` function, so `size` readable bytes, as `read_sized` requires;
+            // the struct is integers and pointers only.
             let o = try_res!(unsafe { read_sized(opts, "dlslime_tcp_options_t") });
+            // SAFETY: the header says the string fields are NULL or NUL-terminated and
+            // valid for the call.
             try_res!(unsafe { to_config(&o) })
         };
         let ctx = try_res!(TcpContext::new(config));
-        unsafe { out.write(arc_into_ptr(ctx)) };
+        out.write(arc_into_ptr(ctx));
         dlslime_status_t::Ok
     }
 }
@@ -144,6 +152,8 @@ pub extern "C" fn dlslime_tcp_context_new(
 #[no_mangle]
 pub extern "C" fn dlslime_tcp_context_free(ctx: *mut dlslime_tcp_context_t) {
     ffi_boundary! {
+        // SAFETY: `ctx` is NULL or a live context handle given back by the caller, who
+        // does not use it again (the header's contract for `_free`).
         unsafe { free_arc(ctx) }
     }
 }
@@ -161,7 +171,7 @@ pub extern "C" fn dlslime_tcp_context_local_addr(
         let ctx = try_ref!(ctx);
         let out_addr = try_out!(out_addr);
         let s = try_res!(string_to_c(ctx.local_addr().to_string()));
-        unsafe { out_addr.write(s) };
+        out_addr.write(s);
         dlslime_status_t::Ok
     }
 }
@@ -182,7 +192,7 @@ pub extern "C" fn dlslime_tcp_endpoint_new(
         let out = try_out!(out);
         let ep = try_res!(TcpEndpoint::new(&ctx, pool));
         let ep: Arc<dyn Endpoint> = ep;
-        unsafe { out.write(box_into_ptr::<dlslime_endpoint_t>(ep)) };
+        out.write(box_into_ptr::<dlslime_endpoint_t>(ep));
         dlslime_status_t::Ok
     }
 }

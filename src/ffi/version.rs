@@ -34,6 +34,7 @@ mod tests {
 
     #[test]
     fn version_string_and_number() {
+        // SAFETY: `dlslime_version` returns a static NUL-terminated string.
         let v = unsafe { std::ffi::CStr::from_ptr(dlslime_version()) }
             .to_str()
             .unwrap();

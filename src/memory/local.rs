@@ -268,6 +268,8 @@ mod tests {
         let pool = MemoryPool::new();
         let mut a = buf(64);
         let mut b = buf(64);
+        // SAFETY: `a` and `b` outlive `pool`'s use of them (no operation ever touches the
+        // regions here) and no Rust reference into them is alive while registered.
         unsafe {
             let h = pool.register(Some("a"), a.as_mut_ptr(), 32).unwrap();
             assert_eq!(h, 0);
@@ -312,6 +314,7 @@ mod tests {
     fn ranges_and_access_validation() {
         let pool = MemoryPool::new();
         let mut a = buf(100);
+        // SAFETY: `a` outlives the pool and is only reached through the pool's checks.
         let h = unsafe { pool.register(Some("a"), a.as_mut_ptr(), 100).unwrap() };
         assert!(pool.local_range(h, 90, 10).is_ok());
         assert_eq!(

@@ -218,6 +218,8 @@ pub fn register(
     seed: u64,
 ) {
     let mut b = Buf::new(len, seed);
+    // SAFETY: `b` moves into `bufs` (its heap block stays put), which the caller keeps
+    // for as long as the agent may use the region.
     unsafe {
         agent
             .register_memory_region(name, b.0.as_mut_ptr(), 0, len)
@@ -273,6 +275,7 @@ pub fn exec(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, line: &str) -> S
         "reg" => {
             let (len, seed) = (num(2) as usize, num(3));
             let mut b = Buf::new(len, seed);
+            // SAFETY: as in `register`: `b` moves into `bufs`, kept while registered.
             let h = unsafe { agent.register_memory_region(w[1], b.0.as_mut_ptr(), 0, len)? };
             bufs.insert(w[1].to_string(), b);
             Ok(format!("ok {h}"))
@@ -314,6 +317,7 @@ pub fn exec(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, line: &str) -> S
         // "recvmsg <peer> <cap>": posts a receive, answers "ok <text>"
         "recvmsg" => {
             let mut b = vec![0u8; num(2) as usize];
+            // SAFETY: `b` is untouched until `f.wait()` returns, and outlives it.
             let f = unsafe {
                 agent.recv(w[1], b.as_mut_ptr(), b.len(), Some(Duration::from_secs(30)))?
             };
@@ -325,6 +329,7 @@ pub fn exec(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, line: &str) -> S
         }
         // "sendmsg <peer> <text>"
         "sendmsg" => {
+            // SAFETY: `w[2]` borrows `line`, alive and unmodified until `f.wait()` returns.
             let f = unsafe {
                 agent.send(
                     w[1],
