@@ -1,4 +1,9 @@
-"""Fixtures: a peer process (tests/peer.py) connected over each available transport."""
+"""Fixtures: a peer process (tests/peer.py) connected over each available transport.
+
+Under ``CI=true`` a test that skips (Redis or NanoCtrl missing, no C++ compiler, no
+numpy, ...) FAILS as NOT RUN with its reason, as the C tests do: in CI every test must
+run. Elsewhere a skip stays a skip, and the summary still lists it as NOT RUN.
+"""
 
 import json
 import os
@@ -13,6 +18,9 @@ import pytest
 import dlslime
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# CI (GitHub Actions and .ci/run set CI=true): a test that cannot run is a failure.
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+_NOT_RUN = []  # (nodeid, reason) of every skipped test, for the summary
 TRANSPORTS = ["tcp", "shm"] if dlslime.has_shm() else ["tcp"]
 REGION = 1 << 20
 
@@ -113,3 +121,43 @@ def rig(transport):
     r = Rig(transport)
     yield r
     r.close()
+
+
+def _skip_reason(rep):
+    if isinstance(rep.longrepr, tuple) and len(rep.longrepr) == 3:
+        reason = str(rep.longrepr[2])
+        return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+    return str(rep.longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Records every skip as NOT RUN; under CI=true turns it into a failure."""
+    rep = (yield).get_result()
+    if not rep.skipped or hasattr(rep, "wasxfail"):
+        return
+    reason = _skip_reason(rep)
+    _NOT_RUN.append((rep.nodeid, reason))
+    if IN_CI:
+        rep.outcome = "failed"
+        rep.longrepr = f"NOT RUN under CI=true: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A whole module skipped at collection is NOT RUN too."""
+    rep = (yield).get_result()
+    if rep.skipped:
+        reason = _skip_reason(rep)
+        _NOT_RUN.append((rep.nodeid, reason))
+        if IN_CI:
+            rep.outcome = "failed"
+            rep.longrepr = f"NOT RUN under CI=true: {reason}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _NOT_RUN:
+        verdict = "failed (CI=true)" if IN_CI else "skipped (set CI=true to fail them)"
+        terminalreporter.section(f"NOT RUN: {len(_NOT_RUN)} test(s), {verdict}")
+        for nodeid, reason in _NOT_RUN:
+            terminalreporter.write_line(f"NOT RUN  {nodeid} ({reason})")

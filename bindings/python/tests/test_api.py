@@ -93,6 +93,27 @@ def test_error_classes_follow_the_header():
     assert type(e) is dlslime.OutOfRange and e.status == 103 and e.message == "x"
 
 
+def test_ci_turns_skips_into_failures(tmp_path):
+    # This suite's conftest, on a test that skips: a skip (listed as NOT RUN) without CI,
+    # a failure with the reason under CI=true.
+    import shutil
+    shutil.copy(os.path.join(os.path.dirname(__file__), "conftest.py"), tmp_path / "conftest.py")
+    (tmp_path / "test_skips.py").write_text(
+        "import pytest\n\ndef test_needs_redis():\n    pytest.skip('redis-server is missing')\n")
+    results = {}
+    for ci in ("", "true"):
+        env = dict(os.environ, CI=ci)
+        p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        results[ci] = (p.returncode, p.stdout + p.stderr)
+    code, out = results[""]
+    assert code == 0 and "1 skipped" in out, out
+    assert "NOT RUN  test_skips.py::test_needs_redis (redis-server is missing)" in out, out
+    code, out = results["true"]
+    assert code == 1 and "1 failed" in out, out
+    assert "NOT RUN under CI=true: redis-server is missing" in out, out
+
+
 def test_error_carries_the_c_message():
     pool = dlslime.MemoryPool()
     with pytest.raises(dlslime.UnknownHandle) as ei:
