@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Generates include/dlslime.h from src/ffi with the pinned cbindgen.
+# Generates include/dlslime.h from src/ffi with the pinned cbindgen, grouped into one
+# section per C object by scripts/header_sections.py.
 #   scripts/gen-header.sh            write include/dlslime.h
 #   scripts/gen-header.sh --verify   fail (exit 1) if the committed header differs
 # Installs the pinned cbindgen with `cargo install --locked` when it is missing.
@@ -33,9 +34,12 @@ if ! bin="$(cbindgen_bin)"; then
 fi
 
 out=include/dlslime.h
+raw="$(mktemp)"
 tmp="$(mktemp)"
-trap 'rm -f "$tmp"' EXIT
-"$bin" --quiet --config cbindgen.toml --crate dlslime --lockfile Cargo.lock --output "$tmp" .
+trap 'rm -f "$raw" "$tmp"' EXIT
+"$bin" --quiet --config cbindgen.toml --crate dlslime --lockfile Cargo.lock --output "$raw" .
+# One section per C object (cbindgen alone orders by kind: enums, structs, functions).
+python3 scripts/header_sections.py "$raw" "$root" > "$tmp"
 
 if [ "$verify" = 1 ]; then
   if ! diff -u "$out" "$tmp" >&2; then

@@ -1,4 +1,7 @@
-//! `dlslime_endpoint_t` (any transport) and `dlslime_assignment_t`.
+//! Endpoint (`dlslime_endpoint_t`): one side of a connection, of any transport.
+//! Connect with the peer's `endpoint_info`, then one-sided read / write (a list of
+//! `dlslime_assignment_t` per operation), write with immediate data, and two-sided
+//! send / recv; every operation returns a future.
 
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;

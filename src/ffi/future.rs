@@ -1,4 +1,6 @@
-//! `dlslime_future_t`: the handle on one operation.
+//! Future (`dlslime_future_t`): the handle on one operation of an endpoint. Wait for it
+//! (with or without a deadline), poll it, read its status, immediate data and byte
+//! count.
 
 use std::time::Duration;
 

@@ -1,4 +1,6 @@
-//! `dlslime_memory_pool_t`: the table of local memory regions.
+//! Memory pool (`dlslime_memory_pool_t`): the table of local memory regions that
+//! endpoints read from and write into, each with a name, a dense handle
+//! (`dlslime_mr_handle_t`) and a random access key.
 
 use std::ffi::{c_char, c_void};
 

@@ -10,19 +10,25 @@
 //!   and the typed fallback values (`DLSLIME_STATUS_PANIC`, NULL, 0, false).
 //! * `cast` (private): the `Castable` trait that fixes each handle's ownership model
 //!   (Box or Arc) once, checked casts, and the NULL-check macros.
-//! * `args` (private): timeouts, possibly-empty buffers, optional strings, futures
-//!   handed out; `options` (private): reading versioned `*_options_t` structs.
-//! * [`status`] — `dlslime_status_t`, the thread-local last-error message,
-//!   `dlslime_status_str`, `dlslime_string_free`.
+//! * `args` (private): timeouts, possibly-empty buffers, optional strings, out-parameters
+//!   (`Out`), futures handed out; `options` (private): reading versioned `*_options_t`
+//!   structs.
+//!
+//! The public modules, one per section of the header and in its order (the header
+//! groups each module's declarations under a banner of its first doc paragraph:
+//! `scripts/header_sections.py`, whose `SECTIONS` list must name a new module):
+//!
+//! * [`status`] — `dlslime_status_t` (the Rust [`Status`](crate::Status), renamed),
+//!   the thread-local last-error message, `dlslime_status_str`, `dlslime_string_free`.
 //! * [`version`] — `dlslime_version`, `dlslime_version_number`.
 //! * [`memory`] — `dlslime_memory_pool_t`.
+//! * [`future`] — `dlslime_future_t`.
+//! * [`endpoint`] — `dlslime_endpoint_t`, `dlslime_assignment_t`.
 //! * [`tcp`] — `dlslime_tcp_options_t`, `dlslime_tcp_context_t`, `dlslime_tcp_endpoint_new`.
 //! * [`shm`] — `dlslime_alloc_shared`, `dlslime_shm_options_t`, `dlslime_shm_endpoint_new`.
-//! * [`endpoint`] — `dlslime_endpoint_t`, `dlslime_assignment_t`.
-//! * [`future`] — `dlslime_future_t`.
-//! * [`rpc`] — SlimeRPC: `dlslime_rpc_session_t`, `dlslime_rpc_call_t`, `dlslime_rpc_request_t`.
 //! * [`peer`] — `dlslime_peer_agent_t`, `dlslime_peer_connection_t`,
 //!   `dlslime_peer_options_t`, `dlslime_named_assignment_t`.
+//! * [`rpc`] — SlimeRPC: `dlslime_rpc_session_t`, `dlslime_rpc_call_t`, `dlslime_rpc_request_t`.
 //!
 //! Conventions: fallible functions return `dlslime_status_t` and write their
 //! out-parameters only on success; every failure (including a NULL argument and a caught

@@ -1,6 +1,7 @@
-//! `dlslime_peer_agent_t`, `dlslime_peer_connection_t`, `dlslime_peer_options_t` and
-//! `dlslime_named_assignment_t`: the PeerAgent (NanoCtrl + Redis control plane) over
-//! the C ABI.
+//! PeerAgent (`dlslime_peer_agent_t`, configured by `dlslime_peer_options_t`): registers
+//! with NanoCtrl, publishes its memory regions in Redis and connects to peers by alias
+//! (`dlslime_peer_connection_t`); its operations name regions
+//! (`dlslime_named_assignment_t`).
 
 use std::ffi::{c_char, c_void, CStr};
 use std::mem::size_of;

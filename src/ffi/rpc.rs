@@ -1,6 +1,7 @@
-//! SlimeRPC: `dlslime_rpc_options_t`, `dlslime_rpc_memory_t`, `dlslime_rpc_session_t`,
-//! `dlslime_rpc_call_t` (a call's future) and `dlslime_rpc_request_t` (a request a
-//! server received).
+//! SlimeRPC: request / reply over an endpoint. A session (`dlslime_rpc_session_t`,
+//! configured by `dlslime_rpc_options_t`, optionally over `dlslime_rpc_memory_t` made
+//! before connect) sends calls (`dlslime_rpc_call_t`, the future of one call) and
+//! receives requests (`dlslime_rpc_request_t`), in both directions at once if wanted.
 
 use std::ffi::{c_char, c_void};
 use std::mem::size_of;
@@ -127,7 +128,7 @@ fn to_config(opts: *const dlslime_rpc_options_t) -> crate::Result<RpcConfig> {
 /// `dlslime_rpc_session_new` instead.
 ///
 /// Ownership: reference-counted; a session keeps its own reference, so it may be freed
-/// right after `dlslime_rpc_session_new`. Thread safety: immutable, thread-safe.
+/// right after `dlslime_rpc_session_new`. Thread safety: thread-safe (immutable).
 pub struct dlslime_rpc_memory_t {
     _private: [u8; 0],
 }
@@ -315,7 +316,7 @@ pub type dlslime_rpc_writer_t =
 /// bytes live in the call's slot until then (so keep calls short-lived: a session has
 /// `slot_count` slots). Freeing a pending call detaches it; its late reply frees the slot.
 ///
-/// Thread safety: use one call from one thread at a time.
+/// Thread safety: one thread at a time (do not use one call from two threads at once).
 pub struct dlslime_rpc_call_t {
     _private: [u8; 0],
 }

@@ -1,5 +1,7 @@
-//! Shared memory: `dlslime_alloc_shared` / `dlslime_free_shared` and
-//! `dlslime_shm_endpoint_new` (an endpoint to a peer process on the same host).
+//! Shared-memory transport (peers on the same host): shared allocations
+//! (`dlslime_alloc_shared` / `dlslime_free_shared`), which a connected peer maps so a
+//! one-sided operation is a single copy, and the endpoint (`dlslime_shm_endpoint_new`,
+//! configured by `dlslime_shm_options_t`).
 
 use std::ffi::c_void;
 use std::mem::size_of;

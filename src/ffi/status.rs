@@ -1,4 +1,5 @@
-//! Status codes, the thread-local last-error message and owned strings.
+//! Status codes (`dlslime_status_t`), the thread-local last-error message, and the
+//! strings the library hands out (`dlslime_string_free`).
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};

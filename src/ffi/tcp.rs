@@ -1,4 +1,6 @@
-//! `dlslime_tcp_options_t`, `dlslime_tcp_context_t` and `dlslime_tcp_endpoint_new`.
+//! TCP transport: a context (`dlslime_tcp_context_t`: a listener and a pool of
+//! connections per peer, configured by `dlslime_tcp_options_t`) and the endpoints made
+//! over it (`dlslime_tcp_endpoint_new`).
 
 use std::ffi::c_char;
 use std::mem::size_of;

@@ -1,6 +1,8 @@
-//! Version API. The header carries the same version as macros (`DLSLIME_VERSION_MAJOR`,
-//! `_MINOR`, `_PATCH`, `DLSLIME_VERSION_NUMBER`); `tests/header.rs` and the C tests check
-//! that the macros, `Cargo.toml` and these functions agree.
+//! The library version at run time (`dlslime_version`, `dlslime_version_number`), to
+//! compare with the `DLSLIME_VERSION_*` macros at the top of this header.
+//!
+//! `tests/header.rs` and the C tests check that the macros, `Cargo.toml` and these
+//! functions agree.
 
 use std::ffi::c_char;
 
