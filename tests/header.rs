@@ -1,7 +1,7 @@
 //! The committed C header agrees with the code: version macros match Cargo.toml (the
-//! composed DLSLIME_VERSION_NUMBER included), status constants match `Status`, and a
-//! fresh cbindgen run (pinned version, via scripts/gen-header.sh --verify) produces the
-//! committed file byte for byte.
+//! composed DLSLIME_VERSION_NUMBER included), status constants match `Status`, the
+//! sections follow the table of contents, and a fresh cbindgen run (pinned version, via
+//! scripts/gen-header.sh --verify) produces the committed file byte for byte.
 
 use std::path::Path;
 use std::process::Command;
@@ -124,6 +124,49 @@ fn status_constants_match_rust() {
         Status::ALL.len(),
         "header has status constants Rust does not know"
     );
+}
+
+#[test]
+fn sections_follow_the_contents() {
+    let h = header();
+    // " *   3. Memory pool   dlslime_memory_pool_t, ..." in the top comment
+    let contents: Vec<String> = h
+        .lines()
+        .skip_while(|l| l.trim() != "* Contents")
+        .skip(2)
+        .take_while(|l| l.trim() != "*")
+        .filter_map(|l| {
+            let t = l.trim_start_matches([' ', '*']);
+            let (n, rest) = t.split_once(". ")?;
+            n.parse::<u32>().ok()?;
+            Some(format!("{n}. {}", rest.split("  ").next()?.trim()))
+        })
+        .collect();
+    // the banner line after each "/* ====" opener
+    let lines: Vec<&str> = h.lines().collect();
+    let banners: Vec<String> = lines
+        .windows(2)
+        .filter(|w| w[0].starts_with("/* ===="))
+        .map(|w| w[1].trim_start_matches([' ', '*']).to_string())
+        .collect();
+    assert!(contents.len() >= 9, "contents: {contents:?}");
+    assert_eq!(
+        contents, banners,
+        "the sections are not in the order of the contents"
+    );
+    // every handle of the header is in the handle table
+    for l in lines
+        .iter()
+        .filter(|l| l.starts_with("typedef struct dlslime_"))
+    {
+        let name = l.split_whitespace().nth(2).unwrap();
+        assert!(
+            lines
+                .iter()
+                .any(|t| t.starts_with(&format!(" *   {name} "))),
+            "{name} is missing from the handle table"
+        );
+    }
 }
 
 #[test]
