@@ -11,17 +11,36 @@ CARGO_C_VERSION=0.10.24
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 
+# --rdma-apt-only: only the Debian packages of the RDMA build and of the soft-RoCE VM
+# (scripts/rdma-vm-test.sh calls this).
+rdma_only=0
+[ "${1:-}" = --rdma-apt-only ] && rdma_only=1
+
 need=()
-for pkg_bin in redis-server:redis-server pkg-config:pkg-config gcc:gcc g++:g++ make:make; do
-  bin="${pkg_bin#*:}"; pkg="${pkg_bin%%:*}"
-  command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
+if [ $rdma_only = 0 ]; then
+  for pkg_bin in redis-server:redis-server pkg-config:pkg-config gcc:gcc g++:g++ make:make; do
+    bin="${pkg_bin#*:}"; pkg="${pkg_bin%%:*}"
+    command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
+  done
+  python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+fi
+# RDMA: rdma-sys builds against the verbs headers with bindgen (which loads libclang at
+# run time); libdlslime.so itself loads libibverbs.so.1 only when RDMA is used. The VM
+# (scripts/rdma-vm-test.sh) boots a Debian kernel under QEMU with busybox and rdma_rxe,
+# and runs the host's rdma/ip tools, the rxe provider and perftest inside.
+# qemu-system-x86 goes in without recommends: they conflict with a preinstalled qemu-utils.
+rdma_pkgs=(libibverbs-dev librdmacm-dev libclang1-14 libclang-common-14-dev pkg-config
+  rdma-core ibverbs-providers ibverbs-utils perftest iproute2
+  busybox-static cpio kmod gzip qemu-system-x86)
+for pkg in "${rdma_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
-python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> apt-get install ${need[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+[ $rdma_only = 1 ] && exit 0
 
 export PATH="$HOME/.cargo/bin:$PATH"
 # The lint gates (scripts/lint.sh) need rustfmt and clippy; a minimal rustup profile
