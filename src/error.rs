@@ -60,6 +60,8 @@ pub enum Status {
     Io = 500,
     Unsupported = 501,
     ResourceExhausted = 502,
+    /// RDMA cannot be used here: libibverbs is not installed, or no (active) RDMA device.
+    RdmaUnavailable = 503,
     Internal = 598,
     /// A Rust panic was caught at the C boundary; the last-error message says where.
     Panic = 599,
@@ -108,6 +110,7 @@ status_messages! {
     Io => "I/O error",
     Unsupported => "unsupported",
     ResourceExhausted => "resource exhausted",
+    RdmaUnavailable => "RDMA unavailable",
     Internal => "internal error",
     Panic => "panic",
 }

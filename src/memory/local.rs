@@ -11,14 +11,43 @@ use crate::error::{Error, Result, Status};
 
 pub type MrHandle = u32;
 
-/// One registered range. `key` is the random access key a peer must present (the
-/// analogue of an RDMA rkey).
+/// One registered range. `key` is the access key a peer must present: random, or the
+/// RDMA rkey when the pool registers its regions with a device (see [`Registrar`]).
 #[derive(Debug)]
 pub struct Region {
     pub handle: MrHandle,
     pub addr: usize,
     pub len: usize,
     pub key: u32,
+    /// The device registration, when the pool has a [`Registrar`].
+    pub device: Option<DeviceMr>,
+}
+
+/// Registers regions with a device (RDMA: `ibv_reg_mr` on one protection domain), so
+/// every region of a pool is usable by that device, including regions registered later.
+pub trait Registrar: Send + Sync {
+    /// Registers `[addr, addr+len)`; the returned rkey becomes the region's key.
+    fn register(&self, addr: usize, len: usize) -> Result<DeviceMr>;
+    /// What the registrations belong to (the protection domain), for messages and to
+    /// refuse attaching a pool to a second one.
+    fn domain(&self) -> String;
+}
+
+/// A device registration: its keys, and what deregisters it when the region is dropped
+/// (after unregister, once no operation holds the region any more).
+pub struct DeviceMr {
+    pub lkey: u32,
+    pub rkey: u32,
+    pub guard: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for DeviceMr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceMr")
+            .field("lkey", &self.lkey)
+            .field("rkey", &self.rkey)
+            .finish()
+    }
 }
 
 impl Region {
@@ -39,6 +68,27 @@ struct Tables {
     by_ptr: HashMap<usize, MrHandle>,
     /// Start address → handles starting there, for validating remote accesses.
     by_start: BTreeMap<usize, Vec<MrHandle>>,
+    registrar: Option<Arc<dyn Registrar>>,
+}
+
+impl Tables {
+    /// A region with its key: registered with the device when there is a registrar.
+    fn make_region(&self, handle: MrHandle, addr: usize, len: usize) -> Result<Region> {
+        let (key, device) = match &self.registrar {
+            Some(r) => {
+                let mr = r.register(addr, len)?;
+                (mr.rkey, Some(mr))
+            }
+            None => (new_key(), None),
+        };
+        Ok(Region {
+            handle,
+            addr,
+            len,
+            key,
+            device,
+        })
+    }
 }
 
 /// The table of local regions. Thread-safe; shared by the endpoints created over it.
@@ -107,12 +157,7 @@ impl MemoryPool {
                 .clone()
                 .expect("by_ptr names a live handle");
             if old.len < len {
-                let grown = Arc::new(Region {
-                    handle: h,
-                    addr,
-                    len,
-                    key: new_key(),
-                });
+                let grown = Arc::new(t.make_region(h, addr, len)?);
                 t.slots[h as usize] = Some(grown);
             }
             if let Some(n) = name {
@@ -126,17 +171,63 @@ impl MemoryPool {
                 "register: handle space exhausted",
             )
         })?;
-        t.slots.push(Some(Arc::new(Region {
-            handle: h,
-            addr,
-            len,
-            key: new_key(),
-        })));
+        let region = t.make_region(h, addr, len)?;
+        t.slots.push(Some(Arc::new(region)));
         let n = name.map_or_else(|| format!("mr_{h}"), str::to_string);
         t.names.insert(n, h);
         t.by_ptr.insert(addr, h);
         t.by_start.entry(addr).or_default().push(h);
         Ok(h)
+    }
+
+    /// Registers every region of this pool with `registrar`'s device, now and from now
+    /// on; the regions' keys become their rkeys (publish `mr_info` after this). Attaching
+    /// the same domain again is a no-op; another domain is refused.
+    pub fn attach_registrar(&self, registrar: Arc<dyn Registrar>) -> Result<()> {
+        let mut t = self.t.write();
+        if let Some(cur) = &t.registrar {
+            if cur.domain() == registrar.domain() {
+                return Ok(());
+            }
+            return Err(Error::invalid(format!(
+                "this memory pool registers its regions with {}, not {}",
+                cur.domain(),
+                registrar.domain()
+            )));
+        }
+        t.registrar = Some(registrar);
+        // Register everything first; commit only if all succeed.
+        let mut redone = Vec::new();
+        for r in t.slots.iter().flatten() {
+            match t.make_region(r.handle, r.addr, r.len) {
+                Ok(n) => redone.push(n),
+                Err(e) => {
+                    t.registrar = None;
+                    return Err(e);
+                }
+            }
+        }
+        for n in redone {
+            let h = n.handle as usize;
+            t.slots[h] = Some(Arc::new(n));
+        }
+        Ok(())
+    }
+
+    /// The live region that contains `[addr, addr+len)`, if any (send/recv buffers that
+    /// happen to be registered).
+    pub fn region_containing(&self, addr: usize, len: usize) -> Option<Arc<Region>> {
+        let t = self.t.read();
+        for (_, handles) in t.by_start.range(..=addr).rev() {
+            for &h in handles {
+                if let Some(r) = &t.slots[h as usize] {
+                    if r.contains(addr as u64, len as u64) {
+                        return Some(r.clone());
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// Unregisters a handle and every name bound to it. The handle is never reused.

@@ -9,7 +9,7 @@ pub mod local;
 pub mod remote;
 pub mod shared;
 
-pub use local::{MemoryPool, MrHandle, Region};
+pub use local::{DeviceMr, MemoryPool, MrHandle, Region, Registrar};
 pub use remote::{RemoteHandle, RemotePool, RemoteRegion};
 pub use shared::{alloc_shared, free_shared, SharedBuf};
 

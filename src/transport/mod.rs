@@ -3,6 +3,7 @@
 
 pub mod info;
 pub mod matching;
+pub mod rdma;
 pub mod shm;
 pub mod tcp;
 

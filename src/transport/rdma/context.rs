@@ -1,0 +1,314 @@
+//! One context per NIC port: the domain (device + PD), one completion queue shared by
+//! every QP of every endpoint on it, and the completion thread.
+//!
+//! The completion thread busy-polls the CQ for `engine.spin` after the last completion,
+//! then arms the CQ and parks on the completion channel (spin-then-park, as everywhere in
+//! the engine); it wakes at least every 100 ms to run the endpoints' timers (keepalives).
+//! Completions are routed to their endpoint by QP number; a completion for a QP that is
+//! gone is dropped (endpoints drain their QPs before destroying them, so a QP number is
+//! never reused while completions for its previous owner are still queued).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use rdma_sys::*;
+
+use super::domain::Domain;
+use super::mr::DomainRegistrar;
+use super::verbs::{self, os_error, verbs};
+use super::RdmaConfig;
+use crate::error::{Result, Status};
+use crate::memory::Registrar;
+use crate::warn_log;
+
+/// What the completion thread calls. `tag` is what the handler registered the QP with.
+pub trait CompletionHandler: Send + Sync {
+    fn on_completion(&self, tag: u32, wc: &ibv_wc);
+    /// Timers (keepalives); called at least every 100 ms.
+    fn tick(&self, now: Instant);
+}
+
+/// Completions polled per call.
+const POLL_BATCH: usize = 32;
+/// How often the completion thread runs timers, and its longest sleep.
+const TICK: Duration = Duration::from_millis(100);
+
+struct Cq {
+    domain: Arc<Domain>,
+    channel: *mut ibv_comp_channel,
+    cq: *mut ibv_cq,
+    depth: u32,
+}
+
+// SAFETY: the CQ is polled by the completion thread only; QPs created on other threads
+// just name it (libibverbs is thread-safe for that).
+unsafe impl Send for Cq {}
+// SAFETY: as above.
+unsafe impl Sync for Cq {}
+
+impl Drop for Cq {
+    fn drop(&mut self) {
+        if let Ok(v) = verbs() {
+            // SAFETY: created in `RdmaContext::open`; every QP on it is destroyed (they
+            // hold the context) and every event was acked by the completion thread.
+            unsafe {
+                (v.ibv_destroy_cq)(self.cq);
+                (v.ibv_destroy_comp_channel)(self.channel);
+            }
+        }
+    }
+}
+
+type Route = (Weak<dyn CompletionHandler>, u32);
+
+struct Shared {
+    cq: Cq,
+    config: RdmaConfig,
+    routes: RwLock<HashMap<u32, Route>>,
+    tickers: Mutex<Vec<Weak<dyn CompletionHandler>>>,
+    /// CQ entries the endpoints may need at worst (every request completing with an
+    /// error), kept ≤ the CQ's depth so the CQ can never overrun.
+    cqes: AtomicU32,
+    stop: AtomicBool,
+}
+
+/// A NIC port opened for RDMA. Create endpoints over it; share it between them.
+pub struct RdmaContext {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RdmaContext {
+    /// Opens `config.device` (the first visible one when unset), checks its port, picks
+    /// the GID, and starts the completion thread.
+    pub fn open(config: RdmaConfig) -> Result<Arc<RdmaContext>> {
+        let v = verbs()?;
+        let domain = Arc::new(Domain::open(&config)?);
+        // SAFETY: live device context.
+        let channel = unsafe { (v.ibv_create_comp_channel)(domain.ctx()) };
+        if channel.is_null() {
+            return Err(os_error(Status::ResourceExhausted, "ibv_create_comp_channel"));
+        }
+        // The thread polls with a timeout; the fd must not block ibv_get_cq_event.
+        // SAFETY: a valid fd owned by the channel.
+        unsafe {
+            let fd = (*channel).fd;
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        let max_cqe = domain.device.attr.max_cqe.max(1) as u32;
+        let depth = config.cq_depth.clamp(1, max_cqe);
+        // SAFETY: live context and channel.
+        let cq = unsafe {
+            (v.ibv_create_cq)(domain.ctx(), depth as i32, std::ptr::null_mut(), channel, 0)
+        };
+        if cq.is_null() {
+            let e = os_error(Status::ResourceExhausted, &format!("ibv_create_cq({depth})"));
+            // SAFETY: created above, destroyed once.
+            unsafe { (v.ibv_destroy_comp_channel)(channel) };
+            return Err(e);
+        }
+        let shared = Arc::new(Shared {
+            cq: Cq {
+                domain,
+                channel,
+                cq,
+                depth,
+            },
+            config,
+            routes: RwLock::new(HashMap::new()),
+            tickers: Mutex::new(Vec::new()),
+            cqes: AtomicU32::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let sh = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("dlslime-rdma-cq".into())
+            .spawn(move || completion_loop(&sh))
+            .map_err(|e| crate::error::Error::io("spawn the RDMA completion thread", e))?;
+        Ok(Arc::new(RdmaContext {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    pub fn config(&self) -> &RdmaConfig {
+        &self.shared.config
+    }
+
+    pub fn domain(&self) -> &Arc<Domain> {
+        &self.shared.cq.domain
+    }
+
+    pub fn device_name(&self) -> &str {
+        &self.domain().device.name
+    }
+
+    pub fn cq(&self) -> *mut ibv_cq {
+        self.shared.cq.cq
+    }
+
+    pub fn cq_depth(&self) -> u32 {
+        self.shared.cq.depth
+    }
+
+    /// What registers a memory pool's regions on this context's protection domain.
+    pub fn registrar(&self) -> Arc<dyn Registrar> {
+        Arc::new(DomainRegistrar(self.domain().clone()))
+    }
+
+    /// Reserves `n` completion-queue entries for an endpoint's QPs.
+    pub(super) fn reserve_cqes(&self, n: u32) -> Result<()> {
+        let depth = self.shared.cq.depth;
+        self.shared
+            .cqes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c + n <= depth).then_some(c + n)
+            })
+            .map(|_| ())
+            .map_err(|used| {
+                crate::error::Error::new(
+                    Status::ResourceExhausted,
+                    format!(
+                        "the completion queue of {} ({depth} entries, {used} in use) has no                          room for another endpoint needing {n}; use fewer or smaller endpoints                          per context, or a larger cq_depth",
+                        self.device_name()
+                    ),
+                )
+            })
+    }
+
+    pub(super) fn release_cqes(&self, n: u32) {
+        self.shared.cqes.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    pub(super) fn add_route(&self, qpn: u32, handler: Weak<dyn CompletionHandler>, tag: u32) {
+        self.shared.routes.write().insert(qpn, (handler, tag));
+    }
+
+    pub(super) fn remove_route(&self, qpn: u32) {
+        self.shared.routes.write().remove(&qpn);
+    }
+
+    pub(super) fn add_ticker(&self, handler: Weak<dyn CompletionHandler>) {
+        let mut t = self.shared.tickers.lock();
+        t.retain(|w| w.strong_count() > 0);
+        t.push(handler);
+    }
+}
+
+impl Drop for RdmaContext {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn completion_loop(sh: &Shared) {
+    let cq = sh.cq.cq;
+    let channel = sh.cq.channel;
+    let spin = sh.config.engine.spin;
+    // SAFETY: ibv_wc is plain data; zero is a valid (unused) value.
+    let mut wcs: [ibv_wc; POLL_BATCH] = unsafe { std::mem::zeroed() };
+    let mut next_tick = Instant::now() + TICK;
+    let mut idle_since: Option<Instant> = None;
+    let mut poll_error_logged = false;
+    while !sh.stop.load(Ordering::Acquire) {
+        // SAFETY: live CQ, room for POLL_BATCH entries; only this thread polls it.
+        let n = unsafe { verbs::poll_cq(cq, POLL_BATCH as i32, wcs.as_mut_ptr()) };
+        if n > 0 {
+            dispatch(sh, &wcs[..n as usize]);
+            idle_since = None;
+            continue;
+        }
+        if n < 0 && !poll_error_logged {
+            // Never exit on a poll error (every later operation would hang): keep going.
+            warn_log!("ibv_poll_cq failed ({n}); retrying");
+            poll_error_logged = true;
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            tick(sh, now);
+            next_tick = now + TICK;
+        }
+        let since = *idle_since.get_or_insert(now);
+        if now.duration_since(since) < spin {
+            std::hint::spin_loop();
+            continue;
+        }
+        // Park: arm, look once more (a completion between the last poll and the arming
+        // raises no event), then sleep on the channel until an event or the next tick.
+        // SAFETY: live CQ with a channel.
+        unsafe { verbs::req_notify_cq(cq) };
+        // SAFETY: as above.
+        let n = unsafe { verbs::poll_cq(cq, POLL_BATCH as i32, wcs.as_mut_ptr()) };
+        if n > 0 {
+            dispatch(sh, &wcs[..n as usize]);
+            idle_since = None;
+            continue;
+        }
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        // SAFETY: the channel's fd is valid while `sh` lives.
+        let mut pfd = libc::pollfd {
+            fd: unsafe { (*channel).fd },
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, wait.as_millis().clamp(1, 100) as i32) };
+        if r > 0 {
+            ack_events(channel);
+        }
+        idle_since = None;
+    }
+}
+
+/// Consumes every pending completion event (the fd is non-blocking) and acks it.
+fn ack_events(channel: *mut ibv_comp_channel) {
+    let Ok(v) = verbs() else { return };
+    loop {
+        let mut ev_cq = std::ptr::null_mut();
+        let mut ev_ctx = std::ptr::null_mut();
+        // SAFETY: live channel; out pointers valid.
+        if unsafe { (v.ibv_get_cq_event)(channel, &mut ev_cq, &mut ev_ctx) } != 0 {
+            return;
+        }
+        // SAFETY: the event's CQ is ours; acked once per event.
+        unsafe { (v.ibv_ack_cq_events)(ev_cq, 1) };
+    }
+}
+
+fn dispatch(sh: &Shared, wcs: &[ibv_wc]) {
+    let mut handlers: [Option<(Arc<dyn CompletionHandler>, u32)>; POLL_BATCH] =
+        std::array::from_fn(|_| None);
+    {
+        let routes = sh.routes.read();
+        for (h, wc) in handlers.iter_mut().zip(wcs) {
+            *h = routes
+                .get(&wc.qp_num)
+                .and_then(|(w, tag)| w.upgrade().map(|a| (a, *tag)));
+        }
+    }
+    for (h, wc) in handlers.iter().zip(wcs) {
+        if let Some((h, tag)) = h {
+            h.on_completion(*tag, wc);
+        }
+    }
+}
+
+fn tick(sh: &Shared, now: Instant) {
+    let tickers: Vec<_> = sh
+        .tickers
+        .lock()
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for t in tickers {
+        t.tick(now);
+    }
+}
