@@ -91,7 +91,10 @@ impl RdmaContext {
         // SAFETY: live device context.
         let channel = unsafe { (v.ibv_create_comp_channel)(domain.ctx()) };
         if channel.is_null() {
-            return Err(os_error(Status::ResourceExhausted, "ibv_create_comp_channel"));
+            return Err(os_error(
+                Status::ResourceExhausted,
+                "ibv_create_comp_channel",
+            ));
         }
         // The thread polls with a timeout; the fd must not block ibv_get_cq_event.
         // SAFETY: a valid fd owned by the channel.
@@ -107,7 +110,10 @@ impl RdmaContext {
             (v.ibv_create_cq)(domain.ctx(), depth as i32, std::ptr::null_mut(), channel, 0)
         };
         if cq.is_null() {
-            let e = os_error(Status::ResourceExhausted, &format!("ibv_create_cq({depth})"));
+            let e = os_error(
+                Status::ResourceExhausted,
+                &format!("ibv_create_cq({depth})"),
+            );
             // SAFETY: created above, destroyed once.
             unsafe { (v.ibv_destroy_comp_channel)(channel) };
             return Err(e);
@@ -224,6 +230,12 @@ fn completion_loop(sh: &Shared) {
         if n > 0 {
             dispatch(sh, &wcs[..n as usize]);
             idle_since = None;
+            // timers run under load too
+            let now = Instant::now();
+            if now >= next_tick {
+                tick(sh, now);
+                next_tick = now + TICK;
+            }
             continue;
         }
         if n < 0 && !poll_error_logged {
@@ -302,12 +314,7 @@ fn dispatch(sh: &Shared, wcs: &[ibv_wc]) {
 }
 
 fn tick(sh: &Shared, now: Instant) {
-    let tickers: Vec<_> = sh
-        .tickers
-        .lock()
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
+    let tickers: Vec<_> = sh.tickers.lock().iter().filter_map(Weak::upgrade).collect();
     for t in tickers {
         t.tick(now);
     }

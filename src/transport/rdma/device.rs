@@ -129,7 +129,10 @@ impl Device {
         let mut attr: ibv_device_attr = unsafe { std::mem::zeroed() };
         // SAFETY: `raw` is a live context.
         if unsafe { (v.ibv_query_device)(raw, &mut attr) } != 0 {
-            let e = os_error(Status::RdmaUnavailable, &format!("ibv_query_device({want})"));
+            let e = os_error(
+                Status::RdmaUnavailable,
+                &format!("ibv_query_device({want})"),
+            );
             // SAFETY: closed once.
             unsafe { (v.ibv_close_device)(raw) };
             return Err(e);
@@ -269,7 +272,9 @@ fn is_ipv4_mapped(gid: &[u8; 16]) -> bool {
 /// The GID's type from sysfs ("IB/RoCE v1" or "RoCE v2"), if readable.
 fn gid_type(dev: &str, port: u8, index: i32) -> Option<String> {
     let p = format!("/sys/class/infiniband/{dev}/ports/{port}/gid_attrs/types/{index}");
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 #[cfg(test)]

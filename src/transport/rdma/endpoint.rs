@@ -24,7 +24,9 @@ use super::info::{self, CtrlInfo};
 use super::liveness::{KaQp, Liveness, KA_TIMEOUT};
 use super::mr::RegBuf;
 use super::qp::{Qp, QpParams};
-use super::sendrecv::{self, CtrlQp, CtrlWork, Early, SendWindow, BUF, CTRL_RQ, CTRL_SQ, HEADER, SEND_WINDOW};
+use super::sendrecv::{
+    self, CtrlQp, CtrlWork, Early, SendWindow, BUF, CTRL_RQ, CTRL_SQ, HEADER, SEND_WINDOW,
+};
 use super::sq::SendQueue;
 use super::verbs::wc_status_str;
 use crate::engine::Deadline;
@@ -58,9 +60,11 @@ impl Default for RdmaEndpointConfig {
 
 const TAG_CTRL: u32 = 1000;
 const TAG_KA: u32 = 1001;
-/// ACK timeout exponent of data and control QPs: 0.54 s per try, 8 tries.
+/// ACK timeout exponent of data and control QPs: 0.54 s per try, 7 tries.
 const DATA_TIMEOUT: u8 = 17;
-const RETRY_CNT: u8 = 7;
+/// Transport retries after the first try. Not 7: soft-RoCE (rxe) takes 7 as "forever",
+/// and a dead peer must fail work requests.
+const RETRY_CNT: u8 = 6;
 const KA_SQ: u32 = 4;
 /// Assignments at least this long are split across all data QPs.
 const STRIPE_MIN: u64 = 64 << 10;
@@ -306,7 +310,10 @@ impl RdmaEndpoint {
         let lkey = region.device.as_ref().map(|d| d.lkey).ok_or_else(|| {
             Error::new(
                 Status::Internal,
-                format!("local region {} is not registered with the RDMA device", a.local),
+                format!(
+                    "local region {} is not registered with the RDMA device",
+                    a.local
+                ),
             )
         })?;
         let (raddr, rkey) = self
@@ -453,9 +460,9 @@ impl Gather<'_> {
         c.n += 1;
         self.emitted += 1;
         if c.n == CHAIN || last {
-            if let Err(e) = self
-                .ep
-                .flush_chain(self.qi, &mut self.chain, self.op, self.kind == Kind::Read)
+            if let Err(e) =
+                self.ep
+                    .flush_chain(self.qi, &mut self.chain, self.op, self.kind == Kind::Read)
             {
                 self.failed = Some(e);
             }
@@ -588,9 +595,8 @@ impl EpShared {
                 op.part_done(status, Some(msg));
             }
         };
-        if let Err(e) = q
-            .sq
-            .reserve(k as u32, op.deadline(), self.ctx.config().engine.spin)
+        if let Err(e) =
+            q.sq.reserve(k as u32, op.deadline(), self.ctx.config().engine.spin)
         {
             fail_k(e.status(), e.message());
             return Err((e.status(), e.message().to_string()));
@@ -599,7 +605,10 @@ impl EpShared {
             // The operation ended (deadline, cancel) before this chain went out.
             q.sq.unreserve(k as u32);
             fail_k(Status::Cancelled, "operation ended before it was posted");
-            return Err((Status::Cancelled, "operation ended before it was posted".into()));
+            return Err((
+                Status::Cancelled,
+                "operation ended before it was posted".into(),
+            ));
         }
         chain.wrs[k - 1].send_flags |= ibv_send_flags::IBV_SEND_SIGNALED.0;
         // SAFETY: live QP; SGEs name registered local memory (checked in resolve) that
@@ -613,7 +622,10 @@ impl EpShared {
         match r {
             Ok(()) => Ok(()),
             Err(e) => {
-                let msg = format!("ibv_post_send failed: {}", std::io::Error::from_raw_os_error(e.rc));
+                let msg = format!(
+                    "ibv_post_send failed: {}",
+                    std::io::Error::from_raw_os_error(e.rc)
+                );
                 // The requests before the refused one are posted and will retire.
                 for ent in e.refused {
                     if ent.io {
@@ -674,7 +686,10 @@ impl EpShared {
             return;
         }
         if !self.is_closed() {
-            crate::info_log!("RDMA endpoint on {}: connection failed: {msg}", self.ctx.device_name());
+            crate::info_log!(
+                "RDMA endpoint on {}: connection failed: {msg}",
+                self.ctx.device_name()
+            );
         }
         self.set_error_all();
         self.imm.fail_waiters(status, &msg);
@@ -717,7 +732,8 @@ impl EpShared {
         self.set_error_all();
         self.inflight
             .fail_all(Status::Cancelled, "endpoint shut down");
-        self.imm.fail_waiters(Status::Cancelled, "endpoint shut down");
+        self.imm
+            .fail_waiters(Status::Cancelled, "endpoint shut down");
         self.fail_messages(Status::Cancelled, "endpoint shut down");
         // Let the device flush everything, so no completion of these QPs is left in the
         // CQ when they are destroyed (their numbers can be reused at once).
@@ -763,7 +779,9 @@ impl CompletionHandler for EpShared {
                 // completion (the only receives on data QPs) fills.
                 let imm = unsafe { wc.imm_data_invalidated_rkey_union.imm_data } as i32;
                 // SAFETY: live QP.
-                self.recv_done(ok, &q.rq_posted, || unsafe { post_imm_recvs(q.qp.raw(), 1) });
+                self.recv_done(ok, &q.rq_posted, || unsafe {
+                    post_imm_recvs(q.qp.raw(), 1)
+                });
                 if ok {
                     self.imm_agg
                         .arrived(tag as usize, imm, |v| self.imm.deliver(v));
@@ -774,7 +792,11 @@ impl CompletionHandler for EpShared {
             let msg = msg.as_deref();
             match tag {
                 TAG_CTRL => self.ctrl.sq.retire(wc.wr_id, |e, last| {
-                    let (s, m) = if last { (status, msg) } else { (Status::Ok, None) };
+                    let (s, m) = if last {
+                        (status, msg)
+                    } else {
+                        (Status::Ok, None)
+                    };
                     self.on_ctrl_retire(e, s, m);
                 }),
                 TAG_KA => self.ka.sq.retire(wc.wr_id, |_, last| {
@@ -785,7 +807,11 @@ impl CompletionHandler for EpShared {
                 i => {
                     if let Some(q) = self.data.get(i as usize) {
                         q.sq.retire(wc.wr_id, |e, last| {
-                            let (s, m) = if last { (status, msg) } else { (Status::Ok, None) };
+                            let (s, m) = if last {
+                                (status, msg)
+                            } else {
+                                (Status::Ok, None)
+                            };
                             if let Some(op) = e.op {
                                 if e.io {
                                     op.end_io();
@@ -802,6 +828,19 @@ impl CompletionHandler for EpShared {
         }
         if !ok {
             let flushed = wc.status == ibv_wc_status::IBV_WC_WR_FLUSH_ERR;
+            if !flushed {
+                crate::info_log!(
+                    "RDMA {} QP tag {tag}: {} completion failed: {} (vendor error {})",
+                    self.ctx.device_name(),
+                    if wc.wr_id & RECV_BIT != 0 {
+                        "receive"
+                    } else {
+                        "send"
+                    },
+                    wc_status_str(wc.status),
+                    wc.vendor_err
+                );
+            }
             if !(flushed && (self.is_closed() || self.broken.get().is_some())) {
                 let (status, msg) = self.outcome(wc);
                 self.break_with(status, msg.unwrap_or_default());
@@ -858,7 +897,11 @@ impl Endpoint for RdmaEndpoint {
             )));
         }
         let ours_ib = sh.ctx.domain().gid_index < 0;
-        if data.iter().chain([&ctrl.qp, &ctrl.ka_qp]).any(|q| (q.gidx < 0) != ours_ib) {
+        if data
+            .iter()
+            .chain([&ctrl.qp, &ctrl.ka_qp])
+            .any(|q| (q.gidx < 0) != ours_ib)
+        {
             return Err(envelope::bad(
                 "the peer's link layer (IB or RoCE) differs from this endpoint's",
             ));
@@ -987,7 +1030,16 @@ mod tests {
     #[test]
     fn striping_covers_every_byte_once() {
         for nq in [1usize, 2, 3, 4, 16] {
-            for len in [0u64, 1, 100, STRIPE_MIN - 1, STRIPE_MIN, 1 << 20, (1 << 20) + 7, 64 << 20] {
+            for len in [
+                0u64,
+                1,
+                100,
+                STRIPE_MIN - 1,
+                STRIPE_MIN,
+                1 << 20,
+                (1 << 20) + 7,
+                64 << 20,
+            ] {
                 let mut seen = Vec::new();
                 pieces(&r(len), 5, 3, nq, |q, off, l| {
                     assert!(q < nq);

@@ -86,7 +86,11 @@ pub unsafe fn post_imm_recvs(qp: *mut ibv_qp, n: u32) -> i32 {
             wr.wr_id = RECV_BIT;
             wr.num_sge = 0;
             // SAFETY: i+1 ≤ CHAIN.
-            wr.next = if i + 1 < k { unsafe { base.add(i + 1) } } else { std::ptr::null_mut() };
+            wr.next = if i + 1 < k {
+                unsafe { base.add(i + 1) }
+            } else {
+                std::ptr::null_mut()
+            };
         }
         let mut bad = std::ptr::null_mut();
         // SAFETY: a valid chain on a live QP (caller).

@@ -103,8 +103,10 @@ pub fn parse_peer(obj: &Map<String, Value>) -> Result<(Vec<QpAddr>, CtrlInfo)> {
         .get("ctrl_info")
         .and_then(Value::as_object)
         .ok_or_else(|| {
-            bad("RDMA endpoint info lacks \"ctrl_info\" (a peer built from the original \
-                 DLSlime cannot connect to this one)")
+            bad(
+                "RDMA endpoint info lacks \"ctrl_info\" (a peer built from the original \
+                 DLSlime cannot connect to this one)",
+            )
         })?;
     let ctrl = CtrlInfo {
         qp: qp_from_json(c.get("qp").unwrap_or(&Value::Null))?,
@@ -122,7 +124,9 @@ mod tests {
     #[test]
     fn qpinfo_round_trips_with_big_gid_words() {
         let q = QpAddr {
-            gid: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0xec, 0x91, 0x42, 0xff, 0xfe, 0x08, 0x3b, 0x8c],
+            gid: [
+                0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0xec, 0x91, 0x42, 0xff, 0xfe, 0x08, 0x3b, 0x8c,
+            ],
             gidx: 1,
             lid: 0,
             qpn: 0x11,

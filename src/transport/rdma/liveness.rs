@@ -3,10 +3,11 @@
 //! RC reports a dead peer only through work requests that fail after the transport's
 //! retries. So once the peer has proven it is connected (its HELLO arrived), the
 //! completion thread writes zero bytes to it every [`KA_PERIOD`] on a dedicated QP with a
-//! short ACK timeout (4.096 µs × 2^15 ≈ 134 ms per try, 7 retries): a peer that died or
-//! shut down fails the keepalive within about 1.1 s, and the endpoint then fails every
-//! pending operation with `PeerDisconnected` (within about 2 s of the death). Data and
-//! control QPs keep a long timeout (≈ 0.5 s per try, ≈ 4 s in all), so a big transfer on
+//! short ACK timeout (4.096 µs × 2^15 ≈ 134 ms per try, 6 retries): a peer that died or
+//! shut down fails the keepalive within about 1 s (or, if the device keeps retrying, it
+//! stays unanswered for [`KA_STALL`]), and the endpoint then fails every pending
+//! operation with `PeerDisconnected` (within about 2.5 s of the death). Data and control
+//! QPs keep a long timeout (≈ 0.5 s per try, ≈ 4 s in all), so a big transfer on
 //! a slow link or a peer that calls `connect` a little later is never mistaken for a
 //! dead one.
 
@@ -23,8 +24,9 @@ use crate::error::Status;
 pub const KA_PERIOD: Duration = Duration::from_millis(500);
 /// ACK timeout exponent of the keepalive QP (134 ms per try).
 pub const KA_TIMEOUT: u8 = 15;
-/// A keepalive that neither completes nor fails for this long means the device is stuck.
-const KA_STALL: Duration = Duration::from_secs(10);
+/// A keepalive that neither completes nor fails for this long means the peer is gone
+/// even if the device keeps retrying (soft-RoCE treats a retry count of 7 as infinite).
+const KA_STALL: Duration = Duration::from_secs(2);
 
 pub struct KaQp {
     pub qp: Qp,
@@ -64,8 +66,7 @@ impl EpShared {
             }
             return;
         }
-        if l.last.is_some_and(|t| now.duration_since(t) < KA_PERIOD) || !self.ka.sq.try_reserve(1)
-        {
+        if l.last.is_some_and(|t| now.duration_since(t) < KA_PERIOD) || !self.ka.sq.try_reserve(1) {
             return;
         }
         // SAFETY: plain data.

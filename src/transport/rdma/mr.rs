@@ -105,7 +105,8 @@ unsafe impl Sync for RegBuf {}
 impl RegBuf {
     pub fn new(domain: &Arc<Domain>, len: usize) -> Result<RegBuf> {
         let len = len.max(1);
-        let layout = Layout::from_size_align(len, 4096).map_err(|e| Error::invalid(e.to_string()))?;
+        let layout =
+            Layout::from_size_align(len, 4096).map_err(|e| Error::invalid(e.to_string()))?;
         // SAFETY: non-zero size.
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         if ptr.is_null() {
@@ -145,11 +146,6 @@ impl Drop for RegBuf {
     fn drop(&mut self) {
         self.mr.take();
         // SAFETY: allocated in `new` with this layout.
-        unsafe {
-            std::alloc::dealloc(
-                self.ptr,
-                Layout::from_size_align_unchecked(self.len, 4096),
-            )
-        };
+        unsafe { std::alloc::dealloc(self.ptr, Layout::from_size_align_unchecked(self.len, 4096)) };
     }
 }

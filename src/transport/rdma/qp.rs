@@ -150,7 +150,11 @@ impl Qp {
             let err = std::io::Error::from_raw_os_error(rc.abs());
             return Err(Error::new(
                 Status::Failed,
-                format!("QP {} to {to} on {}: {err}", self.qpn(), self.domain.label()),
+                format!(
+                    "QP {} to {to} on {}: {err}",
+                    self.qpn(),
+                    self.domain.label()
+                ),
             ));
         }
         Ok(())

@@ -102,8 +102,16 @@ impl Header {
 
 /// A message that arrived before its receive.
 pub enum Early {
-    Eager { msg_id: u64, data: Vec<u8> },
-    Rts { msg_id: u64, len: u64, addr: u64, rkey: u32 },
+    Eager {
+        msg_id: u64,
+        data: Vec<u8>,
+    },
+    Rts {
+        msg_id: u64,
+        len: u64,
+        addr: u64,
+        rkey: u32,
+    },
 }
 
 /// A receive being filled by RDMA READ.
@@ -306,7 +314,10 @@ impl EpShared {
         match e {
             Early::Eager { msg_id, data } => {
                 if let Err(data) = self.fill(&r, msg_id, &data) {
-                    self.requeue(Early::Eager { msg_id, data: data.to_vec() });
+                    self.requeue(Early::Eager {
+                        msg_id,
+                        data: data.to_vec(),
+                    });
                 }
             }
             Early::Rts {
@@ -392,20 +403,24 @@ impl EpShared {
             return;
         }
         r.op.set_nbytes(len);
-        self.backlog.lock().push_back(CtrlWork::Read(Box::new(ReadInFlight {
-            recv: r,
-            msg_id,
-            len,
-            addr,
-            rkey,
-            lkey,
-            _mr: mr,
-        })));
+        self.backlog
+            .lock()
+            .push_back(CtrlWork::Read(Box::new(ReadInFlight {
+                recv: r,
+                msg_id,
+                len,
+                addr,
+                rkey,
+                lkey,
+                _mr: mr,
+            })));
         self.pump();
     }
 
     fn push_fin(&self, msg_id: u64, status: Status) {
-        self.backlog.lock().push_back(CtrlWork::Fin { msg_id, status });
+        self.backlog
+            .lock()
+            .push_back(CtrlWork::Fin { msg_id, status });
     }
 
     pub(super) fn push_ctrl(&self, w: CtrlWork) {
@@ -484,12 +499,14 @@ impl EpShared {
         let depth = self.ctrl.sq.depth() as u64;
         // SAFETY: live QP; the header slot is ours until this WR retires.
         let r = unsafe {
-            self.ctrl.sq.post(self.ctrl.qp.raw(), &mut wrs, |_, seq, wr| {
-                let off = (seq % depth) as usize * HEADER;
-                h.encode(std::slice::from_raw_parts_mut(hdrs.ptr(off), HEADER));
-                (*wr.sg_list).addr = hdrs.addr(off);
-                CtrlEntry::None
-            })
+            self.ctrl
+                .sq
+                .post(self.ctrl.qp.raw(), &mut wrs, |_, seq, wr| {
+                    let off = (seq % depth) as usize * HEADER;
+                    h.encode(std::slice::from_raw_parts_mut(hdrs.ptr(off), HEADER));
+                    (*wr.sg_list).addr = hdrs.addr(off);
+                    CtrlEntry::None
+                })
         };
         if let Err(e) = r {
             self.break_with(
@@ -640,13 +657,15 @@ impl EpShared {
             // SAFETY: live QP; the receive buffer is registered (lkey) and held by the
             // ReadInFlight until the last read retires.
             let res = unsafe {
-                self.ctrl.sq.post(self.ctrl.qp.raw(), &mut wrs[..k], |i, _, _| {
-                    if last_chain && i == k - 1 {
-                        CtrlEntry::ReadDone(r.take().unwrap())
-                    } else {
-                        CtrlEntry::None
-                    }
-                })
+                self.ctrl
+                    .sq
+                    .post(self.ctrl.qp.raw(), &mut wrs[..k], |i, _, _| {
+                        if last_chain && i == k - 1 {
+                            CtrlEntry::ReadDone(r.take().unwrap())
+                        } else {
+                            CtrlEntry::None
+                        }
+                    })
             };
             if let Err(e) = res {
                 let msg = format!("posting an RDMA read failed: errno {}", e.rc);
@@ -713,10 +732,9 @@ impl EpShared {
     fn on_message(&self, h: Header, payload: &[u8]) {
         match h.kind {
             KIND_HELLO => self.peer_said_hello(),
-            KIND_BYE => self.break_with(
-                Status::PeerDisconnected,
-                "the peer shut its endpoint down",
-            ),
+            KIND_BYE => {
+                self.break_with(Status::PeerDisconnected, "the peer shut its endpoint down")
+            }
             KIND_FIN => self.on_fin(h.msg_id, Status::from_code(h.status)),
             KIND_EAGER if (h.len as usize) <= payload.len() => {
                 let data = &payload[..h.len as usize];
@@ -797,7 +815,9 @@ impl EpShared {
         for op in ops {
             op.finish(status, Some(msg.to_string()));
         }
-        self.backlog.lock().retain(|w| matches!(w, CtrlWork::Read(_)));
+        self.backlog
+            .lock()
+            .retain(|w| matches!(w, CtrlWork::Read(_)));
         self.msgs.fail_posted(status, msg);
     }
 }

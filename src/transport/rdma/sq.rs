@@ -188,7 +188,9 @@ impl<E: Default> SendQueue<E> {
             .map(|i| {
                 let seq = seq0 + i as u64;
                 // SAFETY: not posted, so the completion thread never sees this slot.
-                unsafe { std::mem::take(&mut *self.entries[(seq % self.depth as u64) as usize].get()) }
+                unsafe {
+                    std::mem::take(&mut *self.entries[(seq % self.depth as u64) as usize].get())
+                }
             })
             .collect();
         *tail = seq0 + index as u64;
@@ -208,7 +210,9 @@ impl<E: Default> SendQueue<E> {
         }
         for seq in head..=upto {
             // SAFETY: posted and completed (see the Sync impl).
-            let e = unsafe { std::mem::take(&mut *self.entries[(seq % self.depth as u64) as usize].get()) };
+            let e = unsafe {
+                std::mem::take(&mut *self.entries[(seq % self.depth as u64) as usize].get())
+            };
             f(e, seq == upto);
         }
         self.head.store(upto + 1, Ordering::Release);

@@ -102,7 +102,9 @@ fn load() -> std::result::Result<Verbs, String> {
             "unknown error".to_string()
         } else {
             // SAFETY: non-NULL dlerror strings are NUL-terminated.
-            unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned()
+            unsafe { CStr::from_ptr(err) }
+                .to_string_lossy()
+                .into_owned()
         };
         return Err(format!(
             "RDMA is unavailable: cannot load {LIBIBVERBS} ({why}); install rdma-core \
@@ -137,7 +139,11 @@ pub fn wc_status_str(status: ibv_wc_status::Type) -> String {
 /// # Safety
 /// `qp` is a live QP; `wr` a valid chain whose SGEs name registered memory.
 #[inline]
-pub unsafe fn post_send(qp: *mut ibv_qp, wr: *mut ibv_send_wr, bad: *mut *mut ibv_send_wr) -> c_int {
+pub unsafe fn post_send(
+    qp: *mut ibv_qp,
+    wr: *mut ibv_send_wr,
+    bad: *mut *mut ibv_send_wr,
+) -> c_int {
     // SAFETY: a live QP's context has the provider's ops table filled in (caller).
     unsafe { ((*(*qp).context).ops.post_send.unwrap_unchecked())(qp, wr, bad) }
 }
@@ -147,7 +153,11 @@ pub unsafe fn post_send(qp: *mut ibv_qp, wr: *mut ibv_send_wr, bad: *mut *mut ib
 /// # Safety
 /// As [`post_send`].
 #[inline]
-pub unsafe fn post_recv(qp: *mut ibv_qp, wr: *mut ibv_recv_wr, bad: *mut *mut ibv_recv_wr) -> c_int {
+pub unsafe fn post_recv(
+    qp: *mut ibv_qp,
+    wr: *mut ibv_recv_wr,
+    bad: *mut *mut ibv_recv_wr,
+) -> c_int {
     // SAFETY: as post_send.
     unsafe { ((*(*qp).context).ops.post_recv.unwrap_unchecked())(qp, wr, bad) }
 }
