@@ -11,7 +11,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run demo test deps lint build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl test-python bench-python header
+.PHONY: run demo test deps lint build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl test-python test-rdma bench-python header
 
 run: deps
 	WITH_PULSING=1 bash bench/rpc/run.sh
@@ -32,7 +32,7 @@ bench:
 	cargo bench --bench endpoint -- --max-mib $${BENCH_MAX_MIB:-64}
 	cargo run --release --example shm_bench
 
-test: deps lint test-rust test-ffi test-nanoctrl test-python
+test: deps lint test-rust test-ffi test-nanoctrl test-python test-rdma
 
 # rustfmt, clippy -D warnings (with the workspace [lints]), rustdoc -D warnings
 lint:
@@ -50,6 +50,10 @@ test-nanoctrl:
 
 test-python:
 	bash scripts/test-python.sh
+
+# RDMA: host checks (no libibverbs, no device) and the soft-RoCE VM suite
+test-rdma:
+	bash scripts/test-rdma.sh
 
 header:
 	bash scripts/gen-header.sh

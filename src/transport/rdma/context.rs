@@ -28,6 +28,9 @@ use crate::warn_log;
 /// What the completion thread calls. `tag` is what the handler registered the QP with.
 pub trait CompletionHandler: Send + Sync {
     fn on_completion(&self, tag: u32, wc: &ibv_wc);
+    /// The device reported a fatal error of QP `tag`, of the CQ or of the device
+    /// (`tag == None`): the handler's connection is broken.
+    fn on_fatal(&self, tag: Option<u32>, what: &str);
     /// Timers (keepalives); called at least every 100 ms.
     fn tick(&self, now: Instant);
 }
@@ -100,6 +103,12 @@ impl RdmaContext {
         // SAFETY: a valid fd owned by the channel.
         unsafe {
             let fd = (*channel).fd;
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        // SAFETY: the device's async-event fd, valid while the device is open.
+        unsafe {
+            let fd = (*domain.ctx()).async_fd;
             let fl = libc::fcntl(fd, libc::F_GETFL);
             libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
         }
@@ -265,16 +274,30 @@ fn completion_loop(sh: &Shared) {
             continue;
         }
         let wait = next_tick.saturating_duration_since(Instant::now());
-        // SAFETY: the channel's fd is valid while `sh` lives.
-        let mut pfd = libc::pollfd {
-            fd: unsafe { (*channel).fd },
-            events: libc::POLLIN,
-            revents: 0,
+        // SAFETY: the channel's and the device's fds are valid while `sh` lives.
+        let mut pfds = unsafe {
+            [
+                libc::pollfd {
+                    fd: (*channel).fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: (*sh.cq.domain.ctx()).async_fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ]
         };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, wait.as_millis().clamp(1, 100) as i32) };
+        // SAFETY: two valid pollfds.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, wait.as_millis().clamp(1, 100) as i32) };
         if r > 0 {
-            ack_events(channel);
+            if pfds[0].revents != 0 {
+                ack_events(channel);
+            }
+            if pfds[1].revents != 0 {
+                async_events(sh);
+            }
         }
         idle_since = None;
     }
@@ -313,7 +336,54 @@ fn dispatch(sh: &Shared, wcs: &[ibv_wc]) {
     }
 }
 
+/// Handles the device's async events (non-blocking fd): fatal QP, CQ and device errors
+/// break the connections concerned; the rest is logged.
+fn async_events(sh: &Shared) {
+    let Ok(v) = verbs() else { return };
+    let ctx = sh.cq.domain.ctx();
+    loop {
+        let mut ev = verbs::AsyncEvent {
+            element: std::ptr::null_mut(),
+            event_type: 0,
+        };
+        // SAFETY: live device context; `ev` has the C layout.
+        if unsafe { (v.ibv_get_async_event)(ctx, &mut ev) } != 0 {
+            return;
+        }
+        let name = verbs::event_type_str(ev.event_type);
+        match ev.event_type {
+            verbs::EVENT_QP_FATAL | verbs::EVENT_QP_REQ_ERR | verbs::EVENT_QP_ACCESS_ERR => {
+                // SAFETY: for QP events the element is the QP, live until acked.
+                let qpn = unsafe { (*(ev.element as *mut ibv_qp)).qp_num };
+                let route = sh.routes.read().get(&qpn).cloned();
+                if let Some((h, tag)) = route.and_then(|(w, t)| w.upgrade().map(|h| (h, t))) {
+                    h.on_fatal(Some(tag), &format!("{name} on QP {qpn}"));
+                }
+            }
+            verbs::EVENT_CQ_ERR | verbs::EVENT_DEVICE_FATAL => {
+                warn_log!("RDMA device {}: {name}", sh.cq.domain.device.name);
+                let all: Vec<_> = sh
+                    .routes
+                    .read()
+                    .values()
+                    .filter_map(|(w, _)| w.upgrade())
+                    .collect();
+                for h in all {
+                    h.on_fatal(None, &name);
+                }
+            }
+            verbs::EVENT_PORT_ERR => {
+                warn_log!("RDMA device {}: {name}", sh.cq.domain.device.name)
+            }
+            _ => crate::info_log!("RDMA device {}: {name}", sh.cq.domain.device.name),
+        }
+        // SAFETY: acked once, after the last use of the element.
+        unsafe { (v.ibv_ack_async_event)(&mut ev) };
+    }
+}
+
 fn tick(sh: &Shared, now: Instant) {
+    async_events(sh);
     let tickers: Vec<_> = sh.tickers.lock().iter().filter_map(Weak::upgrade).collect();
     for t in tickers {
         t.tick(now);

@@ -70,6 +70,10 @@ const KA_SQ: u32 = 4;
 const STRIPE_MIN: u64 = 64 << 10;
 /// Longest single work request.
 const MAX_WR: u64 = 1 << 30;
+/// Longest single RDMA READ: a long read response is one request for the responder to
+/// stream; soft-RoCE drops connections on multi-MiB reads under load, and NICs gain
+/// nothing from reads beyond this.
+const MAX_READ_WR: u64 = 1 << 20;
 /// Work requests per post call (and between two signalled ones).
 const CHAIN: usize = 16;
 /// How long shutdown waits for the device to flush its QPs.
@@ -148,6 +152,16 @@ enum Kind {
     Read,
     Write,
     WriteImm(i32),
+}
+
+impl Kind {
+    fn max_wr(self) -> u64 {
+        if self == Kind::Read {
+            MAX_READ_WR
+        } else {
+            MAX_WR
+        }
+    }
 }
 
 impl RdmaEndpoint {
@@ -355,7 +369,7 @@ impl RdmaEndpoint {
         let rr = self.sh.rr.fetch_add(res.len().max(1), Ordering::Relaxed);
         let mut counts = [0u32; MAX_QP];
         for (j, r) in res.iter().enumerate() {
-            pieces(r, j, rr, nq, |q, _, _| counts[q] += 1);
+            pieces(r, j, rr, nq, kind.max_wr(), |q, _, _| counts[q] += 1);
         }
         if matches!(kind, Kind::WriteImm(_)) {
             for c in counts.iter_mut().take(nq) {
@@ -380,11 +394,18 @@ impl RdmaEndpoint {
 }
 
 /// Calls `f(qp, offset, len)` for each work request of assignment `j`.
-fn pieces(r: &Resolved, j: usize, rr: usize, nq: usize, mut f: impl FnMut(usize, u64, u64)) {
+fn pieces(
+    r: &Resolved,
+    j: usize,
+    rr: usize,
+    nq: usize,
+    max_wr: u64,
+    mut f: impl FnMut(usize, u64, u64),
+) {
     let mut split = |q: usize, start: u64, len: u64| {
         let mut o = 0;
         while o < len {
-            let l = MAX_WR.min(len - o);
+            let l = max_wr.min(len - o);
             f(q, start + o, l);
             o += l;
         }
@@ -559,7 +580,7 @@ impl EpShared {
             failed: None,
         };
         for (j, r) in res.iter().enumerate() {
-            pieces(r, j, rr, nq, |q, off, len| {
+            pieces(r, j, rr, nq, kind.max_wr(), |q, off, len| {
                 if q == qi {
                     g.add(r.laddr + off, r.lkey, r.raddr + off, r.rkey, len);
                 }
@@ -828,7 +849,7 @@ impl CompletionHandler for EpShared {
         }
         if !ok {
             let flushed = wc.status == ibv_wc_status::IBV_WC_WR_FLUSH_ERR;
-            if !flushed {
+            if !flushed || (self.broken.get().is_none() && !self.is_closed()) {
                 crate::info_log!(
                     "RDMA {} QP tag {tag}: {} completion failed: {} (vendor error {})",
                     self.ctx.device_name(),
@@ -846,6 +867,14 @@ impl CompletionHandler for EpShared {
                 self.break_with(status, msg.unwrap_or_default());
             }
         }
+    }
+
+    fn on_fatal(&self, tag: Option<u32>, what: &str) {
+        if self.is_closed() {
+            return;
+        }
+        crate::info_log!("RDMA {} QP tag {tag:?}: {what}", self.ctx.device_name());
+        self.break_with(Status::Failed, format!("the device reported {what}"));
     }
 
     fn tick(&self, now: Instant) {
@@ -1041,7 +1070,7 @@ mod tests {
                 64 << 20,
             ] {
                 let mut seen = Vec::new();
-                pieces(&r(len), 5, 3, nq, |q, off, l| {
+                pieces(&r(len), 5, 3, nq, MAX_WR, |q, off, l| {
                     assert!(q < nq);
                     assert!(l > 0 && l <= MAX_WR);
                     seen.push((off, l, q));
@@ -1062,7 +1091,7 @@ mod tests {
         // small assignments rotate over the QPs
         let mut qs = Vec::new();
         for j in 0..4 {
-            pieces(&r(64), j, 0, 4, |q, _, _| qs.push(q));
+            pieces(&r(64), j, 0, 4, MAX_WR, |q, _, _| qs.push(q));
         }
         assert_eq!(qs, [0, 1, 2, 3]);
     }

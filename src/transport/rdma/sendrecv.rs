@@ -47,8 +47,10 @@ pub const EAGER_MAX: usize = BUF - HEADER;
 pub const CTRL_RQ: u32 = 2 * SEND_WINDOW as u32 + 8;
 /// Send slots of the control QP (messages, FINs, reads); work beyond waits in a backlog.
 pub const CTRL_SQ: u32 = 4 * SEND_WINDOW as u32;
-/// Largest RDMA READ of a rendezvous; larger messages are read in several.
-const READ_CHUNK: u64 = 1 << 30;
+/// Largest RDMA READ of a rendezvous (see `endpoint::MAX_READ_WR`); larger messages are
+/// read in several, at most [`READ_CHAIN`] posted at a time.
+const READ_CHUNK: u64 = 1 << 20;
+const READ_CHAIN: usize = 8;
 
 const MAGIC: u32 = 0x534c_0000; // "SL"
 const KIND_HELLO: u32 = 1;
@@ -117,12 +119,20 @@ pub enum Early {
 /// A receive being filled by RDMA READ.
 pub struct ReadInFlight {
     recv: PostedRecv,
+    /// Chunks posted so far.
+    posted: u64,
     msg_id: u64,
     len: u64,
     addr: u64,
     rkey: u32,
     lkey: u32,
     _mr: Option<Mr>,
+}
+
+impl ReadInFlight {
+    fn chunks(&self) -> u64 {
+        self.len.div_ceil(READ_CHUNK).max(1)
+    }
 }
 
 /// What a control send-queue entry does when it retires.
@@ -146,7 +156,7 @@ pub enum CtrlWork {
 impl CtrlWork {
     fn wrs(&self) -> u32 {
         match self {
-            CtrlWork::Read(r) => r.len.div_ceil(READ_CHUNK).max(1) as u32,
+            CtrlWork::Read(r) => r.chunks().saturating_sub(r.posted).min(READ_CHAIN as u64) as u32,
             _ => 1,
         }
     }
@@ -407,6 +417,7 @@ impl EpShared {
             .lock()
             .push_back(CtrlWork::Read(Box::new(ReadInFlight {
                 recv: r,
+                posted: 0,
                 msg_id,
                 len,
                 addr,
@@ -624,68 +635,69 @@ impl EpShared {
         }
     }
 
-    fn post_read(&self, r: Box<ReadInFlight>) {
-        const CHAIN: usize = 8;
-        let n = r.len.div_ceil(READ_CHUNK).max(1) as usize;
-        let mut r = Some(r);
-        let mut done = 0usize;
-        while done < n {
-            let k = (n - done).min(CHAIN);
-            // SAFETY: plain data.
-            let mut sges: [ibv_sge; CHAIN] = unsafe { std::mem::zeroed() };
-            // SAFETY: plain data.
-            let mut wrs: [ibv_send_wr; CHAIN] = unsafe { std::mem::zeroed() };
-            let rr = r.as_ref().unwrap();
-            for i in 0..k {
-                let off = (done + i) as u64 * READ_CHUNK;
-                let len = READ_CHUNK.min(rr.len - off);
-                sges[i] = ibv_sge {
-                    addr: rr.recv.ptr as u64 + off,
-                    length: len as u32,
-                    lkey: rr.lkey,
-                };
-                wrs[i].opcode = ibv_wr_opcode::IBV_WR_RDMA_READ;
-                wrs[i].sg_list = &mut sges[i];
-                wrs[i].num_sge = if len == 0 { 0 } else { 1 };
-                wrs[i].wr.rdma = rdma_t {
-                    remote_addr: rr.addr + off,
-                    rkey: rr.rkey,
-                };
-            }
-            wrs[k - 1].send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
-            let last_chain = done + k == n;
-            // SAFETY: live QP; the receive buffer is registered (lkey) and held by the
-            // ReadInFlight until the last read retires.
-            let res = unsafe {
-                self.ctrl
-                    .sq
-                    .post(self.ctrl.qp.raw(), &mut wrs[..k], |i, _, _| {
-                        if last_chain && i == k - 1 {
-                            CtrlEntry::ReadDone(r.take().unwrap())
-                        } else {
-                            CtrlEntry::None
-                        }
-                    })
+    /// Posts the next chunks of a rendezvous read (their slots are reserved); the work
+    /// goes back to the head of the backlog while chunks remain. The last chunk's entry
+    /// carries the read, which completes the receive when it retires.
+    fn post_read(&self, mut r: Box<ReadInFlight>) {
+        let n = r.chunks();
+        let k = (n - r.posted).min(READ_CHAIN as u64) as usize;
+        // SAFETY: plain data.
+        let mut sges: [ibv_sge; READ_CHAIN] = unsafe { std::mem::zeroed() };
+        // SAFETY: plain data.
+        let mut wrs: [ibv_send_wr; READ_CHAIN] = unsafe { std::mem::zeroed() };
+        for i in 0..k {
+            let off = (r.posted + i as u64) * READ_CHUNK;
+            let len = READ_CHUNK.min(r.len - off);
+            sges[i] = ibv_sge {
+                addr: r.recv.ptr as u64 + off,
+                length: len as u32,
+                lkey: r.lkey,
             };
-            if let Err(e) = res {
-                let msg = format!("posting an RDMA read failed: errno {}", e.rc);
-                for ent in e.refused {
-                    if let CtrlEntry::ReadDone(rf) = ent {
-                        rf.recv.op.end_io();
-                        rf.recv.op.part_done(Status::Failed, Some(&msg));
+            wrs[i].opcode = ibv_wr_opcode::IBV_WR_RDMA_READ;
+            wrs[i].sg_list = &mut sges[i];
+            wrs[i].num_sge = if len == 0 { 0 } else { 1 };
+            wrs[i].wr.rdma = rdma_t {
+                remote_addr: r.addr + off,
+                rkey: r.rkey,
+            };
+        }
+        wrs[k - 1].send_flags = ibv_send_flags::IBV_SEND_SIGNALED.0;
+        let last = r.posted + k as u64 == n;
+        r.posted += k as u64;
+        let mut carry = Some(r);
+        // SAFETY: live QP; the receive buffer is registered (lkey) and held by the
+        // ReadInFlight until the last chunk retires.
+        let res = unsafe {
+            self.ctrl
+                .sq
+                .post(self.ctrl.qp.raw(), &mut wrs[..k], |i, _, _| {
+                    if last && i == k - 1 {
+                        carry.take().map_or(CtrlEntry::None, CtrlEntry::ReadDone)
+                    } else {
+                        CtrlEntry::None
                     }
-                }
-                if let Some(rf) = r.take() {
-                    rf.recv.op.end_io();
-                    rf.recv.op.part_done(Status::Failed, Some(&msg));
-                }
-                if done + k < n {
-                    self.ctrl.sq.unreserve((n - done - k) as u32);
-                }
-                self.break_with(Status::Failed, msg);
-                return;
+                })
+        };
+        if let Err(e) = res {
+            let msg = format!("posting an RDMA read failed: errno {}", e.rc);
+            let refused = e.refused.into_iter().filter_map(|ent| match ent {
+                CtrlEntry::ReadDone(rf) => Some(rf),
+                CtrlEntry::None => None,
+            });
+            for rf in refused.chain(carry) {
+                rf.recv.op.end_io();
+                rf.recv.op.part_done(Status::Failed, Some(&msg));
             }
-            done += k;
+            self.break_with(Status::Failed, msg);
+            return;
+        }
+        if !last {
+            // not yet posted entirely: it keeps its place at the head
+            let rest = match carry {
+                Some(r) => r,
+                None => unreachable!("a read with chunks left is not carried"),
+            };
+            self.backlog.lock().push_front(CtrlWork::Read(rest));
         }
     }
 

@@ -78,6 +78,36 @@ entry_points! {
     ibv_modify_qp: fn(*mut ibv_qp, *mut ibv_qp_attr, c_int) -> c_int;
     ibv_destroy_qp: fn(*mut ibv_qp) -> c_int;
     ibv_wc_status_str: fn(ibv_wc_status::Type) -> *const c_char;
+    ibv_get_async_event: fn(*mut ibv_context, *mut AsyncEvent) -> c_int;
+    ibv_ack_async_event: fn(*mut AsyncEvent) -> ();
+    ibv_event_type_str: fn(u32) -> *const c_char;
+}
+
+/// `struct ibv_async_event` with the event type as a plain number (the C enum may carry
+/// values rdma-sys's Rust enum does not know).
+#[repr(C)]
+pub struct AsyncEvent {
+    /// The union of `cq`, `qp`, `srq`, `wq` pointers and `port_num`.
+    pub element: *mut c_void,
+    pub event_type: u32,
+}
+
+pub const EVENT_CQ_ERR: u32 = 0;
+pub const EVENT_QP_FATAL: u32 = 1;
+pub const EVENT_QP_REQ_ERR: u32 = 2;
+pub const EVENT_QP_ACCESS_ERR: u32 = 3;
+pub const EVENT_DEVICE_FATAL: u32 = 8;
+pub const EVENT_PORT_ERR: u32 = 10;
+
+/// The name of an async event type.
+pub fn event_type_str(t: u32) -> String {
+    match verbs() {
+        // SAFETY: ibv_event_type_str returns a static string for any value.
+        Ok(v) => unsafe { CStr::from_ptr((v.ibv_event_type_str)(t)) }
+            .to_string_lossy()
+            .into_owned(),
+        Err(_) => format!("event {t}"),
+    }
 }
 
 /// The entry points, loading libibverbs on first use. Every call after a failed load
