@@ -136,10 +136,6 @@ impl RegBuf {
     pub fn rkey(&self) -> u32 {
         self.mr.as_ref().map_or(0, Mr::rkey)
     }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
 }
 
 impl Drop for RegBuf {
