@@ -194,6 +194,11 @@ enum dlslime_status
   DLSLIME_STATUS_IO = 500,
   DLSLIME_STATUS_UNSUPPORTED = 501,
   DLSLIME_STATUS_RESOURCE_EXHAUSTED = 502,
+  /**
+   * RDMA cannot be used here: libibverbs is not installed, or no (active) RDMA
+   * device; the last-error message names what is missing.
+   */
+  DLSLIME_STATUS_RDMA_UNAVAILABLE = 503,
   DLSLIME_STATUS_INTERNAL = 598,
   /**
    * A Rust panic was caught at the C boundary; the last-error message says where.
