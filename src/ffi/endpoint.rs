@@ -35,8 +35,9 @@ impl From<&dlslime_assignment_t> for Assignment {
     }
 }
 
-/// An endpoint of any transport (today: TCP, from `dlslime_tcp_endpoint_new`): one side
-/// of a connection that moves bytes between registered memory regions.
+/// An endpoint of any transport (`dlslime_tcp_endpoint_new`, `dlslime_shm_endpoint_new`,
+/// `dlslime_rdma_endpoint_new`): one side of a connection that moves bytes between
+/// registered memory regions.
 ///
 /// Ownership: owned by the caller; `dlslime_endpoint_free` shuts it down and releases
 /// it. Futures it returned stay valid (and complete, with `DLSLIME_STATUS_CANCELLED` if

@@ -26,6 +26,8 @@
 //! * [`endpoint`] — `dlslime_endpoint_t`, `dlslime_assignment_t`.
 //! * [`tcp`] — `dlslime_tcp_options_t`, `dlslime_tcp_context_t`, `dlslime_tcp_endpoint_new`.
 //! * [`shm`] — `dlslime_alloc_shared`, `dlslime_shm_options_t`, `dlslime_shm_endpoint_new`.
+//! * [`rdma`] — `dlslime_rdma_options_t`, `dlslime_rdma_context_t`,
+//!   `dlslime_rdma_endpoint_new`, `dlslime_rdma_available_nics`.
 //! * [`peer`] — `dlslime_peer_agent_t`, `dlslime_peer_connection_t`,
 //!   `dlslime_peer_options_t`, `dlslime_named_assignment_t`.
 //! * [`rpc`] — SlimeRPC: `dlslime_rpc_session_t`, `dlslime_rpc_call_t`, `dlslime_rpc_request_t`.
@@ -47,6 +49,7 @@ pub mod future;
 pub mod memory;
 mod options;
 pub mod peer;
+pub mod rdma;
 pub mod rpc;
 pub mod shm;
 pub mod status;
@@ -56,6 +59,7 @@ pub mod version;
 pub use endpoint::{dlslime_assignment_t, dlslime_endpoint_t};
 pub use future::dlslime_future_t;
 pub use memory::{dlslime_memory_pool_t, dlslime_mr_handle_t, dlslime_remote_handle_t};
+pub use rdma::{dlslime_rdma_context_t, dlslime_rdma_options_t};
 pub use shm::dlslime_shm_options_t;
 pub use status::dlslime_status_t;
 pub use tcp::{dlslime_tcp_context_t, dlslime_tcp_options_t};

@@ -31,6 +31,7 @@ from ._core import (
     lib,
     version,
 )
+from ._rdma import RDMAContext, RDMAEndpoint, RDMAMemoryPool, available_nic
 from ._peer import PeerAgent, PeerConnection, has_peer_agent, start_peer_agent
 from ._errors import *  # noqa: F401,F403 (one class per status of the header)
 from ._errors import __all__ as _error_names
@@ -40,11 +41,13 @@ __version__ = "0.1.0"
 # Capability flags in the style of the original's _BUILD_* attributes.
 _BUILD_TCP = True
 _BUILD_SHM = has_shm()
-_BUILD_RDMA = False
+# The library is always built with RDMA; whether it can run here is available_nic().
+_BUILD_RDMA = True
 _BUILD_NVLINK = False
 
 __all__ = [
     "Assignment", "Endpoint", "Future", "MemoryPool", "ShmEndpoint", "TcpContext",
     "TcpEndpoint", "alloc_shared", "buffer_address", "has_shm", "version",
+    "RDMAContext", "RDMAEndpoint", "RDMAMemoryPool", "available_nic",
     "PeerAgent", "PeerConnection", "has_peer_agent", "start_peer_agent",
 ] + list(_error_names)
