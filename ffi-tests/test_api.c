@@ -1,7 +1,8 @@
 /*
  * Single-process tests of the C ABI: version, status strings, last error, NULL
  * arguments for every object family, unknown handles, out-of-range offsets, memory
- * pool register/alias/unregister, mr_info JSON, options, futures; and, when the TCP
+ * pool register/alias/unregister, mr_info JSON, options, futures, RDMA availability
+ * (RDMA_UNAVAILABLE without libibverbs or a device); and, when the TCP
  * transport is available, two endpoints connected over loopback in this process.
  *
  * Exit status: 0 all passed, 1 a check failed, 77 the non-TCP checks passed but the
@@ -591,6 +592,46 @@ static int test_loopback(void) {
   return 1;
 }
 
+/* RDMA where this host has it or not: no libibverbs (scripts/test-rdma.sh hides it) or no
+ * device (the build machines) -> DLSLIME_STATUS_RDMA_UNAVAILABLE naming what is missing;
+ * with a device (the soft-RoCE VM) a context opens on it. NULL arguments are refused. */
+static void test_rdma_availability(void) {
+  char *nics = NULL;
+  dlslime_rdma_context_t *ctx = NULL;
+  CHECK_STATUS(dlslime_rdma_available_nics(NULL), DLSLIME_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(dlslime_rdma_context_new(NULL, NULL), DLSLIME_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(dlslime_rdma_endpoint_new(NULL, NULL, 1, NULL), DLSLIME_STATUS_NULL_PARAMETER);
+  int32_t st = dlslime_rdma_available_nics(&nics);
+  if (st != DLSLIME_STATUS_OK) {
+    CHECK_STATUS(st, DLSLIME_STATUS_RDMA_UNAVAILABLE);
+    CHECK_LAST_ERROR_HAS("libibverbs.so.1");
+    CHECK_STATUS(dlslime_rdma_context_new(NULL, &ctx), DLSLIME_STATUS_RDMA_UNAVAILABLE);
+    CHECK_LAST_ERROR_HAS("libibverbs.so.1");
+    printf("[%s] verified: without libibverbs RDMA calls fail with RDMA_UNAVAILABLE\n", g_role);
+    return;
+  }
+  dlslime_rdma_options_t o;
+  dlslime_rdma_options_init(&o);
+  o.device = "no_such_nic";
+  CHECK_STATUS(dlslime_rdma_context_new(&o, &ctx), DLSLIME_STATUS_RDMA_UNAVAILABLE);
+  CHECK_LAST_ERROR_HAS("no_such_nic");
+  CHECK(ctx == NULL);
+  if (strcmp(nics, "[]") == 0) {
+    CHECK_STATUS(dlslime_rdma_context_new(NULL, &ctx), DLSLIME_STATUS_RDMA_UNAVAILABLE);
+    CHECK_LAST_ERROR_HAS("no RDMA device");
+    printf("[%s] verified: without a device RDMA calls fail with RDMA_UNAVAILABLE\n", g_role);
+  } else {
+    CHECK_OK(dlslime_rdma_context_new(NULL, &ctx));
+    char *name = NULL;
+    CHECK_OK(dlslime_rdma_context_device(ctx, &name));
+    CHECK(name != NULL && strstr(nics, name) != NULL);
+    dlslime_string_free(name);
+    dlslime_rdma_context_free(ctx);
+    printf("[%s] verified: RDMA devices %s, a context opens\n", g_role, nics);
+  }
+  dlslime_string_free(nics);
+}
+
 int main(void) {
   g_role = "api";
   alarm(120); /* hard deadline for the whole program */
@@ -602,6 +643,7 @@ int main(void) {
   test_null_parameters();
   test_options();
   test_shared_memory_api();
+  test_rdma_availability();
   int tcp_ran = test_loopback();
   int rc = finish("test_api");
   if (rc == 0 && !tcp_ran) {

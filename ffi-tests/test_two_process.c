@@ -1,7 +1,11 @@
 /*
  * Two-process test of the C ABI over one transport, named by the first argument: "tcp"
- * (the default) or "shm" (regions from dlslime_alloc_shared, so one-sided operations
- * take the mapped single-copy path). The program forks: the child is the target, the
+ * (the default), "shm" (regions from dlslime_alloc_shared, so one-sided operations
+ * take the mapped single-copy path) or "rdma" (two data QPs on a verbs device: the
+ * soft-RoCE VM of scripts/test-rdma.sh; DLSLIME_TEST_RDMA_DEVICES="target,initiator"
+ * picks the devices). Over RDMA a refused access breaks the connection on both sides
+ * (RC), so the bad-access step ends with the wrong-key write and the SIGKILL step is
+ * left to tests/rdma_endpoint.rs. The program forks: the child is the target, the
  * parent the initiator. They exchange endpoint_info over a pipe, connect, and check
  * with content checks: write, read (striped over lanes), write_with_imm + imm_recv,
  * send/recv both ways; malformed, wrong-transport and wrong-version endpoint_info; a
@@ -105,6 +109,7 @@ static int matches(const uint8_t *p, size_t n, unsigned seed) {
 
 typedef struct {
   dlslime_tcp_context_t *ctx;
+  dlslime_rdma_context_t *rctx;
   dlslime_memory_pool_t *pool;
   dlslime_endpoint_t *ep;
   uint8_t *buf;
@@ -115,6 +120,8 @@ static const char *g_transport = "tcp";
 
 static int is_shm(void) { return strcmp(g_transport, "shm") == 0; }
 
+static int is_rdma(void) { return strcmp(g_transport, "rdma") == 0; }
+
 /* A new endpoint of the transport under test over the side's pool. */
 static int32_t endpoint_new(side_t *s, dlslime_endpoint_t **out) {
   if (is_shm()) {
@@ -123,6 +130,7 @@ static int32_t endpoint_new(side_t *s, dlslime_endpoint_t **out) {
     o.default_timeout_ms = 20000;
     return dlslime_shm_endpoint_new(s->pool, &o, out);
   }
+  if (is_rdma()) return dlslime_rdma_endpoint_new(s->rctx, s->pool, 2, out);
   return dlslime_tcp_endpoint_new(s->ctx, s->pool, out);
 }
 
@@ -133,6 +141,30 @@ static int32_t side_open(side_t *s) {
     void *p = NULL;
     REQUIRE_OK(dlslime_alloc_shared(BUF_LEN, &p));
     s->buf = (uint8_t *)p;
+    fill(s->buf, BUF_LEN, 9);
+    REQUIRE_OK(dlslime_memory_pool_register(s->pool, "buf", s->buf, BUF_LEN, &s->mr));
+    return endpoint_new(s, &s->ep);
+  }
+  if (is_rdma()) {
+    /* "target,initiator" device names, or the first device for both */
+    char dev[64] = "";
+    const char *want = getenv("DLSLIME_TEST_RDMA_DEVICES");
+    if (want) {
+      const char *comma = strchr(want, ',');
+      const char *mine = (strcmp(g_role, "target") == 0 || !comma) ? want : comma + 1;
+      size_t n = strcspn(mine, ",");
+      if (n >= sizeof dev) n = sizeof dev - 1;
+      memcpy(dev, mine, n);
+      dev[n] = '\0';
+    }
+    dlslime_rdma_options_t ro;
+    dlslime_rdma_options_init(&ro);
+    ro.device = dev;
+    ro.default_timeout_ms = 20000;
+    int32_t rst = dlslime_rdma_context_new(&ro, &s->rctx);
+    if (rst != DLSLIME_STATUS_OK) return rst;
+    REQUIRE_OK(dlslime_memory_pool_new(&s->pool));
+    s->buf = (uint8_t *)malloc(BUF_LEN);
     fill(s->buf, BUF_LEN, 9);
     REQUIRE_OK(dlslime_memory_pool_register(s->pool, "buf", s->buf, BUF_LEN, &s->mr));
     return endpoint_new(s, &s->ep);
@@ -156,6 +188,7 @@ static void side_close(side_t *s) {
   dlslime_endpoint_free(s->ep);
   dlslime_memory_pool_free(s->pool);
   dlslime_tcp_context_free(s->ctx);
+  dlslime_rdma_context_free(s->rctx);
   if (is_shm()) {
     CHECK_OK(dlslime_free_shared(s->buf));
     /* a second free is refused, not a double munmap */
@@ -184,8 +217,10 @@ static int run_target(int rfd, int wfd) {
   side_t s;
   int32_t st = side_open(&s);
   if (st != DLSLIME_STATUS_OK) {
-    send_msg(wfd, st == DLSLIME_STATUS_UNSUPPORTED ? "unsupported" : "error");
-    return st == DLSLIME_STATUS_UNSUPPORTED ? 77 : 2;
+    int unavailable = st == DLSLIME_STATUS_UNSUPPORTED || st == DLSLIME_STATUS_RDMA_UNAVAILABLE;
+    if (unavailable) fprintf(stderr, "[%s] transport unavailable: %s\n", g_role, last_error());
+    send_msg(wfd, unavailable ? "unsupported" : "error");
+    return unavailable ? 77 : 2;
   }
   char *info = NULL;
   REQUIRE_OK(dlslime_endpoint_info(s.ep, &info));
@@ -296,8 +331,9 @@ static void bad_endpoint_info(side_t *me, const char *target_info) {
     CHECK_LAST_ERROR_HAS("99");
   }
   free(v);
-  v = is_shm() ? replace_once(target_info, "\"transport\":\"shm\"", "\"transport\":\"tcp\"")
-              : replace_once(target_info, "\"transport\":\"tcp\"", "\"transport\":\"shm\"");
+  v = is_shm()    ? replace_once(target_info, "\"transport\":\"shm\"", "\"transport\":\"tcp\"")
+      : is_rdma() ? replace_once(target_info, "\"transport\":\"rdma\"", "\"transport\":\"tcp\"")
+                  : replace_once(target_info, "\"transport\":\"tcp\"", "\"transport\":\"shm\"");
   CHECK(v != NULL);
   if (v) CHECK_STATUS(dlslime_endpoint_connect(e2, v), DLSLIME_STATUS_INVALID_ENDPOINT_INFO);
   free(v);
@@ -424,6 +460,18 @@ static int run_initiator(pid_t child) {
   CHECK_OK(dlslime_endpoint_write(s.ep, &a, 1, 0, &f));
   CHECK_STATUS(dlslime_future_wait(f), DLSLIME_STATUS_REMOTE_ACCESS);
   dlslime_future_free(f);
+  if (is_rdma()) {
+    ask("check 0 4096 1", "ok"); /* untouched; the connection is broken now (RC) */
+    CHECK_STATUS(dlslime_endpoint_write(s.ep, &a, 1, 0, &f), DLSLIME_STATUS_REMOTE_ACCESS);
+    printf("[%s] verified: wrong rkey refused by the target's NIC, target untouched\n", g_role);
+    send_msg(g_wfd, "quit");
+    int wst = 0;
+    CHECK(waitpid(child, &wst, 0) == child);
+    CHECK(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    free(tinfo);
+    side_close(&s);
+    return finish("test_two_process rdma");
+  }
   a = asg(s.mr, outside, 0, 0, 4096);
   CHECK_OK(dlslime_endpoint_write(s.ep, &a, 1, 0, &f));
   CHECK_STATUS(dlslime_future_wait(f), DLSLIME_STATUS_REMOTE_ACCESS);
@@ -493,8 +541,8 @@ static int run_initiator(pid_t child) {
 
 int main(int argc, char **argv) {
   if (argc > 1) g_transport = argv[1];
-  if (strcmp(g_transport, "tcp") != 0 && !is_shm()) {
-    fprintf(stderr, "usage: %s [tcp|shm]\n", argv[0]);
+  if (strcmp(g_transport, "tcp") != 0 && !is_shm() && !is_rdma()) {
+    fprintf(stderr, "usage: %s [tcp|shm|rdma]\n", argv[0]);
     return 2;
   }
   int p2c[2], c2p[2];
@@ -512,7 +560,11 @@ int main(int argc, char **argv) {
     close(p2c[1]);
     close(c2p[0]);
     int rc = run_target(p2c[0], c2p[1]);
-    if (g_failures) rc = finish(is_shm() ? "test_two_process shm (target)" : "test_two_process tcp (target)");
+    if (g_failures) {
+      char name[64];
+      snprintf(name, sizeof name, "test_two_process %s (target)", g_transport);
+      rc = finish(name);
+    }
     exit(rc);
   }
   close(p2c[0]);

@@ -7,13 +7,16 @@
 #   2. no link to verbs   readelf: libdlslime.so (release and debug) has no NEEDED entry on
 #                         libibverbs or librdmacm
 #   3. no device          on this host (libibverbs installed, no RDMA in the kernel): RDMA
-#                         calls fail with RDMA_UNAVAILABLE naming the missing device
-#   4. no libibverbs      in a mount namespace where libibverbs.so.1 does not exist: RDMA
-#                         calls fail naming the library; the TCP and shared-memory two-process
-#                         tests and the C example (against libdlslime.so) pass there
-#   5. soft-RoCE VM       scripts/rdma-vm-test.sh boots the guest once and runs
-#                         tests/rdma_endpoint.rs twice: both processes on rxe0, then across
-#                         rxe0/rxe1 (two "hosts" joined by a veth pair)
+#                         calls fail with RDMA_UNAVAILABLE naming the missing device (Rust,
+#                         C ffi-tests/test_api.c, C++ ffi-tests/test_cpp_rdma.cpp, Python)
+#   4. no libibverbs      in a mount namespace where libibverbs.so.1 does not exist: the same,
+#                         naming the library; the TCP and shared-memory two-process tests and
+#                         the C example (against libdlslime.so) pass there
+#   5. soft-RoCE VM       scripts/rdma-vm-test.sh boots the guest once and runs, both
+#                         processes on rxe0, then across rxe0/rxe1 (two "hosts" joined by a
+#                         veth pair): tests/rdma_endpoint.rs, ffi-tests/test_two_process.c
+#                         rdma, ffi-tests/test_cpp_rdma.cpp, bindings/python/tests_rdma; and
+#                         once ffi-tests/test_api.c
 #
 # Environment: RDMA_VM_TIMEOUT (default 480 s for the guest), CARGO_TARGET_DIR.
 set -uo pipefail
@@ -71,12 +74,35 @@ for v in vm_exe absent_exe tcp_exe shm_exe; do
     finish
   fi
 done
+# C and C++ programs against the release libdlslime.so (public headers only)
+version="$(awk '/^\[package\]/{p=1;next} /^\[/{p=0} p && /^version *=/{gsub(/.*= *"|".*/,""); print; exit}' Cargo.toml)"
+link=(-L"$target_dir/release" -ldlslime -Wl,-rpath,"$target_dir/release" -pthread)
+cflags=(-Wall -Wextra -Werror -D_GNU_SOURCE "-DDLSLIME_EXPECT_VERSION=\"$version\"" -I include)
 example="$log_dir/dlslime_example"
-if ! gcc -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -I include examples-c/dlslime_example.c \
-    -o "$example" -L"$target_dir/release" -ldlslime -Wl,-rpath,"$target_dir/release"; then
-  fail "build examples-c against the release libdlslime.so"
+c_api="$log_dir/test_api"
+c_two="$log_dir/test_two_process"
+cpp_rdma="$log_dir/test_cpp_rdma"
+if ! gcc -std=c11 "${cflags[@]}" examples-c/dlslime_example.c -o "$example" "${link[@]}" ||
+   ! gcc -std=c11 "${cflags[@]}" ffi-tests/test_api.c -o "$c_api" "${link[@]}" ||
+   ! gcc -std=c11 "${cflags[@]}" ffi-tests/test_two_process.c -o "$c_two" "${link[@]}" ||
+   ! g++ -std=c++17 "${cflags[@]}" -I bindings/cpp/include ffi-tests/test_cpp_rdma.cpp -o "$cpp_rdma" "${link[@]}"; then
+  fail "build the C/C++ test programs against the release libdlslime.so"
   finish
 fi
+# The Python package, installed into its own virtual environment.
+py_venv="$log_dir/py-venv"
+if ! DLSLIME_PY_VENV="$py_venv" bash scripts/test-python.sh --collect-only -q >/dev/null; then
+  fail "install the Python package (scripts/test-python.sh)"
+  finish
+fi
+py=("$py_venv/bin/python" -m pytest -p no:cacheprovider -q)
+
+# Runs "$@" as one named test: PASS when it exits 0.
+one() {
+  local name="$1"
+  shift
+  if "$@"; then pass "$name"; else fail "$name (exit $?)"; fi
+}
 
 step "libdlslime.so has no link-time dependency on libibverbs"
 for lib in "$target_dir/release/libdlslime.so" "$target_dir/debug/libdlslime.so"; do
@@ -92,11 +118,12 @@ for lib in "$target_dir/release/libdlslime.so" "$target_dir/debug/libdlslime.so"
 done
 
 step "no RDMA device on this host: RDMA_UNAVAILABLE names the device"
-if DLSLIME_TEST_RDMA_EXPECT=no-device "$absent_exe" --test-threads=1; then
-  pass "no device: typed status"
-else
-  fail "no device: typed status"
-fi
+export DLSLIME_TEST_RDMA_EXPECT=no-device
+one "no device: Rust typed status" "$absent_exe" --test-threads=1
+one "no device: C test_api" timeout 120 "$c_api"
+one "no device: C++ test_cpp_rdma" timeout 60 "$cpp_rdma"
+one "no device: Python RdmaUnavailable" "${py[@]}" bindings/python/tests_rdma/test_rdma_unavailable.py
+unset DLSLIME_TEST_RDMA_EXPECT
 
 step "libibverbs.so.1 hidden (mount namespace): RDMA fails cleanly, TCP and shm work"
 verbs_lib="$(ldconfig -p | awk '/libibverbs\.so\.1 /{print $NF; exit}')"
@@ -121,11 +148,12 @@ without_verbs() {
 if ! without_verbs true; then
   fail "cannot hide libibverbs (unshare -m and overlayfs need root)"
 else
-  if without_verbs env DLSLIME_TEST_RDMA_EXPECT=no-library "$absent_exe" --test-threads=1; then
-    pass "no libibverbs: typed status naming libibverbs.so.1"
-  else
-    fail "no libibverbs: typed status"
-  fi
+  export DLSLIME_TEST_RDMA_EXPECT=no-library
+  one "no libibverbs: Rust typed status naming libibverbs.so.1" without_verbs "$absent_exe" --test-threads=1
+  one "no libibverbs: C test_api" without_verbs timeout 120 "$c_api"
+  one "no libibverbs: C++ test_cpp_rdma" without_verbs timeout 60 "$cpp_rdma"
+  one "no libibverbs: Python RdmaUnavailable" without_verbs "${py[@]}" bindings/python/tests_rdma/test_rdma_unavailable.py
+  unset DLSLIME_TEST_RDMA_EXPECT
   if without_verbs "$tcp_exe" --test-threads=1 every_opcode_moves_the_right_bytes immediate_data; then
     pass "no libibverbs: TCP two-process tests"
   else
@@ -143,34 +171,59 @@ else
   fi
 fi
 
-step "soft-RoCE VM: tests/rdma_endpoint.rs on one device and across two"
+step "soft-RoCE VM: the RDMA suites on one device and across two"
 vm_log="$log_dir/suite.log"
 start=$(date +%s)
-RDMA_VM_TIMEOUT="${RDMA_VM_TIMEOUT:-480}" bash scripts/rdma-vm-test.sh bash -c '
-  echo "@@SUITE one-device"
-  DLSLIME_TEST_RDMA_DEVICES=rxe0,rxe0 "$1" --test-threads=1 --color never
-  a=$?
-  echo "@@SUITE two-devices"
-  DLSLIME_TEST_RDMA_DEVICES=rxe0,rxe1 "$1" --test-threads=1 --color never
-  b=$?
-  [ $a = 0 ] && [ $b = 0 ]' suite "$vm_exe" 2>&1 | tee "$vm_log"
+# Each program prints "@@RESULT <name> <exit status>"; libtest and pytest print their counts.
+RDMA_VM_TIMEOUT="${RDMA_VM_TIMEOUT:-480}" PYTHONDONTWRITEBYTECODE=1 \
+  RDMA_VM_ENV="PYTHONDONTWRITEBYTECODE" bash scripts/rdma-vm-test.sh bash -c '
+  vm="$1" two="$2" api="$3" cpp="$4" py="$5"
+  res() { echo "@@RESULT $1 $2"; }
+  timeout 120 "$api"; res test_api $?
+  for d in rxe0,rxe0 rxe0,rxe1; do
+    export DLSLIME_TEST_RDMA_DEVICES=$d
+    echo "@@SUITE rust-$d"
+    "$vm" --test-threads=1 --color never
+    timeout 120 "$two" rdma; res "test_two_process-rdma-$d" $?
+    timeout 120 "$cpp"; res "test_cpp_rdma-$d" $?
+    echo "@@SUITE python-$d"
+    "$py" -m pytest -p no:cacheprovider -q bindings/python/tests_rdma/test_rdma.py
+  done
+  true' suite "$vm_exe" "$c_two" "$c_api" "$cpp_rdma" "$py_venv/bin/python" 2>&1 | tee "$vm_log"
 vm_rc=${PIPESTATUS[0]}
 echo "VM suite: exit $vm_rc, $(($(date +%s) - start)) s including boot"
-for run in one-device two-devices; do
-  line="$(awk -v run="$run" '
-    /^@@SUITE / { cur = $2 }
-    cur == run && /^test result:/ { print; exit }' "$vm_log")"
-  if [ -z "$line" ]; then
-    fail "VM suite ($run) did not run (exit $vm_rc; see $vm_log)"
-    continue
-  fi
-  p="$(echo "$line" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')"
-  f="$(echo "$line" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')"
-  passed=$((passed + ${p:-0}))
-  failed=$((failed + ${f:-0}))
-  summary+=("VM       rdma_endpoint ($run): ${p:-?} passed, ${f:-?} failed")
-done
-if [ "$vm_rc" != 0 ] && [ "$failed" = 0 ]; then
-  fail "VM suite exited with status $vm_rc"
+if [ "$vm_rc" != 0 ]; then
+  fail "the VM did not run the suite to the end (exit $vm_rc; see $vm_log)"
 fi
+vm_clean="$(tr -d '\r' <"$vm_log")"
+for prog in test_api test_two_process-rdma-rxe0,rxe0 test_cpp_rdma-rxe0,rxe0 \
+    test_two_process-rdma-rxe0,rxe1 test_cpp_rdma-rxe0,rxe1; do
+  rc="$(echo "$vm_clean" | sed -n "s/^@@RESULT $prog \([0-9]*\)$/\1/p" | tail -1)"
+  if [ "$rc" = 0 ]; then pass "VM: $prog"; else fail "VM: $prog (${rc:-did not run})"; fi
+done
+for d in rxe0,rxe0 rxe0,rxe1; do
+  # libtest: "test result: ok. 10 passed; 0 failed; ..."
+  line="$(echo "$vm_clean" | awk -v s="rust-$d" '/^@@SUITE /{cur=$2} cur==s && /^test result:/{print; exit}')"
+  if [ -z "$line" ]; then
+    fail "VM: tests/rdma_endpoint.rs ($d) did not run"
+  else
+    p="$(echo "$line" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')"
+    f="$(echo "$line" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')"
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+    summary+=("VM       tests/rdma_endpoint.rs ($d): ${p:-?} passed, ${f:-?} failed")
+  fi
+  # pytest -q: "3 passed in 12.3s" or "1 failed, 2 passed in ..."
+  line="$(echo "$vm_clean" | awk -v s="python-$d" '/^@@SUITE /{cur=$2} cur==s && / in [0-9.]+s/{print; exit}')"
+  if [ -z "$line" ]; then
+    fail "VM: bindings/python/tests_rdma ($d) did not run"
+  else
+    p="$(echo "$line" | grep -o '[0-9]* passed' | grep -o '[0-9]*')"
+    f="$(echo "$line" | grep -Eo '[0-9]+ (failed|error)' | awk '{s += $1} END {print s + 0}')"
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+    summary+=("VM       bindings/python/tests_rdma ($d): ${p:-0} passed, ${f:-0} failed")
+    [ -n "$p" ] || [ -n "$f" ] || fail "VM: bindings/python/tests_rdma ($d): no counts in \"$line\""
+  fi
+done
 finish

@@ -290,6 +290,55 @@ class TcpContext {
   Handle h_;
 };
 
+/// Options of an RDMA context; empty/zero fields keep the library defaults.
+struct RdmaOptions {
+  std::string device;     // empty: the first NIC (available_nics())
+  uint32_t ib_port = 0;   // 0: port 1
+  std::string link_type;  // "RoCE" or "IB" to insist on one; empty: any
+  int gid_index = -1;     // < 0: SLIME_GID_INDEX or automatic; 0 is a valid index
+  uint32_t cq_depth = 0;
+  std::chrono::milliseconds default_timeout{0};
+};
+
+/// Names of the RDMA devices, as JSON ("[\"mlx5_0\", ...]"). Throws Error with
+/// DLSLIME_STATUS_RDMA_UNAVAILABLE where libibverbs is not installed.
+inline std::string rdma_available_nics() {
+  char* s = nullptr;
+  check(dlslime_rdma_available_nics(&s));
+  return detail::take_string(s);
+}
+
+/// One port of one NIC opened for RDMA, shared by endpoints (Endpoint::rdma).
+class RdmaContext {
+ public:
+  explicit RdmaContext(const RdmaOptions& o = RdmaOptions()) {
+    dlslime_rdma_options_t c;
+    dlslime_rdma_options_init(&c);
+    c.device = o.device.empty() ? nullptr : o.device.c_str();
+    c.ib_port = o.ib_port;
+    c.link_type = o.link_type.empty() ? nullptr : o.link_type.c_str();
+    c.gid_index_set = o.gid_index >= 0;
+    c.gid_index = o.gid_index >= 0 ? static_cast<uint32_t>(o.gid_index) : 0;
+    c.cq_depth = o.cq_depth;
+    c.default_timeout_ms = detail::to_ms(o.default_timeout);
+    dlslime_rdma_context_t* p = nullptr;
+    check(dlslime_rdma_context_new(&c, &p));
+    h_ = Handle(p);
+  }
+  std::string device() const {
+    char* s = nullptr;
+    check(dlslime_rdma_context_device(h_.get(), &s));
+    return detail::take_string(s);
+  }
+  /// Registers every region of `pool` (now and later) with this NIC; keys become rkeys.
+  void bind(const Pool& pool) const { check(dlslime_rdma_context_bind_pool(h_.get(), pool.get())); }
+  const dlslime_rdma_context_t* get() const noexcept { return h_.get(); }
+
+ private:
+  using Handle = detail::Handle<dlslime_rdma_context_t, dlslime_rdma_context_free>;
+  Handle h_;
+};
+
 /// Options of a shared-memory endpoint; zero/false fields keep the library defaults.
 struct ShmOptions {
   bool force_staged = false;     // always move bytes through bounce slots
@@ -364,7 +413,8 @@ class Future {
   detail::Handle<dlslime_future_t, dlslime_future_free> h_;
 };
 
-/// One side of a connection, over any transport (Endpoint::tcp, Endpoint::shm).
+/// One side of a connection, over any transport (Endpoint::tcp, Endpoint::shm,
+/// Endpoint::rdma).
 class Endpoint {
  public:
   using Assignments = std::vector<dlslime_assignment_t>;
@@ -372,6 +422,12 @@ class Endpoint {
   static Endpoint tcp(const TcpContext& ctx, const Pool& pool) {
     dlslime_endpoint_t* p = nullptr;
     check(dlslime_tcp_endpoint_new(ctx.get(), pool.get(), &p));
+    return Endpoint(p);
+  }
+  /// An RDMA endpoint with `num_qp` data QPs (1..16); binds `pool` to the context's NIC.
+  static Endpoint rdma(const RdmaContext& ctx, const Pool& pool, uint32_t num_qp = 1) {
+    dlslime_endpoint_t* p = nullptr;
+    check(dlslime_rdma_endpoint_new(ctx.get(), pool.get(), num_qp, &p));
     return Endpoint(p);
   }
   /// A shared-memory endpoint to a peer process on the same host.
