@@ -11,7 +11,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run demo test deps lint build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl test-python test-rdma bench-python header
+.PHONY: run demo test deps lint build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl test-python test-rdma bench-rdma bench-python header
 
 run: deps
 	WITH_PULSING=1 bash bench/rpc/run.sh
@@ -63,3 +63,7 @@ bench-nanoctrl:
 
 bench-python:
 	bash bench/python/run.sh
+
+# RDMA endpoint vs perftest in the soft-RoCE VM (bench/rdma/run.sh --host DEV on a NIC)
+bench-rdma:
+	bash bench/rdma/run.sh
