@@ -131,6 +131,16 @@ impl Rig {
         Assignment::new(self.local, self.remote, remote_off, local_off, len)
     }
 
+    /// The peer's "buf" registered again as "wide", published 4× longer than it is.
+    fn wide(&self) -> u32 {
+        let real = self.ep.remote_pool().get(self.remote).unwrap();
+        let wide = dlslime::memory::RemoteRegion {
+            len: real.len * 4,
+            ..real
+        };
+        self.ep.remote_pool().register("wide", wide).unwrap()
+    }
+
     /// A fresh endpoint pair over the same contexts and pools (after one broke).
     fn reconnect(&mut self) {
         let info: Value =
@@ -524,16 +534,7 @@ fn bad_remote_ranges_and_keys_are_refused_and_leave_the_target_untouched() {
     );
     // a published length larger than the real region: the target's NIC refuses the excess
     r.reconnect();
-    let wide =
-        r.ep.remote_pool()
-            .register(
-                "wide",
-                dlslime::memory::RemoteRegion {
-                    len: real.len * 4,
-                    ..r.ep.remote_pool().get(r.remote).unwrap()
-                },
-            )
-            .unwrap();
+    let wide = r.wide();
     let e =
         r.ep.write(
             &[Assignment::new(r.local, wide, real.len - 16, 0, 64)],
@@ -549,16 +550,7 @@ fn bad_remote_ranges_and_keys_are_refused_and_leave_the_target_untouched() {
         "target memory was modified"
     );
     r.reconnect();
-    let wide =
-        r.ep.remote_pool()
-            .register(
-                "wide",
-                dlslime::memory::RemoteRegion {
-                    len: real.len * 4,
-                    ..r.ep.remote_pool().get(r.remote).unwrap()
-                },
-            )
-            .unwrap();
+    let wide = r.wide();
     let e =
         r.ep.read(&[Assignment::new(r.local, wide, real.len, 0, 64)], None)
             .unwrap()

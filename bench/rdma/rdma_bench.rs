@@ -144,7 +144,8 @@ fn main() {
     let (_pool, eps, _buf, h) = open(&dev, max);
     let mut rows = Vec::new();
     for (i, ep) in eps.iter().enumerate() {
-        ep.connect(&serde_json::from_str(&infos[i]).unwrap()).unwrap();
+        ep.connect(&serde_json::from_str(&infos[i]).unwrap())
+            .unwrap();
         writeln!(to, "connect {i} {}", ep.endpoint_info()).unwrap();
         assert_eq!(next(), "ok");
     }

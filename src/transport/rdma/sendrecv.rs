@@ -382,34 +382,25 @@ impl EpShared {
             r.op.finish(Status::Truncated, Some(truncation(len, r.cap)));
             return;
         }
-        let (lkey, mr) = match self.pool.region_containing(r.ptr, len as usize) {
-            Some(reg) if reg.device.is_some() => (reg.device.as_ref().unwrap().lkey, None),
-            _ => {
-                // SAFETY: the receive buffer stays valid until the operation completes
-                // (recv's contract); the registration ends when the read retires.
-                match unsafe { Mr::register(self.ctx.domain(), r.ptr, (len as usize).max(1)) } {
-                    Ok(mr) => (mr.lkey(), Some(mr)),
-                    Err(e) => {
-                        // Not the message's fault: it waits for the next receive.
-                        r.op.finish(e.status(), Some(e.message().to_string()));
-                        self.requeue(Early::Rts {
-                            msg_id,
-                            len,
-                            addr,
-                            rkey,
-                        });
-                        return;
-                    }
-                }
+        let again = || Early::Rts {
+            msg_id,
+            len,
+            addr,
+            rkey,
+        };
+        // SAFETY: the receive buffer stays valid until the operation completes (recv's
+        // contract); a registration made here ends when the read retires.
+        let (lkey, _, mr) = match unsafe { self.buffer_keys(r.ptr, len as usize) } {
+            Ok(k) => k,
+            Err(e) => {
+                // Not the message's fault: it waits for the next receive.
+                r.op.finish(e.status(), Some(e.message().to_string()));
+                self.requeue(again());
+                return;
             }
         };
         if !r.op.begin_io() {
-            self.requeue(Early::Rts {
-                msg_id,
-                len,
-                addr,
-                rkey,
-            });
+            self.requeue(again());
             return;
         }
         r.op.set_nbytes(len);
@@ -426,6 +417,32 @@ impl EpShared {
                 _mr: mr,
             })));
         self.pump();
+    }
+
+    /// Keys of a caller's buffer: those of the registered region it lies in, or of a
+    /// registration made for this message (held by the caller until the device is done).
+    ///
+    /// # Safety
+    /// `[ptr, ptr+len)` stays valid while the returned registration lives.
+    unsafe fn buffer_keys(&self, ptr: usize, len: usize) -> crate::Result<(u32, u32, Option<Mr>)> {
+        if let Some(reg) = self.pool.region_containing(ptr, len) {
+            if let Some(d) = &reg.device {
+                return Ok((d.lkey, d.rkey, None));
+            }
+        }
+        // SAFETY: the caller's promise.
+        let mr = unsafe { Mr::register(self.ctx.domain(), ptr, len.max(1))? };
+        Ok((mr.lkey(), mr.rkey(), Some(mr)))
+    }
+
+    /// Message slot `j` will not be posted (its slots in the control send queue were
+    /// reserved): free both; the next waiting send takes the message slot.
+    fn abandon_msg(&self, j: usize) {
+        self.ctrl.sq.unreserve(1);
+        let next = self.sendwin.lock().release(j);
+        if let Some(n) = next {
+            self.backlog.lock().push_back(CtrlWork::Msg(n));
+        }
     }
 
     fn push_fin(&self, msg_id: u64, status: Status) {
@@ -541,11 +558,7 @@ impl EpShared {
         };
         if peer_gone || op.is_done() {
             // Cancelled or failed before it went out: it never will.
-            self.ctrl.sq.unreserve(1);
-            let next = self.sendwin.lock().release(j);
-            if let Some(n) = next {
-                self.backlog.lock().push_back(CtrlWork::Msg(n));
-            }
+            self.abandon_msg(j);
             return;
         }
         let mut h = Header {
@@ -565,11 +578,7 @@ impl EpShared {
             h.encode(unsafe { std::slice::from_raw_parts_mut(slot, HEADER) });
             if len > 0 {
                 if !op.begin_io() {
-                    self.ctrl.sq.unreserve(1);
-                    let next = self.sendwin.lock().release(j);
-                    if let Some(n) = next {
-                        self.backlog.lock().push_back(CtrlWork::Msg(n));
-                    }
+                    self.abandon_msg(j);
                     return;
                 }
                 // SAFETY: the caller's buffer is valid until the send completes (send's
@@ -583,31 +592,21 @@ impl EpShared {
         } else {
             h.kind = KIND_RTS;
             h.addr = ptr as u64;
-            let rkey = match self.pool.region_containing(ptr, len) {
-                Some(reg) if reg.device.is_some() => reg.device.as_ref().unwrap().rkey,
-                _ => {
-                    // SAFETY: the caller's buffer stays valid until the send completes.
-                    match unsafe { Mr::register(self.ctx.domain(), ptr, len) } {
-                        Ok(mr) => {
-                            let k = mr.rkey();
-                            if let Some(s) = self.sendwin.lock().slots[j].as_mut() {
-                                s._mr = Some(mr);
-                            }
-                            k
-                        }
-                        Err(e) => {
-                            self.ctrl.sq.unreserve(1);
-                            op.finish(e.status(), Some(e.message().to_string()));
-                            let next = self.sendwin.lock().release(j);
-                            if let Some(n) = next {
-                                self.backlog.lock().push_back(CtrlWork::Msg(n));
-                            }
-                            return;
-                        }
+            // SAFETY: the caller's buffer stays valid until the send completes (send's
+            // contract); a registration made here lives in the slot until the FIN.
+            match unsafe { self.buffer_keys(ptr, len) } {
+                Ok((_, rkey, mr)) => {
+                    h.rkey = rkey;
+                    if let Some(s) = self.sendwin.lock().slots[j].as_mut() {
+                        s._mr = mr;
                     }
                 }
-            };
-            h.rkey = rkey;
+                Err(e) => {
+                    op.finish(e.status(), Some(e.message().to_string()));
+                    self.abandon_msg(j);
+                    return;
+                }
+            }
             self.post_header(h);
             if let Some(s) = self.sendwin.lock().slots[j].as_mut() {
                 s.posted = true;
