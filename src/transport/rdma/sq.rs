@@ -18,16 +18,16 @@ use parking_lot::Mutex;
 use rdma_sys::*;
 
 use super::verbs;
-use crate::engine::{wait, Deadline};
+use crate::engine::wait::{self, EventCount};
+use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 
 pub struct SendQueue<E> {
     depth: u32,
     /// Slots reserved by posters and not yet retired.
     reserved: AtomicU32,
-    /// Bumped on every retire: the futex word posters waiting for room park on.
-    retired: AtomicU32,
-    sleepers: AtomicU32,
+    /// Notified whenever slots are freed: posters waiting for room park on it.
+    room: EventCount,
     /// The next sequence number; held while entries are written and the chain posted.
     tail: Mutex<u64>,
     /// `tail` as published to the completion thread (Release after the entries).
@@ -58,8 +58,7 @@ impl<E: Default> SendQueue<E> {
         SendQueue {
             depth,
             reserved: AtomicU32::new(0),
-            retired: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
+            room: EventCount::default(),
             tail: Mutex::new(0),
             published: AtomicU64::new(0),
             head: AtomicU64::new(0),
@@ -99,42 +98,26 @@ impl<E: Default> SendQueue<E> {
     /// earlier work until `deadline`.
     pub fn reserve(&self, n: u32, deadline: Deadline, spin: Duration) -> Result<()> {
         debug_assert!(n <= self.depth);
-        loop {
-            let seen = self.retired.load(Ordering::SeqCst);
-            if self.try_reserve(n) {
-                return Ok(());
-            }
-            let freed = wait::spin_then_park(
-                wait::Parking {
-                    word: &self.retired,
-                    sleepers: &self.sleepers,
-                    parked_value: seen,
-                },
-                spin,
-                deadline,
-                None,
-                || {},
-                || self.retired.load(Ordering::SeqCst) != seen,
-            );
-            if !freed {
-                return Err(Error::new(
-                    Status::Timeout,
-                    "deadline passed while waiting for room in the send queue",
-                ));
-            }
+        // `ready` reserves: the wait ends the first time it succeeds.
+        if wait::spin_then_park(
+            self.room.parking(),
+            spin,
+            deadline,
+            None,
+            || false,
+            || self.try_reserve(n),
+        ) {
+            return Ok(());
         }
+        Err(Error::new(
+            Status::Timeout,
+            "deadline passed while waiting for room in the send queue",
+        ))
     }
 
     pub fn unreserve(&self, n: u32) {
         self.reserved.fetch_sub(n, Ordering::AcqRel);
-        self.wake();
-    }
-
-    fn wake(&self) {
-        self.retired.fetch_add(1, Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            crate::engine::futex::wake_private(&self.retired, i32::MAX as u32);
-        }
+        self.room.notify();
     }
 
     /// Posts `wrs` as one chain (slots reserved by the caller): numbers them, links
@@ -218,6 +201,6 @@ impl<E: Default> SendQueue<E> {
         self.head.store(upto + 1, Ordering::Release);
         self.reserved
             .fetch_sub((upto + 1 - head) as u32, Ordering::AcqRel);
-        self.wake();
+        self.room.notify();
     }
 }
