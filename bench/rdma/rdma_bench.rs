@@ -126,7 +126,7 @@ fn main() {
         return peer(&dev, max);
     }
     let peer_dev = arg(&args, "--peer-device").unwrap_or_else(|| dev.clone());
-    let iters: usize = arg(&args, "--iters").map_or(500, |s| s.parse().unwrap());
+    let iters: usize = arg(&args, "--iters").map_or(300, |s| s.parse().unwrap());
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--role", "peer", "--device", &peer_dev, "--max-mib"])
         .arg((max / MIB).to_string())
@@ -172,7 +172,7 @@ fn main() {
         let r = ep.remote_pool().handle("buf").unwrap();
         let mut size = MIB;
         while size <= max {
-            let total = (128 * MIB).max(2 * size);
+            let total = (64 * MIB).max(2 * size);
             let n = total / size;
             let a = [Assignment::new(h, r, 0, 0, size as u64)];
             ep.write(&a, None).unwrap().wait().unwrap();

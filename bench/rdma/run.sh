@@ -18,7 +18,7 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
 exe="$target_dir/release/examples/rdma_bench"
 max_mib="${BENCH_MAX_MIB:-256}"
-inner="bash bench/rdma/perftest.sh \"\$0\" \"\$1\" >\"$out/rdma_perftest.csv\" && \
+inner="bash bench/rdma/perftest.sh \"\$0\" \"\$1\" >\"$out/rdma_perftest.csv\"; \
   \"$exe\" --device \"\$0\" --max-mib $max_mib --csv \"$out/rdma_dlslime.csv\""
 if [ "${1:-}" = --host ]; then
   dev="${2:?usage: $0 --host DEVICE [GID_INDEX]}"
