@@ -788,6 +788,28 @@ impl EpShared {
 impl CompletionHandler for EpShared {
     fn on_completion(&self, tag: u32, wc: &ibv_wc) {
         let ok = wc.status == ibv_wc_status::IBV_WC_SUCCESS;
+        // A failed request breaks the connection before its operation completes, so
+        // whoever sees that failure finds the endpoint broken already.
+        if !ok {
+            let flushed = wc.status == ibv_wc_status::IBV_WC_WR_FLUSH_ERR;
+            if !flushed || (self.broken.get().is_none() && !self.is_closed()) {
+                crate::info_log!(
+                    "RDMA {} QP tag {tag}: {} completion failed: {} (vendor error {})",
+                    self.ctx.device_name(),
+                    if wc.wr_id & RECV_BIT != 0 {
+                        "receive"
+                    } else {
+                        "send"
+                    },
+                    wc_status_str(wc.status),
+                    wc.vendor_err
+                );
+            }
+            if !(flushed && (self.is_closed() || self.broken.get().is_some())) {
+                let (status, msg) = self.outcome(wc);
+                self.break_with(status, msg.unwrap_or_default());
+            }
+        }
         if wc.wr_id & RECV_BIT != 0 {
             if tag == TAG_CTRL {
                 let slot = (wc.wr_id & !RECV_BIT) as u32;
@@ -845,26 +867,6 @@ impl CompletionHandler for EpShared {
             }
             if tag == TAG_CTRL {
                 self.pump();
-            }
-        }
-        if !ok {
-            let flushed = wc.status == ibv_wc_status::IBV_WC_WR_FLUSH_ERR;
-            if !flushed || (self.broken.get().is_none() && !self.is_closed()) {
-                crate::info_log!(
-                    "RDMA {} QP tag {tag}: {} completion failed: {} (vendor error {})",
-                    self.ctx.device_name(),
-                    if wc.wr_id & RECV_BIT != 0 {
-                        "receive"
-                    } else {
-                        "send"
-                    },
-                    wc_status_str(wc.status),
-                    wc.vendor_err
-                );
-            }
-            if !(flushed && (self.is_closed() || self.broken.get().is_some())) {
-                let (status, msg) = self.outcome(wc);
-                self.break_with(status, msg.unwrap_or_default());
             }
         }
     }
