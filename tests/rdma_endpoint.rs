@@ -352,6 +352,20 @@ fn every_opcode_moves_the_right_bytes() {
     got.wait().unwrap();
     assert_eq!(got.nbytes(), (MIB / 2) as u64);
     assert_eq!(check_pattern(&r.buf[1..MIB / 2], 11), None);
+    // a region registered after connect is registered with the NIC as well
+    let mut late = vec![0u8; 4096];
+    fill_pattern(&mut late, 12);
+    let hl = unsafe {
+        r.ep.register_memory_region("late", late.as_mut_ptr(), late.len())
+            .unwrap()
+    };
+    let rkey = r.ep.memory_pool().mr_info()["late"]["rkey"].as_u64().unwrap();
+    assert_eq!(rkey, r.ep.memory_pool().region(hl).unwrap().key as u64);
+    r.ep.write(&[Assignment::new(hl, r.remote, 8192, 0, 4096)], None)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(r.cmd("check 8192 4096 12"), "ok");
     // zero-length operations
     r.ep.write(&[], None).unwrap().wait().unwrap();
     r.ep.read(&[r.a(0, 0, 0)], None).unwrap().wait().unwrap();
