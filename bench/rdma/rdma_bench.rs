@@ -175,14 +175,16 @@ fn main() {
             let total = (64 * MIB).max(2 * size);
             let n = total / size;
             let a = [Assignment::new(h, r, 0, 0, size as u64)];
-            ep.write(&a, None).unwrap().wait().unwrap();
+            // soft-RoCE under TCG moves tens of MB/s: the default 30 s deadline is too short
+            let long = Some(std::time::Duration::from_secs(900));
+            ep.write(&a, long).unwrap().wait().unwrap();
             let t = Instant::now();
             let mut inflight: Vec<Future> = Vec::new();
             for _ in 0..n {
                 if inflight.len() == 8 {
                     inflight.remove(0).wait().unwrap();
                 }
-                inflight.push(ep.write(&a, None).unwrap());
+                inflight.push(ep.write(&a, long).unwrap());
             }
             for f in inflight {
                 f.wait().unwrap();
