@@ -359,7 +359,9 @@ fn every_opcode_moves_the_right_bytes() {
         r.ep.register_memory_region("late", late.as_mut_ptr(), late.len())
             .unwrap()
     };
-    let rkey = r.ep.memory_pool().mr_info()["late"]["rkey"].as_u64().unwrap();
+    let rkey = r.ep.memory_pool().mr_info()["late"]["rkey"]
+        .as_u64()
+        .unwrap();
     assert_eq!(rkey, r.ep.memory_pool().region(hl).unwrap().key as u64);
     r.ep.write(&[Assignment::new(hl, r.remote, 8192, 0, 4096)], None)
         .unwrap()
