@@ -17,16 +17,17 @@
  *   5. Endpoint                          dlslime_endpoint_t, dlslime_assignment_t
  *   6. TCP transport                     dlslime_tcp_context_t, dlslime_tcp_options_t
  *   7. Shared-memory transport           dlslime_shm_flag, dlslime_shm_options_t
- *   8. PeerAgent                         dlslime_peer_agent_t,
+ *   8. RDMA transport                    dlslime_rdma_context_t, dlslime_rdma_options_t
+ *   9. PeerAgent                         dlslime_peer_agent_t,
  *                                        dlslime_peer_connection_t,
  *                                        dlslime_peer_options_t,
  *                                        dlslime_peer_transport_t,
  *                                        dlslime_peer_conn_state_t,
  *                                        dlslime_named_assignment_t
- *   9. SlimeRPC                          dlslime_rpc_progress, dlslime_rpc_call_t,
- *                                        dlslime_rpc_memory_t, dlslime_rpc_request_t,
- *                                        dlslime_rpc_session_t, dlslime_rpc_options_t,
- *                                        dlslime_rpc_writer_t
+ *   10. SlimeRPC                          dlslime_rpc_progress, dlslime_rpc_call_t,
+ *                                         dlslime_rpc_memory_t, dlslime_rpc_request_t,
+ *                                         dlslime_rpc_session_t, dlslime_rpc_options_t,
+ *                                         dlslime_rpc_writer_t
  *
  * Conventions
  * -----------
@@ -72,6 +73,7 @@
  *   dlslime_future_t             owned              thread-safe
  *   dlslime_endpoint_t           owned              thread-safe
  *   dlslime_tcp_context_t        reference-counted  thread-safe
+ *   dlslime_rdma_context_t       reference-counted  thread-safe
  *   dlslime_peer_agent_t         owned              thread-safe
  *   dlslime_peer_connection_t    owned              thread-safe
  *   dlslime_rpc_call_t           owned              one thread at a time
@@ -195,8 +197,7 @@ enum dlslime_status
   DLSLIME_STATUS_UNSUPPORTED = 501,
   DLSLIME_STATUS_RESOURCE_EXHAUSTED = 502,
   /**
-   * RDMA cannot be used here: libibverbs is not installed, or no (active) RDMA
-   * device; the last-error message names what is missing.
+   * RDMA cannot be used here: libibverbs is not installed, or no (active) RDMA device.
    */
   DLSLIME_STATUS_RDMA_UNAVAILABLE = 503,
   DLSLIME_STATUS_INTERNAL = 598,
@@ -463,8 +464,9 @@ void dlslime_future_free(dlslime_future_t *f);
  * ==================================================================================== */
 
 /**
- * An endpoint of any transport (today: TCP, from `dlslime_tcp_endpoint_new`): one side
- * of a connection that moves bytes between registered memory regions.
+ * An endpoint of any transport (`dlslime_tcp_endpoint_new`, `dlslime_shm_endpoint_new`,
+ * `dlslime_rdma_endpoint_new`): one side of a connection that moves bytes between
+ * registered memory regions.
  *
  * Ownership: owned by the caller; `dlslime_endpoint_free` shuts it down and releases
  * it. Futures it returned stay valid (and complete, with `DLSLIME_STATUS_CANCELLED` if
@@ -865,7 +867,138 @@ dlslime_status_t dlslime_alloc_shared(size_t len, void **out_ptr);
 dlslime_status_t dlslime_free_shared(void *ptr);
 
 /* =======================================================================================
- * 8. PeerAgent
+ * 8. RDMA transport
+ *
+ * `dlslime_rdma_options_t`, `dlslime_rdma_context_t`, `dlslime_rdma_endpoint_new` and
+ * `dlslime_rdma_available_nics`.
+ * ==================================================================================== */
+
+/**
+ * An RDMA context: one port of one NIC opened (protection domain, completion queue and
+ * its completion thread), shared by the endpoints created over it.
+ *
+ * Ownership: created by `dlslime_rdma_context_new`, released by
+ * `dlslime_rdma_context_free`. Reference-counted: endpoints keep their own reference.
+ *
+ * Thread safety: thread-safe.
+ *
+ * Methods: `dlslime_rdma_context_new`, `dlslime_rdma_context_free`,
+ * `dlslime_rdma_context_device`, `dlslime_rdma_context_bind_pool`,
+ * `dlslime_rdma_endpoint_new`.
+ */
+typedef struct dlslime_rdma_context_t dlslime_rdma_context_t;
+
+/**
+ * Options of an RDMA context. Initialise with `dlslime_rdma_options_init` (or set `size`
+ * to `sizeof(dlslime_rdma_options_t)` and zero the rest): every zero/NULL/false field
+ * means "the library default". Later versions only append fields.
+ */
+typedef struct {
+  /**
+   * `sizeof(dlslime_rdma_options_t)` as the caller was compiled.
+   */
+  size_t size;
+  /**
+   * Device name (see `dlslime_rdma_available_nics`). NULL or "": the first visible
+   * device. Borrowed for the duration of the call.
+   */
+  const char *device;
+  /**
+   * Port number, from 1. 0: default (1).
+   */
+  uint32_t ib_port;
+  /**
+   * "RoCE" or "IB": refuse a port of another link layer. NULL: whatever the port is.
+   */
+  const char *link_type;
+  /**
+   * Use `gid_index` (RoCE ports; 0 is a valid index). false: `SLIME_GID_INDEX` from
+   * the environment when set, else the first RoCE v2 IPv4-mapped GID.
+   */
+  bool gid_index_set;
+  uint32_t gid_index;
+  /**
+   * Completion-queue entries (clamped to the device). 0: default (32768).
+   */
+  uint32_t cq_depth;
+  /**
+   * Deadline of every operation that passes `timeout_ms = 0`. 0: default (30 s, or
+   * `DLSLIME_TIMEOUT_MS` from the environment).
+   */
+  uint64_t default_timeout_ms;
+} dlslime_rdma_options_t;
+
+/**
+ * Fills `*opts` with the defaults: `size = sizeof(dlslime_rdma_options_t)`, every other
+ * field zero/NULL/false. NULL is a no-op.
+ */
+void dlslime_rdma_options_init(dlslime_rdma_options_t *opts);
+
+/**
+ * Writes the names of the RDMA devices, as a JSON array of strings (in
+ * `ibv_get_device_list` order, filtered by `SLIME_VISIBLE_DEVICES`), to `*out_json`; free
+ * it with `dlslime_string_free`. `[]` when libibverbs is installed but there is no
+ * device.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_RDMA_UNAVAILABLE` (libibverbs
+ * is not installed).
+ */
+dlslime_status_t dlslime_rdma_available_nics(char **out_json);
+
+/**
+ * Opens an RDMA context (device, port, GID, protection domain, completion queue and
+ * thread) and writes it to `*out`. `opts` may be NULL for the defaults.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER` (`out`), `DLSLIME_STATUS_INVALID_ARGUMENT`
+ * (bad `size`, port or link type), `DLSLIME_STATUS_UNSUPPORTED` (unknown newer fields
+ * set), `DLSLIME_STATUS_RDMA_UNAVAILABLE` (no libibverbs, no such device, port not
+ * active, no GID), `DLSLIME_STATUS_RESOURCE_EXHAUSTED` (the device refused a resource).
+ */
+dlslime_status_t dlslime_rdma_context_new(const dlslime_rdma_options_t *opts,
+                                          dlslime_rdma_context_t **out);
+
+/**
+ * Releases the caller's reference to a context; endpoints keep theirs. NULL is a no-op.
+ */
+void dlslime_rdma_context_free(dlslime_rdma_context_t *ctx);
+
+/**
+ * Writes the context's device name as an owned string to `*out_name`; free it with
+ * `dlslime_string_free`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`.
+ */
+dlslime_status_t dlslime_rdma_context_device(const dlslime_rdma_context_t *ctx, char **out_name);
+
+/**
+ * Binds a memory pool to the context's device (what `dlslime_rdma_endpoint_new` does
+ * too): every region of the pool, present and future, is registered with the device,
+ * and its key in `mr_info` becomes its rkey. Binding to the same device again is a
+ * no-op.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (the pool is
+ * bound to another device), `DLSLIME_STATUS_RESOURCE_EXHAUSTED` (a registration failed;
+ * the pool is left unbound).
+ */
+dlslime_status_t dlslime_rdma_context_bind_pool(const dlslime_rdma_context_t *ctx,
+                                                const dlslime_memory_pool_t *pool);
+
+/**
+ * Creates an RDMA endpoint with `num_qp` data QPs (1..=16; 0: 1) over a context and a
+ * memory pool and writes it to `*out`. The pool is bound to the context's device: its
+ * regions (present and future) are registered with it and their keys become rkeys; a
+ * pool bound to another device is refused. The endpoint keeps its own references.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (`num_qp`
+ * above 16, pool bound to another device), `DLSLIME_STATUS_RESOURCE_EXHAUSTED`.
+ */
+dlslime_status_t dlslime_rdma_endpoint_new(const dlslime_rdma_context_t *ctx,
+                                           const dlslime_memory_pool_t *pool,
+                                           uint32_t num_qp,
+                                           dlslime_endpoint_t **out);
+
+/* =======================================================================================
+ * 9. PeerAgent
  *
  * PeerAgent (`dlslime_peer_agent_t`, configured by `dlslime_peer_options_t`): registers
  * with NanoCtrl, publishes its memory regions in Redis and connects to peers by alias
@@ -1212,7 +1345,7 @@ dlslime_status_t dlslime_peer_agent_shutdown(const dlslime_peer_agent_t *agent);
 void dlslime_peer_agent_free(dlslime_peer_agent_t *agent);
 
 /* =======================================================================================
- * 9. SlimeRPC
+ * 10. SlimeRPC
  *
  * SlimeRPC: request / reply over an endpoint. A session (`dlslime_rpc_session_t`,
  * configured by `dlslime_rpc_options_t`, optionally over `dlslime_rpc_memory_t` made

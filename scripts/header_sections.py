@@ -36,6 +36,7 @@ SECTIONS = [
     ("endpoint.rs", "Endpoint"),
     ("tcp.rs", "TCP transport"),
     ("shm.rs", "Shared-memory transport"),
+    ("rdma.rs", "RDMA transport"),
     ("peer.rs", "PeerAgent"),
     ("rpc.rs", "SlimeRPC"),
 ]
