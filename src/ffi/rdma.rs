@@ -127,7 +127,7 @@ pub extern "C" fn dlslime_rdma_available_nics(out_json: *mut *mut c_char) -> dls
         let out_json = try_out!(out_json);
         let nics = try_res!(available_nics());
         let s = try_res!(string_to_c(serde_json::Value::from(nics).to_string()));
-        unsafe { out_json.write(s) };
+        out_json.write(s);
         dlslime_status_t::Ok
     }
 }
@@ -153,7 +153,7 @@ pub extern "C" fn dlslime_rdma_context_new(
             try_res!(unsafe { to_config(&o) })
         };
         let ctx = try_res!(RdmaContext::open(config));
-        unsafe { out.write(arc_into_ptr(ctx)) };
+        out.write(arc_into_ptr(ctx));
         dlslime_status_t::Ok
     }
 }
@@ -179,7 +179,7 @@ pub extern "C" fn dlslime_rdma_context_device(
         let ctx = try_ref!(ctx);
         let out_name = try_out!(out_name);
         let s = try_res!(string_to_c(ctx.device_name().to_string()));
-        unsafe { out_name.write(s) };
+        out_name.write(s);
         dlslime_status_t::Ok
     }
 }
@@ -229,7 +229,7 @@ pub extern "C" fn dlslime_rdma_endpoint_new(
         };
         let ep = try_res!(RdmaEndpoint::new(&ctx, pool, cfg));
         let ep: Arc<dyn Endpoint> = ep;
-        unsafe { out.write(box_into_ptr::<dlslime_endpoint_t>(ep)) };
+        out.write(box_into_ptr::<dlslime_endpoint_t>(ep));
         dlslime_status_t::Ok
     }
 }

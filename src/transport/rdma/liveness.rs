@@ -5,7 +5,7 @@
 //! completion thread writes zero bytes to it every [`KA_PERIOD`] on a dedicated QP with a
 //! short ACK timeout (4.096 µs × 2^15 ≈ 134 ms per try, 6 retries): a peer that died or
 //! shut down fails the keepalive within about 1 s (or, if the device keeps retrying, it
-//! stays unanswered for [`KA_STALL`]), and the endpoint then fails every pending
+//! stays unanswered for `KA_STALL`), and the endpoint then fails every pending
 //! operation with `PeerDisconnected` (within about 2.5 s of the death). Data and control
 //! QPs keep a long timeout (≈ 0.5 s per try, ≈ 4 s in all), so a big transfer on
 //! a slow link or a peer that calls `connect` a little later is never mistaken for a
