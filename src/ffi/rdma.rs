@@ -72,6 +72,8 @@ impl Castable for dlslime_rdma_context_t {
 pub extern "C" fn dlslime_rdma_options_init(opts: *mut dlslime_rdma_options_t) {
     ffi_boundary! {
         if !opts.is_null() {
+            // SAFETY: a non-NULL `opts` points at writable storage for one options struct
+            // (the header's contract); `write` does not read or drop the old contents.
             unsafe {
                 opts.write(dlslime_rdma_options_t {
                     size: size_of::<dlslime_rdma_options_t>(),
@@ -92,14 +94,17 @@ pub extern "C" fn dlslime_rdma_options_init(opts: *mut dlslime_rdma_options_t) {
 /// The string fields are NULL or NUL-terminated.
 unsafe fn to_config(o: &dlslime_rdma_options_t) -> crate::Result<RdmaConfig> {
     let mut c = RdmaConfig {
-        device: opt_text(o.device, "dlslime_rdma_options_t.device")?.filter(|d| !d.is_empty()),
+        // SAFETY: the string fields are NULL or NUL-terminated (this function's contract).
+        device: unsafe { opt_text(o.device, "dlslime_rdma_options_t.device") }?
+            .filter(|d| !d.is_empty()),
         ..Default::default()
     };
     if o.ib_port != 0 {
         c.ib_port = u8::try_from(o.ib_port)
             .map_err(|_| crate::Error::invalid(format!("ib_port {} is out of range", o.ib_port)))?;
     }
-    if let Some(l) = opt_text(o.link_type, "dlslime_rdma_options_t.link_type")? {
+    // SAFETY: as above.
+    if let Some(l) = unsafe { opt_text(o.link_type, "dlslime_rdma_options_t.link_type") }? {
         c.link_type = Some(l.parse()?);
     }
     if o.gid_index_set {
@@ -149,7 +154,12 @@ pub extern "C" fn dlslime_rdma_context_new(
         let config = if opts.is_null() {
             RdmaConfig::default()
         } else {
+            // SAFETY: a non-NULL `opts` points at an options struct the caller set up with
+            // its `_init` function, so `size` readable bytes, as `read_sized` requires;
+            // the struct is integers, booleans and pointers only.
             let o = try_res!(unsafe { read_sized(opts, "dlslime_rdma_options_t") });
+            // SAFETY: the header says the string fields are NULL or NUL-terminated and
+            // valid for the call.
             try_res!(unsafe { to_config(&o) })
         };
         let ctx = try_res!(RdmaContext::open(config));
@@ -162,6 +172,8 @@ pub extern "C" fn dlslime_rdma_context_new(
 #[no_mangle]
 pub extern "C" fn dlslime_rdma_context_free(ctx: *mut dlslime_rdma_context_t) {
     ffi_boundary! {
+        // SAFETY: `ctx` is NULL or a live context handle given back by the caller, who
+        // does not use it again (the header's contract for `_free`).
         unsafe { free_arc(ctx) }
     }
 }

@@ -43,7 +43,9 @@ impl PeerAgent {
         let len = offset
             .checked_add(length)
             .ok_or_else(|| Error::new(Status::OutOfRange, "offset + length overflows"))?;
-        let h = i.pool.register(Some(name), ptr, len)?;
+        // SAFETY: the caller keeps `[ptr, ptr + len)` valid while it is registered (this
+        // function's contract), which is what `MemoryPool::register` requires.
+        let h = unsafe { i.pool.register(Some(name), ptr, len) }?;
         i.regions_epoch.fetch_add(1, Ordering::AcqRel);
         let region = i.pool.region(h)?;
         let rec = RegionRec {

@@ -83,7 +83,8 @@ impl Header {
     /// `p` points at 16 readable bytes.
     pub unsafe fn read(p: *const u8) -> Header {
         let mut b = [0u8; HEADER_LEN];
-        std::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), HEADER_LEN);
+        // SAFETY: `p` has 16 readable bytes (this function's contract); `b` is a local.
+        unsafe { std::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), HEADER_LEN) };
         Header::decode(&b)
     }
 
@@ -91,7 +92,8 @@ impl Header {
     /// `p` points at 16 writable bytes.
     pub unsafe fn write(&self, p: *mut u8) {
         let b = self.encode();
-        std::ptr::copy_nonoverlapping(b.as_ptr(), p, HEADER_LEN);
+        // SAFETY: `p` has 16 writable bytes (this function's contract); `b` is a local.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), p, HEADER_LEN) };
     }
 }
 

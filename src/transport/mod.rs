@@ -112,7 +112,9 @@ pub trait Endpoint: Send + Sync {
         ptr: *mut u8,
         len: usize,
     ) -> Result<MrHandle> {
-        self.memory_pool().register(Some(name), ptr, len)
+        // SAFETY: the caller keeps the memory valid as `MemoryPool::register` requires
+        // (this function's contract).
+        unsafe { self.memory_pool().register(Some(name), ptr, len) }
     }
 
     /// Registers a peer's region from its `{addr, length, rkey}` info.

@@ -18,7 +18,8 @@ pub unsafe fn write_frame(
     slices.push(IoSlice::new(header));
     for &(p, n) in payload {
         if n > 0 {
-            slices.push(IoSlice::new(std::slice::from_raw_parts(p, n)));
+            // SAFETY: every range is readable for the call (this function's contract).
+            slices.push(IoSlice::new(unsafe { std::slice::from_raw_parts(p, n) }));
         }
     }
     let mut bufs = &mut slices[..];
@@ -38,7 +39,9 @@ pub unsafe fn write_frame(
 /// # Safety
 /// The range must be writable and not otherwise accessed during the call.
 pub unsafe fn read_into(stream: &mut TcpStream, ptr: *mut u8, len: usize) -> io::Result<()> {
-    stream.read_exact(std::slice::from_raw_parts_mut(ptr, len))
+    // SAFETY: the range is writable and nobody else touches it during the call (this
+    // function's contract).
+    stream.read_exact(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
 }
 
 /// Reads and discards `len` bytes.
