@@ -12,6 +12,7 @@ use super::future::dlslime_future_t;
 use super::memory::{dlslime_mr_handle_t, dlslime_remote_handle_t};
 use super::status::{dlslime_status_t, status_of, string_to_c};
 use crate::error::{Error, Status};
+use crate::future::Future;
 use crate::transport::{info, Assignment, Endpoint};
 
 /// One transfer, in the original DLSlime tuple order
@@ -102,6 +103,23 @@ unsafe fn with_assignments<R>(
         let v: Vec<Assignment> = src.iter().map(Assignment::from).collect();
         op(&v)
     }
+}
+
+/// The body of the one-sided exports: checks the handles, converts the assignment array,
+/// starts the operation with `start` and hands its future out.
+fn assignment_io(
+    ep: *const dlslime_endpoint_t,
+    assignments: *const dlslime_assignment_t,
+    n: usize,
+    out: *mut *mut dlslime_future_t,
+    start: impl FnOnce(&Arc<dyn Endpoint>, &[Assignment]) -> crate::Result<Future>,
+) -> dlslime_status_t {
+    let ep = try_ref!(ep);
+    let out = try_out!(out);
+    // SAFETY: `assignments` is NULL with `n == 0` or points at `n` readable assignments,
+    // as the header requires of this array argument.
+    let f = try_res!(unsafe { with_assignments(assignments, n, |a| start(ep, a)) });
+    future_out(f, out)
 }
 
 /// Writes this endpoint's `endpoint_info` (a JSON document: transport, protocol version,
@@ -208,12 +226,7 @@ pub extern "C" fn dlslime_endpoint_read(
     out: *mut *mut dlslime_future_t,
 ) -> dlslime_status_t {
     ffi_boundary! {
-        let ep = try_ref!(ep);
-        let out = try_out!(out);
-        // SAFETY: `assignments` is NULL with `n == 0` or points at `n` readable
-        // assignments, as the header requires of this array argument.
-        let f = try_res!(unsafe { with_assignments(assignments, n, |a| ep.read(a, timeout(timeout_ms))) });
-        future_out(f, out)
+        assignment_io(ep, assignments, n, out, |ep, a| ep.read(a, timeout(timeout_ms)))
     }
 }
 
@@ -229,12 +242,7 @@ pub extern "C" fn dlslime_endpoint_write(
     out: *mut *mut dlslime_future_t,
 ) -> dlslime_status_t {
     ffi_boundary! {
-        let ep = try_ref!(ep);
-        let out = try_out!(out);
-        // SAFETY: `assignments` is NULL with `n == 0` or points at `n` readable
-        // assignments, as the header requires of this array argument.
-        let f = try_res!(unsafe { with_assignments(assignments, n, |a| ep.write(a, timeout(timeout_ms))) });
-        future_out(f, out)
+        assignment_io(ep, assignments, n, out, |ep, a| ep.write(a, timeout(timeout_ms)))
     }
 }
 
@@ -250,14 +258,7 @@ pub extern "C" fn dlslime_endpoint_write_with_imm(
     out: *mut *mut dlslime_future_t,
 ) -> dlslime_status_t {
     ffi_boundary! {
-        let ep = try_ref!(ep);
-        let out = try_out!(out);
-        // SAFETY: `assignments` is NULL with `n == 0` or points at `n` readable
-        // assignments, as the header requires of this array argument.
-        let f = try_res!(unsafe {
-            with_assignments(assignments, n, |a| ep.write_with_imm(a, imm, timeout(timeout_ms)))
-        });
-        future_out(f, out)
+        assignment_io(ep, assignments, n, out, |ep, a| ep.write_with_imm(a, imm, timeout(timeout_ms)))
     }
 }
 

@@ -14,6 +14,7 @@ use super::memory::dlslime_mr_handle_t;
 use super::options::read_sized;
 use super::status::{dlslime_status_t, string_to_c};
 use crate::error::{Error, Status};
+use crate::future::Future;
 use crate::peer::{
     ConnState, NamedAssignment, PeerAgent, PeerAgentOptions, PeerConnection, Transport,
 };
@@ -257,6 +258,26 @@ unsafe fn named(
             ))
         })
         .collect()
+}
+
+/// The body of the named one-sided exports: checks the handles, converts the assignment
+/// array, starts the operation with `start` and hands its future out.
+fn named_io(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    assignments: *const dlslime_named_assignment_t,
+    n: usize,
+    out: *mut *mut dlslime_future_t,
+    start: impl FnOnce(&PeerAgent, &str, &[NamedAssignment]) -> crate::Result<Future>,
+) -> dlslime_status_t {
+    let agent = try_ref!(agent);
+    let peer = try_str!(peer);
+    let out = try_out!(out);
+    // SAFETY: the header requires `assignments` to be NULL with `n == 0` or `n` readable
+    // entries whose strings are NULL (remote only) or NUL-terminated and valid for the
+    // call, `named`'s contract.
+    let a = try_res!(unsafe { named(assignments, n) });
+    future_out(try_res!(start(agent, peer, &a)), out)
 }
 
 /// Registers with NanoCtrl at `nanoctrl_url` ("http://host:port") as `alias` (NULL: a
@@ -516,15 +537,7 @@ pub extern "C" fn dlslime_peer_agent_read(
     out: *mut *mut dlslime_future_t,
 ) -> dlslime_status_t {
     ffi_boundary! {
-        let agent = try_ref!(agent);
-        let peer = try_str!(peer);
-        let out = try_out!(out);
-        // SAFETY: the header requires `assignments` to be NULL with `n == 0` or `n`
-        // readable entries whose strings are NULL (remote only) or NUL-terminated and
-        // valid for the call, `named`'s contract.
-        let a = try_res!(unsafe { named(assignments, n) });
-        let f = try_res!(agent.read(peer, &a, timeout(timeout_ms)));
-        future_out(f, out)
+        named_io(agent, peer, assignments, n, out, |agent, peer, a| agent.read(peer, a, timeout(timeout_ms)))
     }
 }
 
@@ -540,15 +553,7 @@ pub extern "C" fn dlslime_peer_agent_write(
     out: *mut *mut dlslime_future_t,
 ) -> dlslime_status_t {
     ffi_boundary! {
-        let agent = try_ref!(agent);
-        let peer = try_str!(peer);
-        let out = try_out!(out);
-        // SAFETY: the header requires `assignments` to be NULL with `n == 0` or `n`
-        // readable entries whose strings are NULL (remote only) or NUL-terminated and
-        // valid for the call, `named`'s contract.
-        let a = try_res!(unsafe { named(assignments, n) });
-        let f = try_res!(agent.write(peer, &a, timeout(timeout_ms)));
-        future_out(f, out)
+        named_io(agent, peer, assignments, n, out, |agent, peer, a| agent.write(peer, a, timeout(timeout_ms)))
     }
 }
 
@@ -565,15 +570,9 @@ pub extern "C" fn dlslime_peer_agent_write_with_imm(
     out: *mut *mut dlslime_future_t,
 ) -> dlslime_status_t {
     ffi_boundary! {
-        let agent = try_ref!(agent);
-        let peer = try_str!(peer);
-        let out = try_out!(out);
-        // SAFETY: the header requires `assignments` to be NULL with `n == 0` or `n`
-        // readable entries whose strings are NULL (remote only) or NUL-terminated and
-        // valid for the call, `named`'s contract.
-        let a = try_res!(unsafe { named(assignments, n) });
-        let f = try_res!(agent.write_with_imm(peer, &a, imm, timeout(timeout_ms)));
-        future_out(f, out)
+        named_io(agent, peer, assignments, n, out, |agent, peer, a| {
+            agent.write_with_imm(peer, a, imm, timeout(timeout_ms))
+        })
     }
 }
 
