@@ -685,3 +685,56 @@ fn a_new_session_after_close_on_the_same_endpoints() {
         server.join().unwrap();
     }
 }
+
+/// A session whose peer never came (its handshake timed out) leaves its hello in the
+/// peer endpoint; the next pair of sessions must not bind to that dead session's
+/// mailbox (the guide's one-process example once failed this way with "remote access
+/// denied"): the stale hello is consumed and the calls work.
+#[test]
+fn a_failed_handshake_leaves_nothing_the_next_session_binds_to() {
+    for transport in ["tcp", "shm"] {
+        let (a, b): (Arc<dyn Endpoint>, Arc<dyn Endpoint>) = match transport {
+            "tcp" => (
+                TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+                TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+            ),
+            _ => (
+                Arc::new(ShmEndpoint::new(MemoryPool::new(), ShmConfig::default()).unwrap()),
+                Arc::new(ShmEndpoint::new(MemoryPool::new(), ShmConfig::default()).unwrap()),
+            ),
+        };
+        let (ai, b2) = (a.endpoint_info(), b.clone());
+        let t = std::thread::spawn(move || b2.connect(&ai).unwrap());
+        a.connect(&b.endpoint_info()).unwrap();
+        t.join().unwrap();
+        let cfg = RpcConfig {
+            slot_size: 256,
+            slot_count: 2,
+            handshake_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        // `b` alone: times out, its hello stays in `a`.
+        let e = RpcSession::new(b.clone(), cfg.clone())
+            .err()
+            .expect("no peer session");
+        assert_eq!(e.status(), Status::Timeout, "{e}");
+        let cfg = RpcConfig {
+            handshake_timeout: Duration::from_secs(30),
+            ..cfg
+        };
+        let (b2, c2) = (b.clone(), cfg.clone());
+        let server = std::thread::spawn(move || {
+            let s = RpcSession::new(b2, c2).unwrap();
+            let r = service().serve(&s);
+            assert_eq!(r.unwrap_err().status(), Status::PeerDisconnected);
+        });
+        let s = RpcSession::new(a.clone(), cfg).unwrap();
+        for i in 0..10u8 {
+            let m = vec![i; 20 + i as usize * 30];
+            let mut f = s.call(tag("echo"), &m).unwrap();
+            assert_eq!(f.wait_ok(T).unwrap(), &m[..], "{transport}");
+        }
+        s.close();
+        server.join().unwrap();
+    }
+}

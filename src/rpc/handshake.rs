@@ -1,62 +1,170 @@
 //! The session handshake: both sides exchange their mailbox and slot configuration over
-//! one send/recv pair of the endpoint (`{"slime_rpc", "slot_size", "slot_count",
-//! "mailbox": {addr, length, rkey}}`); a different configuration or wire version is
-//! refused on both sides.
+//! send/recv of the endpoint (`{"slime_rpc", "session", "ack", "slot_size",
+//! "slot_count", "mailbox": {addr, length, rkey}}`); a different configuration or wire
+//! version is refused on both sides.
+//!
+//! Each session has a random id. A side sends its hello (`ack` null), answers every
+//! peer session it has not answered yet with a hello acknowledging it, and is done when
+//! a hello acknowledging its own id arrives: then both sides hold each other's current
+//! info. Messages left in the endpoint by a session that failed or closed (its hello,
+//! its acknowledgements) are consumed on the way and never bind a new session to a dead
+//! mailbox. In the usual case each side sends two messages and receives two.
 
 use serde_json::{json, Value};
 
 use super::config::RpcConfig;
 use super::mailbox::RpcMemory;
 use super::wire;
+use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
+use crate::future::Future;
 use crate::memory::{RemoteHandle, RemoteRegion};
 use crate::transport::Endpoint;
 
-/// Exchanges mailbox descriptions with the peer; returns the peer's mailbox.
-pub(super) fn handshake(
-    ep: &dyn Endpoint,
-    mem: &RpcMemory,
-    cfg: &RpcConfig,
-) -> Result<RemoteHandle> {
+/// What the handshake agreed on.
+pub(super) struct Agreed {
+    /// The peer's mailbox.
+    pub remote_mbox: RemoteHandle,
+    /// This session's id and the peer session's id.
+    pub id: u64,
+    pub peer_id: u64,
+}
+
+/// Largest handshake message accepted.
+const MAX_HELLO: usize = 4096;
+
+/// A random, non-zero session id.
+fn new_id() -> u64 {
+    loop {
+        let v: u64 = rand::random();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+fn failed(e: Error) -> Error {
+    Error::new(
+        e.status(),
+        format!(
+            "RPC handshake: the peer's session did not answer: {}",
+            e.message()
+        ),
+    )
+}
+
+/// Sends one hello, waiting for it to be delivered (at most `deadline`).
+fn send_hello(ep: &dyn Endpoint, msg: &str, deadline: Deadline) -> Result<()> {
+    // SAFETY: `msg` outlives the send: it is waited on here, and a failed wait has ended
+    // the operation (deadline or abort), after which the transport no longer reads it.
+    let f = unsafe { ep.send(msg.as_ptr(), msg.len(), deadline.remaining())? };
+    f.wait().map_err(failed)
+}
+
+/// A posted receive for the next hello. The transport may complete a send only once
+/// the peer has a receive posted, so each side keeps one posted before it sends.
+struct HelloRecv<'a> {
+    ep: &'a dyn Endpoint,
+    buf: Vec<u8>,
+    f: Option<Future>,
+}
+
+impl<'a> HelloRecv<'a> {
+    fn post(ep: &'a dyn Endpoint, deadline: Deadline) -> Result<HelloRecv<'a>> {
+        let mut r = HelloRecv {
+            ep,
+            buf: vec![0u8; MAX_HELLO],
+            f: None,
+        };
+        // SAFETY: `buf` is owned by `r` and outlives the receive: it is waited on in
+        // `take`, or withdrawn with `abort` (which returns once the transport no longer
+        // touches it) in Drop, before the buffer is freed.
+        r.f = Some(unsafe { ep.recv(r.buf.as_mut_ptr(), r.buf.len(), deadline.remaining())? });
+        Ok(r)
+    }
+
+    /// Waits for the hello and posts the next receive.
+    fn take(&mut self, deadline: Deadline) -> Result<Value> {
+        let f = self.f.take().expect("a receive is posted");
+        if let Err(e) = f.wait() {
+            f.state().abort(Status::Cancelled, "RPC handshake failed");
+            return Err(failed(e));
+        }
+        let n = (f.nbytes() as usize).min(self.buf.len());
+        let v = serde_json::from_slice(&self.buf[..n]).map_err(|e| {
+            Error::new(
+                Status::Protocol,
+                format!("RPC handshake: bad session info from peer: {e}"),
+            )
+        });
+        // SAFETY: as in `post`.
+        self.f = Some(unsafe {
+            self.ep
+                .recv(self.buf.as_mut_ptr(), self.buf.len(), deadline.remaining())?
+        });
+        v
+    }
+}
+
+impl Drop for HelloRecv<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.f.take() {
+            f.state().abort(Status::Cancelled, "RPC handshake over");
+        }
+    }
+}
+
+/// Exchanges mailbox descriptions with the peer's current session.
+pub(super) fn handshake(ep: &dyn Endpoint, mem: &RpcMemory, cfg: &RpcConfig) -> Result<Agreed> {
     let region = mem.pool.region(mem.mbox_h)?;
-    let mine = json!({
-        "slime_rpc": wire::WIRE_VERSION,
-        "slot_size": cfg.slot_size,
-        "slot_count": cfg.slot_count,
-        "mailbox": {"addr": region.addr as u64, "length": region.len as u64, "rkey": region.key},
-    })
-    .to_string();
-    let mut buf = vec![0u8; 4096];
-    let t = Some(cfg.handshake_timeout);
-    // SAFETY: `buf` outlives the receive: it is waited on below, or withdrawn with
-    // `abort` (which returns once the transport no longer touches it) before returning.
-    let rf = unsafe { ep.recv(buf.as_mut_ptr(), buf.len(), t)? };
-    let withdraw = |e: Error| {
-        rf.state().abort(Status::Cancelled, "RPC handshake failed");
-        e
+    let id = new_id();
+    let hello = |ack: Option<u64>| {
+        json!({
+            "slime_rpc": wire::WIRE_VERSION,
+            "session": id,
+            "ack": ack,
+            "slot_size": cfg.slot_size,
+            "slot_count": cfg.slot_count,
+            "mailbox": {"addr": region.addr as u64, "length": region.len as u64, "rkey": region.key},
+        })
+        .to_string()
     };
-    // SAFETY: `mine` outlives the send: it is waited on below, and a failed wait has
-    // ended the operation (deadline or abort), after which the transport no longer reads
-    // it.
-    let sf = unsafe { ep.send(mine.as_ptr(), mine.len(), t) }.map_err(withdraw)?;
-    let hs = |e: Error| {
-        Error::new(
-            e.status(),
-            format!(
-                "RPC handshake: the peer's session did not answer: {}",
-                e.message()
-            ),
-        )
-    };
-    sf.wait().map_err(hs).map_err(withdraw)?;
-    rf.wait().map_err(hs)?;
-    let n = rf.nbytes() as usize;
-    let peer: Value = serde_json::from_slice(&buf[..n.min(buf.len())]).map_err(|e| {
-        Error::new(
-            Status::Protocol,
-            format!("RPC handshake: bad session info from peer: {e}"),
-        )
-    })?;
+    let deadline = Deadline::after(cfg.handshake_timeout);
+    let mut rx = HelloRecv::post(ep, deadline)?;
+    send_hello(ep, &hello(None), deadline)?;
+    // The peer session this side has acknowledged.
+    let mut acked: Option<u64> = None;
+    loop {
+        let peer = rx.take(deadline)?;
+        let peer_id = check_hello(&peer, cfg)?;
+        let acks_us = peer.get("ack").and_then(Value::as_u64) == Some(id);
+        if acked != Some(peer_id) {
+            send_hello(ep, &hello(Some(peer_id)), deadline)?;
+            acked = Some(peer_id);
+        }
+        if acks_us {
+            let mbox = peer.get("mailbox").ok_or_else(|| {
+                Error::new(Status::Protocol, "RPC handshake: peer info lacks mailbox")
+            })?;
+            let r = RemoteRegion::from_json(mbox)?;
+            if r.len < 2 * (cfg.slot_size * cfg.slot_count) as u64 {
+                return Err(Error::new(
+                    Status::Protocol,
+                    "RPC handshake: peer mailbox too small",
+                ));
+            }
+            let remote_mbox = ep.remote_pool().register("rpc:peer-mailbox", r)?;
+            return Ok(Agreed {
+                remote_mbox,
+                id,
+                peer_id,
+            });
+        }
+    }
+}
+
+/// Checks a peer hello's version and slot configuration; returns its session id.
+fn check_hello(peer: &Value, cfg: &RpcConfig) -> Result<u64> {
     let field = |k: &str| peer.get(k).and_then(Value::as_u64);
     if field("slime_rpc") != Some(wire::WIRE_VERSION as u64) {
         return Err(Error::new(
@@ -75,15 +183,10 @@ pub(super) fn handshake(
             cfg.slot_count, cfg.slot_size, pc, ps
         )));
     }
-    let mbox = peer
-        .get("mailbox")
-        .ok_or_else(|| Error::new(Status::Protocol, "RPC handshake: peer info lacks mailbox"))?;
-    let r = RemoteRegion::from_json(mbox)?;
-    if r.len < 2 * (cfg.slot_size * cfg.slot_count) as u64 {
-        return Err(Error::new(
-            Status::Protocol,
-            "RPC handshake: peer mailbox too small",
-        ));
-    }
-    ep.remote_pool().register("rpc:peer-mailbox", r)
+    field("session").filter(|&s| s != 0).ok_or_else(|| {
+        Error::new(
+            Status::VersionMismatch,
+            "RPC handshake: the peer's session info has no session id (an older dlslime?)",
+        )
+    })
 }

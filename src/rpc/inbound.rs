@@ -21,6 +21,10 @@ impl Inner {
     pub(super) fn dispatch(&self, imm: i32) {
         let (slot, kind) = wire::decode_imm(imm);
         if kind == wire::IMM_CLOSE {
+            if slot != wire::session_tag(self.id) {
+                // the close notice of an earlier session over this endpoint
+                return;
+            }
             self.mark_dead(Error::new(
                 Status::PeerDisconnected,
                 "the RPC peer closed its session",

@@ -45,6 +45,10 @@ pub(super) struct Inner {
     pub mem: Arc<RpcMemory>,
     /// The peer's mailbox.
     pub remote_mbox: RemoteHandle,
+    /// This session's id and the peer session's (from the handshake): a close notice
+    /// names the session it ends, so one left over from an earlier session is ignored.
+    pub id: u64,
+    pub peer_id: u64,
     /// Client slots with no call in flight.
     pub free_slots: Mutex<Vec<u16>>,
     /// Client-side state of each slot.
@@ -111,13 +115,15 @@ impl RpcSession {
                 "RPC memory was made for another slot_size/slot_count",
             ));
         }
-        let remote_mbox = handshake(&*ep, &mem, &cfg)?;
+        let agreed = handshake(&*ep, &mem, &cfg)?;
         let n = cfg.slot_count;
         let inner = Arc::new(Inner {
             pump: cfg.pump(),
             ep,
             mem,
-            remote_mbox,
+            remote_mbox: agreed.remote_mbox,
+            id: agreed.id,
+            peer_id: agreed.peer_id,
             free_slots: Mutex::new((0..n as u32).rev().map(|s| s as u16).collect()),
             cells: (0..n).map(|_| Cell::new()).collect(),
             next_id: AtomicU64::new(1),
@@ -288,7 +294,7 @@ impl Inner {
             // Tell the peer, so its serve() ends instead of waiting.
             if let Ok(f) = self.ep.write_with_imm(
                 &[],
-                wire::encode_imm(0, wire::IMM_CLOSE),
+                wire::encode_imm(wire::session_tag(self.peer_id), wire::IMM_CLOSE),
                 Some(Duration::from_secs(2)),
             ) {
                 let _ = f.wait();

@@ -13,6 +13,7 @@
 //!                    the sender's registered region and the receiver reads it one-sided
 //! total_len = 16 + payload bytes in the slot (for BULK: 16 + BULK_DESC_LEN)
 //! imm = slot (low 16 bits) | kind << 16, kind: 0 request, 1 reply, 2 close notice
+//!       (a close notice carries the closed session's tag instead of a slot)
 //! ```
 //!
 //! The original's base tag has 27 bits; here bit 26 is taken by BULK_BIT, which leaves
@@ -38,6 +39,11 @@ pub const MAX_SLOT_COUNT: usize = 65536;
 pub const IMM_REQUEST: u32 = 0;
 pub const IMM_REPLY: u32 = 1;
 pub const IMM_CLOSE: u32 = 2;
+
+/// The 16 bits of a session id a close notice carries.
+pub fn session_tag(id: u64) -> usize {
+    (id & 0xFFFF) as usize
+}
 
 pub fn base_tag(tag: u32) -> u32 {
     tag & !ALL_FLAGS

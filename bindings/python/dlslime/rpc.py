@@ -195,6 +195,8 @@ def _options(buffer_size: int, max_inflight: int, arena: bool, progress: Optiona
 _PREPARED: Dict[int, Any] = {}
 _SESSIONS: Dict[Any, "Session"] = {}
 _SESSIONS_LOCK = threading.Lock()
+# One creation lock per session key (see _session_for).
+_MAKING: Dict[Any, threading.Lock] = {}
 
 
 def prepare(endpoint: Any, peer: Optional[str] = None, *, buffer_size: Optional[int] = None,
@@ -528,8 +530,18 @@ def _session_for(agent: Any, peer: Optional[str]) -> Session:
         s = _SESSIONS.get(key)
         if s is not None and s._owner is agent and not s.closed:
             return s
+        making = _MAKING.setdefault(key, threading.Lock())
+    # Creating a session blocks until the peer creates its own (a handshake), so only
+    # this (agent, peer) waits here: a process-wide lock held across the handshake
+    # would stop the peer agent of the same process from making its half.
+    with making:
+        with _SESSIONS_LOCK:
+            s = _SESSIONS.get(key)
+            if s is not None and s._owner is agent and not s.closed:
+                return s
         s = Session(agent, peer)
-        _SESSIONS[key] = s
+        with _SESSIONS_LOCK:
+            _SESSIONS[key] = s
         return s
 
 
