@@ -16,11 +16,16 @@ use parking_lot::Mutex;
 use crate::engine::{futex, wait, Deadline};
 use crate::error::{Error, Result, Status};
 
-/// Inline progress: a waiter with a driver calls it while it waits, so completions need
-/// no hand-off between threads.
-pub trait Driver: Send + Sync {
-    fn drive(&self);
+/// Inline progress: a waiter with a driver drives the transport while it waits (see
+/// [`wait::Drive`]), so completions need no hand-off between threads.
+pub trait Driver: wait::Drive + Send + Sync {}
+
+/// Told when an operation it watches fails (see [`OpState::watch_failure`]).
+pub trait Notify: Send + Sync {
+    fn notify(&self);
 }
+
+impl<T: wait::Drive + Send + Sync> Driver for T {}
 
 const PENDING: u32 = 0;
 const FINISHING: u32 = 1;
@@ -43,6 +48,8 @@ pub struct OpState {
     deadline: Deadline,
     spin: Duration,
     driver: Option<Arc<dyn Driver>>,
+    /// Told if the operation fails.
+    watcher: OnceLock<Weak<dyn Notify>>,
 }
 
 impl OpState {
@@ -65,6 +72,7 @@ impl OpState {
             deadline,
             spin,
             driver,
+            watcher: OnceLock::new(),
         });
         if parts == 0 {
             op.finish(Status::Ok, None);
@@ -131,12 +139,40 @@ impl OpState {
         }
         self.status.store(status.code(), Ordering::Release);
         self.state.store(DONE, Ordering::SeqCst);
-        // SeqCst pairs with spin_then_park's increment of `parked` before its last check:
-        // only a waiter that is (about to be) asleep costs a wake syscall.
-        if self.parked.load(Ordering::SeqCst) > 0 {
-            futex::wake_private(&self.state, i32::MAX as u32);
+        self.wake_waiters();
+        if !status.is_ok() {
+            self.tell_watcher();
         }
         true
+    }
+
+    /// Tells `w` if this operation fails (at once if it already has). One watcher per
+    /// operation; a second is ignored.
+    pub fn watch_failure(&self, w: Weak<dyn Notify>) {
+        if self.watcher.set(w).is_ok() && self.is_done() && !self.status().is_ok() {
+            self.tell_watcher();
+        }
+    }
+
+    fn tell_watcher(&self) {
+        if let Some(w) = self.watcher.get().and_then(Weak::upgrade) {
+            w.notify();
+        }
+    }
+
+    /// Wakes the threads waiting on this operation, so they look at their conditions
+    /// again (the operation completed, or a waiter's extra condition of
+    /// [`OpState::wait_while`] may hold now). Only a waiter that is (about to be) asleep
+    /// costs a wake syscall: the load pairs (SeqCst) with the waiter's increment of
+    /// `parked` before its last check.
+    pub fn wake_waiters(&self) {
+        if self.parked.load(Ordering::SeqCst) > 0 {
+            match &self.driver {
+                // asleep where the transport's peer wakes it, not on `state`
+                Some(d) => d.wake(),
+                None => futex::wake_private(&self.state, i32::MAX as u32),
+            }
+        }
     }
 
     /// Ends the operation early (timeout, cancel, peer death) and waits until no
@@ -185,7 +221,7 @@ impl OpState {
     pub fn status(&self) -> Status {
         if !self.is_done() {
             if let Some(d) = &self.driver {
-                d.drive();
+                d.poll();
             }
             self.expire_if_due();
         }
@@ -223,27 +259,7 @@ impl OpState {
     /// Waits until done or `until`, whichever is first; past the operation's own
     /// deadline the operation fails with `Timeout`.
     pub fn wait_until(&self, until: Deadline) -> Result<()> {
-        let limit = until.min(self.deadline);
-        let driver = self.driver.clone();
-        let slice = driver.as_ref().map(|_| Duration::from_micros(200));
-        wait::spin_then_park(
-            wait::Parking {
-                word: &self.state,
-                sleepers: &self.parked,
-                park: wait::Park::WhileEquals(PENDING),
-            },
-            self.spin,
-            limit,
-            slice,
-            || {
-                if let Some(d) = &driver {
-                    d.drive();
-                }
-                false
-            },
-            || self.is_done(),
-        );
-        self.expire_if_due();
+        self.wait_while(until, &|| false);
         if self.is_done() {
             self.result()
         } else {
@@ -252,6 +268,35 @@ impl OpState {
                 "wait timed out; the operation is still pending",
             ))
         }
+    }
+
+    /// Waits until done, `until`, or `stop()` holds (checked whenever the waiter wakes;
+    /// whoever makes it true calls [`OpState::wake_waiters`]). Past the operation's own
+    /// deadline the operation fails with `Timeout`. Returns whether it is done.
+    pub fn wait_while(&self, until: Deadline, stop: &dyn Fn() -> bool) -> bool {
+        let limit = until.min(self.deadline);
+        let ready = || self.is_done() || stop();
+        match &self.driver {
+            Some(d) => {
+                wait::drive_until(&**d, &self.parked, self.spin, limit, &ready);
+            }
+            None => {
+                wait::spin_then_park(
+                    wait::Parking {
+                        word: &self.state,
+                        sleepers: &self.parked,
+                        park: wait::Park::WhileEquals(PENDING),
+                    },
+                    self.spin,
+                    limit,
+                    None,
+                    || false,
+                    ready,
+                );
+            }
+        }
+        self.expire_if_due();
+        self.is_done()
     }
 }
 

@@ -46,8 +46,9 @@ impl Buf {
 
 fn config() -> ShmConfig {
     let mut engine = Config::default();
-    if std::env::var("DLSLIME_PROGRESS").as_deref() == Ok("inline") {
-        engine.progress = ProgressMode::Inline;
+    // Inline progress is the default; DLSLIME_PROGRESS=background selects the thread.
+    if std::env::var("DLSLIME_PROGRESS").as_deref() == Ok("background") {
+        engine.progress = ProgressMode::Background;
     }
     ShmConfig {
         engine,
@@ -87,6 +88,8 @@ fn shm_child() {
     let mut s = side();
     let mut parent = Parent::new();
     parent.send(&format!("info {}", s.ep.endpoint_info()));
+    // A shared allocation registered after connect: (allocation, its region handle).
+    let mut late: Option<(SharedBuf, u32)> = None;
     while let Some(line) = parent.recv() {
         let mut w = line.splitn(2, ' ');
         let cmd = w.next().unwrap();
@@ -188,6 +191,28 @@ fn shm_child() {
                 e.id = 5;
                 s.ep.push_entry_for_test(&e).unwrap();
                 parent.send("ok");
+            }
+            "late" => {
+                // late <len>: frees the previous late allocation, makes a new one (the
+                // kernel often reuses the address) and registers it as region "late".
+                if let Some((_, h)) = late.take() {
+                    s.ep.memory_pool().unregister(h).unwrap();
+                }
+                let b = SharedBuf::new(args[0] as usize).unwrap();
+                let h = unsafe {
+                    s.ep.memory_pool()
+                        .register(Some("late"), b.as_ptr(), b.len())
+                }
+                .unwrap();
+                let r = s.ep.memory_pool().region(h).unwrap();
+                parent.send(&format!("late {} {} {}", r.addr, r.len, r.key));
+                late = Some((b, h));
+            }
+            "check_late" => {
+                let (off, len, seed) = (args[0] as usize, args[1] as usize, args[2]);
+                let b = &late.as_ref().unwrap().0;
+                let r = check_pattern(unsafe { &b.as_slice()[off..off + len] }, seed);
+                parent.send(&format!("{r:?}"));
             }
             "exit" => break,
             other => panic!("unknown command {other}"),
@@ -319,8 +344,8 @@ fn one_sided_staged_fallback() {
 }
 
 #[test]
-fn one_sided_inline_progress() {
-    run_one_sided(&[("DLSLIME_PROGRESS", "inline")]);
+fn one_sided_background_progress() {
+    run_one_sided(&[("DLSLIME_PROGRESS", "background")]);
 }
 
 fn big(env: &[(&str, &str)]) {
@@ -428,8 +453,8 @@ fn send_recv_staged() {
 }
 
 #[test]
-fn send_recv_inline_progress_shared() {
-    msgs(&[("DLSLIME_PROGRESS", "inline"), ("SHM_SHARED", "1")]);
+fn send_recv_background_progress_shared() {
+    msgs(&[("DLSLIME_PROGRESS", "background"), ("SHM_SHARED", "1")]);
 }
 
 #[test]
@@ -470,7 +495,7 @@ fn imm_ordering_and_early_notifications() {
 fn concurrent_threads() {
     for env in [
         &[][..],
-        &[("SHM_SHARED", "1"), ("DLSLIME_PROGRESS", "inline")][..],
+        &[("SHM_SHARED", "1"), ("DLSLIME_PROGRESS", "background")][..],
         &[("SHM_STAGED", "1")][..],
     ] {
         let mut p = pair(env);
@@ -579,7 +604,7 @@ fn timeouts() {
 
 #[test]
 fn peer_sigkill_fails_pending_promptly() {
-    for env in [&[][..], &[("DLSLIME_PROGRESS", "inline")][..]] {
+    for env in [&[][..], &[("DLSLIME_PROGRESS", "background")][..]] {
         let mut p = pair(env);
         let mut b = vec![0u8; 64];
         // SAFETY: `b` is untouched until the receive fails (the peer is killed below), which
@@ -777,4 +802,79 @@ fn shutdown_cancels_pending_and_is_idempotent() {
         ep.write(&[a(0, 0, 8)], T).unwrap_err().status(),
         Status::ShutDown
     );
+}
+
+/// Memory the peer allocates and registers after connect (an RPC session's mailboxes,
+/// say) is mapped here too: one-sided writes into it become a memcpy (the fast path).
+/// The peer then frees it and allocates again, usually at the same address: the data
+/// must land in the new allocation, never in a stale mapping of the old one.
+#[test]
+fn late_shared_allocations_are_mapped_and_replaced() {
+    for env in [&[][..], &[("DLSLIME_PROGRESS", "background")][..]] {
+        let mut p = pair(env);
+        for round in 0..3u64 {
+            p.peer.send("late 1048576");
+            let line = p.peer.recv();
+            let v: Vec<u64> = line
+                .strip_prefix("late ")
+                .unwrap()
+                .split(' ')
+                .map(|x| x.parse().unwrap())
+                .collect();
+            let r =
+                p.me.ep
+                    .remote_pool()
+                    .register(
+                        "late",
+                        dlslime::memory::RemoteRegion {
+                            addr: v[0],
+                            len: v[1],
+                            key: v[2] as u32,
+                        },
+                    )
+                    .unwrap();
+            let fast = || {
+                p.me.ep
+                    .stats()
+                    .fast_path
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            };
+            let before = fast();
+            let t = Instant::now();
+            let mut n = 0u64;
+            // The peer republishes within its progress loop's period; until then writes
+            // take the target-checked path (correct, one copy by the target).
+            while fast() == before {
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "no fast path after 10 s"
+                );
+                let seed = round * 1000 + n;
+                fill_pattern(&mut p.me.buf.slice(p.me.len)[..65536], seed);
+                p.me.ep
+                    .write(&[Assignment::new(0, r, 4096, 0, 65536)], T)
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+                p.peer.send(&format!("check_late 4096 65536 {seed}"));
+                assert_eq!(p.peer.recv(), "None", "round {round} write {n}");
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // On the fast path now: content lands in the peer's current allocation.
+            for k in 0..5u64 {
+                let seed = round * 1000 + 500 + k;
+                fill_pattern(&mut p.me.buf.slice(p.me.len)[..65536], seed);
+                p.me.ep
+                    .write(&[Assignment::new(0, r, k * 65536, 0, 65536)], T)
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+                p.peer
+                    .send(&format!("check_late {} 65536 {seed}", k * 65536));
+                assert_eq!(p.peer.recv(), "None", "round {round} fast write {k}");
+            }
+        }
+        p.finish();
+    }
 }

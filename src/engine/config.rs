@@ -8,8 +8,10 @@ use std::time::Duration;
 pub enum ProgressMode {
     /// Transport threads complete operations; waiters spin briefly, then park.
     Background,
-    /// The thread that waits on a future also drives the transport (no hand-off between
-    /// threads on the fast path). Transports that cannot do this fall back to Background.
+    /// The default: the thread that waits on a future drives the transport itself (no
+    /// hand-off between threads on the fast path); the transport's background thread
+    /// serves only while no thread waits. Transports that cannot be driven by a waiter
+    /// (TCP) work as in Background.
     Inline,
 }
 
@@ -27,7 +29,7 @@ impl Default for Config {
         Config {
             spin: Duration::from_micros(50),
             default_timeout: Duration::from_secs(30),
-            progress: ProgressMode::Background,
+            progress: ProgressMode::Inline,
         }
     }
 }
@@ -45,8 +47,8 @@ impl Config {
             c.default_timeout = Duration::from_millis(ms.max(1));
         }
         match std::env::var("DLSLIME_PROGRESS").as_deref() {
-            Ok("inline") => c.progress = ProgressMode::Inline,
-            Ok("background") | Err(_) => {}
+            Ok("background") => c.progress = ProgressMode::Background,
+            Ok("inline") | Err(_) => {}
             Ok(other) => {
                 eprintln!("dlslime: ignoring DLSLIME_PROGRESS={other:?} (want background|inline)")
             }

@@ -83,16 +83,19 @@ pub fn spin_then_park(
         sleepers,
         park,
     } = parking;
-    let spin_until = Instant::now() + spin;
+    let start = Instant::now();
+    let spin_until = start + spin_budget(spin);
     let spin_until = deadline.instant().map_or(spin_until, |d| d.min(spin_until));
     let mut i: u32 = 0;
     let mut stepped;
     loop {
         if ready() {
+            record_wait(start.elapsed());
             return true;
         }
         stepped = step();
         if ready() {
+            record_wait(start.elapsed());
             return true;
         }
         i = i.wrapping_add(1);
@@ -101,6 +104,25 @@ pub fn spin_then_park(
         }
         std::hint::spin_loop();
     }
+    let got = park_loop(
+        word, sleepers, park, deadline, park_slice, stepped, step, &ready,
+    );
+    record_wait(start.elapsed());
+    got
+}
+
+/// The parking half of [`spin_then_park`].
+#[allow(clippy::too_many_arguments)]
+fn park_loop(
+    word: &AtomicU32,
+    sleepers: &AtomicU32,
+    park: Park,
+    deadline: Deadline,
+    park_slice: Option<Duration>,
+    mut stepped: bool,
+    mut step: impl FnMut() -> bool,
+    ready: &impl Fn() -> bool,
+) -> bool {
     loop {
         let parked_value = match park {
             Park::WhileEquals(v) => v,
@@ -128,6 +150,127 @@ pub fn spin_then_park(
         }
         stepped = step();
     }
+}
+
+/// What a waiter drives while it waits on an operation with inline progress: it polls
+/// the transport while it spins, then sleeps where the transport's peer wakes it
+/// directly (the shared-memory doorbell), so a completion needs no hand-off between
+/// threads. Implemented by transports that can be driven by the waiting thread.
+pub trait Drive {
+    /// Makes progress without blocking; true if it did anything.
+    fn poll(&self) -> bool;
+    /// Sleeps until the transport may have work for this thread, `ready()` holds (checked
+    /// after announcing the sleep, so a `wake` after it is never lost) or `deadline`.
+    fn sleep(&self, deadline: Deadline, ready: &dyn Fn() -> bool);
+    /// Wakes the threads inside `sleep`: another thread completed what one of them waits
+    /// for.
+    fn wake(&self);
+    /// A thread starts driving (it polls and may sleep in `sleep`).
+    fn enter(&self) {}
+    /// The thread stops driving.
+    fn leave(&self) {}
+}
+
+/// Waits until `ready` or `deadline`, driving `d`: polls for the adaptive spin budget,
+/// then sleeps in `d.sleep`. `sleepers` counts the threads asleep there, for the thread
+/// that makes `ready` true (it calls `d.wake()` when non-zero: store, then load, both
+/// SeqCst). Returns whether `ready` became true.
+pub fn drive_until(
+    d: &dyn Drive,
+    sleepers: &AtomicU32,
+    spin: Duration,
+    deadline: Deadline,
+    ready: &dyn Fn() -> bool,
+) -> bool {
+    let start = Instant::now();
+    d.enter();
+    let got = drive_loop(d, sleepers, start, spin, deadline, ready);
+    d.leave();
+    record_wait(start.elapsed());
+    got || ready()
+}
+
+fn drive_loop(
+    d: &dyn Drive,
+    sleepers: &AtomicU32,
+    start: Instant,
+    spin: Duration,
+    deadline: Deadline,
+    ready: &dyn Fn() -> bool,
+) -> bool {
+    let spin_until = start + spin_budget(spin);
+    let spin_until = deadline.instant().map_or(spin_until, |t| t.min(spin_until));
+    let mut i: u32 = 0;
+    loop {
+        if ready() {
+            return true;
+        }
+        let worked = d.poll();
+        i = i.wrapping_add(1);
+        if i % 16 == 0 && Instant::now() >= spin_until {
+            break;
+        }
+        if !worked {
+            std::hint::spin_loop();
+        }
+    }
+    loop {
+        if ready() {
+            return true;
+        }
+        if deadline.expired() {
+            return false;
+        }
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        if !ready() {
+            d.sleep(deadline, ready);
+        }
+        sleepers.fetch_sub(1, Ordering::SeqCst);
+        d.poll();
+    }
+}
+
+/// How long this thread may spin before sleeping, at most `max`: adaptive, from how long
+/// its recent waits took. When they are answered within the spin window (an idle peer on
+/// another core), spinning saves the wake-up; when they take longer (the peer is busy or
+/// shares a core with other work), spinning only burns a core the peer may need, so the
+/// thread sleeps at once and the kernel wakes it directly. One wait in 16 spins the full
+/// `max`, to notice when the peer got fast again.
+pub fn spin_budget(max: Duration) -> Duration {
+    if max.is_zero() {
+        return max;
+    }
+    GOVERNOR.with(|g| {
+        let (ewma_ns, n) = g.get();
+        g.set((ewma_ns, n.wrapping_add(1)));
+        let max_ns = max.as_nanos() as u64;
+        if n % 16 == 0 || ewma_ns == 0 {
+            max
+        } else if ewma_ns <= max_ns {
+            Duration::from_nanos((2 * ewma_ns + 2_000).min(max_ns))
+        } else {
+            Duration::ZERO
+        }
+    })
+}
+
+/// Feeds the length of a finished wait into this thread's spin budget.
+pub fn record_wait(took: Duration) {
+    let ns = took.as_nanos().min(u64::MAX as u128) as u64;
+    GOVERNOR.with(|g| {
+        let (ewma_ns, n) = g.get();
+        let e = if ewma_ns == 0 {
+            ns
+        } else {
+            (3 * (ewma_ns / 4)).saturating_add(ns / 4)
+        };
+        g.set((e.max(1), n));
+    });
+}
+
+thread_local! {
+    /// (moving average of this thread's wait lengths in ns, waits started).
+    static GOVERNOR: std::cell::Cell<(u64, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// An event count: a futex word bumped by every change that waiters may be waiting for

@@ -1,6 +1,7 @@
 //! Local memory regions: registered `(ptr, len)` ranges with names and access keys.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -95,6 +96,9 @@ impl Tables {
 #[derive(Default)]
 pub struct MemoryPool {
     t: RwLock<Tables>,
+    /// Bumped by every change of the table (a transport republishes its regions when it
+    /// sees a new value).
+    generation: AtomicU64,
 }
 
 fn new_key() -> u32 {
@@ -159,6 +163,7 @@ impl MemoryPool {
             if old.len < len {
                 let grown = Arc::new(t.make_region(h, addr, len)?);
                 t.slots[h as usize] = Some(grown);
+                self.generation.fetch_add(1, Ordering::Release);
             }
             if let Some(n) = name {
                 t.names.insert(n.to_string(), h);
@@ -177,6 +182,7 @@ impl MemoryPool {
         t.names.insert(n, h);
         t.by_ptr.insert(addr, h);
         t.by_start.entry(addr).or_default().push(h);
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(h)
     }
 
@@ -251,7 +257,13 @@ impl MemoryPool {
                 t.by_start.remove(&region.addr);
             }
         }
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
+    }
+
+    /// Changes with every registration, growth and unregistration.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn unregister_name(&self, name: &str) -> Result<()> {

@@ -19,7 +19,12 @@ pub struct AllocInfo {
     pub base: usize,
     pub len: usize,
     pub fd: OwnedFd,
+    /// Process-unique, never reused: a later allocation at the same address (the kernel
+    /// reuses freed ranges) is another allocation to a peer that mapped this one.
+    pub id: u64,
 }
+
+static NEXT_ALLOC_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn table() -> &'static Mutex<BTreeMap<usize, Arc<AllocInfo>>> {
     static T: OnceLock<Mutex<BTreeMap<usize, Arc<AllocInfo>>>> = OnceLock::new();
@@ -104,13 +109,15 @@ pub fn alloc_shared(len: usize) -> Result<*mut u8> {
             base: p as usize,
             len: size,
             fd,
+            id: NEXT_ALLOC_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }),
     );
     Ok(p)
 }
 
-/// Frees memory from [`alloc_shared`]. Peers that mapped it keep their own mapping (their
-/// pages stay valid, they just no longer alias anything of this process).
+/// Frees memory from [`alloc_shared`]. Peers that mapped it keep their mapping until the
+/// next time the connection publishes its regions, which tells them to unmap it (their
+/// pages stay valid meanwhile, they just no longer alias anything of this process).
 ///
 /// # Safety
 /// `ptr` must come from `alloc_shared` and must not be used afterwards.

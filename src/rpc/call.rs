@@ -3,7 +3,7 @@
 //! arrival, and [`CallFuture`].
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -14,7 +14,7 @@ use super::session::Inner;
 use super::wire::{self, BulkDesc, Header, HEADER_LEN};
 use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
-use crate::future::Future;
+use crate::future::{Future, Notify};
 
 /// No call in the slot: it is in the free list (or being taken from it).
 const IDLE: u32 = 0;
@@ -103,6 +103,9 @@ impl CallFuture {
         cell.state.store(PENDING, Ordering::Release);
         match i.post(wire::IMM_REQUEST, slot, tag, id, max_len, writer) {
             Ok(w) => {
+                // A failed delivery must wake the caller waiting for the reply.
+                let watcher: Weak<Inner> = Arc::downgrade(i);
+                w.state().watch_failure(watcher as Weak<dyn Notify>);
                 *cell.write.lock() = Some(w);
                 i.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
                 Ok(CallFuture {
@@ -311,7 +314,7 @@ impl Inner {
 
     fn release_slot(&self, s: usize) {
         self.free_slots.lock().push(s as u16);
-        self.events.notify();
+        self.notify_all();
     }
 
     /// A reply arrived in our reply mailbox slot `slot` (header `h`, already read):
@@ -403,6 +406,6 @@ impl Inner {
                 Err(_) => {}
             }
         }
-        self.events.notify();
+        self.notify_all();
     }
 }

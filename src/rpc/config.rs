@@ -8,12 +8,12 @@ use crate::error::{Error, Result};
 /// Who receives messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RpcProgress {
-    /// `Pump` when `slot_count > 1`, else `Inline` (the original's rule).
+    /// The default: `Inline` (the waiting thread receives; no thread hand-off).
     Auto,
     /// No thread: whichever thread waits (a call's `wait`, `poll_request`) receives for
     /// everyone, one at a time.
     Inline,
-    /// A receive thread per session.
+    /// A receive thread per session (every message is handed from it to the waiter).
     Pump,
 }
 
@@ -97,8 +97,7 @@ impl RpcConfig {
     /// Whether the session runs a receive thread.
     pub(super) fn pump(&self) -> bool {
         match self.progress {
-            RpcProgress::Auto => self.slot_count > 1,
-            RpcProgress::Inline => false,
+            RpcProgress::Auto | RpcProgress::Inline => false,
             RpcProgress::Pump => true,
         }
     }
@@ -118,7 +117,11 @@ mod tests {
         let c = RpcConfig::default();
         c.validate().unwrap();
         assert_eq!(c.slot_capacity(), (64 << 10) - 16);
-        assert!(c.pump(), "16 slots: a receive pump");
-        assert!(!RpcConfig { slot_count: 1, ..c }.pump());
+        assert!(!c.pump(), "the waiting thread receives");
+        assert!(RpcConfig {
+            progress: RpcProgress::Pump,
+            ..c
+        }
+        .pump());
     }
 }

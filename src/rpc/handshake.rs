@@ -70,39 +70,43 @@ struct HelloRecv<'a> {
 }
 
 impl<'a> HelloRecv<'a> {
-    fn post(ep: &'a dyn Endpoint, deadline: Deadline) -> Result<HelloRecv<'a>> {
-        let mut r = HelloRecv {
+    fn new(ep: &'a dyn Endpoint) -> HelloRecv<'a> {
+        HelloRecv {
             ep,
             buf: vec![0u8; MAX_HELLO],
             f: None,
-        };
-        // SAFETY: `buf` is owned by `r` and outlives the receive: it is waited on in
-        // `take`, or withdrawn with `abort` (which returns once the transport no longer
-        // touches it) in Drop, before the buffer is freed.
-        r.f = Some(unsafe { ep.recv(r.buf.as_mut_ptr(), r.buf.len(), deadline.remaining())? });
-        Ok(r)
+        }
     }
 
-    /// Waits for the hello and posts the next receive.
+    /// Posts the receive for the next hello, unless one is posted.
+    fn post(&mut self, deadline: Deadline) -> Result<()> {
+        if self.f.is_none() {
+            // SAFETY: `buf` is owned by `self` and outlives the receive: it is waited on
+            // in `take`, or withdrawn with `abort` (which returns once the transport no
+            // longer touches it) in Drop, before the buffer is freed.
+            self.f = Some(unsafe {
+                self.ep
+                    .recv(self.buf.as_mut_ptr(), self.buf.len(), deadline.remaining())?
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits for the hello of the posted receive (posting one if needed).
     fn take(&mut self, deadline: Deadline) -> Result<Value> {
+        self.post(deadline)?;
         let f = self.f.take().expect("a receive is posted");
         if let Err(e) = f.wait() {
             f.state().abort(Status::Cancelled, "RPC handshake failed");
             return Err(failed(e));
         }
         let n = (f.nbytes() as usize).min(self.buf.len());
-        let v = serde_json::from_slice(&self.buf[..n]).map_err(|e| {
+        serde_json::from_slice(&self.buf[..n]).map_err(|e| {
             Error::new(
                 Status::Protocol,
                 format!("RPC handshake: bad session info from peer: {e}"),
             )
-        });
-        // SAFETY: as in `post`.
-        self.f = Some(unsafe {
-            self.ep
-                .recv(self.buf.as_mut_ptr(), self.buf.len(), deadline.remaining())?
-        });
-        v
+        })
     }
 }
 
@@ -130,7 +134,8 @@ pub(super) fn handshake(ep: &dyn Endpoint, mem: &RpcMemory, cfg: &RpcConfig) -> 
         .to_string()
     };
     let deadline = Deadline::after(cfg.handshake_timeout);
-    let mut rx = HelloRecv::post(ep, deadline)?;
+    let mut rx = HelloRecv::new(ep);
+    rx.post(deadline)?;
     send_hello(ep, &hello(None), deadline)?;
     // The peer session this side has acknowledged.
     let mut acked: Option<u64> = None;
@@ -139,6 +144,7 @@ pub(super) fn handshake(ep: &dyn Endpoint, mem: &RpcMemory, cfg: &RpcConfig) -> 
         let peer_id = check_hello(&peer, cfg)?;
         let acks_us = peer.get("ack").and_then(Value::as_u64) == Some(id);
         if acked != Some(peer_id) {
+            rx.post(deadline)?;
             send_hello(ep, &hello(Some(peer_id)), deadline)?;
             acked = Some(peer_id);
         }

@@ -1,47 +1,60 @@
 //! Progress: who receives notifications and how threads wait for what they need.
 //!
-//! With a pump, one thread per session receives; every other thread waits on the
-//! session's [`EventCount`](crate::engine::wait::EventCount) with the engine's
-//! spin-then-park. Inline, whichever waiting thread takes the receive lock receives for
-//! everyone (its inline step); the others spin, then park in short slices, so one of
-//! them takes over when the receiver's own wait is over.
+//! Inline (the default): no thread of its own. Whichever waiting thread takes the
+//! receive lock is the receiver: it waits on the endpoint's immediate-data future itself
+//! (on shared memory it drives the transport and sleeps on the doorbell the peer rings),
+//! dispatches what arrives and notifies the session's event count. The other waiters
+//! spin (adaptively), then park on the event count; the receiver wakes them directly
+//! when it dispatches something for them and when it stops receiving (one of them takes
+//! over). Nothing waits on a timer: every wake-up is the peer's doorbell or a futex wake
+//! from the thread that made the change.
+//!
+//! With a pump (`RpcProgress::Pump`) one thread per session receives and every other
+//! thread waits on the event count.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::MutexGuard;
 
 use super::session::Inner;
 use crate::engine::{wait, Deadline};
 use crate::error::{Error, Result, Status};
-use crate::future::Future;
+use crate::future::{Future, Notify};
 
-/// Longest receive of an inline receiver before it checks its own condition again.
-const INLINE_RECEIVE_SLICE: Duration = Duration::from_millis(5);
-/// Longest park of an inline waiter that is not the receiver (the receiver does not
-/// notify when it stops receiving).
-const INLINE_PARK_SLICE: Duration = Duration::from_millis(1);
-/// Longest park with a pump (every change notifies; this only bounds a lost wake-up).
-const PUMP_PARK_SLICE: Duration = Duration::from_millis(50);
+/// How long the pump waits in one go before it checks whether the session ended (its
+/// receive is also aborted at close, so this only bounds an unexpected stall).
+const PUMP_SLICE: Duration = Duration::from_millis(500);
 
 impl Inner {
     /// Waits until `ready`, receiving for everyone meanwhile in inline mode. Fails with
     /// the session's error once it ended, `Timeout` at `deadline`.
     pub(super) fn wait_until(&self, ready: impl Fn() -> bool, deadline: Deadline) -> Result<()> {
-        let slice = if self.pump {
-            PUMP_PARK_SLICE
-        } else {
-            INLINE_PARK_SLICE
-        };
-        wait::spin_then_park(
-            self.events.parking(),
-            self.cfg.spin,
-            deadline,
-            Some(slice),
-            || self.receive_inline(deadline),
-            || ready() || self.ended(),
-        );
+        let done = || ready() || self.ended();
+        loop {
+            if done() || deadline.expired() {
+                break;
+            }
+            if !self.pump {
+                if let Some(g) = self.rx.try_lock() {
+                    self.receive_once(g, deadline, &done);
+                    // The receive lock is free again: a parked waiter takes over.
+                    self.events.notify();
+                    continue;
+                }
+            }
+            // Someone else receives: wait for its next dispatch, or for it to leave.
+            let receiver_left = || !self.pump && !self.rx.is_locked();
+            wait::spin_then_park(
+                self.events.parking(),
+                self.cfg.spin,
+                deadline,
+                None,
+                || false,
+                || done() || receiver_left(),
+            );
+        }
         if ready() {
             return Ok(());
         }
@@ -49,32 +62,31 @@ impl Inner {
         Err(Error::new(Status::Timeout, "RPC wait timed out"))
     }
 
-    /// The inline step of a waiter: receives once if no pump runs and no other thread is
-    /// receiving. Returns whether it received (so the waiter need not park).
-    fn receive_inline(&self, deadline: Deadline) -> bool {
-        if self.pump || deadline.expired() {
-            return false;
-        }
-        let Some(g) = self.rx.try_lock() else {
-            return false;
-        };
-        let slice = deadline
-            .remaining()
-            .unwrap_or(Duration::MAX)
-            .min(INLINE_RECEIVE_SLICE);
-        self.receive_once(g, slice);
-        true
-    }
-
     pub(super) fn pump_loop(self: Arc<Inner>) {
         while !self.ended() {
             let g = self.rx.lock();
-            self.receive_once(g, Duration::from_millis(50));
+            self.receive_once(g, Deadline::after(PUMP_SLICE), &|| self.ended());
         }
     }
 
-    /// Waits up to `max` for one notification and dispatches it.
-    fn receive_once(&self, mut g: MutexGuard<'_, Option<Future>>, max: Duration) {
+    /// Publishes a change some waiter may wait for, made outside the receiver's
+    /// dispatch: wakes the parked waiters and pokes the receiver, which is asleep on the
+    /// endpoint, not on the event count.
+    pub(super) fn notify_all(&self) {
+        self.events.notify();
+        if let Some(op) = self.rx_op.lock().as_ref() {
+            op.wake_waiters();
+        }
+    }
+
+    /// Waits for one notification (until `deadline`, or until `stop()` holds) and
+    /// dispatches it.
+    fn receive_once(
+        &self,
+        mut g: MutexGuard<'_, Option<Future>>,
+        deadline: Deadline,
+        stop: &dyn Fn() -> bool,
+    ) {
         if self.ended() {
             return;
         }
@@ -89,53 +101,39 @@ impl Inner {
                 }
             },
         };
-        // With inline progress, wait in short steps: each step drives the transport,
-        // which sleeps on the peer's doorbell when idle, instead of reaching the
-        // future's blind timed park.
-        let r = if f.state().has_driver() {
-            let until = Instant::now() + max;
-            loop {
-                let left = until.saturating_duration_since(Instant::now());
-                match f.wait_for(left.min(Duration::from_micros(20))) {
-                    Err(e) if e.status() == Status::Timeout && f.status() == Status::Pending => {
-                        if left.is_zero() || self.ended() {
-                            break Err(e);
-                        }
-                    }
-                    r => break r,
-                }
-            }
-        } else {
-            f.wait_for(max)
-        };
-        match r {
-            Ok(()) => {
+        *self.rx_op.lock() = Some(f.state().clone());
+        f.state().wait_while(deadline, stop);
+        *self.rx_op.lock() = None;
+        match f.status() {
+            Status::Ok => {
                 drop(g);
                 self.dispatch(f.imm_data());
             }
-            Err(_) => match f.status() {
-                Status::Pending if self.closed.load(Ordering::Acquire) => {
-                    // Closed meanwhile: withdraw the receive, so a later session on this
-                    // endpoint gets every notification.
-                    f.state().abort(Status::Cancelled, "RPC session closed");
-                }
-                Status::Pending => *g = Some(f),
-                // Completed between the wait giving up and this check.
-                Status::Ok => {
-                    drop(g);
-                    self.dispatch(f.imm_data());
-                }
-                Status::Timeout => {} // the receive's own deadline: post a new one
-                s => {
-                    drop(g);
-                    let e = f.error().unwrap_or_else(|| Error::new(s, s.as_str()));
-                    let msg = match s {
-                        Status::PeerDisconnected => "RPC peer disconnected".to_string(),
-                        _ => format!("RPC receive failed: {}", e.message()),
-                    };
-                    self.mark_dead(Error::new(s, msg));
-                }
-            },
+            Status::Pending if self.closed.load(Ordering::Acquire) => {
+                // Closed meanwhile: withdraw the receive, so a later session on this
+                // endpoint gets every notification.
+                f.state().abort(Status::Cancelled, "RPC session closed");
+            }
+            // Still waiting: keep it posted for the next receiver.
+            Status::Pending => *g = Some(f),
+            Status::Timeout => {} // the receive's own deadline: post a new one
+            s => {
+                drop(g);
+                let e = f.error().unwrap_or_else(|| Error::new(s, s.as_str()));
+                let msg = match s {
+                    Status::PeerDisconnected => "RPC peer disconnected".to_string(),
+                    _ => format!("RPC receive failed: {}", e.message()),
+                };
+                self.mark_dead(Error::new(s, msg));
+            }
         }
+    }
+}
+
+/// A request's delivery failed (its write future failed): the caller waiting for the
+/// reply must look again.
+impl Notify for Inner {
+    fn notify(&self) {
+        self.notify_all();
     }
 }

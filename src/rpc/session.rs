@@ -20,7 +20,7 @@ use super::wire;
 use crate::engine::wait::EventCount;
 use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
-use crate::future::Future;
+use crate::future::{Future, OpState};
 use crate::memory::RemoteHandle;
 use crate::transport::Endpoint;
 
@@ -58,6 +58,8 @@ pub(super) struct Inner {
     pub inbox: Mutex<VecDeque<Inbound>>,
     /// The posted immediate-data receive; its lock makes one thread the receiver.
     pub rx: Mutex<Option<Future>>,
+    /// The receive the receiver is waiting on right now, for `notify_all` to poke.
+    pub rx_op: Mutex<Option<Arc<OpState>>>,
     /// Bumped on every change a waiter may wait for (a reply, a request, a free slot,
     /// the session's end).
     pub events: EventCount,
@@ -129,6 +131,7 @@ impl RpcSession {
             next_id: AtomicU64::new(1),
             inbox: Mutex::new(VecDeque::with_capacity(n)),
             rx: Mutex::new(None),
+            rx_op: Mutex::new(None),
             events: EventCount::default(),
             closed: AtomicBool::new(false),
             dead: Mutex::new(None),
@@ -304,6 +307,6 @@ impl Inner {
         if let Some(f) = self.rx.lock().take() {
             f.state().abort(Status::Cancelled, "RPC session closed");
         }
-        self.events.notify();
+        self.notify_all();
     }
 }

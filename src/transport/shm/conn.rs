@@ -2,11 +2,11 @@
 //! two rings, the peer's mapped allocations, both region tables, the bounce slots, and
 //! the requests of ours that wait for the peer's reply.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::mappings::PeerMappings;
 use super::pending::Pending;
@@ -26,7 +26,16 @@ pub(super) struct Conn {
     /// The peer's ring to us; whoever holds this lock is the one thread polling.
     pub cons: Mutex<Consumer>,
     pub in_bell: Doorbell,
-    pub peer_maps: PeerMappings,
+    /// The peer's allocations mapped here; read-locked across every copy through them.
+    pub peer_maps: RwLock<PeerMappings>,
+    /// Allocation announcements of the peer processed (see `RegionTable::announced`).
+    pub maps_seen: AtomicU64,
+    /// One thread at a time reads frames from the socket.
+    pub frames: Mutex<()>,
+    /// What we told the peer about our allocations and regions.
+    pub published: Mutex<Published>,
+    /// The memory pool generation last published.
+    pub published_gen: AtomicU64,
     /// The regions the peer publishes (read under its seqlock) and ours.
     pub peer_table: *const RegionTable,
     pub my_table: *mut RegionTable,
@@ -40,10 +49,16 @@ pub(super) struct Conn {
     pub next_id: AtomicU64,
     /// Bitmap of our bounce slots in use.
     pub slots: AtomicU32,
-    /// Fingerprint of the region table last published.
-    pub table_fp: AtomicU64,
     /// Whether replies wait in the backlog (saves taking the producer lock per poll).
     pub backlogged: AtomicBool,
+}
+
+/// Our side of the allocation announcements: the allocations the peer has (sent at
+/// connect time or announced since) and how many announcement frames we sent.
+#[derive(Default)]
+pub(super) struct Published {
+    pub sent: HashSet<u64>,
+    pub announced: u64,
 }
 
 // SAFETY: the raw pointers point into mappings owned by the Conn for its whole life (the

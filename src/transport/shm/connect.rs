@@ -8,11 +8,11 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 
 use super::cma;
-use super::conn::Conn;
+use super::conn::{Conn, Published};
 use super::handshake;
 use super::mappings::PeerMappings;
 use super::ring::{self, Consumer, Producer, Segment};
@@ -66,7 +66,7 @@ impl Inner {
         let allocs = &allocs[..allocs.len().min(handshake::MAX_FDS - 1)];
         let alloc_list: Vec<Value> = allocs
             .iter()
-            .map(|a| json!({"base": a.base as u64, "len": a.len as u64}))
+            .map(|a| json!({"base": a.base as u64, "len": a.len as u64, "id": a.id}))
             .collect();
         let hello = json!({
             "socket": self.sock_name, "peer_socket": peer_sock, "pid": std::process::id(), "host": self.host_id,
@@ -153,7 +153,8 @@ impl Inner {
         for (a, fd) in list.iter().zip(peer_fds) {
             let base = a.get("base").and_then(Value::as_u64).unwrap_or(0);
             let len = a.get("len").and_then(Value::as_u64).unwrap_or(0);
-            if let Err(e) = maps.add(base, len, fd) {
+            let id = a.get("id").and_then(Value::as_u64).unwrap_or(0);
+            if let Err(e) = maps.add(id, base, len, fd) {
                 eprintln!("dlslime shm: could not map a peer allocation: {e}");
             }
         }
@@ -200,12 +201,18 @@ impl Inner {
             peer_slots: cons.slot_ptr(0),
             prod: Mutex::new((prod, VecDeque::new())),
             cons: Mutex::new(cons),
-            peer_maps: maps,
+            peer_maps: RwLock::new(maps),
+            maps_seen: AtomicU64::new(0),
+            frames: Mutex::new(()),
+            published: Mutex::new(Published {
+                sent: allocs.iter().map(|a| a.id).collect(),
+                announced: 0,
+            }),
+            published_gen: AtomicU64::new(u64::MAX),
             staged,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             slots: AtomicU32::new(0),
-            table_fp: AtomicU64::new(0),
             backlogged: AtomicBool::new(false),
         };
         let _ = self.conn.set(conn);

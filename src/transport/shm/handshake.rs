@@ -193,24 +193,70 @@ pub fn send_frame(sock: RawFd, msg: &Value, fds: &[RawFd]) -> Result<()> {
 /// Receives one frame within the deadline. EOF is `PeerDisconnected`.
 pub fn recv_frame(sock: RawFd, deadline: Deadline) -> Result<(Value, Vec<OwnedFd>)> {
     wait_readable(sock, deadline)?;
-    let mut body = vec![0u8; MAX_FRAME];
+    recv_frame_flags(sock, 0, MAX_FRAME)?.ok_or_else(|| {
+        Error::new(
+            Status::Protocol,
+            "shared-memory handshake: no frame to read",
+        )
+    })
+}
+
+/// Largest frame after the handshake (allocation announcements).
+const MAX_LATE_FRAME: usize = 64 << 10;
+
+/// Receives one frame if one is waiting (`None` otherwise), without blocking. EOF (the
+/// peer hung up) is `PeerDisconnected`.
+pub fn recv_frame_nowait(sock: RawFd) -> Result<Option<(Value, Vec<OwnedFd>)>> {
+    let mut p = libc::pollfd {
+        fd: sock,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout: a cheap check before allocating a buffer.
+    if unsafe { libc::poll(&mut p, 1, 0) } <= 0 {
+        return Ok(None);
+    }
+    recv_frame_flags(sock, libc::MSG_DONTWAIT, MAX_LATE_FRAME)
+}
+
+fn recv_frame_flags(
+    sock: RawFd,
+    flags: libc::c_int,
+    max: usize,
+) -> Result<Option<(Value, Vec<OwnedFd>)>> {
+    let mut body = vec![0u8; max];
     let mut iov = libc::iovec {
         iov_base: body.as_mut_ptr() as *mut libc::c_void,
         iov_len: body.len(),
     };
+    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
     let space = unsafe { libc::CMSG_SPACE((253 * 4) as u32) } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8)];
     let mut fds = Vec::new();
-    // SAFETY: as in send_frame; received fds are taken into OwnedFd at once.
+    // SAFETY: the msghdr points at `body` and `cbuf`, both alive and at least as large as
+    // the lengths given; the kernel writes only within them. Every fd the kernel passed
+    // (SCM_RIGHTS) is a fresh fd of this process that we take ownership of exactly once.
     let n = unsafe {
         let mut m: libc::msghdr = std::mem::zeroed();
         m.msg_iov = &mut iov;
         m.msg_iovlen = 1;
         m.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
         m.msg_controllen = space as _;
-        let n = libc::recvmsg(sock, &mut m, libc::MSG_CMSG_CLOEXEC);
+        let n = libc::recvmsg(sock, &mut m, libc::MSG_CMSG_CLOEXEC | flags);
         if n < 0 {
-            return Err(os_err("recvmsg(shm handshake)"));
+            let e = std::io::Error::last_os_error();
+            if flags & libc::MSG_DONTWAIT != 0
+                && matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR))
+            {
+                return Ok(None);
+            }
+            if e.raw_os_error() == Some(libc::ECONNRESET) {
+                return Err(Error::new(
+                    Status::PeerDisconnected,
+                    "shared-memory peer closed the socket",
+                ));
+            }
+            return Err(Error::io("recvmsg(shm socket)", e));
         }
         let mut c = libc::CMSG_FIRSTHDR(&m);
         while !c.is_null() {
@@ -224,44 +270,26 @@ pub fn recv_frame(sock: RawFd, deadline: Deadline) -> Result<(Value, Vec<OwnedFd
             c = libc::CMSG_NXTHDR(&m, c);
         }
         if m.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
-            return Err(Error::new(Status::Protocol, "handshake frame truncated"));
+            return Err(Error::new(
+                Status::Protocol,
+                "shared-memory frame truncated",
+            ));
         }
         n as usize
     };
     if n == 0 {
         return Err(Error::new(
             Status::PeerDisconnected,
-            "shared-memory peer closed the socket during the handshake",
+            "shared-memory peer closed the socket",
         ));
     }
     let v = serde_json::from_slice(&body[..n]).map_err(|e| {
         Error::new(
             Status::Protocol,
-            format!("handshake frame is not JSON: {e}"),
+            format!("shared-memory frame is not JSON: {e}"),
         )
     })?;
-    Ok((v, fds))
-}
-
-/// Liveness probe without blocking: true once the peer hung up (or the socket failed).
-pub fn peer_gone(sock: RawFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: sock,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let rc = unsafe { libc::poll(&mut p, 1, 0) };
-    if rc <= 0 {
-        return false;
-    }
-    if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-        return true;
-    }
-    // Readable: after the handshake the peer never writes, so data or EOF both mean the
-    // connection is over for us; peek to tell EOF (gone) from stray bytes (protocol error,
-    // treated the same).
-    true
+    Ok(Some((v, fds)))
 }
 
 pub fn sleep_briefly() {

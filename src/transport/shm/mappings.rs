@@ -1,5 +1,6 @@
-//! The peer's shared allocations (`alloc_shared` memfds it sent at connect time), mapped
-//! into this process: one-sided operations and pulled messages on them are one memcpy.
+//! The peer's shared allocations (`alloc_shared` memfds it sent at connect time or
+//! announced later), mapped into this process: one-sided operations and pulled messages
+//! on them are one memcpy.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -9,6 +10,8 @@ use crate::memory::shared::{fd_size, map_fd};
 
 /// A peer's allocation mapped into this process.
 struct PeerMapping {
+    /// The peer's allocation id (see `AllocInfo::id`).
+    id: u64,
     /// The peer's address of the allocation.
     peer_base: u64,
     len: u64,
@@ -38,7 +41,9 @@ pub(super) struct PeerMappings {
 impl PeerMappings {
     /// Maps a peer's memfd. The length mapped is the fd's real size (never what the peer
     /// claims beyond it), so a bogus claim cannot make us touch memory outside the mapping.
-    pub fn add(&mut self, peer_base: u64, claimed_len: u64, fd: OwnedFd) -> Result<()> {
+    /// A mapping at the same peer address (an allocation the peer freed, its range
+    /// reused) is replaced.
+    pub fn add(&mut self, id: u64, peer_base: u64, claimed_len: u64, fd: OwnedFd) -> Result<()> {
         let size = (fd_size(fd.as_raw_fd())? as u64).min(claimed_len);
         if size == 0 || peer_base.checked_add(size).is_none() {
             return Err(Error::new(
@@ -50,6 +55,7 @@ impl PeerMappings {
         self.by_base.insert(
             peer_base,
             PeerMapping {
+                id,
                 peer_base,
                 len: size,
                 local,
@@ -58,7 +64,14 @@ impl PeerMappings {
         Ok(())
     }
 
+    /// Unmaps the peer's allocation `id` (the peer freed it).
+    pub fn remove(&mut self, id: u64) {
+        self.by_base.retain(|_, m| m.id != id);
+    }
+
     /// Local address of the peer's `[addr, addr+len)`, if it lies inside one mapping.
+    /// The address is valid while this value is borrowed (callers hold the connection's
+    /// read lock across their copy).
     pub fn translate(&self, addr: u64, len: u64) -> Option<*mut u8> {
         let (_, m) = self.by_base.range(..=addr).next_back()?;
         let end = addr.checked_add(len)?;

@@ -1,8 +1,9 @@
 //! Shared-memory transport (same host): the whole Endpoint contract over two processes.
 //!
-//! * Regions from [`crate::memory::alloc_shared`] are memfd mappings the peer maps at
-//!   connect time: one-sided operations on them are one memcpy by the initiator, after
-//!   checking the range and key against the table the target publishes.
+//! * Regions from [`crate::memory::alloc_shared`] are memfd mappings the peer maps (at
+//!   connect time, or when they are registered later: `publish`): one-sided operations
+//!   on them are one memcpy by the initiator, after checking the range and key against
+//!   the table the target publishes.
 //! * Other memory goes through cross-memory attach ([`cma`]), one copy, with the target
 //!   checking the range itself; when the kernel refuses attach (EPERM at the connect-time
 //!   probe) or `force_staged` is set, through bounce slots in the control segment.
@@ -25,7 +26,8 @@
 //! | `target` | the target's side: acting on each entry from the peer, checking every range first |
 //! | `recv` | the receive side of send/recv: inline, pulled and early messages |
 //! | `reassembly` | staged messages arriving in chunks |
-//! | `progress` | pushing into our ring, polling the peer's, the progress thread, inline progress |
+//! | `progress` | pushing into our ring, polling the peer's, inline progress (the waiting thread drives), the background thread |
+//! | `publish` | our region table and the shared allocations we announce after connect; mapping what the peer announces |
 //! | `close` | peer death and `shutdown` |
 //! | `mappings` | the peer's shared allocations mapped here |
 //! | `ring`, `handshake`, `cma` | the segment layout and rings, the Unix-socket handshake, cross-memory attach |
@@ -40,6 +42,7 @@ pub mod handshake;
 mod mappings;
 mod pending;
 mod progress;
+mod publish;
 mod reassembly;
 mod recv;
 pub mod ring;

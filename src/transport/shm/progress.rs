@@ -1,21 +1,21 @@
 //! Progress: pushing entries into our ring (waiting, or backlogged for handlers that must
-//! not block), draining the peer's ring, the background progress thread, and inline
-//! progress driven by the threads that wait on futures.
+//! not block), draining the peer's ring, inline progress driven by the threads that wait
+//! on futures (the default: a waiting thread polls, then sleeps on the doorbell the peer
+//! rings), and the background progress thread that serves when no thread waits.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::MutexGuard;
+
 use super::conn::Conn;
-use super::handshake;
-use super::ring::{Entry, Producer};
+use super::ring::{Consumer, Entry, Producer};
 use super::state::{Inner, PEER_GONE};
+use crate::engine::wait::Drive;
 use crate::engine::{Deadline, ProgressMode};
 use crate::error::{Error, Result, Status};
-use crate::future::Driver;
 
 pub(super) enum PushMode {
     /// Submitters: wait (driving progress) while the ring is full, until the deadline.
@@ -24,51 +24,42 @@ pub(super) enum PushMode {
     Backlog,
 }
 
-thread_local! {
-    /// (endpoint, first empty poll of the current wait, last drive call) for inline waiters.
-    static IDLE: Cell<(usize, Option<Instant>, Option<Instant>)> = const { Cell::new((0, None, None)) };
-}
+impl Drive for Inner {
+    fn poll(&self) -> bool {
+        self.conn.get().is_some_and(|c| self.poll(c))
+    }
 
-impl Driver for Inner {
-    fn drive(&self) {
+    /// Sleeps on our doorbell: the peer's next entry wakes this thread directly.
+    fn sleep(&self, deadline: Deadline, ready: &dyn Fn() -> bool) {
         let Some(c) = self.conn.get() else { return };
-        let now = Instant::now();
-        self.last_inline_us.store(
-            now.duration_since(self.epoch).as_micros() as u64,
-            Ordering::Relaxed,
-        );
-        if self.poll(c) {
-            IDLE.with(|s| s.set((self as *const _ as usize, None, Some(now))));
-            return;
-        }
         if self.dead.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire) {
             return;
         }
-        // Spin (poll) for the configured time, then sleep on the doorbell: the peer wakes
-        // this thread directly, one wake-up per message.
-        let me = self as *const _ as usize;
-        let sleep = IDLE.with(|s| {
-            let (ep, first, last) = s.get();
-            let fresh =
-                ep != me || last.is_none_or(|l| now.duration_since(l) > Duration::from_millis(1));
-            let first = if fresh { now } else { first.unwrap_or(now) };
-            s.set((me, Some(first), Some(now)));
-            now.duration_since(first) >= self.cfg.engine.spin
+        c.in_bell.sleep(deadline.remaining(), || {
+            ready() || c.cons.try_lock().is_none_or(|g| g.has_work())
         });
-        if sleep {
-            sleep_on_doorbell(c, Duration::from_millis(1));
-            if self.poll(c) {
-                IDLE.with(|s| s.set((me, None, Some(Instant::now()))));
-            }
+    }
+
+    fn wake(&self) {
+        if let Some(c) = self.conn.get() {
+            c.in_bell.wake_inline();
         }
     }
-}
 
-/// Sleeps until the peer rings our doorbell (or `timeout`), unless there is work already
-/// or another thread is polling.
-fn sleep_on_doorbell(c: &Conn, timeout: Duration) {
-    c.in_bell
-        .sleep(timeout, || c.cons.try_lock().is_none_or(|g| g.has_work()));
+    fn enter(&self) {
+        if let Some(c) = self.conn.get() {
+            c.in_bell.enter_inline();
+        }
+    }
+
+    fn leave(&self) {
+        if let Some(c) = self.conn.get() {
+            c.in_bell.leave_inline();
+            // An entry the peer published before it saw us leave woke nobody: take it.
+            let cons = c.cons.lock();
+            self.poll_locked(c, cons);
+        }
+    }
 }
 
 /// Pushes what waits in the backlog, in order, while the ring has room.
@@ -121,9 +112,13 @@ impl Inner {
 
     /// Drains the inbound ring (one thread at a time). Returns whether it did anything.
     pub fn poll(&self, c: &Conn) -> bool {
-        let Some(mut cons) = c.cons.try_lock() else {
-            return false;
-        };
+        match c.cons.try_lock() {
+            Some(cons) => self.poll_locked(c, cons),
+            None => false,
+        }
+    }
+
+    fn poll_locked(&self, c: &Conn, mut cons: MutexGuard<'_, Consumer>) -> bool {
         let mut did = false;
         if c.backlogged.load(Ordering::Acquire) {
             // Flush replies that found the ring full.
@@ -158,31 +153,15 @@ impl Inner {
         );
     }
 
-    /// Publishes our live regions for the peer's fast-path checks, if they changed.
-    pub fn publish_regions(&self, c: &Conn) {
-        let regions = self.pool.regions();
-        let mut fp: u64 = 0xcbf2_9ce4_8422_2325 ^ regions.len() as u64;
-        for r in &regions {
-            for v in [r.addr as u64, r.len as u64, r.key as u64] {
-                fp = (fp ^ v).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
-        if c.table_fp.swap(fp, Ordering::AcqRel) != fp {
-            let list: Vec<(u64, u64, u32)> = regions
-                .iter()
-                .map(|r| (r.addr as u64, r.len as u64, r.key))
-                .collect();
-            // SAFETY: our own table, in the segment the Conn keeps mapped; only this side
-            // writes it, and only one writer at a time: connect publishes before the
-            // progress thread starts, then only that thread publishes.
-            unsafe { (*c.my_table).publish(&list) };
-        }
-    }
-
-    /// The background progress thread: polls while there is work, spins `engine.spin`,
-    /// then sleeps on the doorbell; checks liveness and republishes regions every 1 ms.
+    /// The background progress thread. It polls while there is work (in background
+    /// mode it then spins `engine.spin`) and sleeps on the doorbell's background word,
+    /// which the peer rings only while no thread of ours drives inline, so it never takes
+    /// a message from a waiting thread. Every 1 ms while busy (20 ms while idle) it reads
+    /// the peer's frames (allocation announcements; the hang-up that means the peer is
+    /// gone) and republishes our regions if they changed.
     pub fn run(self: Arc<Inner>) {
         let c = self.conn.get().expect("connected");
+        let background = self.cfg.engine.progress == ProgressMode::Background;
         let mut last_work = Instant::now();
         let mut last_check = Instant::now();
         loop {
@@ -193,7 +172,7 @@ impl Inner {
             let now = Instant::now();
             if now.duration_since(last_check) >= Duration::from_millis(1) {
                 last_check = now;
-                if handshake::peer_gone(c.sock.as_raw_fd()) {
+                if !self.read_frames(c) {
                     if !self.closed.load(Ordering::Acquire) {
                         self.on_disconnect();
                     }
@@ -205,22 +184,13 @@ impl Inner {
                 last_work = now;
                 continue;
             }
-            let inline = self.cfg.engine.progress == ProgressMode::Inline;
-            if !inline && now.duration_since(last_work) < self.cfg.engine.spin {
+            if background && now.duration_since(last_work) < self.cfg.engine.spin {
                 std::hint::spin_loop();
                 continue;
             }
-            let now_us = now.duration_since(self.epoch).as_micros() as u64;
-            let inline_recent = inline
-                && now_us.saturating_sub(self.last_inline_us.load(Ordering::Relaxed)) < 20_000;
-            if inline_recent {
-                // An inline waiter is driving; stay off the doorbell so the peer wakes it,
-                // not us, and come back now and then for liveness and orphaned entries.
-                // 10 ms: rarely enough not to preempt spinning waiters on 2 cores.
-                std::thread::sleep(Duration::from_millis(10));
-            } else {
-                sleep_on_doorbell(c, Duration::from_millis(20));
-            }
+            c.in_bell.sleep_background(Duration::from_millis(20), || {
+                !c.in_bell.inline_active() && c.cons.try_lock().is_none_or(|g| g.has_work())
+            });
         }
     }
 }

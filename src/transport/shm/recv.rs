@@ -67,9 +67,11 @@ impl Inner {
             truncate(&r, len);
             return;
         } else if r.op.begin_io() {
-            let res = if let Some(src) = c.peer_maps.translate(addr, len) {
+            self.sync_peer_maps(c);
+            let maps = c.peer_maps.read();
+            let res = if let Some(src) = maps.translate(addr, len) {
                 // SAFETY: src..src+len lies inside our mapping of the sender's allocation
-                // (translate); the receive buffer holds cap >= len bytes and stays the
+                // (translate, kept mapped by the read lock); the receive buffer holds cap >= len bytes and stays the
                 // receiver's while begin_io holds.
                 unsafe {
                     std::ptr::copy_nonoverlapping(src as *const u8, r.ptr as *mut u8, len as usize)
@@ -81,6 +83,7 @@ impl Inner {
                 // receiver's promise) and stays so while begin_io holds.
                 unsafe { cma::read_from(c.peer_pid, r.ptr as *mut u8, addr, len as usize) }
             };
+            drop(maps);
             r.op.end_io();
             match res {
                 Ok(()) => {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::engine::futex;
 
 pub const MAGIC: u64 = 0x6d68_735f_656d_696c; // "lime_shm"
-pub const LAYOUT_VERSION: u64 = 1;
+pub const LAYOUT_VERSION: u64 = 2;
 pub const RING_CAP: u64 = 1024;
 pub const INLINE_CAP: usize = 176;
 pub const TABLE_CAP: usize = 256;
@@ -145,13 +145,25 @@ impl Entry {
 #[repr(C, align(64))]
 pub struct Pad64<T>(T);
 
+/// The consumer's controls of one direction. The consumer has two kinds of sleepers:
+/// threads that drive it inline while they wait on an operation (they sleep on
+/// `doorbell`), and its background thread (it sleeps on `bg_bell`). The producer wakes
+/// the inline sleepers while any inline driver is active (one of them will handle the
+/// entry) and the background thread only when none is, so a message wakes exactly the
+/// thread that will use it: no hand-off between the consumer's threads.
 #[repr(C)]
 pub struct RingCtl {
     /// Consumer position. (No head: each entry's own `seq` says it is published, so the
     /// producer touches one cache line less per message.)
     tail: Pad64<AtomicU64>,
     doorbell: Pad64<AtomicU32>,
+    /// Inline drivers asleep on `doorbell`.
     waiters: Pad64<AtomicU32>,
+    /// Inline drivers active (polling or asleep on `doorbell`).
+    inline_active: Pad64<AtomicU32>,
+    bg_bell: Pad64<AtomicU32>,
+    /// The background thread asleep on `bg_bell` (0 or 1).
+    bg_waiters: Pad64<AtomicU32>,
 }
 
 #[repr(C)]
@@ -162,11 +174,15 @@ pub struct TableEntry {
     pub _pad: u32,
 }
 
-/// The regions a side published for fast-path checks by its peer, under a seqlock.
+/// The regions a side published for fast-path checks by its peer, under a seqlock, and
+/// how many allocation announcements (frames on the Unix socket carrying memfds) it sent
+/// before publishing them: the peer processes that many before it trusts a table entry
+/// to lie in a mapping it holds.
 #[repr(C)]
 pub struct RegionTable {
     seq: AtomicU64,
     count: AtomicU64,
+    announced: AtomicU64,
     entries: [TableEntry; TABLE_CAP],
 }
 
@@ -253,30 +269,78 @@ impl Doorbell {
         unsafe { &(*self.dir).ctl }
     }
 
-    /// Called by the producer after publishing: wakes sleepers only if one advertised.
+    /// Called by the producer after publishing: wakes the consumer's inline sleepers
+    /// while an inline driver is active, else its background thread if it sleeps.
     pub fn ring(&self) {
         fence(Ordering::SeqCst);
         let c = self.ctl();
-        if c.waiters.load(Ordering::SeqCst) != 0 {
-            c.doorbell.fetch_add(1, Ordering::SeqCst);
-            futex::wake_shared(&c.doorbell, i32::MAX as u32);
+        if c.inline_active.load(Ordering::SeqCst) != 0 {
+            if c.waiters.load(Ordering::SeqCst) != 0 {
+                c.doorbell.fetch_add(1, Ordering::SeqCst);
+                futex::wake_shared(&c.doorbell, i32::MAX as u32);
+            }
+        } else if c.bg_waiters.load(Ordering::SeqCst) != 0 {
+            c.bg_bell.fetch_add(1, Ordering::SeqCst);
+            futex::wake_shared(&c.bg_bell, 1);
         }
     }
 
-    /// Consumer side: sleeps up to `timeout` unless `has_work` says there is something
-    /// (checked after advertising, so a producer that publishes later sees us).
-    pub fn sleep(&self, timeout: Duration, has_work: impl Fn() -> bool) {
+    /// Consumer side, an inline driver: sleeps up to `timeout` unless `has_work` says
+    /// there is something (checked after advertising, so a producer that publishes later
+    /// sees us).
+    pub fn sleep(&self, timeout: Option<Duration>, has_work: impl Fn() -> bool) {
         let c = self.ctl();
         c.waiters.fetch_add(1, Ordering::SeqCst);
         let bell = c.doorbell.load(Ordering::SeqCst);
         if !has_work() {
-            futex::wait_shared(&c.doorbell, bell, Some(timeout));
+            futex::wait_shared(&c.doorbell, bell, timeout);
         }
         c.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Wakes sleepers unconditionally (shutdown).
+    /// Consumer side, the background thread: sleeps up to `timeout` unless `has_work`.
+    /// The producer wakes it only while no inline driver is active.
+    pub fn sleep_background(&self, timeout: Duration, has_work: impl Fn() -> bool) {
+        let c = self.ctl();
+        c.bg_waiters.fetch_add(1, Ordering::SeqCst);
+        let bell = c.bg_bell.load(Ordering::SeqCst);
+        if !has_work() {
+            futex::wait_shared(&c.bg_bell, bell, Some(timeout));
+        }
+        c.bg_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// An inline driver starts (the producer now wakes inline sleepers, not the
+    /// background thread).
+    pub fn enter_inline(&self) {
+        self.ctl().inline_active.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// An inline driver stops. The caller must poll once more afterwards: an entry
+    /// published before the producer saw this decrement woke nobody (SeqCst on both
+    /// sides: the producer either sees no inline driver and wakes the background thread,
+    /// or the entry is visible to that last poll).
+    pub fn leave_inline(&self) {
+        self.ctl().inline_active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether an inline driver is active.
+    pub fn inline_active(&self) -> bool {
+        self.ctl().inline_active.load(Ordering::SeqCst) != 0
+    }
+
+    /// Wakes every sleeper, inline and background (shutdown, peer death, or another
+    /// thread completed what an inline sleeper waits for).
     pub fn wake_all(&self) {
+        let c = self.ctl();
+        c.doorbell.fetch_add(1, Ordering::SeqCst);
+        futex::wake_shared(&c.doorbell, i32::MAX as u32);
+        c.bg_bell.fetch_add(1, Ordering::SeqCst);
+        futex::wake_shared(&c.bg_bell, i32::MAX as u32);
+    }
+
+    /// Wakes the inline sleepers only.
+    pub fn wake_inline(&self) {
         let c = self.ctl();
         c.doorbell.fetch_add(1, Ordering::SeqCst);
         futex::wake_shared(&c.doorbell, i32::MAX as u32);
@@ -415,12 +479,14 @@ fn peek_ready(dir: *mut Direction, tail: u64) -> bool {
 }
 
 impl RegionTable {
-    /// Publishes `regions` (addr, len, key); at most TABLE_CAP are published, the rest
-    /// simply take the checked slow path.
-    pub fn publish(&mut self, regions: &[(u64, u64, u32)]) {
+    /// Publishes `regions` (addr, len, key) after `announced` allocation announcements
+    /// were sent; at most TABLE_CAP are published, the rest simply take the checked slow
+    /// path.
+    pub fn publish(&mut self, regions: &[(u64, u64, u32)], announced: u64) {
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s | 1, Ordering::Relaxed);
         fence(Ordering::Release);
+        self.announced.store(announced, Ordering::Relaxed);
         let n = regions.len().min(TABLE_CAP);
         for (i, &(addr, len, key)) in regions[..n].iter().enumerate() {
             let e = std::ptr::addr_of_mut!(self.entries[i]);
@@ -438,6 +504,12 @@ impl RegionTable {
         }
         self.count.store(n as u64, Ordering::Relaxed);
         self.seq.store((s | 1) + 1, Ordering::Release);
+    }
+
+    /// How many allocation announcements the publisher had sent when it last published
+    /// (never decreases; a torn read only makes the reader look for frames too early).
+    pub fn announced(&self) -> u64 {
+        self.announced.load(Ordering::Acquire)
     }
 
     /// Whether the peer's table holds a region containing `[addr, addr+len)` with `key`.
@@ -505,7 +577,8 @@ mod tests {
         e.id ^= 1;
         assert_eq!(e.validate(), Err("checksum mismatch"));
         let t = unsafe { &mut *p.table() };
-        t.publish(&[(1000, 100, 7)]);
+        t.publish(&[(1000, 100, 7)], 3);
+        assert_eq!(t.announced(), 3);
         assert!(t.permits(1000, 100, 7));
         assert!(!t.permits(1000, 101, 7));
         assert!(!t.permits(1000, 10, 8));

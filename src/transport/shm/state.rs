@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -47,9 +47,6 @@ pub(super) struct Inner {
     pub dead: AtomicBool,
     /// The background progress thread.
     pub thread: Mutex<Option<JoinHandle<()>>>,
-    pub epoch: Instant,
-    /// When an inline waiter last drove progress (µs since `epoch`).
-    pub last_inline_us: AtomicU64,
 }
 
 impl Inner {
@@ -76,8 +73,6 @@ impl Inner {
             closed: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             thread: Mutex::new(None),
-            epoch: Instant::now(),
-            last_inline_us: AtomicU64::new(0),
         })
     }
 
@@ -94,7 +89,8 @@ impl Inner {
             .ok_or_else(|| Error::new(Status::NotConnected, "endpoint is not connected"))
     }
 
-    /// A tracked operation of `parts` parts; in inline mode its waiters drive progress.
+    /// A tracked operation of `parts` parts; in inline mode (the default) its waiters
+    /// drive progress.
     pub fn new_op(self: &Arc<Self>, parts: u32, timeout: Option<Duration>) -> Arc<OpState> {
         let deadline = Deadline::after(timeout.unwrap_or(self.cfg.engine.default_timeout));
         let driver: Option<Arc<dyn Driver>> = match self.cfg.engine.progress {

@@ -59,6 +59,9 @@ impl Inner {
         timeout: Option<Duration>,
     ) -> Result<Future> {
         let c = self.conn()?;
+        // Regions registered since the last publication (ours may be the target of the
+        // peer's next operation).
+        self.publish_regions(c);
         // Check everything before touching any memory.
         let mut plan = Vec::with_capacity(assignments.len());
         for a in assignments {
@@ -80,11 +83,15 @@ impl Inner {
             // reads it under the peer's seqlock and treats every value as untrusted.
             let permitted = unsafe { (*c.peer_table).permits(raddr, len, key) };
             if permitted {
-                if let Some(p) = c.peer_maps.translate(raddr, len) {
+                self.sync_peer_maps(c);
+                let maps = c.peer_maps.read();
+                if let Some(p) = maps.translate(raddr, len) {
                     // SAFETY: the local range was checked against our pool above; the remote
-                    // range lies inside our mapping of the peer's allocation (translate) and
-                    // inside a region the peer published with this key (permits). The two
-                    // mappings are distinct, so the ranges do not overlap.
+                    // range lies inside our mapping of the peer's allocation (translate,
+                    // kept mapped by the read lock; every announcement the table counts
+                    // was applied) and inside a region the peer published with this key
+                    // (permits). The two mappings are distinct, so the ranges do not
+                    // overlap.
                     unsafe {
                         if write {
                             std::ptr::copy_nonoverlapping(lptr as *const u8, p, len as usize);
@@ -189,6 +196,9 @@ impl Inner {
         if ptr.is_null() && len > 0 {
             return Err(Error::new(Status::NullParameter, "send: null buffer"));
         }
+        // What the message may announce (an RPC session's mailbox, say) is published
+        // before the peer can read it.
+        self.publish_regions(c);
         if len <= INLINE_CAP {
             // Complete once it is in the ring: nothing to track, cancel or time out.
             let deadline = Deadline::after(timeout.unwrap_or(self.cfg.engine.default_timeout));
@@ -208,6 +218,9 @@ impl Inner {
         let agg = Agg::new(op.clone(), None);
         let mut failure: Option<Error> = None;
         if !c.staged {
+            // The receiver pulls from our buffer: if it is shared memory, make sure the
+            // peer maps this allocation (and not a freed one at the same address).
+            self.announce_allocation_of(c, ptr as usize, len);
             let mut e = Entry::new(kind::RTS);
             e.id = add_part(c, &agg, |agg| Pending::Part { agg, slot: None });
             e.a = ptr as u64;

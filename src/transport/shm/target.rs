@@ -52,7 +52,9 @@ impl Inner {
             return Status::RemoteAccess;
         }
         let dst = e.b as usize as *mut u8;
-        if let Some(src) = c.peer_maps.translate(e.a, e.n) {
+        self.sync_peer_maps(c);
+        let maps = c.peer_maps.read();
+        if let Some(src) = maps.translate(e.a, e.n) {
             // SAFETY: dst..dst+n was validated against our registered regions; src..src+n
             // lies inside our mapping of the initiator's allocation (translate).
             unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst, e.n as usize) };
