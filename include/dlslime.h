@@ -789,10 +789,15 @@ enum dlslime_shm_flag
    */
   DLSLIME_SHM_FLAG_NO_SPIN = 2,
   /**
-   * The thread that waits on a future drives the transport itself (inline progress)
-   * instead of a background completion thread.
+   * The thread that waits on a future drives the transport itself (inline progress;
+   * the default unless `DLSLIME_PROGRESS=background`).
    */
   DLSLIME_SHM_FLAG_INLINE_PROGRESS = 4,
+  /**
+   * A background completion thread completes operations; waiters only wait
+   * (`DLSLIME_PROGRESS=background`). Wins over `INLINE_PROGRESS`.
+   */
+  DLSLIME_SHM_FLAG_BACKGROUND_PROGRESS = 8,
 };
 #ifndef __cplusplus
 typedef uint32_t dlslime_shm_flag;
@@ -1182,6 +1187,62 @@ dlslime_status_t dlslime_peer_agent_alias(const dlslime_peer_agent_t *agent, cha
  * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_IO` (Redis).
  */
 dlslime_status_t dlslime_peer_agent_list_agents(const dlslime_peer_agent_t *agent, char **out_json);
+
+/**
+ * Writes every peer the agent knows (dialled with `connect_to`, or one that dialled
+ * it) as a JSON object `{"<peer>": {"state": "connected", "transport": "shm"}}` (owned
+ * string, free with `dlslime_string_free`); `state` is `idle`, `connecting`,
+ * `connected`, `failed` or `disconnected`, `transport` `shm`, `tcp`, `rdma` or null.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`.
+ */
+dlslime_status_t dlslime_peer_agent_connections(const dlslime_peer_agent_t *agent, char **out_json);
+
+/**
+ * Writes a handle on the agent's connection to `peer` (one `connect_to` started, or
+ * one the peer started) to `*out`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_NOT_CONNECTED` (the agent
+ * knows no connection to `peer`).
+ */
+dlslime_status_t dlslime_peer_agent_connection(const dlslime_peer_agent_t *agent,
+                                               const char *peer,
+                                               dlslime_peer_connection_t **out);
+
+/**
+ * Writes the resource record (JSON object, owned string) of the agent itself (`peer`
+ * NULL) or the one `peer` published.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (`peer` is
+ * not registered in the scope), `DLSLIME_STATUS_IO` (Redis).
+ */
+dlslime_status_t dlslime_peer_agent_get_resource(const dlslime_peer_agent_t *agent,
+                                                 const char *peer,
+                                                 char **out_json);
+
+/**
+ * Writes the names of the agent's own memory regions (`peer` NULL) or of those `peer`
+ * published, as a sorted JSON array (owned string).
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_IO` (Redis).
+ */
+dlslime_status_t dlslime_peer_agent_list_mem_keys(const dlslime_peer_agent_t *agent,
+                                                  const char *peer,
+                                                  char **out_json);
+
+/**
+ * Writes the handle of memory region `name`: the local handle (`peer` NULL), or the
+ * remote handle of `peer`'s region on the endpoint of the connection to it (looked up
+ * in Redis and registered on first use).
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (no such
+ * region), `DLSLIME_STATUS_NOT_CONNECTED` / `DLSLIME_STATUS_PEER_DISCONNECTED` (no
+ * connection to `peer`), `DLSLIME_STATUS_IO` (Redis).
+ */
+dlslime_status_t dlslime_peer_agent_get_handle(const dlslime_peer_agent_t *agent,
+                                               const char *name,
+                                               const char *peer,
+                                               uint32_t *out);
 
 /**
  * Starts (or re-uses) the connection to `peer` and writes a handle on it to `*out`.

@@ -439,6 +439,8 @@ fn bad_input() {
         .stats()
         .malformed_messages
         .load(std::sync::atomic::Ordering::Relaxed);
+    // (one of them, conn_meta without src_instance/src_nonce, is the original agent's
+    // format: not malformed, the connection to its sender fails instead)
     wait_for(
         Duration::from_secs(10),
         "malformed messages counted",
@@ -446,9 +448,15 @@ fn bad_input() {
             (a.stats()
                 .malformed_messages
                 .load(std::sync::atomic::Ordering::Relaxed)
-                >= before.max(bad.len() as u64))
+                >= before.max(bad.len() as u64 - 1))
             .then_some(())
         },
+    );
+    assert_eq!(
+        a.stats()
+            .original_peers
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
     );
     // the agent keeps working: a real peer connects
     let mut b = Child::start(&cl, "bob", &[]);
@@ -825,4 +833,100 @@ fn both_dial_at_once_repeatedly_shm() {
 #[test]
 fn both_dial_at_once_repeatedly_auto() {
     both_dial_at_once_repeatedly("auto");
+}
+
+/// Peers that are original DLSlime agents (the published wheel, HEAD's Python agent):
+/// their records and `qp_ready` messages are understood, not logged as malformed, and a
+/// connection to them, which cannot work (their data transports differ), fails at once
+/// with an error saying so instead of after a timeout. Both agents are played by the
+/// test through NanoCtrl and Redis, with the shapes in spec §2 and §5.
+#[test]
+fn original_agents_fail_at_once() {
+    use dlslime::peer::http::Http;
+    let cl = Cluster::start("orig");
+    let a = agent(&cl, "alice");
+    let http = Http::new(cl.url(), Duration::from_secs(5)).unwrap();
+    // 1. registered with the original's resource record (discover_topology's shape, no
+    //    NIC: the 0.1.23 wheel on a host without RDMA, connecting over its TCP)
+    let resource = serde_json::json!({
+        "schema_version": 1, "host": {"hostname": "h", "address": "127.0.0.1"},
+        "nics": [], "accelerators": [], "memory_keys": [], "topology_epoch": 1,
+        "topology_backends": {},
+    });
+    let r = http
+        .post(
+            "/start_peer_agent",
+            &serde_json::json!({"alias": "orig-tcp", "address": "127.0.0.1",
+                                "resource": resource, "scope": cl.scope}),
+        )
+        .unwrap();
+    assert_eq!(r.code, 200, "{:?}", r.body);
+    let t = std::time::Instant::now();
+    let e = a
+        .connect_to("orig-tcp", "auto")
+        .unwrap()
+        .wait(Duration::from_secs(25))
+        .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(e.status(), Status::Unsupported, "{e}");
+    assert!(
+        e.message().contains("original DLSlime") && e.message().contains("TCP wire"),
+        "{e}"
+    );
+    // 2. registered without a resource record (cannot be told apart), then it answers
+    //    alice's dial with the original's qp_ready (RDMA queue pairs)
+    let r = http
+        .post(
+            "/start_peer_agent",
+            &serde_json::json!({"alias": "orig-rdma", "address": "127.0.0.1", "scope": cl.scope}),
+        )
+        .unwrap();
+    assert_eq!(r.code, 200, "{:?}", r.body);
+    let c = a.connect_to("orig-rdma", "auto").unwrap();
+    let meta = serde_json::json!({
+        "conn_id": "orig-rdma:mlx5_0:port1->alice:mlx5_0:port1#qp1", "src": "orig-rdma",
+        "dst": "alice", "src_device": "mlx5_0", "dst_device": "mlx5_0", "ib_port": 1,
+        "qp_num": 1, "link_type": "RoCE", "profile": "default",
+    });
+    let qp = serde_json::json!({"gid": {"subnet_prefix": 1, "interface_id": 2}, "gidx": 3,
+                                "lid": 0, "qpn": 77, "psn": 5, "mtu": 5});
+    let qp_info = serde_json::json!({
+        "mr_info": {}, "io_info": {"data_channel_info": [qp]},
+        "msg_info": {"meta_channel_info": [qp], "data_channel_info": [qp],
+                     "remote_meta_base": {"addr": 4096, "rkey": 9, "length": 64}},
+    });
+    let t = std::time::Instant::now();
+    let _: String = redis::cmd("XADD")
+        .arg(format!("{}:stream:alice", cl.scope))
+        .arg("*")
+        .arg("type")
+        .arg("qp_ready")
+        .arg("peer")
+        .arg("orig-rdma")
+        .arg("qp_info")
+        .arg(qp_info.to_string())
+        .arg("conn_meta")
+        .arg(meta.to_string())
+        .arg("timestamp")
+        .arg("1795283257.8616328")
+        .query(&mut cl.redis.conn())
+        .unwrap();
+    let e = c.wait(Duration::from_secs(25)).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(e.status(), Status::Unsupported, "{e}");
+    assert!(
+        e.message().contains("original DLSlime") && e.message().contains("RDMA"),
+        "{e}"
+    );
+    let st = a.stats();
+    assert_eq!(
+        st.malformed_messages
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the original's messages are not malformed"
+    );
+    assert_eq!(
+        st.original_peers.load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }

@@ -352,6 +352,126 @@ pub extern "C" fn dlslime_peer_agent_list_agents(
     }
 }
 
+/// Writes every peer the agent knows (dialled with `connect_to`, or one that dialled
+/// it) as a JSON object `{"<peer>": {"state": "connected", "transport": "shm"}}` (owned
+/// string, free with `dlslime_string_free`); `state` is `idle`, `connecting`,
+/// `connected`, `failed` or `disconnected`, `transport` `shm`, `tcp`, `rdma` or null.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_connections(
+    agent: *const dlslime_peer_agent_t,
+    out_json: *mut *mut c_char,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let out_json = try_out!(out_json);
+        let mut m = serde_json::Map::new();
+        for (peer, state) in agent.connections() {
+            let t = agent.connection(&peer).and_then(|c| c.transport());
+            m.insert(peer, serde_json::json!({
+                "state": state.as_str(),
+                "transport": t.map(|t| t.as_str()),
+            }));
+        }
+        let s = try_res!(string_to_c(serde_json::Value::Object(m).to_string()));
+        out_json.write(s);
+        dlslime_status_t::Ok
+    }
+}
+
+/// Writes a handle on the agent's connection to `peer` (one `connect_to` started, or
+/// one the peer started) to `*out`.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_NOT_CONNECTED` (the agent
+/// knows no connection to `peer`).
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_connection(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    out: *mut *mut dlslime_peer_connection_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_str!(peer);
+        let out = try_out!(out);
+        let c = try_res!(agent.connection(peer).ok_or_else(|| Error::new(
+            Status::NotConnected,
+            format!("no connection to '{peer}'"),
+        )));
+        out.write(box_into_ptr::<dlslime_peer_connection_t>(c));
+        dlslime_status_t::Ok
+    }
+}
+
+/// Writes the resource record (JSON object, owned string) of the agent itself (`peer`
+/// NULL) or the one `peer` published.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (`peer` is
+/// not registered in the scope), `DLSLIME_STATUS_IO` (Redis).
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_get_resource(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    out_json: *mut *mut c_char,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_opt_str!(peer);
+        let out_json = try_out!(out_json);
+        let v = try_res!(agent.get_resource(peer));
+        let s = try_res!(string_to_c(v.to_string()));
+        out_json.write(s);
+        dlslime_status_t::Ok
+    }
+}
+
+/// Writes the names of the agent's own memory regions (`peer` NULL) or of those `peer`
+/// published, as a sorted JSON array (owned string).
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_IO` (Redis).
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_list_mem_keys(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    out_json: *mut *mut c_char,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_opt_str!(peer);
+        let out_json = try_out!(out_json);
+        let v = try_res!(agent.list_mem_keys(peer));
+        let s = try_res!(string_to_c(serde_json::Value::from(v).to_string()));
+        out_json.write(s);
+        dlslime_status_t::Ok
+    }
+}
+
+/// Writes the handle of memory region `name`: the local handle (`peer` NULL), or the
+/// remote handle of `peer`'s region on the endpoint of the connection to it (looked up
+/// in Redis and registered on first use).
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (no such
+/// region), `DLSLIME_STATUS_NOT_CONNECTED` / `DLSLIME_STATUS_PEER_DISCONNECTED` (no
+/// connection to `peer`), `DLSLIME_STATUS_IO` (Redis).
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_get_handle(
+    agent: *const dlslime_peer_agent_t,
+    name: *const c_char,
+    peer: *const c_char,
+    out: *mut u32,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let name = try_str!(name);
+        let peer = try_opt_str!(peer);
+        let out = try_out!(out);
+        let h = try_res!(agent.get_handle(name, peer));
+        out.write(h);
+        dlslime_status_t::Ok
+    }
+}
+
 /// Starts (or re-uses) the connection to `peer` and writes a handle on it to `*out`.
 /// Does not block: wait with `dlslime_peer_connection_wait`. `transport` is "auto"
 /// (NULL), "shm", "tcp" or "rdma".

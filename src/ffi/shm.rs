@@ -28,14 +28,18 @@ pub enum dlslime_shm_flag {
     /// Waiters park at once instead of spinning first (the right choice when both
     /// processes share one core).
     NoSpin = 2,
-    /// The thread that waits on a future drives the transport itself (inline progress)
-    /// instead of a background completion thread.
+    /// The thread that waits on a future drives the transport itself (inline progress;
+    /// the default unless `DLSLIME_PROGRESS=background`).
     InlineProgress = 4,
+    /// A background completion thread completes operations; waiters only wait
+    /// (`DLSLIME_PROGRESS=background`). Wins over `INLINE_PROGRESS`.
+    BackgroundProgress = 8,
 }
 
 const FORCE_STAGED: u32 = dlslime_shm_flag::ForceStaged as u32;
 const NO_SPIN: u32 = dlslime_shm_flag::NoSpin as u32;
 const INLINE_PROGRESS: u32 = dlslime_shm_flag::InlineProgress as u32;
+const BACKGROUND_PROGRESS: u32 = dlslime_shm_flag::BackgroundProgress as u32;
 
 /// Options of a shared-memory endpoint. Initialise with `dlslime_shm_options_init` (or
 /// set `size` and zero the rest): zero fields mean the library default, which the
@@ -66,7 +70,7 @@ pub extern "C" fn dlslime_shm_options_init(opts: *mut dlslime_shm_options_t) {
 }
 
 fn to_config(o: &dlslime_shm_options_t) -> crate::Result<ShmConfig> {
-    let known = FORCE_STAGED | NO_SPIN | INLINE_PROGRESS;
+    let known = FORCE_STAGED | NO_SPIN | INLINE_PROGRESS | BACKGROUND_PROGRESS;
     if o.flags & !known != 0 {
         return Err(crate::Error::new(
             crate::Status::Unsupported,
@@ -85,6 +89,9 @@ fn to_config(o: &dlslime_shm_options_t) -> crate::Result<ShmConfig> {
     }
     if o.flags & INLINE_PROGRESS != 0 {
         c.engine.progress = ProgressMode::Inline;
+    }
+    if o.flags & BACKGROUND_PROGRESS != 0 {
+        c.engine.progress = ProgressMode::Background;
     }
     if o.default_timeout_ms != 0 {
         c.engine.default_timeout = Duration::from_millis(o.default_timeout_ms);

@@ -135,11 +135,9 @@ fn handle_message(inner: &Arc<Inner>, id: &str, map: &HashMap<String, String>) {
                 meta.get("src_instance").and_then(Value::as_u64),
                 meta.get("src_nonce").and_then(Value::as_u64),
             ) else {
-                return malformed(
-                    inner,
-                    id,
-                    "conn_meta lacks src_instance/src_nonce (a peer speaking the original RDMA-only protocol?)",
-                );
+                // The original DLSlime agent's qp_ready: well formed, but its endpoints
+                // cannot talk to ours. Its connection fails at once, saying why.
+                return inner.on_original_peer(peer, original_offers_tcp(&meta, &qp_info));
             };
             let view = PeerView {
                 instance,
@@ -166,6 +164,13 @@ fn handle_message(inner: &Arc<Inner>, id: &str, map: &HashMap<String, String>) {
         }
         other => malformed(inner, id, &format!("unknown message type {other:?}")),
     }
+}
+
+/// Whether an original agent's `qp_ready` offers its TCP endpoint (the 0.1.23 wheel:
+/// `conn_meta.transport` "tcp", `qp_info` `{host, port, mr_info}`) rather than RDMA.
+fn original_offers_tcp(meta: &Value, qp_info: &Value) -> bool {
+    meta.get("transport").and_then(Value::as_str) == Some("tcp")
+        || (qp_info.get("host").is_some() && qp_info.get("port").is_some())
 }
 
 /// Cleanup notices (`{"type":"cleanup","peer":X}`, LPUSHed by NanoCtrl): X shut down.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::agent::Inner;
 use super::links::{ConnState, PeerView, Slot, Work};
 use super::negotiate::agree_transport;
-use crate::error::Status;
+use crate::error::{Error, Status};
 
 impl Inner {
     /// NanoCtrl relayed our own `desired_topology`: dial `peer` if a `connect_to` for
@@ -144,6 +144,23 @@ impl Inner {
         self.run_work(work);
     }
 
+    /// A `qp_ready` from an original DLSlime agent (no `src_instance`/`src_nonce`): the
+    /// connection to it cannot work, so it fails now (`wait()` returns at once) with an
+    /// error that says why, instead of timing out.
+    pub(super) fn on_original_peer(self: &Arc<Self>, peer: &str, tcp: bool) {
+        self.stats.original_peers.fetch_add(1, Ordering::Relaxed);
+        let mut work = Work::default();
+        {
+            let mut peers = self.peers.lock();
+            let slot = peers.entry(peer.to_string()).or_insert_with(Slot::new);
+            if slot.state == ConnState::Failed {
+                return;
+            }
+            self.fail(slot, original_peer_error(peer, tcp), &mut work);
+        }
+        self.run_work(work);
+    }
+
     /// A cleanup notice: `peer` shut down. Its connection is torn down; a `connect_to`
     /// still pending is re-armed (the message waits in the peer's stream for its next
     /// incarnation), otherwise the peer leaves the desired topology.
@@ -175,4 +192,22 @@ impl Inner {
             self.desired.lock().remove(peer);
         }
     }
+}
+
+/// The error of a connection to an original DLSlime agent, which offers its TCP
+/// endpoint (`tcp`: the 0.1.23 wheel) or RDMA queue pairs.
+pub(super) fn original_peer_error(peer: &str, tcp: bool) -> Error {
+    let offers = if tcp {
+        "its TCP endpoint (the 0.1.23 wheel's TCP wire differs from this build's)"
+    } else {
+        "RDMA queue pairs (this build has no RDMA transport)"
+    };
+    Error::new(
+        Status::Unsupported,
+        format!(
+            "peer '{peer}' is an original DLSlime PeerAgent: it offers {offers}; this dlslime \
+             speaks the same control protocol but not its data transports, so the \
+             connection cannot work"
+        ),
+    )
 }

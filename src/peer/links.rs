@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::agent::{Inner, PeerAgent};
 use super::connection::PeerConnection;
 use super::endpoints::{ep_alive, LocalEp};
+use super::handshake::original_peer_error;
 use super::negotiate::{agree_transport, Transport, TransportRequest};
 use super::registry::check_alias;
 use crate::error::{Error, Result, Status};
@@ -169,6 +170,18 @@ impl Inner {
             )));
         }
         check_alias(peer)?;
+        if let Some(tcp) = self.original_peer(peer) {
+            // Registered by an original DLSlime agent: fail now (wait() returns at once).
+            let mut work = Work::default();
+            {
+                let mut peers = self.peers.lock();
+                let slot = peers.entry(peer.to_string()).or_insert_with(Slot::new);
+                slot.request = req;
+                self.fail(slot, original_peer_error(peer, tcp), &mut work);
+            }
+            self.run_work(work);
+            return Ok(());
+        }
         let mut work = Work::default();
         let mut already = false;
         {
@@ -211,6 +224,23 @@ impl Inner {
             self.post_topology();
         }
         Ok(())
+    }
+
+    /// Whether a registered peer's record was written by an original DLSlime agent (a
+    /// resource record without this implementation's `transports`), and if so whether
+    /// it offers TCP (no NICs) rather than RDMA; `None` for our agents, unregistered
+    /// peers, or when Redis cannot tell.
+    fn original_peer(&self, peer: &str) -> Option<bool> {
+        let t = self.store.hget(&self.keys.agent(peer), "resource").ok()??;
+        let v: Value = serde_json::from_str(&t).ok()?;
+        if !v.is_object() || v.get("transports").is_some() {
+            return None;
+        }
+        let rdma = v
+            .get("nics")
+            .and_then(Value::as_array)
+            .is_some_and(|n| !n.is_empty());
+        Some(!rdma)
     }
 
     /// The transport to open towards a peer before it has answered: its host identity

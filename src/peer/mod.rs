@@ -26,6 +26,7 @@
 //! * `control` — the control thread: reads the mailbox, runs the timers.
 //! * `endpoints` — the endpoints a connection runs over (one per peer incarnation).
 //! * `named` — named I/O: region names resolved per connection, cached.
+//! * `lookup` — the original's look-ups: resource records, region names, handles.
 //! * `connection` — [`PeerConnection`], the handle on one peer's connection.
 //! * [`store`], [`http`] — the only code that talks to Redis and to NanoCtrl.
 
@@ -36,6 +37,7 @@ mod endpoints;
 mod handshake;
 pub mod http;
 mod links;
+mod lookup;
 mod named;
 mod negotiate;
 mod options;

@@ -263,7 +263,7 @@ fn stale_holder(http: &Http, alias: &str, my_host: &str, scope: Option<&str>) ->
 /// The resource record: the original's shape (no NICs here) plus what a successor
 /// needs to tell a dead holder of an alias from a live one (host id, pid, last
 /// heartbeat), refreshed by every heartbeat.
-fn resource_record(
+pub(super) fn resource_record(
     host_id: &str,
     address: &str,
     memory_keys: Vec<String>,

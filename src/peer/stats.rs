@@ -14,4 +14,6 @@ pub struct AgentStats {
     /// Registrations after the first (heartbeat said not found).
     pub reregistrations: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// `qp_ready` messages from original DLSlime agents (their connections fail at once).
+    pub original_peers: AtomicU64,
 }

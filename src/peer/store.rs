@@ -44,6 +44,10 @@ impl Keys {
     pub fn mr(&self, a: &str, name: &str) -> String {
         keys::mr(&self.prefix, a, name)
     }
+    /// SCAN pattern of every region `a` published.
+    pub fn mrs(&self, a: &str) -> String {
+        keys::mr_pattern(&self.prefix, a)
+    }
     /// SCAN patterns of this agent's stale keys: its mr keys and the exchange keys of
     /// the original's legacy path, in both directions.
     pub fn stale_patterns(&self, a: &str) -> Vec<String> {
