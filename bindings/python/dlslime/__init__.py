@@ -33,6 +33,7 @@ from ._core import (
 )
 from ._rdma import RDMAContext, RDMAEndpoint, RDMAMemoryPool, available_nic
 from ._peer import PeerAgent, PeerConnection, has_peer_agent, start_peer_agent
+from ._original import TcpMemoryPool
 from ._errors import *  # noqa: F401,F403 (one class per status of the header)
 from ._errors import __all__ as _error_names
 
@@ -47,7 +48,7 @@ _BUILD_NVLINK = False
 
 __all__ = [
     "Assignment", "Endpoint", "Future", "MemoryPool", "ShmEndpoint", "TcpContext",
-    "TcpEndpoint", "alloc_shared", "buffer_address", "has_shm", "version",
+    "TcpEndpoint", "TcpMemoryPool", "alloc_shared", "buffer_address", "has_shm", "version",
     "RDMAContext", "RDMAEndpoint", "RDMAMemoryPool", "available_nic",
     "PeerAgent", "PeerConnection", "has_peer_agent", "start_peer_agent",
 ] + list(_error_names)

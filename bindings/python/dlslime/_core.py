@@ -491,6 +491,7 @@ class Endpoint(_Owned, _OrphanKeeper):
         self._pool = pool
         self._extra = extra_keep
         self._closed = False
+        self._connected_to = None
         self._init_orphans()
 
     # -- connection -------------------------------------------------------------------
@@ -503,7 +504,9 @@ class Endpoint(_Owned, _OrphanKeeper):
 
     def connect(self, remote_endpoint_info: Union[dict, str, bytes]) -> None:
         """Connects to the peer from its ``endpoint_info()`` (a dict or a JSON string) and
-        registers every region it published. Both sides call it."""
+        registers every region it published. Both sides call it. Calling it again with
+        the same info is accepted (nothing happens); other info raises
+        :class:`AlreadyConnected`."""
         info = remote_endpoint_info
         if isinstance(info, dict):
             info = json.dumps(info)
@@ -511,7 +514,15 @@ class Endpoint(_Owned, _OrphanKeeper):
             info = info.encode()
         if not isinstance(info, bytes):
             raise TypeError(f"connect() takes a dict or a JSON string, not {type(remote_endpoint_info).__name__}")
+        if self._connected_to is not None and json.loads(info) == self._connected_to:
+            return  # the same peer again: already connected to it
         _check(lib.dlslime_endpoint_connect(self._handle(), info), "connect")
+        self._connected_to = json.loads(info)
+
+    def is_connected(self) -> bool:
+        """Whether ``connect()`` succeeded (the peer may have gone since: operations then
+        fail with :class:`PeerDisconnected`)."""
+        return self._connected_to is not None and not self._closed
 
     # -- memory regions ---------------------------------------------------------------
 
@@ -530,7 +541,7 @@ class Endpoint(_Owned, _OrphanKeeper):
         returns the local handle. ``data`` is a writable buffer or an int address."""
         if isinstance(name, int) and not isinstance(name, bool):
             name = f"mr_{name}"
-        return self._pool.register_memory_region(data, length, name, offset=offset)
+        return MemoryPool.register_memory_region(self._pool, data, length, name, offset=offset)
 
     def register_remote_memory_region(self, name: str, mr_info: Union[dict, str]) -> int:
         """Registers (or updates) a peer region from ``{"addr", "length", "rkey"}`` and
@@ -718,7 +729,43 @@ class TcpEndpoint(Endpoint):
 
     ``TcpEndpoint(pool=None, context=None)``: ``pool`` defaults to a new
     :class:`MemoryPool`, ``context`` to a new :class:`TcpContext` with default options.
+
+    ``TcpEndpoint(ip=..., port=...)`` (or ``TcpEndpoint(port)``), the original's
+    constructor, makes an endpoint with the original's semantics (``_original.py``):
+    futures whose ``wait()`` returns a status, ``register_memory_region`` returning -1
+    on a taken name, ``connect()`` that leaves an unreachable peer not connected. The
+    original's ``async_send``/``async_recv``/``async_read``/``async_write`` (with
+    ``timeout_ms=``) exist on every TCP endpoint.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        original = "ip" in kwargs or "port" in kwargs or (
+            bool(args) and isinstance(args[0], (int, str)) and not isinstance(args[0], bool))
+        if cls is TcpEndpoint and original:
+            from ._original import OriginalTcpEndpoint
+            return object.__new__(OriginalTcpEndpoint)
+        return object.__new__(cls)
+
+    def async_send(self, chunk: Any, timeout_ms: Optional[int] = None, stream: Any = None):
+        """The original's send: a future whose ``wait()`` returns a status."""
+        from ._original import async_send
+        return async_send(self, chunk, timeout_ms, stream)
+
+    def async_recv(self, chunk: Any, timeout_ms: Optional[int] = None, stream: Any = None, *,
+                   exact_size: bool = False):
+        """The original's recv; ``exact_size``: a message of another length fails."""
+        from ._original import async_recv
+        return async_recv(self, chunk, timeout_ms, stream, exact_size)
+
+    def async_read(self, assign: Any, timeout_ms: Optional[int] = None, stream: Any = None):
+        """The original's read: a future whose ``wait()`` returns a status."""
+        from ._original import async_read
+        return async_read(self, assign, timeout_ms, stream)
+
+    def async_write(self, assign: Any, timeout_ms: Optional[int] = None, stream: Any = None):
+        """The original's write: a future whose ``wait()`` returns a status."""
+        from ._original import async_write
+        return async_write(self, assign, timeout_ms, stream)
 
     def __init__(self, pool: Optional[MemoryPool] = None, context: Optional[TcpContext] = None) -> None:
         if isinstance(pool, TcpContext) and (context is None or isinstance(context, MemoryPool)):
@@ -739,13 +786,15 @@ class ShmEndpoint(Endpoint):
     Memory from :func:`alloc_shared` is mapped by the peer (one-sided operations are a
     single memcpy); other memory moves by cross-memory attach or bounce slots.
 
-    ``spin_us``: how long a waiter spins before parking (``None``: default 50 µs);
-    ``no_spin``: park at once; ``inline_progress``: the waiting thread drives the
-    transport; ``force_staged``: always use bounce slots; ``default_timeout`` in seconds.
+    ``spin_us``: the most a waiter spins before it sleeps (``None``: default 50 µs; the
+    spin adapts below it); ``no_spin``: sleep at once; ``inline_progress``: ``None``
+    (default) or ``True``: the waiting thread drives the transport and the peer wakes it
+    directly, ``False``: a background thread completes operations;
+    ``force_staged``: always use bounce slots; ``default_timeout`` in seconds.
     """
 
     def __init__(self, pool: Optional[MemoryPool] = None, *, spin_us: Optional[int] = None,
-                 no_spin: bool = False, inline_progress: bool = False, force_staged: bool = False,
+                 no_spin: bool = False, inline_progress: Optional[bool] = None, force_staged: bool = False,
                  default_timeout: Optional[float] = None) -> None:
         if not has_shm():
             raise error_class(_UNSUPPORTED)("this libdlslime has no shared-memory transport", _UNSUPPORTED)
@@ -761,6 +810,8 @@ class ShmEndpoint(Endpoint):
             flags |= lib.DLSLIME_SHM_FLAG_NO_SPIN
         if inline_progress:
             flags |= lib.DLSLIME_SHM_FLAG_INLINE_PROGRESS
+        elif inline_progress is not None:
+            flags |= lib.DLSLIME_SHM_FLAG_BACKGROUND_PROGRESS
         o.flags = flags
         o.spin_us = 0 if spin_us is None else _uint(spin_us, "spin_us")
         o.default_timeout_ms = _timeout_ms(default_timeout)

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 import warnings
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ._core import (_TIMEOUT, _UNSUPPORTED, Future, _OrphanKeeper, _as_buffer, _check, _raise, _take_string,
-                    _timeout_ms, _uint, ffi, lib)
+from ._core import (_TIMEOUT, _UNSUPPORTED, Future, _OrphanKeeper, _as_buffer, _check, _last_error, _raise,
+                    _take_string, _timeout_ms, _uint, ffi, lib)
 from ._errors import error_class
 from ._lib import enum_values
 
@@ -26,18 +28,29 @@ def has_peer_agent() -> bool:
 
 
 class PeerConnection:
-    """A (directed) connection to a peer, from :meth:`PeerAgent.connect_to`."""
+    """The connection to a peer, from :meth:`PeerAgent.connect_to` (or one the peer
+    started, from :meth:`PeerAgent.get_connections`).
 
-    def __init__(self, agent: "PeerAgent", peer: str, ptr) -> None:
+    ``conn_id``, ``peer_alias``, ``state`` (``"idle"``, ``"connecting"``,
+    ``"connected"``, ``"failed"``, ``"disconnected"``), ``transport`` (``"shm"``,
+    ``"tcp"`` or ``"rdma"`` once connected, else ``None``), ``local_nic`` /
+    ``remote_nic`` (the transport once connected: there are no NICs on shared memory and
+    TCP), ``wait(timeout)``, ``is_connected()``."""
+
+    def __init__(self, agent: "PeerAgent", peer: str, ptr, request: Optional[str] = None) -> None:
         self._agent = agent
         self.peer_alias = peer
         self._ptr = ffi.gc(ptr, lib.dlslime_peer_connection_free)
+        req = request or "auto"
+        # Stable for the connection's life, in the shape of the original's ids.
+        self.conn_id = f"{agent.alias}:{req}:port1->{peer}:{req}:port1#qp1"
 
     def wait(self, timeout: float = 60.0) -> "PeerConnection":
         """Blocks until connected (returns self). Raises :class:`Timeout` (a
-        ``TimeoutError``; the message names the state and the connected peers),
-        :class:`PeerDisconnected`, :class:`Unsupported` (transport mismatch) or the
-        error of the last connect attempt."""
+        ``TimeoutError``; the message names the time waited, the state and the connected
+        peers), :class:`PeerDisconnected`, :class:`Unsupported` (transport mismatch, an
+        original DLSlime peer) or the error of the last connect attempt."""
+        start = time.monotonic()
         ms = _timeout_ms(timeout)
         out = ffi.new("dlslime_peer_transport_t *")
         while True:  # slices, so Ctrl-C works; the GIL is released in each
@@ -46,6 +59,12 @@ class PeerConnection:
             if st == _TIMEOUT and ms > step and lib.dlslime_peer_connection_state(self._ptr) in _DIALING:
                 ms -= step
                 continue
+            if st == _TIMEOUT:
+                # the library's message names the last slice; say how long we waited
+                msg = _last_error()
+                head = f"Timeout waiting for connection to {self.peer_alias!r} after {time.monotonic() - start:.1f} s"
+                _, sep, rest = msg.partition(" (state: ")
+                raise error_class(_TIMEOUT)(head + (sep + rest if sep else f": {msg}"), _TIMEOUT)
             _check(st, f"wait for connection to {self.peer_alias!r}")
             return self
 
@@ -62,8 +81,11 @@ class PeerConnection:
         """``"shm"``, ``"tcp"`` or ``"rdma"`` once connected, else ``None``."""
         return _TRANSPORTS.get(lib.dlslime_peer_connection_transport(self._ptr))
 
+    local_nic = transport
+    remote_nic = transport
+
     def __repr__(self) -> str:
-        return f"<dlslime.PeerConnection to {self.peer_alias!r} {self.state}>"
+        return f"<dlslime.PeerConnection {self.conn_id} {self.state}>"
 
 
 _NamedAssignment = Union[Tuple[str, int, int, int], Tuple[str, str, int, int, int]]
@@ -79,14 +101,17 @@ class PeerAgent(_OrphanKeeper):
     times in seconds. ``device`` (an RDMA NIC in the original) is accepted and ignored.
     """
 
-    def __init__(self, nanoctrl_url: str = "http://127.0.0.1:3000", alias: Optional[str] = None,
+    def __init__(self, nanoctrl_url: Optional[str] = None, alias: Optional[str] = None,
                  device: Optional[str] = None, scope: Optional[str] = None, *,
                  redis_url: Optional[str] = None, advertise_host: Optional[str] = None,
                  heartbeat_interval: Optional[float] = None, default_timeout: Optional[float] = None,
                  http_timeout: Optional[float] = None, register_attempts: int = 0,
-                 connect_attempts: int = 0) -> None:
+                 connect_attempts: int = 0, ctrl_url: Optional[str] = None) -> None:
         self._ptr = ffi.NULL
         self._init_orphans()
+        if nanoctrl_url is not None and ctrl_url is not None and nanoctrl_url != ctrl_url:
+            raise TypeError("pass nanoctrl_url or ctrl_url (the 0.1.23 name), not both")
+        nanoctrl_url = nanoctrl_url or ctrl_url or "http://127.0.0.1:3000"
         if not has_peer_agent():
             raise error_class(_UNSUPPORTED)("this libdlslime has no PeerAgent", _UNSUPPORTED)
         if device is not None:
@@ -129,8 +154,6 @@ class PeerAgent(_OrphanKeeper):
 
     def list_agents(self) -> List[str]:
         """The aliases registered in this agent's scope."""
-        import json
-
         s = ffi.new("char **")
         _check(lib.dlslime_peer_agent_list_agents(self._h(), s), "list_agents")
         return sorted(json.loads(_take_string(s)))
@@ -148,15 +171,73 @@ class PeerAgent(_OrphanKeeper):
         _check(lib.dlslime_peer_agent_connect_to(self._h(), peer.encode(),
                                                  transport.encode() if transport else ffi.NULL, out),
                f"connect_to({peer!r})")
-        c = PeerConnection(self, peer, out[0])
+        c = PeerConnection(self, peer, out[0], transport)
         with self._lock:
             self._conns[peer] = c
         return c
 
-    def get_connections(self) -> dict:
-        """``{peer: PeerConnection}`` of the connections started by ``connect_to``."""
+    def _connection(self, peer: str) -> PeerConnection:
         with self._lock:
-            return dict(self._conns)
+            c = self._conns.get(peer)
+        if c is None:
+            out = ffi.new("dlslime_peer_connection_t **")
+            _check(lib.dlslime_peer_agent_connection(self._h(), peer.encode(), out), "connection")
+            c = PeerConnection(self, peer, out[0])
+            with self._lock:
+                c = self._conns.setdefault(peer, c)
+        return c
+
+    def get_connections(self) -> Dict[str, Dict[str, PeerConnection]]:
+        """``{peer: {conn_id: PeerConnection}}`` (the original's shape) for every peer the
+        agent knows: the ones dialled with ``connect_to`` and the ones that dialled it.
+        One connection per peer here (the original could have one per NIC pair)."""
+        s = ffi.new("char **")
+        _check(lib.dlslime_peer_agent_connections(self._h(), s), "get_connections")
+        out: Dict[str, Dict[str, PeerConnection]] = {}
+        for peer in sorted(json.loads(_take_string(s))):
+            c = self._connection(peer)
+            out[peer] = {c.conn_id: c}
+        return out
+
+    def query_connection(self, peer: str, *, local_nic: Optional[str] = None,
+                         remote_nic: Optional[str] = None) -> Optional[PeerConnection]:
+        """The connection to ``peer`` (first by ``conn_id``), or ``None``. ``local_nic``
+        / ``remote_nic`` select by NIC as in the original; here a connection's "NIC" is
+        its transport (``"shm"``, ``"tcp"``), so other names match nothing."""
+        for _, c in sorted(self.get_connections().get(peer, {}).items()):
+            if local_nic is not None and c.local_nic != local_nic:
+                continue
+            if remote_nic is not None and c.remote_nic != remote_nic:
+                continue
+            return c
+        return None
+
+    def get_resource(self, peer: Optional[str] = None) -> dict:
+        """This agent's resource record, or the one ``peer`` published (the original's
+        shape: ``schema_version``, ``host``, ``nics``, ...; here also ``transports``)."""
+        s = ffi.new("char **")
+        _check(lib.dlslime_peer_agent_get_resource(self._h(), _opt(peer, "peer"), s), "get_resource")
+        return json.loads(_take_string(s))
+
+    def list_mem_keys(self, peer: Optional[str] = None) -> List[str]:
+        """Names of this agent's memory regions, or of the ones ``peer`` published."""
+        s = ffi.new("char **")
+        _check(lib.dlslime_peer_agent_list_mem_keys(self._h(), _opt(peer, "peer"), s), "list_mem_keys")
+        return json.loads(_take_string(s))
+
+    def get_handle(self, mr_name: str, peer_alias: Optional[str] = None, resource_key: Any = None,
+                   endpoint: Any = None) -> int:
+        """The handle of region ``mr_name``: the local handle, or with ``peer_alias`` the
+        remote handle of that peer's region on the connection's endpoint (for raw
+        5-tuples on it). ``resource_key`` / ``endpoint`` (NIC selection in the
+        original) are accepted and ignored. Raises :class:`UnknownHandle` when the
+        region is not (yet) published."""
+        if not isinstance(mr_name, str):
+            raise TypeError("mr_name must be a str")
+        out = ffi.new("uint32_t *")
+        _check(lib.dlslime_peer_agent_get_handle(self._h(), mr_name.encode(), _opt(peer_alias, "peer_alias"), out),
+               "get_handle")
+        return out[0]
 
     def register_memory_region(self, name: str, ptr: Any, offset: int = 0, length: Optional[int] = None) -> int:
         """Registers ``[ptr, ptr + offset + length)`` as region ``name`` (the original's
@@ -199,8 +280,6 @@ class PeerAgent(_OrphanKeeper):
 
     def get_mr_info(self, peer: str, mr_name: str) -> dict:
         """The record ``peer`` published for its region ``mr_name``."""
-        import json
-
         if not isinstance(peer, str) or not isinstance(mr_name, str):
             raise TypeError("peer and mr_name must be str")
         s = ffi.new("char **")
@@ -346,6 +425,15 @@ class PeerAgent(_OrphanKeeper):
 
     def __repr__(self) -> str:
         return f"<dlslime.PeerAgent {getattr(self, 'alias', '?')!r}{' closed' if self._ptr == ffi.NULL else ''}>"
+
+
+def _opt(v: Optional[str], what: str):
+    """An optional str argument for the C ABI (NULL for None)."""
+    if v is None:
+        return ffi.NULL
+    if not isinstance(v, str):
+        raise TypeError(f"{what} must be a str or None")
+    return v.encode()
 
 
 def _no_stream(stream) -> None:

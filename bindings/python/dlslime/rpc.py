@@ -520,7 +520,7 @@ def _session_for(agent: Any, peer: Optional[str]) -> Session:
     else:
         if peer is None:
             conns = agent.get_connections()
-            live = [p for p, c in conns.items() if c.is_connected()]
+            live = [p for p, cs in conns.items() if any(c.is_connected() for c in cs.values())]
             if len(live) != 1:
                 raise ValueError(f"serve() with peer=None requires exactly 1 connected peer, got {len(live)}: "
                                  f"{sorted(live)}.  Pass peer=... explicitly.")

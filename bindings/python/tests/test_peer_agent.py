@@ -232,3 +232,63 @@ def test_cpp_agent_talks_to_python_agent(nanoctrl, transport, tmp_path):
         lines = out.splitlines()
         assert lines[1] == "read python's region!", lines
         assert lines[2:4] == ["wrote", "sent"] and lines[4] == "error 102", lines
+
+
+def test_original_agent_api(pair):
+    """The original 0.1.23 PeerAgent API: get_connections in its shape
+    ({peer: {conn_id: PeerConnection}}), query_connection, get_handle (local and the
+    peer's), get_resource, list_agents, list_mem_keys, unregister_memory_region."""
+    alice, bob, transport = pair
+    conns = alice.get_connections()
+    assert list(conns) == ["bob"]
+    ((cid, c),) = conns["bob"].items()
+    assert c.conn_id == cid and c.peer_alias == "bob"
+    assert c.is_connected() and c.state == "connected"
+    assert c.transport == transport and c.local_nic == transport and c.remote_nic == transport
+    assert alice.query_connection("bob") is c
+    assert alice.query_connection("bob", local_nic=transport, remote_nic=transport) is c
+    assert alice.query_connection("bob", local_nic="mlx5_0") is None
+    assert alice.query_connection("nobody") is None
+    mine = bytearray(4096)
+    h = alice.register_memory_region("mine", mine)
+    assert alice.get_handle("mine") == h
+    r = alice.get_handle("kv", "bob")  # bob's region, on the connection's endpoint
+    assert isinstance(r, int) and alice.get_handle("kv", peer_alias="bob") == r
+    with pytest.raises(dlslime.UnknownHandle):
+        alice.get_handle("nope", "bob")
+    with pytest.raises(dlslime.UnknownHandle):
+        alice.get_handle("nope")
+    assert alice.list_mem_keys() == ["mine"]
+    assert alice.list_mem_keys("bob") == ["kv"]
+    me = alice.get_resource()
+    assert me["schema_version"] == 1 and me["host"]["pid"] == os.getpid() and me["memory_keys"] == ["mine"]
+    theirs = alice.get_resource("bob")
+    assert theirs["schema_version"] == 1 and theirs["host"]["pid"] != os.getpid()
+    with pytest.raises(dlslime.UnknownHandle):
+        alice.get_resource("nobody")
+    assert alice.list_agents() == ["alice", "bob"]
+    assert alice.unregister_memory_region("mine") is True
+    assert alice.list_mem_keys() == []
+    assert alice.unregister_memory_region("mine") is False
+
+
+def test_passive_connection_and_wait_errors(nanoctrl):
+    """A connection the peer started is in get_connections too; conn.transport names
+    the transport after wait(); a timeout says how long it really waited; the 0.1.23
+    spelling ctrl_url= works."""
+    scope = "py-" + uuid.uuid4().hex[:8]
+    with dlslime.PeerAgent(ctrl_url=nanoctrl, alias="carol", scope=scope) as carol, \
+            dlslime.PeerAgent(nanoctrl, alias="dave", scope=scope) as dave:
+        c = dave.connect_to("carol").wait(30)  # carol never calls connect_to
+        assert c.transport == ("shm" if dlslime.has_shm() else "tcp")
+        wait_until(lambda: carol.get_connections().get("dave"), 20, "carol sees dave")
+        ((_, back),) = carol.get_connections()["dave"].items()
+        wait_until(back.is_connected, 20, "carol's side connected")
+        assert back.transport == c.transport
+        t = time.monotonic()
+        with pytest.raises(dlslime.Timeout) as ei:
+            dave.connect_to("nobody").wait(timeout=1.5)
+        waited = time.monotonic() - t
+        assert 1.4 <= waited < 10
+        assert "after 1.5 s" in str(ei.value) and "nobody" in str(ei.value), str(ei.value)
+        assert isinstance(ei.value, TimeoutError)
