@@ -21,13 +21,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/pip" install --disable-pip-version-check -q)
 if ! "$venv/bin/python" -c 'import dlslime' 2>/dev/null; then
-  echo "==> pip install ./bindings/python pytest numpy"
-  "${pip[@]}" ./bindings/python pytest numpy
+  echo "==> pip install ./bindings/python pytest numpy flatbuffers"
+  "${pip[@]}" ./bindings/python pytest numpy flatbuffers
 else
   # Already installed once: rebuild and reinstall it from this tree (its dependencies
   # are there), so the tests always see the current sources.
   echo "==> pip install --force-reinstall --no-deps ./bindings/python"
-  "${pip[@]}" pytest numpy
+  "${pip[@]}" pytest numpy flatbuffers
   "${pip[@]}" --no-deps --force-reinstall ./bindings/python
 fi
 
