@@ -55,7 +55,7 @@ class RDMAContext(_Owned):
         :class:`InvalidArgument` (bad port or link type) where the original aborts."""
         with self._lock:
             if self._ptr != ffi.NULL:
-                raise AlreadyConnected("RDMAContext.init() was already called", 201)
+                raise AlreadyConnected("RDMAContext.init() was already called")
             o = ffi.new("dlslime_rdma_options_t *")
             lib.dlslime_rdma_options_init(o)
             keep = []

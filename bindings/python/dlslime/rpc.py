@@ -46,7 +46,7 @@ import traceback as _tb
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ._core import Endpoint, _as_buffer, _last_error, _timeout_ms, ffi, lib
+from ._core import _OK, _TIMEOUT, Endpoint, _as_buffer, _last_error, _timeout_ms, ffi, lib
 from ._errors import error_class
 
 __all__ = [
@@ -63,8 +63,6 @@ SLOT_SIZE_CAP = 64 << 10
 # wait(None) waits at most this long (seconds): every wait has a deadline.
 DEFAULT_WAIT = float(os.environ.get("SLIME_RPC_DEFAULT_TIMEOUT", "600"))
 
-_OK, _PENDING, _TIMEOUT = 0, 1, 402
-_SHUT_DOWN, _PEER_DISCONNECTED = 202, 405
 
 
 # ---------------------------------------------------------------------------- errors
@@ -323,7 +321,8 @@ class Session:
 
     def poll_request(self, timeout: Optional[float] = None) -> Optional["Request"]:
         """The next request; ``None`` when ``timeout`` passed. Raises :class:`RpcError`
-        (``.status`` 202 closed / 405 peer gone) when the session ended."""
+        (``.status`` ``lib.DLSLIME_STATUS_SHUT_DOWN`` closed /
+        ``lib.DLSLIME_STATUS_PEER_DISCONNECTED`` peer gone) when the session ended."""
         out = ffi.new("dlslime_rpc_request_t **")
         st = lib.dlslime_rpc_poll_request(self._h(), _timeout_ms(timeout), out)
         if st == _TIMEOUT:
