@@ -2,8 +2,11 @@
 SlimeRPC-over-TCP and raw-socket columns, and a hardware line).
 
 S/Ray = Ray avg / Slime avg and S/Pul = Pulsing avg / Slime avg (above 1: SlimeRPC is
-faster), with Slime = SlimeRPC over shared memory. Rows are the sizes every present
-file has. Missing files are reported and skipped (exit 0, as the original)."""
+faster), with Slime = SlimeRPC over shared memory as documented (connect, then
+serve/proxy, default settings). Rows are the sizes every present file has. Missing files
+are reported and skipped (exit 0, as the original). Then two labelled tables: the tuned
+path beside the documented one, and the documented usage with one core kept busy by
+another process, against the socket floor measured under the same load."""
 
 import argparse
 import csv
@@ -22,6 +25,31 @@ def load(path):
         return {int(r["size"]): {k: float(v) for k, v in r.items() if k != "size"} for r in csv.DictReader(f)}
 
 
+def side_table(title, cols):
+    """avg and p50 of each present column, and each column's p50 over the socket floor's."""
+    cols = [(n, d) for n, d in cols if d is not None]
+    if len(cols) < 2:
+        return
+    sizes = sorted(set.intersection(*[set(d) for _, d in cols]))
+    if not sizes:
+        return
+    sock = dict(cols).get("Sock")
+    head = [f"{'Size':<10}"] + [f"{n + ' ' + m:>16}" for n, _ in cols for m in ("avg", "p50")]
+    if sock:
+        head += [f"{n + '/Sock p50':>16}" for n, _ in cols if n != "Sock"]
+    line = " | ".join(head)
+    print()
+    print(f"┌─ {title} ")
+    print(line)
+    print("-" * len(line))
+    for s in sizes:
+        row = [f"{common.label(s):<10}"] + [f"{d[s][m]:>16.1f}" for _, d in cols for m in ("avg_us", "p50_us")]
+        if sock:
+            row += [f"{'%.2fx' % (d[s]['p50_us'] / sock[s]['p50_us']):>16}" for n, d in cols if n != "Sock"]
+        print(" | ".join(row))
+    print("-" * len(line))
+
+
 def main():
     R = common.RESULTS
     p = argparse.ArgumentParser()
@@ -31,6 +59,11 @@ def main():
     p.add_argument("--pulsing", default=None)
     p.add_argument("--socket", default=os.path.join(R, "socket_rpc.csv"))
     p.add_argument("--memcpy", default=os.path.join(R, "memcpy.csv"))
+    p.add_argument("--slime-tuned", default=None)
+    p.add_argument("--slime-tcp-tuned", default=None)
+    p.add_argument("--busy-slime", default=None)
+    p.add_argument("--busy-slime-tcp", default=None)
+    p.add_argument("--busy-socket", default=None)
     p.add_argument("--plot", default=os.path.join(R, "rpc_latency.png"))
     args = p.parse_args()
     slime = load(args.slime)
@@ -87,12 +120,18 @@ def main():
     print("-" * width)
     print("Slime = SlimeRPC over shared memory, SlimeTCP = SlimeRPC over TCP (both Python, PeerAgent),")
     print("Sock = raw Python length-prefixed socket echo (floor); every contender cross-process.")
-    print("SlimeRPC's worker answers in place of the request (@method(inplace=True, in_request=True)) unless")
-    print("SLIME_COPY_REPLY=1 (then it copies the request into a separate reply buffer, the original handler).")
+    print("Slime and SlimeTCP are the documented usage: connect_to().wait(), serve()/proxy(), the original's")
+    print("handler (@method(raw=True, inplace=True) copying the request into the reply), no environment variable.")
     if "Ray" in have:
         print("S/Ray = Ray avg / Slime avg (>1 means SlimeRPC is faster)")
     if "Puls" in have:
         print("S/Pul = Pulsing avg / Slime avg (>1 means SlimeRPC is faster)")
+    side_table("Tuned (labelled): prepare() before connect_to + @method(in_request=True); documented beside it",
+               [("Slime", slime), ("Slime tuned", load(args.slime_tuned)), ("SlimeTCP", load(args.slime_tcp)),
+                ("TCP tuned", load(args.slime_tcp_tuned)), ("Sock", load(args.socket))])
+    side_table("One core busy (a spinning process): documented usage and the socket floor under the same load",
+               [("Slime", load(args.busy_slime)), ("SlimeTCP", load(args.busy_slime_tcp)),
+                ("Sock", load(args.busy_socket))])
     mem = load(args.memcpy)
     big = 16 * common.MiB
     if mem and big in mem and big in slime:

@@ -4,15 +4,16 @@
 #
 #   bench/rpc/run.sh [--ctrl URL] [--buf-mb N] [--max-size-mb N] [--scope S] [--with-pulsing]
 #
-# (env fallbacks CTRL, BUF_MB, MAX_SIZE_MB, SCOPE, WITH_PULSING=1; SLIME_COPY_REPLY=1 makes
-# the SlimeRPC worker copy each request into a separate reply buffer, the original
-# handler, instead of answering in place of the request). Steps: build the
+# (env fallbacks CTRL, BUF_MB, MAX_SIZE_MB, SCOPE, WITH_PULSING=1; BUSY_MAX_SIZE_MB, default
+# 1, bounds the sizes of the run under load). Steps: build the
 # library and install the dlslime Python package, ray and matplotlib (pulsing with
 # --with-pulsing) into a virtual environment (BENCH_VENV, default target/rpc-bench-venv);
 # start redis-server + nanoctrl on loopback unless --ctrl answers; run, every contender
-# cross-process: the raw Python socket echo floor (+ memcpy), SlimeRPC over shared memory
-# and over TCP (two PeerAgents), Pulsing, Ray; print the comparison table and write the
-# log-log plot. Results: bench/results/<name>_rpc.csv, memcpy.csv, rpc_latency.png.
+# cross-process: the raw Python socket echo floor (+ memcpy); SlimeRPC over shared memory
+# and over TCP (two PeerAgents) as documented (connect, serve/proxy, default settings:
+# the first rows), then tuned (prepare + in_request: labelled rows); the floor and the
+# documented usage again with one core kept busy by another process; Pulsing, Ray; print
+# the comparison tables and write the log-log plot. Results: bench/results/<name>_rpc.csv, memcpy.csv, rpc_latency.png.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -23,6 +24,7 @@ BUF_MB="${BUF_MB:-256}"
 MAX_SIZE_MB="${MAX_SIZE_MB:-16}"
 SCOPE="${SCOPE:-rpc-bench-$(date +%s)-$$}"
 WITH_PULSING="${WITH_PULSING:-0}"
+BUSY_MAX_SIZE_MB="${BUSY_MAX_SIZE_MB:-1}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --ctrl) CTRL="$2"; shift 2 ;;
@@ -44,7 +46,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-steps=5; [ "$WITH_PULSING" = 1 ] && steps=6
+steps=8; [ "$WITH_PULSING" = 1 ] && steps=9
 echo "==> [0/$steps] build + virtual environment ($venv)"
 [ -x "$py" ] || python3 -m venv "$venv"
 pip=("$venv/bin/pip" install --disable-pip-version-check -q)
@@ -79,26 +81,45 @@ if [ -z "$CTRL" ] || ! health "$CTRL"; then
 fi
 echo "==> control plane $CTRL, scope $SCOPE, buf $BUF_MB MiB, sizes up to $MAX_SIZE_MB MiB"
 
-# Inline progress: the waiting thread drives the shared-memory transport (no hand-off).
-export DLSLIME_PROGRESS="${DLSLIME_PROGRESS:-inline}"
-run_slime() { # transport out step
-  local t="$1" out="$2" log="$results/slime_worker_${SCOPE}_$1.log"
-  echo "==> [$3/$steps] SlimeRPC over $t"
-  PYTHONUNBUFFERED=1 "$py" "$here/slime_bench.py" worker --ctrl "$CTRL" --scope "$SCOPE-$t" --buf-mb "$BUF_MB" \
-    --transport "$t" ${SLIME_COPY_REPLY:+--copy-reply} >"$log" 2>&1 &
+# The documented usage first: no environment variable, no prepare(), the original's
+# handler (bench/rpc/slime_bench.py). A DLSLIME_PROGRESS left in the caller's environment
+# would make it something else.
+unset DLSLIME_PROGRESS
+run_slime() { # transport out step label [--tuned]
+  local t="$1" out="$2" step="$3" label="$4"; shift 4
+  local log="$results/slime_worker_${SCOPE}_${t}_${label// /_}.log"
+  echo "==> [$step/$steps] SlimeRPC over $t, $label"
+  PYTHONUNBUFFERED=1 "$py" "$here/slime_bench.py" worker --ctrl "$CTRL" --scope "$SCOPE-$t-${label// /_}" \
+    --buf-mb "$BUF_MB" --transport "$t" "$@" >"$log" 2>&1 &
   local w=$!
   pids+=($w)
-  if ! "$py" "$here/slime_bench.py" driver --ctrl "$CTRL" --scope "$SCOPE-$t" --buf-mb "$BUF_MB" \
-      --max-size-mb "$MAX_SIZE_MB" --transport "$t" --out "$out"; then
+  if ! "$py" "$here/slime_bench.py" driver --ctrl "$CTRL" --scope "$SCOPE-$t-${label// /_}" --buf-mb "$BUF_MB" \
+      --max-size-mb "$MAX_SIZE_MB" --transport "$t" --out "$out" "$@"; then
     echo "SlimeRPC driver failed; worker log:" >&2; tail -n 200 "$log" >&2; kill "$w" 2>/dev/null; exit 1
   fi
   wait "$w" || true
 }
 echo "==> [1/$steps] raw Python socket echo (floor) + memcpy"
 "$py" "$here/socket_floor.py" --max-size-mb "$MAX_SIZE_MB" --out "$results/socket_rpc.csv"
-run_slime shm "$results/slime_rpc.csv" 2
-run_slime tcp "$results/slime_tcp_rpc.csv" 3
-n=4
+run_slime shm "$results/slime_rpc.csv" 2 "documented usage"
+run_slime tcp "$results/slime_tcp_rpc.csv" 3 "documented usage"
+run_slime shm "$results/slime_tuned_rpc.csv" 4 "tuned" --tuned
+run_slime tcp "$results/slime_tcp_tuned_rpc.csv" 5 "tuned" --tuned
+# Under contention: one core kept busy by another process (a spinning Python loop), the
+# socket floor measured under the same load; sizes up to BUSY_MAX_SIZE_MB.
+echo "==> [6/$steps] one core busy: socket floor and the documented usage over shm and tcp"
+"$py" -c 'while True: pass' &
+busy=$!
+pids+=($busy)
+MAX_SIZE_MB_ALL="$MAX_SIZE_MB"
+MAX_SIZE_MB="$BUSY_MAX_SIZE_MB"
+"$py" "$here/socket_floor.py" --max-size-mb "$MAX_SIZE_MB" --out "$results/socket_busy_rpc.csv" --memcpy-out ''
+run_slime shm "$results/slime_busy_rpc.csv" 6 "documented usage, one core busy"
+run_slime tcp "$results/slime_tcp_busy_rpc.csv" 6 "documented usage, one core busy"
+kill "$busy" 2>/dev/null || true
+wait "$busy" 2>/dev/null || true
+MAX_SIZE_MB="$MAX_SIZE_MB_ALL"
+n=7
 pul_arg=()
 if [ "$WITH_PULSING" = 1 ]; then
   echo "==> [$n/$steps] Pulsing (cross-process)"
@@ -114,5 +135,8 @@ echo "==> [$n/$steps] Ray actor"
 n=$((n + 1))
 echo "==> [$n/$steps] comparison"
 "$py" "$here/compare.py" --slime "$results/slime_rpc.csv" --slime-tcp "$results/slime_tcp_rpc.csv" \
+  --slime-tuned "$results/slime_tuned_rpc.csv" --slime-tcp-tuned "$results/slime_tcp_tuned_rpc.csv" \
+  --busy-slime "$results/slime_busy_rpc.csv" --busy-slime-tcp "$results/slime_tcp_busy_rpc.csv" \
+  --busy-socket "$results/socket_busy_rpc.csv" \
   --ray "$results/ray_rpc.csv" "${pul_arg[@]}" --socket "$results/socket_rpc.csv" --memcpy "$results/memcpy.csv" \
   --plot "$results/rpc_latency.png"

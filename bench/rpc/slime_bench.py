@@ -4,8 +4,15 @@ connection (``--transport shm`` or ``tcp``), the worker serves ``EchoService.ech
 (raw + inplace: memmove request to reply), the driver calls it with ``bytes(size)`` and
 ``.wait()`` per sample.
 
-    python slime_bench.py worker --ctrl URL --scope S --buf-mb 256 [--transport shm]
-    python slime_bench.py driver --ctrl URL --scope S --buf-mb 256 --max-size-mb 16 --out CSV
+By default this is the documented usage, as the original's bench and the SlimeRPC guide
+write it: ``connect_to(...).wait()``, then ``serve`` / ``proxy``, default settings, no
+environment variables. ``--tuned`` (both sides) adds the optional steps no guide needs:
+``prepare(agent, peer)`` before ``connect_to`` (the session memory travels in the
+handshake instead of being published after it) and an ``in_request=True`` handler (the
+reply is written over the request: one copy fewer for bulk payloads).
+
+    python slime_bench.py worker --ctrl URL --scope S --buf-mb 256 [--transport shm] [--tuned]
+    python slime_bench.py driver --ctrl URL --scope S --buf-mb 256 --max-size-mb 16 --out CSV [--tuned]
 """
 
 import argparse
@@ -65,21 +72,22 @@ def main():
     p.add_argument("--max-inflight", type=int, default=1)
     p.add_argument("--transport", default="shm", choices=["shm", "tcp"])
     p.add_argument("--out", default=os.path.join(common.RESULTS, "slime_rpc.csv"))
-    p.add_argument("--copy-reply", action="store_true",
-                   help="worker copies the request into a separate reply buffer (the original handler) "
-                        "instead of answering in place of the request")
+    p.add_argument("--tuned", action="store_true",
+                   help="prepare() before connect_to and an in_request handler (the labelled tuned row)")
     args = p.parse_args()
     me, peer = ("bench-worker", "bench-driver") if args.role == "worker" else ("bench-driver", "bench-worker")
     a = agent(args, me)
     try:
-        prepare(a, peer)  # before connect: on shm the peer maps the session memory
+        if args.tuned:
+            prepare(a, peer)  # optional: the session memory travels in the handshake
         a.connect_to(peer, transport=args.transport).wait(120)
         if args.role == "worker":
-            serve(a, WorkerEcho() if args.copy_reply else WorkerEchoInRequest(), peer)
+            serve(a, WorkerEchoInRequest() if args.tuned else WorkerEcho(), peer)
             return
         px = proxy(a, peer, DriverEcho)
         rows = []
-        common.print_header(f"SlimeRPC over {args.transport} (PeerAgent, {os.getpid()})")
+        how = "tuned: prepare + in_request" if args.tuned else "documented usage"
+        common.print_header(f"SlimeRPC over {args.transport}, {how} (PeerAgent, {os.getpid()})")
         for size in common.sizes(args.max_size_mb, below_mb=args.buf_mb):
             data = bytes(size)
             echo = px.echo

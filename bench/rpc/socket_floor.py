@@ -51,6 +51,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--max-size-mb", type=int, default=64)
     p.add_argument("--out", default=os.path.join(common.RESULTS, "socket_rpc.csv"))
+    p.add_argument("--memcpy-out", default=None, help="memcpy floor CSV (default: memcpy.csv beside --out; "
+                                                      "'' skips it)")
     p.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
@@ -86,6 +88,11 @@ def main():
             rows.append(r)
         s.close()
         common.write_csv(args.out, rows)
+        memcpy_out = args.memcpy_out
+        if memcpy_out is None:
+            memcpy_out = os.path.join(os.path.dirname(args.out), "memcpy.csv")
+        if not memcpy_out:
+            return
         # memcpy floor: one copy of each size between two warm buffers
         mrows = []
         for size in common.sizes(args.max_size_mb):
@@ -100,7 +107,7 @@ def main():
 
             mrows.append(common.measure(size, call))
             del ca, cb
-        common.write_csv(os.path.join(os.path.dirname(args.out), "memcpy.csv"), mrows)
+        common.write_csv(memcpy_out, mrows)
     finally:
         srv.kill()
         srv.wait()
