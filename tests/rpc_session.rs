@@ -94,6 +94,15 @@ fn service() -> Service {
         })
 }
 
+/// `service()` served on `ep` by a thread until the peer's session goes away.
+fn serve_in_thread(ep: Arc<dyn Endpoint>, cfg: RpcConfig) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let s = RpcSession::new(ep, cfg).unwrap();
+        let r = service().serve(&s);
+        assert_eq!(r.unwrap_err().status(), Status::PeerDisconnected);
+    })
+}
+
 fn tag(name: &str) -> u32 {
     service().tag(name).unwrap()
 }
@@ -670,12 +679,7 @@ fn a_new_session_after_close_on_the_same_endpoints() {
             progress,
             ..Default::default()
         };
-        let (b2, c2) = (b.clone(), cfg.clone());
-        let server = std::thread::spawn(move || {
-            let s = RpcSession::new(b2, c2).unwrap();
-            let r = service().serve(&s);
-            assert_eq!(r.unwrap_err().status(), Status::PeerDisconnected);
-        });
+        let server = serve_in_thread(b.clone(), cfg.clone());
         let s = RpcSession::new(a.clone(), cfg).unwrap();
         for i in 0..20u8 {
             let m = vec![i ^ round as u8; 10 + i as usize * 50];
@@ -722,12 +726,7 @@ fn a_failed_handshake_leaves_nothing_the_next_session_binds_to() {
             handshake_timeout: Duration::from_secs(30),
             ..cfg
         };
-        let (b2, c2) = (b.clone(), cfg.clone());
-        let server = std::thread::spawn(move || {
-            let s = RpcSession::new(b2, c2).unwrap();
-            let r = service().serve(&s);
-            assert_eq!(r.unwrap_err().status(), Status::PeerDisconnected);
-        });
+        let server = serve_in_thread(b.clone(), cfg.clone());
         let s = RpcSession::new(a.clone(), cfg).unwrap();
         for i in 0..10u8 {
             let m = vec![i; 20 + i as usize * 30];

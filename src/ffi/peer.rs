@@ -404,6 +404,24 @@ pub extern "C" fn dlslime_peer_agent_connection(
     }
 }
 
+/// The exports that answer with a JSON document (owned string) about the agent itself
+/// (`peer` NULL) or about `peer`.
+fn about_peer(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    out_json: *mut *mut c_char,
+    query: impl FnOnce(&PeerAgent, Option<&str>) -> crate::Result<serde_json::Value>,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_opt_str!(peer);
+        let out_json = try_out!(out_json);
+        let v = try_res!(query(agent, peer));
+        out_json.write(try_res!(string_to_c(v.to_string())));
+        dlslime_status_t::Ok
+    }
+}
+
 /// Writes the resource record (JSON object, owned string) of the agent itself (`peer`
 /// NULL) or the one `peer` published.
 ///
@@ -415,15 +433,7 @@ pub extern "C" fn dlslime_peer_agent_get_resource(
     peer: *const c_char,
     out_json: *mut *mut c_char,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let agent = try_ref!(agent);
-        let peer = try_opt_str!(peer);
-        let out_json = try_out!(out_json);
-        let v = try_res!(agent.get_resource(peer));
-        let s = try_res!(string_to_c(v.to_string()));
-        out_json.write(s);
-        dlslime_status_t::Ok
-    }
+    about_peer(agent, peer, out_json, |a, p| a.get_resource(p))
 }
 
 /// Writes the names of the agent's own memory regions (`peer` NULL) or of those `peer`
@@ -436,15 +446,9 @@ pub extern "C" fn dlslime_peer_agent_list_mem_keys(
     peer: *const c_char,
     out_json: *mut *mut c_char,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let agent = try_ref!(agent);
-        let peer = try_opt_str!(peer);
-        let out_json = try_out!(out_json);
-        let v = try_res!(agent.list_mem_keys(peer));
-        let s = try_res!(string_to_c(serde_json::Value::from(v).to_string()));
-        out_json.write(s);
-        dlslime_status_t::Ok
-    }
+    about_peer(agent, peer, out_json, |a, p| {
+        a.list_mem_keys(p).map(Into::into)
+    })
 }
 
 /// Writes the handle of memory region `name`: the local handle (`peer` NULL), or the
