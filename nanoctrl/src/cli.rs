@@ -7,10 +7,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::auth::{self, Token};
 use crate::net;
 use crate::runtime_dir::{process_alive, signal, Meta, RuntimeFiles};
 
 pub const REDIS_URL_ENV: &str = "NANOCTRL_REDIS_URL";
+pub const TOKEN_ENV: &str = "NANOCTRL_TOKEN";
 const POLL: Duration = Duration::from_millis(200);
 
 #[derive(Parser, Debug)]
@@ -47,12 +49,45 @@ pub struct ServerArgs {
     pub host: String,
     #[arg(long, default_value_t = 3000)]
     pub port: u16,
-    /// Redis URL. NANOCTRL_REDIS_URL, when set, takes precedence (as in the original).
+    /// Redis URL (`redis://[user:password@]host:port[/db]`), or several separated by
+    /// commas (a primary and its replicas: NanoCtrl follows whichever is the primary).
+    /// NANOCTRL_REDIS_URL, when set, takes precedence (as in the original).
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
     /// Largest accepted request body; larger ones get 413.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    #[command(flatten)]
+    pub auth: TokenArgs,
+    /// Redis credentials (`user:password`, or `password` for the default user) handed to
+    /// clients that presented the token, with the Redis address (`/start_peer_agent`
+    /// `redis_url`, `/get_redis_address`). Default: those of --redis-url. An open
+    /// NanoCtrl (no token) never hands out credentials.
+    #[arg(long, env = "NANOCTRL_AGENT_REDIS_AUTH", hide_env_values = true)]
+    pub agent_redis_auth: Option<String>,
+}
+
+/// The bearer token, for the server and for the CLI's health checks.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TokenArgs {
+    /// Bearer token every request must carry (`Authorization: Bearer <token>`); without
+    /// one NanoCtrl is open. A flag is visible in `ps`: prefer NANOCTRL_TOKEN or
+    /// --token-file.
+    #[arg(long, env = TOKEN_ENV, hide_env_values = true)]
+    pub token: Option<String>,
+    /// File whose first line is the token.
+    #[arg(long, env = "NANOCTRL_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    pub fn token(&self) -> Result<Option<Token>, String> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Token::new(t).map(Some).map_err(|e| format!("--token: {e}")),
+            (None, Some(p)) => auth::read_token_file(p).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 impl ServerArgs {
@@ -98,6 +133,8 @@ pub struct StatusArgs {
     /// `host:port` (or `http://host:port`) to health-check instead of the recorded one.
     #[arg(long)]
     pub address: Option<String>,
+    #[command(flatten)]
+    pub auth: TokenArgs,
 }
 
 fn split_address(addr: &str) -> Option<(String, u16)> {
@@ -122,6 +159,14 @@ fn health_target(args: &StartArgs) -> (String, u16) {
 }
 
 pub fn start(args: StartArgs) -> ExitCode {
+    let token = match args.server.auth.token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let token = token.as_ref().map(Token::as_str);
     let files = RuntimeFiles::new();
     if let Some(pid) = files.read_pid() {
         if process_alive(pid) {
@@ -132,7 +177,7 @@ pub fn start(args: StartArgs) -> ExitCode {
     }
     let (hhost, hport) = health_target(&args);
     let address = format!("{hhost}:{hport}");
-    if net::health_check(&hhost, hport, Duration::from_millis(800)).is_ok() {
+    if net::health_check(&hhost, hport, token, Duration::from_millis(800)).is_ok() {
         println!("nanoctrl appears to be already running at http://{address} (no pid file managed by this CLI)");
         return ExitCode::SUCCESS;
     }
@@ -162,7 +207,15 @@ pub fn start(args: StartArgs) -> ExitCode {
         }
     };
     let s = &args.server;
-    let cmd: Vec<String> = vec![
+    // Secrets travel in the child's environment, not its argv (visible in `ps` and
+    // recorded in nanoctrl.meta.json): the Redis URL (the environment wins over the
+    // flag, which shows it redacted) and the token.
+    let redis_url = s.effective_redis_url();
+    let shown_urls: Vec<String> = crate::redis_conn::split_urls(&redis_url)
+        .iter()
+        .map(|u| net::redact(u))
+        .collect();
+    let mut cmd: Vec<String> = vec![
         exe.display().to_string(),
         "server".into(),
         "--host".into(),
@@ -170,10 +223,13 @@ pub fn start(args: StartArgs) -> ExitCode {
         "--port".into(),
         s.port.to_string(),
         "--redis-url".into(),
-        s.redis_url.clone(),
+        shown_urls.join(","),
         "--max-body-bytes".into(),
         s.max_body_bytes.to_string(),
     ];
+    if let (None, Some(p)) = (&s.auth.token, &s.auth.token_file) {
+        cmd.extend(["--token-file".into(), p.display().to_string()]);
+    }
     let (out, err) = match (log.try_clone(), log.try_clone()) {
         (Ok(a), Ok(b)) => (a, b),
         _ => {
@@ -182,16 +238,16 @@ pub fn start(args: StartArgs) -> ExitCode {
         }
     };
     // A new process group, so the terminal's Ctrl-C for this CLI does not reach it.
-    let mut child = match std::os::unix::process::CommandExt::process_group(
-        Proc::new(&cmd[0])
-            .args(&cmd[1..])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err),
-        0,
-    )
-    .spawn()
-    {
+    let mut proc = Proc::new(&cmd[0]);
+    proc.args(&cmd[1..])
+        .env(REDIS_URL_ENV, &redis_url)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    if let Some(t) = &s.auth.token {
+        proc.env(TOKEN_ENV, t);
+    }
+    let mut child = match std::os::unix::process::CommandExt::process_group(&mut proc, 0).spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("failed to spawn {}: {e}", cmd[0]);
@@ -229,7 +285,7 @@ pub fn start(args: StartArgs) -> ExitCode {
             }
             return ExitCode::FAILURE;
         }
-        if net::health_check(&hhost, hport, Duration::from_millis(800)).is_ok() {
+        if net::health_check(&hhost, hport, token, Duration::from_millis(800)).is_ok() {
             println!("Local node IP: {}", net::local_node_ip());
             println!("nanoctrl started (pid={pid})");
             println!("address: http://{address}");
@@ -272,6 +328,13 @@ pub fn status(args: StatusArgs) -> ExitCode {
         .address
         .or_else(|| meta.as_ref().map(|m| m.address.clone()))
         .unwrap_or_default();
+    let token = match args.auth.token() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let running = process_alive(pid);
     println!("pid: {pid}");
     println!(
@@ -280,7 +343,12 @@ pub fn status(args: StatusArgs) -> ExitCode {
     );
     println!("address: {address}");
     let health = match split_address(&address) {
-        Some((h, p)) => net::health_check(&h, p, Duration::from_millis(800)),
+        Some((h, p)) => net::health_check(
+            &h,
+            p,
+            token.as_ref().map(Token::as_str),
+            Duration::from_millis(800),
+        ),
         None => Err(format!("invalid address '{address}'")),
     };
     match health {

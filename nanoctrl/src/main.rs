@@ -1,14 +1,21 @@
-//! NanoCtrl: the dlslime control-plane HTTP server. Redis is the source of truth;
+//! NanoCtrl: the dlslime control-plane server. Redis is the source of truth;
 //! routes, shapes, keys and CLI follow the original (see README.md for the differences).
 
+mod auth;
+mod body;
 mod cli;
 mod error;
+mod limits;
+mod log_sink;
 mod models;
 mod net;
+mod owner;
+mod redis_conn;
 mod redis_store;
 mod routes;
 mod runtime_dir;
 mod server;
+mod throttle;
 
 use std::process::ExitCode;
 
@@ -30,18 +37,27 @@ fn main() -> ExitCode {
 fn run_server(args: ServerArgs) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NANOCTRL_RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logging never blocks a request: lines go through a bounded queue to a writer
+    // thread (dropped and counted if stderr does not keep up).
+    let (writer, _flush_on_exit) = log_sink::stderr();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         // Colours only on a terminal: `start` sends this stream to a log file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    let token = match args.auth.token() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let redis_url = args.effective_redis_url();
     if redis_url != args.redis_url {
         tracing::info!(
-            "using {} from {} (overrides --redis-url)",
-            redis_url,
+            "using the Redis URL from {} (overrides --redis-url)",
             cli::REDIS_URL_ENV
         );
     }
@@ -51,20 +67,25 @@ fn run_server(args: ServerArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: cannot start the async runtime: {e}");
+            tracing::error!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     let cfg = server::ServerConfig {
         host: args.host,
         port: args.port,
-        redis_url,
+        redis_urls: redis_conn::split_urls(&redis_url),
         max_body_bytes: args.max_body_bytes,
+        token,
+        agent_redis_auth: args
+            .agent_redis_auth
+            .as_deref()
+            .map(net::Credentials::parse),
     };
     match rt.block_on(server::run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e}");
+            tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -1,8 +1,15 @@
 //! Request and response bodies. Field names, defaults and which fields are required
-//! follow the original exactly (spec §1.3): clients send these shapes today.
+//! follow the original exactly (spec §1.3): clients send these shapes today. The fields
+//! this server adds (`owner_token`, `owned`, `heartbeat_interval_ms`, `address` of
+//! `/get_redis_address`, `redis_url` in replies) are optional, so the original's bodies
+//! mean what they meant. Each body's field limits are in its `Validate` impl.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::body::Validate;
+use crate::error::AppError;
+use crate::limits::{self, ADDRESS_MAX};
 
 fn default_entity_type() -> String {
     "service".to_string()
@@ -30,6 +37,18 @@ pub struct RegisterEntityBody {
     pub scope: Option<String>,
 }
 
+impl Validate for RegisterEntityBody {
+    fn validate(&self) -> Result<(), AppError> {
+        limits::name("entity_type", &self.entity_type)?;
+        limits::name("entity_id", &self.entity_id)?;
+        limits::name("kind", &self.kind)?;
+        limits::json("endpoint", self.endpoint.as_ref())?;
+        limits::json("metadata", Some(&self.metadata))?;
+        limits::json("resource", self.resource.as_ref())?;
+        limits::scope(self.scope.as_deref())
+    }
+}
+
 /// `/unregister` and `/get_entity_info`: `entity_type` defaults to "service".
 #[derive(Debug, Deserialize)]
 pub struct EntityRefBody {
@@ -40,6 +59,14 @@ pub struct EntityRefBody {
     pub scope: Option<String>,
 }
 
+impl Validate for EntityRefBody {
+    fn validate(&self) -> Result<(), AppError> {
+        limits::name("entity_type", &self.entity_type)?;
+        limits::name("entity_id", &self.entity_id)?;
+        limits::scope(self.scope.as_deref())
+    }
+}
+
 /// `/heartbeat`: unlike the other entity routes, `entity_type` has no default.
 #[derive(Debug, Deserialize)]
 pub struct HeartbeatBody {
@@ -47,6 +74,18 @@ pub struct HeartbeatBody {
     pub entity_id: String,
     #[serde(default)]
     pub scope: Option<String>,
+    /// Required for an owned agent (see `owner.rs`).
+    #[serde(default)]
+    pub owner_token: Option<String>,
+}
+
+impl Validate for HeartbeatBody {
+    fn validate(&self) -> Result<(), AppError> {
+        limits::name("entity_type", &self.entity_type)?;
+        limits::name("entity_id", &self.entity_id)?;
+        limits::owner_token(self.owner_token.as_deref())?;
+        limits::scope(self.scope.as_deref())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +96,14 @@ pub struct ListEntitiesBody {
     pub kind: Option<String>,
     #[serde(default)]
     pub scope: Option<String>,
+}
+
+impl Validate for ListEntitiesBody {
+    fn validate(&self) -> Result<(), AppError> {
+        limits::opt_text("entity_type", self.entity_type.as_deref(), limits::NAME_MAX)?;
+        limits::opt_text("kind", self.kind.as_deref(), limits::NAME_MAX)?;
+        limits::scope(self.scope.as_deref())
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -94,6 +141,29 @@ pub struct StartPeerAgentBody {
     pub scope: Option<String>,
     #[serde(default)]
     pub resource: Option<Value>,
+    /// Own the alias with this token (chosen by the caller, e.g. so that a retry of a
+    /// registration whose reply was lost is recognised); see `owner.rs`.
+    #[serde(default)]
+    pub owner_token: Option<String>,
+    /// Own the alias with a token NanoCtrl generates (returned in the reply).
+    #[serde(default)]
+    pub owned: bool,
+    /// The caller's heartbeat period, for the liveness of an owned alias (default 15 s).
+    #[serde(default)]
+    pub heartbeat_interval_ms: Option<u64>,
+}
+
+impl Validate for StartPeerAgentBody {
+    fn validate(&self) -> Result<(), AppError> {
+        limits::opt_text("alias", self.alias.as_deref(), limits::NAME_MAX)?;
+        limits::opt_text("device", self.device.as_deref(), ADDRESS_MAX)?;
+        limits::opt_text("link_type", self.link_type.as_deref(), ADDRESS_MAX)?;
+        limits::text("address", &self.address, ADDRESS_MAX)?;
+        limits::name("name_prefix", &self.name_prefix)?;
+        limits::json("resource", self.resource.as_ref())?;
+        limits::owner_token(self.owner_token.as_deref())?;
+        limits::scope(self.scope.as_deref())
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -102,15 +172,28 @@ pub struct StartPeerAgentResponse {
     pub name: String,
     /// `host:port`, no scheme (PeerAgent splits it on ':').
     pub redis_address: String,
+    /// The same node as a URL with the Redis credentials: only when NanoCtrl requires a
+    /// bearer token (so the caller presented it) and has credentials to share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
     /// Echoed only when the request carried one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<Value>,
+    /// The alias's owner token, when the registration asked for ownership.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct ScopeBody {
     #[serde(default)]
     pub scope: Option<String>,
+}
+
+impl Validate for ScopeBody {
+    fn validate(&self) -> Result<(), AppError> {
+        limits::scope(self.scope.as_deref())
+    }
 }
 
 /// One element of the bare array `/query` returns.
@@ -130,9 +213,20 @@ pub struct CleanupBody {
     pub agent_name: String,
     #[serde(default)]
     pub scope: Option<String>,
+    /// Required to clean up an owned, live agent.
+    #[serde(default)]
+    pub owner_token: Option<String>,
 }
 
-/// Stored verbatim (re-serialized) at `spec:topology:{agent}`.
+impl Validate for CleanupBody {
+    fn validate(&self) -> Result<(), AppError> {
+        limits::name("agent_name", &self.agent_name)?;
+        limits::owner_token(self.owner_token.as_deref())?;
+        limits::scope(self.scope.as_deref())
+    }
+}
+
+/// Stored verbatim (re-serialized, without the owner token) at `spec:topology:{agent}`.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct DesiredTopologySpec {
     pub target_peers: Vec<String>,
@@ -142,6 +236,18 @@ pub struct DesiredTopologySpec {
     pub symmetric: bool,
     #[serde(default)]
     pub scope: Option<String>,
+    /// Required for an owned, live agent; never stored.
+    #[serde(default, skip_serializing)]
+    pub owner_token: Option<String>,
+}
+
+impl Validate for DesiredTopologySpec {
+    fn validate(&self) -> Result<(), AppError> {
+        limits::names("target_peers", &self.target_peers)?;
+        limits::opt_text("min_bw", self.min_bw.as_deref(), ADDRESS_MAX)?;
+        limits::owner_token(self.owner_token.as_deref())?;
+        limits::scope(self.scope.as_deref())
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -168,6 +274,18 @@ pub struct RegisterMrBody {
     pub lkey: u32,
     #[serde(default)]
     pub scope: Option<String>,
+    /// Required when `agent_name` is an owned, live agent.
+    #[serde(default)]
+    pub owner_token: Option<String>,
+}
+
+impl Validate for RegisterMrBody {
+    fn validate(&self) -> Result<(), AppError> {
+        limits::name("agent_name", &self.agent_name)?;
+        limits::name("mr_name", &self.mr_name)?;
+        limits::owner_token(self.owner_token.as_deref())?;
+        limits::scope(self.scope.as_deref())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,14 +300,34 @@ pub struct GetMrInfoBody {
     pub scope: Option<String>,
 }
 
+impl Validate for GetMrInfoBody {
+    fn validate(&self) -> Result<(), AppError> {
+        limits::name("src", &self.src)?;
+        limits::name("dst", &self.dst)?;
+        limits::name("mr_name", &self.mr_name)?;
+        limits::scope(self.scope.as_deref())
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct MrInfoResponse {
     pub mr_info: Option<MrInfo>,
 }
 
-/// `/get_redis_address` takes an (ignored) JSON object; an empty body is a 400.
+/// `/get_redis_address` takes a JSON object (an empty body is a 400); the original
+/// ignored it. `address`, the caller's host, picks the Redis address that host can
+/// reach, as `/start_peer_agent` does.
 #[derive(Debug, Deserialize)]
-pub struct EmptyBody {}
+pub struct RedisAddressBody {
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+impl Validate for RedisAddressBody {
+    fn validate(&self) -> Result<(), AppError> {
+        limits::opt_text("address", self.address.as_deref(), ADDRESS_MAX)
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct RedisAddressResponse {

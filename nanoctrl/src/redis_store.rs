@@ -1,25 +1,40 @@
 //! Every Redis operation NanoCtrl performs. Handlers never build commands themselves.
 //!
-//! One `ConnectionManager` (a multiplexed connection that reconnects on its own) is shared
-//! by all requests: requests are pipelined on one socket, and when Redis goes away and
-//! comes back the next request reconnects, with no restart. Scripts are loaded once at
-//! startup and invoked with EVALSHA; `redis::Script` reloads them if Redis lost its script
-//! cache (a restarted Redis), so a NOSCRIPT never reaches a client.
+//! Connections come from `redis_conn` (one multiplexed connection that reconnects on its
+//! own and follows the primary). Scripts are loaded once at startup and invoked with
+//! EVALSHA; `redis::Script` reloads them if Redis lost its script cache (a restarted or
+//! promoted Redis), so a NOSCRIPT never reaches a client.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
 use serde_json::Value;
 
 use crate::models::*;
+use crate::owner;
+use crate::redis_conn::{Conn, RedisNodes};
 use dlslime_keys as keys;
 
 /// Entity and agent TTL. Clients beat every 15 s, so four missed beats are tolerated.
 pub const ENTITY_TTL_SECS: u64 = 60;
+/// The heartbeat period assumed for an owned agent that did not say.
+const DEFAULT_HEARTBEAT_MS: u64 = 15_000;
 /// SCAN batch hint: large enough to keep round trips few, small enough not to stall Redis.
 const SCAN_COUNT: usize = 500;
+/// Generated agent names tried before giving up with 409 (a name is skipped when an
+/// owned agent holds it).
+const GENERATED_NAME_TRIES: usize = 16;
+
+/// A script that acts on an agent's behalf: the owner-check prelude, then the body.
+macro_rules! owner_script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("scripts/owner.lua"),
+            include_str!($file)
+        ))
+    };
+}
 
 struct Scripts {
     register_entity: Script,
@@ -27,6 +42,8 @@ struct Scripts {
     heartbeat: Script,
     register_agent: Script,
     desired_topology: Script,
+    cleanup_agent: Script,
+    register_mr: Script,
 }
 
 impl Scripts {
@@ -34,26 +51,46 @@ impl Scripts {
         Self {
             register_entity: Script::new(include_str!("scripts/register_entity.lua")),
             unregister_entity: Script::new(include_str!("scripts/unregister_entity.lua")),
-            heartbeat: Script::new(include_str!("scripts/heartbeat.lua")),
-            register_agent: Script::new(include_str!("scripts/register_agent.lua")),
-            desired_topology: Script::new(include_str!("scripts/desired_topology.lua")),
+            heartbeat: owner_script!("scripts/heartbeat.lua"),
+            register_agent: owner_script!("scripts/register_agent.lua"),
+            desired_topology: owner_script!("scripts/desired_topology.lua"),
+            cleanup_agent: owner_script!("scripts/cleanup_agent.lua"),
+            register_mr: owner_script!("scripts/register_mr.lua"),
         }
     }
-    fn all(&self) -> [&Script; 5] {
+    fn all(&self) -> [&Script; 7] {
         [
             &self.register_entity,
             &self.unregister_entity,
             &self.heartbeat,
             &self.register_agent,
             &self.desired_topology,
+            &self.cleanup_agent,
+            &self.register_mr,
         ]
     }
 }
 
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    nodes: RedisNodes,
     scripts: std::sync::Arc<Scripts>,
+}
+
+/// What an owner-checked write did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Owned<T> {
+    Done(T),
+    /// The agent is owned, live, and the caller did not present its token.
+    Refused,
+}
+
+/// A heartbeat's outcome.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Beat {
+    Ok,
+    NotFound,
+    Refused,
 }
 
 fn now_secs() -> u64 {
@@ -73,36 +110,37 @@ fn now_secs_frac() -> String {
 }
 
 impl Store {
-    /// Connect, PING and load the scripts. Fails (rather than retrying forever) so that
-    /// `nanoctrl server` can exit with a clear message when Redis is unreachable.
-    pub async fn connect(url: &str) -> RedisResult<Self> {
-        // TCP_NODELAY: many requests share one pipelined socket; Nagle would hold back
-        // a command while an earlier one is unacknowledged.
-        let info = redis::IntoConnectionInfo::into_connection_info(url)?
-            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client = redis::Client::open(info)?;
-        let config = ConnectionManagerConfig::new()
-            // Fail requests fast while Redis is down instead of queueing them for long:
-            // one quick reconnect attempt per request, bounded by these timeouts.
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let mut conn = ConnectionManager::new_with_config(client, config).await?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+    /// Connect (to the primary, when several URLs are given), PING and load the scripts.
+    /// Fails (rather than retrying forever) so that `nanoctrl server` can exit with a
+    /// clear message when Redis is unreachable.
+    pub async fn connect(urls: Vec<String>) -> RedisResult<Self> {
+        let nodes = RedisNodes::connect(urls).await?;
         let scripts = Scripts::new();
+        let mut conn = nodes.conn();
         for s in scripts.all() {
             s.prepare_invoke().load_async(&mut conn).await?;
         }
         Ok(Self {
-            conn,
+            nodes,
             scripts: std::sync::Arc::new(scripts),
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    fn conn(&self) -> Conn {
+        self.nodes.conn()
+    }
+
+    /// The URL of the Redis node in use (with credentials: never log it as is).
+    pub fn url(&self) -> String {
+        self.nodes.url()
+    }
+
+    /// PING: whether Redis answers (for `/health`).
+    pub async fn ping(&self) -> RedisResult<()> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn())
+            .await
+            .map(|_| ())
     }
 
     /// All keys matching `pattern` (optionally of one Redis type), via SCAN so that a
@@ -182,17 +220,28 @@ impl Store {
             .await
     }
 
-    /// True when the key existed and its TTL was reset.
-    pub async fn heartbeat(&self, scope: Option<&str>, ty: &str, id: &str) -> RedisResult<bool> {
+    /// Resets the TTL of an existing entity or agent (`owner_token`: see `owner.rs`).
+    pub async fn heartbeat(
+        &self,
+        scope: Option<&str>,
+        ty: &str,
+        id: &str,
+        owner_token: Option<&str>,
+    ) -> RedisResult<Beat> {
         let p = keys::prefix(scope);
         let r: i64 = self
             .scripts
             .heartbeat
             .key(keys::entity(&p, ty, id))
             .arg(ENTITY_TTL_SECS)
+            .arg(owner::hash(owner_token))
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(r == 1)
+        Ok(match r {
+            1 => Beat::Ok,
+            -1 => Beat::Refused,
+            _ => Beat::NotFound,
+        })
     }
 
     pub async fn get_entity_info(
@@ -269,13 +318,41 @@ impl Store {
         Ok(format!("{name_prefix}-{n:x}"))
     }
 
-    /// Writes the agent hash. Returns false when `reject_existing` and the alias is taken.
+    /// Registers an agent under `b.alias`, or under the next generated name that is free
+    /// (an owned agent's name is skipped). Returns the name, or None when the alias is
+    /// taken (see `scripts/register_agent.lua`). `owner_token`: see `owner.rs`.
     pub async fn register_agent(
+        &self,
+        scope: Option<&str>,
+        b: &StartPeerAgentBody,
+        owner_token: Option<&str>,
+    ) -> RedisResult<Option<String>> {
+        if let Some(alias) = &b.alias {
+            let ok = self
+                .register_agent_as(scope, alias, true, b, owner_token)
+                .await?;
+            return Ok(ok.then(|| alias.clone()));
+        }
+        for _ in 0..GENERATED_NAME_TRIES {
+            let name = self.next_agent_name(scope, &b.name_prefix).await?;
+            if self
+                .register_agent_as(scope, &name, false, b, owner_token)
+                .await?
+            {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes the agent hash. Returns false when the name is taken.
+    async fn register_agent_as(
         &self,
         scope: Option<&str>,
         name: &str,
         reject_existing: bool,
         b: &StartPeerAgentBody,
+        owner_token: Option<&str>,
     ) -> RedisResult<bool> {
         let p = keys::prefix(scope);
         let mut fields: Vec<(&str, String)> = vec![
@@ -300,7 +377,13 @@ impl Store {
         }
         let mut inv = self.scripts.register_agent.key(keys::agent(&p, name));
         inv.arg(ENTITY_TTL_SECS)
-            .arg(if reject_existing { "1" } else { "0" });
+            .arg(if reject_existing { "1" } else { "0" })
+            .arg(owner::hash(owner_token))
+            .arg(
+                b.heartbeat_interval_ms
+                    .unwrap_or(DEFAULT_HEARTBEAT_MS)
+                    .clamp(1, ENTITY_TTL_SECS * 1000),
+            );
         for (f, v) in &fields {
             inv.arg(*f).arg(v);
         }
@@ -343,10 +426,10 @@ impl Store {
         &self,
         agent: &str,
         spec: &DesiredTopologySpec,
-    ) -> RedisResult<()> {
+    ) -> RedisResult<Owned<()>> {
         let p = keys::prefix(spec.scope.as_deref());
-        let mut inv = self.scripts.desired_topology.key(keys::spec(&p, agent));
-        inv.key(keys::stream(&p, agent));
+        let mut inv = self.scripts.desired_topology.key(keys::agent(&p, agent));
+        inv.key(keys::spec(&p, agent)).key(keys::stream(&p, agent));
         if spec.symmetric {
             for t in &spec.target_peers {
                 inv.key(keys::spec(&p, t)).key(keys::stream(&p, t));
@@ -357,15 +440,22 @@ impl Store {
             .arg(agent)
             .arg(now_secs_frac())
             .arg(if spec.symmetric { "1" } else { "0" })
-            .arg(scope_json);
+            .arg(scope_json)
+            .arg(owner::hash(spec.owner_token.as_deref()));
         for t in &spec.target_peers {
             inv.arg(t);
         }
-        inv.invoke_async::<i64>(&mut self.conn()).await.map(|_| ())
+        let r: i64 = inv.invoke_async(&mut self.conn()).await?;
+        Ok(if r < 0 {
+            Owned::Refused
+        } else {
+            Owned::Done(())
+        })
     }
 
     /// Remove everything an agent left behind and notify the peers it was linked to.
-    /// Returns the notified peers (sorted).
+    /// Returns the notified peers (sorted). Refused for an owned, live agent without
+    /// its `owner_token`.
     ///
     /// Differences from the original, each deliberate:
     /// - SCAN instead of KEYS;
@@ -376,12 +466,14 @@ impl Store {
     /// - for an unscoped agent the notice is pushed to both `inbox:{peer}` (the
     ///   documented key) and `:inbox:{peer}` (where HEAD's PeerAgent actually listens
     ///   when it has no scope), so notices are not lost;
-    /// - deletions and notices go in one MULTI/EXEC, so a reader never sees half a cleanup.
+    /// - deletions and notices go in one script, with the owner check, so a reader never
+    ///   sees half a cleanup and an owner re-registering meanwhile is not swept away.
     pub async fn cleanup_agent(
         &self,
         scope: Option<&str>,
         agent: &str,
-    ) -> RedisResult<Vec<String>> {
+        owner_token: Option<&str>,
+    ) -> RedisResult<Owned<Vec<String>>> {
         let p = keys::prefix(scope);
         let mut conn = self.conn();
 
@@ -412,9 +504,9 @@ impl Store {
         }
         peers.remove(agent);
 
-        // 2. Keys to delete.
+        // 2. Keys to delete (besides the agent hash).
+        let agent_key = keys::agent(&p, agent);
         let mut doomed: BTreeSet<String> = BTreeSet::new();
-        doomed.insert(keys::agent(&p, agent));
         doomed.insert(own_spec_key);
         doomed.insert(keys::inbox(&p, agent));
         doomed.insert(keys::stream(&p, agent));
@@ -434,33 +526,34 @@ impl Store {
         }
         doomed.extend(self.scan(&keys::mr_pattern(&p, agent), None).await?);
 
-        // 3. Delete and notify atomically.
+        doomed.remove(&agent_key);
+
+        // 3. Check the owner, delete and notify, atomically.
         let notice = serde_json::json!({ "type": "cleanup", "peer": agent }).to_string();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let doomed: Vec<String> = doomed.into_iter().collect();
-        for chunk in doomed.chunks(512) {
-            pipe.cmd("DEL").arg(chunk).ignore();
+        let mut inv = self.scripts.cleanup_agent.key(&agent_key);
+        for k in &doomed {
+            inv.key(k);
         }
         for peer in &peers {
-            pipe.cmd("LPUSH")
-                .arg(keys::inbox(&p, peer))
-                .arg(&notice)
-                .ignore();
+            inv.key(keys::inbox(&p, peer));
             if p.is_empty() {
-                pipe.cmd("LPUSH")
-                    .arg(keys::legacy_inbox(peer))
-                    .arg(&notice)
-                    .ignore();
+                inv.key(keys::legacy_inbox(peer));
             }
         }
-        pipe.query_async::<()>(&mut conn).await?;
-        Ok(peers.into_iter().collect())
+        inv.arg(owner::hash(owner_token))
+            .arg(doomed.len())
+            .arg(&notice);
+        let r: i64 = inv.invoke_async(&mut conn).await?;
+        Ok(if r < 0 {
+            Owned::Refused
+        } else {
+            Owned::Done(peers.into_iter().collect())
+        })
     }
 
     // ───────────────────────────── memory regions ─────────────────────────────
 
-    pub async fn register_mr(&self, b: &RegisterMrBody) -> RedisResult<()> {
+    pub async fn register_mr(&self, b: &RegisterMrBody) -> RedisResult<Owned<()>> {
         let p = keys::prefix(b.scope.as_deref());
         let info = MrInfo {
             addr: b.addr,
@@ -469,11 +562,20 @@ impl Store {
             lkey: b.lkey,
         };
         let json = serde_json::to_string(&info).unwrap_or_default();
-        redis::cmd("SET")
-            .arg(keys::mr(&p, &b.agent_name, &b.mr_name))
+        let r: i64 = self
+            .scripts
+            .register_mr
+            .key(keys::agent(&p, &b.agent_name))
+            .key(keys::mr(&p, &b.agent_name, &b.mr_name))
+            .arg(owner::hash(b.owner_token.as_deref()))
             .arg(json)
-            .query_async::<()>(&mut self.conn())
-            .await
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(if r < 0 {
+            Owned::Refused
+        } else {
+            Owned::Done(())
+        })
     }
 
     /// None when absent or when any of addr/length/rkey/lkey is missing or malformed.

@@ -6,6 +6,8 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
+use crate::auth::Token;
+use crate::net::{redact, Credentials};
 use crate::redis_store::Store;
 use crate::routes::{self, AppState};
 
@@ -17,30 +19,38 @@ const REDIS_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 pub struct ServerConfig {
     pub host: String,
     pub port: u16,
-    pub redis_url: String,
+    /// One URL, or a primary and its replicas (see `redis_conn`).
+    pub redis_urls: Vec<String>,
     pub max_body_bytes: usize,
+    pub token: Option<Token>,
+    /// Credentials to hand out instead of those of the Redis URL (token mode only).
+    pub agent_redis_auth: Option<Credentials>,
 }
 
 pub async fn run(cfg: ServerConfig) -> Result<(), String> {
     let redis_hint = "set NANOCTRL_REDIS_URL or --redis-url to a reachable Redis";
-    let store =
-        match tokio::time::timeout(REDIS_CONNECT_DEADLINE, Store::connect(&cfg.redis_url)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(format!(
-                    "Failed to connect to Redis at {}: {e}; {redis_hint}",
-                    cfg.redis_url
-                ))
-            }
-            Err(_) => {
-                return Err(format!(
-                    "Failed to connect to Redis at {}: no answer within {}s; {redis_hint}",
-                    cfg.redis_url,
-                    REDIS_CONNECT_DEADLINE.as_secs()
-                ))
-            }
-        };
-    tracing::info!("connected to Redis at {}", cfg.redis_url);
+    let shown: Vec<String> = cfg.redis_urls.iter().map(|u| redact(u)).collect();
+    let shown = shown.join(",");
+    let store = match tokio::time::timeout(
+        REDIS_CONNECT_DEADLINE,
+        Store::connect(cfg.redis_urls.clone()),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(format!(
+                "Failed to connect to Redis at {shown}: {e}; {redis_hint}"
+            ))
+        }
+        Err(_) => {
+            return Err(format!(
+                "Failed to connect to Redis at {shown}: no answer within {}s; {redis_hint}",
+                REDIS_CONNECT_DEADLINE.as_secs()
+            ))
+        }
+    };
+    tracing::info!("connected to Redis at {}", redact(&store.url()));
 
     // Resolving (host, port) accepts hostnames such as `localhost`, which the
     // original's SocketAddr parse rejected.
@@ -50,11 +60,33 @@ pub async fn run(cfg: ServerConfig) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!("NanoCtrl listening on http://{local}");
 
+    let shared_credentials = match &cfg.token {
+        Some(_) => {
+            tracing::info!("NanoCtrl requires a bearer token on every route");
+            cfg.agent_redis_auth
+                .clone()
+                .or_else(|| Credentials::of_url(&store.url()))
+        }
+        None => {
+            tracing::warn!(
+                "NanoCtrl is OPEN: no bearer token is configured (--token, NANOCTRL_TOKEN or \
+                 --token-file), so anyone who can reach http://{local} can register agents, \
+                 read their records and clean them up. Set a token unless every client is trusted."
+            );
+            if cfg.agent_redis_auth.is_some() || Credentials::of_url(&store.url()).is_some() {
+                tracing::warn!(
+                    "Redis credentials are not handed out by an open NanoCtrl: configure \
+                     clients with their own Redis URL, or set a token"
+                );
+            }
+            None
+        }
+    };
     let state = Arc::new(AppState {
         store,
-        redis_url: cfg.redis_url,
+        shared_credentials,
     });
-    let app = routes::router(state, cfg.max_body_bytes);
+    let app = routes::router(state, cfg.max_body_bytes, cfg.token);
 
     let signalled = Arc::new(tokio::sync::Notify::new());
     let on_signal = signalled.clone();

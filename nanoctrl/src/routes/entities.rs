@@ -4,12 +4,15 @@ use axum::extract::State;
 use axum::Json;
 
 use super::SharedState;
+use crate::body::Body;
 use crate::error::AppResult;
 use crate::models::*;
+use crate::owner;
+use crate::redis_store::Beat;
 
 pub async fn register(
     State(s): State<SharedState>,
-    Json(b): Json<RegisterEntityBody>,
+    Body(b): Body<RegisterEntityBody>,
 ) -> AppResult<Json<StatusMessage>> {
     let rev = s.store.register_entity(&b).await?;
     tracing::debug!(
@@ -30,7 +33,7 @@ pub async fn register(
 /// Unregistering a missing entity is still "ok" (no event, no revision bump).
 pub async fn unregister(
     State(s): State<SharedState>,
-    Json(b): Json<EntityRefBody>,
+    Body(b): Body<EntityRefBody>,
 ) -> AppResult<Json<StatusMessage>> {
     let rev = s
         .store
@@ -46,31 +49,34 @@ pub async fn unregister(
     }))
 }
 
-/// 200 either way: `not_found` tells the client to register again.
+/// 200 either way: `not_found` tells the client to register again. 403 for an owned
+/// agent without its owner token.
 pub async fn heartbeat(
     State(s): State<SharedState>,
-    Json(b): Json<HeartbeatBody>,
+    Body(b): Body<HeartbeatBody>,
 ) -> AppResult<Json<StatusMessage>> {
     let ty = &b.entity_type;
     let id = &b.entity_id;
-    Ok(Json(
-        if s.store.heartbeat(b.scope.as_deref(), ty, id).await? {
-            StatusMessage {
-                status: "ok",
-                message: format!("Heartbeat successful for {ty} {id}"),
-            }
-        } else {
-            StatusMessage {
-                status: "not_found",
-                message: format!("{ty} {id} not found. Please register first."),
-            }
+    let beat = s
+        .store
+        .heartbeat(b.scope.as_deref(), ty, id, b.owner_token.as_deref())
+        .await?;
+    Ok(Json(match beat {
+        Beat::Ok => StatusMessage {
+            status: "ok",
+            message: format!("Heartbeat successful for {ty} {id}"),
         },
-    ))
+        Beat::NotFound => StatusMessage {
+            status: "not_found",
+            message: format!("{ty} {id} not found. Please register first."),
+        },
+        Beat::Refused => return Err(owner::refused(id)),
+    }))
 }
 
 pub async fn get_entity_info(
     State(s): State<SharedState>,
-    Json(b): Json<EntityRefBody>,
+    Body(b): Body<EntityRefBody>,
 ) -> AppResult<Json<EntityInfoResponse>> {
     let info = s
         .store
@@ -85,7 +91,7 @@ pub async fn get_entity_info(
 
 pub async fn list_entities(
     State(s): State<SharedState>,
-    Json(b): Json<ListEntitiesBody>,
+    Body(b): Body<ListEntitiesBody>,
 ) -> AppResult<Json<ListEntitiesResponse>> {
     let entities = s.store.list_entities(&b).await?;
     Ok(Json(ListEntitiesResponse {

@@ -1,19 +1,21 @@
 -- Store an agent's desired topology and tell its mailbox whom to dial; with
 -- `symmetric`, also merge the agent into each target's spec and wake the target.
 -- One script so that concurrent symmetric calls cannot lose each other's merge.
--- KEYS: [1] own spec, [2] own stream, then per target (only when symmetric):
---       [1+2i] target spec, [2+2i] target stream
+-- Refused (-1, HTTP 403) when the agent is owned, live, and the caller is not its owner.
+-- KEYS: [1] agent hash, [2] own spec, [3] own stream, then per target (only when
+--       symmetric): [2+2i] target spec, [3+2i] target stream
 -- ARGV: [1] spec JSON, [2] agent id, [3] timestamp "secs.frac", [4] symmetric "1"/"0",
---       [5] scope as JSON (null or a string), [6..] target peers
-redis.call('SET', KEYS[1], ARGV[1])
-local n = #ARGV - 5
+--       [5] scope as JSON (null or a string), [6] owner hash or "", [7..] target peers
+if owner_check(KEYS[1], ARGV[6]) == 'denied' then return -1 end
+redis.call('SET', KEYS[2], ARGV[1])
+local n = #ARGV - 6
 for i = 1, n do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', '1000', '*',
-    'type', 'connect_peer', 'peer', ARGV[5 + i], 'timestamp', ARGV[3])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', '1000', '*',
+    'type', 'connect_peer', 'peer', ARGV[6 + i], 'timestamp', ARGV[3])
 end
 if ARGV[4] == '1' then
   for i = 1, n do
-    local spec_key, stream_key = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+    local spec_key, stream_key = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
     local peers = {}
     local raw = redis.call('GET', spec_key)
     if raw then
