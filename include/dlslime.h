@@ -157,6 +157,11 @@ enum dlslime_status
    * Malformed `endpoint_info` JSON, or one for another transport.
    */
   DLSLIME_STATUS_INVALID_ENDPOINT_INFO = 105,
+  /**
+   * A credential check refused the caller (e.g. NanoCtrl's bearer token is missing
+   * or wrong).
+   */
+  DLSLIME_STATUS_PERMISSION_DENIED = 106,
   DLSLIME_STATUS_NOT_CONNECTED = 200,
   DLSLIME_STATUS_ALREADY_CONNECTED = 201,
   /**
@@ -1104,8 +1109,9 @@ typedef struct {
    */
   uint64_t register_backoff_ms;
   /**
-   * Redis URL (`redis://host:port`) to use instead of the address NanoCtrl hands out.
-   * NULL: NanoCtrl's. Borrowed for the call.
+   * Redis URL (`redis://[user:password@]host:port`) to use instead of the address
+   * NanoCtrl hands out, or several separated by commas (a primary and its replicas:
+   * the agent follows the primary). NULL: NanoCtrl's. Borrowed for the call.
    */
   const char *redis_url;
   /**
@@ -1126,6 +1132,11 @@ typedef struct {
    * `DLSLIME_TIMEOUT_MS`).
    */
   uint64_t default_timeout_ms;
+  /**
+   * NanoCtrl's bearer token. NULL: `$NANOCTRL_TOKEN`, else none. Borrowed for the
+   * call.
+   */
+  const char *nanoctrl_token;
 } dlslime_peer_options_t;
 
 /**
@@ -1160,12 +1171,14 @@ typedef struct {
 void dlslime_peer_options_init(dlslime_peer_options_t *opts);
 
 /**
- * Registers with NanoCtrl at `nanoctrl_url` ("http://host:port") as `alias` (NULL: a
+ * Registers with NanoCtrl at `nanoctrl_url` ("http://host:port", or several replicas
+ * separated by commas: the agent fails over between them) as `alias` (NULL: a
  * generated name) in `scope` (NULL or "": none), and writes the agent to `*out`. `opts`
  * may be NULL for the defaults. Blocks while registering (retries with backoff).
  *
  * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (bad URL,
  * bad options), `DLSLIME_STATUS_NAME_CONFLICT` (a live agent holds `alias` in `scope`),
+ * `DLSLIME_STATUS_PERMISSION_DENIED` (NanoCtrl requires a token: `nanoctrl_token`),
  * `DLSLIME_STATUS_IO` (NanoCtrl or Redis unreachable after the retries).
  */
 dlslime_status_t dlslime_peer_agent_new(const char *nanoctrl_url,

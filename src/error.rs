@@ -34,6 +34,9 @@ pub enum Status {
     NameConflict = 104,
     /// Malformed `endpoint_info` JSON, or one for another transport.
     InvalidEndpointInfo = 105,
+    /// A credential check refused the caller (e.g. NanoCtrl's bearer token is missing
+    /// or wrong).
+    PermissionDenied = 106,
 
     NotConnected = 200,
     AlreadyConnected = 201,
@@ -96,6 +99,7 @@ status_messages! {
     OutOfRange => "out of range",
     NameConflict => "name conflict",
     InvalidEndpointInfo => "invalid endpoint info",
+    PermissionDenied => "permission denied",
     NotConnected => "not connected",
     AlreadyConnected => "already connected",
     ShutDown => "endpoint shut down",

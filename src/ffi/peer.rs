@@ -32,8 +32,9 @@ pub struct dlslime_peer_options_t {
     pub register_attempts: u32,
     /// First backoff between registration attempts (doubles each time). 0: 1000 ms.
     pub register_backoff_ms: u64,
-    /// Redis URL (`redis://host:port`) to use instead of the address NanoCtrl hands out.
-    /// NULL: NanoCtrl's. Borrowed for the call.
+    /// Redis URL (`redis://[user:password@]host:port`) to use instead of the address
+    /// NanoCtrl hands out, or several separated by commas (a primary and its replicas:
+    /// the agent follows the primary). NULL: NanoCtrl's. Borrowed for the call.
     pub redis_url: *const c_char,
     /// Host or IP peers reach this agent's TCP listener at. NULL: the local address of
     /// the route to NanoCtrl. Borrowed for the call.
@@ -45,6 +46,9 @@ pub struct dlslime_peer_options_t {
     /// Deadline of operations that pass `timeout_ms = 0`. 0: 30 s (or
     /// `DLSLIME_TIMEOUT_MS`).
     pub default_timeout_ms: u64,
+    /// NanoCtrl's bearer token. NULL: `$NANOCTRL_TOKEN`, else none. Borrowed for the
+    /// call.
+    pub nanoctrl_token: *const c_char,
 }
 
 /// Fills `*opts` with the defaults: `size = sizeof(dlslime_peer_options_t)`, every other
@@ -63,6 +67,7 @@ pub extern "C" fn dlslime_peer_options_init(opts: *mut dlslime_peer_options_t) {
                 connect_attempts: 0,
                 http_timeout_ms: 0,
                 default_timeout_ms: 0,
+                nanoctrl_token: std::ptr::null(),
             });
         }
     }
@@ -89,6 +94,9 @@ unsafe fn to_options(o: &dlslime_peer_options_t) -> crate::Result<PeerAgentOptio
     // SAFETY: as above.
     p.advertise_host =
         unsafe { opt_text(o.advertise_host, "dlslime_peer_options_t.advertise_host") }?;
+    // SAFETY: as above.
+    p.nanoctrl_token =
+        unsafe { opt_text(o.nanoctrl_token, "dlslime_peer_options_t.nanoctrl_token") }?;
     if o.connect_attempts != 0 {
         p.connect_attempts = o.connect_attempts;
     }
@@ -280,12 +288,14 @@ fn named_io(
     future_out(try_res!(start(agent, peer, &a)), out)
 }
 
-/// Registers with NanoCtrl at `nanoctrl_url` ("http://host:port") as `alias` (NULL: a
+/// Registers with NanoCtrl at `nanoctrl_url` ("http://host:port", or several replicas
+/// separated by commas: the agent fails over between them) as `alias` (NULL: a
 /// generated name) in `scope` (NULL or "": none), and writes the agent to `*out`. `opts`
 /// may be NULL for the defaults. Blocks while registering (retries with backoff).
 ///
 /// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (bad URL,
 /// bad options), `DLSLIME_STATUS_NAME_CONFLICT` (a live agent holds `alias` in `scope`),
+/// `DLSLIME_STATUS_PERMISSION_DENIED` (NanoCtrl requires a token: `nanoctrl_token`),
 /// `DLSLIME_STATUS_IO` (NanoCtrl or Redis unreachable after the retries).
 #[no_mangle]
 pub extern "C" fn dlslime_peer_agent_new(

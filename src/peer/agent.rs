@@ -15,10 +15,11 @@ use super::control;
 use super::http::{self, Http};
 use super::links::Slot;
 use super::options::PeerAgentOptions;
+use super::owner;
 use super::regions::RegionRec;
 use super::registry::{self, check_alias, Registration};
 use super::stats::AgentStats;
-use super::store::{Keys, Store};
+use super::store::{Keys, RedisTarget, Store};
 use crate::error::{Error, Result, Status};
 use crate::memory::MemoryPool;
 use crate::transport::tcp::TcpContext;
@@ -41,6 +42,8 @@ pub(super) struct Inner {
     pub host_id: String,
     /// The host peers reach this agent at.
     pub address: String,
+    /// This incarnation's owner token (see `owner`).
+    pub owner_token: String,
     pub store: Store,
     /// Every endpoint of the agent shares it.
     pub pool: Arc<MemoryPool>,
@@ -60,13 +63,16 @@ pub(super) struct Inner {
 }
 
 impl PeerAgent {
-    /// Registers with NanoCtrl at `nanoctrl_url` (`http://host:port`) as `alias` (or a
-    /// generated name) in `scope`, publishes the resource record, removes this alias's
-    /// stale keys and starts the control thread.
+    /// Registers with NanoCtrl at `nanoctrl_url` (`http://host:port`, or several
+    /// replicas separated by commas: a replica that does not answer is skipped) as
+    /// `alias` (or a generated name) in `scope`, publishes the resource record, removes
+    /// this alias's stale keys and starts the control thread. The alias is owned: while
+    /// this agent lives, nobody else can clean it up or register it.
     ///
     /// Errors: `NameConflict` when a live agent holds `alias` in `scope` (a record left
     /// by a dead agent of this host, or one whose heartbeats stopped, is cleaned up and
-    /// taken over); `Io` when NanoCtrl or Redis cannot be reached after the retries.
+    /// taken over); `PermissionDenied` when NanoCtrl wants a token this agent does not
+    /// have; `Io` when NanoCtrl or Redis cannot be reached after the retries.
     pub fn new(
         nanoctrl_url: &str,
         alias: Option<&str>,
@@ -76,16 +82,45 @@ impl PeerAgent {
         if let Some(a) = alias {
             check_alias(a)?;
         }
-        let http = Http::new(nanoctrl_url, opts.http_timeout)?;
+        let token = opts
+            .nanoctrl_token
+            .clone()
+            .or_else(|| std::env::var("NANOCTRL_TOKEN").ok())
+            .filter(|t| !t.is_empty());
+        let http = Http::with_token(nanoctrl_url, token.as_deref(), opts.http_timeout)?;
         let scope = scope.filter(|s| !s.is_empty()).map(str::to_string);
         let host_id = registry::host_id(&opts.shm);
         let instance = registry::new_instance();
-        let reg = registry::register(&http, alias, scope.as_deref(), &host_id, &opts)?;
-        let redis_url = match &opts.redis_url {
-            Some(u) => u.clone(),
-            None => http::redis_url(&reg.redis_address),
+        // a configured Redis list is checked before anything is registered
+        let fixed = opts
+            .redis_url
+            .as_deref()
+            .map(RedisTarget::fixed)
+            .transpose()?;
+        let owner_token = owner::new_token();
+        let reg = registry::register(
+            &http,
+            alias,
+            scope.as_deref(),
+            &host_id,
+            &opts,
+            &owner_token,
+        )?;
+        owner::remember(scope.as_deref(), &reg.alias, &reg.owner_token);
+        let target = match fixed {
+            Some(t) => t,
+            None => {
+                // after a Redis failover NanoCtrl knows the new primary
+                let (h, addr) = (http.clone(), reg.address.clone());
+                let url = reg
+                    .redis_url
+                    .clone()
+                    .unwrap_or_else(|| http::redis_url(&reg.redis_address));
+                RedisTarget::asking(url, move || registry::ask_redis_url(&h, &addr))
+                    .inspect_err(|_| registry::withdraw(&http, scope.as_deref(), &reg))?
+            }
         };
-        let store = Store::open(&redis_url, Duration::from_secs(5))?;
+        let store = Store::open(target, Duration::from_secs(5));
         let inner = Arc::new(Inner::new(reg, scope, http, store, host_id, instance, opts));
         if let Err(e) = inner.announce() {
             inner.unregister_best_effort();
@@ -171,7 +206,10 @@ impl Inner {
         opts: PeerAgentOptions,
     ) -> Inner {
         let keys = Keys::new(scope.as_deref());
-        let address = opts.advertise_host.clone().unwrap_or(reg.address);
+        let address = opts
+            .advertise_host
+            .clone()
+            .unwrap_or_else(|| reg.address.clone());
         Inner {
             alias: reg.alias,
             scope,
@@ -180,6 +218,7 @@ impl Inner {
             instance,
             host_id,
             address,
+            owner_token: reg.owner_token,
             store,
             pool: MemoryPool::new(),
             tcp: Mutex::new(None),

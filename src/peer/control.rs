@@ -36,16 +36,7 @@ pub(super) fn spawn(inner: Arc<Inner>) -> Result<JoinHandle<()>> {
 fn run(inner: Arc<Inner>) {
     // A connection of its own: XREAD BLOCK holds it for the whole block.
     let block = inner.opts.poll_interval.max(Duration::from_millis(1));
-    let mbox = match Store::open(inner.store.url(), block + Duration::from_secs(5)) {
-        Ok(s) => s,
-        Err(e) => {
-            warn_log!(
-                "PeerAgent {}: control thread cannot open Redis: {e}",
-                inner.alias
-            );
-            return;
-        }
-    };
+    let mbox = Store::open(inner.store.target().clone(), block + Duration::from_secs(5));
     let stream = inner.keys.stream(&inner.alias);
     let inbox = inner.keys.inbox(&inner.alias);
     // Read from the start: a peer may have dialled before this agent existed. The

@@ -5,17 +5,48 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::error::{Error, Result, Status};
 
-#[derive(Clone, Debug)]
+/// NanoCtrl replicas (one or more; they share one Redis and hold no state of their own,
+/// so any of them can answer any request) and the bearer token they require.
+///
+/// A request goes to the replica that answered last; when it cannot be reached, or
+/// answers 5xx, the next one is tried, so one replica dying costs one failed connect.
+#[derive(Clone)]
 pub struct Http {
+    targets: Arc<[Target]>,
+    /// Index of the replica that answered last (shared by clones).
+    current: Arc<AtomicUsize>,
+    token: Option<Arc<str>>,
+    timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+struct Target {
     host: String,
     port: u16,
-    timeout: Duration,
+    /// A token given in the URL (`http://:<token>@host:port`).
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self
+            .targets
+            .iter()
+            .map(|t| format!("{}:{}", t.host, t.port))
+            .collect();
+        f.debug_struct("Http")
+            .field("urls", &urls)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 /// A reply: status code and body (JSON when it parses, else a string value).
@@ -25,71 +56,153 @@ pub struct Reply {
     pub body: Value,
 }
 
-impl Http {
-    /// `http://host:port[/]`, `host:port` or `host` (port 80). https is refused.
-    pub fn new(url: &str, timeout: Duration) -> Result<Http> {
-        let rest = if let Some(r) = url.strip_prefix("http://") {
-            r
-        } else if url.starts_with("https://") {
-            return Err(Error::new(
-                Status::Unsupported,
-                format!("NanoCtrl URL {url:?}: https is not supported"),
-            ));
-        } else if url.contains("://") {
-            return Err(Error::invalid(format!(
-                "NanoCtrl URL {url:?}: want http://host:port"
-            )));
-        } else {
-            url
-        };
-        let rest = rest.trim_end_matches('/');
-        if rest.is_empty() || rest.contains('/') {
-            return Err(Error::invalid(format!(
-                "NanoCtrl URL {url:?}: want http://host:port"
-            )));
+fn parse_url(url: &str) -> Result<Target> {
+    let rest = if let Some(r) = url.strip_prefix("http://") {
+        r
+    } else if url.starts_with("https://") {
+        return Err(Error::new(
+            Status::Unsupported,
+            format!("NanoCtrl URL {url:?}: https is not supported"),
+        ));
+    } else if url.contains("://") {
+        return Err(Error::invalid(format!(
+            "NanoCtrl URL {url:?}: want http://host:port"
+        )));
+    } else {
+        url
+    };
+    let rest = rest.trim_end_matches('/');
+    // `user:token@` or `token@`: the token in the URL (what Basic-auth clients send)
+    let (token, rest) = match rest.rsplit_once('@') {
+        Some((userinfo, hostport)) => {
+            let t = match userinfo.split_once(':') {
+                Some((_, pass)) if !pass.is_empty() => pass,
+                Some((user, _)) => user,
+                None => userinfo,
+            };
+            ((!t.is_empty()).then(|| t.to_string()), hostport)
         }
-        let (host, port) = split_host_port(rest, 80)
-            .ok_or_else(|| Error::invalid(format!("NanoCtrl URL {url:?}: bad port")))?;
+        None => (None, rest),
+    };
+    // never echo the token in an error
+    let shown = if token.is_some() {
+        format!("http://…@{rest}")
+    } else {
+        url.to_string()
+    };
+    if rest.is_empty() || rest.contains('/') {
+        return Err(Error::invalid(format!(
+            "NanoCtrl URL {shown:?}: want http://host:port"
+        )));
+    }
+    let (host, port) = split_host_port(rest, 80)
+        .ok_or_else(|| Error::invalid(format!("NanoCtrl URL {shown:?}: bad port")))?;
+    Ok(Target { host, port, token })
+}
+
+impl Http {
+    /// `urls`: one NanoCtrl URL or several separated by commas, each `http://host:port[/]`,
+    /// `host:port` or `host` (port 80), optionally with the token as user info
+    /// (`http://:<token>@host:port`). https is refused.
+    pub fn new(urls: &str, timeout: Duration) -> Result<Http> {
+        Http::with_token(urls, None, timeout)
+    }
+
+    /// As [`Http::new`], sending `Authorization: Bearer <token>` with every request.
+    pub fn with_token(urls: &str, token: Option<&str>, timeout: Duration) -> Result<Http> {
+        let targets: Vec<Target> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(parse_url)
+            .collect::<Result<_>>()?;
+        if targets.is_empty() {
+            return Err(Error::invalid("no NanoCtrl URL given"));
+        }
+        if let Some(t) = token {
+            if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(Error::invalid(
+                    "the NanoCtrl token must be visible ASCII characters",
+                ));
+            }
+        }
         Ok(Http {
-            host,
-            port,
+            targets: targets.into(),
+            current: Arc::new(AtomicUsize::new(0)),
+            token: token.map(Into::into),
             timeout,
         })
     }
 
-    fn addr(&self) -> Result<SocketAddr> {
-        (self.host.as_str(), self.port)
+    fn addr(t: &Target) -> Result<SocketAddr> {
+        (t.host.as_str(), t.port)
             .to_socket_addrs()
-            .map_err(|e| Error::io(&format!("resolve {}", self.host), e))?
+            .map_err(|e| Error::io(&format!("resolve {}", t.host), e))?
             .next()
-            .ok_or_else(|| Error::new(Status::Io, format!("{} does not resolve", self.host)))
+            .ok_or_else(|| Error::new(Status::Io, format!("{} does not resolve", t.host)))
+    }
+
+    /// The replicas in the order to try them: the one that answered last first.
+    fn order(&self) -> impl Iterator<Item = usize> {
+        let n = self.targets.len();
+        let start = self.current.load(Ordering::Relaxed);
+        (0..n).map(move |k| (start + k) % n)
+    }
+
+    fn connect(&self, t: &Target) -> Result<TcpStream> {
+        TcpStream::connect_timeout(&Self::addr(t)?, self.timeout)
+            .map_err(|e| Error::io(&format!("connect to NanoCtrl {}:{}", t.host, t.port), e))
     }
 
     /// The local IP of a connection to NanoCtrl: the address peers on NanoCtrl's side
     /// of the network can reach this host at.
     pub fn local_ip(&self) -> Result<IpAddr> {
-        let s = TcpStream::connect_timeout(&self.addr()?, self.timeout).map_err(|e| {
-            Error::io(
-                &format!("connect to NanoCtrl {}:{}", self.host, self.port),
-                e,
-            )
-        })?;
-        Ok(s.local_addr().map_err(|e| Error::io("local_addr", e))?.ip())
+        let mut last = None;
+        for i in self.order() {
+            match self.connect(&self.targets[i]) {
+                Ok(s) => return Ok(s.local_addr().map_err(|e| Error::io("local_addr", e))?.ip()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one NanoCtrl URL"))
     }
 
+    /// POSTs `body` to `path` on the replica that answered last, else on the next ones
+    /// (a replica that cannot be reached or answers 5xx is skipped). Returns the first
+    /// reply below 500, else the last 5xx reply, else the last error.
     pub fn post(&self, path: &str, body: &Value) -> Result<Reply> {
-        let ctx = |what: &str| format!("NanoCtrl {}:{} {what} {path}", self.host, self.port);
-        let mut s = TcpStream::connect_timeout(&self.addr()?, self.timeout)
-            .map_err(|e| Error::io(&ctx("connect for"), e))?;
+        let mut last: Option<Result<Reply>> = None;
+        for i in self.order() {
+            let r = self.post_to(&self.targets[i], path, body);
+            match &r {
+                Ok(reply) if reply.code < 500 => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return r;
+                }
+                Ok(_) => last = Some(r),
+                Err(_) if !matches!(last, Some(Ok(_))) => last = Some(r),
+                Err(_) => {}
+            }
+        }
+        last.expect("at least one NanoCtrl URL")
+    }
+
+    fn post_to(&self, t: &Target, path: &str, body: &Value) -> Result<Reply> {
+        let ctx = |what: &str| format!("NanoCtrl {}:{} {what} {path}", t.host, t.port);
+        let mut s = self.connect(t)?;
         let _ = s.set_nodelay(true);
         s.set_read_timeout(Some(self.timeout))
             .and_then(|_| s.set_write_timeout(Some(self.timeout)))
             .map_err(|e| Error::io("set socket timeout", e))?;
         let payload = body.to_string();
+        let auth = match self.token.as_deref().or(t.token.as_deref()) {
+            Some(tok) => format!("Authorization: Bearer {tok}\r\n"),
+            None => String::new(),
+        };
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-            self.host,
-            self.port,
+            "POST {path} HTTP/1.1\r\nHost: {}:{}\r\n{auth}Content-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+            t.host,
+            t.port,
             payload.len()
         );
         s.write_all(req.as_bytes())
@@ -192,15 +305,36 @@ mod tests {
 
     #[test]
     fn urls_and_replies() {
-        let h = Http::new("http://127.0.0.1:3000/", Duration::from_secs(1)).unwrap();
-        assert_eq!((h.host.as_str(), h.port), ("127.0.0.1", 3000));
-        let h = Http::new("localhost:9", Duration::from_secs(1)).unwrap();
-        assert_eq!((h.host.as_str(), h.port), ("localhost", 9));
-        let h = Http::new("http://[::1]:7", Duration::from_secs(1)).unwrap();
-        assert_eq!((h.host.as_str(), h.port), ("::1", 7));
+        let one = |u: &str| {
+            let h = Http::new(u, Duration::from_secs(1)).unwrap();
+            let t = h.targets[0].clone();
+            (t.host, t.port, t.token)
+        };
+        assert_eq!(
+            one("http://127.0.0.1:3000/"),
+            ("127.0.0.1".into(), 3000, None)
+        );
+        assert_eq!(one("localhost:9"), ("localhost".into(), 9, None));
+        assert_eq!(one("http://[::1]:7"), ("::1".into(), 7, None));
+        assert_eq!(
+            one("http://nanoctrl:s3cret@h:1"),
+            ("h".into(), 1, Some("s3cret".into()))
+        );
+        assert_eq!(
+            one("http://s3cret@h:1"),
+            ("h".into(), 1, Some("s3cret".into()))
+        );
         assert!(Http::new("https://x", Duration::from_secs(1)).is_err());
         assert!(Http::new("http://x:notaport", Duration::from_secs(1)).is_err());
         assert!(Http::new("http://x/path", Duration::from_secs(1)).is_err());
+        assert!(Http::new(" , ", Duration::from_secs(1)).is_err());
+        let e = Http::new("http://:tok@x/p", Duration::from_secs(1)).unwrap_err();
+        assert!(!e.message().contains("tok"), "{e}");
+        let h =
+            Http::with_token("http://a:1, b:2,", Some("sekrit"), Duration::from_secs(1)).unwrap();
+        assert_eq!(h.targets.len(), 2);
+        assert!(!format!("{h:?}").contains("sekrit"));
+        assert!(Http::with_token("a:1", Some("a b"), Duration::from_secs(1)).is_err());
         let r =
             parse_reply(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"a\":true}\n").unwrap();
         assert_eq!(r.code, 200);

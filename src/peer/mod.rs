@@ -19,6 +19,7 @@
 //! * `options`, `stats` — its knobs and counters.
 //! * `registry` — identity, registration with NanoCtrl (and taking over a dead
 //!   holder's alias), the agent record, heartbeats, the desired topology, clean-up.
+//! * `owner` — the alias's owner token, and its file for a successor on this host.
 //! * `regions` — memory regions: registered in the pool, published at `mr:`.
 //! * `negotiate` — which transport a connection runs over.
 //! * `links` — the connection-slot state machine (dial, connect, retry, teardown).
@@ -41,6 +42,7 @@ mod lookup;
 mod named;
 mod negotiate;
 mod options;
+mod owner;
 mod regions;
 mod registry;
 mod stats;

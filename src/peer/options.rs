@@ -13,8 +13,13 @@ pub struct PeerAgentOptions {
     /// Registration attempts on connection errors / 5xx, with doubling backoff.
     pub register_attempts: u32,
     pub register_backoff: Duration,
-    /// Redis URL to use instead of the address NanoCtrl hands out.
+    /// Redis URL (`redis://[user:password@]host:port`) to use instead of the address
+    /// NanoCtrl hands out, or several separated by commas (a primary and its replicas:
+    /// the agent uses whichever is the primary and looks again after a failover).
     pub redis_url: Option<String>,
+    /// NanoCtrl's bearer token. None: `$NANOCTRL_TOKEN` if set, else none (or the one
+    /// in the URL, `http://:<token>@host:port`).
+    pub nanoctrl_token: Option<String>,
     /// Host peers reach this agent's TCP listener at (default: the local address of the
     /// route to NanoCtrl).
     pub advertise_host: Option<String>,
@@ -37,6 +42,7 @@ impl Default for PeerAgentOptions {
             register_attempts: 5,
             register_backoff: Duration::from_secs(1),
             redis_url: None,
+            nanoctrl_token: None,
             advertise_host: None,
             tcp: TcpConfig::default(),
             shm: ShmConfig::default(),

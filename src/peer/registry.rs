@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::agent::Inner;
 use super::http::Http;
 use super::options::PeerAgentOptions;
+use super::owner;
 use crate::error::{Error, Result, Status};
 use crate::transport::shm::ShmConfig;
 use crate::{info_log, warn_log};
@@ -56,20 +57,36 @@ pub(super) fn check_alias(a: &str) -> Result<()> {
 pub(super) struct Registration {
     /// The alias (the one asked for, or a generated one).
     pub alias: String,
+    /// `host:port` of Redis (the original's field).
     pub redis_address: String,
+    /// The same with credentials, when NanoCtrl shares them (it requires a token).
+    pub redis_url: Option<String>,
     /// This host's address on the route to NanoCtrl.
     pub address: String,
+    /// The alias's owner token (ours, echoed).
+    pub owner_token: String,
 }
 
-/// Registers with NanoCtrl, retrying transport errors and 5xx with doubling backoff. An
-/// alias held by a dead agent is taken over once (that retry is not counted as an
-/// attempt).
+/// What a registration sends besides the alias and scope.
+pub(super) struct Claim<'a> {
+    pub address: &'a str,
+    pub host_id: &'a str,
+    pub hb_interval: Duration,
+    /// This incarnation's owner token (see `owner`).
+    pub owner_token: &'a str,
+}
+
+/// Registers with NanoCtrl, retrying transport errors and 5xx with doubling backoff
+/// (with the same owner token, so a registration whose reply was lost is recognised as
+/// ours). An alias held by a dead agent is taken over once (that retry is not counted as
+/// an attempt).
 pub(super) fn register(
     http: &Http,
     alias: Option<&str>,
     scope: Option<&str>,
     host_id: &str,
     opts: &PeerAgentOptions,
+    owner_token: &str,
 ) -> Result<Registration> {
     let attempts = opts.register_attempts.max(1);
     let mut attempt = 1;
@@ -79,22 +96,18 @@ pub(super) fn register(
         let mut address = String::new();
         let r = http.local_ip().and_then(|ip| {
             address = ip.to_string();
-            register_once(
-                http,
-                alias,
-                scope,
-                &address,
+            let claim = Claim {
+                address: &address,
                 host_id,
-                opts.heartbeat_interval,
-            )
+                hb_interval: opts.heartbeat_interval,
+                owner_token,
+            };
+            register_once(http, alias, scope, &claim)
         });
         let e = match r {
-            Ok((alias, redis_address)) => {
-                return Ok(Registration {
-                    alias,
-                    redis_address,
-                    address,
-                })
+            Ok(mut reg) => {
+                reg.address = address;
+                return Ok(reg);
             }
             Err(e) => e,
         };
@@ -137,17 +150,17 @@ pub(super) fn register(
     }
 }
 
-/// POST /start_peer_agent once. Returns `(name, redis_address)`.
+/// POST /start_peer_agent once (`address` of the result is the claim's).
 pub(super) fn register_once(
     http: &Http,
     alias: Option<&str>,
     scope: Option<&str>,
-    address: &str,
-    host_id: &str,
-    hb_interval: Duration,
-) -> Result<(String, String)> {
-    let resource = resource_record(host_id, address, Vec::new(), hb_interval);
-    let mut body = json!({"alias": alias, "address": address, "resource": resource});
+    claim: &Claim,
+) -> Result<Registration> {
+    let resource = resource_record(claim.host_id, claim.address, Vec::new(), claim.hb_interval);
+    let mut body = json!({"alias": alias, "address": claim.address, "resource": resource,
+                          "owner_token": claim.owner_token,
+                          "heartbeat_interval_ms": claim.hb_interval.as_millis() as u64});
     if let Some(s) = scope {
         body["scope"] = s.into();
     }
@@ -157,7 +170,17 @@ pub(super) fn register_once(
             let name = r.body.get("name").and_then(Value::as_str);
             let redis = r.body.get("redis_address").and_then(Value::as_str);
             match (name, redis) {
-                (Some(n), Some(a)) => Ok((n.to_string(), a.to_string())),
+                (Some(n), Some(a)) => Ok(Registration {
+                    alias: n.to_string(),
+                    redis_address: a.to_string(),
+                    redis_url: r
+                        .body
+                        .get("redis_url")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    address: claim.address.to_string(),
+                    owner_token: claim.owner_token.to_string(),
+                }),
                 _ => Err(Error::new(
                     Status::Protocol,
                     format!(
@@ -178,6 +201,7 @@ pub(super) fn register_once(
                     .unwrap_or("alias exists in this scope")
             ),
         )),
+        401 => Err(unauthorized(&r.body)),
         c if c >= 500 => Err(Error::new(
             Status::Io,
             format!("NanoCtrl /start_peer_agent answered {c}: {}", r.body),
@@ -189,18 +213,48 @@ pub(super) fn register_once(
     }
 }
 
-fn pid_alive(pid: i64) -> bool {
-    if pid <= 0 || pid > i32::MAX as i64 {
-        return true;
+/// Undoes a registration whose agent could not start (POST /cleanup as its owner).
+pub(super) fn withdraw(http: &Http, scope: Option<&str>, reg: &Registration) {
+    let mut body = json!({"agent_name": reg.alias, "owner_token": reg.owner_token});
+    if let Some(s) = scope {
+        body["scope"] = s.into();
     }
-    // SAFETY: signal 0 only checks for existence; no memory is involved.
-    let r = unsafe { libc::kill(pid as i32, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    let _ = http.post("/cleanup", &body);
+    owner::forget(scope, &reg.alias, &reg.owner_token);
+}
+
+/// NanoCtrl refused the request for want of its bearer token.
+fn unauthorized(body: &Value) -> Error {
+    Error::new(
+        Status::PermissionDenied,
+        format!(
+            "NanoCtrl requires a token (PeerAgentOptions::nanoctrl_token or NANOCTRL_TOKEN): {}",
+            body.get("message").and_then(Value::as_str).unwrap_or("401")
+        ),
+    )
+}
+
+/// Asks NanoCtrl where Redis is now (after a failover): `/get_redis_address` for a
+/// client at `address`. None when NanoCtrl cannot say.
+pub(super) fn ask_redis_url(http: &Http, address: &str) -> Option<String> {
+    let r = http
+        .post("/get_redis_address", &json!({"address": address}))
+        .ok()?;
+    if r.code != 200 {
+        return None;
+    }
+    r.body
+        .get("redis_address")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// Whether the agent record holding `alias` belongs to a dead agent: one of this host
 /// whose process is gone, or one whose heartbeats stopped. If so it is cleaned up
-/// through NanoCtrl (its peers get the cleanup notice) and `true` is returned.
+/// through NanoCtrl (its peers get the cleanup notice) and `true` is returned. NanoCtrl
+/// has the last word for an owned record: it cleans up a live-looking one only for the
+/// holder of its owner token, which a predecessor on this host left in its file (see
+/// `owner`); otherwise `false` until the holder's heartbeats have stopped.
 fn stale_holder(http: &Http, alias: &str, my_host: &str, scope: Option<&str>) -> Result<bool> {
     // Read the holder's record through NanoCtrl (/query), which needs no Redis access.
     let r = http.post(
@@ -226,7 +280,7 @@ fn stale_holder(http: &Http, alias: &str, my_host: &str, scope: Option<&str>) ->
         && host
             .get("pid")
             .and_then(Value::as_i64)
-            .is_some_and(|p| p as u32 != std::process::id() && !pid_alive(p));
+            .is_some_and(|p| p as u32 != std::process::id() && !owner::pid_alive(p));
     let silent = match (
         rec.get("heartbeat_at_ms").and_then(Value::as_i64),
         rec.get("heartbeat_interval_ms").and_then(Value::as_i64),
@@ -250,14 +304,25 @@ fn stale_holder(http: &Http, alias: &str, my_host: &str, scope: Option<&str>) ->
     if let Some(s) = scope {
         body["scope"] = s.into();
     }
-    let r = http.post("/cleanup", &body)?;
-    if r.code != 200 {
-        return Err(Error::new(
-            Status::Io,
-            format!("NanoCtrl /cleanup answered {}: {}", r.code, r.body),
-        ));
+    if let Some(t) = owner::predecessor(scope, alias) {
+        body["owner_token"] = t.into();
     }
-    Ok(true)
+    let r = http.post("/cleanup", &body)?;
+    match r.code {
+        200 => Ok(true),
+        403 => {
+            warn_log!(
+                "PeerAgent alias '{alias}': NanoCtrl keeps it for its owner until its heartbeats stop ({})",
+                r.body.get("message").and_then(Value::as_str).unwrap_or("403")
+            );
+            Ok(false)
+        }
+        401 => Err(unauthorized(&r.body)),
+        c => Err(Error::new(
+            Status::Io,
+            format!("NanoCtrl /cleanup answered {c}: {}", r.body),
+        )),
+    }
 }
 
 /// The resource record: the original's shape (no NICs here) plus what a successor
@@ -282,10 +347,13 @@ pub(super) fn resource_record(
 }
 
 impl Inner {
+    /// `v` with this agent's scope and owner token: the fields of every request NanoCtrl
+    /// takes on this agent's behalf.
     pub(super) fn scope_body(&self, mut v: Value) -> Value {
         if let Some(s) = &self.scope {
             v["scope"] = s.clone().into();
         }
+        v["owner_token"] = self.owner_token.clone().into();
         v
     }
 
@@ -378,11 +446,20 @@ impl Inner {
     }
 
     /// POST /cleanup: NanoCtrl deletes the agent hash and inbox and notifies the peers.
+    /// Then the owner-token file goes: the alias is free.
     pub(super) fn unregister_best_effort(&self) {
         let body = self.scope_body(json!({"agent_name": self.alias}));
-        if let Err(e) = self.http.post("/cleanup", &body) {
-            warn_log!("PeerAgent {}: cleanup failed: {e}", self.alias);
+        match self.http.post("/cleanup", &body) {
+            Ok(r) if r.code == 200 => {}
+            Ok(r) => warn_log!(
+                "PeerAgent {}: cleanup answered {}: {}",
+                self.alias,
+                r.code,
+                r.body
+            ),
+            Err(e) => warn_log!("PeerAgent {}: cleanup failed: {e}", self.alias),
         }
+        owner::forget(self.scope.as_deref(), &self.alias, &self.owner_token);
     }
 }
 
@@ -413,6 +490,17 @@ impl Inner {
                 );
                 self.reregister();
             }
+            (Ok(r), _) if r.code == 403 => {
+                // our heartbeats stopped long enough for another agent to take the
+                // alias over: it is theirs now; connections keep working
+                if !std::mem::replace(failing, true) {
+                    warn_log!(
+                        "PeerAgent {}: NanoCtrl refused the heartbeat, another agent owns this alias now: {}",
+                        self.alias,
+                        r.body
+                    );
+                }
+            }
             _ => {
                 // one line per outage, not one per beat
                 if !std::mem::replace(failing, true) {
@@ -439,14 +527,14 @@ impl Inner {
     /// republishes the resource record, every memory region and the desired topology.
     /// Connections are kept: endpoints do not depend on Redis.
     fn reregister(&self) {
-        if let Err(e) = register_once(
-            &self.http,
-            Some(&self.alias),
-            self.scope.as_deref(),
-            &self.address,
-            &self.host_id,
-            self.opts.heartbeat_interval,
-        ) {
+        let claim = Claim {
+            address: &self.address,
+            host_id: &self.host_id,
+            hb_interval: self.opts.heartbeat_interval,
+            owner_token: &self.owner_token,
+        };
+        if let Err(e) = register_once(&self.http, Some(&self.alias), self.scope.as_deref(), &claim)
+        {
             warn_log!("PeerAgent {}: re-registration failed: {e}", self.alias);
             return;
         }

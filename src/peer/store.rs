@@ -1,9 +1,10 @@
 //! The PeerAgent's view of Redis: the original key schema (`P` = `"{scope}:"` or empty,
 //! from `dlslime_keys`, shared with NanoCtrl) and a synchronous connection that
-//! reconnects after Redis restarts.
+//! reconnects after Redis restarts and follows the primary when it moves.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use redis::streams::StreamReadReply;
@@ -55,11 +56,120 @@ impl Keys {
     }
 }
 
-/// One Redis connection, opened lazily and re-opened after an I/O error. Every Redis
-/// command the PeerAgent sends is one of its methods.
+/// Where the agent's Redis is: the URL in use, and how to find the primary again after
+/// a failover (shared by the agent's connections).
+///
+/// Sources: a list of URLs configured on the agent (the primary and its replicas: the
+/// first that answers `ROLE` with `master` is used), or NanoCtrl (asked again with
+/// `/get_redis_address`, which answers with the primary NanoCtrl itself follows). A
+/// refresh runs when a connection breaks or Redis answers `READONLY` (the node was
+/// demoted), at most once per [`REFRESH_EVERY`].
+pub struct RedisTarget {
+    current: Mutex<String>,
+    candidates: Vec<String>,
+    ask: Option<Box<dyn Fn() -> Option<String> + Send + Sync>>,
+    last_refresh: Mutex<Option<Instant>>,
+}
+
+/// Least time between two refreshes of the Redis address.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+impl RedisTarget {
+    /// A fixed list of URLs (comma-separated): the first primary among them.
+    pub fn fixed(urls: &str) -> Result<Arc<RedisTarget>> {
+        let candidates: Vec<String> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .collect();
+        for u in &candidates {
+            redis::Client::open(u.as_str())
+                .map_err(|e| Error::invalid(format!("bad Redis URL: {e}")))?;
+        }
+        let first = candidates
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::invalid("no Redis URL given"))?;
+        let t = Arc::new(RedisTarget {
+            current: Mutex::new(first),
+            candidates,
+            ask: None,
+            last_refresh: Mutex::new(None),
+        });
+        if t.candidates.len() > 1 {
+            t.refresh();
+        }
+        Ok(t)
+    }
+
+    /// `url` for now; `ask` (NanoCtrl) tells where the primary is after a failover.
+    pub fn asking(
+        url: String,
+        ask: impl Fn() -> Option<String> + Send + Sync + 'static,
+    ) -> Result<Arc<RedisTarget>> {
+        redis::Client::open(url.as_str())
+            .map_err(|e| Error::invalid(format!("bad Redis address from NanoCtrl: {e}")))?;
+        Ok(Arc::new(RedisTarget {
+            current: Mutex::new(url),
+            candidates: Vec::new(),
+            ask: Some(Box::new(ask)),
+            last_refresh: Mutex::new(None),
+        }))
+    }
+
+    /// The URL in use (with credentials: never log it as is).
+    pub fn url(&self) -> String {
+        self.current.lock().clone()
+    }
+
+    /// Looks the primary up again (rate-limited); true when the URL changed.
+    pub fn refresh(&self) -> bool {
+        {
+            let mut last = self.last_refresh.lock();
+            if last.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let found = match &self.ask {
+            Some(ask) => ask(),
+            None if self.candidates.len() > 1 => {
+                self.candidates.iter().find(|u| is_primary(u)).cloned()
+            }
+            None => None,
+        };
+        let Some(url) = found else { return false };
+        if redis::Client::open(url.as_str()).is_err() {
+            return false;
+        }
+        let mut cur = self.current.lock();
+        if *cur == url {
+            return false;
+        }
+        *cur = url;
+        true
+    }
+}
+
+/// Whether the node at `url` answers `ROLE` with `master` (within a second).
+fn is_primary(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut c) = client.get_connection_with_timeout(Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+    let role: RedisResult<Vec<redis::Value>> = redis::cmd("ROLE").query(&mut c);
+    matches!(role.ok().as_deref().and_then(<[_]>::first),
+        Some(redis::Value::BulkString(b)) if b == b"master")
+}
+
+/// One Redis connection, opened lazily and re-opened after an I/O error (at the
+/// target's current URL). Every Redis command the PeerAgent sends is one of its methods.
 pub struct Store {
-    client: redis::Client,
-    url: String,
+    target: Arc<RedisTarget>,
     conn: Mutex<Option<Connection>>,
     read_timeout: Duration,
 }
@@ -86,24 +196,20 @@ const WITHDRAW: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end 
      if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end return 1";
 
 impl Store {
-    pub fn open(url: &str, read_timeout: Duration) -> Result<Store> {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::invalid(format!("bad Redis address {url:?}: {e}")))?;
-        Ok(Store {
-            client,
-            url: url.to_string(),
+    pub fn open(target: Arc<RedisTarget>, read_timeout: Duration) -> Store {
+        Store {
+            target,
             conn: Mutex::new(None),
             read_timeout,
-        })
+        }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
+    pub fn target(&self) -> &Arc<RedisTarget> {
+        &self.target
     }
 
     fn connect(&self) -> RedisResult<Connection> {
-        let c = self
-            .client
+        let c = redis::Client::open(self.target.url())?
             .get_connection_with_timeout(Duration::from_secs(2))?;
         c.set_read_timeout(Some(self.read_timeout))?;
         c.set_write_timeout(Some(Duration::from_secs(5)))?;
@@ -122,7 +228,10 @@ impl Store {
             if g.is_none() {
                 match self.connect() {
                     Ok(c) => *g = Some(c),
-                    Err(_) if attempt == 0 => continue,
+                    Err(_) if attempt == 0 => {
+                        self.target.refresh();
+                        continue;
+                    }
                     Err(e) => return Err(rerr(what, e)),
                 }
             }
@@ -130,13 +239,16 @@ impl Store {
             match f(c) {
                 Ok(v) => return Ok(v),
                 Err(e) => {
+                    let demoted = matches!(e.code(), Some("READONLY" | "MASTERDOWN"));
                     let broken = e.is_io_error()
                         || e.is_connection_dropped()
                         || e.is_connection_refusal()
                         || e.is_timeout()
                         || !c.is_open();
-                    if broken {
+                    if broken || demoted {
                         *g = None;
+                        // the node may be gone for good or demoted: where is the primary?
+                        self.target.refresh();
                         if attempt == 0 {
                             continue;
                         }

@@ -88,6 +88,16 @@ class PeerConnection:
         return f"<dlslime.PeerConnection {self.conn_id} {self.state}>"
 
 
+def _url_list(name: str, v: Union[str, Sequence[str]]) -> str:
+    """One URL, or several as a list or a comma-separated string, as the C ABI's
+    comma-separated string."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (list, tuple)) and v and all(isinstance(u, str) and u and "," not in u for u in v):
+        return ",".join(v)
+    raise TypeError(f"{name} must be a str or a non-empty list of str, not {v!r}")
+
+
 _NamedAssignment = Union[Tuple[str, int, int, int], Tuple[str, str, int, int, int]]
 
 
@@ -96,14 +106,25 @@ class PeerAgent(_OrphanKeeper):
     mailbox), choosing the transport (shared memory on one host, TCP otherwise).
 
     ``PeerAgent(nanoctrl_url="http://127.0.0.1:3000", alias=None, device=None,
-    scope=None, *, redis_url=None, advertise_host=None, heartbeat_interval=None,
-    default_timeout=None, http_timeout=None, register_attempts=0, connect_attempts=0)``;
-    times in seconds. ``device`` (an RDMA NIC in the original) is accepted and ignored.
+    scope=None, *, token=None, redis_url=None, advertise_host=None,
+    heartbeat_interval=None, default_timeout=None, http_timeout=None,
+    register_attempts=0, connect_attempts=0, ctrl_url=None)``; times in seconds.
+    ``device`` (an RDMA NIC in the original) is accepted and ignored; ``ctrl_url`` is
+    the 0.1.23 name of ``nanoctrl_url``.
+
+    ``nanoctrl_url`` is one URL, a list of NanoCtrl replicas (``["http://a:3000",
+    "http://b:3000"]``) or the same as a comma-separated string: a replica that does not
+    answer is skipped. ``token`` is NanoCtrl's bearer token (default:
+    ``$NANOCTRL_TOKEN``). ``redis_url`` overrides the Redis address NanoCtrl hands out
+    (with credentials, ``redis://user:password@host:port``; a list or comma-separated
+    string for a primary and its replicas).
     """
 
-    def __init__(self, nanoctrl_url: Optional[str] = None, alias: Optional[str] = None,
-                 device: Optional[str] = None, scope: Optional[str] = None, *,
-                 redis_url: Optional[str] = None, advertise_host: Optional[str] = None,
+    def __init__(self, nanoctrl_url: Union[str, Sequence[str], None] = None,
+                 alias: Optional[str] = None, device: Optional[str] = None,
+                 scope: Optional[str] = None, *, token: Optional[str] = None,
+                 redis_url: Union[str, Sequence[str], None] = None,
+                 advertise_host: Optional[str] = None,
                  heartbeat_interval: Optional[float] = None, default_timeout: Optional[float] = None,
                  http_timeout: Optional[float] = None, register_attempts: int = 0,
                  connect_attempts: int = 0, ctrl_url: Optional[str] = None) -> None:
@@ -111,13 +132,17 @@ class PeerAgent(_OrphanKeeper):
         self._init_orphans()
         if nanoctrl_url is not None and ctrl_url is not None and nanoctrl_url != ctrl_url:
             raise TypeError("pass nanoctrl_url or ctrl_url (the 0.1.23 name), not both")
-        nanoctrl_url = nanoctrl_url or ctrl_url or "http://127.0.0.1:3000"
+        if nanoctrl_url is None or nanoctrl_url == "":
+            nanoctrl_url = ctrl_url or "http://127.0.0.1:3000"
         if not has_peer_agent():
             raise error_class(_UNSUPPORTED)("this libdlslime has no PeerAgent", _UNSUPPORTED)
         if device is not None:
             warnings.warn("PeerAgent(device=...) is ignored: this build has no RDMA transport", stacklevel=2)
-        for n, v in (("nanoctrl_url", nanoctrl_url), ("alias", alias), ("scope", scope),
-                     ("redis_url", redis_url), ("advertise_host", advertise_host)):
+        nanoctrl_url = _url_list("nanoctrl_url", nanoctrl_url)
+        if redis_url is not None:
+            redis_url = _url_list("redis_url", redis_url)
+        for n, v in (("alias", alias), ("scope", scope), ("token", token),
+                     ("advertise_host", advertise_host)):
             if v is not None and not isinstance(v, str):
                 raise TypeError(f"{n} must be a str or None, not {type(v).__name__}")
         o = ffi.new("dlslime_peer_options_t *")
@@ -129,6 +154,9 @@ class PeerAgent(_OrphanKeeper):
         if advertise_host is not None:
             keep.append(ffi.new("char[]", advertise_host.encode()))
             o.advertise_host = keep[-1]
+        if token is not None:
+            keep.append(ffi.new("char[]", token.encode()))
+            o.nanoctrl_token = keep[-1]
         o.heartbeat_interval_ms = _timeout_ms(heartbeat_interval)
         o.default_timeout_ms = _timeout_ms(default_timeout)
         o.http_timeout_ms = _timeout_ms(http_timeout)
