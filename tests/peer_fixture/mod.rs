@@ -61,19 +61,34 @@ pub struct NanoCtrl {
     pub port: u16,
     pub url: String,
     redis_url: String,
+    /// Extra server arguments (kept for `restart`).
+    args: Vec<String>,
+    /// The bearer token it requires (sent by the health check), if any.
+    pub token: Option<String>,
 }
 
 impl NanoCtrl {
     pub fn start(redis_url: &str) -> NanoCtrl {
+        Self::start_with(redis_url, None, &[])
+    }
+
+    /// With a bearer token (passed in the environment) and extra server arguments.
+    pub fn start_with(redis_url: &str, token: Option<&str>, args: &[&str]) -> NanoCtrl {
         let mut n = NanoCtrl {
             child: None,
             port: free_port(),
             url: String::new(),
             redis_url: redis_url.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            token: token.map(str::to_string),
         };
         n.url = format!("http://127.0.0.1:{}", n.port);
         n.restart();
         n
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// (Re)starts the server on the same port.
@@ -90,7 +105,10 @@ impl NanoCtrl {
                     &self.port.to_string(),
                 ])
                 .args(["--redis-url", &self.redis_url])
+                .args(&self.args)
                 .env_remove("NANOCTRL_REDIS_URL")
+                .env_remove("NANOCTRL_TOKEN")
+                .envs(self.token.as_ref().map(|t| ("NANOCTRL_TOKEN", t)))
                 .env("NANOCTRL_RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -100,7 +118,7 @@ impl NanoCtrl {
                 if let Ok(Some(_)) = child.try_wait() {
                     break false;
                 }
-                if health(self.port) {
+                if health(self.port, self.token.as_deref()) {
                     break true;
                 }
                 if Instant::now() > deadline {
@@ -137,22 +155,62 @@ impl Drop for NanoCtrl {
     }
 }
 
-fn health(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(
+fn health(port: u16, token: Option<&str>) -> bool {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    raw_http(
+        port,
+        &format!("GET / HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
+    )
+    .is_some_and(|r| r.contains("Running"))
+}
+
+/// Sends `request` as is on a new connection to 127.0.0.1:`port`; the whole reply, or
+/// None when the server cannot be reached (what an attacker's raw socket sees).
+pub fn raw_http(port: u16, request: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(
         &format!("127.0.0.1:{port}").parse().unwrap(),
         Duration::from_millis(500),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
+    )
+    .ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    s.write_all(request.as_bytes()).ok()?;
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).contains("Running")
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// A raw `POST path` with a JSON body and optional `Authorization` header value:
+/// `(status code, body as JSON or a JSON string)`.
+pub fn raw_post(
+    port: u16,
+    path: &str,
+    auth: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let body = body.to_string();
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let reply = raw_http(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .expect("NanoCtrl reachable");
+    let code = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let text = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        code,
+        serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.into())),
+    )
 }
 
 /// Redis + NanoCtrl + a unique scope.
@@ -166,6 +224,17 @@ impl Cluster {
     pub fn start(tag: &str) -> Cluster {
         let redis = Redis::start();
         let nanoctrl = NanoCtrl::start(&redis.url);
+        Cluster {
+            nanoctrl,
+            redis,
+            scope: unique(tag),
+        }
+    }
+
+    /// With NanoCtrl requiring `token`.
+    pub fn start_with_token(tag: &str, token: &str) -> Cluster {
+        let redis = Redis::start();
+        let nanoctrl = NanoCtrl::start_with(&redis.url, Some(token), &[]);
         Cluster {
             nanoctrl,
             redis,
@@ -396,6 +465,9 @@ impl Child {
             ("PEER_ALIAS", alias.to_string()),
             ("PEER_HB_MS", "500".to_string()),
         ];
+        if let Some(t) = &cl.nanoctrl.token {
+            env.push(("PEER_TOKEN", t.clone()));
+        }
         env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
         let mut p = Peer::spawn("peer_agent_child", &env);
         let r = p.recv();
@@ -404,6 +476,20 @@ impl Child {
             p,
             alias: alias.to_string(),
         }
+    }
+    /// Starts a child that is expected to fail registering: its "err …" line.
+    pub fn start_err(cl: &Cluster, alias: &str, extra: &[(&str, String)]) -> String {
+        let mut env = vec![
+            ("PEER_URL", cl.url().to_string()),
+            ("PEER_SCOPE", cl.scope.clone()),
+            ("PEER_ALIAS", alias.to_string()),
+            ("PEER_HB_MS", "500".to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let mut p = Peer::spawn("peer_agent_child", &env);
+        let r = p.recv();
+        p.join();
+        r
     }
     pub fn cmd(&mut self, line: &str) -> String {
         self.p.send(line);
@@ -425,20 +511,26 @@ impl Child {
 }
 
 pub fn agent(cl: &Cluster, alias: &str) -> PeerAgent {
-    PeerAgent::new(cl.url(), Some(alias), Some(&cl.scope), opts(500)).unwrap()
+    let mut o = opts(500);
+    o.nanoctrl_token = cl.nanoctrl.token.clone();
+    PeerAgent::new(cl.url(), Some(alias), Some(&cl.scope), o).unwrap()
 }
 
-/// The agent child: registers (env PEER_URL, PEER_SCOPE, PEER_ALIAS, PEER_HB_MS), says
-/// "ready <alias>", then runs commands until "exit" or EOF.
+/// The agent child: registers (env PEER_URL, PEER_SCOPE, PEER_ALIAS, PEER_HB_MS, and
+/// optionally PEER_TOKEN and PEER_REDIS_URL), says "ready <alias>", then runs commands
+/// until "exit" or EOF.
 pub fn child_main() {
     let env = |k: &str| std::env::var(k).unwrap();
     let mut parent = Parent::new();
     let hb: u64 = env("PEER_HB_MS").parse().unwrap();
+    let mut o = opts(hb);
+    o.nanoctrl_token = std::env::var("PEER_TOKEN").ok();
+    o.redis_url = std::env::var("PEER_REDIS_URL").ok();
     let agent = match PeerAgent::new(
         &env("PEER_URL"),
         Some(&env("PEER_ALIAS")),
         Some(&env("PEER_SCOPE")),
-        opts(hb),
+        o,
     ) {
         Ok(a) => a,
         Err(e) => {
@@ -456,4 +548,28 @@ pub fn child_main() {
         }
     }
     drop(agent);
+}
+
+/// Regions for [`rounds`]: alice gets `s0`/`s1` (seeds 100/101) and `rin`, bob gets
+/// `buf` and `rbuf`, 64 KiB each.
+pub fn rounds_setup(alice: &mut Child, bob: &mut Child) {
+    alice.ok("reg s0 65536 100");
+    alice.ok("reg s1 65536 101");
+    alice.ok("reg rin 65536 7");
+    bob.ok("reg buf 65536 8");
+    bob.ok("reg rbuf 65536 9");
+}
+
+/// `n` content-checked transfers each way between two connected agents: alice writes
+/// `s{k%2}` into bob's `buf`, bob reads alice's `s{k%2}` into `rbuf`; each time the
+/// receiver checks the bytes are that region's (alternating, so a transfer that did
+/// nothing is caught). `k0` numbers the first round.
+pub fn rounds(alice: &mut Child, bob: &mut Child, k0: usize, n: usize) {
+    for k in k0..k0 + n {
+        let (src, seed) = (format!("s{}", k % 2), 100 + (k % 2));
+        alice.ok(&format!("write {} {src} buf 0 0 65536", bob.alias));
+        bob.ok(&format!("check buf {seed} 0 65536"));
+        bob.ok(&format!("read {} rbuf {src} 0 0 65536", alice.alias));
+        bob.ok(&format!("check rbuf {seed} 0 65536"));
+    }
 }

@@ -46,6 +46,14 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+fn url_for(port: u16, auth: &str) -> String {
+    if auth.is_empty() {
+        format!("redis://127.0.0.1:{port}")
+    } else {
+        format!("redis://{auth}@127.0.0.1:{port}")
+    }
+}
+
 fn redis_server_bin() -> String {
     if let Ok(p) = std::env::var("REDIS_SERVER") {
         return p;
@@ -71,13 +79,25 @@ fn redis_server_bin() -> String {
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
+    /// With the credentials of `auth`, if any.
     pub url: String,
+    /// Extra server arguments (kept for `restart`).
+    args: Vec<String>,
+    auth: String,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Self::start_with(&[], "")
+    }
+
+    /// Starts with extra server arguments (`--requirepass`, `--user …`, `--replicaof
+    /// …`); `auth` (`user:password`, `:password` or "") is what the fixture and `url`
+    /// log in with.
+    pub fn start_with(args: &[&str], auth: &str) -> Redis {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         for _ in 0..5 {
-            if let Some(r) = Self::try_start_on(free_port()) {
+            if let Some(r) = Self::try_start_on(free_port(), &args, auth) {
                 return r;
             }
         }
@@ -86,9 +106,13 @@ impl Redis {
 
     /// Starts on `port`, retrying while a killed predecessor still holds it.
     pub fn start_on(port: u16) -> Redis {
+        Self::start_on_with(port, &[], "")
+    }
+
+    fn start_on_with(port: u16, args: &[String], auth: &str) -> Redis {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(r) = Self::try_start_on(port) {
+            if let Some(r) = Self::try_start_on(port, args, auth) {
                 return r;
             }
             assert!(
@@ -99,22 +123,28 @@ impl Redis {
         }
     }
 
-    /// Starts again on the same port (after `kill`).
+    /// Starts again on the same port (after `kill`), with the same arguments.
     pub fn restart(&mut self) {
-        let mut r = Self::start_on(self.port);
+        let mut r = Self::start_on_with(self.port, &self.args.clone(), &self.auth.clone());
         self.child = r.child.take();
     }
 
-    fn try_start_on(port: u16) -> Option<Redis> {
+    /// `redis://[auth@]127.0.0.1:port`
+    pub fn url_with(&self, auth: &str) -> String {
+        url_for(self.port, auth)
+    }
+
+    fn try_start_on(port: u16, args: &[String], auth: &str) -> Option<Redis> {
         let mut child = Command::new(redis_server_bin())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--protected-mode", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        let url = format!("redis://127.0.0.1:{port}");
+        let url = url_for(port, auth);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(_)) = child.try_wait() {
@@ -126,6 +156,8 @@ impl Redis {
                         child: Some(child),
                         port,
                         url,
+                        args: args.to_vec(),
+                        auth: auth.to_string(),
                     });
                 }
             }
