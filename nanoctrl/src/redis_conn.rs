@@ -265,7 +265,8 @@ impl Conn {
                 if shared.failing.load(Ordering::Relaxed)
                     && shared.failing.swap(false, Ordering::Relaxed)
                 {
-                    tracing::info!(
+                    // warn, like the errors it ends: whoever saw those sees this
+                    tracing::warn!(
                         "Redis reachable again{}",
                         suppressed_note(REDIS_ERRORS.reset())
                     );

@@ -109,7 +109,8 @@ impl Redis {
         Self::start_on_with(port, &[], "")
     }
 
-    fn start_on_with(port: u16, args: &[String], auth: &str) -> Redis {
+    /// Starts on `port` with extra arguments, retrying while the port is still taken.
+    pub fn start_on_with(port: u16, args: &[String], auth: &str) -> Redis {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(r) = Self::try_start_on(port, args, auth) {

@@ -40,6 +40,8 @@ pub struct NanoCtrl {
     pub log: PathBuf,
     _dir: TempDir,
     http: reqwest::Client,
+    /// The bearer token it requires, sent by `post`/`post_raw`.
+    pub token: Option<String>,
 }
 
 impl NanoCtrl {
@@ -48,6 +50,16 @@ impl NanoCtrl {
     }
 
     pub fn start_with(redis_url: &str, extra: &[&str]) -> Self {
+        Self::start_full(redis_url, extra, None, &[])
+    }
+
+    /// With a token (given in NANOCTRL_TOKEN) and extra environment.
+    pub fn start_full(
+        redis_url: &str,
+        extra: &[&str],
+        token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = TempDir::new("nanoctrl-srv");
         for _ in 0..5 {
             let port = free_port();
@@ -65,7 +77,15 @@ impl NanoCtrl {
                 ])
                 .args(extra)
                 .env_remove("NANOCTRL_REDIS_URL")
+                .env_remove("NANOCTRL_TOKEN")
+                // the token in the environment, unless a token file is given
+                .envs(
+                    token
+                        .filter(|_| !extra.contains(&"--token-file"))
+                        .map(|t| ("NANOCTRL_TOKEN", t)),
+                )
                 .env("NANOCTRL_RUST_LOG", "warn")
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(logf.try_clone().unwrap())
                 .stderr(logf)
@@ -76,7 +96,7 @@ impl NanoCtrl {
                 if let Ok(Some(_)) = child.try_wait() {
                     break false;
                 }
-                if health(port) {
+                if health_with(port, token) {
                     break true;
                 }
                 if Instant::now() > deadline {
@@ -97,6 +117,7 @@ impl NanoCtrl {
                     log,
                     _dir: dir,
                     http: client(),
+                    token: token.map(str::to_string),
                 };
             }
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -110,13 +131,11 @@ impl NanoCtrl {
 
     /// POST a JSON body; returns the status and the body (JSON, or a JSON string if not JSON).
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{}", self.base, path))
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
+        let mut rb = self.http.post(format!("{}{}", self.base, path)).json(&body);
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t);
+        }
+        let r = rb.send().await.expect("request");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
         (
@@ -133,6 +152,9 @@ impl NanoCtrl {
         body: Vec<u8>,
     ) -> (u16, String) {
         let mut rb = self.http.post(format!("{}{}", self.base, path)).body(body);
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t);
+        }
         if let Some(ct) = content_type {
             rb = rb.header("content-type", ct);
         }
@@ -176,22 +198,57 @@ pub fn client() -> reqwest::Client {
 }
 
 pub fn health(port: u16) -> bool {
+    health_with(port, None)
+}
+
+pub fn health_with(port: u16, token: Option<&str>) -> bool {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    raw(
+        port,
+        &format!("GET / HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
+        Duration::from_millis(500),
+    )
+    .is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.contains("NanoCtrl Server Running"))
+}
+
+/// Sends `request` as is on a new connection and reads the whole reply (None when the
+/// server cannot be reached): what an attacker's raw socket sees.
+pub fn raw(port: u16, request: &str, timeout: Duration) -> Option<String> {
+    raw_bytes(port, request.as_bytes(), timeout)
+}
+
+pub fn raw_bytes(port: u16, request: &[u8], timeout: Duration) -> Option<String> {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_millis(300),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200") && buf.contains("NanoCtrl Server Running")
+    let mut s =
+        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.write_all(request).ok()?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// A raw `POST path` with a body as given, optional headers: (status, body text).
+pub fn raw_post(port: u16, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let reply = raw_bytes(port, &req, Duration::from_secs(10)).expect("NanoCtrl reachable");
+    let code = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let text = reply
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (code, text)
 }
 
 /// Redis + NanoCtrl, the usual pair.
