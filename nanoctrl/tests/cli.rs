@@ -15,6 +15,7 @@ fn run(dir: &Path, args: &[&str]) -> Output {
     cmd.args(args)
         .env("NANOCTRL_RUNTIME_DIR", dir)
         .env_remove("NANOCTRL_REDIS_URL")
+        .env_remove("NANOCTRL_TOKEN")
         .env("NANOCTRL_RUST_LOG", "info")
         .stdin(Stdio::null());
     output_with_deadline(cmd, Duration::from_secs(60))
@@ -396,4 +397,75 @@ fn version_and_help() {
     for verb in ["server", "start", "stop", "status", "--redis-url"] {
         assert!(help.contains(verb), "{help}");
     }
+}
+
+/// `start` with a token and a password in the Redis URL: neither shows in the server's
+/// command line (visible to every user in `ps`), in `nanoctrl.meta.json` or in the log;
+/// `status` needs the token for its health check; the server refuses callers without it.
+#[test]
+fn start_keeps_secrets_out_of_argv_meta_and_log() {
+    let redis = Redis::start_with(&["--requirepass", "redis-pw-9"], ":redis-pw-9");
+    let dir = TempDir::new("nanoctrl-cli-secret");
+    let _guard = StartedGuard(dir.path());
+    let port = free_port().to_string();
+    let token = "cli-token-4c1a";
+    let out = run(
+        dir.path(),
+        &[
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--redis-url",
+            &redis.url,
+            "--token",
+            token,
+            "--wait",
+            "20",
+        ],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("nanoctrl started"), "{t}");
+    assert!(
+        !t.contains("health check timed out"),
+        "the health check sends the token: {t}"
+    );
+    let pid: u32 = std::fs::read_to_string(dir.path().join("nanoctrl.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    let meta = std::fs::read_to_string(dir.path().join("nanoctrl.meta.json")).unwrap();
+    for (what, text) in [("argv", &cmdline), ("meta", &meta)] {
+        assert!(!text.contains(token), "{what}: {text}");
+        assert!(!text.contains("redis-pw-9"), "{what}: {text}");
+        assert!(
+            text.contains("***"),
+            "{what} shows the URL redacted: {text}"
+        );
+    }
+    let port: u16 = port.parse().unwrap();
+    assert!(!health_with(port, None));
+    assert!(health_with(port, Some(token)));
+    let out = run(dir.path(), &["status"]);
+    assert!(
+        text(&out).contains("health: down (unexpected response: HTTP/1.1 401"),
+        "{}",
+        text(&out)
+    );
+    let mut cmd = Command::new(NANOCTRL);
+    cmd.args(["status"])
+        .env("NANOCTRL_RUNTIME_DIR", dir.path())
+        .env("NANOCTRL_TOKEN", token);
+    let out = output_with_deadline(cmd, Duration::from_secs(30));
+    assert!(text(&out).contains("health: ok"), "{}", text(&out));
+    let out = run(dir.path(), &["stop"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = std::fs::read_to_string(dir.path().join("nanoctrl.log")).unwrap();
+    assert!(!log.contains(token) && !log.contains("redis-pw-9"), "{log}");
+    assert!(log.contains("requires a bearer token"), "{log}");
 }
