@@ -45,57 +45,83 @@ def wait_until(pred, timeout, what):
     raise TimeoutError(what)
 
 
-@pytest.fixture(scope="module")
-def nanoctrl():
-    if not dlslime.has_peer_agent():
-        pytest.skip("library without PeerAgent")
-    redis_bin, nbin = shutil.which("redis-server"), nanoctrl_bin()
-    if not redis_bin or not nbin or not os.path.exists(nbin):
-        pytest.skip("redis-server or the nanoctrl binary is missing (scripts/test-python.sh builds nanoctrl)")
-    procs = []
-    try:
-        rport = free_port()
-        procs.append(subprocess.Popen([redis_bin, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                                       "--appendonly", "no", "--protected-mode", "no"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+class Stack:
+    """redis-server + ``replicas`` NanoCtrl processes on it (optionally requiring
+    ``token``), on loopback; ``urls`` are the NanoCtrl URLs."""
 
-        def redis_up():
-            try:
-                with socket.create_connection(("127.0.0.1", rport), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    return s.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
+    def __init__(self, token=None, replicas=1):
+        if not dlslime.has_peer_agent():
+            pytest.skip("library without PeerAgent")
+        redis_bin, nbin = shutil.which("redis-server"), nanoctrl_bin()
+        if not redis_bin or not nbin or not os.path.exists(nbin):
+            pytest.skip("redis-server or the nanoctrl binary is missing (scripts/test-python.sh builds nanoctrl)")
+        self.procs = []
+        self.urls = []
+        try:
+            rport = free_port()
+            self.procs.append(subprocess.Popen([redis_bin, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                                                "--appendonly", "no", "--protected-mode", "no"],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-        wait_until(redis_up, 10, "redis-server did not start")
-        nport = free_port()
-        env = dict(os.environ, NANOCTRL_RUST_LOG="warn")
-        env.pop("NANOCTRL_REDIS_URL", None)
-        procs.append(subprocess.Popen([nbin, "server", "--host", "127.0.0.1", "--port", str(nport), "--redis-url",
-                                       f"redis://127.0.0.1:{rport}"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        url = f"http://127.0.0.1:{nport}"
+            def redis_up():
+                try:
+                    with socket.create_connection(("127.0.0.1", rport), timeout=0.2) as s:
+                        s.sendall(b"PING\r\n")
+                        return s.recv(16).startswith(b"+PONG")
+                except OSError:
+                    return False
 
-        def nanoctrl_up():
-            try:
-                with socket.create_connection(("127.0.0.1", nport), timeout=0.2):
-                    return True
-            except OSError:
-                return False
+            wait_until(redis_up, 10, "redis-server did not start")
+            env = dict(os.environ, NANOCTRL_RUST_LOG="warn")
+            env.pop("NANOCTRL_REDIS_URL", None)
+            env.pop("NANOCTRL_TOKEN", None)
+            if token:
+                env["NANOCTRL_TOKEN"] = token
+            for _ in range(replicas):
+                nport = free_port()
+                self.procs.append(subprocess.Popen([nbin, "server", "--host", "127.0.0.1", "--port", str(nport),
+                                                    "--redis-url", f"redis://127.0.0.1:{rport}"], env=env,
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-        wait_until(nanoctrl_up, 20, "nanoctrl did not start")
-        time.sleep(0.2)
-        yield url
-    finally:
-        for p in reversed(procs):
+                def nanoctrl_up():
+                    try:
+                        with socket.create_connection(("127.0.0.1", nport), timeout=0.2):
+                            return True
+                    except OSError:
+                        return False
+
+                wait_until(nanoctrl_up, 20, "nanoctrl did not start")
+                self.urls.append(f"http://127.0.0.1:{nport}")
+            time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
+
+    def kill_replica(self, i):
+        p = self.procs[1 + i]
+        p.kill()
+        p.wait(timeout=10)
+
+    def stop(self):
+        for p in reversed(self.procs):
             p.kill()
             p.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def nanoctrl():
+    s = Stack()
+    try:
+        yield s.urls[0]
+    finally:
+        s.stop()
+
+
 class Bob(Peer):
-    def __init__(self, url, scope):
+    def __init__(self, url, scope, env=None):
         self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "agent_peer.py"), url, scope],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     env=env)
         import selectors
 
         self.sel = selectors.DefaultSelector()
@@ -292,3 +318,50 @@ def test_passive_connection_and_wait_errors(nanoctrl):
         assert 1.4 <= waited < 10
         assert "after 1.5 s" in str(ei.value) and "nobody" in str(ei.value), str(ei.value)
         assert isinstance(ei.value, TimeoutError)
+
+
+TOKEN = "py-agent-token-31c8"
+
+
+def test_token_and_nanoctrl_replicas():
+    """NanoCtrl requires a token: Python takes it as ``token=`` (bob, another process,
+    from ``NANOCTRL_TOKEN``); agents take a list of NanoCtrl replicas (a list, or a
+    comma-separated string) and keep working when the first one is killed."""
+    s = Stack(token=TOKEN, replicas=2)
+    try:
+        scope = "py-" + uuid.uuid4().hex[:8]
+        with pytest.raises(dlslime.PermissionDenied):
+            dlslime.PeerAgent(s.urls, alias="mallory", scope=scope)
+        with pytest.raises(TypeError):
+            dlslime.PeerAgent([], alias="x", scope=scope, token=TOKEN)
+        with pytest.raises(TypeError):
+            dlslime.PeerAgent([s.urls[0], 7], alias="x", scope=scope, token=TOKEN)
+        with pytest.raises(TypeError):
+            dlslime.PeerAgent(s.urls, alias="x", scope=scope, token=7)
+        bob = Bob(",".join(s.urls), scope, env=dict(os.environ, NANOCTRL_TOKEN=TOKEN))
+        alice = dlslime.PeerAgent(s.urls, alias="alice", scope=scope, token=TOKEN)
+        try:
+            bob.write({"cmd": "connect", "peer": "alice", "transport": "tcp"})
+            alice.connect_to("bob", "tcp").wait(20)
+            assert bob.read(30) == {"transport": "tcp"}
+            kv = bytearray(1 << 16)
+            alice.register_memory_region("kv", kv)
+            alice.read("bob", [("kv", 0, 0, 4096)]).wait()
+            assert bytes(kv[:4096]) == pattern(4096)
+            s.kill_replica(0)
+            # transfers do not need NanoCtrl; a newcomer registers through the other replica
+            kv[:16] = b"after the kill!!"
+            alice.write("bob", [("kv", 0, 0, 16)]).wait()
+            assert bytes.fromhex(bob.call("dump", off=0, len=16)["hex"]) == b"after the kill!!"
+            with dlslime.PeerAgent(s.urls, alias="carol", scope=scope, token=TOKEN) as carol:
+                assert sorted(carol.list_agents()) == ["alice", "bob", "carol"]
+                mine = bytearray(64)
+                carol.register_memory_region("kv", mine)
+                carol.connect_to("bob", "tcp").wait(20)
+                carol.read("bob", [("kv", 0, 0, 16)]).wait()
+                assert bytes(mine[:16]) == b"after the kill!!"
+        finally:
+            alice.close()
+            bob.close()
+    finally:
+        s.stop()

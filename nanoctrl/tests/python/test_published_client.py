@@ -51,7 +51,8 @@ def wait_until(pred, timeout: float, what: str):
 class Stack:
     """redis-server + nanoctrl, torn down in stop() (also registered with addCleanup)."""
 
-    def __init__(self):
+    def __init__(self, token: str | None = None):
+        self.token = token
         self.tmp = tempfile.mkdtemp(prefix="nanoctrl-py-")
         self.procs: list[subprocess.Popen] = []
         self.redis_port = free_port()
@@ -63,8 +64,10 @@ class Stack:
         wait_until(self._redis_up, 15, "redis-server")
         self.port = free_port()
         self.log = open(os.path.join(self.tmp, "nanoctrl.log"), "wb")
-        env = {k: v for k, v in os.environ.items() if k != "NANOCTRL_REDIS_URL"}
+        env = {k: v for k, v in os.environ.items() if k not in ("NANOCTRL_REDIS_URL", "NANOCTRL_TOKEN")}
         env["NANOCTRL_RUST_LOG"] = "warn"
+        if token:
+            env["NANOCTRL_TOKEN"] = token
         self.procs.append(subprocess.Popen(
             [NANOCTRL_BIN, "server", "--host", "127.0.0.1", "--port", str(self.port),
              "--redis-url", f"redis://127.0.0.1:{self.redis_port}"],
@@ -82,7 +85,9 @@ class Stack:
         if self.procs[-1].poll() is not None:
             raise AssertionError("nanoctrl exited: " + open(self.log.name).read())
         try:
-            return httpx.get(f"http://{self.address}/", timeout=1.0, trust_env=False).status_code == 200
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            return httpx.get(f"http://{self.address}/", timeout=1.0, trust_env=False,
+                             headers=headers).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -201,6 +206,46 @@ class ClientLifecycle(unittest.TestCase):
         self.assertEqual(c.cleanup_peer("agent-1"), {"status": "ok", "message": "Cleaned up agent: agent-1"})
         self.assertEqual([p["name"] for p in c.query_peers()], ["bob"])
         self.assertEqual(json.loads(self.s.r.lpop(f"{scope}:inbox:bob")), {"type": "cleanup", "peer": "agent-1"})
+
+
+class TokenProtectedServer(unittest.TestCase):
+    """NanoCtrl started with a token. The published client takes only an address, so it
+    authenticates the way any HTTP client does with credentials in the URL
+    (``http://user:<token>@host:port``: httpx sends them as Basic auth, which NanoCtrl
+    accepts with the token as the password)."""
+
+    TOKEN = "py-token-0b7e"
+
+    def setUp(self):
+        self.s = Stack(token=self.TOKEN)
+        self.addCleanup(self.s.stop)
+
+    def test_client_with_the_token_in_the_url(self):
+        scope = unique("tok")
+        c = NanoCtrlClient(f"http://nanoctrl:{self.TOKEN}@{self.s.address}", scope)
+        c.check_connection()
+        self.assertTrue(c.register("w", "worker"))
+        self.assertEqual(c.heartbeat(), "ok")
+        self.assertEqual([e["entity_id"] for e in c.list_entities()], ["w"])
+        r = c.register_peer(alias="carol", address="127.0.0.1")
+        self.assertEqual(r["name"], "carol")
+        self.assertEqual(c.cleanup_peer("carol")["status"], "ok")
+        self.assertTrue(c.unregister())
+
+    def test_client_without_the_token_is_refused(self):
+        scope = unique("notok")
+        for address in (self.s.address, f"http://nanoctrl:wrong@{self.s.address}"):
+            c = NanoCtrlClient(address, scope)
+            with self.assertRaises(RuntimeError):
+                c.check_connection()
+            self.assertFalse(c.register("w", "worker"))  # lifecycle methods never raise
+            self.assertEqual(c.heartbeat(), "error")
+            self.assertIsNone(c.get_redis_url())
+            with self.assertRaises(httpx.HTTPStatusError) as cm:
+                c.register_peer(alias="mallory", address="127.0.0.1")
+            self.assertEqual(cm.exception.response.status_code, 401)
+            self.assertEqual(cm.exception.response.json()["status"], "error")
+        self.assertEqual(list(self.s.r.scan_iter(match=f"{scope}:*")), [])
 
 
 class MiniPeerAgent:
