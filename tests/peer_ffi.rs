@@ -218,3 +218,53 @@ fn c_abi_connect_and_named_io() {
         assert!(left.is_empty(), "{left:?}");
     }
 }
+
+/// A NanoCtrl that requires a token, two replicas of it (the first one dead), the token
+/// in `dlslime_peer_options_t.nanoctrl_token`: PERMISSION_DENIED without it, a working
+/// agent with it.
+#[test]
+fn c_abi_token_and_replica_list() {
+    use peer_fixture::NanoCtrl;
+    let token = "c-abi-token-11aa";
+    let cl = Cluster::start_with_token("cabi-tok", token);
+    let mut dead = NanoCtrl::start_with(&cl.redis.url, Some(token), &[]);
+    dead.kill();
+    let urls = format!("{},{}", dead.url, cl.url());
+    let opts = |tok: Option<&CString>| {
+        let mut o = std::mem::MaybeUninit::<dlslime_peer_options_t>::uninit();
+        dlslime_peer_options_init(o.as_mut_ptr());
+        let mut o = unsafe { o.assume_init() };
+        o.register_attempts = 1;
+        o.nanoctrl_token = tok.map_or(null(), |t| t.as_ptr());
+        o
+    };
+    let mut a = null_mut();
+    let st = dlslime_peer_agent_new(
+        c(&urls).as_ptr(),
+        c("alice").as_ptr(),
+        c(&cl.scope).as_ptr(),
+        &opts(None),
+        &mut a,
+    );
+    assert_eq!(st, dlslime_status_t::PermissionDenied, "{}", last_error());
+    assert!(a.is_null());
+    assert!(last_error().contains("token"), "{}", last_error());
+    let t = c(token);
+    let st = dlslime_peer_agent_new(
+        c(&urls).as_ptr(),
+        c("alice").as_ptr(),
+        c(&cl.scope).as_ptr(),
+        &opts(Some(&t)),
+        &mut a,
+    );
+    assert_eq!(st, dlslime_status_t::Ok, "{}", last_error());
+    let owner: Option<String> = redis::cmd("HGET")
+        .arg(format!("{}:agent:alice", cl.scope))
+        .arg("owner")
+        .query(&mut cl.redis.conn())
+        .unwrap();
+    assert!(owner.is_some(), "the alias is owned");
+    assert_eq!(dlslime_peer_agent_shutdown(a), dlslime_status_t::Ok);
+    dlslime_peer_agent_free(a);
+    assert!(cl.redis.scope_keys(&cl.scope).is_empty());
+}

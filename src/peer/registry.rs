@@ -128,7 +128,9 @@ pub(super) fn register(
                     }
                 }
             }
-            Status::NameConflict | Status::InvalidArgument => return Err(e),
+            Status::NameConflict | Status::InvalidArgument | Status::PermissionDenied => {
+                return Err(e)
+            }
             _ if attempt >= attempts => {
                 return Err(Error::new(
                     e.status(),
