@@ -162,7 +162,7 @@ fn redis_primary_lost_and_replica_promoted_by_hand() {
     let s = cl.scope.clone();
     // alice finds Redis through NanoCtrl; bob has its own list of Redis URLs
     let hb = ("PEER_HB_MS", "300".to_string());
-    let mut alice = Child::start(&cl, "alice", &[hb.clone()]);
+    let mut alice = Child::start(&cl, "alice", std::slice::from_ref(&hb));
     let mut bob = Child::start(&cl, "bob", &[hb.clone(), ("PEER_REDIS_URL", urls.clone())]);
     rounds_setup(&mut alice, &mut bob);
     alice.ok("connect bob tcp");
