@@ -46,6 +46,11 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The working directory of the server on `port` (one server per port at a time).
+fn work_dir(port: u16) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("dlslime-redis-{port}"))
+}
+
 fn url_for(port: u16, auth: &str) -> String {
     if auth.is_empty() {
         format!("redis://127.0.0.1:{port}")
@@ -136,8 +141,14 @@ impl Redis {
     }
 
     fn try_start_on(port: u16, args: &[String], auth: &str) -> Option<Redis> {
+        // Its own working directory: a replica writes the RDB it receives there, which
+        // must not land in the source tree.
+        let dir = work_dir(port);
+        let _ = std::fs::create_dir_all(&dir);
         let mut child = Command::new(redis_server_bin())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&dir)
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--protected-mode", "no"])
             .args(args)
@@ -217,6 +228,7 @@ impl Redis {
             let _ = c.kill();
             let _ = c.wait();
         }
+        let _ = std::fs::remove_dir_all(work_dir(self.port));
     }
 }
 
