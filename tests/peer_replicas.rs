@@ -136,21 +136,12 @@ fn killing_a_nanoctrl_replica_under_load_loses_nothing() {
     drop(b);
 }
 
-/// Whether `r` replicates from its primary.
-fn link_up(r: &Redis) -> bool {
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query(&mut r.conn())
-        .unwrap();
-    info.contains("master_link_status:up")
-}
-
 #[test]
 fn redis_primary_lost_and_replica_promoted_by_hand() {
     let primary = Redis::start();
     let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()], "");
     wait_for(Duration::from_secs(15), "replication link", || {
-        link_up(&replica).then_some(())
+        replica.replicating().then_some(())
     });
     let urls = format!("{},{}", primary.url, replica.url);
     let nano = NanoCtrl::start_with(&urls, None, &[]);
@@ -191,10 +182,7 @@ fn redis_primary_lost_and_replica_promoted_by_hand() {
         Duration::from_secs(20),
         "NanoCtrl on the new primary",
         || {
-            let r = peer_fixture::raw_http(
-                cl.nanoctrl.port,
-                "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            )?;
+            let r = peer_fixture::raw_get(cl.nanoctrl.port, "/health")?;
             r.starts_with("HTTP/1.1 200").then_some(())
         },
     );

@@ -17,8 +17,8 @@ use common::is_child;
 use dlslime::peer::NamedAssignment;
 use dlslime::Status;
 use peer_fixture::{
-    agent, raw_http, raw_post, register, rounds, rounds_setup, Child, Cluster, NanoCtrl, Redis, T,
-    WAIT,
+    agent, raw, raw_get, raw_post, register, rounds, rounds_setup, Child, Cluster, NanoCtrl, Redis,
+    T, WAIT,
 };
 use serde_json::json;
 
@@ -102,17 +102,13 @@ fn every_route_refuses_a_caller_without_the_token() {
         }
     }
     for get in ["/", "/health"] {
-        let r = raw_http(
-            port,
-            &format!("GET {get} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-        )
-        .unwrap();
+        let r = raw_get(port, get).unwrap();
         assert!(r.starts_with("HTTP/1.1 401"), "{get}: {r}");
         assert!(r.contains("www-authenticate: Bearer"), "{r}");
         assert!(!r.contains("Running"), "{r}");
     }
     // a huge declared body without the token: refused before anything is read
-    let r = raw_http(port, "POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\nConnection: close\r\n\r\n").unwrap();
+    let r = raw(port, b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999999\r\nConnection: close\r\n\r\n", std::time::Duration::from_secs(10)).unwrap();
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
     // nothing the attacker sent landed in Redis
     let keys = cl.redis.scope_keys(s);

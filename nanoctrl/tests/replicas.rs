@@ -102,14 +102,6 @@ async fn two_replicas_serve_one_cluster() {
     assert_eq!(notices.len(), 1, "{notices:?}");
 }
 
-fn link_up(r: &Redis) -> bool {
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query(&mut r.conn())
-        .unwrap();
-    info.contains("master_link_status:up")
-}
-
 fn replicaof(r: &Redis, primary: Option<u16>) {
     let mut cmd = redis::cmd("REPLICAOF");
     match primary {
@@ -133,7 +125,7 @@ async fn follows_the_primary_through_a_promotion_and_a_switchover() {
     let mut p = Redis::start();
     let r = Redis::start_with(&["--replicaof", "127.0.0.1", &p.port.to_string()], "");
     wait_for(Duration::from_secs(15), "replication", || {
-        link_up(&r).then_some(())
+        r.replicating().then_some(())
     });
     let c = NanoCtrl::start(&format!("{},{}", p.url, r.url));
     let scope = unique("failover");
@@ -171,7 +163,7 @@ async fn follows_the_primary_through_a_promotion_and_a_switchover() {
         "",
     );
     wait_for(Duration::from_secs(15), "replication back", || {
-        link_up(&p3).then_some(())
+        p3.replicating().then_some(())
     });
     replicaof(&p3, None);
     replicaof(&r, Some(p_port));

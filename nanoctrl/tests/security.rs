@@ -348,7 +348,7 @@ async fn oversized_and_garbage_bodies_get_json_errors_and_change_nothing() {
     // a declared body over --max-body-bytes: 413 before it is read
     let r = raw(
         port,
-        "POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999\r\nConnection: close\r\n\r\n",
+        b"POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999\r\nConnection: close\r\n\r\n",
         Duration::from_secs(10),
     )
     .unwrap();
@@ -427,7 +427,7 @@ async fn redis_outage_health_and_rate_limited_logs() {
     let health = |port| {
         raw(
             port,
-            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             Duration::from_secs(10),
         )
         .unwrap()

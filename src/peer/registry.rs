@@ -408,18 +408,20 @@ impl Inner {
     pub(super) fn post_topology(&self) {
         let targets: Vec<String> = self.desired.lock().iter().cloned().collect();
         let body = self.scope_body(json!({"target_peers": targets}));
-        match self
-            .http
-            .post(&format!("/v1/desired_topology/{}", self.alias), &body)
-        {
+        self.post_or_warn(&format!("/v1/desired_topology/{}", self.alias), &body);
+    }
+
+    /// POSTs `body` to `path`; anything but a 200 is logged, not returned.
+    fn post_or_warn(&self, path: &str, body: &Value) {
+        match self.http.post(path, body) {
             Ok(r) if r.code == 200 => {}
             Ok(r) => warn_log!(
-                "PeerAgent {}: desired_topology answered {}: {}",
+                "PeerAgent {}: {path} answered {}: {}",
                 self.alias,
                 r.code,
                 r.body
             ),
-            Err(e) => warn_log!("PeerAgent {}: desired_topology failed: {e}", self.alias),
+            Err(e) => warn_log!("PeerAgent {}: {path} failed: {e}", self.alias),
         }
     }
 
@@ -451,16 +453,7 @@ impl Inner {
     /// Then the owner-token file goes: the alias is free.
     pub(super) fn unregister_best_effort(&self) {
         let body = self.scope_body(json!({"agent_name": self.alias}));
-        match self.http.post("/cleanup", &body) {
-            Ok(r) if r.code == 200 => {}
-            Ok(r) => warn_log!(
-                "PeerAgent {}: cleanup answered {}: {}",
-                self.alias,
-                r.code,
-                r.body
-            ),
-            Err(e) => warn_log!("PeerAgent {}: cleanup failed: {e}", self.alias),
-        }
+        self.post_or_warn("/cleanup", &body);
         owner::forget(self.scope.as_deref(), &self.alias, &self.owner_token);
     }
 }

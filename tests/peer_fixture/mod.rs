@@ -5,8 +5,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child as Proc, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -15,8 +13,12 @@ use std::time::{Duration, Instant};
 use crate::common::{pattern_byte, Parent, Peer};
 use dlslime::peer::{ConnState, NamedAssignment, PeerAgent, PeerAgentOptions, PeerConnection};
 
+#[path = "../support/raw_http.rs"]
+mod raw_http;
 #[path = "../support/redis_server.rs"]
 mod redis_server;
+#[allow(unused_imports)] // each test crate uses its own subset
+pub use raw_http::raw;
 #[allow(unused_imports)] // each test crate uses its own subset
 pub use redis_server::{free_port, unique, wait_for, Redis};
 
@@ -118,7 +120,7 @@ impl NanoCtrl {
                 if let Ok(Some(_)) = child.try_wait() {
                     break false;
                 }
-                if health(self.port, self.token.as_deref()) {
+                if raw_http::nanoctrl_up(self.port, self.token.as_deref()) {
                     break true;
                 }
                 if Instant::now() > deadline {
@@ -155,32 +157,6 @@ impl Drop for NanoCtrl {
     }
 }
 
-fn health(port: u16, token: Option<&str>) -> bool {
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    raw_http(
-        port,
-        &format!("GET / HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
-    )
-    .is_some_and(|r| r.contains("Running"))
-}
-
-/// Sends `request` as is on a new connection to 127.0.0.1:`port`; the whole reply, or
-/// None when the server cannot be reached (what an attacker's raw socket sees).
-pub fn raw_http(port: u16, request: &str) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse().unwrap(),
-        Duration::from_millis(500),
-    )
-    .ok()?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    s.write_all(request.as_bytes()).ok()?;
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    Some(String::from_utf8_lossy(&buf).into_owned())
-}
-
 /// A raw `POST path` with a JSON body and optional `Authorization` header value:
 /// `(status code, body as JSON or a JSON string)`.
 pub fn raw_post(
@@ -189,28 +165,19 @@ pub fn raw_post(
     auth: Option<&str>,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let body = body.to_string();
-    let auth = auth
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    let reply = raw_http(
-        port,
-        &format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-    .expect("NanoCtrl reachable");
-    let code = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let text = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (
-        code,
-        serde_json::from_str(text).unwrap_or(serde_json::Value::String(text.into())),
-    )
+    let headers = match auth {
+        Some(a) => format!("Authorization: {a}\r\nContent-Type: application/json\r\n"),
+        None => "Content-Type: application/json\r\n".to_string(),
+    };
+    let (code, text) = raw_http::raw_post(port, path, &headers, body.to_string().as_bytes());
+    let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (code, v)
+}
+
+/// `GET path` on a raw socket: the whole reply, or None when unreachable.
+pub fn raw_get(port: u16, path: &str) -> Option<String> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    raw_http::raw(port, req.as_bytes(), Duration::from_secs(5))
 }
 
 /// Redis + NanoCtrl + a unique scope.
@@ -459,38 +426,39 @@ pub struct Child {
 
 impl Child {
     pub fn start(cl: &Cluster, alias: &str, extra: &[(&str, String)]) -> Child {
-        let mut env = vec![
-            ("PEER_URL", cl.url().to_string()),
-            ("PEER_SCOPE", cl.scope.clone()),
-            ("PEER_ALIAS", alias.to_string()),
-            ("PEER_HB_MS", "500".to_string()),
-        ];
-        if let Some(t) = &cl.nanoctrl.token {
-            env.push(("PEER_TOKEN", t.clone()));
-        }
-        env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
-        let mut p = Peer::spawn("peer_agent_child", &env);
-        let r = p.recv();
+        let (p, r) = Self::spawn(cl, alias, true, extra);
         assert_eq!(r, format!("ready {alias}"), "child {alias} did not start");
         Child {
             p,
             alias: alias.to_string(),
         }
     }
-    /// Starts a child that is expected to fail registering: its "err …" line.
+
+    /// Starts a child without the cluster's token that is expected to fail registering:
+    /// its "err …" line.
     pub fn start_err(cl: &Cluster, alias: &str, extra: &[(&str, String)]) -> String {
+        let (p, r) = Self::spawn(cl, alias, false, extra);
+        p.join();
+        r
+    }
+
+    /// The child process (given the cluster's token if `token`) and its first line.
+    fn spawn(cl: &Cluster, alias: &str, token: bool, extra: &[(&str, String)]) -> (Peer, String) {
         let mut env = vec![
             ("PEER_URL", cl.url().to_string()),
             ("PEER_SCOPE", cl.scope.clone()),
             ("PEER_ALIAS", alias.to_string()),
             ("PEER_HB_MS", "500".to_string()),
         ];
+        if let Some(t) = cl.nanoctrl.token.as_ref().filter(|_| token) {
+            env.push(("PEER_TOKEN", t.clone()));
+        }
         env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
         let mut p = Peer::spawn("peer_agent_child", &env);
         let r = p.recv();
-        p.join();
-        r
+        (p, r)
     }
+
     pub fn cmd(&mut self, line: &str) -> String {
         self.p.send(line);
         self.p.recv()

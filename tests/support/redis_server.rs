@@ -189,6 +189,15 @@ impl Redis {
             .unwrap()
     }
 
+    /// Whether this server is a replica whose link to its primary is up.
+    pub fn replicating(&self) -> bool {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut self.conn())
+            .unwrap();
+        info.contains("master_link_status:up")
+    }
+
     /// Every key matching `pattern` (SCAN), sorted.
     pub fn keys_matching(&self, pattern: &str) -> Vec<String> {
         let mut c = self.conn();

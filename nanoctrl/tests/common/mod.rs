@@ -13,6 +13,10 @@ use serde_json::Value;
 #[path = "../../../tests/support/redis_server.rs"]
 mod redis_server;
 pub use redis_server::{free_port, unique, wait_for, Redis};
+#[path = "../../../tests/support/raw_http.rs"]
+mod raw_http;
+#[allow(unused_imports)] // each test crate uses its own subset
+pub use raw_http::{nanoctrl_up, raw, raw_post};
 
 pub const NANOCTRL: &str = env!("CARGO_BIN_EXE_nanoctrl");
 /// A temp dir removed on drop.
@@ -202,53 +206,7 @@ pub fn health(port: u16) -> bool {
 }
 
 pub fn health_with(port: u16, token: Option<&str>) -> bool {
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    raw(
-        port,
-        &format!("GET / HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
-        Duration::from_millis(500),
-    )
-    .is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.contains("NanoCtrl Server Running"))
-}
-
-/// Sends `request` as is on a new connection and reads the whole reply (None when the
-/// server cannot be reached): what an attacker's raw socket sees.
-pub fn raw(port: u16, request: &str, timeout: Duration) -> Option<String> {
-    raw_bytes(port, request.as_bytes(), timeout)
-}
-
-pub fn raw_bytes(port: u16, request: &[u8], timeout: Duration) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout).ok()?;
-    s.set_read_timeout(Some(timeout)).ok()?;
-    s.write_all(request).ok()?;
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    Some(String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// A raw `POST path` with a body as given, optional headers: (status, body text).
-pub fn raw_post(port: u16, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    let reply = raw_bytes(port, &req, Duration::from_secs(10)).expect("NanoCtrl reachable");
-    let code = reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let text = reply
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (code, text)
+    nanoctrl_up(port, token)
 }
 
 /// Redis + NanoCtrl, the usual pair.
