@@ -157,7 +157,7 @@ pub(super) fn register_once(
     http: &Http,
     alias: Option<&str>,
     scope: Option<&str>,
-    claim: &Claim,
+    claim: &Claim<'_>,
 ) -> Result<Registration> {
     let resource = resource_record(claim.host_id, claim.address, Vec::new(), claim.hb_interval);
     let mut body = json!({"alias": alias, "address": claim.address, "resource": resource,
