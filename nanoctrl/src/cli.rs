@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{self, Token};
+use crate::conn_limit::ConnLimits;
 use crate::net;
 use crate::runtime_dir::{process_alive, signal, Meta, RuntimeFiles};
 
@@ -57,6 +58,15 @@ pub struct ServerArgs {
     /// Largest accepted request body; larger ones get 413.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most HTTP connections open at once; more are closed as they are accepted.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Most HTTP connections open at once from one client address.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections_per_ip: usize,
+    /// Seconds after which a connection that moves no byte is closed.
+    #[arg(long, default_value_t = 60.0)]
+    pub idle_timeout: f64,
     #[command(flatten)]
     pub auth: TokenArgs,
     /// Redis credentials (`user:password`, or `password` for the default user) handed to
@@ -97,6 +107,27 @@ impl ServerArgs {
             Ok(v) if !v.is_empty() => v,
             _ => self.redis_url.clone(),
         }
+    }
+
+    /// The connection limits, checked.
+    pub fn conn_limits(&self) -> Result<ConnLimits, String> {
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return Err("--max-connections and --max-connections-per-ip must be at least 1".into());
+        }
+        let idle = Duration::try_from_secs_f64(self.idle_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "--idle-timeout {}: want a positive number of seconds",
+                    self.idle_timeout
+                )
+            })?;
+        Ok(ConnLimits {
+            max: self.max_connections,
+            per_ip: self.max_connections_per_ip,
+            idle,
+        })
     }
 }
 
@@ -226,6 +257,12 @@ pub fn start(args: StartArgs) -> ExitCode {
         shown_urls.join(","),
         "--max-body-bytes".into(),
         s.max_body_bytes.to_string(),
+        "--max-connections".into(),
+        s.max_connections.to_string(),
+        "--max-connections-per-ip".into(),
+        s.max_connections_per_ip.to_string(),
+        "--idle-timeout".into(),
+        s.idle_timeout.to_string(),
     ];
     if let (None, Some(p)) = (&s.auth.token, &s.auth.token_file) {
         cmd.extend(["--token-file".into(), p.display().to_string()]);

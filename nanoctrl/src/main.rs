@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod cli;
+mod conn_limit;
 mod error;
 mod limits;
 mod log_sink;
@@ -54,6 +55,13 @@ fn run_server(args: ServerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let conn_limits = match args.conn_limits() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let redis_url = args.effective_redis_url();
     if redis_url != args.redis_url {
         tracing::info!(
@@ -76,6 +84,7 @@ fn run_server(args: ServerArgs) -> ExitCode {
         port: args.port,
         redis_urls: redis_conn::split_urls(&redis_url),
         max_body_bytes: args.max_body_bytes,
+        conn_limits,
         token,
         agent_redis_auth: args
             .agent_redis_auth

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::auth::Token;
+use crate::conn_limit::{fit_fd_limit, ConnLimits, LimitedListener};
 use crate::net::{redact, Credentials};
 use crate::redis_store::Store;
 use crate::routes::{self, AppState};
@@ -22,6 +22,7 @@ pub struct ServerConfig {
     /// One URL, or a primary and its replicas (see `redis_conn`).
     pub redis_urls: Vec<String>,
     pub max_body_bytes: usize,
+    pub conn_limits: ConnLimits,
     pub token: Option<Token>,
     /// Credentials to hand out instead of those of the Redis URL (token mode only).
     pub agent_redis_auth: Option<Credentials>,
@@ -90,10 +91,11 @@ pub async fn run(cfg: ServerConfig) -> Result<(), String> {
 
     let signalled = Arc::new(tokio::sync::Notify::new());
     let on_signal = signalled.clone();
-    // TCP_NODELAY on accepted connections: small JSON replies must not wait on Nagle.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let limits = ConnLimits {
+        max: fit_fd_limit(cfg.conn_limits.max),
+        ..cfg.conn_limits
+    };
+    let listener = LimitedListener::new(listener, limits);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutdown signal received; draining in-flight requests");

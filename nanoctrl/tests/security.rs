@@ -1,7 +1,8 @@
 //! NanoCtrl under attack, from raw sockets as an attacker on the network would send:
 //! the bearer token, owner tokens (no live alias changes hands), oversized and garbage
 //! bodies (clear JSON errors, the server keeps serving), a Redis outage (bounded logs,
-//! `/health` says so) and a log sink nobody drains (requests never wait on logging).
+//! `/health` says so), a log sink nobody drains (requests never wait on logging) and a
+//! flood of silent and half-sent connections (bounded, closed when idle).
 
 mod common;
 
@@ -543,4 +544,132 @@ fn an_undrained_log_pipe_never_blocks_requests() {
         "a request waited {slowest:?} (1200 in {:?})",
         t0.elapsed()
     );
+}
+
+/// A connection from `ip` (any of 127.0.0.0/8) to the server, as a blocking socket.
+async fn connect_from(ip: [u8; 4], port: u16) -> std::net::TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind((std::net::Ipv4Addr::from(ip), 0).into()).unwrap();
+    let s = s
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .unwrap()
+        .into_std()
+        .unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
+/// True when the server closes `s` (end of stream or reset) within `within`.
+fn closed_within(s: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut b = [0u8; 256];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue, // a reply (the 408/400 of a cut request), then the close
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// `POST /query` from `ip`: the status line, or "" when the server closed the connection.
+async fn query_from(ip: [u8; 4], port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = connect_from(ip, port).await;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!("POST /query HTTP/1.1\r\nHost: x\r\n{JSON}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}");
+    let _ = s.write_all(req.as_bytes());
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A flood of silent and half-sent connections: past the per-address cap a connection is
+/// closed at once and other addresses are still served; past the server's cap every new
+/// connection is closed (descriptors stay bounded); connections that move no byte are
+/// closed after the idle time, and the server serves again without a restart.
+#[tokio::test]
+async fn connection_floods_and_silent_connections_are_bounded() {
+    let redis = Redis::start();
+    let c = NanoCtrl::start_with(
+        &redis.url,
+        &[
+            "--max-connections",
+            "24",
+            "--max-connections-per-ip",
+            "8",
+            "--idle-timeout",
+            "2",
+        ],
+    );
+    let ok = "HTTP/1.1 200 OK";
+    let t0 = Instant::now();
+    let mut held = Vec::new();
+    for i in 0..8 {
+        let mut s = connect_from([127, 0, 0, 1], c.port).await;
+        if i % 2 == 1 {
+            // slowloris: a request head that never ends
+            use std::io::Write;
+            s.write_all(b"POST /query HTTP/1.1\r\nHost: x\r\n").unwrap();
+        }
+        held.push(s);
+    }
+    let mut ninth = connect_from([127, 0, 0, 1], c.port).await;
+    assert!(
+        closed_within(&mut ninth, Duration::from_secs(1)),
+        "over the per-address cap"
+    );
+    assert_eq!(
+        query_from([127, 0, 0, 2], c.port).await,
+        ok,
+        "another address is served"
+    );
+    for ip in [[127, 0, 0, 3], [127, 0, 0, 4]] {
+        for _ in 0..8 {
+            held.push(connect_from(ip, c.port).await);
+        }
+    }
+    assert_eq!(
+        query_from([127, 0, 0, 5], c.port).await,
+        "",
+        "over the server's cap"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "the flood took {:?}: the idle timeout below would not be what closes them",
+        t0.elapsed()
+    );
+    // idle connections go after ~2 s, the half-sent ones included
+    for (i, s) in held.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(6)),
+            "held connection {i} still open"
+        );
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "closed before the idle time"
+    );
+    assert_eq!(query_from([127, 0, 0, 5], c.port).await, ok, "served again");
+    assert_eq!(c.post("/query", json!({})).await.0, 200);
+    wait_for(Duration::from_secs(5), "a refusal log line", || {
+        let log = log_text(&c);
+        (log.contains("closed a connection from 127.0.0.1")
+            && log.contains("--max-connections-per-ip"))
+        .then_some(())
+    });
 }
