@@ -2,8 +2,9 @@
 // bindings/python/tests/test_peer_agent.py, which starts NanoCtrl + Redis and the Python
 // agent "alice", builds this with -Wall -Wextra -Werror and runs it as "carol":
 //
-//   cpp_peer_agent NANOCTRL_URL SCOPE TRANSPORT
+//   cpp_peer_agent NANOCTRL_URL SCOPE TRANSPORT TOKEN
 //
+// TOKEN is NanoCtrl's bearer token, given through PeerOptions::nanoctrl_token.
 // carol publishes "kv" (bytes i % 251), connects to alice, reads alice's "kv" by name,
 // writes into it with an immediate value, sends a message, and prints one line per step.
 #include <dlslime.hpp>
@@ -14,13 +15,15 @@
 #include <vector>
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: %s NANOCTRL_URL SCOPE TRANSPORT\n", argv[0]);
+  if (argc != 5) {
+    std::fprintf(stderr, "usage: %s NANOCTRL_URL SCOPE TRANSPORT TOKEN\n", argv[0]);
     return 2;
   }
   using namespace std::chrono_literals;
   try {
-    dlslime::PeerAgent carol(argv[1], "carol", argv[2]);
+    dlslime::PeerOptions opts;
+    opts.nanoctrl_token = argv[4];
+    dlslime::PeerAgent carol(argv[1], "carol", argv[2], opts);
     std::vector<uint8_t> kv(4096);
     for (size_t i = 0; i < kv.size(); i++) kv[i] = static_cast<uint8_t>(i % 251);
     carol.register_memory_region("kv", kv);

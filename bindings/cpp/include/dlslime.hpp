@@ -658,6 +658,7 @@ struct NamedAssignment {
 struct PeerOptions {
   std::string redis_url;       // empty: the address NanoCtrl hands out
   std::string advertise_host;  // empty: the local address of the route to NanoCtrl
+  std::string nanoctrl_token;  // NanoCtrl's bearer token; empty: $NANOCTRL_TOKEN, else none
   std::chrono::milliseconds heartbeat_interval{0};
   std::chrono::milliseconds http_timeout{0};
   std::chrono::milliseconds default_timeout{0};
@@ -693,6 +694,7 @@ class PeerAgent {
     dlslime_peer_options_init(&c);
     c.redis_url = o.redis_url.empty() ? nullptr : o.redis_url.c_str();
     c.advertise_host = o.advertise_host.empty() ? nullptr : o.advertise_host.c_str();
+    c.nanoctrl_token = o.nanoctrl_token.empty() ? nullptr : o.nanoctrl_token.c_str();
     c.heartbeat_interval_ms = detail::to_ms(o.heartbeat_interval);
     c.http_timeout_ms = detail::to_ms(o.http_timeout);
     c.default_timeout_ms = detail::to_ms(o.default_timeout);

@@ -219,10 +219,25 @@ def test_peer_killed(pair):
     assert time.monotonic() - t < 15
 
 
+TOKEN = "py-agent-token-31c8"
+
+
+@pytest.fixture(scope="module")
+def nanoctrl_with_token():
+    s = Stack(token=TOKEN)
+    try:
+        yield s.urls[0]
+    finally:
+        s.stop()
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_cpp_agent_talks_to_python_agent(nanoctrl, transport, tmp_path):
+def test_cpp_agent_talks_to_python_agent(nanoctrl_with_token, transport, tmp_path):
     """The C++ wrapper's PeerAgent (ffi-tests/cpp_peer_agent.cpp, -Wall -Wextra -Werror)
-    against this Python agent, through the package's bundled libdlslime."""
+    against this Python agent, through the package's bundled libdlslime; NanoCtrl
+    requires a token, which the C++ agent gets as ``PeerOptions::nanoctrl_token`` (not
+    from the environment)."""
+    nanoctrl = nanoctrl_with_token
     cxx = shutil.which(os.environ.get("CXX", "g++"))
     if not cxx:
         pytest.skip("no C++ compiler")
@@ -233,11 +248,13 @@ def test_cpp_agent_talks_to_python_agent(nanoctrl, transport, tmp_path):
                     os.path.join(ROOT, "ffi-tests", "cpp_peer_agent.cpp"), "-o", str(exe),
                     os.path.join(libdir, "libdlslime.so"), f"-Wl,-rpath,{libdir}"], check=True)
     scope = "py-" + uuid.uuid4().hex[:8]
-    with dlslime.PeerAgent(nanoctrl, alias="alice", scope=scope) as alice:
+    with dlslime.PeerAgent(nanoctrl, alias="alice", scope=scope, token=TOKEN) as alice:
         kv = bytearray(b"python's region!" + bytes(4080))
         alice.register_memory_region("kv", kv)
         msg = bytearray(64)
-        child = subprocess.Popen([str(exe), nanoctrl, scope, transport], stdout=subprocess.PIPE, text=True)
+        env = {k: v for k, v in os.environ.items() if k != "NANOCTRL_TOKEN"}
+        child = subprocess.Popen([str(exe), nanoctrl, scope, transport, TOKEN], stdout=subprocess.PIPE, text=True,
+                                 env=env)
         try:
             conn = alice.connect_to("carol", transport).wait(20)
             assert conn.transport == transport
@@ -318,9 +335,6 @@ def test_passive_connection_and_wait_errors(nanoctrl):
         assert 1.4 <= waited < 10
         assert "after 1.5 s" in str(ei.value) and "nobody" in str(ei.value), str(ei.value)
         assert isinstance(ei.value, TimeoutError)
-
-
-TOKEN = "py-agent-token-31c8"
 
 
 def test_token_and_nanoctrl_replicas():
