@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -48,6 +48,9 @@ impl std::fmt::Debug for Http {
             .finish()
     }
 }
+
+/// The largest reply read from NanoCtrl (a `/query` of a large cluster stays far below).
+const MAX_REPLY: usize = 64 << 20;
 
 /// A reply: status code and body (JSON when it parses, else a string value).
 #[derive(Debug)]
@@ -207,11 +210,44 @@ impl Http {
         );
         s.write_all(req.as_bytes())
             .map_err(|e| Error::io(&ctx("send"), e))?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)
+        let raw = read_reply(&mut s, Instant::now() + self.timeout)
             .map_err(|e| Error::io(&ctx("read reply of"), e))?;
         parse_reply(&raw)
             .map_err(|m| Error::new(Status::Protocol, ctx(&format!("bad reply ({m}) to"))))
+    }
+}
+
+/// Reads a whole reply (the server closes the connection) within `deadline` and at most
+/// [`MAX_REPLY`] bytes: a NanoCtrl that trickles or never stops cannot hold the agent's
+/// control thread or its memory.
+fn read_reply(s: &mut TcpStream, deadline: Instant) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error as IoError, ErrorKind};
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(IoError::new(
+                ErrorKind::TimedOut,
+                "no complete reply in time",
+            ));
+        }
+        s.set_read_timeout(Some(left))?;
+        let n = match s.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(raw);
+        }
+        if raw.len() + n > MAX_REPLY {
+            return Err(IoError::new(
+                ErrorKind::InvalidData,
+                format!("reply over {} MiB", MAX_REPLY >> 20),
+            ));
+        }
+        raw.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -347,5 +383,50 @@ mod tests {
         assert!(parse_reply(b"garbage").is_err());
         assert!(parse_reply(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab").is_err());
         assert_eq!(redis_url("127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    /// A hostile or broken NanoCtrl on a raw socket: a reply that never ends and one that
+    /// trickles a byte at a time both fail the request in bounded memory and time.
+    #[test]
+    fn endless_and_trickled_replies_are_bounded() {
+        use std::net::TcpListener;
+        fn serve(each: impl Fn(&mut TcpStream) + Send + 'static) -> String {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", l.local_addr().unwrap());
+            std::thread::spawn(move || {
+                if let Ok((mut s, _)) = l.accept() {
+                    let mut req = [0u8; 4096];
+                    let _ = s.read(&mut req);
+                    each(&mut s);
+                }
+            });
+            url
+        }
+        let endless = serve(|s| {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n[");
+            let chunk = vec![b' '; 1 << 20];
+            while s.write_all(&chunk).is_ok() {}
+        });
+        let h = Http::new(&endless, Duration::from_secs(20)).unwrap();
+        let e = h.post("/query", &serde_json::json!({})).unwrap_err();
+        assert!(e.message().contains("reply over 64 MiB"), "{e}");
+
+        let trickle = serve(|s| {
+            for _ in 0..200 {
+                if s.write_all(b"H").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let h = Http::new(&trickle, Duration::from_millis(500)).unwrap();
+        let t = Instant::now();
+        let e = h.post("/query", &serde_json::json!({})).unwrap_err();
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{:?}: {e}",
+            t.elapsed()
+        );
+        assert_eq!(e.status(), Status::Io, "{e}");
     }
 }
