@@ -13,6 +13,8 @@ use crate::routes::{self, AppState};
 
 /// How long in-flight requests may take to finish after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Tokens shorter than this get a warning at start-up (32 hex digits = 128 bits).
+const MIN_STRONG_TOKEN: usize = 32;
 /// How long startup waits for Redis before giving up with a clear error.
 const REDIS_CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -64,6 +66,16 @@ pub async fn run(cfg: ServerConfig) -> Result<(), String> {
     let shared_credentials = match &cfg.token {
         Some(_) => {
             tracing::info!("NanoCtrl requires a bearer token on every route");
+            if cfg
+                .token
+                .as_ref()
+                .is_some_and(|t| t.as_str().len() < MIN_STRONG_TOKEN)
+            {
+                tracing::warn!(
+                    "the token is shorter than {MIN_STRONG_TOKEN} characters and can be \
+                     guessed; use a random one (e.g. `openssl rand -hex 32`)"
+                );
+            }
             cfg.agent_redis_auth
                 .clone()
                 .or_else(|| Credentials::of_url(&store.url()))

@@ -47,16 +47,25 @@ async fn open_mode_is_announced_and_the_token_is_never_logged() {
         200,
         "token from the file"
     );
-    wait_for(Duration::from_secs(5), "the token line", || {
-        log_text(&c)
-            .contains("requires a bearer token")
-            .then_some(())
-    });
+    // a 17-character token is weak: a warning follows the token line
+    wait_for(
+        Duration::from_secs(5),
+        "the token line and the warning",
+        || {
+            let log = log_text(&c);
+            (log.contains("requires a bearer token") && log.contains("can be guessed"))
+                .then_some(())
+        },
+    );
     let (code, _) = raw_post(c.port, "/query", "", b"{}");
     assert_eq!(code, 401);
     let log = log_text(&c);
     assert!(!log.contains(TOKEN), "{log}");
     assert!(!log.contains("is OPEN"), "{log}");
+    assert!(
+        log.contains("can be guessed"),
+        "a 17-character token is weak: {log}"
+    );
     // --token and --token-file together, an empty token: clear errors at start-up
     for args in [
         vec!["--token", "a", "--token-file", f.to_str().unwrap()],
