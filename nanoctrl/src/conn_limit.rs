@@ -156,8 +156,13 @@ impl LimitedConn {
         }
     }
 
-    /// Pending I/O: still pending, or an error once the connection has been idle too long.
-    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+    /// The outcome of an I/O call: progress restarts the idle time; pending I/O stays
+    /// pending, or fails once the connection has been idle too long.
+    fn track<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.deadline.as_mut().reset(Instant::now() + self.idle);
+            return r;
+        }
         match self.deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -165,10 +170,6 @@ impl LimitedConn {
             ))),
             Poll::Pending => Poll::Pending,
         }
-    }
-
-    fn moved(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.idle);
     }
 }
 
@@ -179,13 +180,8 @@ impl AsyncRead for LimitedConn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
-            Poll::Pending => this.pending(cx),
-            ready => {
-                this.moved();
-                ready
-            }
-        }
+        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.track(cx, r)
     }
 }
 
@@ -196,13 +192,8 @@ impl AsyncWrite for LimitedConn {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.stream).poll_write(cx, buf) {
-            Poll::Pending => this.pending(cx),
-            ready => {
-                this.moved();
-                ready
-            }
-        }
+        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.track(cx, r)
     }
 
     fn poll_write_vectored(
@@ -211,13 +202,8 @@ impl AsyncWrite for LimitedConn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.stream).poll_write_vectored(cx, bufs) {
-            Poll::Pending => this.pending(cx),
-            ready => {
-                this.moved();
-                ready
-            }
-        }
+        let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.track(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
