@@ -161,11 +161,8 @@ fn redis_primary_lost_and_replica_promoted_by_hand() {
     bob.ok("wait alice 30000");
     rounds(&mut alice, &mut bob, 0, 3);
     // the replica has everything so far
-    let _: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(5000)
-        .query(&mut cl.redis.conn())
-        .unwrap();
+    cl.redis
+        .wait_replicated_to(&replica, Duration::from_secs(15));
 
     // the primary dies; the operator promotes the replica
     cl.redis.kill();

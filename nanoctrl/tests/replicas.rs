@@ -130,11 +130,7 @@ async fn follows_the_primary_through_a_promotion_and_a_switchover() {
     let c = NanoCtrl::start(&format!("{},{}", p.url, r.url));
     let scope = unique("failover");
     assert!(registers(&c, &scope, "before").await);
-    let _: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(5000)
-        .query(&mut p.conn())
-        .unwrap();
+    p.wait_replicated_to(&r, Duration::from_secs(15));
 
     // the primary dies; requests fail until the replica is promoted, then succeed on it
     let p_port = p.port;

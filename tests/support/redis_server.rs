@@ -198,6 +198,25 @@ impl Redis {
         info.contains("master_link_status:up")
     }
 
+    /// Waits until `replica` has applied every write this primary has made so far (its
+    /// replication offset reached ours). `WAIT` on a fresh connection would not do: it
+    /// waits only for the writes of the connection that sends it.
+    pub fn wait_replicated_to(&self, replica: &Redis, timeout: Duration) {
+        let offset = |r: &Redis, field: &str| -> i64 {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut r.conn())
+                .unwrap();
+            info.lines()
+                .find_map(|l| l.strip_prefix(field)?.trim().parse().ok())
+                .unwrap_or(-1)
+        };
+        let target = offset(self, "master_repl_offset:");
+        wait_for(timeout, "the replica caught up with the primary", || {
+            (offset(replica, "slave_repl_offset:") >= target).then_some(())
+        });
+    }
+
     /// Every key matching `pattern` (SCAN), sorted.
     pub fn keys_matching(&self, pattern: &str) -> Vec<String> {
         let mut c = self.conn();
