@@ -59,6 +59,12 @@ pub enum Status {
     Protocol = 408,
     /// The peer speaks another protocol version.
     VersionMismatch = 409,
+    /// A slot reference whose generation the ring no longer holds (overwritten,
+    /// consumed, or never written).
+    StaleSlot = 410,
+    /// The slot is held by another attempt (being written or read), or the ring is full
+    /// and overwriting is off (the original's `SlotError`).
+    SlotBusy = 411,
 
     Io = 500,
     Unsupported = 501,
@@ -111,6 +117,8 @@ status_messages! {
     Truncated => "message truncated",
     Protocol => "protocol error",
     VersionMismatch => "protocol version mismatch",
+    StaleSlot => "stale slot",
+    SlotBusy => "slot busy",
     Io => "I/O error",
     Unsupported => "unsupported",
     ResourceExhausted => "resource exhausted",

@@ -12,6 +12,7 @@
 //!   send, recv) and its transports: [`transport::tcp`] (any two hosts) and
 //!   [`transport::shm`] (same host: memfd regions, cross-memory attach, shared rings).
 //! * [`rpc`] — SlimeRPC: request/reply sessions over any endpoint.
+//! * [`ring`] — the slot ring: payload slots in shared memory, fetched by reference.
 //! * [`peer`] — the PeerAgent: NanoCtrl registration, the Redis stream mailbox and
 //!   named transfers between agents.
 //! * `ffi` — the C ABI over all of the above; nothing else knows about C.
@@ -24,6 +25,7 @@ pub mod host;
 pub mod log;
 pub mod memory;
 pub mod peer;
+pub mod ring;
 pub mod rpc;
 pub mod transport;
 

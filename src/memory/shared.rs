@@ -115,6 +115,26 @@ pub fn alloc_shared(len: usize) -> Result<*mut u8> {
     Ok(p)
 }
 
+/// Maps a memfd another process shares (for example one opened through
+/// `/proc/<pid>/fd/<n>`) and enters it in this process's allocation table, so
+/// shared-memory peers connected later map it too. Returns `(address, mapped length)`;
+/// free it with [`free_shared`].
+pub fn adopt_shared(fd: OwnedFd) -> Result<(*mut u8, usize)> {
+    let size = fd_size(fd.as_raw_fd())?;
+    if size == 0 {
+        return Err(Error::invalid("adopt_shared: the file is empty"));
+    }
+    let p = map_fd(fd.as_raw_fd(), size)?;
+    let info = Arc::new(AllocInfo {
+        base: p as usize,
+        len: size,
+        fd,
+        id: NEXT_ALLOC_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    });
+    table().lock().insert(p as usize, info);
+    Ok((p, size))
+}
+
 /// Frees memory from [`alloc_shared`]. Peers that mapped it keep their mapping until the
 /// next time the connection publishes its regions, which tells them to unmap it (their
 /// pages stay valid meanwhile, they just no longer alias anything of this process).
