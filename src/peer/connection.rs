@@ -42,6 +42,21 @@ impl PeerConnection {
         self.state() == ConnState::Connected
     }
 
+    /// The connected endpoint towards the peer (the current incarnation after a
+    /// reconnect); `NotConnected` until connected.
+    pub fn endpoint(&self) -> Result<Arc<dyn crate::Endpoint>> {
+        self.inner.endpoint(&self.peer)
+    }
+
+    /// Dials the peer again (after `Disconnected` or `Failed`), as
+    /// [`PeerAgent::connect_to`](super::PeerAgent::connect_to) does.
+    pub fn redial(&self, transport: &str) -> Result<()> {
+        self.inner.connect_to(
+            &self.peer,
+            super::negotiate::TransportRequest::parse(transport)?,
+        )
+    }
+
     /// The transport of the established connection (`None` until connected).
     pub fn transport(&self) -> Option<Transport> {
         let peers = self.inner.peers.lock();

@@ -159,7 +159,7 @@ impl PeerAgent {
 }
 
 impl Inner {
-    fn connect_to(self: &Arc<Self>, peer: &str, req: TransportRequest) -> Result<()> {
+    pub(super) fn connect_to(self: &Arc<Self>, peer: &str, req: TransportRequest) -> Result<()> {
         self.check_live()?;
         if peer.is_empty() {
             return Err(Error::invalid("peer alias is empty"));

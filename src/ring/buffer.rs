@@ -306,7 +306,10 @@ impl Ring {
         let buf = unsafe { std::slice::from_raw_parts_mut(self.payload(slot), len) };
         if let Err(e) = fill(buf) {
             if let Finish::NotHeld(w) = self.slot(slot).abort_write(g, n, tok) {
-                crate::warn_log!("ring {}: slot {slot} left WRITING by someone else ({w:?})", self.name);
+                crate::warn_log!(
+                    "ring {}: slot {slot} left WRITING by someone else ({w:?})",
+                    self.name
+                );
             }
             return Err(e);
         }
@@ -317,7 +320,10 @@ impl Ring {
                 // dead (a pid reused across namespaces). The bytes are not published.
                 return Err(Error::new(
                     Status::SlotBusy,
-                    format!("ring {}: slot {slot} was reclaimed during the write ({w:?})", self.name),
+                    format!(
+                        "ring {}: slot {slot} was reclaimed during the write ({w:?})",
+                        self.name
+                    ),
                 ));
             }
         }
@@ -360,7 +366,10 @@ impl Ring {
                     if h.write_idx.load(Ordering::Acquire) == g {
                         return Err(Error::new(
                             Status::Internal,
-                            format!("ring {}: slot {slot} header is corrupt ({w:?} at write index {g})", self.name),
+                            format!(
+                                "ring {}: slot {slot} header is corrupt ({w:?} at write index {g})",
+                                self.name
+                            ),
                         ));
                     }
                 }
@@ -368,7 +377,10 @@ impl Ring {
                     self.count(counter::WRITE_ERRORS, 1);
                     return Err(Error::new(
                         Status::SlotBusy,
-                        format!("ring {} is full: slot {slot} not consumed (overwrite disabled)", self.name),
+                        format!(
+                            "ring {} is full: slot {slot} not consumed (overwrite disabled)",
+                            self.name
+                        ),
                     ));
                 }
                 Claim::Busy(w) => {
@@ -479,7 +491,11 @@ impl Ring {
                                 self.name,
                                 r.slot,
                                 r.generation,
-                                if w.state() == SlotState::Reading { "being read" } else { "being written" }
+                                if w.state() == SlotState::Reading {
+                                    "being read"
+                                } else {
+                                    "being written"
+                                }
                             ),
                         ));
                     }
@@ -550,7 +566,10 @@ impl Ring {
         if n > dst.len() {
             return Err(Error::new(
                 Status::Truncated,
-                format!("payload of {n} bytes does not fit a {}-byte buffer", dst.len()),
+                format!(
+                    "payload of {n} bytes does not fit a {}-byte buffer",
+                    dst.len()
+                ),
             ));
         }
         dst[..n].copy_from_slice(v.data());
@@ -623,10 +642,7 @@ impl SlotView {
     /// Marks the payload consumed (the original's `mark_consumed`): the slot becomes FREE.
     pub fn consume(mut self) -> Result<()> {
         self.done = true;
-        if self
-            .ring
-            .finish(self.r, self.tok, true, self.len as u64)
-        {
+        if self.ring.finish(self.r, self.tok, true, self.len as u64) {
             Ok(())
         } else {
             Err(Error::new(

@@ -103,8 +103,15 @@ impl Geometry {
             return Err(Error::invalid("slot capacity must be at least 1 byte"));
         }
         let too_big = || Error::invalid("ring size overflows");
-        let stride = round_up(capacity, if capacity >= PAGE as u64 { PAGE as u64 } else { 64 })
-            .ok_or_else(too_big)?;
+        let stride = round_up(
+            capacity,
+            if capacity >= PAGE as u64 {
+                PAGE as u64
+            } else {
+                64
+            },
+        )
+        .ok_or_else(too_big)?;
         let headers = slot_count
             .checked_mul(SLOT_HEADER_LEN as u64)
             .and_then(|h| h.checked_add(SLOTS_OFFSET as u64))
@@ -217,7 +224,10 @@ mod tests {
         let mut mem = vec![0u64; geo.total_len as usize / 8];
         let base = mem.as_mut_ptr() as *mut u8;
         unsafe {
-            assert!(check(base, geo.total_len).is_err(), "zeroed memory has no magic");
+            assert!(
+                check(base, geo.total_len).is_err(),
+                "zeroed memory has no magic"
+            );
             assert!(init(base, &geo, "", 0).is_err());
             init(base, &geo, "rollouts", FLAG_OVERWRITE).unwrap();
             let (g, flags, name) = check(base, geo.total_len).unwrap();

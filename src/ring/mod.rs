@@ -10,19 +10,40 @@
 //! * [`buffer`] — [`Ring`]: producer writes, local reads, `ready_count`, metrics.
 //! * [`metrics`] — [`RingMetrics`], counters shared by every process of the ring.
 //! * `owner` — process liveness and the lease clock behind the reclaim rule.
+//! * [`wire`] — FETCH / COMMIT / ABORT requests and the reply header, over SlimeRPC.
+//! * [`server`] — [`RingServer`]: serves rings over endpoints (direct or PeerAgent).
+//! * [`client`] — [`RingClient`]: fetch by reference, batch fetch, rotation.
+//! * [`connector`] — where an endpoint comes from: a direct pair or a PeerAgent alias.
+//! * [`health`] — quarantine and the round-robin choice of a route.
+//! * [`retry`] — which failures rotate, retry or end a fetch; worst-case times.
+//! * `sessions` — the client's session per route: made in the background, retired
+//!   before the server's idle eviction.
+//! * `buffers` — pooled receive buffers and [`Payload`].
 //!
 //! `docs/ring.md` describes the protocol, the retry layers and their worst-case times.
 
 pub mod buffer;
+mod buffers;
+pub mod client;
+pub mod connector;
+pub mod health;
 pub mod layout;
 pub mod metrics;
 mod owner;
 pub mod reference;
 pub mod region;
+pub mod retry;
+pub mod server;
+mod sessions;
 pub mod slot;
+pub mod wire;
 
 pub use buffer::{Ring, RingConfig, SlotView};
+pub use buffers::Payload;
+pub use client::{ClientCounters, RingClient, RingClientConfig, RouteStatus};
+pub use connector::{Connector, FixedEndpoint, PeerRoute};
 pub use metrics::RingMetrics;
 pub use reference::SlotRef;
 pub use region::RingHandle;
+pub use server::{RingServer, RingServerConfig, ServerCounters};
 pub use slot::SlotState;

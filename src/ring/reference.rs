@@ -19,7 +19,8 @@ impl SlotRef {
 
     /// Refuses a reference that cannot belong to a ring of `slot_count` slots.
     pub fn check(&self, slot_count: u64) -> Result<()> {
-        if u64::from(self.slot) >= slot_count || self.generation % slot_count != u64::from(self.slot)
+        if u64::from(self.slot) >= slot_count
+            || self.generation % slot_count != u64::from(self.slot)
         {
             return Err(Error::invalid(format!(
                 "slot reference ({}, generation {}) does not fit a ring of {slot_count} slots (slot must be generation % slot_count)",

@@ -122,11 +122,7 @@ impl RingRegion {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let raw = fd.as_raw_fd();
         let (base, len) = adopt_shared(fd)?;
-        Ok(RingRegion {
-            base,
-            len,
-            fd: raw,
-        })
+        Ok(RingRegion { base, len, fd: raw })
     }
 
     pub fn base(&self) -> *mut u8 {

@@ -90,9 +90,7 @@ pub struct Word(pub u64);
 
 impl Word {
     pub fn new(state: SlotState, token: u32, lap: u64) -> Word {
-        Word(
-            state as u64 | (u64::from(token) << TOKEN_SHIFT) | ((lap & LAP_MASK) << LAP_SHIFT),
-        )
+        Word(state as u64 | (u64::from(token) << TOKEN_SHIFT) | ((lap & LAP_MASK) << LAP_SHIFT))
     }
     pub fn state(self) -> SlotState {
         SlotState::from_bits(self.0)
@@ -360,11 +358,7 @@ impl SlotHeader {
     /// when `dead(pid, lease_until)` says its owner can no longer finish it. Returns the
     /// state the slot was put in, or `None` when the owner is alive, unknown yet, or the
     /// slot moved on.
-    pub fn reclaim(
-        &self,
-        seen: Word,
-        dead: impl FnOnce(u32, u64) -> bool,
-    ) -> Option<SlotState> {
+    pub fn reclaim(&self, seen: Word, dead: impl FnOnce(u32, u64) -> bool) -> Option<SlotState> {
         let to = match seen.state() {
             SlotState::Reading => Word::new(SlotState::Ready, 0, seen.lap()),
             SlotState::Writing => Word::new(SlotState::Free, 0, seen.lap()),
@@ -424,10 +418,7 @@ mod tests {
     fn write_grant_commit_then_consumed() {
         let s = SlotHeader::new();
         write(&s, 1, 11);
-        assert_eq!(
-            s.grant(1, N, 21, PID, u64::MAX),
-            Grant::Granted { len: 10 }
-        );
+        assert_eq!(s.grant(1, N, 21, PID, u64::MAX), Grant::Granted { len: 10 });
         assert_eq!(s.commit_state(1, N, 21), CommitState::Held);
         // a second attempt meets the first
         assert!(matches!(s.grant(1, N, 22, PID, u64::MAX), Grant::Busy(_)));
@@ -525,7 +516,11 @@ mod tests {
             s.grant(alias, N, 60, PID, 0),
             Grant::Stale { current: Some(1) }
         );
-        assert_eq!(s.word().state(), SlotState::Ready, "the undo restored READY");
+        assert_eq!(
+            s.word().state(),
+            SlotState::Ready,
+            "the undo restored READY"
+        );
     }
 }
 
