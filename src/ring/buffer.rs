@@ -684,11 +684,293 @@ mod tests {
         .unwrap()
     }
 
+    fn bytes(seed: u8, n: usize) -> Vec<u8> {
+        (0..n).map(|i| seed.wrapping_add(i as u8)).collect()
+    }
+
     #[test]
     fn all_slots_start_free() {
         let r = ring(4, 64, true);
         assert!(r.slot_states().iter().all(|s| *s == SlotState::Free));
         assert_eq!(r.ready_count(), 0);
         assert_eq!(r.metrics(), RingMetrics::default());
+        assert_eq!(r.slot_count(), 4);
+        assert_eq!(r.slot_capacity(), 64);
+    }
+
+    #[test]
+    fn write_read_round_trip_raw_and_parts() {
+        let r = ring(4, 64, true);
+        let a = r.write_raw(&bytes(1, 64)).unwrap();
+        assert_eq!(a, SlotRef::new(0, 0));
+        let b = r.write(&[&bytes(9, 10), &[], &bytes(50, 5)]).unwrap();
+        assert_eq!(b, SlotRef::new(1, 1));
+        assert_eq!(r.slot_state(0).unwrap(), SlotState::Ready);
+        assert_eq!(r.read(a).unwrap(), bytes(1, 64));
+        let mut want = bytes(9, 10);
+        want.extend(bytes(50, 5));
+        let mut dst = [0u8; 64];
+        assert_eq!(r.read_into(b, &mut dst).unwrap(), 15);
+        assert_eq!(&dst[..15], &want[..]);
+        assert_eq!(r.slot_state(0).unwrap(), SlotState::Free);
+        // an empty payload is a payload
+        let e = r.write_raw(&[]).unwrap();
+        assert_eq!(r.read(e).unwrap(), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn oversized_or_failed_writes_leave_the_ring_usable() {
+        let r = ring(4, 64, true);
+        let e = r.write_raw(&[0u8; 65]).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument);
+        assert_eq!(r.write_index(), 0, "an oversized write claims nothing");
+        let e = r
+            .write_with(8, |_| Err(Error::new(Status::Io, "source failed")))
+            .unwrap_err();
+        assert_eq!(e.status(), Status::Io);
+        assert_eq!(r.slot_state(0).unwrap(), SlotState::Free);
+        assert_eq!(r.ready_count(), 0);
+        // the ticket was used: the next write takes the next slot, and a reference to
+        // the aborted one is stale
+        let next = r.write_raw(b"x").unwrap();
+        assert_eq!(next, SlotRef::new(1, 1));
+        assert_eq!(
+            r.read(SlotRef::new(0, 0)).unwrap_err().status(),
+            Status::StaleSlot
+        );
+        assert_eq!(r.metrics().writes, 1);
+    }
+
+    #[test]
+    fn views_consume_release_and_drop() {
+        let r = ring(4, 64, true);
+        let a = r.write_raw(&bytes(3, 20)).unwrap();
+        let v = r.read_view(a).unwrap();
+        assert_eq!(v.data(), &bytes(3, 20)[..]);
+        assert_eq!(v.as_ptr(), r.payload(0) as *const u8, "a view, not a copy");
+        assert_eq!(r.slot_state(0).unwrap(), SlotState::Reading);
+        assert_eq!(r.ready_count(), 0);
+        // a second reader meets the first
+        assert_eq!(r.read(a).unwrap_err().status(), Status::SlotBusy);
+        assert_eq!(r.try_read(a).unwrap(), None);
+        v.release();
+        assert_eq!(r.slot_state(0).unwrap(), SlotState::Ready);
+        assert_eq!(r.ready_count(), 1);
+        drop(r.read_view(a).unwrap());
+        assert_eq!(r.slot_state(0).unwrap(), SlotState::Ready, "drop releases");
+        r.read_view(a).unwrap().consume().unwrap();
+        assert_eq!(r.slot_state(0).unwrap(), SlotState::Free);
+        assert_eq!(
+            r.read_view(a).err().unwrap().status(),
+            Status::StaleSlot,
+            "consumed"
+        );
+        let m = r.metrics();
+        assert_eq!((m.reads, m.failed_reads, m.busy, m.stale_reads), (1, 2, 2, 1));
+    }
+
+    #[test]
+    fn finishing_defensively_is_a_no_op() {
+        let r = ring(4, 64, true);
+        let a = r.write_raw(b"hello").unwrap();
+        // mark_consumed / release on a READY slot with no attempt: nothing changes, the
+        // data stays readable
+        assert!(!r.finish(a, 12345, true, 5));
+        assert!(!r.finish(a, 12345, false, 5));
+        assert_eq!(r.slot_state(0).unwrap(), SlotState::Ready);
+        assert_eq!(r.ready_count(), 1);
+        assert_eq!(r.read(a).unwrap(), b"hello");
+        // on a FREE slot: stays FREE
+        assert!(!r.finish(a, 12345, true, 5));
+        assert!(!r.finish(a, 12345, false, 5));
+        assert_eq!(r.slot_state(0).unwrap(), SlotState::Free);
+        assert_eq!(r.ready_count(), 0);
+        assert_eq!(r.metrics().orphan_noops, 4);
+    }
+
+    #[test]
+    fn ready_slots_and_a_real_ready_count_after_saturation() {
+        let r = ring(4, 64, true);
+        let refs: Vec<SlotRef> = (0..4u8).map(|i| r.write_raw(&[i]).unwrap()).collect();
+        assert!(r.is_full());
+        assert_eq!(r.ready_count(), 4);
+        assert_eq!(r.ready_slots(), refs);
+        assert_eq!(r.slot_ref(2).unwrap(), Some(refs[2]));
+        r.read(refs[1]).unwrap();
+        r.read(refs[3]).unwrap();
+        // the original's counter stayed at max_entries forever after the first lap
+        assert_eq!(r.ready_count(), 2);
+        assert!(!r.is_full());
+        assert_eq!(r.ready_slots(), vec![refs[0], refs[2]]);
+        assert_eq!(r.slot_ref(1).unwrap(), None);
+        assert_eq!(
+            r.slot_state(4).unwrap_err().status(),
+            Status::OutOfRange
+        );
+    }
+
+    #[test]
+    fn overwrite_when_full_counts_a_drop_and_stales_the_old_reference() {
+        let r = ring(4, 64, true);
+        let refs: Vec<SlotRef> = (0..5u8).map(|i| r.write_raw(&[i]).unwrap()).collect();
+        assert_eq!(refs[4], SlotRef::new(0, 4));
+        let m = r.metrics();
+        assert_eq!((m.writes, m.drops, m.ready), (5, 1, 4));
+        let e = r.read(refs[0]).unwrap_err();
+        assert_eq!(e.status(), Status::StaleSlot);
+        assert!(e.message().contains("holds generation 4"), "{e}");
+        assert_eq!(r.read(refs[4]).unwrap(), vec![4]);
+        assert_eq!(r.metrics().stale_reads, 1);
+        assert_eq!(m.current_fill(), 4);
+    }
+
+    #[test]
+    fn full_without_overwrite_is_a_slot_error_and_never_skips_ahead() {
+        let r = ring(4, 64, false);
+        assert!(!r.overwrite());
+        let refs: Vec<SlotRef> = (0..4u8).map(|i| r.write_raw(&[i]).unwrap()).collect();
+        let e = r.write_raw(&[9]).unwrap_err();
+        assert_eq!(e.status(), Status::SlotBusy);
+        assert!(e.message().contains("full"), "{e}");
+        assert_eq!(r.write_index(), 4, "the ticket was not used");
+        // slot 1 consumed: still refused, the write index points at slot 0
+        r.read(refs[1]).unwrap();
+        assert_eq!(r.write_raw(&[9]).unwrap_err().status(), Status::SlotBusy);
+        r.read(refs[0]).unwrap();
+        assert_eq!(r.write_raw(&[9]).unwrap(), SlotRef::new(0, 4));
+        assert_eq!(r.metrics().write_errors, 2);
+    }
+
+    #[test]
+    fn a_slot_being_read_is_never_overwritten() {
+        let r = ring(2, 64, true);
+        let a = r.write_raw(b"aa").unwrap();
+        r.write_raw(b"bb").unwrap();
+        let v = r.read_view(a).unwrap();
+        let e = r.write_raw(b"cc").unwrap_err();
+        assert_eq!(e.status(), Status::SlotBusy);
+        assert!(e.message().contains("being read"), "{e}");
+        assert_eq!(v.data(), b"aa");
+        v.consume().unwrap();
+        assert_eq!(r.write_raw(b"cc").unwrap(), SlotRef::new(0, 2));
+    }
+
+    #[test]
+    fn attach_by_handle_shares_state_and_metrics() {
+        let r = ring(4, 4096, true);
+        let h = r.handle();
+        assert_eq!(h.max_entries, 4);
+        assert_eq!(h.entry_size, 4096);
+        let h = RingHandle::parse(&h.to_json().to_string()).unwrap();
+        let o = Ring::attach(&h).unwrap();
+        assert_eq!(o.name(), r.name());
+        assert!(o.overwrite());
+        let a = r.write_raw(&bytes(7, 4096)).unwrap();
+        assert_eq!(o.ready_count(), 1);
+        let v = o.read_view(a).unwrap();
+        assert_eq!(r.slot_state(0).unwrap(), SlotState::Reading);
+        assert_eq!(v.data(), &bytes(7, 4096)[..]);
+        v.consume().unwrap();
+        assert_eq!(r.metrics().reads, 1);
+        assert_eq!(r.metrics().bytes_read, 4096);
+        assert!(Ring::create(&RingConfig {
+            name: "x".repeat(65),
+            ..Default::default()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn references_must_match_the_ring() {
+        let r = ring(4, 64, true);
+        r.write_raw(b"a").unwrap();
+        assert_eq!(
+            r.read(SlotRef::new(1, 0)).unwrap_err().status(),
+            Status::InvalidArgument
+        );
+        assert_eq!(
+            r.read(SlotRef::new(9, 9)).unwrap_err().status(),
+            Status::InvalidArgument
+        );
+        // a generation not written yet is stale, not a hang
+        assert_eq!(
+            r.read(SlotRef::new(1, 5)).unwrap_err().status(),
+            Status::StaleSlot
+        );
+    }
+
+    #[test]
+    fn read_into_a_small_buffer_is_truncated_and_keeps_the_payload() {
+        let r = ring(2, 64, true);
+        let a = r.write_raw(&[1; 10]).unwrap();
+        let mut small = [0u8; 4];
+        assert_eq!(
+            r.read_into(a, &mut small).unwrap_err().status(),
+            Status::Truncated
+        );
+        assert_eq!(r.slot_state(0).unwrap(), SlotState::Ready);
+        assert_eq!(r.read(a).unwrap(), vec![1; 10]);
+    }
+
+    /// Producer and readers on several threads: no torn payload is ever read, and at
+    /// rest every write is accounted for: writes = reads + drops + ready.
+    #[test]
+    fn concurrent_producer_and_readers_stay_consistent() {
+        let r = ring(8, 256, true);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let pattern = |g: u64| -> Vec<u8> {
+            let n = 16 + (g as usize * 37) % 240;
+            (0..n).map(|i| (g as u8).wrapping_mul(31).wrapping_add(i as u8)).collect()
+        };
+        std::thread::scope(|s| {
+            let readers: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut ok = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            for rf in r.ready_slots() {
+                                match r.read_view(rf) {
+                                    Ok(v) => {
+                                        assert_eq!(v.data(), &pattern(rf.generation)[..]);
+                                        v.consume().unwrap();
+                                        ok += 1;
+                                    }
+                                    Err(e) => assert!(matches!(
+                                        e.status(),
+                                        Status::StaleSlot | Status::SlotBusy
+                                    )),
+                                }
+                            }
+                        }
+                        ok
+                    })
+                })
+                .collect();
+            let mut g = 0u64;
+            let mut busy = 0u64;
+            while g < 5000 {
+                let want = r.write_index();
+                match r.write_raw(&pattern(want)) {
+                    Ok(rf) => {
+                        assert_eq!(rf.generation, want);
+                        g += 1;
+                    }
+                    Err(e) => {
+                        assert_eq!(e.status(), Status::SlotBusy);
+                        busy += 1;
+                        std::thread::yield_now();
+                    }
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            let reads: u64 = readers.into_iter().map(|h| h.join().unwrap()).sum();
+            let m = r.metrics();
+            assert_eq!(m.writes, 5000);
+            assert_eq!(m.reads, reads);
+            assert_eq!(m.write_errors, busy);
+            assert_eq!(m.writes, m.reads + m.drops + m.ready, "{m:?}");
+            let ready_now = r.slot_states().iter().filter(|s| **s == SlotState::Ready).count();
+            assert_eq!(m.ready, ready_now as u64);
+        });
     }
 }

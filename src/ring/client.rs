@@ -77,6 +77,18 @@ pub struct RingClientConfig {
     /// Added to the time left in the attempt when asking the server for a lease.
     pub lease_margin: Duration,
     pub rpc: RpcConfig,
+    /// Fault injection for tests: runs after each grant, before the read.
+    pub after_grant: Option<FaultHook>,
+}
+
+/// A test hook (see [`RingClientConfig::after_grant`]).
+#[derive(Clone)]
+pub struct FaultHook(pub Arc<dyn Fn(SlotRef) + Send + Sync>);
+
+impl std::fmt::Debug for FaultHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaultHook")
+    }
 }
 
 impl Default for RingClientConfig {
@@ -91,6 +103,7 @@ impl Default for RingClientConfig {
             concurrency: 4,
             lease_margin: Duration::from_secs(1),
             rpc: ring_rpc_config(),
+            after_grant: None,
         }
     }
 }
@@ -456,6 +469,9 @@ impl RingClient {
             ));
         }
         let len = grant.length as usize;
+        if let Some(h) = &self.cfg.after_grant {
+            (h.0)(r);
+        }
         // 3. the one-sided read
         let read = self.read_payload(producer, c, &grant, dst, deadline);
         let got = match read {

@@ -40,7 +40,7 @@ pub mod wire;
 
 pub use buffer::{Ring, RingConfig, SlotView};
 pub use buffers::Payload;
-pub use client::{ClientCounters, RingClient, RingClientConfig, RouteStatus};
+pub use client::{ClientCounters, FaultHook, RingClient, RingClientConfig, RouteStatus};
 pub use connector::{Connector, FixedEndpoint, PeerRoute};
 pub use metrics::RingMetrics;
 pub use reference::SlotRef;
