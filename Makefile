@@ -11,7 +11,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run demo test deps lint build example bench bench-nanoctrl test-rust test-ffi test-nanoctrl test-python test-rdma bench-rdma bench-python header
+.PHONY: run demo test deps lint build example bench bench-nanoctrl test-rust test-loom test-ffi test-nanoctrl test-python test-rdma bench-rdma bench-python bench-ring header
 
 run: deps
 	WITH_PULSING=1 bash bench/rpc/run.sh
@@ -32,7 +32,7 @@ bench:
 	cargo bench --bench endpoint -- --max-mib $${BENCH_MAX_MIB:-64}
 	cargo run --release --example shm_bench
 
-test: deps lint test-rust test-ffi test-nanoctrl test-python test-rdma
+test: deps lint test-rust test-loom test-ffi test-nanoctrl test-python test-rdma
 
 # rustfmt, clippy -D warnings (with the workspace [lints]), rustdoc -D warnings
 lint:
@@ -41,6 +41,11 @@ lint:
 test-rust:
 	cargo build -p nanoctrl --bins  # the PeerAgent tests (tests/peer_*.rs) run it
 	cargo test -p dlslime
+
+# The slot ring's state machine under the loom model checker (src/ring/slot.rs, `model`):
+# its own target dir, because --cfg loom changes every crate's build.
+test-loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p dlslime --lib ring::slot::model
 
 test-ffi:
 	bash scripts/test-ffi.sh

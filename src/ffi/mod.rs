@@ -31,6 +31,8 @@
 //! * [`peer`] — `dlslime_peer_agent_t`, `dlslime_peer_connection_t`,
 //!   `dlslime_peer_options_t`, `dlslime_named_assignment_t`.
 //! * [`rpc`] — SlimeRPC: `dlslime_rpc_session_t`, `dlslime_rpc_call_t`, `dlslime_rpc_request_t`.
+//! * [`ring`] — the slot ring: `dlslime_ring_t`, `dlslime_ring_view_t`,
+//!   `dlslime_ring_server_t`, `dlslime_ring_client_t`, `dlslime_ring_payload_t`.
 //!
 //! Conventions: fallible functions return `dlslime_status_t` and write their
 //! out-parameters only on success; every failure (including a NULL argument and a caught
@@ -50,6 +52,7 @@ pub mod memory;
 mod options;
 pub mod peer;
 pub mod rdma;
+pub mod ring;
 pub mod rpc;
 pub mod shm;
 pub mod status;

@@ -293,13 +293,24 @@ impl Ring {
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<SlotRef> {
+        self.write_with_policy(len, self.overwrite, fill)
+    }
+
+    /// [`Ring::write_with`] with this write's own overwrite policy (the original's
+    /// `overwrite_if_full` argument).
+    pub fn write_with_policy(
+        &self,
+        len: usize,
+        overwrite: bool,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<SlotRef> {
         if len as u64 > self.geo.capacity {
             return Err(Error::invalid(format!(
                 "payload of {len} bytes exceeds the slot capacity of {} bytes",
                 self.geo.capacity
             )));
         }
-        let (g, tok) = self.claim()?;
+        let (g, tok) = self.claim(overwrite)?;
         let n = self.geo.slot_count;
         let slot = (g % n) as u32;
         // SAFETY: the slot is ours (WRITING) and `len` fits its stride.
@@ -334,7 +345,7 @@ impl Ring {
     }
 
     /// Takes the slot of the current write ticket: `(ticket, token)`.
-    fn claim(&self) -> Result<(u64, u32)> {
+    fn claim(&self, overwrite: bool) -> Result<(u64, u32)> {
         let h = self.header();
         let n = self.geo.slot_count;
         let tok = self.token();
@@ -342,7 +353,7 @@ impl Ring {
             let g = h.write_idx.load(Ordering::Acquire);
             let slot = (g % n) as u32;
             let s = self.slot(slot);
-            match s.claim(g, n, tok, self.pid, self.overwrite) {
+            match s.claim(g, n, tok, self.pid, overwrite) {
                 Claim::Claimed { dropped } => {
                     let _ =
                         h.write_idx

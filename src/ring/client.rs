@@ -79,6 +79,8 @@ pub struct RingClientConfig {
     pub rpc: RpcConfig,
     /// Fault injection for tests: runs after each grant, before the read.
     pub after_grant: Option<FaultHook>,
+    /// Fault injection for tests: runs after each read, before the commit.
+    pub before_commit: Option<FaultHook>,
 }
 
 /// A test hook (see [`RingClientConfig::after_grant`]).
@@ -104,6 +106,7 @@ impl Default for RingClientConfig {
             lease_margin: Duration::from_secs(1),
             rpc: ring_rpc_config(),
             after_grant: None,
+            before_commit: None,
         }
     }
 }
@@ -481,6 +484,9 @@ impl RingClient {
                 return Err(e);
             }
         };
+        if let Some(h) = &self.cfg.before_commit {
+            (h.0)(r);
+        }
         // 4. the commit
         let req = Request {
             token: grant.token,
