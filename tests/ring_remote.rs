@@ -283,7 +283,7 @@ fn end_to_end(transport: &str) {
     // a payload too large for the caller's buffer stays in the ring
     let mut small = vec![0u8; 10];
     let e = c.fetch_into("rollouts", new[0], &mut small).unwrap_err();
-    assert_eq!(e.status(), Status::Truncated);
+    assert_eq!(e.status(), Status::OutOfRange);
     check(&c.fetch("rollouts", new[0]).unwrap(), 1000, 8);
     // unknown producers and malformed references are typed errors
     assert_eq!(
@@ -424,36 +424,35 @@ fn kill_once(pid: u32) -> (FaultHook, Arc<std::sync::atomic::AtomicBool>) {
 /// over, reclaiming the dead owner's slot; over shared memory the read may still come
 /// from the mapping, and then the commit is confirmed through the producer's session.)
 fn killed_before_read(transport: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     let mut p = Server::start(transport, &[]);
     let h = p.handle();
     let mut s = Server::attach(transport, &h, &[]);
     let (hook, killed) = kill_once(s.peer.pid());
+    let armed = Arc::new(AtomicBool::new(false));
+    let a2 = armed.clone();
     let c = client(RingClientConfig {
-        after_grant: Some(hook),
+        after_grant: Some(FaultHook(Arc::new(move |r| {
+            if a2.load(SeqCst) {
+                (hook.0)(r)
+            }
+        }))),
         ..Default::default()
     });
     c.add_endpoint("rollouts", p.pair());
     c.add_endpoint("rollouts", s.pair());
-    let r = p.write_ok(2, 4 << 20, 77);
+    let r = p.write_ok(2, 1 << 20, 77);
     // the first fetch goes to p (and makes its session), the second to s
-    check(&c.fetch("rollouts", r[0]).unwrap(), 4 << 20, 77);
-    killed.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (hook, killed) = kill_once(s.peer.pid());
-    let c2 = client(RingClientConfig {
-        after_grant: Some(hook),
-        ..Default::default()
-    });
-    drop(c);
-    c2.add_endpoint("rollouts", s.pair());
-    c2.add_endpoint("rollouts", p.pair());
+    check(&c.fetch("rollouts", r[0]).unwrap(), 1 << 20, 77);
+    armed.store(true, SeqCst);
     let t = Instant::now();
-    check(&c2.fetch("rollouts", r[1]).unwrap(), 4 << 20, 78);
+    check(&c.fetch("rollouts", r[1]).unwrap(), 1 << 20, 78);
     assert!(t.elapsed() < Duration::from_secs(5));
-    assert!(killed.load(std::sync::atomic::Ordering::SeqCst));
-    let k = c2.counters();
+    assert!(killed.load(SeqCst));
+    let k = c.counters();
     let m = p.metrics();
-    let failed_over = (k.attempts, k.quarantines, m.reclaims) == (2, 1, 1);
-    let committed_elsewhere = (k.attempts, k.commit_failovers, m.reclaims) == (1, 1, 0);
+    let failed_over = (k.attempts, k.quarantines, m.reclaims) == (3, 1, 1);
+    let committed_elsewhere = (k.attempts, k.commit_failovers, m.reclaims) == (2, 1, 0);
     if transport == "tcp" {
         assert!(failed_over, "{k:?} {m:?}");
     } else {
@@ -532,12 +531,12 @@ fn orphan_finishes_late(transport: &str) {
         transport,
         &h,
         &[
-            ("GRANT_DELAY_MS", "1500".into()),
+            ("GRANT_DELAY_MS", "4000".into()),
             ("MAX_LEASE_MS", "300".into()),
         ],
     );
     let c = client(RingClientConfig {
-        timeout: Duration::from_millis(1000),
+        timeout: Duration::from_millis(2000),
         ..Default::default()
     });
     c.add_endpoint("rollouts", s.pair());
@@ -545,9 +544,9 @@ fn orphan_finishes_late(transport: &str) {
     let r = p.write_ok(1, 200_000, 9)[0];
     let t = Instant::now();
     check(&c.fetch("rollouts", r).unwrap(), 200_000, 9);
-    assert!(t.elapsed() < Duration::from_millis(2000), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_millis(4000), "{:?}", t.elapsed());
     // let the orphan wake, fail its reply and finish its attempt
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(2500));
     let m = p.metrics();
     assert_eq!(m.reclaims, 1, "{m:?}");
     assert!(m.orphan_noops >= 1, "the orphan's late finish was a no-op: {m:?}");
@@ -555,8 +554,9 @@ fn orphan_finishes_late(transport: &str) {
     assert_eq!(m.ready, 0, "the orphan did not put the consumed slot back");
     let e = c.fetch("rollouts", r).unwrap_err();
     assert_eq!(e.status(), Status::StaleSlot, "consumed once, never twice");
+    // the producer's next lap reuses the consumed slot
     let next = p.write_ok(2, 100, 10);
-    assert_eq!(next[0].slot, r.slot);
+    assert_eq!(next[1].slot, r.slot);
     let (_, _, _, _, expiries) = s.counters();
     assert!(expiries <= 1);
     s.exit();
@@ -744,7 +744,8 @@ fn session_age_out_and_idle_eviction() {
 #[test]
 fn batch_worst_case_wall_time_with_black_hole_servers() {
     let mut a = Server::start("tcp", &[("GRANT_DELAY_MS", "60000".into())]);
-    let mut b = Server::start("tcp", &[("GRANT_DELAY_MS", "60000".into())]);
+    let h = a.handle();
+    let mut b = Server::attach("tcp", &h, &[("GRANT_DELAY_MS", "60000".into())]);
     let c = client(RingClientConfig {
         timeout: Duration::from_millis(300),
         max_attempts: 2,
@@ -761,7 +762,12 @@ fn batch_worst_case_wall_time_with_black_hole_servers() {
     let took = t.elapsed();
     let bound = c.batch_worst_case(refs.len());
     assert_eq!(bound, Duration::from_millis(3 * 2 * 300 + 2 * 20));
-    assert!(got.iter().all(|g| g.as_ref().unwrap_err().status() == Status::Timeout));
+    // Timeout, or SHUT_DOWN for a fetch whose session another fetch's timeout closed
+    let statuses: Vec<Status> = got.iter().map(|g| g.as_ref().unwrap_err().status()).collect();
+    assert!(
+        statuses.iter().all(|s| matches!(s, Status::Timeout | Status::ShutDown)),
+        "{statuses:?}"
+    );
     assert!(took >= Duration::from_millis(3 * 2 * 300), "{took:?}");
     assert!(took <= bound + Duration::from_millis(700), "{took:?} > {bound:?}");
     assert_eq!(c.counters().batch_rounds, 3);

@@ -339,7 +339,7 @@ pub extern "C" fn dlslime_ring_write_parts(
 /// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (a
 /// reference that cannot belong to this ring), `DLSLIME_STATUS_STALE_SLOT` (overwritten,
 /// consumed, never written), `DLSLIME_STATUS_SLOT_BUSY` (another reader holds it),
-/// `DLSLIME_STATUS_TRUNCATED` (`cap` too small; the payload stays READY).
+/// `DLSLIME_STATUS_OUT_OF_RANGE` (`cap` too small; the payload stays READY).
 #[no_mangle]
 pub extern "C" fn dlslime_ring_read(
     ring: *const dlslime_ring_t,
@@ -510,7 +510,7 @@ impl Castable for dlslime_ring_view_t {
 
 /// Takes payload `r` in place and writes a view of it to `*out`.
 ///
-/// Errors: as `dlslime_ring_read`, without `TRUNCATED`.
+/// Errors: as `dlslime_ring_read`, without `OUT_OF_RANGE`.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_read_view(
     ring: *const dlslime_ring_t,
@@ -951,7 +951,7 @@ pub extern "C" fn dlslime_ring_client_fetch(
 }
 
 /// Fetches payload `r` of `producer` into `dst` (`cap` bytes); its length goes to
-/// `*out_len`. Errors as `dlslime_ring_client_fetch`, plus `DLSLIME_STATUS_TRUNCATED`
+/// `*out_len`. Errors as `dlslime_ring_client_fetch`, plus `DLSLIME_STATUS_OUT_OF_RANGE`
 /// (`cap` too small: the payload stays in the ring).
 #[no_mangle]
 pub extern "C" fn dlslime_ring_client_fetch_into(

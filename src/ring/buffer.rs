@@ -317,10 +317,7 @@ impl Ring {
         let buf = unsafe { std::slice::from_raw_parts_mut(self.payload(slot), len) };
         if let Err(e) = fill(buf) {
             if let Finish::NotHeld(w) = self.slot(slot).abort_write(g, n, tok) {
-                crate::warn_log!(
-                    "ring {}: slot {slot} left WRITING by someone else ({w:?})",
-                    self.name
-                );
+                crate::warn_log!("ring {}: slot {slot} left WRITING by someone else ({w:?})", self.name);
             }
             return Err(e);
         }
@@ -331,10 +328,7 @@ impl Ring {
                 // dead (a pid reused across namespaces). The bytes are not published.
                 return Err(Error::new(
                     Status::SlotBusy,
-                    format!(
-                        "ring {}: slot {slot} was reclaimed during the write ({w:?})",
-                        self.name
-                    ),
+                    format!("ring {}: slot {slot} was reclaimed during the write ({w:?})", self.name),
                 ));
             }
         }
@@ -377,10 +371,7 @@ impl Ring {
                     if h.write_idx.load(Ordering::Acquire) == g {
                         return Err(Error::new(
                             Status::Internal,
-                            format!(
-                                "ring {}: slot {slot} header is corrupt ({w:?} at write index {g})",
-                                self.name
-                            ),
+                            format!("ring {}: slot {slot} header is corrupt ({w:?} at write index {g})", self.name),
                         ));
                     }
                 }
@@ -388,10 +379,7 @@ impl Ring {
                     self.count(counter::WRITE_ERRORS, 1);
                     return Err(Error::new(
                         Status::SlotBusy,
-                        format!(
-                            "ring {} is full: slot {slot} not consumed (overwrite disabled)",
-                            self.name
-                        ),
+                        format!("ring {} is full: slot {slot} not consumed (overwrite disabled)", self.name),
                     ));
                 }
                 Claim::Busy(w) => {
@@ -502,11 +490,7 @@ impl Ring {
                                 self.name,
                                 r.slot,
                                 r.generation,
-                                if w.state() == SlotState::Reading {
-                                    "being read"
-                                } else {
-                                    "being written"
-                                }
+                                if w.state() == SlotState::Reading { "being read" } else { "being written" }
                             ),
                         ));
                     }
@@ -570,17 +554,14 @@ impl Ring {
     }
 
     /// Reads and consumes payload `r` into `dst`; returns its length. A payload larger
-    /// than `dst` fails with `Truncated` and stays READY.
+    /// than `dst` fails with `OutOfRange` (the buffer is too small) and stays READY.
     pub fn read_into(self: &Arc<Self>, r: SlotRef, dst: &mut [u8]) -> Result<usize> {
         let v = self.read_view(r)?;
         let n = v.len();
         if n > dst.len() {
             return Err(Error::new(
-                Status::Truncated,
-                format!(
-                    "payload of {n} bytes does not fit a {}-byte buffer",
-                    dst.len()
-                ),
+                Status::OutOfRange,
+                format!("payload of {n} bytes does not fit a {}-byte buffer", dst.len()),
             ));
         }
         dst[..n].copy_from_slice(v.data());
@@ -653,7 +634,10 @@ impl SlotView {
     /// Marks the payload consumed (the original's `mark_consumed`): the slot becomes FREE.
     pub fn consume(mut self) -> Result<()> {
         self.done = true;
-        if self.ring.finish(self.r, self.tok, true, self.len as u64) {
+        if self
+            .ring
+            .finish(self.r, self.tok, true, self.len as u64)
+        {
             Ok(())
         } else {
             Err(Error::new(
@@ -917,7 +901,7 @@ mod tests {
         let mut small = [0u8; 4];
         assert_eq!(
             r.read_into(a, &mut small).unwrap_err().status(),
-            Status::Truncated
+            Status::OutOfRange
         );
         assert_eq!(r.slot_state(0).unwrap(), SlotState::Ready);
         assert_eq!(r.read(a).unwrap(), vec![1; 10]);

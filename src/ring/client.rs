@@ -272,7 +272,7 @@ impl RingClient {
     }
 
     /// Fetches payload `r` of `producer` into `dst`; returns its length. A payload larger
-    /// than `dst` fails with `Truncated` and stays in the ring.
+    /// than `dst` fails with `OutOfRange` (not retried) and stays in the ring.
     pub fn fetch_into(&self, producer: &str, r: SlotRef, dst: &mut [u8]) -> Result<usize> {
         let d = Dst::User {
             ptr: dst.as_mut_ptr(),
@@ -564,7 +564,7 @@ impl RingClient {
             Dst::User { ptr, len: cap } => {
                 if len > *cap {
                     return Err(Error::new(
-                        Status::Truncated,
+                        Status::OutOfRange,
                         format!("payload of {len} bytes does not fit the {cap}-byte buffer"),
                     ));
                 }

@@ -28,14 +28,25 @@ pub fn lease_until(lease: Option<Duration>) -> u64 {
     }
 }
 
-/// Whether process `pid` exists (`kill(pid, 0)`; EPERM means it exists).
+/// Whether process `pid` can still run (`kill(pid, 0)`, EPERM meaning it exists; a
+/// zombie, killed but not reaped yet, counts as dead).
 pub fn pid_alive(pid: u32) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
         return true;
     }
     // SAFETY: signal 0 only checks for existence.
     let r = unsafe { libc::kill(pid as i32, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        return false;
+    }
+    // /proc/<pid>/stat: "pid (comm) S ..."; the comm may contain spaces and parentheses.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(st) => !matches!(
+            st.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => true,
+    }
 }
 
 /// The reclaim rule: an attempt's owner can no longer finish it once its lease passed
@@ -56,6 +67,15 @@ mod tests {
         assert!(!owner_gone(std::process::id(), u64::MAX));
         assert!(owner_gone(std::process::id(), now_ns() - 1));
         assert!(owner_gone((1 << 22) + 12345, u64::MAX));
+        // a zombie (exited, not reaped) is dead
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let t = std::time::Instant::now();
+        while pid_alive(pid) {
+            assert!(t.elapsed() < Duration::from_secs(10), "child never exited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.wait().unwrap();
         assert_eq!(lease_until(None), u64::MAX);
         let l = lease_until(Some(Duration::from_secs(1)));
         assert!(l > now_ns() && l <= now_ns() + 1_000_000_000);
