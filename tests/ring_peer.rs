@@ -104,7 +104,8 @@ fn by_alias(transport: &str) {
         ..Default::default()
     })
     .unwrap();
-    c.add_peer("rollouts", &agent, "rollout-0", transport).unwrap();
+    c.add_peer("rollouts", &agent, "rollout-0", transport)
+        .unwrap();
     let refs = write(&mut p, 6, 700_000, 10);
     for (i, r) in refs.iter().enumerate() {
         let got = c.fetch("rollouts", *r).unwrap();
@@ -116,7 +117,11 @@ fn by_alias(transport: &str) {
         Status::StaleSlot
     );
     let conn = agent.connection("rollout-0").unwrap();
-    let want = if transport == "auto" { "shm" } else { transport };
+    let want = if transport == "auto" {
+        "shm"
+    } else {
+        transport
+    };
     assert_eq!(conn.transport().unwrap().as_str(), want);
 
     // The producer dies and comes back under the same alias (a new ring): the route

@@ -127,6 +127,9 @@ fn ring_child() {
     server.stop();
 }
 
+/// The outcome of each write of a `write` command: its reference or its status code.
+type Writes = Vec<Result<SlotRef, i32>>;
+
 struct Server {
     peer: Peer,
     transport: String,
@@ -176,7 +179,7 @@ impl Server {
         ep
     }
 
-    fn write(&mut self, count: u64, len: usize, seed: u64) -> Vec<Result<SlotRef, i32>> {
+    fn write(&mut self, count: u64, len: usize, seed: u64) -> Writes {
         self.peer.send(&format!("write {count} {len} {seed}"));
         let line = self.peer.recv();
         line.strip_prefix("refs ")
@@ -201,7 +204,11 @@ impl Server {
 
     fn handle(&mut self) -> String {
         self.peer.send("handle");
-        self.peer.recv().strip_prefix("handle ").unwrap().to_string()
+        self.peer
+            .recv()
+            .strip_prefix("handle ")
+            .unwrap()
+            .to_string()
     }
 
     fn metrics(&mut self) -> Metrics {
@@ -249,7 +256,11 @@ fn client(cfg: RingClientConfig) -> RingClient {
 
 fn check(p: &[u8], len: usize, seed: u64) {
     assert_eq!(p.len(), len);
-    assert_eq!(check_pattern(p, seed), None, "payload of seed {seed} is corrupt");
+    assert_eq!(
+        check_pattern(p, seed),
+        None,
+        "payload of seed {seed} is corrupt"
+    );
 }
 
 fn end_to_end(transport: &str) {
@@ -278,7 +289,11 @@ fn end_to_end(transport: &str) {
     assert_eq!(new[3].slot, old.slot);
     let e = c.fetch("rollouts", old).unwrap_err();
     assert_eq!(e.status(), Status::StaleSlot);
-    assert!(e.message().contains(&format!("holds generation {}", new[3].generation)), "{e}");
+    assert!(
+        e.message()
+            .contains(&format!("holds generation {}", new[3].generation)),
+        "{e}"
+    );
     check(&c.fetch("rollouts", new[3]).unwrap(), 1000, 11);
     // a payload too large for the caller's buffer stays in the ring
     let mut small = vec![0u8; 10];
@@ -291,7 +306,9 @@ fn end_to_end(transport: &str) {
         Status::UnknownHandle
     );
     assert_eq!(
-        c.fetch("rollouts", SlotRef::new(1, 2)).unwrap_err().status(),
+        c.fetch("rollouts", SlotRef::new(1, 2))
+            .unwrap_err()
+            .status(),
         Status::InvalidArgument
     );
     let m = s.metrics();
@@ -331,7 +348,11 @@ fn three_processes(transport: &str) {
     }
     let (_, _, grants_p, commits_p, _) = p.counters();
     let (_, _, grants_s, commits_s, _) = s.counters();
-    assert_eq!((grants_p, grants_s), (6, 6), "round robin over both servers");
+    assert_eq!(
+        (grants_p, grants_s),
+        (6, 6),
+        "round robin over both servers"
+    );
     assert_eq!((commits_p, commits_s), (6, 6));
     // one metrics block for the ring, whichever process served
     assert_eq!(p.metrics(), s.metrics());
@@ -544,12 +565,19 @@ fn orphan_finishes_late(transport: &str) {
     let r = p.write_ok(1, 200_000, 9)[0];
     let t = Instant::now();
     check(&c.fetch("rollouts", r).unwrap(), 200_000, 9);
-    assert!(t.elapsed() < Duration::from_millis(4000), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(4000),
+        "{:?}",
+        t.elapsed()
+    );
     // let the orphan wake, fail its reply and finish its attempt
     std::thread::sleep(Duration::from_millis(2500));
     let m = p.metrics();
     assert_eq!(m.reclaims, 1, "{m:?}");
-    assert!(m.orphan_noops >= 1, "the orphan's late finish was a no-op: {m:?}");
+    assert!(
+        m.orphan_noops >= 1,
+        "the orphan's late finish was a no-op: {m:?}"
+    );
     assert_eq!(m.reads, 1);
     assert_eq!(m.ready, 0, "the orphan did not put the consumed slot back");
     let e = c.fetch("rollouts", r).unwrap_err();
@@ -585,7 +613,7 @@ fn producer_laps_during_read(transport: &str) {
         transport,
         &[("RING_SLOTS", "2".into()), ("MAX_LEASE_MS", "500".into())],
     )));
-    let laps: Arc<Mutex<Vec<Vec<Result<SlotRef, i32>>>>> = Arc::default();
+    let laps: Arc<Mutex<Vec<Writes>>> = Arc::default();
     let sleep_ms = Arc::new(AtomicU64::new(0));
     let (p2, l2, s2) = (p.clone(), laps.clone(), sleep_ms.clone());
     let c = client(RingClientConfig {
@@ -620,7 +648,11 @@ fn producer_laps_during_read(transport: &str) {
     assert_eq!((m.reads, m.drops, m.ready), (1, 1, 2), "{m:?}");
     // the new payload is whole (the hook's next lap cannot take the slot being read)
     sleep_ms.store(0, SeqCst);
-    check(&c.fetch("rollouts", SlotRef::new(1, 3)).unwrap(), 50_000, 101);
+    check(
+        &c.fetch("rollouts", SlotRef::new(1, 3)).unwrap(),
+        50_000,
+        101,
+    );
     drop(c);
     let p = Arc::try_unwrap(p).ok().unwrap().into_inner().unwrap();
     p.exit();
@@ -670,7 +702,10 @@ fn quarantine_expiry_and_never_starve() {
     let t = Instant::now();
     let e = c.fetch("rollouts", refs[5]).unwrap_err();
     assert!(
-        matches!(e.status(), Status::PeerDisconnected | Status::Timeout | Status::ShutDown),
+        matches!(
+            e.status(),
+            Status::PeerDisconnected | Status::Timeout | Status::ShutDown
+        ),
         "{e}"
     );
     assert!(t.elapsed() <= c.fetch_worst_case() + Duration::from_millis(500));
@@ -681,7 +716,13 @@ fn quarantine_expiry_and_never_starve() {
 /// checkout; retirement racing eviction never leaves the pair unusable.
 #[test]
 fn session_age_out_and_idle_eviction() {
-    let mut s = Server::start("shm", &[("IDLE_TIMEOUT_MS", "800".into()), ("RING_SLOTS", "64".into())]);
+    let mut s = Server::start(
+        "shm",
+        &[
+            ("IDLE_TIMEOUT_MS", "800".into()),
+            ("RING_SLOTS", "64".into()),
+        ],
+    );
     let ep = s.pair();
     let refs = s.write_ok(40, 100, 0);
     let mut next = refs.iter().enumerate();
@@ -701,7 +742,11 @@ fn session_age_out_and_idle_eviction() {
         std::thread::sleep(Duration::from_millis(450));
         fetch(&c);
         let k = c.counters();
-        assert_eq!((k.sessions_created, k.sessions_retired, k.quarantines), (2, 1, 0), "{k:?}");
+        assert_eq!(
+            (k.sessions_created, k.sessions_retired, k.quarantines),
+            (2, 1, 0),
+            "{k:?}"
+        );
         let (_, evictions, ..) = s.counters();
         assert_eq!(evictions, 0);
     }
@@ -717,7 +762,11 @@ fn session_age_out_and_idle_eviction() {
         std::thread::sleep(Duration::from_millis(1300));
         fetch(&c);
         let k = c.counters();
-        assert_eq!((k.sessions_created, k.sessions_lost, k.quarantines), (2, 1, 0), "{k:?}");
+        assert_eq!(
+            (k.sessions_created, k.sessions_lost, k.quarantines),
+            (2, 1, 0),
+            "{k:?}"
+        );
         let (_, evictions, ..) = s.counters();
         assert!(evictions >= 1);
     }
@@ -763,13 +812,21 @@ fn batch_worst_case_wall_time_with_black_hole_servers() {
     let bound = c.batch_worst_case(refs.len());
     assert_eq!(bound, Duration::from_millis(3 * 2 * 300 + 2 * 20));
     // Timeout, or SHUT_DOWN for a fetch whose session another fetch's timeout closed
-    let statuses: Vec<Status> = got.iter().map(|g| g.as_ref().unwrap_err().status()).collect();
+    let statuses: Vec<Status> = got
+        .iter()
+        .map(|g| g.as_ref().unwrap_err().status())
+        .collect();
     assert!(
-        statuses.iter().all(|s| matches!(s, Status::Timeout | Status::ShutDown)),
+        statuses
+            .iter()
+            .all(|s| matches!(s, Status::Timeout | Status::ShutDown)),
         "{statuses:?}"
     );
     assert!(took >= Duration::from_millis(3 * 2 * 300), "{took:?}");
-    assert!(took <= bound + Duration::from_millis(700), "{took:?} > {bound:?}");
+    assert!(
+        took <= bound + Duration::from_millis(700),
+        "{took:?} > {bound:?}"
+    );
     assert_eq!(c.counters().batch_rounds, 3);
     assert_eq!(c.counters().attempts, 4 * 2 * 3);
     drop(a);

@@ -71,9 +71,12 @@ fn writes_reach_a_region_registered_where_a_freed_allocation_was() {
     olds.clear();
     // new shared allocations and plain buffers, possibly where the freed ones were
     for round in 0..4 {
-        let mut shared = SharedBuf::new(LEN).unwrap();
+        let shared = SharedBuf::new(LEN).unwrap();
         let mut plain = vec![0u8; LEN];
-        for (i, p) in [shared.as_ptr(), plain.as_mut_ptr()].into_iter().enumerate() {
+        for (i, p) in [shared.as_ptr(), plain.as_mut_ptr()]
+            .into_iter()
+            .enumerate()
+        {
             let name = format!("dst{round}-{i}");
             let h = unsafe { pool.register(Some(&name), p, LEN).unwrap() };
             let region = &pool.mr_info()[&name];

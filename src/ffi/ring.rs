@@ -149,18 +149,22 @@ fn ring_config(opts: *const dlslime_ring_options_t) -> crate::Result<RingConfig>
     if o.flags & !NO_OVERWRITE != 0 {
         return Err(Error::new(
             Status::Unsupported,
-            format!("dlslime_ring_options_t.flags has unknown bits {:#x}", o.flags & !NO_OVERWRITE),
+            format!(
+                "dlslime_ring_options_t.flags has unknown bits {:#x}",
+                o.flags & !NO_OVERWRITE
+            ),
         ));
     }
     if let Some(n) = unsafe { super::args::opt_text(o.name, "dlslime_ring_options_t.name")? } {
         c.name = n;
     }
     if o.slot_count != 0 {
-        c.slot_count = usize::try_from(o.slot_count).map_err(|_| Error::invalid("slot_count too large"))?;
+        c.slot_count =
+            usize::try_from(o.slot_count).map_err(|_| Error::invalid("slot_count too large"))?;
     }
     if o.slot_capacity != 0 {
-        c.slot_capacity =
-            usize::try_from(o.slot_capacity).map_err(|_| Error::invalid("slot_capacity too large"))?;
+        c.slot_capacity = usize::try_from(o.slot_capacity)
+            .map_err(|_| Error::invalid("slot_capacity too large"))?;
     }
     c.overwrite = o.flags & NO_OVERWRITE == 0;
     Ok(c)
@@ -260,7 +264,9 @@ fn write_policy(ring: &Ring, flags: u32) -> crate::Result<bool> {
         0 => Ok(ring.overwrite()),
         NO_OVERWRITE => Ok(false),
         OVERWRITE => Ok(true),
-        f => Err(Error::invalid(format!("dlslime_ring_write: bad flags {f:#x}"))),
+        f => Err(Error::invalid(format!(
+            "dlslime_ring_write: bad flags {f:#x}"
+        ))),
     }
 }
 
@@ -697,7 +703,8 @@ pub extern "C" fn dlslime_ring_server_add_ring(
 }
 
 /// Serves the rings over a connected endpoint (a direct pair) on a new thread, until the
-/// endpoint dies or the server stops. The endpoint may be freed by the caller meanwhile.
+/// endpoint dies or the server stops. `dlslime_endpoint_free` shuts the endpoint down:
+/// keep it until the server is stopped.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_server_serve_endpoint(
     server: *const dlslime_ring_server_t,
@@ -769,7 +776,9 @@ pub extern "C" fn dlslime_ring_server_counters(
 /// Stops serving (open reads are finished as failed; pending operations of the served
 /// endpoints are cancelled). Idempotent.
 #[no_mangle]
-pub extern "C" fn dlslime_ring_server_stop(server: *const dlslime_ring_server_t) -> dlslime_status_t {
+pub extern "C" fn dlslime_ring_server_stop(
+    server: *const dlslime_ring_server_t,
+) -> dlslime_status_t {
     ffi_boundary! {
         try_ref!(server).stop();
         dlslime_status_t::Ok
@@ -874,8 +883,8 @@ pub extern "C" fn dlslime_ring_client_new(
     }
 }
 
-/// Adds a connected endpoint (a direct pair) serving `producer`. The endpoint may be
-/// freed by the caller meanwhile.
+/// Adds a connected endpoint (a direct pair) serving `producer`. `dlslime_endpoint_free`
+/// shuts the endpoint down: keep it while the client uses it.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_client_add_endpoint(
     client: *const dlslime_ring_client_t,
@@ -1103,7 +1112,9 @@ pub extern "C" fn dlslime_ring_client_worst_case_ms(
 
 /// Closes the client's sessions (new ones are made on demand). Idempotent.
 #[no_mangle]
-pub extern "C" fn dlslime_ring_client_close(client: *const dlslime_ring_client_t) -> dlslime_status_t {
+pub extern "C" fn dlslime_ring_client_close(
+    client: *const dlslime_ring_client_t,
+) -> dlslime_status_t {
     ffi_boundary! {
         try_ref!(client).close();
         dlslime_status_t::Ok

@@ -317,7 +317,10 @@ impl Ring {
         let buf = unsafe { std::slice::from_raw_parts_mut(self.payload(slot), len) };
         if let Err(e) = fill(buf) {
             if let Finish::NotHeld(w) = self.slot(slot).abort_write(g, n, tok) {
-                crate::warn_log!("ring {}: slot {slot} left WRITING by someone else ({w:?})", self.name);
+                crate::warn_log!(
+                    "ring {}: slot {slot} left WRITING by someone else ({w:?})",
+                    self.name
+                );
             }
             return Err(e);
         }
@@ -328,7 +331,10 @@ impl Ring {
                 // dead (a pid reused across namespaces). The bytes are not published.
                 return Err(Error::new(
                     Status::SlotBusy,
-                    format!("ring {}: slot {slot} was reclaimed during the write ({w:?})", self.name),
+                    format!(
+                        "ring {}: slot {slot} was reclaimed during the write ({w:?})",
+                        self.name
+                    ),
                 ));
             }
         }
@@ -371,7 +377,10 @@ impl Ring {
                     if h.write_idx.load(Ordering::Acquire) == g {
                         return Err(Error::new(
                             Status::Internal,
-                            format!("ring {}: slot {slot} header is corrupt ({w:?} at write index {g})", self.name),
+                            format!(
+                                "ring {}: slot {slot} header is corrupt ({w:?} at write index {g})",
+                                self.name
+                            ),
                         ));
                     }
                 }
@@ -379,7 +388,10 @@ impl Ring {
                     self.count(counter::WRITE_ERRORS, 1);
                     return Err(Error::new(
                         Status::SlotBusy,
-                        format!("ring {} is full: slot {slot} not consumed (overwrite disabled)", self.name),
+                        format!(
+                            "ring {} is full: slot {slot} not consumed (overwrite disabled)",
+                            self.name
+                        ),
                     ));
                 }
                 Claim::Busy(w) => {
@@ -490,7 +502,11 @@ impl Ring {
                                 self.name,
                                 r.slot,
                                 r.generation,
-                                if w.state() == SlotState::Reading { "being read" } else { "being written" }
+                                if w.state() == SlotState::Reading {
+                                    "being read"
+                                } else {
+                                    "being written"
+                                }
                             ),
                         ));
                     }
@@ -561,7 +577,10 @@ impl Ring {
         if n > dst.len() {
             return Err(Error::new(
                 Status::OutOfRange,
-                format!("payload of {n} bytes does not fit a {}-byte buffer", dst.len()),
+                format!(
+                    "payload of {n} bytes does not fit a {}-byte buffer",
+                    dst.len()
+                ),
             ));
         }
         dst[..n].copy_from_slice(v.data());
@@ -634,10 +653,7 @@ impl SlotView {
     /// Marks the payload consumed (the original's `mark_consumed`): the slot becomes FREE.
     pub fn consume(mut self) -> Result<()> {
         self.done = true;
-        if self
-            .ring
-            .finish(self.r, self.tok, true, self.len as u64)
-        {
+        if self.ring.finish(self.r, self.tok, true, self.len as u64) {
             Ok(())
         } else {
             Err(Error::new(
@@ -761,7 +777,10 @@ mod tests {
             "consumed"
         );
         let m = r.metrics();
-        assert_eq!((m.reads, m.failed_reads, m.busy, m.stale_reads), (1, 2, 2, 1));
+        assert_eq!(
+            (m.reads, m.failed_reads, m.busy, m.stale_reads),
+            (1, 2, 2, 1)
+        );
     }
 
     #[test]
@@ -798,10 +817,7 @@ mod tests {
         assert!(!r.is_full());
         assert_eq!(r.ready_slots(), vec![refs[0], refs[2]]);
         assert_eq!(r.slot_ref(1).unwrap(), None);
-        assert_eq!(
-            r.slot_state(4).unwrap_err().status(),
-            Status::OutOfRange
-        );
+        assert_eq!(r.slot_state(4).unwrap_err().status(), Status::OutOfRange);
     }
 
     #[test]
@@ -915,7 +931,9 @@ mod tests {
         let stop = std::sync::atomic::AtomicBool::new(false);
         let pattern = |g: u64| -> Vec<u8> {
             let n = 16 + (g as usize * 37) % 240;
-            (0..n).map(|i| (g as u8).wrapping_mul(31).wrapping_add(i as u8)).collect()
+            (0..n)
+                .map(|i| (g as u8).wrapping_mul(31).wrapping_add(i as u8))
+                .collect()
         };
         std::thread::scope(|s| {
             let readers: Vec<_> = (0..3)
@@ -964,7 +982,11 @@ mod tests {
             assert_eq!(m.reads, reads);
             assert_eq!(m.write_errors, busy);
             assert_eq!(m.writes, m.reads + m.drops + m.ready, "{m:?}");
-            let ready_now = r.slot_states().iter().filter(|s| **s == SlotState::Ready).count();
+            let ready_now = r
+                .slot_states()
+                .iter()
+                .filter(|s| **s == SlotState::Ready)
+                .count();
             assert_eq!(m.ready, ready_now as u64);
         });
     }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result, Status};
 
 /// `"DLSRING1"`: the creator stores it last, so an attacher never sees half a header.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"DLSRING1");
-pub const LAYOUT_VERSION: u32 = 1;
+pub const RING_LAYOUT_VERSION: u32 = 1;
 pub const MAX_NAME: usize = 64;
 pub const SLOTS_OFFSET: usize = 512;
 pub const SLOT_HEADER_LEN: usize = std::mem::size_of::<SlotHeader>();
@@ -145,7 +145,7 @@ pub unsafe fn init(base: *mut u8, geo: &Geometry, name: &str, flags: u32) -> Res
         )));
     }
     let h = &mut *(base as *mut RingHeader);
-    h.version = LAYOUT_VERSION;
+    h.version = RING_LAYOUT_VERSION;
     h.flags = flags;
     h.slot_count = geo.slot_count;
     h.capacity = geo.capacity;
@@ -175,11 +175,11 @@ pub unsafe fn check(base: *const u8, mapped: u64) -> Result<(Geometry, u32, Stri
     if h.magic.load(Ordering::Acquire) != MAGIC {
         return Err(bad("not a dlslime ring (bad magic)".into()));
     }
-    if h.version != LAYOUT_VERSION {
+    if h.version != RING_LAYOUT_VERSION {
         return Err(Error::new(
             Status::VersionMismatch,
             format!(
-                "ring attach: layout version {} (this library: {LAYOUT_VERSION})",
+                "ring attach: layout version {} (this library: {RING_LAYOUT_VERSION})",
                 h.version
             ),
         ));

@@ -42,7 +42,8 @@ pub fn pid_alive(pid: u32) -> bool {
     // /proc/<pid>/stat: "pid (comm) S ..."; the comm may contain spaces and parentheses.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(st) => !matches!(
-            st.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()),
+            st.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
             Some('Z' | 'X')
         ),
         Err(_) => true,

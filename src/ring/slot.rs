@@ -183,6 +183,7 @@ pub enum CommitState {
 impl SlotHeader {
     /// A zeroed header (what a fresh shared mapping holds): FREE, lap 0, no owner.
     #[cfg(any(test, loom))]
+    #[allow(clippy::new_without_default)]
     pub fn new() -> SlotHeader {
         SlotHeader {
             ctl: AtomicU64::new(0),
@@ -205,7 +206,8 @@ impl SlotHeader {
         self.gen.load(Ordering::Acquire)
     }
 
-    pub fn len(&self) -> u64 {
+    /// The payload length of the slot's content (as `generation`).
+    pub fn payload_len(&self) -> u64 {
         self.len.load(Ordering::Acquire)
     }
 

@@ -20,7 +20,7 @@
 
 use crate::error::{Error, Result, Status};
 
-pub const VERSION: u32 = 1;
+pub const RING_WIRE_VERSION: u32 = 1;
 
 /// Grant a payload: `READY → READING` with a token and a lease.
 pub const TAG_FETCH: u32 = 0;
@@ -48,7 +48,7 @@ impl Request {
     pub fn encode(&self) -> Vec<u8> {
         let name = self.producer.as_bytes();
         let mut b = Vec::with_capacity(REQUEST_HEADER_LEN + name.len());
-        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.extend_from_slice(&RING_WIRE_VERSION.to_le_bytes());
         b.extend_from_slice(&self.token.to_le_bytes());
         b.extend_from_slice(&self.generation.to_le_bytes());
         b.extend_from_slice(&self.aux.to_le_bytes());
@@ -66,11 +66,11 @@ impl Request {
         }
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-        if u32_at(0) != VERSION {
+        if u32_at(0) != RING_WIRE_VERSION {
             return Err(Error::new(
                 Status::VersionMismatch,
                 format!(
-                    "ring request of version {} (this side: {VERSION})",
+                    "ring request of version {} (this side: {RING_WIRE_VERSION})",
                     u32_at(0)
                 ),
             ));
@@ -233,11 +233,15 @@ mod tests {
         assert_eq!(d.result().unwrap_err().status(), Status::StaleSlot);
         assert_eq!(d.result().unwrap_err().message(), "gone");
         assert!(Reply::decode(&[0u8; 10]).is_err());
-        let mut pending = Reply::default();
-        pending.status = 1;
+        let pending = Reply {
+            status: 1,
+            ..Default::default()
+        };
         assert_eq!(pending.result().unwrap_err().status(), Status::Protocol);
-        let mut garbage = Reply::default();
-        garbage.status = 12345;
+        let garbage = Reply {
+            status: 12345,
+            ..Default::default()
+        };
         assert_eq!(garbage.result().unwrap_err().status(), Status::Internal);
     }
 }
