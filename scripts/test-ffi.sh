@@ -9,7 +9,8 @@
 #                                       AddressSanitizer with leak detection on; each
 #                                       binary is run (the two-process test forks, once per
 #                                       transport: tcp, shm)
-#      bindings/cpp/include/dlslime.hpp: ffi-tests/test_cpp_wrapper.cpp, C++17, ASan
+#      bindings/cpp/include/dlslime.hpp: ffi-tests/test_cpp_wrapper.cpp and
+#                                       test_cpp_ring.cpp, C++17, ASan
 #   4. examples-cpp, examples-c         built against the build tree, run
 #   5. cargo-c                          cargo cinstall into a temporary prefix, soname
 #                                       checked with readelf, a C program built with
@@ -109,6 +110,14 @@ if "$CXX" -std=c++17 "${warn[@]}" "${asan[@]}" -I include -I bindings/cpp/includ
   if timeout 120 "$out/test_cpp_wrapper"; then pass "test_cpp_wrapper (C++17, ASan)"; else fail "test_cpp_wrapper"; fi
 else
   fail "test_cpp_wrapper: compile"
+fi
+
+step "C++ wrapper, slot ring: ffi-tests/test_cpp_ring.cpp (g++ -std=c++17, ASan)"
+if "$CXX" -std=c++17 "${warn[@]}" "${asan[@]}" -I include -I bindings/cpp/include ffi-tests/test_cpp_ring.cpp \
+    -o "$out/test_cpp_ring" "${link[@]}"; then
+  if timeout 120 "$out/test_cpp_ring"; then pass "test_cpp_ring (C++17, ASan)"; else fail "test_cpp_ring"; fi
+else
+  fail "test_cpp_ring: compile"
 fi
 
 step "examples-cpp: build (C++17, -Wall -Wextra -Werror) and run the two-process example over tcp and shm"

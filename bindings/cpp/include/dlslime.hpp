@@ -803,6 +803,264 @@ class PeerAgent {
   Handle h_;
 };
 
+// ---- Slot ring (src/ring, docs/ring.md) ----
+
+/// A reference to one payload: slot == generation % slot_count.
+using SlotRef = dlslime_slot_ref_t;
+
+inline SlotRef slot_ref(uint32_t slot, uint64_t generation) {
+  SlotRef r;
+  r.slot = slot;
+  r.generation = generation;
+  return r;
+}
+
+struct RingOptions {
+  std::string name;            ///< empty: ring-<pid>-<n>
+  uint64_t slot_count = 0;     ///< 0: 64
+  uint64_t slot_capacity = 0;  ///< payload bytes per slot; 0: 64 KiB
+  bool overwrite = true;       ///< false: a write meeting an unconsumed slot throws SLOT_BUSY
+};
+
+/// A payload held in place (READING) until consume() (FREE), release() or destruction
+/// (READY again). Move-only.
+class RingView {
+ public:
+  RingView() noexcept = default;
+  explicit RingView(dlslime_ring_view_t* v) noexcept : h_(v) {}
+  Span data() const {
+    const void* p = nullptr;
+    size_t n = 0;
+    check(dlslime_ring_view_data(h_.get(), &p, &n));
+    return Span(p, n);
+  }
+  SlotRef ref() const noexcept { return dlslime_ring_view_ref(h_.get()); }
+  /// Marks the payload consumed (the original's mark_consumed).
+  void consume() { check(dlslime_ring_view_consume(h_.get())); }
+  /// Gives the payload back unconsumed (the original's release_reading).
+  void release() { check(dlslime_ring_view_release(h_.get())); }
+
+ private:
+  detail::Handle<dlslime_ring_view_t, dlslime_ring_view_free> h_;
+};
+
+/// A ring of fixed-size slots in shared memory (thread-safe; other processes of the
+/// host map it with Ring::attach(handle)).
+class Ring {
+ public:
+  explicit Ring(const RingOptions& o = RingOptions()) {
+    dlslime_ring_options_t c;
+    dlslime_ring_options_init(&c);
+    c.name = o.name.empty() ? nullptr : o.name.c_str();
+    c.slot_count = o.slot_count;
+    c.slot_capacity = o.slot_capacity;
+    c.flags = o.overwrite ? 0u : static_cast<uint32_t>(DLSLIME_RING_FLAG_NO_OVERWRITE);
+    dlslime_ring_t* p = nullptr;
+    check(dlslime_ring_new(&c, &p));
+    h_ = Handle(p);
+  }
+  /// Maps the ring whose handle() JSON another process of this host gave us.
+  static Ring attach(const std::string& handle_json) {
+    dlslime_ring_t* p = nullptr;
+    check(dlslime_ring_attach(handle_json.c_str(), &p));
+    return Ring(p);
+  }
+  std::string handle() const {
+    char* s = nullptr;
+    check(dlslime_ring_handle(h_.get(), &s));
+    return detail::take_string(s);
+  }
+  uint64_t slot_count() const noexcept { return dlslime_ring_slot_count(h_.get()); }
+  uint64_t slot_capacity() const noexcept { return dlslime_ring_slot_capacity(h_.get()); }
+  uint64_t ready_count() const noexcept { return dlslime_ring_ready_count(h_.get()); }
+  /// Writes into the next slot; `flags` 0 (the ring's policy) or DLSLIME_RING_FLAG_*.
+  SlotRef write(Span data, uint32_t flags = 0) {
+    SlotRef r;
+    check(dlslime_ring_write(h_.get(), data.data(), data.size(), flags, &r));
+    return r;
+  }
+  /// Writes the parts back to back into the next slot.
+  SlotRef write(const std::vector<Span>& parts, uint32_t flags = 0) {
+    std::vector<const void*> p;
+    std::vector<size_t> n;
+    for (const Span& s : parts) {
+      p.push_back(s.data());
+      n.push_back(s.size());
+    }
+    SlotRef r;
+    check(dlslime_ring_write_parts(h_.get(), p.data(), n.data(), p.size(), flags, &r));
+    return r;
+  }
+  /// Reads and consumes `r` into `dst`; returns its length.
+  size_t read(SlotRef r, MutableSpan dst) {
+    size_t n = 0;
+    check(dlslime_ring_read(h_.get(), r, dst.data(), dst.size(), &n));
+    return n;
+  }
+  /// Like read(), but nothing (false) when another reader holds the slot.
+  bool try_read(SlotRef r, MutableSpan dst, size_t& len) {
+    bool ready = false;
+    check(dlslime_ring_try_read(h_.get(), r, dst.data(), dst.size(), &len, &ready));
+    return ready;
+  }
+  RingView read_view(SlotRef r) {
+    dlslime_ring_view_t* v = nullptr;
+    check(dlslime_ring_read_view(h_.get(), r, &v));
+    return RingView(v);
+  }
+  dlslime_slot_state slot_state(uint32_t slot) const {
+    uint32_t s = 0;
+    check(dlslime_ring_slot_state(h_.get(), slot, &s));
+    return static_cast<dlslime_slot_state>(s);
+  }
+  /// References of the READY payloads, oldest first.
+  std::vector<SlotRef> ready_slots() const {
+    std::vector<SlotRef> v(static_cast<size_t>(slot_count()));
+    size_t n = 0;
+    check(dlslime_ring_ready_slots(h_.get(), v.data(), v.size(), &n));
+    v.resize(n);
+    return v;
+  }
+  dlslime_ring_metrics_t metrics() const {
+    dlslime_ring_metrics_t m;
+    check(dlslime_ring_metrics(h_.get(), &m));
+    return m;
+  }
+  const dlslime_ring_t* get() const noexcept { return h_.get(); }
+
+ private:
+  using Handle = detail::Handle<dlslime_ring_t, dlslime_ring_free>;
+  explicit Ring(dlslime_ring_t* p) : h_(p) {}
+  Handle h_;
+};
+
+struct RingServerOptions {
+  std::chrono::milliseconds max_lease{0};      ///< 0: 60 s
+  std::chrono::milliseconds default_lease{0};  ///< 0: 10 s
+  std::chrono::milliseconds idle_timeout{0};   ///< 0: 120 s
+};
+
+/// Serves rings over endpoints (one thread and one RPC session per endpoint).
+class RingServer {
+ public:
+  explicit RingServer(const RingServerOptions& o = RingServerOptions()) {
+    dlslime_ring_server_options_t c;
+    dlslime_ring_server_options_init(&c);
+    c.max_lease_ms = static_cast<uint64_t>(o.max_lease.count());
+    c.default_lease_ms = static_cast<uint64_t>(o.default_lease.count());
+    c.idle_timeout_ms = static_cast<uint64_t>(o.idle_timeout.count());
+    dlslime_ring_server_t* p = nullptr;
+    check(dlslime_ring_server_new(&c, &p));
+    h_ = Handle(p);
+  }
+  void add_ring(const Ring& r) { check(dlslime_ring_server_add_ring(h_.get(), r.get())); }
+  /// Keep the endpoint until the server is stopped.
+  void serve(const Endpoint& ep) { check(dlslime_ring_server_serve_endpoint(h_.get(), ep.get())); }
+  void serve_peer(const PeerAgent& agent, const std::string& alias, const std::string& transport = "auto") {
+    check(dlslime_ring_server_serve_peer(h_.get(), agent.get(), alias.c_str(), transport.c_str()));
+  }
+  dlslime_ring_server_counters_t counters() const {
+    dlslime_ring_server_counters_t c;
+    check(dlslime_ring_server_counters(h_.get(), &c));
+    return c;
+  }
+  void stop() { check(dlslime_ring_server_stop(h_.get())); }
+
+ private:
+  using Handle = detail::Handle<dlslime_ring_server_t, dlslime_ring_server_free>;
+  Handle h_;
+};
+
+/// A fetched payload in a buffer its client pools (given back on destruction).
+class RingPayload {
+ public:
+  RingPayload() noexcept = default;
+  explicit RingPayload(dlslime_ring_payload_t* p) noexcept : h_(p) {}
+  const void* data() const noexcept { return dlslime_ring_payload_data(h_.get()); }
+  size_t size() const noexcept { return dlslime_ring_payload_len(h_.get()); }
+  Span span() const noexcept { return Span(data(), size()); }
+  explicit operator bool() const noexcept { return static_cast<bool>(h_); }
+
+ private:
+  detail::Handle<dlslime_ring_payload_t, dlslime_ring_payload_free> h_;
+};
+
+struct RingClientOptions {
+  std::chrono::milliseconds timeout{0};        ///< one attempt, end to end; 0: 5 s
+  uint32_t max_attempts = 0;                   ///< 0: 2
+  uint32_t concurrency = 0;                    ///< batch fetches at once; 0: 4
+  std::chrono::milliseconds quarantine{0};     ///< 0: 30 s
+  std::chrono::milliseconds max_idle{0};       ///< 0: 100 s (below the servers' idle_timeout)
+  uint32_t max_rounds = 0;                     ///< 0: 3
+  std::chrono::milliseconds round_backoff{0};  ///< 0: 50 ms
+};
+
+/// Fetches payloads by (producer, slot, generation), rotating over healthy routes.
+class RingClient {
+ public:
+  struct Item {
+    dlslime_status_t status;
+    RingPayload payload;
+  };
+  explicit RingClient(const RingClientOptions& o = RingClientOptions()) {
+    dlslime_ring_client_options_t c;
+    dlslime_ring_client_options_init(&c);
+    c.timeout_ms = static_cast<uint64_t>(o.timeout.count());
+    c.max_attempts = o.max_attempts;
+    c.concurrency = o.concurrency;
+    c.quarantine_ms = static_cast<uint64_t>(o.quarantine.count());
+    c.max_idle_ms = static_cast<uint64_t>(o.max_idle.count());
+    c.max_rounds = o.max_rounds;
+    c.round_backoff_ms = static_cast<uint32_t>(o.round_backoff.count());
+    dlslime_ring_client_t* p = nullptr;
+    check(dlslime_ring_client_new(&c, &p));
+    h_ = Handle(p);
+  }
+  /// Keep the endpoint while the client uses it.
+  void add_endpoint(const std::string& producer, const Endpoint& ep) {
+    check(dlslime_ring_client_add_endpoint(h_.get(), producer.c_str(), ep.get()));
+  }
+  void add_peer(const std::string& producer, const PeerAgent& agent, const std::string& alias,
+                const std::string& transport = "auto") {
+    check(dlslime_ring_client_add_peer(h_.get(), producer.c_str(), agent.get(), alias.c_str(), transport.c_str()));
+  }
+  RingPayload fetch(const std::string& producer, SlotRef r) {
+    dlslime_ring_payload_t* p = nullptr;
+    check(dlslime_ring_client_fetch(h_.get(), producer.c_str(), r, &p));
+    return RingPayload(p);
+  }
+  size_t fetch_into(const std::string& producer, SlotRef r, MutableSpan dst) {
+    size_t n = 0;
+    check(dlslime_ring_client_fetch_into(h_.get(), producer.c_str(), r, dst.data(), dst.size(), &n));
+    return n;
+  }
+  /// One item per reference: its status, and its payload when the status is OK.
+  std::vector<Item> fetch_batch(const std::string& producer, const std::vector<SlotRef>& refs) {
+    std::vector<dlslime_ring_payload_t*> ps(refs.size(), nullptr);
+    std::vector<int32_t> st(refs.size(), 0);
+    check(dlslime_ring_client_fetch_batch(h_.get(), producer.c_str(), refs.data(), refs.size(), ps.data(),
+                                          st.data()));
+    std::vector<Item> out;
+    out.reserve(refs.size());
+    for (size_t i = 0; i < refs.size(); i++) out.push_back(Item{static_cast<dlslime_status_t>(st[i]), RingPayload(ps[i])});
+    return out;
+  }
+  /// The true worst-case wall time of one fetch (n = 0) or of a batch of n.
+  std::chrono::milliseconds worst_case(size_t n = 0) const {
+    return std::chrono::milliseconds(dlslime_ring_client_worst_case_ms(h_.get(), n));
+  }
+  dlslime_ring_client_counters_t counters() const {
+    dlslime_ring_client_counters_t c;
+    check(dlslime_ring_client_counters(h_.get(), &c));
+    return c;
+  }
+  void close() { check(dlslime_ring_client_close(h_.get())); }
+
+ private:
+  using Handle = detail::Handle<dlslime_ring_client_t, dlslime_ring_client_free>;
+  Handle h_;
+};
+
 }  // namespace dlslime
 
 #endif  // DLSLIME_HPP
