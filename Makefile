@@ -72,3 +72,8 @@ bench-python:
 # RDMA endpoint vs perftest in the soft-RoCE VM (bench/rdma/run.sh --host DEV on a NIC)
 bench-rdma:
 	bash bench/rdma/run.sh
+
+# The slot ring: fetch vs the one-sided read floor (bench/ring/README.md); RING_BENCH_ARGS
+# e.g. "--max-mib 64" or "--chaos --secs 600".
+bench-ring:
+	cargo run --release --example ring_bench -- $${RING_BENCH_ARGS:-}

@@ -93,7 +93,7 @@ static void remote_ring() {
   co.timeout = 10s;
   dlslime::RingClient client(co);
   client.add_endpoint("rollouts", ea);
-  CHECK(client.worst_case() == 20s);
+  CHECK(client.worst_case() == 22s);
   std::vector<dlslime::SlotRef> refs;
   for (int i = 0; i < 6; i++) refs.push_back(ring.write(std::string(100000 + i, static_cast<char>('a' + i))));
   auto p = client.fetch("rollouts", refs[0]);

@@ -287,8 +287,9 @@ static void client(int rfd, int wfd) {
   dlslime_ring_client_t *c = NULL;
   REQUIRE_OK(dlslime_ring_client_new(&o, &c));
   REQUIRE_OK(dlslime_ring_client_add_endpoint(c, "rollouts", ep));
-  CHECK(dlslime_ring_client_worst_case_ms(c, 0) == 20000);
-  CHECK(dlslime_ring_client_worst_case_ms(c, 4) == 3 * 20000 + 2 * 50);
+  /* attempts x (timeout + commit grace); a batch: rounds x that + the backoffs */
+  CHECK(dlslime_ring_client_worst_case_ms(c, 0) == 2 * (10000 + 1000));
+  CHECK(dlslime_ring_client_worst_case_ms(c, 4) == 3 * 22000 + 2 * 50);
   dlslime_slot_ref_t refs[NPAY];
   read_exact(rfd, refs, sizeof refs);
 

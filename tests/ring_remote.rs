@@ -801,6 +801,7 @@ fn batch_worst_case_wall_time_with_black_hole_servers() {
         max_rounds: 3,
         concurrency: 4,
         round_backoff: Duration::from_millis(20),
+        commit_grace: Duration::from_millis(100),
         ..Default::default()
     });
     c.add_endpoint("rollouts", a.pair());
@@ -810,7 +811,7 @@ fn batch_worst_case_wall_time_with_black_hole_servers() {
     let got = c.fetch_batch("rollouts", &refs);
     let took = t.elapsed();
     let bound = c.batch_worst_case(refs.len());
-    assert_eq!(bound, Duration::from_millis(3 * 2 * 300 + 2 * 20));
+    assert_eq!(bound, Duration::from_millis(3 * 2 * (300 + 100) + 2 * 20));
     // Timeout, or SHUT_DOWN for a fetch whose session another fetch's timeout closed
     let statuses: Vec<Status> = got
         .iter()

@@ -814,6 +814,8 @@ pub struct dlslime_ring_client_options_t {
     pub max_rounds: u32,
     /// Pause between batch rounds. 0: 50.
     pub round_backoff_ms: u32,
+    /// How long past an attempt's deadline its commit may still be confirmed. 0: 1000.
+    pub commit_grace_ms: u64,
 }
 
 /// Fills `*opts` with the defaults. NULL is a no-op.
@@ -831,6 +833,7 @@ pub extern "C" fn dlslime_ring_client_options_init(opts: *mut dlslime_ring_clien
                     max_idle_ms: 0,
                     max_rounds: 0,
                     round_backoff_ms: 0,
+                    commit_grace_ms: 0,
                 })
             };
         }
@@ -867,6 +870,7 @@ pub extern "C" fn dlslime_ring_client_new(
             c.quarantine = ms(o.quarantine_ms, c.quarantine);
             c.max_idle = ms(o.max_idle_ms, c.max_idle);
             c.round_backoff = ms(u64::from(o.round_backoff_ms), c.round_backoff);
+            c.commit_grace = ms(o.commit_grace_ms, c.commit_grace);
             if o.max_attempts != 0 {
                 c.max_attempts = o.max_attempts;
             }

@@ -76,6 +76,10 @@ pub struct RingClientConfig {
     pub concurrency: usize,
     /// Added to the time left in the attempt when asking the server for a lease.
     pub lease_margin: Duration,
+    /// How long past the attempt's deadline a commit may still be confirmed: once the
+    /// bytes are read, learning whether the commit held is worth a little longer than
+    /// giving the payload up (it may be consumed, and then nobody would have it).
+    pub commit_grace: Duration,
     pub rpc: RpcConfig,
     /// Fault injection for tests: runs after each grant, before the read.
     pub after_grant: Option<FaultHook>,
@@ -104,6 +108,7 @@ impl Default for RingClientConfig {
             round_backoff: Duration::from_millis(50),
             concurrency: 4,
             lease_margin: Duration::from_secs(1),
+            commit_grace: Duration::from_secs(1),
             rpc: ring_rpc_config(),
             after_grant: None,
             before_commit: None,
@@ -327,7 +332,10 @@ impl RingClient {
 
     /// The true worst-case wall time of one fetch with this configuration.
     pub fn fetch_worst_case(&self) -> Duration {
-        retry::fetch_worst_case(self.cfg.timeout, self.cfg.max_attempts)
+        retry::fetch_worst_case(
+            self.cfg.timeout + self.cfg.commit_grace,
+            self.cfg.max_attempts,
+        )
     }
 
     /// The true worst-case wall time of a batch of `n` references.
@@ -336,7 +344,7 @@ impl RingClient {
         retry::batch_worst_case(
             n,
             c.concurrency,
-            c.timeout,
+            c.timeout + c.commit_grace,
             c.max_attempts,
             c.max_rounds,
             c.round_backoff,
@@ -495,10 +503,16 @@ impl RingClient {
             slot: r.slot,
             producer: producer.to_string(),
         };
-        let confirmed = match call(c, wire::TAG_COMMIT, &req, deadline) {
+        // the later of the attempt's deadline and now + commit_grace
+        let commit_by = if deadline.remaining().unwrap_or_default() < self.cfg.commit_grace {
+            Deadline::after(self.cfg.commit_grace)
+        } else {
+            deadline
+        };
+        let confirmed = match call(c, wire::TAG_COMMIT, &req, commit_by) {
             Ok(rep) => rep.result(),
             Err(e) => self
-                .commit_elsewhere(p, route, &req, deadline)
+                .commit_elsewhere(p, route, &req, commit_by)
                 .map_err(|e2| {
                     Error::new(
                         e.status(),
@@ -602,7 +616,8 @@ impl RingClient {
         let _ = c.sess.call(wire::TAG_ABORT, &req.encode());
     }
 
-    /// Asks the producer's other live sessions whether the commit holds (and makes it).
+    /// Asks again whether the commit holds (and makes it): on the failed route's session
+    /// if it is still up, then on the producer's other routes.
     fn commit_elsewhere(
         &self,
         p: &Producer,
@@ -612,11 +627,30 @@ impl RingClient {
     ) -> Result<()> {
         let routes = p.routes.read().clone();
         let mut last = Error::new(Status::Timeout, "no other live session to ask");
-        for route in routes.iter().filter(|x| x.id != failed.id) {
+        // the failed route's session may still answer (it only timed out), then the others
+        let order = routes
+            .iter()
+            .filter(|x| x.id == failed.id)
+            .chain(routes.iter().filter(|x| x.id != failed.id));
+        for route in order {
             if deadline.expired() {
                 break;
             }
-            let Some(c) = route.current() else { continue };
+            let c = match route.current() {
+                Some(c) => c,
+                None => match route.checkout(
+                    &self.cfg.rpc,
+                    self.cfg.max_idle,
+                    &self.stats.sessions,
+                    deadline,
+                ) {
+                    Ok(c) => c.0.clone(),
+                    Err(e) => {
+                        last = e;
+                        continue;
+                    }
+                },
+            };
             match call(&c, wire::TAG_COMMIT, req, deadline).and_then(|rep| rep.result()) {
                 Ok(()) => {
                     self.stats.commit_failovers.fetch_add(1, Ordering::Relaxed);

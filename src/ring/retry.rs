@@ -36,10 +36,11 @@ pub fn classify(s: Status) -> Retry {
 }
 
 /// The true worst-case wall time of one fetch: every attempt is bounded as a whole
-/// (session, fetch request, read, commit share one deadline), so it is
-/// `max_attempts x timeout` (plus scheduling).
-pub fn fetch_worst_case(timeout: Duration, max_attempts: u32) -> Duration {
-    timeout * max_attempts.max(1)
+/// (session, grant, read share one deadline; the commit may run `commit_grace` past it),
+/// so it is `max_attempts x attempt` with `attempt = timeout + commit_grace` (plus
+/// scheduling).
+pub fn fetch_worst_case(attempt: Duration, max_attempts: u32) -> Duration {
+    attempt * max_attempts.max(1)
 }
 
 /// The true worst-case wall time of a batch of `n` references: each round runs at most
@@ -47,14 +48,14 @@ pub fn fetch_worst_case(timeout: Duration, max_attempts: u32) -> Duration {
 pub fn batch_worst_case(
     n: usize,
     concurrency: usize,
-    timeout: Duration,
+    attempt: Duration,
     max_attempts: u32,
     max_rounds: u32,
     round_backoff: Duration,
 ) -> Duration {
     let waves = n.div_ceil(concurrency.max(1)).max(1) as u32;
     let rounds = max_rounds.max(1);
-    fetch_worst_case(timeout, max_attempts) * waves * rounds + round_backoff * (rounds - 1)
+    fetch_worst_case(attempt, max_attempts) * waves * rounds + round_backoff * (rounds - 1)
 }
 
 #[cfg(test)]
@@ -76,6 +77,10 @@ mod tests {
     fn worst_cases() {
         let t = Duration::from_secs(5);
         assert_eq!(fetch_worst_case(t, 2), Duration::from_secs(10));
+        assert_eq!(
+            fetch_worst_case(t + Duration::from_secs(1), 2),
+            Duration::from_secs(12)
+        );
         assert_eq!(
             batch_worst_case(4, 4, t, 2, 3, Duration::from_millis(50)),
             Duration::from_millis(30_100)

@@ -993,6 +993,7 @@ struct RingClientOptions {
   std::chrono::milliseconds max_idle{0};       ///< 0: 100 s (below the servers' idle_timeout)
   uint32_t max_rounds = 0;                     ///< 0: 3
   std::chrono::milliseconds round_backoff{0};  ///< 0: 50 ms
+  std::chrono::milliseconds commit_grace{0};   ///< 0: 1 s (commit confirmed past the attempt)
 };
 
 /// Fetches payloads by (producer, slot, generation), rotating over healthy routes.
@@ -1012,6 +1013,7 @@ class RingClient {
     c.max_idle_ms = static_cast<uint64_t>(o.max_idle.count());
     c.max_rounds = o.max_rounds;
     c.round_backoff_ms = static_cast<uint32_t>(o.round_backoff.count());
+    c.commit_grace_ms = static_cast<uint64_t>(o.commit_grace.count());
     dlslime_ring_client_t* p = nullptr;
     check(dlslime_ring_client_new(&c, &p));
     h_ = Handle(p);

@@ -449,11 +449,12 @@ class RingClient:
     serving endpoints, round robin over the healthy ones, quarantining a failing one.
 
     ``RingClient(timeout=5.0, max_attempts=2, quarantine=30.0, max_idle=100.0,
-    max_rounds=3, round_backoff=0.05, concurrency=4)``; seconds. Thread-safe."""
+    max_rounds=3, round_backoff=0.05, concurrency=4, commit_grace=1.0)``; seconds.
+    Thread-safe."""
 
     def __init__(self, timeout: Optional[float] = None, max_attempts: int = 0, quarantine: Optional[float] = None,
                  max_idle: Optional[float] = None, max_rounds: int = 0, round_backoff: Optional[float] = None,
-                 concurrency: int = 0) -> None:
+                 concurrency: int = 0, commit_grace: Optional[float] = None) -> None:
         o = ffi.new("dlslime_ring_client_options_t *")
         lib.dlslime_ring_client_options_init(o)
         o.timeout_ms = int((timeout or 0) * 1000)
@@ -463,6 +464,7 @@ class RingClient:
         o.max_rounds = _uint(max_rounds, "max_rounds")
         o.round_backoff_ms = int((round_backoff or 0) * 1000)
         o.concurrency = _uint(concurrency, "concurrency")
+        o.commit_grace_ms = int((commit_grace or 0) * 1000)
         out = ffi.new("dlslime_ring_client_t **")
         _check(lib.dlslime_ring_client_new(o, out), "RingClient")
         self._ptr = ffi.gc(out[0], lib.dlslime_ring_client_free)

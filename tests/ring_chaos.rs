@@ -1,0 +1,62 @@
+//! A short chaos run of the slot ring (bench/ring/chaos.rs; the long one is
+//! `make bench-ring RING_BENCH_ARGS="--chaos --secs 600"`): a producer process that
+//! overwrites, a serving process SIGKILLed and restarted every ~2 s, patient and
+//! impatient consumers. Every published payload is delivered whole or typed as stale;
+//! nothing is corrupt, nothing is lost, no fetch outlives its worst case.
+
+#[path = "../bench/ring/chaos.rs"]
+mod chaos;
+#[path = "../bench/ring/proc.rs"]
+mod proc;
+
+use std::time::Duration;
+
+#[test]
+#[ignore]
+fn chaos_child() {
+    match proc::role().as_deref() {
+        Some("chaos_producer") => chaos::producer_main(),
+        Some("chaos_server") => chaos::server_main(),
+        _ => {}
+    }
+}
+
+fn short_run(transport: &str) {
+    let _ = proc::CHILD_ARGS.set(
+        [
+            "chaos_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let rep = chaos::run(&chaos::ChaosConfig {
+        secs: 8,
+        transport: transport.into(),
+        payload: 64 << 10,
+        slots: 8,
+        write_every: Duration::from_millis(5),
+        kill_every: Duration::from_secs(2),
+        consumers: 2,
+    });
+    eprintln!("{transport}: {rep:#?}");
+    assert_eq!(rep.corrupt, 0, "{rep:?}");
+    assert_eq!(rep.lost, 0, "{rep:?}");
+    assert_eq!(rep.hangs, 0, "{rep:?}");
+    assert_eq!(rep.unaccounted, 0, "{rep:?}");
+    assert!(rep.fetched > 100, "{rep:?}");
+    assert!(rep.kills >= 2, "{rep:?}");
+}
+
+#[test]
+fn chaos_short_run_shm() {
+    short_run("shm");
+}
+
+#[test]
+fn chaos_short_run_tcp() {
+    short_run("tcp");
+}
