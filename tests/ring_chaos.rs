@@ -41,6 +41,7 @@ fn short_run(transport: &str) {
         write_every: Duration::from_millis(5),
         kill_every: Duration::from_secs(2),
         consumers: 2,
+        impatient_timeout: Duration::from_millis(1),
     });
     eprintln!("{transport}: {rep:#?}");
     assert_eq!(rep.corrupt, 0, "{rep:?}");

@@ -11,6 +11,7 @@
 //! fetch that reported an error, so nobody got it: must be 0), `failed` (still a typed
 //! error after every retry), `hangs` (a fetch longer than its documented worst case: must
 //! be 0).
+#![allow(dead_code)] // the report's fields are read through Debug
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +38,8 @@ pub struct ChaosConfig {
     /// Mean time between kills of the second serving process.
     pub kill_every: Duration,
     pub consumers: usize,
+    /// The impatient consumer's attempt timeout (its first try of each reference).
+    pub impatient_timeout: Duration,
 }
 
 impl Default for ChaosConfig {
@@ -49,6 +52,7 @@ impl Default for ChaosConfig {
             write_every: Duration::from_millis(4),
             kill_every: Duration::from_secs(3),
             consumers: 3,
+            impatient_timeout: Duration::from_micros(1500),
         }
     }
 }
@@ -290,7 +294,7 @@ pub fn run(cfg: &ChaosConfig) -> ChaosReport {
     })
     .unwrap();
     let impatient = RingClient::new(RingClientConfig {
-        timeout: Duration::from_millis(3),
+        timeout: cfg.impatient_timeout,
         quarantine: Duration::from_millis(50),
         max_attempts: 1,
         ..Default::default()
@@ -355,7 +359,7 @@ pub fn run(cfg: &ChaosConfig) -> ChaosReport {
                                 counts.stale.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        Err(e) => {
+                        Err(_) => {
                             if eager && tries == 0 {
                                 counts.impatient_timeouts.fetch_add(1, Ordering::Relaxed);
                             }

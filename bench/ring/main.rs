@@ -293,6 +293,8 @@ fn main() {
             transport: arg(&args, "--transport", "shm".to_string()),
             payload: arg(&args, "--payload-kib", 256usize) << 10,
             kill_every: Duration::from_millis(arg(&args, "--kill-every-ms", 3000)),
+            write_every: Duration::from_micros(arg(&args, "--write-every-us", 4000)),
+            impatient_timeout: Duration::from_micros(arg(&args, "--impatient-us", 1500)),
             ..Default::default()
         };
         eprintln!("chaos run: {cfg:?}");
