@@ -23,10 +23,9 @@ use super::layout::{self, counter, Geometry, RingHeader, FLAG_OVERWRITE, SLOTS_O
 use super::metrics::RingMetrics;
 use super::owner::{lease_until, owner_gone};
 use super::reference::SlotRef;
-use super::region::{hostname, RingHandle, RingRegion, HANDLE_TYPE};
+use super::region::{RingHandle, RingRegion, HANDLE_TYPE};
 use super::slot::{Claim, CommitState, Finish, Grant, SlotHeader, SlotState};
 use crate::error::{Error, Result, Status};
-use crate::transport::shm::handshake::host_identity;
 
 /// How long a slot may sit in READING/WRITING with an owner that never recorded itself
 /// (its process died between the CAS and the next store) before it is reclaimed.
@@ -125,8 +124,8 @@ impl Ring {
             buffer_name: self.name.clone(),
             max_entries: self.geo.slot_count,
             entry_size: self.geo.capacity,
-            node_id: hostname(),
-            host_id: host_identity(),
+            node_id: crate::host::name(),
+            host_id: crate::host::identity(),
             pid: self.pid,
             fd: self.region.fd(),
             len: self.region.len() as u64,

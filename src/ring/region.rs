@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result, Status};
+use crate::host;
 use crate::transport::shm::alloc::{adopt_shared, alloc_shared, find_allocation, free_shared};
-use crate::transport::shm::handshake::host_identity;
 
 /// What another process of the host needs to map a ring: JSON with the fields of the
 /// original's `get_handle()` that apply (`buffer_name`, `max_entries`, `entry_size`,
@@ -58,12 +58,6 @@ impl RingHandle {
     }
 }
 
-/// This host's name (the original's `node_id`).
-pub fn hostname() -> String {
-    let id = host_identity();
-    id.rsplit('/').next().unwrap_or_default().to_string()
-}
-
 /// A mapping of a ring's memory; unmapped on drop (the memory lives on while any process
 /// maps it).
 pub struct RingRegion {
@@ -92,7 +86,7 @@ impl RingRegion {
 
     /// Maps the memory a handle names (`/proc/<pid>/fd/<fd>` of a process that maps it).
     pub fn open(h: &RingHandle) -> Result<RingRegion> {
-        let here = host_identity();
+        let here = host::identity();
         if h.host_id != here {
             return Err(Error::invalid(format!(
                 "ring {:?} lives on another host ({}), this is {here}: fetch it through a RingClient",
@@ -161,8 +155,8 @@ mod tests {
             buffer_name: "r".into(),
             max_entries: 4,
             entry_size: 100,
-            node_id: hostname(),
-            host_id: host_identity(),
+            node_id: host::name(),
+            host_id: host::identity(),
             pid: 1,
             fd: 3,
             len: 8192,
@@ -198,8 +192,8 @@ mod tests {
             buffer_name: "r".into(),
             max_entries: 1,
             entry_size: 1,
-            node_id: hostname(),
-            host_id: host_identity(),
+            node_id: host::name(),
+            host_id: host::identity(),
             pid: std::process::id(),
             fd: r.fd(),
             len: r.len() as u64,
