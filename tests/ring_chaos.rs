@@ -6,33 +6,31 @@
 
 #[path = "../bench/ring/chaos.rs"]
 mod chaos;
+mod common;
 #[path = "../bench/ring/proc.rs"]
 mod proc;
 
 use std::time::Duration;
 
+/// The producer process of the chaos run.
 #[test]
 #[ignore]
-fn chaos_child() {
-    match proc::role().as_deref() {
-        Some("chaos_producer") => chaos::producer_main(),
-        Some("chaos_server") => chaos::server_main(),
-        _ => {}
+fn chaos_producer() {
+    if common::is_child() {
+        chaos::producer_main();
+    }
+}
+
+/// The restartable serving process of the chaos run.
+#[test]
+#[ignore]
+fn chaos_server() {
+    if common::is_child() {
+        chaos::server_main();
     }
 }
 
 fn short_run(transport: &str) {
-    let _ = proc::CHILD_ARGS.set(
-        [
-            "chaos_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ]
-        .map(String::from)
-        .to_vec(),
-    );
     let rep = chaos::run(&chaos::ChaosConfig {
         secs: 8,
         transport: transport.into(),

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::proc::{check, commands, fill, say, Proc};
+use super::common::Peer;
+use super::proc::{check, commands, expect_prefix, fill, say};
 use dlslime::ring::{
     Connector, Ring, RingClient, RingClientConfig, RingConfig, RingHandle, RingServer,
     RingServerConfig, SlotRef,
@@ -212,13 +213,13 @@ impl Connector for Swappable {
     }
 }
 
-fn pair(p: &mut Proc, transport: &str) -> Arc<dyn Endpoint> {
+fn pair(p: &mut Peer, transport: &str) -> Arc<dyn Endpoint> {
     let ep = endpoint(transport);
     p.send("pair");
-    let info = p.expect_prefix("info", Duration::from_secs(30));
+    let info = expect_prefix(p, "info");
     p.send(&format!("connect {}", ep.endpoint_info()));
     ep.connect(&serde_json::from_str(&info).unwrap()).unwrap();
-    p.expect_prefix("connected", Duration::from_secs(30));
+    expect_prefix(p, "connected");
     ep
 }
 
@@ -277,13 +278,13 @@ pub fn run(cfg: &ChaosConfig) -> ChaosReport {
         ("CHAOS_SLOTS", cfg.slots.to_string()),
         ("CHAOS_WRITE_US", cfg.write_every.as_micros().to_string()),
     ];
-    let mut producer = Proc::spawn("chaos_producer", &env);
-    let handle = producer.expect_prefix("handle", Duration::from_secs(60));
+    let mut producer = Peer::spawn("chaos_producer", &env);
+    let handle = expect_prefix(&mut producer, "handle");
     let mut senv = env.clone();
     senv.push(("CHAOS_HANDLE", handle.clone()));
     let start_server = |senv: &Vec<(&str, String)>| {
-        let mut s = Proc::spawn("chaos_server", senv);
-        s.expect_prefix("ready", Duration::from_secs(60));
+        let mut s = Peer::spawn("chaos_server", senv);
+        expect_prefix(&mut s, "ready");
         s
     };
     let mut server = start_server(&senv);
@@ -377,14 +378,7 @@ pub fn run(cfg: &ChaosConfig) -> ChaosReport {
         let mut next_kill = Instant::now() + cfg.kill_every;
         let mut rng = cfg.kill_every.as_millis() as u64 ^ 0x5DEE_CE66;
         while t0.elapsed() < Duration::from_secs(cfg.secs) {
-            for m in producer.drain() {
-                if let Some(rest) = m.strip_prefix("ref ") {
-                    let mut it = rest.split(' ').map(|x| x.parse::<u64>().unwrap());
-                    let (slot, gen) = (it.next().unwrap() as u32, it.next().unwrap());
-                    published.fetch_add(1, Ordering::Relaxed);
-                    queue.push(SlotRef::new(slot, gen), 0);
-                }
-            }
+            take_refs(&mut producer, &queue, &published);
             if Instant::now() >= next_kill {
                 server.kill();
                 kills.fetch_add(1, Ordering::Relaxed);
@@ -401,15 +395,15 @@ pub fn run(cfg: &ChaosConfig) -> ChaosReport {
             std::thread::sleep(Duration::from_millis(2));
         }
         producer.send("stop");
-        producer.expect_prefix("stopped", Duration::from_secs(30));
-        for m in producer.drain() {
-            if let Some(rest) = m.strip_prefix("ref ") {
-                let mut it = rest.split(' ').map(|x| x.parse::<u64>().unwrap());
-                let (slot, gen) = (it.next().unwrap() as u32, it.next().unwrap());
-                published.fetch_add(1, Ordering::Relaxed);
-                queue.push(SlotRef::new(slot, gen), 0);
+        // the references published before "stopped", then the rest of the queue
+        loop {
+            let m = producer.recv();
+            if m == "stopped" {
+                break;
             }
+            take_ref(&m, &queue, &published);
         }
+        take_refs(&mut producer, &queue, &published);
         // let the consumers drain the queue, then stop them
         let drain_until = Instant::now() + Duration::from_secs(120);
         while Instant::now() < drain_until && !queue.refs.lock().unwrap().is_empty() {
@@ -418,8 +412,7 @@ pub fn run(cfg: &ChaosConfig) -> ChaosReport {
         stop.store(true, Ordering::Release);
     });
     producer.send("metrics");
-    let m: Vec<u64> = producer
-        .expect_prefix("metrics", Duration::from_secs(30))
+    let m: Vec<u64> = expect_prefix(&mut producer, "metrics")
         .split(' ')
         .map(|x| x.parse().unwrap())
         .collect();
@@ -453,7 +446,26 @@ pub fn run(cfg: &ChaosConfig) -> ChaosReport {
     };
     drop(patient);
     drop(impatient);
-    server.finish(Duration::from_secs(10));
-    producer.finish(Duration::from_secs(10));
+    server.send("exit");
+    server.join();
+    producer.send("exit");
+    producer.join();
     rep
+}
+
+/// Queues the reference in a producer's `ref <slot> <gen>` line.
+fn take_ref(m: &str, queue: &Queue, published: &AtomicU64) {
+    if let Some(rest) = m.strip_prefix("ref ") {
+        let mut it = rest.split(' ').map(|x| x.parse::<u64>().unwrap());
+        let (slot, gen) = (it.next().unwrap() as u32, it.next().unwrap());
+        published.fetch_add(1, Ordering::Relaxed);
+        queue.push(SlotRef::new(slot, gen), 0);
+    }
+}
+
+/// Queues every reference the producer published so far.
+fn take_refs(p: &mut Peer, queue: &Queue, published: &AtomicU64) {
+    while let Some(m) = p.try_recv() {
+        take_ref(&m, queue, published);
+    }
 }

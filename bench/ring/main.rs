@@ -15,17 +15,20 @@
 
 #[path = "chaos.rs"]
 mod chaos;
+#[path = "../../tests/common/mod.rs"]
+mod common;
 #[path = "proc.rs"]
 mod proc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Peer;
 use dlslime::ring::{Ring, RingClient, RingClientConfig, RingConfig, RingServer, SlotRef};
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::TcpEndpoint;
 use dlslime::{Assignment, Endpoint, MemoryPool};
-use proc::{commands, fill, say, Proc};
+use proc::{commands, expect_prefix, fill, say};
 
 fn endpoint(transport: &str) -> Arc<dyn Endpoint> {
     match transport {
@@ -96,6 +99,27 @@ struct Row {
     gbps: f64,
 }
 
+impl Row {
+    fn new(
+        transport: &str,
+        size: usize,
+        consumers: usize,
+        what: &'static str,
+        lat: &mut [f64],
+        gbps: f64,
+    ) -> Row {
+        Row {
+            transport: transport.into(),
+            size,
+            consumers,
+            what,
+            p50_us: pct(lat, 0.5),
+            p99_us: pct(lat, 0.99),
+            gbps,
+        }
+    }
+}
+
 /// Runs `rounds` rounds of `consumers` concurrent operations (`op(consumer, round)`),
 /// returning per-op latencies (µs) and the throughput of the whole phase.
 fn phase(
@@ -144,7 +168,7 @@ fn bench_transport(transport: &str, sizes: &[usize], mem_budget: usize, rows: &m
                 continue;
             }
             let rounds = ((256usize << 20) / (size * consumers)).clamp(4, 200);
-            let mut p = Proc::spawn(
+            let mut p = Peer::spawn(
                 "producer",
                 &[
                     ("RB_TRANSPORT", transport.to_string()),
@@ -152,11 +176,11 @@ fn bench_transport(transport: &str, sizes: &[usize], mem_budget: usize, rows: &m
                     ("RB_CAP", size.to_string()),
                 ],
             );
-            let info = p.expect_prefix("info", Duration::from_secs(60));
+            let info = expect_prefix(&mut p, "info");
             let ep = endpoint(transport);
             p.send(&ep.endpoint_info().to_string());
             ep.connect(&serde_json::from_str(&info).unwrap()).unwrap();
-            let region = p.expect_prefix("region", Duration::from_secs(60));
+            let region = expect_prefix(&mut p, "region");
             let remote = ep
                 .register_remote_memory_region(
                     "bench-floor",
@@ -183,7 +207,7 @@ fn bench_transport(transport: &str, sizes: &[usize], mem_budget: usize, rows: &m
             let refs = std::sync::Mutex::new(Vec::<SlotRef>::new());
             let mut write = |n: usize| {
                 p.send(&format!("write {n} {size}"));
-                let gens = p.expect_prefix("refs", Duration::from_secs(120));
+                let gens = expect_prefix(&mut p, "refs");
                 *refs.lock().unwrap() = gens
                     .split(' ')
                     .map(|g| {
@@ -207,15 +231,14 @@ fn bench_transport(transport: &str, sizes: &[usize], mem_budget: usize, rows: &m
                     assert_eq!(got.len(), size);
                 },
             );
-            rows.push(Row {
-                transport: transport.into(),
+            rows.push(Row::new(
+                transport,
                 size,
                 consumers,
-                what: "ring fetch",
-                p50_us: pct(&mut lat, 0.5),
-                p99_us: pct(&mut lat, 0.99),
+                "ring fetch",
+                &mut lat,
                 gbps,
-            });
+            ));
             // the floor: the same endpoint reading the same slots one-sided
             let (mut lat, gbps) = phase(
                 consumers,
@@ -232,15 +255,14 @@ fn bench_transport(transport: &str, sizes: &[usize], mem_budget: usize, rows: &m
                         .unwrap();
                 },
             );
-            rows.push(Row {
-                transport: transport.into(),
+            rows.push(Row::new(
+                transport,
                 size,
                 consumers,
-                what: "one-sided read",
-                p50_us: pct(&mut lat, 0.5),
-                p99_us: pct(&mut lat, 0.99),
+                "one-sided read",
+                &mut lat,
                 gbps,
-            });
+            ));
             let r = &rows[rows.len() - 2..];
             eprintln!(
                 "{transport} {:>9} x{consumers}: fetch p50 {:>10.1} us {:>6.2} GB/s | read p50 {:>10.1} us {:>6.2} GB/s | ratio {:.2}",
@@ -250,7 +272,8 @@ fn bench_transport(transport: &str, sizes: &[usize], mem_budget: usize, rows: &m
                 let _ = ep.memory_pool().unregister(h);
             }
             drop(client);
-            p.finish(Duration::from_secs(10));
+            p.send("exit");
+            p.join();
         }
     }
 }
@@ -278,13 +301,17 @@ fn stamp() -> u64 {
 }
 
 fn main() {
-    match proc::role().as_deref() {
-        Some("producer") => return producer_main(),
-        Some("chaos_producer") => return chaos::producer_main(),
-        Some("chaos_server") => return chaos::server_main(),
-        _ => {}
-    }
     let args: Vec<String> = std::env::args().collect();
+    // A child started by the harness: its first argument names the role.
+    if common::is_child() {
+        match args.get(1).map(String::as_str) {
+            Some("producer") => producer_main(),
+            Some("chaos_producer") => chaos::producer_main(),
+            Some("chaos_server") => chaos::server_main(),
+            r => panic!("unknown child role {r:?}"),
+        }
+        return;
+    }
     let out_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results");
     std::fs::create_dir_all(out_dir).unwrap();
     if args.iter().any(|a| a == "--chaos") {

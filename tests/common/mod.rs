@@ -85,6 +85,11 @@ impl Peer {
         self.recv_within(ANSWER_TIMEOUT)
     }
 
+    /// The next message if one has arrived (never blocks).
+    pub fn try_recv(&mut self) -> Option<String> {
+        self.lines.try_recv().ok()
+    }
+
     /// Expects the exact message `want`.
     pub fn expect(&mut self, want: &str) {
         let got = self.recv();

@@ -116,6 +116,17 @@ class BufferMetrics:
         return max(0, self.writes_total - self.reads_total - self.drops_total)
 
 
+def _as_ref(ref) -> SlotRef:
+    """A SlotRef from a SlotRef, ``(slot, generation)`` or ``{"slot", "generation"}``."""
+    if isinstance(ref, SlotRef):
+        return ref
+    if isinstance(ref, dict):
+        return SlotRef(int(ref["slot"]), int(ref["generation"]))
+    if isinstance(ref, (tuple, list)) and len(ref) == 2:
+        return SlotRef(int(ref[0]), int(ref[1]))
+    raise TypeError("a reference is a SlotRef, (slot, generation) or {'slot', 'generation'}")
+
+
 def _c_ref(ref) -> Any:
     r = ffi.new("dlslime_slot_ref_t *")
     r.slot = ref.slot
@@ -207,18 +218,14 @@ class SharedRingBuffer:
     # -- references ---------------------------------------------------------------------
 
     def _ref(self, ref) -> SlotRef:
-        if isinstance(ref, SlotRef):
-            return ref
-        if isinstance(ref, dict):
-            return SlotRef(int(ref["slot"]), int(ref["generation"]))
-        if isinstance(ref, (tuple, list)) and len(ref) == 2:
-            return SlotRef(int(ref[0]), int(ref[1]))
+        """A reference, or a slot index (its READY payload's reference, as the original
+        addressed slots)."""
         if isinstance(ref, int) and not isinstance(ref, bool):
             r = self.slot_ref(ref)
             if r is None:
                 raise StaleSlot(f"slot {ref} holds no READY payload", 410)
             return r
-        raise TypeError("a reference is a SlotRef, (slot, generation), {'slot', 'generation'} or a slot index")
+        return _as_ref(ref)
 
     def slot_ref(self, index: int) -> Optional[SlotRef]:
         """The reference of the READY payload in slot ``index``, if any."""
@@ -481,14 +488,6 @@ class RingClient:
         self._keep.append(agent)
 
     @staticmethod
-    def _ref(ref) -> SlotRef:
-        if isinstance(ref, SlotRef):
-            return ref
-        if isinstance(ref, dict):
-            return SlotRef(int(ref["slot"]), int(ref["generation"]))
-        return SlotRef(int(ref[0]), int(ref[1]))
-
-    @staticmethod
     def _payload_array(p, schema=None):
         n = lib.dlslime_ring_payload_len(p)
         data = lib.dlslime_ring_payload_data(p)
@@ -500,14 +499,14 @@ class RingClient:
         goes back to the pool when the array is gone), or with ``schema`` a dict of views.
         Raises :class:`StaleSlotError` (the generation is gone), :class:`SlotError`, or
         the last attempt's error (``Timeout``, ``PeerDisconnected``, ...)."""
-        r = self._ref(ref)
+        r = _as_ref(ref)
         out = ffi.new("dlslime_ring_payload_t **")
         _check(lib.dlslime_ring_client_fetch(self._ptr, producer.encode(), _c_ref(r), out), "fetch")
         return self._payload_array(out[0], schema)
 
     def fetch_into(self, producer: str, ref, out: Any) -> int:
         """Fetches into ``out`` (a writable buffer); returns the payload length."""
-        r = self._ref(ref)
+        r = _as_ref(ref)
         b = _as_buffer(out, True, "out")
         n = ffi.new("size_t *")
         _check(lib.dlslime_ring_client_fetch_into(self._ptr, producer.encode(), _c_ref(r), b, len(b), n),
@@ -519,7 +518,7 @@ class RingClient:
         an array (or dict) or the exception of its failure."""
         from ._errors import error_class
 
-        rs = [self._ref(r) for r in refs]
+        rs = [_as_ref(r) for r in refs]
         arr = ffi.new("dlslime_slot_ref_t[]", max(1, len(rs)))
         for i, r in enumerate(rs):
             arr[i].slot = r.slot
