@@ -120,38 +120,23 @@ impl Row {
     }
 }
 
-/// Runs `rounds` rounds of `consumers` concurrent operations (`op(consumer, round)`),
-/// returning per-op latencies (µs) and the throughput of the whole phase.
-fn phase(
-    consumers: usize,
-    rounds: usize,
-    size: usize,
-    mut before_round: impl FnMut(usize),
-    op: impl Fn(usize, usize) + Sync,
-) -> (Vec<f64>, f64) {
-    let mut lat = Vec::with_capacity(rounds * consumers);
-    let mut busy = Duration::ZERO;
-    for round in 0..rounds {
-        before_round(round);
-        let t = Instant::now();
-        let times: Vec<f64> = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..consumers)
-                .map(|c| {
-                    let op = &op;
-                    s.spawn(move || {
-                        let t = Instant::now();
-                        op(c, round);
-                        t.elapsed().as_secs_f64() * 1e6
-                    })
+/// Runs `consumers` concurrent operations `op(consumer)`: their latencies (µs) and the
+/// wall time of the whole group.
+fn group(consumers: usize, op: &(dyn Fn(usize) + Sync)) -> (Vec<f64>, Duration) {
+    let t = Instant::now();
+    let lat = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..consumers)
+            .map(|c| {
+                s.spawn(move || {
+                    let t = Instant::now();
+                    op(c);
+                    t.elapsed().as_secs_f64() * 1e6
                 })
-                .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        busy += t.elapsed();
-        lat.extend(times);
-    }
-    let gbps = (rounds * consumers * size) as f64 / busy.as_secs_f64() / 1e9;
-    (lat, gbps)
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    (lat, t.elapsed())
 }
 
 fn bench_transport(transport: &str, sizes: &[usize], mem_budget: usize, rows: &mut Vec<Row>) {
@@ -167,7 +152,7 @@ fn bench_transport(transport: &str, sizes: &[usize], mem_budget: usize, rows: &m
                 );
                 continue;
             }
-            let rounds = ((256usize << 20) / (size * consumers)).clamp(4, 200);
+            let rounds = ((1usize << 30) / (size * consumers)).clamp(8, 200);
             let mut p = Peer::spawn(
                 "producer",
                 &[
@@ -220,48 +205,54 @@ fn bench_transport(transport: &str, sizes: &[usize], mem_budget: usize, rows: &m
             write(consumers);
             let warm: Vec<SlotRef> = refs.lock().unwrap().clone();
             drop(client.fetch_batch("bench", &warm));
-            let (mut lat, gbps) = phase(
-                consumers,
-                rounds,
-                size,
-                |_| write(consumers),
-                |c, _| {
-                    let r = refs.lock().unwrap()[c];
-                    let got = client.fetch("bench", r).expect("fetch");
-                    assert_eq!(got.len(), size);
-                },
-            );
+            // Each round: the producer writes one payload per consumer, then the consumers
+            // fetch them and read the same slots one-sided, in alternating order (so load
+            // and cache effects fall on both alike).
+            let fetch = |c: usize| {
+                let r = refs.lock().unwrap()[c];
+                let got = client.fetch("bench", r).expect("fetch");
+                assert_eq!(got.len(), size);
+            };
+            let read = |c: usize| {
+                let slot = refs.lock().unwrap()[c].slot as u64;
+                let a = Assignment::new(handles[c], remote, slot * stride(size), 0, size as u64);
+                ep.read(&[a], Some(Duration::from_secs(60)))
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+            };
+            let (mut fl, mut rl) = (Vec::new(), Vec::new());
+            let (mut ft, mut rt) = (Duration::ZERO, Duration::ZERO);
+            for round in 0..rounds {
+                write(consumers);
+                for k in 0..2 {
+                    if (round + k) % 2 == 0 {
+                        let (l, t) = group(consumers, &fetch);
+                        fl.extend(l);
+                        ft += t;
+                    } else {
+                        let (l, t) = group(consumers, &read);
+                        rl.extend(l);
+                        rt += t;
+                    }
+                }
+            }
+            let bytes = (rounds * consumers * size) as f64;
             rows.push(Row::new(
                 transport,
                 size,
                 consumers,
                 "ring fetch",
-                &mut lat,
-                gbps,
+                &mut fl,
+                bytes / ft.as_secs_f64() / 1e9,
             ));
-            // the floor: the same endpoint reading the same slots one-sided
-            let (mut lat, gbps) = phase(
-                consumers,
-                rounds,
-                size,
-                |_| {},
-                |c, round| {
-                    let slot = ((round * consumers + c) % slots) as u64;
-                    let a =
-                        Assignment::new(handles[c], remote, slot * stride(size), 0, size as u64);
-                    ep.read(&[a], Some(Duration::from_secs(60)))
-                        .unwrap()
-                        .wait()
-                        .unwrap();
-                },
-            );
             rows.push(Row::new(
                 transport,
                 size,
                 consumers,
                 "one-sided read",
-                &mut lat,
-                gbps,
+                &mut rl,
+                bytes / rt.as_secs_f64() / 1e9,
             ));
             let r = &rows[rows.len() - 2..];
             eprintln!(
