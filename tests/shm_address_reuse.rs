@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
-use dlslime::transport::shm::{SharedBuf, ShmConfig, ShmEndpoint};
+use dlslime::memory::SharedBuf;
+use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool};
 
 const LEN: usize = 1 << 20;

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result, Status};
 use crate::host;
-use crate::transport::shm::alloc::{adopt_shared, alloc_shared, find_allocation, free_shared};
+use crate::memory::shared::{adopt_shared, alloc_shared, find_allocation, free_shared};
 
 /// What another process of the host needs to map a ring: JSON with the fields of the
 /// original's `get_handle()` that apply (`buffer_name`, `max_entries`, `entry_size`,
