@@ -39,6 +39,7 @@ SECTIONS = [
     ("rdma.rs", "RDMA transport"),
     ("peer.rs", "PeerAgent"),
     ("rpc.rs", "SlimeRPC"),
+    ("ring.rs", "Slot ring"),
 ]
 # Declarations emitted from outside src/ffi (renamed in cbindgen.toml [export.rename]).
 ELSEWHERE = {"dlslime_status": "status.rs"}  # the Rust `Status` of src/error.rs

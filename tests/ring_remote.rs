@@ -397,6 +397,7 @@ fn killed_after_grant(transport: &str) {
     let pid = s.peer.pid();
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: kill(2) with a pid of our own child and a signal number.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     });
     let t = Instant::now();
@@ -432,6 +433,7 @@ fn kill_once(pid: u32) -> (FaultHook, Arc<std::sync::atomic::AtomicBool>) {
     let k = killed.clone();
     let hook = FaultHook(Arc::new(move |_| {
         if !k.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // SAFETY: kill(2) with a pid of our own child and a signal number.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             // long enough for the transport to notice
             std::thread::sleep(Duration::from_millis(200));

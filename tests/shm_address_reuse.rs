@@ -27,6 +27,7 @@ fn reuse_child() {
     let pool = MemoryPool::new();
     let mut src = vec![0u8; LEN];
     fill_pattern(&mut src, 7);
+    // SAFETY: `src` outlives the endpoint that uses the region.
     let h = unsafe { pool.register(Some("src"), src.as_mut_ptr(), LEN).unwrap() };
     let ep = ShmEndpoint::new(pool, ShmConfig::default()).unwrap();
     let mut parent = Parent::new();
@@ -79,12 +80,14 @@ fn writes_reach_a_region_registered_where_a_freed_allocation_was() {
             .enumerate()
         {
             let name = format!("dst{round}-{i}");
+            // SAFETY: the buffer lives until after the region is unregistered below.
             let h = unsafe { pool.register(Some(&name), p, LEN).unwrap() };
             let region = &pool.mr_info()[&name];
             // let the progress loop publish the region, so the peer may take its fast path
             std::thread::sleep(Duration::from_millis(50));
             peer.send(&format!("write {region}"));
             peer.expect("done");
+            // SAFETY: `p` is the live buffer of LEN bytes just written by the peer's completed write.
             let got = unsafe { std::slice::from_raw_parts(p, LEN) };
             assert_eq!(
                 check_pattern(got, 7),

@@ -183,6 +183,7 @@ fn bench_transport(transport: &str, sizes: &[usize], mem_budget: usize, rows: &m
             let mut floors: Vec<Vec<u8>> = (0..consumers).map(|_| vec![1u8; size]).collect();
             let handles: Vec<u32> = floors
                 .iter_mut()
+                // SAFETY: the floor buffers outlive their registration (unregistered below).
                 .map(|b| unsafe {
                     ep.memory_pool()
                         .register(None, b.as_mut_ptr(), size)

@@ -111,16 +111,14 @@ pub struct dlslime_ring_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_ring_options_init(opts: *mut dlslime_ring_options_t) {
     ffi_boundary! {
-        if !opts.is_null() {
-            unsafe {
-                opts.write(dlslime_ring_options_t {
-                    size: size_of::<dlslime_ring_options_t>(),
-                    name: std::ptr::null(),
-                    slot_count: 0,
-                    slot_capacity: 0,
-                    flags: 0,
-                })
-            };
+        if let Some(opts) = opt_out!(opts) {
+            opts.write(dlslime_ring_options_t {
+                size: size_of::<dlslime_ring_options_t>(),
+                name: std::ptr::null(),
+                slot_count: 0,
+                slot_capacity: 0,
+                flags: 0,
+            });
         }
     }
 }
@@ -145,6 +143,8 @@ fn ring_config(opts: *const dlslime_ring_options_t) -> crate::Result<RingConfig>
     if opts.is_null() {
         return Ok(c);
     }
+    // SAFETY: `opts` is not NULL here and, by the header's contract, an options struct the
+    // caller set up with `dlslime_ring_options_init` (`size` readable bytes).
     let o = unsafe { read_sized(opts, "dlslime_ring_options_t")? };
     if o.flags & !NO_OVERWRITE != 0 {
         return Err(Error::new(
@@ -155,6 +155,7 @@ fn ring_config(opts: *const dlslime_ring_options_t) -> crate::Result<RingConfig>
             ),
         ));
     }
+    // SAFETY: `name` is NULL or a NUL-terminated string, by the header's contract.
     if let Some(n) = unsafe { super::args::opt_text(o.name, "dlslime_ring_options_t.name")? } {
         c.name = n;
     }
@@ -184,7 +185,7 @@ pub extern "C" fn dlslime_ring_new(
         let out = try_out!(out);
         let cfg = try_res!(ring_config(opts));
         let r = try_res!(Ring::create(&cfg));
-        unsafe { out.write(arc_into_ptr::<dlslime_ring_t>(r)) };
+        out.write(arc_into_ptr::<dlslime_ring_t>(r));
         dlslime_status_t::Ok
     }
 }
@@ -205,7 +206,7 @@ pub extern "C" fn dlslime_ring_attach(
         let out = try_out!(out);
         let h = try_res!(RingHandle::parse(text));
         let r = try_res!(Ring::attach(&h));
-        unsafe { out.write(arc_into_ptr::<dlslime_ring_t>(r)) };
+        out.write(arc_into_ptr::<dlslime_ring_t>(r));
         dlslime_status_t::Ok
     }
 }
@@ -222,7 +223,7 @@ pub extern "C" fn dlslime_ring_handle(
         let r = try_ref!(ring);
         let out_json = try_out!(out_json);
         let s = try_res!(string_to_c(r.handle().to_json().to_string()));
-        unsafe { out_json.write(s) };
+        out_json.write(s);
         dlslime_status_t::Ok
     }
 }
@@ -231,6 +232,8 @@ pub extern "C" fn dlslime_ring_handle(
 #[no_mangle]
 pub extern "C" fn dlslime_ring_free(ring: *mut dlslime_ring_t) {
     ffi_boundary! {
+        // SAFETY: `ring` is NULL or a live ring handle the caller does not use again (the
+        // header's contract for `_free`).
         unsafe { free_arc(ring) }
     }
 }
@@ -291,12 +294,14 @@ pub extern "C" fn dlslime_ring_write(
         let out_ref = try_out!(out_ref);
         let Some(p) = buffer_ptr(data.cast_mut(), len) else { null_arg!("data") };
         let overwrite = try_res!(write_policy(r, flags));
+        // SAFETY: `data` points at `len` readable bytes for the call (`buffer_ptr` gave a
+        // dangling non-NULL pointer only for `len == 0`).
         let src = unsafe { std::slice::from_raw_parts(p as *const u8, len) };
         let got = try_res!(r.write_with_policy(len, overwrite, |b| {
             b.copy_from_slice(src);
             Ok(())
         }));
-        unsafe { out_ref.write(got.into()) };
+        out_ref.write(got.into());
         dlslime_status_t::Ok
     }
 }
@@ -321,8 +326,10 @@ pub extern "C" fn dlslime_ring_write_parts(
         let overwrite = try_res!(write_policy(r, flags));
         let mut v: Vec<&[u8]> = Vec::with_capacity(n);
         for i in 0..n {
+            // SAFETY: `parts` and `lens` hold `n` entries each (checked non-NULL above).
             let (p, l) = unsafe { (*parts.add(i), *lens.add(i)) };
             let Some(p) = buffer_ptr(p.cast_mut(), l) else { null_arg!("parts[i]") };
+            // SAFETY: part `i` is `l` readable bytes for the call (or dangling with `l == 0`).
             v.push(unsafe { std::slice::from_raw_parts(p as *const u8, l) });
         }
         let total = try_res!(v.iter().try_fold(0usize, |a, p| a.checked_add(p.len())).ok_or_else(|| Error::invalid("payload length overflows")));
@@ -334,7 +341,7 @@ pub extern "C" fn dlslime_ring_write_parts(
             }
             Ok(())
         }));
-        unsafe { out_ref.write(got.into()) };
+        out_ref.write(got.into());
         dlslime_status_t::Ok
     }
 }
@@ -358,9 +365,11 @@ pub extern "C" fn dlslime_ring_read(
         let ring = try_arc!(ring);
         let out_len = try_out!(out_len);
         let Some(p) = buffer_ptr(dst, cap) else { null_arg!("dst") };
+        // SAFETY: `dst` is `cap` writable bytes for the call, not used by anyone else
+        // meanwhile (the header's contract).
         let d = unsafe { std::slice::from_raw_parts_mut(p, cap) };
         let n = try_res!(ring.read_into(r.into(), d));
-        unsafe { out_len.write(n) };
+        out_len.write(n);
         dlslime_status_t::Ok
     }
 }
@@ -382,16 +391,17 @@ pub extern "C" fn dlslime_ring_try_read(
         let out_len = try_out!(out_len);
         let out_ready = try_out!(out_ready);
         let Some(p) = buffer_ptr(dst, cap) else { null_arg!("dst") };
+        // SAFETY: as in `dlslime_ring_read`.
         let d = unsafe { std::slice::from_raw_parts_mut(p, cap) };
         match ring.read_into(r.into(), d) {
-            Ok(n) => unsafe {
+            Ok(n) => {
                 out_len.write(n);
                 out_ready.write(true);
-            },
-            Err(e) if e.status() == Status::SlotBusy => unsafe {
+            }
+            Err(e) if e.status() == Status::SlotBusy => {
                 out_len.write(0);
                 out_ready.write(false);
-            },
+            }
             Err(e) => return fail(e),
         }
         dlslime_status_t::Ok
@@ -417,7 +427,7 @@ pub extern "C" fn dlslime_ring_slot_state(
             SlotState::Ready => dlslime_slot_state::Ready,
             SlotState::Reading => dlslime_slot_state::Reading,
         };
-        unsafe { out_state.write(v as u32) };
+        out_state.write(v as u32);
         dlslime_status_t::Ok
     }
 }
@@ -440,9 +450,10 @@ pub extern "C" fn dlslime_ring_ready_slots(
         let v = ring.ready_slots();
         let n = v.len().min(cap);
         for (i, r) in v.into_iter().take(n).enumerate() {
+            // SAFETY: `out` holds `cap` entries (non-NULL when `cap > 0`) and `i < cap`.
             unsafe { out.add(i).write(r.into()) };
         }
-        unsafe { out_n.write(n) };
+        out_n.write(n);
         dlslime_status_t::Ok
     }
 }
@@ -479,22 +490,20 @@ pub extern "C" fn dlslime_ring_metrics(
         let ring = try_ref!(ring);
         let out = try_out!(out);
         let m = ring.metrics();
-        unsafe {
-            out.write(dlslime_ring_metrics_t {
-                writes: m.writes,
-                drops: m.drops,
-                reads: m.reads,
-                stale_reads: m.stale_reads,
-                bytes_written: m.bytes_written,
-                bytes_read: m.bytes_read,
-                busy: m.busy,
-                reclaims: m.reclaims,
-                orphan_noops: m.orphan_noops,
-                write_errors: m.write_errors,
-                failed_reads: m.failed_reads,
-                ready: m.ready,
-            })
-        };
+        out.write(dlslime_ring_metrics_t {
+            writes: m.writes,
+            drops: m.drops,
+            reads: m.reads,
+            stale_reads: m.stale_reads,
+            bytes_written: m.bytes_written,
+            bytes_read: m.bytes_read,
+            busy: m.busy,
+            reclaims: m.reclaims,
+            orphan_noops: m.orphan_noops,
+            write_errors: m.write_errors,
+            failed_reads: m.failed_reads,
+            ready: m.ready,
+        });
         dlslime_status_t::Ok
     }
 }
@@ -527,7 +536,7 @@ pub extern "C" fn dlslime_ring_read_view(
         let ring = try_arc!(ring);
         let out = try_out!(out);
         let v = try_res!(ring.read_view(r.into()));
-        unsafe { out.write(box_into_ptr::<dlslime_ring_view_t>(std::sync::Mutex::new(Some(v)))) };
+        out.write(box_into_ptr::<dlslime_ring_view_t>(std::sync::Mutex::new(Some(v))));
         dlslime_status_t::Ok
     }
 }
@@ -550,10 +559,8 @@ pub extern "C" fn dlslime_ring_view_data(
         let Some(v) = g.as_ref() else {
             return fail(Error::new(Status::StaleSlot, "the view was consumed or released"));
         };
-        unsafe {
-            out_data.write(v.as_ptr().cast());
-            out_len.write(v.len());
-        }
+        out_data.write(v.as_ptr().cast());
+        out_len.write(v.len());
         dlslime_status_t::Ok
     }
 }
@@ -603,6 +610,7 @@ pub extern "C" fn dlslime_ring_view_release(view: *const dlslime_ring_view_t) ->
 #[no_mangle]
 pub extern "C" fn dlslime_ring_view_free(view: *mut dlslime_ring_view_t) {
     ffi_boundary! {
+        // SAFETY: `view` is NULL or a live view handle the caller does not use again.
         unsafe { free_box(view) }
     }
 }
@@ -628,16 +636,14 @@ pub struct dlslime_ring_server_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_ring_server_options_init(opts: *mut dlslime_ring_server_options_t) {
     ffi_boundary! {
-        if !opts.is_null() {
-            unsafe {
-                opts.write(dlslime_ring_server_options_t {
-                    size: size_of::<dlslime_ring_server_options_t>(),
-                    max_lease_ms: 0,
-                    default_lease_ms: 0,
-                    idle_timeout_ms: 0,
-                    grant_delay_ms: 0,
-                })
-            };
+        if let Some(opts) = opt_out!(opts) {
+            opts.write(dlslime_ring_server_options_t {
+                size: size_of::<dlslime_ring_server_options_t>(),
+                max_lease_ms: 0,
+                default_lease_ms: 0,
+                idle_timeout_ms: 0,
+                grant_delay_ms: 0,
+            });
         }
     }
 }
@@ -674,6 +680,7 @@ pub extern "C" fn dlslime_ring_server_new(
         let out = try_out!(out);
         let mut c = RingServerConfig::default();
         if !opts.is_null() {
+            // SAFETY: `opts` is not NULL and points at an options struct of `size` bytes.
             let o = try_res!(unsafe { read_sized(opts, "dlslime_ring_server_options_t") });
             c.max_lease = ms(o.max_lease_ms, c.max_lease);
             c.default_lease = ms(o.default_lease_ms, c.default_lease);
@@ -681,7 +688,7 @@ pub extern "C" fn dlslime_ring_server_new(
             c.grant_delay = Duration::from_millis(o.grant_delay_ms);
         }
         let s = try_res!(RingServer::new(c));
-        unsafe { out.write(box_into_ptr::<dlslime_ring_server_t>(s)) };
+        out.write(box_into_ptr::<dlslime_ring_server_t>(s));
         dlslime_status_t::Ok
     }
 }
@@ -758,17 +765,15 @@ pub extern "C" fn dlslime_ring_server_counters(
         let s = try_ref!(server);
         let out = try_out!(out);
         let c = s.counters();
-        unsafe {
-            out.write(dlslime_ring_server_counters_t {
-                sessions: c.sessions,
-                evictions: c.evictions,
-                grants: c.grants,
-                commits: c.commits,
-                aborts: c.aborts,
-                lease_expiries: c.lease_expiries,
-                errors: c.errors,
-            })
-        };
+        out.write(dlslime_ring_server_counters_t {
+            sessions: c.sessions,
+            evictions: c.evictions,
+            grants: c.grants,
+            commits: c.commits,
+            aborts: c.aborts,
+            lease_expiries: c.lease_expiries,
+            errors: c.errors,
+        });
         dlslime_status_t::Ok
     }
 }
@@ -789,6 +794,7 @@ pub extern "C" fn dlslime_ring_server_stop(
 #[no_mangle]
 pub extern "C" fn dlslime_ring_server_free(server: *mut dlslime_ring_server_t) {
     ffi_boundary! {
+        // SAFETY: `server` is NULL or a live server handle the caller does not use again.
         unsafe { free_box(server) }
     }
 }
@@ -822,20 +828,18 @@ pub struct dlslime_ring_client_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_ring_client_options_init(opts: *mut dlslime_ring_client_options_t) {
     ffi_boundary! {
-        if !opts.is_null() {
-            unsafe {
-                opts.write(dlslime_ring_client_options_t {
-                    size: size_of::<dlslime_ring_client_options_t>(),
-                    timeout_ms: 0,
-                    max_attempts: 0,
-                    concurrency: 0,
-                    quarantine_ms: 0,
-                    max_idle_ms: 0,
-                    max_rounds: 0,
-                    round_backoff_ms: 0,
-                    commit_grace_ms: 0,
-                })
-            };
+        if let Some(opts) = opt_out!(opts) {
+            opts.write(dlslime_ring_client_options_t {
+                size: size_of::<dlslime_ring_client_options_t>(),
+                timeout_ms: 0,
+                max_attempts: 0,
+                concurrency: 0,
+                quarantine_ms: 0,
+                max_idle_ms: 0,
+                max_rounds: 0,
+                round_backoff_ms: 0,
+                commit_grace_ms: 0,
+            });
         }
     }
 }
@@ -865,6 +869,7 @@ pub extern "C" fn dlslime_ring_client_new(
         let out = try_out!(out);
         let mut c = RingClientConfig::default();
         if !opts.is_null() {
+            // SAFETY: `opts` is not NULL and points at an options struct of `size` bytes.
             let o = try_res!(unsafe { read_sized(opts, "dlslime_ring_client_options_t") });
             c.timeout = ms(o.timeout_ms, c.timeout);
             c.quarantine = ms(o.quarantine_ms, c.quarantine);
@@ -882,7 +887,7 @@ pub extern "C" fn dlslime_ring_client_new(
             }
         }
         let cl = try_res!(RingClient::new(c));
-        unsafe { out.write(box_into_ptr::<dlslime_ring_client_t>(cl)) };
+        out.write(box_into_ptr::<dlslime_ring_client_t>(cl));
         dlslime_status_t::Ok
     }
 }
@@ -958,7 +963,7 @@ pub extern "C" fn dlslime_ring_client_fetch(
         let producer = try_str!(producer);
         let out = try_out!(out);
         let p = try_res!(c.fetch(producer, r.into()));
-        unsafe { out.write(box_into_ptr::<dlslime_ring_payload_t>(p)) };
+        out.write(box_into_ptr::<dlslime_ring_payload_t>(p));
         dlslime_status_t::Ok
     }
 }
@@ -980,9 +985,10 @@ pub extern "C" fn dlslime_ring_client_fetch_into(
         let producer = try_str!(producer);
         let out_len = try_out!(out_len);
         let Some(p) = buffer_ptr(dst, cap) else { null_arg!("dst") };
+        // SAFETY: `dst` is `cap` writable bytes for the call (the header's contract).
         let d = unsafe { std::slice::from_raw_parts_mut(p, cap) };
         let n = try_res!(c.fetch_into(producer, r.into(), d));
-        unsafe { out_len.write(n) };
+        out_len.write(n);
         dlslime_status_t::Ok
     }
 }
@@ -1006,12 +1012,14 @@ pub extern "C" fn dlslime_ring_client_fetch_batch(
         if n > 0 && (refs.is_null() || out_payloads.is_null() || out_statuses.is_null()) {
             null_arg!(if refs.is_null() { "refs" } else if out_payloads.is_null() { "out_payloads" } else { "out_statuses" });
         }
+        // SAFETY: `refs` holds `n` references (non-NULL when `n > 0`, checked above).
         let rs: Vec<SlotRef> = (0..n).map(|i| unsafe { *refs.add(i) }.into()).collect();
         for (i, res) in c.fetch_batch(producer, &rs).into_iter().enumerate() {
             let (p, st) = match res {
                 Ok(p) => (box_into_ptr::<dlslime_ring_payload_t>(p), Status::Ok.code()),
                 Err(e) => (std::ptr::null_mut(), e.status().code()),
             };
+            // SAFETY: both output arrays hold `n` entries (checked non-NULL above), `i < n`.
             unsafe {
                 out_payloads.add(i).write(p);
                 out_statuses.add(i).write(st);
@@ -1025,6 +1033,7 @@ pub extern "C" fn dlslime_ring_client_fetch_batch(
 #[no_mangle]
 pub extern "C" fn dlslime_ring_payload_data(p: *const dlslime_ring_payload_t) -> *const c_void {
     ffi_boundary! {
+        // SAFETY: `p` is NULL or a live payload handle.
         match unsafe { super::cast::try_from_ptr(p) } {
             Some(p) if !p.is_empty() => p.as_ptr().cast(),
             _ => std::ptr::null(),
@@ -1044,6 +1053,7 @@ pub extern "C" fn dlslime_ring_payload_len(p: *const dlslime_ring_payload_t) -> 
 #[no_mangle]
 pub extern "C" fn dlslime_ring_payload_free(p: *mut dlslime_ring_payload_t) {
     ffi_boundary! {
+        // SAFETY: `p` is NULL or a live payload handle the caller does not use again.
         unsafe { free_box(p) }
     }
 }
@@ -1078,24 +1088,22 @@ pub extern "C" fn dlslime_ring_client_counters(
         let c = try_ref!(client);
         let out = try_out!(out);
         let k = c.counters();
-        unsafe {
-            out.write(dlslime_ring_client_counters_t {
-                fetches: k.fetches,
-                fetched: k.fetched,
-                bytes: k.bytes,
-                attempts: k.attempts,
-                stale: k.stale,
-                busy_retries: k.busy_retries,
-                quarantines: k.quarantines,
-                commit_failovers: k.commit_failovers,
-                lease_lost: k.lease_lost,
-                batch_rounds: k.batch_rounds,
-                sessions_created: k.sessions_created,
-                sessions_retired: k.sessions_retired,
-                sessions_lost: k.sessions_lost,
-                sessions_dropped: k.sessions_dropped,
-            })
-        };
+        out.write(dlslime_ring_client_counters_t {
+            fetches: k.fetches,
+            fetched: k.fetched,
+            bytes: k.bytes,
+            attempts: k.attempts,
+            stale: k.stale,
+            busy_retries: k.busy_retries,
+            quarantines: k.quarantines,
+            commit_failovers: k.commit_failovers,
+            lease_lost: k.lease_lost,
+            batch_rounds: k.batch_rounds,
+            sessions_created: k.sessions_created,
+            sessions_retired: k.sessions_retired,
+            sessions_lost: k.sessions_lost,
+            sessions_dropped: k.sessions_dropped,
+        });
         dlslime_status_t::Ok
     }
 }
@@ -1129,6 +1137,7 @@ pub extern "C" fn dlslime_ring_client_close(
 #[no_mangle]
 pub extern "C" fn dlslime_ring_client_free(client: *mut dlslime_ring_client_t) {
     ffi_boundary! {
+        // SAFETY: `client` is NULL or a live client handle the caller does not use again.
         unsafe { free_box(client) }
     }
 }

@@ -224,6 +224,7 @@ mod tests {
         let geo = Geometry::new(3, 5000).unwrap();
         let mut mem = vec![0u64; geo.total_len as usize / 8];
         let base = mem.as_mut_ptr() as *mut u8;
+        // SAFETY: `mem` is a zeroed, writable buffer of `total_len` bytes, 8-byte aligned.
         unsafe {
             assert!(
                 check(base, geo.total_len).is_err(),

@@ -6,7 +6,7 @@
 //!   token), every transition a CAS; finishing an attempt is a CAS on its token.
 //! * [`layout`] — the shared-memory layout: ring header, slot headers, data area.
 //! * [`region`] — the shared allocation and the [`RingHandle`] another process maps it by.
-//! * [`reference`] — [`SlotRef`], `(slot, generation)`.
+//! * [`reference`](mod@reference) — [`SlotRef`], `(slot, generation)`.
 //! * [`buffer`] — [`Ring`]: producer writes, local reads, `ready_count`, metrics.
 //! * [`metrics`] — [`RingMetrics`], counters shared by every process of the ring.
 //! * `owner` — process liveness and the lease clock behind the reclaim rule.

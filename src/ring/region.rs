@@ -200,6 +200,7 @@ mod tests {
         };
         let o = RingRegion::open(&h).unwrap();
         assert_ne!(o.base(), r.base());
+        // SAFETY: both mappings are live for the test and cover byte 5000.
         unsafe {
             *r.base().add(5000) = 42;
             assert_eq!(*o.base().add(5000), 42);
