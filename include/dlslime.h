@@ -28,6 +28,15 @@
  *                                         dlslime_rpc_memory_t, dlslime_rpc_request_t,
  *                                         dlslime_rpc_session_t, dlslime_rpc_options_t,
  *                                         dlslime_rpc_writer_t
+ *   11. Slot ring                         dlslime_ring_flag, dlslime_slot_state,
+ *                                         dlslime_ring_client_t, dlslime_ring_payload_t,
+ *                                         dlslime_ring_server_t, dlslime_ring_t,
+ *                                         dlslime_ring_view_t, dlslime_ring_options_t,
+ *                                         dlslime_slot_ref_t, dlslime_ring_metrics_t,
+ *                                         dlslime_ring_server_options_t,
+ *                                         dlslime_ring_server_counters_t,
+ *                                         dlslime_ring_client_options_t,
+ *                                         dlslime_ring_client_counters_t
  *
  * Conventions
  * -----------
@@ -80,6 +89,11 @@
  *   dlslime_rpc_memory_t         reference-counted  thread-safe
  *   dlslime_rpc_request_t        owned              thread-safe
  *   dlslime_rpc_session_t        owned              thread-safe
+ *   dlslime_ring_client_t        owned              thread-safe
+ *   dlslime_ring_payload_t       owned              immutable, thread-safe
+ *   dlslime_ring_server_t        owned              thread-safe
+ *   dlslime_ring_t               reference-counted  thread-safe
+ *   dlslime_ring_view_t          owned              not to be used from two threads at once
  *
  * "owned": the caller's handle; "reference-counted": see Ownership above.
  * "thread-safe": any of the object's functions may be called from several threads at
@@ -198,6 +212,16 @@ enum dlslime_status
    * The peer speaks another protocol version.
    */
   DLSLIME_STATUS_VERSION_MISMATCH = 409,
+  /**
+   * A slot reference whose generation the ring no longer holds (overwritten,
+   * consumed, or never written).
+   */
+  DLSLIME_STATUS_STALE_SLOT = 410,
+  /**
+   * The slot is held by another attempt (being written or read), or the ring is full
+   * and overwriting is off (the original's `SlotError`).
+   */
+  DLSLIME_STATUS_SLOT_BUSY = 411,
   DLSLIME_STATUS_IO = 500,
   DLSLIME_STATUS_UNSUPPORTED = 501,
   DLSLIME_STATUS_RESOURCE_EXHAUSTED = 502,
@@ -1772,6 +1796,602 @@ dlslime_status_t dlslime_rpc_request_reply_error(const dlslime_rpc_request_t *r,
  * Releases the request; an unanswered one gets an exception reply first. NULL is a no-op.
  */
 void dlslime_rpc_request_free(dlslime_rpc_request_t *r);
+
+/* =======================================================================================
+ * 11. Slot ring
+ *
+ * The slot ring: `dlslime_ring_t` (a ring in shared memory: producer and local
+ * readers), `dlslime_ring_view_t` (a payload held in place), `dlslime_ring_server_t`
+ * (serves rings over endpoints), `dlslime_ring_client_t` (fetches by reference) and
+ * `dlslime_ring_payload_t` (a fetched payload).
+ * ==================================================================================== */
+
+/**
+ * Bits of `dlslime_ring_options_t.flags` and of `dlslime_ring_write`'s `flags`.
+ */
+enum dlslime_ring_flag
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  /**
+   * A write that meets an unconsumed READY slot fails with `DLSLIME_STATUS_SLOT_BUSY`
+   * instead of overwriting it (and counting a drop).
+   */
+  DLSLIME_RING_FLAG_NO_OVERWRITE = 1,
+  /**
+   * (`dlslime_ring_write` only) overwrite even if the ring was made with
+   * `NO_OVERWRITE`.
+   */
+  DLSLIME_RING_FLAG_OVERWRITE = 2,
+};
+#ifndef __cplusplus
+typedef uint32_t dlslime_ring_flag;
+#endif // __cplusplus
+
+/**
+ * A slot's state (`dlslime_ring_slot_state`).
+ */
+enum dlslime_slot_state
+#ifdef __cplusplus
+  : uint32_t
+#endif // __cplusplus
+ {
+  DLSLIME_SLOT_STATE_FREE = 0,
+  DLSLIME_SLOT_STATE_WRITING = 1,
+  DLSLIME_SLOT_STATE_READY = 2,
+  DLSLIME_SLOT_STATE_READING = 3,
+};
+#ifndef __cplusplus
+typedef uint32_t dlslime_slot_state;
+#endif // __cplusplus
+
+/**
+ * Fetches payloads by reference `(producer, slot, generation)` from the producers'
+ * serving endpoints, with rotation over healthy routes, quarantine of failing ones and
+ * bounded retries.
+ *
+ * Ownership: owned by the caller; `dlslime_ring_client_free` closes its sessions.
+ * Thread safety: thread-safe (any number of threads may fetch at once).
+ */
+typedef struct dlslime_ring_client_t dlslime_ring_client_t;
+
+/**
+ * A fetched payload in a buffer the client pools: read it with
+ * `dlslime_ring_payload_data` / `dlslime_ring_payload_len`; `dlslime_ring_payload_free`
+ * gives the buffer back.
+ *
+ * Ownership: owned by the caller. Thread safety: immutable, thread-safe.
+ */
+typedef struct dlslime_ring_payload_t dlslime_ring_payload_t;
+
+/**
+ * Serves rings to remote readers over endpoints: one thread and one SlimeRPC session
+ * per served endpoint (the server owns that endpoint's immediate-data stream).
+ *
+ * Ownership: owned by the caller; `dlslime_ring_server_free` stops it. Thread safety:
+ * thread-safe.
+ */
+typedef struct dlslime_ring_server_t dlslime_ring_server_t;
+
+/**
+ * A ring of fixed-size slots in shared memory, written by a producer and read by local
+ * readers, or served to remote ones by a `dlslime_ring_server_t`.
+ *
+ * Ownership: reference-counted; servers and views keep their own reference, so it may
+ * be freed while they live. Thread safety: thread-safe; any number of processes of the
+ * host may map the same ring (`dlslime_ring_attach`).
+ */
+typedef struct dlslime_ring_t dlslime_ring_t;
+
+/**
+ * A payload held in place (READING) by a local reader: `dlslime_ring_view_data`
+ * points into the slot, valid until `dlslime_ring_view_consume` (FREE),
+ * `dlslime_ring_view_release` (READY again) or `dlslime_ring_view_free` (releases if
+ * neither was called). The producer cannot overwrite the slot meanwhile.
+ *
+ * Ownership: owned by the caller. Thread safety: not to be used from two threads at once.
+ */
+typedef struct dlslime_ring_view_t dlslime_ring_view_t;
+
+/**
+ * Options of a new ring. Initialise with `dlslime_ring_options_init`; zero fields mean
+ * the defaults. Later versions only append fields.
+ */
+typedef struct {
+  /**
+   * `sizeof(dlslime_ring_options_t)` as the caller was compiled.
+   */
+  size_t size;
+  /**
+   * The producer's name (1..64 bytes) clients address it by; NULL: `ring-<pid>-<n>`.
+   */
+  const char *name;
+  /**
+   * Slots. 0: 64.
+   */
+  uint64_t slot_count;
+  /**
+   * Payload bytes per slot. 0: 64 KiB.
+   */
+  uint64_t slot_capacity;
+  /**
+   * `DLSLIME_RING_FLAG_NO_OVERWRITE` or 0.
+   */
+  uint32_t flags;
+} dlslime_ring_options_t;
+
+/**
+ * A reference to one payload: `slot == generation % slot_count`; the generation is
+ * unique for the life of the ring, so a reference whose payload is gone fails with
+ * `DLSLIME_STATUS_STALE_SLOT` instead of reading a newer one.
+ */
+typedef struct {
+  uint32_t slot;
+  uint64_t generation;
+} dlslime_slot_ref_t;
+
+/**
+ * A ring's counters, shared by every process that maps it.
+ */
+typedef struct {
+  uint64_t writes;
+  /**
+   * READY payloads overwritten unconsumed (the original's `drops_total`).
+   */
+  uint64_t drops;
+  /**
+   * Payloads consumed (local reads and remote fetches that committed).
+   */
+  uint64_t reads;
+  uint64_t stale_reads;
+  uint64_t bytes_written;
+  uint64_t bytes_read;
+  uint64_t busy;
+  /**
+   * Attempts taken back from a dead owner or an expired lease.
+   */
+  uint64_t reclaims;
+  /**
+   * Attempt finishes that found the slot no longer theirs (no-ops).
+   */
+  uint64_t orphan_noops;
+  uint64_t write_errors;
+  uint64_t failed_reads;
+  uint64_t ready;
+} dlslime_ring_metrics_t;
+
+/**
+ * Options of a ring server. Initialise with `dlslime_ring_server_options_init`; zero
+ * fields mean the defaults. Later versions only append fields.
+ */
+typedef struct {
+  size_t size;
+  /**
+   * The longest lease granted to a read. 0: 60 s.
+   */
+  uint64_t max_lease_ms;
+  /**
+   * The lease of a request that names none. 0: 10 s.
+   */
+  uint64_t default_lease_ms;
+  /**
+   * A session idle this long (no request, no open read) is closed. 0: 120 s. Keep
+   * it above the clients' `max_idle_ms`.
+   */
+  uint64_t idle_timeout_ms;
+  /**
+   * Fault injection for tests: a pause between a grant and its reply. 0: none.
+   */
+  uint64_t grant_delay_ms;
+} dlslime_ring_server_options_t;
+
+/**
+ * A server's counters.
+ */
+typedef struct {
+  uint64_t sessions;
+  uint64_t evictions;
+  uint64_t grants;
+  uint64_t commits;
+  uint64_t aborts;
+  uint64_t lease_expiries;
+  uint64_t errors;
+} dlslime_ring_server_counters_t;
+
+/**
+ * Options of a ring client. Initialise with `dlslime_ring_client_options_init`; zero
+ * fields mean the defaults. Later versions only append fields.
+ */
+typedef struct {
+  size_t size;
+  /**
+   * The deadline of one attempt, end to end. 0: 5000.
+   */
+  uint64_t timeout_ms;
+  /**
+   * Attempts per fetch, each on the next healthy route. 0: 2.
+   */
+  uint32_t max_attempts;
+  /**
+   * Fetches a batch runs at once. 0: 4.
+   */
+  uint32_t concurrency;
+  /**
+   * How long a route that failed retryably is skipped. 0: 30000.
+   */
+  uint64_t quarantine_ms;
+  /**
+   * A session unused this long is replaced (keep it below the servers'
+   * `idle_timeout_ms`). 0: 100000.
+   */
+  uint64_t max_idle_ms;
+  /**
+   * Rounds of a batch fetch. 0: 3.
+   */
+  uint32_t max_rounds;
+  /**
+   * Pause between batch rounds. 0: 50.
+   */
+  uint32_t round_backoff_ms;
+  /**
+   * How long past an attempt's deadline its commit may still be confirmed. 0: 1000.
+   */
+  uint64_t commit_grace_ms;
+} dlslime_ring_client_options_t;
+
+/**
+ * A client's counters.
+ */
+typedef struct {
+  uint64_t fetches;
+  uint64_t fetched;
+  uint64_t bytes;
+  uint64_t attempts;
+  uint64_t stale;
+  uint64_t busy_retries;
+  uint64_t quarantines;
+  uint64_t commit_failovers;
+  uint64_t lease_lost;
+  uint64_t batch_rounds;
+  uint64_t sessions_created;
+  uint64_t sessions_retired;
+  uint64_t sessions_lost;
+  uint64_t sessions_dropped;
+} dlslime_ring_client_counters_t;
+
+/**
+ * Fills `*opts` with the defaults (`size` set, every other field zero). NULL is a no-op.
+ */
+void dlslime_ring_options_init(dlslime_ring_options_t *opts);
+
+/**
+ * Creates a ring in a new shared allocation (every slot FREE).
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (a name
+ * longer than 64 bytes, zero-sized geometry), `DLSLIME_STATUS_UNSUPPORTED` (unknown
+ * flags), `DLSLIME_STATUS_IO` (the allocation failed).
+ */
+dlslime_status_t dlslime_ring_new(const dlslime_ring_options_t *opts, dlslime_ring_t **out);
+
+/**
+ * Maps a ring another process of this host created, from the JSON of its
+ * `dlslime_ring_handle`. The process named in the handle must be alive.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (not a
+ * ring handle, another host, not a ring), `DLSLIME_STATUS_UNKNOWN_HANDLE` (that process
+ * or descriptor is gone), `DLSLIME_STATUS_VERSION_MISMATCH`, `DLSLIME_STATUS_IO`.
+ */
+dlslime_status_t dlslime_ring_attach(const char *handle_json, dlslime_ring_t **out);
+
+/**
+ * The ring's handle as JSON (`type`, `buffer_name`, `max_entries`, `entry_size`,
+ * `node_id`, `host_id`, `pid`, `fd`, `len`): what `dlslime_ring_attach` needs. Free it
+ * with `dlslime_string_free`.
+ */
+dlslime_status_t dlslime_ring_handle(const dlslime_ring_t *ring, char **out_json);
+
+/**
+ * Drops the caller's reference. NULL is a no-op.
+ */
+void dlslime_ring_free(dlslime_ring_t *ring);
+
+/**
+ * Slots of the ring (0 for NULL).
+ */
+uint64_t dlslime_ring_slot_count(const dlslime_ring_t *ring);
+
+/**
+ * Payload bytes per slot (0 for NULL).
+ */
+uint64_t dlslime_ring_slot_capacity(const dlslime_ring_t *ring);
+
+/**
+ * Slots in READY now: a counter every transition keeps (0 for NULL).
+ */
+uint64_t dlslime_ring_ready_count(const dlslime_ring_t *ring);
+
+/**
+ * Writes `len` bytes (at most the slot capacity) into the next slot (`write_idx % N`,
+ * never skipping ahead) and writes its reference to `*out_ref`. `flags`: 0 (the ring's
+ * policy), `DLSLIME_RING_FLAG_NO_OVERWRITE` or `DLSLIME_RING_FLAG_OVERWRITE`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (too large,
+ * bad flags), `DLSLIME_STATUS_SLOT_BUSY` (the slot at the write index is being read or
+ * written, or holds an unconsumed payload and overwriting is off: the original's
+ * `SlotError`; nothing was written).
+ */
+dlslime_status_t dlslime_ring_write(const dlslime_ring_t *ring,
+                                    const void *data,
+                                    size_t len,
+                                    uint32_t flags,
+                                    dlslime_slot_ref_t *out_ref);
+
+/**
+ * Like `dlslime_ring_write`, with the payload gathered from `n` parts written back to
+ * back (a schema's tensors): part `i` is `lens[i]` bytes at `parts[i]`.
+ */
+dlslime_status_t dlslime_ring_write_parts(const dlslime_ring_t *ring,
+                                          const void *const *parts,
+                                          const size_t *lens,
+                                          size_t n,
+                                          uint32_t flags,
+                                          dlslime_slot_ref_t *out_ref);
+
+/**
+ * Reads and consumes payload `r` into `dst` (`cap` bytes) and writes its length to
+ * `*out_len`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (a
+ * reference that cannot belong to this ring), `DLSLIME_STATUS_STALE_SLOT` (overwritten,
+ * consumed, never written), `DLSLIME_STATUS_SLOT_BUSY` (another reader holds it),
+ * `DLSLIME_STATUS_OUT_OF_RANGE` (`cap` too small; the payload stays READY).
+ */
+dlslime_status_t dlslime_ring_read(const dlslime_ring_t *ring,
+                                   dlslime_slot_ref_t r,
+                                   void *dst,
+                                   size_t cap,
+                                   size_t *out_len);
+
+/**
+ * Like `dlslime_ring_read`, but another reader holding the slot is not an error:
+ * `*out_ready` is false and nothing is read (the original's `try_read`). On success
+ * `*out_ready` is true and `*out_len` the length.
+ */
+dlslime_status_t dlslime_ring_try_read(const dlslime_ring_t *ring,
+                                       dlslime_slot_ref_t r,
+                                       void *dst,
+                                       size_t cap,
+                                       size_t *out_len,
+                                       bool *out_ready);
+
+/**
+ * The state of slot `slot` (a `DLSLIME_SLOT_STATE_*` value) in `*out_state`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_OUT_OF_RANGE`.
+ */
+dlslime_status_t dlslime_ring_slot_state(const dlslime_ring_t *ring,
+                                         uint32_t slot,
+                                         uint32_t *out_state);
+
+/**
+ * The references of the READY payloads, oldest first (the original's
+ * `get_ready_indices`): up to `cap` into `out`, the number written to `*out_n`.
+ */
+dlslime_status_t dlslime_ring_ready_slots(const dlslime_ring_t *ring,
+                                          dlslime_slot_ref_t *out,
+                                          size_t cap,
+                                          size_t *out_n);
+
+/**
+ * Writes the ring's counters to `*out`.
+ */
+dlslime_status_t dlslime_ring_metrics(const dlslime_ring_t *ring, dlslime_ring_metrics_t *out);
+
+/**
+ * Takes payload `r` in place and writes a view of it to `*out`.
+ *
+ * Errors: as `dlslime_ring_read`, without `OUT_OF_RANGE`.
+ */
+dlslime_status_t dlslime_ring_read_view(const dlslime_ring_t *ring,
+                                        dlslime_slot_ref_t r,
+                                        dlslime_ring_view_t **out);
+
+/**
+ * The payload's address and length (`*out_data`, `*out_len`) while the view holds it.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_STALE_SLOT` (the view was
+ * consumed or released).
+ */
+dlslime_status_t dlslime_ring_view_data(const dlslime_ring_view_t *view,
+                                        const void **out_data,
+                                        size_t *out_len);
+
+/**
+ * The reference the view holds (zeroed for NULL).
+ */
+dlslime_slot_ref_t dlslime_ring_view_ref(const dlslime_ring_view_t *view);
+
+/**
+ * Marks the payload consumed (READING → FREE; the original's `mark_consumed`). The view
+ * no longer points at it.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_STALE_SLOT` (already
+ * consumed or released, or the slot was taken from this process).
+ */
+dlslime_status_t dlslime_ring_view_consume(const dlslime_ring_view_t *view);
+
+/**
+ * Gives the payload back unconsumed (READING → READY; the original's
+ * `release_reading`). Idempotent.
+ */
+dlslime_status_t dlslime_ring_view_release(const dlslime_ring_view_t *view);
+
+/**
+ * Frees the view (releasing the payload if it was neither consumed nor released). NULL
+ * is a no-op.
+ */
+void dlslime_ring_view_free(dlslime_ring_view_t *view);
+
+/**
+ * Fills `*opts` with the defaults. NULL is a no-op.
+ */
+void dlslime_ring_server_options_init(dlslime_ring_server_options_t *opts);
+
+/**
+ * Creates a server (`opts` may be NULL for the defaults).
+ */
+dlslime_status_t dlslime_ring_server_new(const dlslime_ring_server_options_t *opts,
+                                         dlslime_ring_server_t **out);
+
+/**
+ * Serves `ring` under its name on every endpoint of this server.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_NAME_CONFLICT` (a ring of
+ * that name is served already).
+ */
+dlslime_status_t dlslime_ring_server_add_ring(const dlslime_ring_server_t *server,
+                                              const dlslime_ring_t *ring);
+
+/**
+ * Serves the rings over a connected endpoint (a direct pair) on a new thread, until the
+ * endpoint dies or the server stops. `dlslime_endpoint_free` shuts the endpoint down:
+ * keep it until the server is stopped.
+ */
+dlslime_status_t dlslime_ring_server_serve_endpoint(const dlslime_ring_server_t *server,
+                                                    const dlslime_endpoint_t *ep);
+
+/**
+ * Serves the rings to the PeerAgent peer `alias` (dialled now with `transport`:
+ * `"auto"`, `"shm"`, `"tcp"`), across the peer's reconnects, until the server stops.
+ */
+dlslime_status_t dlslime_ring_server_serve_peer(const dlslime_ring_server_t *server,
+                                                const dlslime_peer_agent_t *agent,
+                                                const char *alias,
+                                                const char *transport);
+
+/**
+ * Writes the server's counters to `*out`.
+ */
+dlslime_status_t dlslime_ring_server_counters(const dlslime_ring_server_t *server,
+                                              dlslime_ring_server_counters_t *out);
+
+/**
+ * Stops serving (open reads are finished as failed; pending operations of the served
+ * endpoints are cancelled). Idempotent.
+ */
+dlslime_status_t dlslime_ring_server_stop(const dlslime_ring_server_t *server);
+
+/**
+ * Stops and frees the server. NULL is a no-op.
+ */
+void dlslime_ring_server_free(dlslime_ring_server_t *server);
+
+/**
+ * Fills `*opts` with the defaults. NULL is a no-op.
+ */
+void dlslime_ring_client_options_init(dlslime_ring_client_options_t *opts);
+
+/**
+ * Creates a client (`opts` may be NULL for the defaults).
+ */
+dlslime_status_t dlslime_ring_client_new(const dlslime_ring_client_options_t *opts,
+                                         dlslime_ring_client_t **out);
+
+/**
+ * Adds a connected endpoint (a direct pair) serving `producer`. `dlslime_endpoint_free`
+ * shuts the endpoint down: keep it while the client uses it.
+ */
+dlslime_status_t dlslime_ring_client_add_endpoint(const dlslime_ring_client_t *client,
+                                                  const char *producer,
+                                                  const dlslime_endpoint_t *ep);
+
+/**
+ * Adds the PeerAgent connection to `alias` (dialled now with `transport`, NULL:
+ * `"auto"`) as a serving endpoint of `producer`; it is dialled again after the peer
+ * restarts.
+ */
+dlslime_status_t dlslime_ring_client_add_peer(const dlslime_ring_client_t *client,
+                                              const char *producer,
+                                              const dlslime_peer_agent_t *agent,
+                                              const char *alias,
+                                              const char *transport);
+
+/**
+ * Fetches payload `r` of `producer` and writes it to `*out`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`; `DLSLIME_STATUS_UNKNOWN_HANDLE` (no route for
+ * `producer`, or its server does not serve it); `DLSLIME_STATUS_STALE_SLOT` (not
+ * retried); `DLSLIME_STATUS_SLOT_BUSY` (another reader held it through every attempt);
+ * `DLSLIME_STATUS_TIMEOUT`, `DLSLIME_STATUS_PEER_DISCONNECTED`, ... (the last attempt's
+ * failure after every attempt failed retryably).
+ */
+dlslime_status_t dlslime_ring_client_fetch(const dlslime_ring_client_t *client,
+                                           const char *producer,
+                                           dlslime_slot_ref_t r,
+                                           dlslime_ring_payload_t **out);
+
+/**
+ * Fetches payload `r` of `producer` into `dst` (`cap` bytes); its length goes to
+ * `*out_len`. Errors as `dlslime_ring_client_fetch`, plus `DLSLIME_STATUS_OUT_OF_RANGE`
+ * (`cap` too small: the payload stays in the ring).
+ */
+dlslime_status_t dlslime_ring_client_fetch_into(const dlslime_ring_client_t *client,
+                                                const char *producer,
+                                                dlslime_slot_ref_t r,
+                                                void *dst,
+                                                size_t cap,
+                                                size_t *out_len);
+
+/**
+ * Fetches `n` payloads of `producer` concurrently in bounded rounds. For each `i`,
+ * `out_statuses[i]` is its status and `out_payloads[i]` its payload (NULL when the
+ * status is not OK). Returns `DLSLIME_STATUS_OK` when the batch ran (whatever the
+ * per-payload outcomes).
+ */
+dlslime_status_t dlslime_ring_client_fetch_batch(const dlslime_ring_client_t *client,
+                                                 const char *producer,
+                                                 const dlslime_slot_ref_t *refs,
+                                                 size_t n,
+                                                 dlslime_ring_payload_t **out_payloads,
+                                                 int32_t *out_statuses);
+
+/**
+ * The payload's bytes (NULL for a NULL payload or an empty one).
+ */
+const void *dlslime_ring_payload_data(const dlslime_ring_payload_t *p);
+
+/**
+ * The payload's length (0 for NULL).
+ */
+size_t dlslime_ring_payload_len(const dlslime_ring_payload_t *p);
+
+/**
+ * Gives the payload's buffer back to its client's pool. NULL is a no-op.
+ */
+void dlslime_ring_payload_free(dlslime_ring_payload_t *p);
+
+/**
+ * Writes the client's counters to `*out`.
+ */
+dlslime_status_t dlslime_ring_client_counters(const dlslime_ring_client_t *client,
+                                              dlslime_ring_client_counters_t *out);
+
+/**
+ * The true worst-case wall time, in milliseconds, of one fetch (`n == 0`) or of a batch
+ * of `n` references with this client's options (0 for NULL).
+ */
+uint64_t dlslime_ring_client_worst_case_ms(const dlslime_ring_client_t *client, size_t n);
+
+/**
+ * Closes the client's sessions (new ones are made on demand). Idempotent.
+ */
+dlslime_status_t dlslime_ring_client_close(const dlslime_ring_client_t *client);
+
+/**
+ * Closes and frees the client. Payloads it returned stay valid. NULL is a no-op.
+ */
+void dlslime_ring_client_free(dlslime_ring_client_t *client);
 
 #ifdef __cplusplus
 }  // extern "C"
