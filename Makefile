@@ -11,7 +11,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run demo test deps lint build example bench bench-nanoctrl test-rust test-loom test-ffi test-nanoctrl test-python test-rdma bench-rdma bench-python bench-ring header
+.PHONY: run demo test deps lint build example bench bench-nanoctrl test-rust test-loom test-loom-full test-ffi test-nanoctrl test-python test-rdma bench-rdma bench-python bench-ring header
 
 run: deps
 	WITH_PULSING=1 bash bench/rpc/run.sh
@@ -42,10 +42,15 @@ test-rust:
 	cargo build -p nanoctrl --bins  # the PeerAgent tests (tests/peer_*.rs) run it
 	cargo test -p dlslime
 
-# The slot ring's state machine under the loom model checker (src/ring/slot.rs, `model`):
-# its own target dir, because --cfg loom changes every crate's build.
+# The slot ring's state machine under the loom model checker (src/ring/slot.rs, `model`,
+# built alone by crates/ring-model; its own target dir, because --cfg loom changes every
+# crate's build). test-loom: up to 3 preemptions (part of `make test`, well under a
+# minute); test-loom-full: every interleaving (a long run: docs/ring.md).
 test-loom:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p dlslime --lib ring::slot::model
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p dlslime-ring-model
+
+test-loom-full:
+	DLSLIME_LOOM_EXHAUSTIVE=1 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release -p dlslime-ring-model
 
 test-ffi:
 	bash scripts/test-ffi.sh

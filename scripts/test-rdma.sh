@@ -14,9 +14,10 @@
 #                         the C example (against libdlslime.so) pass there
 #   5. soft-RoCE VM       scripts/rdma-vm-test.sh boots the guest once and runs, both
 #                         processes on rxe0, then across rxe0/rxe1 (two "hosts" joined by a
-#                         veth pair): tests/rdma_endpoint.rs, ffi-tests/test_two_process.c
-#                         rdma, ffi-tests/test_cpp_rdma.cpp, bindings/python/tests_rdma; and
-#                         once ffi-tests/test_api.c
+#                         veth pair): tests/rdma_endpoint.rs, the slot ring's `_rdma` tests
+#                         of tests/ring_remote.rs, ffi-tests/test_two_process.c rdma,
+#                         ffi-tests/test_cpp_rdma.cpp, bindings/python/tests_rdma; and once
+#                         ffi-tests/test_api.c
 #
 # Environment: RDMA_VM_TIMEOUT (default 480 s for the guest), CARGO_TARGET_DIR.
 set -uo pipefail
@@ -65,10 +66,11 @@ if ! cargo build --release -p dlslime --lib || ! cargo build -p dlslime --lib; t
   finish
 fi
 vm_exe="$(test_exe --release rdma_endpoint)"
+ring_exe="$(test_exe --release ring_remote)"
 absent_exe="$(test_exe "" rdma_unavailable)"
 tcp_exe="$(test_exe "" tcp_endpoint)"
 shm_exe="$(test_exe "" shm_endpoint)"
-for v in vm_exe absent_exe tcp_exe shm_exe; do
+for v in vm_exe ring_exe absent_exe tcp_exe shm_exe; do
   if [ -z "${!v}" ] || [ ! -x "${!v}" ]; then
     fail "build the test binaries ($v)"
     finish
@@ -177,19 +179,21 @@ start=$(date +%s)
 # Each program prints "@@RESULT <name> <exit status>"; libtest and pytest print their counts.
 RDMA_VM_TIMEOUT="${RDMA_VM_TIMEOUT:-480}" PYTHONDONTWRITEBYTECODE=1 \
   RDMA_VM_ENV="PYTHONDONTWRITEBYTECODE" bash scripts/rdma-vm-test.sh bash -c '
-  vm="$1" two="$2" api="$3" cpp="$4" py="$5"
+  vm="$1" two="$2" api="$3" cpp="$4" py="$5" ring="$6"
   res() { echo "@@RESULT $1 $2"; }
   timeout 120 "$api"; res test_api $?
   for d in rxe0,rxe0 rxe0,rxe1; do
     export DLSLIME_TEST_RDMA_DEVICES=$d
     echo "@@SUITE rust-$d"
     "$vm" --test-threads=1 --color never
+    echo "@@SUITE ring-$d"
+    "$ring" --ignored --test-threads=1 --color never _rdma
     timeout 120 "$two" rdma; res "test_two_process-rdma-$d" $?
     timeout 120 "$cpp"; res "test_cpp_rdma-$d" $?
     echo "@@SUITE python-$d"
     "$py" -m pytest -p no:cacheprovider -q bindings/python/tests_rdma/test_rdma.py
   done
-  true' suite "$vm_exe" "$c_two" "$c_api" "$cpp_rdma" "$py_venv/bin/python" 2>&1 | tee "$vm_log"
+  true' suite "$vm_exe" "$c_two" "$c_api" "$cpp_rdma" "$py_venv/bin/python" "$ring_exe" 2>&1 | tee "$vm_log"
 vm_rc=${PIPESTATUS[0]}
 echo "VM suite: exit $vm_rc, $(($(date +%s) - start)) s including boot"
 if [ "$vm_rc" != 0 ]; then
@@ -212,6 +216,16 @@ for d in rxe0,rxe0 rxe0,rxe1; do
     passed=$((passed + ${p:-0}))
     failed=$((failed + ${f:-0}))
     summary+=("VM       tests/rdma_endpoint.rs ($d): ${p:-?} passed, ${f:-?} failed")
+  fi
+  line="$(echo "$vm_clean" | awk -v s="ring-$d" '/^@@SUITE /{cur=$2} cur==s && /^test result:/{print; exit}')"
+  p="$(echo "$line" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')"
+  f="$(echo "$line" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')"
+  if [ -z "$line" ] || [ "${p:-0}" = 0 ]; then
+    fail "VM: the slot ring's _rdma tests of tests/ring_remote.rs ($d) did not run"
+  else
+    passed=$((passed + p))
+    failed=$((failed + ${f:-0}))
+    summary+=("VM       tests/ring_remote.rs _rdma ($d): $p passed, ${f:-?} failed")
   fi
   # pytest -q: "3 passed in 12.3s" or "1 failed, 2 passed in ..."
   line="$(echo "$vm_clean" | awk -v s="python-$d" '/^@@SUITE /{cur=$2} cur==s && / in [0-9.]+s/{print; exit}')"

@@ -1,6 +1,7 @@
-//! The slot ring's serving path end to end, in real OS processes over shared memory and
-//! TCP: a producer process that creates the ring and serves it, optionally a second
-//! serving process that attaches the same ring, and this test process as the client.
+//! The slot ring's serving path end to end, in real OS processes over shared memory,
+//! TCP and RDMA (the `_rdma` tests, run by `make test-rdma` in the soft-RoCE VM): a
+//! producer process that creates the ring and serves it, optionally a second serving
+//! process that attaches the same ring, and this test process as the client.
 //!
 //! Covers: fetch by reference with content checks, stale references (lapped, consumed),
 //! round robin over two serving processes, a serving process killed after its grant
@@ -21,6 +22,7 @@ use dlslime::ring::{
     FaultHook, Ring, RingClient, RingClientConfig, RingConfig, RingHandle, RingServer,
     RingServerConfig, SlotRef,
 };
+use dlslime::transport::rdma::{available_nics, RdmaEndpoint};
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::TcpEndpoint;
 use dlslime::{Endpoint, MemoryPool, Status};
@@ -36,8 +38,30 @@ fn new_endpoint(transport: &str) -> Arc<dyn Endpoint> {
     match transport {
         "shm" => Arc::new(ShmEndpoint::new(MemoryPool::new(), ShmConfig::default()).unwrap()),
         "tcp" => TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+        "rdma" => {
+            let (mine, theirs) = rdma_devices();
+            let dev = if is_child() { theirs } else { mine };
+            RdmaEndpoint::open(Some(&dev), 1, None, 1).unwrap()
+        }
         t => panic!("unknown transport {t}"),
     }
+}
+
+/// The RDMA devices of (this process, the serving processes): `DLSLIME_TEST_RDMA_DEVICES`
+/// (`rxe0,rxe1`), else the first NIC for both. The `_rdma` tests are `#[ignore]`d: they
+/// need a verbs device, and `make test-rdma` runs them in the soft-RoCE VM.
+fn rdma_devices() -> (String, String) {
+    let nics = available_nics().unwrap_or_default();
+    let want = std::env::var("DLSLIME_TEST_RDMA_DEVICES")
+        .unwrap_or_else(|_| nics.first().cloned().unwrap_or_default());
+    let mut it = want.split(',').map(|s| s.trim().to_string());
+    let a = it.next().unwrap_or_default();
+    let b = it.next().unwrap_or_else(|| a.clone());
+    assert!(
+        !a.is_empty() && nics.contains(&a) && nics.contains(&b),
+        "no RDMA device {want:?} here (devices: {nics:?}): run `make test-rdma`"
+    );
+    (a, b)
 }
 
 /// A serving process: `RING_ROLE=producer` creates the ring (`RING_SLOTS` x `RING_CAP`),
@@ -333,6 +357,12 @@ fn end_to_end_two_processes_tcp() {
     end_to_end("tcp");
 }
 
+#[test]
+#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+fn end_to_end_two_processes_rdma() {
+    end_to_end("rdma");
+}
+
 /// Producer-server P and a second serving process S that attached P's ring; the client
 /// alternates between them and every payload arrives whole.
 fn three_processes(transport: &str) {
@@ -377,6 +407,12 @@ fn three_processes_shm() {
 #[test]
 fn three_processes_tcp() {
     three_processes("tcp");
+}
+
+#[test]
+#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+fn three_processes_rdma() {
+    three_processes("rdma");
 }
 
 /// A serving process is SIGKILLed after granting a slot (its reply is delayed): the
@@ -425,6 +461,12 @@ fn serving_process_killed_after_grant_fails_over_shm() {
 #[test]
 fn serving_process_killed_after_grant_fails_over_tcp() {
     killed_after_grant("tcp");
+}
+
+#[test]
+#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+fn serving_process_killed_after_grant_fails_over_rdma() {
+    killed_after_grant("rdma");
 }
 
 /// Kills the process `pid` the first time the hook runs.
@@ -496,6 +538,12 @@ fn serving_process_killed_before_the_read_tcp() {
     killed_before_read("tcp");
 }
 
+#[test]
+#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+fn serving_process_killed_before_the_read_rdma() {
+    killed_before_read("rdma");
+}
+
 /// The serving process dies after the read, before the commit: the commit's reply is
 /// lost, so the client asks the producer's live session, which commits the same
 /// attempt (its token): one attempt, one commit, nothing reclaimed, nothing lost.
@@ -540,6 +588,12 @@ fn serving_process_killed_before_the_commit_shm() {
 #[test]
 fn serving_process_killed_before_the_commit_tcp() {
     killed_before_commit("tcp");
+}
+
+#[test]
+#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+fn serving_process_killed_before_the_commit_rdma() {
+    killed_before_commit("rdma");
 }
 
 /// The first serving process grants, then its handler stalls past the client's timeout
@@ -601,6 +655,12 @@ fn orphaned_handler_finishing_late_is_a_no_op_shm() {
 #[test]
 fn orphaned_handler_finishing_late_is_a_no_op_tcp() {
     orphan_finishes_late("tcp");
+}
+
+#[test]
+#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+fn orphaned_handler_finishing_late_is_a_no_op_rdma() {
+    orphan_finishes_late("rdma");
 }
 
 /// The producer laps the ring while a read is in progress. With the lease still held
@@ -668,6 +728,12 @@ fn producer_lapping_during_a_read_never_yields_torn_bytes_shm() {
 #[test]
 fn producer_lapping_during_a_read_never_yields_torn_bytes_tcp() {
     producer_laps_during_read("tcp");
+}
+
+#[test]
+#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+fn producer_lapping_during_a_read_never_yields_torn_bytes_rdma() {
+    producer_laps_during_read("rdma");
 }
 
 /// A dead route is quarantined, skipped while quarantined, tried again once the

@@ -74,7 +74,6 @@ pub struct RingHeader {
 const _: () = assert!(std::mem::size_of::<RingHeader>() == 384);
 const _: () = assert!(std::mem::offset_of!(RingHeader, write_idx) == 192);
 const _: () = assert!(std::mem::offset_of!(RingHeader, counters) == 256);
-#[cfg(not(loom))]
 const _: () = assert!(SLOT_HEADER_LEN == 64);
 
 /// Where everything lies for a geometry.
