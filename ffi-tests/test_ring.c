@@ -22,78 +22,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "check.h"
-
 #define PIPE_TIMEOUT_MS 60000
+#include "check.h"
+#include "pipe.h"
+
 #define CAP ((size_t)1 << 20)
 #define NPAY 6
-
-static uint8_t pat(unsigned seed, size_t i) { return (uint8_t)(i * 131u + seed * 17u + (i >> 9)); }
-
-static void fill(uint8_t *p, size_t n, unsigned seed) {
-  for (size_t i = 0; i < n; i++) p[i] = pat(seed, i);
-}
-
-static int matches(const uint8_t *p, size_t n, unsigned seed) {
-  for (size_t i = 0; i < n; i++)
-    if (p[i] != pat(seed, i)) return 0;
-  return 1;
-}
-
-/* ---- fixed-size messages over a pipe, every read with a deadline ---- */
-
-static void write_all(int fd, const void *p, size_t n) {
-  const char *c = (const char *)p;
-  while (n > 0) {
-    ssize_t k = write(fd, c, n);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      fprintf(stderr, "[%s] FATAL pipe write: %s\n", g_role, strerror(errno));
-      exit(2);
-    }
-    c += k;
-    n -= (size_t)k;
-  }
-}
-
-static void read_exact(int fd, void *p, size_t n) {
-  char *c = (char *)p;
-  double deadline = now_ms() + PIPE_TIMEOUT_MS;
-  while (n > 0) {
-    int left = (int)(deadline - now_ms());
-    struct pollfd pfd;
-    pfd.fd = fd;
-    pfd.events = POLLIN;
-    pfd.revents = 0;
-    if (left <= 0 || poll(&pfd, 1, left) == 0) {
-      fprintf(stderr, "[%s] FATAL: peer did not answer\n", g_role);
-      exit(2);
-    }
-    ssize_t k = read(fd, c, n);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      fprintf(stderr, "[%s] FATAL: pipe closed (peer died?)\n", g_role);
-      exit(2);
-    }
-    c += k;
-    n -= (size_t)k;
-  }
-}
-
-static void send_str(int fd, const char *s) {
-  uint32_t n = (uint32_t)strlen(s);
-  write_all(fd, &n, sizeof n);
-  write_all(fd, s, n);
-}
-
-static char *recv_str(int fd) {
-  uint32_t n = 0;
-  read_exact(fd, &n, sizeof n);
-  char *s = (char *)malloc((size_t)n + 1);
-  read_exact(fd, s, n);
-  s[n] = '\0';
-  return s;
-}
 
 /* ---- the local ring ---- */
 
@@ -220,9 +154,9 @@ static dlslime_endpoint_t *endpoint(dlslime_memory_pool_t *pool, dlslime_tcp_con
 static void pair(dlslime_endpoint_t *ep, int rfd, int wfd) {
   char *info = NULL;
   REQUIRE_OK(dlslime_endpoint_info(ep, &info));
-  send_str(wfd, info);
+  send_msg(wfd, info);
   dlslime_string_free(info);
-  char *peer = recv_str(rfd);
+  char *peer = recv_msg(rfd);
   REQUIRE_OK(dlslime_endpoint_connect(ep, peer));
   free(peer);
 }
@@ -254,7 +188,7 @@ static int server(int rfd, int wfd) {
   }
   free(buf);
   write_all(wfd, refs, sizeof refs);
-  char *done = recv_str(rfd);
+  char *done = recv_msg(rfd);
   CHECK(strcmp(done, "done") == 0);
   free(done);
   dlslime_ring_server_counters_t k;
@@ -270,7 +204,7 @@ static int server(int rfd, int wfd) {
   dlslime_tcp_context_free(ctx);
   dlslime_memory_pool_free(pool);
   dlslime_ring_free(r);
-  send_str(wfd, "bye");
+  send_msg(wfd, "bye");
   return finish("test_ring server");
 }
 
@@ -333,8 +267,8 @@ static void client(int rfd, int wfd) {
   dlslime_endpoint_free(ep);
   dlslime_tcp_context_free(ctx);
   dlslime_memory_pool_free(pool);
-  send_str(wfd, "done");
-  char *bye = recv_str(rfd);
+  send_msg(wfd, "done");
+  char *bye = recv_msg(rfd);
   free(bye);
 }
 

@@ -22,63 +22,14 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "pipe.h"
 
-#define PIPE_TIMEOUT_MS 30000
 #define TAG_ECHO 0
 #define TAG_FAIL 1
 #define TAG_BIG 2
 #define TAG_SLEEP 3
 #define TAG_UPPER 4 /* upper-cases the request in place, answers from its buffer */
 #define BIG_LEN ((size_t)3 << 20)
-
-static void write_all(int fd, const void *p, size_t n) {
-  const char *c = (const char *)p;
-  while (n > 0) {
-    ssize_t k = write(fd, c, n);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) exit(2);
-    c += k;
-    n -= (size_t)k;
-  }
-}
-
-static void read_exact(int fd, void *p, size_t n) {
-  char *c = (char *)p;
-  double deadline = now_ms() + PIPE_TIMEOUT_MS;
-  while (n > 0) {
-    struct pollfd pfd = {fd, POLLIN, 0};
-    int left = (int)(deadline - now_ms());
-    if (left <= 0 || poll(&pfd, 1, left) == 0) {
-      fprintf(stderr, "[%s] FATAL: pipe timeout\n", g_role);
-      exit(2);
-    }
-    ssize_t k = read(fd, c, n);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      fprintf(stderr, "[%s] FATAL: pipe closed\n", g_role);
-      exit(2);
-    }
-    c += k;
-    n -= (size_t)k;
-  }
-}
-
-static void send_msg(int fd, const char *s) {
-  uint32_t n = (uint32_t)strlen(s);
-  write_all(fd, &n, sizeof n);
-  write_all(fd, s, n);
-}
-
-static char *recv_msg(int fd) {
-  uint32_t n = 0;
-  read_exact(fd, &n, sizeof n);
-  char *s = (char *)malloc((size_t)n + 1);
-  read_exact(fd, s, n);
-  s[n] = '\0';
-  return s;
-}
-
-static uint8_t pat(unsigned seed, size_t i) { return (uint8_t)(i * 131u + seed * 17u + (i >> 9)); }
 
 typedef struct {
   dlslime_tcp_context_t *ctx;

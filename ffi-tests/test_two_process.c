@@ -31,79 +31,9 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "pipe.h"
 
 #define BUF_LEN ((size_t)4 << 20)
-#define PIPE_TIMEOUT_MS 30000
-
-/* ---- length-prefixed messages over a pipe, every read with a deadline ---- */
-
-static void write_all(int fd, const void *p, size_t n) {
-  const char *c = (const char *)p;
-  while (n > 0) {
-    ssize_t k = write(fd, c, n);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      fprintf(stderr, "[%s] FATAL pipe write: %s\n", g_role, strerror(errno));
-      exit(2);
-    }
-    c += k;
-    n -= (size_t)k;
-  }
-}
-
-static void read_exact(int fd, void *p, size_t n, int timeout_ms) {
-  char *c = (char *)p;
-  double deadline = now_ms() + timeout_ms;
-  while (n > 0) {
-    int left = (int)(deadline - now_ms());
-    struct pollfd pfd;
-    pfd.fd = fd;
-    pfd.events = POLLIN;
-    pfd.revents = 0;
-    if (left <= 0 || poll(&pfd, 1, left) == 0) {
-      fprintf(stderr, "[%s] FATAL: peer did not answer within %d ms\n", g_role, timeout_ms);
-      exit(2);
-    }
-    ssize_t k = read(fd, c, n);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      fprintf(stderr, "[%s] FATAL: pipe closed (peer died?)\n", g_role);
-      exit(2);
-    }
-    c += k;
-    n -= (size_t)k;
-  }
-}
-
-static void send_msg(int fd, const char *s) {
-  uint32_t n = (uint32_t)strlen(s);
-  write_all(fd, &n, sizeof n);
-  write_all(fd, s, n);
-}
-
-/* Returns a malloc'd NUL-terminated message. */
-static char *recv_msg(int fd) {
-  uint32_t n = 0;
-  read_exact(fd, &n, sizeof n, PIPE_TIMEOUT_MS);
-  char *s = (char *)malloc((size_t)n + 1);
-  read_exact(fd, s, n, PIPE_TIMEOUT_MS);
-  s[n] = '\0';
-  return s;
-}
-
-/* ---- data patterns ---- */
-
-static uint8_t pat(unsigned seed, size_t i) { return (uint8_t)(i * 131u + seed * 17u + (i >> 9)); }
-
-static void fill(uint8_t *p, size_t n, unsigned seed) {
-  for (size_t i = 0; i < n; i++) p[i] = pat(seed, i);
-}
-
-static int matches(const uint8_t *p, size_t n, unsigned seed) {
-  for (size_t i = 0; i < n; i++)
-    if (p[i] != pat(seed, i)) return 0;
-  return 1;
-}
 
 /* ---- one side: context + pool + registered buffer + endpoint ---- */
 
