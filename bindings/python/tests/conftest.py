@@ -29,20 +29,20 @@ def pattern(n, seed=0):
     return bytes((i + seed) % 251 for i in range(n))
 
 
-class Peer:
-    """A child process running peer.py; ``call`` sends a command and waits (bounded)
-    for its JSON reply."""
+class JsonChild:
+    """A child process that talks JSON lines over its stdin/stdout; ``call`` sends a
+    command and waits (bounded) for its JSON reply; ``close`` sends ``quit``."""
 
-    def __init__(self, transport, region=REGION, shared=False):
-        args = [sys.executable, os.path.join(HERE, "peer.py"), transport, str(region)]
-        if shared:
-            args.append("shared")
+    timeout = 20.0  # a subclass that makes its own process keeps this default
+
+    def __init__(self, args, timeout=20.0):
+        self.timeout = timeout
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.sel = selectors.DefaultSelector()
         self.sel.register(self.proc.stdout, selectors.EVENT_READ)
 
-    def read(self, timeout=20.0):
-        deadline = time.monotonic() + timeout
+    def read(self, timeout=None):
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -57,7 +57,7 @@ class Peer:
         self.proc.stdin.write(json.dumps(obj) + "\n")
         self.proc.stdin.flush()
 
-    def call(self, cmd, timeout=20.0, **kw):
+    def call(self, cmd, timeout=None, **kw):
         self.write(dict(cmd=cmd, **kw))
         return self.read(timeout)
 
@@ -80,6 +80,16 @@ class Peer:
                 f.close()
             except Exception:
                 pass
+
+
+class Peer(JsonChild):
+    """A child process running peer.py."""
+
+    def __init__(self, transport, region=REGION, shared=False):
+        args = [sys.executable, os.path.join(HERE, "peer.py"), transport, str(region)]
+        if shared:
+            args.append("shared")
+        super().__init__(args)
 
 
 def make_endpoint(transport, pool):

@@ -4,7 +4,7 @@ Creates the ring "rollouts" (8 slots of 1 MiB), or attaches the one of HANDLE (J
 serves it on a new endpoint: prints ``{"info": ...}``, reads the client's endpoint_info
 line, connects, prints ``{"connected": true}``; then answers JSON commands:
 ``{"cmd": "write", "count", "len", "seed"}`` -> ``{"refs": [[slot, gen], ...]}``,
-``{"cmd": "handle"}``, ``{"cmd": "metrics"}``, ``{"cmd": "exit"}``.
+``{"cmd": "handle"}``, ``{"cmd": "metrics"}``, ``{"cmd": "quit"}`` -> ``{"stopped": true}``.
 """
 
 import json
@@ -43,9 +43,10 @@ def main():
             print(json.dumps({"handle": ring.get_handle()}), flush=True)
         elif c["cmd"] == "metrics":
             print(json.dumps(ring.get_metrics().__dict__), flush=True)
-        else:
+        else:  # quit
             break
     server.stop()
+    print(json.dumps({"stopped": True}), flush=True)
 
 
 if __name__ == "__main__":

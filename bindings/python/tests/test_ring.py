@@ -5,10 +5,7 @@ views, and the remote path in two and three processes over TCP and shared memory
 
 import json
 import os
-import selectors
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,8 +14,7 @@ import dlslime
 from dlslime.ring import (RingClient, SharedRingBuffer, SlotError, SlotRef, SlotState, StaleSlotError,
                           TensorSpec)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TRANSPORTS = ["tcp", "shm"] if dlslime.has_shm() else ["tcp"]
+from conftest import HERE, TRANSPORTS, JsonChild, make_endpoint
 
 
 def pattern(n, seed):
@@ -140,51 +136,22 @@ def test_schema_dicts():
         r.write({"obs": np.ones((3, 2))})
 
 
-class Proc:
+class Proc(JsonChild):
+    """A serving process (ring_proc.py): creates the ring, or attaches ``handle``."""
+
     def __init__(self, transport, handle=None):
         args = [sys.executable, os.path.join(HERE, "ring_proc.py"), transport]
         if handle is not None:
             args.append(json.dumps(handle))
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
-
-    def read(self, timeout=60.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.sel.select(deadline - time.monotonic()):
-                line = self.proc.stdout.readline()
-                if not line:
-                    raise EOFError(f"ring_proc exited ({self.proc.poll()})")
-                return json.loads(line)
-        raise TimeoutError("ring_proc did not answer")
-
-    def call(self, **kw):
-        self.proc.stdin.write(json.dumps(kw) + "\n")
-        self.proc.stdin.flush()
-        return self.read()
+        super().__init__(args, timeout=60.0)
 
     def pair(self, transport):
-        if transport == "tcp":
-            ep = dlslime.TcpEndpoint(dlslime.MemoryPool(), dlslime.TcpContext(bind="127.0.0.1:0"))
-        else:
-            ep = dlslime.ShmEndpoint(dlslime.MemoryPool())
+        ep = make_endpoint(transport, dlslime.MemoryPool())
         info = self.read()["info"]
-        self.proc.stdin.write(json.dumps(ep.endpoint_info()) + "\n")
-        self.proc.stdin.flush()
+        self.write(ep.endpoint_info())
         ep.connect(info)
         assert self.read() == {"connected": True}
         return ep
-
-    def close(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.write(json.dumps({"cmd": "exit"}) + "\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=20)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
