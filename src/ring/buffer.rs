@@ -89,7 +89,8 @@ impl Ring {
         };
         let region = RingRegion::create(geo.total_len as usize)?;
         let flags = if cfg.overwrite { FLAG_OVERWRITE } else { 0 };
-        // SAFETY: a fresh zeroed allocation of at least total_len bytes, not shared yet.
+        // SAFETY: a fresh zeroed mapping (page-aligned) of at least total_len bytes, not
+        // shared yet.
         unsafe { layout::init(region.base(), &geo, &name, flags)? };
         Ok(Arc::new(Ring {
             region,
@@ -104,7 +105,7 @@ impl Ring {
     /// Maps a ring another process of this host created (or attached), from its handle.
     pub fn attach(handle: &RingHandle) -> Result<Arc<Ring>> {
         let region = RingRegion::open(handle)?;
-        // SAFETY: the mapping is region.len() bytes long.
+        // SAFETY: the start of a mapping (page-aligned) of region.len() bytes.
         let (geo, flags, name) = unsafe { layout::check(region.base(), region.len() as u64)? };
         Ok(Arc::new(Ring {
             region,

@@ -135,7 +135,8 @@ impl Geometry {
 /// Writes a fresh header into a zeroed mapping of `geo.total_len` bytes.
 ///
 /// # Safety
-/// `base` points at `geo.total_len` zeroed, writable bytes that nobody else uses yet.
+/// `base` is the start of a mapping (page-aligned) of `geo.total_len` zeroed, writable
+/// bytes that nobody else uses yet.
 pub unsafe fn init(base: *mut u8, geo: &Geometry, name: &str, flags: u32) -> Result<()> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(Error::invalid(format!(
@@ -143,7 +144,9 @@ pub unsafe fn init(base: *mut u8, geo: &Geometry, name: &str, flags: u32) -> Res
             name.len()
         )));
     }
-    let h = &mut *(base as *mut RingHeader);
+    // SAFETY: the caller gives `geo.total_len` (≥ the header's size) zeroed, writable,
+    // page-aligned bytes nobody else uses: a valid, exclusive `RingHeader`.
+    let h = unsafe { &mut *(base as *mut RingHeader) };
     h.version = RING_LAYOUT_VERSION;
     h.flags = flags;
     h.slot_count = geo.slot_count;
@@ -164,13 +167,15 @@ pub unsafe fn init(base: *mut u8, geo: &Geometry, name: &str, flags: u32) -> Res
 /// its geometry, flags and name.
 ///
 /// # Safety
-/// `base` points at `mapped` readable bytes (at least a page).
+/// `base` is the start of a mapping (page-aligned) of `mapped` readable bytes.
 pub unsafe fn check(base: *const u8, mapped: u64) -> Result<(Geometry, u32, String)> {
     let bad = |m: String| Error::new(Status::InvalidArgument, format!("ring attach: {m}"));
     if mapped < (SLOTS_OFFSET as u64) {
         return Err(bad(format!("region of {mapped} bytes is too small")));
     }
-    let h = &*(base as *const RingHeader);
+    // SAFETY: the caller gives `mapped` readable, page-aligned bytes, checked above to
+    // hold the header; its fields are plain integers or atomics, valid for any bytes.
+    let h = unsafe { &*(base as *const RingHeader) };
     if h.magic.load(Ordering::Acquire) != MAGIC {
         return Err(bad("not a dlslime ring (bad magic)".into()));
     }
