@@ -48,7 +48,10 @@ pub fn ring_rpc_config() -> RpcConfig {
     RpcConfig {
         slot_size: 2048,
         slot_count: 16,
-        progress: RpcProgress::Auto,
+        // A receive thread per session: a close notice or a late reply of an abandoned
+        // call is taken in while no fetch waits (with inline progress it would meet the
+        // next call instead).
+        progress: RpcProgress::Pump,
         // A session handshake is never abandoned while its endpoint lives (see
         // `sessions`): this bounds only a peer that is alive and never answers.
         handshake_timeout: Duration::from_secs(3600),
