@@ -21,6 +21,7 @@
  *   9. PeerAgent                         dlslime_peer_agent_t,
  *                                        dlslime_peer_connection_t,
  *                                        dlslime_peer_options_t,
+ *                                        dlslime_peer_connect_options_t,
  *                                        dlslime_peer_transport_t,
  *                                        dlslime_peer_conn_state_t,
  *                                        dlslime_named_assignment_t
@@ -1161,7 +1162,46 @@ typedef struct {
    * call.
    */
   const char *nanoctrl_token;
+  /**
+   * The agent's RDMA device (the original's `PeerAgent(device=...)`). NULL: the first
+   * visible device whose port is ACTIVE, or no RDMA; a named device that cannot be
+   * opened fails `dlslime_peer_agent_new` (`DLSLIME_STATUS_RDMA_UNAVAILABLE`).
+   * Borrowed for the call.
+   */
+  const char *rdma_device;
+  /**
+   * The RDMA port. 0: 1.
+   */
+  uint32_t rdma_ib_port;
 } dlslime_peer_options_t;
+
+/**
+ * What one `dlslime_peer_agent_connect` asks for. Initialise with
+ * `dlslime_peer_connect_options_init`; zero/NULL fields mean the defaults. Later
+ * versions only append fields.
+ */
+typedef struct {
+  /**
+   * `sizeof(dlslime_peer_connect_options_t)` as the caller was compiled.
+   */
+  size_t size;
+  /**
+   * "auto" (NULL), "shm", "tcp" or "rdma". Borrowed for the call.
+   */
+  const char *transport;
+  /**
+   * RDMA data QPs, 1..=16 (the connection uses the larger of the two sides'). 0: 1.
+   */
+  uint32_t qp_num;
+  /**
+   * RDMA: this side's device; must be the agent's (NULL: the agent's). Borrowed.
+   */
+  const char *local_device;
+  /**
+   * RDMA: this side's port; must be the agent's (0: the agent's).
+   */
+  uint32_t ib_port;
+} dlslime_peer_connect_options_t;
 
 /**
  * The transport type (an `int32_t` in C).
@@ -1193,6 +1233,12 @@ typedef struct {
  * field zero/NULL. NULL is a no-op.
  */
 void dlslime_peer_options_init(dlslime_peer_options_t *opts);
+
+/**
+ * Fills `*opts` with the defaults: `size = sizeof(dlslime_peer_connect_options_t)`,
+ * every other field zero/NULL. NULL is a no-op.
+ */
+void dlslime_peer_connect_options_init(dlslime_peer_connect_options_t *opts);
 
 /**
  * Registers with NanoCtrl at `nanoctrl_url` ("http://host:port", or several replicas
@@ -1284,16 +1330,29 @@ dlslime_status_t dlslime_peer_agent_get_handle(const dlslime_peer_agent_t *agent
 /**
  * Starts (or re-uses) the connection to `peer` and writes a handle on it to `*out`.
  * Does not block: wait with `dlslime_peer_connection_wait`. `transport` is "auto"
- * (NULL), "shm", "tcp" or "rdma".
+ * (NULL: shared memory on the same host, RDMA between hosts when both agents have an
+ * active NIC port, TCP otherwise), "shm", "tcp" or "rdma". The same as
+ * `dlslime_peer_agent_connect` with only the transport set.
  *
  * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (own
- * alias, empty alias, unknown transport), `DLSLIME_STATUS_UNSUPPORTED` ("rdma": this
- * build has no RDMA transport), `DLSLIME_STATUS_SHUT_DOWN`.
+ * alias, empty alias, unknown transport), `DLSLIME_STATUS_RDMA_UNAVAILABLE` ("rdma" on
+ * an agent without an RDMA NIC port), `DLSLIME_STATUS_SHUT_DOWN`.
  */
 dlslime_status_t dlslime_peer_agent_connect_to(const dlslime_peer_agent_t *agent,
                                                const char *peer,
                                                const char *transport,
                                                dlslime_peer_connection_t **out);
+
+/**
+ * `dlslime_peer_agent_connect_to` with the RDMA knobs of `opts` (NULL: the defaults).
+ *
+ * Errors: those of `dlslime_peer_agent_connect_to`, and `DLSLIME_STATUS_INVALID_ARGUMENT`
+ * for a `qp_num` beyond 16 or a device or port that is not the agent's.
+ */
+dlslime_status_t dlslime_peer_agent_connect(const dlslime_peer_agent_t *agent,
+                                            const char *peer,
+                                            const dlslime_peer_connect_options_t *opts,
+                                            dlslime_peer_connection_t **out);
 
 /**
  * Blocks until the connection is established (writes its transport to

@@ -361,14 +361,23 @@ fn named_io_and_late_regions() {
 fn bad_input() {
     let cl = Cluster::start("bad");
     let a = agent(&cl, "alice");
-    // self-connect, rdma, unknown transport, empty alias
+    // self-connect, rdma without a NIC (this host has none), unknown transport, empty
+    // alias, qp_num out of range
     assert_eq!(
         a.connect_to("alice", "auto").err().unwrap().status(),
         Status::InvalidArgument
     );
     let e = a.connect_to("bob", "rdma").err().unwrap();
-    assert_eq!(e.status(), Status::Unsupported);
-    assert!(e.message().contains("RDMA"), "{e}");
+    assert_eq!(e.status(), Status::RdmaUnavailable);
+    assert!(e.message().contains("RDMA NIC"), "{e}");
+    let bad_qp = dlslime::peer::ConnectOptions {
+        qp_num: 17,
+        ..Default::default()
+    };
+    assert_eq!(
+        a.connect_with("bob", &bad_qp).err().unwrap().status(),
+        Status::InvalidArgument
+    );
     assert_eq!(
         a.connect_to("bob", "ib").err().unwrap().status(),
         Status::InvalidArgument

@@ -160,9 +160,25 @@ fn c_abi_connect_and_named_io() {
         );
         assert_eq!(
             dlslime_peer_agent_connect_to(a, c("bob").as_ptr(), c("rdma").as_ptr(), &mut c2),
-            dlslime_status_t::Unsupported
+            dlslime_status_t::RdmaUnavailable
         );
-        assert!(last_error().contains("RDMA"), "{}", last_error());
+        assert!(last_error().contains("RDMA NIC"), "{}", last_error());
+        let mut co = std::mem::MaybeUninit::<dlslime_peer_connect_options_t>::zeroed();
+        dlslime_peer_connect_options_init(co.as_mut_ptr());
+        // SAFETY: initialised by dlslime_peer_connect_options_init.
+        let mut co = unsafe { co.assume_init() };
+        co.qp_num = 17;
+        assert_eq!(
+            dlslime_peer_agent_connect(a, c("bob").as_ptr(), &co, &mut c2),
+            dlslime_status_t::InvalidArgument
+        );
+        co.qp_num = 2;
+        let dev = c("mlx5_0");
+        co.local_device = dev.as_ptr();
+        assert_eq!(
+            dlslime_peer_agent_connect(a, c("bob").as_ptr(), &co, &mut c2),
+            dlslime_status_t::RdmaUnavailable
+        );
         assert_eq!(
             dlslime_peer_agent_connect_to(a, c("zed").as_ptr(), null(), &mut c2),
             dlslime_status_t::Ok

@@ -16,7 +16,8 @@ use super::status::{dlslime_status_t, string_to_c};
 use crate::error::{Error, Status};
 use crate::future::Future;
 use crate::peer::{
-    ConnState, NamedAssignment, PeerAgent, PeerAgentOptions, PeerConnection, Transport,
+    ConnState, ConnectOptions, NamedAssignment, PeerAgent, PeerAgentOptions, PeerConnection,
+    Transport,
 };
 
 /// Options of a PeerAgent. Initialise with `dlslime_peer_options_init` (or set `size` to
@@ -49,6 +50,13 @@ pub struct dlslime_peer_options_t {
     /// NanoCtrl's bearer token. NULL: `$NANOCTRL_TOKEN`, else none. Borrowed for the
     /// call.
     pub nanoctrl_token: *const c_char,
+    /// The agent's RDMA device (the original's `PeerAgent(device=...)`). NULL: the first
+    /// visible device whose port is ACTIVE, or no RDMA; a named device that cannot be
+    /// opened fails `dlslime_peer_agent_new` (`DLSLIME_STATUS_RDMA_UNAVAILABLE`).
+    /// Borrowed for the call.
+    pub rdma_device: *const c_char,
+    /// The RDMA port. 0: 1.
+    pub rdma_ib_port: u32,
 }
 
 /// Fills `*opts` with the defaults: `size = sizeof(dlslime_peer_options_t)`, every other
@@ -68,6 +76,8 @@ pub extern "C" fn dlslime_peer_options_init(opts: *mut dlslime_peer_options_t) {
                 http_timeout_ms: 0,
                 default_timeout_ms: 0,
                 nanoctrl_token: std::ptr::null(),
+                rdma_device: std::ptr::null(),
+                rdma_ib_port: 0,
             });
         }
     }
@@ -106,8 +116,73 @@ unsafe fn to_options(o: &dlslime_peer_options_t) -> crate::Result<PeerAgentOptio
     if o.default_timeout_ms != 0 {
         p.tcp.engine.default_timeout = ms(o.default_timeout_ms);
         p.shm.engine.default_timeout = ms(o.default_timeout_ms);
+        p.rdma.engine.default_timeout = ms(o.default_timeout_ms);
+    }
+    // SAFETY: as above.
+    p.rdma.device = unsafe { opt_text(o.rdma_device, "dlslime_peer_options_t.rdma_device") }?;
+    if o.rdma_ib_port != 0 {
+        p.rdma.ib_port = port_number(o.rdma_ib_port, "dlslime_peer_options_t.rdma_ib_port")?;
     }
     Ok(p)
+}
+
+fn port_number(p: u32, what: &str) -> crate::Result<u8> {
+    u8::try_from(p).map_err(|_| Error::invalid(format!("{what} {p} is not a port number")))
+}
+
+/// What one `dlslime_peer_agent_connect` asks for. Initialise with
+/// `dlslime_peer_connect_options_init`; zero/NULL fields mean the defaults. Later
+/// versions only append fields.
+#[repr(C)]
+pub struct dlslime_peer_connect_options_t {
+    /// `sizeof(dlslime_peer_connect_options_t)` as the caller was compiled.
+    pub size: usize,
+    /// "auto" (NULL), "shm", "tcp" or "rdma". Borrowed for the call.
+    pub transport: *const c_char,
+    /// RDMA data QPs, 1..=16 (the connection uses the larger of the two sides'). 0: 1.
+    pub qp_num: u32,
+    /// RDMA: this side's device; must be the agent's (NULL: the agent's). Borrowed.
+    pub local_device: *const c_char,
+    /// RDMA: this side's port; must be the agent's (0: the agent's).
+    pub ib_port: u32,
+}
+
+/// Fills `*opts` with the defaults: `size = sizeof(dlslime_peer_connect_options_t)`,
+/// every other field zero/NULL. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_connect_options_init(opts: *mut dlslime_peer_connect_options_t) {
+    ffi_boundary! {
+        if let Some(opts) = opt_out!(opts) {
+            opts.write(dlslime_peer_connect_options_t {
+                size: size_of::<dlslime_peer_connect_options_t>(),
+                transport: std::ptr::null(),
+                qp_num: 0,
+                local_device: std::ptr::null(),
+                ib_port: 0,
+            });
+        }
+    }
+}
+
+/// Converts C connect options.
+///
+/// # Safety
+/// The string fields are NULL or NUL-terminated.
+unsafe fn to_connect_options(o: &dlslime_peer_connect_options_t) -> crate::Result<ConnectOptions> {
+    let what = "dlslime_peer_connect_options_t";
+    // SAFETY: the string fields are NULL or NUL-terminated (this function's contract).
+    let transport = unsafe { opt_text(o.transport, &format!("{what}.transport")) }?;
+    // SAFETY: as above.
+    let local_device = unsafe { opt_text(o.local_device, &format!("{what}.local_device")) }?;
+    Ok(ConnectOptions {
+        transport: transport.unwrap_or_else(|| "auto".into()),
+        qp_num: if o.qp_num == 0 { 1 } else { o.qp_num as usize },
+        local_device,
+        ib_port: match o.ib_port {
+            0 => None,
+            p => Some(port_number(p, &format!("{what}.ib_port"))?),
+        },
+    })
 }
 
 /// The transport of a connection.
@@ -488,11 +563,13 @@ pub extern "C" fn dlslime_peer_agent_get_handle(
 
 /// Starts (or re-uses) the connection to `peer` and writes a handle on it to `*out`.
 /// Does not block: wait with `dlslime_peer_connection_wait`. `transport` is "auto"
-/// (NULL), "shm", "tcp" or "rdma".
+/// (NULL: shared memory on the same host, RDMA between hosts when both agents have an
+/// active NIC port, TCP otherwise), "shm", "tcp" or "rdma". The same as
+/// `dlslime_peer_agent_connect` with only the transport set.
 ///
 /// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (own
-/// alias, empty alias, unknown transport), `DLSLIME_STATUS_UNSUPPORTED` ("rdma": this
-/// build has no RDMA transport), `DLSLIME_STATUS_SHUT_DOWN`.
+/// alias, empty alias, unknown transport), `DLSLIME_STATUS_RDMA_UNAVAILABLE` ("rdma" on
+/// an agent without an RDMA NIC port), `DLSLIME_STATUS_SHUT_DOWN`.
 #[no_mangle]
 pub extern "C" fn dlslime_peer_agent_connect_to(
     agent: *const dlslime_peer_agent_t,
@@ -506,6 +583,36 @@ pub extern "C" fn dlslime_peer_agent_connect_to(
         let transport = try_opt_str!(transport).unwrap_or("auto");
         let out = try_out!(out);
         let c = try_res!(agent.connect_to(peer, transport));
+        out.write(box_into_ptr::<dlslime_peer_connection_t>(c));
+        dlslime_status_t::Ok
+    }
+}
+
+/// `dlslime_peer_agent_connect_to` with the RDMA knobs of `opts` (NULL: the defaults).
+///
+/// Errors: those of `dlslime_peer_agent_connect_to`, and `DLSLIME_STATUS_INVALID_ARGUMENT`
+/// for a `qp_num` beyond 16 or a device or port that is not the agent's.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_connect(
+    agent: *const dlslime_peer_agent_t,
+    peer: *const c_char,
+    opts: *const dlslime_peer_connect_options_t,
+    out: *mut *mut dlslime_peer_connection_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let peer = try_str!(peer);
+        let out = try_out!(out);
+        let o = if opts.is_null() {
+            ConnectOptions::default()
+        } else {
+            // SAFETY: a non-NULL `opts` points at a struct set up with its `_init`
+            // function (`size` readable bytes, integers and pointers only).
+            let o = try_res!(unsafe { read_sized(opts, "dlslime_peer_connect_options_t") });
+            // SAFETY: the header says the string fields are NULL or NUL-terminated.
+            try_res!(unsafe { to_connect_options(&o) })
+        };
+        let c = try_res!(agent.connect_with(peer, &o));
         out.write(box_into_ptr::<dlslime_peer_connection_t>(c));
         dlslime_status_t::Ok
     }

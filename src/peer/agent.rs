@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 use super::control;
 use super::http::{self, Http};
 use super::links::Slot;
+use super::nic::Nic;
 use super::options::PeerAgentOptions;
 use super::owner;
 use super::regions::RegionRec;
@@ -49,6 +50,8 @@ pub(super) struct Inner {
     pub pool: Arc<MemoryPool>,
     /// Created at the first TCP endpoint.
     pub tcp: Mutex<Option<Arc<TcpContext>>>,
+    /// The RDMA NIC port, opened at start-up (`None`: no RDMA on this agent).
+    pub nic: Option<Nic>,
     /// One slot per peer (see `links`); `cv` is notified on every state change.
     pub peers: Mutex<FxHashMap<String, Slot>>,
     pub cv: Condvar,
@@ -90,19 +93,22 @@ impl PeerAgent {
         let http = Http::with_token(nanoctrl_url, token.as_deref(), opts.http_timeout)?;
         let scope = scope.filter(|s| !s.is_empty()).map(str::to_string);
         let host_id = registry::host_id(&opts.shm);
-        let instance = registry::new_instance();
         // a configured Redis list is checked before anything is registered
         let fixed = opts
             .redis_url
             .as_deref()
             .map(RedisTarget::fixed)
             .transpose()?;
+        let pool = MemoryPool::new();
+        let nic = Nic::open(&opts.rdma, &pool)?;
+        let nics = serde_json::Value::Array(nic.iter().map(Nic::record).collect());
         let owner_token = owner::new_token();
         let reg = registry::register(
             &http,
             alias,
             scope.as_deref(),
             &host_id,
+            &nics,
             &opts,
             &owner_token,
         )?;
@@ -121,7 +127,15 @@ impl PeerAgent {
             }
         };
         let store = Store::open(target, Duration::from_secs(5));
-        let inner = Arc::new(Inner::new(reg, scope, http, store, host_id, instance, opts));
+        let inner = Arc::new(Inner::new(
+            reg,
+            scope,
+            http,
+            store,
+            host_id,
+            (pool, nic),
+            opts,
+        ));
         if let Err(e) = inner.announce() {
             inner.unregister_best_effort();
             return Err(e);
@@ -202,7 +216,7 @@ impl Inner {
         http: Http,
         store: Store,
         host_id: String,
-        instance: u64,
+        (pool, nic): (Arc<MemoryPool>, Option<Nic>),
         opts: PeerAgentOptions,
     ) -> Inner {
         let keys = Keys::new(scope.as_deref());
@@ -215,13 +229,14 @@ impl Inner {
             scope,
             keys,
             http,
-            instance,
+            instance: registry::new_instance(),
             host_id,
             address,
             owner_token: reg.owner_token,
             store,
-            pool: MemoryPool::new(),
+            pool,
             tcp: Mutex::new(None),
+            nic,
             peers: Mutex::new(FxHashMap::default()),
             cv: Condvar::new(),
             regions_epoch: AtomicU64::new(1),

@@ -49,11 +49,19 @@ impl PeerConnection {
     }
 
     /// Dials the peer again (after `Disconnected` or `Failed`), as
-    /// [`PeerAgent::connect_to`](super::PeerAgent::connect_to) does.
+    /// [`PeerAgent::connect_to`](super::PeerAgent::connect_to) does, with the `qp_num`
+    /// the connection asked for before.
     pub fn redial(&self, transport: &str) -> Result<()> {
+        let qp_num = self
+            .inner
+            .peers
+            .lock()
+            .get(&self.peer)
+            .map_or(1, |s| s.qp_num.max(1));
         self.inner.connect_to(
             &self.peer,
             super::negotiate::TransportRequest::parse(transport)?,
+            qp_num,
         )
     }
 

@@ -147,6 +147,8 @@ fn handle_message(inner: &Arc<Inner>, id: &str, map: &HashMap<String, String>) {
                     .get("transport")
                     .and_then(Value::as_str)
                     .and_then(Transport::parse),
+                rdma: meta.get("rdma").and_then(Value::as_bool).unwrap_or(false),
+                qp_num: meta.get("qp_num").and_then(Value::as_u64).unwrap_or(0) as usize,
                 info: qp_info,
             };
             let dst_instance = meta.get("dst_instance").and_then(Value::as_u64);

@@ -9,9 +9,10 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use super::agent::Inner;
-use super::negotiate::Transport;
+use super::negotiate::{Agreement, Transport};
 use crate::error::{Error, Result, Status};
 use crate::memory::{MrHandle, RemoteHandle};
+use crate::transport::rdma::{RdmaEndpoint, RdmaEndpointConfig};
 use crate::transport::shm::ShmEndpoint;
 use crate::transport::tcp::{TcpContext, TcpEndpoint};
 use crate::transport::Endpoint;
@@ -23,6 +24,8 @@ pub(super) type NameCache = FxHashMap<String, FxHashMap<String, (MrHandle, Remot
 pub(super) struct LocalEp {
     pub nonce: u64,
     pub transport: Transport,
+    /// RDMA data QPs (1 on other transports).
+    pub num_qp: usize,
     pub ep: Arc<dyn Endpoint>,
     /// The peer endpoint `(instance, nonce)` this one is connecting or connected to.
     pub bound: Option<(u64, u64)>,
@@ -47,21 +50,28 @@ impl Inner {
         Ok(c)
     }
 
-    /// A new endpoint over `t`, with the next nonce.
-    pub(super) fn new_endpoint(&self, t: Transport) -> Result<LocalEp> {
-        let ep: Arc<dyn Endpoint> = match t {
+    /// A new endpoint for the agreement, with the next nonce.
+    pub(super) fn new_endpoint(&self, a: Agreement) -> Result<LocalEp> {
+        let mut num_qp = 1;
+        let ep: Arc<dyn Endpoint> = match a.transport {
             Transport::Tcp => TcpEndpoint::new(&self.tcp_context()?, self.pool.clone())?,
             Transport::Shm => Arc::new(ShmEndpoint::new(self.pool.clone(), self.opts.shm.clone())?),
             Transport::Rdma => {
-                return Err(Error::new(
-                    Status::Unsupported,
-                    "this build of dlslime has no RDMA transport",
-                ))
+                let nic = self.nic.as_ref().ok_or_else(|| {
+                    Error::new(Status::RdmaUnavailable, "this agent has no RDMA NIC port")
+                })?;
+                num_qp = a.qp_num;
+                let cfg = RdmaEndpointConfig {
+                    num_qp,
+                    ..Default::default()
+                };
+                RdmaEndpoint::new(&nic.ctx, self.pool.clone(), cfg)?
             }
         };
         Ok(LocalEp {
             nonce: self.next_nonce.fetch_add(1, Ordering::Relaxed),
-            transport: t,
+            transport: a.transport,
+            num_qp,
             ep,
             bound: None,
             names: NameCache::default(),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::agent::Inner;
 use super::links::{ConnState, PeerView, Slot, Work};
-use super::negotiate::agree_transport;
+use super::negotiate::{agree, Transport};
 use crate::error::{Error, Status};
 
 impl Inner {
@@ -90,7 +90,7 @@ impl Inner {
                     return self.stale(peer, "for an older endpoint of the peer");
                 }
             }
-            let agreed = agree_transport(slot.request, m.request, &self.host_id, &m.host_id);
+            let agreed = agree(&self.side(slot), &m.side());
             let (mi, mn, mt) = (m.instance, m.nonce, m.transport);
             let info = m.info.clone();
             slot.peer = Some(m);
@@ -115,7 +115,10 @@ impl Inner {
                     );
                 }
             }
-            if slot.ep.as_ref().is_some_and(|e| e.transport != agreed) {
+            if slot.ep.as_ref().is_some_and(|e| {
+                e.transport != agreed.transport
+                    || (agreed.transport == Transport::Rdma && e.num_qp != agreed.qp_num)
+            }) {
                 slot.drop_ep(&mut work);
             }
             if slot.ep.is_none() {
@@ -200,7 +203,9 @@ pub(super) fn original_peer_error(peer: &str, tcp: bool) -> Error {
     let offers = if tcp {
         "its TCP endpoint (the 0.1.23 wheel's TCP wire differs from this build's)"
     } else {
-        "RDMA queue pairs (this build has no RDMA transport)"
+        "RDMA queue pairs through its own agent handshake (this library's RDMAEndpoint \
+         interoperates with the original's one-sided operations when the two exchange \
+         endpoint_info directly, not through the agents)"
     };
     Error::new(
         Status::Unsupported,

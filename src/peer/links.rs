@@ -15,7 +15,8 @@ use super::agent::{Inner, PeerAgent};
 use super::connection::PeerConnection;
 use super::endpoints::{ep_alive, LocalEp};
 use super::handshake::original_peer_error;
-use super::negotiate::{agree_transport, Transport, TransportRequest};
+use super::negotiate::{agree, Agreement, Side, Transport, TransportRequest};
+use super::options::ConnectOptions;
 use super::registry::check_alias;
 use crate::error::{Error, Result, Status};
 use crate::transport::Endpoint;
@@ -55,12 +56,29 @@ pub(super) struct PeerView {
     pub host_id: String,
     pub request: TransportRequest,
     pub transport: Option<Transport>,
+    /// The peer has an active RDMA NIC port.
+    pub rdma: bool,
+    /// RDMA data QPs the peer asked for (0: no wish).
+    pub qp_num: usize,
     pub info: Value,
+}
+
+impl PeerView {
+    pub fn side(&self) -> Side<'_> {
+        Side {
+            request: self.request,
+            host: &self.host_id,
+            rdma: self.rdma,
+            qp_num: self.qp_num,
+        }
+    }
 }
 
 /// Everything this agent knows about its connection to one peer.
 pub(super) struct Slot {
     pub request: TransportRequest,
+    /// RDMA data QPs `connect_to` asked for (0: no wish, e.g. a passive side).
+    pub qp_num: usize,
     /// `connect_to` asked for a connection that is not established yet.
     pub pending: bool,
     pub ep: Option<LocalEp>,
@@ -83,6 +101,7 @@ impl Slot {
     pub fn new() -> Slot {
         Slot {
             request: TransportRequest::Auto,
+            qp_num: 0,
             pending: false,
             ep: None,
             peer: None,
@@ -130,11 +149,45 @@ const OUTBOX_MAX: usize = 1024;
 
 impl PeerAgent {
     /// Starts (or re-uses) the connection to `peer`. Does not block: call
-    /// [`PeerConnection::wait`]. `transport` is `"auto"`, `"shm"`, `"tcp"` or `"rdma"`
-    /// (refused: no RDMA in this build).
+    /// [`PeerConnection::wait`]. `transport` is `"auto"` (shared memory on the same
+    /// host, RDMA between hosts when both agents have an active NIC port, TCP
+    /// otherwise), `"shm"`, `"tcp"` or `"rdma"`.
     pub fn connect_to(&self, peer: &str, transport: &str) -> Result<PeerConnection> {
-        let req = TransportRequest::parse(transport)?;
-        self.inner.connect_to(peer, req)?;
+        self.connect_with(
+            peer,
+            &ConnectOptions {
+                transport: transport.into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// [`connect_to`](Self::connect_to) with the RDMA knobs: `qp_num` data QPs (the
+    /// connection uses the larger of the two sides' values), and the local device and
+    /// port, which must be the agent's NIC port when given (`InvalidArgument`
+    /// otherwise). `"rdma"` on an agent without a NIC port is `RdmaUnavailable`.
+    pub fn connect_with(&self, peer: &str, o: &ConnectOptions) -> Result<PeerConnection> {
+        let req = TransportRequest::parse(&o.transport)?;
+        if !(1..=crate::transport::rdma::imm::MAX_QP).contains(&o.qp_num) {
+            return Err(Error::invalid(format!(
+                "qp_num must be 1..={}, not {}",
+                crate::transport::rdma::imm::MAX_QP,
+                o.qp_num
+            )));
+        }
+        let rdma_wanted = req == TransportRequest::Explicit(Transport::Rdma);
+        match &self.inner.nic {
+            Some(n) => n.check(o.local_device.as_deref(), o.ib_port)?,
+            None if rdma_wanted || o.local_device.as_deref().is_some_and(|d| !d.is_empty()) => {
+                return Err(Error::new(
+                    Status::RdmaUnavailable,
+                    "this agent has no RDMA NIC port (no libibverbs, no device, or no ACTIVE port; \
+                     see available_nics and the agent's device option)",
+                ))
+            }
+            None => {}
+        }
+        self.inner.connect_to(peer, req, o.qp_num)?;
         Ok(PeerConnection::new(self.inner.clone(), peer))
     }
 
@@ -159,7 +212,12 @@ impl PeerAgent {
 }
 
 impl Inner {
-    pub(super) fn connect_to(self: &Arc<Self>, peer: &str, req: TransportRequest) -> Result<()> {
+    pub(super) fn connect_to(
+        self: &Arc<Self>,
+        peer: &str,
+        req: TransportRequest,
+        qp_num: usize,
+    ) -> Result<()> {
         self.check_live()?;
         if peer.is_empty() {
             return Err(Error::invalid("peer alias is empty"));
@@ -188,11 +246,13 @@ impl Inner {
             let mut peers = self.peers.lock();
             let slot = peers.entry(peer.to_string()).or_insert_with(Slot::new);
             slot.request = req;
+            slot.qp_num = qp_num;
             let alive = match (&slot.state, &slot.ep) {
                 (ConnState::Connected, Some(e)) => ep_alive(&*e.ep),
                 _ => false,
             };
-            if alive && slot.connected_transport.is_some_and(|t| req.admits(t)) {
+            let fits = |e: &LocalEp| req.admits(e.transport) && e.num_qp >= qp_num;
+            if alive && slot.ep.as_ref().is_some_and(fits) {
                 already = true;
             } else {
                 // connected, but the peer is gone or the transport is one this
@@ -208,7 +268,7 @@ impl Inner {
                 // sometimes go "connected" -> "connecting" (tests/peer_agent.rs,
                 // both_dial_at_once_repeatedly_*). Only an endpoint of a transport this
                 // request excludes starts over.
-                if slot.ep.as_ref().is_some_and(|e| !req.admits(e.transport)) {
+                if slot.ep.as_ref().is_some_and(|e| !fits(e)) {
                     slot.drop_ep(&mut work);
                 }
                 slot.pending = true;
@@ -243,23 +303,58 @@ impl Inner {
         Some(!rdma)
     }
 
-    /// The transport to open towards a peer before it has answered: its host identity
-    /// from its record when registered, TCP (works everywhere) otherwise.
-    fn guess_transport(&self, slot: &Slot, peer: &str) -> Result<Transport> {
-        if let TransportRequest::Explicit(t) = slot.request {
-            return Ok(t);
+    /// This side of the negotiation for `slot`.
+    pub(super) fn side<'a>(&'a self, slot: &Slot) -> Side<'a> {
+        Side {
+            request: slot.request,
+            host: &self.host_id,
+            rdma: self.nic.is_some(),
+            qp_num: slot.qp_num,
+        }
+    }
+
+    /// What to open towards a peer before it has answered: what an explicit request
+    /// names, else the agreement with the peer's last `qp_ready`, else with its agent
+    /// record (host identity, NICs) as an `auto` side, else TCP (works everywhere).
+    fn guess(&self, slot: &Slot, peer: &str) -> Result<Agreement> {
+        // An explicit request opens its transport: the peer learns of it from our
+        // qp_ready (and fails the same way on a mismatch).
+        if let Some(t) = slot.request.explicit() {
+            return Ok(Agreement {
+                transport: t,
+                qp_num: slot
+                    .qp_num
+                    .max(slot.peer.as_ref().map_or(0, |v| v.qp_num))
+                    .max(1),
+            });
         }
         if let Some(v) = &slot.peer {
-            return agree_transport(slot.request, v.request, &self.host_id, &v.host_id);
+            return agree(&self.side(slot), &v.side());
         }
-        let host = self
+        let rec = self
             .store
-            .hget(&self.keys.agent(peer), "host_id")
-            .unwrap_or(None);
-        Ok(match host {
-            Some(h) if h == self.host_id => Transport::Shm,
-            _ => Transport::Tcp,
-        })
+            .hget(&self.keys.agent(peer), "resource")
+            .unwrap_or(None)
+            .and_then(|r| serde_json::from_str::<Value>(&r).ok())
+            .unwrap_or(Value::Null);
+        let host = rec["host"]["host_id"].as_str().unwrap_or("");
+        let rdma = rec["transports"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|t| t == "rdma"));
+        let peer_side = Side {
+            request: TransportRequest::Auto,
+            host: if host.is_empty() { "?" } else { host },
+            rdma,
+            qp_num: 0,
+        };
+        match agree(&self.side(slot), &peer_side) {
+            Ok(a) => Ok(a),
+            // the peer's answer decides (or fails the connection)
+            Err(_) => Ok(Agreement {
+                transport: slot.request.explicit().unwrap_or(Transport::Tcp),
+                qp_num: slot.qp_num.max(1),
+            }),
+        }
     }
 
     /// Opens an endpoint if needed and sends our qp_ready unless already sent for it.
@@ -268,7 +363,7 @@ impl Inner {
             return;
         }
         if slot.ep.is_none() {
-            let t = match self.guess_transport(slot, peer) {
+            let t = match self.guess(slot, peer) {
                 Ok(t) => t,
                 Err(e) => return self.fail(slot, e, work),
             };
@@ -301,11 +396,17 @@ impl Inner {
             ep.nonce,
             peer
         );
+        // the original's fields carry the NIC port on RDMA connections
+        let (device, port, link) = match (&self.nic, ep.transport) {
+            (Some(n), Transport::Rdma) => (n.device().to_string(), n.ib_port(), n.link_type()),
+            _ => (ep.transport.as_str().to_string(), 1, String::new()),
+        };
         let meta = json!({
             "conn_id": conn_id, "src": self.alias, "dst": peer,
-            "src_device": ep.transport.as_str(), "dst_device": "", "ib_port": 1, "qp_num": 1,
-            "link_type": "", "profile": "default", "transport": ep.transport.as_str(),
+            "src_device": device, "dst_device": "", "ib_port": port, "qp_num": slot.qp_num,
+            "link_type": link, "profile": "default", "transport": ep.transport.as_str(),
             "transport_request": slot.request.as_str(), "host_id": self.host_id,
+            "rdma": self.nic.is_some(),
             "src_instance": self.instance, "src_nonce": ep.nonce,
             "dst_instance": di, "dst_nonce": dn,
         });

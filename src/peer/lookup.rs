@@ -21,6 +21,7 @@ impl PeerAgent {
                 &i.host_id,
                 &i.address,
                 i.regions.lock().keys().cloned().collect(),
+                &i.nics_record(),
                 i.opts.heartbeat_interval,
             ));
         };

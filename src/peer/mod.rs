@@ -21,7 +21,8 @@
 //!   holder's alias), the agent record, heartbeats, the desired topology, clean-up.
 //! * `owner` — the alias's owner token, and its file for a successor on this host.
 //! * `regions` — memory regions: registered in the pool, published at `mr:`.
-//! * `negotiate` — which transport a connection runs over.
+//! * `negotiate` — which transport (and how many RDMA QPs) a connection runs over.
+//! * `nic` — the agent's RDMA NIC port, opened at start-up and bound to its pool.
 //! * `links` — the connection-slot state machine (dial, connect, retry, teardown).
 //! * `handshake` — how a slot reacts to `connect_peer`, `qp_ready` and cleanup notices.
 //! * `control` — the control thread: reads the mailbox, runs the timers.
@@ -41,6 +42,7 @@ mod links;
 mod lookup;
 mod named;
 mod negotiate;
+mod nic;
 mod options;
 mod owner;
 mod regions;
@@ -52,7 +54,7 @@ pub use agent::PeerAgent;
 pub use connection::PeerConnection;
 pub use links::ConnState;
 pub use named::NamedAssignment;
-pub use negotiate::{agree_transport, Transport, TransportRequest};
-pub use options::PeerAgentOptions;
+pub use negotiate::{agree, Agreement, Side, Transport, TransportRequest};
+pub use options::{ConnectOptions, PeerAgentOptions};
 pub use registry::host_id;
 pub use stats::AgentStats;

@@ -1,5 +1,6 @@
-//! Which transport a connection runs over: what each side asks for, and the choice both
-//! sides compute identically from the two requests and host identities.
+//! Which transport (and how many RDMA data QPs) a connection runs over: what each side
+//! asks for, and the choice both sides compute identically from the two sides' requests,
+//! host identities and NICs.
 
 use crate::error::{Error, Result, Status};
 
@@ -29,8 +30,8 @@ impl Transport {
     }
 }
 
-/// What `connect_to` asked for: `Auto` picks shared memory on the same host, RDMA when
-/// both sides have a usable NIC (never, in this build), TCP otherwise.
+/// What `connect_to` asked for: `Auto` picks shared memory on the same host, RDMA
+/// between hosts when both sides have an active NIC, TCP otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransportRequest {
     Auto,
@@ -38,15 +39,10 @@ pub enum TransportRequest {
 }
 
 impl TransportRequest {
-    /// `"auto"`, `"shm"`, `"tcp"` or `"rdma"`; `"rdma"` is refused with `Unsupported`
-    /// because this build has no RDMA transport.
+    /// `"auto"` (or empty), `"shm"`, `"tcp"` or `"rdma"`.
     pub fn parse(s: &str) -> Result<TransportRequest> {
         match s {
             "auto" | "" => Ok(TransportRequest::Auto),
-            "rdma" => Err(Error::new(
-                Status::Unsupported,
-                "transport \"rdma\" is not available: this build of dlslime has no RDMA transport; use \"auto\", \"shm\" or \"tcp\"",
-            )),
             other => Transport::parse(other)
                 .map(TransportRequest::Explicit)
                 .ok_or_else(|| {
@@ -82,18 +78,34 @@ impl TransportRequest {
     }
 }
 
-/// The transport both sides settle on, computed identically by each side from the two
-/// requests and host identities: an explicit request wins over `auto`; two different
-/// explicit requests are an error; `auto` on both sides is shared memory on the same
-/// host, TCP otherwise.
-pub fn agree_transport(
-    mine: TransportRequest,
-    theirs: TransportRequest,
-    my_host: &str,
-    their_host: &str,
-) -> Result<Transport> {
+/// One side of a connection as the negotiation sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Side<'a> {
+    pub request: TransportRequest,
+    /// Host identity (see [`host_id`](super::host_id)).
+    pub host: &'a str,
+    /// Whether the side has an active RDMA NIC port it can open.
+    pub rdma: bool,
+    /// Data QPs asked for (RDMA); 0 when the side expressed no wish.
+    pub qp_num: usize,
+}
+
+/// What both sides settle on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Agreement {
+    pub transport: Transport,
+    /// RDMA data QPs: the larger of the two sides' `qp_num` (at least 1).
+    pub qp_num: usize,
+}
+
+/// The transport both sides settle on, computed identically by each side: an explicit
+/// request wins over `auto`; two different explicit requests are an error; `auto` on
+/// both sides is shared memory on the same host, RDMA between hosts when both have an
+/// active NIC, TCP otherwise. RDMA needs a NIC on both sides, shared memory one host.
+pub fn agree(me: &Side<'_>, peer: &Side<'_>) -> Result<Agreement> {
     use TransportRequest::*;
-    let t = match (mine, theirs) {
+    let same_host = me.host == peer.host;
+    let t = match (me.request, peer.request) {
         (Explicit(a), Explicit(b)) if a != b => {
             return Err(Error::new(
                 Status::Unsupported,
@@ -105,57 +117,122 @@ pub fn agree_transport(
             ))
         }
         (Explicit(a), _) | (_, Explicit(a)) => a,
-        (Auto, Auto) if my_host == their_host => Transport::Shm,
+        (Auto, Auto) if same_host => Transport::Shm,
+        (Auto, Auto) if me.rdma && peer.rdma => Transport::Rdma,
         (Auto, Auto) => Transport::Tcp,
     };
-    if t == Transport::Rdma {
+    if t == Transport::Rdma && !(me.rdma && peer.rdma) {
+        let who = match (me.rdma, peer.rdma) {
+            (false, false) => "neither side has",
+            (false, true) => "this side has no",
+            _ => "the peer has no",
+        };
         return Err(Error::new(
-            Status::Unsupported,
-            "the peer asked for RDMA, which this build of dlslime does not have",
+            Status::RdmaUnavailable,
+            format!("RDMA was requested but {who} active RDMA NIC port"),
         ));
     }
-    if t == Transport::Shm && my_host != their_host {
+    if t == Transport::Shm && !same_host {
         return Err(Error::new(
             Status::Unsupported,
-            format!("shared memory was requested but the peer is on another host ({their_host:?}, this host {my_host:?})"),
+            format!(
+                "shared memory was requested but the peer is on another host ({:?}, this host {:?})",
+                peer.host, me.host
+            ),
         ));
     }
-    Ok(t)
+    Ok(Agreement {
+        transport: t,
+        qp_num: me.qp_num.max(peer.qp_num).max(1),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn side(request: TransportRequest, host: &str, rdma: bool) -> Side<'_> {
+        Side {
+            request,
+            host,
+            rdma,
+            qp_num: 0,
+        }
+    }
+
+    fn t(a: Side<'_>, b: Side<'_>) -> Result<Transport> {
+        agree(&a, &b).map(|g| g.transport)
+    }
+
     #[test]
     fn transport_agreement() {
         use Transport::*;
         use TransportRequest::*;
-        assert_eq!(agree_transport(Auto, Auto, "h", "h").unwrap(), Shm);
-        assert_eq!(agree_transport(Auto, Auto, "h", "g").unwrap(), Tcp);
-        assert_eq!(agree_transport(Explicit(Tcp), Auto, "h", "h").unwrap(), Tcp);
-        assert_eq!(agree_transport(Auto, Explicit(Tcp), "h", "h").unwrap(), Tcp);
         assert_eq!(
-            agree_transport(Explicit(Shm), Explicit(Tcp), "h", "h")
-                .unwrap_err()
-                .status(),
+            t(side(Auto, "h", false), side(Auto, "h", false)).unwrap(),
+            Shm
+        );
+        assert_eq!(
+            t(side(Auto, "h", true), side(Auto, "h", true)).unwrap(),
+            Shm
+        );
+        assert_eq!(
+            t(side(Auto, "h", false), side(Auto, "g", false)).unwrap(),
+            Tcp
+        );
+        assert_eq!(
+            t(side(Auto, "h", true), side(Auto, "g", false)).unwrap(),
+            Tcp
+        );
+        assert_eq!(
+            t(side(Auto, "h", true), side(Auto, "g", true)).unwrap(),
+            Rdma
+        );
+        assert_eq!(
+            t(side(Explicit(Tcp), "h", true), side(Auto, "g", true)).unwrap(),
+            Tcp
+        );
+        assert_eq!(
+            t(side(Auto, "h", false), side(Explicit(Tcp), "h", false)).unwrap(),
+            Tcp
+        );
+        assert_eq!(
+            t(side(Explicit(Rdma), "h", true), side(Auto, "h", true)).unwrap(),
+            Rdma
+        );
+        let e = |a, b| t(a, b).unwrap_err().status();
+        assert_eq!(
+            e(
+                side(Explicit(Shm), "h", false),
+                side(Explicit(Tcp), "h", false)
+            ),
             Status::Unsupported
         );
         assert_eq!(
-            agree_transport(Explicit(Shm), Auto, "h", "g")
-                .unwrap_err()
-                .status(),
+            e(side(Explicit(Shm), "h", false), side(Auto, "g", false)),
             Status::Unsupported
         );
         assert_eq!(
-            agree_transport(Auto, Explicit(Rdma), "h", "h")
-                .unwrap_err()
-                .status(),
-            Status::Unsupported
+            e(side(Auto, "h", true), side(Explicit(Rdma), "g", false)),
+            Status::RdmaUnavailable
         );
+        let g = agree(
+            &Side {
+                qp_num: 4,
+                ..side(Explicit(Rdma), "h", true)
+            },
+            &Side {
+                qp_num: 2,
+                ..side(Auto, "g", true)
+            },
+        )
+        .unwrap();
+        assert_eq!(g.qp_num, 4);
         assert_eq!(
-            TransportRequest::parse("rdma").unwrap_err().status(),
-            Status::Unsupported
+            agree(&side(Auto, "h", true), &side(Auto, "g", true))
+                .unwrap()
+                .qp_num,
+            1
         );
         assert_eq!(
             TransportRequest::parse("carrier-pigeon")
@@ -163,6 +240,7 @@ mod tests {
                 .status(),
             Status::InvalidArgument
         );
+        assert_eq!(TransportRequest::parse("rdma").unwrap(), Explicit(Rdma));
         assert_eq!(TransportRequest::parse("auto").unwrap(), Auto);
         assert_eq!(TransportRequest::from_wire("tcp"), Explicit(Tcp));
         assert_eq!(TransportRequest::from_wire("auto"), Auto);

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::transport::rdma::RdmaConfig;
 use crate::transport::shm::ShmConfig;
 use crate::transport::tcp::TcpConfig;
 
@@ -27,6 +28,10 @@ pub struct PeerAgentOptions {
     pub tcp: TcpConfig,
     /// Knobs of the agent's shared-memory endpoints.
     pub shm: ShmConfig,
+    /// The agent's RDMA NIC port (the original's `PeerAgent(device=...)`): `device`
+    /// `None` takes the first visible device whose port `ib_port` is ACTIVE, or none
+    /// (no RDMA); a named device that cannot be opened fails `PeerAgent::new`.
+    pub rdma: RdmaConfig,
     /// Connect attempts per handshake before the connection is marked failed.
     pub connect_attempts: u32,
     /// Deadline of each HTTP call to NanoCtrl.
@@ -46,9 +51,34 @@ impl Default for PeerAgentOptions {
             advertise_host: None,
             tcp: TcpConfig::default(),
             shm: ShmConfig::default(),
+            rdma: RdmaConfig::default(),
             connect_attempts: 5,
             http_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// What one `connect_to` asks for (the original's `connect_to(peer, local_device,
+/// peer_device, ib_port, qp_num)` plus the transport).
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// `"auto"`, `"shm"`, `"tcp"` or `"rdma"`.
+    pub transport: String,
+    /// RDMA data QPs (1..=16); the connection uses the larger of the two sides' values.
+    pub qp_num: usize,
+    /// RDMA: this side's device and port; when set they must be the agent's NIC port.
+    pub local_device: Option<String>,
+    pub ib_port: Option<u8>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            transport: "auto".into(),
+            qp_num: 1,
+            local_device: None,
+            ib_port: None,
         }
     }
 }

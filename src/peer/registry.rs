@@ -74,6 +74,8 @@ pub(super) struct Claim<'a> {
     pub hb_interval: Duration,
     /// This incarnation's owner token (see `owner`).
     pub owner_token: &'a str,
+    /// The resource record's `nics` (see `nic`).
+    pub nics: &'a Value,
 }
 
 /// Registers with NanoCtrl, retrying transport errors and 5xx with doubling backoff
@@ -85,6 +87,7 @@ pub(super) fn register(
     alias: Option<&str>,
     scope: Option<&str>,
     host_id: &str,
+    nics: &Value,
     opts: &PeerAgentOptions,
     owner_token: &str,
 ) -> Result<Registration> {
@@ -101,6 +104,7 @@ pub(super) fn register(
                 host_id,
                 hb_interval: opts.heartbeat_interval,
                 owner_token,
+                nics,
             };
             register_once(http, alias, scope, &claim)
         });
@@ -159,7 +163,13 @@ pub(super) fn register_once(
     scope: Option<&str>,
     claim: &Claim<'_>,
 ) -> Result<Registration> {
-    let resource = resource_record(claim.host_id, claim.address, Vec::new(), claim.hb_interval);
+    let resource = resource_record(
+        claim.host_id,
+        claim.address,
+        Vec::new(),
+        claim.nics,
+        claim.hb_interval,
+    );
     let mut body = json!({"alias": alias, "address": claim.address, "resource": resource,
                           "owner_token": claim.owner_token,
                           "heartbeat_interval_ms": claim.hb_interval.as_millis() as u64});
@@ -327,21 +337,26 @@ fn stale_holder(http: &Http, alias: &str, my_host: &str, scope: Option<&str>) ->
     }
 }
 
-/// The resource record: the original's shape (no NICs here) plus what a successor
-/// needs to tell a dead holder of an alias from a live one (host id, pid, last
-/// heartbeat), refreshed by every heartbeat.
+/// The resource record: the original's shape (`nics` lists the agent's RDMA NIC port,
+/// see `nic`) plus what a successor needs to tell a dead holder of an alias from a live
+/// one (host id, pid, last heartbeat), refreshed by every heartbeat.
 pub(super) fn resource_record(
     host_id: &str,
     address: &str,
     memory_keys: Vec<String>,
+    nics: &Value,
     hb_interval: Duration,
 ) -> Value {
+    let mut transports = vec!["shm", "tcp"];
+    if nics.as_array().is_some_and(|a| !a.is_empty()) {
+        transports.push("rdma");
+    }
     json!({
         "schema_version": 1,
         "host": {"hostname": crate::host::name(), "address": address, "host_id": host_id,
                  "pid": std::process::id()},
-        "nics": [], "accelerators": [], "memory_keys": memory_keys,
-        "transports": ["shm", "tcp"],
+        "nics": nics, "accelerators": [], "memory_keys": memory_keys,
+        "transports": transports,
         "topology_epoch": 0, "topology_backends": {},
         "heartbeat_at_ms": now_ms(),
         "heartbeat_interval_ms": hb_interval.as_millis() as u64,
@@ -349,6 +364,11 @@ pub(super) fn resource_record(
 }
 
 impl Inner {
+    /// The `nics` of the resource record: the agent's NIC port, if it has one.
+    pub(super) fn nics_record(&self) -> Value {
+        Value::Array(self.nic.iter().map(|n| n.record()).collect())
+    }
+
     /// `v` with this agent's scope and owner token: the fields of every request NanoCtrl
     /// takes on this agent's behalf.
     pub(super) fn scope_body(&self, mut v: Value) -> Value {
@@ -384,6 +404,7 @@ impl Inner {
             &self.host_id,
             &self.address,
             self.regions.lock().keys().cloned().collect(),
+            &self.nics_record(),
             self.opts.heartbeat_interval,
         )
         .to_string();
@@ -522,11 +543,13 @@ impl Inner {
     /// republishes the resource record, every memory region and the desired topology.
     /// Connections are kept: endpoints do not depend on Redis.
     fn reregister(&self) {
+        let nics = self.nics_record();
         let claim = Claim {
             address: &self.address,
             host_id: &self.host_id,
             hb_interval: self.opts.heartbeat_interval,
             owner_token: &self.owner_token,
+            nics: &nics,
         };
         if let Err(e) = register_once(&self.http, Some(&self.alias), self.scope.as_deref(), &claim)
         {

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ._core import (_TIMEOUT, _UNSUPPORTED, Future, _OrphanKeeper, _as_buffer, _check, _last_error, _raise,
@@ -103,14 +102,16 @@ _NamedAssignment = Union[Tuple[str, int, int, int], Tuple[str, str, int, int, in
 
 class PeerAgent(_OrphanKeeper):
     """Registers with NanoCtrl and connects to peers by alias (through the Redis stream
-    mailbox), choosing the transport (shared memory on one host, TCP otherwise).
+    mailbox), choosing the transport (shared memory on one host, RDMA between hosts when
+    both agents have an active NIC port, TCP otherwise).
 
     ``PeerAgent(nanoctrl_url="http://127.0.0.1:3000", alias=None, device=None,
-    scope=None, *, token=None, redis_url=None, advertise_host=None,
+    scope=None, *, token=None, ib_port=1, redis_url=None, advertise_host=None,
     heartbeat_interval=None, default_timeout=None, http_timeout=None,
     register_attempts=0, connect_attempts=0, ctrl_url=None)``; times in seconds.
-    ``device`` (an RDMA NIC in the original) is accepted and ignored; ``ctrl_url`` is
-    the 0.1.23 name of ``nanoctrl_url``.
+    ``device`` is the agent's RDMA NIC (``None``: the first visible one whose port
+    ``ib_port`` is ACTIVE, or no RDMA); a named device that cannot be used raises
+    :class:`RdmaUnavailable`. ``ctrl_url`` is the 0.1.23 name of ``nanoctrl_url``.
 
     ``nanoctrl_url`` is one URL, a list of NanoCtrl replicas (``["http://a:3000",
     "http://b:3000"]``) or the same as a comma-separated string: a replica that does not
@@ -122,7 +123,7 @@ class PeerAgent(_OrphanKeeper):
 
     def __init__(self, nanoctrl_url: Union[str, Sequence[str], None] = None,
                  alias: Optional[str] = None, device: Optional[str] = None,
-                 scope: Optional[str] = None, *, token: Optional[str] = None,
+                 scope: Optional[str] = None, *, token: Optional[str] = None, ib_port: int = 1,
                  redis_url: Union[str, Sequence[str], None] = None,
                  advertise_host: Optional[str] = None,
                  heartbeat_interval: Optional[float] = None, default_timeout: Optional[float] = None,
@@ -136,12 +137,10 @@ class PeerAgent(_OrphanKeeper):
             nanoctrl_url = ctrl_url or "http://127.0.0.1:3000"
         if not has_peer_agent():
             raise error_class(_UNSUPPORTED)("this libdlslime has no PeerAgent", _UNSUPPORTED)
-        if device is not None:
-            warnings.warn("PeerAgent(device=...) is ignored: this build has no RDMA transport", stacklevel=2)
         nanoctrl_url = _url_list("nanoctrl_url", nanoctrl_url)
         if redis_url is not None:
             redis_url = _url_list("redis_url", redis_url)
-        for n, v in (("alias", alias), ("scope", scope), ("token", token),
+        for n, v in (("alias", alias), ("scope", scope), ("token", token), ("device", device),
                      ("advertise_host", advertise_host)):
             if v is not None and not isinstance(v, str):
                 raise TypeError(f"{n} must be a str or None, not {type(v).__name__}")
@@ -157,6 +156,10 @@ class PeerAgent(_OrphanKeeper):
         if token is not None:
             keep.append(ffi.new("char[]", token.encode()))
             o.nanoctrl_token = keep[-1]
+        if device:
+            keep.append(ffi.new("char[]", device.encode()))
+            o.rdma_device = keep[-1]
+        o.rdma_ib_port = _uint(ib_port, "ib_port")
         o.heartbeat_interval_ms = _timeout_ms(heartbeat_interval)
         o.default_timeout_ms = _timeout_ms(default_timeout)
         o.http_timeout_ms = _timeout_ms(http_timeout)
@@ -186,19 +189,38 @@ class PeerAgent(_OrphanKeeper):
         _check(lib.dlslime_peer_agent_list_agents(self._h(), s), "list_agents")
         return sorted(json.loads(_take_string(s)))
 
-    def connect_to(self, peer: str, transport: Optional[str] = None, **_ignored: Any) -> PeerConnection:
+    def connect_to(self, peer: str, transport: Optional[str] = None, local_device: Optional[str] = None,
+                   peer_device: Optional[str] = None, ib_port: Optional[int] = None, qp_num: int = 1,
+                   **_ignored: Any) -> PeerConnection:
         """Starts (or reuses) the connection to ``peer``; does not block (call
-        ``.wait()``). ``transport``: ``None``/``"auto"``, ``"shm"``, ``"tcp"``.
-        RDMA-specific keywords of the original (``local_device``, ``qp_num``, ...) are
-        accepted and ignored."""
+        ``.wait()``). ``transport``: ``None``/``"auto"`` (shared memory on one host, RDMA
+        between hosts when both agents have an active NIC port, TCP otherwise),
+        ``"shm"``, ``"tcp"`` or ``"rdma"``. ``qp_num``: RDMA data QPs (the connection
+        uses the larger of the two sides' values). ``local_device``/``ib_port``, when
+        given, must be the agent's NIC port (one agent registers its memory with one
+        NIC); ``peer_device`` is the peer agent's own choice and is ignored here, as are
+        the original's other keywords (``min_bw``)."""
         if not isinstance(peer, str) or not peer:
             raise TypeError("peer must be a non-empty str")
         if transport is not None and not isinstance(transport, str):
             raise TypeError("transport must be a str or None")
+        if local_device is not None and not isinstance(local_device, str):
+            raise TypeError("local_device must be a str or None")
+        o = ffi.new("dlslime_peer_connect_options_t *")
+        lib.dlslime_peer_connect_options_init(o)
+        keep = []
+        if transport:
+            keep.append(ffi.new("char[]", transport.encode()))
+            o.transport = keep[-1]
+        if local_device:
+            keep.append(ffi.new("char[]", local_device.encode()))
+            o.local_device = keep[-1]
+        o.qp_num = _uint(qp_num, "qp_num")
+        if o.qp_num == 0:
+            raise ValueError("qp_num must be at least 1")
+        o.ib_port = 0 if ib_port is None else _uint(ib_port, "ib_port")
         out = ffi.new("dlslime_peer_connection_t **")
-        _check(lib.dlslime_peer_agent_connect_to(self._h(), peer.encode(),
-                                                 transport.encode() if transport else ffi.NULL, out),
-               f"connect_to({peer!r})")
+        _check(lib.dlslime_peer_agent_connect(self._h(), peer.encode(), o, out), f"connect_to({peer!r})")
         c = PeerConnection(self, peer, out[0], transport)
         with self._lock:
             self._conns[peer] = c
