@@ -12,6 +12,8 @@
  * Protocol lines go to stdout; what was verified goes to stderr. Environment:
  * DLSLIME_EXAMPLE_BIND (default "127.0.0.1:0") is the address the role's TCP listener
  * binds; use the host's IP to run the two roles on two hosts (relay the INFO lines).
+ * DLSLIME_EXAMPLE_RDMA="TARGET_DEVICE[,INITIATOR_DEVICE]" runs the roles over RDMA on
+ * those NICs instead of TCP (an empty name: the first NIC); nothing else changes.
  */
 #include <dlslime.h>
 
@@ -49,29 +51,63 @@ static uint8_t pattern(unsigned seed, size_t i) { return (uint8_t)(i * 31u + see
 
 typedef struct {
   dlslime_tcp_context_t *ctx;
+  dlslime_rdma_context_t *rctx;
   dlslime_memory_pool_t *pool;
   dlslime_endpoint_t *ep;
   uint8_t *buf;
   dlslime_mr_handle_t mr;
 } node_t;
 
+/* The RDMA device of this role from DLSLIME_EXAMPLE_RDMA ("target[,initiator]"), or
+ * NULL for TCP. The result is malloc'd ("" means the first NIC). */
+static char *rdma_device(void) {
+  const char *env = getenv("DLSLIME_EXAMPLE_RDMA");
+  if (!env) return NULL;
+  const char *comma = strchr(env, ',');
+  const char *start = env;
+  size_t len = comma ? (size_t)(comma - env) : strlen(env);
+  if (comma && strcmp(role, "initiator") == 0) {
+    start = comma + 1;
+    len = strlen(start);
+  }
+  char *dev = (char *)malloc(len + 1);
+  memcpy(dev, start, len);
+  dev[len] = '\0';
+  return dev;
+}
+
 static void node_open(node_t *n, unsigned seed) {
-  dlslime_tcp_options_t opts;
-  dlslime_tcp_options_init(&opts);
-  const char *bind = getenv("DLSLIME_EXAMPLE_BIND");
-  opts.bind = bind ? bind : "127.0.0.1:0";
-  die_on(dlslime_tcp_context_new(&opts, &n->ctx), "dlslime_tcp_context_new");
+  memset(n, 0, sizeof *n);
+  char *dev = rdma_device();
+  if (dev) {
+    dlslime_rdma_options_t ro;
+    dlslime_rdma_options_init(&ro);
+    ro.device = dev[0] ? dev : NULL;
+    die_on(dlslime_rdma_context_new(&ro, &n->rctx), "dlslime_rdma_context_new");
+  } else {
+    dlslime_tcp_options_t opts;
+    dlslime_tcp_options_init(&opts);
+    const char *bind = getenv("DLSLIME_EXAMPLE_BIND");
+    opts.bind = bind ? bind : "127.0.0.1:0";
+    die_on(dlslime_tcp_context_new(&opts, &n->ctx), "dlslime_tcp_context_new");
+  }
   die_on(dlslime_memory_pool_new(&n->pool), "dlslime_memory_pool_new");
   n->buf = (uint8_t *)malloc(BUF_LEN);
   for (size_t i = 0; i < BUF_LEN; i++) n->buf[i] = pattern(seed, i);
   die_on(dlslime_memory_pool_register(n->pool, "buf", n->buf, BUF_LEN, &n->mr), "register");
-  die_on(dlslime_tcp_endpoint_new(n->ctx, n->pool, &n->ep), "dlslime_tcp_endpoint_new");
+  if (n->rctx)
+    die_on(dlslime_rdma_endpoint_new(n->rctx, n->pool, 2, &n->ep), "dlslime_rdma_endpoint_new");
+  else
+    die_on(dlslime_tcp_endpoint_new(n->ctx, n->pool, &n->ep), "dlslime_tcp_endpoint_new");
+  fprintf(stderr, "%s: over %s%s%s\n", role, dev ? "RDMA " : "TCP", dev ? dev : "", dev && !dev[0] ? "(first NIC)" : "");
+  free(dev);
 }
 
 static void node_close(node_t *n) {
   dlslime_endpoint_free(n->ep);
   dlslime_memory_pool_free(n->pool);
   dlslime_tcp_context_free(n->ctx);
+  dlslime_rdma_context_free(n->rctx);
   free(n->buf);
 }
 

@@ -1,7 +1,9 @@
 // Two-process dlslime example in C++ (bindings/cpp/include/dlslime.hpp, C++17).
 //
-//   ./dlslime_example [tcp|shm]
+//   ./dlslime_example [tcp|shm|rdma [TARGET_DEVICE[,INITIATOR_DEVICE]]]
 //
+// rdma runs over a verbs NIC (without a device name: the first one); the rest of the
+// program is the same for every transport.
 // The process forks a *target* that registers a buffer and publishes its endpoint_info;
 // the *initiator* reads from it, writes into it with an immediate value, and exchanges a
 // message with send/recv. endpoint_info travels as one JSON line over a pipe pair; real
@@ -15,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,21 +39,35 @@ static std::string get_line(int fd) {
   return s;
 }
 
-static dlslime::Endpoint make_endpoint(const std::string& transport, const dlslime::Pool& pool,
-                                       const dlslime::TcpContext& ctx) {
+// The context an endpoint of `transport` needs (TCP: a listener; RDMA: a NIC port) and
+// the endpoint. `device` names the NIC for rdma (empty: the first one).
+struct Node {
+  std::unique_ptr<dlslime::TcpContext> tcp;
+  std::unique_ptr<dlslime::RdmaContext> rdma;
+};
+
+static dlslime::Endpoint make_endpoint(const std::string& transport, const std::string& device,
+                                       const dlslime::Pool& pool, Node& node) {
   if (transport == "shm") return dlslime::Endpoint::shm(pool);
-  return dlslime::Endpoint::tcp(ctx, pool);
+  if (transport == "rdma") {
+    dlslime::RdmaOptions o;
+    o.device = device;
+    node.rdma = std::make_unique<dlslime::RdmaContext>(o);
+    return dlslime::Endpoint::rdma(*node.rdma, pool, 2);
+  }
+  dlslime::TcpOptions o;
+  o.bind = "127.0.0.1:0";
+  node.tcp = std::make_unique<dlslime::TcpContext>(o);
+  return dlslime::Endpoint::tcp(*node.tcp, pool);
 }
 
-static int target(const std::string& transport, int in, int out) {
+static int target(const std::string& transport, const std::string& device, int in, int out) {
   dlslime::Pool pool;
   dlslime::SharedBuffer buf(4096);  // plain memory (a std::vector) works too
   std::memcpy(buf.data(), "target's bytes!!", 16);
   pool.register_region(buf, "buffer");
-  dlslime::TcpOptions o;
-  o.bind = "127.0.0.1:0";
-  dlslime::TcpContext ctx(o);
-  auto ep = make_endpoint(transport, pool, ctx);
+  Node node;
+  auto ep = make_endpoint(transport, device, pool, node);
   put_line(out, ep.info());
   ep.connect(get_line(in));
 
@@ -68,15 +85,13 @@ static int target(const std::string& transport, int in, int out) {
   return 0;
 }
 
-static int initiator(const std::string& transport, int in, int out) {
+static int initiator(const std::string& transport, const std::string& device, int in, int out) {
   dlslime::Pool pool;
   std::vector<char> local(4096, 0);
   std::memcpy(local.data(), "initiator bytes!", 16);
   auto h = pool.register_region(local, "buffer");
-  dlslime::TcpOptions o;
-  o.bind = "127.0.0.1:0";
-  dlslime::TcpContext ctx(o);
-  auto ep = make_endpoint(transport, pool, ctx);
+  Node node;
+  auto ep = make_endpoint(transport, device, pool, node);
   std::string peer = get_line(in);
   put_line(out, ep.info());
   ep.connect(peer);  // both sides connect
@@ -109,18 +124,22 @@ static int initiator(const std::string& transport, int in, int out) {
 
 int main(int argc, char** argv) {
   std::string transport = argc > 1 ? argv[1] : "tcp";
-  if (transport != "tcp" && transport != "shm") {
-    std::fprintf(stderr, "usage: %s [tcp|shm]\n", argv[0]);
+  if ((transport != "tcp" && transport != "shm" && transport != "rdma") || (argc > 2 && transport != "rdma")) {
+    std::fprintf(stderr, "usage: %s [tcp|shm|rdma [TARGET_DEVICE[,INITIATOR_DEVICE]]]\n", argv[0]);
     return 2;
   }
+  std::string devices = argc > 2 ? argv[2] : "";
+  std::string target_dev = devices.substr(0, devices.find(','));
+  std::string initiator_dev =
+      devices.find(',') == std::string::npos ? target_dev : devices.substr(devices.find(',') + 1);
   std::printf("dlslime %s over %s\n", dlslime::version().c_str(), transport.c_str());
   std::fflush(stdout);
   int to_target[2], to_initiator[2];
   if (pipe(to_target) != 0 || pipe(to_initiator) != 0) return 1;
   pid_t pid = fork();
   try {
-    if (pid == 0) _exit(target(transport, to_target[0], to_initiator[1]));
-    int rc = initiator(transport, to_initiator[0], to_target[1]);
+    if (pid == 0) _exit(target(transport, target_dev, to_target[0], to_initiator[1]));
+    int rc = initiator(transport, initiator_dev, to_initiator[0], to_target[1]);
     int st = 0;
     waitpid(pid, &st, 0);
     return rc == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;

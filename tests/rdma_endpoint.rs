@@ -9,46 +9,19 @@
 //! build it; the VM suite does.
 
 mod common;
+#[path = "support/rdma_devices.rs"]
+mod rdma_devices;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
-use dlslime::transport::rdma::{
-    available_nics, RdmaConfig, RdmaContext, RdmaEndpoint, RdmaEndpointConfig,
-};
+use dlslime::transport::rdma::{RdmaConfig, RdmaContext, RdmaEndpoint, RdmaEndpointConfig};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
+use rdma_devices::{devices, need_device};
 use serde_json::Value;
 
 const MIB: usize = 1 << 20;
-
-/// The devices of (parent, child), or None (NOT RUN) without one.
-fn devices() -> Option<(String, String)> {
-    let nics = available_nics().unwrap_or_default();
-    if let Ok(v) = std::env::var("DLSLIME_TEST_RDMA_DEVICES") {
-        let mut it = v.split(',').map(|s| s.trim().to_string());
-        let a = it.next()?;
-        let b = it.next().unwrap_or_else(|| a.clone());
-        return (nics.contains(&a) && nics.contains(&b)).then_some((a, b));
-    }
-    let d = nics.first()?.clone();
-    Some((d.clone(), d))
-}
-
-/// Skips (NOT RUN) without a device; under CI that is a failure.
-fn need_device() -> Option<(String, String)> {
-    let d = devices();
-    if d.is_none() {
-        eprintln!(
-            "NOT RUN: no RDMA device (run `make test-rdma`: scripts/rdma-vm-test.sh gives one)"
-        );
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "RDMA test NOT RUN under CI"
-        );
-    }
-    d
-}
 
 fn ctx(dev: &str) -> Arc<RdmaContext> {
     RdmaContext::open(RdmaConfig {

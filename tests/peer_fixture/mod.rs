@@ -7,11 +7,12 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child as Proc, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::common::{pattern_byte, Parent, Peer};
 use dlslime::peer::{ConnState, NamedAssignment, PeerAgent, PeerAgentOptions, PeerConnection};
+use dlslime::rpc::{RpcConfig, RpcSession, Service};
 
 #[path = "../support/raw_http.rs"]
 mod raw_http;
@@ -390,6 +391,15 @@ pub fn exec(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, line: &str) -> S
                 .qp_ready_sent
                 .load(std::sync::atomic::Ordering::Relaxed)
         )),
+        // "rpcserve <peer>": an RPC session over the connection's endpoint (blocks until
+        // the peer creates its session too), served by a thread with `rpc_service`
+        "rpcserve" => {
+            let sess = Arc::new(RpcSession::new(agent.endpoint(w[1])?, rpc_config())?);
+            std::thread::spawn(move || rpc_service().serve(&sess));
+            Ok("ok".into())
+        }
+        // "info <peer>": the endpoint_info of the connection's endpoint
+        "info" => Ok(format!("ok {}", agent.endpoint(w[1])?.endpoint_info())),
         "shutdown" => {
             agent.shutdown();
             Ok("ok".into())
@@ -398,6 +408,24 @@ pub fn exec(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, line: &str) -> S
         other => Err(dlslime::Error::invalid(format!("unknown command {other}"))),
     })();
     r.unwrap_or_else(|e| err_line(&e))
+}
+
+/// The RPC configuration of the `rpcserve` tests (both sides must agree).
+pub fn rpc_config() -> RpcConfig {
+    RpcConfig {
+        slot_size: 4096,
+        slot_count: 4,
+        max_payload: 1 << 30,
+        ..Default::default()
+    }
+}
+
+/// `echo` copies the request; `reflect` answers with the request buffer itself (no copy
+/// of a bulk payload).
+pub fn rpc_service() -> Service {
+    Service::new()
+        .method("echo", |p| Ok(p.to_vec()))
+        .inplace_method("reflect", |p| Ok(p.len()))
 }
 
 /// Polls `c` every millisecond for `d`: `Err` describing the first state that is not

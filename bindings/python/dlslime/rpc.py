@@ -707,16 +707,30 @@ def serve_once(agent: Any, svc: Any, peer: Optional[str] = None, *, channel: Any
 def read_rnr_counter(device: str, port: int = 1, name: str = "out_of_buffer") -> int:
     """An RDMA hardware counter from sysfs, or -1 when it cannot be read."""
     try:
-        with open(f"/sys/class/infiniband/{device}/ports/{port}/hw_counters/{name}") as f:
+        with open(_counter_path(device, port, name)) as f:
             return int(f.read().strip())
     except (OSError, ValueError):
         return -1
 
 
+def _counter_path(device: str, port: int, name: str) -> str:
+    return f"/sys/class/infiniband/{device}/ports/{port}/hw_counters/{name}"
+
+
+# The receive-not-ready counter under other drivers' names, for a NIC that has no
+# counter of the asked-for name: mlx5's out_of_buffer (a message found no posted
+# receive) is soft-RoCE's send_rnr_err (the responder answered with an RNR NAK).
+_RNR_ALIASES = {"out_of_buffer": ("send_rnr_err",)}
+
+
 class SoftRnrMonitor:
-    """Watches an RDMA receive-not-ready counter (default ``out_of_buffer``) on the given
-    devices (default: every device under ``/sys/class/infiniband``, port 1). No RDMA
-    device: nothing is watched and every delta is empty/0."""
+    """Watches an RDMA receive-not-ready counter (default ``out_of_buffer``) in sysfs
+    (``/sys/class/infiniband/<dev>/ports/<port>/hw_counters``) on the given devices
+    (``"dev"`` or ``"dev:port"``; default: every device under ``/sys/class/infiniband``,
+    port 1). A device without a counter of that name uses its driver's equivalent
+    (soft-RoCE: ``send_rnr_err``); :attr:`counters` says which file each key reads. A
+    counter that cannot be read counts 0. No RDMA device: nothing is watched and every
+    delta is empty/0."""
 
     def __init__(self, devices: Optional[List[str]] = None, counter: str = "out_of_buffer") -> None:
         if devices is None:
@@ -726,19 +740,27 @@ class SoftRnrMonitor:
                 devices = []
         self.counter = counter
         self.keys: List[Tuple[str, int]] = []
+        self.counters: Dict[str, str] = {}
         for d in devices:
             dev, _, port = d.partition(":")
-            self.keys.append((dev, int(port) if port else 1))
+            p = int(port) if port else 1
+            self.keys.append((dev, p))
+            name = counter
+            if not os.path.exists(_counter_path(dev, p, counter)):
+                name = next((a for a in _RNR_ALIASES.get(counter, ()) if os.path.exists(_counter_path(dev, p, a))),
+                            counter)
+            self.counters[f"{dev}:{p}"] = name
         self.snapshot()
 
     def _read(self) -> Dict[str, int]:
-        return {f"{d}:{p}": read_rnr_counter(d, p, self.counter) for d, p in self.keys}
+        return {f"{d}:{p}": read_rnr_counter(d, p, self.counters[f"{d}:{p}"]) for d, p in self.keys}
 
     def snapshot(self) -> None:
         """Re-baselines every counter."""
         self._base = self._read()
 
     def delta(self) -> Dict[str, int]:
+        """``{"dev:port": increase since the last snapshot}`` (0 where unreadable)."""
         cur = self._read()
         out = {}
         for k, v in cur.items():

@@ -145,3 +145,46 @@ def test_every_opcode_between_two_processes(num_qp):
         ep.shutdown()
     finally:
         peer.close()
+
+
+def test_soft_rnr_monitor_counts_the_rnr_naks_of_a_stalled_receiver():
+    """The original's SoftRnrMonitor on the device's real counters: with the peer
+    process stopped, its receive window for immediate data (128 per QP) runs out and its
+    NIC answers further writes with RNR NAKs, which the monitor sees; once the peer runs
+    again every write completes and every immediate arrives once, in order."""
+    import signal
+
+    from dlslime.rpc import SoftRnrMonitor, read_rnr_counter
+
+    mine, theirs = devices()
+    mon = SoftRnrMonitor(sorted({mine, theirs}))
+    for key, name in mon.counters.items():
+        dev, _, port = key.partition(":")
+        assert read_rnr_counter(dev, int(port), name) >= 0, f"{key}: {name} is not readable"
+    peer = Peer(theirs, 1, 4096)
+    try:
+        info = peer.read()
+        ep = dlslime.RDMAEndpoint(device_name=mine, ib_port=1, link_type="RoCE", num_qp=1)
+        buf = bytearray(4096)
+        h = ep.register_memory_region("local", buf)
+        ep.connect(info)
+        assert peer.call("connect " + json.dumps(ep.endpoint_info())) == "ok"
+        r = ep.remote_handle("buf")
+        n = 160
+        peer.proc.send_signal(signal.SIGSTOP)
+        try:
+            mon.snapshot()
+            futures = [ep.write_with_imm([(h, r, 0, 0, 8)], i) for i in range(n)]
+            deadline = time.monotonic() + 20
+            while mon.total_delta() == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seen = mon.delta()
+        finally:
+            peer.proc.send_signal(signal.SIGCONT)
+        for f in futures:
+            assert f.wait() == 0
+        assert peer.call(f"imm {n}") == list(range(n))
+        assert sum(seen.values()) > 0, f"no RNR counted: {seen} ({mon.counters})"
+        ep.shutdown()
+    finally:
+        peer.close()

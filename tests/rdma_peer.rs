@@ -1,0 +1,198 @@
+//! The PeerAgent and SlimeRPC over RDMA, on a real verbs device (soft-RoCE in the VM:
+//! `make test-rdma` runs this binary inside `scripts/rdma-vm-test.sh`), with a real
+//! redis-server and the real NanoCtrl, agents in separate OS processes. Two "hosts" are
+//! two host identities (`DLSLIME_SHM_HOST_ID`) on two rxe devices joined by a veth pair
+//! (`DLSLIME_TEST_RDMA_DEVICES=rxe0,rxe1`); an agent without a NIC hides the devices
+//! (`SLIME_VISIBLE_DEVICES`). Without a device every test prints NOT RUN (a failure under
+//! `CI=true`). `test = false` in Cargo.toml: the VM suite builds and runs it.
+
+mod common;
+mod peer_fixture;
+#[path = "support/rdma_devices.rs"]
+mod rdma_devices;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::{check_pattern, fill_pattern, is_child};
+use dlslime::peer::{ConnectOptions, NamedAssignment, PeerAgent, Transport};
+use dlslime::rpc::RpcSession;
+use dlslime::Status;
+use peer_fixture::{opts, register, rpc_config, rpc_service, Buf, Child, Cluster, T, WAIT};
+use rdma_devices::need_device;
+
+#[test]
+#[ignore]
+fn peer_agent_child() {
+    if is_child() {
+        peer_fixture::child_main();
+    }
+}
+
+const HOST_A: &str = "rdma-test-host-a";
+
+/// Alice, in this process, on "host A" with the NIC `dev`.
+fn alice(cl: &Cluster, dev: &str) -> PeerAgent {
+    let mut o = opts(500);
+    o.shm.host_id_override = Some(HOST_A.into());
+    o.rdma.device = Some(dev.into());
+    PeerAgent::new(cl.url(), Some("alice"), Some(&cl.scope), o).unwrap()
+}
+
+/// A child agent on `host`, seeing only the RDMA device `dev` ("none": no device).
+fn child(cl: &Cluster, alias: &str, host: &str, dev: &str) -> Child {
+    Child::start(
+        cl,
+        alias,
+        &[
+            ("DLSLIME_SHM_HOST_ID", host.to_string()),
+            ("SLIME_VISIBLE_DEVICES", dev.to_string()),
+        ],
+    )
+}
+
+fn data_qps(info: &serde_json::Value) -> usize {
+    info["io_info"]["data_channel_info"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// Between two hosts with a NIC each, "auto" is RDMA with the larger `qp_num` of the two
+/// sides; every operation moves the right bytes both ways; SlimeRPC runs over the
+/// connection's endpoint unchanged (echo, and a 256 MiB call both ways).
+#[test]
+fn auto_between_hosts_is_rdma_and_slimerpc_runs_over_it() {
+    let Some((da, db)) = need_device() else {
+        return;
+    };
+    let cl = Cluster::start("rdma");
+    let a = alice(&cl, &da);
+    let mut b = child(&cl, "bob", "rdma-test-host-b", &db);
+    let mut bufs = HashMap::new();
+    register(&a, &mut bufs, "buf", 1 << 20, 1);
+    b.ok("reg buf 1048576 2");
+    // the device and port must be the agent's own
+    let wrong = ConnectOptions {
+        local_device: Some("no-such-nic".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        a.connect_with("bob", &wrong).err().unwrap().status(),
+        Status::InvalidArgument
+    );
+    let o = ConnectOptions {
+        transport: "auto".into(),
+        qp_num: 2,
+        local_device: Some(da.clone()),
+        ib_port: Some(1),
+    };
+    let c = a.connect_with("bob", &o).unwrap();
+    b.ok("connect alice auto");
+    assert_eq!(c.wait(WAIT).unwrap(), Transport::Rdma);
+    assert_eq!(b.ok("wait alice 30000"), "ok rdma");
+    // qp_num honoured on both sides (bob asked for 1: the larger wins)
+    assert_eq!(data_qps(&a.endpoint("bob").unwrap().endpoint_info()), 2);
+    let bi: serde_json::Value =
+        serde_json::from_str(b.ok("info alice").strip_prefix("ok ").unwrap()).unwrap();
+    assert_eq!(data_qps(&bi), 2);
+    assert_eq!(bi["device"], db.as_str());
+
+    // one-sided both ways, immediate data, two-sided messages
+    a.write("bob", &[NamedAssignment::same("buf", 0, 4096, 65536)], T)
+        .unwrap()
+        .wait()
+        .unwrap();
+    b.ok("check buf 1 4096 65536");
+    a.read(
+        "bob",
+        &[NamedAssignment::same("buf", 262144, 300000, 131072)],
+        T,
+    )
+    .unwrap()
+    .wait()
+    .unwrap();
+    let want = Buf::new(1 << 20, 2);
+    assert_eq!(
+        &bufs["buf"].0[262144..262144 + 131072],
+        &want.0[300000..300000 + 131072]
+    );
+    b.ok("write alice buf buf 0 0 4096");
+    assert_eq!(bufs["buf"].check(2, 0, 4096), None);
+    let f = a.imm_recv("bob", T).unwrap();
+    b.ok("writeimm alice buf 8192 77");
+    f.wait().unwrap();
+    assert_eq!(f.imm_data(), 77);
+    assert_eq!(bufs["buf"].check(2, 0, 8192), None);
+    b.p.send("recvmsg alice 64");
+    let msg = b"hello-over-rdma";
+    // SAFETY: `msg` is a static byte string, alive and unmodified until `wait` returns.
+    let f = unsafe { a.send("bob", msg.as_ptr(), msg.len(), T) }.unwrap();
+    f.wait().unwrap();
+    assert_eq!(b.p.recv(), "ok hello-over-rdma");
+
+    // SlimeRPC over the agent's RDMA endpoint: both sides create their session
+    b.p.send("rpcserve alice");
+    let sess = Arc::new(RpcSession::new(a.endpoint("bob").unwrap(), rpc_config()).unwrap());
+    assert_eq!(b.p.recv(), "ok");
+    let svc = rpc_service();
+    let mut f = sess
+        .call(svc.tag("echo").unwrap(), b"ping over rdma")
+        .unwrap();
+    assert_eq!(f.wait_ok(T).unwrap(), b"ping over rdma");
+    drop(f);
+    const N: usize = 256 << 20;
+    let t0 = Instant::now();
+    let mut f = sess
+        .call_inplace(svc.tag("reflect").unwrap(), N, |buf| {
+            fill_pattern(&mut buf[..N], 11);
+            Ok(N)
+        })
+        .unwrap();
+    let r = f.wait_ok(T).unwrap();
+    assert_eq!(r.len(), N);
+    assert_eq!(check_pattern(r, 11), None, "256 MiB RPC reply differs");
+    eprintln!(
+        "rdma: 256 MiB RPC call (request and reply) took {:?}",
+        t0.elapsed()
+    );
+    drop(f);
+    sess.close();
+    b.exit();
+    a.shutdown();
+}
+
+/// "auto" is shared memory on one host (NICs or not) and TCP when one side has no NIC;
+/// "rdma" towards an agent without a NIC fails on both sides with RDMA_UNAVAILABLE.
+#[test]
+fn auto_is_shm_on_one_host_tcp_without_a_nic_and_rdma_needs_both() {
+    let Some((da, db)) = need_device() else {
+        return;
+    };
+    let cl = Cluster::start("rdma-auto");
+    let a = alice(&cl, &da);
+    let mut carol = child(&cl, "carol", HOST_A, &db);
+    let mut dave = child(&cl, "dave", "rdma-test-host-d", "none");
+    let mut erin = child(&cl, "erin", "rdma-test-host-e", "none");
+    let cc = a.connect_to("carol", "auto").unwrap();
+    carol.ok("connect alice auto");
+    let cd = a.connect_to("dave", "auto").unwrap();
+    dave.ok("connect alice auto");
+    assert_eq!(cc.wait(WAIT).unwrap(), Transport::Shm);
+    assert_eq!(carol.ok("wait alice 30000"), "ok shm");
+    assert_eq!(cd.wait(WAIT).unwrap(), Transport::Tcp);
+    assert_eq!(dave.ok("wait alice 30000"), "ok tcp");
+    // erin has no NIC: her own "rdma" is refused at once; alice's fails on both sides
+    let r = erin.cmd("connect alice rdma");
+    assert!(r.starts_with("err 503"), "{r}");
+    let ce = a.connect_to("erin", "rdma").unwrap();
+    let e = ce.wait(WAIT).unwrap_err();
+    assert_eq!(e.status(), Status::RdmaUnavailable, "{e}");
+    assert!(e.message().contains("peer has no"), "{e}");
+    let r = erin.cmd("wait alice 30000");
+    assert!(r.starts_with("err 503"), "{r}");
+    for k in [carol, dave, erin] {
+        k.exit();
+    }
+    a.shutdown();
+}
