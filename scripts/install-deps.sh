@@ -29,8 +29,9 @@ fi
 # (scripts/rdma-vm-test.sh) boots a Debian kernel under QEMU with busybox and rdma_rxe,
 # and runs the host's rdma/ip tools, the rxe provider and perftest inside.
 # qemu-system-x86 goes in without recommends: they conflict with a preinstalled qemu-utils.
+# libnuma1: the original DLSlime (PyPI wheel) of the interoperation test links it.
 rdma_pkgs=(libibverbs-dev librdmacm-dev libclang1-14 libclang-common-14-dev pkg-config
-  rdma-core ibverbs-providers ibverbs-utils perftest iproute2
+  rdma-core ibverbs-providers ibverbs-utils perftest iproute2 libnuma1
   busybox-static cpio kmod gzip qemu-system-x86)
 for pkg in "${rdma_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")

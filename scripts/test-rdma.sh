@@ -16,8 +16,10 @@
 #                         processes on rxe0, then across rxe0/rxe1 (two "hosts" joined by a
 #                         veth pair): tests/rdma_endpoint.rs, the slot ring's `_rdma` tests
 #                         of tests/ring_remote.rs, ffi-tests/test_two_process.c rdma,
-#                         ffi-tests/test_cpp_rdma.cpp, bindings/python/tests_rdma; and once
-#                         ffi-tests/test_api.c
+#                         ffi-tests/test_cpp_rdma.cpp, bindings/python/tests_rdma, the C
+#                         and C++ examples over rdma; once ffi-tests/test_api.c; and across
+#                         rxe0/rxe1 tests/rdma_peer.rs (PeerAgent with redis-server and
+#                         NanoCtrl, SlimeRPC over RDMA)
 #
 # Environment: RDMA_VM_TIMEOUT (default 480 s for the guest), CARGO_TARGET_DIR.
 set -uo pipefail
@@ -35,11 +37,12 @@ failed=0
 declare -a summary=()
 pass() { summary+=("PASS     $1"); passed=$((passed + 1)); }
 fail() { summary+=("FAIL     $1"); failed=$((failed + 1)); }
-step() { echo; echo "=== $*"; }
+t0=$(date +%s)
+step() { echo; echo "=== [$(($(date +%s) - t0)) s] $*"; }
 finish() {
   echo
   printf '%s\n' "${summary[@]}"
-  echo "rdma: $passed passed, $failed failed"
+  echo "rdma: $passed passed, $failed failed ($(($(date +%s) - t0)) s)"
   [ "$failed" = 0 ]
   exit
 }
@@ -67,10 +70,11 @@ if ! cargo build --release -p dlslime --lib || ! cargo build -p dlslime --lib; t
 fi
 vm_exe="$(test_exe --release rdma_endpoint)"
 ring_exe="$(test_exe --release ring_remote)"
+peer_exe="$(test_exe --release rdma_peer)"
 absent_exe="$(test_exe "" rdma_unavailable)"
 tcp_exe="$(test_exe "" tcp_endpoint)"
 shm_exe="$(test_exe "" shm_endpoint)"
-for v in vm_exe ring_exe absent_exe tcp_exe shm_exe; do
+for v in vm_exe ring_exe peer_exe absent_exe tcp_exe shm_exe; do
   if [ -z "${!v}" ] || [ ! -x "${!v}" ]; then
     fail "build the test binaries ($v)"
     finish
@@ -84,10 +88,12 @@ example="$log_dir/dlslime_example"
 c_api="$log_dir/test_api"
 c_two="$log_dir/test_two_process"
 cpp_rdma="$log_dir/test_cpp_rdma"
+cpp_example="$log_dir/dlslime_example_cpp"
 if ! gcc -std=c11 "${cflags[@]}" examples-c/dlslime_example.c -o "$example" "${link[@]}" ||
    ! gcc -std=c11 "${cflags[@]}" ffi-tests/test_api.c -o "$c_api" "${link[@]}" ||
    ! gcc -std=c11 "${cflags[@]}" ffi-tests/test_two_process.c -o "$c_two" "${link[@]}" ||
-   ! g++ -std=c++17 "${cflags[@]}" -I bindings/cpp/include ffi-tests/test_cpp_rdma.cpp -o "$cpp_rdma" "${link[@]}"; then
+   ! g++ -std=c++17 "${cflags[@]}" -I bindings/cpp/include ffi-tests/test_cpp_rdma.cpp -o "$cpp_rdma" "${link[@]}" ||
+   ! g++ -std=c++17 "${cflags[@]}" -I bindings/cpp/include examples-cpp/dlslime_example.cpp -o "$cpp_example" "${link[@]}"; then
   fail "build the C/C++ test programs against the release libdlslime.so"
   finish
 fi
@@ -98,6 +104,16 @@ if ! DLSLIME_PY_VENV="$py_venv" bash scripts/test-python.sh --collect-only -q >/
   finish
 fi
 py=("$py_venv/bin/python" -m pytest -p no:cacheprovider -q)
+# The original DLSlime 0.1.23 (PyPI; a CPython 3.11 wheel) in its own environment, for
+# bindings/python/tests_rdma/test_original_interop.py in the VM.
+orig_venv="$log_dir/orig-venv"
+if ! "$orig_venv/bin/python" -c 'import importlib.metadata as m; assert m.version("dlslime") == "0.1.23"' 2>/dev/null; then
+  rm -rf "$orig_venv"
+  if ! python3 -m venv "$orig_venv" ||
+     ! "$orig_venv/bin/pip" install --disable-pip-version-check -q dlslime==0.1.23; then
+    fail "install the original DLSlime 0.1.23 from PyPI (the interoperation test needs it)"
+  fi
+fi
 
 # Runs "$@" as one named test: PASS when it exits 0.
 one() {
@@ -177,9 +193,9 @@ step "soft-RoCE VM: the RDMA suites on one device and across two"
 vm_log="$log_dir/suite.log"
 start=$(date +%s)
 # Each program prints "@@RESULT <name> <exit status>"; libtest and pytest print their counts.
-RDMA_VM_TIMEOUT="${RDMA_VM_TIMEOUT:-480}" PYTHONDONTWRITEBYTECODE=1 \
-  RDMA_VM_ENV="PYTHONDONTWRITEBYTECODE" bash scripts/rdma-vm-test.sh bash -c '
-  vm="$1" two="$2" api="$3" cpp="$4" py="$5" ring="$6"
+RDMA_VM_TIMEOUT="${RDMA_VM_TIMEOUT:-480}" PYTHONDONTWRITEBYTECODE=1 NANOCTRL_BIN="$target_dir/debug/nanoctrl" \
+  DLSLIME_ORIGINAL_PYTHON="$orig_venv/bin/python" RDMA_VM_ENV="PYTHONDONTWRITEBYTECODE NANOCTRL_BIN" bash scripts/rdma-vm-test.sh bash -c '
+  vm="$1" two="$2" api="$3" cpp="$4" py="$5" peer="$6" cex="$7" cppex="$8" ring="$9"
   res() { echo "@@RESULT $1 $2"; }
   timeout 120 "$api"; res test_api $?
   for d in rxe0,rxe0 rxe0,rxe1; do
@@ -190,33 +206,49 @@ RDMA_VM_TIMEOUT="${RDMA_VM_TIMEOUT:-480}" PYTHONDONTWRITEBYTECODE=1 \
     "$ring" --ignored --test-threads=1 --color never _rdma
     timeout 120 "$two" rdma; res "test_two_process-rdma-$d" $?
     timeout 120 "$cpp"; res "test_cpp_rdma-$d" $?
+    DLSLIME_EXAMPLE_RDMA=$d timeout 120 "$cex" demo; res "examples-c-rdma-$d" $?
+    timeout 120 "$cppex" rdma $d; res "examples-cpp-rdma-$d" $?
     echo "@@SUITE python-$d"
-    "$py" -m pytest -p no:cacheprovider -q bindings/python/tests_rdma/test_rdma.py
+    "$py" -m pytest -p no:cacheprovider -q bindings/python/tests_rdma/test_rdma.py \
+      bindings/python/tests_rdma/test_original_interop.py
   done
-  true' suite "$vm_exe" "$c_two" "$c_api" "$cpp_rdma" "$py_venv/bin/python" "$ring_exe" 2>&1 | tee "$vm_log"
+  # two hosts with a NIC each: rxe0 and rxe1
+  echo "@@SUITE rust-peer"
+  DLSLIME_TEST_RDMA_DEVICES=rxe0,rxe1 "$peer" --test-threads=1 --color never
+  true' suite "$vm_exe" "$c_two" "$c_api" "$cpp_rdma" "$py_venv/bin/python" "$peer_exe" "$example" "$cpp_example" \
+  "$ring_exe" 2>&1 | tee "$vm_log"
 vm_rc=${PIPESTATUS[0]}
 echo "VM suite: exit $vm_rc, $(($(date +%s) - start)) s including boot"
 if [ "$vm_rc" != 0 ]; then
   fail "the VM did not run the suite to the end (exit $vm_rc; see $vm_log)"
 fi
 vm_clean="$(tr -d '\r' <"$vm_log")"
-for prog in test_api test_two_process-rdma-rxe0,rxe0 test_cpp_rdma-rxe0,rxe0 \
-    test_two_process-rdma-rxe0,rxe1 test_cpp_rdma-rxe0,rxe1; do
+progs=(test_api)
+for d in rxe0,rxe0 rxe0,rxe1; do
+  progs+=("test_two_process-rdma-$d" "test_cpp_rdma-$d" "examples-c-rdma-$d" "examples-cpp-rdma-$d")
+done
+for prog in "${progs[@]}"; do
   rc="$(echo "$vm_clean" | sed -n "s/^@@RESULT $prog \([0-9]*\)$/\1/p" | tail -1)"
   if [ "$rc" = 0 ]; then pass "VM: $prog"; else fail "VM: $prog (${rc:-did not run})"; fi
 done
-for d in rxe0,rxe0 rxe0,rxe1; do
-  # libtest: "test result: ok. 10 passed; 0 failed; ..."
-  line="$(echo "$vm_clean" | awk -v s="rust-$d" '/^@@SUITE /{cur=$2} cur==s && /^test result:/{print; exit}')"
+# libtest's counts of the suite marked "@@SUITE $1" ("test result: ok. 10 passed; 0
+# failed; ..."), named $2 in the summary.
+rust_counts() {
+  local line p f
+  line="$(echo "$vm_clean" | awk -v s="$1" '/^@@SUITE /{cur=$2} cur==s && /^test result:/{print; exit}')"
   if [ -z "$line" ]; then
-    fail "VM: tests/rdma_endpoint.rs ($d) did not run"
+    fail "VM: $2 did not run"
   else
     p="$(echo "$line" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')"
     f="$(echo "$line" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')"
     passed=$((passed + ${p:-0}))
     failed=$((failed + ${f:-0}))
-    summary+=("VM       tests/rdma_endpoint.rs ($d): ${p:-?} passed, ${f:-?} failed")
+    summary+=("VM       $2: ${p:-?} passed, ${f:-?} failed")
   fi
+}
+rust_counts rust-peer "tests/rdma_peer.rs (rxe0,rxe1)"
+for d in rxe0,rxe0 rxe0,rxe1; do
+  rust_counts "rust-$d" "tests/rdma_endpoint.rs ($d)"
   line="$(echo "$vm_clean" | awk -v s="ring-$d" '/^@@SUITE /{cur=$2} cur==s && /^test result:/{print; exit}')"
   p="$(echo "$line" | sed -n 's/.* \([0-9]*\) passed.*/\1/p')"
   f="$(echo "$line" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')"

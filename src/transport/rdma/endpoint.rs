@@ -129,6 +129,9 @@ pub struct EpShared {
     /// the data QPs (see [`super::imm`]).
     imm_lock: Mutex<()>,
     cqes: u32,
+    /// The peer is the original DLSlime (see [`info::is_original`]): one-sided
+    /// operations only, no control channel (no HELLO, BYE or keepalive).
+    original_peer: AtomicBool,
 }
 
 /// An RDMA endpoint. Thread-safe: operations may be issued from any number of threads.
@@ -259,6 +262,7 @@ impl RdmaEndpoint {
                 rr: AtomicUsize::new(0),
                 imm_lock: Mutex::new(()),
                 cqes,
+                original_peer: AtomicBool::new(false),
             })
         })();
         let sh = match built {
@@ -729,6 +733,22 @@ impl EpShared {
         !self.is_closed() && self.broken.get().is_none()
     }
 
+    /// Refuses send/recv towards the original DLSlime: its messages are a rendezvous
+    /// through a meta channel whose slots are its C++ structs' memory layout, which
+    /// this library does not reproduce (docs/rdma-transport.md, "Interoperating with
+    /// the original").
+    fn two_sided(&self) -> Result<()> {
+        if self.original_peer.load(Ordering::Acquire) {
+            return Err(Error::new(
+                Status::Unsupported,
+                "send/recv with a peer built from the original DLSlime is not supported \
+                 (only read, write, write_with_imm and imm_recv interoperate; its \
+                 messages go through a meta channel laid out as its C++ structs)",
+            ));
+        }
+        Ok(())
+    }
+
     /// A receive completion: repost the slot (or count it gone).
     fn recv_done(&self, ok: bool, counter: &AtomicU32, repost: impl FnOnce() -> i32) {
         if ok && self.reposting() && repost() == 0 {
@@ -742,7 +762,10 @@ impl EpShared {
         if prev == CLOSED {
             return;
         }
-        if prev == CONNECTED && self.broken.get().is_none() {
+        if prev == CONNECTED
+            && self.broken.get().is_none()
+            && !self.original_peer.load(Ordering::Acquire)
+        {
             // Tell the peer at once rather than let its keepalive find out.
             self.push_ctrl(CtrlWork::Bye);
             let t = Instant::now();
@@ -918,7 +941,10 @@ impl Endpoint for RdmaEndpoint {
 
     fn connect(&self, peer_info: &Value) -> Result<()> {
         let sh = &self.sh;
-        let obj = envelope::check_envelope(peer_info, "rdma")?;
+        let obj = match peer_info.as_object() {
+            Some(o) if info::is_original(o) => o,
+            _ => envelope::check_envelope(peer_info, "rdma")?,
+        };
         let (data, ctrl) = info::parse_peer(obj)?;
         if data.len() != sh.data.len() {
             return Err(envelope::bad(format!(
@@ -930,7 +956,7 @@ impl Endpoint for RdmaEndpoint {
         let ours_ib = sh.ctx.domain().gid_index < 0;
         if data
             .iter()
-            .chain([&ctrl.qp, &ctrl.ka_qp])
+            .chain(ctrl.iter().flat_map(|c| [&c.qp, &c.ka_qp]))
             .any(|q| (q.gidx < 0) != ours_ib)
         {
             return Err(envelope::bad(
@@ -955,8 +981,10 @@ impl Endpoint for RdmaEndpoint {
             for (q, remote) in sh.data.iter().zip(&data) {
                 q.qp.connect(remote)?;
             }
-            sh.ctrl.qp.connect(&ctrl.qp)?;
-            sh.ka.qp.connect(&ctrl.ka_qp)?;
+            if let Some(c) = &ctrl {
+                sh.ctrl.qp.connect(&c.qp)?;
+                sh.ka.qp.connect(&c.ka_qp)?;
+            }
             Ok(())
         })();
         if let Err(e) = r {
@@ -965,10 +993,15 @@ impl Endpoint for RdmaEndpoint {
                 .compare_exchange(CONNECTING, NEW, Ordering::AcqRel, Ordering::Acquire);
             return Err(e);
         }
-        let _ = sh.peer.set(PeerCtrl {
-            addr: ctrl.addr,
-            rkey: ctrl.rkey,
-        });
+        match &ctrl {
+            Some(c) => {
+                let _ = sh.peer.set(PeerCtrl {
+                    addr: c.addr,
+                    rkey: c.rkey,
+                });
+            }
+            None => sh.original_peer.store(true, Ordering::Release),
+        }
         if sh
             .state
             .compare_exchange(CONNECTING, CONNECTED, Ordering::AcqRel, Ordering::Acquire)
@@ -976,7 +1009,9 @@ impl Endpoint for RdmaEndpoint {
         {
             return Err(Error::new(Status::ShutDown, "endpoint is shut down"));
         }
-        sh.push_ctrl(CtrlWork::Hello);
+        if ctrl.is_some() {
+            sh.push_ctrl(CtrlWork::Hello);
+        }
         Ok(())
     }
 
@@ -1017,6 +1052,7 @@ impl Endpoint for RdmaEndpoint {
             return Err(sendrecv::null_buffer("send"));
         }
         self.sh.ready()?;
+        self.sh.two_sided()?;
         let op = self.sh.new_op(1, timeout);
         Ok(self.sh.send(ptr, len, &op))
     }
@@ -1026,6 +1062,7 @@ impl Endpoint for RdmaEndpoint {
             return Err(sendrecv::null_buffer("recv"));
         }
         self.sh.ready()?;
+        self.sh.two_sided()?;
         let op = self.sh.new_op(1, timeout);
         Ok(self.sh.recv(ptr, len, &op))
     }

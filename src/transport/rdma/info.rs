@@ -89,8 +89,15 @@ pub fn ctrl_to_json(c: &CtrlInfo) -> Value {
     })
 }
 
-/// `(data QPs, control channel)` of a peer's info object.
-pub fn parse_peer(obj: &Map<String, Value>) -> Result<(Vec<QpAddr>, CtrlInfo)> {
+/// Whether a peer's info comes from the original DLSlime: its `io_info`, no envelope
+/// (`transport`) and no `ctrl_info`. Such a peer gets one-sided operations only.
+pub fn is_original(obj: &Map<String, Value>) -> bool {
+    obj.contains_key("io_info") && !obj.contains_key("transport") && !obj.contains_key("ctrl_info")
+}
+
+/// `(data QPs, control channel)` of a peer's info object; no control channel for a
+/// peer built from the original DLSlime ([`is_original`]).
+pub fn parse_peer(obj: &Map<String, Value>) -> Result<(Vec<QpAddr>, Option<CtrlInfo>)> {
     let data = obj
         .get("io_info")
         .and_then(|v| v.get("data_channel_info"))
@@ -99,22 +106,20 @@ pub fn parse_peer(obj: &Map<String, Value>) -> Result<(Vec<QpAddr>, CtrlInfo)> {
         .iter()
         .map(qp_from_json)
         .collect::<Result<Vec<_>>>()?;
+    if is_original(obj) {
+        return Ok((data, None));
+    }
     let c = obj
         .get("ctrl_info")
         .and_then(Value::as_object)
-        .ok_or_else(|| {
-            bad(
-                "RDMA endpoint info lacks \"ctrl_info\" (a peer built from the original \
-                 DLSlime cannot connect to this one)",
-            )
-        })?;
+        .ok_or_else(|| bad("RDMA endpoint info lacks \"ctrl_info\""))?;
     let ctrl = CtrlInfo {
         qp: qp_from_json(c.get("qp").unwrap_or(&Value::Null))?,
         ka_qp: qp_from_json(c.get("ka_qp").unwrap_or(&Value::Null))?,
         addr: u64_field(c, "addr")?,
         rkey: u32::try_from(u64_field(c, "rkey")?).map_err(|_| bad("\"rkey\" out of range"))?,
     };
-    Ok((data, ctrl))
+    Ok((data, Some(ctrl)))
 }
 
 #[cfg(test)]
