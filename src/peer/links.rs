@@ -378,36 +378,38 @@ impl Inner {
     /// Queues our `qp_ready` for the current endpoint, naming the peer endpoint we
     /// know (if any), unless it was sent already.
     pub(super) fn queue_send(&self, peer: &str, slot: &mut Slot, work: &mut Work) {
-        let Some(ep) = &slot.ep else { return };
+        // Without an endpoint (this side refused the connection before making one) the
+        // message carries only what the negotiation needs (nonce 0, no transport), so
+        // the peer reaches the same verdict instead of waiting.
+        let (nonce, transport, info) = match &slot.ep {
+            Some(ep) => (ep.nonce, Some(ep.transport), ep.ep.endpoint_info()),
+            None => (0, None, json!({})),
+        };
         let (di, dn) = slot
             .peer
             .as_ref()
             .map_or((None, None), |v| (Some(v.instance), Some(v.nonce)));
-        let key = (ep.nonce, di.unwrap_or(0), dn.unwrap_or(0));
+        let key = (nonce, di.unwrap_or(0), dn.unwrap_or(0));
         if slot.sent.contains(&key) {
             return;
         }
         slot.sent.insert(key);
-        let info = ep.ep.endpoint_info();
-        let conn_id = format!(
-            "{}:{}:n{}->{}",
-            self.alias,
-            ep.transport.as_str(),
-            ep.nonce,
-            peer
-        );
+        let tname = transport.map_or("none", Transport::as_str);
+        let conn_id = format!("{}:{tname}:n{nonce}->{peer}", self.alias);
         // the original's fields carry the NIC port on RDMA connections
-        let (device, port, link) = match (&self.nic, ep.transport) {
-            (Some(n), Transport::Rdma) => (n.device().to_string(), n.ib_port(), n.link_type()),
-            _ => (ep.transport.as_str().to_string(), 1, String::new()),
+        let (device, port, link) = match (&self.nic, transport) {
+            (Some(n), Some(Transport::Rdma)) => {
+                (n.device().to_string(), n.ib_port(), n.link_type())
+            }
+            _ => (tname.to_string(), 1, String::new()),
         };
         let meta = json!({
             "conn_id": conn_id, "src": self.alias, "dst": peer,
             "src_device": device, "dst_device": "", "ib_port": port, "qp_num": slot.qp_num,
-            "link_type": link, "profile": "default", "transport": ep.transport.as_str(),
+            "link_type": link, "profile": "default", "transport": tname,
             "transport_request": slot.request.as_str(), "host_id": self.host_id,
             "rdma": self.nic.is_some(),
-            "src_instance": self.instance, "src_nonce": ep.nonce,
+            "src_instance": self.instance, "src_nonce": nonce,
             "dst_instance": di, "dst_nonce": dn,
         });
         let ts = SystemTime::now()

@@ -420,12 +420,18 @@ pub fn rpc_config() -> RpcConfig {
     }
 }
 
-/// `echo` copies the request; `reflect` answers with the request buffer itself (no copy
-/// of a bulk payload).
+/// `echo` copies the request; `check` takes `[seed u64][pattern(seed) ...]` and answers
+/// `[payload length u64][index of the first bad byte, or u64::MAX]`.
 pub fn rpc_service() -> Service {
     Service::new()
         .method("echo", |p| Ok(p.to_vec()))
-        .inplace_method("reflect", |p| Ok(p.len()))
+        .method("check", |p| {
+            let seed = u64::from_le_bytes(p[..8].try_into().unwrap());
+            let bad = crate::common::check_pattern(&p[8..], seed).map_or(u64::MAX, |i| i as u64);
+            let mut out = ((p.len() - 8) as u64).to_le_bytes().to_vec();
+            out.extend_from_slice(&bad.to_le_bytes());
+            Ok(out)
+        })
 }
 
 /// Polls `c` every millisecond for `d`: `Err` describing the first state that is not
