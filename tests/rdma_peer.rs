@@ -173,16 +173,17 @@ fn auto_is_shm_on_one_host_tcp_without_a_nic_and_rdma_needs_both() {
 
 /// SlimeRPC over a PeerAgent RDMA connection between two hosts, with no change in the RPC
 /// layer: echo, and a 256 MiB request (the bulk path: the server RDMA-reads it from the
-/// caller's memory) checked byte for byte by the server. One data QP: soft-RoCE drops
-/// multi-MiB reads on several QPs at once between two devices (docs/rdma-transport.md).
+/// caller's memory) checked byte for byte by the server. Both agents on the parent's
+/// device: between two soft-RoCE devices RDMA reads crawl under TCG (256 MiB takes
+/// minutes) and multi-MiB reads on several QPs fail (docs/rdma-transport.md).
 #[test]
 fn slimerpc_echo_and_a_256_mib_call_over_an_rdma_connection() {
-    let Some((da, db)) = need_device() else {
+    let Some((da, _)) = need_device() else {
         return;
     };
     let cl = Cluster::start("rdma-rpc");
     let a = alice(&cl, &da);
-    let mut b = child(&cl, "bob", "rdma-test-host-b", &db);
+    let mut b = child(&cl, "bob", "rdma-test-host-b", &da);
     let c = a.connect_to("bob", "rdma").unwrap();
     b.ok("connect alice rdma");
     assert_eq!(c.wait(WAIT).unwrap(), Transport::Rdma);
