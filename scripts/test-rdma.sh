@@ -21,7 +21,7 @@
 #                         rxe0/rxe1 tests/rdma_peer.rs (PeerAgent with redis-server and
 #                         NanoCtrl, SlimeRPC over RDMA)
 #
-# Environment: RDMA_VM_TIMEOUT (default 480 s for the guest), CARGO_TARGET_DIR.
+# Environment: RDMA_VM_TIMEOUT (default 900 s for the guest), CARGO_TARGET_DIR.
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -193,7 +193,7 @@ step "soft-RoCE VM: the RDMA suites on one device and across two"
 vm_log="$log_dir/suite.log"
 start=$(date +%s)
 # Each program prints "@@RESULT <name> <exit status>"; libtest and pytest print their counts.
-RDMA_VM_TIMEOUT="${RDMA_VM_TIMEOUT:-480}" PYTHONDONTWRITEBYTECODE=1 NANOCTRL_BIN="$target_dir/debug/nanoctrl" \
+RDMA_VM_TIMEOUT="${RDMA_VM_TIMEOUT:-900}" PYTHONDONTWRITEBYTECODE=1 NANOCTRL_BIN="$target_dir/debug/nanoctrl" \
   DLSLIME_ORIGINAL_PYTHON="$orig_venv/bin/python" RDMA_VM_ENV="PYTHONDONTWRITEBYTECODE NANOCTRL_BIN" bash scripts/rdma-vm-test.sh bash -c '
   vm="$1" two="$2" api="$3" cpp="$4" py="$5" peer="$6" cex="$7" cppex="$8" ring="$9"
   res() { echo "@@RESULT $1 $2"; }
