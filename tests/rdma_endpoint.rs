@@ -595,10 +595,15 @@ fn a_peer_killed_mid_transfer_fails_pending_operations_within_3_s() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(first_done.is_some(), "no write finished in 30 s");
+    // two more writes right before the kill: whatever the load, they cannot be done
+    // (16 MiB each) when the peer dies, so the kill surely interrupts a transfer
+    let late: Vec<_> = (0..2)
+        .map(|_| r.ep.write(&[r.a(0, 0, 16 * MIB as u64)], None).unwrap())
+        .collect();
     r.peer.kill();
     let killed = Instant::now();
     let mut disconnected = 0;
-    for f in futs.iter().chain([&imm, &rf]) {
+    for f in futs.iter().chain(&late).chain([&imm, &rf]) {
         match f.wait_for(Duration::from_secs(10)) {
             Ok(()) => {}
             Err(e) => {
