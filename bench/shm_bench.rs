@@ -4,7 +4,8 @@
 //! bandwidth on shared-allocated regions). Prints a table and writes CSV under
 //! bench/results/.
 //!
-//! `cargo run --release --example shm_bench [-- --quick]`
+//! `cargo run --release --example shm_bench [-- --quick] [--max-mib 256] [--csv PATH]`
+//! (default CSV: `bench/results/shm_bench_<unix time>.csv`)
 
 #[path = "floor.rs"]
 mod floor;
@@ -65,6 +66,13 @@ fn main() {
         return child_main(&args[1..]);
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let max_mib: usize = arg("--max-mib").map_or(256, |v| v.parse().expect("--max-mib N"));
     let n: u32 = if quick { 5_000 } else { 50_000 };
     let warm = (n / 10) as usize;
     let exe = std::env::current_exe().unwrap();
@@ -100,7 +108,10 @@ fn main() {
     });
 
     // Endpoint round trips, then one-sided bandwidth (spin-mode endpoint, child idle).
-    let sizes: Vec<usize> = (0..10).map(|i| 1024usize << (2 * i)).collect();
+    let sizes: Vec<usize> = (0..10)
+        .map(|i| 1024usize << (2 * i))
+        .filter(|&s| s <= max_mib << 20)
+        .collect();
     let mut memcpy_p50 = Vec::new();
     for &s in &sizes {
         let reps = ((1usize << 31) / s).clamp(5, 2000);
@@ -187,13 +198,20 @@ fn main() {
         );
     }
     println!("ratios: RTT rows = endpoint p50 / floor p50 (targets: spin <= 2.0, futex <= 1.3); bandwidth rows = memcpy time / op time (target >= 0.85 from 1 MiB)");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
-    std::fs::create_dir_all(&dir).unwrap();
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let path = dir.join(format!("shm_bench_{ts}.csv"));
+    let path = arg("--csv").map_or_else(
+        || {
+            let ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("bench/results/shm_bench_{ts}.csv"))
+        },
+        std::path::PathBuf::from,
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
     let mut f = std::fs::File::create(&path).unwrap();
     writeln!(f, "metric,size_bytes,p50_us,p99_us,floor_p50_us,ratio").unwrap();
     for r in &rows {

@@ -11,7 +11,7 @@
 //! `bench/results/rpc_native.csv` (`transport,size,avg_us,p50_us,p99_us,bw_gbps`).
 //!
 //! `cargo run --release --example rpc_native_bench [-- --quick] [--max-size-mb N]
-//!  [--min-size-kb N] [--modes shm-spin,shm,tcp] [--pin]`
+//!  [--min-size-kb N] [--modes shm-spin,shm,tcp] [--pin] [--csv PATH]`
 
 #[path = "../floor.rs"]
 mod floor;
@@ -102,25 +102,49 @@ fn make(mode: &str) -> (Arc<dyn Endpoint>, Arc<RpcMemory>) {
     }
 }
 
-/// With `--pin`: pins this process (and the threads it starts later) to one CPU, so
-/// the two sides of a measurement do not share a core by chance. Off by default: on a
-/// shared 2-core machine a pinned side that meets another busy process cannot move.
-fn pin(cpu: usize) {
-    if std::env::var_os("RPC_BENCH_PIN").is_none() {
-        return;
-    }
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // SAFETY: an all-zero `cpu_set_t` is a valid empty set; the calls only read and write
-    // this local set.
+/// The CPUs this process may run on (its affinity mask), in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero `cpu_set_t` is a valid empty set; sched_getaffinity writes at
+    // most its size into this local set, and CPU_ISSET only reads it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu % n, &mut set);
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Pins this process (and the threads it starts later) to `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: an all-zero `cpu_set_t` is a valid empty set; CPU_SET and
+    // sched_setaffinity only read and write this local set, passed with its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 
+/// With `--pin`, the driver runs on the first CPU of its original affinity mask and the
+/// peer on the second, so the two sides of a measurement do not share a core by chance.
+/// The driver picks both before it narrows its own mask and hands the peer's CPU to the
+/// children in `RPC_BENCH_PIN` (children inherit the narrowed mask, so they must not
+/// derive it themselves). Off by default: on a shared 2-core machine a pinned side that
+/// meets another busy process cannot move.
+fn pin_peer() {
+    if let Some(cpu) = std::env::var("RPC_BENCH_PIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        pin_to(cpu);
+    }
+}
+
 fn child_main(args: &[String]) {
-    pin(1);
+    pin_peer();
     match args[0].as_str() {
         "raw" => {
             let fd: i32 = args[1].parse().unwrap();
@@ -221,10 +245,21 @@ fn main() {
         return child_main(&args[1..]);
     }
     let quick = args.iter().any(|a| a == "--quick");
-    if args.iter().any(|a| a == "--pin") {
-        std::env::set_var("RPC_BENCH_PIN", "1");
-    }
-    pin(0);
+    let host = host_line(); // before --pin narrows this process's CPU mask
+    let pinned = if args.iter().any(|a| a == "--pin") {
+        let cpus = allowed_cpus();
+        match cpus.as_slice() {
+            [driver, peer, ..] => {
+                std::env::set_var("RPC_BENCH_PIN", peer.to_string());
+                pin_to(*driver);
+                format!("driver pinned to CPU {driver}, peer to CPU {peer}")
+            }
+            _ => format!("--pin ignored: only CPUs {cpus:?} allowed"),
+        }
+    } else {
+        std::env::remove_var("RPC_BENCH_PIN");
+        "processes not pinned".to_string()
+    };
     let max_mb: usize = args
         .iter()
         .position(|a| a == "--max-size-mb")
@@ -242,15 +277,7 @@ fn main() {
         .into_iter()
         .filter(|s| *s <= max_mb << 20 && *s >= min_kb << 10)
         .collect();
-    println!(
-        "host: {}; {}",
-        host_line(),
-        if std::env::var_os("RPC_BENCH_PIN").is_none() {
-            "processes not pinned"
-        } else {
-            "driver pinned to CPU 0, peer to CPU 1"
-        }
-    );
+    println!("host: {host}; {pinned}");
 
     // Floor: shared-memory ping-pong (spin, futex), 4-byte flags.
     let n: u32 = if quick { 5_000 } else { 50_000 };
@@ -436,8 +463,20 @@ fn main() {
     for (size, m) in &memcpy {
         println!("memcpy floor {:<6}: p50 {:.2} us", label(*size), m);
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("rpc_native.csv"), csv).unwrap();
-    println!("wrote {}", dir.join("rpc_native.csv").display());
+    let path = args
+        .iter()
+        .position(|a| a == "--csv")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(
+            || {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("bench/results/rpc_native.csv")
+            },
+            std::path::PathBuf::from,
+        );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(&path, csv).unwrap();
+    println!("wrote {}", path.display());
 }
