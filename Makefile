@@ -5,13 +5,13 @@
 #   make test   every test (installs what it needs first)
 #
 # Other jobs: make demo (two-process C example + TCP/shm endpoint benchmarks against their
-# floors), bench, bench-nanoctrl, bench-python, header, lint (the static gates `make test`
-# runs first).
+# floors), bench (with bench-ucx when ucx_perftest is installed), bench-ucx, bench-nanoctrl,
+# bench-python, header, lint (the static gates `make test` runs first).
 
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run demo test deps lint build example bench bench-nanoctrl test-rust test-loom test-loom-full test-ffi test-nanoctrl test-python test-rdma bench-rdma bench-python bench-ring header
+.PHONY: run demo test deps lint build example bench bench-ucx bench-nanoctrl test-rust test-loom test-loom-full test-ffi test-nanoctrl test-python test-rdma bench-rdma bench-python bench-ring header
 
 run: deps
 	WITH_PULSING=1 bash bench/rpc/run.sh
@@ -31,6 +31,11 @@ example:
 bench:
 	cargo bench --bench endpoint -- --max-mib $${BENCH_MAX_MIB:-64}
 	cargo run --release --example shm_bench
+	if command -v ucx_perftest >/dev/null 2>&1; then bash bench/peers/ucx.sh; \
+	else echo "bench/peers/ucx.sh NOT RUN: ucx_perftest not installed (make deps)"; fi
+
+bench-ucx:
+	bash bench/peers/ucx.sh
 
 test: deps lint test-rust test-loom test-ffi test-nanoctrl test-python test-rdma
 

@@ -18,7 +18,9 @@ rdma_only=0
 
 need=()
 if [ $rdma_only = 0 ]; then
-  for pkg_bin in redis-server:redis-server pkg-config:pkg-config gcc:gcc g++:g++ make:make; do
+  # ucx-utils: ucx_perftest, the UCX peer that bench/peers/ucx.sh measures against.
+  for pkg_bin in redis-server:redis-server pkg-config:pkg-config gcc:gcc g++:g++ make:make \
+      ucx-utils:ucx_perftest; do
     bin="${pkg_bin#*:}"; pkg="${pkg_bin%%:*}"
     command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
   done
