@@ -4,18 +4,25 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::futex;
+use super::{clock, futex};
 
 /// A point in time after which a wait gives up. `None` inside means "never".
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline(Option<Instant>);
 
 impl Deadline {
+    /// `d` from now. From [`clock::COARSE_FROM`] on, read from the cheap clock: up to one
+    /// scheduler tick later than asked, never earlier.
     pub fn after(d: Duration) -> Deadline {
-        Deadline(Instant::now().checked_add(d))
+        let now = if d >= clock::COARSE_FROM {
+            clock::now_or_slightly_later()
+        } else {
+            Instant::now()
+        };
+        Deadline(now.checked_add(d))
     }
 
-    pub fn never() -> Deadline {
+    pub const fn never() -> Deadline {
         Deadline(None)
     }
 

@@ -302,7 +302,12 @@ impl MemoryPool {
         len: u64,
     ) -> Result<(Arc<Region>, *mut u8)> {
         let r = self.region(handle)?;
-        check_range(&format!("local region {handle}"), offset, len, r.len as u64)?;
+        check_range(
+            format_args!("local region {handle}"),
+            offset,
+            len,
+            r.len as u64,
+        )?;
         let ptr = (r.addr + offset as usize) as *mut u8;
         Ok((r, ptr))
     }

@@ -15,8 +15,14 @@ pub use shared::{alloc_shared, free_shared, SharedBuf};
 
 use crate::error::{Error, Result, Status};
 
-/// `offset + len <= bound`, without overflow; the error names what was out of range.
-pub(crate) fn check_range(what: &str, offset: u64, len: u64, bound: u64) -> Result<()> {
+/// `offset + len <= bound`, without overflow; the error names what was out of range
+/// (`what` is only formatted on failure: this check runs on every operation).
+pub(crate) fn check_range(
+    what: std::fmt::Arguments<'_>,
+    offset: u64,
+    len: u64,
+    bound: u64,
+) -> Result<()> {
     match offset.checked_add(len) {
         Some(end) if end <= bound => Ok(()),
         _ => Err(Error::new(

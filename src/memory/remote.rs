@@ -118,7 +118,7 @@ impl RemotePool {
     /// peer published (the target checks again against what it really registered).
     pub fn remote_range(&self, handle: RemoteHandle, offset: u64, len: u64) -> Result<(u64, u32)> {
         let r = self.get(handle)?;
-        check_range(&format!("remote region {handle}"), offset, len, r.len)?;
+        check_range(format_args!("remote region {handle}"), offset, len, r.len)?;
         Ok((r.addr + offset, r.key))
     }
 }

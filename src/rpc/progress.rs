@@ -101,7 +101,7 @@ impl Inner {
                 }
             },
         };
-        *self.rx_op.lock() = Some(f.state().clone());
+        *self.rx_op.lock() = f.shared_state().cloned();
         f.state().wait_while(deadline, stop);
         *self.rx_op.lock() = None;
         match f.status() {

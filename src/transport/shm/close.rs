@@ -17,7 +17,7 @@ impl Inner {
             c.abort_pending(Status::PeerDisconnected, PEER_GONE);
             c.in_bell.wake_all();
         }
-        self.inflight.fail_all(Status::PeerDisconnected, PEER_GONE);
+        self.ops.fail_all(Status::PeerDisconnected, PEER_GONE);
         self.imm.fail_waiters(Status::PeerDisconnected, PEER_GONE);
         self.msgs.fail_posted(Status::PeerDisconnected, PEER_GONE);
         self.abort_assemblies(Status::PeerDisconnected, PEER_GONE);
@@ -28,7 +28,7 @@ impl Inner {
             return;
         }
         let msg = "endpoint shut down";
-        self.inflight.fail_all(Status::Cancelled, msg);
+        self.ops.fail_all(Status::Cancelled, msg);
         self.imm.fail_waiters(Status::Cancelled, msg);
         self.msgs.fail_posted(Status::Cancelled, msg);
         if let Some(c) = self.conn.get() {

@@ -28,7 +28,7 @@ pub struct ShmEndpoint {
 impl ShmEndpoint {
     pub fn new(pool: Arc<MemoryPool>, cfg: ShmConfig) -> Result<ShmEndpoint> {
         Ok(ShmEndpoint {
-            inner: Arc::new(Inner::new(pool, cfg)?),
+            inner: Inner::new(pool, cfg)?,
         })
     }
 
@@ -140,7 +140,7 @@ impl Endpoint for ShmEndpoint {
 
     fn cancel_all(&self) -> usize {
         self.inner
-            .inflight
+            .ops
             .fail_all(Status::Cancelled, "cancelled by cancel_all")
     }
 

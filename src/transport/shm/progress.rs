@@ -20,6 +20,9 @@ use crate::error::{Error, Result, Status};
 pub(super) enum PushMode {
     /// Submitters: wait (driving progress) while the ring is full, until the deadline.
     Wait(Deadline),
+    /// The same, with the deadline `timeout` from the first time the ring is found full
+    /// (no clock read for a push that finds room).
+    WaitUpTo(Duration),
     /// Progress handlers: never block; queue behind what is already waiting.
     Backlog,
 }
@@ -73,7 +76,7 @@ fn flush_backlog(p: &mut Producer, backlog: &mut VecDeque<Entry>) {
 }
 
 impl Inner {
-    pub fn push(&self, c: &Conn, e: &Entry, mode: PushMode) -> Result<()> {
+    pub fn push(&self, c: &Conn, e: &Entry, mut mode: PushMode) -> Result<()> {
         loop {
             {
                 let mut g = c.prod.lock();
@@ -97,6 +100,9 @@ impl Inner {
             if self.closed.load(Ordering::Acquire) {
                 return Err(Error::new(Status::ShutDown, "endpoint is shut down"));
             }
+            if let PushMode::WaitUpTo(t) = mode {
+                mode = PushMode::Wait(Deadline::after(t));
+            }
             if let PushMode::Wait(d) = mode {
                 if d.expired() {
                     return Err(Error::new(
@@ -112,6 +118,13 @@ impl Inner {
 
     /// Drains the inbound ring (one thread at a time). Returns whether it did anything.
     pub fn poll(&self, c: &Conn) -> bool {
+        // Nothing published and no replies waiting: answer without taking the lock (a
+        // spinning waiter polls millions of times).
+        if !c.backlogged.load(Ordering::Acquire)
+            && !c.in_bell.published(self.in_tail.load(Ordering::Acquire))
+        {
+            return false;
+        }
         match c.cons.try_lock() {
             Some(cons) => self.poll_locked(c, cons),
             None => false,
@@ -132,8 +145,12 @@ impl Inner {
                 c.out_bell.ring();
             }
         }
+        let mut e = Entry::new(0);
         for _ in 0..64 {
-            let Some(e) = cons.pop() else { break };
+            if !cons.pop_into(&mut e) {
+                break;
+            }
+            self.in_tail.store(cons.position(), Ordering::Release);
             did = true;
             if let Err(why) = e.validate() {
                 self.reject(&e, why);

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::engine::futex;
 
 pub const MAGIC: u64 = 0x6d68_735f_656d_696c; // "lime_shm"
-pub const LAYOUT_VERSION: u64 = 2;
+pub const LAYOUT_VERSION: u64 = 3;
 pub const RING_CAP: u64 = 1024;
 pub const INLINE_CAP: usize = 176;
 pub const TABLE_CAP: usize = 256;
@@ -46,31 +46,44 @@ pub mod kind {
     pub const MAX: u32 = 9;
 }
 
-/// One ring entry, 256 bytes. Field meaning depends on `kind` (see [`kind`]).
+/// One ring entry (a 256-byte slot of the ring). Field meaning depends on `kind` (see
+/// [`kind`]).
+///
+/// Only the bytes an entry uses cross to the peer, so the layout puts what the common
+/// kinds need in the first cache line: the descriptor of `DONE`, `WRITE`, `READ`, `RTS`
+/// and the staged read/write chunks is 64 bytes, one line. In the ring, a `MSG` carries
+/// its bytes right after the first 24 bytes ([`MSG_DATA_OFFSET`]) instead of in `data`:
+/// a message of up to 40 bytes is one line, 64 bytes two.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub struct Entry {
     pub seq: u64,
     pub kind: u32,
     pub len: u32,
+    pub check: u32,
+    pub status: i32,
     pub id: u64,
     pub a: u64,
     pub b: u64,
     pub n: u64,
-    pub c: u64,
     pub key: u32,
-    pub status: i32,
-    pub imm: i32,
     pub slot: u32,
-    pub check: u32,
+    // second cache line: only IMM and ST_MSG use it
+    pub c: u64,
+    pub imm: i32,
     pub _pad: u32,
     pub data: [u8; INLINE_CAP],
 }
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 256);
+const _: () = assert!(std::mem::offset_of!(Entry, slot) + 4 == LINE);
+const _: () = assert!(MSG_DATA_OFFSET + INLINE_CAP <= std::mem::size_of::<Entry>());
 
-/// Bytes of an entry before its inline data.
-const HEADER_BYTES: usize = std::mem::offset_of!(Entry, data);
+const LINE: usize = 64;
+/// Bytes of a descriptor that uses the second line (`c`, `imm`).
+const LONG_DESC: usize = std::mem::offset_of!(Entry, data);
+/// Where a `MSG` entry's bytes start in its ring slot (after seq, kind, len, check).
+pub const MSG_DATA_OFFSET: usize = 24;
 
 impl Entry {
     pub fn new(kind: u32) -> Entry {
@@ -80,9 +93,15 @@ impl Entry {
         e
     }
 
-    /// Checksum over the descriptor fields, so a torn or scribbled entry is caught before
-    /// any field is used. Inline bytes are not covered: they are only ever copied, within
-    /// the length the checked descriptor gives, and a peer could send any bytes anyway.
+    /// Whether this kind's descriptor needs the second line.
+    fn long(&self) -> bool {
+        matches!(self.kind, kind::IMM | kind::ST_MSG)
+    }
+
+    /// Checksum over the descriptor fields that cross to the peer, so a torn or
+    /// scribbled entry is caught before any field is used. Inline bytes are not covered:
+    /// they are only ever copied, within the length the checked descriptor gives, and a
+    /// peer could send any bytes anyway.
     pub fn checksum(&self) -> u32 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let mut mix = |v: u64| {
@@ -90,23 +109,30 @@ impl Entry {
             h = h.wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
         };
         mix(self.kind as u64 | (self.len as u64) << 32);
-        mix(self.id);
-        mix(self.a);
-        mix(self.b);
-        mix(self.n);
-        mix(self.c);
-        mix(self.key as u64 | (self.status as u32 as u64) << 32);
-        mix(self.imm as u32 as u64 | (self.slot as u64) << 32);
+        if self.kind != kind::MSG {
+            mix(self.id);
+            mix(self.a);
+            mix(self.b);
+            mix(self.n);
+            mix(self.key as u64 | (self.status as u32 as u64) << 32);
+            mix(self.slot as u64);
+            if self.long() {
+                mix(self.c);
+                mix(self.imm as u32 as u64);
+            }
+        }
         (h ^ (h >> 32)) as u32
     }
 
-    /// Bytes of the entry that carry meaning: the descriptor, plus the inline bytes of a
-    /// message (clamped, so a bad length cannot reach past the entry).
+    /// Bytes of the ring slot that carry meaning: the descriptor, or for a message its
+    /// header and inline bytes (clamped, so a bad length cannot reach past the slot).
     fn used_bytes(&self) -> usize {
         if self.kind == kind::MSG {
-            HEADER_BYTES + (self.len as usize).min(INLINE_CAP)
+            MSG_DATA_OFFSET + (self.len as usize).min(INLINE_CAP)
+        } else if self.long() {
+            LONG_DESC
         } else {
-            HEADER_BYTES
+            LINE
         }
     }
 
@@ -329,6 +355,12 @@ impl Doorbell {
         self.ctl().inline_active.load(Ordering::SeqCst) != 0
     }
 
+    /// Whether the entry at ring position `tail` is published (a hint for pollers: the
+    /// consumer checks again under its lock).
+    pub fn published(&self, tail: u64) -> bool {
+        peek_ready(self.dir, tail)
+    }
+
     /// Wakes every sleeper, inline and background (shutdown, peer death, or another
     /// thread completed what an inline sleeper waits for).
     pub fn wake_all(&self) {
@@ -373,15 +405,27 @@ impl Producer {
         }
         let idx = (self.head % RING_CAP) as usize;
         let slot = std::ptr::addr_of_mut!(d.entries[idx]);
-        let mut e = *e;
-        e.seal();
-        // Only the descriptor and the used inline bytes cross to the peer's cache.
+        // Only the used bytes cross to the peer's cache (see `Entry`), sealed with the
+        // checksum on the way.
+        let check = e.checksum();
         let used = e.used_bytes();
+        let src = e as *const Entry as *const u8;
         // SAFETY: the slot is ours until we publish its sequence number; `seq` (the
-        // first 8 bytes) is left alone and published last.
+        // first 8 bytes) is left alone and published last. Every copy stays inside the
+        // 256-byte entry and slot (used_bytes is clamped).
         unsafe {
-            let src = (&e as *const Entry as *const u8).add(8);
-            std::ptr::copy_nonoverlapping(src, (slot as *mut u8).add(8), used - 8);
+            let dst = slot as *mut u8;
+            if e.kind == kind::MSG {
+                std::ptr::copy_nonoverlapping(src.add(8), dst.add(8), MSG_DATA_OFFSET - 8);
+                std::ptr::copy_nonoverlapping(
+                    e.data.as_ptr(),
+                    dst.add(MSG_DATA_OFFSET),
+                    used - MSG_DATA_OFFSET,
+                );
+            } else {
+                std::ptr::copy_nonoverlapping(src.add(8), dst.add(8), used - 8);
+            }
+            std::ptr::addr_of_mut!((*slot).check).write(check);
             (*(slot as *const AtomicU64)).store(self.head + 1, Ordering::Release);
         }
         self.head += 1;
@@ -428,33 +472,49 @@ impl Consumer {
         Consumer { dir, tail: 0 }
     }
 
+    /// Our position: the number of entries consumed.
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
     /// Whether an entry is ready (cheap; for sleepers' last check).
     pub fn has_work(&self) -> bool {
         peek_ready(self.dir, self.tail)
     }
 
-    /// Copies out the next published entry, if any, and releases its slot.
-    pub fn pop(&mut self) -> Option<Entry> {
+    /// Copies the next published entry, if any, into `e` (whose earlier contents are
+    /// overwritten: the descriptor is cleared first, and a message's bytes beyond its
+    /// length are never read) and releases its slot.
+    pub fn pop_into(&mut self, e: &mut Entry) -> bool {
         if !peek_ready(self.dir, self.tail) {
-            return None;
+            return false;
         }
         let idx = (self.tail % RING_CAP) as usize;
-        let mut e = Entry::new(0);
-        // SAFETY: reading our mapping; the copy is checked (checksum) before use, so a
-        // length the peer scribbles meanwhile is caught there.
+        let dst = e as *mut Entry as *mut u8;
+        // SAFETY: reading our mapping, within the 256-byte slot, into our own entry; the
+        // copy is checked (checksum, lengths) before use, so whatever the peer scribbles
+        // meanwhile is caught there. Kind and length come from our copy, and the length
+        // is clamped.
         unsafe {
+            std::ptr::write_bytes(dst.add(MSG_DATA_OFFSET), 0, LONG_DESC - MSG_DATA_OFFSET);
             let src = std::ptr::addr_of!((*self.dir).entries[idx]) as *const u8;
-            std::ptr::copy_nonoverlapping(src, &mut e as *mut Entry as *mut u8, HEADER_BYTES);
-            let used = e.used_bytes();
-            std::ptr::copy_nonoverlapping(
-                src.add(HEADER_BYTES),
-                (&mut e as *mut Entry as *mut u8).add(HEADER_BYTES),
-                used - HEADER_BYTES,
-            );
+            std::ptr::copy_nonoverlapping(src, dst, MSG_DATA_OFFSET);
+            if e.kind == kind::MSG {
+                let n = (e.len as usize).min(INLINE_CAP);
+                std::ptr::copy_nonoverlapping(src.add(MSG_DATA_OFFSET), e.data.as_mut_ptr(), n);
+            } else {
+                let used = e.used_bytes();
+                std::ptr::copy_nonoverlapping(
+                    src.add(MSG_DATA_OFFSET),
+                    dst.add(MSG_DATA_OFFSET),
+                    used - MSG_DATA_OFFSET,
+                );
+            }
         }
         self.tail += 1;
+        // SAFETY: the ring control block lies in the mapping; the tail is only published.
         unsafe { (*self.dir).ctl.tail.store(self.tail, Ordering::Release) };
-        Some(e)
+        true
     }
 
     pub fn doorbell(&self) -> Doorbell {
@@ -548,6 +608,7 @@ impl RegionTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Status;
 
     #[test]
     fn push_pop_validate() {
@@ -556,7 +617,8 @@ mod tests {
         let seg = base as *mut Segment;
         let mut p = unsafe { Producer::new(seg, 0) };
         let mut c = unsafe { Consumer::new(seg, 0) };
-        assert!(c.pop().is_none());
+        let mut e = Entry::new(0);
+        assert!(!c.pop_into(&mut e));
         for i in 0..RING_CAP {
             let mut e = Entry::new(kind::IMM);
             e.imm = i as i32;
@@ -564,7 +626,7 @@ mod tests {
         }
         assert!(!p.try_push(&Entry::new(kind::IMM)));
         for i in 0..RING_CAP {
-            let e = c.pop().unwrap();
+            assert!(c.pop_into(&mut e));
             assert!(e.validate().is_ok());
             assert_eq!(e.imm, i as i32);
         }
@@ -583,5 +645,77 @@ mod tests {
         assert!(!t.permits(1000, 101, 7));
         assert!(!t.permits(1000, 10, 8));
         assert!(!t.permits(u64::MAX, 2, 7));
+    }
+
+    #[test]
+    fn entries_cross_in_as_few_lines_as_they_need() {
+        let (_fd, base, _) = crate::memory::shared::memfd_map("t", SEGMENT_SIZE).unwrap();
+        unsafe { Segment::init(base) };
+        let seg = base as *mut Segment;
+        let mut p = unsafe { Producer::new(seg, 0) };
+        let mut c = unsafe { Consumer::new(seg, 0) };
+        let entries = base
+            .wrapping_add(std::mem::offset_of!(Segment, dir))
+            .wrapping_add(std::mem::offset_of!(Direction, entries));
+        let slot = |i: usize| unsafe { std::slice::from_raw_parts(entries.add(i * 256), 256) };
+        // Mark every slot, to see which bytes a push writes.
+        unsafe { std::ptr::write_bytes(entries, 0xaa, 256 * 8) };
+        let mut got = Entry::new(0);
+        let mut i = 0;
+        for len in [0usize, 1, 40, 41, 64, INLINE_CAP] {
+            let mut e = Entry::new(kind::MSG);
+            e.len = len as u32;
+            e.id = 99; // not part of a message: neither sent nor checked
+            for (k, b) in e.data[..len].iter_mut().enumerate() {
+                *b = (k * 7 + len) as u8;
+            }
+            assert!(p.try_push(&e));
+            let written = slot(i)
+                .iter()
+                .rposition(|&b| b != 0xaa)
+                .map_or(0, |x| x + 1);
+            assert!(
+                written <= MSG_DATA_OFFSET + len,
+                "{len}: {written} bytes written"
+            );
+            if len <= LINE - MSG_DATA_OFFSET {
+                assert!(written <= LINE, "a {len}-byte message takes one line");
+            }
+            assert!(c.pop_into(&mut got));
+            assert_eq!(got.validate(), Ok(()), "{len}");
+            assert_eq!((got.kind, got.len as usize), (kind::MSG, len));
+            assert_eq!(&got.data[..len], &e.data[..len]);
+            i += 1;
+        }
+        // A one-line descriptor, then a two-line one, into the same (reused) entry.
+        let mut d = Entry::new(kind::DONE);
+        d.id = 5;
+        d.status = Status::RemoteAccess.code();
+        d.slot = 3;
+        assert!(p.try_push(&d));
+        assert!(
+            slot(i)[LINE..].iter().all(|&b| b == 0xaa),
+            "DONE is one line"
+        );
+        assert!(c.pop_into(&mut got));
+        assert_eq!(got.validate(), Ok(()));
+        assert_eq!(
+            (got.kind, got.id, got.status, got.slot),
+            (kind::DONE, 5, d.status, 3)
+        );
+        let mut m = Entry::new(kind::ST_MSG);
+        m.id = 6;
+        m.n = 1000;
+        m.c = 200;
+        m.len = 100;
+        m.slot = 1;
+        assert!(p.try_push(&m));
+        assert!(c.pop_into(&mut got));
+        assert_eq!(got.validate(), Ok(()));
+        assert_eq!(
+            (got.kind, got.id, got.n, got.c, got.len),
+            (kind::ST_MSG, 6, 1000, 200, 100)
+        );
+        assert_eq!(got.imm, 0);
     }
 }

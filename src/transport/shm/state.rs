@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use super::recv::Early;
 use super::stats::ShmStats;
 use crate::engine::{Deadline, ProgressMode};
 use crate::error::{Error, Result, Status};
-use crate::future::{Driver, InflightOps, OpState};
+use crate::future::{Driver, OpPool, OpState};
 use crate::memory::{MemoryPool, RemotePool};
 use crate::transport::matching::{ImmQueue, MsgMatcher};
 
@@ -37,7 +37,8 @@ pub(super) struct Inner {
     /// Serialises `connect` calls.
     pub connecting: Mutex<()>,
     pub conn: OnceLock<Conn>,
-    pub inflight: InflightOps,
+    /// Our operations: recycled states that are also the in-flight table.
+    pub ops: OpPool,
     pub imm: ImmQueue,
     pub msgs: MsgMatcher<Early>,
     /// Staged messages being reassembled, by message id.
@@ -47,16 +48,25 @@ pub(super) struct Inner {
     pub dead: AtomicBool,
     /// The background progress thread.
     pub thread: Mutex<Option<JoinHandle<()>>>,
+    /// Our position in the peer's ring, mirrored from the consumer (which is behind a
+    /// lock) so that a poll can see there is nothing new without taking it.
+    pub in_tail: AtomicU64,
 }
 
 impl Inner {
-    pub fn new(pool: Arc<MemoryPool>, cfg: ShmConfig) -> Result<Inner> {
+    pub fn new(pool: Arc<MemoryPool>, cfg: ShmConfig) -> Result<Arc<Inner>> {
         let (listener, sock_name) = handshake::listen()?;
         let host_id = cfg
             .host_id_override
             .clone()
             .unwrap_or_else(crate::host::identity);
-        Ok(Inner {
+        Ok(Arc::new_cyclic(|me: &Weak<Inner>| Inner {
+            // In inline mode waiters drive this endpoint's progress.
+            ops: OpPool::new(
+                cfg.engine.spin,
+                (cfg.engine.progress == ProgressMode::Inline)
+                    .then(|| me.clone() as Weak<dyn Driver>),
+            ),
             pool,
             remote: RemotePool::default(),
             cfg,
@@ -65,7 +75,6 @@ impl Inner {
             listener: Mutex::new(Some(listener)),
             connecting: Mutex::new(()),
             conn: OnceLock::new(),
-            inflight: InflightOps::default(),
             imm: ImmQueue::default(),
             msgs: MsgMatcher::default(),
             assemblies: Mutex::new(HashMap::new()),
@@ -73,7 +82,8 @@ impl Inner {
             closed: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             thread: Mutex::new(None),
-        })
+            in_tail: AtomicU64::new(0),
+        }))
     }
 
     /// The connection, if the endpoint is connected and neither shut down nor orphaned.
@@ -91,14 +101,8 @@ impl Inner {
 
     /// A tracked operation of `parts` parts; in inline mode (the default) its waiters
     /// drive progress.
-    pub fn new_op(self: &Arc<Self>, parts: u32, timeout: Option<Duration>) -> Arc<OpState> {
+    pub fn new_op(&self, parts: u32, timeout: Option<Duration>) -> Arc<OpState> {
         let deadline = Deadline::after(timeout.unwrap_or(self.cfg.engine.default_timeout));
-        let driver: Option<Arc<dyn Driver>> = match self.cfg.engine.progress {
-            ProgressMode::Inline => Some(self.clone() as Arc<dyn Driver>),
-            ProgressMode::Background => None,
-        };
-        let op = OpState::new(parts, deadline, self.cfg.engine.spin, driver);
-        self.inflight.track(&op);
-        op
+        self.ops.acquire(parts, deadline)
     }
 }

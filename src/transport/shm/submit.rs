@@ -14,7 +14,7 @@ use super::ring::{kind, Entry, INLINE_CAP, SLOT_SIZE};
 use super::state::Inner;
 use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
-use crate::future::{Future, OpState};
+use crate::future::Future;
 use crate::transport::Assignment;
 
 /// Registers one more part of `agg`, awaiting the peer's reply; returns its request id.
@@ -201,17 +201,15 @@ impl Inner {
         self.publish_regions(c);
         if len <= INLINE_CAP {
             // Complete once it is in the ring: nothing to track, cancel or time out.
-            let deadline = Deadline::after(timeout.unwrap_or(self.cfg.engine.default_timeout));
             let mut e = Entry::new(kind::MSG);
             e.len = len as u32;
             if len > 0 {
                 // SAFETY: the caller's buffer, non-null here and `len` bytes long.
                 e.data[..len].copy_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
             }
-            self.push(c, &e, PushMode::Wait(deadline))?;
-            let op = OpState::completed(Status::Ok);
-            op.set_nbytes(len as u64);
-            return Ok(Future::new(op));
+            let timeout = timeout.unwrap_or(self.cfg.engine.default_timeout);
+            self.push(c, &e, PushMode::WaitUpTo(timeout))?;
+            return Ok(Future::ready(len as u64));
         }
         let op = self.new_op(1, timeout);
         let deadline = op.deadline();

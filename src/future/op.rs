@@ -1,5 +1,3 @@
-//! Operation state and the futures handed to users.
-//!
 //! One [`OpState`] per operation, shared by the future and the transport. An operation
 //! may have several *parts* (chunks striped over connections, one per assignment…); it
 //! completes when the last part reports, with the first failure if any. Timeouts, cancel
@@ -11,8 +9,6 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
 use crate::engine::{futex, wait, Deadline};
 use crate::error::{Error, Result, Status};
 
@@ -20,12 +16,12 @@ use crate::error::{Error, Result, Status};
 /// [`wait::Drive`]), so completions need no hand-off between threads.
 pub trait Driver: wait::Drive + Send + Sync {}
 
+impl<T: wait::Drive + Send + Sync> Driver for T {}
+
 /// Told when an operation it watches fails (see [`OpState::watch_failure`]).
 pub trait Notify: Send + Sync {
     fn notify(&self);
 }
-
-impl<T: wait::Drive + Send + Sync> Driver for T {}
 
 const PENDING: u32 = 0;
 const FINISHING: u32 = 1;
@@ -47,9 +43,28 @@ pub struct OpState {
     message: OnceLock<String>,
     deadline: Deadline,
     spin: Duration,
-    driver: Option<Arc<dyn Driver>>,
+    driver: DriverRef,
     /// Told if the operation fails.
     watcher: OnceLock<Weak<dyn Notify>>,
+}
+
+/// Who drives progress for an operation's waiters.
+pub(super) enum DriverRef {
+    None,
+    Owned(Arc<dyn Driver>),
+    /// An endpoint whose pool holds the operation: a strong reference would keep the
+    /// endpoint alive through its own pool.
+    Endpoint(Weak<dyn Driver>),
+}
+
+impl DriverRef {
+    fn get(&self) -> Option<Arc<dyn Driver>> {
+        match self {
+            DriverRef::None => None,
+            DriverRef::Owned(d) => Some(d.clone()),
+            DriverRef::Endpoint(d) => d.upgrade(),
+        }
+    }
 }
 
 impl OpState {
@@ -59,9 +74,23 @@ impl OpState {
         spin: Duration,
         driver: Option<Arc<dyn Driver>>,
     ) -> Arc<OpState> {
-        let op = Arc::new(OpState {
+        let driver = driver.map_or(DriverRef::None, DriverRef::Owned);
+        let op = Arc::new(OpState::with(parts, deadline, spin, driver));
+        if parts == 0 {
+            op.finish(Status::Ok, None);
+        }
+        op
+    }
+
+    pub(super) const fn with(
+        parts: u32,
+        deadline: Deadline,
+        spin: Duration,
+        driver: DriverRef,
+    ) -> OpState {
+        OpState {
             state: AtomicU32::new(PENDING),
-            status: AtomicI32::new(Status::Pending.code()),
+            status: AtomicI32::new(Status::Pending as i32),
             first_error: AtomicI32::new(0),
             parts: AtomicU32::new(parts),
             io: AtomicU32::new(0),
@@ -73,11 +102,33 @@ impl OpState {
             spin,
             driver,
             watcher: OnceLock::new(),
-        });
-        if parts == 0 {
-            op.finish(Status::Ok, None);
         }
+    }
+
+    /// A state that completed with `Ok` and can never change: what a future whose
+    /// outcome was known at submission shows through [`crate::Future::state`].
+    pub(super) const fn ok() -> OpState {
+        let mut op = OpState::with(0, Deadline::never(), Duration::ZERO, DriverRef::None);
+        op.state = AtomicU32::new(DONE);
+        op.status = AtomicI32::new(Status::Ok as i32);
+        op.io = AtomicU32::new(IO_CLOSED);
         op
+    }
+
+    /// Makes a finished operation new again, for reuse by a pool (which holds the only
+    /// reference: `&mut`). Keeps spin and driver.
+    pub(super) fn reset(&mut self, parts: u32, deadline: Deadline) {
+        *self.state.get_mut() = PENDING;
+        *self.status.get_mut() = Status::Pending.code();
+        *self.first_error.get_mut() = 0;
+        *self.parts.get_mut() = parts;
+        *self.io.get_mut() = 0;
+        *self.parked.get_mut() = 0;
+        *self.imm.get_mut() = 0;
+        *self.nbytes.get_mut() = 0;
+        self.message.take();
+        self.watcher.take();
+        self.deadline = deadline;
     }
 
     /// An operation that is already complete (for example an empty assignment list).
@@ -93,7 +144,7 @@ impl OpState {
 
     /// Whether waiters drive the transport inline (see [`Driver`]).
     pub fn has_driver(&self) -> bool {
-        self.driver.is_some()
+        !matches!(self.driver, DriverRef::None)
     }
 
     /// Adds parts to an operation that is still being submitted.
@@ -147,8 +198,12 @@ impl OpState {
     }
 
     /// Tells `w` if this operation fails (at once if it already has). One watcher per
-    /// operation; a second is ignored.
+    /// operation; a second is ignored, and so is one on an operation that already
+    /// succeeded (it cannot fail any more; the shared state of ready futures keeps none).
     pub fn watch_failure(&self, w: Weak<dyn Notify>) {
+        if self.is_done() && self.status().is_ok() {
+            return;
+        }
         if self.watcher.set(w).is_ok() && self.is_done() && !self.status().is_ok() {
             self.tell_watcher();
         }
@@ -167,7 +222,7 @@ impl OpState {
     /// `parked` before its last check.
     pub fn wake_waiters(&self) {
         if self.parked.load(Ordering::SeqCst) > 0 {
-            match &self.driver {
+            match self.driver.get() {
                 // asleep where the transport's peer wakes it, not on `state`
                 Some(d) => d.wake(),
                 None => futex::wake_private(&self.state, i32::MAX as u32),
@@ -213,6 +268,14 @@ impl OpState {
         self.nbytes.store(n, Ordering::Release);
     }
 
+    pub fn imm(&self) -> i32 {
+        self.imm.load(Ordering::Acquire)
+    }
+
+    pub fn nbytes(&self) -> u64 {
+        self.nbytes.load(Ordering::Acquire)
+    }
+
     pub fn is_done(&self) -> bool {
         self.state.load(Ordering::Acquire) == DONE
     }
@@ -220,7 +283,7 @@ impl OpState {
     /// Current status; expires the operation if its deadline has passed.
     pub fn status(&self) -> Status {
         if !self.is_done() {
-            if let Some(d) = &self.driver {
+            if let Some(d) = self.driver.get() {
                 d.poll();
             }
             self.expire_if_due();
@@ -274,11 +337,14 @@ impl OpState {
     /// whoever makes it true calls [`OpState::wake_waiters`]). Past the operation's own
     /// deadline the operation fails with `Timeout`. Returns whether it is done.
     pub fn wait_while(&self, until: Deadline, stop: &dyn Fn() -> bool) -> bool {
+        if self.is_done() {
+            return true;
+        }
         let limit = until.min(self.deadline);
         let ready = || self.is_done() || stop();
-        match &self.driver {
+        match self.driver.get() {
             Some(d) => {
-                wait::drive_until(&**d, &self.parked, self.spin, limit, &ready);
+                wait::drive_until(&*d, &self.parked, self.spin, limit, &ready);
             }
             None => {
                 wait::spin_then_park(
@@ -300,111 +366,10 @@ impl OpState {
     }
 }
 
-/// A handle on one operation. Cheap to clone; every clone sees the same outcome. Safe to
-/// wait on from any number of threads, any number of times.
-#[derive(Clone)]
-pub struct Future {
-    op: Arc<OpState>,
-}
-
-impl Future {
-    pub fn new(op: Arc<OpState>) -> Future {
-        Future { op }
-    }
-
-    /// Waits until the operation completes or its deadline passes (then it fails with
-    /// `Timeout`).
-    pub fn wait(&self) -> Result<()> {
-        self.op.wait_until(Deadline::never())
-    }
-
-    /// Waits at most `timeout`. `Err(Timeout)` with the operation still pending means only
-    /// this wait gave up; [`Future::status`] tells the difference.
-    pub fn wait_for(&self, timeout: Duration) -> Result<()> {
-        self.op.wait_until(Deadline::after(timeout))
-    }
-
-    pub fn done(&self) -> bool {
-        self.op.status() != Status::Pending
-    }
-
-    /// `Pending` until done, then the final status.
-    pub fn status(&self) -> Status {
-        self.op.status()
-    }
-
-    /// The error with its message, if the operation failed.
-    pub fn error(&self) -> Option<Error> {
-        match self.op.status() {
-            Status::Ok | Status::Pending => None,
-            _ => self.op.result().err(),
-        }
-    }
-
-    /// Immediate data of a completed `imm_recv`.
-    pub fn imm_data(&self) -> i32 {
-        self.op.imm.load(Ordering::Acquire)
-    }
-
-    /// Bytes moved (for `recv`: the length of the received message).
-    pub fn nbytes(&self) -> u64 {
-        self.op.nbytes.load(Ordering::Acquire)
-    }
-
-    pub fn state(&self) -> &Arc<OpState> {
-        &self.op
-    }
-}
-
-impl std::fmt::Debug for Future {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Future")
-            .field("status", &self.op.status())
-            .finish()
-    }
-}
-
-/// The operations of one endpoint that have not completed, so `cancel_all`, `shutdown`
-/// and peer death can fail them. Holds weak references; finished entries are dropped
-/// whenever the list has doubled since the last sweep.
-#[derive(Default)]
-pub struct InflightOps {
-    inner: Mutex<InflightInner>,
-}
-
-#[derive(Default)]
-struct InflightInner {
-    ops: Vec<Weak<OpState>>,
-    swept_len: usize,
-}
-
-impl InflightOps {
-    pub fn track(&self, op: &Arc<OpState>) {
-        let mut g = self.inner.lock();
-        if g.ops.len() >= 64 && g.ops.len() >= 2 * g.swept_len {
-            g.ops.retain(|w| w.upgrade().is_some_and(|o| !o.is_done()));
-            g.swept_len = g.ops.len();
-        }
-        g.ops.push(Arc::downgrade(op));
-    }
-
-    /// Fails every operation still pending; completed ones keep their outcome.
-    pub fn fail_all(&self, status: Status, message: &str) -> usize {
-        let ops = std::mem::take(&mut self.inner.lock().ops);
-        let mut n = 0;
-        for op in ops.iter().filter_map(Weak::upgrade) {
-            if op.abort(status, message) {
-                n += 1;
-            }
-        }
-        self.inner.lock().swept_len = 0;
-        n
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::future::Future;
     use std::time::Instant;
 
     fn op(parts: u32, timeout: Duration) -> Arc<OpState> {
@@ -485,18 +450,5 @@ mod tests {
         assert!(!o.begin_io());
         o.part_done(Status::Ok, None);
         assert_eq!(Future::new(o).status(), Status::Cancelled);
-    }
-
-    #[test]
-    fn fail_all_leaves_completed_ops_alone() {
-        let reg = InflightOps::default();
-        let a = op(1, Duration::from_secs(10));
-        let b = op(1, Duration::from_secs(10));
-        reg.track(&a);
-        reg.track(&b);
-        a.part_done(Status::Ok, None);
-        assert_eq!(reg.fail_all(Status::Cancelled, "x"), 1);
-        assert_eq!(Future::new(a).status(), Status::Ok);
-        assert_eq!(Future::new(b).status(), Status::Cancelled);
     }
 }
