@@ -1,6 +1,12 @@
 //! Cross-memory attach: one copy between this process and the peer's address space for
 //! plain (non-shared) memory. Partial transfers are continued; errors come back as errno
 //! so the caller can tell EPERM (switch to the staged path) from EFAULT (bad range).
+//!
+//! The peer's side of a transfer needs no promise from us: the kernel checks the remote
+//! range against the peer's mappings and answers EFAULT. Our side does: the kernel
+//! writes (or reads) `len` bytes at `local`, so the public functions are `unsafe`.
+
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,19 +15,27 @@ use crate::error::Status;
 /// Copies `len` bytes from the peer's `remote` into our `local`.
 ///
 /// # Safety
-/// `local..local+len` must be writable memory of this process.
+/// `local..local+len` must be writable memory of this process that nothing else reads
+/// or writes during the call.
 pub unsafe fn read_from(pid: i32, local: *mut u8, remote: u64, len: usize) -> Result<(), i32> {
-    transfer(pid, local, remote, len, false)
+    // SAFETY: the caller's promise is transfer's for a read.
+    unsafe { transfer(pid, local, remote, len, false) }
 }
 
 /// Copies `len` bytes from our `local` into the peer's `remote`.
 ///
 /// # Safety
-/// `local..local+len` must be readable memory of this process.
+/// `local..local+len` must be readable memory of this process that nothing writes
+/// during the call.
 pub unsafe fn write_to(pid: i32, local: *const u8, remote: u64, len: usize) -> Result<(), i32> {
-    transfer(pid, local as *mut u8, remote, len, true)
+    // SAFETY: the caller's promise is transfer's for a write (which only reads `local`).
+    unsafe { transfer(pid, local as *mut u8, remote, len, true) }
 }
 
+/// # Safety
+/// `local..local+len` must be memory of this process, writable if `!write` (the kernel
+/// stores the peer's bytes there), readable if `write`, and not used by anything else
+/// during the call.
 unsafe fn transfer(
     pid: i32,
     local: *mut u8,
@@ -32,17 +46,25 @@ unsafe fn transfer(
     let mut done = 0usize;
     while done < len {
         let l = libc::iovec {
-            iov_base: local.add(done) as *mut libc::c_void,
+            // In bounds (done < len), but only an address for the kernel: wrapping_add
+            // needs no promise.
+            iov_base: local.wrapping_add(done) as *mut libc::c_void,
             iov_len: len - done,
         };
         let r = libc::iovec {
             iov_base: (remote as usize + done) as *mut libc::c_void,
             iov_len: len - done,
         };
-        let n = if write {
-            libc::process_vm_writev(pid, &l, 1, &r, 1, 0)
-        } else {
-            libc::process_vm_readv(pid, &l, 1, &r, 1, 0)
+        // SAFETY: one local iovec over the rest of the caller's range (valid for the
+        // direction, caller) and one remote iovec the kernel checks against the peer's
+        // mappings; both iovecs live on our stack for the call. The kernel copies at
+        // most `len - done` bytes into or out of `local + done`.
+        let n = unsafe {
+            if write {
+                libc::process_vm_writev(pid, &l, 1, &r, 1, 0)
+            } else {
+                libc::process_vm_readv(pid, &l, 1, &r, 1, 0)
+            }
         };
         if n < 0 {
             let e = std::io::Error::last_os_error()
@@ -68,7 +90,8 @@ pub static PROBE_WORD: u64 = 0x5052_4f42_455f_4f4b; // "PROBE_OK"
 /// Whether we can read the peer's probe word at `addr`; Err(errno) otherwise.
 pub fn probe(pid: i32, addr: u64) -> Result<(), i32> {
     let mut v = 0u64;
-    // SAFETY: reading 8 bytes into a local.
+    // SAFETY: the kernel writes at most 8 bytes into `v`, a local u64 of ours (any
+    // bits are a valid u64) that nothing else touches.
     unsafe { read_from(pid, &mut v as *mut u64 as *mut u8, addr, 8)? };
     if v == PROBE_WORD {
         Ok(())

@@ -8,6 +8,12 @@
 //! our own ring indices live in process memory (the shared copies are only published),
 //! entries are copied out before they are checked, and an entry that fails its checks is
 //! dropped and counted, never followed.
+//!
+//! All access to the mapping goes through [`DirPtr`], whose one invariant (the mapping
+//! outlives it) is promised once, by the `unsafe` constructors of [`Producer`] and
+//! [`Consumer`].
+
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -87,7 +93,7 @@ pub const MSG_DATA_OFFSET: usize = 24;
 
 impl Entry {
     pub fn new(kind: u32) -> Entry {
-        // SAFETY: all-zero is a valid Entry.
+        // SAFETY: every field is an integer or a byte array: all-zero bits are valid.
         let mut e: Entry = unsafe { std::mem::zeroed() };
         e.kind = kind;
         e
@@ -237,19 +243,96 @@ pub const SEGMENT_SIZE: usize = std::mem::size_of::<Segment>();
 
 impl Segment {
     /// # Safety
-    /// `base` must map at least `SEGMENT_SIZE` bytes, page aligned.
+    /// `base` must map at least `SEGMENT_SIZE` bytes, page aligned, that no other thread
+    /// or process uses yet.
     pub unsafe fn init(base: *mut u8) {
-        let h = &mut *(base as *mut Header);
+        // SAFETY: the header is the first 24 bytes of the mapping (caller), page aligned
+        // so aligned for u64, and ours alone: a unique reference is sound.
+        let h = unsafe { &mut *(base as *mut Header) };
         h.magic = MAGIC;
         h.version = LAYOUT_VERSION;
         h.size = SEGMENT_SIZE as u64;
     }
 
     /// # Safety
-    /// As for `init`.
+    /// `base` must map at least `SEGMENT_SIZE` bytes, page aligned.
     pub unsafe fn check(base: *const u8) -> bool {
-        let h = &*(base as *const Header);
-        h.magic == MAGIC && h.version == LAYOUT_VERSION && h.size == SEGMENT_SIZE as u64
+        // SAFETY: the header lies in the mapping (caller) and is aligned; it is read
+        // with volatile loads of plain integers (any bits are valid), so a peer that
+        // writes it meanwhile can only make the check fail.
+        let (magic, version, size) = unsafe {
+            let h = base as *const Header;
+            (
+                std::ptr::addr_of!((*h).magic).read_volatile(),
+                std::ptr::addr_of!((*h).version).read_volatile(),
+                std::ptr::addr_of!((*h).size).read_volatile(),
+            )
+        };
+        magic == MAGIC && version == LAYOUT_VERSION && size == SEGMENT_SIZE as u64
+    }
+}
+
+/// One direction of a mapped segment. Made only by [`DirPtr::new`], whose caller
+/// promises that the mapping outlives the pointer and all its copies; the safe methods
+/// below rely on that and on nothing else. They never make a reference to memory the
+/// peer writes, except to atomics.
+#[derive(Clone, Copy)]
+struct DirPtr(*mut Direction);
+
+// SAFETY: the pointee is a shared mapping that belongs to no thread. Everything done
+// through a DirPtr is an atomic access, a raw or volatile copy of bytes that are checked
+// before use, or a write to our own direction under the owner's lock (one producer, one
+// consumer); none of it depends on the thread it runs on.
+unsafe impl Send for DirPtr {}
+// SAFETY: as for Send: shared use goes through atomics only (the doorbell, `seq`).
+unsafe impl Sync for DirPtr {}
+
+impl DirPtr {
+    /// # Safety
+    /// `seg` must point to a mapped, initialised segment that outlives the returned
+    /// pointer and every copy of it.
+    unsafe fn new(seg: *mut Segment, side: usize) -> DirPtr {
+        // SAFETY: `seg` points into the mapping (caller); addr_of_mut computes the
+        // field's address without reading it or making a reference (and panics on a
+        // side out of bounds).
+        DirPtr(unsafe { std::ptr::addr_of_mut!((*seg).dir[side]) })
+    }
+
+    fn ctl(&self) -> &RingCtl {
+        // SAFETY: mapped for our whole life (constructor). RingCtl holds only atomics:
+        // a shared reference to them is sound however the peer writes them.
+        unsafe { &(*self.0).ctl }
+    }
+
+    /// The ring slot of position `pos`.
+    fn entry(&self, pos: u64) -> *mut Entry {
+        let idx = (pos % RING_CAP) as usize;
+        // SAFETY: idx < RING_CAP, inside the mapping (constructor); an address only.
+        unsafe { std::ptr::addr_of_mut!((*self.0).entries[idx]) }
+    }
+
+    /// The sequence word of position `pos`'s slot: `pos + 1` once it is published.
+    fn seq(&self, pos: u64) -> &AtomicU64 {
+        // SAFETY: `seq` is the first field of an Entry, which is 64-aligned, so the word
+        // is an aligned u64 inside the mapping; it is only ever accessed atomically.
+        unsafe { &*(self.entry(pos) as *const AtomicU64) }
+    }
+
+    /// Bounce slot `i` (panics unless `i < NSLOTS`).
+    fn slot(&self, i: usize) -> *mut u8 {
+        // SAFETY: inside the mapping (constructor); the index is bounds-checked; an
+        // address only.
+        unsafe { std::ptr::addr_of_mut!((*self.0).slots[i]) as *mut u8 }
+    }
+
+    fn table(&self) -> *mut RegionTable {
+        // SAFETY: inside the mapping (constructor); an address only.
+        unsafe { std::ptr::addr_of_mut!((*self.0).table) }
+    }
+
+    /// Whether the entry at ring position `pos` is published.
+    fn published(&self, pos: u64) -> bool {
+        self.seq(pos).load(Ordering::Acquire) == pos + 1
     }
 }
 
@@ -263,7 +346,7 @@ impl<T> std::ops::Deref for Pad64<T> {
 /// The producing end of one direction. One producer at a time (callers hold a lock);
 /// `head` is our own count, only published to the segment.
 pub struct Producer {
-    dir: *mut Direction,
+    dir: DirPtr,
     head: u64,
     /// Last tail read from the peer: re-read only when the ring looks full, so a push
     /// does not pull the consumer's cache line every time.
@@ -272,27 +355,19 @@ pub struct Producer {
 
 /// The consuming end. `tail` is our own count, only published.
 pub struct Consumer {
-    dir: *mut Direction,
+    dir: DirPtr,
     tail: u64,
 }
-
-// SAFETY: both point into a shared mapping that outlives them (the endpoint keeps it);
-// all shared fields are accessed atomically or copied out.
-unsafe impl Send for Producer {}
-unsafe impl Send for Consumer {}
-unsafe impl Send for Doorbell {}
-unsafe impl Sync for Doorbell {}
 
 /// The doorbell and waiter count of one direction, usable without the producer lock.
 #[derive(Clone, Copy)]
 pub struct Doorbell {
-    dir: *mut Direction,
+    dir: DirPtr,
 }
 
 impl Doorbell {
     fn ctl(&self) -> &RingCtl {
-        // SAFETY: see the Send impls.
-        unsafe { &(*self.dir).ctl }
+        self.dir.ctl()
     }
 
     /// Called by the producer after publishing: wakes the consumer's inline sleepers
@@ -358,7 +433,7 @@ impl Doorbell {
     /// Whether the entry at ring position `tail` is published (a hint for pollers: the
     /// consumer checks again under its lock).
     pub fn published(&self, tail: u64) -> bool {
-        peek_ready(self.dir, tail)
+        self.dir.published(tail)
     }
 
     /// Wakes every sleeper, inline and background (shutdown, peer death, or another
@@ -381,11 +456,12 @@ impl Doorbell {
 
 impl Producer {
     /// # Safety
-    /// `seg` must be a mapped, initialised segment that outlives the producer.
+    /// `seg` must point to a mapped, initialised segment that outlives the producer and
+    /// its doorbells; nobody else produces on direction `side`.
     pub unsafe fn new(seg: *mut Segment, side: usize) -> Producer {
-        let dir = std::ptr::addr_of_mut!((*seg).dir[side]);
         Producer {
-            dir,
+            // SAFETY: the caller's promise is DirPtr::new's.
+            dir: unsafe { DirPtr::new(seg, side) },
             head: 0,
             tail_cache: 0,
         }
@@ -393,26 +469,26 @@ impl Producer {
 
     /// Tries to publish `e`; false when the ring is full.
     pub fn try_push(&mut self, e: &Entry) -> bool {
-        // SAFETY: see the Send impls.
-        let d = unsafe { &mut *self.dir };
         // A garbage tail from the peer can only make us think the ring is full or empty;
         // either way we write only inside our own ring.
         if self.head.wrapping_sub(self.tail_cache) >= RING_CAP {
-            self.tail_cache = d.ctl.tail.load(Ordering::Acquire);
+            self.tail_cache = self.dir.ctl().tail.load(Ordering::Acquire);
             if self.head.wrapping_sub(self.tail_cache) >= RING_CAP {
                 return false;
             }
         }
-        let idx = (self.head % RING_CAP) as usize;
-        let slot = std::ptr::addr_of_mut!(d.entries[idx]);
+        let slot = self.dir.entry(self.head);
         // Only the used bytes cross to the peer's cache (see `Entry`), sealed with the
         // checksum on the way.
         let check = e.checksum();
         let used = e.used_bytes();
         let src = e as *const Entry as *const u8;
-        // SAFETY: the slot is ours until we publish its sequence number; `seq` (the
-        // first 8 bytes) is left alone and published last. Every copy stays inside the
-        // 256-byte entry and slot (used_bytes is clamped).
+        // SAFETY: `slot` is a 256-byte ring slot in the mapping (DirPtr), ours until we
+        // publish its sequence number (the consumer reads it only after that, and a peer
+        // that scribbles on it can only spoil what it will read: no reference is made).
+        // `e` is a 256-byte Entry; every copy stays inside both (used_bytes is at most
+        // 256, MSG_DATA_OFFSET + INLINE_CAP <= 256). `seq` (the first 8 bytes) is left
+        // alone and published last, with Release, through the aligned atomic word.
         unsafe {
             let dst = slot as *mut u8;
             if e.kind == kind::MSG {
@@ -426,25 +502,30 @@ impl Producer {
                 std::ptr::copy_nonoverlapping(src.add(8), dst.add(8), used - 8);
             }
             std::ptr::addr_of_mut!((*slot).check).write(check);
-            (*(slot as *const AtomicU64)).store(self.head + 1, Ordering::Release);
         }
+        self.dir
+            .seq(self.head)
+            .store(self.head + 1, Ordering::Release);
         self.head += 1;
         true
     }
 
     /// Writes raw bytes as the next entry, bypassing sealing (tests of the checks).
     pub fn push_raw_for_test(&mut self, raw: &Entry) -> bool {
-        // SAFETY: as in try_push.
-        let d = unsafe { &mut *self.dir };
-        if self.head.wrapping_sub(d.ctl.tail.load(Ordering::Acquire)) >= RING_CAP {
+        if self
+            .head
+            .wrapping_sub(self.dir.ctl().tail.load(Ordering::Acquire))
+            >= RING_CAP
+        {
             return false;
         }
-        let idx = (self.head % RING_CAP) as usize;
-        let slot = std::ptr::addr_of_mut!(d.entries[idx]);
-        unsafe {
-            std::ptr::write_volatile(slot, *raw);
-            (*(slot as *const AtomicU64)).store(self.head + 1, Ordering::Release);
-        }
+        let slot = self.dir.entry(self.head);
+        // SAFETY: as in try_push: an aligned ring slot of the mapping, ours until
+        // published; the whole entry is written (its `seq` is overwritten just below).
+        unsafe { std::ptr::write_volatile(slot, *raw) };
+        self.dir
+            .seq(self.head)
+            .store(self.head + 1, Ordering::Release);
         self.head += 1;
         true
     }
@@ -455,21 +536,24 @@ impl Producer {
 
     /// Our bounce slot `i` (we write it for ST_WRITE/ST_MSG, the peer for ST_READ).
     pub fn slot_ptr(&self, i: usize) -> *mut u8 {
-        // SAFETY: i < NSLOTS is checked by callers; pointer arithmetic only.
-        unsafe { std::ptr::addr_of_mut!((*self.dir).slots[i]) as *mut u8 }
+        self.dir.slot(i)
     }
 
     pub fn table(&self) -> *mut RegionTable {
-        unsafe { std::ptr::addr_of_mut!((*self.dir).table) }
+        self.dir.table()
     }
 }
 
 impl Consumer {
     /// # Safety
-    /// As for [`Producer::new`]; `side` is the *peer's* side.
+    /// `seg` must point to a mapped, initialised segment that outlives the consumer and
+    /// its doorbells; `side` is the *peer's* side, and nobody else consumes it.
     pub unsafe fn new(seg: *mut Segment, side: usize) -> Consumer {
-        let dir = std::ptr::addr_of_mut!((*seg).dir[side]);
-        Consumer { dir, tail: 0 }
+        Consumer {
+            // SAFETY: the caller's promise is DirPtr::new's.
+            dir: unsafe { DirPtr::new(seg, side) },
+            tail: 0,
+        }
     }
 
     /// Our position: the number of entries consumed.
@@ -479,25 +563,28 @@ impl Consumer {
 
     /// Whether an entry is ready (cheap; for sleepers' last check).
     pub fn has_work(&self) -> bool {
-        peek_ready(self.dir, self.tail)
+        self.dir.published(self.tail)
     }
 
     /// Copies the next published entry, if any, into `e` (whose earlier contents are
     /// overwritten: the descriptor is cleared first, and a message's bytes beyond its
     /// length are never read) and releases its slot.
     pub fn pop_into(&mut self, e: &mut Entry) -> bool {
-        if !peek_ready(self.dir, self.tail) {
+        if !self.dir.published(self.tail) {
             return false;
         }
-        let idx = (self.tail % RING_CAP) as usize;
+        let src = self.dir.entry(self.tail) as *const u8;
         let dst = e as *mut Entry as *mut u8;
-        // SAFETY: reading our mapping, within the 256-byte slot, into our own entry; the
-        // copy is checked (checksum, lengths) before use, so whatever the peer scribbles
-        // meanwhile is caught there. Kind and length come from our copy, and the length
-        // is clamped.
+        // SAFETY: `src` is a 256-byte ring slot of the mapping (DirPtr), `dst` our own
+        // 256-byte Entry (a unique borrow, so the two do not overlap); every offset and
+        // length stays inside 256 bytes (MSG_DATA_OFFSET < LONG_DESC <= 256; a message
+        // length is clamped to INLINE_CAP; used_bytes <= 256). The slot's bytes are
+        // copied raw, never referenced: a peer that scribbles on them meanwhile can
+        // only produce an entry that fails its checks (checksum, lengths) before any
+        // field is used. Kind and length are read from our copy, not the slot, and
+        // every bit pattern is a valid Entry.
         unsafe {
             std::ptr::write_bytes(dst.add(MSG_DATA_OFFSET), 0, LONG_DESC - MSG_DATA_OFFSET);
-            let src = std::ptr::addr_of!((*self.dir).entries[idx]) as *const u8;
             std::ptr::copy_nonoverlapping(src, dst, MSG_DATA_OFFSET);
             if e.kind == kind::MSG {
                 let n = (e.len as usize).min(INLINE_CAP);
@@ -512,8 +599,8 @@ impl Consumer {
             }
         }
         self.tail += 1;
-        // SAFETY: the ring control block lies in the mapping; the tail is only published.
-        unsafe { (*self.dir).ctl.tail.store(self.tail, Ordering::Release) };
+        // Our own count, only published: the peer's copy is never read back.
+        self.dir.ctl().tail.store(self.tail, Ordering::Release);
         true
     }
 
@@ -523,19 +610,12 @@ impl Consumer {
 
     /// The peer's bounce slot `i`.
     pub fn slot_ptr(&self, i: usize) -> *mut u8 {
-        unsafe { std::ptr::addr_of_mut!((*self.dir).slots[i]) as *mut u8 }
+        self.dir.slot(i)
     }
 
     pub fn table(&self) -> *mut RegionTable {
-        unsafe { std::ptr::addr_of_mut!((*self.dir).table) }
+        self.dir.table()
     }
-}
-
-fn peek_ready(dir: *mut Direction, tail: u64) -> bool {
-    let idx = (tail % RING_CAP) as usize;
-    // SAFETY: the sequence word is the first field of the entry, 8-aligned.
-    let seq = unsafe { &*(std::ptr::addr_of!((*dir).entries[idx]) as *const AtomicU64) };
-    seq.load(Ordering::Acquire) == tail + 1
 }
 
 impl RegionTable {
@@ -550,6 +630,9 @@ impl RegionTable {
         let n = regions.len().min(TABLE_CAP);
         for (i, &(addr, len, key)) in regions[..n].iter().enumerate() {
             let e = std::ptr::addr_of_mut!(self.entries[i]);
+            // SAFETY: `e` is an aligned, in-bounds element of our own table (`&mut
+            // self`). Volatile, because the peer reads the table concurrently (it retries
+            // while `seq` is odd or moved): the store must really happen, in this window.
             unsafe {
                 std::ptr::write_volatile(
                     e,
@@ -585,6 +668,9 @@ impl RegionTable {
             let n = (self.count.load(Ordering::Relaxed) as usize).min(TABLE_CAP);
             let mut found = false;
             for i in 0..n {
+                // SAFETY: an aligned, in-bounds element (n <= TABLE_CAP); TableEntry is
+                // plain integers, so whatever the peer is writing reads as some value,
+                // and a torn one is caught by the seqlock or fails the range check.
                 let e = unsafe { std::ptr::read_volatile(std::ptr::addr_of!(self.entries[i])) };
                 if e.key == key
                     && addr >= e.addr
@@ -610,13 +696,23 @@ mod tests {
     use super::*;
     use crate::error::Status;
 
+    /// A fresh segment, with the producer and the consumer of direction 0 (a loop back).
+    /// The mapping is never unmapped: it outlives everything the test makes from it.
+    fn ring() -> (*mut u8, Producer, Consumer) {
+        let (fd, base, _) = crate::memory::shared::memfd_map("t", SEGMENT_SIZE).unwrap();
+        std::mem::forget(fd);
+        let seg = base as *mut Segment;
+        // SAFETY: a fresh, page-aligned mapping of SEGMENT_SIZE bytes, ours alone and
+        // never unmapped; one producer and one consumer of direction 0.
+        unsafe {
+            Segment::init(base);
+            (base, Producer::new(seg, 0), Consumer::new(seg, 0))
+        }
+    }
+
     #[test]
     fn push_pop_validate() {
-        let (_fd, base, _) = crate::memory::shared::memfd_map("t", SEGMENT_SIZE).unwrap();
-        unsafe { Segment::init(base) };
-        let seg = base as *mut Segment;
-        let mut p = unsafe { Producer::new(seg, 0) };
-        let mut c = unsafe { Consumer::new(seg, 0) };
+        let (_, mut p, mut c) = ring();
         let mut e = Entry::new(0);
         assert!(!c.pop_into(&mut e));
         for i in 0..RING_CAP {
@@ -638,6 +734,7 @@ mod tests {
         e.seal();
         e.id ^= 1;
         assert_eq!(e.validate(), Err("checksum mismatch"));
+        // SAFETY: our table in the mapping, aligned; nothing else uses it in this test.
         let t = unsafe { &mut *p.table() };
         t.publish(&[(1000, 100, 7)], 3);
         assert_eq!(t.announced(), 3);
@@ -649,16 +746,15 @@ mod tests {
 
     #[test]
     fn entries_cross_in_as_few_lines_as_they_need() {
-        let (_fd, base, _) = crate::memory::shared::memfd_map("t", SEGMENT_SIZE).unwrap();
-        unsafe { Segment::init(base) };
-        let seg = base as *mut Segment;
-        let mut p = unsafe { Producer::new(seg, 0) };
-        let mut c = unsafe { Consumer::new(seg, 0) };
+        let (base, mut p, mut c) = ring();
         let entries = base
             .wrapping_add(std::mem::offset_of!(Segment, dir))
             .wrapping_add(std::mem::offset_of!(Direction, entries));
+        // SAFETY: slot i < 8 of direction 0's ring, inside the mapping; read only between
+        // pushes and pops of this thread.
         let slot = |i: usize| unsafe { std::slice::from_raw_parts(entries.add(i * 256), 256) };
         // Mark every slot, to see which bytes a push writes.
+        // SAFETY: the first 8 slots of the ring, inside the mapping, unused yet.
         unsafe { std::ptr::write_bytes(entries, 0xaa, 256 * 8) };
         let mut got = Entry::new(0);
         let mut i = 0;
