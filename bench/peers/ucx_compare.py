@@ -181,6 +181,7 @@ def run_ours(bin_dir, tmp, quick, pin, timeout):
         for r in read_csv(shm_csv):
             size, p50 = int(r["size_bytes"]), float(r["p50_us"])
             out[("shm", r["metric"], size, "us")] = p50
+            out[("shm", r["metric"], size, "p99")] = float(r["p99_us"])
             out[("shm", r["metric"], size, "bw")] = size / p50 / 1e3
     ep_csv = os.path.join(tmp, "endpoint_tcp.csv")
     if bench(bin_dir, "endpoint", ["--max-mib", "16", "--csv", ep_csv], timeout):
@@ -189,12 +190,14 @@ def run_ours(bin_dir, tmp, quick, pin, timeout):
                 continue
             size, p50 = int(r["size"]), float(r["p50_us"])
             out[("tcp", r["op"], size, "us")] = p50
+            out[("tcp", r["op"], size, "p99")] = float(r["p99_us"])
             out[("tcp", r["op"], size, "bw")] = size / p50 / 1e3
     rpc_csv = os.path.join(tmp, "rpc_native.csv")
     if bench(bin_dir, "rpc_native_bench", ["--max-size-mb", "16", "--csv", rpc_csv]
              + (["--quick"] if quick else []) + (["--pin"] if pin else []), timeout):
         for r in read_csv(rpc_csv):
             out[("rpc", r["transport"], int(r["size"]), "us")] = float(r["p50_us"])
+            out[("rpc", r["transport"], int(r["size"]), "p99")] = float(r["p99_us"])
     return out
 
 
@@ -316,6 +319,28 @@ def main():
             vals = [med("ucx", transport, test, s, kind) for s in SIZES]
             md.append(f"| {transport} | {test} | "
                       + " | ".join("n/a" if v is None else f"{v:.2f}" for v in vals) + " |")
+    # With several variants: every row of our benchmarks, p50 and p99 side by side.
+    var_rows = []
+    if len(names) > 1:
+        keys = sorted({(r[2], r[3], r[4]) for r in raw if r[1] in names and r[5] == "us"})
+        first, last = names[0], names[-1]
+        md += ["", f"## Every row of our benchmarks, per variant (medians over {a.runs} "
+               f"run(s); latency µs; {last} ÷ {first}: below 1 is faster)", "",
+               "| benchmark | row | size | "
+               + " | ".join(f"{n} p50" for n in names) + " | "
+               + " | ".join(f"{n} p99" for n in names)
+               + f" | p50 {last} ÷ {first} | p99 {last} ÷ {first} |",
+               "|---|---|---|" + "---|" * (2 * len(names) + 2)]
+        for src, key, size in keys:
+            p50 = [med(n, src, key, size, "us") for n in names]
+            p99 = [med(n, src, key, size, "p99") for n in names]
+            q50 = p50[-1] / p50[0] if p50[0] and p50[-1] is not None else None
+            q99 = p99[-1] / p99[0] if p99[0] and p99[-1] is not None else None
+            var_rows.append((src, key, size, p50, p99, q50, q99))
+            md.append(f"| {src} | {key} | {label(size)} | "
+                      + " | ".join("n/a" if v is None else f"{v:.2f}" for v in p50 + p99)
+                      + " | " + " | ".join("n/a" if q is None else f"{q:.2f}×"
+                                           for q in (q50, q99)) + " |")
     text = "\n".join(md) + "\n"
     print()
     print(text)
@@ -332,7 +357,15 @@ def main():
         w.writerow(["run", "side", "transport_or_source", "test_or_metric", "size", "unit",
                     "value"])
         for r in raw:
-            w.writerow(list(r[:5]) + ["GB/s" if r[5] == "bw" else "us", r[6]])
+            unit = {"bw": "GB/s", "p99": "us p99"}.get(r[5], "us")
+            w.writerow(list(r[:5]) + [unit, r[6]])
+    if var_rows:
+        with open(os.path.join(a.out, "ucx_compare_variants.csv"), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["benchmark", "row", "size"] + [f"{n}_p50_us" for n in names]
+                       + [f"{n}_p99_us" for n in names] + ["p50_ratio", "p99_ratio"])
+            for src, key, size, p50, p99, q50, q99 in var_rows:
+                w.writerow([src, key, size] + p50 + p99 + [q50, q99])
     print(f"wrote {os.path.join(a.out, 'ucx_compare.md')}, ucx_compare.csv, "
           f"ucx_compare_runs.csv")
     return 0

@@ -11,7 +11,7 @@ use super::conn::Conn;
 use super::progress::PushMode;
 use super::ring::{kind, Entry};
 use super::state::{Inner, PEER_GONE};
-use crate::error::Status;
+use crate::error::{Result, Status};
 use crate::future::OpState;
 
 /// One operation's parts in flight; the last part to report completes it (and, for
@@ -99,12 +99,7 @@ impl Agg {
             match e {
                 None => {
                     if let Some(imm) = self.imm {
-                        let mut n = Entry::new(kind::IMM);
-                        n.imm = imm;
-                        if let Err(er) = inner
-                            .conn()
-                            .and_then(|c| inner.push(c, &n, PushMode::Backlog))
-                        {
+                        if let Err(er) = inner.notify_imm(imm) {
                             self.op.part_done(er.status(), Some(er.message()));
                             return;
                         }
@@ -119,6 +114,14 @@ impl Agg {
 }
 
 impl Inner {
+    /// The notification of a `write_with_imm` whose parts have all reached the target.
+    /// Never blocks (progress handlers call it): queued behind what already waits.
+    pub fn notify_imm(&self, imm: i32) -> Result<()> {
+        let mut n = Entry::new(kind::IMM);
+        n.imm = imm;
+        self.push(self.conn()?, &n, PushMode::Backlog)
+    }
+
     /// The peer's `DONE` for one of our requests.
     pub fn complete(&self, c: &Conn, e: &Entry) {
         let Some(p) = c.pending.lock().remove(&e.id) else {

@@ -50,6 +50,15 @@ impl Inner {
         }
     }
 
+    /// One assignment, checked: (local pointer, remote address, key, length).
+    fn checked(&self, a: &Assignment) -> Result<(*mut u8, u64, u32, u64)> {
+        let (_, lptr) = self.pool.local_range(a.local, a.local_offset, a.length)?;
+        let (raddr, key) = self
+            .remote
+            .remote_range(a.remote, a.remote_offset, a.length)?;
+        Ok((lptr, raddr, key, a.length))
+    }
+
     /// `read`, `write` and `write_with_imm` (`imm`).
     pub fn rw(
         self: &Arc<Self>,
@@ -62,18 +71,31 @@ impl Inner {
         // Regions registered since the last publication (ours may be the target of the
         // peer's next operation).
         self.publish_regions(c);
-        // Check everything before touching any memory.
-        let mut plan = Vec::with_capacity(assignments.len());
-        for a in assignments {
-            let (_, lptr) = self.pool.local_range(a.local, a.local_offset, a.length)?;
-            let (raddr, key) = self
-                .remote
-                .remote_range(a.remote, a.remote_offset, a.length)?;
-            plan.push((lptr, raddr, key, a.length));
+        // Check everything before touching any memory. One assignment (the common case)
+        // needs no list.
+        if let [a] = assignments {
+            let part = self.checked(a)?;
+            return self.issue(c, std::iter::once(part), write, imm, timeout);
         }
-        let op = self.new_op(1, timeout);
-        let deadline = op.deadline();
-        let agg = Agg::new(op.clone(), imm);
+        let plan = assignments
+            .iter()
+            .map(|a| self.checked(a))
+            .collect::<Result<Vec<_>>>()?;
+        self.issue(c, plan.into_iter(), write, imm, timeout)
+    }
+
+    /// Moves the checked parts of one operation. Parts the peer's table permits are
+    /// copied here and now; the operation's state exists only once a part needs the
+    /// peer (an operation done entirely here is a ready future: no allocation).
+    fn issue(
+        &self,
+        c: &Conn,
+        plan: impl Iterator<Item = (*mut u8, u64, u32, u64)>,
+        write: bool,
+        imm: Option<i32>,
+        timeout: Option<Duration>,
+    ) -> Result<Future> {
+        let mut pending: Option<(Arc<Agg>, Deadline)> = None;
         let mut failure: Option<Error> = None;
         'outer: for (lptr, raddr, key, len) in plan {
             if len == 0 {
@@ -103,17 +125,23 @@ impl Inner {
                     continue;
                 }
             }
+            let (agg, deadline) = &*pending.get_or_insert_with(|| {
+                let op = self.new_op(1, timeout);
+                let deadline = op.deadline();
+                (Agg::new(op, imm), deadline)
+            });
+            let deadline = *deadline;
             if !c.staged {
                 let mut e;
                 if write {
                     e = Entry::new(kind::WRITE);
                     e.a = lptr as u64;
                     e.b = raddr;
-                    e.id = add_part(c, &agg, |agg| Pending::Part { agg, slot: None });
+                    e.id = add_part(c, agg, |agg| Pending::Part { agg, slot: None });
                 } else {
                     e = Entry::new(kind::READ);
                     e.a = raddr;
-                    e.id = add_part(c, &agg, |agg| Pending::ReadGrant {
+                    e.id = add_part(c, agg, |agg| Pending::ReadGrant {
                         agg,
                         remote: raddr,
                         local: lptr as usize,
@@ -122,7 +150,7 @@ impl Inner {
                 }
                 e.n = len;
                 e.key = key;
-                if let Err(er) = self.push_part(c, &e, &agg, deadline) {
+                if let Err(er) = self.push_part(c, &e, agg, deadline) {
                     failure = Some(er);
                     break;
                 }
@@ -152,14 +180,14 @@ impl Inner {
                     };
                     e = Entry::new(kind::ST_WRITE);
                     e.b = raddr + off;
-                    e.id = add_part(c, &agg, |agg| Pending::Part {
+                    e.id = add_part(c, agg, |agg| Pending::Part {
                         agg,
                         slot: Some(slot),
                     });
                 } else {
                     e = Entry::new(kind::ST_READ);
                     e.a = raddr + off;
-                    e.id = add_part(c, &agg, |agg| Pending::StRead {
+                    e.id = add_part(c, agg, |agg| Pending::StRead {
                         agg,
                         local: lptr as usize + off as usize,
                         len: clen as usize,
@@ -170,15 +198,27 @@ impl Inner {
                 e.key = key;
                 e.slot = slot;
                 self.stats.staged_chunks.fetch_add(1, Ordering::Relaxed);
-                if let Err(er) = self.push_part(c, &e, &agg, deadline) {
+                if let Err(er) = self.push_part(c, &e, agg, deadline) {
                     failure = Some(er);
                     break 'outer;
                 }
                 off += clen;
             }
         }
-        self.submitted(&agg, failure);
-        Ok(Future::new(op))
+        if let Some((agg, _)) = pending {
+            self.submitted(&agg, failure);
+            return Ok(Future::new(agg.op.clone()));
+        }
+        // Every byte is at the target: done, but for the notification (sent as the last
+        // part of an Agg would send it).
+        if let Some(imm) = imm {
+            if let Err(er) = self.notify_imm(imm) {
+                let op = self.new_op(1, timeout);
+                op.part_done(er.status(), Some(er.message()));
+                return Ok(Future::new(op));
+            }
+        }
+        Ok(Future::ready(0))
     }
 
     /// `send`.
