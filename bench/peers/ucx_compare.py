@@ -216,6 +216,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="runs; medians are reported (3)")
     ap.add_argument("--quick", action="store_true", help="fewer iterations everywhere")
+    ap.add_argument("--ucx-runs", type=int, default=None, metavar="K",
+                    help="measure UCX in the first K runs only (default: every run); "
+                         "ours runs every time. UCX's large sizes take minutes per run on "
+                         "a loaded machine; before/after comparisons need more of ours")
     ap.add_argument("--pin", action="store_true",
                     help="pin each pair's two processes to CPUs 0 and 1 (UCX -c, rpc --pin)")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
@@ -244,7 +248,7 @@ def main():
         load0 = os.getloadavg()
         t0 = time.monotonic()
         print(f"== run {run + 1}/{a.runs} (load average {load0[0]:.2f})", flush=True)
-        for transport in ("posix", "tcp"):
+        for transport in ("posix", "tcp") if a.ucx_runs is None or run < a.ucx_runs else ():
             for test in UCX_TESTS:
                 for size in SIZES:
                     f = run_ucx(transport, test, size, a.quick, a.pin, a.timeout)
@@ -289,7 +293,10 @@ def main():
     ncol = 3 + 2 * len(names)
     md = [f"# dlslime vs UCX {ucx_version} ({when})", "",
           f"Host: {os.cpu_count()} CPUs ({cpu}), Linux {host}; loopback; medians of "
-          f"{a.runs} run(s){', quick' if a.quick else ''}; "
+          f"{a.runs} run(s)"
+          + ("" if a.ucx_runs is None or a.ucx_runs >= a.runs else
+             f" (UCX: the first {a.ucx_runs})")
+          + f"{', quick' if a.quick else ''}; "
           f"{'pinned' if a.pin else 'not pinned'}.",
           "Load average (1 min) at start → end of each run: "
           + "; ".join(f"{l0:.2f} → {l1:.2f} ({s:.0f} s)" for l0, l1, s in loads) + ".",
