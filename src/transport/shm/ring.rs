@@ -9,7 +9,7 @@
 //! entries are copied out before they are checked, and an entry that fails its checks is
 //! dropped and counted, never followed.
 //!
-//! All access to the mapping goes through [`DirPtr`], whose one invariant (the mapping
+//! All access to the mapping goes through `DirPtr`, whose one invariant (the mapping
 //! outlives it) is promised once, by the `unsafe` constructors of [`Producer`] and
 //! [`Consumer`].
 
