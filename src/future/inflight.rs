@@ -49,18 +49,9 @@ impl InflightOps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Deadline;
+    use crate::future::op::tests::op;
     use crate::future::Future;
     use std::time::Duration;
-
-    fn op(parts: u32, timeout: Duration) -> Arc<OpState> {
-        OpState::new(
-            parts,
-            Deadline::after(timeout),
-            Duration::from_micros(20),
-            None,
-        )
-    }
 
     #[test]
     fn fail_all_leaves_completed_ops_alone() {

@@ -367,12 +367,13 @@ impl OpState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::future::Future;
     use std::time::Instant;
 
-    fn op(parts: u32, timeout: Duration) -> Arc<OpState> {
+    /// A plain operation (no driver) for the future's unit tests.
+    pub(in crate::future) fn op(parts: u32, timeout: Duration) -> Arc<OpState> {
         OpState::new(
             parts,
             Deadline::after(timeout),
