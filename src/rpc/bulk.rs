@@ -175,14 +175,21 @@ impl Inner {
     pub(super) fn bulk_read(&self, u: BulkUse, slot: usize, d: BulkDesc) -> Result<*const u8> {
         let g = self.bulk_buf(u, slot, d.len as usize)?;
         let b = g.as_ref().expect("bulk_buf fills the cache");
-        let rh = self.ep.remote_pool().register(
-            &format!("rpc:peer-bulk:{}:{slot}", u.dir()),
+        // Named per session (unregistered when it ends), as the mailbox.
+        let name = format!("rpc:peer-bulk:{:x}:{}:{slot}", self.id, u.dir());
+        let remote = self.ep.remote_pool();
+        let fresh = remote.handle(&name).is_none();
+        let rh = remote.register(
+            &name,
             RemoteRegion {
                 addr: d.addr,
                 len: d.len,
                 key: d.key,
             },
         )?;
+        if fresh {
+            self.peer_regions.lock().push(rh);
+        }
         let f = self.ep.read(
             &[Assignment::new(b.handle, rh, 0, b.off, d.len)],
             Some(self.cfg.default_timeout.max(Duration::from_secs(60))),

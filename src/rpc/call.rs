@@ -81,6 +81,8 @@ pub struct CallFuture {
     data: *const u8,
     len: usize,
     tag: u32,
+    /// Why the call failed (`Failed`); kept here, as the slot may still get a reply.
+    error: Option<Error>,
 }
 
 // SAFETY: `data` points into the session's memory (the slot's mailbox or bulk buffer),
@@ -115,6 +117,7 @@ impl CallFuture {
                     data: std::ptr::null(),
                     len: 0,
                     tag: 0,
+                    error: None,
                 })
             }
             Err(e) => {
@@ -205,17 +208,14 @@ impl CallFuture {
         Ok(())
     }
 
-    /// Fails the call for good with `e` (kept in the cell for later `wait`s).
+    /// Fails the call for good with `e` (kept for later `wait`s).
     fn fail(&mut self, e: Error) {
-        *self.sess.cells[self.slot].out.lock() = CellOut::failed(e);
+        self.error = Some(e);
         self.state = FutState::Failed;
     }
 
     fn final_error(&self) -> Error {
-        self.sess.cells[self.slot]
-            .out
-            .lock()
-            .error
+        self.error
             .clone()
             .unwrap_or_else(|| Error::new(Status::Failed, "RPC call failed"))
     }
@@ -225,10 +225,15 @@ impl CallFuture {
         self.state == FutState::Ready
     }
 
-    /// Whether the reply arrived (without waiting or receiving).
+    /// Whether the reply arrived (or the call failed), without waiting. With inline
+    /// progress it takes in what has arrived (no thread does it otherwise).
     pub fn done(&self) -> bool {
-        self.state != FutState::Waiting
-            || self.sess.cells[self.slot].state.load(Ordering::Acquire) == DONE
+        let cell = &self.sess.cells[self.slot];
+        if self.state != FutState::Waiting || cell.state.load(Ordering::Acquire) == DONE {
+            return true;
+        }
+        self.sess.take_arrived();
+        cell.state.load(Ordering::Acquire) == DONE
     }
 
     /// The reply payload (empty before a successful `wait`).
@@ -318,9 +323,27 @@ impl Inner {
     }
 
     /// A reply arrived in our reply mailbox slot `slot` (header `h`, already read):
-    /// checks it, hands it to the call's future, or frees the slot of a detached call.
+    /// checks it, hands it to the call's future, or frees the slot of a detached call. A
+    /// reply naming another request than the call in the slot is dropped (stale: never
+    /// delivered to the wrong call); the call waits on for its own.
     pub(super) fn on_reply(&self, slot: usize, h: Header) {
         let cell = &self.cells[slot];
+        let state = cell.state.load(Ordering::Acquire);
+        if state != PENDING && state != DETACHED {
+            self.protocol_error(format!(
+                "reply for slot {slot} with no call in flight (state {state}); dropped"
+            ));
+            return;
+        }
+        let want = cell.req_id.load(Ordering::Acquire);
+        if h.request_id != want {
+            self.stats.stale_dropped.fetch_add(1, Ordering::Relaxed);
+            crate::warn_log!(
+                "RPC: a reply for request {} arrived in slot {slot}, whose call is request {want}; dropped",
+                h.request_id
+            );
+            return;
+        }
         let mut out = CellOut::default();
         if !self.fits_slot(&h) || h.tag & wire::REPLY_BIT == 0 {
             out.error = Some(Error::new(
@@ -328,15 +351,6 @@ impl Inner {
                 format!(
                     "malformed RPC reply (tag {:#x}, total_len {})",
                     h.tag, h.total_len
-                ),
-            ));
-        } else if h.request_id != cell.req_id.load(Ordering::Acquire) {
-            out.error = Some(Error::new(
-                Status::Protocol,
-                format!(
-                    "RPC reply request_id mismatch (got {}, expected {})",
-                    h.request_id,
-                    cell.req_id.load(Ordering::Acquire)
                 ),
             ));
         } else {
@@ -371,37 +385,62 @@ impl Inner {
         if out.error.is_some() {
             self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
         }
-        *cell.out.lock() = out;
+        self.complete(slot, out);
+    }
+
+    /// Hands `out` to the call in flight in `slot` (PENDING → DONE), or frees the slot
+    /// of a detached call. `out` is written under its lock together with the state
+    /// change, so of a reply and the session's end only the first is seen by the call.
+    fn complete(&self, slot: usize, out: CellOut) {
+        let cell = &self.cells[slot];
+        let mut o = cell.out.lock();
         match cell
             .state
             .compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => self.events.notify(),
-            Err(DETACHED) => {
-                cell.write.lock().take();
-                cell.state.store(IDLE, Ordering::Release);
-                self.release_slot(slot);
+            Ok(_) => {
+                *o = out;
+                drop(o);
+                self.events.notify();
             }
-            Err(s) => self.protocol_error(format!(
-                "reply for slot {slot} with no call in flight (state {s}); dropped"
-            )),
+            Err(DETACHED) => {
+                drop(o);
+                self.free_detached(slot);
+            }
+            Err(s) => {
+                drop(o);
+                self.protocol_error(format!(
+                    "reply for slot {slot} with no call in flight (state {s}); dropped"
+                ))
+            }
+        }
+    }
+
+    /// Frees the slot of a detached call (once: its reply and the session's end may race).
+    fn free_detached(&self, slot: usize) {
+        let cell = &self.cells[slot];
+        if cell
+            .state
+            .compare_exchange(DETACHED, IDLE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            cell.write.lock().take();
+            self.release_slot(slot);
         }
     }
 
     /// Fails every call in flight with `e` (the session ended); frees detached slots.
     pub(super) fn fail_pending(&self, e: &Error) {
         for (s, cell) in self.cells.iter().enumerate() {
-            if cell.state.load(Ordering::Acquire) == PENDING {
-                *cell.out.lock() = CellOut::failed(e.clone());
-            }
+            let mut o = cell.out.lock();
             match cell
                 .state
                 .compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => {}
+                Ok(_) => *o = CellOut::failed(e.clone()),
                 Err(DETACHED) => {
-                    cell.state.store(IDLE, Ordering::Release);
-                    self.release_slot(s);
+                    drop(o);
+                    self.free_detached(s);
                 }
                 Err(_) => {}
             }

@@ -3,12 +3,15 @@
 //! "slot_count", "mailbox": {addr, length, rkey}}`); a different configuration or wire
 //! version is refused on both sides.
 //!
-//! Each session has a random id. A side sends its hello (`ack` null), answers every
-//! peer session it has not answered yet with a hello acknowledging it, and is done when
-//! a hello acknowledging its own id arrives: then both sides hold each other's current
-//! info. Messages left in the endpoint by a session that failed or closed (its hello,
+//! Each session has a random id whose low bits are its fence (see [`wire`]). A side
+//! sends its hello (`ack` null), answers every peer session it has not answered yet with
+//! a hello acknowledging it, and is done when a hello acknowledging its own id arrives:
+//! then both sides hold each other's current info. Messages left in the endpoint by a session that failed or closed (its hello,
 //! its acknowledgements) are consumed on the way and never bind a new session to a dead
 //! mailbox. In the usual case each side sends two messages and receives two.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
@@ -33,14 +36,18 @@ pub(super) struct Agreed {
 /// Largest handshake message accepted.
 const MAX_HELLO: usize = 4096;
 
-/// A random, non-zero session id.
+/// A new session id: random, with this process's next fence in its low bits (see
+/// [`wire`]: consecutive sessions never share a fence). Never 0 (the fence is not).
 fn new_id() -> u64 {
-    loop {
-        let v: u64 = rand::random();
-        if v != 0 {
-            return v;
+    static NEXT_FENCE: OnceLock<AtomicU32> = OnceLock::new();
+    let next = NEXT_FENCE.get_or_init(|| AtomicU32::new(rand::random()));
+    let fence = loop {
+        let f = wire::fence(next.fetch_add(1, Ordering::Relaxed) as u64);
+        if f != 0 {
+            break f;
         }
-    }
+    };
+    rand::random::<u64>() & !(wire::FENCE_MASK as u64) | fence as u64
 }
 
 fn failed(e: Error) -> Error {
@@ -159,7 +166,11 @@ pub(super) fn handshake(ep: &dyn Endpoint, mem: &RpcMemory, cfg: &RpcConfig) -> 
                     "RPC handshake: peer mailbox too small",
                 ));
             }
-            let remote_mbox = ep.remote_pool().register("rpc:peer-mailbox", r)?;
+            // A name of this session's own: a write of an earlier session, late, must
+            // never land in this session's mailbox.
+            let remote_mbox = ep
+                .remote_pool()
+                .register(&format!("rpc:peer-mailbox:{id:x}"), r)?;
             return Ok(Agreed {
                 remote_mbox,
                 id,

@@ -1,6 +1,7 @@
 //! Inbound dispatch: what one received notification means. A request goes to the inbox
-//! for `poll_request`, a reply to its call, a close notice ends the session; anything
-//! malformed is counted and dropped.
+//! for `poll_request`, a reply to its call, a close notice ends the session; one with
+//! another session's fence (an earlier session's, still in flight when it ended) is
+//! counted as stale and dropped; anything malformed is counted and dropped.
 
 use std::sync::atomic::Ordering;
 
@@ -19,12 +20,16 @@ impl Inner {
     /// Handles the notification with immediate data `imm` (the peer's message is in our
     /// mailbox by now).
     pub(super) fn dispatch(&self, imm: i32) {
-        let (slot, kind) = wire::decode_imm(imm);
+        let (slot, kind, fence) = wire::decode_imm(imm);
+        if fence != wire::fence(self.id) {
+            // For an earlier session over this endpoint: its slot means nothing here.
+            self.stats.stale_dropped.fetch_add(1, Ordering::Relaxed);
+            crate::info_log!(
+                "RPC: a message (slot {slot}, kind {kind}) of an earlier session over this endpoint arrived late; dropped"
+            );
+            return;
+        }
         if kind == wire::IMM_CLOSE {
-            if slot != wire::session_tag(self.id) {
-                // the close notice of an earlier session over this endpoint
-                return;
-            }
             self.mark_dead(Error::new(
                 Status::PeerDisconnected,
                 "the RPC peer closed its session",

@@ -1,7 +1,8 @@
 //! Outbound posting: a message (request or reply) is staged in our send slot `s` and
 //! sent with one write-with-immediate into the peer's mailbox slot `s` (imm = `s | kind
-//! << 16`). A payload larger than the slot is built in the slot's bulk buffer and the
-//! message carries its [`BulkDesc`] instead.
+//! << 16 | fence << 18`, the fence of the peer's session). A payload larger than the
+//! slot is built in the slot's bulk buffer and the message carries its [`BulkDesc`]
+//! instead.
 
 use std::sync::atomic::Ordering;
 
@@ -113,7 +114,7 @@ impl Inner {
         );
         self.ep.write_with_imm(
             &[a],
-            wire::encode_imm(slot, kind),
+            wire::encode_imm(slot, kind, wire::fence(self.peer_id)),
             Some(self.cfg.default_timeout),
         )
     }

@@ -33,7 +33,12 @@ impl Inner {
     pub(super) fn wait_until(&self, ready: impl Fn() -> bool, deadline: Deadline) -> Result<()> {
         let done = || ready() || self.ended();
         loop {
-            if done() || deadline.expired() {
+            if done() {
+                break;
+            }
+            if deadline.expired() {
+                // A wait that never blocked (a zero timeout) still sees what has arrived.
+                self.take_arrived();
                 break;
             }
             if !self.pump {
@@ -69,6 +74,25 @@ impl Inner {
         }
     }
 
+    /// Inline progress: dispatches every notification that has already arrived, without
+    /// waiting (nothing when another thread is receiving: it dispatches them). Called
+    /// where a thread uses the session without waiting (`call`, `is_closed`, a call's
+    /// `done`), so a close notice that came while nobody waited is seen there, as the
+    /// pump would have seen it.
+    pub(super) fn take_arrived(&self) {
+        if self.pump {
+            return;
+        }
+        let Some(mut g) = self.rx.try_lock() else {
+            return;
+        };
+        while let Some(f) = self.posted(&mut g) {
+            if !self.settle(&mut g, f) {
+                break;
+            }
+        }
+    }
+
     /// Publishes a change some waiter may wait for, made outside the receiver's
     /// dispatch: wakes the parked waiters and pokes the receiver, which is asleep on the
     /// endpoint, not on the event count.
@@ -87,44 +111,63 @@ impl Inner {
         deadline: Deadline,
         stop: &dyn Fn() -> bool,
     ) {
-        if self.ended() {
+        let Some(f) = self.posted(&mut g) else {
             return;
-        }
-        let f = match g.take() {
-            Some(f) => f,
-            None => match self.ep.imm_recv(Some(Duration::from_secs(3600))) {
-                Ok(f) => f,
-                Err(e) => {
-                    drop(g);
-                    self.mark_dead(e);
-                    return;
-                }
-            },
         };
         *self.rx_op.lock() = f.shared_state().cloned();
         f.state().wait_while(deadline, stop);
         *self.rx_op.lock() = None;
+        self.settle(&mut g, f);
+    }
+
+    /// The posted immediate-data receive (posting one if none is): `None` once the
+    /// session ended (a failure to post ends it).
+    fn posted(&self, g: &mut MutexGuard<'_, Option<Future>>) -> Option<Future> {
+        if self.ended() {
+            return None;
+        }
+        match g.take() {
+            Some(f) => Some(f),
+            None => match self.ep.imm_recv(Some(Duration::from_secs(3600))) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    self.mark_dead(e);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Acts on the receive `f` taken from the receive slot `g`: dispatches its
+    /// notification (under the receive lock, so notifications are acted on in the order
+    /// they arrived), keeps it posted while pending, ends the session if it failed.
+    /// Returns whether a notification was dispatched.
+    fn settle(&self, g: &mut MutexGuard<'_, Option<Future>>, f: Future) -> bool {
         match f.status() {
             Status::Ok => {
-                drop(g);
                 self.dispatch(f.imm_data());
+                true
             }
             Status::Pending if self.closed.load(Ordering::Acquire) => {
                 // Closed meanwhile: withdraw the receive, so a later session on this
                 // endpoint gets every notification.
                 f.state().abort(Status::Cancelled, "RPC session closed");
+                false
             }
             // Still waiting: keep it posted for the next receiver.
-            Status::Pending => *g = Some(f),
-            Status::Timeout => {} // the receive's own deadline: post a new one
+            Status::Pending => {
+                **g = Some(f);
+                false
+            }
+            Status::Timeout => false, // the receive's own deadline: post a new one
             s => {
-                drop(g);
                 let e = f.error().unwrap_or_else(|| Error::new(s, s.as_str()));
                 let msg = match s {
                     Status::PeerDisconnected => "RPC peer disconnected".to_string(),
                     _ => format!("RPC receive failed: {}", e.message()),
                 };
                 self.mark_dead(Error::new(s, msg));
+                false
             }
         }
     }

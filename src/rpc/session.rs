@@ -34,6 +34,9 @@ pub struct RpcStats {
     pub bulk_sent: AtomicU64,
     pub bulk_received: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Messages dropped as stale: notifications meant for an earlier session over the
+    /// endpoint, replies naming another request than the call in their slot.
+    pub stale_dropped: AtomicU64,
 }
 
 /// The state of a session shared by its handle, its futures, its requests and its pump.
@@ -45,6 +48,9 @@ pub(super) struct Inner {
     pub mem: Arc<RpcMemory>,
     /// The peer's mailbox.
     pub remote_mbox: RemoteHandle,
+    /// The peer's bulk buffers this session registered to read from (with the mailbox,
+    /// unregistered when the session is gone).
+    pub peer_regions: Mutex<Vec<RemoteHandle>>,
     /// This session's id and the peer session's (from the handshake): a close notice
     /// names the session it ends, so one left over from an earlier session is ignored.
     pub id: u64,
@@ -124,6 +130,7 @@ impl RpcSession {
             ep,
             mem,
             remote_mbox: agreed.remote_mbox,
+            peer_regions: Mutex::new(Vec::new()),
             id: agreed.id,
             peer_id: agreed.peer_id,
             free_slots: Mutex::new((0..n as u32).rev().map(|s| s as u16).collect()),
@@ -173,7 +180,10 @@ impl RpcSession {
         self.inner.cfg.slot_capacity()
     }
 
+    /// Closed here, or by the peer (a close notice that has arrived counts, even if no
+    /// thread waited on the session since).
     pub fn is_closed(&self) -> bool {
+        self.inner.take_arrived();
         self.inner.ended()
     }
 
@@ -208,6 +218,9 @@ impl RpcSession {
                 i.cfg.max_payload
             )));
         }
+        // A close notice that arrived while nobody waited fails the call here, before
+        // anything is sent into a session the peer ended.
+        i.take_arrived();
         i.check_alive()?;
         CallFuture::start(i, tag, max_len, writer)
     }
@@ -297,7 +310,7 @@ impl Inner {
             // Tell the peer, so its serve() ends instead of waiting.
             if let Ok(f) = self.ep.write_with_imm(
                 &[],
-                wire::encode_imm(wire::session_tag(self.peer_id), wire::IMM_CLOSE),
+                wire::encode_imm(0, wire::IMM_CLOSE, wire::fence(self.peer_id)),
                 Some(Duration::from_secs(2)),
             ) {
                 let _ = f.wait();
@@ -308,5 +321,15 @@ impl Inner {
             f.state().abort(Status::Cancelled, "RPC session closed");
         }
         self.notify_all();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let remote = self.ep.remote_pool();
+        remote.unregister(self.remote_mbox).ok();
+        for h in self.peer_regions.get_mut().drain(..) {
+            remote.unregister(h).ok();
+        }
     }
 }

@@ -12,15 +12,25 @@
 //!   BULK_BIT  1<<26  (extension) the payload is a BulkDesc: the real payload stays in
 //!                    the sender's registered region and the receiver reads it one-sided
 //! total_len = 16 + payload bytes in the slot (for BULK: 16 + BULK_DESC_LEN)
-//! imm = slot (low 16 bits) | kind << 16, kind: 0 request, 1 reply, 2 close notice
-//!       (a close notice carries the closed session's tag instead of a slot)
+//! imm = slot (bits 0..16) | kind << 16 (2 bits: 0 request, 1 reply, 2 close notice)
+//!       | fence << 18 (14 bits: the receiving session's, see below; a close notice has
+//!       slot 0)
 //! ```
+//!
+//! **Fence.** Sessions follow one another over an endpoint pair, and a message of an
+//! earlier session can still be on its way when the next one starts (the late reply of
+//! an abandoned call, a request sent as the peer closed). Its notification names only a
+//! slot, which in the next session holds something else; so every notification carries
+//! the fence of the session it is for, the low 14 bits of that session's id, and a
+//! session drops notifications with another fence. A process gives its sessions
+//! consecutive fences (from a random start, skipping 0), so one repeats only after
+//! 16383 sessions of that process.
 //!
 //! The original's base tag has 27 bits; here bit 26 is taken by BULK_BIT, which leaves
 //! 2^26 method tags.
 
 pub const HEADER_LEN: usize = 16;
-pub const WIRE_VERSION: u32 = 3;
+pub const WIRE_VERSION: u32 = 4;
 
 pub const BULK_BIT: u32 = 1 << 26;
 pub const EXC_BIT: u32 = 1 << 27;
@@ -40,23 +50,28 @@ pub const IMM_REQUEST: u32 = 0;
 pub const IMM_REPLY: u32 = 1;
 pub const IMM_CLOSE: u32 = 2;
 
-/// The 16 bits of a session id a close notice carries.
-pub fn session_tag(id: u64) -> usize {
-    (id & 0xFFFF) as usize
+/// Bits of a session id that are its fence.
+pub const FENCE_BITS: u32 = 14;
+pub const FENCE_MASK: u32 = (1 << FENCE_BITS) - 1;
+
+/// The fence of the session with id `id` (the notifications meant for it carry it).
+pub fn fence(id: u64) -> u32 {
+    id as u32 & FENCE_MASK
 }
 
 pub fn base_tag(tag: u32) -> u32 {
     tag & !ALL_FLAGS
 }
 
-pub fn encode_imm(slot: usize, kind: u32) -> i32 {
-    (slot as u32 | (kind << 16)) as i32
+/// The immediate of a message of `kind` in `slot` for the session with fence `fence`.
+pub fn encode_imm(slot: usize, kind: u32, fence: u32) -> i32 {
+    (slot as u32 | (kind & 3) << 16 | (fence & FENCE_MASK) << 18) as i32
 }
 
-/// `(slot, kind)` of an immediate.
-pub fn decode_imm(imm: i32) -> (usize, u32) {
+/// `(slot, kind, fence)` of an immediate.
+pub fn decode_imm(imm: i32) -> (usize, u32, u32) {
     let v = imm as u32;
-    ((v & 0xFFFF) as usize, v >> 16)
+    ((v & 0xFFFF) as usize, (v >> 16) & 3, v >> 18)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,10 +184,19 @@ mod tests {
 
     #[test]
     fn imm_round_trip() {
-        for (s, k) in [(0, IMM_REQUEST), (65535, IMM_REPLY), (3, IMM_CLOSE)] {
-            assert_eq!(decode_imm(encode_imm(s, k)), (s, k));
+        for (s, k, f) in [
+            (0, IMM_REQUEST, 1),
+            (65535, IMM_REPLY, FENCE_MASK),
+            (0, IMM_CLOSE, 0x2A5),
+        ] {
+            assert_eq!(decode_imm(encode_imm(s, k, f)), (s, k, f));
         }
-        assert_eq!(encode_imm(7, IMM_REQUEST), 7, "a request's imm is its slot");
+        assert_eq!(
+            encode_imm(7, IMM_REPLY, 3) as u32,
+            7 | 1 << 16 | 3 << 18,
+            "slot, kind, fence"
+        );
+        assert_eq!(fence(0xFFFF_0000_0000_4001), 1, "the low 14 bits of the id");
     }
 
     #[test]
