@@ -48,10 +48,10 @@ pub fn ring_rpc_config() -> RpcConfig {
     RpcConfig {
         slot_size: 2048,
         slot_count: 16,
-        // A receive thread per session: a close notice or a late reply of an abandoned
-        // call is taken in while no fetch waits (with inline progress it would meet the
-        // next call instead).
-        progress: RpcProgress::Pump,
+        // The default (inline) progress: a close notice that came while no fetch waited
+        // is seen at the next checkout, and a late reply of an abandoned call or of an
+        // earlier session is fenced off by the RPC layer.
+        progress: RpcProgress::Auto,
         // A session handshake is never abandoned while its endpoint lives (see
         // `sessions`): this bounds only a peer that is alive and never answers.
         handshake_timeout: Duration::from_secs(3600),
