@@ -89,11 +89,7 @@ fn rpc_inline_child() {
     let transport = std::env::var("RPC_TRANSPORT").unwrap();
     let ep = endpoint(&transport);
     let mut parent = Parent::new();
-    parent.send(&format!("info {}", ep.endpoint_info()));
-    let line = parent.recv().unwrap();
-    let info = line.strip_prefix("connect ").unwrap();
-    ep.connect(&serde_json::from_str(info).unwrap()).unwrap();
-    parent.send("connected");
+    parent.connect_endpoint(&*ep);
     let mut sessions: Vec<Arc<RpcSession>> = Vec::new();
     let mut servers: Vec<Option<std::thread::JoinHandle<String>>> = Vec::new();
     let mut held: Option<Request> = None;
@@ -164,12 +160,7 @@ impl Pair {
             "rpc_inline_child",
             &[("RPC_TRANSPORT", transport.to_string())],
         );
-        let line = peer.recv();
-        let info: serde_json::Value =
-            serde_json::from_str(line.strip_prefix("info ").unwrap()).unwrap();
-        peer.send(&format!("connect {}", ep.endpoint_info()));
-        ep.connect(&info).unwrap();
-        peer.expect("connected");
+        peer.connect_endpoint(&*ep);
         Pair {
             ep,
             peer,

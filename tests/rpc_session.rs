@@ -120,11 +120,7 @@ fn rpc_child() {
     let transport = env("RPC_TRANSPORT").unwrap();
     let (ep, mem) = endpoint(&transport, &cfg);
     let mut parent = Parent::new();
-    parent.send(&format!("info {}", ep.endpoint_info()));
-    let line = parent.recv().unwrap();
-    let info = line.strip_prefix("connect ").unwrap();
-    ep.connect(&serde_json::from_str(info).unwrap()).unwrap();
-    parent.send("connected");
+    parent.connect_endpoint(&*ep);
     let sess = match RpcSession::with_memory(ep, mem, cfg) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -191,12 +187,7 @@ fn pair_with(
     let cfg = config(&look);
     let (ep, mem) = endpoint(transport, &cfg);
     let mut peer = Peer::spawn("rpc_child", &child_env);
-    let line = peer.recv();
-    let info: serde_json::Value =
-        serde_json::from_str(line.strip_prefix("info ").unwrap()).unwrap();
-    peer.send(&format!("connect {}", ep.endpoint_info()));
-    ep.connect(&info).unwrap();
-    peer.expect("connected");
+    peer.connect_endpoint(&*ep);
     match RpcSession::with_memory(ep, mem, cfg) {
         Ok(sess) => {
             peer.expect("session");

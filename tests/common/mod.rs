@@ -90,6 +90,17 @@ impl Peer {
         self.lines.try_recv().ok()
     }
 
+    /// Parent side of the endpoint exchange ([`Parent::connect_endpoint`] in the child):
+    /// takes the child's `info`, sends ours, connects, waits for `connected`.
+    pub fn connect_endpoint(&mut self, ep: &dyn dlslime::Endpoint) {
+        let line = self.recv();
+        let info: serde_json::Value =
+            serde_json::from_str(line.strip_prefix("info ").expect("info line")).unwrap();
+        self.send(&format!("connect {}", ep.endpoint_info()));
+        ep.connect(&info).unwrap();
+        self.expect("connected");
+    }
+
     /// Expects the exact message `want`.
     pub fn expect(&mut self, want: &str) {
         let got = self.recv();
@@ -149,6 +160,16 @@ impl Parent {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{PREFIX}{msg}").unwrap();
         out.flush().unwrap();
+    }
+
+    /// Child side of the endpoint exchange ([`Peer::connect_endpoint`] in the parent):
+    /// sends `info`, connects to the parent's endpoint, says `connected`.
+    pub fn connect_endpoint(&mut self, ep: &dyn dlslime::Endpoint) {
+        self.send(&format!("info {}", ep.endpoint_info()));
+        let line = self.recv().expect("parent's connect line");
+        let info = line.strip_prefix("connect ").expect("connect line");
+        ep.connect(&serde_json::from_str(info).unwrap()).unwrap();
+        self.send("connected");
     }
 
     /// The parent's next message; `None` when the parent closed stdin (or died).
