@@ -249,6 +249,7 @@ fn c_abi_token_and_replica_list() {
     let opts = |tok: Option<&CString>| {
         let mut o = std::mem::MaybeUninit::<dlslime_peer_options_t>::uninit();
         dlslime_peer_options_init(o.as_mut_ptr());
+        // SAFETY: `dlslime_peer_options_init` wrote every field.
         let mut o = unsafe { o.assume_init() };
         o.register_attempts = 1;
         o.nanoctrl_token = tok.map_or(null(), |t| t.as_ptr());

@@ -199,6 +199,7 @@ fn shm_child() {
                     s.ep.memory_pool().unregister(h).unwrap();
                 }
                 let b = SharedBuf::new(args[0] as usize).unwrap();
+                // SAFETY: `b` stays alive in `late` until the region is unregistered.
                 let h = unsafe {
                     s.ep.memory_pool()
                         .register(Some("late"), b.as_ptr(), b.len())
@@ -211,6 +212,8 @@ fn shm_child() {
             "check_late" => {
                 let (off, len, seed) = (args[0] as usize, args[1] as usize, args[2]);
                 let b = &late.as_ref().unwrap().0;
+                // SAFETY: the parent wrote this range and waits for the answer; no one
+                // writes it during the check.
                 let r = check_pattern(unsafe { &b.as_slice()[off..off + len] }, seed);
                 parent.send(&format!("{r:?}"));
             }

@@ -198,7 +198,7 @@ pub struct RingClient {
     stats: ClientStats,
 }
 
-// SAFETY of the raw pointer in `Dst::User`: it is only used by the thread that called
+// SAFETY: the raw pointer in `Dst::User` is only used by the thread that called
 // `fetch_into`, for the duration of that call.
 unsafe impl Send for Dst {}
 

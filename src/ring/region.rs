@@ -69,6 +69,7 @@ pub struct RingRegion {
 // SAFETY: a shared mapping; every access goes through atomics or copies the ring's
 // state machine orders.
 unsafe impl Send for RingRegion {}
+// SAFETY: as for `Send`: shared access is through atomics or ordered copies only.
 unsafe impl Sync for RingRegion {}
 
 impl RingRegion {

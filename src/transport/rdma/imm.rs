@@ -85,8 +85,8 @@ pub unsafe fn post_imm_recvs(qp: *mut ibv_qp, n: u32) -> i32 {
         for (i, wr) in wrs.iter_mut().take(k).enumerate() {
             wr.wr_id = RECV_BIT;
             wr.num_sge = 0;
-            // SAFETY: i+1 ≤ CHAIN.
             wr.next = if i + 1 < k {
+                // SAFETY: i + 1 < k ≤ CHAIN, so the pointer stays inside `wrs`.
                 unsafe { base.add(i + 1) }
             } else {
                 std::ptr::null_mut()

@@ -44,6 +44,7 @@ fn socket() -> Result<OwnedFd> {
     if fd < 0 {
         return Err(os_err("socket(AF_UNIX)"));
     }
+    // SAFETY: `fd` is a new descriptor (checked non-negative above) that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -71,6 +72,7 @@ pub fn listen() -> Result<(OwnedFd, String)> {
             }
             return Err(os_err("bind(shm socket)"));
         }
+        // SAFETY: `fd` is an open socket this function owns; `listen` takes no pointers.
         if unsafe { libc::listen(fd.as_raw_fd(), 8) } != 0 {
             return Err(os_err("listen(shm socket)"));
         }
@@ -147,6 +149,7 @@ pub fn accept(listener: RawFd, deadline: Deadline) -> Result<OwnedFd> {
     if fd < 0 {
         return Err(os_err("accept(shm socket)"));
     }
+    // SAFETY: `fd` is a new descriptor (checked non-negative above) that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -163,6 +166,7 @@ pub fn send_frame(sock: RawFd, msg: &Value, fds: &[RawFd]) -> Result<()> {
         iov_base: body.as_ptr() as *mut libc::c_void,
         iov_len: body.len(),
     };
+    // SAFETY: `CMSG_SPACE` is arithmetic on its argument; it touches no memory.
     let space = unsafe { libc::CMSG_SPACE((fds.len() * 4) as u32) } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8).max(1)];
     // SAFETY: msghdr points at live buffers for the duration of sendmsg.
