@@ -20,6 +20,8 @@
 pub mod engine;
 pub mod error;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod future;
 pub mod host;
 pub mod log;

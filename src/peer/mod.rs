@@ -25,6 +25,7 @@
 //! * `nic` — the agent's RDMA NIC port, opened at start-up and bound to its pool.
 //! * `links` — the connection-slot state machine (dial, connect, retry, teardown).
 //! * `handshake` — how a slot reacts to `connect_peer`, `qp_ready` and cleanup notices.
+//! * `message` — the mailbox messages and cleanup notices, decoded and checked.
 //! * `control` — the control thread: reads the mailbox, runs the timers.
 //! * `endpoints` — the endpoints a connection runs over (one per peer incarnation).
 //! * `named` — named I/O: region names resolved per connection, cached.
@@ -40,6 +41,7 @@ mod handshake;
 pub mod http;
 mod links;
 mod lookup;
+pub(crate) mod message;
 mod named;
 mod negotiate;
 mod nic;

@@ -156,16 +156,7 @@ pub(super) fn handshake(ep: &dyn Endpoint, mem: &RpcMemory, cfg: &RpcConfig) -> 
             acked = Some(peer_id);
         }
         if acks_us {
-            let mbox = peer.get("mailbox").ok_or_else(|| {
-                Error::new(Status::Protocol, "RPC handshake: peer info lacks mailbox")
-            })?;
-            let r = RemoteRegion::from_json(mbox)?;
-            if r.len < 2 * (cfg.slot_size * cfg.slot_count) as u64 {
-                return Err(Error::new(
-                    Status::Protocol,
-                    "RPC handshake: peer mailbox too small",
-                ));
-            }
+            let r = peer_mailbox(&peer, cfg)?;
             // A name of this session's own: a write of an earlier session, late, must
             // never land in this session's mailbox.
             let remote_mbox = ep
@@ -180,8 +171,23 @@ pub(super) fn handshake(ep: &dyn Endpoint, mem: &RpcMemory, cfg: &RpcConfig) -> 
     }
 }
 
+/// The peer's mailbox from its hello: large enough for both parts of its slots.
+pub(crate) fn peer_mailbox(peer: &Value, cfg: &RpcConfig) -> Result<RemoteRegion> {
+    let mbox = peer
+        .get("mailbox")
+        .ok_or_else(|| Error::new(Status::Protocol, "RPC handshake: peer info lacks mailbox"))?;
+    let r = RemoteRegion::from_json(mbox)?;
+    if r.len < 2 * (cfg.slot_size * cfg.slot_count) as u64 {
+        return Err(Error::new(
+            Status::Protocol,
+            "RPC handshake: peer mailbox too small",
+        ));
+    }
+    Ok(r)
+}
+
 /// Checks a peer hello's version and slot configuration; returns its session id.
-fn check_hello(peer: &Value, cfg: &RpcConfig) -> Result<u64> {
+pub(crate) fn check_hello(peer: &Value, cfg: &RpcConfig) -> Result<u64> {
     let field = |k: &str| peer.get(k).and_then(Value::as_u64);
     if field("slime_rpc") != Some(wire::WIRE_VERSION as u64) {
         return Err(Error::new(

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use super::session::Inner;
-use super::wire::{self, Header, HEADER_LEN};
+use super::wire::{self, Header};
 use crate::error::{Error, Status};
 
 /// A request waiting in the inbox: its mailbox slot and header.
@@ -62,7 +62,7 @@ impl Inner {
 
     /// Whether a message's `total_len` fits the slot it arrived in.
     pub(super) fn fits_slot(&self, h: &Header) -> bool {
-        (HEADER_LEN..=self.cfg.slot_size).contains(&(h.total_len as usize))
+        wire::fits_slot(h, self.cfg.slot_size)
     }
 
     /// Counts and logs a message that breaks the protocol (it is dropped).

@@ -34,7 +34,7 @@
 mod bulk;
 pub mod call;
 pub mod config;
-mod handshake;
+pub(crate) mod handshake;
 mod inbound;
 pub mod mailbox;
 mod outbound;

@@ -118,6 +118,12 @@ impl Header {
     }
 }
 
+/// Whether a message's `total_len` fits a slot of `slot_size` bytes (and holds its
+/// header).
+pub fn fits_slot(h: &Header, slot_size: usize) -> bool {
+    (HEADER_LEN..=slot_size).contains(&(h.total_len as usize))
+}
+
 /// Where a bulk payload lies in the sender's memory: `u64 addr | u64 len | u32 rkey |
 /// u32 reserved`, little-endian.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
