@@ -252,6 +252,11 @@ static void test_null_parameters(void) {
   CHECK(dlslime_future_done(NULL) == false);
   CHECK(dlslime_future_imm_data(NULL) == 0);
   CHECK(dlslime_future_nbytes(NULL) == 0);
+  int32_t imm_out = 7;
+  uint64_t nbytes_out = 7;
+  CHECK_STATUS(dlslime_future_get_imm_data(NULL, &imm_out), NP);
+  CHECK_STATUS(dlslime_future_get_nbytes(NULL, &nbytes_out), NP);
+  CHECK(imm_out == 7 && nbytes_out == 7);
   dlslime_future_free(NULL);
 
   /* Strings. */
@@ -273,6 +278,13 @@ static void test_options(void) {
   opts.bind = "not an address";
   CHECK_STATUS(dlslime_tcp_context_new(&opts, &ctx), DLSLIME_STATUS_INVALID_ARGUMENT);
   CHECK_LAST_ERROR_HAS("bind");
+  CHECK(ctx == (dlslime_tcp_context_t *)(uintptr_t)0x99);
+  /* lanes is capped: 1000 lanes would start hundreds of threads and sockets. */
+  dlslime_tcp_options_init(&opts);
+  opts.bind = "127.0.0.1:0";
+  opts.lanes = 1000;
+  CHECK_STATUS(dlslime_tcp_context_new(&opts, &ctx), DLSLIME_STATUS_INVALID_ARGUMENT);
+  CHECK_LAST_ERROR_HAS("lanes");
   CHECK(ctx == (dlslime_tcp_context_t *)(uintptr_t)0x99);
 
   /* A caller compiled against a newer, larger struct: unknown fields must be zero. */
@@ -513,6 +525,9 @@ static int test_loopback(void) {
     CHECK_STATUS(ws[i].status, DLSLIME_STATUS_OK);
   }
   CHECK(dlslime_future_imm_data(imm) == -1234567);
+  int32_t got_imm = 0;
+  CHECK_OK(dlslime_future_get_imm_data(imm, &got_imm));
+  CHECK(got_imm == -1234567);
   CHECK(all_bytes(B.buf + 1000, 256, 0x44));
   dlslime_future_free(imm);
 
@@ -522,10 +537,17 @@ static int test_loopback(void) {
   memset(got, 0, sizeof got);
   dlslime_future_t *rf = NULL;
   CHECK_OK(dlslime_endpoint_recv(B.ep, got, sizeof got, 0, &rf));
+  /* Not completed yet: nbytes is not defined, and out is not written. */
+  uint64_t got_n = 12345;
+  CHECK_STATUS(dlslime_future_get_nbytes(rf, &got_n), DLSLIME_STATUS_PENDING);
+  CHECK_LAST_ERROR_HAS("not completed");
+  CHECK(got_n == 12345);
   CHECK_OK(dlslime_endpoint_send(A.ep, msg, strlen(msg) + 1, 0, &f));
   CHECK_OK(dlslime_future_wait(f));
   CHECK_OK(dlslime_future_wait(rf));
   CHECK(dlslime_future_nbytes(rf) == strlen(msg) + 1);
+  CHECK_OK(dlslime_future_get_nbytes(rf, &got_n));
+  CHECK(got_n == strlen(msg) + 1);
   CHECK(strcmp(got, msg) == 0);
   dlslime_future_free(f);
   dlslime_future_free(rf);
@@ -533,6 +555,7 @@ static int test_loopback(void) {
   CHECK_OK(dlslime_endpoint_send(A.ep, msg, 16, 0, &f));
   CHECK_STATUS(dlslime_future_wait(rf), DLSLIME_STATUS_TRUNCATED);
   CHECK_STATUS(dlslime_future_status(rf), DLSLIME_STATUS_TRUNCATED);
+  CHECK_STATUS(dlslime_future_get_nbytes(rf, &got_n), DLSLIME_STATUS_TRUNCATED);
   dlslime_future_wait_for(f, 10000);
   dlslime_future_free(f);
   dlslime_future_free(rf);

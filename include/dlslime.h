@@ -433,7 +433,7 @@ dlslime_status_t dlslime_memory_pool_mr_info(const dlslime_memory_pool_t *pool, 
  *
  * Methods: `dlslime_future_wait`, `dlslime_future_wait_for`, `dlslime_future_done`,
  * `dlslime_future_status`, `dlslime_future_imm_data`, `dlslime_future_nbytes`,
- * `dlslime_future_free`.
+ * `dlslime_future_get_imm_data`, `dlslime_future_get_nbytes`, `dlslime_future_free`.
  */
 typedef struct dlslime_future_t dlslime_future_t;
 
@@ -468,15 +468,35 @@ dlslime_status_t dlslime_future_status(const dlslime_future_t *f);
 
 /**
  * The immediate data of a completed `dlslime_endpoint_imm_recv`; 0 otherwise and for
- * NULL.
+ * NULL. `dlslime_future_get_imm_data` tells "not completed yet" from 0.
  */
 int32_t dlslime_future_imm_data(const dlslime_future_t *f);
 
 /**
  * Bytes moved by the operation (for `dlslime_endpoint_recv`: the received message
- * length); 0 for NULL.
+ * length); 0 for NULL and before completion. `dlslime_future_get_nbytes` tells "not
+ * completed yet" from 0.
  */
 uint64_t dlslime_future_nbytes(const dlslime_future_t *f);
+
+/**
+ * The immediate data of a completed `dlslime_endpoint_imm_recv`, written to `*out`.
+ * Only the caller knows which call made the future: for any other operation the value is
+ * 0.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_PENDING` (not completed yet;
+ * `*out` is not written), or the operation's failure status.
+ */
+dlslime_status_t dlslime_future_get_imm_data(const dlslime_future_t *f, int32_t *out);
+
+/**
+ * Bytes moved by a completed operation (for `dlslime_endpoint_recv`: the received
+ * message length), written to `*out`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_PENDING` (not completed yet;
+ * `*out` is not written), or the operation's failure status.
+ */
+dlslime_status_t dlslime_future_get_nbytes(const dlslime_future_t *f, uint64_t *out);
 
 /**
  * Releases a future handle. NULL is a no-op. Call it exactly once, after every other
@@ -732,7 +752,8 @@ typedef struct {
    */
   const char *advertise_host;
   /**
-   * Connections per peer; large transfers are striped over them. 0: default (2).
+   * Connections per peer, at most 64 (the Rust `tcp::MAX_LANES`); large transfers
+   * are striped over them. 0: default (2).
    */
   uint32_t lanes;
   /**
@@ -762,8 +783,8 @@ void dlslime_tcp_options_init(dlslime_tcp_options_t *opts);
  * NULL for the defaults; it is only read during the call.
  *
  * Errors: `DLSLIME_STATUS_NULL_PARAMETER` (`out`), `DLSLIME_STATUS_INVALID_ARGUMENT`
- * (bad `size`, unparsable `bind`, non-UTF-8 strings), `DLSLIME_STATUS_UNSUPPORTED`
- * (unknown newer fields set), `DLSLIME_STATUS_IO` (the bind failed).
+ * (bad `size`, unparsable `bind`, non-UTF-8 strings, `lanes` above 64),
+ * `DLSLIME_STATUS_UNSUPPORTED` (unknown newer fields set), `DLSLIME_STATUS_IO` (the bind failed).
  */
 dlslime_status_t dlslime_tcp_context_new(const dlslime_tcp_options_t *opts,
                                          dlslime_tcp_context_t **out);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::cast::{free_box, Castable, OwnershipBox};
 use super::status::{dlslime_status_t, status_of};
+use crate::error::{Error, Status};
 use crate::future::Future;
 
 /// The handle on one operation returned by an endpoint.
@@ -20,7 +21,7 @@ use crate::future::Future;
 ///
 /// Methods: `dlslime_future_wait`, `dlslime_future_wait_for`, `dlslime_future_done`,
 /// `dlslime_future_status`, `dlslime_future_imm_data`, `dlslime_future_nbytes`,
-/// `dlslime_future_free`.
+/// `dlslime_future_get_imm_data`, `dlslime_future_get_nbytes`, `dlslime_future_free`.
 pub struct dlslime_future_t {
     _private: [u8; 0],
 }
@@ -79,7 +80,7 @@ pub extern "C" fn dlslime_future_status(f: *const dlslime_future_t) -> dlslime_s
 }
 
 /// The immediate data of a completed `dlslime_endpoint_imm_recv`; 0 otherwise and for
-/// NULL.
+/// NULL. `dlslime_future_get_imm_data` tells "not completed yet" from 0.
 #[no_mangle]
 pub extern "C" fn dlslime_future_imm_data(f: *const dlslime_future_t) -> i32 {
     ffi_boundary! {
@@ -89,12 +90,64 @@ pub extern "C" fn dlslime_future_imm_data(f: *const dlslime_future_t) -> i32 {
 }
 
 /// Bytes moved by the operation (for `dlslime_endpoint_recv`: the received message
-/// length); 0 for NULL.
+/// length); 0 for NULL and before completion. `dlslime_future_get_nbytes` tells "not
+/// completed yet" from 0.
 #[no_mangle]
 pub extern "C" fn dlslime_future_nbytes(f: *const dlslime_future_t) -> u64 {
     ffi_boundary! {
         let f = try_ref!(f);
         f.nbytes()
+    }
+}
+
+/// Checks that `f` completed successfully, so that its results are defined.
+fn completed(f: &Future, what: &str) -> crate::Result<()> {
+    match f.status() {
+        Status::Ok => Ok(()),
+        Status::Pending => Err(Error::new(
+            Status::Pending,
+            format!("{what}: the operation has not completed yet; wait for it first"),
+        )),
+        _ => Err(f.error().unwrap_or_else(|| Error::new(f.status(), what))),
+    }
+}
+
+/// The immediate data of a completed `dlslime_endpoint_imm_recv`, written to `*out`.
+/// Only the caller knows which call made the future: for any other operation the value is
+/// 0.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_PENDING` (not completed yet;
+/// `*out` is not written), or the operation's failure status.
+#[no_mangle]
+pub extern "C" fn dlslime_future_get_imm_data(
+    f: *const dlslime_future_t,
+    out: *mut i32,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let f = try_ref!(f);
+        let out = try_out!(out);
+        try_res!(completed(f, "imm_data"));
+        out.write(f.imm_data());
+        dlslime_status_t::Ok
+    }
+}
+
+/// Bytes moved by a completed operation (for `dlslime_endpoint_recv`: the received
+/// message length), written to `*out`.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_PENDING` (not completed yet;
+/// `*out` is not written), or the operation's failure status.
+#[no_mangle]
+pub extern "C" fn dlslime_future_get_nbytes(
+    f: *const dlslime_future_t,
+    out: *mut u64,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let f = try_ref!(f);
+        let out = try_out!(out);
+        try_res!(completed(f, "nbytes"));
+        out.write(f.nbytes());
+        dlslime_status_t::Ok
     }
 }
 

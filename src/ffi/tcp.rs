@@ -32,7 +32,8 @@ pub struct dlslime_tcp_options_t {
     /// Host name or IP published in `endpoint_info`. NULL: the bind IP, or the first
     /// non-loopback IPv4 address when bound to 0.0.0.0. Borrowed for the call.
     pub advertise_host: *const c_char,
-    /// Connections per peer; large transfers are striped over them. 0: default (2).
+    /// Connections per peer, at most 64 (the Rust `tcp::MAX_LANES`); large transfers
+    /// are striped over them. 0: default (2).
     pub lanes: u32,
     /// Transfers larger than this are split into chunks striped over the lanes.
     /// 0: default (4 MiB).
@@ -124,8 +125,8 @@ unsafe fn to_config(o: &dlslime_tcp_options_t) -> crate::Result<TcpConfig> {
 /// NULL for the defaults; it is only read during the call.
 ///
 /// Errors: `DLSLIME_STATUS_NULL_PARAMETER` (`out`), `DLSLIME_STATUS_INVALID_ARGUMENT`
-/// (bad `size`, unparsable `bind`, non-UTF-8 strings), `DLSLIME_STATUS_UNSUPPORTED`
-/// (unknown newer fields set), `DLSLIME_STATUS_IO` (the bind failed).
+/// (bad `size`, unparsable `bind`, non-UTF-8 strings, `lanes` above 64),
+/// `DLSLIME_STATUS_UNSUPPORTED` (unknown newer fields set), `DLSLIME_STATUS_IO` (the bind failed).
 #[no_mangle]
 pub extern "C" fn dlslime_tcp_context_new(
     opts: *const dlslime_tcp_options_t,

@@ -8,11 +8,12 @@ functions declared in ``include/dlslime.h``.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections import namedtuple
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
-from ._errors import DLSlimeError, InvalidArgument, error_class
+from ._errors import DLSlimeError, InvalidArgument, StateError, error_class
 from ._lib import ffi, lib
 
 __all__ = [
@@ -88,6 +89,9 @@ def _take_string(pp) -> str:
         lib.dlslime_string_free(pp[0])
 
 
+_MAX_TIMEOUT_MS = (1 << 64) - 1
+
+
 def _timeout_ms(timeout: Optional[float]) -> int:
     """Seconds (``None``: the default deadline) to the C ``timeout_ms`` (0 = default)."""
     if timeout is None:
@@ -96,7 +100,10 @@ def _timeout_ms(timeout: Optional[float]) -> int:
         raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
     if timeout != timeout or timeout <= 0:
         raise ValueError(f"timeout must be positive, got {timeout!r}")
-    return max(1, int(timeout * 1000 + 0.5))
+    if timeout == math.inf:
+        raise ValueError("timeout must be finite (None: the default deadline)")
+    # Beyond the C range (u64 milliseconds, about 585 million years) means "no sooner".
+    return min(max(1, int(timeout * 1000 + 0.5)), _MAX_TIMEOUT_MS)
 
 
 def _as_buffer(data: Any, writable: bool, what: str):
@@ -313,12 +320,14 @@ class Future:
     endpoint is closed.
     """
 
-    __slots__ = ("_f", "_keep", "_ep", "__weakref__")
+    __slots__ = ("_f", "_keep", "_ep", "_imm", "__weakref__")
 
-    def __init__(self, f, keep, ep) -> None:
+    def __init__(self, f, keep, ep, imm: bool = False) -> None:
         self._f = f
         self._keep = keep
         self._ep = ep
+        # Made by imm_recv: the only futures whose imm_data() is defined.
+        self._imm = imm
 
     def _h(self):
         f = self._f
@@ -349,7 +358,11 @@ class Future:
 
     def wait_for(self, timeout: float) -> bool:
         """Waits at most ``timeout`` seconds. True: completed successfully. False: still
-        pending (the operation goes on). Raises the status's exception if it failed."""
+        pending (the operation goes on). Raises the status's exception if it failed.
+        ``math.inf`` waits like ``wait()`` (until the operation's own deadline)."""
+        if isinstance(timeout, float) and timeout == math.inf:
+            self.wait()
+            return True
         ms = _timeout_ms(timeout)
         f = self._h()
         while True:
@@ -371,13 +384,27 @@ class Future:
         """``1`` (pending) until completion, then the final status (0 = OK)."""
         return lib.dlslime_future_status(self._h())
 
+    def _result(self, getter, ctype: str, what: str) -> int:
+        out = ffi.new(ctype)
+        st = getter(self._h(), out)
+        if st == _PENDING:
+            raise StateError(f"{what} is not defined before the operation completes; wait() first", st)
+        _check(st, what)
+        return out[0]
+
     def imm_data(self) -> int:
-        """The immediate data of a completed ``imm_recv`` (0 otherwise)."""
-        return lib.dlslime_future_imm_data(self._h())
+        """The immediate data of a completed ``imm_recv``. Raises ``ValueError`` for any
+        other operation's future, ``StateError`` before completion and the operation's
+        error if it failed."""
+        if not self._imm:
+            raise InvalidArgument("imm_data() is defined only for futures of imm_recv",
+                                  lib.DLSLIME_STATUS_INVALID_ARGUMENT)
+        return self._result(lib.dlslime_future_get_imm_data, "int32_t *", "imm_data()")
 
     def nbytes(self) -> int:
-        """Bytes moved (for ``recv``: the received message's length)."""
-        return lib.dlslime_future_nbytes(self._h())
+        """Bytes moved (for ``recv``: the received message's length). Raises
+        ``StateError`` before completion and the operation's error if it failed."""
+        return self._result(lib.dlslime_future_get_nbytes, "uint64_t *", "nbytes()")
 
     def __del__(self):
         f, self._f = self._f, None
@@ -663,7 +690,7 @@ class Endpoint(_Owned, _OrphanKeeper):
             self._sweep()
         out = ffi.new("dlslime_future_t **")
         _check(lib.dlslime_endpoint_imm_recv(self._handle(), _timeout_ms(timeout), out), "imm_recv")
-        return Future(out[0], None, self)
+        return Future(out[0], None, self, imm=True)
 
     def _chunk(self, chunk, writable: bool):
         if isinstance(chunk, tuple) and len(chunk) == 3 and all(

@@ -419,7 +419,7 @@ class PeerAgent(_OrphanKeeper):
             raise TypeError("peer must be a str")
         out = ffi.new("dlslime_future_t **")
         _check(lib.dlslime_peer_agent_imm_recv(self._h(), peer.encode(), _timeout_ms(timeout), out), "imm_recv")
-        return Future(out[0], None, self)
+        return Future(out[0], None, self, imm=True)
 
     def send(self, peer: str, chunk: Any, stream: Any = None, *, timeout: Optional[float] = None,
              **_ignored: Any) -> Future:

@@ -4,6 +4,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::engine;
+use crate::error::{Error, Result};
+
+/// Most connections per peer: each lane is a socket and a reader thread here and a
+/// server thread at the peer, so a mistyped `lanes` must not start hundreds of threads.
+pub const MAX_LANES: usize = 64;
 
 /// Knobs of a TCP context.
 #[derive(Clone, Debug)]
@@ -13,7 +18,7 @@ pub struct TcpConfig {
     /// Host name or IP published in `endpoint_info`; default: the bind IP, or the first
     /// non-loopback IPv4 address when bound to 0.0.0.0.
     pub advertise_host: Option<String>,
-    /// Connections per peer; large transfers are striped over them.
+    /// Connections per peer (1..=[`MAX_LANES`]); large transfers are striped over them.
     pub lanes: usize,
     /// Transfers larger than this are split into chunks striped over the lanes.
     pub chunk_size: usize,
@@ -32,5 +37,39 @@ impl Default for TcpConfig {
             idle_timeout: Duration::from_secs(60),
             engine: engine::Config::from_env(),
         }
+    }
+}
+
+impl TcpConfig {
+    /// `InvalidArgument` for knobs out of range.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_LANES).contains(&self.lanes) {
+            return Err(Error::invalid(format!(
+                "lanes must be 1..={MAX_LANES}, got {}",
+                self.lanes
+            )));
+        }
+        if self.chunk_size == 0 {
+            return Err(Error::invalid("chunk_size must be positive"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Status;
+
+    #[test]
+    fn lanes_are_capped() {
+        let mut c = TcpConfig::default();
+        assert!(c.validate().is_ok());
+        for bad in [0, MAX_LANES + 1, 1000] {
+            c.lanes = bad;
+            assert_eq!(c.validate().unwrap_err().status(), Status::InvalidArgument);
+        }
+        c.lanes = MAX_LANES;
+        assert!(c.validate().is_ok());
     }
 }

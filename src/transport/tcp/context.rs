@@ -32,6 +32,7 @@ pub struct TcpContext {
 
 impl TcpContext {
     pub fn new(config: TcpConfig) -> Result<Arc<TcpContext>> {
+        config.validate()?;
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| Error::io(&format!("bind {}", config.bind), e))?;
         let local_addr = listener

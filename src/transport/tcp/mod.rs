@@ -30,6 +30,6 @@ mod sockio;
 mod target;
 pub mod wire;
 
-pub use config::TcpConfig;
+pub use config::{TcpConfig, MAX_LANES};
 pub use context::TcpContext;
 pub use endpoint::TcpEndpoint;
