@@ -6,12 +6,14 @@
 #
 # Other jobs: make demo (two-process C example + TCP/shm endpoint benchmarks against their
 # floors), bench (with bench-ucx when ucx_perftest is installed), bench-ucx, bench-nanoctrl,
-# bench-python, header, lint (the static gates `make test` runs first).
+# bench-python, header, lint (the static gates `make test` runs first), fuzz (every
+# cargo-fuzz target for FUZZ_SECONDS each; nightly), soak (the bounded 10-minute mixed
+# workload; RSS, fds and threads must stay flat).
 
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run demo test deps lint build example bench bench-ucx bench-nanoctrl test-rust test-loom test-loom-full test-ffi test-nanoctrl test-python test-rdma bench-rdma bench-python bench-ring header
+.PHONY: run demo test deps lint build fuzz soak example bench bench-ucx bench-nanoctrl test-rust test-loom test-loom-full test-ffi test-nanoctrl test-python test-rdma bench-rdma bench-python bench-ring header
 
 run: deps
 	WITH_PULSING=1 bash bench/rpc/run.sh
@@ -72,6 +74,16 @@ test-rdma:
 
 header:
 	bash scripts/gen-header.sh
+
+# cargo-fuzz targets (fuzz/), FUZZ_SECONDS (default 60) each; `make test` runs only
+# their stable smoke pass (tests/fuzz_smoke.rs, nanoctrl/tests/fuzz_bodies.rs).
+fuzz:
+	bash scripts/install-deps.sh --fuzz
+	bash scripts/fuzz.sh
+
+# Not part of `make test` (10 minutes): SOAK_SECONDS bounds it.
+soak: deps
+	bash scripts/soak.sh
 
 bench-nanoctrl:
 	bash bench/nanoctrl/run.sh

@@ -7,6 +7,7 @@ set -euo pipefail
 
 CBINDGEN_VERSION=0.29.0
 CARGO_C_VERSION=0.10.24
+CARGO_FUZZ_VERSION=0.13.2
 
 SUDO=""
 if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
@@ -15,6 +16,10 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 # (scripts/rdma-vm-test.sh calls this).
 rdma_only=0
 [ "${1:-}" = --rdma-apt-only ] && rdma_only=1
+# --fuzz: also cargo-fuzz, for `make fuzz` only (it builds with the nightly toolchain;
+# everything else stays on stable).
+fuzz=0
+[ "${1:-}" = --fuzz ] && fuzz=1
 
 need=()
 if [ $rdma_only = 0 ]; then
@@ -63,5 +68,9 @@ fi
 if ! cargo cinstall --version 2>/dev/null | grep -q "$CARGO_C_VERSION"; then
   echo "==> cargo install cargo-c $CARGO_C_VERSION (a few minutes)"
   cargo install cargo-c --version "$CARGO_C_VERSION" --locked --force
+fi
+if [ $fuzz = 1 ] && ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "==> cargo install cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 echo "==> dependencies ready"

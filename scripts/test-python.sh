@@ -12,24 +12,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export PATH="$HOME/.cargo/bin:$PATH"
-venv="${DLSLIME_PY_VENV:-$root/target/py-venv}"
-python="${PYTHON:-python3}"
-
-if [ ! -x "$venv/bin/python" ]; then
-  echo "==> creating $venv"
-  "$python" -m venv "$venv"
-fi
-pip=("$venv/bin/pip" install --disable-pip-version-check -q)
-if ! "$venv/bin/python" -c 'import dlslime' 2>/dev/null; then
-  echo "==> pip install ./bindings/python pytest numpy flatbuffers"
-  "${pip[@]}" ./bindings/python pytest numpy flatbuffers
-else
-  # Already installed once: rebuild and reinstall it from this tree (its dependencies
-  # are there), so the tests always see the current sources.
-  echo "==> pip install --force-reinstall --no-deps ./bindings/python"
-  "${pip[@]}" pytest numpy flatbuffers
-  "${pip[@]}" --no-deps --force-reinstall ./bindings/python
-fi
+source "$root/scripts/py-venv.sh"  # sets $venv: the package installed from this tree
 
 # The PeerAgent tests start a real redis-server and the workspace's nanoctrl.
 echo "==> cargo build -p nanoctrl --bins"
