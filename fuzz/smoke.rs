@@ -80,7 +80,10 @@ fn run_one(name: &str, what: &str, data: &[u8], f: fn(&[u8])) {
         let _ = std::fs::create_dir_all(&dir);
         let file = dir.join(format!("{name}-{what}"));
         let _ = std::fs::write(&file, data);
-        eprintln!("fuzz smoke {name}: {what} panicked; input saved to {}", file.display());
+        eprintln!(
+            "fuzz smoke {name}: {what} panicked; input saved to {}",
+            file.display()
+        );
         std::panic::resume_unwind(p);
     }
 }

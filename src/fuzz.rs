@@ -33,7 +33,11 @@ pub fn tcp_hello(data: &[u8]) {
     };
     let b: &[u8; tcp_wire::HELLO_LEN] = b.try_into().unwrap();
     let Some(h) = tcp_wire::Hello::decode(b) else {
-        assert_ne!(b[..8], tcp_wire::MAGIC, "a hello with our magic must decode");
+        assert_ne!(
+            b[..8],
+            tcp_wire::MAGIC,
+            "a hello with our magic must decode"
+        );
         return;
     };
     let again = h.encode();
@@ -249,7 +253,10 @@ pub fn endpoint_info(data: &[u8]) {
     if info::register_peer_regions(&remote, obj).is_ok() {
         if let Some(Value::Object(mrs)) = obj.get("mr_info") {
             for name in mrs.keys() {
-                assert!(remote.handle(name).is_some(), "region {name:?} not registered");
+                assert!(
+                    remote.handle(name).is_some(),
+                    "region {name:?} not registered"
+                );
             }
         }
     }

@@ -20,9 +20,9 @@
 pub mod engine;
 pub mod error;
 pub mod ffi;
+pub mod future;
 #[doc(hidden)]
 pub mod fuzz;
-pub mod future;
 pub mod host;
 pub mod log;
 pub mod memory;

@@ -12,7 +12,9 @@ const INPUTS: usize = 20_000;
 const BUDGET: Duration = Duration::from_secs(10);
 
 fn smoke(name: &str, f: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(name);
     let ran = smoke::run(name, &dir, INPUTS, BUDGET, f);
     assert!(ran > 100, "{name}: only {ran} inputs ran");
 }
