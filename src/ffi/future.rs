@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::cast::{free_box, Castable, OwnershipBox};
-use super::status::{dlslime_status_t, status_of};
-use crate::error::{Error, Status};
+use super::status::{dlslime_status_t, set_last_error_message, status_of};
+use crate::error::Status;
 use crate::future::Future;
 
 /// The handle on one operation returned by an endpoint.
@@ -100,15 +100,19 @@ pub extern "C" fn dlslime_future_nbytes(f: *const dlslime_future_t) -> u64 {
     }
 }
 
-/// Checks that `f` completed successfully, so that its results are defined.
-fn completed(f: &Future, what: &str) -> crate::Result<()> {
+/// `Ok` once `f` completed successfully, so that its results are defined; otherwise the
+/// status to return, with the last-error message set.
+fn completed(f: &Future, what: &str) -> dlslime_status_t {
     match f.status() {
-        Status::Ok => Ok(()),
-        Status::Pending => Err(Error::new(
-            Status::Pending,
-            format!("{what}: the operation has not completed yet; wait for it first"),
-        )),
-        _ => Err(f.error().unwrap_or_else(|| Error::new(f.status(), what))),
+        Status::Ok => dlslime_status_t::Ok,
+        Status::Pending => {
+            // Not an error of the operation (an `Error` is never Pending): said directly.
+            set_last_error_message(format!(
+                "{what}: the operation has not completed yet; wait for it first"
+            ));
+            dlslime_status_t::Pending
+        }
+        _ => status_of(f.wait()),
     }
 }
 
@@ -126,7 +130,10 @@ pub extern "C" fn dlslime_future_get_imm_data(
     ffi_boundary! {
         let f = try_ref!(f);
         let out = try_out!(out);
-        try_res!(completed(f, "imm_data"));
+        let st = completed(f, "imm_data");
+        if st != dlslime_status_t::Ok {
+            return st;
+        }
         out.write(f.imm_data());
         dlslime_status_t::Ok
     }
@@ -145,7 +152,10 @@ pub extern "C" fn dlslime_future_get_nbytes(
     ffi_boundary! {
         let f = try_ref!(f);
         let out = try_out!(out);
-        try_res!(completed(f, "nbytes"));
+        let st = completed(f, "nbytes");
+        if st != dlslime_status_t::Ok {
+            return st;
+        }
         out.write(f.nbytes());
         dlslime_status_t::Ok
     }
