@@ -30,6 +30,11 @@ if [ $rdma_only = 0 ]; then
     command -v "$bin" >/dev/null 2>&1 || need+=("$pkg")
   done
   python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+  # The multi-host tests (scripts/test-netns.sh): faults on a namespace router.
+  for pkg_bin in iptables:iptables ethtool:ethtool; do
+    bin="${pkg_bin#*:}"; pkg="${pkg_bin%%:*}"
+    command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
+  done
 fi
 # RDMA: rdma-sys builds against the verbs headers with bindgen (which loads libclang at
 # run time); libdlslime.so itself loads libibverbs.so.1 only when RDMA is used. The VM

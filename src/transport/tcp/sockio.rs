@@ -55,15 +55,24 @@ pub fn drain(stream: &mut TcpStream, mut len: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Low latency on every size: no Nagle, and keepalive so a vanished host is noticed
-/// (idle 10 s, then 3 probes 2 s apart).
+/// A connection over which nothing was acknowledged (data in flight) or heard (keepalive
+/// probes after 1 s of silence) for this long is dead: a vanished host or a link taken
+/// down fails the pending operations within about 2 s (issue 13 asks for 3 s; the
+/// multi-host test measures it). Far above the retransmission backoff of a lossy but
+/// working link (200 ms minimum RTO: five losses in a row of the same segment).
+const DEAD_AFTER_MS: libc::c_int = 2000;
+
+/// Low latency on every size: no Nagle; keepalive and a user timeout so that a silent
+/// peer is noticed within [`DEAD_AFTER_MS`].
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     let fd = std::os::fd::AsRawFd::as_raw_fd(stream);
     set_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
-    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 10);
-    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 2);
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 1);
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1);
     set_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+    // With keepalive on, the user timeout also decides when unanswered probes kill it.
+    set_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, DEAD_AFTER_MS);
 }
 
 /// Best-effort `setsockopt` of an int option (a failure only loses the tuning).
