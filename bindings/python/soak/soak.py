@@ -27,10 +27,7 @@ import gc
 import json
 import os
 import random
-import selectors
-import signal
 import statistics
-import subprocess
 import sys
 import time
 
@@ -43,6 +40,7 @@ from dlslime import rpc  # noqa: E402
 from dlslime.rpc import proxy  # noqa: E402
 from conftest import Peer, pattern  # noqa: E402
 from rpc_service import ClientSvc  # noqa: E402
+from test_rpc import Server  # noqa: E402
 
 REGION = 1 << 20
 TRANSPORTS = ["tcp", "shm"] if dlslime.has_shm() else ["tcp"]
@@ -117,34 +115,8 @@ def transfer_cycle(transport, rng, kill_mid_transfer):
         peer.close()
 
 
-class RpcServer:
-    def __init__(self, transport):
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(TESTS, "rpc_peer.py"), transport, "1"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-            env=dict(os.environ, RPC_BUF=str(1 << 20), RPC_INFLIGHT="8"))
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
-
-    def read(self, timeout=30.0):
-        if not self.sel.select(timeout):
-            raise TimeoutError("RPC server said nothing")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"RPC server exited ({self.proc.poll()})")
-        return json.loads(line)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self.sel.close()
-        self.proc.stdin.close()
-        self.proc.stdout.close()
-
-
 def rpc_cycle(transport, rng):
-    srv = RpcServer(transport)
+    srv = Server(transport, workers=1)
     ep = make_endpoint(transport, dlslime.MemoryPool())
     try:
         info = srv.read()["info"]
