@@ -39,7 +39,7 @@ bench:
 bench-ucx:
 	bash bench/peers/ucx.sh
 
-test: deps lint test-rust test-loom test-ffi test-nanoctrl test-python test-rdma
+test: deps lint test-rust test-loom test-ffi test-nanoctrl test-python test-netns test-rdma
 
 # rustfmt, clippy -D warnings (with the workspace [lints]), rustdoc -D warnings
 lint:
@@ -81,8 +81,7 @@ fuzz:
 	bash scripts/install-deps.sh --fuzz
 	bash scripts/fuzz.sh
 
-# Multi-host tests in network namespaces (root). Not in `make test` yet: its delay test
-# needs the netem qdisc, which this workplace's kernel lacks (NOT RUN fails CI).
+# Multi-host tests in network namespaces (root; NOT RUN, which fails CI, without it).
 test-netns:
 	bash scripts/test-netns.sh
 

@@ -35,6 +35,9 @@ if [ $rdma_only = 0 ]; then
     bin="${pkg_bin#*:}"; pkg="${pkg_bin%%:*}"
     command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
   done
+  # the NFQUEUE delayer's Python module (netfilterqueue) builds against it
+  dpkg-query -W -f='${Status}' libnetfilter-queue-dev 2>/dev/null | grep -q 'install ok installed' \
+    || need+=(libnetfilter-queue-dev)
 fi
 # RDMA: rdma-sys builds against the verbs headers with bindgen (which loads libclang at
 # run time); libdlslime.so itself loads libibverbs.so.1 only when RDMA is used. The VM
