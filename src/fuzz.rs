@@ -82,7 +82,7 @@ fn target() -> &'static Target {
 
 /// A stream of TCP request frames as a target endpoint reads them: 40-byte headers,
 /// payloads skipped as the server drains them, each access checked against the regions
-/// of [`target`]. To let the fuzzer reach accepted accesses, the harness reads a
+/// of `target()`. To let the fuzzer reach accepted accesses, the harness reads a
 /// header's `addr` as an offset from the first region and its `key` as
 /// `region index (low 2 bits) | xor mask (the rest)` over that region's real key; the
 /// oracle then says which accesses must be accepted: exactly those inside a region whose
