@@ -49,7 +49,7 @@ class Host:
                 self.server.start()
             return {"transport": conn.transport, "state": conn.state}
         if c == "state":
-            conn = a.get_connections().get(peer)
+            conn = a.query_connection(peer)
             return {"state": conn.state if conn else "none", "transport": conn.transport if conn else None}
         if c == "digest":
             off, n = cmd["off"], cmd["len"]
