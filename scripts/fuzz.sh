@@ -38,9 +38,13 @@ for t in $targets; do
   log="$root/target/fuzz-logs/$t.log"
   echo "==> $t for ${secs}s"
   rc=0
+  par=()
+  [ "$jobs" -gt 1 ] && par=(-jobs="$jobs" -workers="$jobs")
   "${fuzz[@]}" run -O "$t" "corpus/$t" -- -max_total_time="$secs" -print_final_stats=1 \
-    -jobs="$jobs" -workers="$jobs" >"$log" 2>&1 || rc=$?
-  if [ "$jobs" -gt 1 ]; then cat fuzz-*.log >>"$log" 2>/dev/null || true; rm -f fuzz-*.log; fi
+    "${par[@]}" >"$log" 2>&1 || rc=$?
+  # with -jobs, libFuzzer writes each worker's output to fuzz-N.log here
+  cat fuzz-*.log >>"$log" 2>/dev/null || true
+  rm -f fuzz-*.log
   execs=$(grep -h 'stat::number_of_executed_units' "$log" | awk '{s += $2} END {print s + 0}')
   rate=$(grep -h 'stat::average_exec_per_sec' "$log" | awk '{s += $2} END {print s + 0}')
   crashes=$(ls "artifacts/$t" 2>/dev/null | wc -l)
