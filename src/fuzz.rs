@@ -131,7 +131,11 @@ pub fn tcp_frames(data: &[u8]) {
 pub fn rpc_message(data: &[u8]) {
     let cfg = RpcConfig::default();
     let Some(imm) = data.get(..4) else { return };
-    let (slot, kind) = rpc_wire::decode_imm(i32::from_le_bytes(imm.try_into().unwrap()));
+    let imm = i32::from_le_bytes(imm.try_into().unwrap());
+    // Every bit of the immediate means something: it re-encodes to itself. Its fence is
+    // taken as this session's (a foreign one is dropped before anything else is read).
+    let (slot, kind, fence) = rpc_wire::decode_imm(imm);
+    assert_eq!(rpc_wire::encode_imm(slot, kind, fence), imm);
     if kind == rpc_wire::IMM_CLOSE || slot >= cfg.slot_count || kind > rpc_wire::IMM_CLOSE {
         return;
     }
