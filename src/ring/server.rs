@@ -219,10 +219,19 @@ impl RingServer {
     /// Idempotent.
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
-        for ep in self.shared.endpoints.lock().iter() {
-            ep.cancel_all();
-        }
         let threads = std::mem::take(&mut *self.threads.lock());
+        // A serving thread that read `stop` just before it was set may post its next
+        // session handshake after a cancel (and that wait has no deadline of its own):
+        // cancel again until every thread has seen the flag and left.
+        loop {
+            for ep in self.shared.endpoints.lock().iter() {
+                ep.cancel_all();
+            }
+            if threads.iter().all(|t| t.is_finished()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         for t in threads {
             let _ = t.join();
         }
