@@ -50,7 +50,7 @@ impl Config {
             Ok("background") => c.progress = ProgressMode::Background,
             Ok("inline") | Err(_) => {}
             Ok(other) => {
-                eprintln!("dlslime: ignoring DLSLIME_PROGRESS={other:?} (want background|inline)")
+                crate::warn_log!("ignoring DLSLIME_PROGRESS={other:?} (want background|inline)")
             }
         }
         c
@@ -62,7 +62,7 @@ fn env_u64(name: &str) -> Option<u64> {
     match v.trim().parse() {
         Ok(n) => Some(n),
         Err(_) => {
-            eprintln!("dlslime: ignoring {name}={v:?} (not a number)");
+            crate::warn_log!("ignoring {name}={v:?} (not a number)");
             None
         }
     }

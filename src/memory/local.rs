@@ -12,14 +12,16 @@ use crate::error::{Error, Result, Status};
 
 pub type MrHandle = u32;
 
-/// One registered range. `key` is the access key a peer must present: random, or the
-/// RDMA rkey when the pool registers its regions with a device (see [`Registrar`]).
+/// One registered range. `key` is the access key a peer must present: a random 64-bit
+/// key (too many to guess, and a connection that presents wrong ones is closed, see
+/// [`crate::transport::strikes`]), or the 32-bit RDMA rkey when the pool registers its
+/// regions with a device (see [`Registrar`]; the NIC checks it, see docs/security.md).
 #[derive(Debug)]
 pub struct Region {
     pub handle: MrHandle,
     pub addr: usize,
     pub len: usize,
-    pub key: u32,
+    pub key: u64,
     /// The device registration, when the pool has a [`Registrar`].
     pub device: Option<DeviceMr>,
 }
@@ -78,7 +80,7 @@ impl Tables {
         let (key, device) = match &self.registrar {
             Some(r) => {
                 let mr = r.register(addr, len)?;
-                (mr.rkey, Some(mr))
+                (u64::from(mr.rkey), Some(mr))
             }
             None => (new_key(), None),
         };
@@ -101,9 +103,9 @@ pub struct MemoryPool {
     generation: AtomicU64,
 }
 
-fn new_key() -> u32 {
+fn new_key() -> u64 {
     loop {
-        let k: u32 = rand::random();
+        let k: u64 = rand::random();
         if k != 0 {
             return k;
         }
@@ -314,7 +316,7 @@ impl MemoryPool {
 
     /// Target-side check of a peer's access: `[addr, addr+len)` must lie inside one live
     /// region whose key is `key`. Returns that region.
-    pub fn validate_access(&self, addr: u64, len: u64, key: u32) -> Result<Arc<Region>> {
+    pub fn validate_access(&self, addr: u64, len: u64, key: u64) -> Result<Arc<Region>> {
         let t = self.t.read();
         let Ok(a) = usize::try_from(addr) else {
             return Err(Error::new(Status::RemoteAccess, "address out of range"));

@@ -14,7 +14,7 @@ pub type RemoteHandle = u32;
 pub struct RemoteRegion {
     pub addr: u64,
     pub len: u64,
-    pub key: u32,
+    pub key: u64,
 }
 
 impl RemoteRegion {
@@ -36,13 +36,7 @@ impl RemoteRegion {
         let key = field("rkey").or_else(|| field("key")).ok_or_else(|| {
             Error::new(
                 Status::InvalidEndpointInfo,
-                "memory region info lacks \"rkey\"",
-            )
-        })?;
-        let key = u32::try_from(key).map_err(|_| {
-            Error::new(
-                Status::InvalidEndpointInfo,
-                "\"rkey\" does not fit in 32 bits",
+                "memory region info lacks a numeric \"rkey\" (64-bit unsigned)",
             )
         })?;
         Ok(RemoteRegion { addr, len, key })
@@ -116,7 +110,7 @@ impl RemotePool {
 
     /// Remote address and key for `[offset, offset+len)`, checked against the length the
     /// peer published (the target checks again against what it really registered).
-    pub fn remote_range(&self, handle: RemoteHandle, offset: u64, len: u64) -> Result<(u64, u32)> {
+    pub fn remote_range(&self, handle: RemoteHandle, offset: u64, len: u64) -> Result<(u64, u64)> {
         let r = self.get(handle)?;
         check_range(format_args!("remote region {handle}"), offset, len, r.len)?;
         Ok((r.addr + offset, r.key))

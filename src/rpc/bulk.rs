@@ -61,7 +61,7 @@ impl BulkBuf {
     }
 
     /// The access key of the buffer's region (what the peer needs to read it).
-    pub fn key(&self) -> u32 {
+    pub fn key(&self) -> u64 {
         self.pool.region(self.handle).map(|r| r.key).unwrap_or(0)
     }
 

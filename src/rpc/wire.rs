@@ -124,13 +124,13 @@ pub fn fits_slot(h: &Header, slot_size: usize) -> bool {
     (HEADER_LEN..=slot_size).contains(&(h.total_len as usize))
 }
 
-/// Where a bulk payload lies in the sender's memory: `u64 addr | u64 len | u32 rkey |
-/// u32 reserved`, little-endian.
+/// Where a bulk payload lies in the sender's memory: `u64 addr | u64 len | u64 rkey`,
+/// little-endian.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BulkDesc {
     pub addr: u64,
     pub len: u64,
-    pub key: u32,
+    pub key: u64,
 }
 
 pub const BULK_DESC_LEN: usize = 24;
@@ -140,7 +140,7 @@ impl BulkDesc {
         let mut b = [0u8; BULK_DESC_LEN];
         b[0..8].copy_from_slice(&self.addr.to_le_bytes());
         b[8..16].copy_from_slice(&self.len.to_le_bytes());
-        b[16..20].copy_from_slice(&self.key.to_le_bytes());
+        b[16..24].copy_from_slice(&self.key.to_le_bytes());
         b
     }
 
@@ -151,7 +151,7 @@ impl BulkDesc {
         Some(BulkDesc {
             addr: u64::from_le_bytes(b[0..8].try_into().unwrap()),
             len: u64::from_le_bytes(b[8..16].try_into().unwrap()),
-            key: u32::from_le_bytes(b[16..20].try_into().unwrap()),
+            key: u64::from_le_bytes(b[16..24].try_into().unwrap()),
         })
     }
 }
@@ -210,7 +210,7 @@ mod tests {
         let d = BulkDesc {
             addr: 0x1234_5678_9abc,
             len: 1 << 30,
-            key: 0xdead_beef,
+            key: 0xdead_beef_0bad_cafe,
         };
         assert_eq!(BulkDesc::decode(&d.encode()), Some(d));
         assert_eq!(BulkDesc::decode(&[0u8; 3]), None);

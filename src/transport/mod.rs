@@ -1,10 +1,13 @@
 //! The Endpoint contract shared by every transport, and the pieces transports share:
-//! the `endpoint_info` envelope and the receive-side matching queues.
+//! the `endpoint_info` envelope, connection authentication (`auth`), the count of a
+//! connection's refused accesses (`strikes`) and the receive-side matching queues.
 
+pub mod auth;
 pub mod info;
 pub mod matching;
 pub mod rdma;
 pub mod shm;
+pub mod strikes;
 pub mod tcp;
 
 use std::sync::Arc;

@@ -105,7 +105,7 @@ pub fn probe(pid: i32, addr: u64) -> Result<(), i32> {
 pub fn errno_status(e: i32, eperm: &AtomicU64) -> (Status, String) {
     if e == libc::EPERM {
         eperm.fetch_add(1, Ordering::Relaxed);
-        eprintln!("dlslime shm: cross-memory attach refused (EPERM) at run time; operation failed");
+        crate::warn_log!("shm: cross-memory attach refused (EPERM) at run time; operation failed");
         (
             Status::Io,
             "cross-memory attach refused by the kernel (EPERM)".into(),

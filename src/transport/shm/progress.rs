@@ -164,8 +164,8 @@ impl Inner {
     /// Counts and logs an entry that is not acted on.
     pub fn reject(&self, e: &Entry, why: &str) {
         self.stats.rejected_entries.fetch_add(1, Ordering::Relaxed);
-        eprintln!(
-            "dlslime shm: rejected ring entry (kind {}, id {}): {why}",
+        crate::warn_log!(
+            "shm: rejected ring entry (kind {}, id {}): {why}",
             e.kind, e.id
         );
     }

@@ -53,7 +53,7 @@ impl Inner {
             .copied()
             .collect();
         self.announce(c, &mut p, &new, &freed);
-        let list: Vec<(u64, u64, u32)> = regions
+        let list: Vec<(u64, u64, u64)> = regions
             .iter()
             .map(|r| (r.addr as u64, r.len as u64, r.key))
             .collect();
@@ -75,7 +75,7 @@ impl Inner {
             return;
         }
         self.announce(c, &mut p, &[a], &[]);
-        let list: Vec<(u64, u64, u32)> = self
+        let list: Vec<(u64, u64, u64)> = self
             .pool
             .regions()
             .iter()

@@ -50,8 +50,8 @@ impl Inner {
                 None => {
                     let mut v = Vec::new();
                     if v.try_reserve_exact(e.n as usize).is_err() {
-                        eprintln!(
-                            "dlslime shm: cannot buffer a {}-byte early message; dropped",
+                        crate::warn_log!(
+                            "shm: cannot buffer a {}-byte early message; dropped",
                             e.n
                         );
                         Sink::Discard

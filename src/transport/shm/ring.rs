@@ -67,13 +67,16 @@ pub struct Entry {
     pub kind: u32,
     pub len: u32,
     pub check: u32,
-    pub status: i32,
+    /// A `DONE`'s status (the codes fit 16 bits).
+    pub status: i16,
+    /// A bounce slot index (< [`NSLOTS`]).
+    pub slot: u16,
     pub id: u64,
     pub a: u64,
     pub b: u64,
     pub n: u64,
-    pub key: u32,
-    pub slot: u32,
+    /// The 64-bit region key of a request.
+    pub key: u64,
     // second cache line: only IMM and ST_MSG use it
     pub c: u64,
     pub imm: i32,
@@ -82,7 +85,7 @@ pub struct Entry {
 }
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 256);
-const _: () = assert!(std::mem::offset_of!(Entry, slot) + 4 == LINE);
+const _: () = assert!(std::mem::offset_of!(Entry, key) + 8 == LINE);
 const _: () = assert!(MSG_DATA_OFFSET + INLINE_CAP <= std::mem::size_of::<Entry>());
 
 const LINE: usize = 64;
@@ -120,8 +123,8 @@ impl Entry {
             mix(self.a);
             mix(self.b);
             mix(self.n);
-            mix(self.key as u64 | (self.status as u32 as u64) << 32);
-            mix(self.slot as u64);
+            mix(self.key);
+            mix(self.status as u16 as u64 | (self.slot as u64) << 16);
             if self.long() {
                 mix(self.c);
                 mix(self.imm as u32 as u64);
@@ -202,8 +205,7 @@ pub struct RingCtl {
 pub struct TableEntry {
     pub addr: u64,
     pub len: u64,
-    pub key: u32,
-    pub _pad: u32,
+    pub key: u64,
 }
 
 /// The regions a side published for fast-path checks by its peer, under a seqlock, and
@@ -622,7 +624,7 @@ impl RegionTable {
     /// Publishes `regions` (addr, len, key) after `announced` allocation announcements
     /// were sent; at most TABLE_CAP are published, the rest simply take the checked slow
     /// path.
-    pub fn publish(&mut self, regions: &[(u64, u64, u32)], announced: u64) {
+    pub fn publish(&mut self, regions: &[(u64, u64, u64)], announced: u64) {
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s | 1, Ordering::Relaxed);
         fence(Ordering::Release);

@@ -67,7 +67,7 @@ impl Inner {
             Ok(()) => Status::Ok,
             Err(en) => {
                 let (s, m) = cma::errno_status(en, &self.stats.cma_eperm);
-                eprintln!("dlslime shm: write from peer failed: {m}");
+                crate::warn_log!("shm: write from peer failed: {m}");
                 s
             }
         }

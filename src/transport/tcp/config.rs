@@ -22,8 +22,18 @@ pub struct TcpConfig {
     pub lanes: usize,
     /// Transfers larger than this are split into chunks striped over the lanes.
     pub chunk_size: usize,
-    /// Pooled connections unused this long are closed.
+    /// Pooled connections unused this long are closed; so are accepted connections that
+    /// carried no frame this long and serve no connected endpoint.
     pub idle_timeout: Duration,
+    /// An accepted connection must finish the hello and authentication within this.
+    pub handshake_timeout: Duration,
+    /// A request for an endpoint that has not called `connect()` yet waits this long for
+    /// it (then fails with `NOT_CONNECTED`); both sides connect concurrently.
+    pub connect_grace: Duration,
+    /// Accepted connections at most, in all and from one IP address. At a cap the
+    /// oldest connection serving nobody is closed to make room.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub engine: engine::Config,
 }
 
@@ -35,6 +45,10 @@ impl Default for TcpConfig {
             lanes: 2,
             chunk_size: 4 << 20,
             idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(5),
+            connect_grace: Duration::from_secs(10),
+            max_connections: 1024,
+            max_connections_per_ip: 256,
             engine: engine::Config::from_env(),
         }
     }

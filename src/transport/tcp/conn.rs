@@ -4,7 +4,6 @@
 //! completes the operation's part.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -13,10 +12,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
+use super::handshake;
 use super::sockio;
-use super::wire::{read_header, Header, Hello, Opcode, HELLO_LEN, WIRE_VERSION};
+use super::wire::{read_header, Header, Opcode};
 use crate::error::{Error, Result, Status};
 use crate::future::OpState;
+use crate::transport::auth::{Identity, PublicKey};
 
 /// Frames up to this payload size are written by the submitting thread when the lane is
 /// idle; bigger ones go to the writer thread so `write()` returns at once.
@@ -45,6 +46,8 @@ struct TxJob {
 
 pub struct Conn {
     pub peer: SocketAddr,
+    /// The key the peer proved it holds.
+    pub key: PublicKey,
     stream: TcpStream,
     writer: Mutex<TcpStream>,
     queue: Sender<TxJob>,
@@ -59,15 +62,19 @@ pub struct Conn {
 }
 
 /// What the reader does when the connection dies without us closing it.
-pub type OnLost = Arc<dyn Fn(SocketAddr) + Send + Sync>;
+pub type OnLost = Arc<dyn Fn(SocketAddr, PublicKey) + Send + Sync>;
 
 impl Conn {
+    /// Dials `peer`, which must prove it holds the secret of `key`, and proves `id`.
     pub fn dial(
         peer: SocketAddr,
+        key: PublicKey,
+        id: &Identity,
         context_id: u64,
         timeout: Duration,
         on_lost: OnLost,
     ) -> Result<Arc<Conn>> {
+        let deadline = Instant::now() + timeout;
         let mut stream = TcpStream::connect_timeout(&peer, timeout).map_err(|e| {
             Error::new(
                 Status::PeerDisconnected,
@@ -75,37 +82,23 @@ impl Conn {
             )
         })?;
         sockio::tune(&stream);
-        let hello = Hello {
-            version: WIRE_VERSION,
-            status: 0,
-            context_id,
-        };
+        handshake::dial(&mut stream, id, context_id, &key, deadline).map_err(|e| {
+            let st = match e.status() {
+                Status::Io | Status::Timeout => Status::PeerDisconnected,
+                s => s,
+            };
+            Error::new(st, format!("handshake with {peer}: {}", e.message()))
+        })?;
         let io_err = |e: std::io::Error| {
             Error::new(
                 Status::PeerDisconnected,
                 format!("handshake with {peer}: {e}"),
             )
         };
-        std::io::Write::write_all(&mut stream, &hello.encode()).map_err(io_err)?;
-        stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
-        let mut b = [0u8; HELLO_LEN];
-        stream.read_exact(&mut b).map_err(io_err)?;
-        stream.set_read_timeout(None).map_err(io_err)?;
-        let ack = Hello::decode(&b).ok_or_else(|| {
-            Error::new(
-                Status::Protocol,
-                format!("{peer} is not a dlslime TCP endpoint (bad magic)"),
-            )
-        })?;
-        if ack.version != WIRE_VERSION || ack.status != 0 {
-            return Err(Error::new(
-                Status::VersionMismatch,
-                format!("{peer} refused the connection: wire version {} (ours {WIRE_VERSION}), status {}", ack.version, ack.status),
-            ));
-        }
         let (tx, rx) = unbounded();
         let conn = Arc::new(Conn {
             peer,
+            key,
             writer: Mutex::new(stream.try_clone().map_err(io_err)?),
             stream: stream.try_clone().map_err(io_err)?,
             queue: tx,
@@ -327,6 +320,6 @@ fn reader_loop(conn: Arc<Conn>, mut rs: TcpStream, on_lost: OnLost) {
         fail(p, status, &msg);
     }
     if !closing {
-        on_lost(conn.peer);
+        on_lost(conn.peer, conn.key);
     }
 }

@@ -1,7 +1,9 @@
-//! A TCP context: the listener that serves peers, the pool of outgoing connections
-//! shared by its endpoints, its endpoints as targets, and the janitor that closes idle
+//! A TCP context: its identity (the key its connections authenticate with), the
+//! listener that serves peers, the pool of outgoing connections shared by its endpoints,
+//! its endpoints as targets, the accepted connections, and the janitor that closes idle
 //! connections.
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,20 +12,26 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::accepted::Accepted;
 use super::config::TcpConfig;
+use super::handshake;
 use super::pool::ConnPool;
-use super::server;
+use super::server::{self, ServerCtx};
 use super::target::Targets;
-use crate::error::{Error, Result};
-use crate::warn_log;
+use crate::error::{Error, Result, Status};
+use crate::transport::auth::{Identity, PublicKey};
+use crate::{info_log, warn_log};
 
 pub struct TcpContext {
     id: u64,
+    identity: Arc<Identity>,
     config: TcpConfig,
     local_addr: SocketAddr,
     advertise: String,
     listener_fd: i32,
     targets: Arc<Targets>,
+    accepted: Arc<Accepted>,
+    server: Arc<ServerCtx>,
     pool: Arc<ConnPool>,
     stop: AtomicBool,
     stop_tx: Mutex<Option<crossbeam_channel::Sender<()>>>,
@@ -51,19 +59,29 @@ impl TcpContext {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let targets = Arc::new(Targets::default());
         let t = Arc::downgrade(&targets);
-        let on_lost = Arc::new(move |addr: SocketAddr| {
+        let on_lost = Arc::new(move |addr: SocketAddr, key: PublicKey| {
             if let Some(t) = t.upgrade() {
-                t.peer_lost(addr);
+                t.peer_lost((addr, key));
             }
         });
+        let identity = Arc::new(Identity::generate());
         let ctx = Arc::new(TcpContext {
             id,
             pool: Arc::new(ConnPool::new(
                 config.lanes,
+                identity.clone(),
                 id,
                 Duration::from_secs(10),
                 on_lost,
             )),
+            accepted: Accepted::new(config.max_connections, config.max_connections_per_ip),
+            server: Arc::new(ServerCtx {
+                identity: identity.clone(),
+                context_id: id,
+                handshake_timeout: config.handshake_timeout,
+                connect_grace: config.connect_grace,
+            }),
+            identity,
             config,
             local_addr,
             advertise,
@@ -89,6 +107,8 @@ impl TcpContext {
                 }
                 let Some(c) = weak.upgrade() else { return };
                 c.pool.evict_idle(c.config.idle_timeout);
+                c.accepted
+                    .sweep_idle(c.config.idle_timeout, |k| c.targets.serves(k));
             })
             .map_err(|e| Error::io("spawn janitor thread", e))?;
         Ok(ctx)
@@ -96,6 +116,17 @@ impl TcpContext {
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The key this context's connections authenticate with (`auth_key` in
+    /// `endpoint_info`).
+    pub fn public_key(&self) -> PublicKey {
+        self.identity.public()
+    }
+
+    /// Accepted connections currently open (in their handshake or serving).
+    pub fn accepted_connections(&self) -> usize {
+        self.accepted.len()
     }
 
     /// The address the listener is bound to (with the real port when 0 was asked).
@@ -134,7 +165,7 @@ impl Drop for TcpContext {
         // SAFETY: shutting down our own listening socket wakes the accept() call.
         unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
         self.pool.close_all();
-        self.targets.close_server_conns();
+        self.accepted.close_all();
     }
 }
 
@@ -145,17 +176,27 @@ fn accept_loop(ctx: Weak<TcpContext>, listener: TcpListener) {
             return;
         }
         let targets = Arc::downgrade(&c.targets);
-        drop(c);
+        let sctx = c.server.clone();
         match stream {
             Ok(s) => {
+                // Never blocks: the registry makes room or refuses, logging is queued.
+                let Some(ticket) = c.accepted.admit(&s, |k| c.targets.serves(k)) else {
+                    drop(c);
+                    info_log!("refusing a connection: too many open connections");
+                    let _ = s.set_nonblocking(true);
+                    let _ = (&s).write(&handshake::refusal(Status::ResourceExhausted));
+                    continue;
+                };
+                drop(c);
                 if let Err(e) = std::thread::Builder::new()
                     .name("dlslime-tcp-serve".into())
-                    .spawn(move || server::serve(targets, s))
+                    .spawn(move || server::serve(targets, sctx, ticket, s))
                 {
                     warn_log!("cannot start a server thread: {e}");
                 }
             }
             Err(e) => {
+                drop(c);
                 warn_log!("accept failed: {e}");
                 std::thread::sleep(Duration::from_millis(10));
             }

@@ -18,8 +18,8 @@ use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 use crate::future::{Future, OpState};
 use crate::memory::{MemoryPool, RemotePool};
-use crate::transport::info;
 use crate::transport::matching::PostedRecv;
+use crate::transport::{auth, info};
 use crate::transport::{Assignment, Endpoint};
 
 /// Messages up to this size travel with their header; larger ones are pulled by the
@@ -100,7 +100,7 @@ impl TcpEndpoint {
     }
 
     /// Checks every assignment before anything is sent: `(local ptr, remote addr, key, len)`.
-    fn resolve(&self, assignments: &[Assignment]) -> Result<Vec<(usize, u64, u32, u64)>> {
+    fn resolve(&self, assignments: &[Assignment]) -> Result<Vec<(usize, u64, u64, u64)>> {
         assignments
             .iter()
             .map(|a| {
@@ -117,7 +117,7 @@ impl TcpEndpoint {
     }
 
     fn lane(&self, peer: &PeerRef, i: usize) -> Result<Arc<Conn>> {
-        self.ctx.pool().lane(peer.addr, i)
+        self.ctx.pool().lane(peer.pool_key(), i)
     }
 
     /// Read or write, split into chunks striped over the lanes.
@@ -190,6 +190,7 @@ impl Endpoint for TcpEndpoint {
         f.insert("port".into(), self.ctx.local_addr().port().into());
         f.insert("endpoint_id".into(), self.core.id.into());
         f.insert("context_id".into(), self.ctx.id().into());
+        f.insert(auth::INFO_FIELD.into(), self.ctx.public_key().to_hex().into());
         info::envelope("tcp", self.core.pool.mr_info(), f)
     }
 
@@ -203,7 +204,7 @@ impl Endpoint for TcpEndpoint {
             .map_err(|_| info::bad("\"port\" out of range"))?;
         let endpoint = u32::try_from(info::u64_field(obj, "endpoint_id")?)
             .map_err(|_| info::bad("\"endpoint_id\" out of range"))?;
-        let context = info::u64_field(obj, "context_id")?;
+        let key = auth::PublicKey::from_info(obj)?;
         let addr = (host, port)
             .to_socket_addrs()
             .ok()
@@ -220,15 +221,17 @@ impl Endpoint for TcpEndpoint {
             info::register_peer_regions(&self.remote, obj)?;
             *p = Some(PeerRef {
                 addr,
+                key,
                 endpoint,
-                context,
             });
         }
-        self.ctx.pool().pin(addr);
+        self.core.wake_waiters();
+        let peer = (addr, key);
+        self.ctx.pool().pin(peer);
         // Lane 0 opens now and stays open: its closing is how the peer's death is seen.
-        if let Err(e) = self.ctx.pool().lane(addr, 0) {
-            self.ctx.pool().unpin(addr);
-            *self.core.peer.write() = None;
+        if let Err(e) = self.ctx.pool().lane(peer, 0) {
+            self.ctx.pool().unpin(peer);
+            self.core.set_peer(None);
             return Err(e);
         }
         Ok(())
@@ -400,9 +403,10 @@ impl Endpoint for TcpEndpoint {
         drop(self.core.msgs.drain_early());
         self.core.early_bytes.store(0, Ordering::Release);
         self.core.sends.lock().clear();
-        if let Some(addr) = self.core.peer_addr() {
-            self.ctx.pool().unpin(addr);
+        if let Some(peer) = self.core.peer_key() {
+            self.ctx.pool().unpin(peer);
         }
+        self.core.wake_waiters();
         self.ctx.targets().remove_endpoint(self.core.id);
     }
 }

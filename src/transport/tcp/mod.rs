@@ -10,19 +10,23 @@
 //! |---|---|---|
 //! | `config` | [`TcpConfig`], the knobs of a context | |
 //! | `wire` | the hello and the frame header, encoded and decoded | |
+//! | `handshake` | the hello and authentication of a connection, both sides, within a deadline | `wire`, [`crate::transport::auth`] |
 //! | `sockio` | whole-frame writes from and reads into registered memory | |
-//! | `conn` | one outgoing connection: requests, their replies, pending ones | `wire`, `sockio` |
-//! | `pool` | a context's outgoing connections, per peer and lane | `conn` |
+//! | `conn` | one outgoing connection: requests, their replies, pending ones | `wire`, `handshake`, `sockio` |
+//! | `pool` | a context's outgoing connections, per peer (address and key) and lane | `conn` |
 //! | `reply` | the way back: an accepted connection's write half, deferred `Ack`s | `wire`, `sockio` |
-//! | `target` | target-side state: `EpCore` per endpoint (imm, messages, pulls) and the context's `Targets` (endpoints by id, accepted connections) | `wire`, `conn`, `pool`, `reply` |
-//! | `server` | one thread per accepted connection: checks and applies requests | `wire`, `sockio`, `reply`, `target` |
-//! | `context` | [`TcpContext`]: listener, connection pool, targets, janitor | `config`, `pool`, `target`, `server` |
+//! | `target` | target-side state: `EpCore` per endpoint (imm, messages, pulls, who may act on it) and the context's `Targets` (endpoints by id) | `wire`, `conn`, `pool`, `reply` |
+//! | `accepted` | the accepted connections: caps in all and per IP, making room, closing unused idle ones | |
+//! | `server` | one thread per accepted connection: handshake, then checks and applies requests | `wire`, `handshake`, `sockio`, `reply`, `target`, `accepted` |
+//! | `context` | [`TcpContext`]: identity, listener, connection pool, targets, accepted connections, janitor | `config`, `pool`, `target`, `accepted`, `server` |
 //! | `endpoint` | [`TcpEndpoint`]: operations as requests on pooled connections | `config`, `wire`, `conn`, `target`, `context` |
 
+mod accepted;
 mod config;
 mod conn;
 mod context;
 mod endpoint;
+mod handshake;
 mod pool;
 mod reply;
 mod server;

@@ -1,5 +1,5 @@
-//! Outgoing connections of one context, keyed by peer listen address, shared by all the
-//! context's endpoints. Lane 0 of a peer stays open while an endpoint is connected to
+//! Outgoing connections of one context, keyed by peer (listen address and the key it
+//! must prove), shared by all the context's endpoints. Lane 0 of a peer stays open while an endpoint is connected to
 //! it (its closing is how peer death is seen); other lanes are closed when idle. A
 //! connection found dead on use is replaced, not reported.
 
@@ -12,6 +12,11 @@ use parking_lot::Mutex;
 
 use super::conn::{Conn, OnLost};
 use crate::error::Result;
+use crate::transport::auth::{Identity, PublicKey};
+
+/// A peer context as dialled: where it listens and the key it must prove. A peer that
+/// restarted on the same port with a new key is another peer.
+pub type PeerKey = (SocketAddr, PublicKey);
 
 #[derive(Default)]
 struct Lanes {
@@ -21,8 +26,9 @@ struct Lanes {
 }
 
 pub struct ConnPool {
-    peers: Mutex<HashMap<SocketAddr, Arc<Mutex<Lanes>>>>,
+    peers: Mutex<HashMap<PeerKey, Arc<Mutex<Lanes>>>>,
     lanes: usize,
+    identity: Arc<Identity>,
     context_id: u64,
     connect_timeout: Duration,
     on_lost: OnLost,
@@ -31,6 +37,7 @@ pub struct ConnPool {
 impl ConnPool {
     pub fn new(
         lanes: usize,
+        identity: Arc<Identity>,
         context_id: u64,
         connect_timeout: Duration,
         on_lost: OnLost,
@@ -38,19 +45,20 @@ impl ConnPool {
         ConnPool {
             peers: Mutex::new(HashMap::new()),
             lanes: lanes.max(1),
+            identity,
             context_id,
             connect_timeout,
             on_lost,
         }
     }
 
-    fn peer(&self, addr: SocketAddr) -> Arc<Mutex<Lanes>> {
-        self.peers.lock().entry(addr).or_default().clone()
+    fn peer(&self, p: PeerKey) -> Arc<Mutex<Lanes>> {
+        self.peers.lock().entry(p).or_default().clone()
     }
 
-    /// Lane `i` to `addr`, dialling (or re-dialling a dead one) as needed.
-    pub fn lane(&self, addr: SocketAddr, i: usize) -> Result<Arc<Conn>> {
-        let peer = self.peer(addr);
+    /// Lane `i` to peer `p`, dialling (or re-dialling a dead one) as needed.
+    pub fn lane(&self, p: PeerKey, i: usize) -> Result<Arc<Conn>> {
+        let peer = self.peer(p);
         let mut l = peer.lock();
         if l.conns.len() < self.lanes {
             l.conns.resize(self.lanes, None);
@@ -62,7 +70,9 @@ impl ConnPool {
             }
         }
         let c = Conn::dial(
-            addr,
+            p.0,
+            p.1,
+            &self.identity,
             self.context_id,
             self.connect_timeout,
             self.on_lost.clone(),
@@ -71,12 +81,12 @@ impl ConnPool {
         Ok(c)
     }
 
-    pub fn pin(&self, addr: SocketAddr) {
-        self.peer(addr).lock().pins += 1;
+    pub fn pin(&self, p: PeerKey) {
+        self.peer(p).lock().pins += 1;
     }
 
-    pub fn unpin(&self, addr: SocketAddr) {
-        let peer = self.peer(addr);
+    pub fn unpin(&self, p: PeerKey) {
+        let peer = self.peer(p);
         let mut l = peer.lock();
         l.pins = l.pins.saturating_sub(1);
     }
@@ -110,7 +120,14 @@ impl ConnPool {
 
     /// Closes every connection to `addr` (test hook for "died while idle").
     pub fn close_peer(&self, addr: SocketAddr) {
-        if let Some(peer) = self.peers.lock().get(&addr).cloned() {
+        let peers: Vec<_> = self
+            .peers
+            .lock()
+            .iter()
+            .filter(|(p, _)| p.0 == addr)
+            .map(|(_, l)| l.clone())
+            .collect();
+        for peer in peers {
             for c in peer.lock().conns.iter().flatten() {
                 c.close();
             }

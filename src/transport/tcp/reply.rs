@@ -10,20 +10,21 @@ use parking_lot::Mutex;
 use super::sockio;
 use super::wire::Header;
 use crate::error::Status;
+use crate::transport::auth::PublicKey;
 
 /// The write half of an accepted connection; replies may be sent later from other
 /// threads (a message acknowledged once its receive is posted and pulled).
 pub struct ServerConn {
     writer: Mutex<TcpStream>,
-    /// The initiator's context id, from its hello.
-    pub peer_context: u64,
+    /// The key the initiator proved it holds in the handshake.
+    pub peer_key: PublicKey,
 }
 
 impl ServerConn {
-    pub fn new(writer: TcpStream, peer_context: u64) -> ServerConn {
+    pub fn new(writer: TcpStream, peer_key: PublicKey) -> ServerConn {
         ServerConn {
             writer: Mutex::new(writer),
-            peer_context,
+            peer_key,
         }
     }
 

@@ -1,118 +1,133 @@
-//! The server: one thread per accepted connection reads requests, checks every
-//! `(address, length, key)` against the target endpoint's registered regions, applies
-//! them straight to/from region memory, and replies with a status. Anything that is
-//! not the protocol drops that connection only.
+//! The server: one thread per accepted connection authenticates the dialer (the
+//! handshake), then reads requests, checks that the connection may act on the target
+//! endpoint (its connected peer's key) and every `(address, length, key)` against that
+//! endpoint's registered regions, applies them straight to/from region memory, and
+//! replies with a status. Anything that is not the protocol drops that connection only,
+//! and so do repeated refusals (see [`crate::transport::strikes`]).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::accepted::Ticket;
+use super::handshake;
 use super::reply::{Ack, ServerConn};
 use super::sockio;
 use super::target::{Early, EpCore, Targets};
-use super::wire::{read_header, Header, Hello, Opcode, FLAG_PAYLOAD, HELLO_LEN, WIRE_VERSION};
+use super::wire::{read_header, Header, Opcode, FLAG_PAYLOAD};
 use crate::error::{Error, Result, Status};
+use crate::transport::auth::Identity;
+use crate::transport::strikes::Strikes;
 use crate::{info_log, warn_log};
 
-/// Time an accepted connection has to say hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// What every server thread of a context needs besides its connection.
+pub struct ServerCtx {
+    pub identity: Arc<Identity>,
+    pub context_id: u64,
+    /// The whole handshake must be done within this.
+    pub handshake_timeout: Duration,
+    /// How long a frame for an endpoint that has not called `connect()` yet waits.
+    pub connect_grace: Duration,
+}
 
-pub fn serve(targets: Weak<Targets>, mut stream: TcpStream) {
+pub fn serve(targets: Weak<Targets>, ctx: Arc<ServerCtx>, ticket: Ticket, mut stream: TcpStream) {
     sockio::tune(&stream);
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    match handshake(&mut stream) {
-        Ok(context_id) => {
+    let deadline = Instant::now() + ctx.handshake_timeout;
+    match handshake::accept(&mut stream, &ctx.identity, ctx.context_id, deadline) {
+        Ok(who) => {
+            ticket.authenticated(who.key);
             let writer = match stream.try_clone() {
                 Ok(w) => w,
                 Err(_) => return,
             };
-            let conn = Arc::new(ServerConn::new(writer, context_id));
-            if let Some(t) = targets.upgrade() {
-                t.track_server_conn(&stream);
-            }
-            if let Err(e) = serve_requests(&targets, &conn, &mut stream) {
-                warn_log!("dropping connection from {peer}: {e}");
+            let conn = Arc::new(ServerConn::new(writer, who.key));
+            if let Err(e) = serve_requests(&targets, &ctx, &ticket, &conn, &mut stream) {
+                warn_log!(
+                    "dropping connection from {peer} (context {:016x}): {e}",
+                    who.context_id
+                );
             }
         }
-        Err(e) => warn_log!("refusing connection from {peer}: {e}"),
+        Err(e) => info_log!("refusing connection from {peer}: {e}"),
     }
     let _ = stream.shutdown(Shutdown::Both);
 }
 
-fn handshake(stream: &mut TcpStream) -> Result<u64> {
-    let io = |e: std::io::Error| Error::io("handshake", e);
-    stream.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(io)?;
-    let mut b = [0u8; HELLO_LEN];
-    stream.read_exact(&mut b).map_err(io)?;
-    let hello = Hello::decode(&b)
-        .ok_or_else(|| Error::new(Status::Protocol, "bad magic: not a dlslime peer"))?;
-    if hello.version != WIRE_VERSION {
-        let no = Hello {
-            version: WIRE_VERSION,
-            status: Status::VersionMismatch.code() as u16,
-            context_id: 0,
-        };
-        let _ = stream.write_all(&no.encode());
-        return Err(Error::new(
-            Status::VersionMismatch,
-            format!("peer wire version {}, ours {WIRE_VERSION}", hello.version),
-        ));
-    }
-    stream
-        .write_all(
-            &Hello {
-                version: WIRE_VERSION,
-                status: 0,
-                context_id: 0,
-            }
-            .encode(),
-        )
-        .map_err(io)?;
-    stream.set_read_timeout(None).map_err(io)?;
-    Ok(hello.context_id)
-}
-
 fn serve_requests(
     targets: &Weak<Targets>,
+    ctx: &ServerCtx,
+    ticket: &Ticket,
     conn: &Arc<ServerConn>,
     rs: &mut TcpStream,
 ) -> Result<()> {
     let io = |e: std::io::Error| Error::io("connection", e);
+    let strikes = Strikes::default();
+    // A refused request counts; too many close the connection (logged once, by the caller).
+    let refused = |s: Status| -> Result<Status> {
+        if strikes.hit() {
+            return Err(Error::new(
+                Status::RemoteAccess,
+                format!("closed after {} refused requests (last: {s})", strikes.count()),
+            ));
+        }
+        Ok(s)
+    };
     loop {
         let Some(h) = read_header(rs).map_err(io)? else {
             info_log!("peer closed a connection");
             return Ok(());
         };
+        ticket.touch();
         let op = h
             .op()
             .ok_or_else(|| Error::new(Status::Protocol, format!("unknown opcode {}", h.opcode)))?;
-        let ep = targets.upgrade().and_then(|t| t.endpoint(h.endpoint));
+        if op == Opcode::Reply {
+            return Err(Error::new(
+                Status::Protocol,
+                "unexpected reply on a request connection",
+            ));
+        }
+        // Who may act on the target: only its connected peer, proven by the handshake.
+        let ep = match targets.upgrade().and_then(|t| t.endpoint(h.endpoint)) {
+            None => Err(Status::UnknownHandle),
+            Some(e) => match e.authorize(&conn.peer_key, ctx.connect_grace) {
+                Ok(()) => Ok(e),
+                Err(s) => Err(s),
+            },
+        };
+        let ep = match ep {
+            Ok(e) => e,
+            Err(s) => {
+                let s = refused(s)?;
+                if op == Opcode::Write
+                    || op == Opcode::WriteImm
+                    || (op == Opcode::Send && h.flags & FLAG_PAYLOAD != 0)
+                {
+                    sockio::drain(rs, h.size).map_err(io)?;
+                }
+                conn.reply(h.req_id, s);
+                continue;
+            }
+        };
         match op {
             Opcode::Read => {
-                let target = ep
-                    .as_ref()
-                    .ok_or(Status::UnknownHandle)
-                    .and_then(|e| access(e, &h));
+                let target = access(&ep, &h);
                 match target {
                     // SAFETY: the range lies inside a live registered region with the right key.
                     Ok(addr) => unsafe {
                         conn.reply_with(h.req_id, addr as *const u8, h.size as usize)
                             .map_err(io)?
                     },
-                    Err(s) => conn.reply(h.req_id, s),
+                    Err(s) => conn.reply(h.req_id, refused(s)?),
                 }
             }
             Opcode::Write | Opcode::WriteImm => {
-                let target = ep.as_ref().ok_or(Status::UnknownHandle).and_then(|e| {
-                    if op == Opcode::WriteImm {
-                        check_peer(e, conn)?;
-                    }
-                    access(e, &h)
-                });
+                let target = access(&ep, &h);
                 match target {
                     Ok(addr) => {
                         // SAFETY: validated as above; the bytes land directly in the region.
@@ -120,44 +135,25 @@ fn serve_requests(
                             sockio::read_into(rs, addr as *mut u8, h.size as usize).map_err(io)?
                         };
                         if op == Opcode::WriteImm {
-                            ep.as_ref().unwrap().imm.deliver(h.imm);
+                            ep.imm.deliver(h.imm);
                         }
                         conn.reply(h.req_id, Status::Ok);
                     }
                     Err(s) => {
                         sockio::drain(rs, h.size).map_err(io)?;
-                        conn.reply(h.req_id, s);
+                        conn.reply(h.req_id, refused(s)?);
                     }
                 }
             }
             Opcode::Imm => {
-                let st = ep
-                    .as_ref()
-                    .ok_or(Status::UnknownHandle)
-                    .and_then(|e| check_peer(e, conn))
-                    .map(|_| ());
-                if st.is_ok() {
-                    ep.as_ref().unwrap().imm.deliver(h.imm);
-                }
-                conn.reply(h.req_id, st.err().unwrap_or(Status::Ok));
+                ep.imm.deliver(h.imm);
+                conn.reply(h.req_id, Status::Ok);
             }
             Opcode::Send => {
                 let has_payload = h.flags & FLAG_PAYLOAD != 0;
-                match ep
-                    .as_ref()
-                    .ok_or(Status::UnknownHandle)
-                    .and_then(|e| check_peer(e, conn).map(|_| e))
-                {
-                    Ok(e) => receive_message(e, conn, rs, &h, has_payload)?,
-                    Err(s) => {
-                        if has_payload {
-                            sockio::drain(rs, h.size).map_err(io)?;
-                        }
-                        conn.reply(h.req_id, s);
-                    }
-                }
+                receive_message(&ep, conn, rs, &h, has_payload)?;
             }
-            Opcode::Pull => match ep.as_ref().and_then(|e| e.pending_send(h.addr)) {
+            Opcode::Pull => match ep.pending_send(h.addr) {
                 Some(send) if send.len as u64 == h.size && send.op.begin_io() => {
                     // SAFETY: the send buffer stays valid until its op completes, which
                     // begin_io holds off.
@@ -167,12 +163,7 @@ fn serve_requests(
                 }
                 _ => conn.reply(h.req_id, Status::Cancelled),
             },
-            Opcode::Reply => {
-                return Err(Error::new(
-                    Status::Protocol,
-                    "unexpected reply on a request connection",
-                ))
-            }
+            Opcode::Reply => unreachable!("refused above"),
         }
     }
 }
@@ -183,14 +174,6 @@ fn access(ep: &EpCore, h: &Header) -> std::result::Result<usize, Status> {
         .validate_access(h.addr, h.size, h.key)
         .map(|_| h.addr as usize)
         .map_err(|e| e.status())
-}
-
-/// Messages and notifications are only accepted from the connected peer's context.
-fn check_peer(ep: &EpCore, conn: &ServerConn) -> std::result::Result<(), Status> {
-    match ep.peer_context() {
-        Some(c) if c != conn.peer_context => Err(Status::RemoteAccess),
-        _ => Ok(()),
-    }
 }
 
 /// A message for `ep`: straight into the oldest posted receive when there is one and

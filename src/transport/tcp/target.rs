@@ -1,33 +1,42 @@
 //! The target side: the state of an endpoint that the context's server threads fill
 //! (imm notifications, messages and the receives they meet, sends waiting to be pulled),
-//! and the context's registry of its endpoints and accepted connections.
+//! who may act on it (its connected peer's key), and the context's registry of its
+//! endpoints.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::conn::Pending;
-use super::pool::ConnPool;
+use super::pool::{ConnPool, PeerKey};
 use super::reply::Ack;
 use super::wire::{Header, Opcode};
 use crate::error::{Error, Status};
 use crate::future::{InflightOps, OpState};
 use crate::memory::MemoryPool;
+use crate::transport::auth::PublicKey;
 use crate::transport::matching::{ImmQueue, MsgMatcher, PostedRecv};
 
 /// Bytes of early (not yet received) eager messages an endpoint holds before it stops
 /// buffering and makes senders wait for a pull instead.
 const EARLY_BUDGET: usize = 64 << 20;
 
-/// Where the connected peer is.
+/// Where the connected peer is, and the key its connections must be authenticated as.
 #[derive(Clone, Copy, Debug)]
 pub struct PeerRef {
     pub addr: SocketAddr,
+    pub key: PublicKey,
     pub endpoint: u32,
-    pub context: u64,
+}
+
+impl PeerRef {
+    pub fn pool_key(&self) -> PeerKey {
+        (self.addr, self.key)
+    }
 }
 
 /// A message that arrived before its receive.
@@ -54,6 +63,8 @@ pub struct EpCore {
     pub conns: Weak<ConnPool>,
     pub early_bytes: AtomicUsize,
     pub peer: RwLock<Option<PeerRef>>,
+    /// Signalled when `peer` is set or the endpoint closes (frames that came first wait).
+    connected: (Mutex<()>, Condvar),
     pub peer_lost: AtomicBool,
     pub closed: AtomicBool,
     pub inflight: InflightOps,
@@ -70,6 +81,7 @@ impl EpCore {
             conns,
             early_bytes: AtomicUsize::new(0),
             peer: RwLock::new(None),
+            connected: (Mutex::new(()), Condvar::new()),
             peer_lost: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             inflight: InflightOps::default(),
@@ -77,12 +89,44 @@ impl EpCore {
         }
     }
 
-    pub fn peer_context(&self) -> Option<u64> {
-        self.peer.read().map(|p| p.context)
+    pub fn peer_key(&self) -> Option<PeerKey> {
+        self.peer.read().map(|p| p.pool_key())
     }
 
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer.read().map(|p| p.addr)
+    /// Sets (or clears, when `connect` failed) the peer and wakes frames waiting for it.
+    pub fn set_peer(&self, p: Option<PeerRef>) {
+        *self.peer.write() = p;
+        self.wake_waiters();
+    }
+
+    /// Wakes frames waiting for `connect()` (they re-check the peer and `closed`).
+    pub fn wake_waiters(&self) {
+        let _g = self.connected.0.lock();
+        self.connected.1.notify_all();
+    }
+
+    /// Whether a frame on a connection authenticated as `key` may act on this endpoint:
+    /// only when the endpoint is connected to exactly that key. A frame that arrives
+    /// before `connect()` waits for it, at most `grace` (as RDMA retries until the
+    /// remote QP is ready); it is then checked like any other.
+    pub fn authorize(&self, key: &PublicKey, grace: Duration) -> std::result::Result<(), Status> {
+        let deadline = Instant::now() + grace;
+        let mut g = self.connected.0.lock();
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Status::RemoteAccess);
+            }
+            if let Some(p) = *self.peer.read() {
+                return if p.key == *key {
+                    Ok(())
+                } else {
+                    Err(Status::RemoteAccess)
+                };
+            }
+            if self.connected.1.wait_until(&mut g, deadline).timed_out() {
+                return Err(Status::NotConnected);
+            }
+        }
     }
 
     pub fn pending_send(&self, msg_id: u64) -> Option<PendingSend> {
@@ -169,7 +213,7 @@ impl EpCore {
             return;
         }
         let conn = match (self.conns.upgrade(), *self.peer.read()) {
-            (Some(conns), Some(peer)) => conns.lane(peer.addr, 0).map(|c| (c, peer)),
+            (Some(conns), Some(peer)) => conns.lane(peer.pool_key(), 0).map(|c| (c, peer)),
             _ => Err(Error::new(
                 Status::NotConnected,
                 "endpoint has no peer to pull from",
@@ -209,12 +253,10 @@ impl EpCore {
     }
 }
 
-/// The target side of a context: its endpoints by id (how a request finds its target)
-/// and the connections it accepted (closed with the context).
+/// The target side of a context: its endpoints by id (how a request finds its target).
 pub struct Targets {
     endpoints: RwLock<HashMap<u32, Weak<EpCore>>>,
     next_ep: AtomicU32,
-    server_conns: Mutex<Vec<TcpStream>>,
 }
 
 impl Default for Targets {
@@ -222,7 +264,6 @@ impl Default for Targets {
         Targets {
             endpoints: RwLock::new(HashMap::new()),
             next_ep: AtomicU32::new(1),
-            server_conns: Mutex::new(Vec::new()),
         }
     }
 }
@@ -244,32 +285,27 @@ impl Targets {
         self.endpoints.read().get(&id).and_then(Weak::upgrade)
     }
 
-    pub fn track_server_conn(&self, s: &TcpStream) {
-        if let Ok(c) = s.try_clone() {
-            let mut v = self.server_conns.lock();
-            v.retain(|s| s.peer_addr().is_ok());
-            v.push(c);
-        }
-    }
-
-    pub fn close_server_conns(&self) {
-        for s in self.server_conns.lock().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    /// Lane 0 to `addr` closed: every endpoint connected to that peer has lost it.
-    pub fn peer_lost(&self, addr: SocketAddr) {
-        let eps: Vec<_> = self
-            .endpoints
+    fn live(&self) -> Vec<Arc<EpCore>> {
+        self.endpoints
             .read()
             .values()
             .filter_map(Weak::upgrade)
-            .collect();
-        for ep in eps {
-            if ep.peer_addr() == Some(addr) {
+            .collect()
+    }
+
+    /// Lane 0 to `peer` closed: every endpoint connected to that peer has lost it.
+    pub fn peer_lost(&self, peer: PeerKey) {
+        for ep in self.live() {
+            if ep.peer_key() == Some(peer) {
                 ep.on_peer_lost();
             }
         }
+    }
+
+    /// Whether some live endpoint is connected to `key` (its connections are in use).
+    pub fn serves(&self, key: &PublicKey) -> bool {
+        self.live()
+            .iter()
+            .any(|ep| ep.peer.read().is_some_and(|p| p.key == *key))
     }
 }

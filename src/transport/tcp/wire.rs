@@ -1,6 +1,7 @@
-//! The TCP wire format: a per-connection hello, then frames of a fixed 40-byte
-//! little-endian header optionally followed by payload. Byte layouts are documented,
-//! with an example, in `docs/tcp-wire-format.md` (a test checks that example).
+//! The TCP wire format: a per-connection hello with the authentication handshake
+//! ([`crate::transport::auth`]), then frames of a fixed 48-byte little-endian header
+//! optionally followed by payload. Byte layouts are documented, with an example, in
+//! `docs/tcp-wire-format.md` (a test checks that example).
 
 use std::io::{self, Read};
 
@@ -8,16 +9,21 @@ use crate::error::Status;
 
 /// First bytes on every connection, both ways.
 pub const MAGIC: [u8; 8] = *b"DLSLIMEt";
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
+/// The plain part of a hello; the same in every version, so a version mismatch can
+/// always be answered.
 pub const HELLO_LEN: usize = 24;
-pub const HEADER_LEN: usize = 40;
+pub const HEADER_LEN: usize = 48;
 
-/// `magic[8] | version u16 | status u16 | reserved u32 | context_id u64`.
+/// `magic[8] | version u16 | status u16 | reserved u32 | context_id u64`. The dialer's is
+/// followed by its auth challenge, the acceptor's (status 0) by its auth response, and
+/// then the dialer sends its proof.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hello {
     pub version: u16,
     /// 0 from the dialer; the acceptor answers with a `Status` number (0 = accepted).
     pub status: u16,
+    /// The sender's context id (informational: who a connection is, is its auth key).
     pub context_id: u64,
 }
 
@@ -82,9 +88,9 @@ impl Opcode {
 /// Set on a Send whose payload follows the header.
 pub const FLAG_PAYLOAD: u8 = 1;
 
-/// `size u64 | addr u64 | opcode u8 | flags u8 | status u16 | key u32 | req_id u64 |
-/// endpoint u32 | imm i32`. The first three fields are the shape of the original
-/// DLSlime TCP header (size, address, opcode).
+/// `size u64 | addr u64 | opcode u8 | flags u8 | status u16 | endpoint u32 | key u64 |
+/// req_id u64 | imm i32 | reserved u32`. The first three fields are the shape of the
+/// original DLSlime TCP header (size, address, opcode).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Header {
     pub size: u64,
@@ -92,9 +98,9 @@ pub struct Header {
     pub opcode: u8,
     pub flags: u8,
     pub status: u16,
-    pub key: u32,
-    pub req_id: u64,
     pub endpoint: u32,
+    pub key: u64,
+    pub req_id: u64,
     pub imm: i32,
 }
 
@@ -113,10 +119,10 @@ impl Header {
         b[16] = self.opcode;
         b[17] = self.flags;
         b[18..20].copy_from_slice(&self.status.to_le_bytes());
-        b[20..24].copy_from_slice(&self.key.to_le_bytes());
-        b[24..32].copy_from_slice(&self.req_id.to_le_bytes());
-        b[32..36].copy_from_slice(&self.endpoint.to_le_bytes());
-        b[36..40].copy_from_slice(&self.imm.to_le_bytes());
+        b[20..24].copy_from_slice(&self.endpoint.to_le_bytes());
+        b[24..32].copy_from_slice(&self.key.to_le_bytes());
+        b[32..40].copy_from_slice(&self.req_id.to_le_bytes());
+        b[40..44].copy_from_slice(&self.imm.to_le_bytes());
         b
     }
 
@@ -129,10 +135,10 @@ impl Header {
             opcode: b[16],
             flags: b[17],
             status: u16::from_le_bytes([b[18], b[19]]),
-            key: u32_at(20),
-            req_id: u64_at(24),
-            endpoint: u32_at(32),
-            imm: u32_at(36) as i32,
+            endpoint: u32_at(20),
+            key: u64_at(24),
+            req_id: u64_at(32),
+            imm: u32_at(40) as i32,
         }
     }
 
@@ -182,9 +188,9 @@ mod tests {
             opcode: 3,
             flags: 4,
             status: 5,
-            key: 6,
-            req_id: 7,
             endpoint: 8,
+            key: 0x0600_0000_0000_0006,
+            req_id: 7,
             imm: -9,
         };
         assert_eq!(Header::decode(&h.encode()), h);
