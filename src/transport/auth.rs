@@ -89,20 +89,30 @@ impl std::fmt::Debug for PublicKey {
     }
 }
 
+/// Lower-case hex of `b` (how keys and handshake messages travel in JSON).
+pub fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Exactly `N` bytes from hex.
+pub fn from_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut k = [0u8; N];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(k)
+}
+
 impl PublicKey {
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        to_hex(&self.0)
     }
 
     pub fn from_hex(s: &str) -> Option<PublicKey> {
-        if s.len() != 2 * KEY_LEN || !s.is_ascii() {
-            return None;
-        }
-        let mut k = [0u8; KEY_LEN];
-        for (i, b) in k.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(PublicKey(k))
+        from_hex(s).map(PublicKey)
     }
 
     /// The peer's key from its `endpoint_info`.

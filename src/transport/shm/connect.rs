@@ -1,7 +1,7 @@
-//! Connecting two endpoints: the checks on the peer's `endpoint_info`, the handshake over
-//! the Unix socket (the dialling side creates the control segment and both send their
-//! shared allocations' memfds), the cross-memory attach probe, and the start of the
-//! progress thread. See `docs/shm-transport.md`.
+//! Connecting two endpoints: the checks on the peer's `endpoint_info`, the authenticated
+//! handshake over the Unix socket (`accept`: the dialling side creates the control
+//! segment and both send their shared allocations' memfds), the cross-memory attach
+//! probe, and the start of the progress thread. See `docs/shm-transport.md`.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
 
+use super::accept::{self, Sides};
 use super::cma;
 use super::conn::{Conn, Published};
 use super::handshake;
@@ -20,7 +21,9 @@ use super::state::Inner;
 use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 use crate::memory::shared;
+use crate::transport::auth::PublicKey;
 use crate::transport::info;
+use crate::warn_log;
 
 /// Unmaps a control segment `connect` mapped and gave up on.
 fn unmap_segment(seg: *mut u8) {
@@ -43,6 +46,7 @@ impl Inner {
             ));
         }
         let peer_sock = info::str_field(obj, "socket")?.to_string();
+        let peer_key = PublicKey::from_info(obj)?;
         if peer_sock == self.sock_name {
             return Err(Error::new(
                 Status::InvalidArgument,
@@ -68,21 +72,35 @@ impl Inner {
             .iter()
             .map(|a| json!({"base": a.base as u64, "len": a.len as u64, "id": a.id}))
             .collect();
-        let hello = json!({
-            "socket": self.sock_name, "peer_socket": peer_sock, "pid": std::process::id(), "host": self.host_id,
+        let mut hello = json!({
+            "pid": std::process::id(), "host": self.host_id,
             "probe": &cma::PROBE_WORD as *const u64 as u64, "allocs": alloc_list,
         });
+        let sides = Sides {
+            me: &self.sock_name,
+            peer: &peer_sock,
+            peer_key: &peer_key,
+            id: &self.identity,
+            host: &self.host_id,
+        };
         let mut fds: Vec<i32> = Vec::new();
         let (sock, seg_fd, seg, peer_hello, peer_fds);
         if client {
-            sock = handshake::connect(&peer_sock)?;
             let (fd, base, _) = shared::memfd_map("dlslime-shm-ctl", ring::SEGMENT_SIZE)?;
             // SAFETY: a fresh, page-aligned mapping of SEGMENT_SIZE bytes, ours alone.
             unsafe { Segment::init(base) };
             fds.push(fd.as_raw_fd());
             fds.extend(allocs.iter().map(|a| a.fd.as_raw_fd()));
-            handshake::send_frame(sock.as_raw_fd(), &hello, &fds)?;
-            let (h, f) = handshake::recv_frame(sock.as_raw_fd(), deadline)?;
+            let r = accept::dial(&sides, &mut hello, &fds, deadline)
+                .and_then(|s| handshake::recv_frame(s.as_raw_fd(), deadline).map(|hf| (s, hf)));
+            let (s, (h, f)) = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    unmap_segment(base);
+                    return Err(e);
+                }
+            };
+            sock = s;
             seg_fd = fd;
             seg = base;
             peer_hello = h;
@@ -92,47 +110,43 @@ impl Inner {
                 .listener
                 .lock()
                 .as_ref()
-                .map(|l| l.as_raw_fd())
+                .map(|l| l.fd())
                 .ok_or_else(|| Error::new(Status::ShutDown, "listener closed"))?;
-            loop {
-                let s = handshake::accept(lfd, deadline)?;
-                let Ok((h, mut f)) = handshake::recv_frame(s.as_raw_fd(), deadline) else {
-                    continue;
-                };
-                // Only the peer named in the info we were given may connect.
-                if h.get("socket").and_then(Value::as_str) != Some(peer_sock.as_str())
-                    || h.get("peer_socket").and_then(Value::as_str) != Some(self.sock_name.as_str())
-                    || f.is_empty()
-                {
-                    eprintln!("dlslime shm: refused a handshake from an unexpected peer");
-                    continue;
-                }
-                let fd = f.remove(0);
-                if shared::fd_size(fd.as_raw_fd())? < ring::SEGMENT_SIZE {
-                    return Err(Error::new(
-                        Status::Protocol,
-                        "peer's control segment is too small",
-                    ));
-                }
-                let base = shared::map_fd(fd.as_raw_fd(), ring::SEGMENT_SIZE)?;
-                // SAFETY: we just mapped SEGMENT_SIZE bytes at `base` (the fd is at least
-                // that large); check only reads the header.
-                if !unsafe { Segment::check(base) } {
-                    unmap_segment(base);
-                    return Err(Error::new(
-                        Status::VersionMismatch,
-                        "peer's control segment has another layout",
-                    ));
-                }
-                fds.extend(allocs.iter().map(|a| a.fd.as_raw_fd()));
-                handshake::send_frame(s.as_raw_fd(), &hello, &fds)?;
-                sock = s;
-                seg_fd = fd;
-                seg = base;
-                peer_hello = h;
-                peer_fds = f;
-                break;
+            let got = accept::accept(lfd, &sides, self.cfg.handshake_timeout, deadline)?;
+            let mut f = got.fds;
+            if f.is_empty() {
+                return Err(Error::new(
+                    Status::Protocol,
+                    "the peer sent no control segment",
+                ));
             }
+            let fd = f.remove(0);
+            if shared::fd_size(fd.as_raw_fd())? < ring::SEGMENT_SIZE {
+                return Err(Error::new(
+                    Status::Protocol,
+                    "peer's control segment is too small",
+                ));
+            }
+            let base = shared::map_fd(fd.as_raw_fd(), ring::SEGMENT_SIZE)?;
+            // SAFETY: we just mapped SEGMENT_SIZE bytes at `base` (the fd is at least
+            // that large); check only reads the header.
+            if !unsafe { Segment::check(base) } {
+                unmap_segment(base);
+                return Err(Error::new(
+                    Status::VersionMismatch,
+                    "peer's control segment has another layout",
+                ));
+            }
+            fds.extend(allocs.iter().map(|a| a.fd.as_raw_fd()));
+            if let Err(e) = handshake::send_frame(got.sock.as_raw_fd(), &hello, &fds) {
+                unmap_segment(base);
+                return Err(e);
+            }
+            sock = got.sock;
+            seg_fd = fd;
+            seg = base;
+            peer_hello = got.hello;
+            peer_fds = f;
         }
         if peer_hello.get("host").and_then(Value::as_str) != Some(self.host_id.as_str()) {
             unmap_segment(seg);
@@ -141,7 +155,12 @@ impl Inner {
                 "shared-memory peer reports another host identity",
             ));
         }
-        let peer_pid = peer_hello.get("pid").and_then(Value::as_u64).unwrap_or(0) as i32;
+        // The kernel's word for who is at the other end; its own claim only where the
+        // kernel cannot say (another pid namespace).
+        let peer_pid = match handshake::peer_pid(sock.as_raw_fd()) {
+            0 => peer_hello.get("pid").and_then(Value::as_u64).unwrap_or(0) as i32,
+            pid => pid,
+        };
         let probe_addr = peer_hello.get("probe").and_then(Value::as_u64).unwrap_or(0);
         // Map the peer's shared allocations (fd order matches the list order).
         let mut maps = PeerMappings::default();
@@ -155,15 +174,15 @@ impl Inner {
             let len = a.get("len").and_then(Value::as_u64).unwrap_or(0);
             let id = a.get("id").and_then(Value::as_u64).unwrap_or(0);
             if let Err(e) = maps.add(id, base, len, fd) {
-                eprintln!("dlslime shm: could not map a peer allocation: {e}");
+                warn_log!("shm: could not map a peer allocation: {e}");
             }
         }
         // Can we attach to the peer? Tell it; learn whether it can attach to us.
         let my_cma = match cma::probe(peer_pid, probe_addr) {
             Ok(()) => true,
             Err(e) => {
-                eprintln!(
-                    "dlslime shm: cross-memory attach to pid {peer_pid} refused ({}); non-shared memory will use the staged path",
+                warn_log!(
+                    "shm: cross-memory attach to pid {peer_pid} refused ({}); non-shared memory will use the staged path",
                     std::io::Error::from_raw_os_error(e)
                 );
                 false
@@ -181,7 +200,7 @@ impl Inner {
         let staged = self.cfg.force_staged || !my_cma || !peer_cma;
         if staged && !self.cfg.force_staged {
             self.stats.staged_fallbacks.fetch_add(1, Ordering::Relaxed);
-            eprintln!("dlslime shm: cross-memory attach unavailable between pid {} and {peer_pid}; using the staged (bounce buffer) path", std::process::id());
+            warn_log!("shm: cross-memory attach unavailable between pid {} and {peer_pid}; using the staged (bounce buffer) path", std::process::id());
         }
         let side = if client { 0 } else { 1 };
         let segp = seg as *mut Segment;

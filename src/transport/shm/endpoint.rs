@@ -15,7 +15,7 @@ use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 use crate::future::Future;
 use crate::memory::{MemoryPool, RemotePool};
-use crate::transport::info;
+use crate::transport::{auth, info};
 use crate::transport::matching::PostedRecv;
 use crate::transport::{Assignment, Endpoint};
 
@@ -76,6 +76,10 @@ impl Endpoint for ShmEndpoint {
         m.insert("socket".into(), i.sock_name.clone().into());
         m.insert("host".into(), i.host_id.clone().into());
         m.insert("pid".into(), std::process::id().into());
+        m.insert(
+            auth::INFO_FIELD.into(),
+            i.identity.public().to_hex().into(),
+        );
         info::envelope("shm", i.pool.mr_info(), m)
     }
 

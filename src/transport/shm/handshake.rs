@@ -1,9 +1,12 @@
-//! Handshake and liveness socket: a Unix SOCK_SEQPACKET socket in the abstract namespace
-//! (nothing to clean up on disk, and message boundaries for free). Frames are JSON, with
-//! memfds attached through SCM_RIGHTS. The connection stays open for the endpoint's life:
-//! its hang-up is how a peer's death is seen.
+//! Handshake and liveness socket: a Unix SOCK_SEQPACKET socket (message boundaries for
+//! free, so a readable socket always yields one whole frame at once) bound in a directory
+//! only this user can enter (see [`socket_dir`]), so other users cannot even reach it.
+//! Frames are JSON, with memfds attached through SCM_RIGHTS. The connection stays open
+//! for the endpoint's life: its hang-up is how a peer's death is seen.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,27 +17,29 @@ use crate::error::{Error, Result, Status};
 /// Most fds one frame carries (the kernel's SCM_MAX_FD is 253).
 pub const MAX_FDS: usize = 250;
 const MAX_FRAME: usize = 1 << 20;
+/// Overrides the socket directory (`DLSLIME_SHM_SOCKET_DIR`), e.g. a directory shared by
+/// two users who want shared memory between their processes.
+pub const DIR_ENV: &str = "DLSLIME_SHM_SOCKET_DIR";
 
 fn os_err(ctx: &str) -> Error {
     Error::io(ctx, std::io::Error::last_os_error())
 }
 
-fn sockaddr(name: &str) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
+fn sockaddr(path: &str) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: zeroed sockaddr_un is valid.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = name.as_bytes();
+    let bytes = path.as_bytes();
     if bytes.is_empty() || bytes.len() + 1 > addr.sun_path.len() || bytes.contains(&0) {
         return Err(Error::new(
             Status::InvalidEndpointInfo,
-            format!("bad shared-memory socket name {name:?}"),
+            format!("bad shared-memory socket path {path:?}"),
         ));
     }
-    // Abstract namespace: a leading NUL byte.
     for (i, b) in bytes.iter().enumerate() {
-        addr.sun_path[i + 1] = *b as libc::c_char;
+        addr.sun_path[i] = *b as libc::c_char;
     }
-    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + bytes.len();
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
     Ok((addr, len as libc::socklen_t))
 }
 
@@ -44,20 +49,106 @@ fn socket() -> Result<OwnedFd> {
     if fd < 0 {
         return Err(os_err("socket(AF_UNIX)"));
     }
-    // SAFETY: `fd` is a new descriptor (checked non-negative above) that nothing else owns.
+    // SAFETY: a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Binds a listener under a fresh unique abstract name; returns (fd, name).
-pub fn listen() -> Result<(OwnedFd, String)> {
+/// Where listeners are bound: `$DLSLIME_SHM_SOCKET_DIR` as given; else
+/// `$XDG_RUNTIME_DIR/dlslime` or `/tmp/dlslime-<uid>`, created 0700 and checked to be
+/// ours, a real directory and closed to others (so nobody else can connect, or plant a
+/// socket or a link there).
+pub fn socket_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os(DIR_ENV) {
+        return Ok(PathBuf::from(d));
+    }
+    // SAFETY: plain syscall.
+    let uid = unsafe { libc::geteuid() };
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(x) if Path::new(&x).is_dir() => Path::new(&x).join("dlslime"),
+        _ => PathBuf::from(format!("/tmp/dlslime-{uid}")),
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(&format!("create {}", dir.display()), e)),
+    }
+    let m = std::fs::symlink_metadata(&dir).map_err(|e| Error::io("socket directory", e))?;
+    if !m.is_dir() || m.uid() != uid {
+        return Err(Error::new(
+            Status::Io,
+            format!(
+                "{} is not a directory owned by this user (uid {uid}); set {DIR_ENV}",
+                dir.display()
+            ),
+        ));
+    }
+    if m.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("chmod 0700 socket directory", e))?;
+    }
+    Ok(dir)
+}
+
+/// Removes sockets left by processes that no longer exist (SIGKILLed before connect).
+fn sweep_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".sock"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// A bound listener; its socket file is removed when it is dropped.
+pub struct Listener {
+    fd: OwnedFd,
+    path: String,
+}
+
+impl Listener {
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The path published in `endpoint_info`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds a non-blocking listener under a fresh unguessable name in [`socket_dir`].
+pub fn listen() -> Result<Listener> {
+    let dir = socket_dir()?;
+    sweep_stale(&dir);
     for _ in 0..8 {
-        let name = format!(
-            "dlslime-shm-{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        );
+        let path = dir
+            .join(format!(
+                "{}-{:016x}{:016x}.sock",
+                std::process::id(),
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            ))
+            .to_string_lossy()
+            .into_owned();
         let fd = socket()?;
-        let (addr, len) = sockaddr(&name)?;
+        let (addr, len) = sockaddr(&path)?;
         // SAFETY: addr is a valid sockaddr_un of `len` bytes.
         let rc = unsafe {
             libc::bind(
@@ -72,11 +163,16 @@ pub fn listen() -> Result<(OwnedFd, String)> {
             }
             return Err(os_err("bind(shm socket)"));
         }
-        // SAFETY: `fd` is an open socket this function owns; `listen` takes no pointers.
-        if unsafe { libc::listen(fd.as_raw_fd(), 8) } != 0 {
-            return Err(os_err("listen(shm socket)"));
+        let l = Listener { fd, path };
+        // SAFETY: plain syscalls on our socket.
+        unsafe {
+            let fl = libc::fcntl(l.fd(), libc::F_GETFL);
+            libc::fcntl(l.fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+            if libc::listen(l.fd(), 64) != 0 {
+                return Err(os_err("listen(shm socket)"));
+            }
         }
-        return Ok((fd, name));
+        return Ok(l);
     }
     Err(Error::new(
         Status::Io,
@@ -84,27 +180,62 @@ pub fn listen() -> Result<(OwnedFd, String)> {
     ))
 }
 
-pub fn connect(name: &str) -> Result<OwnedFd> {
+/// Connects to a peer's listener; gives up at `deadline` (a full backlog blocks connect).
+pub fn connect(path: &str, deadline: Deadline) -> Result<OwnedFd> {
     let fd = socket()?;
-    let (addr, len) = sockaddr(name)?;
-    // SAFETY: as in listen.
-    if unsafe {
+    let (addr, len) = sockaddr(path)?;
+    let left = deadline.remaining().unwrap_or(Duration::from_secs(3600));
+    let tv = libc::timeval {
+        tv_sec: left.as_secs() as libc::time_t,
+        tv_usec: left.subsec_micros().max(1) as libc::suseconds_t,
+    };
+    // SAFETY: as in listen; SO_SNDTIMEO bounds a blocking AF_UNIX connect.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
         libc::connect(
             fd.as_raw_fd(),
             &addr as *const _ as *const libc::sockaddr,
             len,
         )
-    } != 0
-    {
+    };
+    if rc != 0 {
         return Err(Error::new(
             Status::Io,
             format!(
-                "connect to shared-memory peer socket {name:?}: {}",
+                "connect to shared-memory peer socket {path:?}: {}",
                 std::io::Error::last_os_error()
             ),
         ));
     }
     Ok(fd)
+}
+
+/// The pid of the process at the other end (0 when the kernel cannot say, e.g. another
+/// pid namespace).
+pub fn peer_pid(sock: RawFd) -> i32 {
+    // SAFETY: zeroed ucred is valid; getsockopt writes at most its size.
+    unsafe {
+        let mut c: libc::ucred = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut c as *mut _ as *mut libc::c_void,
+            &mut len,
+        );
+        if rc == 0 {
+            c.pid
+        } else {
+            0
+        }
+    }
 }
 
 /// Waits until `fd` is readable (or hung up) or the deadline passes.
@@ -135,8 +266,8 @@ pub fn wait_readable(fd: RawFd, deadline: Deadline) -> Result<()> {
     }
 }
 
-pub fn accept(listener: RawFd, deadline: Deadline) -> Result<OwnedFd> {
-    wait_readable(listener, deadline)?;
+/// Accepts one pending connection, if any (the listener is non-blocking).
+pub fn accept(listener: RawFd) -> Result<Option<OwnedFd>> {
     // SAFETY: plain syscall.
     let fd = unsafe {
         libc::accept4(
@@ -147,13 +278,18 @@ pub fn accept(listener: RawFd, deadline: Deadline) -> Result<OwnedFd> {
         )
     };
     if fd < 0 {
-        return Err(os_err("accept(shm socket)"));
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::ECONNABORTED) | Some(libc::EINTR) => Ok(None),
+            _ => Err(Error::io("accept(shm socket)", e)),
+        };
     }
-    // SAFETY: `fd` is a new descriptor (checked non-negative above) that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // SAFETY: a fresh descriptor we own.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-/// Sends one frame: JSON plus up to MAX_FDS descriptors.
+/// Sends one frame: JSON plus up to MAX_FDS descriptors. Never blocks on a peer that
+/// does not read (a full socket is an error).
 pub fn send_frame(sock: RawFd, msg: &Value, fds: &[RawFd]) -> Result<()> {
     let body = serde_json::to_vec(msg).expect("json");
     if fds.len() > MAX_FDS || body.len() > MAX_FRAME {
@@ -166,7 +302,6 @@ pub fn send_frame(sock: RawFd, msg: &Value, fds: &[RawFd]) -> Result<()> {
         iov_base: body.as_ptr() as *mut libc::c_void,
         iov_len: body.len(),
     };
-    // SAFETY: `CMSG_SPACE` is arithmetic on its argument; it touches no memory.
     let space = unsafe { libc::CMSG_SPACE((fds.len() * 4) as u32) } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8).max(1)];
     // SAFETY: msghdr points at live buffers for the duration of sendmsg.
@@ -187,7 +322,7 @@ pub fn send_frame(sock: RawFd, msg: &Value, fds: &[RawFd]) -> Result<()> {
                 fds.len(),
             );
         }
-        if libc::sendmsg(sock, &m, libc::MSG_NOSIGNAL) < 0 {
+        if libc::sendmsg(sock, &m, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) < 0 {
             return Err(os_err("sendmsg(shm handshake)"));
         }
     }

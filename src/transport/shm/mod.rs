@@ -19,6 +19,7 @@
 //! | `config`, `stats` | [`ShmConfig`] (knobs and their environment variables), [`ShmStats`] (counters) |
 //! | `state` | `Inner`, the endpoint's state shared with the progress thread and waiters |
 //! | `connect` | `connect`: the handshake, mapping the peer's allocations, the attach probe |
+//! | `accept` | the authenticated handshake: the dialer's side, and the acceptor's, serving every connection at once with its own deadline |
 //! | `conn` | `Conn`, the live connection: segment, rings, mappings, tables, bounce slots |
 //! | `submit` | the initiator's side: `read`/`write`/`write_with_imm` and `send` |
 //! | `pending` | our requests awaiting the peer's `DONE`, aggregated per operation, and their completion |
@@ -30,8 +31,9 @@
 //! | `publish` | our region table and the shared allocations we announce after connect; mapping what the peer announces |
 //! | `close` | peer death and `shutdown` |
 //! | `mappings` | the peer's shared allocations mapped here |
-//! | `ring`, `handshake`, `cma` | the segment layout and rings, the Unix-socket handshake, cross-memory attach |
+//! | `ring`, `handshake`, `cma` | the segment layout and rings, the Unix socket (0700 directory, frames, fds), cross-memory attach |
 
+mod accept;
 mod close;
 pub mod cma;
 mod config;

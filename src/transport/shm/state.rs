@@ -20,6 +20,7 @@ use crate::engine::{Deadline, ProgressMode};
 use crate::error::{Error, Result, Status};
 use crate::future::{Driver, OpPool, OpState};
 use crate::memory::{MemoryPool, RemotePool};
+use crate::transport::auth::Identity;
 use crate::transport::matching::{ImmQueue, MsgMatcher};
 
 /// The message of every failure the peer's death causes.
@@ -30,10 +31,13 @@ pub(super) struct Inner {
     pub remote: RemotePool,
     pub cfg: ShmConfig,
     pub host_id: String,
-    /// Name of our handshake socket (abstract namespace), published in `endpoint_info`.
+    /// Path of our handshake socket, published in `endpoint_info`.
     pub sock_name: String,
-    /// The handshake listener, until the peer has connected.
-    pub listener: Mutex<Option<OwnedFd>>,
+    /// The handshake listener, until the peer has connected (dropping it removes the
+    /// socket file).
+    pub listener: Mutex<Option<handshake::Listener>>,
+    /// Our key pair: the handshake proves we hold it (`auth_key` in `endpoint_info`).
+    pub identity: Identity,
     /// Serialises `connect` calls.
     pub connecting: Mutex<()>,
     pub conn: OnceLock<Conn>,
@@ -55,7 +59,8 @@ pub(super) struct Inner {
 
 impl Inner {
     pub fn new(pool: Arc<MemoryPool>, cfg: ShmConfig) -> Result<Arc<Inner>> {
-        let (listener, sock_name) = handshake::listen()?;
+        let listener = handshake::listen()?;
+        let sock_name = listener.path().to_string();
         let host_id = cfg
             .host_id_override
             .clone()
@@ -73,6 +78,7 @@ impl Inner {
             host_id,
             sock_name,
             listener: Mutex::new(Some(listener)),
+            identity: Identity::generate(),
             connecting: Mutex::new(()),
             conn: OnceLock::new(),
             imm: ImmQueue::default(),
