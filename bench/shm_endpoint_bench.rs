@@ -36,6 +36,7 @@ pub fn endpoint(spin: bool) -> (ShmEndpoint, SharedBuf) {
             engine,
             force_staged: false,
             host_id_override: None,
+            ..ShmConfig::default()
         },
     )
     .unwrap();

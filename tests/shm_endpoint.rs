@@ -54,6 +54,7 @@ fn config() -> ShmConfig {
         engine,
         force_staged: std::env::var("SHM_STAGED").is_ok(),
         host_id_override: std::env::var("SHM_HOST").ok(),
+        ..ShmConfig::default()
     }
 }
 

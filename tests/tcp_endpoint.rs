@@ -705,20 +705,21 @@ fn two_endpoints_share_the_context_pool() {
     let pool = MemoryPool::new();
     let a = TcpEndpoint::new(&ctx, pool.clone()).unwrap();
     let b = TcpEndpoint::new(&ctx, pool.clone()).unwrap();
-    let server = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
+    // one target endpoint per initiator (a target serves only its connected peer), both
+    // over one memory pool and one context
+    let server_ctx = local_ctx();
+    let server_pool = MemoryPool::new();
     let mut mem = vec![3u8; 128];
-    // SAFETY: `mem` stays alive while `server` serves it; the reads below complete before
-    // it is dropped and nothing reaches it afterwards.
-    unsafe {
-        server
-            .register_memory_region("m", mem.as_mut_ptr(), 128)
-            .unwrap()
-    };
+    // SAFETY: `mem` stays alive while the servers serve it; the reads below complete
+    // before it is dropped and nothing reaches it afterwards.
+    unsafe { server_pool.register(Some("m"), mem.as_mut_ptr(), 128).unwrap() };
     let mut local = vec![0u8; 128];
     // SAFETY: every read into `local` completes before `local` is read or dropped.
     let h = unsafe { pool.register(Some("l"), local.as_mut_ptr(), 128).unwrap() };
     for ep in [&a, &b] {
+        let server = TcpEndpoint::new(&server_ctx, server_pool.clone()).unwrap();
         ep.connect(&server.endpoint_info()).unwrap();
+        server.connect(&ep.endpoint_info()).unwrap();
         ep.read(&[Assignment::new(h, 0, 0, 0, 128)], None)
             .unwrap()
             .wait()

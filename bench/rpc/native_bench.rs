@@ -91,6 +91,7 @@ fn make(mode: &str) -> (Arc<dyn Endpoint>, Arc<RpcMemory>) {
                 engine: engine(mode),
                 force_staged: false,
                 host_id_override: None,
+                ..ShmConfig::default()
             },
         )
         .unwrap();
