@@ -32,7 +32,7 @@ fn documented_examples_match_the_encoder() {
     let write = Header {
         size: 5,
         addr: 0x7f00_1234_5000,
-        key: 0xdead_beef,
+        key: 0x0123_4567_89ab_cdef,
         req_id: 7,
         endpoint: 1,
         ..Header::new(Opcode::Write)
