@@ -117,12 +117,15 @@ impl PublicKey {
 
     /// The peer's key from its `endpoint_info`.
     pub fn from_info(info: &Map<String, Value>) -> Result<PublicKey> {
-        let s = info.get(INFO_FIELD).and_then(Value::as_str).ok_or_else(|| {
-            Error::new(
-                Status::InvalidEndpointInfo,
-                format!("endpoint info lacks {INFO_FIELD:?} (a peer of an older version?)"),
-            )
-        })?;
+        let s = info
+            .get(INFO_FIELD)
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                Error::new(
+                    Status::InvalidEndpointInfo,
+                    format!("endpoint info lacks {INFO_FIELD:?} (a peer of an older version?)"),
+                )
+            })?;
         PublicKey::from_hex(s).ok_or_else(|| {
             Error::new(
                 Status::InvalidEndpointInfo,
@@ -230,7 +233,9 @@ fn nonce() -> [u8; NONCE_LEN] {
 }
 
 fn split<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
-    b[at..at + N].try_into().expect("length checked by the caller")
+    b[at..at + N]
+        .try_into()
+        .expect("length checked by the caller")
 }
 
 /// Message 1, dialer to acceptor.
@@ -416,7 +421,12 @@ mod tests {
 
     fn run(d_id: &Identity, expect: &PublicKey, a_id: &Identity) -> Result<PublicKey> {
         let d = Dialer::new(d_id, expect, "test")?;
-        let (a, r) = Acceptor::respond(a_id, &Challenge::decode(&d.challenge().encode()), "test", b"x")?;
+        let (a, r) = Acceptor::respond(
+            a_id,
+            &Challenge::decode(&d.challenge().encode()),
+            "test",
+            b"x",
+        )?;
         let p = d.check_response(&Response::decode(&r.encode()), b"x")?;
         a.check_proof(&Proof::decode(&p.encode()), b"x")
     }
@@ -433,7 +443,11 @@ mod tests {
 
     #[test]
     fn impostors_fail() {
-        let (x, y, z) = (Identity::generate(), Identity::generate(), Identity::generate());
+        let (x, y, z) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
         // an acceptor that is not the expected peer
         assert_eq!(
             run(&x, &y.public(), &z).unwrap_err().status(),
@@ -444,7 +458,9 @@ mod tests {
         let mut c = d.challenge();
         c.key = x.public();
         let (a, _) = Acceptor::respond(&y, &c, "test", b"").unwrap();
-        let forged = Proof { tag: [7u8; TAG_LEN] };
+        let forged = Proof {
+            tag: [7u8; TAG_LEN],
+        };
         assert!(a.check_proof(&forged, b"").is_err());
         // a replayed proof from an earlier handshake does not fit the new nonce
         let d = Dialer::new(&x, &y.public(), "test").unwrap();

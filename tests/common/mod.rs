@@ -25,6 +25,12 @@ impl Peer {
     /// Starts the `#[ignore]`d test `entry` (its full path, e.g. `tcp_peer_target`) of
     /// this test binary in a new process.
     pub fn spawn(entry: &str, env: &[(&str, String)]) -> Peer {
+        Peer::spawn_with(entry, env, Stdio::inherit())
+    }
+
+    /// Like [`Peer::spawn`], with the child's stderr going to `stderr` (e.g. a pipe
+    /// nobody reads).
+    pub fn spawn_with(entry: &str, env: &[(&str, String)], stderr: Stdio) -> Peer {
         let exe = std::env::current_exe().expect("test binary path");
         let mut cmd = Command::new(exe);
         cmd.args([
@@ -37,7 +43,7 @@ impl Peer {
         .env(CHILD_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }

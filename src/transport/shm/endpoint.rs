@@ -15,8 +15,8 @@ use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 use crate::future::Future;
 use crate::memory::{MemoryPool, RemotePool};
-use crate::transport::{auth, info};
 use crate::transport::matching::PostedRecv;
+use crate::transport::{auth, info};
 use crate::transport::{Assignment, Endpoint};
 
 /// A shared-memory endpoint. Create with [`ShmEndpoint::new`], publish
@@ -76,10 +76,7 @@ impl Endpoint for ShmEndpoint {
         m.insert("socket".into(), i.sock_name.clone().into());
         m.insert("host".into(), i.host_id.clone().into());
         m.insert("pid".into(), std::process::id().into());
-        m.insert(
-            auth::INFO_FIELD.into(),
-            i.identity.public().to_hex().into(),
-        );
+        m.insert(auth::INFO_FIELD.into(), i.identity.public().to_hex().into());
         info::envelope("shm", i.pool.mr_info(), m)
     }
 

@@ -166,7 +166,8 @@ impl Inner {
         self.stats.rejected_entries.fetch_add(1, Ordering::Relaxed);
         crate::warn_log!(
             "shm: rejected ring entry (kind {}, id {}): {why}",
-            e.kind, e.id
+            e.kind,
+            e.id
         );
     }
 

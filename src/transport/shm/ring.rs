@@ -642,7 +642,6 @@ impl RegionTable {
                         addr,
                         len,
                         key,
-                        _pad: 0,
                     },
                 )
             };

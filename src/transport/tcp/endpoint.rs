@@ -190,7 +190,10 @@ impl Endpoint for TcpEndpoint {
         f.insert("port".into(), self.ctx.local_addr().port().into());
         f.insert("endpoint_id".into(), self.core.id.into());
         f.insert("context_id".into(), self.ctx.id().into());
-        f.insert(auth::INFO_FIELD.into(), self.ctx.public_key().to_hex().into());
+        f.insert(
+            auth::INFO_FIELD.into(),
+            self.ctx.public_key().to_hex().into(),
+        );
         info::envelope("tcp", self.core.pool.mr_info(), f)
     }
 

@@ -17,15 +17,18 @@ use std::time::Instant;
 use super::wire::{Hello, HELLO_LEN, WIRE_VERSION};
 use crate::error::{Error, Result, Status};
 use crate::transport::auth::{
-    Acceptor, Challenge, Dialer, Identity, Proof, PublicKey, Response, CHALLENGE_LEN,
-    PROOF_LEN, RESPONSE_LEN,
+    Acceptor, Challenge, Dialer, Identity, Proof, PublicKey, Response, CHALLENGE_LEN, PROOF_LEN,
+    RESPONSE_LEN,
 };
 
 /// The transport label bound into every tag.
 const LABEL: &str = "tcp";
 
 fn timed_out(what: &str) -> Error {
-    Error::new(Status::Timeout, format!("handshake: {what} did not arrive in time"))
+    Error::new(
+        Status::Timeout,
+        format!("handshake: {what} did not arrive in time"),
+    )
 }
 
 /// Reads exactly `buf.len()` bytes before `deadline` (however slowly they trickle in).

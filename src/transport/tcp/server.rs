@@ -72,7 +72,10 @@ fn serve_requests(
         if strikes.hit() {
             return Err(Error::new(
                 Status::RemoteAccess,
-                format!("closed after {} refused requests (last: {s})", strikes.count()),
+                format!(
+                    "closed after {} refused requests (last: {s})",
+                    strikes.count()
+                ),
             ));
         }
         Ok(s)
