@@ -1,0 +1,304 @@
+//! Attacks on the shared-memory handshake from a third OS process: a silent connection
+//! to a listener, an impostor presenting the legitimate peer's names and public key
+//! without its secret, and another user. Each must fail and the legitimate pair (the
+//! parent and a target child) must connect promptly and move bytes (content checked).
+
+mod common;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::time::{Duration, Instant};
+
+use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use dlslime::transport::auth::{self, Challenge};
+use dlslime::transport::shm::handshake;
+use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
+use dlslime::{Assignment, Endpoint, MemoryPool};
+use serde_json::{json, Value};
+
+const LEN: usize = 1 << 20;
+
+fn endpoint() -> ShmEndpoint {
+    ShmEndpoint::new(MemoryPool::new(), ShmConfig::default()).unwrap()
+}
+
+#[test]
+#[ignore = "peer process entry"]
+fn shm_sec_target() {
+    if !is_child() {
+        return;
+    }
+    let mut parent = Parent::new();
+    let ep = endpoint();
+    let mut region = vec![0u8; LEN];
+    fill_pattern(&mut region, 1);
+    unsafe {
+        ep.register_memory_region("buf", region.as_mut_ptr(), LEN)
+            .unwrap()
+    };
+    parent.send(&format!("info {}", ep.endpoint_info()));
+    while let Some(line) = parent.recv() {
+        let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        let nums: Vec<u64> = rest
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        match cmd {
+            "connect" => {
+                ep.connect(&serde_json::from_str(rest).unwrap()).unwrap();
+                parent.send("ok");
+            }
+            "check" => match check_pattern(&region[..nums[0] as usize], nums[1]) {
+                None => parent.send("ok"),
+                Some(i) => parent.send(&format!("bad {i}")),
+            },
+            "exit" => break,
+            other => panic!("unknown command {other}"),
+        }
+    }
+    ep.shutdown();
+}
+
+fn raw_connect(path: &str) -> std::io::Result<OwnedFd> {
+    handshake::connect(
+        path,
+        dlslime::engine::Deadline::after(Duration::from_secs(5)),
+    )
+    .map_err(|e| std::io::Error::other(e.message().to_string()))
+}
+
+#[test]
+#[ignore = "peer process entry"]
+fn shm_sec_attacker() {
+    if !is_child() {
+        return;
+    }
+    let mut parent = Parent::new();
+    let mut held: Vec<OwnedFd> = Vec::new();
+    while let Some(line) = parent.recv() {
+        let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        let infos: Vec<Value> = rest
+            .split('\t')
+            .filter(|s| !s.is_empty())
+            .map(|s| serde_json::from_str(s).unwrap())
+            .collect();
+        match cmd {
+            // Connects to both listeners and says nothing.
+            "silent" => {
+                for i in &infos {
+                    for _ in 0..4 {
+                        held.push(raw_connect(i["socket"].as_str().unwrap()).unwrap());
+                    }
+                }
+                parent.send("holding");
+            }
+            // Claims to be the dialling peer (its names and public key, all published)
+            // towards the acceptor, then guesses the proof and offers a memfd.
+            "impostor" => {
+                let (a, b) = (&infos[0], &infos[1]);
+                let (dialer, acceptor) = if a["socket"].as_str() < b["socket"].as_str() {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
+                let s = raw_connect(acceptor["socket"].as_str().unwrap()).unwrap();
+                let key = auth::PublicKey::from_info(dialer.as_object().unwrap()).unwrap();
+                let c = Challenge {
+                    key,
+                    nonce: [3u8; auth::NONCE_LEN],
+                };
+                let first = json!({
+                    "socket": dialer["socket"], "peer_socket": acceptor["socket"],
+                    "host": dialer["host"], "challenge": auth::to_hex(&c.encode()),
+                });
+                handshake::send_frame(s.as_raw_fd(), &first, &[]).unwrap();
+                let deadline = dlslime::engine::Deadline::after(Duration::from_secs(60));
+                let Ok((r, _)) = handshake::recv_frame(s.as_raw_fd(), deadline) else {
+                    // the acceptor finished with the real peer first and hung up
+                    parent.send("impostor PeerDisconnected");
+                    continue;
+                };
+                assert!(r.get("response").is_some(), "{r}");
+                let memfd = unsafe { libc::memfd_create(c"evil".as_ptr(), 0) };
+                let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
+                let guess = json!({"proof": auth::to_hex(&[0x42u8; auth::PROOF_LEN]), "pid": 1,
+                                   "probe": 0, "allocs": [], "host": dialer["host"]});
+                let _ = handshake::send_frame(s.as_raw_fd(), &guess, &[memfd.as_raw_fd()]);
+                let end = handshake::recv_frame(s.as_raw_fd(), deadline);
+                parent.send(&format!(
+                    "impostor {}",
+                    end.err()
+                        .map_or("answered".into(), |e| format!("{:?}", e.status()))
+                ));
+            }
+            // Another user (root drops to nobody) tries to reach the listener at all.
+            "other_user" => {
+                if unsafe { libc::geteuid() } != 0 {
+                    parent.send("not-root");
+                    continue;
+                }
+                let path = infos[0]["socket"].as_str().unwrap().to_string();
+                // Everything the child needs is made before fork: after it, only
+                // async-signal-safe syscalls.
+                let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+                addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+                for (i, b) in path.as_bytes().iter().enumerate() {
+                    addr.sun_path[i] = *b as libc::c_char;
+                }
+                let len =
+                    (std::mem::size_of::<libc::sa_family_t>() + path.len() + 1) as libc::socklen_t;
+                // SAFETY: the child only calls setgid/setuid/socket/connect/_exit.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    unsafe {
+                        if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                            libc::_exit(2);
+                        }
+                        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0);
+                        let rc = libc::connect(fd, &addr as *const _ as *const libc::sockaddr, len);
+                        let refused = rc != 0 && *libc::__errno_location() == libc::EACCES;
+                        libc::_exit(if rc == 0 {
+                            0
+                        } else if refused {
+                            13
+                        } else {
+                            1
+                        });
+                    }
+                }
+                let mut st = 0;
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+                parent.send(&format!("other_user {}", libc::WEXITSTATUS(st)));
+            }
+            "release" => {
+                held.clear();
+                parent.send("released");
+            }
+            "exit" => break,
+            other => panic!("unknown command {other}"),
+        }
+    }
+}
+
+struct Rig {
+    target: Peer,
+    attacker: Peer,
+    ep: ShmEndpoint,
+    info: Value,
+    buf: Vec<u8>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let mut target = Peer::spawn("shm_sec_target", &[]);
+        let info: Value =
+            serde_json::from_str(target.recv().strip_prefix("info ").unwrap()).unwrap();
+        let attacker = Peer::spawn("shm_sec_attacker", &[]);
+        let ep = endpoint();
+        let buf = vec![0u8; LEN];
+        Rig {
+            target,
+            attacker,
+            ep,
+            info,
+            buf,
+        }
+    }
+
+    fn attack(&mut self, cmd: &str) -> String {
+        self.attacker
+            .send(&format!("{cmd} {}\t{}", self.info, self.ep.endpoint_info()));
+        self.attacker.recv()
+    }
+
+    /// Both sides connect (concurrently, as shm requires); how long ours took.
+    fn connect(&mut self) -> Duration {
+        let t = Instant::now();
+        self.target
+            .send(&format!("connect {}", self.ep.endpoint_info()));
+        self.ep.connect(&self.info).unwrap();
+        self.target.expect("ok");
+        t.elapsed()
+    }
+
+    fn legit_round(&mut self, seed: u64) {
+        let local = unsafe {
+            self.ep
+                .register_memory_region("local", self.buf.as_mut_ptr(), LEN)
+                .unwrap()
+        };
+        let remote = self.ep.remote_pool().handle("buf").unwrap();
+        self.ep
+            .read(&[Assignment::new(local, remote, 0, 0, LEN as u64)], None)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(check_pattern(&self.buf, 1), None);
+        fill_pattern(&mut self.buf[..4096], seed);
+        self.ep
+            .write(&[Assignment::new(local, remote, 0, 0, 4096)], None)
+            .unwrap()
+            .wait()
+            .unwrap();
+        self.target.send(&format!("check 4096 {seed}"));
+        self.target.expect("ok");
+    }
+
+    fn finish(mut self) {
+        self.attacker.send("exit");
+        self.target.send("exit");
+        self.attacker.join();
+        self.target.join();
+    }
+}
+
+#[test]
+fn a_silent_connection_does_not_block_the_peer() {
+    let mut r = Rig::new();
+    assert_eq!(r.attack("silent"), "holding");
+    let took = r.connect();
+    // the silent connections' own deadline is 5 s: connecting sooner shows they were
+    // served concurrently, not in turn
+    assert!(took < Duration::from_secs(4), "connect took {took:?}");
+    r.legit_round(21);
+    r.attacker.send("release");
+    r.attacker.expect("released");
+    r.finish();
+}
+
+#[test]
+fn an_impostor_without_the_secret_is_refused() {
+    let mut r = Rig::new();
+    r.attacker
+        .send(&format!("impostor {}\t{}", r.info, r.ep.endpoint_info()));
+    // the impostor's connection waits in the acceptor's backlog until connect() runs
+    std::thread::sleep(Duration::from_millis(200));
+    r.connect();
+    let got = r.attacker.recv();
+    assert!(
+        got == "impostor PeerDisconnected" || got == "impostor Io",
+        "{got}"
+    );
+    r.legit_round(22);
+    r.finish();
+}
+
+#[test]
+fn other_users_cannot_reach_the_socket() {
+    let dir = handshake::socket_dir().unwrap();
+    let m = std::fs::metadata(&dir).unwrap();
+    assert_eq!(m.permissions().mode() & 0o777, 0o700, "{}", dir.display());
+    assert_eq!(m.uid(), unsafe { libc::geteuid() });
+    let mut r = Rig::new();
+    match r.attack("other_user").as_str() {
+        "other_user 13" => {}
+        "not-root" => {
+            println!("NOT RUN: the other-user connect needs root to switch users");
+            assert!(std::env::var("CI").is_err(), "NOT RUN under CI");
+        }
+        other => panic!("another user reached the listener: {other}"),
+    }
+    r.connect();
+    r.legit_round(23);
+    r.finish();
+}
