@@ -24,8 +24,20 @@
 
 Wire: the Rust core's session (``dlslime_rpc_*`` in the C ABI): slots of a mailbox per
 direction, the 16-byte header ``{tag, total_len, request_id}``, tags by sorted method
-name, pickle for typed methods, JSON ``{"type","message","traceback"}`` for exceptions.
-Payloads larger than a slot take the bulk path (no 16 MB cap).
+name, typed arguments and results in the session's serializer, JSON
+``{"type","message","traceback"}`` for exceptions. Payloads larger than a slot take the
+bulk path (no 16 MB cap).
+
+Serializers (``serializer=`` on :func:`proxy`, :func:`serve`, :func:`serve_once`; both
+sides must agree): ``"pickle"`` (the original's, the default), ``"json"`` and
+``"msgpack"`` (``pip install dlslime[msgpack]``). **Pickle executes code while it
+decodes**: a pickle server runs whatever its connected client sends, and a pickle
+client whatever its server answers. The endpoint accepts requests only from the peer it
+was connected to (authenticated by the transport), so pickle is as safe as that peer;
+with any other peer use ``"json"`` or ``"msgpack"``, and refuse pickle entirely with
+``allow_pickle=False`` or ``DLSLIME_RPC_ALLOW_PICKLE=0`` (then the default serializer is
+``"json"``, and asking for pickle is an error). ``DLSLIME_RPC_SERIALIZER`` sets the
+default serializer.
 
 Fixes over the original: a typed method returning ``None`` works; keyword arguments
 work; :class:`RemoteRpcError` has ``type_name``, ``message`` and ``remote_traceback``;
@@ -51,7 +63,7 @@ from ._errors import error_class
 
 __all__ = [
     "method", "proxy", "serve", "serve_once", "wait_all", "prepare", "Session",
-    "RpcError", "RemoteRpcError", "RpcTimeoutError", "SoftRnrMonitor",
+    "RpcError", "RemoteRpcError", "RpcTimeoutError", "SoftRnrMonitor", "SERIALIZERS",
 ]
 
 # The wire format (header, flag bits, slot limits) lives in the Rust core only
@@ -110,6 +122,94 @@ def _fail(status: int, what: str):
 def _check(status: int, what: str) -> None:
     if status != _OK:
         raise _fail(status, what)
+
+
+# ----------------------------------------------------------------------- serializers
+
+
+class _Serializer:
+    """How typed calls encode ``(args, kwargs)`` and results."""
+
+    def __init__(self, name: str, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any],
+                 call_dumps: Callable[[tuple, dict], bytes],
+                 call_loads: Callable[[bytes], Tuple[tuple, dict]]) -> None:
+        self.name = name
+        self.dumps = dumps
+        self.loads = loads
+        self.call_dumps = call_dumps
+        self.call_loads = call_loads
+
+
+def _pickle() -> _Serializer:
+    proto = pickle.HIGHEST_PROTOCOL
+    return _Serializer("pickle", lambda v: pickle.dumps(v, proto), pickle.loads,
+                       lambda a, k: pickle.dumps((a, k), proto), pickle.loads)
+
+
+def _call_from(name: str, v: Any) -> Tuple[tuple, dict]:
+    if isinstance(v, dict):
+        args, kwargs = v.get("args", []), v.get("kwargs", {})
+    elif isinstance(v, (list, tuple)) and len(v) == 2:
+        args, kwargs = v
+    else:
+        raise RpcError(f"the request is not a {name} call (args, kwargs)")
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+        raise RpcError(f"the request is not a {name} call (args, kwargs)")
+    return tuple(args), kwargs
+
+
+def _json() -> _Serializer:
+    def dumps(v: Any) -> bytes:
+        return json.dumps(v, separators=(",", ":")).encode("utf-8")
+
+    def loads(b: bytes) -> Any:
+        return json.loads(bytes(b).decode("utf-8"))
+
+    return _Serializer("json", dumps, loads,
+                       lambda a, k: dumps({"args": list(a), "kwargs": k}),
+                       lambda b: _call_from("json", loads(b)))
+
+
+def _msgpack() -> _Serializer:
+    try:
+        import msgpack  # type: ignore
+    except ImportError:
+        raise RpcError("serializer='msgpack' needs the msgpack package: pip install dlslime[msgpack]") from None
+
+    def dumps(v: Any) -> bytes:
+        return msgpack.packb(v, use_bin_type=True)
+
+    def loads(b: bytes) -> Any:
+        return msgpack.unpackb(bytes(b), raw=False)
+
+    return _Serializer("msgpack", dumps, loads,
+                       lambda a, k: dumps([list(a), k]),
+                       lambda b: _call_from("msgpack", loads(b)))
+
+
+SERIALIZERS = ("pickle", "json", "msgpack")
+_MAKERS = {"pickle": _pickle, "json": _json, "msgpack": _msgpack}
+
+
+def _pickle_allowed(allow_pickle: Optional[bool]) -> bool:
+    if allow_pickle is not None:
+        return bool(allow_pickle)
+    return os.environ.get("DLSLIME_RPC_ALLOW_PICKLE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _serializer(name: Optional[str], allow_pickle: Optional[bool]) -> _Serializer:
+    """The serializer asked for; the default is ``DLSLIME_RPC_SERIALIZER``, else pickle
+    (json when pickle is not allowed). Asking for pickle where it is refused is an
+    error, never a silent fallback."""
+    allowed = _pickle_allowed(allow_pickle)
+    if name is None:
+        name = os.environ.get("DLSLIME_RPC_SERIALIZER") or ("pickle" if allowed else "json")
+    if name not in _MAKERS:
+        raise ValueError(f"unknown serializer {name!r}; choose one of {SERIALIZERS}")
+    if name == "pickle" and not allowed:
+        raise RpcError("pickle is refused here (allow_pickle=False or DLSLIME_RPC_ALLOW_PICKLE=0): "
+                       "pass serializer='json' or 'msgpack'")
+    return _MAKERS[name]()
 
 
 # -------------------------------------------------------------------------- registry
@@ -563,9 +663,10 @@ def _session_for(agent: Any, peer: Optional[str]) -> Session:
 
 
 class _Proxy:
-    def __init__(self, session: Session, registry: MethodRegistry) -> None:
+    def __init__(self, session: Session, registry: MethodRegistry, ser: _Serializer) -> None:
         self._session = session
         self._registry = registry
+        self._ser = ser
         for name, (tag, fn, flags) in registry.by_name.items():
             setattr(self, name, self._make(name, tag, fn, flags))
 
@@ -578,12 +679,10 @@ class _Proxy:
             def call(data):
                 return s.call(tag, data, name=name)
         else:
-            dumps = pickle.dumps
-            proto = pickle.HIGHEST_PROTOCOL
+            dumps, loads = self._ser.call_dumps, self._ser.loads
 
             def call(*args, **kwargs):
-                payload = dumps((args, kwargs), proto)
-                return s.call(tag, payload, decode=pickle.loads, name=name)
+                return s.call(tag, dumps(args, kwargs), decode=loads, name=name)
         call.__name__ = name
         call.__doc__ = fn.__doc__
         return call
@@ -592,16 +691,19 @@ class _Proxy:
         raise AttributeError(f"No RPC method {name!r}. Available: {self._registry.names}")
 
 
-def proxy(agent: Any, peer_alias: Any = None, service_cls: Optional[type] = None) -> _Proxy:
+def proxy(agent: Any, peer_alias: Any = None, service_cls: Optional[type] = None, *,
+          serializer: Optional[str] = None, allow_pickle: Optional[bool] = None) -> _Proxy:
     """A client for ``service_cls`` on ``peer_alias`` through ``agent`` (a connected
     :class:`dlslime.PeerAgent`), or through a connected endpoint: ``proxy(ep, Cls)``.
     Each method call returns an :class:`RpcFuture`. Blocks until the peer has created
-    its session (``serve``/``proxy`` on its side)."""
+    its session (``serve``/``proxy`` on its side). ``serializer``/``allow_pickle``: see
+    the module documentation (the server must use the same serializer)."""
     if service_cls is None and isinstance(peer_alias, type):
         peer_alias, service_cls = None, peer_alias
     if service_cls is None:
         raise TypeError("proxy(agent, peer_alias, service_cls)")
-    return _Proxy(_session_for(agent, peer_alias), MethodRegistry(service_cls))
+    ser = _serializer(serializer, allow_pickle)
+    return _Proxy(_session_for(agent, peer_alias), MethodRegistry(service_cls), ser)
 
 
 def _exc_reply(req: Request, e: BaseException) -> None:
@@ -610,7 +712,7 @@ def _exc_reply(req: Request, e: BaseException) -> None:
 
 
 def _dispatch(svc: Any, session: Session, registry: MethodRegistry, req: Request,
-              lock: threading.Lock) -> None:
+              lock: threading.Lock, ser: _Serializer) -> None:
     try:
         entry = registry.by_tag[req.tag] if req.tag < len(registry.by_tag) else None
         if entry is None:
@@ -640,11 +742,16 @@ def _dispatch(svc: Any, session: Session, registry: MethodRegistry, req: Request
                     if out is None:
                         out = b""
                     elif not isinstance(out, (bytes, bytearray, memoryview)):
-                        out = pickle.dumps(out, pickle.HIGHEST_PROTOCOL)
+                        out = ser.dumps(out)
                 else:
-                    args, kwargs = pickle.loads(ctypes.string_at(ptr, n))
+                    try:
+                        args, kwargs = ser.call_loads(ctypes.string_at(ptr, n))
+                    except RpcError:
+                        raise
+                    except Exception as e:
+                        raise RpcError(f"cannot decode the request as {ser.name}: {e}") from None
                     result = fn(svc, *args, **kwargs)
-                    out = pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
+                    out = ser.dumps(result)
         except Exception as e:  # the handler (or pickling its result) failed
             _exc_reply(req, e)
             return
@@ -678,11 +785,14 @@ _POLL_SLICE = 1.0
 
 
 def serve(agent: Any, svc: Any, peer: Optional[str] = None, *, channel: Any = None,
-          max_workers: Optional[int] = None) -> None:
+          max_workers: Optional[int] = None, serializer: Optional[str] = None,
+          allow_pickle: Optional[bool] = None) -> None:
     """Serves ``svc``'s methods until the session ends: returns when the peer closes its
     session or dies (or this side is closed). ``max_workers`` (else
     ``SLIME_RPC_SERVER_WORKERS``, else 1) handler threads; handlers not marked
-    ``parallel`` still run one at a time."""
+    ``parallel`` still run one at a time. ``serializer``/``allow_pickle``: see the module
+    documentation; a pickle server executes what its (authenticated) client sends."""
+    ser = _serializer(serializer, allow_pickle)
     session = channel if isinstance(channel, Session) else _session_for(agent, peer)
     registry = MethodRegistry(type(svc))
     if max_workers is None:
@@ -699,23 +809,25 @@ def serve(agent: Any, svc: Any, peer: Optional[str] = None, *, channel: Any = No
             if req is None:
                 continue
             if pool is None:
-                _dispatch(svc, session, registry, req, lock)
+                _dispatch(svc, session, registry, req, lock, ser)
             else:
-                pool.submit(_dispatch, svc, session, registry, req, lock)
+                pool.submit(_dispatch, svc, session, registry, req, lock, ser)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
 
 
 def serve_once(agent: Any, svc: Any, peer: Optional[str] = None, *, channel: Any = None,
-               timeout: Optional[float] = None) -> bool:
+               timeout: Optional[float] = None, serializer: Optional[str] = None,
+               allow_pickle: Optional[bool] = None) -> bool:
     """Handles one request inline (waits up to ``timeout``, default the session's);
     returns whether one was handled."""
+    ser = _serializer(serializer, allow_pickle)
     session = channel if isinstance(channel, Session) else _session_for(agent, peer)
     req = session.poll_request(timeout)
     if req is None:
         return False
-    _dispatch(svc, session, MethodRegistry(type(svc)), req, _NOLOCK)
+    _dispatch(svc, session, MethodRegistry(type(svc)), req, _NOLOCK, ser)
     return True
 
 

@@ -29,7 +29,7 @@ def main():
     rpc.prepare(ep)
     print(json.dumps({"info": ep.endpoint_info()}), flush=True)
     ep.connect(json.loads(sys.stdin.readline()))
-    rpc.serve(ep, Svc(), max_workers=workers)
+    rpc.serve(ep, Svc(), max_workers=workers, serializer=os.environ.get("RPC_SERIALIZER") or None)
     print(json.dumps({"served": True}), flush=True)
 
 
