@@ -12,6 +12,7 @@ use super::mappings::PeerMappings;
 use super::pending::Pending;
 use super::ring::{self, Consumer, Doorbell, Entry, Producer, RegionTable, NSLOTS, SLOT_SIZE};
 use crate::error::Status;
+use crate::transport::strikes::Strikes;
 
 pub(super) struct Conn {
     pub _seg_fd: OwnedFd,
@@ -51,6 +52,8 @@ pub(super) struct Conn {
     pub slots: AtomicU32,
     /// Whether replies wait in the backlog (saves taking the producer lock per poll).
     pub backlogged: AtomicBool,
+    /// The peer's refused accesses (see [`crate::transport::strikes`]).
+    pub strikes: Strikes,
 }
 
 /// Our side of the allocation announcements: the allocations the peer has (sent at

@@ -22,6 +22,7 @@ use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 use crate::memory::shared;
 use crate::transport::auth::PublicKey;
+use crate::transport::strikes::Strikes;
 use crate::transport::info;
 use crate::warn_log;
 
@@ -233,6 +234,7 @@ impl Inner {
             next_id: AtomicU64::new(1),
             slots: AtomicU32::new(0),
             backlogged: AtomicBool::new(false),
+            strikes: Strikes::default(),
         };
         let _ = self.conn.set(conn);
         let c = self.conn.get().unwrap();

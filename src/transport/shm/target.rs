@@ -4,6 +4,7 @@
 //! ([`super::recv`], [`super::reassembly`]); `DONE`s complete our own requests
 //! ([`super::pending`]).
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 
 use super::cma;
@@ -99,8 +100,19 @@ impl Inner {
     }
 
     /// Answers request `id` with `st`, echoing its bounce slot (0 when it used none).
-    /// Never blocks: the reply waits in the backlog when our ring is full.
+    /// Never blocks: the reply waits in the backlog when our ring is full. A refused
+    /// access is a strike; too many hang up on the peer (it is probing keys or ranges).
     pub fn reply(&self, c: &Conn, id: u64, st: Status, slot: u32) {
+        if st == Status::RemoteAccess && c.strikes.hit() {
+            crate::warn_log!(
+                "shm: hanging up on pid {}: {} refused accesses (wrong keys or ranges)",
+                c.peer_pid,
+                c.strikes.count()
+            );
+            // SAFETY: shutdown(2) on the socket the Conn owns; the progress loop sees the
+            // hang-up and fails everything pending, as for a dead peer.
+            unsafe { libc::shutdown(c.sock.as_raw_fd(), libc::SHUT_RDWR) };
+        }
         let mut d = Entry::new(kind::DONE);
         d.id = id;
         d.status = st.code();
