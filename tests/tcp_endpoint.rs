@@ -712,7 +712,11 @@ fn two_endpoints_share_the_context_pool() {
     let mut mem = vec![3u8; 128];
     // SAFETY: `mem` stays alive while the servers serve it; the reads below complete
     // before it is dropped and nothing reaches it afterwards.
-    unsafe { server_pool.register(Some("m"), mem.as_mut_ptr(), 128).unwrap() };
+    unsafe {
+        server_pool
+            .register(Some("m"), mem.as_mut_ptr(), 128)
+            .unwrap()
+    };
     let mut local = vec![0u8; 128];
     // SAFETY: every read into `local` completes before `local` is read or dropped.
     let h = unsafe { pool.register(Some("l"), local.as_mut_ptr(), 128).unwrap() };

@@ -337,6 +337,17 @@ impl RdmaEndpoint {
         let (raddr, rkey) = self
             .remote
             .remote_range(a.remote, a.remote_offset, a.length)?;
+        // Remote keys are 64-bit in the Endpoint contract; an RDMA peer publishes 32-bit
+        // rkeys, so a wider one was not published by an RDMA pool.
+        let rkey = u32::try_from(rkey).map_err(|_| {
+            Error::new(
+                Status::InvalidArgument,
+                format!(
+                    "remote region {} has a key wider than an RDMA rkey",
+                    a.remote
+                ),
+            )
+        })?;
         Ok(Resolved {
             laddr: ptr as u64,
             lkey,

@@ -22,8 +22,8 @@ use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 use crate::memory::shared;
 use crate::transport::auth::PublicKey;
-use crate::transport::strikes::Strikes;
 use crate::transport::info;
+use crate::transport::strikes::Strikes;
 use crate::warn_log;
 
 /// Unmaps a control segment `connect` mapped and gave up on.
