@@ -302,3 +302,63 @@ fn other_users_cannot_reach_the_socket() {
     r.legit_round(23);
     r.finish();
 }
+
+#[test]
+fn the_connected_peer_probing_keys_loses_its_connection() {
+    let mut r = Rig::new();
+    r.connect();
+    r.legit_round(24);
+    let local = r.ep.memory_pool().handle("local").unwrap();
+    let real =
+        r.ep.remote_pool()
+            .get(r.ep.remote_pool().handle("buf").unwrap())
+            .unwrap();
+    let max = dlslime::transport::strikes::MAX_STRIKES as u64;
+    // what a probe would write if it got through
+    fill_pattern(&mut r.buf[..64], 99);
+    let mut outcomes = Vec::new();
+    for i in 0..max + 4 {
+        let forged =
+            r.ep.remote_pool()
+                .register(
+                    &format!("forged{i}"),
+                    dlslime::memory::RemoteRegion {
+                        key: real.key ^ (i + 1),
+                        ..real
+                    },
+                )
+                .unwrap();
+        let st = match r
+            .ep
+            .write(&[Assignment::new(local, forged, 0, 0, 64)], None)
+        {
+            Ok(f) => f.wait().err().map(|e| e.status()),
+            Err(e) => Some(e.status()),
+        };
+        outcomes.push(st);
+    }
+    // The first MAX_STRIKES are refused and the connection survives them; the next
+    // refusal hangs up, and everything after fails at once with the peer gone.
+    use dlslime::Status;
+    assert!(
+        outcomes[..max as usize]
+            .iter()
+            .all(|s| *s == Some(Status::RemoteAccess)),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes[max as usize..]
+            .iter()
+            .all(|s| matches!(s, Some(Status::RemoteAccess | Status::PeerDisconnected))),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        *outcomes.last().unwrap(),
+        Some(Status::PeerDisconnected),
+        "{outcomes:?}"
+    );
+    // nothing was written: the target still holds the legitimate round's bytes
+    r.target.send(&format!("check 4096 {}", 24));
+    r.target.expect("ok");
+    r.finish();
+}
