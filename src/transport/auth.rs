@@ -3,7 +3,7 @@
 //!
 //! # The mechanism
 //!
-//! Each identity (a TCP context, a shared-memory endpoint, an RDMA endpoint) holds a
+//! Each identity (a TCP context, a shared-memory endpoint) holds a
 //! random X25519 key pair made at creation. The public half is published in
 //! `endpoint_info` as `"auth_key"` (64 hex digits); the secret half never leaves the
 //! process. Two identities that know each other's public keys share a *pair key*:
@@ -41,13 +41,10 @@
 //!   gives the [`Proof`] to send. Acceptor: read a [`Challenge`], [`Acceptor::respond`],
 //!   send the [`Response`], read the [`Proof`], [`Acceptor::check_proof`] gives the
 //!   dialer's key. The acceptor must bound the whole exchange by a deadline.
-//! * **RDMA.** The QP numbers travel in `endpoint_info` next to `auth_key`; an RC QP is
-//!   bound to one remote QP, but anyone who read the info could try to forge packets for
-//!   it. After both sides moved their QPs to RTS, run the same three messages as the
-//!   first SENDs on the QP (the side with the lower public key dials) and allow user
-//!   operations only once the acceptor has checked the proof and the dialer the
-//!   response; [`Identity::pair_key`] is also available to both sides up front (e.g. to
-//!   derive starting PSNs).
+//! * **RDMA** does not use this module: there is no handshake on a byte stream to
+//!   authenticate, and authenticating the first messages on a QP would not protect the
+//!   packets after them (nothing in RoCE or InfiniBand carries a MAC). Its trust model is
+//!   the fabric's; `docs/security.md` says what that does and does not stop.
 //!
 //! # Trust model
 //!

@@ -26,7 +26,8 @@ fn os_err(ctx: &str) -> Error {
 }
 
 fn sockaddr(path: &str) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
-    // SAFETY: zeroed sockaddr_un is valid.
+    // SAFETY: sockaddr_un is plain old data (an integer and a byte array), for which
+    // all-zero bytes are a valid value.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
     let bytes = path.as_bytes();
@@ -44,12 +45,12 @@ fn sockaddr(path: &str) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
 }
 
 fn socket() -> Result<OwnedFd> {
-    // SAFETY: plain syscall.
+    // SAFETY: socket(2) takes no pointers; it returns a new descriptor or -1.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(os_err("socket(AF_UNIX)"));
     }
-    // SAFETY: a fresh descriptor we own.
+    // SAFETY: fd >= 0 was just returned by socket(2): open, and owned by nothing else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -61,7 +62,7 @@ pub fn socket_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os(DIR_ENV) {
         return Ok(PathBuf::from(d));
     }
-    // SAFETY: plain syscall.
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
     let uid = unsafe { libc::geteuid() };
     let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(x) if Path::new(&x).is_dir() => Path::new(&x).join("dlslime"),
@@ -149,7 +150,8 @@ pub fn listen() -> Result<Listener> {
             .into_owned();
         let fd = socket()?;
         let (addr, len) = sockaddr(&path)?;
-        // SAFETY: addr is a valid sockaddr_un of `len` bytes.
+        // SAFETY: `addr` is an initialised sockaddr_un that outlives the call, and `len`
+        // (from sockaddr) is at most its size; `fd` is our open socket.
         let rc = unsafe {
             libc::bind(
                 fd.as_raw_fd(),
@@ -164,7 +166,8 @@ pub fn listen() -> Result<Listener> {
             return Err(os_err("bind(shm socket)"));
         }
         let l = Listener { fd, path };
-        // SAFETY: plain syscalls on our socket.
+        // SAFETY: fcntl(2) and listen(2) take no pointers; `l.fd()` is our open socket,
+        // kept open by `l` for the duration.
         unsafe {
             let fl = libc::fcntl(l.fd(), libc::F_GETFL);
             libc::fcntl(l.fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
@@ -189,7 +192,9 @@ pub fn connect(path: &str, deadline: Deadline) -> Result<OwnedFd> {
         tv_sec: left.as_secs() as libc::time_t,
         tv_usec: left.subsec_micros().max(1) as libc::suseconds_t,
     };
-    // SAFETY: as in listen; SO_SNDTIMEO bounds a blocking AF_UNIX connect.
+    // SAFETY: `tv` and `addr` are initialised locals that outlive both calls, passed with
+    // their exact sizes (`len` is at most sizeof(sockaddr_un)); `fd` is our open socket.
+    // SO_SNDTIMEO bounds a blocking AF_UNIX connect by the deadline.
     let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
@@ -219,7 +224,9 @@ pub fn connect(path: &str, deadline: Deadline) -> Result<OwnedFd> {
 /// The pid of the process at the other end (0 when the kernel cannot say, e.g. another
 /// pid namespace).
 pub fn peer_pid(sock: RawFd) -> i32 {
-    // SAFETY: zeroed ucred is valid; getsockopt writes at most its size.
+    // SAFETY: ucred is plain integers, valid when zeroed; getsockopt(2) writes at most
+    // `len` (= sizeof(ucred)) bytes into `c`, which outlives the call. A bad `sock` only
+    // makes it fail.
     unsafe {
         let mut c: libc::ucred = std::mem::zeroed();
         let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
@@ -249,7 +256,7 @@ pub fn wait_readable(fd: RawFd, deadline: Deadline) -> Result<()> {
             events: libc::POLLIN,
             revents: 0,
         };
-        // SAFETY: one valid pollfd.
+        // SAFETY: `p` is one initialised pollfd that outlives the call (nfds = 1).
         let rc = unsafe { libc::poll(&mut p, 1, ms) };
         if rc > 0 {
             return Ok(());
@@ -268,7 +275,8 @@ pub fn wait_readable(fd: RawFd, deadline: Deadline) -> Result<()> {
 
 /// Accepts one pending connection, if any (the listener is non-blocking).
 pub fn accept(listener: RawFd) -> Result<Option<OwnedFd>> {
-    // SAFETY: plain syscall.
+    // SAFETY: accept4(2) with null address pointers writes nothing back; a bad
+    // `listener` only makes it fail.
     let fd = unsafe {
         libc::accept4(
             listener,
@@ -284,7 +292,7 @@ pub fn accept(listener: RawFd) -> Result<Option<OwnedFd>> {
             _ => Err(Error::io("accept(shm socket)", e)),
         };
     }
-    // SAFETY: a fresh descriptor we own.
+    // SAFETY: fd >= 0 was just returned by accept4(2): open, and owned by nothing else.
     Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
@@ -302,9 +310,15 @@ pub fn send_frame(sock: RawFd, msg: &Value, fds: &[RawFd]) -> Result<()> {
         iov_base: body.as_ptr() as *mut libc::c_void,
         iov_len: body.len(),
     };
+    // SAFETY: CMSG_SPACE is pure arithmetic on its argument (it is `unsafe` only as a
+    // libc macro binding); fds.len() <= MAX_FDS keeps it small.
     let space = unsafe { libc::CMSG_SPACE((fds.len() * 4) as u32) } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8).max(1)];
-    // SAFETY: msghdr points at live buffers for the duration of sendmsg.
+    // SAFETY: msghdr is plain data, valid when zeroed. It points at `iov` (over `body`)
+    // and `cbuf`, all alive until sendmsg returns. `cbuf` holds `space` bytes, 8-aligned
+    // as cmsghdr requires, so CMSG_FIRSTHDR is non-null and the header plus
+    // fds.len() * 4 bytes of CMSG_DATA fit in it; the descriptors are copied from `fds`
+    // (a different allocation). sendmsg only reads the buffers.
     unsafe {
         let mut m: libc::msghdr = std::mem::zeroed();
         m.msg_iov = &mut iov;
@@ -368,13 +382,17 @@ fn recv_frame_flags(
         iov_base: body.as_mut_ptr() as *mut libc::c_void,
         iov_len: body.len(),
     };
-    // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+    // SAFETY: pure arithmetic, as in send_frame (253 = SCM_MAX_FD).
     let space = unsafe { libc::CMSG_SPACE((253 * 4) as u32) } as usize;
     let mut cbuf = vec![0u64; space.div_ceil(8)];
     let mut fds = Vec::new();
-    // SAFETY: the msghdr points at `body` and `cbuf`, both alive and at least as large as
-    // the lengths given; the kernel writes only within them. Every fd the kernel passed
-    // (SCM_RIGHTS) is a fresh fd of this process that we take ownership of exactly once.
+    // SAFETY: msghdr is plain data, valid when zeroed; it points at `iov` (over `body`,
+    // MAX_FRAME bytes) and `cbuf` (`space` bytes, 8-aligned), both alive and writable
+    // for the whole block, and recvmsg writes within those lengths. The kernel walks only
+    // control messages it wrote (CMSG_FIRSTHDR/CMSG_NXTHDR stay inside msg_controllen,
+    // which it set), and an SCM_RIGHTS message's data is `cnt` descriptors it installed
+    // in this process for us: each is open and owned by nothing else, so taking it into
+    // an OwnedFd at once is sound (and closes it on every error path below).
     let n = unsafe {
         let mut m: libc::msghdr = std::mem::zeroed();
         m.msg_iov = &mut iov;
