@@ -9,11 +9,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use common::{check_pattern, fill_pattern, is_child, Parent, Peer, PeerCommand};
 use dlslime::transport::auth::{self, Challenge};
 use dlslime::transport::shm::handshake;
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
-use dlslime::{Assignment, Endpoint, MemoryPool};
+use dlslime::{Assignment, Endpoint, MemoryPool, Status};
 use serde_json::{json, Value};
 
 const LEN: usize = 1 << 20;
@@ -32,18 +32,17 @@ fn shm_sec_target() {
     let ep = endpoint();
     let mut region = vec![0u8; LEN];
     fill_pattern(&mut region, 1);
+    // SAFETY: `region` lives until the end of this function, after ep.shutdown(); the
+    // endpoint is the only writer while it is registered.
     unsafe {
         ep.register_memory_region("buf", region.as_mut_ptr(), LEN)
             .unwrap()
     };
     parent.send(&format!("info {}", ep.endpoint_info()));
     while let Some(line) = parent.recv() {
-        let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-        let nums: Vec<u64> = rest
-            .split_whitespace()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        match cmd {
+        let cmd = PeerCommand::parse(&line);
+        let (rest, nums) = (cmd.rest, cmd.nums());
+        match cmd.name {
             "connect" => {
                 ep.connect(&serde_json::from_str(rest).unwrap()).unwrap();
                 parent.send("ok");
@@ -76,13 +75,9 @@ fn shm_sec_attacker() {
     let mut parent = Parent::new();
     let mut held: Vec<OwnedFd> = Vec::new();
     while let Some(line) = parent.recv() {
-        let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-        let infos: Vec<Value> = rest
-            .split('\t')
-            .filter(|s| !s.is_empty())
-            .map(|s| serde_json::from_str(s).unwrap())
-            .collect();
-        match cmd {
+        let cmd = PeerCommand::parse(&line);
+        let infos = cmd.json_args();
+        match cmd.name {
             // Connects to both listeners and says nothing.
             "silent" => {
                 for i in &infos {
@@ -119,7 +114,10 @@ fn shm_sec_attacker() {
                     continue;
                 };
                 assert!(r.get("response").is_some(), "{r}");
+                // SAFETY: a NUL-terminated name and no flags.
                 let memfd = unsafe { libc::memfd_create(c"evil".as_ptr(), 0) };
+                assert!(memfd >= 0);
+                // SAFETY: a fresh descriptor, owned by nothing else.
                 let memfd = unsafe { OwnedFd::from_raw_fd(memfd) };
                 let guess = json!({"proof": auth::to_hex(&[0x42u8; auth::PROOF_LEN]), "pid": 1,
                                    "probe": 0, "allocs": [], "host": dialer["host"]});
@@ -133,6 +131,7 @@ fn shm_sec_attacker() {
             }
             // Another user (root drops to nobody) tries to reach the listener at all.
             "other_user" => {
+                // SAFETY: geteuid takes no arguments and cannot fail.
                 if unsafe { libc::geteuid() } != 0 {
                     parent.send("not-root");
                     continue;
@@ -140,6 +139,7 @@ fn shm_sec_attacker() {
                 let path = infos[0]["socket"].as_str().unwrap().to_string();
                 // Everything the child needs is made before fork: after it, only
                 // async-signal-safe syscalls.
+                // SAFETY: sockaddr_un is plain data, valid when zeroed.
                 let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
                 addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
                 for (i, b) in path.as_bytes().iter().enumerate() {
@@ -150,6 +150,8 @@ fn shm_sec_attacker() {
                 // SAFETY: the child only calls setgid/setuid/socket/connect/_exit.
                 let pid = unsafe { libc::fork() };
                 if pid == 0 {
+                    // SAFETY: async-signal-safe syscalls only, on locals made before the
+                    // fork (`addr`, `len`), then _exit without unwinding or destructors.
                     unsafe {
                         if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
                             libc::_exit(2);
@@ -167,6 +169,7 @@ fn shm_sec_attacker() {
                     }
                 }
                 let mut st = 0;
+                // SAFETY: `st` is a live int the call writes; `pid` is our child.
                 unsafe { libc::waitpid(pid, &mut st, 0) };
                 parent.send(&format!("other_user {}", libc::WEXITSTATUS(st)));
             }
@@ -222,6 +225,8 @@ impl Rig {
     }
 
     fn legit_round(&mut self, seed: u64) {
+        // SAFETY: `buf` lives as long as the Rig and its endpoint; it is read only after
+        // the operations on it completed.
         let local = unsafe {
             self.ep
                 .register_memory_region("local", self.buf.as_mut_ptr(), LEN)
@@ -288,7 +293,9 @@ fn other_users_cannot_reach_the_socket() {
     let dir = handshake::socket_dir().unwrap();
     let m = std::fs::metadata(&dir).unwrap();
     assert_eq!(m.permissions().mode() & 0o777, 0o700, "{}", dir.display());
-    assert_eq!(m.uid(), unsafe { libc::geteuid() });
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(m.uid(), euid);
     let mut r = Rig::new();
     match r.attack("other_user").as_str() {
         "other_user 13" => {}
@@ -317,7 +324,8 @@ fn the_connected_peer_probing_keys_loses_its_connection() {
     // what a probe would write if it got through
     fill_pattern(&mut r.buf[..64], 99);
     let mut outcomes = Vec::new();
-    for i in 0..max + 4 {
+    let start = Instant::now();
+    for i in 0.. {
         let forged =
             r.ep.remote_pool()
                 .register(
@@ -336,22 +344,17 @@ fn the_connected_peer_probing_keys_loses_its_connection() {
             Err(e) => Some(e.status()),
         };
         outcomes.push(st);
+        if st != Some(Status::RemoteAccess) || start.elapsed() > Duration::from_secs(10) {
+            break;
+        }
     }
-    // The first MAX_STRIKES are refused and the connection survives them; the next
-    // refusal hangs up, and everything after fails at once with the peer gone.
-    use dlslime::Status;
-    assert!(
-        outcomes[..max as usize]
-            .iter()
-            .all(|s| *s == Some(Status::RemoteAccess)),
-        "{outcomes:?}"
-    );
-    assert!(
-        outcomes[max as usize..]
-            .iter()
-            .all(|s| matches!(s, Some(Status::RemoteAccess | Status::PeerDisconnected))),
-        "{outcomes:?}"
-    );
+    // Every probe is refused; the ninth makes the target hang up (entries already in the
+    // ring may still be refused while it tears down), then the peer is gone.
+    let refused = outcomes
+        .iter()
+        .filter(|s| **s == Some(Status::RemoteAccess))
+        .count();
+    assert!(refused > max as usize, "{outcomes:?}");
     assert_eq!(
         *outcomes.last().unwrap(),
         Some(Status::PeerDisconnected),

@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use common::{check_pattern, fill_pattern, is_child, Parent, Peer, PeerCommand};
 use dlslime::transport::auth::{self, Challenge, Dialer, Identity, Response};
 use dlslime::transport::tcp::wire::{Header, Hello, Opcode, FLAG_PAYLOAD, HEADER_LEN, HELLO_LEN};
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
@@ -37,6 +37,8 @@ fn ctx() -> Arc<TcpContext> {
     TcpContext::new(TcpConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         connect_grace: env_ms("SEC_GRACE_MS", 10_000),
+        handshake_timeout: env_ms("SEC_HANDSHAKE_MS", 5_000),
+        idle_timeout: env_ms("SEC_IDLE_MS", 60_000),
         max_connections_per_ip: std::env::var("SEC_CAP_PER_IP")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -57,18 +59,17 @@ fn sec_target() {
     let ep = TcpEndpoint::new(&ctx(), MemoryPool::new()).unwrap();
     let mut region = vec![0u8; MIB];
     fill_pattern(&mut region, 1);
+    // SAFETY: `region` lives until the end of this function, after ep.shutdown(); the
+    // endpoint is the only writer while it is registered.
     unsafe {
         ep.register_memory_region("buf", region.as_mut_ptr(), MIB)
             .unwrap()
     };
     parent.send(&format!("info {}", ep.endpoint_info()));
     while let Some(line) = parent.recv() {
-        let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-        let nums: Vec<u64> = rest
-            .split_whitespace()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        match cmd {
+        let cmd = PeerCommand::parse(&line);
+        let (rest, nums) = (cmd.rest, cmd.nums());
+        match cmd.name {
             "connect" => {
                 ep.connect(&serde_json::from_str(rest).unwrap()).unwrap();
                 parent.send("ok");
@@ -91,6 +92,8 @@ fn sec_target() {
             // recv <timeout ms>: the next message's first byte and length, or "none"
             "recv" => {
                 let mut b = vec![0u8; 4096];
+                // SAFETY: `b` is not touched until the receive's wait() below returns,
+                // and outlives it (a failed wait ends the library's access too).
                 let f = unsafe {
                     ep.recv(
                         b.as_mut_ptr(),
@@ -243,13 +246,9 @@ fn sec_attacker() {
     let mut parent = Parent::new();
     let mut held: Vec<TcpStream> = Vec::new();
     while let Some(line) = parent.recv() {
-        let (cmd, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-        let infos: Vec<Value> = rest
-            .split('\t')
-            .filter(|s| !s.is_empty())
-            .map(|s| serde_json::from_str(s).unwrap())
-            .collect();
-        match cmd {
+        let cmd = PeerCommand::parse(&line);
+        let infos = cmd.json_args();
+        match cmd.name {
             // The attack on protocol 1: a hello presenting the client's
             // context id, then frames. Refused at the version; nothing served.
             "v1" => {
@@ -370,6 +369,20 @@ fn sec_attacker() {
                 }
                 parent.send("garbaged");
             }
+            // A connection that never says hello, and an authenticated stranger that
+            // goes quiet: how long each stays open.
+            "linger" => {
+                let t = target_of(&infos[0]);
+                let start = Instant::now();
+                let mut silent = TcpStream::connect(&t.addr).unwrap();
+                let mut quiet = stranger(&t, &Identity::generate());
+                let wait = Duration::from_secs(30);
+                drain_to_eof(&mut silent, wait);
+                let silent_ms = start.elapsed().as_millis();
+                drain_to_eof(&mut quiet, wait);
+                let quiet_ms = start.elapsed().as_millis();
+                parent.send(&format!("linger {silent_ms} {quiet_ms}"));
+            }
             "release" => {
                 held.clear();
                 parent.send("released");
@@ -398,6 +411,8 @@ impl Rig {
         let attacker = Peer::spawn("sec_attacker", &[]);
         let ep = TcpEndpoint::new(&ctx(), MemoryPool::new()).unwrap();
         let mut buf = vec![0u8; MIB];
+        // SAFETY: `buf` moves into the Rig with its heap allocation unchanged and lives
+        // as long as the endpoint; it is read only after the operations on it completed.
         let local = unsafe {
             ep.register_memory_region("local", buf.as_mut_ptr(), MIB)
                 .unwrap()
@@ -417,6 +432,18 @@ impl Rig {
         self.target
             .send(&format!("connect {}", self.ep.endpoint_info()));
         self.target.expect("ok");
+    }
+
+    /// Connects despite whatever the attacker is doing, well within the handshake's own
+    /// deadlines (the flood and log tests).
+    fn connect_promptly(&mut self) {
+        let t = Instant::now();
+        self.connect();
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "connect took {:?}",
+            t.elapsed()
+        );
     }
 
     fn attack(&mut self, cmd: &str) -> String {
@@ -449,6 +476,7 @@ impl Rig {
         self.target.expect(&format!("imm {seed}"));
         self.target.send("recv 20000");
         let m = [seed as u8; 100];
+        // SAFETY: `m` outlives the send, which is waited for at once.
         unsafe { self.ep.send(m.as_ptr(), m.len(), None) }
             .unwrap()
             .wait()
@@ -585,13 +613,7 @@ fn a_connection_flood_does_not_lock_out_the_legitimate_pair() {
     let mut r = Rig::new(&[("SEC_CAP_PER_IP", "64".to_string())], Stdio::inherit());
     assert_eq!(r.attack("flood"), "flooded");
     // the flood's connections are still open; the legitimate pair connects and works
-    let t = Instant::now();
-    r.connect();
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "connect took {:?}",
-        t.elapsed()
-    );
+    r.connect_promptly();
     r.legit_round(11);
     r.target.send("conns");
     let n: usize = r.target.recv().parse().unwrap();
@@ -602,17 +624,37 @@ fn a_connection_flood_does_not_lock_out_the_legitimate_pair() {
 }
 
 #[test]
+fn silent_and_idle_connections_are_closed() {
+    let env = [
+        ("SEC_HANDSHAKE_MS", "500".to_string()),
+        ("SEC_IDLE_MS", "1500".to_string()),
+    ];
+    let mut r = Rig::new(&env, Stdio::inherit());
+    r.connect();
+    r.legit_round(15);
+    let got = r.attack("linger");
+    let ms: Vec<u128> = got
+        .strip_prefix("linger ")
+        .unwrap()
+        .split(' ')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // the silent one at its handshake deadline; the quiet stranger once idle (swept every
+    // idle/4), and not before
+    assert!(ms[0] >= 400 && ms[0] < 5_000, "{got}");
+    assert!(ms[1] >= 1_400 && ms[1] < 10_000, "{got}");
+    // the legitimate pair's connections serve a connected endpoint: idle longer than
+    // idle_timeout, they were kept
+    r.legit_round(16);
+    r.finish();
+}
+
+#[test]
 fn an_undrained_stderr_does_not_wedge_the_listener() {
     // the target logs every refusal (level 3) into a pipe nobody reads
     let mut r = Rig::new(&[("DLSLIME_LOG_LEVEL", "3".to_string())], Stdio::piped());
     assert_eq!(r.attack("garbage"), "garbaged");
-    let t = Instant::now();
-    r.connect();
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "connect took {:?}",
-        t.elapsed()
-    );
+    r.connect_promptly();
     r.legit_round(13);
     assert_eq!(r.attack("garbage"), "garbaged");
     r.legit_round(14);

@@ -204,3 +204,33 @@ pub fn check_pattern(buf: &[u8], seed: u64) -> Option<usize> {
         .enumerate()
         .position(|(i, b)| *b != pattern_byte(seed, i))
 }
+
+/// One command from the parent, `<name> <rest>`: the child entries' loops read these.
+pub struct PeerCommand<'a> {
+    pub name: &'a str,
+    pub rest: &'a str,
+}
+
+impl<'a> PeerCommand<'a> {
+    pub fn parse(line: &'a str) -> PeerCommand<'a> {
+        let (name, rest) = line.split_once(' ').unwrap_or((line, ""));
+        PeerCommand { name, rest }
+    }
+
+    /// The numbers among the arguments (anything else is skipped).
+    pub fn nums(&self) -> Vec<u64> {
+        self.rest
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect()
+    }
+
+    /// The arguments as tab-separated JSON documents (endpoint infos, say).
+    pub fn json_args(&self) -> Vec<serde_json::Value> {
+        self.rest
+            .split('\t')
+            .filter(|s| !s.is_empty())
+            .map(|s| serde_json::from_str(s).expect("a JSON argument"))
+            .collect()
+    }
+}

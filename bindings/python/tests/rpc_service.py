@@ -2,10 +2,43 @@
 
 import ctypes
 import hashlib
+import json
+import os
+import selectors
+import subprocess
+import sys
 import threading
 import time
 
 from dlslime.rpc import method
+
+
+class ServerProcess:
+    """tests/rpc_peer.py serving ``Svc`` over ``transport`` in a child process, with
+    ``env`` added to its environment; ``read()`` is its next JSON line, with a deadline."""
+
+    def __init__(self, transport, workers, env):
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.proc = subprocess.Popen([sys.executable, os.path.join(here, "rpc_peer.py"), transport, str(workers)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     env=dict(os.environ, **env))
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+
+    def read(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sel.select(max(0.0, deadline - time.monotonic())):
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"server exited ({self.proc.poll()})")
+                return json.loads(line)
+        raise TimeoutError("server said nothing")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
 
 
 def pattern(n, seed=0):

@@ -6,9 +6,7 @@ inplace methods across the bulk threshold, timeouts, concurrent calls from threa
 
 import json
 import os
-import selectors
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -21,34 +19,15 @@ from dlslime.rpc import RemoteRpcError, RpcError, RpcTimeoutError, method, proxy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from rpc_service import ClientSvc, Svc, pattern  # noqa: E402
+from rpc_service import ClientSvc, ServerProcess, Svc, pattern  # noqa: E402
 
 TRANSPORTS = ["tcp", "shm"] if dlslime.has_shm() else ["tcp"]
 
 
-class Server:
+class Server(ServerProcess):
     def __init__(self, transport, workers=1):
-        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "rpc_peer.py"), transport, str(workers)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-                                     env=dict(os.environ, RPC_BUF=str(1 << 20), RPC_INFLIGHT="8",
-                                              SLIME_RPC_SERVER_WORKERS="2"))
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
-
-    def read(self, timeout=30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.sel.select(max(0.0, deadline - time.monotonic())):
-                line = self.proc.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"server exited ({self.proc.poll()})")
-                return json.loads(line)
-        raise TimeoutError("server said nothing")
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
+        super().__init__(transport, workers,
+                         dict(RPC_BUF=str(1 << 20), RPC_INFLIGHT="8", SLIME_RPC_SERVER_WORKERS="2"))
 
 
 @pytest.fixture(params=TRANSPORTS)

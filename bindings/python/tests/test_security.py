@@ -5,7 +5,6 @@ entirely, and a pickle sent to a server that refuses it is not decoded."""
 
 import json
 import os
-import selectors
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from dlslime.rpc import RemoteRpcError, RpcError, proxy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from rpc_service import ClientSvc  # noqa: E402
+from rpc_service import ClientSvc, ServerProcess  # noqa: E402
 
 
 class Evil:
@@ -31,26 +30,12 @@ class Evil:
         return (open, (self.path, "w"))
 
 
-class Server:
+class Server(ServerProcess):
     """tests/rpc_peer.py over TCP with ``env`` added; ``client(**kw)`` connects a proxy."""
 
     def __init__(self, **env):
-        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "rpc_peer.py"), "tcp", "1"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-                                     env=dict(os.environ, RPC_BUF=str(1 << 20), RPC_INFLIGHT="4", **env))
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
-        self.info = self.read()["info"]
-
-    def read(self, timeout=60.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.sel.select(max(0.0, deadline - time.monotonic())):
-                line = self.proc.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"server exited ({self.proc.poll()})")
-                return json.loads(line)
-        raise TimeoutError("server said nothing")
+        super().__init__("tcp", 1, dict(RPC_BUF=str(1 << 20), RPC_INFLIGHT="4", **env))
+        self.info = self.read(60.0)["info"]
 
     def client(self, **kw):
         ep = dlslime.TcpEndpoint(dlslime.MemoryPool(), dlslime.TcpContext(bind="127.0.0.1:0"))
@@ -61,11 +46,6 @@ class Server:
         self.proc.stdin.flush()
         ep.connect(self.info)
         return ep, proxy(ep, ClientSvc, **kw)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
 
 
 def test_pickle_injection_by_a_third_party_is_refused(tmp_path):
