@@ -348,13 +348,15 @@ fn the_connected_peer_probing_keys_loses_its_connection() {
             break;
         }
     }
-    // Every probe is refused; the ninth makes the target hang up (entries already in the
-    // ring may still be refused while it tears down), then the peer is gone.
+    // Every probe is refused; the ninth makes the target hang up. Its own answer races
+    // the hang-up (either may reach us first), and entries already in the ring may still
+    // be refused while the target tears down; then the peer is gone.
     let refused = outcomes
         .iter()
         .filter(|s| **s == Some(Status::RemoteAccess))
         .count();
-    assert!(refused > max as usize, "{outcomes:?}");
+    assert!(refused >= max as usize, "{outcomes:?}");
+    assert!(outcomes.len() > max as usize, "{outcomes:?}");
     assert_eq!(
         *outcomes.last().unwrap(),
         Some(Status::PeerDisconnected),
