@@ -842,7 +842,7 @@ fn late_shared_allocations_are_mapped_and_replaced() {
                         dlslime::memory::RemoteRegion {
                             addr: v[0],
                             len: v[1],
-                            key: v[2] as u32,
+                            key: v[2],
                         },
                     )
                     .unwrap();

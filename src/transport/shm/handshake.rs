@@ -365,7 +365,8 @@ pub fn recv_frame_nowait(sock: RawFd) -> Result<Option<(Value, Vec<OwnedFd>)>> {
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one valid pollfd, zero timeout: a cheap check before allocating a buffer.
+    // SAFETY: `p` is one initialised pollfd that outlives the call; zero timeout (a cheap
+    // check before allocating a buffer).
     if unsafe { libc::poll(&mut p, 1, 0) } <= 0 {
         return Ok(None);
     }
@@ -387,7 +388,7 @@ fn recv_frame_flags(
     let mut cbuf = vec![0u64; space.div_ceil(8)];
     let mut fds = Vec::new();
     // SAFETY: msghdr is plain data, valid when zeroed; it points at `iov` (over `body`,
-    // MAX_FRAME bytes) and `cbuf` (`space` bytes, 8-aligned), both alive and writable
+    // `max` bytes) and `cbuf` (`space` bytes, 8-aligned), both alive and writable
     // for the whole block, and recvmsg writes within those lengths. The kernel walks only
     // control messages it wrote (CMSG_FIRSTHDR/CMSG_NXTHDR stay inside msg_controllen,
     // which it set), and an SCM_RIGHTS message's data is `cnt` descriptors it installed
