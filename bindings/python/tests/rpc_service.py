@@ -13,6 +13,17 @@ import time
 from dlslime.rpc import method
 
 
+class Evil:
+    """Creates ``path`` when unpickled: proof that someone ran a pickle (the RPC
+    pickle-injection tests)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 class ServerProcess:
     """tests/rpc_peer.py serving ``Svc`` over ``transport`` in a child process, with
     ``env`` added to its environment; ``read()`` is its next JSON line, with a deadline."""

@@ -17,17 +17,7 @@ from dlslime.rpc import RemoteRpcError, RpcError, proxy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from rpc_service import ClientSvc, ServerProcess  # noqa: E402
-
-
-class Evil:
-    """Creates ``path`` when unpickled: proof that someone ran a pickle."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
+from rpc_service import ClientSvc, Evil, ServerProcess  # noqa: E402
 
 
 class Server(ServerProcess):
