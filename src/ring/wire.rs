@@ -10,7 +10,7 @@
 //!   ABORT:  the grant's token, aux = 0
 //! reply, one fixed header, then an optional UTF-8 message:
 //!   i32 status | u32 token | u64 generation | u64 length | u64 region_addr
-//!   | u64 region_len | u32 region_key | u32 lease_ms | u64 payload_offset | u64 0
+//!   | u64 region_len | u64 region_key | u32 lease_ms | u32 0 | u64 payload_offset
 //! ```
 //!
 //! A fetch reply carries status, payload length and generation together (spec A.8 §5):
@@ -20,7 +20,7 @@
 
 use crate::error::{Error, Result, Status};
 
-pub const RING_WIRE_VERSION: u32 = 1;
+pub const RING_WIRE_VERSION: u32 = 2;
 
 /// Grant a payload: `READY → READING` with a token and a lease.
 pub const TAG_FETCH: u32 = 0;
@@ -100,7 +100,7 @@ pub struct Reply {
     pub length: u64,
     pub region_addr: u64,
     pub region_len: u64,
-    pub region_key: u32,
+    pub region_key: u64,
     pub lease_ms: u32,
     pub payload_offset: u64,
     pub message: String,
@@ -129,8 +129,8 @@ impl Reply {
         b.extend_from_slice(&self.region_len.to_le_bytes());
         b.extend_from_slice(&self.region_key.to_le_bytes());
         b.extend_from_slice(&self.lease_ms.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&self.payload_offset.to_le_bytes());
-        b.extend_from_slice(&0u64.to_le_bytes());
         b.extend_from_slice(msg);
         b
     }
@@ -151,9 +151,9 @@ impl Reply {
             length: u64_at(16),
             region_addr: u64_at(24),
             region_len: u64_at(32),
-            region_key: u32_at(40),
-            lease_ms: u32_at(44),
-            payload_offset: u64_at(48),
+            region_key: u64_at(40),
+            lease_ms: u32_at(48),
+            payload_offset: u64_at(56),
             message: String::from_utf8_lossy(&b[REPLY_HEADER_LEN..]).into_owned(),
         })
     }
@@ -199,10 +199,10 @@ mod tests {
             Request::decode(&longer).unwrap_err().status(),
             Status::Protocol
         );
-        let mut v2 = b.clone();
-        v2[0] = 2;
+        let mut other = b.clone();
+        other[0] = RING_WIRE_VERSION as u8 + 1;
         assert_eq!(
-            Request::decode(&v2).unwrap_err().status(),
+            Request::decode(&other).unwrap_err().status(),
             Status::VersionMismatch
         );
         let mut not_utf8 = b;
@@ -219,7 +219,7 @@ mod tests {
             length: 1 << 30,
             region_addr: 0xdead_0000,
             region_len: 1 << 31,
-            region_key: 77,
+            region_key: 0x8000_0000_0000_0077,
             lease_ms: 6000,
             payload_offset: 4096,
             message: String::new(),
