@@ -128,7 +128,7 @@ impl Inner {
             self.reject(e, "completion for an unknown request");
             return;
         };
-        let st = Status::from_code(e.status);
+        let st = e.done_status();
         let msg = status_message(st);
         match p {
             Pending::Part { agg, slot } => {

@@ -79,7 +79,7 @@ impl Inner {
             return;
         }
         // validate() checked slot < NSLOTS, len <= SLOT_SIZE and c + len <= n (== total).
-        let src = c.peer_slot(e.slot) as *const u8;
+        let src = c.peer_slot(e.slot.into()) as *const u8;
         let len = e.len as usize;
         match &mut a.sink {
             Sink::Direct(r) => {

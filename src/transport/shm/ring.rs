@@ -19,6 +19,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::engine::futex;
+use crate::error::Status;
 
 pub const MAGIC: u64 = 0x6d68_735f_656d_696c; // "lime_shm"
 pub const LAYOUT_VERSION: u64 = 3;
@@ -100,6 +101,16 @@ impl Entry {
         let mut e: Entry = unsafe { std::mem::zeroed() };
         e.kind = kind;
         e
+    }
+
+    /// Sets a `DONE`'s status (every code is below 1000, so 16 bits hold it).
+    pub fn set_status(&mut self, st: Status) {
+        self.status = st.code() as i16;
+    }
+
+    /// A `DONE`'s status (an unknown code reads as a protocol error).
+    pub fn done_status(&self) -> Status {
+        Status::from_code(self.status.into())
     }
 
     /// Whether this kind's descriptor needs the second line.
@@ -635,16 +646,7 @@ impl RegionTable {
             // SAFETY: `e` is an aligned, in-bounds element of our own table (`&mut
             // self`). Volatile, because the peer reads the table concurrently (it retries
             // while `seq` is odd or moved): the store must really happen, in this window.
-            unsafe {
-                std::ptr::write_volatile(
-                    e,
-                    TableEntry {
-                        addr,
-                        len,
-                        key,
-                    },
-                )
-            };
+            unsafe { std::ptr::write_volatile(e, TableEntry { addr, len, key }) };
         }
         self.count.store(n as u64, Ordering::Relaxed);
         self.seq.store((s | 1) + 1, Ordering::Release);
@@ -659,7 +661,7 @@ impl RegionTable {
     /// Whether the peer's table holds a region containing `[addr, addr+len)` with `key`.
     /// A torn or endlessly changing table just answers false (the caller takes the
     /// target-checked path).
-    pub fn permits(&self, addr: u64, len: u64, key: u32) -> bool {
+    pub fn permits(&self, addr: u64, len: u64, key: u64) -> bool {
         for _ in 0..4 {
             let s1 = self.seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
@@ -787,7 +789,7 @@ mod tests {
         // A one-line descriptor, then a two-line one, into the same (reused) entry.
         let mut d = Entry::new(kind::DONE);
         d.id = 5;
-        d.status = Status::RemoteAccess.code();
+        d.set_status(Status::RemoteAccess);
         d.slot = 3;
         assert!(p.try_push(&d));
         assert!(

@@ -51,7 +51,7 @@ impl Inner {
     }
 
     /// One assignment, checked: (local pointer, remote address, key, length).
-    fn checked(&self, a: &Assignment) -> Result<(*mut u8, u64, u32, u64)> {
+    fn checked(&self, a: &Assignment) -> Result<(*mut u8, u64, u64, u64)> {
         let (_, lptr) = self.pool.local_range(a.local, a.local_offset, a.length)?;
         let (raddr, key) = self
             .remote
@@ -90,7 +90,7 @@ impl Inner {
     fn issue(
         &self,
         c: &Conn,
-        plan: impl Iterator<Item = (*mut u8, u64, u32, u64)>,
+        plan: impl Iterator<Item = (*mut u8, u64, u64, u64)>,
         write: bool,
         imm: Option<i32>,
         timeout: Option<Duration>,
@@ -196,7 +196,7 @@ impl Inner {
                 }
                 e.len = clen as u32;
                 e.key = key;
-                e.slot = slot;
+                e.slot = slot as u16;
                 self.stats.staged_chunks.fetch_add(1, Ordering::Relaxed);
                 if let Err(er) = self.push_part(c, &e, agg, deadline) {
                     failure = Some(er);
@@ -290,7 +290,7 @@ impl Inner {
                 e.n = len as u64;
                 e.c = off as u64;
                 e.len = clen as u32;
-                e.slot = slot;
+                e.slot = slot as u16;
                 self.stats.staged_chunks.fetch_add(1, Ordering::Relaxed);
                 if let Err(er) = self.push_part(c, &e, &agg, deadline) {
                     failure = Some(er);

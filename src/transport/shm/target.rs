@@ -85,7 +85,7 @@ impl Inner {
         {
             return Status::RemoteAccess;
         }
-        let (slot, ours) = (c.peer_slot(e.slot), addr as usize as *mut u8);
+        let (slot, ours) = (c.peer_slot(e.slot.into()), addr as usize as *mut u8);
         // SAFETY: the slot index and chunk length were checked by validate() (slot <
         // NSLOTS, len <= SLOT_SIZE); our range lies inside one of our registered regions
         // with this key. Slot and region never overlap.
@@ -102,7 +102,7 @@ impl Inner {
     /// Answers request `id` with `st`, echoing its bounce slot (0 when it used none).
     /// Never blocks: the reply waits in the backlog when our ring is full. A refused
     /// access is a strike; too many hang up on the peer (it is probing keys or ranges).
-    pub fn reply(&self, c: &Conn, id: u64, st: Status, slot: u32) {
+    pub fn reply(&self, c: &Conn, id: u64, st: Status, slot: u16) {
         if st == Status::RemoteAccess && c.strikes.hit() {
             crate::warn_log!(
                 "shm: hanging up on pid {}: {} refused accesses (wrong keys or ranges)",
@@ -115,7 +115,7 @@ impl Inner {
         }
         let mut d = Entry::new(kind::DONE);
         d.id = id;
-        d.status = st.code();
+        d.set_status(st);
         d.slot = slot;
         let _ = self.push(c, &d, PushMode::Backlog);
     }
