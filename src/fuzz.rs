@@ -24,26 +24,56 @@ use crate::transport::shm::ring::{self, Entry};
 use crate::transport::tcp::wire as tcp_wire;
 use crate::Status;
 
-/// The TCP hello (`magic | version | status | reserved | context_id`), as the acceptor
-/// reads it: a wrong magic is refused; a decoded hello re-encodes to the same bytes
-/// (reserved bytes aside).
+/// The first bytes a stranger sends to a TCP acceptor, as it reads them: the plain hello
+/// (`magic | version | status | reserved | context_id`, 24 bytes), the auth challenge (64)
+/// and the proof (32) (`docs/tcp-wire-format.md`). A wrong magic or version is refused;
+/// a decoded hello re-encodes to the same bytes (reserved bytes aside); no proof made
+/// without the pair key's secret is ever accepted.
 pub fn tcp_hello(data: &[u8]) {
+    use crate::transport::auth::{Identity, Proof, CHALLENGE_LEN, PROOF_LEN};
+    use crate::transport::tcp::handshake;
+    static ID: OnceLock<Identity> = OnceLock::new();
     let Some(b) = data.get(..tcp_wire::HELLO_LEN) else {
-        return; // the acceptor's read_exact fails: connection refused
+        return; // the acceptor's read fails: connection refused
     };
     let b: &[u8; tcp_wire::HELLO_LEN] = b.try_into().unwrap();
-    let Some(h) = tcp_wire::Hello::decode(b) else {
-        assert_ne!(
-            b[..8],
-            tcp_wire::MAGIC,
-            "a hello with our magic must decode"
-        );
-        return;
+    let h = match handshake::check_hello(b) {
+        Ok(h) => h,
+        Err(e) => {
+            match tcp_wire::Hello::decode(b) {
+                None => assert_ne!(
+                    b[..8],
+                    tcp_wire::MAGIC,
+                    "a hello with our magic must decode"
+                ),
+                Some(h) => {
+                    assert_eq!(e.status(), Status::VersionMismatch);
+                    assert_ne!(h.version, tcp_wire::WIRE_VERSION);
+                }
+            }
+            return;
+        }
     };
     let again = h.encode();
     assert_eq!(again[..12], b[..12]);
     assert_eq!(again[16..], b[16..]);
     let _ = Status::from_code(h.status as i32);
+    let rest = &data[tcp_wire::HELLO_LEN..];
+    let Some(c) = rest.get(..CHALLENGE_LEN) else {
+        return;
+    };
+    let id = ID.get_or_init(Identity::generate);
+    let Ok((acceptor, bound, _answer)) = handshake::respond(id, 7, b, c.try_into().unwrap()) else {
+        return; // a degenerate dialer key: refused
+    };
+    let Some(p) = rest.get(CHALLENGE_LEN..CHALLENGE_LEN + PROOF_LEN) else {
+        return;
+    };
+    let proof = Proof::decode(p.try_into().unwrap());
+    assert!(
+        acceptor.check_proof(&proof, &bound).is_err(),
+        "a proof made without the secret was accepted"
+    );
 }
 
 /// Three regions a peer may address in [`tcp_frames`]: two disjoint buffers and one
@@ -51,7 +81,7 @@ pub fn tcp_hello(data: &[u8]) {
 struct Target {
     pool: Arc<MemoryPool>,
     /// `(addr, len, key)` of each region.
-    regions: Vec<(u64, u64, u32)>,
+    regions: Vec<(u64, u64, u64)>,
 }
 
 fn target() -> &'static Target {
@@ -80,7 +110,7 @@ fn target() -> &'static Target {
     })
 }
 
-/// A stream of TCP request frames as a target endpoint reads them: 40-byte headers,
+/// A stream of TCP request frames as a target endpoint reads them: 48-byte headers,
 /// payloads skipped as the server drains them, each access checked against the regions
 /// of `target()`. To let the fuzzer reach accepted accesses, the harness reads a
 /// header's `addr` as an offset from the first region and its `key` as
@@ -151,7 +181,7 @@ pub fn rpc_message(data: &[u8]) {
     let _ = rpc_wire::base_tag(h.tag);
     if h.tag & rpc_wire::BULK_BIT != 0 {
         if let Some(d) = rpc_wire::BulkDesc::decode(payload) {
-            assert_eq!(d.encode()[..20], payload[..20]);
+            assert_eq!(d.encode()[..], payload[..]);
         }
     }
     if h.tag & rpc_wire::EXC_BIT != 0 {

@@ -160,24 +160,18 @@ pub fn accept(
 ) -> Result<Accepted> {
     let mut theirs = [0u8; HELLO_LEN];
     read_by(s, &mut theirs, deadline, "hello")?;
-    let h = Hello::decode(&theirs)
-        .ok_or_else(|| Error::new(Status::Protocol, "bad magic: not a dlslime peer"))?;
-    if h.version != WIRE_VERSION {
-        let _ = write_by(s, &refusal(Status::VersionMismatch), deadline);
-        return Err(Error::new(
-            Status::VersionMismatch,
-            format!("peer wire version {}, ours {WIRE_VERSION}", h.version),
-        ));
-    }
+    let h = match check_hello(&theirs) {
+        Ok(h) => h,
+        Err(e) => {
+            if e.status() == Status::VersionMismatch {
+                let _ = write_by(s, &refusal(Status::VersionMismatch), deadline);
+            }
+            return Err(e);
+        }
+    };
     let mut c = [0u8; CHALLENGE_LEN];
     read_by(s, &mut c, deadline, "auth challenge")?;
-    let mine = hello(Status::Ok, context_id);
-    let bound = bind(&theirs, &mine);
-    let (acceptor, r): (Acceptor, Response) =
-        Acceptor::respond(id, &Challenge::decode(&c), LABEL, &bound)?;
-    let mut answer = [0u8; HELLO_LEN + RESPONSE_LEN];
-    answer[..HELLO_LEN].copy_from_slice(&mine);
-    answer[HELLO_LEN..].copy_from_slice(&r.encode());
+    let (acceptor, bound, answer) = respond(id, context_id, &theirs, &c)?;
     write_by(s, &answer, deadline)?;
     let mut p = [0u8; PROOF_LEN];
     read_by(s, &mut p, deadline, "auth proof")?;
@@ -187,4 +181,39 @@ pub fn accept(
         key,
         context_id: h.context_id,
     })
+}
+
+/// The acceptor's check of a dialer's hello (the fuzz target `tcp_hello` runs it too).
+pub(crate) fn check_hello(theirs: &[u8; HELLO_LEN]) -> Result<Hello> {
+    let h = Hello::decode(theirs)
+        .ok_or_else(|| Error::new(Status::Protocol, "bad magic: not a dlslime peer"))?;
+    if h.version != WIRE_VERSION {
+        return Err(Error::new(
+            Status::VersionMismatch,
+            format!("peer wire version {}, ours {WIRE_VERSION}", h.version),
+        ));
+    }
+    Ok(h)
+}
+
+/// The acceptor's answer to a dialer's challenge: the state that checks the proof, the
+/// bound hellos, and the bytes to send (our hello | response).
+pub(crate) fn respond(
+    id: &Identity,
+    context_id: u64,
+    theirs: &[u8; HELLO_LEN],
+    challenge: &[u8; CHALLENGE_LEN],
+) -> Result<(
+    Acceptor,
+    [u8; 2 * HELLO_LEN],
+    [u8; HELLO_LEN + RESPONSE_LEN],
+)> {
+    let mine = hello(Status::Ok, context_id);
+    let bound = bind(theirs, &mine);
+    let (acceptor, r): (Acceptor, Response) =
+        Acceptor::respond(id, &Challenge::decode(challenge), LABEL, &bound)?;
+    let mut answer = [0u8; HELLO_LEN + RESPONSE_LEN];
+    answer[..HELLO_LEN].copy_from_slice(&mine);
+    answer[HELLO_LEN..].copy_from_slice(&r.encode());
+    Ok((acceptor, bound, answer))
 }

@@ -26,7 +26,7 @@ mod config;
 mod conn;
 mod context;
 mod endpoint;
-mod handshake;
+pub(crate) mod handshake;
 mod pool;
 mod reply;
 mod server;
