@@ -15,7 +15,7 @@ mod rdma_devices;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use common::{check_pattern, fill_pattern, is_child, Parent, Peer, PeerCommand};
 use dlslime::transport::rdma::{RdmaConfig, RdmaContext, RdmaEndpoint, RdmaEndpointConfig};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
 use rdma_devices::{devices, need_device};
@@ -155,14 +155,9 @@ fn rdma_peer() {
     parent.send(&format!("info {}", ep.endpoint_info()));
     let timeout = Some(Duration::from_secs(60));
     while let Some(line) = parent.recv() {
-        let mut it = line.splitn(2, ' ');
-        let cmd = it.next().unwrap();
-        let rest = it.next().unwrap_or("");
-        let nums: Vec<u64> = rest
-            .split_whitespace()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        match cmd {
+        let c = PeerCommand::parse(&line);
+        let (rest, nums) = (c.rest, c.nums());
+        match c.name {
             "connect" => {
                 ep.connect(&serde_json::from_str(rest).unwrap()).unwrap();
                 parent.send("ok");

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use common::{check_pattern, fill_pattern, is_child, Parent, Peer, PeerCommand};
 use dlslime::engine::{Config, ProgressMode};
 use dlslime::memory::SharedBuf;
 use dlslime::transport::shm::ring::{kind, Entry};
@@ -92,14 +92,9 @@ fn shm_child() {
     // A shared allocation registered after connect: (allocation, its region handle).
     let mut late: Option<(SharedBuf, u32)> = None;
     while let Some(line) = parent.recv() {
-        let mut w = line.splitn(2, ' ');
-        let cmd = w.next().unwrap();
-        let rest = w.next().unwrap_or("");
-        let args: Vec<u64> = rest
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        match cmd {
+        let c = PeerCommand::parse(&line);
+        let (rest, args) = (c.rest, c.nums());
+        match c.name {
             "connect" => {
                 let r = s.ep.connect(&serde_json::from_str(rest).unwrap());
                 parent.send(&match r {

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use common::{check_pattern, fill_pattern, is_child, Parent, Peer, PeerCommand};
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
 use serde_json::Value;
@@ -95,14 +95,9 @@ fn tcp_peer() {
     parent.send(&format!("info {}", ep.endpoint_info()));
     let timeout = Some(Duration::from_secs(60));
     while let Some(line) = parent.recv() {
-        let mut it = line.splitn(2, ' ');
-        let cmd = it.next().unwrap();
-        let rest = it.next().unwrap_or("");
-        let nums: Vec<u64> = rest
-            .split_whitespace()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        match cmd {
+        let c = PeerCommand::parse(&line);
+        let (rest, nums) = (c.rest, c.nums());
+        match c.name {
             "connect" => {
                 ep.connect(&serde_json::from_str(rest).unwrap()).unwrap();
                 parent.send("ok");
