@@ -590,9 +590,11 @@ fn a_peer_killed_mid_transfer_fails_pending_operations_within_3_s() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(first_done.is_some(), "no write finished in 30 s");
-    // two more writes right before the kill: whatever the load, they cannot be done
-    // (16 MiB each) when the peer dies, so the kill surely interrupts a transfer
-    let late: Vec<_> = (0..2)
+    // more writes right before the kill. They may still complete: a one-sided write is
+    // acknowledged by the peer's NIC (here the kernel's soft-RoCE), which serves the
+    // dead process's memory until its teardown; what no dead peer can finish is the
+    // pending `imm_recv` and `recv` (its sends never come), so those two must fail.
+    let late: Vec<_> = (0..8)
         .map(|_| r.ep.write(&[r.a(0, 0, 16 * MIB as u64)], None).unwrap())
         .collect();
     r.peer.kill();
@@ -609,7 +611,10 @@ fn a_peer_killed_mid_transfer_fails_pending_operations_within_3_s() {
     }
     let took = killed.elapsed();
     eprintln!("{disconnected} operations failed {took:?} after the kill");
-    assert!(disconnected >= 3, "the kill did not interrupt anything");
+    assert!(
+        disconnected >= 2,
+        "the pending imm_recv and recv did not fail"
+    );
     assert!(took < Duration::from_secs(3), "took {took:?}");
     assert_eq!(
         r.ep.write(&[r.a(0, 0, 1)], None).unwrap_err().status(),
