@@ -6,6 +6,10 @@
 //!
 //! The parent is the initiator; it re-runs itself with `--role peer` as the target.
 
+#[path = "common.rs"]
+mod bench_common;
+
+use bench_common::{stats, Stats};
 use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -30,20 +34,6 @@ fn sizes(max: usize) -> Vec<usize> {
 
 fn iters(size: usize) -> usize {
     (256 * MIB / size).clamp(8, 2000)
-}
-
-struct Stats {
-    p50: f64,
-    p99: f64,
-}
-
-fn stats(mut us: Vec<f64>) -> Stats {
-    us.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = us.len();
-    Stats {
-        p50: us[n / 2],
-        p99: us[((n as f64 * 0.99) as usize).min(n - 1)],
-    }
 }
 
 fn time(n: usize, mut f: impl FnMut()) -> Stats {
@@ -156,12 +146,7 @@ fn main() {
     if args.iter().any(|a| a == "--role") {
         return peer();
     }
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let arg = |name: &str| bench_common::arg_value(&args, name);
     let max = arg("--max-mib").map_or(256, |v| v.parse().unwrap()) * MIB;
     let csv = arg("--csv").unwrap_or_else(|| "bench/results/endpoint_tcp.csv".into());
 
@@ -301,18 +286,6 @@ fn label(size: usize) -> String {
 }
 
 fn host_line() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "host: {} cpus, {cpu}, Linux {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel.trim()
-    )
+    let (cpus, cpu, kernel) = bench_common::host();
+    format!("host: {cpus} cpus, {cpu}, Linux {kernel}")
 }

@@ -109,6 +109,29 @@ pub fn pingpong_child(pp: &PingPong, n: u32, sleep: bool) {
     }
 }
 
+/// Both ping-pong floors (spinning, then futex sleeping), `n` round trips each, against
+/// a child `exe --child raw <fd> <n>` that runs [`raw_child`]; returns their times.
+pub fn raw_pingpong(exe: &std::path::Path, n: u32) -> (Vec<Duration>, Vec<Duration>) {
+    let (fd, pp) = PingPong::create();
+    let mut child = std::process::Command::new(exe)
+        .args(["--child", "raw", &fd.to_string(), &n.to_string()])
+        .spawn()
+        .unwrap();
+    let spin = pingpong_parent(&pp, n, false);
+    let fut = pingpong_parent(&pp, n, true);
+    child.wait().unwrap();
+    (spin, fut)
+}
+
+/// The child of [`raw_pingpong`]; `args` are `<fd> <n>`.
+pub fn raw_child(args: &[String]) {
+    let fd: i32 = args[0].parse().unwrap();
+    let n: u32 = args[1].parse().unwrap();
+    let pp = PingPong::map(fd);
+    pingpong_child(&pp, n, false);
+    pingpong_child(&pp, n, true);
+}
+
 /// Single-thread memcpy time per copy of `size` bytes (several repetitions).
 pub fn memcpy_times(size: usize, reps: usize) -> Vec<Duration> {
     let src = vec![1u8; size];

@@ -7,21 +7,20 @@
 //! `cargo run --release --example shm_bench [-- --quick] [--max-mib 256] [--csv PATH]`
 //! (default CSV: `bench/results/shm_bench_<unix time>.csv`)
 
+#[path = "common.rs"]
+mod bench_common;
 #[path = "floor.rs"]
 mod floor;
 #[path = "shm_endpoint_bench.rs"]
 mod shm_endpoint_bench;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::time::Duration;
 
 use dlslime::Endpoint;
 
 fn pct(v: &[Duration], p: f64) -> f64 {
-    let mut s: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e6).collect();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    s[((s.len() - 1) as f64 * p).round() as usize]
+    bench_common::pct(&mut bench_common::micros(v), p)
 }
 
 struct Row {
@@ -35,23 +34,12 @@ struct Row {
 
 fn child_main(args: &[String]) {
     match args[0].as_str() {
-        "raw" => {
-            let fd: i32 = args[1].parse().unwrap();
-            let n: u32 = args[2].parse().unwrap();
-            let pp = floor::PingPong::map(fd);
-            floor::pingpong_child(&pp, n, false);
-            floor::pingpong_child(&pp, n, true);
-        }
+        "raw" => floor::raw_child(&args[1..]),
         "ep" => {
             let spin = args[1] == "spin";
             let n: usize = args[2].parse().unwrap();
             let (ep, _buf) = shm_endpoint_bench::endpoint(spin);
-            println!("INFO {}", ep.endpoint_info());
-            std::io::stdout().flush().unwrap();
-            let mut lines = BufReader::new(std::io::stdin()).lines();
-            let info: serde_json::Value =
-                serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-            ep.connect(&info).unwrap();
+            let mut lines = bench_common::info_to_parent(&ep);
             shm_endpoint_bench::echo_child(&ep, n);
             let _ = lines.next(); // "done" (or EOF): blocks without spinning
             ep.shutdown();
@@ -66,12 +54,7 @@ fn main() {
         return child_main(&args[1..]);
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let arg = |name: &str| bench_common::arg_value(&args, name);
     let max_mib: usize = arg("--max-mib").map_or(256, |v| v.parse().expect("--max-mib N"));
     let n: u32 = if quick { 5_000 } else { 50_000 };
     let warm = (n / 10) as usize;
@@ -79,14 +62,7 @@ fn main() {
     let mut rows: Vec<Row> = Vec::new();
 
     // Raw ping-pong floors.
-    let (fd, pp) = floor::PingPong::create();
-    let mut child = Command::new(&exe)
-        .args(["--child", "raw", &fd.to_string(), &n.to_string()])
-        .spawn()
-        .unwrap();
-    let spin = floor::pingpong_parent(&pp, n, false);
-    let fut = floor::pingpong_parent(&pp, n, true);
-    child.wait().unwrap();
+    let (spin, fut) = floor::raw_pingpong(&exe, n);
     let (spin, fut) = (&spin[warm..], &fut[warm..]);
     let raw_spin = pct(spin, 0.5);
     let raw_futex = pct(fut, 0.5);
@@ -128,21 +104,10 @@ fn main() {
         });
     }
     for mode in ["spin", "futex"] {
-        let mut child = Command::new(&exe)
-            .args(["--child", "ep", mode, &n.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let info: serde_json::Value =
-            serde_json::from_str(line.trim().strip_prefix("INFO ").unwrap()).unwrap();
+        let mut peer = bench_common::spawn_info_child(&exe, &["ep", mode, &n.to_string()]);
         let (ep, _buf) = shm_endpoint_bench::endpoint(mode == "spin");
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{}", ep.endpoint_info()).unwrap();
-        ep.connect(&info).unwrap();
+        writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
+        ep.connect(&peer.info).unwrap();
         let t = shm_endpoint_bench::rtt_parent(&ep, n as usize);
         let t = &t[warm..];
         let floor = if mode == "spin" { raw_spin } else { raw_futex };
@@ -176,9 +141,9 @@ fn main() {
                 }
             }
         }
-        writeln!(stdin, "done").unwrap();
-        drop(stdin);
-        child.wait().unwrap();
+        writeln!(peer.stdin, "done").unwrap();
+        drop(peer.stdin);
+        peer.child.wait().unwrap();
         ep.shutdown();
     }
 

@@ -76,6 +76,13 @@ static inline double now_ms(void) {
     }                                                                                  \
   } while (0)
 
+/* One assignment, in the original DLSlime tuple order. */
+static inline dlslime_assignment_t asg(dlslime_mr_handle_t l, dlslime_remote_handle_t r,
+                                       uint64_t roff, uint64_t loff, uint64_t len) {
+  dlslime_assignment_t a = {l, r, roff, loff, len};
+  return a;
+}
+
 static inline int finish(const char *name) {
   if (g_failures) {
     fprintf(stderr, "[%s] %s: %d of %d checks FAILED\n", g_role, name, g_failures, g_checks);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "fork.h"
 
 #ifndef PIPE_TIMEOUT_MS
 #define PIPE_TIMEOUT_MS 30000

@@ -398,17 +398,6 @@ static void connect_pair(side_t *x, side_t *y) {
   dlslime_string_free(iy);
 }
 
-static dlslime_assignment_t asg(dlslime_mr_handle_t l, dlslime_remote_handle_t r, uint64_t roff,
-                                uint64_t loff, uint64_t len) {
-  dlslime_assignment_t a;
-  a.local = l;
-  a.remote = r;
-  a.remote_offset = roff;
-  a.local_offset = loff;
-  a.length = len;
-  return a;
-}
-
 static int all_bytes(const uint8_t *p, size_t n, uint8_t v) {
   for (size_t i = 0; i < n; i++)
     if (p[i] != v) return 0;

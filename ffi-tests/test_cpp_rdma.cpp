@@ -3,7 +3,7 @@
 // soft-RoCE VM of scripts/test-rdma.sh) two processes (fork) connect RDMA endpoints with
 // two data QPs and check write, read, write_with_imm and send/recv content.
 // DLSLIME_TEST_RDMA_DEVICES="target,initiator" picks the devices.
-#include <dlslime.hpp>
+#include "check.hpp"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,32 +13,6 @@
 #include <cstring>
 #include <string>
 #include <vector>
-
-static int failures = 0, checks = 0;
-#define CHECK(c)                                                        \
-  do {                                                                  \
-    checks++;                                                           \
-    if (!(c)) {                                                         \
-      failures++;                                                       \
-      std::fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c); \
-    }                                                                   \
-  } while (0)
-
-static void put_line(int fd, const std::string& s) {
-  std::string l = s + "\n";
-  size_t off = 0;
-  while (off < l.size()) {
-    ssize_t n = write(fd, l.data() + off, l.size() - off);
-    if (n <= 0) return;
-    off += static_cast<size_t>(n);
-  }
-}
-static std::string get_line(int fd) {
-  std::string s;
-  char c;
-  while (read(fd, &c, 1) == 1 && c != '\n') s += c;
-  return s;
-}
 
 // The device of this role: "target,initiator" from the environment, else the first NIC.
 static dlslime::RdmaOptions options(bool target) {
@@ -93,20 +67,12 @@ int main() {
     } catch (const dlslime::Error& e) {
       CHECK(e.status() == DLSLIME_STATUS_RDMA_UNAVAILABLE);
     }
-    std::printf("test_cpp_rdma: no RDMA here, RdmaContext throws RDMA_UNAVAILABLE: %d/%d checks passed\n",
-                checks - failures, checks);
-    return failures ? 1 : 0;
+    std::printf("test_cpp_rdma: no RDMA here, RdmaContext throws RDMA_UNAVAILABLE\n");
+    return finish("test_cpp_rdma");
   }
-  int p2c[2], c2p[2];
-  if (pipe(p2c) != 0 || pipe(c2p) != 0) return 2;
-  pid_t pid = fork();  // before any endpoint exists
-  if (pid == 0) {
-    close(p2c[1]);
-    close(c2p[0]);
-    _exit(child(p2c[0], c2p[1]));
-  }
-  close(p2c[0]);
-  close(c2p[1]);
+  int to_child, from_child;
+  pid_t pid = fork_child(child, _exit, &to_child, &from_child);  // before any endpoint exists
+  if (pid < 0) return 2;
   try {
     dlslime::RdmaContext ctx(options(false));
     CHECK(nics.find(ctx.device()) != std::string::npos);
@@ -114,10 +80,10 @@ int main() {
     std::vector<uint8_t> a(1 << 20, 0x11);
     auto h = pool.register_region(a.data(), a.size(), "local");
     auto ep = dlslime::Endpoint::rdma(ctx, pool, 2);
-    std::string info = get_line(c2p[0]);
-    put_line(p2c[1], ep.info());
+    std::string info = get_line(from_child);
+    put_line(to_child, ep.info());
     ep.connect(info);
-    CHECK(get_line(c2p[0]) == "ready");
+    CHECK(get_line(from_child) == "ready");
     auto rb = ep.remote_handle("buf");
     ep.read({dlslime::assignment(h, rb, 0, 0, 512 * 1024)}, 20s).wait();  // striped over both QPs
     CHECK(a[0] == 0x5a && a[512 * 1024 - 1] == 0x5a && a[512 * 1024] == 0x11);
@@ -128,13 +94,12 @@ int main() {
     ep.write_with_imm({dlslime::assignment(h, rb, 4, 4, 4)}, 4242).wait();
     CHECK(r.wait_for(30s));
     CHECK(r.nbytes() == 8 && got[0] == 0x33 && got[7] == 0x33);
-    put_line(p2c[1], "bye");
+    put_line(to_child, "bye");
   } catch (const dlslime::Error& e) {
     std::fprintf(stderr, "initiator: %s\n", e.what());
-    failures++;
+    g_failures++;
   }
   int st = 0;
   CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
-  std::printf("test_cpp_rdma: %d/%d checks passed\n", checks - failures, checks);
-  return failures ? 1 : 0;
+  return finish("test_cpp_rdma");
 }

@@ -3,34 +3,13 @@
 // status), then a server and a client over a TCP pair in this process (fetch, fetch into
 // a buffer, batch, stale references). Built with -Wall -Wextra -Werror and ASan by
 // scripts/test-ffi.sh.
-#include <dlslime.hpp>
+#include "check.hpp"
 
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
-
-static int g_checks = 0, g_failures = 0;
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    g_checks++;                                                                \
-    if (!(cond)) {                                                             \
-      g_failures++;                                                            \
-      std::fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);     \
-    }                                                                          \
-  } while (0)
-
-template <typename F>
-static dlslime_status_t status_of(F f) {
-  try {
-    f();
-  } catch (const dlslime::Error& e) {
-    return e.status();
-  }
-  return DLSLIME_STATUS_OK;
-}
 
 static void local_ring() {
   dlslime::RingOptions o;
@@ -78,14 +57,10 @@ static void remote_ring() {
   o.slot_count = 8;
   o.slot_capacity = 1 << 20;
   dlslime::Ring ring(o);
-  dlslime::Pool pa, pb;
-  dlslime::TcpOptions to;
-  to.bind = "127.0.0.1:0";
-  dlslime::TcpContext ca(to), cb(to);
-  auto ea = dlslime::Endpoint::tcp(ca, pa);
-  auto eb = dlslime::Endpoint::tcp(cb, pb);
-  ea.connect(eb.info());
-  eb.connect(ea.info());
+  TcpPair tcp;
+  tcp.connect();
+  auto& ea = tcp.ea;
+  auto& eb = tcp.eb;
   dlslime::RingServer server;
   server.add_ring(ring);
   server.serve(eb);
@@ -121,10 +96,5 @@ int main() {
     std::fprintf(stderr, "FATAL: %s\n", e.what());
     return 2;
   }
-  if (g_failures) {
-    std::fprintf(stderr, "test_cpp_ring: %d of %d checks FAILED\n", g_failures, g_checks);
-    return 1;
-  }
-  std::printf("test_cpp_ring: all %d checks passed\n", g_checks);
-  return 0;
+  return finish("test_cpp_ring");
 }

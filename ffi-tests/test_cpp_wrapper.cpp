@@ -1,7 +1,7 @@
 // Tests bindings/cpp/include/dlslime.hpp (ASan): TCP over loopback in one process, then
 // shared memory between two processes (fork), with SharedBuffer, spans and chrono
 // timeouts of several units.
-#include <dlslime.hpp>
+#include "check.hpp"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,33 +12,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-static int failures = 0, checks = 0;
-#define CHECK(c)                                                          \
-  do {                                                                    \
-    checks++;                                                             \
-    if (!(c)) {                                                           \
-      failures++;                                                         \
-      std::fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);   \
-    }                                                                     \
-  } while (0)
-
-// Line-based exchange of endpoint_info over a pipe pair.
-static void put_line(int fd, const std::string& s) {
-  std::string l = s + "\n";
-  size_t off = 0;
-  while (off < l.size()) {
-    ssize_t n = write(fd, l.data() + off, l.size() - off);
-    if (n <= 0) return;
-    off += static_cast<size_t>(n);
-  }
-}
-static std::string get_line(int fd) {
-  std::string s;
-  char c;
-  while (read(fd, &c, 1) == 1 && c != '\n') s += c;
-  return s;
-}
 
 // The shared-memory target: a SharedBuffer "buf" filled with 0x5a; waits for one
 // write_with_imm, answers with a send of the first 8 bytes it then holds.
@@ -67,16 +40,10 @@ static int shm_child(int in, int out) {
 
 static void shm_two_process() {
   using namespace std::chrono_literals;
-  int to_child[2], from_child[2];
-  CHECK(pipe(to_child) == 0 && pipe(from_child) == 0);
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(to_child[1]);
-    close(from_child[0]);
-    _exit(shm_child(to_child[0], from_child[1]));
-  }
-  close(to_child[0]);
-  close(from_child[1]);
+  int to_child = -1, from_child = -1;
+  pid_t pid = fork_child(shm_child, _exit, &to_child, &from_child);
+  CHECK(pid > 0);
+  if (pid < 0) return;
   {
     dlslime::Pool pool;
     dlslime::SharedBuffer mine(4096);
@@ -85,8 +52,8 @@ static void shm_two_process() {
     std::memcpy(moved.data(), "shm-cpp!", 8);
     auto h = pool.register_region(moved, "mine");
     auto ep = dlslime::Endpoint::shm(pool, dlslime::ShmOptions{});
-    std::string peer = get_line(from_child[0]);
-    put_line(to_child[1], ep.info());
+    std::string peer = get_line(from_child);
+    put_line(to_child, ep.info());
     ep.connect(peer);
     auto r = ep.remote_handle("buf");
     // read remote[16..24) into mine[1000..1008)
@@ -105,7 +72,7 @@ static void shm_two_process() {
       CHECK(e.status() == DLSLIME_STATUS_OUT_OF_RANGE);
       CHECK(!e.message().empty() && std::string(e.status_name()) == "out of range");
     }
-    put_line(to_child[1], "bye");
+    put_line(to_child, "bye");
     ep.shutdown();
     ep.shutdown();  // idempotent
     try {
@@ -117,8 +84,8 @@ static void shm_two_process() {
   }
   int st = 0;
   CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
-  close(to_child[1]);
-  close(from_child[0]);
+  close(to_child);
+  close(from_child);
 }
 
 static void spans_and_timeouts() {
@@ -145,14 +112,10 @@ static void spans_and_timeouts() {
 // handshake waits for the peer), a server thread echoes, the client calls.
 static void rpc_pair() {
   using namespace std::chrono_literals;
-  dlslime::Pool pa, pb;
-  dlslime::TcpOptions o;
-  o.bind = "127.0.0.1:0";
-  dlslime::TcpContext ca(o), cb(o);
-  auto ea = dlslime::Endpoint::tcp(ca, pa);
-  auto eb = dlslime::Endpoint::tcp(cb, pb);
-  ea.connect(eb.info());
-  eb.connect(ea.info());
+  TcpPair tcp;
+  tcp.connect();
+  auto& ea = tcp.ea;
+  auto& eb = tcp.eb;
   dlslime::RpcOptions ro;
   ro.slot_size = 1024;
   ro.slot_count = 2;
@@ -254,10 +217,5 @@ int main() {
     return 1;
   }
   shm_two_process();
-  if (failures) {
-    std::fprintf(stderr, "test_cpp_wrapper: %d of %d checks FAILED\n", failures, checks);
-    return 1;
-  }
-  std::printf("test_cpp_wrapper: all %d checks passed\n", checks);
-  return 0;
+  return finish("test_cpp_wrapper");
 }

@@ -273,21 +273,12 @@ static int run(int shm) {
   g_shm = shm;
   g_failures = 0;
   g_checks = 0;
-  int p2c[2], c2p[2];
-  if (pipe(p2c) != 0 || pipe(c2p) != 0) return 2;
-  fflush(NULL);
-  pid_t pid = fork();
+  int to_child, from_child;
+  pid_t pid = fork_child(run_server, exit, &to_child, &from_child);
   if (pid < 0) return 2;
-  if (pid == 0) {
-    close(p2c[1]);
-    close(c2p[0]);
-    exit(run_server(p2c[0], c2p[1]));
-  }
-  close(p2c[0]);
-  close(c2p[1]);
-  int rc = run_client(c2p[0], p2c[1], pid);
-  close(c2p[0]);
-  close(p2c[1]);
+  int rc = run_client(from_child, to_child, pid);
+  close(from_child);
+  close(to_child);
   return rc;
 }
 

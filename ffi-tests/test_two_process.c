@@ -64,17 +64,8 @@ static int32_t endpoint_new(side_t *s, dlslime_endpoint_t **out) {
   return dlslime_tcp_endpoint_new(s->ctx, s->pool, out);
 }
 
-static int32_t side_open(side_t *s) {
-  memset(s, 0, sizeof *s);
-  if (is_shm()) {
-    REQUIRE_OK(dlslime_memory_pool_new(&s->pool));
-    void *p = NULL;
-    REQUIRE_OK(dlslime_alloc_shared(BUF_LEN, &p));
-    s->buf = (uint8_t *)p;
-    fill(s->buf, BUF_LEN, 9);
-    REQUIRE_OK(dlslime_memory_pool_register(s->pool, "buf", s->buf, BUF_LEN, &s->mr));
-    return endpoint_new(s, &s->ep);
-  }
+/* The TCP or RDMA context of a side (shared memory has none). */
+static int32_t context_open(side_t *s) {
   if (is_rdma()) {
     /* "target,initiator" device names, or the first device for both */
     char dev[64] = "";
@@ -91,13 +82,7 @@ static int32_t side_open(side_t *s) {
     dlslime_rdma_options_init(&ro);
     ro.device = dev;
     ro.default_timeout_ms = 20000;
-    int32_t rst = dlslime_rdma_context_new(&ro, &s->rctx);
-    if (rst != DLSLIME_STATUS_OK) return rst;
-    REQUIRE_OK(dlslime_memory_pool_new(&s->pool));
-    s->buf = (uint8_t *)malloc(BUF_LEN);
-    fill(s->buf, BUF_LEN, 9);
-    REQUIRE_OK(dlslime_memory_pool_register(s->pool, "buf", s->buf, BUF_LEN, &s->mr));
-    return endpoint_new(s, &s->ep);
+    return dlslime_rdma_context_new(&ro, &s->rctx);
   }
   dlslime_tcp_options_t opts;
   dlslime_tcp_options_init(&opts);
@@ -105,10 +90,23 @@ static int32_t side_open(side_t *s) {
   opts.lanes = 2;
   opts.chunk_size = 256 * 1024; /* stripe the MiB-sized transfers over both lanes */
   opts.default_timeout_ms = 20000;
-  int32_t st = dlslime_tcp_context_new(&opts, &s->ctx);
-  if (st != DLSLIME_STATUS_OK) return st;
+  return dlslime_tcp_context_new(&opts, &s->ctx);
+}
+
+static int32_t side_open(side_t *s) {
+  memset(s, 0, sizeof *s);
+  if (!is_shm()) {
+    int32_t st = context_open(s);
+    if (st != DLSLIME_STATUS_OK) return st;
+  }
   REQUIRE_OK(dlslime_memory_pool_new(&s->pool));
-  s->buf = (uint8_t *)malloc(BUF_LEN);
+  if (is_shm()) {
+    void *p = NULL;
+    REQUIRE_OK(dlslime_alloc_shared(BUF_LEN, &p));
+    s->buf = (uint8_t *)p;
+  } else {
+    s->buf = (uint8_t *)malloc(BUF_LEN);
+  }
   fill(s->buf, BUF_LEN, 9);
   REQUIRE_OK(dlslime_memory_pool_register(s->pool, "buf", s->buf, BUF_LEN, &s->mr));
   return endpoint_new(s, &s->ep);
@@ -126,17 +124,6 @@ static void side_close(side_t *s) {
   } else {
     free(s->buf);
   }
-}
-
-static dlslime_assignment_t asg(dlslime_mr_handle_t l, dlslime_remote_handle_t r, uint64_t roff,
-                                uint64_t loff, uint64_t len) {
-  dlslime_assignment_t a;
-  a.local = l;
-  a.remote = r;
-  a.remote_offset = roff;
-  a.local_offset = loff;
-  a.length = len;
-  return a;
 }
 
 /* ---- the target (child) ---- */
@@ -210,16 +197,21 @@ static int run_target(int rfd, int wfd) {
 
 static int g_rfd, g_wfd;
 
-/* Sends a command to the target and checks that its answer starts with `want`. */
-static void ask(const char *cmd, const char *want) {
-  send_msg(g_wfd, cmd);
+/* Checks that the target's next answer (to `what`) starts with `want`. */
+static void expect(const char *what, const char *want) {
   char *r = recv_msg(g_rfd);
   g_checks++;
   if (strncmp(r, want, strlen(want)) != 0) {
     g_failures++;
-    fprintf(stderr, "[%s] FAIL: target answered \"%s\" to \"%s\", want \"%s\"\n", g_role, r, cmd, want);
+    fprintf(stderr, "[%s] FAIL: target answered \"%s\" to \"%s\", want \"%s\"\n", g_role, r, what, want);
   }
   free(r);
+}
+
+/* Sends a command to the target and checks that its answer starts with `want`. */
+static void ask(const char *cmd, const char *want) {
+  send_msg(g_wfd, cmd);
+  expect(cmd, want);
 }
 
 /* Value of numeric field `key` inside the object `"name":{...}` of a JSON text. */
@@ -335,13 +327,7 @@ static int run_initiator(pid_t child) {
   CHECK_OK(dlslime_endpoint_write_with_imm(s.ep, &a, 1, 0x5eed, 0, &f));
   CHECK_OK(dlslime_future_wait(f));
   dlslime_future_free(f);
-  r = recv_msg(g_rfd);
-  g_checks++;
-  if (strncmp(r, "ok imm=24301 ", 13) != 0) {
-    g_failures++;
-    fprintf(stderr, "[%s] FAIL: imm_recv at target: %s\n", g_role, r);
-  }
-  free(r);
+  expect("imm_recv at target", "ok imm=24301 ");
   printf("[%s] verified: write_with_imm data and imm 0x5eed arrived at the target\n", g_role);
 
   /* 4. send/recv both ways. */
@@ -357,13 +343,7 @@ static int run_initiator(pid_t child) {
   CHECK_OK(dlslime_endpoint_send(s.ep, msg, 50000, 0, &f));
   CHECK_OK(dlslime_future_wait(f));
   dlslime_future_free(f);
-  r = recv_msg(g_rfd);
-  g_checks++;
-  if (strncmp(r, "ok", 2) != 0) {
-    g_failures++;
-    fprintf(stderr, "[%s] FAIL: target recv/reply: %s\n", g_role, r);
-  }
-  free(r);
+  expect("target recv/reply", "ok");
   CHECK_OK(dlslime_future_wait_for(rf, 15000));
   CHECK(dlslime_future_nbytes(rf) == 777);
   CHECK(matches(back, 777, 6));

@@ -10,8 +10,8 @@ tables into the header comment of cbindgen.toml:
 
   @CONTENTS@  the sections in order, with the types each declares;
   @HANDLES@   every handle (checked to have its `_free` function): its ownership model
-              (from the `Castable` impl in src/ffi: `OwnershipBox` = owned,
-              `OwnershipArc` = reference-counted) and the first clause of its
+              (from the `Castable` impl in src/ffi: Box = owned, Arc =
+              reference-counted) and the first clause of its
               "Thread safety:" documentation.
 
 It changes no declaration, only their order, and checks that every declaration still
@@ -90,12 +90,15 @@ def ffi_definitions(root: Path) -> dict[str, str]:
 
 
 def ownership(root: Path) -> dict[str, str]:
-    """Handle name -> "owned" / "reference-counted", from the `Castable` impls."""
-    impl = re.compile(r"impl Castable for (\w+) \{\s*type Ownership = (Ownership\w+);", re.S)
-    kinds = {"OwnershipBox": "owned", "OwnershipArc": "reference-counted"}
+    """Handle name -> "owned" / "reference-counted", from the `Castable` impls (written
+    out, or made by `castable!(name => Box<T>)` / `castable!(name => Arc<T>)`)."""
+    impl = re.compile(r"impl Castable for (\w+) \{\s*type Ownership = Ownership(\w+);", re.S)
+    macro = re.compile(r"castable!\((\w+) => (Box|Arc)<")
+    kinds = {"Box": "owned", "Arc": "reference-counted"}
     out = {}
     for path in sorted((root / "src" / "ffi").glob("*.rs")):
-        for name, model in impl.findall(path.read_text(encoding="utf-8")):
+        text = path.read_text(encoding="utf-8")
+        for name, model in impl.findall(text) + macro.findall(text):
             out[name] = kinds[model]
     return out
 

@@ -104,21 +104,15 @@ for src in ffi-tests/test_*.c; do
   done
 done
 
-step "C++ wrapper: ffi-tests/test_cpp_wrapper.cpp (g++ -std=c++17, ASan)"
-if "$CXX" -std=c++17 "${warn[@]}" "${asan[@]}" -I include -I bindings/cpp/include ffi-tests/test_cpp_wrapper.cpp \
-    -o "$out/test_cpp_wrapper" "${link[@]}"; then
-  if timeout 120 "$out/test_cpp_wrapper"; then pass "test_cpp_wrapper (C++17, ASan)"; else fail "test_cpp_wrapper"; fi
-else
-  fail "test_cpp_wrapper: compile"
-fi
-
-step "C++ wrapper, slot ring: ffi-tests/test_cpp_ring.cpp (g++ -std=c++17, ASan)"
-if "$CXX" -std=c++17 "${warn[@]}" "${asan[@]}" -I include -I bindings/cpp/include ffi-tests/test_cpp_ring.cpp \
-    -o "$out/test_cpp_ring" "${link[@]}"; then
-  if timeout 120 "$out/test_cpp_ring"; then pass "test_cpp_ring (C++17, ASan)"; else fail "test_cpp_ring"; fi
-else
-  fail "test_cpp_ring: compile"
-fi
+for t in test_cpp_wrapper test_cpp_ring; do
+  step "C++ wrapper: ffi-tests/$t.cpp (g++ -std=c++17, ASan)"
+  if "$CXX" -std=c++17 "${warn[@]}" "${asan[@]}" -I include -I bindings/cpp/include "ffi-tests/$t.cpp" \
+      -o "$out/$t" "${link[@]}"; then
+    if timeout 120 "$out/$t"; then pass "$t (C++17, ASan)"; else fail "$t"; fi
+  else
+    fail "$t: compile"
+  fi
+done
 
 step "examples-cpp: build (C++17, -Wall -Wextra -Werror) and run the two-process example over tcp and shm"
 if "$CXX" -std=c++17 "${warn[@]}" -I include -I bindings/cpp/include examples-cpp/dlslime_example.cpp \

@@ -9,18 +9,15 @@ mod peer_fixture;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{is_child, Peer};
+use common::Peer;
 use dlslime::peer::{ConnState, NamedAssignment, PeerAgent, Transport};
 use dlslime::Status;
-use peer_fixture::{agent, opts, register, unique, wait_for, Buf, Child, Cluster, T, WAIT};
+use peer_fixture::{
+    agent, count, one_sided_both_ways, opts, refused_both_sides, register, unique, wait_for, Child,
+    Cluster, T, WAIT,
+};
 
-#[test]
-#[ignore]
-fn peer_agent_child() {
-    if is_child() {
-        peer_fixture::child_main();
-    }
-}
+peer_agent_child!();
 
 /// (a) both sides dial; content checks both ways; the transport is the one asked for.
 fn both_dial(transport: &str) {
@@ -43,33 +40,11 @@ fn both_dial(transport: &str) {
     assert_eq!(b.ok("wait alice 30000"), format!("ok {want}"));
     // no qp_ready ping-pong: at most two per side (one more when both dialled at once)
     std::thread::sleep(Duration::from_millis(300));
-    let sent = a
-        .stats()
-        .qp_ready_sent
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let sent = count(&a.stats().qp_ready_sent);
     assert!((1..=2).contains(&sent), "alice sent {sent} qp_ready");
-    // write alice[0..64K) -> bob[4096..), read bob[0..128K) -> alice[256K..)
-    a.write("bob", &[NamedAssignment::same("buf", 0, 4096, 65536)], T)
-        .unwrap()
-        .wait()
-        .unwrap();
-    b.ok("check buf 1 4096 65536");
-    a.read(
-        "bob",
-        &[NamedAssignment::same("buf", 262144, 300000, 131072)],
-        T,
-    )
-    .unwrap()
-    .wait()
-    .unwrap();
-    let want_b = Buf::new(1 << 20, 2);
-    assert_eq!(
-        &bufs["buf"].0[262144..262144 + 131072],
-        &want_b.0[300000..300000 + 131072]
-    );
-    // and the other direction, driven by the child (bob's first 4 KiB are still his)
-    b.ok("write alice buf buf 0 0 4096");
-    assert_eq!(bufs["buf"].check(2, 0, 4096), None);
+    // write alice[0..64K) -> bob[4096..), read bob's -> alice[256K..), and the other
+    // direction, driven by the child (bob's first 4 KiB are still his)
+    one_sided_both_ways(&a, &mut b, &bufs);
     b.exit();
     a.shutdown();
 }
@@ -175,11 +150,7 @@ fn explicit_transport_mismatch_is_a_clear_error() {
     let mut b = Child::start(&cl, "bob", &[]);
     b.ok("connect alice shm");
     let c = a.connect_to("bob", "tcp").unwrap();
-    let e = c.wait(WAIT).unwrap_err();
-    assert_eq!(e.status(), Status::Unsupported, "{e}");
-    assert!(e.message().contains("mismatch"), "{e}");
-    let r = b.cmd("wait alice 30000");
-    assert!(r.starts_with("err 501"), "{r}");
+    refused_both_sides(&c, &mut b, Status::Unsupported, "mismatch", "err 501");
     // asking again with a compatible transport connects
     let c = a.connect_to("bob", "shm").unwrap();
     b.ok("connect alice shm");
@@ -444,29 +415,15 @@ fn bad_input() {
     }
     // a qp_ready whose qp_info lies (wrong transport fields): the connect fails, is
     // retried, and never takes the agent down
-    let before = a
-        .stats()
-        .malformed_messages
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let before = count(&a.stats().malformed_messages);
     // (one of them, conn_meta without src_instance/src_nonce, is the original agent's
     // format: not malformed, the connection to its sender fails instead)
     wait_for(
         Duration::from_secs(10),
         "malformed messages counted",
-        || {
-            (a.stats()
-                .malformed_messages
-                .load(std::sync::atomic::Ordering::Relaxed)
-                >= before.max(bad.len() as u64 - 1))
-            .then_some(())
-        },
+        || (count(&a.stats().malformed_messages) >= before.max(bad.len() as u64 - 1)).then_some(()),
     );
-    assert_eq!(
-        a.stats()
-            .original_peers
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(count(&a.stats().original_peers), 1);
     // the agent keeps working: a real peer connects
     let mut b = Child::start(&cl, "bob", &[]);
     let c = a.connect_to("bob", "tcp").unwrap();
@@ -600,10 +557,7 @@ fn unscoped_agents_connect_and_get_cleanup_notices() {
     );
     assert!(pending.wait().is_err());
     wait_for(Duration::from_secs(5), "the notice on inbox:alice", || {
-        let n = a
-            .stats()
-            .cleanup_notices
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let n = count(&a.stats().cleanup_notices);
         (n >= 1).then_some(())
     });
     b.exit();
@@ -710,12 +664,7 @@ fn failed_connect_is_retried() {
             .find(|(m, _)| m["src_nonce"].as_u64().unwrap() > an1)
     });
     let an2 = meta2["src_nonce"].as_u64().unwrap();
-    assert!(
-        a.stats()
-            .connect_failures
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1
-    );
+    assert!(count(&a.stats().connect_failures) >= 1);
     assert_ne!(c.state(), ConnState::Connected);
     // now the real one: alice connects to it, and it to alice
     send(2, an2, &ep.endpoint_info());
@@ -806,10 +755,7 @@ fn both_dial_at_once_repeatedly(transport: &str) {
         w.unwrap_or_else(|e| panic!("{ctx}: write right after wait(): {e}"));
         // one endpoint pair: each side sent its offer and at most one answer (a side that
         // replaced its endpoint would have sent more)
-        let sent = a
-            .stats()
-            .qp_ready_sent
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let sent = count(&a.stats().qp_ready_sent);
         assert!((1..=2).contains(&sent), "{ctx}: alice sent {sent} qp_ready");
         let sent: u64 = b.ok("qpsent")[3..].parse().unwrap();
         assert!((1..=2).contains(&sent), "{ctx}: bob sent {sent} qp_ready");
@@ -929,13 +875,9 @@ fn original_agents_fail_at_once() {
     );
     let st = a.stats();
     assert_eq!(
-        st.malformed_messages
-            .load(std::sync::atomic::Ordering::Relaxed),
+        count(&st.malformed_messages),
         0,
         "the original's messages are not malformed"
     );
-    assert_eq!(
-        st.original_peers.load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(count(&st.original_peers), 1);
 }

@@ -10,18 +10,11 @@ mod peer_fixture;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::is_child;
 use dlslime::peer::{ConnState, NamedAssignment, PeerAgent};
 use dlslime::Status;
-use peer_fixture::{opts, register, wait_for, Child, Cluster, T, WAIT};
+use peer_fixture::{count, opts, register, wait_for, write_checked, Child, Cluster, T, WAIT};
 
-#[test]
-#[ignore]
-fn peer_agent_child() {
-    if is_child() {
-        peer_fixture::child_main();
-    }
-}
+peer_agent_child!();
 
 fn fast_agent(cl: &Cluster, alias: &str) -> PeerAgent {
     PeerAgent::new(cl.url(), Some(alias), Some(&cl.scope), opts(300)).unwrap()
@@ -188,19 +181,10 @@ fn redis_restart_agents_recover() {
         ttl > 0 && ttl <= 60,
         "re-registered record has NanoCtrl's TTL ({ttl})"
     );
-    assert!(
-        a.stats()
-            .reregistrations
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1
-    );
+    assert!(count(&a.stats().reregistrations) >= 1);
     // the old connection still works, both ways
     assert_eq!(c.state(), ConnState::Connected);
-    a.write("bob", &[NamedAssignment::same("buf", 0, 0, 65536)], T)
-        .unwrap()
-        .wait()
-        .unwrap();
-    b.ok("check buf 1 0 65536");
+    write_checked(&a, &mut b, 0, 65536);
     // and the mailbox works again: a new agent connects to alice
     let mut carol = Child::start(&cl, "carol", &hb300());
     carol.ok("connect alice tcp");
@@ -229,11 +213,7 @@ fn nanoctrl_restart_agents_recover() {
     cl.nanoctrl.restart();
     let mut bufs = HashMap::new();
     register(&a, &mut bufs, "buf", 4096, 1);
-    a.write("bob", &[NamedAssignment::same("buf", 0, 0, 4096)], T)
-        .unwrap()
-        .wait()
-        .unwrap();
-    b.ok("check buf 1 0 4096");
+    write_checked(&a, &mut b, 0, 4096);
     // a new agent registers and connects; nothing was lost
     let mut carol = Child::start(&cl, "carol", &hb300());
     carol.ok("connect alice tcp");

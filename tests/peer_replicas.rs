@@ -9,19 +9,12 @@ mod peer_fixture;
 
 use std::time::{Duration, Instant};
 
-use common::is_child;
 use peer_fixture::{
     raw_post, rounds, rounds_setup, unique, wait_for, Child, Cluster, NanoCtrl, Redis,
 };
 use serde_json::json;
 
-#[test]
-#[ignore]
-fn peer_agent_child() {
-    if is_child() {
-        peer_fixture::child_main();
-    }
-}
+peer_agent_child!();
 
 const TOKEN: &str = "replica-token-7e21";
 

@@ -13,7 +13,6 @@
 mod common;
 mod peer_fixture;
 
-use common::is_child;
 use dlslime::peer::NamedAssignment;
 use dlslime::Status;
 use peer_fixture::{
@@ -22,13 +21,7 @@ use peer_fixture::{
 };
 use serde_json::json;
 
-#[test]
-#[ignore]
-fn peer_agent_child() {
-    if is_child() {
-        peer_fixture::child_main();
-    }
-}
+peer_agent_child!();
 
 const TOKEN: &str = "cluster-token-5f1c9e";
 

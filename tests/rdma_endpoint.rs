@@ -74,6 +74,8 @@ impl Rig {
         let pool = MemoryPool::new();
         let ep = endpoint(&ctx, &pool, num_qp);
         let mut buf = vec![0u8; local_len];
+        // SAFETY: `buf` moves into the Rig (its heap block stays put), which holds it for
+        // as long as `ep` may use the region.
         let local = unsafe {
             ep.register_memory_region("local", buf.as_mut_ptr(), buf.len())
                 .unwrap()
@@ -147,6 +149,8 @@ fn rdma_peer() {
     let pool = MemoryPool::new();
     let mut region = vec![0u8; size];
     fill_pattern(&mut region, 1);
+    // SAFETY: `region` lives until this child returns, after its last use of the pool's
+    // endpoint.
     unsafe {
         pool.register(Some("buf"), region.as_mut_ptr(), size)
             .unwrap()
@@ -199,6 +203,8 @@ fn rdma_peer() {
                 let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; cap.max(1)]).collect();
                 let futs: Vec<_> = bufs
                     .iter_mut()
+                    // SAFETY: each buffer of `bufs` stays alive and untouched until its
+                    // future is waited below.
                     .map(|b| unsafe { ep.recv(b.as_mut_ptr(), cap, timeout).unwrap() })
                     .collect();
                 let mut out = Vec::new();
@@ -222,6 +228,8 @@ fn rdma_peer() {
             // send <len> <seed>
             "send" => {
                 let m = message(nums[0] as usize, nums[1] as u8);
+                // SAFETY: `m` stays alive and unmodified until `f` completes (waited just
+                // below).
                 let f = unsafe { ep.send(m.as_ptr(), m.len(), timeout).unwrap() };
                 match f.wait() {
                     Ok(()) => parent.send("ok"),
@@ -232,6 +240,7 @@ fn rdma_peer() {
             "hang" => {
                 let f = ep.imm_recv(timeout).unwrap();
                 let mut b = vec![0u8; 64];
+                // SAFETY: `b` stays alive until `g` has ended (waited below).
                 let g = unsafe { ep.recv(b.as_mut_ptr(), 64, timeout).unwrap() };
                 parent.send("waiting");
                 let t = Instant::now();
@@ -296,6 +305,8 @@ fn every_opcode_moves_the_right_bytes() {
         .collect();
     let sends: Vec<_> = msgs
         .iter()
+        // SAFETY: the messages in `msgs` stay alive and unmodified until their sends are
+        // waited below.
         .map(|m| unsafe { r.ep.send(m.as_ptr(), m.len(), None).unwrap() })
         .collect();
     std::thread::sleep(Duration::from_millis(50));
@@ -307,6 +318,7 @@ fn every_opcode_moves_the_right_bytes() {
         s.wait().unwrap();
     }
     let mut inbox = vec![0u8; 4096];
+    // SAFETY: `inbox` stays alive and untouched until `rf` completes (waited below).
     let rf = unsafe { r.ep.recv(inbox.as_mut_ptr(), inbox.len(), None).unwrap() };
     assert_eq!(r.cmd("send 3000 9"), "ok");
     rf.wait().unwrap();
@@ -315,6 +327,8 @@ fn every_opcode_moves_the_right_bytes() {
     assert_eq!(check_pattern(&inbox[1..3000], 9), None);
     // a rendezvous message into a buffer that is a registered region (no registration
     // on the fly)
+    // SAFETY: `r.buf` (a registered region the Rig owns) is not touched until `got`
+    // completes.
     let got = unsafe { r.ep.recv(r.buf.as_mut_ptr(), MIB, None).unwrap() };
     assert_eq!(r.cmd(&format!("send {} 11", MIB / 2)), "ok");
     got.wait().unwrap();
@@ -323,6 +337,8 @@ fn every_opcode_moves_the_right_bytes() {
     // a region registered after connect is registered with the NIC as well
     let mut late = vec![0u8; 4096];
     fill_pattern(&mut late, 12);
+    // SAFETY: `late` lives until the end of the test, after `r.finish()` has dropped the
+    // endpoint.
     let hl = unsafe {
         r.ep.register_memory_region("late", late.as_mut_ptr(), late.len())
             .unwrap()
@@ -341,6 +357,7 @@ fn every_opcode_moves_the_right_bytes() {
     r.ep.read(&[r.a(0, 0, 0)], None).unwrap().wait().unwrap();
     r.ep.write_with_imm(&[], 5, None).unwrap().wait().unwrap();
     assert_eq!(r.cmd("imm 1"), "imms 5");
+    // SAFETY: a zero-length send reads nothing from `inbox`, which is alive anyway.
     let zero = unsafe { r.ep.send(inbox.as_ptr(), 0, None).unwrap() };
     assert_eq!(r.cmd("recv 1 16"), "recvd ok:0:bad");
     zero.wait().unwrap();
@@ -455,6 +472,8 @@ fn messages_keep_order_beyond_the_window_and_truncation_fails_both_sides() {
         .collect();
     let sends: Vec<_> = msgs
         .iter()
+        // SAFETY: the messages in `msgs` stay alive and unmodified until their sends are
+        // waited below.
         .map(|m| unsafe { r.ep.send(m.as_ptr(), m.len(), None).unwrap() })
         .collect();
     let got = r.cmd("recv 150 200000");
@@ -468,8 +487,10 @@ fn messages_keep_order_beyond_the_window_and_truncation_fails_both_sides() {
     }
     // truncation: the receive and the send fail, the next message still matches
     let big = message(100, 1);
+    // SAFETY: `big` stays alive and unmodified until `f` has failed (waited below).
     let f = unsafe { r.ep.send(big.as_ptr(), big.len(), None).unwrap() };
     let small = message(5, 2);
+    // SAFETY: `small` stays alive and unmodified until `g` completes (waited below).
     let g = unsafe { r.ep.send(small.as_ptr(), small.len(), None).unwrap() };
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(f.status(), Status::Pending);
@@ -478,6 +499,7 @@ fn messages_keep_order_beyond_the_window_and_truncation_fails_both_sides() {
     g.wait().unwrap();
     // a rendezvous message larger than the receive
     let huge = message(MIB, 3);
+    // SAFETY: `huge` stays alive and unmodified until `f` has failed (waited below).
     let f = unsafe { r.ep.send(huge.as_ptr(), huge.len(), None).unwrap() };
     assert_eq!(r.cmd("recv 1 1000"), "recvd Truncated:0:-");
     assert_eq!(f.wait().unwrap_err().status(), Status::Truncated);
@@ -582,6 +604,7 @@ fn a_peer_killed_mid_transfer_fails_pending_operations_within_3_s() {
         .collect();
     let imm = r.ep.imm_recv(None).unwrap();
     let mut inbox = vec![0u8; 64];
+    // SAFETY: `inbox` stays alive and untouched until `rf` has ended (waited below).
     let rf = unsafe { r.ep.recv(inbox.as_mut_ptr(), 64, None).unwrap() };
     let mut first_done = None;
     let t0 = Instant::now();
@@ -655,6 +678,7 @@ fn timeouts_cancel_and_shutdown() {
     assert_eq!(f.wait().unwrap_err().status(), Status::Timeout);
     assert!(t.elapsed() < Duration::from_secs(5));
     let mut b = vec![0u8; 16];
+    // SAFETY: `b` stays alive until `g` has ended (waited just below).
     let g = unsafe {
         r.ep.recv(b.as_mut_ptr(), 16, Some(Duration::from_millis(100)))
             .unwrap()

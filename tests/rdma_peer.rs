@@ -15,20 +15,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{fill_pattern, is_child};
-use dlslime::peer::{ConnectOptions, NamedAssignment, PeerAgent, Transport};
+use common::fill_pattern;
+use dlslime::peer::{ConnectOptions, PeerAgent, Transport};
 use dlslime::rpc::RpcSession;
 use dlslime::Status;
-use peer_fixture::{opts, register, rpc_config, rpc_service, Buf, Child, Cluster, T, WAIT};
+use peer_fixture::{
+    one_sided_both_ways, opts, refused_both_sides, register, rpc_config, rpc_service, Child,
+    Cluster, T, WAIT,
+};
 use rdma_devices::need_device;
 
-#[test]
-#[ignore]
-fn peer_agent_child() {
-    if is_child() {
-        peer_fixture::child_main();
-    }
-}
+peer_agent_child!();
 
 const HOST_A: &str = "rdma-test-host-a";
 
@@ -98,26 +95,7 @@ fn auto_between_hosts_is_rdma_with_qp_num_and_every_operation() {
     assert_eq!(bi["device"], db.as_str());
 
     // one-sided both ways, immediate data, two-sided messages
-    a.write("bob", &[NamedAssignment::same("buf", 0, 4096, 65536)], T)
-        .unwrap()
-        .wait()
-        .unwrap();
-    b.ok("check buf 1 4096 65536");
-    a.read(
-        "bob",
-        &[NamedAssignment::same("buf", 262144, 300000, 131072)],
-        T,
-    )
-    .unwrap()
-    .wait()
-    .unwrap();
-    let want = Buf::new(1 << 20, 2);
-    assert_eq!(
-        &bufs["buf"].0[262144..262144 + 131072],
-        &want.0[300000..300000 + 131072]
-    );
-    b.ok("write alice buf buf 0 0 4096");
-    assert_eq!(bufs["buf"].check(2, 0, 4096), None);
+    one_sided_both_ways(&a, &mut b, &bufs);
     let f = a.imm_recv("bob", T).unwrap();
     b.ok("writeimm alice buf 8192 77");
     f.wait().unwrap();
@@ -160,11 +138,13 @@ fn auto_is_shm_on_one_host_tcp_without_a_nic_and_rdma_needs_both() {
     let r = erin.cmd("connect alice rdma");
     assert!(r.starts_with("err 503"), "{r}");
     let ce = a.connect_to("erin", "rdma").unwrap();
-    let e = ce.wait(WAIT).unwrap_err();
-    assert_eq!(e.status(), Status::RdmaUnavailable, "{e}");
-    assert!(e.message().contains("peer has no"), "{e}");
-    let r = erin.cmd("wait alice 30000");
-    assert!(r.starts_with("err 503"), "{r}");
+    refused_both_sides(
+        &ce,
+        &mut erin,
+        Status::RdmaUnavailable,
+        "peer has no",
+        "err 503",
+    );
     for k in [carol, dave, erin] {
         k.exit();
     }

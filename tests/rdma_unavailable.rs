@@ -87,6 +87,7 @@ fn rdma_calls_fail_with_a_typed_status_naming_what_is_missing() {
     // a memory pool is still a memory pool
     let pool = MemoryPool::new();
     let mut b = vec![0u8; 64];
+    // SAFETY: `b` lives until the end of the test, after the pool's last use.
     let h = unsafe { pool.register(Some("b"), b.as_mut_ptr(), 64).unwrap() };
     assert_eq!(pool.handle("b"), Some(h));
     let _ = RdmaEndpointConfig::default();

@@ -43,6 +43,17 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| a.get(i + 1).cloned())
 }
 
+/// A PeerAgent of the benchmark's cluster, registered as `alias`.
+fn bench_agent(alias: &str) -> PeerAgent {
+    PeerAgent::new(
+        &env("BENCH_URL"),
+        Some(alias),
+        Some(&env("BENCH_SCOPE")),
+        opts(),
+    )
+    .unwrap()
+}
+
 fn pct(mut v: Vec<f64>) -> (f64, f64, f64, usize) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
@@ -64,15 +75,7 @@ fn child_conn2(parent: &mut Parent) {
         match w[0] {
             "new" => {
                 drop(agent.take());
-                agent = Some(
-                    PeerAgent::new(
-                        &env("BENCH_URL"),
-                        Some(w[1]),
-                        Some(&env("BENCH_SCOPE")),
-                        opts(),
-                    )
-                    .unwrap(),
-                );
+                agent = Some(bench_agent(w[1]));
                 parent.send("ready");
             }
             _ => break,
@@ -88,15 +91,7 @@ fn child_mesh(parent: &mut Parent) {
         let w: Vec<&str> = line.split_whitespace().collect();
         match w[0] {
             "new" => {
-                agent = Some(Arc::new(
-                    PeerAgent::new(
-                        &env("BENCH_URL"),
-                        Some(w[1]),
-                        Some(&env("BENCH_SCOPE")),
-                        opts(),
-                    )
-                    .unwrap(),
-                ));
+                agent = Some(Arc::new(bench_agent(w[1])));
                 parent.send("ready");
             }
             "dial" => {

@@ -13,23 +13,21 @@
 //!
 //! The parent is the initiator; it re-runs itself with `--role peer` as the target.
 
+#[path = "../common.rs"]
+mod bench_common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bench_common::arg_value as arg;
 use dlslime::transport::rdma::{RdmaConfig, RdmaContext, RdmaEndpoint, RdmaEndpointConfig};
 use dlslime::{Assignment, Endpoint, Future, MemoryPool};
 
 const MIB: usize = 1 << 20;
 const LAT_SIZES: [usize; 6] = [64, 256, 1024, 4096, 16384, 65536];
 const QPS: [usize; 2] = [1, 4];
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 fn open(dev: &str, region: usize) -> (Arc<MemoryPool>, Vec<Arc<RdmaEndpoint>>, Vec<u8>, u32) {
     let ctx = RdmaContext::open(RdmaConfig {

@@ -13,6 +13,8 @@
 //!
 //! Writes `bench/results/ring_<unix time>.csv` (and `ring_chaos_<time>.txt`).
 
+#[path = "../common.rs"]
+mod bench_common;
 #[path = "chaos.rs"]
 mod chaos;
 #[path = "../../tests/common/mod.rs"]
@@ -20,6 +22,7 @@ mod common;
 #[path = "proc.rs"]
 mod proc;
 
+use bench_common::arg_or as arg;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,11 +87,6 @@ fn producer_main() {
     server.stop();
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 struct Row {
     transport: String,
     size: usize,
@@ -113,8 +111,8 @@ impl Row {
             size,
             consumers,
             what,
-            p50_us: pct(lat, 0.5),
-            p99_us: pct(lat, 0.99),
+            p50_us: bench_common::pct(lat, 0.5),
+            p99_us: bench_common::pct(lat, 0.99),
             gbps,
         }
     }
@@ -275,14 +273,6 @@ fn stride(cap: usize) -> u64 {
     dlslime::ring::layout::Geometry::new(1, cap as u64)
         .unwrap()
         .stride
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn stamp() -> u64 {

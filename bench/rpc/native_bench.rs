@@ -13,9 +13,12 @@
 //! `cargo run --release --example rpc_native_bench [-- --quick] [--max-size-mb N]
 //!  [--min-size-kb N] [--modes shm-spin,shm,tcp] [--pin] [--csv PATH]`
 
+#[path = "../common.rs"]
+mod bench_common;
 #[path = "../floor.rs"]
 mod floor;
 
+use bench_common::{stats, Stats};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -29,22 +32,6 @@ use dlslime::transport::tcp::TcpEndpoint;
 use dlslime::{Endpoint, MemoryPool};
 
 const SLOT: usize = 64 << 10;
-
-struct Stats {
-    avg: f64,
-    p50: f64,
-    p99: f64,
-}
-
-fn stats(mut v: Vec<f64>) -> Stats {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    Stats {
-        avg: v.iter().sum::<f64>() / n as f64,
-        p50: v[n / 2],
-        p99: v[((n as f64 * 0.99) as usize).min(n - 1)],
-    }
-}
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
@@ -147,13 +134,7 @@ fn pin_peer() {
 fn child_main(args: &[String]) {
     pin_peer();
     match args[0].as_str() {
-        "raw" => {
-            let fd: i32 = args[1].parse().unwrap();
-            let n: u32 = args[2].parse().unwrap();
-            let pp = floor::PingPong::map(fd);
-            floor::pingpong_child(&pp, n, false);
-            floor::pingpong_child(&pp, n, true);
-        }
+        "raw" => floor::raw_child(&args[1..]),
         "tcpraw" => {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             println!("ADDR {}", l.local_addr().unwrap());
@@ -175,12 +156,7 @@ fn child_main(args: &[String]) {
         "rpc" => {
             let mode = &args[1];
             let (ep, mem) = make(mode);
-            println!("INFO {}", ep.endpoint_info());
-            std::io::stdout().flush().unwrap();
-            let mut lines = BufReader::new(std::io::stdin()).lines();
-            let info: serde_json::Value =
-                serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-            ep.connect(&info).unwrap();
+            bench_common::info_to_parent(&*ep);
             let sess = RpcSession::with_memory(ep, mem, rpc_config(mode)).unwrap();
             // Echo until the driver closes its session.
             loop {
@@ -224,20 +200,8 @@ fn label(size: usize) -> String {
 }
 
 fn host_line() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!(
-        "{} CPUs ({cpu}), Linux {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel.trim()
-    )
+    let (cpus, cpu, kernel) = bench_common::host();
+    format!("{cpus} CPUs ({cpu}), Linux {kernel}")
 }
 
 fn main() {
@@ -261,19 +225,9 @@ fn main() {
         std::env::remove_var("RPC_BENCH_PIN");
         "processes not pinned".to_string()
     };
-    let max_mb: usize = args
-        .iter()
-        .position(|a| a == "--max-size-mb")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
+    let max_mb: usize = bench_common::arg_or(&args, "--max-size-mb", 16);
     let exe = std::env::current_exe().unwrap();
-    let min_kb: usize = args
-        .iter()
-        .position(|a| a == "--min-size-kb")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let min_kb: usize = bench_common::arg_or(&args, "--min-size-kb", 1);
     let sizes: Vec<usize> = [1usize << 10, 4 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20]
         .into_iter()
         .filter(|s| *s <= max_mb << 20 && *s >= min_kb << 10)
@@ -282,20 +236,8 @@ fn main() {
 
     // Floor: shared-memory ping-pong (spin, futex), 4-byte flags.
     let n: u32 = if quick { 5_000 } else { 50_000 };
-    let (fd, pp) = floor::PingPong::create();
-    let mut child = Command::new(&exe)
-        .args(["--child", "raw", &fd.to_string(), &n.to_string()])
-        .spawn()
-        .unwrap();
-    let spin: Vec<f64> = floor::pingpong_parent(&pp, n, false)
-        .into_iter()
-        .map(us)
-        .collect();
-    let fut: Vec<f64> = floor::pingpong_parent(&pp, n, true)
-        .into_iter()
-        .map(us)
-        .collect();
-    child.wait().unwrap();
+    let (spin, fut) = floor::raw_pingpong(&exe, n);
+    let (spin, fut) = (bench_common::micros(&spin), bench_common::micros(&fut));
     let raw_spin = stats(spin[n as usize / 10..].to_vec());
     let raw_futex = stats(fut[n as usize / 10..].to_vec());
 
@@ -353,21 +295,10 @@ fn main() {
         .map(str::to_string)
         .collect();
     for mode in modes.iter().map(String::as_str) {
-        let mut child = Command::new(&exe)
-            .args(["--child", "rpc", mode])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let info: serde_json::Value =
-            serde_json::from_str(line.trim().strip_prefix("INFO ").unwrap()).unwrap();
+        let mut peer = bench_common::spawn_info_child(&exe, &["rpc", mode]);
         let (ep, mem) = make(mode);
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{}", ep.endpoint_info()).unwrap();
-        ep.connect(&info).unwrap();
+        writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
+        ep.connect(&peer.info).unwrap();
         let sess = RpcSession::with_memory(ep, mem, rpc_config(mode)).unwrap();
         for &size in &sizes {
             let msg = vec![5u8; size];
@@ -395,8 +326,8 @@ fn main() {
             rows.push((mode.to_string(), size, st));
         }
         sess.close();
-        drop(stdin);
-        let _ = child.wait();
+        drop(peer.stdin);
+        let _ = peer.child.wait();
     }
 
     // Table and CSV.

@@ -1,15 +1,18 @@
 //! Conversions of C arguments shared by the exports: timeouts, possibly-empty buffers,
-//! optional strings in option structs, futures handed out.
+//! optional strings in option structs, futures, strings and endpoints handed out.
 
 use std::ffi::{c_char, c_void, CStr};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::cast::box_into_ptr;
+use super::endpoint::dlslime_endpoint_t;
 use super::future::dlslime_future_t;
-use super::status::dlslime_status_t;
+use super::status::{dlslime_status_t, fail, string_to_c};
 use crate::error::Error;
 use crate::future::Future;
+use crate::transport::Endpoint;
 
 /// `timeout_ms` of an operation: 0 means the context's default deadline.
 pub(crate) fn timeout(ms: u64) -> Option<Duration> {
@@ -69,5 +72,25 @@ impl<T> Out<T> {
 /// Hands a future to C.
 pub(crate) fn future_out(f: Future, out: Out<*mut dlslime_future_t>) -> dlslime_status_t {
     out.write(box_into_ptr::<dlslime_future_t>(f));
+    dlslime_status_t::Ok
+}
+
+/// Hands an owned string to C (the caller frees it with `dlslime_string_free`).
+pub(crate) fn string_out(s: String, out: Out<*mut c_char>) -> dlslime_status_t {
+    match string_to_c(s) {
+        Ok(p) => {
+            out.write(p);
+            dlslime_status_t::Ok
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Hands a new endpoint of any transport to C.
+pub(crate) fn endpoint_out(
+    ep: Arc<dyn Endpoint>,
+    out: Out<*mut dlslime_endpoint_t>,
+) -> dlslime_status_t {
+    out.write(box_into_ptr::<dlslime_endpoint_t>(ep));
     dlslime_status_t::Ok
 }

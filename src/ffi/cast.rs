@@ -20,6 +20,23 @@ pub(crate) trait Castable {
     type RustType;
 }
 
+/// Declares the Rust object an opaque C handle points at and how it is owned:
+/// `castable!(dlslime_x_t => Arc<X>)` or `castable!(dlslime_x_t => Box<X>)`.
+macro_rules! castable {
+    ($c:ty => Box<$rust:ty>) => {
+        impl $crate::ffi::cast::Castable for $c {
+            type Ownership = $crate::ffi::cast::OwnershipBox;
+            type RustType = $rust;
+        }
+    };
+    ($c:ty => Arc<$rust:ty>) => {
+        impl $crate::ffi::cast::Castable for $c {
+            type Ownership = $crate::ffi::cast::OwnershipArc;
+            type RustType = $rust;
+        }
+    };
+}
+
 /// Hands a new boxed object to C.
 pub(crate) fn box_into_ptr<C: Castable<Ownership = OwnershipBox>>(v: C::RustType) -> *mut C {
     Box::into_raw(Box::new(v)).cast()

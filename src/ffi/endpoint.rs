@@ -6,11 +6,11 @@
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-use super::args::{buffer_ptr, future_out, timeout};
-use super::cast::{free_box, Castable, OwnershipBox};
+use super::args::{buffer_ptr, future_out, string_out, timeout};
+use super::cast::free_box;
 use super::future::dlslime_future_t;
 use super::memory::{dlslime_mr_handle_t, dlslime_remote_handle_t};
-use super::status::{dlslime_status_t, status_of, string_to_c};
+use super::status::{dlslime_status_t, status_of};
 use crate::error::{Error, Status};
 use crate::future::Future;
 use crate::transport::{info, Assignment, Endpoint};
@@ -65,10 +65,7 @@ pub struct dlslime_endpoint_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_endpoint_t {
-    type Ownership = OwnershipBox;
-    type RustType = Arc<dyn Endpoint>;
-}
+castable!(dlslime_endpoint_t => Box<Arc<dyn Endpoint>>);
 
 /// Runs `op` over the C assignment array, converted without a heap allocation for up to
 /// 16 assignments.
@@ -135,9 +132,7 @@ pub extern "C" fn dlslime_endpoint_info(
     ffi_boundary! {
         let ep = try_ref!(ep);
         let out_json = try_out!(out_json);
-        let s = try_res!(string_to_c(ep.endpoint_info().to_string()));
-        out_json.write(s);
-        dlslime_status_t::Ok
+        string_out(ep.endpoint_info().to_string(), out_json)
     }
 }
 

@@ -4,8 +4,9 @@
 
 use std::ffi::{c_char, c_void};
 
-use super::cast::{arc_into_ptr, free_arc, Castable, OwnershipArc};
-use super::status::{dlslime_status_t, status_of, string_to_c};
+use super::args::string_out;
+use super::cast::{arc_into_ptr, free_arc};
+use super::status::{dlslime_status_t, status_of};
 use crate::memory::MemoryPool;
 
 /// Handle of a local memory region: dense, starting at 0, never reused within a pool.
@@ -34,10 +35,7 @@ pub struct dlslime_memory_pool_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_memory_pool_t {
-    type Ownership = OwnershipArc;
-    type RustType = MemoryPool;
-}
+castable!(dlslime_memory_pool_t => Arc<MemoryPool>);
 
 /// Creates an empty memory pool and writes it to `*out`.
 ///
@@ -169,8 +167,6 @@ pub extern "C" fn dlslime_memory_pool_mr_info(
     ffi_boundary! {
         let pool = try_ref!(pool);
         let out_json = try_out!(out_json);
-        let s = try_res!(string_to_c(pool.mr_info().to_string()));
-        out_json.write(s);
-        dlslime_status_t::Ok
+        string_out(pool.mr_info().to_string(), out_json)
     }
 }

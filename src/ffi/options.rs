@@ -4,6 +4,7 @@
 //! a newer caller's unknown tail is accepted only when it is all zero (its defaults).
 
 use std::mem::size_of;
+use std::time::Duration;
 
 use crate::error::{Error, Status};
 
@@ -39,4 +40,32 @@ pub unsafe fn read_sized<T>(opts: *const T, type_name: &str) -> crate::Result<T>
     // caller's struct may be under-aligned for `T` only if it was not a `T`, which the
     // contract rules out.
     Ok(unsafe { opts.read() })
+}
+
+/// The config an export's optional options struct asks for: `C::default()` for NULL,
+/// else the struct read at its own size (`read_sized`) and converted by `convert`.
+///
+/// # Safety
+/// `opts` is NULL or meets `read_sized`'s contract for `T`.
+pub unsafe fn config_or_default<T, C: Default>(
+    opts: *const T,
+    type_name: &str,
+    convert: impl FnOnce(&T) -> crate::Result<C>,
+) -> crate::Result<C> {
+    if opts.is_null() {
+        return Ok(C::default());
+    }
+    // SAFETY: not NULL (checked above), so `read_sized`'s contract holds (this
+    // function's contract).
+    let o = unsafe { read_sized(opts, type_name) }?;
+    convert(&o)
+}
+
+/// A duration field in milliseconds of an options struct: 0 keeps `default`.
+pub fn ms(v: u64, default: Duration) -> Duration {
+    if v == 0 {
+        default
+    } else {
+        Duration::from_millis(v)
+    }
 }

@@ -7,12 +7,12 @@ use std::ffi::{c_char, c_void, CStr};
 use std::mem::size_of;
 use std::time::Duration;
 
-use super::args::{buffer_ptr, future_out, opt_text, timeout};
-use super::cast::{box_into_ptr, free_box, Castable, OwnershipBox};
+use super::args::{buffer_ptr, future_out, opt_text, string_out, timeout};
+use super::cast::{box_into_ptr, free_box};
 use super::future::dlslime_future_t;
 use super::memory::dlslime_mr_handle_t;
-use super::options::read_sized;
-use super::status::{dlslime_status_t, string_to_c};
+use super::options::{ms, read_sized};
+use super::status::dlslime_status_t;
 use crate::error::{Error, Status};
 use crate::future::Future;
 use crate::peer::{
@@ -89,16 +89,11 @@ pub extern "C" fn dlslime_peer_options_init(opts: *mut dlslime_peer_options_t) {
 /// The string fields are NULL or NUL-terminated.
 unsafe fn to_options(o: &dlslime_peer_options_t) -> crate::Result<PeerAgentOptions> {
     let mut p = PeerAgentOptions::default();
-    let ms = Duration::from_millis;
-    if o.heartbeat_interval_ms != 0 {
-        p.heartbeat_interval = ms(o.heartbeat_interval_ms);
-    }
+    p.heartbeat_interval = ms(o.heartbeat_interval_ms, p.heartbeat_interval);
     if o.register_attempts != 0 {
         p.register_attempts = o.register_attempts;
     }
-    if o.register_backoff_ms != 0 {
-        p.register_backoff = ms(o.register_backoff_ms);
-    }
+    p.register_backoff = ms(o.register_backoff_ms, p.register_backoff);
     // SAFETY: the string fields are NULL or NUL-terminated (this function's contract).
     p.redis_url = unsafe { opt_text(o.redis_url, "dlslime_peer_options_t.redis_url") }?;
     // SAFETY: as above.
@@ -110,13 +105,12 @@ unsafe fn to_options(o: &dlslime_peer_options_t) -> crate::Result<PeerAgentOptio
     if o.connect_attempts != 0 {
         p.connect_attempts = o.connect_attempts;
     }
-    if o.http_timeout_ms != 0 {
-        p.http_timeout = ms(o.http_timeout_ms);
-    }
+    p.http_timeout = ms(o.http_timeout_ms, p.http_timeout);
     if o.default_timeout_ms != 0 {
-        p.tcp.engine.default_timeout = ms(o.default_timeout_ms);
-        p.shm.engine.default_timeout = ms(o.default_timeout_ms);
-        p.rdma.engine.default_timeout = ms(o.default_timeout_ms);
+        let t = Duration::from_millis(o.default_timeout_ms);
+        p.tcp.engine.default_timeout = t;
+        p.shm.engine.default_timeout = t;
+        p.rdma.engine.default_timeout = t;
     }
     // SAFETY: as above.
     p.rdma.device = unsafe { opt_text(o.rdma_device, "dlslime_peer_options_t.rdma_device") }?;
@@ -270,10 +264,7 @@ pub struct dlslime_peer_agent_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_peer_agent_t {
-    type Ownership = OwnershipBox;
-    type RustType = PeerAgent;
-}
+castable!(dlslime_peer_agent_t => Box<PeerAgent>);
 
 /// The connection to one peer, returned by `dlslime_peer_agent_connect_to`. It names the
 /// peer: after a reconnect it reports the new connection.
@@ -284,10 +275,7 @@ pub struct dlslime_peer_connection_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_peer_connection_t {
-    type Ownership = OwnershipBox;
-    type RustType = PeerConnection;
-}
+castable!(dlslime_peer_connection_t => Box<PeerConnection>);
 
 /// Converts the C assignment array.
 ///
@@ -412,9 +400,7 @@ pub extern "C" fn dlslime_peer_agent_alias(
     ffi_boundary! {
         let agent = try_ref!(agent);
         let out = try_out!(out);
-        let s = try_res!(string_to_c(agent.alias().to_string()));
-        out.write(s);
-        dlslime_status_t::Ok
+        string_out(agent.alias().to_string(), out)
     }
 }
 
@@ -431,9 +417,7 @@ pub extern "C" fn dlslime_peer_agent_list_agents(
         let agent = try_ref!(agent);
         let out_json = try_out!(out_json);
         let v = try_res!(agent.list_agents());
-        let s = try_res!(string_to_c(serde_json::Value::from(v).to_string()));
-        out_json.write(s);
-        dlslime_status_t::Ok
+        string_out(serde_json::Value::from(v).to_string(), out_json)
     }
 }
 
@@ -459,9 +443,7 @@ pub extern "C" fn dlslime_peer_agent_connections(
                 "transport": t.map(|t| t.as_str()),
             }));
         }
-        let s = try_res!(string_to_c(serde_json::Value::Object(m).to_string()));
-        out_json.write(s);
-        dlslime_status_t::Ok
+        string_out(serde_json::Value::Object(m).to_string(), out_json)
     }
 }
 
@@ -502,8 +484,7 @@ fn about_peer(
         let peer = try_opt_str!(peer);
         let out_json = try_out!(out_json);
         let v = try_res!(query(agent, peer));
-        out_json.write(try_res!(string_to_c(v.to_string())));
-        dlslime_status_t::Ok
+        string_out(v.to_string(), out_json)
     }
 }
 
@@ -754,9 +735,7 @@ pub extern "C" fn dlslime_peer_agent_get_mr_info(
             Status::UnknownHandle,
             format!("peer '{peer}' has not published a memory region named {name:?}"),
         )));
-        let s = try_res!(string_to_c(v.to_string()));
-        out_json.write(s);
-        dlslime_status_t::Ok
+        string_out(v.to_string(), out_json)
     }
 }
 

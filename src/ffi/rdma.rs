@@ -7,19 +7,16 @@
 
 use std::ffi::c_char;
 use std::mem::size_of;
-use std::sync::Arc;
-use std::time::Duration;
 
-use super::args::opt_text;
-use super::cast::{arc_into_ptr, box_into_ptr, free_arc, Castable, OwnershipArc};
+use super::args::{endpoint_out, opt_text, string_out};
+use super::cast::{arc_into_ptr, free_arc};
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::read_sized;
-use super::status::{dlslime_status_t, string_to_c};
+use super::options::{config_or_default, ms};
+use super::status::dlslime_status_t;
 use crate::transport::rdma::{
     available_nics, RdmaConfig, RdmaContext, RdmaEndpoint, RdmaEndpointConfig,
 };
-use crate::transport::Endpoint;
 
 /// Options of an RDMA context. Initialise with `dlslime_rdma_options_init` (or set `size`
 /// to `sizeof(dlslime_rdma_options_t)` and zero the rest): every zero/NULL/false field
@@ -61,10 +58,7 @@ pub struct dlslime_rdma_context_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_rdma_context_t {
-    type Ownership = OwnershipArc;
-    type RustType = RdmaContext;
-}
+castable!(dlslime_rdma_context_t => Arc<RdmaContext>);
 
 /// Fills `*opts` with the defaults: `size = sizeof(dlslime_rdma_options_t)`, every other
 /// field zero/NULL/false. NULL is a no-op.
@@ -113,9 +107,7 @@ unsafe fn to_config(o: &dlslime_rdma_options_t) -> crate::Result<RdmaConfig> {
     if o.cq_depth != 0 {
         c.cq_depth = o.cq_depth;
     }
-    if o.default_timeout_ms != 0 {
-        c.engine.default_timeout = Duration::from_millis(o.default_timeout_ms);
-    }
+    c.engine.default_timeout = ms(o.default_timeout_ms, c.engine.default_timeout);
     Ok(c)
 }
 
@@ -131,9 +123,7 @@ pub extern "C" fn dlslime_rdma_available_nics(out_json: *mut *mut c_char) -> dls
     ffi_boundary! {
         let out_json = try_out!(out_json);
         let nics = try_res!(available_nics());
-        let s = try_res!(string_to_c(serde_json::Value::from(nics).to_string()));
-        out_json.write(s);
-        dlslime_status_t::Ok
+        string_out(serde_json::Value::from(nics).to_string(), out_json)
     }
 }
 
@@ -151,19 +141,13 @@ pub extern "C" fn dlslime_rdma_context_new(
 ) -> dlslime_status_t {
     ffi_boundary! {
         let out = try_out!(out);
-        let config = if opts.is_null() {
-            RdmaConfig::default()
-        } else {
-            // SAFETY: a non-NULL `opts` points at an options struct the caller set up with
-            // its `_init` function, so `size` readable bytes, as `read_sized` requires;
-            // the struct is integers, booleans and pointers only.
-            let o = try_res!(unsafe { read_sized(opts, "dlslime_rdma_options_t") });
-            // SAFETY: the header says the string fields are NULL or NUL-terminated and
-            // valid for the call.
-            try_res!(unsafe { to_config(&o) })
-        };
-        let ctx = try_res!(RdmaContext::open(config));
-        out.write(arc_into_ptr(ctx));
+        // SAFETY: the header says the string fields are NULL or NUL-terminated and valid
+        // for the call.
+        let convert = |o: &dlslime_rdma_options_t| unsafe { to_config(o) };
+        // SAFETY: by the header's contract `opts` is NULL or an options struct the caller
+        // set up with its `_init` function (`size` readable bytes of integers, booleans and pointers).
+        let config = unsafe { config_or_default(opts, "dlslime_rdma_options_t", convert) };
+        out.write(arc_into_ptr(try_res!(config.and_then(RdmaContext::open))));
         dlslime_status_t::Ok
     }
 }
@@ -190,9 +174,7 @@ pub extern "C" fn dlslime_rdma_context_device(
     ffi_boundary! {
         let ctx = try_ref!(ctx);
         let out_name = try_out!(out_name);
-        let s = try_res!(string_to_c(ctx.device_name().to_string()));
-        out_name.write(s);
-        dlslime_status_t::Ok
+        string_out(ctx.device_name().to_string(), out_name)
     }
 }
 
@@ -239,9 +221,6 @@ pub extern "C" fn dlslime_rdma_endpoint_new(
             num_qp: num_qp.max(1) as usize,
             ..Default::default()
         };
-        let ep = try_res!(RdmaEndpoint::new(&ctx, pool, cfg));
-        let ep: Arc<dyn Endpoint> = ep;
-        out.write(box_into_ptr::<dlslime_endpoint_t>(ep));
-        dlslime_status_t::Ok
+        endpoint_out(try_res!(RdmaEndpoint::new(&ctx, pool, cfg)), out)
     }
 }

@@ -8,14 +8,12 @@ use std::mem::size_of;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::args::buffer_ptr;
-use super::cast::{
-    arc_into_ptr, box_into_ptr, free_arc, free_box, Castable, OwnershipArc, OwnershipBox,
-};
+use super::args::{buffer_ptr, string_out};
+use super::cast::{arc_into_ptr, box_into_ptr, free_arc, free_box};
 use super::endpoint::dlslime_endpoint_t;
-use super::options::read_sized;
+use super::options::{ms, read_sized};
 use super::peer::dlslime_peer_agent_t;
-use super::status::{dlslime_status_t, fail, status_of, string_to_c};
+use super::status::{dlslime_status_t, fail, status_of};
 use crate::error::{Error, Status};
 use crate::ring::{
     Payload, Ring, RingClient, RingClientConfig, RingConfig, RingHandle, RingServer,
@@ -133,10 +131,7 @@ pub struct dlslime_ring_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_ring_t {
-    type Ownership = OwnershipArc;
-    type RustType = Ring;
-}
+castable!(dlslime_ring_t => Arc<Ring>);
 
 fn ring_config(opts: *const dlslime_ring_options_t) -> crate::Result<RingConfig> {
     let mut c = RingConfig::default();
@@ -222,9 +217,7 @@ pub extern "C" fn dlslime_ring_handle(
     ffi_boundary! {
         let r = try_ref!(ring);
         let out_json = try_out!(out_json);
-        let s = try_res!(string_to_c(r.handle().to_json().to_string()));
-        out_json.write(s);
-        dlslime_status_t::Ok
+        string_out(r.handle().to_json().to_string(), out_json)
     }
 }
 
@@ -518,10 +511,7 @@ pub struct dlslime_ring_view_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_ring_view_t {
-    type Ownership = OwnershipBox;
-    type RustType = std::sync::Mutex<Option<SlotView>>;
-}
+castable!(dlslime_ring_view_t => Box<std::sync::Mutex<Option<SlotView>>>);
 
 /// Takes payload `r` in place and writes a view of it to `*out`.
 ///
@@ -657,18 +647,7 @@ pub struct dlslime_ring_server_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_ring_server_t {
-    type Ownership = OwnershipBox;
-    type RustType = RingServer;
-}
-
-fn ms(v: u64, default: Duration) -> Duration {
-    if v == 0 {
-        default
-    } else {
-        Duration::from_millis(v)
-    }
-}
+castable!(dlslime_ring_server_t => Box<RingServer>);
 
 /// Creates a server (`opts` may be NULL for the defaults).
 #[no_mangle]
@@ -854,10 +833,7 @@ pub struct dlslime_ring_client_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_ring_client_t {
-    type Ownership = OwnershipBox;
-    type RustType = RingClient;
-}
+castable!(dlslime_ring_client_t => Box<RingClient>);
 
 /// Creates a client (`opts` may be NULL for the defaults).
 #[no_mangle]
@@ -939,10 +915,7 @@ pub struct dlslime_ring_payload_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_ring_payload_t {
-    type Ownership = OwnershipBox;
-    type RustType = Payload;
-}
+castable!(dlslime_ring_payload_t => Box<Payload>);
 
 /// Fetches payload `r` of `producer` and writes it to `*out`.
 ///

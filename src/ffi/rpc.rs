@@ -10,12 +10,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::args::{timeout, Out};
-use super::cast::{
-    arc_into_ptr, box_into_ptr, free_arc, free_box, Castable, OwnershipArc, OwnershipBox,
-};
+use super::cast::{arc_into_ptr, box_into_ptr, free_arc, free_box};
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::read_sized;
+use super::options::{ms, read_sized};
 use super::status::{dlslime_status_t, fail, status_of};
 use crate::error::{Error, Status};
 use crate::rpc::{CallFuture, Request, RpcConfig, RpcMemory, RpcProgress, RpcSession};
@@ -104,12 +102,8 @@ fn to_config(opts: *const dlslime_rpc_options_t) -> crate::Result<RpcConfig> {
         2 => RpcProgress::Pump,
         p => return Err(Error::invalid(format!("unknown progress mode {p}"))),
     };
-    if o.default_timeout_ms != 0 {
-        c.default_timeout = Duration::from_millis(o.default_timeout_ms);
-    }
-    if o.handshake_timeout_ms != 0 {
-        c.handshake_timeout = Duration::from_millis(o.handshake_timeout_ms);
-    }
+    c.default_timeout = ms(o.default_timeout_ms, c.default_timeout);
+    c.handshake_timeout = ms(o.handshake_timeout_ms, c.handshake_timeout);
     if o.max_payload != 0 {
         c.max_payload = o.max_payload;
     }
@@ -133,10 +127,7 @@ pub struct dlslime_rpc_memory_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_rpc_memory_t {
-    type Ownership = OwnershipArc;
-    type RustType = RpcMemory;
-}
+castable!(dlslime_rpc_memory_t => Arc<RpcMemory>);
 
 /// Allocates and registers session memory in `pool` (the pool of the endpoint the
 /// session will use) for the slot configuration in `opts` (NULL: defaults).
@@ -202,10 +193,7 @@ pub struct dlslime_rpc_session_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_rpc_session_t {
-    type Ownership = OwnershipBox;
-    type RustType = RpcSession;
-}
+castable!(dlslime_rpc_session_t => Box<RpcSession>);
 
 /// Creates a session over a connected endpoint. `memory` may be NULL (allocated now).
 /// Blocks until the peer creates its session too (a handshake over one send/recv pair
@@ -321,10 +309,7 @@ pub struct dlslime_rpc_call_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_rpc_call_t {
-    type Ownership = OwnershipBox;
-    type RustType = Mutex<CallFuture>;
-}
+castable!(dlslime_rpc_call_t => Box<Mutex<CallFuture>>);
 
 fn call_out(r: crate::Result<CallFuture>, out: Out<*mut dlslime_rpc_call_t>) -> dlslime_status_t {
     match r {
@@ -480,10 +465,7 @@ pub struct dlslime_rpc_request_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_rpc_request_t {
-    type Ownership = OwnershipBox;
-    type RustType = Mutex<(Option<Request>, u32, u64, usize, usize)>;
-}
+castable!(dlslime_rpc_request_t => Box<Mutex<(Option<Request>, u32, u64, usize, usize)>>);
 
 /// Waits at most `timeout_ms` (0: the session's default) for the next request and writes
 /// it to `*out`.

@@ -8,15 +8,14 @@ use std::mem::size_of;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cast::box_into_ptr;
+use super::args::endpoint_out;
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::read_sized;
+use super::options::{config_or_default, ms};
 use super::status::dlslime_status_t;
 use crate::engine::ProgressMode;
 use crate::memory::{alloc_shared, free_shared};
 use crate::transport::shm::{ShmConfig, ShmEndpoint};
-use crate::transport::Endpoint;
 
 /// Bits of `dlslime_shm_options_t.flags`.
 #[repr(u32)]
@@ -93,9 +92,7 @@ fn to_config(o: &dlslime_shm_options_t) -> crate::Result<ShmConfig> {
     if o.flags & BACKGROUND_PROGRESS != 0 {
         c.engine.progress = ProgressMode::Background;
     }
-    if o.default_timeout_ms != 0 {
-        c.engine.default_timeout = Duration::from_millis(o.default_timeout_ms);
-    }
+    c.engine.default_timeout = ms(o.default_timeout_ms, c.engine.default_timeout);
     Ok(c)
 }
 
@@ -120,19 +117,10 @@ pub extern "C" fn dlslime_shm_endpoint_new(
     ffi_boundary! {
         let pool = try_arc!(pool);
         let out = try_out!(out);
-        let config = if opts.is_null() {
-            ShmConfig::default()
-        } else {
-            // SAFETY: a non-NULL `opts` points at an options struct the caller set up with
-            // its `_init` function, so `size` readable bytes, as `read_sized` requires;
-            // the struct is integers and pointers only.
-            let o = try_res!(unsafe { read_sized(opts, "dlslime_shm_options_t") });
-            try_res!(to_config(&o))
-        };
-        let ep = try_res!(ShmEndpoint::new(pool, config));
-        let ep: Arc<dyn Endpoint> = Arc::new(ep);
-        out.write(box_into_ptr::<dlslime_endpoint_t>(ep));
-        dlslime_status_t::Ok
+        // SAFETY: by the header's contract `opts` is NULL or an options struct the caller
+        // set up with its `_init` function (`size` readable bytes of integers).
+        let config = try_res!(unsafe { config_or_default(opts, "dlslime_shm_options_t", to_config) });
+        endpoint_out(Arc::new(try_res!(ShmEndpoint::new(pool, config))), out)
     }
 }
 

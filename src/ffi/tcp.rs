@@ -5,18 +5,15 @@
 use std::ffi::c_char;
 use std::mem::size_of;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
-use super::args::opt_text;
-use super::cast::{arc_into_ptr, box_into_ptr, free_arc, Castable, OwnershipArc};
+use super::args::{endpoint_out, opt_text, string_out};
+use super::cast::{arc_into_ptr, free_arc};
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::read_sized;
-use super::status::{dlslime_status_t, string_to_c};
+use super::options::{config_or_default, ms};
+use super::status::dlslime_status_t;
 use crate::error::Error;
 use crate::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
-use crate::transport::Endpoint;
 
 /// Options of a TCP context. Initialise with `dlslime_tcp_options_init` (or set `size`
 /// to `sizeof(dlslime_tcp_options_t)` and zero the rest): every zero/NULL field means
@@ -60,10 +57,7 @@ pub struct dlslime_tcp_context_t {
     _private: [u8; 0],
 }
 
-impl Castable for dlslime_tcp_context_t {
-    type Ownership = OwnershipArc;
-    type RustType = TcpContext;
-}
+castable!(dlslime_tcp_context_t => Arc<TcpContext>);
 
 /// Fills `*opts` with the defaults: `size = sizeof(dlslime_tcp_options_t)`, every other
 /// field zero/NULL. NULL is a no-op.
@@ -112,12 +106,8 @@ unsafe fn to_config(o: &dlslime_tcp_options_t) -> crate::Result<TcpConfig> {
         c.chunk_size = usize::try_from(o.chunk_size)
             .map_err(|_| Error::invalid("chunk_size does not fit in size_t"))?;
     }
-    if o.idle_timeout_ms != 0 {
-        c.idle_timeout = Duration::from_millis(o.idle_timeout_ms);
-    }
-    if o.default_timeout_ms != 0 {
-        c.engine.default_timeout = Duration::from_millis(o.default_timeout_ms);
-    }
+    c.idle_timeout = ms(o.idle_timeout_ms, c.idle_timeout);
+    c.engine.default_timeout = ms(o.default_timeout_ms, c.engine.default_timeout);
     Ok(c)
 }
 
@@ -134,19 +124,13 @@ pub extern "C" fn dlslime_tcp_context_new(
 ) -> dlslime_status_t {
     ffi_boundary! {
         let out = try_out!(out);
-        let config = if opts.is_null() {
-            TcpConfig::default()
-        } else {
-            // SAFETY: a non-NULL `opts` points at an options struct the caller set up with
-            // its `_init` function, so `size` readable bytes, as `read_sized` requires;
-            // the struct is integers and pointers only.
-            let o = try_res!(unsafe { read_sized(opts, "dlslime_tcp_options_t") });
-            // SAFETY: the header says the string fields are NULL or NUL-terminated and
-            // valid for the call.
-            try_res!(unsafe { to_config(&o) })
-        };
-        let ctx = try_res!(TcpContext::new(config));
-        out.write(arc_into_ptr(ctx));
+        // SAFETY: the header says the string fields are NULL or NUL-terminated and valid
+        // for the call.
+        let convert = |o: &dlslime_tcp_options_t| unsafe { to_config(o) };
+        // SAFETY: by the header's contract `opts` is NULL or an options struct the caller
+        // set up with its `_init` function (`size` readable bytes of integers and pointers).
+        let config = unsafe { config_or_default(opts, "dlslime_tcp_options_t", convert) };
+        out.write(arc_into_ptr(try_res!(config.and_then(TcpContext::new))));
         dlslime_status_t::Ok
     }
 }
@@ -173,9 +157,7 @@ pub extern "C" fn dlslime_tcp_context_local_addr(
     ffi_boundary! {
         let ctx = try_ref!(ctx);
         let out_addr = try_out!(out_addr);
-        let s = try_res!(string_to_c(ctx.local_addr().to_string()));
-        out_addr.write(s);
-        dlslime_status_t::Ok
+        string_out(ctx.local_addr().to_string(), out_addr)
     }
 }
 
@@ -193,9 +175,6 @@ pub extern "C" fn dlslime_tcp_endpoint_new(
         let ctx = try_arc!(ctx);
         let pool = try_arc!(pool);
         let out = try_out!(out);
-        let ep = try_res!(TcpEndpoint::new(&ctx, pool));
-        let ep: Arc<dyn Endpoint> = ep;
-        out.write(box_into_ptr::<dlslime_endpoint_t>(ep));
-        dlslime_status_t::Ok
+        endpoint_out(try_res!(TcpEndpoint::new(&ctx, pool)), out)
     }
 }

@@ -172,17 +172,7 @@ impl PeerAgent {
     /// Aliases registered in this scope (agent hashes that have not expired), sorted.
     pub fn list_agents(&self) -> Result<Vec<String>> {
         let i = &self.inner;
-        let strip = i.keys.agent("");
-        let mut out: Vec<String> = i
-            .store
-            .scan(&i.keys.agents())?
-            .iter()
-            .filter_map(|k| k.strip_prefix(&strip))
-            .map(str::to_string)
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok(out)
+        i.store.scan_names(&i.keys.agents(), &i.keys.agent(""))
     }
 
     /// Stops the control thread, shuts every endpoint down (pending operations fail with

@@ -72,17 +72,7 @@ impl PeerAgent {
                 return Ok(v);
             }
         }
-        let prefix = i.keys.mr(peer, "");
-        let mut names: Vec<String> = i
-            .store
-            .scan(&i.keys.mrs(peer))?
-            .iter()
-            .filter_map(|k| k.strip_prefix(&prefix))
-            .map(str::to_string)
-            .collect();
-        names.sort();
-        names.dedup();
-        Ok(names)
+        i.store.scan_names(&i.keys.mrs(peer), &i.keys.mr(peer, ""))
     }
 
     /// The handle of region `name`: this agent's local handle (`peer` = `None`), or the

@@ -328,6 +328,19 @@ impl Store {
         })
     }
 
+    /// The names under `prefix` of the keys matching `pattern`, sorted, without repeats.
+    pub fn scan_names(&self, pattern: &str, prefix: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .scan(pattern)?
+            .iter()
+            .filter_map(|k| k.strip_prefix(prefix))
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// SCAN + DEL of every key matching `pattern`; returns how many were deleted.
     pub fn delete_matching(&self, pattern: &str) -> Result<usize> {
         self.delete(&self.scan(pattern)?)

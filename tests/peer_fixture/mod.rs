@@ -23,6 +23,21 @@ pub use raw_http::raw;
 #[allow(unused_imports)] // each test crate uses its own subset
 pub use redis_server::{free_port, unique, wait_for, Redis};
 
+/// Declares a test crate's `peer_agent_child`: the agent child process that [`Child`]
+/// spawns (an ignored test, so a plain `cargo test` runs it only as a child).
+#[macro_export]
+macro_rules! peer_agent_child {
+    () => {
+        #[test]
+        #[ignore]
+        fn peer_agent_child() {
+            if $crate::common::is_child() {
+                $crate::peer_fixture::child_main();
+            }
+        }
+    };
+}
+
 /// The workspace's nanoctrl binary, built once per test process if missing.
 pub fn nanoctrl_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -265,6 +280,60 @@ pub fn register(
     bufs.insert(name.to_string(), b);
 }
 
+/// The value of one of an agent's counters.
+pub fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Alice writes her region "buf" [0, len) to bob's at `bob_off`; bob checks that it
+/// holds her pattern (1) there.
+pub fn write_checked(a: &PeerAgent, bob: &mut Child, bob_off: u64, len: u64) {
+    a.write("bob", &[NamedAssignment::same("buf", 0, bob_off, len)], T)
+        .unwrap()
+        .wait()
+        .unwrap();
+    bob.ok(&format!("check buf 1 {bob_off} {len}"));
+}
+
+/// A connection from alice that fails on both sides: hers with `status` and a message
+/// containing `needle`, the child's `wait alice` with an answer starting with `child_err`.
+pub fn refused_both_sides(
+    c: &PeerConnection,
+    child: &mut Child,
+    status: dlslime::Status,
+    needle: &str,
+    child_err: &str,
+) {
+    let e = c.wait(WAIT).unwrap_err();
+    assert_eq!(e.status(), status, "{e}");
+    assert!(e.message().contains(needle), "{e}");
+    let r = child.cmd("wait alice 30000");
+    assert!(r.starts_with(child_err), "{r}");
+}
+
+/// One-sided both ways between the agent `a` and the child `bob`, each with a 1 MiB
+/// region "buf" (alice's in `bufs`, pattern 1; bob's pattern 2): alice writes her
+/// [0, 64K) to bob's [4096, ..) and reads bob's [300000, +128K) into her [256K, ..); then
+/// bob writes his first 4 KiB into alice's.
+pub fn one_sided_both_ways(a: &PeerAgent, bob: &mut Child, bufs: &HashMap<String, Buf>) {
+    write_checked(a, bob, 4096, 65536);
+    a.read(
+        "bob",
+        &[NamedAssignment::same("buf", 262144, 300000, 131072)],
+        T,
+    )
+    .unwrap()
+    .wait()
+    .unwrap();
+    let want = Buf::new(1 << 20, 2);
+    assert_eq!(
+        &bufs["buf"].0[262144..262144 + 131072],
+        &want.0[300000..300000 + 131072]
+    );
+    bob.ok("write alice buf buf 0 0 4096");
+    assert_eq!(bufs["buf"].check(2, 0, 4096), None);
+}
+
 pub fn err_line(e: &dlslime::Error) -> String {
     format!("err {} {}", e.status().code(), e.message())
 }
@@ -377,20 +446,8 @@ pub fn exec(agent: &PeerAgent, bufs: &mut HashMap<String, Buf>, line: &str) -> S
             };
             f.wait().map(|_| "ok".to_string())
         }
-        "stats" => Ok(format!(
-            "ok {}",
-            agent
-                .stats()
-                .malformed_messages
-                .load(std::sync::atomic::Ordering::Relaxed)
-        )),
-        "qpsent" => Ok(format!(
-            "ok {}",
-            agent
-                .stats()
-                .qp_ready_sent
-                .load(std::sync::atomic::Ordering::Relaxed)
-        )),
+        "stats" => Ok(format!("ok {}", count(&agent.stats().malformed_messages))),
+        "qpsent" => Ok(format!("ok {}", count(&agent.stats().qp_ready_sent))),
         // "rpcserve <peer>": an RPC session over the connection's endpoint (blocks until
         // the peer creates its session too), served by a thread with `rpc_service`
         "rpcserve" => {

@@ -220,23 +220,17 @@ impl Redis {
     /// Every key matching `pattern` (SCAN), sorted.
     pub fn keys_matching(&self, pattern: &str) -> Vec<String> {
         let mut c = self.conn();
-        let mut out = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query(&mut c)
-                .unwrap();
-            out.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let mut scan = redis::cmd("SCAN");
+        scan.cursor_arg(0)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000);
+        let mut out: Vec<String> = scan
+            .iter(&mut c)
+            .unwrap()
+            .collect::<redis::RedisResult<_>>()
+            .unwrap();
         out.sort();
         out
     }

@@ -144,7 +144,32 @@ def _uint(v: Any, what: str) -> int:
     return v
 
 
-class _Owned:
+def _kept_str(keep: list, s: str):
+    """A C string for a field of an options struct, kept alive by ``keep``."""
+    keep.append(ffi.new("char[]", s.encode()))
+    return keep[-1]
+
+
+class _Closing:
+    """``close()`` by the context manager or GC (never raising from ``__del__``)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class _Owned(_Closing):
     """A C handle freed exactly once by ``close()``, the context manager or GC."""
 
     _ptr = _NULL
@@ -161,18 +186,6 @@ class _Owned:
         if p == _NULL:
             raise ValueError(f"{type(self).__name__} is closed")
         return p
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 class MemoryPool(_Owned):
@@ -288,11 +301,9 @@ class TcpContext(_Owned):
         lib.dlslime_tcp_options_init(o)
         keep = []
         if bind is not None:
-            keep.append(ffi.new("char[]", str(bind).encode()))
-            o.bind = keep[-1]
+            o.bind = _kept_str(keep, str(bind))
         if advertise_host is not None:
-            keep.append(ffi.new("char[]", str(advertise_host).encode()))
-            o.advertise_host = keep[-1]
+            o.advertise_host = _kept_str(keep, str(advertise_host))
         o.lanes = _uint(lanes, "lanes")
         o.chunk_size = _uint(chunk_size, "chunk_size")
         o.idle_timeout_ms = _timeout_ms(idle_timeout)
@@ -625,50 +636,40 @@ class Endpoint(_Owned, _OrphanKeeper):
         if stream is not None and stream != 0:
             raise error_class(_UNSUPPORTED)("CUDA streams are not supported by these bindings (pass None)", _UNSUPPORTED)
 
-    def read(self, assign: Iterable[_AssignmentLike], stream: Any = None, *,
-             timeout: Optional[float] = None) -> Future:
-        """One-sided read: for each ``(local, remote, remote_offset, local_offset,
-        length)`` copies the remote range into the local one. One future for the list.
-        ``timeout`` (seconds) overrides the default deadline."""
-        # Fast path (one tuple, defaults, no orphans): inline, see bench/python.
-        if (stream is None and timeout is None and type(assign) is list and len(assign) == 1
-                and not self._orphans and not self._closed):
-            t = assign[0]
-            if type(t) is tuple and len(t) == 5:
-                try:
-                    arr = _new(_ONE_ASSIGNMENT, assign)
-                except (TypeError, OverflowError, ValueError):
-                    _bad_assignment(assign)
-                out = _new(_FUTURE_OUT)
-                st = _ep_read(self._ptr, arr, 1, 0, out)
-                if st:
-                    _raise(st)
-                return Future(out[0], self._pool._keep.get(t[0]), self)
-        if stream is not None:
-            self._no_stream(stream)
-        return self._submit(_ep_read, assign, 0 if timeout is None else _timeout_ms(timeout))
+    def _one_sided(fn, name: str, doc: str):
+        """Builds ``read`` and ``write`` (class-body helper, not a method): one body, with
+        ``fn`` bound in a closure so the fast path costs no extra call level."""
+        def op(self, assign: Iterable[_AssignmentLike], stream: Any = None, *,
+               timeout: Optional[float] = None) -> Future:
+            # Fast path (one tuple, defaults, no orphans): inline, see bench/python.
+            if (stream is None and timeout is None and type(assign) is list and len(assign) == 1
+                    and not self._orphans and not self._closed):
+                t = assign[0]
+                if type(t) is tuple and len(t) == 5:
+                    try:
+                        arr = _new(_ONE_ASSIGNMENT, assign)
+                    except (TypeError, OverflowError, ValueError):
+                        _bad_assignment(assign)
+                    out = _new(_FUTURE_OUT)
+                    st = fn(self._ptr, arr, 1, 0, out)
+                    if st:
+                        _raise(st)
+                    return Future(out[0], self._pool._keep.get(t[0]), self)
+            if stream is not None:
+                self._no_stream(stream)
+            return self._submit(fn, assign, 0 if timeout is None else _timeout_ms(timeout))
 
-    def write(self, assign: Iterable[_AssignmentLike], stream: Any = None, *,
-              timeout: Optional[float] = None) -> Future:
-        """One-sided write: copies each local range into the remote range; completes
-        when the target has applied every byte."""
-        # Fast path (one tuple, defaults, no orphans): inline, see bench/python.
-        if (stream is None and timeout is None and type(assign) is list and len(assign) == 1
-                and not self._orphans and not self._closed):
-            t = assign[0]
-            if type(t) is tuple and len(t) == 5:
-                try:
-                    arr = _new(_ONE_ASSIGNMENT, assign)
-                except (TypeError, OverflowError, ValueError):
-                    _bad_assignment(assign)
-                out = _new(_FUTURE_OUT)
-                st = _ep_write(self._ptr, arr, 1, 0, out)
-                if st:
-                    _raise(st)
-                return Future(out[0], self._pool._keep.get(t[0]), self)
-        if stream is not None:
-            self._no_stream(stream)
-        return self._submit(_ep_write, assign, 0 if timeout is None else _timeout_ms(timeout))
+        op.__name__ = name
+        op.__qualname__ = "Endpoint." + name
+        op.__doc__ = doc
+        return op
+
+    read = _one_sided(_ep_read, "read", """One-sided read: for each ``(local, remote, remote_offset, local_offset,
+        length)`` copies the remote range into the local one. One future for the list.
+        ``timeout`` (seconds) overrides the default deadline.""")
+    write = _one_sided(_ep_write, "write", """One-sided write: copies each local range into the remote range; completes
+        when the target has applied every byte.""")
+    del _one_sided
 
     def write_with_imm(self, assign: Iterable[_AssignmentLike], imm_data: int = 0, stream: Any = None,
                        *, timeout: Optional[float] = None) -> Future:

@@ -8,8 +8,8 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ._core import (_TIMEOUT, _UNSUPPORTED, Future, _OrphanKeeper, _as_buffer, _check, _last_error, _raise,
-                    _take_string, _timeout_ms, _uint, ffi, lib)
+from ._core import (_TIMEOUT, _UNSUPPORTED, Future, _Closing, _OrphanKeeper, _as_buffer, _check, _kept_str,
+                    _last_error, _raise, _take_string, _timeout_ms, _uint, ffi, lib)
 from ._errors import error_class
 from ._lib import enum_values
 
@@ -100,7 +100,7 @@ def _url_list(name: str, v: Union[str, Sequence[str]]) -> str:
 _NamedAssignment = Union[Tuple[str, int, int, int], Tuple[str, str, int, int, int]]
 
 
-class PeerAgent(_OrphanKeeper):
+class PeerAgent(_OrphanKeeper, _Closing):
     """Registers with NanoCtrl and connects to peers by alias (through the Redis stream
     mailbox), choosing the transport (shared memory on one host, RDMA between hosts when
     both agents have an active NIC port, TCP otherwise).
@@ -148,17 +148,13 @@ class PeerAgent(_OrphanKeeper):
         lib.dlslime_peer_options_init(o)
         keep = []
         if redis_url is not None:
-            keep.append(ffi.new("char[]", redis_url.encode()))
-            o.redis_url = keep[-1]
+            o.redis_url = _kept_str(keep, redis_url)
         if advertise_host is not None:
-            keep.append(ffi.new("char[]", advertise_host.encode()))
-            o.advertise_host = keep[-1]
+            o.advertise_host = _kept_str(keep, advertise_host)
         if token is not None:
-            keep.append(ffi.new("char[]", token.encode()))
-            o.nanoctrl_token = keep[-1]
+            o.nanoctrl_token = _kept_str(keep, token)
         if device:
-            keep.append(ffi.new("char[]", device.encode()))
-            o.rdma_device = keep[-1]
+            o.rdma_device = _kept_str(keep, device)
         o.rdma_ib_port = _uint(ib_port, "ib_port")
         o.heartbeat_interval_ms = _timeout_ms(heartbeat_interval)
         o.default_timeout_ms = _timeout_ms(default_timeout)
@@ -210,11 +206,9 @@ class PeerAgent(_OrphanKeeper):
         lib.dlslime_peer_connect_options_init(o)
         keep = []
         if transport:
-            keep.append(ffi.new("char[]", transport.encode()))
-            o.transport = keep[-1]
+            o.transport = _kept_str(keep, transport)
         if local_device:
-            keep.append(ffi.new("char[]", local_device.encode()))
-            o.local_device = keep[-1]
+            o.local_device = _kept_str(keep, local_device)
         o.qp_num = _uint(qp_num, "qp_num")
         if o.qp_num == 0:
             raise ValueError("qp_num must be at least 1")
@@ -460,18 +454,6 @@ class PeerAgent(_OrphanKeeper):
         if p != ffi.NULL:
             lib.dlslime_peer_agent_free(p)
             self._release_orphans()
-
-    def __enter__(self) -> "PeerAgent":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return f"<dlslime.PeerAgent {getattr(self, 'alias', '?')!r}{' closed' if self._ptr == ffi.NULL else ''}>"

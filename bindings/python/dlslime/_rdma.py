@@ -13,7 +13,7 @@ import threading
 from typing import Dict, List, Optional, Tuple, Union
 
 from ._errors import AlreadyConnected
-from ._core import Endpoint, MemoryPool, _Owned, _check, _take_string, _timeout_ms, _uint, ffi, lib
+from ._core import Endpoint, MemoryPool, _Owned, _check, _kept_str, _take_string, _timeout_ms, _uint, ffi, lib
 
 __all__ = ["available_nic", "RDMAContext", "RDMAMemoryPool", "RDMAEndpoint"]
 
@@ -60,12 +60,10 @@ class RDMAContext(_Owned):
             lib.dlslime_rdma_options_init(o)
             keep = []
             if dev_name:
-                keep.append(ffi.new("char[]", str(dev_name).encode()))
-                o.device = keep[-1]
+                o.device = _kept_str(keep, str(dev_name))
             o.ib_port = _uint(ib_port, "ib_port")
             if link_type:
-                keep.append(ffi.new("char[]", str(link_type).encode()))
-                o.link_type = keep[-1]
+                o.link_type = _kept_str(keep, str(link_type))
             if self._gid_index is not None:
                 o.gid_index_set = True
                 o.gid_index = _uint(self._gid_index, "gid_index")

@@ -24,7 +24,6 @@ has a deadline; the run ends by itself after ``--seconds``.
 import argparse
 import csv
 import gc
-import json
 import os
 import random
 import statistics
@@ -36,20 +35,11 @@ TESTS = os.path.join(HERE, "..", "tests")
 sys.path.insert(0, TESTS)
 
 import dlslime  # noqa: E402
-from dlslime import rpc  # noqa: E402
-from dlslime.rpc import proxy  # noqa: E402
-from conftest import Peer, pattern  # noqa: E402
-from rpc_service import ClientSvc  # noqa: E402
+from conftest import Peer, make_endpoint, pattern  # noqa: E402
 from test_rpc import Server  # noqa: E402
 
 REGION = 1 << 20
 TRANSPORTS = ["tcp", "shm"] if dlslime.has_shm() else ["tcp"]
-
-
-def make_endpoint(transport, pool):
-    if transport == "tcp":
-        return dlslime.TcpEndpoint(pool, dlslime.TcpContext(bind="127.0.0.1:0"))
-    return dlslime.ShmEndpoint(pool)
 
 
 def sample():
@@ -119,14 +109,7 @@ def rpc_cycle(transport, rng):
     srv = Server(transport, workers=1)
     ep = make_endpoint(transport, dlslime.MemoryPool())
     try:
-        info = srv.read()["info"]
-        ep._rpc_buffer_size = 1 << 20
-        ep._rpc_max_inflight = 8
-        rpc.prepare(ep)
-        srv.proc.stdin.write(json.dumps(ep.endpoint_info()) + "\n")
-        srv.proc.stdin.flush()
-        ep.connect(info)
-        p = proxy(ep, ClientSvc)
+        p = srv.connect(ep)
         calls = 0
         for i in range(100):
             assert p.add(i, 1).wait(30) == i + 1

@@ -6,15 +6,11 @@ Registers as "bob", publishes a 64 KiB region "kv" filled with ``i % 251``, prin
 ``{"alias": "bob"}`` and answers commands (see ``handle``).
 """
 
-import json
 import sys
 
 import dlslime
 
-
-def reply(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+from json_lines import reply, serve
 
 
 def main():
@@ -23,15 +19,7 @@ def main():
     kv = bytearray(bytes(i % 251 for i in range(1 << 16)))
     agent.register_memory_region("kv", kv)
     reply({"alias": agent.alias})
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        try:
-            out = handle(agent, kv, cmd)
-        except dlslime.DLSlimeError as e:
-            out = {"error": type(e).__name__, "message": str(e)}
-        reply(out)
-        if cmd["cmd"] == "quit":
-            break
+    serve(lambda cmd: handle(agent, kv, cmd))
     agent.close()
 
 

@@ -13,14 +13,11 @@ import sys
 
 import dlslime
 
+from json_lines import reply, serve
+
 
 def pattern(n, seed=0):
     return bytes((i + seed) % 251 for i in range(n))
-
-
-def reply(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 def main():
@@ -37,15 +34,7 @@ def main():
     reply({"info": ep.endpoint_info()})
     ep.connect(json.loads(sys.stdin.readline()))
     reply({"ok": True})
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        try:
-            out = handle(ep, region, cmd)
-        except dlslime.DLSlimeError as e:
-            out = {"error": type(e).__name__, "message": str(e)}
-        reply(out)
-        if cmd["cmd"] == "quit":
-            break
+    serve(lambda cmd: handle(ep, region, cmd))
     ep.close()
 
 

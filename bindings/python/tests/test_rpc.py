@@ -19,6 +19,7 @@ from dlslime.rpc import RemoteRpcError, RpcError, RpcTimeoutError, method, proxy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from conftest import make_endpoint  # noqa: E402
 from rpc_service import ClientSvc, ServerProcess, Svc, pattern  # noqa: E402
 
 TRANSPORTS = ["tcp", "shm"] if dlslime.has_shm() else ["tcp"]
@@ -29,24 +30,26 @@ class Server(ServerProcess):
         super().__init__(transport, workers,
                          dict(RPC_BUF=str(1 << 20), RPC_INFLIGHT="8", SLIME_RPC_SERVER_WORKERS="2"))
 
+    def connect(self, ep):
+        """Connects the client endpoint ``ep`` to this server (prepared for RPC: 1 MiB
+        buffers, 8 calls in flight, as the server's) and returns its ``ClientSvc`` proxy."""
+        info = self.read()["info"]
+        ep._rpc_buffer_size = 1 << 20
+        ep._rpc_max_inflight = 8
+        rpc.prepare(ep)
+        self.proc.stdin.write(json.dumps(ep.endpoint_info()) + "\n")
+        self.proc.stdin.flush()
+        ep.connect(info)
+        return proxy(ep, ClientSvc)
+
 
 @pytest.fixture(params=TRANSPORTS)
 def pair(request):
     transport = request.param
     srv = Server(transport, workers="env")  # 2 handler threads, from SLIME_RPC_SERVER_WORKERS
     try:
-        info = srv.read()["info"]
-        if transport == "tcp":
-            ep = dlslime.TcpEndpoint(dlslime.MemoryPool(), dlslime.TcpContext(bind="127.0.0.1:0"))
-        else:
-            ep = dlslime.ShmEndpoint(dlslime.MemoryPool())
-        ep._rpc_buffer_size = 1 << 20
-        ep._rpc_max_inflight = 8
-        rpc.prepare(ep)
-        srv.proc.stdin.write(json.dumps(ep.endpoint_info()) + "\n")
-        srv.proc.stdin.flush()
-        ep.connect(info)
-        p = proxy(ep, ClientSvc)
+        ep = make_endpoint(transport, dlslime.MemoryPool())
+        p = srv.connect(ep)
         yield p, srv, ep
     finally:
         srv.close()

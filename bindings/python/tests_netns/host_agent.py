@@ -9,7 +9,6 @@ deadline.
 """
 
 import hashlib
-import json
 import os
 import sys
 import threading
@@ -19,12 +18,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import dlslime  # noqa: E402
 from dlslime import rpc  # noqa: E402
+from json_lines import reply, serve  # noqa: E402
 from rpc_service import Svc, pattern  # noqa: E402
-
-
-def reply(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 class Host:
@@ -101,15 +96,7 @@ def main():
     url, scope, alias, peer, size = sys.argv[1:6]
     h = Host(url, scope, alias, peer, int(size))
     reply({"alias": alias})
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        try:
-            out = h.handle(cmd)
-        except (dlslime.DLSlimeError, rpc.RpcError) as e:
-            out = {"error": type(e).__name__, "message": str(e)}
-        reply(out)
-        if cmd["cmd"] == "quit":
-            break
+    serve(h.handle, (dlslime.DLSlimeError, rpc.RpcError))
     h.agent.close()
 
 

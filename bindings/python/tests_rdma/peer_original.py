@@ -9,13 +9,7 @@ import sys
 
 import dlslime
 
-_BASE = bytes(range(251))
-
-
-def pattern(n, seed):
-    k = seed % 251
-    unit = _BASE[k:] + _BASE[:k]
-    return (unit * (n // 251 + 1))[:n]
+from rdma_pattern import pattern
 
 
 def main():

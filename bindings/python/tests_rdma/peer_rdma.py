@@ -7,15 +7,7 @@ import sys
 
 import dlslime
 
-
-_BASE = bytes(range(251))
-
-
-def pattern(n, seed):
-    """Byte i is (i + seed) % 251 (built by slicing: Python loops are slow under TCG)."""
-    k = seed % 251
-    unit = _BASE[k:] + _BASE[:k]
-    return (unit * (n // 251 + 1))[:n]
+from rdma_pattern import pattern
 
 
 def main():

@@ -14,18 +14,10 @@ import pytest
 
 import dlslime
 
+from rdma_pattern import pattern
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIB = 1 << 20
-
-
-_BASE = bytes(range(251))
-
-
-def pattern(n, seed):
-    """Byte i is (i + seed) % 251 (built by slicing: Python loops are slow under TCG)."""
-    k = seed % 251
-    unit = _BASE[k:] + _BASE[:k]
-    return (unit * (n // 251 + 1))[:n]
 
 
 def devices():

@@ -760,6 +760,23 @@ impl EpShared {
         Ok(())
     }
 
+    /// The operation state of a `send` or `recv` (`what`) of `len` bytes whose buffer
+    /// pointer `is_null`, once the checks both make have passed.
+    fn two_sided_op(
+        &self,
+        what: &str,
+        is_null: bool,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Arc<OpState>> {
+        if is_null && len > 0 {
+            return Err(sendrecv::null_buffer(what));
+        }
+        self.ready()?;
+        self.two_sided()?;
+        Ok(self.new_op(1, timeout))
+    }
+
     /// A receive completion: repost the slot (or count it gone).
     fn recv_done(&self, ok: bool, counter: &AtomicU32, repost: impl FnOnce() -> i32) {
         if ok && self.reposting() && repost() == 0 {
@@ -1059,22 +1076,12 @@ impl Endpoint for RdmaEndpoint {
     }
 
     unsafe fn send(&self, ptr: *const u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
-        if ptr.is_null() && len > 0 {
-            return Err(sendrecv::null_buffer("send"));
-        }
-        self.sh.ready()?;
-        self.sh.two_sided()?;
-        let op = self.sh.new_op(1, timeout);
+        let op = self.sh.two_sided_op("send", ptr.is_null(), len, timeout)?;
         Ok(self.sh.send(ptr, len, &op))
     }
 
     unsafe fn recv(&self, ptr: *mut u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
-        if ptr.is_null() && len > 0 {
-            return Err(sendrecv::null_buffer("recv"));
-        }
-        self.sh.ready()?;
-        self.sh.two_sided()?;
-        let op = self.sh.new_op(1, timeout);
+        let op = self.sh.two_sided_op("recv", ptr.is_null(), len, timeout)?;
         Ok(self.sh.recv(ptr, len, &op))
     }
 
