@@ -5,6 +5,8 @@
 //! * [`memory`] — local regions (registered ranges with access keys), remote regions
 //!   (what a peer published) and shared allocations (memfd memory a same-host peer maps).
 //!   Every byte moved starts and ends in one of them.
+//! * [`obs`] — counters and latency histograms per endpoint, peer and RPC method; the
+//!   JSON snapshot.
 //! * [`future`] — one [`future::OpState`] per operation; [`Future`] is the user's handle.
 //! * [`engine`] — how threads wait (spin-then-park, deadlines) and the knobs for it.
 //! * [`host`] — this host's identity (which peers can share memory).
@@ -26,6 +28,7 @@ pub mod fuzz;
 pub mod host;
 pub mod log;
 pub mod memory;
+pub mod obs;
 pub mod peer;
 pub mod ring;
 pub mod rpc;

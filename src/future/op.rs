@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::engine::{futex, wait, Deadline};
 use crate::error::{Error, Result, Status};
+use crate::obs::{EndpointStats, OpKind, OpTag};
 
 /// Inline progress: a waiter with a driver drives the transport while it waits (see
 /// [`wait::Drive`]), so completions need no hand-off between threads.
@@ -46,6 +47,8 @@ pub struct OpState {
     driver: DriverRef,
     /// Told if the operation fails.
     watcher: OnceLock<Weak<dyn Notify>>,
+    /// The counters this operation is recorded in (see [`crate::obs`]).
+    obs: OpTag,
 }
 
 /// Who drives progress for an operation's waiters.
@@ -76,6 +79,7 @@ impl OpState {
     ) -> Arc<OpState> {
         let driver = driver.map_or(DriverRef::None, DriverRef::Owned);
         let op = Arc::new(OpState::with(parts, deadline, spin, driver));
+        op.obs.start();
         if parts == 0 {
             op.finish(Status::Ok, None);
         }
@@ -102,6 +106,7 @@ impl OpState {
             spin,
             driver,
             watcher: OnceLock::new(),
+            obs: OpTag::new(),
         }
     }
 
@@ -128,6 +133,7 @@ impl OpState {
         *self.nbytes.get_mut() = 0;
         self.message.take();
         self.watcher.take();
+        self.obs.reset();
         self.deadline = deadline;
     }
 
@@ -189,12 +195,28 @@ impl OpState {
             let _ = self.message.set(m);
         }
         self.status.store(status.code(), Ordering::Release);
+        // counted before any waiter can see the operation done
+        self.obs.done(status, || self.nbytes());
         self.state.store(DONE, Ordering::SeqCst);
         self.wake_waiters();
         if !status.is_ok() {
             self.tell_watcher();
         }
         true
+    }
+
+    /// The operation start time for the counters: now (when they are on).
+    pub(super) fn obs_start(&self) {
+        self.obs.start();
+    }
+
+    /// Counts this operation in `stats` as one `kind` moving `bytes`, started at
+    /// `start_ns` (0: when it was made).
+    pub fn observe(&self, stats: &Arc<EndpointStats>, kind: OpKind, bytes: u64, start_ns: u64) {
+        if self.obs.tag(stats, kind, bytes, start_ns) {
+            let status = Status::from_code(self.status.load(Ordering::Acquire));
+            self.obs.record(status, self.nbytes());
+        }
     }
 
     /// Tells `w` if this operation fails (at once if it already has). One watcher per

@@ -105,6 +105,7 @@ impl OpPool {
             slot.claimed.store(false, Ordering::Release);
             if let Some(op) = got {
                 self.cursor.store(at, Ordering::Relaxed);
+                op.obs_start();
                 if parts == 0 {
                     op.finish(Status::Ok, None);
                 }
@@ -113,6 +114,7 @@ impl OpPool {
         }
         self.cursor.store((start + SCAN) % SLOTS, Ordering::Relaxed);
         let op = Arc::new(OpState::with(parts, deadline, self.spin, self.driver_ref()));
+        op.obs_start();
         if parts == 0 {
             op.finish(Status::Ok, None);
         }

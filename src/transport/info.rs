@@ -134,3 +134,20 @@ mod tests {
         );
     }
 }
+
+/// A peer's label for the counters ([`crate::obs`]) until something better (a PeerAgent
+/// alias) replaces it: `host:port` (TCP), `pid N` (shared memory), else the transport.
+pub fn peer_label(info: &Value) -> String {
+    let host = info.get("host").and_then(Value::as_str);
+    let port = info.get("port").and_then(Value::as_u64);
+    let pid = info.get("pid").and_then(Value::as_u64);
+    match (host, port, pid) {
+        (Some(h), Some(p), _) => format!("{h}:{p}"),
+        (_, _, Some(pid)) => format!("pid {pid}"),
+        _ => info
+            .get("transport")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string(),
+    }
+}

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::error::Result;
 use crate::future::Future;
 use crate::memory::{MemoryPool, MrHandle, RemoteHandle, RemotePool};
+use crate::obs::EndpointStats;
 
 /// One transfer: the original DLSlime tuple order `(local, remote, remote_offset,
 /// local_offset, length)`. Read copies `remote[remote_offset..]` into
@@ -104,6 +105,11 @@ pub trait Endpoint: Send + Sync {
 
     /// Cancels pending operations and closes the endpoint. Idempotent.
     fn shutdown(&self);
+
+    /// This endpoint's counters ([`crate::obs`]); `None` for a transport without them.
+    fn obs(&self) -> Option<&Arc<EndpointStats>> {
+        None
+    }
 
     /// Registers a local region in this endpoint's pool.
     ///

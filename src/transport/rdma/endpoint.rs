@@ -31,8 +31,9 @@ use super::sq::SendQueue;
 use super::verbs::wc_status_str;
 use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
-use crate::future::{Future, InflightOps, OpState};
+use crate::future::{bytes_of, observe, track, Future, InflightOps, OpState};
 use crate::memory::{MemoryPool, RemotePool};
+use crate::obs::{self, EndpointStats, OpKind};
 use crate::transport::info as envelope;
 use crate::transport::matching::{ImmQueue, MsgMatcher};
 use crate::transport::{Assignment, Endpoint};
@@ -138,6 +139,7 @@ pub struct EpShared {
 pub struct RdmaEndpoint {
     sh: Arc<EpShared>,
     remote: RemotePool,
+    obs: Arc<EndpointStats>,
 }
 
 /// A local/remote pair of one assignment, checked.
@@ -282,6 +284,7 @@ impl RdmaEndpoint {
         let ep = Arc::new(RdmaEndpoint {
             sh,
             remote: RemotePool::default(),
+            obs: obs::register_endpoint("rdma"),
         });
         // Receive windows go up before the peer can know our QP numbers.
         ep.sh.post_windows(cfg.imm_window)?;
@@ -1040,6 +1043,7 @@ impl Endpoint for RdmaEndpoint {
         if ctrl.is_some() {
             sh.push_ctrl(CtrlWork::Hello);
         }
+        self.obs.set_peer(&envelope::peer_label(peer_info));
         Ok(())
     }
 
@@ -1051,12 +1055,20 @@ impl Endpoint for RdmaEndpoint {
         &self.remote
     }
 
+    fn obs(&self) -> Option<&Arc<EndpointStats>> {
+        Some(&self.obs)
+    }
+
     fn read(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
-        self.one_sided(Kind::Read, assignments, timeout)
+        observe(&self.obs, OpKind::Read, bytes_of(assignments), || {
+            self.one_sided(Kind::Read, assignments, timeout)
+        })
     }
 
     fn write(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
-        self.one_sided(Kind::Write, assignments, timeout)
+        observe(&self.obs, OpKind::Write, bytes_of(assignments), || {
+            self.one_sided(Kind::Write, assignments, timeout)
+        })
     }
 
     fn write_with_imm(
@@ -1065,24 +1077,33 @@ impl Endpoint for RdmaEndpoint {
         imm: i32,
         timeout: Option<Duration>,
     ) -> Result<Future> {
-        self.one_sided(Kind::WriteImm(imm), assignments, timeout)
+        observe(&self.obs, OpKind::WriteImm, bytes_of(assignments), || {
+            self.one_sided(Kind::WriteImm(imm), assignments, timeout)
+        })
     }
 
     fn imm_recv(&self, timeout: Option<Duration>) -> Result<Future> {
-        self.sh.ready()?;
-        let op = self.sh.new_op(1, timeout);
-        self.sh.imm.post(op.clone());
-        Ok(Future::new(op))
+        observe(&self.obs, OpKind::ImmRecv, 0, || {
+            self.sh.ready()?;
+            let op = self.sh.new_op(1, timeout);
+            self.sh.imm.post(op.clone());
+            Ok(Future::new(op))
+        })
     }
 
     unsafe fn send(&self, ptr: *const u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
         let op = self.sh.two_sided_op("send", ptr.is_null(), len, timeout)?;
-        Ok(self.sh.send(ptr, len, &op))
+        Ok(track(
+            &self.obs,
+            OpKind::Send,
+            len as u64,
+            self.sh.send(ptr, len, &op),
+        ))
     }
 
     unsafe fn recv(&self, ptr: *mut u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
         let op = self.sh.two_sided_op("recv", ptr.is_null(), len, timeout)?;
-        Ok(self.sh.recv(ptr, len, &op))
+        Ok(track(&self.obs, OpKind::Recv, 0, self.sh.recv(ptr, len, &op)))
     }
 
     fn cancel_all(&self) -> usize {

@@ -13,8 +13,9 @@ use super::state::Inner;
 use super::stats::ShmStats;
 use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
-use crate::future::Future;
+use crate::future::{bytes_of, observe, Future};
 use crate::memory::{MemoryPool, RemotePool};
+use crate::obs::{self, EndpointStats, OpKind};
 use crate::transport::matching::PostedRecv;
 use crate::transport::{auth, info};
 use crate::transport::{Assignment, Endpoint};
@@ -23,12 +24,14 @@ use crate::transport::{Assignment, Endpoint};
 /// [`Endpoint::endpoint_info`], and call [`Endpoint::connect`] on both sides.
 pub struct ShmEndpoint {
     inner: Arc<Inner>,
+    obs: Arc<EndpointStats>,
 }
 
 impl ShmEndpoint {
     pub fn new(pool: Arc<MemoryPool>, cfg: ShmConfig) -> Result<ShmEndpoint> {
         Ok(ShmEndpoint {
             inner: Inner::new(pool, cfg)?,
+            obs: obs::register_endpoint("shm"),
         })
     }
 
@@ -81,7 +84,13 @@ impl Endpoint for ShmEndpoint {
     }
 
     fn connect(&self, peer_info: &Value) -> Result<()> {
-        self.inner.connect(peer_info)
+        self.inner.connect(peer_info)?;
+        self.obs.set_peer(&info::peer_label(peer_info));
+        Ok(())
+    }
+
+    fn obs(&self) -> Option<&Arc<EndpointStats>> {
+        Some(&self.obs)
     }
 
     fn memory_pool(&self) -> &Arc<MemoryPool> {
@@ -93,11 +102,15 @@ impl Endpoint for ShmEndpoint {
     }
 
     fn read(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
-        self.inner.rw(assignments, false, None, timeout)
+        observe(&self.obs, OpKind::Read, bytes_of(assignments), || {
+            self.inner.rw(assignments, false, None, timeout)
+        })
     }
 
     fn write(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
-        self.inner.rw(assignments, true, None, timeout)
+        observe(&self.obs, OpKind::Write, bytes_of(assignments), || {
+            self.inner.rw(assignments, true, None, timeout)
+        })
     }
 
     fn write_with_imm(
@@ -106,37 +119,45 @@ impl Endpoint for ShmEndpoint {
         imm: i32,
         timeout: Option<Duration>,
     ) -> Result<Future> {
-        self.inner.rw(assignments, true, Some(imm), timeout)
+        observe(&self.obs, OpKind::WriteImm, bytes_of(assignments), || {
+            self.inner.rw(assignments, true, Some(imm), timeout)
+        })
     }
 
     fn imm_recv(&self, timeout: Option<Duration>) -> Result<Future> {
-        self.inner.conn()?;
-        let op = self.inner.new_op(1, timeout);
-        self.inner.imm.post(op.clone());
-        Ok(Future::new(op))
+        observe(&self.obs, OpKind::ImmRecv, 0, || {
+            self.inner.conn()?;
+            let op = self.inner.new_op(1, timeout);
+            self.inner.imm.post(op.clone());
+            Ok(Future::new(op))
+        })
     }
 
     unsafe fn send(&self, ptr: *const u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
         // SAFETY: the caller's promise on [ptr, ptr+len), passed on unchanged.
-        unsafe { self.inner.send(ptr, len, timeout) }
+        observe(&self.obs, OpKind::Send, len as u64, || unsafe {
+            self.inner.send(ptr, len, timeout)
+        })
     }
 
     unsafe fn recv(&self, ptr: *mut u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
-        let i = &self.inner;
-        let c = i.conn()?;
-        if ptr.is_null() && len > 0 {
-            return Err(Error::new(Status::NullParameter, "recv: null buffer"));
-        }
-        let op = i.new_op(1, timeout);
-        let r = PostedRecv {
-            ptr: ptr as usize,
-            cap: len,
-            op: op.clone(),
-        };
-        if let Some((r, m)) = i.msgs.post(r) {
-            i.complete_recv(c, r, m);
-        }
-        Ok(Future::new(op))
+        observe(&self.obs, OpKind::Recv, 0, || {
+            let i = &self.inner;
+            let c = i.conn()?;
+            if ptr.is_null() && len > 0 {
+                return Err(Error::new(Status::NullParameter, "recv: null buffer"));
+            }
+            let op = i.new_op(1, timeout);
+            let r = PostedRecv {
+                ptr: ptr as usize,
+                cap: len,
+                op: op.clone(),
+            };
+            if let Some((r, m)) = i.msgs.post(r) {
+                i.complete_recv(c, r, m);
+            }
+            Ok(Future::new(op))
+        })
     }
 
     fn cancel_all(&self) -> usize {

@@ -16,8 +16,9 @@ use super::target::{EpCore, PeerRef, PendingSend};
 use super::wire::{Header, Opcode, FLAG_PAYLOAD};
 use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
-use crate::future::{Future, OpState};
+use crate::future::{bytes_of, observe, track, Future, OpState};
 use crate::memory::{MemoryPool, RemotePool};
+use crate::obs::{self, EndpointStats, OpKind};
 use crate::transport::matching::PostedRecv;
 use crate::transport::{auth, info};
 use crate::transport::{Assignment, Endpoint};
@@ -34,6 +35,7 @@ pub struct TcpEndpoint {
     remote: RemotePool,
     rr: AtomicUsize,
     next_msg: AtomicU64,
+    obs: Arc<EndpointStats>,
 }
 
 impl TcpEndpoint {
@@ -50,6 +52,7 @@ impl TcpEndpoint {
             remote: RemotePool::default(),
             rr: AtomicUsize::new(0),
             next_msg: AtomicU64::new(1),
+            obs: obs::register_endpoint("tcp"),
         }))
     }
 
@@ -237,7 +240,12 @@ impl Endpoint for TcpEndpoint {
             self.core.set_peer(None);
             return Err(e);
         }
+        self.obs.set_peer(&info::peer_label(peer_info));
         Ok(())
+    }
+
+    fn obs(&self) -> Option<&Arc<EndpointStats>> {
+        Some(&self.obs)
     }
 
     fn memory_pool(&self) -> &Arc<MemoryPool> {
@@ -249,11 +257,15 @@ impl Endpoint for TcpEndpoint {
     }
 
     fn read(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
-        self.one_sided(Opcode::Read, assignments, timeout)
+        observe(&self.obs, OpKind::Read, bytes_of(assignments), || {
+            self.one_sided(Opcode::Read, assignments, timeout)
+        })
     }
 
     fn write(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
-        self.one_sided(Opcode::Write, assignments, timeout)
+        observe(&self.obs, OpKind::Write, bytes_of(assignments), || {
+            self.one_sided(Opcode::Write, assignments, timeout)
+        })
     }
 
     /// All frames go on lane 0, so the notification is ordered after the data and after
@@ -317,14 +329,15 @@ impl Endpoint for TcpEndpoint {
                 },
             );
         }
-        Ok(Future::new(op))
+        let bytes = bytes_of(assignments);
+        Ok(track(&self.obs, OpKind::WriteImm, bytes, Future::new(op)))
     }
 
     fn imm_recv(&self, timeout: Option<Duration>) -> Result<Future> {
         self.ready()?;
         let op = self.new_op(1, timeout);
         self.core.imm.post(op.clone());
-        Ok(Future::new(op))
+        Ok(track(&self.obs, OpKind::ImmRecv, 0, Future::new(op)))
     }
 
     unsafe fn send(&self, ptr: *const u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
@@ -370,7 +383,7 @@ impl Endpoint for TcpEndpoint {
                 then: Some(then),
             },
         );
-        Ok(Future::new(op))
+        Ok(track(&self.obs, OpKind::Send, len as u64, Future::new(op)))
     }
 
     unsafe fn recv(&self, ptr: *mut u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
@@ -386,7 +399,7 @@ impl Endpoint for TcpEndpoint {
         }) {
             self.core.deliver_early(r, e);
         }
-        Ok(Future::new(op))
+        Ok(track(&self.obs, OpKind::Recv, 0, Future::new(op)))
     }
 
     fn cancel_all(&self) -> usize {

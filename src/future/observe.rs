@@ -1,0 +1,60 @@
+//! Counting an endpoint's operations in its [`EndpointStats`] (see [`crate::obs`]): the
+//! two calls transports make where they hand out a future.
+
+use std::sync::Arc;
+
+use super::handle::Future;
+use crate::error::Result;
+use crate::obs::{self, EndpointStats, OpKind};
+
+/// Counts `f`'s future (or its refusal) as one `kind` of `bytes` on `stats`, timed from
+/// before `f` runs: for transports that may complete an operation inside submission.
+#[inline]
+pub fn observe(
+    stats: &Arc<EndpointStats>,
+    kind: OpKind,
+    bytes: u64,
+    f: impl FnOnce() -> Result<Future>,
+) -> Result<Future> {
+    if !obs::enabled() {
+        return f();
+    }
+    let start = obs::now_ns();
+    let r = f();
+    match &r {
+        Ok(fut) => track_from(stats, kind, bytes, start, fut),
+        Err(e) => stats.rejected(kind, e.status()),
+    }
+    r
+}
+
+/// Counts `fut` as one `kind` of `bytes` on `stats`, timed from when its operation was
+/// made. Returns `fut`.
+#[inline]
+pub fn track(stats: &Arc<EndpointStats>, kind: OpKind, bytes: u64, fut: Future) -> Future {
+    if obs::enabled() {
+        track_from(stats, kind, bytes, 0, &fut);
+    }
+    fut
+}
+
+fn track_from(stats: &Arc<EndpointStats>, kind: OpKind, bytes: u64, start: u64, fut: &Future) {
+    match fut.shared_state() {
+        Some(op) => op.observe(stats, kind, bytes, start),
+        None => {
+            // complete at submission: no state to tag
+            stats.submitted(kind, bytes);
+            let lat = if start == 0 {
+                0
+            } else {
+                obs::now_ns().saturating_sub(start)
+            };
+            stats.finished(kind, crate::Status::Ok, fut.nbytes().max(bytes), lat);
+        }
+    }
+}
+
+/// The bytes of an assignment list.
+pub fn bytes_of(assignments: &[crate::Assignment]) -> u64 {
+    assignments.iter().map(|a| a.length).sum()
+}

@@ -1,0 +1,197 @@
+//! A lock-free log-linear latency histogram: every power of two is split into four
+//! buckets (at most 25 % relative error), 252 buckets cover 0..2^64 ns. Recording is
+//! one relaxed `fetch_add` per counter, so any number of threads record at once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Sub-buckets per power of two, as a bit count.
+const SUB_BITS: u32 = 2;
+const SUB: u64 = 1 << SUB_BITS;
+/// Buckets needed for every u64 value.
+pub const BUCKETS: usize = ((64 - SUB_BITS + 1) as usize) * SUB as usize;
+
+/// The bucket a value falls in.
+pub fn bucket_of(v: u64) -> usize {
+    if v < SUB {
+        return v as usize;
+    }
+    let e = 63 - v.leading_zeros();
+    let sub = (v >> (e - SUB_BITS)) - SUB;
+    ((e - SUB_BITS + 1) as u64 * SUB + sub) as usize
+}
+
+/// The smallest value of bucket `i`.
+pub fn bucket_low(i: usize) -> u64 {
+    let i = i as u64;
+    if i < SUB {
+        return i;
+    }
+    let g = i / SUB;
+    (SUB + i % SUB) << (g - 1)
+}
+
+/// The largest value of bucket `i`.
+pub fn bucket_high(i: usize) -> u64 {
+    if i + 1 >= BUCKETS {
+        u64::MAX
+    } else {
+        bucket_low(i + 1) - 1
+    }
+}
+
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS],
+    count: AtomicU64,
+    sum: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; BUCKETS],
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+            max: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn record(&self, v: u64) {
+        self.buckets[bucket_of(v)].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(v, Ordering::Relaxed);
+        if v > self.max.load(Ordering::Relaxed) {
+            self.max.fetch_max(v, Ordering::Relaxed);
+        }
+    }
+
+    /// A copy of the counts (each counter read once; concurrent records may land in
+    /// some counters and not yet in others).
+    pub fn read(&self) -> HistSnapshot {
+        let mut s = HistSnapshot::default();
+        self.add_to(&mut s);
+        s
+    }
+
+    pub fn add_to(&self, s: &mut HistSnapshot) {
+        for (i, b) in self.buckets.iter().enumerate() {
+            s.buckets[i] += b.load(Ordering::Relaxed);
+        }
+        s.count += self.count.load(Ordering::Relaxed);
+        s.sum += self.sum.load(Ordering::Relaxed);
+        s.max = s.max.max(self.max.load(Ordering::Relaxed));
+    }
+}
+
+/// Plain counts of a histogram, for sums over endpoints and for the snapshot.
+#[derive(Clone)]
+pub struct HistSnapshot {
+    pub buckets: [u64; BUCKETS],
+    pub count: u64,
+    pub sum: u64,
+    pub max: u64,
+}
+
+impl Default for HistSnapshot {
+    fn default() -> Self {
+        HistSnapshot {
+            buckets: [0; BUCKETS],
+            count: 0,
+            sum: 0,
+            max: 0,
+        }
+    }
+}
+
+impl HistSnapshot {
+    pub fn merge(&mut self, o: &HistSnapshot) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets.iter()) {
+            *a += b;
+        }
+        self.count += o.count;
+        self.sum += o.sum;
+        self.max = self.max.max(o.max);
+    }
+
+    /// The `q` quantile (0..=1): the upper bound of the bucket holding it, capped at the
+    /// largest value seen; 0 when empty.
+    pub fn quantile(&self, q: f64) -> u64 {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return bucket_high(i).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// Cumulative counts at the power-of-two bounds `2^k ns` for `k` in `from..=to`
+    /// (every such bound is a bucket edge, so the counts are exact): `(bound, count <=
+    /// bound - 1)`, i.e. values below the bound.
+    pub fn cumulative_pow2(&self, from: u32, to: u32) -> Vec<(u64, u64)> {
+        (from..=to)
+            .map(|k| {
+                let bound = 1u64 << k;
+                let n = self
+                    .buckets
+                    .iter()
+                    .enumerate()
+                    .take_while(|(i, _)| bucket_high(*i) < bound)
+                    .map(|(_, n)| n)
+                    .sum();
+                (bound, n)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_contiguous_and_cover_u64() {
+        assert_eq!(bucket_low(0), 0);
+        for i in 0..BUCKETS - 1 {
+            assert_eq!(bucket_high(i) + 1, bucket_low(i + 1), "bucket {i}");
+            assert_eq!(bucket_of(bucket_low(i)), i);
+            assert_eq!(bucket_of(bucket_high(i)), i);
+        }
+        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn relative_error_at_most_a_quarter() {
+        for v in [5u64, 17, 1000, 123_456, 9_999_999_999] {
+            let i = bucket_of(v);
+            assert!(bucket_high(i) - bucket_low(i) <= v / 4, "{v}");
+        }
+    }
+
+    #[test]
+    fn quantiles_and_counts() {
+        let h = Histogram::default();
+        for v in 1..=100u64 {
+            h.record(v * 1000);
+        }
+        let s = h.read();
+        assert_eq!(s.count, 100);
+        assert_eq!(s.sum, 5050 * 1000);
+        assert_eq!(s.max, 100_000);
+        let p50 = s.quantile(0.5);
+        assert!((50_000..=62_500).contains(&p50), "{p50}");
+        assert_eq!(s.quantile(1.0), 100_000);
+        let cum = s.cumulative_pow2(10, 17);
+        assert_eq!(cum.last().unwrap(), &(1 << 17, 100));
+        // below 2^16 = 65536: 1000..=65000
+        assert_eq!(cum[6], (1 << 16, 65));
+    }
+}
