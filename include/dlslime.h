@@ -38,6 +38,7 @@
  *                                         dlslime_ring_server_counters_t,
  *                                         dlslime_ring_client_options_t,
  *                                         dlslime_ring_client_counters_t
+ *   12. Observability
  *
  * Conventions
  * -----------
@@ -2472,6 +2473,36 @@ dlslime_status_t dlslime_ring_client_close(const dlslime_ring_client_t *client);
  * Closes and frees the client. Payloads it returned stay valid. NULL is a no-op.
  */
 void dlslime_ring_client_free(dlslime_ring_client_t *client);
+
+/* =======================================================================================
+ * 12. Observability
+ *
+ * Observability: the process's counters and latency histograms as one JSON snapshot
+ * (`docs/observability.md`). Recording is off unless the environment sets
+ * `DLSLIME_OBS=1` or `dlslime_obs_set_enabled(true)` is called.
+ * ==================================================================================== */
+
+/**
+ * Turns recording on or off for the whole process (overrides `DLSLIME_OBS`).
+ * Operations already in flight when it turns on are not counted; counters keep their
+ * values. Thread-safe.
+ */
+void dlslime_obs_set_enabled(bool enabled);
+
+/**
+ * Whether counters are being recorded.
+ */
+bool dlslime_obs_enabled(void);
+
+/**
+ * Writes the snapshot of every counter of the process as a NUL-terminated JSON document
+ * to `*out_json` (free it with `dlslime_string_free`): `{"enabled": false}` when
+ * recording is off, else `{"enabled": true, "schema_version": 1, "summary", "endpoints",
+ * "peers", "rpc", ...}` (`docs/observability.md`). Thread-safe.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`.
+ */
+dlslime_status_t dlslime_obs_snapshot(char **out_json);
 
 #ifdef __cplusplus
 }  // extern "C"

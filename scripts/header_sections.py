@@ -40,6 +40,7 @@ SECTIONS = [
     ("peer.rs", "PeerAgent"),
     ("rpc.rs", "SlimeRPC"),
     ("ring.rs", "Slot ring"),
+    ("obs.rs", "Observability"),
 ]
 # Declarations emitted from outside src/ffi (renamed in cbindgen.toml [export.rename]).
 ELSEWHERE = {"dlslime_status": "status.rs"}  # the Rust `Status` of src/error.rs

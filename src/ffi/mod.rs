@@ -31,6 +31,7 @@
 //! * [`peer`] — `dlslime_peer_agent_t`, `dlslime_peer_connection_t`,
 //!   `dlslime_peer_options_t`, `dlslime_named_assignment_t`.
 //! * [`rpc`] — SlimeRPC: `dlslime_rpc_session_t`, `dlslime_rpc_call_t`, `dlslime_rpc_request_t`.
+//! * [`obs`] — `dlslime_obs_snapshot`, `dlslime_obs_set_enabled`, `dlslime_obs_enabled`.
 //! * [`ring`] — the slot ring: `dlslime_ring_t`, `dlslime_ring_view_t`,
 //!   `dlslime_ring_server_t`, `dlslime_ring_client_t`, `dlslime_ring_payload_t`.
 //!
@@ -49,6 +50,7 @@ mod args;
 pub mod endpoint;
 pub mod future;
 pub mod memory;
+pub mod obs;
 mod options;
 pub mod peer;
 pub mod rdma;

@@ -57,7 +57,7 @@ fn status_index(s: Status) -> usize {
 pub struct OpCounters {
     submitted: AtomicU64,
     submitted_bytes: AtomicU64,
-    completed: AtomicU64,
+    // completions: the latency histogram's count minus `failed`
     completed_bytes: AtomicU64,
     failed: AtomicU64,
     failed_bytes: AtomicU64,
@@ -172,7 +172,6 @@ impl EndpointStats {
     pub fn finished(&self, kind: OpKind, status: Status, bytes: u64, latency_ns: u64) {
         let c = &self.ops[kind as usize];
         if status.is_ok() {
-            c.completed.fetch_add(1, Ordering::Relaxed);
             c.completed_bytes.fetch_add(bytes, Ordering::Relaxed);
         } else {
             c.failed.fetch_add(1, Ordering::Relaxed);
@@ -187,12 +186,12 @@ impl EndpointStats {
         for (o, c) in v.ops.iter_mut().zip(self.ops.iter()) {
             o.submitted = c.submitted.load(Ordering::Relaxed);
             o.submitted_bytes = c.submitted_bytes.load(Ordering::Relaxed);
-            o.completed = c.completed.load(Ordering::Relaxed);
             o.completed_bytes = c.completed_bytes.load(Ordering::Relaxed);
             o.failed = c.failed.load(Ordering::Relaxed);
             o.failed_bytes = c.failed_bytes.load(Ordering::Relaxed);
             o.rejected = c.rejected.load(Ordering::Relaxed);
             c.latency.add_to(&mut o.latency);
+            o.completed = o.latency.count.saturating_sub(o.failed);
         }
         v.errors = Status::ALL
             .iter()

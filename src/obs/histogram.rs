@@ -39,9 +39,9 @@ pub fn bucket_high(i: usize) -> u64 {
     }
 }
 
+/// The count is the sum of the buckets (one fewer atomic add per record).
 pub struct Histogram {
     buckets: [AtomicU64; BUCKETS],
-    count: AtomicU64,
     sum: AtomicU64,
     max: AtomicU64,
 }
@@ -50,7 +50,6 @@ impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             buckets: [const { AtomicU64::new(0) }; BUCKETS],
-            count: AtomicU64::new(0),
             sum: AtomicU64::new(0),
             max: AtomicU64::new(0),
         }
@@ -60,7 +59,6 @@ impl Default for Histogram {
 impl Histogram {
     pub fn record(&self, v: u64) {
         self.buckets[bucket_of(v)].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
         self.sum.fetch_add(v, Ordering::Relaxed);
         if v > self.max.load(Ordering::Relaxed) {
             self.max.fetch_max(v, Ordering::Relaxed);
@@ -77,9 +75,10 @@ impl Histogram {
 
     pub fn add_to(&self, s: &mut HistSnapshot) {
         for (i, b) in self.buckets.iter().enumerate() {
-            s.buckets[i] += b.load(Ordering::Relaxed);
+            let n = b.load(Ordering::Relaxed);
+            s.buckets[i] += n;
+            s.count += n;
         }
-        s.count += self.count.load(Ordering::Relaxed);
         s.sum += self.sum.load(Ordering::Relaxed);
         s.max = s.max.max(self.max.load(Ordering::Relaxed));
     }

@@ -300,6 +300,20 @@ struct RdmaOptions {
   std::chrono::milliseconds default_timeout{0};
 };
 
+/// Every counter of the process as JSON (docs/observability.md): {"enabled":false} when
+/// recording is off (DLSLIME_OBS unset and obs_set_enabled(true) not called).
+inline std::string obs_snapshot() {
+  char* s = nullptr;
+  check(dlslime_obs_snapshot(&s));
+  return detail::take_string(s);
+}
+
+/// Turns recording on or off for the whole process (overrides DLSLIME_OBS).
+inline void obs_set_enabled(bool enabled) { dlslime_obs_set_enabled(enabled); }
+
+/// Whether counters are being recorded.
+inline bool obs_enabled() { return dlslime_obs_enabled(); }
+
 /// Names of the RDMA devices, as JSON ("[\"mlx5_0\", ...]"). Throws Error with
 /// DLSLIME_STATUS_RDMA_UNAVAILABLE where libibverbs is not installed.
 inline std::string rdma_available_nics() {

@@ -34,6 +34,7 @@ from ._core import (
 from ._rdma import RDMAContext, RDMAEndpoint, RDMAMemoryPool, available_nic
 from ._peer import PeerAgent, PeerConnection, has_peer_agent, start_peer_agent
 from ._original import TcpMemoryPool
+from ._obs import obs_enabled, obs_set_enabled, obs_snapshot
 from ._errors import *  # noqa: F401,F403 (one class per status of the header)
 from ._errors import __all__ as _error_names
 
@@ -51,4 +52,5 @@ __all__ = [
     "TcpEndpoint", "TcpMemoryPool", "alloc_shared", "buffer_address", "has_shm", "version",
     "RDMAContext", "RDMAEndpoint", "RDMAMemoryPool", "available_nic",
     "PeerAgent", "PeerConnection", "has_peer_agent", "start_peer_agent",
+    "obs_snapshot", "obs_set_enabled", "obs_enabled",
 ] + list(_error_names)
