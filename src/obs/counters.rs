@@ -150,6 +150,15 @@ impl EndpointStats {
         *self.peer.lock() = Arc::from(label);
     }
 
+    /// Sets the peer's label unless one is set already (a transport's address label
+    /// does not replace the alias a PeerAgent gave).
+    pub fn set_peer_default(&self, label: &str) {
+        let mut p = self.peer.lock();
+        if p.is_empty() {
+            *p = Arc::from(label);
+        }
+    }
+
     pub fn peer(&self) -> Arc<str> {
         self.peer.lock().clone()
     }

@@ -35,6 +35,7 @@ pub fn snapshot() -> Value {
             .methods
             .iter()
             .map(|m| (m.side, m.name.clone(), m.read()))
+            .filter(|m| m.2.calls > 0)
             .collect();
         (live, retired, methods)
     };

@@ -63,6 +63,7 @@ pub(super) struct Inner {
     pub next_nonce: AtomicU64,
     pub shutdown: AtomicBool,
     pub stats: AgentStats,
+    pub obs_reporter: super::obs_report::Reporter,
 }
 
 impl PeerAgent {
@@ -188,6 +189,7 @@ impl PeerAgent {
             let _ = h.join();
         }
         let outboxes = i.close_all();
+        i.publish_obs(true);
         i.remove_own_keys(outboxes);
         i.unregister_best_effort();
     }
@@ -235,6 +237,7 @@ impl Inner {
             next_nonce: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
             stats: AgentStats::default(),
+            obs_reporter: Default::default(),
             opts,
         }
     }

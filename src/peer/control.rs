@@ -42,6 +42,7 @@ fn run(inner: Arc<Inner>) {
     let hb = inner.opts.heartbeat_interval;
     let mut next_hb = Instant::now() + hb;
     let mut next_probe = Instant::now() + PROBE_EVERY;
+    let mut next_obs = Instant::now();
     let mut redis_down_since: Option<Instant> = None;
     let mut hb_failing = false;
     while !inner.shutdown.load(Ordering::Acquire) {
@@ -80,6 +81,10 @@ fn run(inner: Arc<Inner>) {
         if now >= next_probe {
             inner.probe_connected();
             next_probe = Instant::now() + PROBE_EVERY;
+        }
+        if now >= next_obs {
+            inner.publish_obs(false);
+            next_obs = Instant::now() + inner.opts.obs_interval;
         }
     }
 }

@@ -51,7 +51,7 @@ impl Inner {
     }
 
     /// A new endpoint for the agreement, with the next nonce.
-    pub(super) fn new_endpoint(&self, a: Agreement) -> Result<LocalEp> {
+    pub(super) fn new_endpoint(&self, peer: &str, a: Agreement) -> Result<LocalEp> {
         let mut num_qp = 1;
         let ep: Arc<dyn Endpoint> = match a.transport {
             Transport::Tcp => TcpEndpoint::new(&self.tcp_context()?, self.pool.clone())?,
@@ -68,6 +68,9 @@ impl Inner {
                 RdmaEndpoint::new(&nic.ctx, self.pool.clone(), cfg)?
             }
         };
+        if let Some(s) = ep.obs() {
+            s.set_peer(peer);
+        }
         Ok(LocalEp {
             nonce: self.next_nonce.fetch_add(1, Ordering::Relaxed),
             transport: a.transport,

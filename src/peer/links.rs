@@ -367,7 +367,7 @@ impl Inner {
                 Ok(t) => t,
                 Err(e) => return self.fail(slot, e, work),
             };
-            match self.new_endpoint(t) {
+            match self.new_endpoint(peer, t) {
                 Ok(e) => slot.ep = Some(e),
                 Err(e) => return self.fail(slot, e, work),
             }

@@ -27,6 +27,7 @@
 //! * `handshake` — how a slot reacts to `connect_peer`, `qp_ready` and cleanup notices.
 //! * `message` — the mailbox messages and cleanup notices, decoded and checked.
 //! * `control` — the control thread: reads the mailbox, runs the timers.
+//! * `obs_report` — publishes the observability snapshot at `obs:peer:{alias}`.
 //! * `endpoints` — the endpoints a connection runs over (one per peer incarnation).
 //! * `named` — named I/O: region names resolved per connection, cached.
 //! * `lookup` — the original's look-ups: resource records, region names, handles.
@@ -45,6 +46,7 @@ pub(crate) mod message;
 mod named;
 mod negotiate;
 mod nic;
+mod obs_report;
 mod options;
 mod owner;
 mod regions;

@@ -42,6 +42,9 @@ impl Keys {
     pub fn spec(&self, a: &str) -> String {
         keys::spec(&self.prefix, a)
     }
+    pub fn obs(&self, a: &str) -> String {
+        keys::obs_peer(&self.prefix, a)
+    }
     pub fn mr(&self, a: &str, name: &str) -> String {
         keys::mr(&self.prefix, a, name)
     }
@@ -274,6 +277,19 @@ impl Store {
 
     pub fn set(&self, key: &str, value: &str) -> Result<()> {
         self.with("SET", |c| redis::cmd("SET").arg(key).arg(value).query(c))
+    }
+
+    /// SET with a time to live.
+    pub fn set_px(&self, key: &str, value: &str, ttl: Duration) -> Result<()> {
+        let ms = ttl.as_millis().max(1) as u64;
+        self.with("SET", |c| {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ms)
+                .query(c)
+        })
     }
 
     pub fn hget(&self, key: &str, field: &str) -> Result<Option<String>> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::request::Request;
 use super::session::RpcSession;
 use crate::error::{Result, Status};
+use crate::obs::{self, MethodStats};
 
 /// What a handler returns on failure: the exception's type name and message.
 #[derive(Clone, Debug)]
@@ -40,7 +41,7 @@ enum Method {
 /// Methods by name. Build with [`Service::method`], then [`Service::serve`].
 #[derive(Clone, Default)]
 pub struct Service {
-    methods: Vec<(String, Method)>,
+    methods: Vec<(String, Method, Arc<MethodStats>)>,
 }
 
 impl Service {
@@ -68,8 +69,9 @@ impl Service {
     }
 
     fn add(mut self, name: &str, m: Method) -> Service {
-        self.methods.retain(|(n, _)| n != name);
-        self.methods.push((name.to_string(), m));
+        self.methods.retain(|(n, _, _)| n != name);
+        let stats = obs::method("server", name);
+        self.methods.push((name.to_string(), m, stats));
         self.methods.sort_by(|a, b| a.0.cmp(&b.0));
         self
     }
@@ -78,31 +80,44 @@ impl Service {
     pub fn tag(&self, name: &str) -> Option<u32> {
         self.methods
             .iter()
-            .position(|(n, _)| n == name)
+            .position(|(n, _, _)| n == name)
             .map(|i| i as u32)
     }
 
     pub fn names(&self) -> Vec<&str> {
-        self.methods.iter().map(|(n, _)| n.as_str()).collect()
+        self.methods.iter().map(|(n, _, _)| n.as_str()).collect()
     }
 
     /// Answers one request.
     pub fn handle(&self, mut req: Request) -> Result<()> {
         let tag = req.tag() as usize;
-        let Some((_, m)) = self.methods.get(tag) else {
+        let Some((_, m, stats)) = self.methods.get(tag) else {
             let msg = format!("Unknown RPC tag {tag} on remote service");
             return req.reply_error("RuntimeError", &msg, "");
         };
-        match m {
+        let start = if obs::enabled() { obs::now_ns() } else { 0 };
+        let mut handler_ok = true;
+        let r = match m {
             Method::Copy(h) => match h(req.payload()) {
                 Ok(v) => req.reply(&v),
-                Err(e) => req.reply_error(&e.type_name, &e.message, ""),
+                Err(e) => {
+                    handler_ok = false;
+                    req.reply_error(&e.type_name, &e.message, "")
+                }
             },
             Method::InPlace(h) => match h(req.payload_mut()) {
                 Ok(n) => req.reply_from_payload(n),
-                Err(e) => req.reply_error(&e.type_name, &e.message, ""),
+                Err(e) => {
+                    handler_ok = false;
+                    req.reply_error(&e.type_name, &e.message, "")
+                }
             },
+        };
+        if start != 0 {
+            let ok = handler_ok && r.is_ok();
+            stats.record(ok, obs::now_ns().saturating_sub(start));
         }
+        r
     }
 
     /// Handles one request if one arrives within `timeout`; returns whether one did.

@@ -116,6 +116,21 @@ pub fn exchange_patterns(p: &str, alias: &str) -> [String; 3] {
     ]
 }
 
+/// An agent's observability snapshot (string JSON with a TTL, `SET PX`; the original's
+/// `obs:peer:{alias}`).
+pub fn obs_peer(p: &str, alias: &str) -> String {
+    format!("{p}obs:peer:{alias}")
+}
+
+/// Every observability snapshot of a scope.
+pub fn obs_peer_pattern(p: &str) -> String {
+    format!("{}*", glob_escape(&obs_peer(p, "")))
+}
+
+/// Every observability snapshot of every scope (NanoCtrl's `/metrics`): the scope is
+/// read from the snapshot's `scope` field, not from the key.
+pub const OBS_PEER_ANY_SCOPE: &str = "*obs:peer:*";
+
 /// What an agent that is gone leaves behind, besides its record, stream, spec and
 /// inbox: its memory regions and the legacy exchange keys.
 pub fn stale_patterns(p: &str, alias: &str) -> Vec<String> {

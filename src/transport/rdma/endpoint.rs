@@ -1043,7 +1043,7 @@ impl Endpoint for RdmaEndpoint {
         if ctrl.is_some() {
             sh.push_ctrl(CtrlWork::Hello);
         }
-        self.obs.set_peer(&envelope::peer_label(peer_info));
+        self.obs.set_peer_default(&envelope::peer_label(peer_info));
         Ok(())
     }
 

@@ -85,7 +85,7 @@ impl Endpoint for ShmEndpoint {
 
     fn connect(&self, peer_info: &Value) -> Result<()> {
         self.inner.connect(peer_info)?;
-        self.obs.set_peer(&info::peer_label(peer_info));
+        self.obs.set_peer_default(&info::peer_label(peer_info));
         Ok(())
     }
 

@@ -240,7 +240,7 @@ impl Endpoint for TcpEndpoint {
             self.core.set_peer(None);
             return Err(e);
         }
-        self.obs.set_peer(&info::peer_label(peer_info));
+        self.obs.set_peer_default(&info::peer_label(peer_info));
         Ok(())
     }
 
