@@ -1,4 +1,4 @@
-//! Command line: `nanoctrl [server|start|stop|status]`, flags and behaviour of the original.
+//! Command line: `nanoctrl [server|start|stop|status|obs]`, flags and behaviour of the original.
 
 use std::io::{BufRead, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -41,6 +41,8 @@ pub enum Command {
     Stop(StopArgs),
     /// Show the state of a server started with `start`.
     Status(StatusArgs),
+    /// A live table of the PeerAgents' observability snapshots (like `top`).
+    Obs(crate::obs_cli::ObsArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -168,7 +170,7 @@ pub struct StatusArgs {
     pub auth: TokenArgs,
 }
 
-fn split_address(addr: &str) -> Option<(String, u16)> {
+pub fn split_address(addr: &str) -> Option<(String, u16)> {
     let a = addr.trim_start_matches("http://").trim_end_matches('/');
     let (h, p) = a.rsplit_once(':')?;
     Some((

@@ -10,7 +10,9 @@ mod limits;
 mod log_sink;
 mod models;
 mod net;
+mod obs_cli;
 mod owner;
+mod prometheus;
 mod redis_conn;
 mod redis_store;
 mod routes;
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Some(Command::Start(a)) => cli::start(a),
         Some(Command::Stop(a)) => cli::stop(a),
         Some(Command::Status(a)) => cli::status(a),
+        Some(Command::Obs(a)) => obs_cli::run(a),
     }
 }
 

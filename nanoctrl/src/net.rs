@@ -195,15 +195,31 @@ pub fn local_node_ip() -> String {
 }
 
 /// `GET /` over a plain socket with an overall deadline (with the bearer token, when
-/// there is one); Ok when the answer is 200. Hand-rolled (a dozen lines) rather than an
-/// HTTP client so that the error text is the socket's own ("Connection refused (os
-/// error 111)"), as `status` prints it.
+/// there is one); Ok when the answer is 200.
 pub fn health_check(
     host: &str,
     port: u16,
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<(), String> {
+    match http_get(host, port, "/", token, timeout)? {
+        (200, _) => Ok(()),
+        (_, head) => Err(format!("unexpected response: {head}")),
+    }
+}
+
+/// `GET path` over a plain socket with a deadline per socket operation (with the bearer
+/// token, when there is one): `(status, body)`, or for a status other than 200 `(status,
+/// status line)`. Hand-rolled (a dozen lines) rather than an HTTP client so that the
+/// error text is the socket's own ("Connection refused (os error 111)"), as `status`
+/// prints it. Reads until the server closes (`Connection: close`), at most 64 MiB.
+pub fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let addr = (host, port)
         .to_socket_addrs()
         .map_err(|e| e.to_string())?
@@ -217,19 +233,26 @@ pub fn health_check(
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let req = format!("GET / HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}Connection: close\r\n\r\n");
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-    let head = String::from_utf8_lossy(&buf[..n]);
-    if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") {
-        Ok(())
-    } else {
-        Err(format!(
-            "unexpected response: {}",
-            head.lines().next().unwrap_or("")
-        ))
+    let mut buf = Vec::new();
+    (&mut s)
+        .take(64 << 20)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf);
+    let head = text.lines().next().unwrap_or("").to_string();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| format!("unexpected response: {head}"))?;
+    if code != 200 {
+        return Ok((code, head));
     }
+    let body = text.split_once("\r\n\r\n").map_or("", |b| b.1);
+    Ok((code, body.to_string()))
 }
 
 #[cfg(test)]

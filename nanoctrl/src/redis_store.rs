@@ -391,6 +391,32 @@ impl Store {
         Ok(r == 1)
     }
 
+    /// The agents' observability snapshots (`obs:peer:*`, PeerAgents write them with a
+    /// TTL) of one scope, or of every scope with `None`; unparsable ones are skipped.
+    /// Sorted by key.
+    pub async fn obs_snapshots(&self, scope: Option<&str>) -> RedisResult<Vec<Value>> {
+        let pattern = match scope {
+            Some(s) => keys::obs_peer_pattern(&keys::prefix(Some(s))),
+            None => keys::OBS_PEER_ANY_SCOPE.to_string(),
+        };
+        let found = self.scan(&pattern, Some("string")).await?;
+        let mut out = Vec::new();
+        for chunk in found.chunks(256) {
+            let texts: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(chunk)
+                .query_async(&mut self.conn())
+                .await?;
+            out.extend(
+                texts
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
+                    .filter(Value::is_object),
+            );
+        }
+        Ok(out)
+    }
+
     /// All agents of one scope with an `addr`, sorted by name.
     pub async fn query_agents(&self, scope: Option<&str>) -> RedisResult<Vec<PeerAgentInfo>> {
         let p = keys::prefix(scope);

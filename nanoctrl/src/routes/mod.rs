@@ -1,11 +1,12 @@
 //! The HTTP surface: every route of the original, same paths, methods and shapes, plus
-//! `/health`. Every route sits behind the bearer-token check (`auth.rs`, when a token
+//! `/health`, `/metrics` and `/obs` (the agents' observability snapshots). Every route sits behind the bearer-token check (`auth.rs`, when a token
 //! is configured) and the early body-size check (`body.rs`).
 
 mod agents;
 mod entities;
 mod health;
 mod memory;
+mod obs;
 
 use std::sync::Arc;
 
@@ -50,6 +51,8 @@ pub fn router(state: SharedState, max_body_bytes: usize, token: Option<Token>) -
         .route("/register_mr", post(memory::register_mr))
         .route("/get_mr_info", post(memory::get_mr_info))
         .route("/get_redis_address", post(memory::get_redis_address))
+        .route("/metrics", get(obs::metrics))
+        .route("/obs", get(obs::obs))
         // Bodies without a Content-Length are cut off at the limit while being read.
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(
