@@ -58,3 +58,33 @@ fn track_from(stats: &Arc<EndpointStats>, kind: OpKind, bytes: u64, start: u64, 
 pub fn bytes_of(assignments: &[crate::Assignment]) -> u64 {
     assignments.iter().map(|a| a.length).sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::future::op::tests::op;
+    use crate::Status;
+    use std::time::Duration;
+
+    /// Whichever of "tagged" and "done" comes second records the outcome, once.
+    #[test]
+    fn recorded_once_whether_done_before_or_after_tagging() {
+        obs::set_enabled(true);
+        let stats = obs::register_endpoint("test");
+        let early = op(1, Duration::from_secs(5));
+        early.part_done(Status::Ok, None);
+        let f = track(&stats, OpKind::Write, 10, Future::new(early.clone()));
+        let late = op(1, Duration::from_secs(5));
+        let g = track(&stats, OpKind::Write, 20, Future::new(late.clone()));
+        late.part_done(Status::RemoteAccess, None);
+        // completing or tagging again changes nothing
+        early.finish(Status::Failed, None);
+        let _ = track(&stats, OpKind::Write, 99, f.clone());
+        let _ = track(&stats, OpKind::Write, 99, g);
+        let w = &stats.read().ops[OpKind::Write as usize];
+        assert_eq!((w.submitted, w.submitted_bytes), (2, 30));
+        assert_eq!((w.completed, w.completed_bytes, w.failed, w.failed_bytes), (1, 10, 1, 20));
+        assert_eq!(w.latency.count, 2);
+        assert_eq!(stats.read().errors_of(Status::RemoteAccess), 1);
+    }
+}
