@@ -30,7 +30,10 @@ fn side(transport: &str) -> Side {
     };
     // SAFETY: `buf` lives in the returned `Side` next to the endpoint; its heap block
     // does not move, and the endpoint is dropped (field order) before it.
-    unsafe { ep.register_memory_region("buf", buf.as_mut_ptr(), LEN).unwrap() };
+    unsafe {
+        ep.register_memory_region("buf", buf.as_mut_ptr(), LEN)
+            .unwrap()
+    };
     Side { ep, _buf: buf }
 }
 
@@ -96,7 +99,10 @@ fn workload(transport: &str) {
     let ep = &me.ep;
     let t0 = Instant::now();
     for i in 0..4 {
-        ep.write(&[a(i * 1000, 0, 1000)], T).unwrap().wait().unwrap();
+        ep.write(&[a(i * 1000, 0, 1000)], T)
+            .unwrap()
+            .wait()
+            .unwrap();
     }
     for _ in 0..2 {
         ep.read(&[a(0, 4096, 1500), a(8192, 8192, 1500)], T)
@@ -115,9 +121,15 @@ fn workload(transport: &str) {
     let msg = [7u8; 64];
     for _ in 0..3 {
         // SAFETY: `msg` outlives the wait.
-        unsafe { ep.send(msg.as_ptr(), 64, T) }.unwrap().wait().unwrap();
+        unsafe { ep.send(msg.as_ptr(), 64, T) }
+            .unwrap()
+            .wait()
+            .unwrap();
     }
-    ep.write_with_imm(&[a(0, 0, 100)], 5, T).unwrap().wait().unwrap();
+    ep.write_with_imm(&[a(0, 0, 100)], 5, T)
+        .unwrap()
+        .wait()
+        .unwrap();
     peer.expect("received");
     // a timeout: no notification is coming
     let f = ep.imm_recv(Some(Duration::from_millis(50))).unwrap();
@@ -134,7 +146,12 @@ fn workload(transport: &str) {
     let op = |k: OpKind| v.ops[k as usize].clone();
     let w = op(OpKind::Write);
     assert_eq!(
-        (w.submitted, w.submitted_bytes, w.completed, w.completed_bytes),
+        (
+            w.submitted,
+            w.submitted_bytes,
+            w.completed,
+            w.completed_bytes
+        ),
         (4, 4000, 4, 4000)
     );
     assert_eq!((w.failed, w.rejected, w.pending()), (0, 1, 0));
@@ -149,7 +166,10 @@ fn workload(transport: &str) {
     let s = op(OpKind::Send);
     assert_eq!((s.submitted, s.completed, s.completed_bytes), (3, 3, 192));
     let wi = op(OpKind::WriteImm);
-    assert_eq!((wi.submitted, wi.completed, wi.completed_bytes), (1, 1, 100));
+    assert_eq!(
+        (wi.submitted, wi.completed, wi.completed_bytes),
+        (1, 1, 100)
+    );
     let ir = op(OpKind::ImmRecv);
     assert_eq!((ir.submitted, ir.completed, ir.failed), (1, 0, 1));
     // the timed-out wait lasted at least 50 ms: its bucket says so

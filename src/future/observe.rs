@@ -83,7 +83,10 @@ mod tests {
         let _ = track(&stats, OpKind::Write, 99, g);
         let w = &stats.read().ops[OpKind::Write as usize];
         assert_eq!((w.submitted, w.submitted_bytes), (2, 30));
-        assert_eq!((w.completed, w.completed_bytes, w.failed, w.failed_bytes), (1, 10, 1, 20));
+        assert_eq!(
+            (w.completed, w.completed_bytes, w.failed, w.failed_bytes),
+            (1, 10, 1, 20)
+        );
         assert_eq!(w.latency.count, 2);
         assert_eq!(stats.read().errors_of(Status::RemoteAccess), 1);
     }

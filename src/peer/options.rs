@@ -41,18 +41,18 @@ pub struct PeerAgentOptions {
     /// Period of the observability snapshot published at `obs:peer:{alias}` while
     /// [`crate::obs`] records (the original's `DLSLIME_OBS_TIME_STEP_MS`, default 1 s).
     pub obs_interval: Duration,
-    /// Time to live of that snapshot: a dead agent's entry expires after it. `None`: the
-    /// original's `max(3 * obs_interval, 180 s)`.
+    /// Time to live of that snapshot: a dead agent's entry expires after it. `None`
+    /// (unless `DLSLIME_OBS_TTL_MS` sets it): the original's `max(3 * obs_interval, 180 s)`.
     pub obs_ttl: Option<Duration>,
 }
 
-/// `DLSLIME_OBS_TIME_STEP_MS`, else 1 s.
-fn obs_interval_from_env() -> Duration {
-    std::env::var("DLSLIME_OBS_TIME_STEP_MS")
+/// A positive number of milliseconds from the environment variable `name`.
+fn ms_from_env(name: &str) -> Option<Duration> {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|&ms| ms > 0)
-        .map_or(Duration::from_secs(1), Duration::from_millis)
+        .map(Duration::from_millis)
 }
 
 impl Default for PeerAgentOptions {
@@ -70,8 +70,8 @@ impl Default for PeerAgentOptions {
             connect_attempts: 5,
             http_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(50),
-            obs_interval: obs_interval_from_env(),
-            obs_ttl: None,
+            obs_interval: ms_from_env("DLSLIME_OBS_TIME_STEP_MS").unwrap_or(Duration::from_secs(1)),
+            obs_ttl: ms_from_env("DLSLIME_OBS_TTL_MS"),
         }
     }
 }
