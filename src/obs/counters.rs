@@ -66,7 +66,7 @@ pub struct OpCounters {
     latency: Histogram,
 }
 
-/// Plain values of [`OpCounters`].
+/// Plain values of one kind's counters.
 #[derive(Clone, Default)]
 pub struct OpValues {
     pub submitted: u64,

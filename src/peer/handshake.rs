@@ -122,7 +122,7 @@ impl Inner {
                 slot.drop_ep(&mut work);
             }
             if slot.ep.is_none() {
-                match self.new_endpoint(&peer, agreed) {
+                match self.new_endpoint(peer, agreed) {
                     Ok(e) => slot.ep = Some(e),
                     Err(e) => {
                         self.fail(slot, e, &mut work);

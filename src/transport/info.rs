@@ -91,6 +91,23 @@ pub fn u64_field(obj: &Map<String, Value>, key: &str) -> Result<u64> {
         .ok_or_else(|| bad(format!("endpoint info lacks numeric field {key:?}")))
 }
 
+/// A peer's label for the counters ([`crate::obs`]) until something better (a PeerAgent
+/// alias) replaces it: `host:port` (TCP), `pid N` (shared memory), else the transport.
+pub fn peer_label(info: &Value) -> String {
+    let host = info.get("host").and_then(Value::as_str);
+    let port = info.get("port").and_then(Value::as_u64);
+    let pid = info.get("pid").and_then(Value::as_u64);
+    match (host, port, pid) {
+        (Some(h), Some(p), _) => format!("{h}:{p}"),
+        (_, _, Some(pid)) => format!("pid {pid}"),
+        _ => info
+            .get("transport")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,22 +149,5 @@ mod tests {
         assert!(
             register_peer_regions(&RemotePool::default(), broken.as_object().unwrap()).is_err()
         );
-    }
-}
-
-/// A peer's label for the counters ([`crate::obs`]) until something better (a PeerAgent
-/// alias) replaces it: `host:port` (TCP), `pid N` (shared memory), else the transport.
-pub fn peer_label(info: &Value) -> String {
-    let host = info.get("host").and_then(Value::as_str);
-    let port = info.get("port").and_then(Value::as_u64);
-    let pid = info.get("pid").and_then(Value::as_u64);
-    match (host, port, pid) {
-        (Some(h), Some(p), _) => format!("{h}:{p}"),
-        (_, _, Some(pid)) => format!("pid {pid}"),
-        _ => info
-            .get("transport")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string(),
     }
 }
