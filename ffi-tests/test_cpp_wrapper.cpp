@@ -154,6 +154,12 @@ int main() {
   spans_and_timeouts();
   using namespace std::chrono_literals;
   CHECK(dlslime::version() == dlslime_version());
+  // observability: off is the original's shape; on, this test's operations are counted
+  dlslime::obs_set_enabled(false);
+  CHECK(!dlslime::obs_enabled());
+  CHECK(dlslime::obs_snapshot() == "{\"enabled\":false}");
+  dlslime::obs_set_enabled(true);
+  CHECK(dlslime::obs_enabled());
   try {
     dlslime::Pool pa, pb;
     std::vector<uint8_t> a(1 << 16, 0x11), b(1 << 16, 0x22);
@@ -211,6 +217,11 @@ int main() {
     CHECK(r2.wait_for(std::chrono::milliseconds(10000)));
     CHECK(r2.nbytes() == text.size() && std::memcmp(sbuf.data(), text.data(), text.size()) == 0);
     rpc_pair();
+    {
+      const std::string snap = dlslime::obs_snapshot();
+      CHECK(snap.find("\"enabled\":true") != std::string::npos);
+      CHECK(snap.find("\"send\":{\"completed\":") != std::string::npos);
+    }
     ea.shutdown();
   } catch (const dlslime::Error& e) {
     std::fprintf(stderr, "unexpected error %d: %s\n", static_cast<int>(e.status()), e.what());
