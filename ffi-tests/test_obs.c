@@ -43,17 +43,6 @@ static void side_close(side_t *s) {
   free(s->buf);
 }
 
-static dlslime_assignment_t asg(dlslime_mr_handle_t l, dlslime_remote_handle_t r, uint64_t roff,
-                                uint64_t loff, uint64_t len) {
-  dlslime_assignment_t a;
-  a.local = l;
-  a.remote = r;
-  a.remote_offset = roff;
-  a.local_offset = loff;
-  a.length = len;
-  return a;
-}
-
 static int contains(const char *hay, const char *needle) {
   if (strstr(hay, needle)) return 1;
   fprintf(stderr, "[%s] snapshot lacks %s\n", g_role, needle);

@@ -14,21 +14,16 @@ import uuid
 import pytest
 
 import dlslime
-from test_peer_agent import Bob, Stack, nanoctrl_bin, wait_until
+from test_peer_agent import TOKEN, Bob, nanoctrl_bin, nanoctrl_with_token, wait_until  # noqa: F401
 
 prom_parser = pytest.importorskip("prometheus_client.parser")
 
-TOKEN = "py-obs-token-5d1e"
 TTL_MS = 1500
 
 
-@pytest.fixture(scope="module")
-def stack():
-    s = Stack(token=TOKEN)
-    try:
-        yield s.urls[0]
-    finally:
-        s.stop()
+@pytest.fixture
+def stack(nanoctrl_with_token):
+    return nanoctrl_with_token
 
 
 def get(url, path, token=TOKEN):
