@@ -37,6 +37,8 @@ impl OpTag {
     /// For reuse of a finished operation (the only reference: `&mut`).
     pub fn reset(&mut self) {
         *self.flags.get_mut() = 0;
+        // a start stamp of an earlier operation must not time this one (0: untimed)
+        *self.start_ns.get_mut() = 0;
         self.stats.take();
     }
 

@@ -5,7 +5,6 @@
 //! one last snapshot says `"status": "stopped"`. NanoCtrl serves them as `/metrics` and
 //! `nanoctrl obs` prints them.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -125,10 +124,6 @@ impl Inner {
         );
         o.insert("ewma_bandwidth_bps".into(), bps.into());
         o.insert("connections".into(), connections.into());
-        o.insert(
-            "agent".into(),
-            json!({"shutdown": self.shutdown.load(Ordering::Acquire)}),
-        );
         snap
     }
 }
