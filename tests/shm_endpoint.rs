@@ -213,10 +213,32 @@ fn shm_child() {
                 let r = check_pattern(unsafe { &b.as_slice()[off..off + len] }, seed);
                 parent.send(&format!("{r:?}"));
             }
+            "rss" => parent.send(&rss_bytes().to_string()),
+            "recv_numbered" => {
+                // recv_numbered <count>: each message must carry its index, in order.
+                let mut b = [0u8; 256];
+                let mut bad = 0u64;
+                for i in 0..args[0] {
+                    // SAFETY: `b` is untouched until the receive is waited, in this statement.
+                    let f = unsafe { s.ep.recv(b.as_mut_ptr(), b.len(), T).unwrap() };
+                    if f.wait().is_err() || b[..8] != i.to_le_bytes() {
+                        bad += 1;
+                    }
+                }
+                parent.send(&format!("bad {bad}"));
+            }
             "exit" => break,
             other => panic!("unknown command {other}"),
         }
     }
+}
+
+/// This process's resident set, from /proc/self/statm.
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }
 
 struct Pair {
@@ -885,4 +907,58 @@ fn late_shared_allocations_are_mapped_and_replaced() {
         }
         p.finish();
     }
+}
+
+/// Messages the peer does not receive are bounded like TCP's: a flood of inline sends to
+/// a peer with no receive posted stops at the early-message window (the send waits for
+/// room, then fails with Timeout) instead of growing the peer's memory; nothing is lost,
+/// and once the peer receives, sending resumes.
+#[test]
+fn early_messages_bounded() {
+    let mut p = pair(&[]);
+    p.peer.send("rss");
+    let before: u64 = p.peer.recv().parse().unwrap();
+    let mut msg = [0u8; 176];
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let err = loop {
+        msg[..8].copy_from_slice(&sent.to_le_bytes());
+        // SAFETY: `msg` outlives the call, and an inline send is done when it returns.
+        match unsafe {
+            p.me.ep
+                .send(msg.as_ptr(), msg.len(), Some(Duration::from_millis(300)))
+        } {
+            Ok(f) => f.wait().unwrap(),
+            Err(e) => break e,
+        }
+        sent += 1;
+        assert!(sent < 3_000_000, "no back-pressure after {sent} sends");
+    };
+    assert_eq!(err.status(), Status::Timeout, "{err}");
+    assert!(err.message().contains("not received"), "{err}");
+    p.peer.send("rss");
+    let after: u64 = p.peer.recv().parse().unwrap();
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "{sent} messages held in {:?}; peer RSS {} -> {} MiB",
+        started.elapsed(),
+        before >> 20,
+        after >> 20
+    );
+    // 64 MiB of queue entries (plus the queue's growth slack), not 176 B per message
+    // without end: the issue saw 332 MB after 1.5 M sends.
+    assert!(grown < 160 << 20, "peer RSS grew by {} MiB", grown >> 20);
+    assert!(sent > 100_000, "window too small: {sent}");
+    // Nothing lost, in order; then the window is free again.
+    p.peer.send(&format!("recv_numbered {sent}"));
+    assert_eq!(p.peer.recv(), "bad 0");
+    msg[..8].copy_from_slice(&0u64.to_le_bytes());
+    // SAFETY: as above.
+    unsafe { p.me.ep.send(msg.as_ptr(), msg.len(), T) }
+        .unwrap()
+        .wait()
+        .unwrap();
+    p.peer.send("recv_numbered 1");
+    assert_eq!(p.peer.recv(), "bad 0");
+    p.finish();
 }

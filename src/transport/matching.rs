@@ -10,6 +10,10 @@ use parking_lot::Mutex;
 use crate::error::Status;
 use crate::future::OpState;
 
+/// Bytes of early (not yet received) messages an endpoint holds for its peer before the
+/// peer's further sends wait (TCP: for a pull; shared memory: for window room).
+pub const EARLY_BUDGET: usize = 64 << 20;
+
 /// Notifications that arrived before an `imm_recv`, and `imm_recv`s waiting for one.
 #[derive(Default)]
 pub struct ImmQueue {

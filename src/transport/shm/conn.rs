@@ -48,6 +48,8 @@ pub(super) struct Conn {
     /// Our requests awaiting the peer's `DONE`, by request id.
     pub pending: Mutex<HashMap<u64, Pending>>,
     pub next_id: AtomicU64,
+    /// The early-message charge of everything we sent ([`super::window`]).
+    pub early_sent: AtomicU64,
     /// Bitmap of our bounce slots in use.
     pub slots: AtomicU32,
     /// Whether replies wait in the backlog (saves taking the producer lock per poll).

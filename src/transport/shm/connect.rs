@@ -235,6 +235,7 @@ impl Inner {
             slots: AtomicU32::new(0),
             backlogged: AtomicBool::new(false),
             strikes: Strikes::default(),
+            early_sent: AtomicU64::new(0),
         };
         let _ = self.conn.set(conn);
         let c = self.conn.get().unwrap();

@@ -153,9 +153,7 @@ impl Endpoint for ShmEndpoint {
                 cap: len,
                 op: op.clone(),
             };
-            if let Some((r, m)) = i.msgs.post(r) {
-                i.complete_recv(c, r, m);
-            }
+            i.post_recv(c, r);
             Ok(Future::new(op))
         })
     }

@@ -27,6 +27,7 @@
 //! | `target` | the target's side: acting on each entry from the peer, checking every range first |
 //! | `recv` | the receive side of send/recv: inline, pulled and early messages |
 //! | `reassembly` | staged messages arriving in chunks |
+//! | `window` | the bound on messages the peer has not received yet: the sender waits for room, the receiver enforces it |
 //! | `progress` | pushing into our ring, polling the peer's, inline progress (the waiting thread drives), the background thread |
 //! | `publish` | our region table and the shared allocations we announce after connect; mapping what the peer announces |
 //! | `close` | peer death and `shutdown` |
@@ -53,6 +54,7 @@ mod state;
 mod stats;
 mod submit;
 mod target;
+mod window;
 
 pub use config::ShmConfig;
 pub use endpoint::ShmEndpoint;

@@ -8,6 +8,7 @@ use super::conn::Conn;
 use super::recv::{copy_into_recv, truncate, Early};
 use super::ring::Entry;
 use super::state::Inner;
+use super::window::Arrival;
 use crate::error::Status;
 use crate::transport::matching::PostedRecv;
 
@@ -38,8 +39,8 @@ impl Inner {
         if e.c == 0 && !asm.contains_key(&msg) {
             // First chunk: match it now (FIFO by first chunk), holding the assembly
             // lock so a receive that matches it concurrently finds the assembly.
-            let sink = match self.msgs.arrive(Early::Staged(msg)) {
-                Some((r, _)) => {
+            let sink = match self.arrive(c, Early::Staged { msg, len: e.n }) {
+                Arrival::Matched(r, _) => {
                     if e.n > r.cap as u64 {
                         truncate(&r, e.n);
                         Sink::Discard
@@ -47,7 +48,14 @@ impl Inner {
                         Sink::Direct(r)
                     }
                 }
-                None => {
+                Arrival::Refused => {
+                    eprintln!(
+                        "dlslime shm: a {}-byte message beyond the early-message window; dropped",
+                        e.n
+                    );
+                    Sink::Discard
+                }
+                Arrival::Queued => {
                     let mut v = Vec::new();
                     if v.try_reserve_exact(e.n as usize).is_err() {
                         crate::warn_log!(
@@ -112,7 +120,9 @@ impl Inner {
                         r.op.set_nbytes(total);
                         r.op.part_done(Status::Ok, None);
                     }
-                    Sink::Buffer(v, Some(r)) => copy_into_recv(&r, &v),
+                    Sink::Buffer(v, Some(r)) => {
+                        copy_into_recv(&r, &v);
+                    }
                     _ => {}
                 }
             }

@@ -7,22 +7,42 @@ use std::sync::atomic::Ordering;
 
 use super::cma;
 use super::conn::Conn;
-use super::ring::Entry;
+use super::ring::{Entry, INLINE_CAP};
 use super::state::Inner;
+use super::window::{self, Arrival};
 use crate::error::Status;
 use crate::transport::matching::PostedRecv;
 
-/// What a message that arrived before its receive leaves behind.
+/// What a message that arrived before its receive leaves behind (no allocation per
+/// message: an inline one is kept in the queue entry itself).
 pub(super) enum Early {
-    Bytes(Vec<u8>),
+    Inline {
+        len: u8,
+        data: [u8; INLINE_CAP],
+    },
     /// A large message to pull from the sender: reply id, sender address, length.
     Rts {
         id: u64,
         addr: u64,
         len: u64,
     },
-    /// A staged message being (or already) reassembled, by message id.
-    Staged(u64),
+    /// A staged message of `len` bytes being (or already) reassembled, by message id.
+    Staged {
+        msg: u64,
+        len: u64,
+    },
+}
+
+const _: () = assert!(INLINE_CAP <= u8::MAX as usize);
+
+impl Early {
+    /// Its share of the early-message window ([`super::window`]).
+    pub fn charge(&self) -> u64 {
+        match self {
+            Early::Inline { .. } | Early::Rts { .. } => window::charge(0),
+            Early::Staged { len, .. } => window::charge(*len),
+        }
+    }
 }
 
 impl Inner {
@@ -30,32 +50,48 @@ impl Inner {
     pub fn inline_message(&self, c: &Conn, e: &Entry) {
         // Straight into a posted receive when one waits (no allocation).
         if let Some(r) = self.msgs.take_posted() {
-            copy_into_recv(&r, &e.data[..e.len as usize]);
-            return;
+            if copy_into_recv(&r, &e.data[..e.len as usize]) {
+                return;
+            }
+            // the receive ended meanwhile: the message waits for the next one
         }
-        let data = e.data[..e.len as usize].to_vec();
-        if let Some((r, m)) = self.msgs.arrive(Early::Bytes(data)) {
-            self.complete_recv(c, r, m);
+        let mut data = [0u8; INLINE_CAP];
+        data[..e.len as usize].copy_from_slice(&e.data[..e.len as usize]);
+        let m = Early::Inline {
+            len: e.len as u8,
+            data,
+        };
+        match self.arrive(c, m) {
+            Arrival::Matched(r, m) => self.complete_recv(c, r, m),
+            Arrival::Queued => {}
+            Arrival::Refused => self.reject(e, "message beyond the early-message window"),
         }
     }
 
     /// A large message waiting at the sender (`RTS`), answered once pulled.
     pub fn message_to_pull(&self, c: &Conn, e: &Entry) {
-        if let Some((r, m)) = self.msgs.arrive(Early::Rts {
+        let m = Early::Rts {
             id: e.id,
             addr: e.a,
             len: e.n,
-        }) {
-            self.complete_recv(c, r, m);
+        };
+        match self.arrive(c, m) {
+            Arrival::Matched(r, m) => self.complete_recv(c, r, m),
+            Arrival::Queued => {}
+            Arrival::Refused => self.reply(c, e.id, Status::ResourceExhausted, 0),
         }
     }
 
     /// Delivers a matched message into a posted receive.
     pub fn complete_recv(&self, c: &Conn, r: PostedRecv, m: Early) {
         match m {
-            Early::Bytes(v) => copy_into_recv(&r, &v),
+            Early::Inline { len, data } => {
+                if !copy_into_recv(&r, &data[..len as usize]) {
+                    self.requeue(c, Early::Inline { len, data });
+                }
+            }
             Early::Rts { id, addr, len } => self.pull(c, r, id, addr, len),
-            Early::Staged(msg) => self.match_staged(r, msg),
+            Early::Staged { msg, .. } => self.match_staged(r, msg),
         }
     }
 
@@ -103,17 +139,16 @@ impl Inner {
         }
         // the receive was cancelled after it was matched: the message waits for
         // the next one instead of being lost
-        if let Some((r, m)) = self.msgs.requeue(Early::Rts { id, addr, len }) {
-            self.complete_recv(c, r, m);
-        }
+        self.requeue(c, Early::Rts { id, addr, len });
     }
 }
 
-/// Copies a whole message into a receive (or fails it as truncated).
-pub(super) fn copy_into_recv(r: &PostedRecv, v: &[u8]) {
+/// Copies a whole message into a receive (or fails it as truncated). False when the
+/// receive ended (cancelled, timed out) before the copy: the message is still unreceived.
+pub(super) fn copy_into_recv(r: &PostedRecv, v: &[u8]) -> bool {
     if v.len() > r.cap {
         truncate(r, v.len() as u64);
-        return;
+        return true;
     }
     if r.op.begin_io() {
         // SAFETY: the receive buffer holds cap >= v.len() bytes (the receiver's promise)
@@ -122,7 +157,9 @@ pub(super) fn copy_into_recv(r: &PostedRecv, v: &[u8]) {
         r.op.end_io();
         r.op.set_nbytes(v.len() as u64);
         r.op.part_done(Status::Ok, None);
+        return true;
     }
+    false
 }
 
 /// Fails a receive whose buffer is smaller than its `len`-byte message.

@@ -22,7 +22,7 @@ use crate::engine::futex;
 use crate::error::Status;
 
 pub const MAGIC: u64 = 0x6d68_735f_656d_696c; // "lime_shm"
-pub const LAYOUT_VERSION: u64 = 3;
+pub const LAYOUT_VERSION: u64 = 4;
 pub const RING_CAP: u64 = 1024;
 pub const INLINE_CAP: usize = 176;
 pub const TABLE_CAP: usize = 256;
@@ -210,6 +210,9 @@ pub struct RingCtl {
     bg_bell: Pad64<AtomicU32>,
     /// The background thread asleep on `bg_bell` (0 or 1).
     bg_waiters: Pad64<AtomicU32>,
+    /// The early-message charge the consumer has handed to receives (see
+    /// [`super::window`]); the producer's sends beyond it are held back.
+    released: Pad64<AtomicU64>,
 }
 
 #[repr(C)]
@@ -457,6 +460,23 @@ impl Doorbell {
         futex::wake_shared(&c.doorbell, i32::MAX as u32);
         c.bg_bell.fetch_add(1, Ordering::SeqCst);
         futex::wake_shared(&c.bg_bell, i32::MAX as u32);
+    }
+
+    /// Consumer side: `n` more of the early-message charge was handed to receives
+    /// (wrapping: a message that goes back to the queue takes its charge back).
+    pub fn release(&self, n: u64, back: bool) {
+        let r = &self.ctl().released;
+        if back {
+            r.fetch_sub(n, Ordering::AcqRel);
+        } else {
+            r.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Producer side: the charge the consumer has released so far (the peer writes it:
+    /// any value only makes our window look larger or smaller).
+    pub fn released(&self) -> u64 {
+        self.ctl().released.load(Ordering::Acquire)
     }
 
     /// Wakes the inline sleepers only.

@@ -44,6 +44,8 @@ pub(super) struct Inner {
     pub ops: OpPool,
     pub imm: ImmQueue,
     pub msgs: MsgMatcher<Early>,
+    /// The window charge of the messages in `msgs` ([`super::window`]).
+    pub early_held: AtomicU64,
     /// Staged messages being reassembled, by message id.
     pub assemblies: Mutex<HashMap<u64, Assembly>>,
     pub stats: ShmStats,
@@ -82,6 +84,7 @@ impl Inner {
             conn: OnceLock::new(),
             imm: ImmQueue::default(),
             msgs: MsgMatcher::default(),
+            early_held: AtomicU64::new(0),
             assemblies: Mutex::new(HashMap::new()),
             stats: ShmStats::default(),
             closed: AtomicBool::new(false),

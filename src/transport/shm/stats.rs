@@ -18,4 +18,8 @@ pub struct ShmStats {
     pub cma_eperm: AtomicU64,
     /// Ring entries rejected by validation (never acted on).
     pub rejected_entries: AtomicU64,
+    /// Messages refused because the peer sent past the early-message window.
+    pub refused_messages: AtomicU64,
+    /// Sends that waited for room in the early-message window.
+    pub window_waits: AtomicU64,
 }

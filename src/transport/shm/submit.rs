@@ -12,6 +12,7 @@ use super::pending::{Agg, Pending};
 use super::progress::PushMode;
 use super::ring::{kind, Entry, INLINE_CAP, SLOT_SIZE};
 use super::state::Inner;
+use super::window;
 use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 use crate::future::Future;
@@ -248,7 +249,15 @@ impl Inner {
                 e.data[..len].copy_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
             }
             let timeout = timeout.unwrap_or(self.cfg.engine.default_timeout);
-            self.push(c, &e, PushMode::WaitUpTo(timeout))?;
+            let charge = window::charge(0);
+            let mode = match self.reserve_early(c, charge, None, timeout)? {
+                Some(d) => PushMode::Wait(d),
+                None => PushMode::WaitUpTo(timeout),
+            };
+            if let Err(er) = self.push(c, &e, mode) {
+                self.unreserve_early(c, charge);
+                return Err(er);
+            }
             return Ok(Future::ready(len as u64));
         }
         let op = self.new_op(1, timeout);
@@ -259,13 +268,27 @@ impl Inner {
             // The receiver pulls from our buffer: if it is shared memory, make sure the
             // peer maps this allocation (and not a freed one at the same address).
             self.announce_allocation_of(c, ptr as usize, len);
-            let mut e = Entry::new(kind::RTS);
-            e.id = add_part(c, &agg, |agg| Pending::Part { agg, slot: None });
-            e.a = ptr as u64;
-            e.n = len as u64;
-            if let Err(er) = self.push_part(c, &e, &agg, deadline) {
-                failure = Some(er);
+            let charge = window::charge(0);
+            match self.reserve_early(c, charge, Some(deadline), Duration::ZERO) {
+                Err(er) => failure = Some(er),
+                Ok(_) => {
+                    let mut e = Entry::new(kind::RTS);
+                    e.id = add_part(c, &agg, |agg| Pending::Part { agg, slot: None });
+                    e.a = ptr as u64;
+                    e.n = len as u64;
+                    if let Err(er) = self.push_part(c, &e, &agg, deadline) {
+                        self.unreserve_early(c, charge);
+                        failure = Some(er);
+                    }
+                }
             }
+        } else if let Err(er) = self.reserve_early(
+            c,
+            window::charge(len as u64),
+            Some(deadline),
+            Duration::ZERO,
+        ) {
+            failure = Some(er);
         } else {
             let msg = c.next_id.fetch_add(1, Ordering::Relaxed);
             let mut off = 0usize;
@@ -274,6 +297,9 @@ impl Inner {
                 let slot = match self.acquire_slot(c, deadline) {
                     Ok(s) => s,
                     Err(er) => {
+                        if off == 0 {
+                            self.unreserve_early(c, window::charge(len as u64));
+                        }
                         failure = Some(er);
                         break;
                     }
@@ -293,6 +319,10 @@ impl Inner {
                 e.slot = slot as u16;
                 self.stats.staged_chunks.fetch_add(1, Ordering::Relaxed);
                 if let Err(er) = self.push_part(c, &e, &agg, deadline) {
+                    // the message's charge is the receiver's once its first chunk is
+                    if off == 0 {
+                        self.unreserve_early(c, window::charge(len as u64));
+                    }
                     failure = Some(er);
                     break;
                 }

@@ -19,11 +19,7 @@ use crate::error::{Error, Status};
 use crate::future::{InflightOps, OpState};
 use crate::memory::MemoryPool;
 use crate::transport::auth::PublicKey;
-use crate::transport::matching::{ImmQueue, MsgMatcher, PostedRecv};
-
-/// Bytes of early (not yet received) eager messages an endpoint holds before it stops
-/// buffering and makes senders wait for a pull instead.
-const EARLY_BUDGET: usize = 64 << 20;
+use crate::transport::matching::{ImmQueue, MsgMatcher, PostedRecv, EARLY_BUDGET};
 
 /// Where the connected peer is, and the key its connections must be authenticated as.
 #[derive(Clone, Copy, Debug)]
