@@ -31,6 +31,9 @@ pub(super) fn charge(buffered: u64) -> u64 {
 }
 
 /// What the receiver did with an arriving message.
+// Returned and matched at once, never stored: boxing the message would be the
+// allocation per early message this path avoids.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Arrival {
     /// A receive was waiting: deliver the message into it.
     Matched(PostedRecv, Early),
