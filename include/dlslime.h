@@ -1740,7 +1740,9 @@ bool dlslime_rpc_session_closed(const dlslime_rpc_session_t *s);
 
 /**
  * Sends a request of method `tag` with `len` bytes at `data` (copied before return) and
- * writes its future to `*out`. Blocks only while every slot is in flight.
+ * writes its future to `*out`. Blocks only while every slot is in flight (a slot is
+ * freed when its reply arrives, not when the call is freed), at most the session's
+ * default deadline.
  *
  * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (tag with
  * flag bits, payload over `max_payload`), `DLSLIME_STATUS_SHUT_DOWN`,
@@ -1753,6 +1755,20 @@ dlslime_status_t dlslime_rpc_call(const dlslime_rpc_session_t *s,
                                   dlslime_rpc_call_t **out);
 
 /**
+ * Like `dlslime_rpc_call`, waiting for a free slot at most `timeout_ms` (0: the
+ * session's default deadline). A slot is freed as soon as its reply arrives (a reply
+ * larger than a slot: once read or freed), so any number of calls may be held.
+ *
+ * Errors: as `dlslime_rpc_call`; `DLSLIME_STATUS_TIMEOUT` when no slot freed in time.
+ */
+dlslime_status_t dlslime_rpc_call_timeout(const dlslime_rpc_session_t *s,
+                                          uint32_t tag,
+                                          const uint8_t *data,
+                                          size_t len,
+                                          uint64_t timeout_ms,
+                                          dlslime_rpc_call_t **out);
+
+/**
  * Like `dlslime_rpc_call`, with the payload built in place by `writer` in a buffer of
  * `max_len` bytes (inside the slot when it fits, else a bulk buffer): no extra copy.
  * `writer` runs before this function returns.
@@ -1763,6 +1779,18 @@ dlslime_status_t dlslime_rpc_call_inplace(const dlslime_rpc_session_t *s,
                                           dlslime_rpc_writer_t writer,
                                           void *user,
                                           dlslime_rpc_call_t **out);
+
+/**
+ * `dlslime_rpc_call_inplace` with a deadline for taking a slot, as in
+ * `dlslime_rpc_call_timeout`.
+ */
+dlslime_status_t dlslime_rpc_call_inplace_timeout(const dlslime_rpc_session_t *s,
+                                                  uint32_t tag,
+                                                  size_t max_len,
+                                                  dlslime_rpc_writer_t writer,
+                                                  void *user,
+                                                  uint64_t timeout_ms,
+                                                  dlslime_rpc_call_t **out);
 
 /**
  * Waits for the reply, at most `timeout_ms` (0: the session's default deadline).
@@ -1779,7 +1807,8 @@ dlslime_status_t dlslime_rpc_call_wait(const dlslime_rpc_call_t *c, uint64_t tim
 bool dlslime_rpc_call_done(const dlslime_rpc_call_t *c);
 
 /**
- * After a successful wait: the reply payload (valid until the call is freed).
+ * After a successful wait: the reply payload (the call's own copy, valid until the call
+ * is freed).
  * `*data` may be NULL when `*len` is 0.
  *
  * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_PENDING` (no successful wait

@@ -249,8 +249,8 @@ fn basic_calls(transport: &str, env: &[(&str, &str)]) {
     f.wait(T).unwrap();
     assert!(!f.is_exception());
     assert_eq!(f.reply(), b"");
-    drop(f); // a future holds its slot (the reply lives there) until dropped
-             // remote exception: type and message
+    drop(f);
+    // remote exception: type and message
     let mut f = s.call(tag("fail"), b"hello").unwrap();
     f.wait(T).unwrap();
     assert!(f.is_exception());
@@ -413,26 +413,76 @@ fn timeouts(transport: &str) {
     for i in 0..4u8 {
         assert_eq!(s.call(tag("echo"), &[i]).unwrap().wait_ok(T).unwrap(), &[i]);
     }
-    // both slots busy: a third call waits for a slot (freed when a future is dropped)
+    // both slots busy: a third call waits for a slot, freed when the first reply arrives
+    // (read into its future), not when that future is waited or dropped; the replies
+    // stay each future's own although their slots were reused
     let mut a = s.call(tag("sleep"), &sleep(100)).unwrap();
-    let b = s.call(tag("sleep"), &sleep(100)).unwrap();
+    let mut b = s.call(tag("sleep"), &sleep(100)).unwrap();
     let t0 = Instant::now();
-    std::thread::scope(|sc| {
-        let h = sc.spawn(|| {
-            let mut c = s.call(tag("echo"), b"c").unwrap();
-            assert_eq!(c.wait_ok(T).unwrap(), b"c");
-            t0.elapsed()
-        });
-        a.wait_ok(T).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        drop(a);
-        let waited = h.join().unwrap();
-        assert!(
-            waited >= Duration::from_millis(140),
-            "third call got a slot after {waited:?}"
-        );
-    });
-    drop(b);
+    // with its own deadline: no slot comes back in 50 ms
+    let e = s
+        .call_with_timeout(tag("echo"), b"e", Some(Duration::from_millis(50)))
+        .err()
+        .expect("no slot within 50 ms");
+    assert_eq!(e.status(), Status::Timeout, "{e}");
+    let mut c = s.call(tag("echo"), b"c").unwrap();
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(80),
+        "third call got a slot after {waited:?}"
+    );
+    assert_eq!(c.wait_ok(T).unwrap(), b"c");
+    assert_eq!(a.wait_ok(T).unwrap(), b"slept");
+    assert_eq!(b.wait_ok(T).unwrap(), b"slept");
+}
+
+/// More futures held than there are slots: every call beyond the window waits for a
+/// slot while earlier replies arrive, and each future keeps its own reply (the issue:
+/// 17 futures on 16 slots stalled 60 s).
+fn held_beyond_window(transport: &str) {
+    let p = pair(transport, &[("RPC_SLOTS", "16")]);
+    let s = &p.sess;
+    for n in [17u64, 100, 1000] {
+        let t0 = Instant::now();
+        let mut fs: Vec<_> = (0..n)
+            .map(|i| s.call(tag("echo"), &i.to_le_bytes()).unwrap())
+            .collect();
+        for (i, f) in fs.iter_mut().enumerate() {
+            assert_eq!(f.wait_ok(T).unwrap(), &(i as u64).to_le_bytes(), "call {i}");
+        }
+        let el = t0.elapsed();
+        eprintln!("{transport}: {n} futures held, all replies in {el:?}");
+        assert!(el < Duration::from_secs(20), "{n} calls took {el:?}");
+    }
+    // bulk replies hold their slots until read: 16 of them are in flight, the 17th
+    // call waits for a slot with its own deadline
+    let cap = s.slot_capacity();
+    let mut held: Vec<_> = (0..16)
+        .map(|i| s.call(tag("big"), &u64s(&[cap as u64 + 10, i])).unwrap())
+        .collect();
+    let e = s
+        .call_with_timeout(tag("echo"), b"x", Some(Duration::from_millis(300)))
+        .err()
+        .expect("every slot holds an unread bulk reply");
+    assert_eq!(e.status(), Status::Timeout, "{e}");
+    for (i, f) in held.iter_mut().enumerate() {
+        let r = f.wait_ok(T).unwrap();
+        assert_eq!(r.len(), cap + 10);
+        assert_eq!(check_pattern(r, i as u64), None, "bulk reply {i}");
+    }
+    // read: their slots are free again, before the futures are dropped
+    assert_eq!(s.call(tag("echo"), b"y").unwrap().wait_ok(T).unwrap(), b"y");
+    drop(held);
+}
+
+#[test]
+fn shm_futures_held_beyond_the_window() {
+    held_beyond_window("shm");
+}
+
+#[test]
+fn tcp_futures_held_beyond_the_window() {
+    held_beyond_window("tcp");
 }
 
 #[test]

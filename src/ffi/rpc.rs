@@ -322,7 +322,9 @@ fn call_out(r: crate::Result<CallFuture>, out: Out<*mut dlslime_rpc_call_t>) -> 
 }
 
 /// Sends a request of method `tag` with `len` bytes at `data` (copied before return) and
-/// writes its future to `*out`. Blocks only while every slot is in flight.
+/// writes its future to `*out`. Blocks only while every slot is in flight (a slot is
+/// freed when its reply arrives, not when the call is freed), at most the session's
+/// default deadline.
 ///
 /// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (tag with
 /// flag bits, payload over `max_payload`), `DLSLIME_STATUS_SHUT_DOWN`,
@@ -345,6 +347,32 @@ pub extern "C" fn dlslime_rpc_call(
         // readable bytes for the call (the header's contract); `call` copies them.
         let payload = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data, len) } };
         call_out(s.call(tag, payload), out)
+    }
+}
+
+/// Like `dlslime_rpc_call`, waiting for a free slot at most `timeout_ms` (0: the
+/// session's default deadline). A slot is freed as soon as its reply arrives (a reply
+/// larger than a slot: once read or freed), so any number of calls may be held.
+///
+/// Errors: as `dlslime_rpc_call`; `DLSLIME_STATUS_TIMEOUT` when no slot freed in time.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_call_timeout(
+    s: *const dlslime_rpc_session_t,
+    tag: u32,
+    data: *const u8,
+    len: usize,
+    timeout_ms: u64,
+    out: *mut *mut dlslime_rpc_call_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let s = try_ref!(s);
+        let out = try_out!(out);
+        if data.is_null() && len > 0 {
+            null_arg!("data");
+        }
+        // SAFETY: as in `dlslime_rpc_call`: `len` readable bytes at `data`, copied.
+        let payload = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data, len) } };
+        call_out(s.call_with_timeout(tag, payload, timeout(timeout_ms)), out)
     }
 }
 
@@ -385,6 +413,29 @@ pub extern "C" fn dlslime_rpc_call_inplace(
     }
 }
 
+/// `dlslime_rpc_call_inplace` with a deadline for taking a slot, as in
+/// `dlslime_rpc_call_timeout`.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_call_inplace_timeout(
+    s: *const dlslime_rpc_session_t,
+    tag: u32,
+    max_len: usize,
+    writer: dlslime_rpc_writer_t,
+    user: *mut c_void,
+    timeout_ms: u64,
+    out: *mut *mut dlslime_rpc_call_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let s = try_ref!(s);
+        let out = try_out!(out);
+        if writer.is_none() {
+            null_arg!("writer");
+        }
+        let t = timeout(timeout_ms);
+        call_out(s.call_inplace_with_timeout(tag, max_len, t, |b| run_writer(writer, user, b)), out)
+    }
+}
+
 /// Waits for the reply, at most `timeout_ms` (0: the session's default deadline).
 /// `DLSLIME_STATUS_OK` when a reply arrived (then check `dlslime_rpc_call_is_exception`);
 /// `DLSLIME_STATUS_TIMEOUT` leaves the call pending (wait again, or free it); other
@@ -410,7 +461,8 @@ pub extern "C" fn dlslime_rpc_call_done(c: *const dlslime_rpc_call_t) -> bool {
     }
 }
 
-/// After a successful wait: the reply payload (valid until the call is freed).
+/// After a successful wait: the reply payload (the call's own copy, valid until the call
+/// is freed).
 /// `*data` may be NULL when `*len` is 0.
 ///
 /// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_PENDING` (no successful wait

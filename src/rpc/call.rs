@@ -1,8 +1,16 @@
-//! The client side of a call: slot acquisition, the per-slot state machine (`Cell`:
-//! IDLE → PENDING → DONE, or DETACHED when the future is dropped first), the reply's
-//! arrival, and [`CallFuture`].
+//! The client side of a call: slot acquisition, the slot's state machine (`Slot`: idle,
+//! a call in flight, a call whose future was dropped, a bulk reply held for its future),
+//! the reply's arrival, and [`CallFuture`].
+//!
+//! A slot is freed when its reply is read, not when the future is dropped: a reply that
+//! fits the slot is copied into the call's own [`Outcome`] as it arrives (its buffer is
+//! recycled, so no allocation once warm) and the slot goes back to the free list at
+//! once; a bulk reply (read from the peer's buffer for the slot) holds the slot until the
+//! future reads it in `wait` or is dropped. So futures may be held in any number: a call
+//! beyond the window waits for a slot (with its own deadline) while earlier replies
+//! arrive.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -16,22 +24,12 @@ use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 use crate::future::{Future, Notify};
 
-/// No call in the slot: it is in the free list (or being taken from it).
-const IDLE: u32 = 0;
-/// A call waits for its reply.
-const PENDING: u32 = 1;
-/// The reply (or the call's failure) is in `Cell::out`.
-const DONE: u32 = 2;
-/// The future was dropped before the reply: the reply (or the session's end) frees the
-/// slot.
-const DETACHED: u32 = 3;
-
 /// What a reply left for the call's future.
 #[derive(Default)]
 struct CellOut {
     error: Option<Error>,
     tag: u32,
-    len: usize,
+    /// A bulk reply to read from the peer (the slot is held for it meanwhile).
     bulk: Option<BulkDesc>,
 }
 
@@ -44,22 +42,57 @@ impl CellOut {
     }
 }
 
-/// Client-side state of one slot.
-pub(super) struct Cell {
-    state: AtomicU32,
-    req_id: AtomicU64,
+/// One call's result, shared by its future and, until the reply, its slot. Recycled
+/// through the session's spares with its buffer.
+#[derive(Default)]
+pub(super) struct Outcome {
+    done: AtomicBool,
     out: Mutex<CellOut>,
+    /// The reply payload (copied out of the slot on arrival).
+    data: Mutex<Vec<u8>>,
     /// The request's write, to notice a request that could not be delivered.
     write: Mutex<Option<Future>>,
+}
+
+impl Outcome {
+    fn reset(&self) {
+        self.done.store(false, Ordering::Relaxed);
+        *self.out.lock() = CellOut::default();
+        self.data.lock().clear();
+        self.write.lock().take();
+    }
+
+    fn set(&self, out: CellOut) {
+        *self.out.lock() = out;
+        self.done.store(true, Ordering::Release);
+    }
+}
+
+/// Who a slot belongs to.
+enum Slot {
+    /// In the free list (or being taken from it).
+    Idle,
+    /// A call waits for its reply.
+    Pending(Arc<Outcome>),
+    /// The call's future was dropped before the reply: the reply (or the session's end)
+    /// frees the slot.
+    Detached,
+    /// A bulk reply arrived: the slot (and the peer's bulk buffer for it) stays the
+    /// call's until its future reads the reply or is dropped.
+    Held(Arc<Outcome>),
+}
+
+/// Client-side state of one slot.
+pub(super) struct Cell {
+    slot: Mutex<Slot>,
+    req_id: AtomicU64,
 }
 
 impl Cell {
     pub fn new() -> Cell {
         Cell {
-            state: AtomicU32::new(IDLE),
+            slot: Mutex::new(Slot::Idle),
             req_id: AtomicU64::new(0),
-            out: Mutex::new(CellOut::default()),
-            write: Mutex::new(None),
         }
     }
 }
@@ -71,58 +104,55 @@ enum FutState {
     Failed,
 }
 
-/// The future of one call. `wait` may be repeated after a timeout. Dropping it before
-/// the reply detaches the call (a late reply frees the slot); dropping it after releases
-/// the slot, so the reply bytes live as long as the future.
+/// The future of one call. `wait` may be repeated after a timeout. Its reply is its
+/// own (the slot is already free for other calls); dropping it before the reply
+/// detaches the call (the late reply frees the slot).
 pub struct CallFuture {
     sess: Arc<Inner>,
     slot: usize,
+    outcome: Arc<Outcome>,
     state: FutState,
-    data: *const u8,
-    len: usize,
+    data: Vec<u8>,
     tag: u32,
     /// Why the call failed (`Failed`); kept here, as the slot may still get a reply.
     error: Option<Error>,
 }
 
-// SAFETY: `data` points into the session's memory (the slot's mailbox or bulk buffer),
-// which this future owns until it is dropped, whatever thread it moves to.
-unsafe impl Send for CallFuture {}
-
 impl CallFuture {
-    /// Takes a free slot (waiting at most `default_timeout`) and sends the request.
+    /// Takes a free slot (waiting until `deadline`) and sends the request.
     pub(super) fn start(
         i: &Arc<Inner>,
         tag: u32,
         max_len: usize,
+        deadline: Deadline,
         writer: impl FnOnce(&mut [u8]) -> Result<usize>,
     ) -> Result<CallFuture> {
-        let slot = i.acquire_slot(Deadline::after(i.cfg.default_timeout))?;
+        let slot = i.acquire_slot(deadline)?;
         let cell = &i.cells[slot];
         let id = i.next_id.fetch_add(1, Ordering::Relaxed);
+        let outcome = i.spare_outcome();
         cell.req_id.store(id, Ordering::Release);
-        *cell.out.lock() = CellOut::default();
-        cell.state.store(PENDING, Ordering::Release);
+        *cell.slot.lock() = Slot::Pending(outcome.clone());
         match i.post(wire::IMM_REQUEST, slot, tag, id, max_len, writer) {
             Ok(w) => {
                 // A failed delivery must wake the caller waiting for the reply.
                 let watcher: Weak<Inner> = Arc::downgrade(i);
                 w.state().watch_failure(watcher as Weak<dyn Notify>);
-                *cell.write.lock() = Some(w);
+                *outcome.write.lock() = Some(w);
                 i.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
                 Ok(CallFuture {
                     sess: i.clone(),
                     slot,
+                    outcome,
                     state: FutState::Waiting,
-                    data: std::ptr::null(),
-                    len: 0,
+                    data: Vec::new(),
                     tag: 0,
                     error: None,
                 })
             }
             Err(e) => {
                 // Nothing was sent: the slot is ours again.
-                cell.state.store(IDLE, Ordering::Release);
+                *cell.slot.lock() = Slot::Idle;
                 i.release_slot(slot);
                 Err(e)
             }
@@ -139,25 +169,25 @@ impl CallFuture {
             FutState::Failed => return Err(self.final_error()),
             FutState::Waiting => {}
         }
-        let cell = &i.cells[self.slot];
+        let o = &self.outcome;
         let deadline = Deadline::after(timeout.unwrap_or(i.cfg.default_timeout));
         let write_failed = || {
-            cell.write
+            o.write
                 .lock()
                 .as_ref()
                 .and_then(|w| if w.done() { w.error() } else { None })
         };
         let r = i.wait_until(
             || {
-                cell.state.load(Ordering::Acquire) == DONE
-                    || cell.write.try_lock().is_some_and(|w| {
+                o.done.load(Ordering::Acquire)
+                    || o.write.try_lock().is_some_and(|w| {
                         w.as_ref()
                             .is_some_and(|w| w.state().is_done() && w.error().is_some())
                     })
             },
             deadline,
         );
-        if cell.state.load(Ordering::Acquire) != DONE {
+        if !o.done.load(Ordering::Acquire) {
             if let Some(e) = write_failed() {
                 // The request never arrived: fail the call (the slot stays reserved until
                 // the session ends, in case the peer saw part of it).
@@ -179,29 +209,25 @@ impl CallFuture {
                 )),
             };
         }
-        let out = std::mem::take(&mut *cell.out.lock());
+        let out = std::mem::take(&mut *o.out.lock());
         if let Some(e) = out.error {
             self.fail(e);
             return Err(self.final_error());
         }
         self.tag = out.tag;
-        match out.bulk {
-            None => {
-                // SAFETY: slot < slot_count; the reply is `out.len` bytes after the
-                // header in our reply mailbox slot (checked against slot_size on arrival).
-                self.data = unsafe { i.mem.mbox_ptr(wire::IMM_REPLY, self.slot).add(HEADER_LEN) };
-                self.len = out.len;
+        std::mem::swap(&mut self.data, &mut *o.data.lock());
+        if let Some(d) = out.bulk {
+            let r = i.bulk_read(BulkUse::ReplyIn, self.slot, d).map(|p| {
+                // SAFETY: bulk_read filled d.len bytes at p, in our bulk cache for the
+                // slot, which stays ours until the slot is freed just below.
+                self.data
+                    .extend_from_slice(unsafe { std::slice::from_raw_parts(p, d.len as usize) })
+            });
+            i.release_held(self.slot, &self.outcome);
+            if let Err(e) = r {
+                self.fail(e);
+                return Err(self.final_error());
             }
-            Some(d) => match i.bulk_read(BulkUse::ReplyIn, self.slot, d) {
-                Ok(p) => {
-                    self.data = p;
-                    self.len = d.len as usize;
-                }
-                Err(e) => {
-                    self.fail(e);
-                    return Err(self.final_error());
-                }
-            },
         }
         i.stats.replies_received.fetch_add(1, Ordering::Relaxed);
         self.state = FutState::Ready;
@@ -228,21 +254,19 @@ impl CallFuture {
     /// Whether the reply arrived (or the call failed), without waiting. With inline
     /// progress it takes in what has arrived (no thread does it otherwise).
     pub fn done(&self) -> bool {
-        let cell = &self.sess.cells[self.slot];
-        if self.state != FutState::Waiting || cell.state.load(Ordering::Acquire) == DONE {
+        if self.state != FutState::Waiting || self.outcome.done.load(Ordering::Acquire) {
             return true;
         }
         self.sess.take_arrived();
-        cell.state.load(Ordering::Acquire) == DONE
+        self.outcome.done.load(Ordering::Acquire)
     }
 
     /// The reply payload (empty before a successful `wait`).
     pub fn reply(&self) -> &[u8] {
-        if self.state != FutState::Ready || self.len == 0 {
+        if self.state != FutState::Ready {
             return &[];
         }
-        // SAFETY: the slot (or its bulk cache) stays ours until this future is dropped.
-        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+        &self.data
     }
 
     /// True when the peer answered with an exception (payload: JSON
@@ -273,28 +297,23 @@ impl CallFuture {
 impl Drop for CallFuture {
     fn drop(&mut self) {
         let i = &self.sess;
-        let cell = &i.cells[self.slot];
-        if self.state == FutState::Waiting
-            && cell
-                .state
-                .compare_exchange(PENDING, DETACHED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
         {
-            return; // the late reply (or the session's end) frees the slot
-        }
-        if self.state == FutState::Failed && !i.ended() {
-            // A failed delivery: the peer may still answer; keep the slot reserved.
-            if cell
-                .state
-                .compare_exchange(PENDING, DETACHED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return;
+            let mut g = i.cells[self.slot].slot.lock();
+            match &*g {
+                // Still waiting (or a failed delivery the peer may yet answer): the
+                // reply, or the session's end, frees the slot.
+                Slot::Pending(o) if Arc::ptr_eq(o, &self.outcome) => *g = Slot::Detached,
+                Slot::Held(o) if Arc::ptr_eq(o, &self.outcome) => {
+                    *g = Slot::Idle;
+                    drop(g);
+                    i.release_slot(self.slot);
+                }
+                _ => {}
             }
         }
-        cell.write.lock().take();
-        cell.state.store(IDLE, Ordering::Release);
-        i.release_slot(self.slot);
+        // The buffer goes back with the outcome, for the next call.
+        std::mem::swap(&mut self.data, &mut *self.outcome.data.lock());
+        i.recycle_outcome(&mut self.outcome);
     }
 }
 
@@ -322,16 +341,42 @@ impl Inner {
         self.notify_all();
     }
 
+    /// A recycled outcome (or a new one while the session warms up).
+    fn spare_outcome(&self) -> Arc<Outcome> {
+        self.spare_outcomes.lock().pop().unwrap_or_default()
+    }
+
+    /// Keeps a dropped future's outcome for a later call once nothing else refers to it
+    /// (a detached call's slot drops its reference when the reply comes).
+    fn recycle_outcome(&self, o: &mut Arc<Outcome>) {
+        if Arc::get_mut(o).is_some() {
+            let mut spares = self.spare_outcomes.lock();
+            if spares.len() < 2 * self.cells.len() {
+                o.reset();
+                spares.push(o.clone());
+            }
+        }
+    }
+
+    /// Frees slot `s` held for `o`'s bulk reply (read, or no longer wanted).
+    fn release_held(&self, s: usize, o: &Arc<Outcome>) {
+        let mut g = self.cells[s].slot.lock();
+        if matches!(&*g, Slot::Held(h) if Arc::ptr_eq(h, o)) {
+            *g = Slot::Idle;
+            drop(g);
+            self.release_slot(s);
+        }
+    }
+
     /// A reply arrived in our reply mailbox slot `slot` (header `h`, already read):
     /// checks it, hands it to the call's future, or frees the slot of a detached call. A
     /// reply naming another request than the call in the slot is dropped (stale: never
     /// delivered to the wrong call); the call waits on for its own.
     pub(super) fn on_reply(&self, slot: usize, h: Header) {
         let cell = &self.cells[slot];
-        let state = cell.state.load(Ordering::Acquire);
-        if state != PENDING && state != DETACHED {
+        if !matches!(&*cell.slot.lock(), Slot::Pending(_) | Slot::Detached) {
             self.protocol_error(format!(
-                "reply for slot {slot} with no call in flight (state {state}); dropped"
+                "reply for slot {slot} with no call in flight; dropped"
             ));
             return;
         }
@@ -345,6 +390,7 @@ impl Inner {
             return;
         }
         let mut out = CellOut::default();
+        let mut inline: &[u8] = &[];
         if !self.fits_slot(&h) || h.tag & wire::REPLY_BIT == 0 {
             out.error = Some(Error::new(
                 Status::Protocol,
@@ -355,17 +401,19 @@ impl Inner {
             ));
         } else {
             out.tag = h.tag;
-            out.len = h.total_len as usize - HEADER_LEN;
-            if h.tag & wire::BULK_BIT != 0 {
-                // SAFETY: slot < slot_count and total_len <= slot_size (checked above):
-                // the descriptor lies in our reply mailbox slot.
-                let b = unsafe {
-                    std::slice::from_raw_parts(
-                        self.mem.mbox_ptr(wire::IMM_REPLY, slot).add(HEADER_LEN),
-                        out.len,
-                    )
-                };
-                match BulkDesc::decode(b) {
+            // SAFETY: slot < slot_count and total_len <= slot_size (fits_slot, above):
+            // the payload lies in our reply mailbox slot, which stays the call's until
+            // `complete` has copied it.
+            let payload = unsafe {
+                std::slice::from_raw_parts(
+                    self.mem.mbox_ptr(wire::IMM_REPLY, slot).add(HEADER_LEN),
+                    h.total_len as usize - HEADER_LEN,
+                )
+            };
+            if h.tag & wire::BULK_BIT == 0 {
+                inline = payload;
+            } else {
+                match BulkDesc::decode(payload) {
                     Some(d) if d.len <= self.cfg.max_payload => out.bulk = Some(d),
                     Some(d) => {
                         out.error = Some(Error::invalid(format!(
@@ -385,64 +433,58 @@ impl Inner {
         if out.error.is_some() {
             self.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
         }
-        self.complete(slot, out);
+        self.complete(slot, out, inline);
     }
 
-    /// Hands `out` to the call in flight in `slot` (PENDING → DONE), or frees the slot
-    /// of a detached call. `out` is written under its lock together with the state
-    /// change, so of a reply and the session's end only the first is seen by the call.
-    fn complete(&self, slot: usize, out: CellOut) {
-        let cell = &self.cells[slot];
-        let mut o = cell.out.lock();
-        match cell
-            .state
-            .compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => {
-                *o = out;
-                drop(o);
+    /// Hands `out` (and the reply payload `inline`, copied) to the call in flight in
+    /// `slot` and frees the slot, unless a bulk reply waits to be read: then the slot is
+    /// held for the future. A detached call's slot is just freed.
+    fn complete(&self, slot: usize, out: CellOut, inline: &[u8]) {
+        let mut g = self.cells[slot].slot.lock();
+        match std::mem::replace(&mut *g, Slot::Idle) {
+            Slot::Pending(o) => {
+                let hold = out.bulk.is_some() && Arc::strong_count(&o) > 1;
+                if hold {
+                    *g = Slot::Held(o.clone());
+                } else {
+                    o.data.lock().extend_from_slice(inline);
+                }
+                drop(g);
+                if !hold {
+                    self.release_slot(slot);
+                }
+                o.set(out);
                 self.events.notify();
             }
-            Err(DETACHED) => {
-                drop(o);
-                self.free_detached(slot);
+            Slot::Detached => {
+                drop(g);
+                self.release_slot(slot);
             }
-            Err(s) => {
-                drop(o);
+            other => {
+                *g = other;
+                drop(g);
                 self.protocol_error(format!(
-                    "reply for slot {slot} with no call in flight (state {s}); dropped"
+                    "reply for slot {slot} with no call in flight; dropped"
                 ))
             }
-        }
-    }
-
-    /// Frees the slot of a detached call (once: its reply and the session's end may race).
-    fn free_detached(&self, slot: usize) {
-        let cell = &self.cells[slot];
-        if cell
-            .state
-            .compare_exchange(DETACHED, IDLE, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            cell.write.lock().take();
-            self.release_slot(slot);
         }
     }
 
     /// Fails every call in flight with `e` (the session ended); frees detached slots.
     pub(super) fn fail_pending(&self, e: &Error) {
         for (s, cell) in self.cells.iter().enumerate() {
-            let mut o = cell.out.lock();
-            match cell
-                .state
-                .compare_exchange(PENDING, DONE, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => *o = CellOut::failed(e.clone()),
-                Err(DETACHED) => {
-                    drop(o);
-                    self.free_detached(s);
+            let mut g = cell.slot.lock();
+            match std::mem::replace(&mut *g, Slot::Idle) {
+                Slot::Pending(o) => {
+                    drop(g);
+                    self.release_slot(s);
+                    o.set(CellOut::failed(e.clone()));
                 }
-                Err(_) => {}
+                Slot::Detached => {
+                    drop(g);
+                    self.release_slot(s);
+                }
+                other => *g = other,
             }
         }
         self.notify_all();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::bulk::BulkCaches;
-use super::call::{CallFuture, Cell};
+use super::call::{CallFuture, Cell, Outcome};
 use super::config::RpcConfig;
 use super::handshake::handshake;
 use super::inbound::Inbound;
@@ -59,6 +59,8 @@ pub(super) struct Inner {
     pub free_slots: Mutex<Vec<u16>>,
     /// Client-side state of each slot.
     pub cells: Box<[Cell]>,
+    /// Outcomes of dropped calls, with their reply buffers, for the next calls.
+    pub spare_outcomes: Mutex<Vec<Arc<Outcome>>>,
     pub next_id: AtomicU64,
     /// Requests received and not yet taken by `poll_request`.
     pub inbox: Mutex<VecDeque<Inbound>>,
@@ -135,6 +137,7 @@ impl RpcSession {
             peer_id: agreed.peer_id,
             free_slots: Mutex::new((0..n as u32).rev().map(|s| s as u16).collect()),
             cells: (0..n).map(|_| Cell::new()).collect(),
+            spare_outcomes: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             inbox: Mutex::new(VecDeque::with_capacity(n)),
             rx: Mutex::new(None),
@@ -188,9 +191,22 @@ impl RpcSession {
     }
 
     /// Sends a request with `payload` and returns its future. Blocks only while every
-    /// slot is in flight (at most `default_timeout`).
+    /// slot is in flight (at most `default_timeout`): futures may be held in any number,
+    /// as a reply frees its slot when it arrives.
     pub fn call(&self, tag: u32, payload: &[u8]) -> Result<CallFuture> {
-        self.call_inplace(tag, payload.len(), |buf| {
+        self.call_with_timeout(tag, payload, None)
+    }
+
+    /// [`RpcSession::call`], waiting for a free slot at most `timeout` (`None`:
+    /// `default_timeout`): `Err(Timeout)` when every slot stays in flight until then. A
+    /// slot is freed as soon as its reply arrives (a bulk reply: once read or dropped).
+    pub fn call_with_timeout(
+        &self,
+        tag: u32,
+        payload: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<CallFuture> {
+        self.call_inplace_with_timeout(tag, payload.len(), timeout, |buf| {
             buf[..payload.len()].copy_from_slice(payload);
             Ok(payload.len())
         })
@@ -203,6 +219,18 @@ impl RpcSession {
         &self,
         tag: u32,
         max_len: usize,
+        writer: impl FnOnce(&mut [u8]) -> Result<usize>,
+    ) -> Result<CallFuture> {
+        self.call_inplace_with_timeout(tag, max_len, None, writer)
+    }
+
+    /// [`RpcSession::call_inplace`] with a deadline for taking a slot, as in
+    /// [`RpcSession::call_with_timeout`].
+    pub fn call_inplace_with_timeout(
+        &self,
+        tag: u32,
+        max_len: usize,
+        timeout: Option<Duration>,
         writer: impl FnOnce(&mut [u8]) -> Result<usize>,
     ) -> Result<CallFuture> {
         let i = &self.inner;
@@ -222,7 +250,8 @@ impl RpcSession {
         // anything is sent into a session the peer ended.
         i.take_arrived();
         i.check_alive()?;
-        CallFuture::start(i, tag, max_len, writer)
+        let deadline = Deadline::after(timeout.unwrap_or(i.cfg.default_timeout));
+        CallFuture::start(i, tag, max_len, deadline, writer)
     }
 
     /// The next request, waiting at most `timeout` (`None`: `default_timeout`).

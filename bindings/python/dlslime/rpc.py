@@ -393,21 +393,25 @@ class Session:
             return t.call, t.data, t.len
 
     def call(self, tag: int, payload: Any = b"", *, decode: Optional[Callable] = None,
-             name: str = "") -> "RpcFuture":
-        """Sends ``payload`` (any bytes-like object) to method ``tag``."""
+             name: str = "", timeout: Optional[float] = None) -> "RpcFuture":
+        """Sends ``payload`` (any bytes-like object) to method ``tag``. While every slot
+        is in flight it waits for one at most ``timeout`` seconds (default: the session's
+        ``default_timeout``), then raises :class:`RpcTimeoutError`. A reply frees its slot
+        when it arrives, so futures may be held in any number."""
         out, _, _ = self._outs()
         n = len(payload) if isinstance(payload, (bytes, bytearray)) else memoryview(payload).nbytes
         buf = payload if isinstance(payload, bytes) else _as_buffer(payload, False, "payload")
-        st = lib.dlslime_rpc_call(self._h(), tag, buf, n, out)
+        st = lib.dlslime_rpc_call_timeout(self._h(), tag, buf, n, _timeout_ms(timeout), out)
         if st != _OK:
             raise _fail(st, f"RPC call {name or tag}")
         return RpcFuture(self, out[0], decode, name or str(tag))
 
     def call_inplace(self, tag: int, writer: Callable[[int, int], int], *,
                      max_len: Optional[int] = None, decode: Optional[Callable] = None,
-                     name: str = "") -> "RpcFuture":
+                     name: str = "", timeout: Optional[float] = None) -> "RpcFuture":
         """Sends a payload that ``writer(send_ptr, send_cap) -> nbytes`` builds in place
-        (``send_cap`` = ``max_len``, default the slot's payload capacity)."""
+        (``send_cap`` = ``max_len``, default the slot's payload capacity). ``timeout``:
+        as for :meth:`call`."""
         cap = self.payload_capacity if max_len is None else int(max_len)
         err: List[BaseException] = []
 
@@ -427,7 +431,8 @@ class Session:
 
         c = ffi.callback(_WRITER, cb)
         out, _, _ = self._outs()
-        st = lib.dlslime_rpc_call_inplace(self._h(), tag, cap, c, ffi.NULL, out)
+        st = lib.dlslime_rpc_call_inplace_timeout(self._h(), tag, cap, c, ffi.NULL,
+                                                  _timeout_ms(timeout), out)
         if err:
             raise err[0]
         if st != _OK:

@@ -134,6 +134,25 @@ def test_timeouts(pair):
     assert p.add(1, 1).wait(10) == 2
 
 
+def test_futures_held_beyond_the_window(pair):
+    """More futures held than slots (8 here): each call beyond the window waits for a
+    slot while earlier replies arrive, and every future keeps its own reply (the issue:
+    17 futures on 16 slots stalled 60 s and raised RpcTimeoutError)."""
+    p, _, _ = pair
+    for n in (17, 100):
+        t = time.monotonic()
+        assert wait_all([p.add(i, 0) for i in range(n)], 10) == list(range(n))
+        assert time.monotonic() - t < 10, n
+    # The wait for a slot has its own deadline: 8 slow calls hold every slot.
+    fs = [p.psleep(0.4) for _ in range(8)]
+    t = time.monotonic()
+    with pytest.raises(RpcTimeoutError):
+        p._session.call(0, b"", timeout=0.05)
+    assert time.monotonic() - t < 0.35
+    assert wait_all(fs, 10) == ["p"] * 8
+    assert p.add(1, 1).wait(10) == 2
+
+
 def test_concurrent_threads(pair):
     p, _, _ = pair
     errors = []
