@@ -560,7 +560,8 @@ class RpcMemory {
   detail::Handle<dlslime_rpc_memory_t, dlslime_rpc_memory_free> h_;
 };
 
-/// The future of one call. Holds its slot (the reply lives there) until destroyed.
+/// The future of one call. Its reply is its own copy (the slot is freed when the reply
+/// arrives; a reply larger than a slot: when read or destroyed).
 class RpcCall {
  public:
   /// Waits for the reply; false if `timeout` passed first (the call stays pending).
