@@ -83,6 +83,62 @@ unsafe fn transfer(
     Ok(())
 }
 
+/// Whether `[addr, addr+len)` is memory of this process the library may read (and, if
+/// `writable`, write): one byte of every page is read through the kernel (and written
+/// back unchanged), which answers EFAULT instead of the segmentation fault a plain copy
+/// would take on an unmapped or read-only page. Err(errno) otherwise. Needs no promise:
+/// the kernel checks every address, and a byte is written back only where it was just
+/// read, in memory the caller hands to an operation (no one else may use it meanwhile).
+pub fn check_own_range(addr: usize, len: usize, writable: bool) -> Result<(), i32> {
+    const PAGE: usize = 4096;
+    const BATCH: usize = 256;
+    if len == 0 {
+        return Ok(());
+    }
+    let end = addr.checked_add(len).ok_or(libc::EFAULT)?;
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let mut bytes = [0u8; BATCH];
+    let mut at = addr;
+    while at < end {
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 1,
+        }; BATCH];
+        let mut n = 0;
+        while n < BATCH && at < end {
+            iov[n].iov_base = at as *mut libc::c_void;
+            n += 1;
+            at = (at / PAGE + 1) * PAGE; // the next page's first byte
+        }
+        let local = libc::iovec {
+            iov_base: bytes.as_mut_ptr() as *mut libc::c_void,
+            iov_len: n,
+        };
+        // SAFETY: the kernel writes at most `n` bytes into `bytes` (ours, on the stack)
+        // and reads the `n` one-byte remote iovecs from our own address space, checking
+        // each against our mappings (EFAULT, never a fault here).
+        let r = unsafe { libc::process_vm_readv(me, &local, 1, iov.as_ptr(), n as _, 0) };
+        if r != n as isize {
+            return Err(if r < 0 { last_errno() } else { libc::EFAULT });
+        }
+        if writable {
+            // SAFETY: as above, the other way: each checked byte gets its own value back.
+            let w = unsafe { libc::process_vm_writev(me, &local, 1, iov.as_ptr(), n as _, 0) };
+            if w != n as isize {
+                return Err(if w < 0 { last_errno() } else { libc::EFAULT });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
 /// A word with a known value whose address a peer probes at connect time to learn
 /// whether the kernel lets it attach to us.
 pub static PROBE_WORD: u64 = 0x5052_4f42_455f_4f4b; // "PROBE_OK"
