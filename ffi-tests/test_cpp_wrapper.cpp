@@ -202,6 +202,16 @@ int main() {
 
     auto pending = eb.imm_recv();
     CHECK(!pending.wait_for(20ms));
+    // answers not defined yet throw instead of returning 0
+    for (int which = 0; which < 2; which++) {
+      try {
+        if (which == 0) (void)pending.imm_data();
+        else (void)pending.nbytes();
+        CHECK(false);
+      } catch (const dlslime::Error& e) {
+        CHECK(e.status() == DLSLIME_STATUS_PENDING);
+      }
+    }
     CHECK(eb.cancel_all() >= 1);
     try {
       pending.wait();

@@ -76,7 +76,8 @@ impl Future {
         self.state().imm()
     }
 
-    /// Bytes moved (for `recv`: the length of the received message).
+    /// Bytes moved (for `recv`: the length of the received message; for one-sided
+    /// operations: the bytes of every assignment). Defined once the operation succeeded.
     pub fn nbytes(&self) -> u64 {
         match &self.0 {
             Handle::Op(op) => op.nbytes(),

@@ -136,6 +136,13 @@ impl Inner {
                 slot.state = ConnState::Connecting;
                 slot.error = None;
             }
+            // A message that does not name our current endpoint means the peer has not
+            // got our qp_ready for it (lost, or dropped as from an unregistered sender):
+            // answer again (the peer resends while unanswered, so this converges).
+            let mine = slot.ep.as_ref().map_or(0, |e| e.nonce);
+            if dst_nonce != Some(mine) {
+                slot.sent.remove(&(mine, mi, mn));
+            }
             self.queue_send(peer, slot, &mut work);
             let ep = slot.ep.as_mut().unwrap();
             if dst_nonce == Some(ep.nonce) && mt == Some(ep.transport) && ep.bound.is_none() {

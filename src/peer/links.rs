@@ -89,6 +89,10 @@ pub(super) struct Slot {
     pub error: Option<Error>,
     pub attempts: u32,
     pub retry_at: Option<Instant>,
+    /// While dialling and unanswered: when our qp_ready goes out again, and how many
+    /// times it went (see [`RESEND_FIRST`]).
+    pub resend_at: Option<Instant>,
+    pub resends: u32,
     /// `(my nonce, peer instance, peer nonce)` pairs a qp_ready was sent for.
     pub sent: HashSet<(u64, u64, u64)>,
     pub connected_transport: Option<Transport>,
@@ -110,6 +114,8 @@ impl Slot {
             error: None,
             attempts: 0,
             retry_at: None,
+            resend_at: None,
+            resends: 0,
             sent: HashSet::new(),
             connected_transport: None,
             outbox: Vec::new(),
@@ -146,6 +152,13 @@ impl Work {
 const STREAM_MAX_LEN: usize = 1000;
 /// Message ids remembered per peer for withdrawal at shutdown.
 const OUTBOX_MAX: usize = 1024;
+/// A dialling side whose qp_ready got no answer sends it again after this, then at
+/// doubling intervals up to [`RESEND_MAX`]. A mailbox message can be lost for good: a
+/// peer drops one whose sender is not registered (right after a Redis restart, before
+/// the sender's heartbeat re-registered it), and a restart loses what the old Redis
+/// held. Without a resend both sides would wait forever, each for the other.
+const RESEND_FIRST: Duration = Duration::from_millis(500);
+const RESEND_MAX: Duration = Duration::from_secs(4);
 
 impl PeerAgent {
     /// Starts (or re-uses) the connection to `peer`. Does not block: call
@@ -373,6 +386,40 @@ impl Inner {
             }
         }
         self.queue_send(peer, slot, work);
+        if slot.pending && slot.resend_at.is_none() {
+            slot.resends = 0;
+            slot.resend_at = Some(Instant::now() + RESEND_FIRST);
+        }
+    }
+
+    /// Sends our qp_ready for the current endpoint again: still dialling, not answered
+    /// yet (the endpoint is not bound to a peer endpoint), and its resend time came.
+    fn resend_unanswered(&self, peer: &str, slot: &mut Slot, now: Instant, work: &mut Work) {
+        let Some(at) = slot.resend_at else { return };
+        let waiting = slot.pending
+            && slot.state == ConnState::Connecting
+            && slot.ep.as_ref().is_some_and(|e| e.bound.is_none());
+        if !waiting {
+            slot.resend_at = None;
+            return;
+        }
+        if at > now {
+            return;
+        }
+        slot.resends += 1;
+        let nonce = slot.ep.as_ref().map_or(0, |e| e.nonce);
+        let (di, dn) = slot.peer.as_ref().map_or((0, 0), |v| (v.instance, v.nonce));
+        slot.sent.remove(&(nonce, di, dn));
+        info_log!(
+            "PeerAgent {}: no answer from {peer} yet; qp_ready sent again ({})",
+            self.alias,
+            slot.resends
+        );
+        self.queue_send(peer, slot, work);
+        let next = RESEND_FIRST
+            .saturating_mul(1u32 << slot.resends.min(4))
+            .min(RESEND_MAX);
+        slot.resend_at = Some(now + next);
     }
 
     /// Queues our `qp_ready` for the current endpoint, naming the peer endpoint we
@@ -437,6 +484,7 @@ impl Inner {
         slot.error = Some(e);
         slot.pending = false;
         slot.retry_at = None;
+        slot.resend_at = None;
         self.cv.notify_all();
     }
 
@@ -575,6 +623,7 @@ impl Inner {
         {
             let mut peers = self.peers.lock();
             for (peer, slot) in peers.iter_mut() {
+                self.resend_unanswered(peer, slot, now, &mut work);
                 let Some(at) = slot.retry_at else { continue };
                 if at > now {
                     continue;

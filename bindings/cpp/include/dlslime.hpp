@@ -419,8 +419,20 @@ class Future {
   bool done() const noexcept { return dlslime_future_done(h_.get()); }
   /// DLSLIME_STATUS_PENDING until completion, then the final status.
   dlslime_status_t status() const noexcept { return dlslime_future_status(h_.get()); }
-  int32_t imm_data() const noexcept { return dlslime_future_imm_data(h_.get()); }
-  uint64_t nbytes() const noexcept { return dlslime_future_nbytes(h_.get()); }
+  /// The immediate data of a completed imm_recv. Not defined before completion: throws
+  /// Error (DLSLIME_STATUS_PENDING) then, and the operation's Error if it failed.
+  int32_t imm_data() const {
+    int32_t v = 0;
+    check(dlslime_future_get_imm_data(h_.get(), &v));
+    return v;
+  }
+  /// Bytes moved (recv: the message's length; read/write: the bytes of every
+  /// assignment). Throws as imm_data() before completion or after a failure.
+  uint64_t nbytes() const {
+    uint64_t v = 0;
+    check(dlslime_future_get_nbytes(h_.get(), &v));
+    return v;
+  }
   const dlslime_future_t* get() const noexcept { return h_.get(); }
 
  private:

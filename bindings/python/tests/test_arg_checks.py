@@ -37,7 +37,14 @@ def test_imm_data_of_a_read_future_raises(rig):
     f.wait()
     with pytest.raises(ValueError, match="imm_recv"):
         f.imm_data()
-    f.nbytes()  # defined once completed (reads report 0 today; recv reports the length)
+    # defined once completed: the bytes of every assignment (recv: the message length)
+    assert f.nbytes() == 64
+    w = rig.ep.write([(rig.local, rig.remote, 0, 0, 100), (rig.local, rig.remote, 200, 300, 28)])
+    w.wait()
+    assert w.nbytes() == 128
+    wi = rig.ep.write_with_imm([(rig.local, rig.remote, 0, 0, 10)], 5)
+    wi.wait()
+    assert wi.nbytes() == 10
 
 
 def test_results_before_completion_raise(rig):

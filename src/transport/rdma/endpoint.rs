@@ -398,6 +398,7 @@ impl RdmaEndpoint {
         let total = u32::try_from(total)
             .map_err(|_| Error::invalid("too many work requests in one operation"))?;
         let op = self.sh.new_op(total, timeout);
+        op.set_nbytes(res.iter().map(|r| r.len).sum());
         if total == 0 {
             return Ok(Future::new(op));
         }

@@ -104,7 +104,6 @@ impl Agg {
                             return;
                         }
                     }
-                    self.op.add_nbytes(0);
                     self.op.part_done(Status::Ok, None);
                 }
                 Some((s, m)) => self.op.part_done(s, Some(&m)),

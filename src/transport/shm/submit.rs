@@ -76,22 +76,25 @@ impl Inner {
         // needs no list.
         if let [a] = assignments {
             let part = self.checked(a)?;
-            return self.issue(c, std::iter::once(part), write, imm, timeout);
+            return self.issue(c, std::iter::once(part), a.length, write, imm, timeout);
         }
         let plan = assignments
             .iter()
             .map(|a| self.checked(a))
             .collect::<Result<Vec<_>>>()?;
-        self.issue(c, plan.into_iter(), write, imm, timeout)
+        let total = plan.iter().map(|p| p.3).sum();
+        self.issue(c, plan.into_iter(), total, write, imm, timeout)
     }
 
     /// Moves the checked parts of one operation. Parts the peer's table permits are
     /// copied here and now; the operation's state exists only once a part needs the
-    /// peer (an operation done entirely here is a ready future: no allocation).
+    /// peer (an operation done entirely here is a ready future: no allocation). Its
+    /// `nbytes` is `total`, the bytes of every part.
     fn issue(
         &self,
         c: &Conn,
         plan: impl Iterator<Item = (*mut u8, u64, u64, u64)>,
+        total: u64,
         write: bool,
         imm: Option<i32>,
         timeout: Option<Duration>,
@@ -128,6 +131,7 @@ impl Inner {
             }
             let (agg, deadline) = &*pending.get_or_insert_with(|| {
                 let op = self.new_op(1, timeout);
+                op.set_nbytes(total);
                 let deadline = op.deadline();
                 (Agg::new(op, imm), deadline)
             });
@@ -219,7 +223,7 @@ impl Inner {
                 return Ok(Future::new(op));
             }
         }
-        Ok(Future::ready(0))
+        Ok(Future::ready(total))
     }
 
     /// `send`.

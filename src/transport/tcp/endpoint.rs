@@ -137,6 +137,7 @@ impl TcpEndpoint {
         let parts =
             u32::try_from(parts).map_err(|_| Error::invalid("too many chunks in one operation"))?;
         let op = self.new_op(parts, timeout);
+        op.set_nbytes(ranges.iter().map(|r| r.3).sum());
         for (ptr, addr, key, len) in ranges {
             let mut off = 0;
             while off < len {
@@ -284,6 +285,7 @@ impl Endpoint for TcpEndpoint {
             .collect();
         let conn = self.lane(&peer, 0)?;
         let op = self.new_op(ranges.len().max(1) as u32, timeout);
+        op.set_nbytes(ranges.iter().map(|r| r.3).sum());
         if ranges.is_empty() {
             let h = Header {
                 imm,
