@@ -3,7 +3,7 @@
 //! the reply's arrival, and [`CallFuture`].
 //!
 //! A slot is freed when its reply is read, not when the future is dropped: a reply that
-//! fits the slot is copied into the call's own [`Outcome`] as it arrives (its buffer is
+//! fits the slot is copied into the call's own `Outcome` as it arrives (its buffer is
 //! recycled, so no allocation once warm) and the slot goes back to the free list at
 //! once; a bulk reply (read from the peer's buffer for the slot) holds the slot until the
 //! future reads it in `wait` or is dropped. So futures may be held in any number: a call
