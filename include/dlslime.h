@@ -492,7 +492,8 @@ dlslime_status_t dlslime_future_get_imm_data(const dlslime_future_t *f, int32_t 
 
 /**
  * Bytes moved by a completed operation (for `dlslime_endpoint_recv`: the received
- * message length), written to `*out`.
+ * message length; for read/write/write_with_imm: the bytes of every assignment),
+ * written to `*out`.
  *
  * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_PENDING` (not completed yet;
  * `*out` is not written), or the operation's failure status.
