@@ -337,17 +337,7 @@ pub extern "C" fn dlslime_rpc_call(
     len: usize,
     out: *mut *mut dlslime_rpc_call_t,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let s = try_ref!(s);
-        let out = try_out!(out);
-        if data.is_null() && len > 0 {
-            null_arg!("data");
-        }
-        // SAFETY: `data` is not NULL when `len > 0` (checked above) and points at `len`
-        // readable bytes for the call (the header's contract); `call` copies them.
-        let payload = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data, len) } };
-        call_out(s.call(tag, payload), out)
-    }
+    dlslime_rpc_call_timeout(s, tag, data, len, 0, out)
 }
 
 /// Like `dlslime_rpc_call`, waiting for a free slot at most `timeout_ms` (0: the
@@ -370,7 +360,8 @@ pub extern "C" fn dlslime_rpc_call_timeout(
         if data.is_null() && len > 0 {
             null_arg!("data");
         }
-        // SAFETY: as in `dlslime_rpc_call`: `len` readable bytes at `data`, copied.
+        // SAFETY: `data` is not NULL when `len > 0` (checked above) and points at `len`
+        // readable bytes for the call (the header's contract); the call copies them.
         let payload = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data, len) } };
         call_out(s.call_with_timeout(tag, payload, timeout(timeout_ms)), out)
     }
@@ -403,14 +394,7 @@ pub extern "C" fn dlslime_rpc_call_inplace(
     user: *mut c_void,
     out: *mut *mut dlslime_rpc_call_t,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let s = try_ref!(s);
-        let out = try_out!(out);
-        if writer.is_none() {
-            null_arg!("writer");
-        }
-        call_out(s.call_inplace(tag, max_len, |b| run_writer(writer, user, b)), out)
-    }
+    dlslime_rpc_call_inplace_timeout(s, tag, max_len, writer, user, 0, out)
 }
 
 /// `dlslime_rpc_call_inplace` with a deadline for taking a slot, as in
