@@ -157,8 +157,8 @@ const OUTBOX_MAX: usize = 1024;
 /// peer drops one whose sender is not registered (right after a Redis restart, before
 /// the sender's heartbeat re-registered it), and a restart loses what the old Redis
 /// held. Without a resend both sides would wait forever, each for the other.
-const RESEND_FIRST: Duration = Duration::from_millis(500);
-const RESEND_MAX: Duration = Duration::from_secs(4);
+const RESEND_FIRST: Duration = Duration::from_secs(2);
+const RESEND_MAX: Duration = Duration::from_secs(8);
 
 impl PeerAgent {
     /// Starts (or re-uses) the connection to `peer`. Does not block: call
