@@ -95,6 +95,8 @@ pub(super) struct Slot {
     pub resends: u32,
     /// `(my nonce, peer instance, peer nonce)` pairs a qp_ready was sent for.
     pub sent: HashSet<(u64, u64, u64)>,
+    /// The same pairs, kept when `sent` forgets one to send it again (a repeat).
+    pub answered: HashSet<(u64, u64, u64)>,
     pub connected_transport: Option<Transport>,
     /// Stream ids of the qp_ready messages this agent wrote to the peer's stream; the
     /// ones a never-registered peer did not consume are removed at shutdown.
@@ -117,6 +119,7 @@ impl Slot {
             resend_at: None,
             resends: 0,
             sent: HashSet::new(),
+            answered: HashSet::new(),
             connected_transport: None,
             outbox: Vec::new(),
         }
@@ -130,8 +133,8 @@ impl Slot {
     }
 }
 
-/// A qp_ready to write: `(peer, stream fields, sent-key)`.
-type PendingSend = (String, Vec<(String, String)>, (u64, u64, u64));
+/// A qp_ready to write: `(peer, stream fields, sent-key, whether it repeats one)`.
+type PendingSend = (String, Vec<(String, String)>, (u64, u64, u64), bool);
 
 /// Deferred side effects of a state change, run after the peers lock is released.
 #[derive(Default)]
@@ -441,6 +444,7 @@ impl Inner {
             return;
         }
         slot.sent.insert(key);
+        let repeat = !slot.answered.insert(key);
         let tname = transport.map_or("none", Transport::as_str);
         let conn_id = format!("{}:{tname}:n{nonce}->{peer}", self.alias);
         // the original's fields carry the NIC port on RDMA connections
@@ -473,6 +477,7 @@ impl Inner {
                 ("timestamp".into(), format!("{ts:.6}")),
             ],
             key,
+            repeat,
         ));
     }
 
@@ -492,6 +497,7 @@ impl Inner {
     pub(super) fn teardown(&self, slot: &mut Slot, status: Status, why: &str, work: &mut Work) {
         slot.drop_ep(work);
         slot.sent.clear();
+        slot.answered.clear();
         slot.connected_transport = None;
         if slot.state == ConnState::Connected {
             slot.state = ConnState::Disconnected;
@@ -505,11 +511,16 @@ impl Inner {
         for ep in work.dead {
             ep.shutdown();
         }
-        for (peer, fields, key) in work.sends {
+        for (peer, fields, key, repeat) in work.sends {
             let stream = self.keys.stream(&peer);
             match self.store.xadd(&stream, STREAM_MAX_LEN, &fields) {
                 Ok(id) => {
-                    self.stats.qp_ready_sent.fetch_add(1, Ordering::Relaxed);
+                    let n = if repeat {
+                        &self.stats.qp_ready_resent
+                    } else {
+                        &self.stats.qp_ready_sent
+                    };
+                    n.fetch_add(1, Ordering::Relaxed);
                     if let Some(s) = self.peers.lock().get_mut(&peer) {
                         if s.outbox.len() < OUTBOX_MAX {
                             s.outbox.push(id);
@@ -524,6 +535,9 @@ impl Inner {
                     let mut peers = self.peers.lock();
                     if let Some(s) = peers.get_mut(&peer) {
                         s.sent.remove(&key);
+                        if !repeat {
+                            s.answered.remove(&key);
+                        }
                         if s.retry_at.is_none() {
                             s.retry_at = Some(Instant::now() + Duration::from_millis(200));
                         }
@@ -578,6 +592,7 @@ impl Inner {
                     );
                     slot.drop_ep(&mut work);
                     slot.sent.clear();
+                    slot.answered.clear();
                     if slot.attempts >= self.opts.connect_attempts.max(1) {
                         self.fail(slot, e, &mut work);
                     } else {

@@ -9,7 +9,11 @@ pub struct AgentStats {
     pub malformed_messages: AtomicU64,
     /// Stream messages ignored as stale (another incarnation, an older endpoint).
     pub stale_messages: AtomicU64,
+    /// `qp_ready` messages sent, each for a new (endpoint, peer view) pair.
     pub qp_ready_sent: AtomicU64,
+    /// The same `qp_ready` sent again: unanswered while dialling, or answering a peer
+    /// that evidently had not got it (see `docs/peer-agent.md`, "Lost messages").
+    pub qp_ready_resent: AtomicU64,
     pub cleanup_notices: AtomicU64,
     /// Registrations after the first (heartbeat said not found).
     pub reregistrations: AtomicU64,
