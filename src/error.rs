@@ -71,6 +71,9 @@ pub enum Status {
     ResourceExhausted = 502,
     /// RDMA cannot be used here: libibverbs is not installed, or no (active) RDMA device.
     RdmaUnavailable = 503,
+    /// CUDA device memory cannot be used here: no CUDA driver (`libcuda.so`), no device,
+    /// or the driver refused to initialise. The message names what is missing.
+    DeviceUnavailable = 504,
     Internal = 598,
     /// A Rust panic was caught at the C boundary; the last-error message says where.
     Panic = 599,
@@ -123,6 +126,7 @@ status_messages! {
     Unsupported => "unsupported",
     ResourceExhausted => "resource exhausted",
     RdmaUnavailable => "RDMA unavailable",
+    DeviceUnavailable => "CUDA device unavailable",
     Internal => "internal error",
     Panic => "panic",
 }

@@ -1,10 +1,12 @@
 //! Memory: the local regions this process registered (with their access keys), the
 //! remote regions a peer published, and shared allocations (memfd memory another process
-//! on this host can map).
+//! on this host can map), and CUDA device memory ([`device`]): where a region lives, and
+//! the staging that moves device bytes for transports that cannot reach them directly.
 //!
 //! Handles are dense indices that are never reused, so a stale handle can only ever
 //! name a dead slot, never someone else's region.
 
+pub mod device;
 pub mod local;
 pub mod remote;
 pub mod shared;
