@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use serde_json::{json, Map, Value};
 
 use super::check_range;
+use super::device::{self, Copier, CudaCopier, Location, StagedRange};
 use crate::error::{Error, Result, Status};
 
 pub type MrHandle = u32;
@@ -24,6 +25,46 @@ pub struct Region {
     pub key: u64,
     /// The device registration, when the pool has a [`Registrar`].
     pub device: Option<DeviceMr>,
+    /// Where the bytes live (learned from the pointer at registration).
+    pub location: Location,
+    /// For regions the CPU cannot address (device memory): the entry in the staged-range
+    /// table through which transports that stage (TCP) reach the bytes.
+    pub staged: Option<StagedRange>,
+}
+
+/// How a register call places its region.
+#[derive(Clone)]
+enum Placement {
+    /// Ask the pointer: device memory when the CUDA driver says so, host otherwise.
+    Detect,
+    /// The caller says it is device memory (`__cuda_array_interface__`): the driver must
+    /// confirm it (`DeviceUnavailable` without one).
+    Device,
+    /// Reached only through this copier (device memory; host memory in the staging tests).
+    Staged(Arc<dyn Copier>),
+}
+
+impl Placement {
+    /// The region's location and, for memory the CPU cannot address, its copier.
+    fn resolve(&self, addr: usize) -> Result<(Location, Option<Arc<dyn Copier>>)> {
+        let loc = match self {
+            Placement::Staged(c) => return Ok((c.location(), Some(c.clone()))),
+            Placement::Detect => device::locate(addr),
+            Placement::Device => Location::Device(device::require_device(addr)?),
+        };
+        match loc {
+            Location::Host => Ok((loc, None)),
+            Location::Device(n) => Ok((loc, Some(Arc::new(CudaCopier::new(n)?)))),
+        }
+    }
+
+    /// What re-registering an existing region (growth, a new registrar) keeps.
+    fn of(region: &Region) -> Placement {
+        match &region.staged {
+            Some(s) => Placement::Staged(s.copier().clone()),
+            None => Placement::Detect,
+        }
+    }
 }
 
 /// Registers regions with a device (RDMA: `ibv_reg_mr` on one protection domain), so
@@ -76,8 +117,25 @@ struct Tables {
 
 impl Tables {
     /// A region with its key: registered with the device when there is a registrar.
-    fn make_region(&self, handle: MrHandle, addr: usize, len: usize) -> Result<Region> {
+    fn make_region(
+        &self,
+        handle: MrHandle,
+        addr: usize,
+        len: usize,
+        placement: &Placement,
+    ) -> Result<Region> {
+        let (location, copier) = placement.resolve(addr)?;
         let (key, device) = match &self.registrar {
+            Some(r) if copier.is_some() => {
+                return Err(Error::new(
+                    Status::Unsupported,
+                    format!(
+                        "register: {location} memory cannot be registered with {} \
+                         (GPUDirect RDMA / dma-buf registration is not implemented: docs/gpu.md)",
+                        r.domain()
+                    ),
+                ))
+            }
             Some(r) => {
                 let mr = r.register(addr, len)?;
                 (u64::from(mr.rkey), Some(mr))
@@ -90,6 +148,8 @@ impl Tables {
             len,
             key,
             device,
+            location,
+            staged: copier.map(|c| StagedRange::add(addr, len, c)),
         })
     }
 }
@@ -101,6 +161,17 @@ pub struct MemoryPool {
     /// Bumped by every change of the table (a transport republishes its regions when it
     /// sees a new value).
     generation: AtomicU64,
+}
+
+/// The refusal of a transport that cannot reach a staged region.
+fn unreachable_region(handle: MrHandle, location: Location) -> Error {
+    Error::new(
+        Status::Unsupported,
+        format!(
+            "region {handle} is {location} memory, which this transport cannot reach \
+             (TCP stages device memory; shared memory and RDMA do not yet: docs/gpu.md)"
+        ),
+    )
 }
 
 fn new_key() -> u64 {
@@ -133,6 +204,53 @@ impl MemoryPool {
         ptr: *mut u8,
         len: usize,
     ) -> Result<MrHandle> {
+        // SAFETY: forwarded contract.
+        unsafe { self.register_placed(name, ptr, len, Placement::Detect) }
+    }
+
+    /// Registers CUDA device memory the caller vouches for (a `__cuda_array_interface__`
+    /// or DLPack pointer): as [`MemoryPool::register`], but `DeviceUnavailable` when there
+    /// is no CUDA driver, and `InvalidArgument` when the driver says `ptr` is not device
+    /// memory.
+    ///
+    /// # Safety
+    /// As [`MemoryPool::register`].
+    pub unsafe fn register_device(
+        &self,
+        name: Option<&str>,
+        ptr: *mut u8,
+        len: usize,
+    ) -> Result<MrHandle> {
+        // SAFETY: forwarded contract.
+        unsafe { self.register_placed(name, ptr, len, Placement::Device) }
+    }
+
+    /// Registers a region whose bytes are reached only through `copier` (staged): what
+    /// device memory is, and what the staging tests make of host memory. Transports that
+    /// stage (TCP) move it through the staging pool; the others refuse it.
+    ///
+    /// # Safety
+    /// As [`MemoryPool::register`], for the memory `copier` reaches.
+    pub unsafe fn register_staged(
+        &self,
+        name: Option<&str>,
+        ptr: *mut u8,
+        len: usize,
+        copier: Arc<dyn Copier>,
+    ) -> Result<MrHandle> {
+        // SAFETY: forwarded contract.
+        unsafe { self.register_placed(name, ptr, len, Placement::Staged(copier)) }
+    }
+
+    /// # Safety
+    /// As [`MemoryPool::register`].
+    unsafe fn register_placed(
+        &self,
+        name: Option<&str>,
+        ptr: *mut u8,
+        len: usize,
+        placement: Placement,
+    ) -> Result<MrHandle> {
         if ptr.is_null() {
             return Err(Error::new(Status::NullParameter, "register: null pointer"));
         }
@@ -163,7 +281,11 @@ impl MemoryPool {
                 .clone()
                 .expect("by_ptr names a live handle");
             if old.len < len {
-                let grown = Arc::new(t.make_region(h, addr, len)?);
+                let placement = match placement {
+                    Placement::Detect => Placement::of(&old),
+                    p => p,
+                };
+                let grown = Arc::new(t.make_region(h, addr, len, &placement)?);
                 t.slots[h as usize] = Some(grown);
                 self.generation.fetch_add(1, Ordering::Release);
             }
@@ -178,7 +300,7 @@ impl MemoryPool {
                 "register: handle space exhausted",
             )
         })?;
-        let region = t.make_region(h, addr, len)?;
+        let region = t.make_region(h, addr, len, &placement)?;
         t.slots.push(Some(Arc::new(region)));
         let n = name.map_or_else(|| format!("mr_{h}"), str::to_string);
         t.names.insert(n, h);
@@ -207,7 +329,7 @@ impl MemoryPool {
         // Register everything first; commit only if all succeed.
         let mut redone = Vec::new();
         for r in t.slots.iter().flatten() {
-            match t.make_region(r.handle, r.addr, r.len) {
+            match t.make_region(r.handle, r.addr, r.len, &Placement::of(r)) {
                 Ok(n) => redone.push(n),
                 Err(e) => {
                     t.registrar = None;
@@ -296,8 +418,24 @@ impl MemoryPool {
             })
     }
 
-    /// Address of `[offset, offset+len)` inside a local region, bounds-checked.
+    /// Address of `[offset, offset+len)` inside a local region, bounds-checked. A staged
+    /// region (device memory) is `Unsupported`: the caller would touch it directly.
     pub fn local_range(
+        &self,
+        handle: MrHandle,
+        offset: u64,
+        len: u64,
+    ) -> Result<(Arc<Region>, *mut u8)> {
+        let (r, ptr) = self.local_range_or_staged(handle, offset, len)?;
+        if r.staged.is_some() {
+            return Err(unreachable_region(handle, r.location));
+        }
+        Ok((r, ptr))
+    }
+
+    /// As [`MemoryPool::local_range`], staged regions included: for transports that reach
+    /// them through the staged-range table (TCP).
+    pub fn local_range_or_staged(
         &self,
         handle: MrHandle,
         offset: u64,
@@ -315,8 +453,18 @@ impl MemoryPool {
     }
 
     /// Target-side check of a peer's access: `[addr, addr+len)` must lie inside one live
-    /// region whose key is `key`. Returns that region.
+    /// region whose key is `key`. Returns that region. A staged region (device memory)
+    /// is `Unsupported`: the caller would touch it directly.
     pub fn validate_access(&self, addr: u64, len: u64, key: u64) -> Result<Arc<Region>> {
+        let r = self.validate_access_or_staged(addr, len, key)?;
+        if r.staged.is_some() {
+            return Err(unreachable_region(r.handle, r.location));
+        }
+        Ok(r)
+    }
+
+    /// As [`MemoryPool::validate_access`], staged regions included (TCP).
+    pub fn validate_access_or_staged(&self, addr: u64, len: u64, key: u64) -> Result<Arc<Region>> {
         let t = self.t.read();
         let Ok(a) = usize::try_from(addr) else {
             return Err(Error::new(Status::RemoteAccess, "address out of range"));
@@ -353,7 +501,11 @@ impl MemoryPool {
         names.sort_by_key(|(n, h)| (**h, (*n).clone()));
         for (name, &h) in names {
             if let Some(r) = &t.slots[h as usize] {
-                m.insert(name.clone(), json!({"handle": h, "addr": r.addr as u64, "rkey": r.key, "length": r.len as u64}));
+                let mut v = json!({"handle": h, "addr": r.addr as u64, "rkey": r.key, "length": r.len as u64});
+                if let Location::Device(n) = r.location {
+                    v["device"] = n.into();
+                }
+                m.insert(name.clone(), v);
             }
         }
         Value::Object(m)
@@ -418,6 +570,54 @@ mod tests {
                 Status::UnknownHandle
             );
         }
+    }
+
+    #[test]
+    fn staged_regions_are_refused_where_touched_directly() {
+        let pool = MemoryPool::new();
+        let mut a = buf(100);
+        let copier = Arc::new(device::HostCopier::new());
+        // SAFETY: `a` outlives the pool's use of it; nothing touches it here.
+        let h = unsafe { pool.register_staged(Some("s"), a.as_mut_ptr(), 100, copier) }.unwrap();
+        let r = pool.region(h).unwrap();
+        assert!(r.staged.is_some());
+        assert_eq!(
+            pool.local_range(h, 0, 10).unwrap_err().status(),
+            Status::Unsupported
+        );
+        assert!(pool.local_range_or_staged(h, 0, 10).is_ok());
+        let e = pool.validate_access(r.addr as u64, 10, r.key).unwrap_err();
+        assert_eq!(e.status(), Status::Unsupported);
+        assert!(e.message().contains("docs/gpu.md"), "{}", e.message());
+        assert!(pool
+            .validate_access_or_staged(r.addr as u64, 10, r.key)
+            .is_ok());
+        assert!(device::staged::find(r.addr, 100).is_some());
+        // Registering the pointer again keeps the region staged.
+        // SAFETY: as above.
+        unsafe { pool.register(None, a.as_mut_ptr(), 50) }.unwrap();
+        assert!(pool.region(h).unwrap().staged.is_some());
+        drop(r);
+        pool.unregister(h).unwrap();
+        assert!(device::staged::find(a.as_ptr() as usize, 100).is_none());
+    }
+
+    #[test]
+    fn device_claim_without_driver_is_typed_and_registers_nothing() {
+        if device::available() {
+            return; // make test-gpu covers real device pointers
+        }
+        let pool = MemoryPool::new();
+        let mut a = buf(64);
+        // SAFETY: refused before anything is registered.
+        let e = unsafe { pool.register_device(Some("d"), a.as_mut_ptr(), 64) }.unwrap_err();
+        assert_eq!(e.status(), Status::DeviceUnavailable);
+        assert!(pool.handle("d").is_none());
+        assert!(pool.regions().is_empty());
+        // The plain call, without a driver, takes any pointer as host memory.
+        // SAFETY: `a` outlives the pool's use.
+        let h = unsafe { pool.register(Some("h"), a.as_mut_ptr(), 64) }.unwrap();
+        assert_eq!(pool.region(h).unwrap().location, Location::Host);
     }
 
     #[test]

@@ -13,8 +13,8 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::handshake;
-use super::sockio;
 use super::wire::{read_header, Header, Opcode};
+use super::{sockio, staging};
 use crate::error::{Error, Result, Status};
 use crate::future::OpState;
 use crate::transport::auth::{Identity, PublicKey};
@@ -215,7 +215,7 @@ impl Conn {
         // send buffer the caller keeps valid until completion) and `begin_io` holds off
         // an abort from handing it back to the caller during the write.
         let res =
-            unsafe { sockio::write_frame(w, &hdr, &[(job.payload.0 as *const u8, job.payload.1)]) };
+            unsafe { staging::write_frame(w, &hdr, job.payload.0 as *const u8, job.payload.1) };
         if let Some(op) = guard {
             op.end_io();
         }
@@ -273,7 +273,7 @@ fn reader_loop(conn: Arc<Conn>, mut rs: TcpStream, on_lost: OnLost) {
                 // SAFETY: sink/expect come from a range validated against a registered
                 // region or a posted receive buffer; begin_io keeps the caller from
                 // getting it back until end_io.
-                let r = unsafe { sockio::read_into(&mut rs, p.sink as *mut u8, h.size as usize) };
+                let r = unsafe { staging::read_into(&mut rs, p.sink as *mut u8, h.size as usize) };
                 p.op.end_io();
                 r
             } else {

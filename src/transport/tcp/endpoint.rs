@@ -107,10 +107,10 @@ impl TcpEndpoint {
         assignments
             .iter()
             .map(|a| {
-                let (_, ptr) = self
-                    .core
-                    .pool
-                    .local_range(a.local, a.local_offset, a.length)?;
+                let (_, ptr) =
+                    self.core
+                        .pool
+                        .local_range_or_staged(a.local, a.local_offset, a.length)?;
                 let (addr, key) = self
                     .remote
                     .remote_range(a.remote, a.remote_offset, a.length)?;

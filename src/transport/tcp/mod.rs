@@ -12,12 +12,13 @@
 //! | `wire` | the hello and the frame header, encoded and decoded | |
 //! | `handshake` | the hello and authentication of a connection, both sides, within a deadline | `wire`, [`crate::transport::auth`] |
 //! | `sockio` | whole-frame writes from and reads into registered memory | |
-//! | `conn` | one outgoing connection: requests, their replies, pending ones | `wire`, `handshake`, `sockio` |
+//! | `staging` | the same writes and reads, through the staging pool for staged (device) regions | `sockio` |
+//! | `conn` | one outgoing connection: requests, their replies, pending ones | `wire`, `handshake`, `sockio`, `staging` |
 //! | `pool` | a context's outgoing connections, per peer (address and key) and lane | `conn` |
-//! | `reply` | the way back: an accepted connection's write half, deferred `Ack`s | `wire`, `sockio` |
+//! | `reply` | the way back: an accepted connection's write half, deferred `Ack`s | `wire`, `staging` |
 //! | `target` | target-side state: `EpCore` per endpoint (imm, messages, pulls, who may act on it) and the context's `Targets` (endpoints by id) | `wire`, `conn`, `pool`, `reply` |
 //! | `accepted` | the accepted connections: caps in all and per IP, making room, closing unused idle ones | |
-//! | `server` | one thread per accepted connection: handshake, then checks and applies requests | `wire`, `handshake`, `sockio`, `reply`, `target`, `accepted` |
+//! | `server` | one thread per accepted connection: handshake, then checks and applies requests | `wire`, `handshake`, `sockio`, `staging`, `reply`, `target`, `accepted` |
 //! | `context` | [`TcpContext`]: identity, listener, connection pool, targets, accepted connections, janitor | `config`, `pool`, `target`, `accepted`, `server` |
 //! | `endpoint` | [`TcpEndpoint`]: operations as requests on pooled connections | `config`, `wire`, `conn`, `target`, `context` |
 
@@ -31,6 +32,7 @@ mod pool;
 mod reply;
 mod server;
 mod sockio;
+mod staging;
 mod target;
 pub mod wire;
 

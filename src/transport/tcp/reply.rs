@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::sockio;
+use super::staging;
 use super::wire::Header;
 use crate::error::Status;
 use crate::transport::auth::PublicKey;
@@ -45,7 +45,7 @@ impl ServerConn {
     ) -> std::io::Result<()> {
         let h = Header::reply(req_id, Status::Ok, len as u64).encode();
         // SAFETY: the range is readable for the call (this function's contract).
-        unsafe { sockio::write_frame(&mut self.writer.lock(), &h, &[(ptr, len)]) }
+        unsafe { staging::write_frame(&mut self.writer.lock(), &h, ptr, len) }
     }
 }
 

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use super::accepted::Ticket;
 use super::handshake;
 use super::reply::{Ack, ServerConn};
-use super::sockio;
 use super::target::{Early, EpCore, Targets};
 use super::wire::{read_header, Header, Opcode, FLAG_PAYLOAD};
+use super::{sockio, staging};
 use crate::error::{Error, Result, Status};
 use crate::transport::auth::Identity;
 use crate::transport::strikes::Strikes;
@@ -135,7 +135,7 @@ fn serve_requests(
                     Ok(addr) => {
                         // SAFETY: validated as above; the bytes land directly in the region.
                         unsafe {
-                            sockio::read_into(rs, addr as *mut u8, h.size as usize).map_err(io)?
+                            staging::read_into(rs, addr as *mut u8, h.size as usize).map_err(io)?
                         };
                         if op == Opcode::WriteImm {
                             ep.imm.deliver(h.imm);
@@ -174,7 +174,7 @@ fn serve_requests(
 /// The peer's range must be inside one of this endpoint's regions, with its key.
 fn access(ep: &EpCore, h: &Header) -> std::result::Result<usize, Status> {
     ep.pool
-        .validate_access(h.addr, h.size, h.key)
+        .validate_access_or_staged(h.addr, h.size, h.key)
         .map(|_| h.addr as usize)
         .map_err(|e| e.status())
 }
@@ -210,7 +210,7 @@ fn receive_message(
         }
         if r.op.begin_io() {
             // SAFETY: a posted receive buffer of at least h.size bytes, held by begin_io.
-            let res = unsafe { sockio::read_into(rs, r.ptr as *mut u8, h.size as usize) };
+            let res = unsafe { staging::read_into(rs, r.ptr as *mut u8, h.size as usize) };
             r.op.end_io();
             res.map_err(io)?;
             r.op.set_nbytes(h.size);
