@@ -13,23 +13,24 @@
  *   2. Version
  *   3. Memory pool                       dlslime_memory_pool_t, dlslime_remote_handle_t,
  *                                        dlslime_mr_handle_t
- *   4. Future                            dlslime_future_t
- *   5. Endpoint                          dlslime_endpoint_t, dlslime_assignment_t
- *   6. TCP transport                     dlslime_tcp_context_t, dlslime_tcp_options_t
- *   7. Shared-memory transport           dlslime_shm_flag, dlslime_shm_options_t
- *   8. RDMA transport                    dlslime_rdma_context_t, dlslime_rdma_options_t
- *   9. PeerAgent                         dlslime_peer_agent_t,
- *                                        dlslime_peer_connection_t,
- *                                        dlslime_peer_options_t,
- *                                        dlslime_peer_connect_options_t,
- *                                        dlslime_peer_transport_t,
- *                                        dlslime_peer_conn_state_t,
- *                                        dlslime_named_assignment_t
- *   10. SlimeRPC                          dlslime_rpc_progress, dlslime_rpc_call_t,
+ *   4. CUDA devices
+ *   5. Future                            dlslime_future_t
+ *   6. Endpoint                          dlslime_endpoint_t, dlslime_assignment_t
+ *   7. TCP transport                     dlslime_tcp_context_t, dlslime_tcp_options_t
+ *   8. Shared-memory transport           dlslime_shm_flag, dlslime_shm_options_t
+ *   9. RDMA transport                    dlslime_rdma_context_t, dlslime_rdma_options_t
+ *   10. PeerAgent                         dlslime_peer_agent_t,
+ *                                         dlslime_peer_connection_t,
+ *                                         dlslime_peer_options_t,
+ *                                         dlslime_peer_connect_options_t,
+ *                                         dlslime_peer_transport_t,
+ *                                         dlslime_peer_conn_state_t,
+ *                                         dlslime_named_assignment_t
+ *   11. SlimeRPC                          dlslime_rpc_progress, dlslime_rpc_call_t,
  *                                         dlslime_rpc_memory_t, dlslime_rpc_request_t,
  *                                         dlslime_rpc_session_t, dlslime_rpc_options_t,
  *                                         dlslime_rpc_writer_t
- *   11. Slot ring                         dlslime_ring_flag, dlslime_slot_state,
+ *   12. Slot ring                         dlslime_ring_flag, dlslime_slot_state,
  *                                         dlslime_ring_client_t, dlslime_ring_payload_t,
  *                                         dlslime_ring_server_t, dlslime_ring_t,
  *                                         dlslime_ring_view_t, dlslime_ring_options_t,
@@ -231,6 +232,11 @@ enum dlslime_status
    * RDMA cannot be used here: libibverbs is not installed, or no (active) RDMA device.
    */
   DLSLIME_STATUS_RDMA_UNAVAILABLE = 503,
+  /**
+   * CUDA device memory cannot be used here: no CUDA driver (`libcuda.so`), no device,
+   * or the driver refused to initialise. The message names what is missing.
+   */
+  DLSLIME_STATUS_DEVICE_UNAVAILABLE = 504,
   DLSLIME_STATUS_INTERNAL = 598,
   /**
    * A Rust panic was caught at the C boundary; the last-error message says where.
@@ -323,7 +329,8 @@ uint32_t dlslime_version_number(void);
  * threads at once (but not after `dlslime_memory_pool_free`).
  *
  * Methods: `dlslime_memory_pool_new`, `dlslime_memory_pool_free`,
- * `dlslime_memory_pool_register`, `dlslime_memory_pool_unregister`,
+ * `dlslime_memory_pool_register`, `dlslime_memory_pool_register_device`,
+ * `dlslime_memory_pool_region_device`, `dlslime_memory_pool_unregister`,
  * `dlslime_memory_pool_unregister_name`, `dlslime_memory_pool_handle`,
  * `dlslime_memory_pool_mr_info`.
  */
@@ -377,6 +384,35 @@ dlslime_status_t dlslime_memory_pool_register(const dlslime_memory_pool_t *pool,
                                               dlslime_mr_handle_t *out_handle);
 
 /**
+ * Registers CUDA device memory the caller vouches for (a `__cuda_array_interface__` or
+ * DLPack pointer), as `dlslime_memory_pool_register`. (That function already detects
+ * device pointers when a CUDA driver is present; this one also fails when the pointer
+ * is not device memory, and says why when CUDA is missing.)
+ *
+ * TCP endpoints stage device regions through pinned host buffers; shared-memory and
+ * RDMA endpoints refuse them (`DLSLIME_STATUS_UNSUPPORTED`): docs/gpu.md.
+ *
+ * Errors: as `dlslime_memory_pool_register`, and `DLSLIME_STATUS_DEVICE_UNAVAILABLE`
+ * (no CUDA driver or device; the last-error message names what is missing),
+ * `DLSLIME_STATUS_INVALID_ARGUMENT` (the driver says `ptr` is not device memory).
+ */
+dlslime_status_t dlslime_memory_pool_register_device(const dlslime_memory_pool_t *pool,
+                                                     const char *name,
+                                                     void *ptr,
+                                                     size_t len,
+                                                     dlslime_mr_handle_t *out_handle);
+
+/**
+ * Writes where a live region lives to `*out_device`: -1 for host memory, the CUDA
+ * device ordinal for device memory.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE`.
+ */
+dlslime_status_t dlslime_memory_pool_region_device(const dlslime_memory_pool_t *pool,
+                                                   dlslime_mr_handle_t handle,
+                                                   int32_t *out_device);
+
+/**
  * Unregisters a region and every name bound to it. The handle is never reused.
  *
  * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE` (no live
@@ -414,7 +450,23 @@ dlslime_status_t dlslime_memory_pool_handle(const dlslime_memory_pool_t *pool,
 dlslime_status_t dlslime_memory_pool_mr_info(const dlslime_memory_pool_t *pool, char **out_json);
 
 /* =======================================================================================
- * 4. Future
+ * 4. CUDA devices
+ *
+ * CUDA devices: whether this process can use device memory. The library loads the
+ * CUDA driver (`libcuda.so`) at run time and works without it; device memory then
+ * fails with `DLSLIME_STATUS_DEVICE_UNAVAILABLE`.
+ * ==================================================================================== */
+
+/**
+ * Writes the number of CUDA devices to `*out_count`.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_DEVICE_UNAVAILABLE` (no CUDA
+ * driver, or `cuInit` failed; the last-error message says which).
+ */
+dlslime_status_t dlslime_cuda_device_count(int32_t *out_count);
+
+/* =======================================================================================
+ * 5. Future
  *
  * Future (`dlslime_future_t`): the handle on one operation of an endpoint. Wait for it
  * (with or without a deadline), poll it, read its status, immediate data and byte
@@ -507,7 +559,7 @@ dlslime_status_t dlslime_future_get_nbytes(const dlslime_future_t *f, uint64_t *
 void dlslime_future_free(dlslime_future_t *f);
 
 /* =======================================================================================
- * 5. Endpoint
+ * 6. Endpoint
  *
  * Endpoint (`dlslime_endpoint_t`): one side of a connection, of any transport.
  * Connect with the peer's `endpoint_info`, then one-sided read / write (a list of
@@ -710,7 +762,7 @@ dlslime_status_t dlslime_endpoint_shutdown(const dlslime_endpoint_t *ep);
 void dlslime_endpoint_free(dlslime_endpoint_t *ep);
 
 /* =======================================================================================
- * 6. TCP transport
+ * 7. TCP transport
  *
  * TCP transport: a context (`dlslime_tcp_context_t`: a listener and a pool of
  * connections per peer, configured by `dlslime_tcp_options_t`) and the endpoints made
@@ -815,7 +867,7 @@ dlslime_status_t dlslime_tcp_endpoint_new(const dlslime_tcp_context_t *ctx,
                                           dlslime_endpoint_t **out);
 
 /* =======================================================================================
- * 7. Shared-memory transport
+ * 8. Shared-memory transport
  *
  * Shared-memory transport (peers on the same host): shared allocations
  * (`dlslime_alloc_shared` / `dlslime_free_shared`), which a connected peer maps so a
@@ -925,7 +977,7 @@ dlslime_status_t dlslime_alloc_shared(size_t len, void **out_ptr);
 dlslime_status_t dlslime_free_shared(void *ptr);
 
 /* =======================================================================================
- * 8. RDMA transport
+ * 9. RDMA transport
  *
  * `dlslime_rdma_options_t`, `dlslime_rdma_context_t`, `dlslime_rdma_endpoint_new` and
  * `dlslime_rdma_available_nics`.
@@ -1056,7 +1108,7 @@ dlslime_status_t dlslime_rdma_endpoint_new(const dlslime_rdma_context_t *ctx,
                                            dlslime_endpoint_t **out);
 
 /* =======================================================================================
- * 9. PeerAgent
+ * 10. PeerAgent
  *
  * PeerAgent (`dlslime_peer_agent_t`, configured by `dlslime_peer_options_t`): registers
  * with NanoCtrl, publishes its memory regions in Redis and connects to peers by alias
@@ -1525,7 +1577,7 @@ dlslime_status_t dlslime_peer_agent_shutdown(const dlslime_peer_agent_t *agent);
 void dlslime_peer_agent_free(dlslime_peer_agent_t *agent);
 
 /* =======================================================================================
- * 10. SlimeRPC
+ * 11. SlimeRPC
  *
  * SlimeRPC: request / reply over an endpoint. A session (`dlslime_rpc_session_t`,
  * configured by `dlslime_rpc_options_t`, optionally over `dlslime_rpc_memory_t` made
@@ -1909,7 +1961,7 @@ dlslime_status_t dlslime_rpc_request_reply_error(const dlslime_rpc_request_t *r,
 void dlslime_rpc_request_free(dlslime_rpc_request_t *r);
 
 /* =======================================================================================
- * 11. Slot ring
+ * 12. Slot ring
  *
  * The slot ring: `dlslime_ring_t` (a ring in shared memory: producer and local
  * readers), `dlslime_ring_view_t` (a payload held in place), `dlslime_ring_server_t`

@@ -32,6 +32,7 @@ SECTIONS = [
     ("status.rs", "Status codes, errors and strings"),
     ("version.rs", "Version"),
     ("memory.rs", "Memory pool"),
+    ("device.rs", "CUDA devices"),
     ("future.rs", "Future"),
     ("endpoint.rs", "Endpoint"),
     ("tcp.rs", "TCP transport"),

@@ -7,6 +7,7 @@ use std::ffi::{c_char, c_void};
 use super::args::string_out;
 use super::cast::{arc_into_ptr, free_arc};
 use super::status::{dlslime_status_t, status_of};
+use crate::memory::device::Location;
 use crate::memory::MemoryPool;
 
 /// Handle of a local memory region: dense, starting at 0, never reused within a pool.
@@ -28,7 +29,8 @@ pub type dlslime_remote_handle_t = u32;
 /// threads at once (but not after `dlslime_memory_pool_free`).
 ///
 /// Methods: `dlslime_memory_pool_new`, `dlslime_memory_pool_free`,
-/// `dlslime_memory_pool_register`, `dlslime_memory_pool_unregister`,
+/// `dlslime_memory_pool_register`, `dlslime_memory_pool_register_device`,
+/// `dlslime_memory_pool_region_device`, `dlslime_memory_pool_unregister`,
 /// `dlslime_memory_pool_unregister_name`, `dlslime_memory_pool_handle`,
 /// `dlslime_memory_pool_mr_info`.
 pub struct dlslime_memory_pool_t {
@@ -84,6 +86,40 @@ pub extern "C" fn dlslime_memory_pool_register(
     len: usize,
     out_handle: *mut dlslime_mr_handle_t,
 ) -> dlslime_status_t {
+    register_with(pool, name, ptr, len, out_handle, MemoryPool::register)
+}
+
+/// Registers CUDA device memory the caller vouches for (a `__cuda_array_interface__` or
+/// DLPack pointer), as `dlslime_memory_pool_register`. (That function already detects
+/// device pointers when a CUDA driver is present; this one also fails when the pointer
+/// is not device memory, and says why when CUDA is missing.)
+///
+/// TCP endpoints stage device regions through pinned host buffers; shared-memory and
+/// RDMA endpoints refuse them (`DLSLIME_STATUS_UNSUPPORTED`): docs/gpu.md.
+///
+/// Errors: as `dlslime_memory_pool_register`, and `DLSLIME_STATUS_DEVICE_UNAVAILABLE`
+/// (no CUDA driver or device; the last-error message names what is missing),
+/// `DLSLIME_STATUS_INVALID_ARGUMENT` (the driver says `ptr` is not device memory).
+#[no_mangle]
+pub extern "C" fn dlslime_memory_pool_register_device(
+    pool: *const dlslime_memory_pool_t,
+    name: *const c_char,
+    ptr: *mut c_void,
+    len: usize,
+    out_handle: *mut dlslime_mr_handle_t,
+) -> dlslime_status_t {
+    register_with(pool, name, ptr, len, out_handle, MemoryPool::register_device)
+}
+
+/// The body of the two register exports; `register` is the pool method.
+fn register_with(
+    pool: *const dlslime_memory_pool_t,
+    name: *const c_char,
+    ptr: *mut c_void,
+    len: usize,
+    out_handle: *mut dlslime_mr_handle_t,
+    register: unsafe fn(&MemoryPool, Option<&str>, *mut u8, usize) -> crate::Result<u32>,
+) -> dlslime_status_t {
     ffi_boundary! {
         let pool = try_ref!(pool);
         let out_handle = try_out!(out_handle);
@@ -94,8 +130,30 @@ pub extern "C" fn dlslime_memory_pool_register(
         // SAFETY: the header makes the caller keep the registered memory valid until it
         // is unregistered and every operation on it is done, `MemoryPool::register`'s
         // contract; the library never creates Rust references into it.
-        let h = try_res!(unsafe { pool.register(name, ptr.cast(), len) });
+        let h = try_res!(unsafe { register(pool, name, ptr.cast(), len) });
         out_handle.write(h);
+        dlslime_status_t::Ok
+    }
+}
+
+/// Writes where a live region lives to `*out_device`: -1 for host memory, the CUDA
+/// device ordinal for device memory.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_UNKNOWN_HANDLE`.
+#[no_mangle]
+pub extern "C" fn dlslime_memory_pool_region_device(
+    pool: *const dlslime_memory_pool_t,
+    handle: dlslime_mr_handle_t,
+    out_device: *mut i32,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let pool = try_ref!(pool);
+        let out_device = try_out!(out_device);
+        let r = try_res!(pool.region(handle));
+        out_device.write(match r.location {
+            Location::Host => -1,
+            Location::Device(n) => n,
+        });
         dlslime_status_t::Ok
     }
 }

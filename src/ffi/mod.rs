@@ -22,6 +22,7 @@
 //!   the thread-local last-error message, `dlslime_status_str`, `dlslime_string_free`.
 //! * [`version`] — `dlslime_version`, `dlslime_version_number`.
 //! * [`memory`] — `dlslime_memory_pool_t`.
+//! * [`device`] — `dlslime_cuda_device_count` (CUDA loaded at run time).
 //! * [`future`] — `dlslime_future_t`.
 //! * [`endpoint`] — `dlslime_endpoint_t`, `dlslime_assignment_t`.
 //! * [`tcp`] — `dlslime_tcp_options_t`, `dlslime_tcp_context_t`, `dlslime_tcp_endpoint_new`.
@@ -47,6 +48,7 @@ mod panic;
 mod cast;
 
 mod args;
+pub mod device;
 pub mod endpoint;
 pub mod future;
 pub mod memory;

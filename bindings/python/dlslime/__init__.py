@@ -31,6 +31,7 @@ from ._core import (
     lib,
     version,
 )
+from ._cuda import cuda_available, cuda_device_count
 from ._rdma import RDMAContext, RDMAEndpoint, RDMAMemoryPool, available_nic
 from ._peer import PeerAgent, PeerConnection, has_peer_agent, start_peer_agent
 from ._original import TcpMemoryPool
@@ -53,4 +54,5 @@ __all__ = [
     "RDMAContext", "RDMAEndpoint", "RDMAMemoryPool", "available_nic",
     "PeerAgent", "PeerConnection", "has_peer_agent", "start_peer_agent",
     "obs_snapshot", "obs_set_enabled", "obs_enabled",
+    "cuda_available", "cuda_device_count",
 ] + list(_error_names)

@@ -14,6 +14,7 @@ from collections import namedtuple
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._errors import DLSlimeError, InvalidArgument, StateError, error_class
+from ._cuda import cuda_array
 from ._lib import ffi, lib
 
 __all__ = [
@@ -208,17 +209,34 @@ class MemoryPool(_Owned):
                                name: Optional[str] = None, *, offset: int = 0) -> int:
         """Registers memory and returns its handle (dense, never reused).
 
-        ``data`` is either a writable Python buffer (``bytearray``, writable
+        ``data`` is an object with ``__cuda_array_interface__`` (a CUDA tensor or
+        array: registered as device memory, :class:`DeviceUnavailable` without a CUDA
+        driver), a writable Python buffer (``bytearray``, writable
         ``memoryview``, numpy array, :func:`alloc_shared` memory), kept alive and
         un-resizable while registered, of which ``[offset, offset+length)`` is
         registered (``length`` defaults to the rest of the buffer); or an int address
-        (as in the original API, e.g. ``tensor.data_ptr()``) with a required ``length``,
-        which the caller keeps valid. ``name`` defaults to ``mr_<handle>``.
+        (as in the original API, e.g. ``tensor.data_ptr()``; a device address is
+        recognised when a CUDA driver is present) with a required ``length``, which the
+        caller keeps valid. ``name`` defaults to ``mr_<handle>``.
 
         Raises :class:`NameConflict`, :class:`InvalidArgument`, ``TypeError``.
         """
         offset = _uint(offset, "offset")
-        if isinstance(data, int) and not isinstance(data, bool):
+        register = lib.dlslime_memory_pool_register
+        device = cuda_array(data)
+        if device is not None:
+            # CUDA memory: registered as a device pointer (DeviceUnavailable without a
+            # CUDA driver); the object is kept alive while registered.
+            dptr, size = device
+            if offset > size:
+                raise ValueError(f"offset {offset} is past the end of the {size}-byte CUDA array")
+            length = size - offset if length is None else _uint(length, "length")
+            if offset + length > size:
+                raise ValueError(f"offset {offset} + length {length} is past the end of the {size}-byte CUDA array")
+            ptr = ffi.cast("void *", dptr + offset)
+            keep = data
+            register = lib.dlslime_memory_pool_register_device
+        elif isinstance(data, int) and not isinstance(data, bool):
             if length is None:
                 raise TypeError("length is required when data is an address")
             length = _uint(length, "length")
@@ -237,8 +255,7 @@ class MemoryPool(_Owned):
             raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         cname = name.encode() if name is not None else _NULL
         out = ffi.new("dlslime_mr_handle_t *")
-        _check(lib.dlslime_memory_pool_register(self._handle(), cname, ptr, length, out),
-               "register_memory_region")
+        _check(register(self._handle(), cname, ptr, length, out), "register_memory_region")
         h = out[0]
         if keep is not None:
             with self._lock:

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ._core import (_TIMEOUT, _UNSUPPORTED, Future, _Closing, _OrphanKeeper, _as_buffer, _check, _kept_str,
                     _last_error, _raise, _take_string, _timeout_ms, _uint, ffi, lib)
+from ._cuda import cuda_array, cuda_device_count
 from ._errors import error_class
 from ._lib import enum_values
 
@@ -291,7 +292,17 @@ class PeerAgent(_OrphanKeeper, _Closing):
         if not isinstance(name, str):
             raise TypeError("name must be a str")
         offset = _uint(offset, "offset")
-        if isinstance(ptr, int) and not isinstance(ptr, bool):
+        device = cuda_array(ptr)
+        if device is not None:
+            # CUDA memory: the library learns the device from the pointer; without a
+            # CUDA driver it cannot, so refuse here with the library's reason.
+            cuda_device_count()
+            size = device[1]
+            length = size - offset if length is None else _uint(length, "length")
+            if offset + length > size:
+                raise ValueError(f"offset {offset} + length {length} is past the end of the {size}-byte CUDA array")
+            p, keep = ffi.cast("void *", device[0]), ptr
+        elif isinstance(ptr, int) and not isinstance(ptr, bool):
             if length is None:
                 raise TypeError("length is required when ptr is an address")
             length = _uint(length, "length")
@@ -310,6 +321,25 @@ class PeerAgent(_OrphanKeeper, _Closing):
             with self._lock:
                 self._keep[name] = keep
         return out[0]
+
+    def allocate_memory_region(self, name: str, length: int, *, memory_kind: str = "cuda_fabric",
+                               local_device: Optional[str] = None):
+        """The original's PeerAgent-owned CUDA allocation (``cuda_fabric``). Not
+        implemented here (docs/gpu.md): raises :class:`DeviceUnavailable` without a CUDA
+        driver, :class:`Unsupported` otherwise. Allocate with your framework and pass the
+        tensor to :meth:`register_memory_region` instead."""
+        cuda_device_count()
+        raise error_class(_UNSUPPORTED)(
+            "allocate_memory_region: PeerAgent-owned CUDA allocations are not implemented; "
+            "register a CUDA tensor with register_memory_region (docs/gpu.md)", _UNSUPPORTED)
+
+    def register_dmabuf_memory_region(self, mr_name: str, fd: int, offset: int, length: int, iova: int) -> int:
+        """The original's DMA-BUF (GPUDirect RDMA) registration. Not implemented here
+        (docs/gpu.md): always raises :class:`Unsupported`; RDMA endpoints refuse device
+        memory, TCP stages it."""
+        raise error_class(_UNSUPPORTED)(
+            "register_dmabuf_memory_region: DMA-BUF registration (ibv_reg_dmabuf_mr) is not "
+            "implemented (docs/gpu.md)", _UNSUPPORTED)
 
     def unregister_memory_region(self, name: str) -> bool:
         """Unregisters region ``name``; returns whether it existed."""
