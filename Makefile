@@ -13,7 +13,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: run demo test deps lint build fuzz soak test-netns example bench bench-ucx bench-nanoctrl test-rust test-loom test-loom-full test-ffi test-nanoctrl test-python test-rdma bench-rdma bench-python bench-ring header
+.PHONY: run demo test deps lint build fuzz soak test-netns example bench bench-ucx bench-nanoctrl test-rust test-loom test-loom-full test-ffi test-nanoctrl test-python test-rdma test-gpu bench-rdma bench-cuda bench-python bench-ring header
 
 run: deps
 	WITH_PULSING=1 bash bench/rpc/run.sh
@@ -71,6 +71,14 @@ test-python:
 # RDMA: host checks (no libibverbs, no device) and the soft-RoCE VM suite
 test-rdma:
 	bash scripts/test-rdma.sh
+
+# GPU memory on a CUDA machine (NOT part of `make test`: CI has no GPU). Without a GPU
+# both print NOT RUN and fail.
+test-gpu:
+	bash scripts/test-gpu.sh
+
+bench-cuda:
+	bash bench/cuda/run.sh
 
 header:
 	bash scripts/gen-header.sh

@@ -644,6 +644,40 @@ static void test_rdma_availability(void) {
   dlslime_string_free(nics);
 }
 
+/* CUDA is loaded at run time: where there is no driver (every build machine), device
+ * memory is refused with DLSLIME_STATUS_DEVICE_UNAVAILABLE naming libcuda, nothing is
+ * registered, and host memory works as before. With a driver (make test-gpu machines) a
+ * heap pointer claimed as device memory is INVALID_ARGUMENT. */
+static void test_cuda_availability(void) {
+  int32_t n = -1;
+  dlslime_memory_pool_t *pool = NULL;
+  dlslime_mr_handle_t h = 0;
+  int32_t dev = 7;
+  static char host[64];
+  CHECK_STATUS(dlslime_cuda_device_count(NULL), DLSLIME_STATUS_NULL_PARAMETER);
+  CHECK_OK(dlslime_memory_pool_new(&pool));
+  CHECK_STATUS(dlslime_memory_pool_register_device(pool, "d", NULL, 64, &h), DLSLIME_STATUS_NULL_PARAMETER);
+  int32_t st = dlslime_cuda_device_count(&n);
+  if (st != DLSLIME_STATUS_OK) {
+    CHECK_STATUS(st, DLSLIME_STATUS_DEVICE_UNAVAILABLE);
+    CHECK(n == -1); /* out-parameter untouched on failure */
+    CHECK(strstr(last_error(), "libcuda") != NULL || strstr(last_error(), "DLSLIME_DISABLE_CUDA") != NULL);
+    CHECK_STATUS(dlslime_memory_pool_register_device(pool, "d", (void *)(uintptr_t)0x7f0000000000ull, 64, &h),
+                 DLSLIME_STATUS_DEVICE_UNAVAILABLE);
+    CHECK_STATUS(dlslime_memory_pool_handle(pool, "d", &h), DLSLIME_STATUS_UNKNOWN_HANDLE);
+    printf("[%s] verified: without a CUDA driver device memory fails with DEVICE_UNAVAILABLE\n", g_role);
+  } else {
+    CHECK_STATUS(dlslime_memory_pool_register_device(pool, "d", host, sizeof host, &h),
+                 DLSLIME_STATUS_INVALID_ARGUMENT);
+    printf("[%s] verified: %d CUDA device(s); a host pointer is not device memory\n", g_role, n);
+  }
+  CHECK_OK(dlslime_memory_pool_register(pool, "h", host, sizeof host, &h));
+  CHECK_OK(dlslime_memory_pool_region_device(pool, h, &dev));
+  CHECK(dev == -1);
+  CHECK_STATUS(dlslime_memory_pool_region_device(pool, 999, &dev), DLSLIME_STATUS_UNKNOWN_HANDLE);
+  dlslime_memory_pool_free(pool);
+}
+
 int main(void) {
   g_role = "api";
   alarm(120); /* hard deadline for the whole program */
@@ -656,6 +690,7 @@ int main(void) {
   test_options();
   test_shared_memory_api();
   test_rdma_availability();
+  test_cuda_availability();
   int tcp_ran = test_loopback();
   int rc = finish("test_api");
   if (rc == 0 && !tcp_ran) {

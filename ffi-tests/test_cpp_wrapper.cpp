@@ -167,6 +167,21 @@ int main() {
     pb.register_region(b.data(), b.size(), "buf");
     CHECK(pa.handle("buf") == ha);
     CHECK(pa.mr_info().find("\"buf\"") != std::string::npos);
+    CHECK(pa.region_device(ha) == -1);  // host memory
+    // CUDA: without a driver (every build machine) device memory is DEVICE_UNAVAILABLE.
+    int32_t gpus = -1;
+    try {
+      gpus = dlslime::cuda_device_count();
+      CHECK(gpus > 0);
+    } catch (const dlslime::Error& e) {
+      CHECK(e.status() == DLSLIME_STATUS_DEVICE_UNAVAILABLE);
+    }
+    try {
+      pa.register_device_region(a.data(), 64, "dev");
+      CHECK(false);
+    } catch (const dlslime::Error& e) {
+      CHECK(e.status() == (gpus > 0 ? DLSLIME_STATUS_INVALID_ARGUMENT : DLSLIME_STATUS_DEVICE_UNAVAILABLE));
+    }
     try {
       pa.handle("nope");
       CHECK(false);

@@ -4,6 +4,7 @@
 #
 #   1. scripts/gen-header.sh --verify   the committed include/dlslime.h is current
 #   2. cargo build                      libdlslime.so in ${CARGO_TARGET_DIR:-target}/debug
+#      readelf -d                      libdlslime.so needs neither libcuda nor libibverbs
 #   3. ffi-tests/*.c                    compiled as C (gcc -std=c11) and as C++
 #                                       (g++ -x c++ -std=c++17), -Wall -Wextra -Werror,
 #                                       AddressSanitizer with leak detection on; each
@@ -62,6 +63,16 @@ if ! cargo build -p dlslime --lib; then
   exit 1
 fi
 [ -f "$libdir/libdlslime.so" ] || { fail "no $libdir/libdlslime.so"; printf '%s\n' "${summary[@]}"; exit 1; }
+
+# CUDA and RDMA are loaded at run time: the library must not need libcuda or libibverbs.
+step "libdlslime.so links neither libcuda nor libibverbs (readelf -d)"
+needed_libs="$(readelf -d "$libdir/libdlslime.so" | sed -n 's/.*Shared library: \[\(.*\)\].*/\1/p' | tr '\n' ' ')"
+echo "NEEDED: $needed_libs"
+if echo "$needed_libs" | grep -Eq 'libcuda|libcudart|libibverbs|librdmacm'; then
+  fail "libdlslime.so links a CUDA/verbs library: $needed_libs"
+else
+  pass "libdlslime.so NEEDED has no libcuda/libibverbs ($needed_libs)"
+fi
 
 warn=(-Wall -Wextra -Werror)
 asan=(-g -fsanitize=address -fno-omit-frame-pointer)

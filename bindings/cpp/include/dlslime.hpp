@@ -142,6 +142,14 @@ class MutableSpan {
 
 inline std::string version() { return dlslime_version(); }
 
+/// Number of CUDA devices; throws Error(DLSLIME_STATUS_DEVICE_UNAVAILABLE) when the CUDA
+/// driver is missing (the library loads it at run time and works without it).
+inline int32_t cuda_device_count() {
+  int32_t n = 0;
+  check(dlslime_cuda_device_count(&n));
+  return n;
+}
+
 namespace detail {
 /// A std::chrono duration as the C ABI's milliseconds, rounded up (so 1us waits 1ms,
 /// not 0 = "the default deadline"); negative durations are 0.
@@ -220,6 +228,20 @@ class Pool {
   /// Registers a writable buffer (a peer may write into it).
   MrHandle register_region(MutableSpan buf, const std::string& name = "") {
     return register_region(buf.data(), buf.size(), name);
+  }
+  /// Registers CUDA device memory (e.g. `tensor.data_ptr()`); throws
+  /// Error(DLSLIME_STATUS_DEVICE_UNAVAILABLE) without a CUDA driver. TCP stages it;
+  /// shared memory and RDMA refuse it (docs/gpu.md).
+  MrHandle register_device_region(void* dptr, size_t len, const std::string& name = "") {
+    MrHandle h = 0;
+    check(dlslime_memory_pool_register_device(h_.get(), name.empty() ? nullptr : name.c_str(), dptr, len, &h));
+    return h;
+  }
+  /// Where a region lives: -1 host memory, else the CUDA device ordinal.
+  int32_t region_device(MrHandle h) const {
+    int32_t d = -1;
+    check(dlslime_memory_pool_region_device(h_.get(), h, &d));
+    return d;
   }
   void unregister(MrHandle h) { check(dlslime_memory_pool_unregister(h_.get(), h)); }
   void unregister(const std::string& name) { check(dlslime_memory_pool_unregister_name(h_.get(), name.c_str())); }

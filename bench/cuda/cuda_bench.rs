@@ -1,0 +1,161 @@
+//! GPU benchmark (needs a CUDA device; prints NOT RUN and exits 2 without one):
+//! device-to-device bandwidth of the TCP endpoint (staging through the pinned pool)
+//! against, in the same run, the floors: `cuMemcpyDtoD` on the device, pinned D2H + H2D
+//! (what staging costs without a socket), and the same TCP endpoint on host memory (the
+//! issue's target: TCP staging >= 0.8x host TCP for >= 16 MiB).
+//!
+//! usage: cargo run --release --example cuda_bench -- [--max-mib N] (default 256)
+//! Prints a table and CSV rows (`csv,<size>,<name>,<GB/s>`). Not measured here: CUDA
+//! IPC across processes (not wired into the shm transport yet, docs/gpu.md).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cudarc::driver::sys;
+use dlslime::memory::device::{self, Copier, CudaCopier, StagingPool};
+use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
+use dlslime::{Assignment, Endpoint, MemoryPool};
+
+fn ok(r: sys::CUresult, what: &str) {
+    assert_eq!(r, sys::CUresult::CUDA_SUCCESS, "{what}");
+}
+
+fn dev_alloc(len: usize) -> usize {
+    let mut p: sys::CUdeviceptr = 0;
+    // SAFETY: a context is current (bound in main); out-param local.
+    ok(unsafe { sys::cuMemAlloc_v2(&mut p, len) }, "cuMemAlloc");
+    p as usize
+}
+
+/// Best-of-`reps` GB/s of `f` moving `bytes`.
+fn gbps(bytes: usize, reps: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    let mut best = Duration::MAX;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed());
+    }
+    bytes as f64 / best.as_secs_f64() / 1e9
+}
+
+fn pair(pa: Arc<MemoryPool>, pb: Arc<MemoryPool>) -> (Arc<TcpEndpoint>, Arc<TcpEndpoint>) {
+    let cfg = || TcpConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let a = TcpEndpoint::new(&TcpContext::new(cfg()).unwrap(), pa).unwrap();
+    let b = TcpEndpoint::new(&TcpContext::new(cfg()).unwrap(), pb).unwrap();
+    a.connect(&b.endpoint_info()).unwrap();
+    b.connect(&a.endpoint_info()).unwrap();
+    (a, b)
+}
+
+fn main() {
+    let d = match device::driver() {
+        Ok(d) if d.device_count().unwrap_or(0) > 0 => d,
+        Ok(_) => {
+            println!("bench/cuda NOT RUN: no CUDA device");
+            std::process::exit(2);
+        }
+        Err(e) => {
+            println!("bench/cuda NOT RUN: {}", e.message());
+            std::process::exit(2);
+        }
+    };
+    d.bind(0).unwrap();
+    let args: Vec<String> = std::env::args().collect();
+    let max_mib: usize = args
+        .iter()
+        .position(|a| a == "--max-mib")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let max = max_mib << 20;
+    let (src, dst) = (dev_alloc(max), dev_alloc(max));
+    let mut host_a = vec![1u8; max];
+    let mut host_b = vec![0u8; max];
+    let copier = CudaCopier::new(0).unwrap();
+    // Pinned host buffer for the D2H+H2D floor.
+    let mut pinned: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: context current; out-param local.
+    ok(unsafe { sys::cuMemHostAlloc(&mut pinned, max, 0) }, "cuMemHostAlloc");
+
+    // Device endpoints: src registered on A, dst on B (locations learned from pointers).
+    let (pa, pb) = (MemoryPool::new(), MemoryPool::new());
+    // SAFETY: the allocations live until the process exits.
+    let (ls, ld) = unsafe {
+        (
+            pa.register(Some("d"), src as *mut u8, max).unwrap(),
+            pb.register(Some("d"), dst as *mut u8, max).unwrap(),
+        )
+    };
+    let (da, _db) = pair(pa, pb);
+    let rd = da.remote_pool().handle("d").unwrap();
+    // Host endpoints for the same-run host TCP floor.
+    let (ph, qh) = (MemoryPool::new(), MemoryPool::new());
+    // SAFETY: the vectors live until main returns, after the last operation.
+    let (lh, _) = unsafe {
+        (
+            ph.register(Some("h"), host_a.as_mut_ptr(), max).unwrap(),
+            qh.register(Some("h"), host_b.as_mut_ptr(), max).unwrap(),
+        )
+    };
+    let (ha, _hb) = pair(ph, qh);
+    let rh = ha.remote_pool().handle("h").unwrap();
+    let _ = ld;
+
+    println!(
+        "staging pool: {:?}, chunk {} B, {} buffers",
+        StagingPool::global().memory(),
+        StagingPool::global().config().chunk,
+        StagingPool::global().config().buffers
+    );
+    println!(
+        "{:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "size", "D2D", "D2H+H2D", "tcp host", "tcp dev", "dev/host"
+    );
+    let mut size = 64 << 10;
+    while size <= max {
+        let reps = if size >= 64 << 20 { 3 } else { 10 };
+        let d2d = gbps(size, reps, || {
+            // SAFETY: valid device ranges.
+            ok(unsafe { sys::cuMemcpyDtoD_v2(dst as _, src as _, size) }, "DtoD");
+            // SAFETY: synchronous copy ordering on the legacy stream; wait for it.
+            ok(unsafe { sys::cuCtxSynchronize() }, "sync");
+        });
+        let bounce = gbps(size, reps, || {
+            // SAFETY: valid ranges (pinned host buffer of `max` bytes).
+            unsafe {
+                copier.to_host(src, pinned.cast(), size).unwrap();
+                copier.from_host(pinned.cast(), dst, size).unwrap();
+            }
+        });
+        let write = |ep: &Arc<TcpEndpoint>, l: u32, r: u32| {
+            ep.write(&[Assignment::new(l, r, 0, 0, size as u64)], Some(Duration::from_secs(300)))
+                .unwrap()
+                .wait()
+                .unwrap()
+        };
+        let tcp_host = gbps(size, reps, || write(&ha, lh, rh));
+        let tcp_dev = gbps(size, reps, || write(&da, ls, rd));
+        println!(
+            "{:>10} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8.2}",
+            size,
+            d2d,
+            bounce,
+            tcp_host,
+            tcp_dev,
+            tcp_dev / tcp_host
+        );
+        for (name, v) in [
+            ("d2d", d2d),
+            ("d2h_h2d", bounce),
+            ("tcp_host", tcp_host),
+            ("tcp_device", tcp_dev),
+        ] {
+            println!("csv,{size},{name},{v:.3}");
+        }
+        size *= 4;
+    }
+}
