@@ -51,7 +51,10 @@ impl DevBuf {
         let mut p: sys::CUdeviceptr = 0;
         // SAFETY: a context is current (gpu()); the out-param is a local.
         ok(unsafe { sys::cuMemAlloc_v2(&mut p, len) }, "cuMemAlloc");
-        DevBuf { ptr: p as usize, len }
+        DevBuf {
+            ptr: p as usize,
+            len,
+        }
     }
 
     fn upload(&self, host: &[u8]) {
@@ -113,7 +116,10 @@ fn gpu_peer() {
     let ep = TcpEndpoint::new(&ctx(), MemoryPool::new()).unwrap();
     // SAFETY: `buf` outlives the endpoint's use (shutdown below, before it drops).
     let h = unsafe { ep.register_memory_region("buf", buf.ptr as *mut u8, len) }.unwrap();
-    assert_eq!(ep.memory_pool().region(h).unwrap().location, Location::Device(0));
+    assert_eq!(
+        ep.memory_pool().region(h).unwrap().location,
+        Location::Device(0)
+    );
     parent.connect_endpoint(&*ep);
     while let Some(line) = parent.recv() {
         let v: Vec<&str> = line.split_whitespace().collect();
@@ -165,7 +171,10 @@ fn device_to_device_over_tcp_staging() {
         fill_pattern(&mut host, seed);
         buf.upload(&host);
         let f = ep
-            .write(&[Assignment::new(local, remote, 0, 0, len as u64)], Some(Duration::from_secs(300)))
+            .write(
+                &[Assignment::new(local, remote, 0, 0, len as u64)],
+                Some(Duration::from_secs(300)),
+            )
             .unwrap();
         f.wait().unwrap();
         peer.send(&format!("check 0 {len} {seed}"));
@@ -173,10 +182,17 @@ fn device_to_device_over_tcp_staging() {
         peer.send(&format!("fill {len} {}", seed + 1000));
         assert_eq!(peer.recv(), "ok");
         let f = ep
-            .read(&[Assignment::new(local, remote, 0, 0, len as u64)], Some(Duration::from_secs(300)))
+            .read(
+                &[Assignment::new(local, remote, 0, 0, len as u64)],
+                Some(Duration::from_secs(300)),
+            )
             .unwrap();
         f.wait().unwrap();
-        assert_eq!(check_pattern(&buf.download(0, len), seed + 1000), None, "device read of {len}");
+        assert_eq!(
+            check_pattern(&buf.download(0, len), seed + 1000),
+            None,
+            "device read of {len}"
+        );
         println!("device<->device over TCP: {len} bytes ok");
         len *= 4;
         seed += 1;
@@ -190,7 +206,10 @@ fn peer_killed_mid_transfer_fails_the_operation() {
     let (mut peer, ep, _buf, local, remote) = rig();
     let len = max_len().min(512 * MIB);
     let f = ep
-        .write(&[Assignment::new(local, remote, 0, 0, len as u64)], Some(Duration::from_secs(60)))
+        .write(
+            &[Assignment::new(local, remote, 0, 0, len as u64)],
+            Some(Duration::from_secs(60)),
+        )
         .unwrap();
     std::thread::sleep(Duration::from_millis(5));
     peer.kill();
@@ -212,10 +231,13 @@ fn stream_ordering_of_the_cuda_copier() {
     let buf = DevBuf::new(64 * MIB);
     let mut stream: sys::CUstream = std::ptr::null_mut();
     // SAFETY: context current; out-param local.
-    ok(unsafe { sys::cuStreamCreate(&mut stream, 1) }, "cuStreamCreate"); // non-blocking
-    // Queue a large memset, then copy through a copier on the same stream: the copy must
-    // see the memset's bytes even though the host did not wait for it.
-    // SAFETY: valid device range, live stream.
+    ok(
+        unsafe { sys::cuStreamCreate(&mut stream, 1) },
+        "cuStreamCreate",
+    ); // non-blocking
+       // Queue a large memset, then copy through a copier on the same stream: the copy must
+       // see the memset's bytes even though the host did not wait for it.
+       // SAFETY: valid device range, live stream.
     ok(
         unsafe { sys::cuMemsetD8Async(buf.ptr as _, 0xAB, buf.len, stream) },
         "cuMemsetD8Async",
@@ -267,7 +289,10 @@ fn shm_and_rdma_refuse_device_regions() {
     // SAFETY: `buf` outlives the pool's use; nothing moves bytes here.
     let h = unsafe { pool.register(Some("d"), buf.ptr as *mut u8, MIB) }.unwrap();
     assert_eq!(pool.region(h).unwrap().location, Location::Device(0));
-    assert_eq!(pool.local_range(h, 0, 1).unwrap_err().status(), Status::Unsupported);
+    assert_eq!(
+        pool.local_range(h, 0, 1).unwrap_err().status(),
+        Status::Unsupported
+    );
     assert!(pool.local_range_or_staged(h, 0, 1).is_ok());
     assert!(pool.mr_info()["d"]["device"] == 0);
 }

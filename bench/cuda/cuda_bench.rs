@@ -79,7 +79,10 @@ fn main() {
     // Pinned host buffer for the D2H+H2D floor.
     let mut pinned: *mut std::ffi::c_void = std::ptr::null_mut();
     // SAFETY: context current; out-param local.
-    ok(unsafe { sys::cuMemHostAlloc(&mut pinned, max, 0) }, "cuMemHostAlloc");
+    ok(
+        unsafe { sys::cuMemHostAlloc(&mut pinned, max, 0) },
+        "cuMemHostAlloc",
+    );
 
     // Device endpoints: src registered on A, dst on B (locations learned from pointers).
     let (pa, pb) = (MemoryPool::new(), MemoryPool::new());
@@ -120,7 +123,10 @@ fn main() {
         let reps = if size >= 64 << 20 { 3 } else { 10 };
         let d2d = gbps(size, reps, || {
             // SAFETY: valid device ranges.
-            ok(unsafe { sys::cuMemcpyDtoD_v2(dst as _, src as _, size) }, "DtoD");
+            ok(
+                unsafe { sys::cuMemcpyDtoD_v2(dst as _, src as _, size) },
+                "DtoD",
+            );
             // SAFETY: synchronous copy ordering on the legacy stream; wait for it.
             ok(unsafe { sys::cuCtxSynchronize() }, "sync");
         });
@@ -132,10 +138,13 @@ fn main() {
             }
         });
         let write = |ep: &Arc<TcpEndpoint>, l: u32, r: u32| {
-            ep.write(&[Assignment::new(l, r, 0, 0, size as u64)], Some(Duration::from_secs(300)))
-                .unwrap()
-                .wait()
-                .unwrap()
+            ep.write(
+                &[Assignment::new(l, r, 0, 0, size as u64)],
+                Some(Duration::from_secs(300)),
+            )
+            .unwrap()
+            .wait()
+            .unwrap()
         };
         let tcp_host = gbps(size, reps, || write(&ha, lh, rh));
         let tcp_dev = gbps(size, reps, || write(&da, ls, rd));

@@ -108,7 +108,14 @@ pub extern "C" fn dlslime_memory_pool_register_device(
     len: usize,
     out_handle: *mut dlslime_mr_handle_t,
 ) -> dlslime_status_t {
-    register_with(pool, name, ptr, len, out_handle, MemoryPool::register_device)
+    register_with(
+        pool,
+        name,
+        ptr,
+        len,
+        out_handle,
+        MemoryPool::register_device,
+    )
 }
 
 /// The body of the two register exports; `register` is the pool method.

@@ -1,6 +1,6 @@
 //! CUDA device memory, through cudarc with the driver loaded at run time.
 //!
-//! * [`driver`] — loading `libcuda.so` and `cuInit`; `DeviceUnavailable` without them.
+//! * [`mod@driver`] — loading `libcuda.so` and `cuInit`; `DeviceUnavailable` without them.
 //! * [`location`] — where a pointer lives (host or device N), asked of the driver.
 //! * [`copier`] — the [`Copier`] trait (region ↔ host bytes) and the host-memory copier.
 //! * [`cuda_copier`] — the CUDA copier (device ↔ pinned host, on a stream).

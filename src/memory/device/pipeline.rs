@@ -58,7 +58,7 @@ pub unsafe fn send_staged(
         pool,
     };
     let (tx, rx) = crossbeam_channel::bounded::<Result<(StagingBuf, usize), Error>>(
-        pool.config().depth.saturating_sub(1).max(1),
+        pool.config().depth.saturating_sub(1),
     );
     std::thread::scope(|s| {
         let stopper = &stopper;
@@ -130,7 +130,7 @@ pub unsafe fn recv_staged(
         pool,
     };
     let (tx, rx) = crossbeam_channel::bounded::<(StagingBuf, usize, usize)>(
-        pool.config().depth.saturating_sub(1).max(1),
+        pool.config().depth.saturating_sub(1),
     );
     std::thread::scope(|s| {
         let stopper = &stopper;

@@ -36,7 +36,8 @@ pub struct StagingConfig {
     pub chunk: usize,
     /// Most buffers in existence at once (the pool's memory bound is `chunk * buffers`).
     pub buffers: usize,
-    /// Most buffers one transfer holds at once (its pipeline depth).
+    /// A transfer's pipeline depth: it holds at most `depth + 1` buffers at once
+    /// (`depth - 1` queued between its two threads, one in each thread's hands).
     pub depth: usize,
     /// How long `acquire` waits for a free buffer before failing with `Timeout`.
     pub acquire_timeout: Duration,
