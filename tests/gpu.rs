@@ -246,7 +246,7 @@ fn stream_ordering_of_the_cuda_copier() {
     let c = unsafe { CudaCopier::on_stream(0, stream as usize) }.unwrap();
     let mut host = vec![0u8; buf.len];
     // SAFETY: valid ranges.
-    unsafe { c.to_host(buf.ptr, host.as_mut_ptr(), buf.len) }.unwrap();
+    unsafe { c.copy_to_host(buf.ptr, host.as_mut_ptr(), buf.len) }.unwrap();
     assert!(host.iter().all(|&b| b == 0xAB));
     // SAFETY: created above, no work left on it.
     unsafe {

@@ -133,8 +133,8 @@ fn main() {
         let bounce = gbps(size, reps, || {
             // SAFETY: valid ranges (pinned host buffer of `max` bytes).
             unsafe {
-                copier.to_host(src, pinned.cast(), size).unwrap();
-                copier.from_host(pinned.cast(), dst, size).unwrap();
+                copier.copy_to_host(src, pinned.cast(), size).unwrap();
+                copier.copy_from_host(pinned.cast(), dst, size).unwrap();
             }
         });
         let write = |ep: &Arc<TcpEndpoint>, l: u32, r: u32| {

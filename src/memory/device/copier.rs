@@ -19,14 +19,14 @@ pub trait Copier: Send + Sync {
     /// # Safety
     /// `[src, src+len)` must be readable region memory and `[dst, dst+len)` writable host
     /// memory, not otherwise accessed during the call.
-    unsafe fn to_host(&self, src: usize, dst: *mut u8, len: usize) -> Result<()>;
+    unsafe fn copy_to_host(&self, src: usize, dst: *mut u8, len: usize) -> Result<()>;
 
     /// Copies `len` bytes from host memory at `src` to region address `dst`.
     ///
     /// # Safety
     /// `[src, src+len)` must be readable host memory and `[dst, dst+len)` writable region
     /// memory, not otherwise accessed during the call.
-    unsafe fn from_host(&self, src: *const u8, dst: usize, len: usize) -> Result<()>;
+    unsafe fn copy_from_host(&self, src: *const u8, dst: usize, len: usize) -> Result<()>;
 }
 
 /// A copier for host memory (`memcpy`): what the staging path runs on where there is no
@@ -57,14 +57,14 @@ impl Copier for HostCopier {
         Location::Host
     }
 
-    unsafe fn to_host(&self, src: usize, dst: *mut u8, len: usize) -> Result<()> {
+    unsafe fn copy_to_host(&self, src: usize, dst: *mut u8, len: usize) -> Result<()> {
         // SAFETY: both ranges are valid and disjoint for the call (this fn's contract).
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst, len) };
         self.to_host.fetch_add(len as u64, Ordering::Relaxed);
         Ok(())
     }
 
-    unsafe fn from_host(&self, src: *const u8, dst: usize, len: usize) -> Result<()> {
+    unsafe fn copy_from_host(&self, src: *const u8, dst: usize, len: usize) -> Result<()> {
         // SAFETY: both ranges are valid and disjoint for the call (this fn's contract).
         unsafe { std::ptr::copy_nonoverlapping(src, dst as *mut u8, len) };
         self.from_host.fetch_add(len as u64, Ordering::Relaxed);

@@ -44,8 +44,8 @@ impl CudaCopier {
     }
 
     fn sync(&self) -> Result<()> {
-        // SAFETY: the stream is live (constructor contract) in the bound context.
         check(
+            // SAFETY: the stream is live (constructor contract) in the bound context.
             unsafe { sys::cuStreamSynchronize(self.stream()) },
             "cuStreamSynchronize",
         )
@@ -57,10 +57,10 @@ impl Copier for CudaCopier {
         Location::Device(self.ordinal)
     }
 
-    unsafe fn to_host(&self, src: usize, dst: *mut u8, len: usize) -> Result<()> {
+    unsafe fn copy_to_host(&self, src: usize, dst: *mut u8, len: usize) -> Result<()> {
         driver()?.bind(self.ordinal)?;
-        // SAFETY: valid ranges (this fn's contract); the context is current.
         check(
+            // SAFETY: valid ranges (this fn's contract); the context is current.
             unsafe {
                 sys::cuMemcpyDtoHAsync_v2(dst.cast(), src as sys::CUdeviceptr, len, self.stream())
             },
@@ -69,10 +69,10 @@ impl Copier for CudaCopier {
         self.sync()
     }
 
-    unsafe fn from_host(&self, src: *const u8, dst: usize, len: usize) -> Result<()> {
+    unsafe fn copy_from_host(&self, src: *const u8, dst: usize, len: usize) -> Result<()> {
         driver()?.bind(self.ordinal)?;
-        // SAFETY: valid ranges (this fn's contract); the context is current.
         check(
+            // SAFETY: valid ranges (this fn's contract); the context is current.
             unsafe {
                 sys::cuMemcpyHtoDAsync_v2(dst as sys::CUdeviceptr, src.cast(), len, self.stream())
             },

@@ -89,8 +89,8 @@ impl Driver {
                     // SAFETY: cuInit succeeded (a `Driver` exists); out-param is a local.
                     check(unsafe { sys::cuDeviceGet(&mut dev, device) }, "cuDeviceGet")?;
                     let mut c: sys::CUcontext = std::ptr::null_mut();
-                    // SAFETY: `dev` is a valid device; out-param is a local.
                     check(
+                        // SAFETY: `dev` is a valid device; out-param is a local.
                         unsafe { sys::cuDevicePrimaryCtxRetain(&mut c, dev) },
                         "cuDevicePrimaryCtxRetain",
                     )?;
@@ -99,8 +99,8 @@ impl Driver {
                 }
             }
         };
-        // SAFETY: a primary context retained above and never released.
         check(
+            // SAFETY: a primary context retained above and never released.
             unsafe { sys::cuCtxSetCurrent(ctx as sys::CUcontext) },
             "cuCtxSetCurrent",
         )

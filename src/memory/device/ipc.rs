@@ -30,15 +30,15 @@ pub fn export(ordinal: i32, ptr: usize) -> Result<IpcExport> {
     d.bind(ordinal)?;
     let mut base: sys::CUdeviceptr = 0;
     let mut size: usize = 0;
-    // SAFETY: the context is current; out-params are locals.
     check(
+        // SAFETY: the context is current; out-params are locals.
         unsafe { sys::cuMemGetAddressRange_v2(&mut base, &mut size, ptr as sys::CUdeviceptr) },
         "cuMemGetAddressRange",
     )?;
     // SAFETY: a zeroed handle is a valid out-param value (a plain byte array).
     let mut h: sys::CUipcMemHandle = unsafe { std::mem::zeroed() };
-    // SAFETY: `base` is the allocation base the driver just reported.
     check(
+        // SAFETY: `base` is the allocation base the driver just reported.
         unsafe { sys::cuIpcGetMemHandle(&mut h, base) },
         "cuIpcGetMemHandle",
     )?;
@@ -70,8 +70,8 @@ impl IpcMapping {
             *d = *s as _;
         }
         let mut base: sys::CUdeviceptr = 0;
-        // SAFETY: the context is current; the out-param is a local.
         check(
+            // SAFETY: the context is current; the out-param is a local.
             unsafe {
                 sys::cuIpcOpenMemHandle_v2(
                     &mut base,
@@ -115,9 +115,9 @@ impl Drop for IpcMapping {
 /// Both ranges must be valid device memory for the call; `stream` live or 0.
 pub unsafe fn copy_device(dst: usize, src: usize, len: usize, stream: usize) -> Result<()> {
     driver()?;
-    // SAFETY: valid ranges and stream (this fn's contract); unified addressing lets the
-    // driver find both devices from the pointers.
     check(
+        // SAFETY: valid ranges and stream (this fn's contract); unified addressing lets the
+        // driver find both devices from the pointers.
         unsafe {
             sys::cuMemcpyAsync(
                 dst as sys::CUdeviceptr,
@@ -128,8 +128,8 @@ pub unsafe fn copy_device(dst: usize, src: usize, len: usize, stream: usize) -> 
         },
         "cuMemcpyAsync",
     )?;
-    // SAFETY: as above.
     check(
+        // SAFETY: as above.
         unsafe { sys::cuStreamSynchronize(stream as sys::CUstream) },
         "cuStreamSynchronize",
     )

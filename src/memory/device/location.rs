@@ -78,8 +78,8 @@ fn device_of(ptr: usize) -> Result<Option<i32>> {
         return Ok(None); // pinned host memory; managed memory is addressable too
     }
     let mut ordinal: i32 = -1;
-    // SAFETY: as above; DEVICE_ORDINAL is an int.
     check(
+        // SAFETY: as above; DEVICE_ORDINAL is an int.
         unsafe {
             sys::cuPointerGetAttribute(
                 (&mut ordinal as *mut i32).cast(),
@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn host_memory_is_host() {
-        let v = vec![0u8; 64];
+        let v = [0u8; 64];
         assert_eq!(locate(v.as_ptr() as usize), Location::Host);
     }
 
@@ -107,7 +107,7 @@ mod tests {
     fn claimed_device_pointer_without_driver_is_typed() {
         if driver().is_ok() {
             // With a driver, a heap pointer is not device memory.
-            let v = vec![0u8; 64];
+            let v = [0u8; 64];
             let e = require_device(v.as_ptr() as usize).unwrap_err();
             assert_eq!(e.status(), Status::InvalidArgument);
         } else {

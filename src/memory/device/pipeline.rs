@@ -49,7 +49,7 @@ pub unsafe fn send_staged(
     if len <= chunk {
         let mut b = pool.acquire(None).map_err(io_err)?;
         // SAFETY: the source range is valid (contract); the buffer holds `chunk` >= len.
-        unsafe { copier.to_host(src, b.as_mut_ptr(), len) }.map_err(io_err)?;
+        unsafe { copier.copy_to_host(src, b.as_mut_ptr(), len) }.map_err(io_err)?;
         b.note_staged(len);
         return sink(b.bytes(len));
     }
@@ -68,7 +68,7 @@ pub unsafe fn send_staged(
                 let n = chunk.min(len - off);
                 let item = pool.acquire(Some(&stopper.flag)).and_then(|mut b| {
                     // SAFETY: inside the source range (contract); the buffer holds n.
-                    unsafe { copier.to_host(src + off, b.as_mut_ptr(), n) }.map(|()| (b, n))
+                    unsafe { copier.copy_to_host(src + off, b.as_mut_ptr(), n) }.map(|()| (b, n))
                 });
                 let failed = item.is_err();
                 if tx.send(item).is_err() || failed {
@@ -123,7 +123,7 @@ pub unsafe fn recv_staged(
         source(b.bytes_mut(len))?;
         b.note_staged(len);
         // SAFETY: the destination range is valid (contract); the buffer holds len bytes.
-        return unsafe { copier.from_host(b.as_mut_ptr(), dst, len) }.map_err(io_err);
+        return unsafe { copier.copy_from_host(b.as_mut_ptr(), dst, len) }.map_err(io_err);
     }
     let stopper = Stopper {
         flag: AtomicBool::new(false),
@@ -137,7 +137,7 @@ pub unsafe fn recv_staged(
         let copy = s.spawn(move || -> Result<(), Error> {
             for (mut b, off, n) in rx.iter() {
                 // SAFETY: inside the destination range (contract); the buffer holds n.
-                if let Err(e) = unsafe { copier.from_host(b.as_mut_ptr(), dst + off, n) } {
+                if let Err(e) = unsafe { copier.copy_from_host(b.as_mut_ptr(), dst + off, n) } {
                     stopper.stop();
                     return Err(e);
                 }
@@ -267,10 +267,10 @@ mod tests {
         fn location(&self) -> Location {
             Location::Device(0)
         }
-        unsafe fn to_host(&self, _: usize, _: *mut u8, _: usize) -> crate::Result<()> {
+        unsafe fn copy_to_host(&self, _: usize, _: *mut u8, _: usize) -> crate::Result<()> {
             Err(Error::new(Status::Io, "copy failed"))
         }
-        unsafe fn from_host(&self, _: *const u8, _: usize, _: usize) -> crate::Result<()> {
+        unsafe fn copy_from_host(&self, _: *const u8, _: usize, _: usize) -> crate::Result<()> {
             Err(Error::new(Status::Io, "copy failed"))
         }
     }

@@ -96,8 +96,8 @@ impl HostBuf {
                 let d = driver()?;
                 d.bind(0)?;
                 let mut p: *mut std::ffi::c_void = std::ptr::null_mut();
-                // SAFETY: a context is current; the out-param is a local.
                 check(
+                    // SAFETY: a context is current; the out-param is a local.
                     unsafe { sys::cuMemHostAlloc(&mut p, len, sys::CU_MEMHOSTALLOC_PORTABLE) },
                     "cuMemHostAlloc",
                 )?;
@@ -381,8 +381,10 @@ mod tests {
 
     #[test]
     fn zero_sizes_refused_and_pinned_needs_a_driver() {
-        let mut c = StagingConfig::default();
-        c.chunk = 0;
+        let c = StagingConfig {
+            chunk: 0,
+            ..StagingConfig::default()
+        };
         assert_eq!(
             StagingPool::new(c, HostMemory::Pageable)
                 .err()
