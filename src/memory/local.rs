@@ -264,6 +264,10 @@ impl MemoryPool {
             ));
         }
         let addr = ptr as usize;
+        if let Placement::Device = placement {
+            // Before any table lookup: a pointer already registered must not skip it.
+            device::require_device(addr)?;
+        }
         let mut t = self.t.write();
         if let Some(n) = name {
             if let Some(&h) = t.names.get(n) {
@@ -280,6 +284,12 @@ impl MemoryPool {
             let old = t.slots[h as usize]
                 .clone()
                 .expect("by_ptr names a live handle");
+            if !matches!(placement, Placement::Detect) && old.staged.is_none() {
+                return Err(Error::invalid(format!(
+                    "register: {addr:#x} is already registered as directly addressable \
+                     memory (handle {h}); unregister it first"
+                )));
+            }
             if old.len < len {
                 let placement = match placement {
                     Placement::Detect => Placement::of(&old),
@@ -618,6 +628,16 @@ mod tests {
         // SAFETY: `a` outlives the pool's use.
         let h = unsafe { pool.register(Some("h"), a.as_mut_ptr(), 64) }.unwrap();
         assert_eq!(pool.region(h).unwrap().location, Location::Host);
+        // A pointer already registered as host memory does not skip the device check,
+        // and cannot become staged under the same handle.
+        // SAFETY: refused before anything is registered.
+        let e = unsafe { pool.register_device(Some("d"), a.as_mut_ptr(), 64) }.unwrap_err();
+        assert_eq!(e.status(), Status::DeviceUnavailable);
+        let c = Arc::new(device::HostCopier::new());
+        // SAFETY: refused before anything is registered.
+        let e = unsafe { pool.register_staged(Some("s"), a.as_mut_ptr(), 64, c) }.unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument);
+        assert!(pool.handle("d").is_none() && pool.handle("s").is_none());
     }
 
     #[test]
