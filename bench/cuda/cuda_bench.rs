@@ -5,6 +5,8 @@
 //! issue's target: TCP staging >= 0.8x host TCP for >= 16 MiB).
 //!
 //! usage: cargo run --release --example cuda_bench -- [--max-mib N] (default 256)
+//!        ... -- --host-staged [--max-mib N]: no GPU needed; TCP on host memory against
+//!        the same memory staged through the host copier (the pipeline's own cost).
 //! Prints a table and CSV rows (`csv,<size>,<name>,<GB/s>`). Not measured here: CUDA
 //! IPC across processes (not wired into the shm transport yet, docs/gpu.md).
 
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cudarc::driver::sys;
-use dlslime::memory::device::{self, Copier, CudaCopier, StagingPool};
+use dlslime::memory::device::{self, Copier, CudaCopier, HostCopier, StagingPool};
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool};
 
@@ -51,7 +53,77 @@ fn pair(pa: Arc<MemoryPool>, pb: Arc<MemoryPool>) -> (Arc<TcpEndpoint>, Arc<TcpE
     (a, b)
 }
 
+/// `--host-staged`: no GPU needed. The TCP endpoint on host memory against the same
+/// memory registered as staged (the host copier), so every byte takes the staging
+/// pipeline: what the pool, the chunking and the copy thread cost over plain TCP.
+fn host_staged(max: usize) {
+    let mut bufs: Vec<Vec<u8>> = (0..4).map(|_| vec![1u8; max]).collect();
+    let pools: Vec<Arc<MemoryPool>> = (0..4).map(|_| MemoryPool::new()).collect();
+    for (i, (b, p)) in bufs.iter_mut().zip(&pools).enumerate() {
+        // SAFETY: the vectors live until this function returns, after the last operation.
+        unsafe {
+            if i < 2 {
+                p.register(Some("m"), b.as_mut_ptr(), max).unwrap();
+            } else {
+                p.register_staged(Some("m"), b.as_mut_ptr(), max, Arc::new(HostCopier::new()))
+                    .unwrap();
+            }
+        }
+    }
+    let (ha, _hb) = pair(pools[0].clone(), pools[1].clone());
+    let (sa, _sb) = pair(pools[2].clone(), pools[3].clone());
+    let (rh, rs) = (
+        ha.remote_pool().handle("m").unwrap(),
+        sa.remote_pool().handle("m").unwrap(),
+    );
+    println!(
+        "host-staged: staging pool {:?}, chunk {} B, {} buffers, depth {}",
+        StagingPool::global().memory(),
+        StagingPool::global().config().chunk,
+        StagingPool::global().config().buffers,
+        StagingPool::global().config().depth
+    );
+    println!(
+        "{:>10} {:>10} {:>10} {:>8}",
+        "size", "tcp host", "tcp staged", "ratio"
+    );
+    let mut size = 64 << 10;
+    while size <= max {
+        let reps = if size >= 64 << 20 { 3 } else { 10 };
+        let write = |ep: &Arc<TcpEndpoint>, r: u32| {
+            ep.write(
+                &[Assignment::new(0, r, 0, 0, size as u64)],
+                Some(Duration::from_secs(300)),
+            )
+            .unwrap()
+            .wait()
+            .unwrap()
+        };
+        let host = gbps(size, reps, || write(&ha, rh));
+        let staged = gbps(size, reps, || write(&sa, rs));
+        println!(
+            "{size:>10} {host:>10.2} {staged:>10.2} {:>8.2}",
+            staged / host
+        );
+        println!("csv,{size},tcp_host,{host:.3}");
+        println!("csv,{size},tcp_host_staged,{staged:.3}");
+        size *= 4;
+    }
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let max_mib: usize = args
+        .iter()
+        .position(|a| a == "--max-mib")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let max = max_mib << 20;
+    if args.iter().any(|a| a == "--host-staged") {
+        host_staged(max);
+        return;
+    }
     let d = match device::driver() {
         Ok(d) if d.device_count().unwrap_or(0) > 0 => d,
         Ok(_) => {
@@ -64,14 +136,6 @@ fn main() {
         }
     };
     d.bind(0).unwrap();
-    let args: Vec<String> = std::env::args().collect();
-    let max_mib: usize = args
-        .iter()
-        .position(|a| a == "--max-mib")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    let max = max_mib << 20;
     let (src, dst) = (dev_alloc(max), dev_alloc(max));
     let mut host_a = vec![1u8; max];
     let mut host_b = vec![0u8; max];
