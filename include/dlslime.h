@@ -39,7 +39,7 @@
  *                                         dlslime_ring_server_counters_t,
  *                                         dlslime_ring_client_options_t,
  *                                         dlslime_ring_client_counters_t
- *   12. Observability
+ *   13. Observability
  *
  * Conventions
  * -----------
@@ -2557,7 +2557,7 @@ dlslime_status_t dlslime_ring_client_close(const dlslime_ring_client_t *client);
 void dlslime_ring_client_free(dlslime_ring_client_t *client);
 
 /* =======================================================================================
- * 12. Observability
+ * 13. Observability
  *
  * Observability: the process's counters and latency histograms as one JSON snapshot
  * (`docs/observability.md`). Recording is off unless the environment sets
