@@ -1104,7 +1104,12 @@ impl Endpoint for RdmaEndpoint {
 
     unsafe fn recv(&self, ptr: *mut u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
         let op = self.sh.two_sided_op("recv", ptr.is_null(), len, timeout)?;
-        Ok(track(&self.obs, OpKind::Recv, 0, self.sh.recv(ptr, len, &op)))
+        Ok(track(
+            &self.obs,
+            OpKind::Recv,
+            0,
+            self.sh.recv(ptr, len, &op),
+        ))
     }
 
     fn cancel_all(&self) -> usize {
