@@ -723,6 +723,17 @@ dlslime_status_t dlslime_endpoint_send(const dlslime_endpoint_t *ep,
                                        dlslime_future_t **out);
 
 /**
+ * Checks that `[ptr, ptr+len)` is memory of this process that a send may read (or, with
+ * `writable`, a receive may write), page by page through the kernel (a system call or
+ * two). For bindings that take raw addresses from callers who may get them wrong
+ * (Python's `(ptr, offset, length)` form): `dlslime_endpoint_send` and `_recv` trust
+ * their pointers, as their contract says, and pay nothing for this.
+ *
+ * Errors: `DLSLIME_STATUS_INVALID_ARGUMENT`.
+ */
+dlslime_status_t dlslime_check_buffer(const void *ptr, size_t len, bool writable);
+
+/**
  * Posts a receive buffer of `len` bytes. The future completes when a message has been
  * received into it; `dlslime_future_nbytes` is the message length. A message larger
  * than `len` fails the future with `DLSLIME_STATUS_TRUNCATED`. The buffer must stay

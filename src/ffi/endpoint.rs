@@ -303,6 +303,32 @@ pub extern "C" fn dlslime_endpoint_send(
     }
 }
 
+/// Checks that `[ptr, ptr+len)` is memory of this process that a send may read (or, with
+/// `writable`, a receive may write), page by page through the kernel (a system call or
+/// two). For bindings that take raw addresses from callers who may get them wrong
+/// (Python's `(ptr, offset, length)` form): `dlslime_endpoint_send` and `_recv` trust
+/// their pointers, as their contract says, and pay nothing for this.
+///
+/// Errors: `DLSLIME_STATUS_INVALID_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn dlslime_check_buffer(
+    ptr: *const c_void,
+    len: usize,
+    writable: bool,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let addr = ptr as usize;
+        if let Err(e) = crate::transport::shm::cma::check_own_range(addr, len, writable) {
+            try_res!(Err::<(), _>(Error::invalid(format!(
+                "[{addr:#x}, +{len}) is not {} memory of this process ({})",
+                if writable { "writable" } else { "readable" },
+                std::io::Error::from_raw_os_error(e)
+            ))));
+        }
+        dlslime_status_t::Ok
+    }
+}
+
 /// Posts a receive buffer of `len` bytes. The future completes when a message has been
 /// received into it; `dlslime_future_nbytes` is the message length. A message larger
 /// than `len` fails the future with `DLSLIME_STATUS_TRUNCATED`. The buffer must stay

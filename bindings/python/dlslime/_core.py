@@ -716,7 +716,10 @@ class Endpoint(_Owned, _OrphanKeeper):
             ptr, off, length = (_uint(x, n) for x, n in zip(chunk, ("ptr", "offset", "length")))
             if ptr == 0 and length:
                 raise ValueError("ptr is 0")
-            return ffi.cast("void *", ptr + off), length, None
+            addr = ffi.cast("void *", ptr + off)
+            # a raw address may be wrong: refuse it here rather than crash in a copy
+            _check(lib.dlslime_check_buffer(addr, length, writable), "recv buffer" if writable else "send data")
+            return addr, length, None
         buf = _as_buffer(chunk, writable, "recv buffer" if writable else "send data")
         return buf, len(buf), buf
 

@@ -465,6 +465,8 @@ class PeerAgent(_OrphanKeeper, _Closing):
                 isinstance(x, int) and not isinstance(x, bool) for x in chunk):
             ptr, off, length = (_uint(x, k) for x, k in zip(chunk, ("ptr", "offset", "length")))
             p, keep = ffi.cast("void *", ptr + off), None
+            # a raw address may be wrong: refuse it here rather than crash in a copy
+            _check(lib.dlslime_check_buffer(p, length, writable), "recv buffer" if writable else "send data")
         else:
             keep = _as_buffer(chunk, writable, "recv buffer" if writable else "send data")
             p, length = keep, len(keep)

@@ -147,7 +147,6 @@ impl Endpoint for ShmEndpoint {
             if ptr.is_null() && len > 0 {
                 return Err(Error::new(Status::NullParameter, "recv: null buffer"));
             }
-            i.check_buffer("recv", ptr as usize, len, true)?;
             let op = i.new_op(1, timeout);
             let r = PostedRecv {
                 ptr: ptr as usize,

@@ -107,23 +107,6 @@ impl Inner {
             .ok_or_else(|| Error::new(Status::NotConnected, "endpoint is not connected"))
     }
 
-    /// Checks a send or receive buffer before any copy touches it: inside a registered
-    /// region (the caller's promise at registration), or memory of this process the
-    /// kernel confirms page by page ([`super::cma::check_own_range`]); so a bad pointer
-    /// fails the call (`InvalidArgument`) instead of crashing a progress thread.
-    pub fn check_buffer(&self, what: &str, ptr: usize, len: usize, writable: bool) -> Result<()> {
-        if len == 0 || self.pool.region_containing(ptr, len).is_some() {
-            return Ok(());
-        }
-        super::cma::check_own_range(ptr, len, writable).map_err(|e| {
-            Error::invalid(format!(
-                "{what}: [{ptr:#x}, +{len}) is not {} memory of this process ({})",
-                if writable { "writable" } else { "readable" },
-                std::io::Error::from_raw_os_error(e)
-            ))
-        })
-    }
-
     /// A tracked operation of `parts` parts; in inline mode (the default) its waiters
     /// drive progress.
     pub fn new_op(&self, parts: u32, timeout: Option<Duration>) -> Arc<OpState> {

@@ -241,11 +241,6 @@ impl Inner {
         if ptr.is_null() && len > 0 {
             return Err(Error::new(Status::NullParameter, "send: null buffer"));
         }
-        // Inline and staged sends copy from the buffer here; a pulled one is read by the
-        // peer through the kernel (or inside a mapping it checked).
-        if len <= INLINE_CAP || c.staged {
-            self.check_buffer("send", ptr as usize, len, false)?;
-        }
         // What the message may announce (an RPC session's mailbox, say) is published
         // before the peer can read it.
         self.publish_regions(c);
