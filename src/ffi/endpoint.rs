@@ -318,13 +318,15 @@ pub extern "C" fn dlslime_check_buffer(
 ) -> dlslime_status_t {
     ffi_boundary! {
         let addr = ptr as usize;
-        if let Err(e) = crate::transport::shm::cma::check_own_range(addr, len, writable) {
-            try_res!(Err::<(), _>(Error::invalid(format!(
-                "[{addr:#x}, +{len}) is not {} memory of this process ({})",
-                if writable { "writable" } else { "readable" },
-                std::io::Error::from_raw_os_error(e)
-            ))));
-        }
+        try_res!(
+            crate::transport::shm::cma::check_own_range(addr, len, writable).map_err(|e| {
+                Error::invalid(format!(
+                    "[{addr:#x}, +{len}) is not {} memory of this process ({})",
+                    if writable { "writable" } else { "readable" },
+                    std::io::Error::from_raw_os_error(e)
+                ))
+            })
+        );
         dlslime_status_t::Ok
     }
 }
