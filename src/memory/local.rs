@@ -169,7 +169,8 @@ fn unreachable_region(handle: MrHandle, location: Location) -> Error {
         Status::Unsupported,
         format!(
             "region {handle} is {location} memory, which this transport cannot reach \
-             (TCP stages device memory; shared memory and RDMA do not yet: docs/gpu.md)"
+             directly (TCP and shared memory stage it or use CUDA IPC; RDMA registers it \
+             with dma-buf or nvidia-peermem: docs/gpu.md)"
         ),
     )
 }

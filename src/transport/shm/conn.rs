@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::device::{PeerDevices, SentDevices};
 use super::mappings::PeerMappings;
 use super::pending::Pending;
 use super::ring::{self, Consumer, Doorbell, Entry, Producer, RegionTable, NSLOTS, SLOT_SIZE};
@@ -29,6 +30,8 @@ pub(super) struct Conn {
     pub in_bell: Doorbell,
     /// The peer's allocations mapped here; read-locked across every copy through them.
     pub peer_maps: RwLock<PeerMappings>,
+    /// The peer's staged (device) regions, as announced ([`super::device`]).
+    pub peer_devs: RwLock<PeerDevices>,
     /// Allocation announcements of the peer processed (see `RegionTable::announced`).
     pub maps_seen: AtomicU64,
     /// One thread at a time reads frames from the socket.
@@ -63,6 +66,8 @@ pub(super) struct Conn {
 #[derive(Default)]
 pub(super) struct Published {
     pub sent: HashSet<u64>,
+    /// Our staged regions the peer was told about.
+    pub sent_dev: SentDevices,
     pub announced: u64,
 }
 

@@ -222,10 +222,12 @@ impl Inner {
             prod: Mutex::new((prod, VecDeque::new())),
             cons: Mutex::new(cons),
             peer_maps: RwLock::new(maps),
+            peer_devs: Default::default(),
             maps_seen: AtomicU64::new(0),
             frames: Mutex::new(()),
             published: Mutex::new(Published {
                 sent: allocs.iter().map(|a| a.id).collect(),
+                sent_dev: Default::default(),
                 announced: 0,
             }),
             published_gen: AtomicU64::new(u64::MAX),

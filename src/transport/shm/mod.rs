@@ -29,6 +29,7 @@
 //! | `reassembly` | staged messages arriving in chunks |
 //! | `window` | the bound on messages the peer has not received yet: the sender waits for room, the receiver enforces it |
 //! | `progress` | pushing into our ring, polling the peer's, inline progress (the waiting thread drives), the background thread |
+//! | `device` | staged (CUDA) regions: announced with their IPC handles, opened by the peer, copied device to device or through bounce slots |
 //! | `publish` | our region table and the shared allocations we announce after connect; mapping what the peer announces |
 //! | `close` | peer death and `shutdown` |
 //! | `mappings` | the peer's shared allocations mapped here |
@@ -40,6 +41,7 @@ pub mod cma;
 mod config;
 mod conn;
 mod connect;
+mod device;
 mod endpoint;
 pub mod handshake;
 mod mappings;

@@ -13,6 +13,7 @@ use super::ring::{kind, Entry};
 use super::state::{Inner, PEER_GONE};
 use crate::error::{Result, Status};
 use crate::future::OpState;
+use crate::memory::device::Copier;
 
 /// One operation's parts in flight; the last part to report completes it (and, for
 /// write_with_imm, sends the notification first, only if every part succeeded).
@@ -41,6 +42,8 @@ pub(super) enum Pending {
         local: usize,
         len: usize,
         slot: u32,
+        /// The local region's copier when it is staged (device memory).
+        copier: Option<Arc<dyn Copier>>,
     },
 }
 
@@ -170,15 +173,33 @@ impl Inner {
                 local,
                 len,
                 slot,
+                copier,
             } => {
+                let mut st = st;
+                let mut msg = msg;
                 if st.is_ok() && agg.op.begin_io() {
                     // SAFETY: our slot (len <= SLOT_SIZE, chunked at submission), filled by
                     // the target and ours until freed below; `local..local+len` was checked
-                    // against our pool and begin_io keeps it alive.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(c.my_slot(slot), local as *mut u8, len)
+                    // against our pool (reached through its copier when staged) and
+                    // begin_io keeps it alive.
+                    let r = unsafe {
+                        match &copier {
+                            Some(cp) => cp.copy_from_host(c.my_slot(slot), local, len),
+                            None => {
+                                std::ptr::copy_nonoverlapping(
+                                    c.my_slot(slot),
+                                    local as *mut u8,
+                                    len,
+                                );
+                                Ok(())
+                            }
+                        }
                     };
                     agg.op.end_io();
+                    if r.is_err() {
+                        st = Status::Io;
+                        msg = "copying the read chunk into the local (device) region failed";
+                    }
                 }
                 self.free_slot(c, slot);
                 agg.part(self, st, msg);

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::conn::{Conn, Published};
+use super::device;
 use super::handshake;
 use super::state::Inner;
 use crate::error::Status;
@@ -53,6 +54,9 @@ impl Inner {
             .copied()
             .collect();
         self.announce(c, &mut p, &new, &freed);
+        if let Some(frame) = device::announcement(&regions, &mut p.sent_dev) {
+            self.send_announcement(c, &mut p, &frame, &[]);
+        }
         let list: Vec<(u64, u64, u64)> = regions
             .iter()
             .map(|r| (r.addr as u64, r.len as u64, r.key))
@@ -103,18 +107,25 @@ impl Inner {
             let gone: &[u64] = if i == 0 { freed } else { &[] };
             let fds: Vec<i32> = batch.iter().map(|a| a.fd.as_raw_fd()).collect();
             let frame = json!({"allocs": allocs, "freed": gone});
-            if let Err(e) = handshake::send_frame(c.sock.as_raw_fd(), &frame, &fds) {
-                // The peer is gone (or the socket broke): nothing more to tell it; the
-                // progress thread sees the hang-up.
-                crate::warn_log!("shm: could not announce allocations to the peer: {e}");
+            if !self.send_announcement(c, p, &frame, &fds) {
                 return;
             }
-            p.announced += 1;
             p.sent.extend(batch.iter().map(|a| a.id));
             for id in gone {
                 p.sent.remove(id);
             }
         }
+    }
+
+    /// Sends one announcement frame (counted in the table we publish next); false when
+    /// the peer is gone (or the socket broke: the progress thread sees the hang-up).
+    fn send_announcement(&self, c: &Conn, p: &mut Published, frame: &Value, fds: &[i32]) -> bool {
+        if let Err(e) = handshake::send_frame(c.sock.as_raw_fd(), frame, fds) {
+            crate::warn_log!("shm: could not announce memory to the peer: {e}");
+            return false;
+        }
+        p.announced += 1;
+        true
     }
 
     /// Maps what the peer announced before publishing the table we are about to trust
@@ -151,6 +162,9 @@ impl Inner {
     }
 
     fn apply_announcement(&self, c: &Conn, v: &Value, fds: Vec<OwnedFd>) {
+        if v.get("dev").is_some() {
+            c.peer_devs.write().apply(v);
+        }
         let mut maps = c.peer_maps.write();
         for id in v
             .get("freed")

@@ -8,6 +8,8 @@ use std::sync::atomic::AtomicU64;
 pub struct ShmStats {
     /// One-sided parts done as a memcpy into/from a mapped peer allocation.
     pub fast_path: AtomicU64,
+    /// Parts copied device to device (or host to device) through CUDA IPC.
+    pub ipc: AtomicU64,
     /// Parts moved with process_vm_readv/writev.
     pub cma: AtomicU64,
     /// Chunks moved through bounce slots.

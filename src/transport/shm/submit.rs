@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::conn::Conn;
+use super::device::Part;
 use super::pending::{Agg, Pending};
 use super::progress::PushMode;
 use super::ring::{kind, Entry, INLINE_CAP, SLOT_SIZE};
@@ -51,13 +52,22 @@ impl Inner {
         }
     }
 
-    /// One assignment, checked: (local pointer, remote address, key, length).
-    fn checked(&self, a: &Assignment) -> Result<(*mut u8, u64, u64, u64)> {
-        let (_, lptr) = self.pool.local_range(a.local, a.local_offset, a.length)?;
+    /// One assignment, checked: the local pointer (a device address for a staged
+    /// region, with its copier), the remote address, key and length.
+    fn checked(&self, a: &Assignment) -> Result<Part> {
+        let (r, lptr) = self
+            .pool
+            .local_range_or_staged(a.local, a.local_offset, a.length)?;
         let (raddr, key) = self
             .remote
             .remote_range(a.remote, a.remote_offset, a.length)?;
-        Ok((lptr, raddr, key, a.length))
+        Ok(Part {
+            lptr,
+            raddr,
+            key,
+            len: a.length,
+            local: r.staged.as_ref().map(|s| s.copier().clone()),
+        })
     }
 
     /// `read`, `write` and `write_with_imm` (`imm`).
@@ -82,7 +92,7 @@ impl Inner {
             .iter()
             .map(|a| self.checked(a))
             .collect::<Result<Vec<_>>>()?;
-        let total = plan.iter().map(|p| p.3).sum();
+        let total = plan.iter().map(|p| p.len).sum();
         self.issue(c, plan.into_iter(), total, write, imm, timeout)
     }
 
@@ -93,7 +103,7 @@ impl Inner {
     fn issue(
         &self,
         c: &Conn,
-        plan: impl Iterator<Item = (*mut u8, u64, u64, u64)>,
+        plan: impl Iterator<Item = Part>,
         total: u64,
         write: bool,
         imm: Option<i32>,
@@ -101,7 +111,8 @@ impl Inner {
     ) -> Result<Future> {
         let mut pending: Option<(Arc<Agg>, Deadline)> = None;
         let mut failure: Option<Error> = None;
-        'outer: for (lptr, raddr, key, len) in plan {
+        'outer: for part in plan {
+            let (lptr, raddr, key, len) = (part.lptr, part.raddr, part.key, part.len);
             if len == 0 {
                 continue;
             }
@@ -110,6 +121,18 @@ impl Inner {
             let permitted = unsafe { (*c.peer_table).permits(raddr, len, key) };
             if permitted {
                 self.sync_peer_maps(c);
+            }
+            let staged = self.staged_part(c, &part);
+            if permitted && staged {
+                match self.staged_direct(c, &part, write) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(er) => {
+                        failure = Some(er);
+                        break;
+                    }
+                }
+            } else if permitted {
                 let maps = c.peer_maps.read();
                 if let Some(p) = maps.translate(raddr, len) {
                     // SAFETY: the local range was checked against our pool above; the remote
@@ -136,7 +159,7 @@ impl Inner {
                 (Agg::new(op, imm), deadline)
             });
             let deadline = *deadline;
-            if !c.staged {
+            if !c.staged && !staged {
                 let mut e;
                 if write {
                     e = Entry::new(kind::WRITE);
@@ -175,14 +198,30 @@ impl Inner {
                 if write {
                     // SAFETY: the slot is ours until the target's reply frees it and holds
                     // SLOT_SIZE >= clen bytes; the source lies inside the local range
-                    // checked above (off + clen <= len).
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            lptr.add(off as usize),
-                            c.my_slot(slot),
-                            clen as usize,
-                        )
+                    // checked above (off + clen <= len), reached through its copier when
+                    // it is staged.
+                    let copied = unsafe {
+                        match &part.local {
+                            Some(cp) => cp.copy_to_host(
+                                lptr as usize + off as usize,
+                                c.my_slot(slot),
+                                clen as usize,
+                            ),
+                            None => {
+                                std::ptr::copy_nonoverlapping(
+                                    lptr.add(off as usize),
+                                    c.my_slot(slot),
+                                    clen as usize,
+                                );
+                                Ok(())
+                            }
+                        }
                     };
+                    if let Err(er) = copied {
+                        self.free_slot(c, slot);
+                        failure = Some(er);
+                        break 'outer;
+                    }
                     e = Entry::new(kind::ST_WRITE);
                     e.b = raddr + off;
                     e.id = add_part(c, agg, |agg| Pending::Part {
@@ -197,6 +236,7 @@ impl Inner {
                         local: lptr as usize + off as usize,
                         len: clen as usize,
                         slot,
+                        copier: part.local.clone(),
                     });
                 }
                 e.len = clen as u32;
@@ -213,6 +253,12 @@ impl Inner {
         if let Some((agg, _)) = pending {
             self.submitted(&agg, failure);
             return Ok(Future::new(agg.op.clone()));
+        }
+        if let Some(er) = failure {
+            // A direct (device) copy failed before any part needed the peer.
+            let op = self.new_op(1, timeout);
+            op.part_done(er.status(), Some(er.message()));
+            return Ok(Future::new(op));
         }
         // Every byte is at the target: done, but for the notification (sent as the last
         // part of an Agg would send it).

@@ -9,10 +9,12 @@ use std::sync::atomic::Ordering;
 
 use super::cma;
 use super::conn::Conn;
+use super::device::copy_failed;
 use super::progress::PushMode;
 use super::ring::{kind, Entry};
 use super::state::Inner;
 use crate::error::Status;
+use crate::memory::device::Copier;
 
 impl Inner {
     /// Acts on one validated entry from the peer's ring.
@@ -26,10 +28,13 @@ impl Inner {
                 self.reply(c, e.id, st, 0);
             }
             kind::READ => {
-                let st = if self.pool.validate_access(e.a, e.n, e.key).is_ok() {
-                    Status::Ok
-                } else {
-                    Status::RemoteAccess
+                // The initiator pulls the bytes itself (cross-memory attach): a staged
+                // (device) region cannot be read that way; it learns so from our
+                // announcements and uses bounce slots, so this is a stale view.
+                let st = match self.pool.validate_access_or_staged(e.a, e.n, e.key) {
+                    Ok(r) if r.staged.is_some() => Status::Unsupported,
+                    Ok(_) => Status::Ok,
+                    Err(_) => Status::RemoteAccess,
                 };
                 self.reply(c, e.id, st, 0);
             }
@@ -49,8 +54,12 @@ impl Inner {
     /// A write of the initiator's `[e.a, e.a+e.n)` into our `[e.b, e.b+e.n)`: a memcpy
     /// from our mapping of its allocation, else cross-memory attach.
     fn apply_write(&self, c: &Conn, e: &Entry) -> Status {
-        if self.pool.validate_access(e.b, e.n, e.key).is_err() {
-            return Status::RemoteAccess;
+        let region = match self.pool.validate_access_or_staged(e.b, e.n, e.key) {
+            Ok(r) => r,
+            Err(_) => return Status::RemoteAccess,
+        };
+        if let Some(s) = &region.staged {
+            return self.write_staged(c, e, s.copier().as_ref());
         }
         let dst = e.b as usize as *mut u8;
         self.sync_peer_maps(c);
@@ -74,18 +83,55 @@ impl Inner {
         }
     }
 
+    /// A write into a staged (device) region of ours by an initiator that did not know it
+    /// was staged (a region registered after its last look at our announcements):
+    /// attached in chunks into a host buffer, each handed to the region's copier.
+    fn write_staged(&self, c: &Conn, e: &Entry, copier: &dyn Copier) -> Status {
+        const CHUNK: usize = 1 << 20;
+        let mut buf = vec![0u8; CHUNK.min(e.n as usize)];
+        let mut off = 0usize;
+        while off < e.n as usize {
+            let n = (e.n as usize - off).min(CHUNK);
+            self.stats.cma.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: `buf` is ours and holds n <= CHUNK bytes.
+            if let Err(en) =
+                unsafe { cma::read_from(c.peer_pid, buf.as_mut_ptr(), e.a + off as u64, n) }
+            {
+                return cma::errno_status(en, &self.stats.cma_eperm).0;
+            }
+            // SAFETY: the destination lies inside our staged region (validated with its
+            // key by the caller), reached through its copier; `buf` holds n bytes.
+            if let Err(er) = unsafe { copier.copy_from_host(buf.as_ptr(), e.b as usize + off, n) } {
+                return copy_failed(&er);
+            }
+            off += n;
+        }
+        Status::Ok
+    }
+
     /// A staged chunk of a one-sided op: `e.len` bytes from the peer's slot `e.slot` to
     /// our `e.b` (write), or from our `e.a` into that slot (read).
     fn apply_staged(&self, c: &Conn, e: &Entry, write: bool) -> Status {
         let addr = if write { e.b } else { e.a };
-        if self
+        let Ok(region) = self
             .pool
-            .validate_access(addr, e.len as u64, e.key)
-            .is_err()
-        {
+            .validate_access_or_staged(addr, e.len as u64, e.key)
+        else {
             return Status::RemoteAccess;
-        }
+        };
         let (slot, ours) = (c.peer_slot(e.slot.into()), addr as usize as *mut u8);
+        if let Some(s) = &region.staged {
+            // SAFETY: as below; our range is reached through the region's copier.
+            let r = unsafe {
+                if write {
+                    s.copier()
+                        .copy_from_host(slot, addr as usize, e.len as usize)
+                } else {
+                    s.copier().copy_to_host(addr as usize, slot, e.len as usize)
+                }
+            };
+            return r.map_or_else(|er| copy_failed(&er), |()| Status::Ok);
+        }
         // SAFETY: the slot index and chunk length were checked by validate() (slot <
         // NSLOTS, len <= SLOT_SIZE); our range lies inside one of our registered regions
         // with this key. Slot and region never overlap.
