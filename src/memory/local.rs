@@ -72,6 +72,15 @@ impl Placement {
 pub trait Registrar: Send + Sync {
     /// Registers `[addr, addr+len)`; the returned rkey becomes the region's key.
     fn register(&self, addr: usize, len: usize) -> Result<DeviceMr>;
+    /// Registers memory of CUDA device `ordinal` (GPUDirect); `Unsupported` where the
+    /// platform cannot, the default.
+    fn register_device(&self, addr: usize, len: usize, ordinal: i32) -> Result<DeviceMr> {
+        let _ = (addr, len);
+        Err(Error::new(
+            Status::Unsupported,
+            format!("{} cannot register cuda:{ordinal} memory", self.domain()),
+        ))
+    }
     /// What the registrations belong to (the protection domain), for messages and to
     /// refuse attaching a pool to a second one.
     fn domain(&self) -> String;
@@ -127,14 +136,18 @@ impl Tables {
         let (location, copier) = placement.resolve(addr)?;
         let (key, device) = match &self.registrar {
             Some(r) if copier.is_some() => {
-                return Err(Error::new(
-                    Status::Unsupported,
-                    format!(
-                        "register: {location} memory cannot be registered with {} \
-                         (GPUDirect RDMA / dma-buf registration is not implemented: docs/gpu.md)",
-                        r.domain()
-                    ),
-                ))
+                let Location::Device(n) = location else {
+                    return Err(Error::new(
+                        Status::Unsupported,
+                        format!(
+                            "register: a region reached only through a copier cannot be \
+                             registered with {}",
+                            r.domain()
+                        ),
+                    ));
+                };
+                let mr = r.register_device(addr, len, n)?;
+                (u64::from(mr.rkey), Some(mr))
             }
             Some(r) => {
                 let mr = r.register(addr, len)?;

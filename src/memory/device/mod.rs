@@ -8,9 +8,11 @@
 //! * [`pipeline`] — chunked transfers through the pool, copies overlapped with the I/O.
 //! * [`staged`] — the table of staged ranges the transports' I/O paths consult.
 //! * [`ipc`] — CUDA IPC handles (same-host device-to-device).
+//! * [`dmabuf`] — GPUDirect RDMA: dma-buf export, nvidia-peermem detection.
 
 pub mod copier;
 pub mod cuda_copier;
+pub mod dmabuf;
 pub mod driver;
 pub mod ipc;
 pub mod location;

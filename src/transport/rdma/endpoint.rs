@@ -327,7 +327,9 @@ impl RdmaEndpoint {
         let (region, ptr) = self
             .sh
             .pool
-            .local_range(a.local, a.local_offset, a.length)?;
+            // Device regions too: a pool with a registrar holds only regions the NIC
+            // reaches (device memory through GPUDirect), each with its lkey.
+            .local_range_or_staged(a.local, a.local_offset, a.length)?;
         let lkey = region.device.as_ref().map(|d| d.lkey).ok_or_else(|| {
             Error::new(
                 Status::Internal,

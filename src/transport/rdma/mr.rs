@@ -10,7 +10,9 @@ use rdma_sys::*;
 use super::domain::Domain;
 use super::verbs::{os_error, verbs};
 use crate::error::{Error, Result, Status};
+use crate::memory::device::dmabuf;
 use crate::memory::{DeviceMr, Registrar};
+use std::os::fd::AsRawFd;
 
 /// A registered memory region, deregistered on drop.
 pub struct Mr {
@@ -49,6 +51,41 @@ impl Mr {
         })
     }
 
+    /// Registers `len` bytes of a dma-buf (`fd`, from `offset`), addressed by the peer
+    /// as `iova` (the device pointer, so remote addresses stay the region's addresses).
+    /// `Unsupported` when this libibverbs has no `ibv_reg_dmabuf_mr` (rdma-core < 34).
+    pub fn register_dmabuf(
+        domain: &Arc<Domain>,
+        fd: i32,
+        offset: u64,
+        len: usize,
+        iova: u64,
+    ) -> Result<Mr> {
+        let v = verbs()?;
+        let reg = v.ibv_reg_dmabuf_mr.ok_or_else(|| {
+            Error::new(
+                Status::Unsupported,
+                "this libibverbs has no ibv_reg_dmabuf_mr (rdma-core >= 34 needed)",
+            )
+        })?;
+        // SAFETY: live PD; the kernel checks the fd and the range against the dma-buf's
+        // size (EINVAL/EBADF, never a fault), and holds its own reference to the buffer.
+        let raw = unsafe { reg(domain.pd, offset, len, iova, fd, ACCESS as i32) };
+        if raw.is_null() {
+            return Err(os_error(
+                Status::Io,
+                &format!(
+                    "ibv_reg_dmabuf_mr(fd {fd}, offset {offset}, {len}) on {}",
+                    domain.label()
+                ),
+            ));
+        }
+        Ok(Mr {
+            raw,
+            _domain: domain.clone(),
+        })
+    }
+
     pub fn lkey(&self) -> u32 {
         // SAFETY: live registration.
         unsafe { (*self.raw).lkey }
@@ -77,6 +114,40 @@ impl Registrar for DomainRegistrar {
         // SAFETY: the pool registers memory its caller promised stays valid while
         // registered (MemoryPool::register's contract).
         let mr = unsafe { Mr::register(&self.0, addr, len)? };
+        Ok(DeviceMr {
+            lkey: mr.lkey(),
+            rkey: mr.rkey(),
+            guard: Box::new(mr),
+        })
+    }
+
+    /// GPUDirect RDMA: dma-buf first (no kernel module needed), then plain `ibv_reg_mr`
+    /// when nvidia-peermem is loaded; otherwise `Unsupported`, naming both.
+    fn register_device(&self, addr: usize, len: usize, ordinal: i32) -> Result<DeviceMr> {
+        let dmabuf = dmabuf::export(ordinal, addr, len).and_then(|b| {
+            Mr::register_dmabuf(&self.0, b.fd.as_raw_fd(), b.offset, len, addr as u64)
+        });
+        let mr = match dmabuf {
+            Ok(mr) => mr,
+            Err(e) if e.status() == Status::DeviceUnavailable => return Err(e),
+            Err(e) if dmabuf::peermem_loaded() => {
+                crate::info_log!("rdma: dma-buf registration failed ({e}); using nvidia-peermem");
+                // SAFETY: as in `register`; nvidia-peermem pins device memory for the NIC.
+                unsafe { Mr::register(&self.0, addr, len)? }
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    Status::Unsupported,
+                    format!(
+                        "cuda:{ordinal} memory cannot be registered with {}: dma-buf failed \
+                         ({}) and nvidia-peermem is not loaded; use TCP or shared memory, \
+                         which stage device memory (docs/gpu.md)",
+                        self.domain(),
+                        e.message()
+                    ),
+                ))
+            }
+        };
         Ok(DeviceMr {
             lkey: mr.lkey(),
             rkey: mr.rkey(),

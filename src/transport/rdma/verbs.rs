@@ -21,11 +21,14 @@ use crate::error::{Error, Result, Status};
 pub const LIBIBVERBS: &str = "libibverbs.so.1";
 
 macro_rules! entry_points {
-    ($($name:ident: fn($($arg:ty),*) -> $ret:ty;)*) => {
-        /// The exported verbs functions this crate calls, resolved once.
+    (required { $($name:ident: fn($($arg:ty),*) -> $ret:ty;)* }
+     optional { $($oname:ident: fn($($oarg:ty),*) -> $oret:ty;)* }) => {
+        /// The exported verbs functions this crate calls, resolved once; the optional
+        /// ones are `None` where this libibverbs is too old to have them.
         #[allow(non_snake_case)]
         pub struct Verbs {
             $(pub $name: unsafe extern "C" fn($($arg),*) -> $ret,)*
+            $(pub $oname: Option<unsafe extern "C" fn($($oarg),*) -> $oret>,)*
         }
 
         impl Verbs {
@@ -49,6 +52,15 @@ macro_rules! entry_points {
                             std::mem::transmute::<*mut c_void, unsafe extern "C" fn($($arg),*) -> $ret>(sym)
                         }
                     },)*
+                    $($oname: {
+                        let name = concat!(stringify!($oname), "\0");
+                        // SAFETY: as above.
+                        let sym = unsafe { libc::dlsym(lib, name.as_ptr().cast()) };
+                        // SAFETY: as above, when present.
+                        (!sym.is_null()).then(|| unsafe {
+                            std::mem::transmute::<*mut c_void, unsafe extern "C" fn($($oarg),*) -> $oret>(sym)
+                        })
+                    },)*
                 })
             }
         }
@@ -56,6 +68,7 @@ macro_rules! entry_points {
 }
 
 entry_points! {
+    required {
     ibv_get_device_list: fn(*mut c_int) -> *mut *mut ibv_device;
     ibv_free_device_list: fn(*mut *mut ibv_device) -> ();
     ibv_get_device_name: fn(*mut ibv_device) -> *const c_char;
@@ -81,6 +94,11 @@ entry_points! {
     ibv_get_async_event: fn(*mut ibv_context, *mut AsyncEvent) -> c_int;
     ibv_ack_async_event: fn(*mut AsyncEvent) -> ();
     ibv_event_type_str: fn(u32) -> *const c_char;
+    }
+    optional {
+        // rdma-core >= 34 (GPUDirect RDMA through dma-buf, docs/gpu.md).
+        ibv_reg_dmabuf_mr: fn(*mut ibv_pd, u64, usize, u64, c_int, c_int) -> *mut ibv_mr;
+    }
 }
 
 /// `struct ibv_async_event` with the event type as a plain number (the C enum may carry
