@@ -465,6 +465,17 @@ dlslime_status_t dlslime_memory_pool_mr_info(const dlslime_memory_pool_t *pool, 
  */
 dlslime_status_t dlslime_cuda_device_count(int32_t *out_count);
 
+/**
+ * Stream ordering, before an operation: waits until the work already queued on CUDA
+ * stream `stream` (a `CUstream` / `cudaStream_t`; 0 is the legacy default stream) is
+ * done, so the operation submitted next reads what that work produced.
+ *
+ * `stream` must be a live stream of this process.
+ *
+ * Errors: `DLSLIME_STATUS_DEVICE_UNAVAILABLE` (no CUDA driver), or the driver's failure.
+ */
+dlslime_status_t dlslime_cuda_stream_wait(size_t stream);
+
 /* =======================================================================================
  * 5. Future
  *
@@ -557,6 +568,19 @@ dlslime_status_t dlslime_future_get_nbytes(const dlslime_future_t *f, uint64_t *
  * call on it has returned.
  */
 void dlslime_future_free(dlslime_future_t *f);
+
+/**
+ * Stream ordering, after an operation: queues on CUDA stream `stream` a wait for the
+ * completion of `f` (`cuStreamWaitValue32`), so work queued on the stream afterwards
+ * runs once the operation has ended (successfully or not: check `f` for which). The
+ * host does not block. The stream stays live until the operation ends (its deadline
+ * bounds that).
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_DEVICE_UNAVAILABLE` (no CUDA
+ * driver), `DLSLIME_STATUS_RESOURCE_EXHAUSTED` (over 1024 streams, or 65536 signalled
+ * operations pending), or the driver's failure.
+ */
+dlslime_status_t dlslime_future_signal_stream(const dlslime_future_t *f, size_t stream);
 
 /* =======================================================================================
  * 6. Endpoint

@@ -172,3 +172,25 @@ pub extern "C" fn dlslime_future_free(f: *mut dlslime_future_t) {
         unsafe { free_box(f) }
     }
 }
+
+/// Stream ordering, after an operation: queues on CUDA stream `stream` a wait for the
+/// completion of `f` (`cuStreamWaitValue32`), so work queued on the stream afterwards
+/// runs once the operation has ended (successfully or not: check `f` for which). The
+/// host does not block. The stream stays live until the operation ends (its deadline
+/// bounds that).
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_DEVICE_UNAVAILABLE` (no CUDA
+/// driver), `DLSLIME_STATUS_RESOURCE_EXHAUSTED` (over 1024 streams, or 65536 signalled
+/// operations pending), or the driver's failure.
+#[no_mangle]
+pub extern "C" fn dlslime_future_signal_stream(
+    f: *const dlslime_future_t,
+    stream: usize,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let f = try_ref!(f);
+        // SAFETY: the caller passes a live stream (documented above).
+        try_res!(unsafe { crate::memory::device::stream::signal_stream(stream, f) });
+        dlslime_status_t::Ok
+    }
+}

@@ -8,6 +8,7 @@
 //! * [`pipeline`] — chunked transfers through the pool, copies overlapped with the I/O.
 //! * [`staged`] — the table of staged ranges the transports' I/O paths consult.
 //! * [`ipc`] — CUDA IPC handles (same-host device-to-device).
+//! * [`stream`] — stream ordering: wait for a stream before, signal it after.
 //! * [`dmabuf`] — GPUDirect RDMA: dma-buf export, nvidia-peermem detection.
 
 pub mod copier;
@@ -19,6 +20,7 @@ pub mod location;
 pub mod pipeline;
 pub mod staged;
 pub mod staging;
+pub mod stream;
 
 pub use copier::{Copier, HostCopier};
 pub use cuda_copier::CudaCopier;
