@@ -14,7 +14,7 @@ from collections import namedtuple
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
 from ._errors import DLSlimeError, InvalidArgument, StateError, error_class
-from ._cuda import cuda_array
+from ._cuda import foreign_array, stream_ordered
 from ._lib import ffi, lib
 
 __all__ = [
@@ -209,9 +209,9 @@ class MemoryPool(_Owned):
                                name: Optional[str] = None, *, offset: int = 0) -> int:
         """Registers memory and returns its handle (dense, never reused).
 
-        ``data`` is an object with ``__cuda_array_interface__`` (a CUDA tensor or
-        array: registered as device memory, :class:`DeviceUnavailable` without a CUDA
-        driver), a writable Python buffer (``bytearray``, writable
+        ``data`` is an object with ``__cuda_array_interface__`` or DLPack (a CUDA tensor
+        or array: registered as device memory, :class:`DeviceUnavailable` without a CUDA
+        driver; a DLPack host array: host memory), a writable Python buffer (``bytearray``, writable
         ``memoryview``, numpy array, :func:`alloc_shared` memory), kept alive and
         un-resizable while registered, of which ``[offset, offset+length)`` is
         registered (``length`` defaults to the rest of the buffer); or an int address
@@ -223,19 +223,21 @@ class MemoryPool(_Owned):
         """
         offset = _uint(offset, "offset")
         register = lib.dlslime_memory_pool_register
-        device = cuda_array(data)
-        if device is not None:
-            # CUDA memory: registered as a device pointer (DeviceUnavailable without a
-            # CUDA driver); the object is kept alive while registered.
-            dptr, size = device
+        foreign = foreign_array(data)
+        if foreign is not None:
+            # CUDA memory (__cuda_array_interface__, DLPack CUDA): registered as a device
+            # pointer (DeviceUnavailable without a CUDA driver); DLPack host memory as
+            # host memory. The object is kept alive while registered.
+            dptr, size, on_device, keep = foreign
+            what = "CUDA array" if on_device else "DLPack array"
             if offset > size:
-                raise ValueError(f"offset {offset} is past the end of the {size}-byte CUDA array")
+                raise ValueError(f"offset {offset} is past the end of the {size}-byte {what}")
             length = size - offset if length is None else _uint(length, "length")
             if offset + length > size:
-                raise ValueError(f"offset {offset} + length {length} is past the end of the {size}-byte CUDA array")
+                raise ValueError(f"offset {offset} + length {length} is past the end of the {size}-byte {what}")
             ptr = ffi.cast("void *", dptr + offset)
-            keep = data
-            register = lib.dlslime_memory_pool_register_device
+            if on_device:
+                register = lib.dlslime_memory_pool_register_device
         elif isinstance(data, int) and not isinstance(data, bool):
             if length is None:
                 raise TypeError("length is required when data is an address")
@@ -648,11 +650,6 @@ class Endpoint(_Owned, _OrphanKeeper):
         # they are unregistered meanwhile.
         return Future(out[0], keep, self)
 
-    @staticmethod
-    def _no_stream(stream) -> None:
-        if stream is not None and stream != 0:
-            raise error_class(_UNSUPPORTED)("CUDA streams are not supported by these bindings (pass None)", _UNSUPPORTED)
-
     def _one_sided(fn, name: str, doc: str):
         """Builds ``read`` and ``write`` (class-body helper, not a method): one body, with
         ``fn`` bound in a closure so the fast path costs no extra call level."""
@@ -673,7 +670,7 @@ class Endpoint(_Owned, _OrphanKeeper):
                         _raise(st)
                     return Future(out[0], self._pool._keep.get(t[0]), self)
             if stream is not None:
-                self._no_stream(stream)
+                return stream_ordered(stream, lambda: self._submit(fn, assign, _timeout_ms(timeout)))
             return self._submit(fn, assign, 0 if timeout is None else _timeout_ms(timeout))
 
         op.__name__ = name
@@ -692,18 +689,20 @@ class Endpoint(_Owned, _OrphanKeeper):
                        *, timeout: Optional[float] = None) -> Future:
         """Like :meth:`write`, then delivers one notification carrying ``imm_data``
         (an int32) to the peer's :meth:`imm_recv`."""
-        self._no_stream(stream)
         if isinstance(imm_data, bool) or not isinstance(imm_data, int):
             raise TypeError("imm_data must be an int")
         if not -(1 << 31) <= imm_data < (1 << 32):
             raise ValueError(f"imm_data {imm_data} does not fit in 32 bits")
         if imm_data >= (1 << 31):
             imm_data -= 1 << 32
+        if stream is not None:
+            return stream_ordered(stream, lambda: self._submit(_ep_write_with_imm, assign, _timeout_ms(timeout), imm_data))
         return self._submit(_ep_write_with_imm, assign, _timeout_ms(timeout), imm_data)
 
     def imm_recv(self, stream: Any = None, *, timeout: Optional[float] = None) -> Future:
         """Receives the next immediate-data notification; ``future.imm_data()``."""
-        self._no_stream(stream)
+        if stream is not None:
+            return stream_ordered(stream, lambda: self.imm_recv(timeout=timeout))
         if self._orphans:
             self._sweep()
         out = ffi.new("dlslime_future_t **")
@@ -727,7 +726,8 @@ class Endpoint(_Owned, _OrphanKeeper):
         """Sends a message to the peer's next posted :meth:`recv`. ``data`` is any
         C-contiguous buffer (``bytes`` too), kept alive until the send completes, or
         the original ``(ptr, offset, length)`` tuple (the caller keeps it valid)."""
-        self._no_stream(stream)
+        if stream is not None:
+            return stream_ordered(stream, lambda: self.send(data, timeout=timeout))
         if self._orphans:
             self._sweep()
         ptr, length, keep = self._chunk(data, False)
@@ -739,7 +739,8 @@ class Endpoint(_Owned, _OrphanKeeper):
         """Posts a receive into a writable buffer (or ``(ptr, offset, length)``);
         ``future.nbytes()`` is the message length. A larger message fails the future
         with :class:`Truncated`."""
-        self._no_stream(stream)
+        if stream is not None:
+            return stream_ordered(stream, lambda: self.recv(data, timeout=timeout))
         if self._orphans:
             self._sweep()
         ptr, length, keep = self._chunk(data, True)

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ._core import (_TIMEOUT, _UNSUPPORTED, Future, _Closing, _OrphanKeeper, _as_buffer, _check, _kept_str,
                     _last_error, _raise, _take_string, _timeout_ms, _uint, ffi, lib)
-from ._cuda import cuda_array, cuda_device_count
+from ._cuda import cuda_device_count, foreign_array, stream_ordered
 from ._errors import error_class
 from ._lib import enum_values
 
@@ -292,16 +292,18 @@ class PeerAgent(_OrphanKeeper, _Closing):
         if not isinstance(name, str):
             raise TypeError("name must be a str")
         offset = _uint(offset, "offset")
-        device = cuda_array(ptr)
-        if device is not None:
+        foreign = foreign_array(ptr)
+        if foreign is not None:
             # CUDA memory: the library learns the device from the pointer; without a
-            # CUDA driver it cannot, so refuse here with the library's reason.
-            cuda_device_count()
-            size = device[1]
+            # CUDA driver it cannot, so refuse here with the library's reason. DLPack
+            # host memory registers as host memory.
+            addr, size, on_device, keep = foreign
+            if on_device:
+                cuda_device_count()
             length = size - offset if length is None else _uint(length, "length")
             if offset + length > size:
-                raise ValueError(f"offset {offset} + length {length} is past the end of the {size}-byte CUDA array")
-            p, keep = ffi.cast("void *", device[0]), ptr
+                raise ValueError(f"offset {offset} + length {length} is past the end of the {size}-byte array")
+            p = ffi.cast("void *", addr)
         elif isinstance(ptr, int) and not isinstance(ptr, bool):
             if length is None:
                 raise TypeError("length is required when ptr is an address")
@@ -414,19 +416,22 @@ class PeerAgent(_OrphanKeeper, _Closing):
         remote_offset, length)`` (or ``(local_name, remote_name, local_offset,
         remote_offset, length)``) copies the peer's range into the local one. Note the
         PeerAgent order: local offset first, as in the original."""
-        _no_stream(stream)
+        if stream is not None:
+            return stream_ordered(stream, lambda: self.read(peer, assign, timeout=timeout))
         return self._op(lib.dlslime_peer_agent_read, peer, assign, timeout)
 
     def write(self, peer: str, assign: Sequence[_NamedAssignment], stream: Any = None, *,
               timeout: Optional[float] = None, **_ignored: Any) -> Future:
         """One-sided write to ``peer`` by region names (see :meth:`read`)."""
-        _no_stream(stream)
+        if stream is not None:
+            return stream_ordered(stream, lambda: self.write(peer, assign, timeout=timeout))
         return self._op(lib.dlslime_peer_agent_write, peer, assign, timeout)
 
     def write_with_imm(self, peer: str, assign: Sequence[_NamedAssignment], imm_data: int = 0, stream: Any = None,
                        *, timeout: Optional[float] = None, **_ignored: Any) -> Future:
         """Like :meth:`write`, then one notification carrying ``imm_data`` to the peer."""
-        _no_stream(stream)
+        if stream is not None:
+            return stream_ordered(stream, lambda: self.write_with_imm(peer, assign, imm_data, timeout=timeout))
         if isinstance(imm_data, bool) or not isinstance(imm_data, int):
             raise TypeError("imm_data must be an int")
         if not -(1 << 31) <= imm_data < (1 << 32):
@@ -438,7 +443,8 @@ class PeerAgent(_OrphanKeeper, _Closing):
     def imm_recv(self, peer: str, stream: Any = None, *, timeout: Optional[float] = None,
                  **_ignored: Any) -> Future:
         """Receives the next immediate-data notification from ``peer``."""
-        _no_stream(stream)
+        if stream is not None:
+            return stream_ordered(stream, lambda: self.imm_recv(peer, timeout=timeout))
         if not isinstance(peer, str):
             raise TypeError("peer must be a str")
         out = ffi.new("dlslime_future_t **")
@@ -456,7 +462,8 @@ class PeerAgent(_OrphanKeeper, _Closing):
         return self._msg(lib.dlslime_peer_agent_recv, peer, chunk, True, stream, timeout)
 
     def _msg(self, fn, peer, chunk, writable, stream, timeout) -> Future:
-        _no_stream(stream)
+        if stream is not None:
+            return stream_ordered(stream, lambda: self._msg(fn, peer, chunk, writable, None, timeout))
         if not isinstance(peer, str):
             raise TypeError("peer must be a str")
         if self._orphans:
@@ -498,11 +505,6 @@ def _opt(v: Optional[str], what: str):
     if not isinstance(v, str):
         raise TypeError(f"{what} must be a str or None")
     return v.encode()
-
-
-def _no_stream(stream) -> None:
-    if stream is not None and stream != 0:
-        raise error_class(_UNSUPPORTED)("CUDA streams are not supported by these bindings (pass None)", _UNSUPPORTED)
 
 
 def start_peer_agent(*args: Any, **kwargs: Any) -> PeerAgent:
