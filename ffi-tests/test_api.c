@@ -655,6 +655,7 @@ static void test_cuda_availability(void) {
   int32_t dev = 7;
   static char host[64];
   CHECK_STATUS(dlslime_cuda_device_count(NULL), DLSLIME_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(dlslime_future_signal_stream(NULL, 0), DLSLIME_STATUS_NULL_PARAMETER);
   CHECK_OK(dlslime_memory_pool_new(&pool));
   CHECK_STATUS(dlslime_memory_pool_register_device(pool, "d", NULL, 64, &h), DLSLIME_STATUS_NULL_PARAMETER);
   int32_t st = dlslime_cuda_device_count(&n);
@@ -665,7 +666,12 @@ static void test_cuda_availability(void) {
     CHECK_STATUS(dlslime_memory_pool_register_device(pool, "d", (void *)(uintptr_t)0x7f0000000000ull, 64, &h),
                  DLSLIME_STATUS_DEVICE_UNAVAILABLE);
     CHECK_STATUS(dlslime_memory_pool_handle(pool, "d", &h), DLSLIME_STATUS_UNKNOWN_HANDLE);
-    printf("[%s] verified: without a CUDA driver device memory fails with DEVICE_UNAVAILABLE\n", g_role);
+    /* stream ordering needs the driver too, whatever the stream */
+    CHECK_STATUS(dlslime_cuda_stream_wait(0), DLSLIME_STATUS_DEVICE_UNAVAILABLE);
+    CHECK_STATUS(dlslime_cuda_stream_wait((uintptr_t)0x1234), DLSLIME_STATUS_DEVICE_UNAVAILABLE);
+    CHECK(strstr(last_error(), "libcuda") != NULL || strstr(last_error(), "DLSLIME_DISABLE_CUDA") != NULL);
+    printf("[%s] verified: without a CUDA driver device memory and streams fail with DEVICE_UNAVAILABLE\n",
+           g_role);
   } else {
     CHECK_STATUS(dlslime_memory_pool_register_device(pool, "d", host, sizeof host, &h),
                  DLSLIME_STATUS_INVALID_ARGUMENT);

@@ -1510,6 +1510,49 @@ dlslime_status_t dlslime_peer_agent_register_memory_region(const dlslime_peer_ag
                                                            dlslime_mr_handle_t *out_handle);
 
 /**
+ * The original's `register_dmabuf_memory_region`: registers `length` bytes of dma-buf
+ * `fd` from `offset` with the agent's RDMA NIC as region `name` at `iova` (the CUDA
+ * device pointer the dma-buf exports) and publishes it. The NIC keeps its own reference
+ * to the dma-buf: `fd` may be closed after. Writes the local handle to `*out_handle` if
+ * that is not NULL.
+ *
+ * The memory must stay valid until the region is unregistered and every operation on it
+ * is done.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_DEVICE_UNAVAILABLE` (no CUDA
+ * driver), `DLSLIME_STATUS_INVALID_ARGUMENT` (bad fd, `iova` not device memory),
+ * `DLSLIME_STATUS_UNSUPPORTED` (no RDMA NIC, or no dma-buf support),
+ * `DLSLIME_STATUS_NAME_CONFLICT`, `DLSLIME_STATUS_IO`.
+ */
+dlslime_status_t dlslime_peer_agent_register_dmabuf_memory_region(const dlslime_peer_agent_t *agent,
+                                                                  const char *name,
+                                                                  int32_t fd,
+                                                                  uint64_t offset,
+                                                                  size_t length,
+                                                                  uint64_t iova,
+                                                                  dlslime_mr_handle_t *out_handle);
+
+/**
+ * The original's `allocate_memory_region`: allocates `length` bytes of device memory
+ * of `memory_kind` (`"cuda"`; NULL means `"cuda"`; `"cuda_fabric"` is refused) on CUDA
+ * device `device`, owned by the agent (freed when the agent is freed), registers and
+ * publishes it as region `name`. Writes the local handle and the device pointer to the
+ * out-parameters that are not NULL.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_DEVICE_UNAVAILABLE` (no CUDA
+ * driver), `DLSLIME_STATUS_INVALID_ARGUMENT` (unknown kind, zero length),
+ * `DLSLIME_STATUS_UNSUPPORTED` (`"cuda_fabric"`), `DLSLIME_STATUS_RESOURCE_EXHAUSTED`
+ * (device memory), `DLSLIME_STATUS_NAME_CONFLICT`, `DLSLIME_STATUS_IO`.
+ */
+dlslime_status_t dlslime_peer_agent_allocate_memory_region(const dlslime_peer_agent_t *agent,
+                                                           const char *name,
+                                                           size_t length,
+                                                           const char *memory_kind,
+                                                           int32_t device,
+                                                           dlslime_mr_handle_t *out_handle,
+                                                           uint64_t *out_ptr);
+
+/**
  * Unregisters region `name` and removes its Redis key. Writes whether it existed to
  * `*out_existed` if that is not NULL.
  */

@@ -7,16 +7,21 @@
 //! usage: cargo run --release --example cuda_bench -- [--max-mib N] (default 256)
 //!        ... -- --host-staged [--max-mib N]: no GPU needed; TCP on host memory against
 //!        the same memory staged through the host copier (the pipeline's own cost).
-//! Prints a table and CSV rows (`csv,<size>,<name>,<GB/s>`). Not measured here: CUDA
-//! IPC across processes (not wired into the shm transport yet, docs/gpu.md).
+//! Also the shared-memory endpoint between two processes (this binary re-run as the
+//! peer, `--shm-child`), device to device through CUDA IPC (issue target: >= 0.9x D2D
+//! for >= 64 MiB); the row says `staged` if the parts did not go through IPC.
+//! Prints a table and CSV rows (`csv,<size>,<name>,<GB/s>`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cudarc::driver::sys;
 use dlslime::memory::device::{self, Copier, CudaCopier, HostCopier, StagingPool};
+use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 
 fn ok(r: sys::CUresult, what: &str) {
     assert_eq!(r, sys::CUresult::CUDA_SUCCESS, "{what}");
@@ -111,8 +116,50 @@ fn host_staged(max: usize) {
     }
 }
 
+/// `--shm-child <bytes>`: the shared-memory peer, a device region "d" of that size; one
+/// line of endpoint info out, the parent's in, then serves until stdin closes.
+fn shm_child(len: usize) {
+    let d = device::driver().unwrap();
+    d.bind(0).unwrap();
+    let buf = dev_alloc(len);
+    let pool = MemoryPool::new();
+    // SAFETY: the allocation lives until the process exits.
+    unsafe { pool.register(Some("d"), buf as *mut u8, len) }.unwrap();
+    let ep = ShmEndpoint::new(pool, ShmConfig::default()).unwrap();
+    println!("{}", ep.endpoint_info());
+    let mut lines = BufReader::new(std::io::stdin()).lines();
+    let info: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    ep.connect(&info).unwrap();
+    for _ in lines {}
+    ep.shutdown();
+}
+
+/// The parent's side of the shm pair: the child's endpoint and ours over `pool`.
+fn shm_pair(pool: Arc<MemoryPool>, len: usize) -> (ShmEndpoint, std::process::Child) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--shm-child", &len.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let ep = ShmEndpoint::new(pool, ShmConfig::default()).unwrap();
+    let stdin = child.stdin.as_mut().unwrap();
+    writeln!(stdin, "{}", ep.endpoint_info()).unwrap();
+    stdin.flush().unwrap();
+    ep.connect(&info).unwrap();
+    (ep, child)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--shm-child") {
+        shm_child(args[i + 1].parse().unwrap());
+        return;
+    }
     let max_mib: usize = args
         .iter()
         .position(|a| a == "--max-mib")
@@ -171,6 +218,12 @@ fn main() {
     let (ha, _hb) = pair(ph, qh);
     let rh = ha.remote_pool().handle("h").unwrap();
     let _ = ld;
+    // Shared memory to another process: CUDA IPC.
+    let ps = MemoryPool::new();
+    // SAFETY: as above.
+    let lsh = unsafe { ps.register(Some("s"), src as *mut u8, max) }.unwrap();
+    let (sa, mut child) = shm_pair(ps, max);
+    let rs = sa.remote_pool().handle("d").unwrap();
 
     println!(
         "staging pool: {:?}, chunk {} B, {} buffers",
@@ -179,8 +232,8 @@ fn main() {
         StagingPool::global().config().buffers
     );
     println!(
-        "{:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "size", "D2D", "D2H+H2D", "tcp host", "tcp dev", "dev/host"
+        "{:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8}",
+        "size", "D2D", "D2H+H2D", "tcp host", "tcp dev", "dev/host", "shm ipc", "ipc/D2D"
     );
     let mut size = 64 << 10;
     while size <= max {
@@ -201,7 +254,7 @@ fn main() {
                 copier.copy_from_host(pinned.cast(), dst, size).unwrap();
             }
         });
-        let write = |ep: &Arc<TcpEndpoint>, l: u32, r: u32| {
+        let write = |ep: &dyn Endpoint, l: u32, r: u32| {
             ep.write(
                 &[Assignment::new(l, r, 0, 0, size as u64)],
                 Some(Duration::from_secs(300)),
@@ -210,25 +263,35 @@ fn main() {
             .wait()
             .unwrap()
         };
-        let tcp_host = gbps(size, reps, || write(&ha, lh, rh));
-        let tcp_dev = gbps(size, reps, || write(&da, ls, rd));
+        let tcp_host = gbps(size, reps, || write(&*ha, lh, rh));
+        let tcp_dev = gbps(size, reps, || write(&*da, ls, rd));
+        let ipc0 = sa.stats().ipc.load(std::sync::atomic::Ordering::Relaxed);
+        let shm_dev = gbps(size, reps, || write(&sa, lsh, rs));
+        let via_ipc = sa.stats().ipc.load(std::sync::atomic::Ordering::Relaxed) > ipc0;
         println!(
-            "{:>10} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8.2}",
+            "{:>10} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8.2} {:>10.2} {:>8.2}{}",
             size,
             d2d,
             bounce,
             tcp_host,
             tcp_dev,
-            tcp_dev / tcp_host
+            tcp_dev / tcp_host,
+            shm_dev,
+            shm_dev / d2d,
+            if via_ipc { "" } else { " staged (no IPC)" }
         );
         for (name, v) in [
             ("d2d", d2d),
             ("d2h_h2d", bounce),
             ("tcp_host", tcp_host),
             ("tcp_device", tcp_dev),
+            (if via_ipc { "shm_ipc" } else { "shm_staged" }, shm_dev),
         ] {
             println!("csv,{size},{name},{v:.3}");
         }
         size *= 4;
     }
+    sa.shutdown();
+    drop(child.stdin.take());
+    let _ = child.wait();
 }

@@ -15,6 +15,7 @@ use super::options::{ms, read_sized};
 use super::status::dlslime_status_t;
 use crate::error::{Error, Status};
 use crate::future::Future;
+use crate::memory::device::alloc::MemoryKind;
 use crate::peer::{
     ConnState, ConnectOptions, NamedAssignment, PeerAgent, PeerAgentOptions, PeerConnection,
     Transport,
@@ -689,6 +690,79 @@ pub extern "C" fn dlslime_peer_agent_register_memory_region(
         let h = try_res!(unsafe { agent.register_memory_region(name, ptr.cast(), offset, length) });
         if let Some(out) = opt_out!(out_handle) {
             out.write(h);
+        }
+        dlslime_status_t::Ok
+    }
+}
+
+/// The original's `register_dmabuf_memory_region`: registers `length` bytes of dma-buf
+/// `fd` from `offset` with the agent's RDMA NIC as region `name` at `iova` (the CUDA
+/// device pointer the dma-buf exports) and publishes it. The NIC keeps its own reference
+/// to the dma-buf: `fd` may be closed after. Writes the local handle to `*out_handle` if
+/// that is not NULL.
+///
+/// The memory must stay valid until the region is unregistered and every operation on it
+/// is done.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_DEVICE_UNAVAILABLE` (no CUDA
+/// driver), `DLSLIME_STATUS_INVALID_ARGUMENT` (bad fd, `iova` not device memory),
+/// `DLSLIME_STATUS_UNSUPPORTED` (no RDMA NIC, or no dma-buf support),
+/// `DLSLIME_STATUS_NAME_CONFLICT`, `DLSLIME_STATUS_IO`.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_register_dmabuf_memory_region(
+    agent: *const dlslime_peer_agent_t,
+    name: *const c_char,
+    fd: i32,
+    offset: u64,
+    length: usize,
+    iova: u64,
+    out_handle: *mut dlslime_mr_handle_t,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let name = try_str!(name);
+        // SAFETY: the header makes the caller keep the memory valid while registered and
+        // pass a dma-buf of it, the contract of `register_dmabuf_memory_region`.
+        let h = try_res!(unsafe { agent.register_dmabuf_memory_region(name, fd, offset, length, iova) });
+        if let Some(out) = opt_out!(out_handle) {
+            out.write(h);
+        }
+        dlslime_status_t::Ok
+    }
+}
+
+/// The original's `allocate_memory_region`: allocates `length` bytes of device memory
+/// of `memory_kind` (`"cuda"`; NULL means `"cuda"`; `"cuda_fabric"` is refused) on CUDA
+/// device `device`, owned by the agent (freed when the agent is freed), registers and
+/// publishes it as region `name`. Writes the local handle and the device pointer to the
+/// out-parameters that are not NULL.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_DEVICE_UNAVAILABLE` (no CUDA
+/// driver), `DLSLIME_STATUS_INVALID_ARGUMENT` (unknown kind, zero length),
+/// `DLSLIME_STATUS_UNSUPPORTED` (`"cuda_fabric"`), `DLSLIME_STATUS_RESOURCE_EXHAUSTED`
+/// (device memory), `DLSLIME_STATUS_NAME_CONFLICT`, `DLSLIME_STATUS_IO`.
+#[no_mangle]
+pub extern "C" fn dlslime_peer_agent_allocate_memory_region(
+    agent: *const dlslime_peer_agent_t,
+    name: *const c_char,
+    length: usize,
+    memory_kind: *const c_char,
+    device: i32,
+    out_handle: *mut dlslime_mr_handle_t,
+    out_ptr: *mut u64,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let agent = try_ref!(agent);
+        let name = try_str!(name);
+        // SAFETY: NULL or a NUL-terminated string (the header's contract).
+        let kind = try_res!(unsafe { opt_text(memory_kind, "memory_kind") });
+        let kind = try_res!(MemoryKind::parse(kind.as_deref().unwrap_or("cuda")));
+        let (h, p) = try_res!(agent.allocate_memory_region(name, length, kind, device));
+        if let Some(out) = opt_out!(out_handle) {
+            out.write(h);
+        }
+        if let Some(out) = opt_out!(out_ptr) {
+            out.write(p as u64);
         }
         dlslime_status_t::Ok
     }

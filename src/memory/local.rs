@@ -42,6 +42,9 @@ enum Placement {
     Device,
     /// Reached only through this copier (device memory; host memory in the staging tests).
     Staged(Arc<dyn Copier>),
+    /// Device memory the caller exported as a dma-buf: the NIC registers the fd (from
+    /// `offset`), the region's address is the device pointer (the iova).
+    DmaBuf { fd: i32, offset: u64 },
 }
 
 impl Placement {
@@ -50,7 +53,9 @@ impl Placement {
         let loc = match self {
             Placement::Staged(c) => return Ok((c.location(), Some(c.clone()))),
             Placement::Detect => device::locate(addr),
-            Placement::Device => Location::Device(device::require_device(addr)?),
+            Placement::Device | Placement::DmaBuf { .. } => {
+                Location::Device(device::require_device(addr)?)
+            }
         };
         match loc {
             Location::Host => Ok((loc, None)),
@@ -84,6 +89,15 @@ pub trait Registrar: Send + Sync {
     /// What the registrations belong to (the protection domain), for messages and to
     /// refuse attaching a pool to a second one.
     fn domain(&self) -> String;
+    /// Registers `len` bytes of dma-buf `fd` from `offset`, addressed as `iova`;
+    /// `Unsupported` where the platform cannot, the default.
+    fn register_dmabuf(&self, fd: i32, offset: u64, len: usize, iova: u64) -> Result<DeviceMr> {
+        let _ = (fd, offset, len, iova);
+        Err(Error::new(
+            Status::Unsupported,
+            format!("{} cannot register dma-bufs", self.domain()),
+        ))
+    }
 }
 
 /// A device registration: its keys, and what deregisters it when the region is dropped
@@ -134,8 +148,19 @@ impl Tables {
         placement: &Placement,
     ) -> Result<Region> {
         let (location, copier) = placement.resolve(addr)?;
-        let (key, device) = match &self.registrar {
-            Some(r) if copier.is_some() => {
+        let (key, device) = match (&self.registrar, placement) {
+            (Some(r), Placement::DmaBuf { fd, offset }) => {
+                let mr = r.register_dmabuf(*fd, *offset, len, addr as u64)?;
+                (u64::from(mr.rkey), Some(mr))
+            }
+            (None, Placement::DmaBuf { .. }) => {
+                return Err(Error::new(
+                    Status::Unsupported,
+                    "register_dmabuf: a dma-buf is registered with an RDMA NIC, and no NIC \
+                     registers this pool's regions (no RDMA device)",
+                ))
+            }
+            (Some(r), _) if copier.is_some() => {
                 let Location::Device(n) = location else {
                     return Err(Error::new(
                         Status::Unsupported,
@@ -149,11 +174,11 @@ impl Tables {
                 let mr = r.register_device(addr, len, n)?;
                 (u64::from(mr.rkey), Some(mr))
             }
-            Some(r) => {
+            (Some(r), _) => {
                 let mr = r.register(addr, len)?;
                 (u64::from(mr.rkey), Some(mr))
             }
-            None => (new_key(), None),
+            (None, _) => (new_key(), None),
         };
         Ok(Region {
             handle,
@@ -256,6 +281,33 @@ impl MemoryPool {
         unsafe { self.register_placed(name, ptr, len, Placement::Staged(copier)) }
     }
 
+    /// Registers CUDA device memory exported as dma-buf `fd` (from `offset`) with the RDMA
+    /// NIC this pool registers with, as the region `[iova, iova+len)` (`iova` is the
+    /// device pointer, so TCP and shared memory stage the region as any device region).
+    /// `DeviceUnavailable` without a CUDA driver, `InvalidArgument` when `iova` is not
+    /// device memory, `Unsupported` without an RDMA registrar (or dma-buf support). The
+    /// NIC takes its own reference to the dma-buf: the caller may close `fd` after.
+    ///
+    /// # Safety
+    /// As [`MemoryPool::register`] for `[iova, iova+len)`; `fd` must be a dma-buf of that
+    /// memory.
+    pub unsafe fn register_dmabuf(
+        &self,
+        name: Option<&str>,
+        fd: i32,
+        offset: u64,
+        len: usize,
+        iova: u64,
+    ) -> Result<MrHandle> {
+        if fd < 0 {
+            return Err(Error::invalid(format!("register_dmabuf: bad fd {fd}")));
+        }
+        let ptr = usize::try_from(iova)
+            .map_err(|_| Error::new(Status::OutOfRange, "register_dmabuf: iova out of range"))?;
+        // SAFETY: forwarded contract.
+        unsafe { self.register_placed(name, ptr as *mut u8, len, Placement::DmaBuf { fd, offset }) }
+    }
+
     /// # Safety
     /// As [`MemoryPool::register`].
     unsafe fn register_placed(
@@ -278,7 +330,7 @@ impl MemoryPool {
             ));
         }
         let addr = ptr as usize;
-        if let Placement::Device = placement {
+        if let Placement::Device | Placement::DmaBuf { .. } = placement {
             // Before any table lookup: a pointer already registered must not skip it.
             device::require_device(addr)?;
         }
@@ -652,6 +704,23 @@ mod tests {
         let e = unsafe { pool.register_staged(Some("s"), a.as_mut_ptr(), 64, c) }.unwrap_err();
         assert_eq!(e.status(), Status::InvalidArgument);
         assert!(pool.handle("d").is_none() && pool.handle("s").is_none());
+    }
+
+    #[test]
+    fn dmabuf_without_driver_is_typed_and_registers_nothing() {
+        if device::available() {
+            return; // make test-gpu covers real dma-bufs
+        }
+        let pool = MemoryPool::new();
+        // SAFETY: refused before anything is registered.
+        let e =
+            unsafe { pool.register_dmabuf(Some("d"), 3, 0, 4096, 0x7000_0000_0000) }.unwrap_err();
+        assert_eq!(e.status(), Status::DeviceUnavailable);
+        // SAFETY: as above.
+        let e =
+            unsafe { pool.register_dmabuf(Some("d"), -1, 0, 4096, 0x7000_0000_0000) }.unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument);
+        assert!(pool.regions().is_empty());
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub(super) struct Inner {
     /// Bumped by every local region (un)registration: invalidates resolved names.
     pub regions_epoch: AtomicU64,
     pub regions: Mutex<BTreeMap<String, RegionRec>>,
+    /// Device memory `allocate_memory_region` made: freed when the agent goes (an
+    /// unregistered region's operations may still be in flight until then).
+    pub allocations: Mutex<Vec<crate::memory::device::alloc::DeviceAlloc>>,
     /// Every peer `connect_to` was called for (the desired topology).
     pub desired: Mutex<BTreeSet<String>>,
     pub next_nonce: AtomicU64,
@@ -233,6 +236,7 @@ impl Inner {
             cv: Condvar::new(),
             regions_epoch: AtomicU64::new(1),
             regions: Mutex::new(BTreeMap::new()),
+            allocations: Mutex::new(Vec::new()),
             desired: Mutex::new(BTreeSet::new()),
             next_nonce: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use super::agent::{Inner, PeerAgent};
 use super::registry::now_ms;
 use crate::error::{Error, Result, Status};
-use crate::memory::MrHandle;
+use crate::memory::device::alloc::{DeviceAlloc, MemoryKind};
+use crate::memory::{MemoryPool, MrHandle};
 
 /// One of this agent's published regions.
 #[derive(Clone)]
@@ -35,17 +36,73 @@ impl PeerAgent {
         offset: usize,
         length: usize,
     ) -> Result<MrHandle> {
-        let i = &self.inner;
-        i.check_live()?;
-        if name.is_empty() {
-            return Err(Error::invalid("memory region name is empty"));
-        }
         let len = offset
             .checked_add(length)
             .ok_or_else(|| Error::new(Status::OutOfRange, "offset + length overflows"))?;
         // SAFETY: the caller keeps `[ptr, ptr + len)` valid while it is registered (this
         // function's contract), which is what `MemoryPool::register` requires.
-        let h = unsafe { i.pool.register(Some(name), ptr, len) }?;
+        self.add_region(name, |pool| unsafe { pool.register(Some(name), ptr, len) })
+    }
+
+    /// The original's `register_dmabuf_memory_region`: registers `length` bytes of the
+    /// dma-buf `fd` from `offset` with the agent's RDMA NIC as region `name` at `iova`
+    /// (the CUDA device pointer the dma-buf exports) and publishes it.
+    /// `DeviceUnavailable` without a CUDA driver, `InvalidArgument` when `iova` is not
+    /// device memory, `Unsupported` without an RDMA NIC (or dma-buf support).
+    ///
+    /// # Safety
+    /// `fd` must be a dma-buf of `[iova, iova+length)`, device memory that stays valid
+    /// until the region is unregistered and every operation using it has completed.
+    pub unsafe fn register_dmabuf_memory_region(
+        &self,
+        name: &str,
+        fd: i32,
+        offset: u64,
+        length: usize,
+        iova: u64,
+    ) -> Result<MrHandle> {
+        // SAFETY: forwarded contract.
+        self.add_region(name, |pool| unsafe {
+            pool.register_dmabuf(Some(name), fd, offset, length, iova)
+        })
+    }
+
+    /// The original's `allocate_memory_region`: allocates `length` bytes of device memory
+    /// (`kind`) on CUDA device `device`, owned by the agent (freed when it goes), and
+    /// registers and publishes it as region `name`. Returns the handle and the device
+    /// pointer. `DeviceUnavailable` without a CUDA driver; `Unsupported` for
+    /// `cuda_fabric` (docs/gpu.md).
+    pub fn allocate_memory_region(
+        &self,
+        name: &str,
+        length: usize,
+        kind: MemoryKind,
+        device: i32,
+    ) -> Result<(MrHandle, usize)> {
+        self.inner.check_live()?;
+        let mem = DeviceAlloc::new(kind, device, length)?;
+        let ptr = mem.ptr();
+        // SAFETY: the agent owns the allocation until it is dropped, after every endpoint
+        // (and so every operation) of the agent.
+        let h = self.add_region(name, |pool| unsafe {
+            pool.register_device(Some(name), ptr as *mut u8, length)
+        })?;
+        self.inner.allocations.lock().push(mem);
+        Ok((h, ptr))
+    }
+
+    /// Registers a region with `register` and publishes it under `name`.
+    fn add_region(
+        &self,
+        name: &str,
+        register: impl FnOnce(&MemoryPool) -> Result<MrHandle>,
+    ) -> Result<MrHandle> {
+        let i = &self.inner;
+        i.check_live()?;
+        if name.is_empty() {
+            return Err(Error::invalid("memory region name is empty"));
+        }
+        let h = register(&i.pool)?;
         i.regions_epoch.fetch_add(1, Ordering::AcqRel);
         let region = i.pool.region(h)?;
         let rec = RegionRec {

@@ -324,24 +324,49 @@ class PeerAgent(_OrphanKeeper, _Closing):
                 self._keep[name] = keep
         return out[0]
 
-    def allocate_memory_region(self, name: str, length: int, *, memory_kind: str = "cuda_fabric",
-                               local_device: Optional[str] = None):
-        """The original's PeerAgent-owned CUDA allocation (``cuda_fabric``). Not
-        implemented here (docs/gpu.md): raises :class:`DeviceUnavailable` without a CUDA
-        driver, :class:`Unsupported` otherwise. Allocate with your framework and pass the
-        tensor to :meth:`register_memory_region` instead."""
-        cuda_device_count()
-        raise error_class(_UNSUPPORTED)(
-            "allocate_memory_region: PeerAgent-owned CUDA allocations are not implemented; "
-            "register a CUDA tensor with register_memory_region (docs/gpu.md)", _UNSUPPORTED)
+    def allocate_memory_region(self, name: str, length: int, *, memory_kind: str = "cuda",
+                               local_device: Optional[Union[str, int]] = None) -> Tuple[int, int]:
+        """The original's PeerAgent-owned CUDA allocation: ``length`` bytes of device
+        memory on ``local_device`` (``"cuda:N"``, ``N``, default device 0), freed when the
+        agent is closed, registered and published as region ``name``. Returns ``(handle,
+        device pointer)``. ``memory_kind="cuda"`` (``cuMemAlloc``); ``"cuda_fabric"``
+        raises :class:`Unsupported` (not implemented, docs/gpu.md). Raises
+        :class:`DeviceUnavailable` without a CUDA driver."""
+        if not isinstance(name, str):
+            raise TypeError("name must be a str")
+        if not isinstance(memory_kind, str):
+            raise TypeError("memory_kind must be a str")
+        length = _uint(length, "length")
+        if local_device is None:
+            dev = 0
+        elif isinstance(local_device, int) and not isinstance(local_device, bool):
+            dev = local_device
+        elif isinstance(local_device, str) and local_device.removeprefix("cuda:").isdigit():
+            dev = int(local_device.removeprefix("cuda:"))
+        else:
+            raise ValueError(f"local_device {local_device!r}: expected 'cuda:N' or N")
+        h = ffi.new("dlslime_mr_handle_t *")
+        p = ffi.new("uint64_t *")
+        _check(lib.dlslime_peer_agent_allocate_memory_region(self._h(), name.encode(), length,
+                                                             memory_kind.encode(), dev, h, p),
+               "allocate_memory_region")
+        return h[0], p[0]
 
     def register_dmabuf_memory_region(self, mr_name: str, fd: int, offset: int, length: int, iova: int) -> int:
-        """The original's DMA-BUF (GPUDirect RDMA) registration. Not implemented here
-        (docs/gpu.md): always raises :class:`Unsupported`; RDMA endpoints refuse device
-        memory, TCP stages it."""
-        raise error_class(_UNSUPPORTED)(
-            "register_dmabuf_memory_region: DMA-BUF registration (ibv_reg_dmabuf_mr) is not "
-            "implemented (docs/gpu.md)", _UNSUPPORTED)
+        """The original's DMA-BUF (GPUDirect RDMA) registration: ``length`` bytes of the
+        dma-buf ``fd`` from ``offset``, registered with the agent's RDMA NIC as region
+        ``mr_name`` at ``iova`` (the CUDA device pointer the dma-buf exports) and
+        published; returns the local handle. Raises :class:`DeviceUnavailable` without a
+        CUDA driver, :class:`Unsupported` without an RDMA NIC or dma-buf support."""
+        if not isinstance(mr_name, str):
+            raise TypeError("mr_name must be a str")
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError("fd must be an int")
+        out = ffi.new("dlslime_mr_handle_t *")
+        _check(lib.dlslime_peer_agent_register_dmabuf_memory_region(
+            self._h(), mr_name.encode(), fd, _uint(offset, "offset"), _uint(length, "length"),
+            _uint(iova, "iova"), out), "register_dmabuf_memory_region")
+        return out[0]
 
     def unregister_memory_region(self, name: str) -> bool:
         """Unregisters region ``name``; returns whether it existed."""

@@ -180,8 +180,9 @@ def test_dlpack_host_object_registers_and_moves_bytes(transport):
         got = bytes.fromhex(r.peer.call("dump", off=100, len=5000)["hex"])
         assert got == pattern(5000, seed=11)
         arr[:] = 0
-        r.ep.read([(r.local, r.remote, 0, 64, 4096)]).wait()
-        assert arr[64:64 + 4096].tobytes() == pattern(4096)
+        r.ep.read([(r.local, r.remote, 8192, 64, 4096)]).wait()  # untouched by the write
+        assert arr[64:64 + 4096].tobytes() == pattern(8192 + 4096)[8192:]
+        assert not arr[:64].any() and not arr[64 + 4096:].any()
     finally:
         r.close()
 

@@ -315,6 +315,35 @@ def test_original_agent_api(pair):
     assert alice.unregister_memory_region("mine") is False
 
 
+def test_device_memory_calls_of_the_original_are_typed(nanoctrl):
+    """allocate_memory_region and register_dmabuf_memory_region (0.1.23): without a CUDA
+    driver both raise DeviceUnavailable naming what is missing and register nothing;
+    bad arguments are refused first. With a driver (make test-gpu machines) a "cuda"
+    allocation registers a device region; "cuda_fabric" is Unsupported."""
+    scope = "py-" + uuid.uuid4().hex[:8]
+    with dlslime.PeerAgent(nanoctrl, alias="gpu-agent", scope=scope) as a:
+        with pytest.raises(ValueError):
+            a.allocate_memory_region("x", 4096, local_device="tpu:0")
+        with pytest.raises(dlslime.InvalidArgument):
+            a.allocate_memory_region("x", 4096, memory_kind="host")
+        with pytest.raises(TypeError):
+            a.register_dmabuf_memory_region("d", "fd", 0, 4096, 0x7F00_0000_0000)
+        if dlslime.cuda_available():
+            h, ptr = a.allocate_memory_region("kv", 1 << 20, local_device="cuda:0")
+            assert a.get_handle("kv") == h and ptr != 0
+            assert a.list_mem_keys() == ["kv"]
+            with pytest.raises(dlslime.Unsupported):
+                a.allocate_memory_region("fab", 1 << 20, memory_kind="cuda_fabric")
+            return
+        for call in (lambda: a.allocate_memory_region("kv", 1 << 20),
+                     lambda: a.allocate_memory_region("kv", 1 << 20, memory_kind="cuda_fabric"),
+                     lambda: a.register_dmabuf_memory_region("d", 3, 0, 4096, 0x7F00_0000_0000)):
+            with pytest.raises(dlslime.DeviceUnavailable) as e:
+                call()
+            assert "libcuda" in str(e.value) or "DISABLE" in str(e.value), str(e.value)
+        assert a.list_mem_keys() == []
+
+
 def test_passive_connection_and_wait_errors(nanoctrl):
     """A connection the peer started is in get_connections too; conn.transport names
     the transport after wait(); a timeout says how long it really waited; the 0.1.23

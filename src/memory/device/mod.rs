@@ -9,8 +9,10 @@
 //! * [`staged`] — the table of staged ranges the transports' I/O paths consult.
 //! * [`ipc`] — CUDA IPC handles (same-host device-to-device).
 //! * [`stream`] — stream ordering: wait for a stream before, signal it after.
+//! * [`alloc`] — device memory the library allocates (PeerAgent `allocate_memory_region`).
 //! * [`dmabuf`] — GPUDirect RDMA: dma-buf export, nvidia-peermem detection.
 
+pub mod alloc;
 pub mod copier;
 pub mod cuda_copier;
 pub mod dmabuf;

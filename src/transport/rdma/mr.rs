@@ -155,6 +155,15 @@ impl Registrar for DomainRegistrar {
         })
     }
 
+    fn register_dmabuf(&self, fd: i32, offset: u64, len: usize, iova: u64) -> Result<DeviceMr> {
+        let mr = Mr::register_dmabuf(&self.0, fd, offset, len, iova)?;
+        Ok(DeviceMr {
+            lkey: mr.lkey(),
+            rkey: mr.rkey(),
+            guard: Box::new(mr),
+        })
+    }
+
     fn domain(&self) -> String {
         format!("{} (pd {:p})", self.0.label(), self.0.pd)
     }
