@@ -5,7 +5,7 @@
 #   2. cargo clippy --workspace --all-targets -- -D warnings    clippy + the [lints] table
 #                                                               of the workspace Cargo.toml
 #      cargo clippy --test rdma_endpoint ...                    the `test = false` targets
-#                                                               (RDMA, run in the VM), which
+#                                                               (RDMA in the VM, GPU), which
 #                                                               --all-targets leaves out
 #   3. RUSTDOCFLAGS=-D warnings cargo doc -p dlslime --no-deps  the crate's docs build
 #                                                               without a warning
@@ -36,7 +36,7 @@ gate() {
 gate "rustfmt" cargo fmt --all --check
 gate "clippy" cargo clippy --workspace --all-targets -- -D warnings
 gate "clippy (test = false targets)" cargo clippy -p dlslime --test rdma_endpoint --test rdma_peer \
-  --test rdma_unavailable -- -D warnings
+  --test rdma_unavailable --test gpu -- -D warnings
 gate "rustdoc" env RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc -p dlslime --no-deps
 
 echo

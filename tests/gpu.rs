@@ -242,33 +242,13 @@ fn host_region_against_a_device_region_over_shm() {
 
 #[test]
 fn operations_are_ordered_on_a_stream() {
-    let (mut peer, ep, buf, local, remote) = rig();
+    let (mut peer, ep, _buf, _local, remote) = rig();
     let len = max_len().min(256 * MIB);
     let mut s: sys::CUstream = std::ptr::null_mut();
     // SAFETY: context current; out-param local.
     ok(unsafe { sys::cuStreamCreate(&mut s, 1) }, "cuStreamCreate"); // non-blocking
-                                                                     // Before: a memset queued on the stream is what the write sends.
-                                                                     // SAFETY: valid device range, live stream.
-    ok(
-        unsafe { sys::cuMemsetD8Async(buf.ptr as _, 0xCD, len, s) },
-        "cuMemsetD8Async",
-    );
-    // SAFETY: a live stream of device 0.
-    unsafe { stream::wait_stream(s as usize) }.unwrap();
-    ep.write(
-        &[Assignment::new(local, remote, 0, 0, len as u64)],
-        Some(Duration::from_secs(120)),
-    )
-    .unwrap()
-    .wait()
-    .unwrap();
-    let mut host = vec![0u8; len];
-    fill_pattern(&mut host, 0); // overwritten below if the check passes
     peer.send(&format!("fill {len} 31"));
     assert_eq!(peer.recv(), "ok");
-    // The peer's bytes are the pattern now; the write must have sent 0xCD everywhere,
-    // which the read below replaces: check the memset reached the peer first.
-    // (Checked through a read into a second device buffer.)
     let other = DevBuf::new(len);
     // SAFETY: `other` outlives the operations on it (waited for below).
     let h2 = unsafe { ep.register_memory_region("other", other.ptr as *mut u8, len) }.unwrap();
@@ -315,7 +295,6 @@ fn operations_are_ordered_on_a_stream() {
         let _ = sys::cuMemFreeHost(pinned);
         let _ = sys::cuStreamDestroy_v2(s);
     }
-    drop(host);
     peer.send("exit");
     ep.shutdown();
 }
@@ -373,7 +352,7 @@ fn dmabuf_export_and_allocation() {
     );
     match dmabuf::export(0, a.ptr() + 4096, MIB) {
         Ok(b) => {
-            assert_eq!(b.offset, 4096 % 4096 + (a.ptr() + 4096) as u64 % 4096);
+            assert_eq!(b.offset, (a.ptr() as u64 + 4096) % 4096);
             println!("dma-buf export: ok (fd {:?})", b.fd);
         }
         Err(e) => {

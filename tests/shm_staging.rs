@@ -49,10 +49,10 @@ fn shm_staging_peer() {
     while let Some(line) = parent.recv() {
         let c = PeerCommand::parse(&line);
         let n: Vec<usize> = c.nums().iter().map(|&v| v as usize).collect();
-        // SAFETY: commands run between the parent's operations: nothing else touches the
-        // buffers meanwhile.
         let region: &mut [u8] = match n.first() {
             Some(0) => &mut buf,
+            // SAFETY: the allocation holds REGION bytes; commands run between the
+            // parent's operations, so nothing else touches it meanwhile.
             Some(1) => unsafe { std::slice::from_raw_parts_mut(shared.as_ptr(), REGION) },
             _ => &mut late,
         };

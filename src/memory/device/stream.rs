@@ -96,10 +96,8 @@ pub unsafe fn signal_stream(stream: usize, fut: &Future) -> Result<()> {
         let mut ctx: sys::CUcontext = std::ptr::null_mut();
         if stream != 0 {
             // SAFETY: a live stream (contract); the out-param is a local.
-            check(
-                unsafe { sys::cuStreamGetCtx(stream as sys::CUstream, &mut ctx) },
-                "cuStreamGetCtx",
-            )?;
+            let r = unsafe { sys::cuStreamGetCtx(stream as sys::CUstream, &mut ctx) };
+            check(r, "cuStreamGetCtx")?;
             // SAFETY: the stream's own context.
             check(unsafe { sys::cuCtxSetCurrent(ctx) }, "cuCtxSetCurrent")?;
         } else {

@@ -93,10 +93,10 @@ impl Inner {
         while off < e.n as usize {
             let n = (e.n as usize - off).min(CHUNK);
             self.stats.cma.fetch_add(1, Ordering::Relaxed);
+            let src = e.a + off as u64;
             // SAFETY: `buf` is ours and holds n <= CHUNK bytes.
-            if let Err(en) =
-                unsafe { cma::read_from(c.peer_pid, buf.as_mut_ptr(), e.a + off as u64, n) }
-            {
+            let r = unsafe { cma::read_from(c.peer_pid, buf.as_mut_ptr(), src, n) };
+            if let Err(en) = r {
                 return cma::errno_status(en, &self.stats.cma_eperm).0;
             }
             // SAFETY: the destination lies inside our staged region (validated with its
