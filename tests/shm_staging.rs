@@ -147,6 +147,40 @@ impl Rig {
         (v[0], v[1])
     }
 
+    /// Our buffer behind handle `local`.
+    fn local_buf(&mut self, local: u32) -> &mut [u8] {
+        if local == self.local {
+            &mut self.buf
+        } else {
+            &mut self.host
+        }
+    }
+
+    /// Writes `len` bytes from `local` (our staged or host buffer) to the child's region
+    /// `which` (0 "buf", 1 "shared") and reads fresh ones back to local offset `off`,
+    /// checking the bytes on both sides.
+    fn round_trip(&mut self, local: u32, which: u32, len: usize, seed: u64, off: usize) {
+        let remote = if which == 0 {
+            self.remote
+        } else {
+            self.rshared
+        };
+        fill_pattern(&mut self.local_buf(local)[..len], seed);
+        self.run(Assignment::new(local, remote, 0, 0, len as u64), true)
+            .unwrap();
+        let check = self.cmd(&format!("check {which} 0 {len} {seed}"));
+        assert_eq!(check, "ok", "write {len}");
+        let fill = self.cmd(&format!("fill {which} 0 {len} {}", seed + 50));
+        assert_eq!(fill, "ok");
+        self.run(
+            Assignment::new(local, remote, 0, off as u64, len as u64),
+            false,
+        )
+        .unwrap();
+        let got = check_pattern(&self.local_buf(local)[off..off + len], seed + 50);
+        assert_eq!(got, None, "read {len}");
+    }
+
     fn run(&self, a: Assignment, write: bool) -> dlslime::Result<()> {
         let f = if write {
             self.ep.write(&[a], T)
@@ -173,26 +207,8 @@ fn staged_to_staged_through_both_copiers() {
         let seed = 20 + i as u64;
         let (c_out, c_in) = r.child_copied();
         let (p_out, p_in) = r.copier.copied();
-        fill_pattern(&mut r.buf[..len], seed);
-        r.run(Assignment::new(r.local, r.remote, 0, 0, len as u64), true)
-            .unwrap();
-        assert_eq!(
-            r.cmd(&format!("check 0 0 {len} {seed}")),
-            "ok",
-            "write {len}"
-        );
         let off = if len == REGION { 0 } else { 4096 + 5 };
-        assert_eq!(r.cmd(&format!("fill 0 0 {len} {}", seed + 50)), "ok");
-        r.run(
-            Assignment::new(r.local, r.remote, 0, off as u64, len as u64),
-            false,
-        )
-        .unwrap();
-        assert_eq!(
-            check_pattern(&r.buf[off..off + len], seed + 50),
-            None,
-            "read {len}"
-        );
+        r.round_trip(r.local, 0, len, seed, off);
         // Every byte through both copiers: ours out (write) and in (read), the child's
         // in (write) and out (read).
         assert_eq!(r.copier.copied(), (p_out + len as u64, p_in + len as u64));
@@ -212,18 +228,7 @@ fn host_region_to_a_staged_peer_region_uses_the_peers_copier() {
     for (i, &len) in SIZES.iter().enumerate() {
         let seed = 40 + i as u64;
         let (c_out, c_in) = r.child_copied();
-        fill_pattern(&mut r.host[..len], seed);
-        r.run(Assignment::new(r.lhost, r.remote, 0, 0, len as u64), true)
-            .unwrap();
-        assert_eq!(
-            r.cmd(&format!("check 0 0 {len} {seed}")),
-            "ok",
-            "write {len}"
-        );
-        assert_eq!(r.cmd(&format!("fill 0 0 {len} {}", seed + 50)), "ok");
-        r.run(Assignment::new(r.lhost, r.remote, 0, 0, len as u64), false)
-            .unwrap();
-        assert_eq!(check_pattern(&r.host[..len], seed + 50), None, "read {len}");
+        r.round_trip(r.lhost, 0, len, seed, 0);
         assert_eq!(r.child_copied(), (c_out + len as u64, c_in + len as u64));
     }
 }
@@ -239,18 +244,7 @@ fn staged_region_to_a_shared_allocation_is_one_copy_by_the_local_copier() {
     for (i, &len) in SIZES.iter().enumerate() {
         let seed = 60 + i as u64;
         let (p_out, p_in) = r.copier.copied();
-        fill_pattern(&mut r.buf[..len], seed);
-        r.run(Assignment::new(r.local, r.rshared, 0, 0, len as u64), true)
-            .unwrap();
-        assert_eq!(
-            r.cmd(&format!("check 1 0 {len} {seed}")),
-            "ok",
-            "write {len}"
-        );
-        assert_eq!(r.cmd(&format!("fill 1 0 {len} {}", seed + 50)), "ok");
-        r.run(Assignment::new(r.local, r.rshared, 0, 0, len as u64), false)
-            .unwrap();
-        assert_eq!(check_pattern(&r.buf[..len], seed + 50), None, "read {len}");
+        r.round_trip(r.local, 1, len, seed, 0);
         assert_eq!(r.copier.copied(), (p_out + len as u64, p_in + len as u64));
     }
     // No bounce slot, and the child's copier was never involved.
