@@ -182,6 +182,38 @@ fn child_main(args: &[String]) {
     }
 }
 
+/// `--profile N [--modes M] [--size-kb K]`: only `N` RPC echoes of one size over one mode
+/// (default tcp, 1 KiB), no floors, for `perf` / `strace -c` to count per call.
+fn profile(args: &[String], n: usize) {
+    let mode = bench_common::arg_value(args, "--modes").unwrap_or_else(|| "tcp".into());
+    let size = bench_common::arg_or(args, "--size-kb", 1usize) << 10;
+    let exe = std::env::current_exe().unwrap();
+    let mut peer = bench_common::spawn_info_child(&exe, &["rpc", &mode]);
+    let (ep, mem) = make(&mode);
+    writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
+    ep.connect(&peer.info).unwrap();
+    let sess = RpcSession::with_memory(ep, mem, rpc_config(&mode)).unwrap();
+    let msg = vec![5u8; size];
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut f = sess.call(0, &msg).unwrap();
+        assert_eq!(f.wait_ok(None).unwrap().len(), size);
+        drop(f);
+        v.push(us(t.elapsed()));
+    }
+    let st = stats(v);
+    println!(
+        "{mode} {}: {n} calls, p50 {:.2} us, avg {:.2} us",
+        label(size),
+        st.p50,
+        st.avg
+    );
+    sess.close();
+    drop(peer.stdin);
+    let _ = peer.child.wait();
+}
+
 fn iters(size: usize, quick: bool) -> usize {
     let n = (200_000_000 / size).clamp(50, 20_000);
     if quick {
@@ -208,6 +240,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--child") {
         return child_main(&args[1..]);
+    }
+    if let Some(n) = bench_common::arg_value(&args, "--profile") {
+        return profile(&args, n.parse().expect("--profile N"));
     }
     let quick = args.iter().any(|a| a == "--quick");
     let host = host_line(); // before --pin narrows this process's CPU mask
