@@ -23,6 +23,10 @@ use crate::transport::auth::{Identity, PublicKey};
 /// idle; bigger ones go to the writer thread so `write()` returns at once.
 const INLINE_MAX: usize = 256 * 1024;
 
+/// A connection idle at least this long is peeked for a close by the peer before use
+/// (the peer's janitor closes idle connections after `idle_timeout`, at least 50 ms).
+const PEEK_AFTER_IDLE: Duration = Duration::from_millis(10);
+
 /// Called once the reply to a request is in (used to acknowledge pulled messages).
 pub type Then = Box<dyn FnOnce(Status) + Send>;
 
@@ -127,12 +131,17 @@ impl Conn {
         self.dead.load(Ordering::Acquire)
     }
 
-    /// Dead, or closed by the peer while idle (seen before the reader noticed).
+    /// Dead, or closed by the peer while idle (seen before the reader noticed). The
+    /// peek costs a syscall, so a connection used within [`PEEK_AFTER_IDLE`] skips it:
+    /// a peer closes a connection for idleness only after a far longer silence.
     pub fn is_usable(&self) -> bool {
         if self.is_dead() {
             return false;
         }
-        if self.pending.lock().is_empty() && sockio::peer_closed(&self.stream) {
+        if self.idle_for(Instant::now()) >= PEEK_AFTER_IDLE
+            && self.pending.lock().is_empty()
+            && sockio::peer_closed(&self.stream)
+        {
             self.dead.store(true, Ordering::Release);
             return false;
         }
