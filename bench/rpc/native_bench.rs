@@ -11,7 +11,8 @@
 //! `bench/results/rpc_native.csv` (`transport,size,avg_us,p50_us,p99_us,bw_gbps`).
 //!
 //! `cargo run --release --example rpc_native_bench [-- --quick] [--max-size-mb N]
-//!  [--min-size-kb N] [--modes shm-spin,shm,tcp] [--pin] [--csv PATH]`
+//!  [--min-size-kb N] [--modes shm-spin,shm,tcp] [--pin] [--csv PATH]`; `--profile N
+//!  [--modes M] [--size-kb K]` for counting per call (see bench/rpc/README.md)
 
 #[path = "../common.rs"]
 mod bench_common;
