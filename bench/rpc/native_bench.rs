@@ -189,30 +189,48 @@ fn profile(args: &[String], n: usize) {
     let mode = bench_common::arg_value(args, "--modes").unwrap_or_else(|| "tcp".into());
     let size = bench_common::arg_or(args, "--size-kb", 1usize) << 10;
     let exe = std::env::current_exe().unwrap();
-    let mut peer = bench_common::spawn_info_child(&exe, &["rpc", &mode]);
-    let (ep, mem) = make(&mode);
-    writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
-    ep.connect(&peer.info).unwrap();
-    let sess = RpcSession::with_memory(ep, mem, rpc_config(&mode)).unwrap();
-    let msg = vec![5u8; size];
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        let mut f = sess.call(0, &msg).unwrap();
-        assert_eq!(f.wait_ok(None).unwrap().len(), size);
-        drop(f);
-        v.push(us(t.elapsed()));
-    }
-    let st = stats(v);
+    let (peer, sess) = rpc_pair(&exe, &mode);
+    let st = echo_stats(&sess, size, n, 20);
     println!(
         "{mode} {}: {n} calls, p50 {:.2} us, avg {:.2} us",
         label(size),
         st.p50,
         st.avg
     );
+    close_pair(peer, sess);
+}
+
+/// A peer process echoing over `mode`, and our session with it.
+fn rpc_pair(exe: &std::path::Path, mode: &str) -> (bench_common::InfoChild, RpcSession) {
+    let mut peer = bench_common::spawn_info_child(exe, &["rpc", mode]);
+    let (ep, mem) = make(mode);
+    writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
+    ep.connect(&peer.info).unwrap();
+    let sess = RpcSession::with_memory(ep, mem, rpc_config(mode)).unwrap();
+    (peer, sess)
+}
+
+fn close_pair(peer: bench_common::InfoChild, sess: RpcSession) {
     sess.close();
     drop(peer.stdin);
-    let _ = peer.child.wait();
+    let mut child = peer.child;
+    let _ = child.wait();
+}
+
+/// `n` timed echoes of `size` bytes, after `warm` untimed ones.
+fn echo_stats(sess: &RpcSession, size: usize, n: usize, warm: usize) -> Stats {
+    let msg = vec![5u8; size];
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n + warm {
+        let t = Instant::now();
+        let mut f = sess.call(0, &msg).unwrap();
+        assert_eq!(f.wait_ok(None).unwrap().len(), size);
+        drop(f);
+        if i >= warm {
+            v.push(us(t.elapsed()));
+        }
+    }
+    stats(v)
 }
 
 fn iters(size: usize, quick: bool) -> usize {
@@ -331,27 +349,10 @@ fn main() {
         .map(str::to_string)
         .collect();
     for mode in modes.iter().map(String::as_str) {
-        let mut peer = bench_common::spawn_info_child(&exe, &["rpc", mode]);
-        let (ep, mem) = make(mode);
-        writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
-        ep.connect(&peer.info).unwrap();
-        let sess = RpcSession::with_memory(ep, mem, rpc_config(mode)).unwrap();
+        let (peer, sess) = rpc_pair(&exe, mode);
         for &size in &sizes {
-            let msg = vec![5u8; size];
             let n = iters(size, quick);
-            let warm = 20.max(n / 20);
-            let mut v = Vec::with_capacity(n);
-            for i in 0..n + warm {
-                let t = Instant::now();
-                let mut f = sess.call(0, &msg).unwrap();
-                let r = f.wait_ok(None).unwrap();
-                assert_eq!(r.len(), size);
-                drop(f);
-                if i >= warm {
-                    v.push(us(t.elapsed()));
-                }
-            }
-            let st = stats(v);
+            let st = echo_stats(&sess, size, n, 20.max(n / 20));
             println!(
                 "  {mode:<9} {:<6} avg {:>9.2} us  p50 {:>9.2} us  p99 {:>9.2} us",
                 label(size),
@@ -361,9 +362,7 @@ fn main() {
             );
             rows.push((mode.to_string(), size, st));
         }
-        sess.close();
-        drop(peer.stdin);
-        let _ = peer.child.wait();
+        close_pair(peer, sess);
     }
 
     // Table and CSV.
