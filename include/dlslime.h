@@ -2173,32 +2173,51 @@ typedef struct {
 } dlslime_slot_ref_t;
 
 /**
- * A ring's counters, shared by every process that maps it.
+ * A snapshot of a ring's counters, shared by every process that maps it.
  */
 typedef struct {
+  /**
+   * Payloads published.
+   */
   uint64_t writes;
   /**
-   * READY payloads overwritten unconsumed (the original's `drops_total`).
+   * READY payloads overwritten before anyone consumed them (the original's
+   * `drops_total`).
    */
   uint64_t drops;
   /**
    * Payloads consumed (local reads and remote fetches that committed).
    */
   uint64_t reads;
+  /**
+   * Reads and fetches refused because the reference's generation is gone.
+   */
   uint64_t stale_reads;
   uint64_t bytes_written;
   uint64_t bytes_read;
+  /**
+   * Reads and fetches refused because another attempt held the slot.
+   */
   uint64_t busy;
   /**
    * Attempts taken back from a dead owner or an expired lease.
    */
   uint64_t reclaims;
   /**
-   * Attempt finishes that found the slot no longer theirs (no-ops).
+   * Attempt finishes that found the slot no longer theirs (logged no-ops).
    */
   uint64_t orphan_noops;
+  /**
+   * Writes refused (the slot at the write index was busy, or full without overwrite).
+   */
   uint64_t write_errors;
+  /**
+   * Read attempts finished as failed (the slot went back to READY).
+   */
   uint64_t failed_reads;
+  /**
+   * Slots in READY now.
+   */
   uint64_t ready;
 } dlslime_ring_metrics_t;
 
@@ -2228,7 +2247,7 @@ typedef struct {
 } dlslime_ring_server_options_t;
 
 /**
- * A server's counters.
+ * A snapshot of a server's counters (its `ServerStats`).
  */
 typedef struct {
   uint64_t sessions;
@@ -2282,7 +2301,7 @@ typedef struct {
 } dlslime_ring_client_options_t;
 
 /**
- * A client's counters.
+ * A snapshot of a client's counters (its `ClientStats`).
  */
 typedef struct {
   uint64_t fetches;

@@ -44,7 +44,13 @@ SECTIONS = [
     ("obs.rs", "Observability"),
 ]
 # Declarations emitted from outside src/ffi (renamed in cbindgen.toml [export.rename]).
-ELSEWHERE = {"dlslime_status": "status.rs"}  # the Rust `Status` of src/error.rs
+ELSEWHERE = {
+    "dlslime_status": "status.rs",  # the Rust `Status` of src/error.rs
+    # the counter snapshots of src/ring
+    "dlslime_ring_metrics_t": "ring.rs",
+    "dlslime_ring_client_counters_t": "ring.rs",
+    "dlslime_ring_server_counters_t": "ring.rs",
+}
 
 EXTERN_OPEN = '#ifdef __cplusplus\nextern "C" {\n#endif // __cplusplus'
 EXTERN_CLOSE = '#ifdef __cplusplus\n}  // extern "C"\n#endif  // __cplusplus'

@@ -17,7 +17,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use common::{check_pattern, check_reply, fill_pattern, Parent, Peer};
 use cudarc::driver::sys;
 use dlslime::memory::device::alloc::{DeviceAlloc, MemoryKind};
 use dlslime::memory::device::{
@@ -119,10 +119,9 @@ fn max_len() -> usize {
 #[test]
 #[ignore = "peer process entry"]
 fn gpu_peer() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
-    let mut parent = Parent::new();
+    };
     let len = max_len();
     let buf = DevBuf::new(len);
     let ep = endpoint(&std::env::var("GPU_TRANSPORT").unwrap_or_default());
@@ -137,10 +136,7 @@ fn gpu_peer() {
         let v: Vec<&str> = line.split_whitespace().collect();
         let n = |i: usize| v[i].parse::<usize>().unwrap();
         match v[0] {
-            "check" => match check_pattern(&buf.download(n(1), n(2)), n(3) as u64) {
-                None => parent.send("ok"),
-                Some(i) => parent.send(&format!("bad {i}")),
-            },
+            "check" => parent.send(&check_reply(&buf.download(n(1), n(2)), n(3) as u64)),
             "fill" => {
                 let mut host = vec![0u8; n(1)];
                 fill_pattern(&mut host, n(2) as u64);

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{is_child, Parent, Peer};
+use common::{Parent, Peer};
 use dlslime::obs::{self, OpKind};
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::TcpEndpoint;
@@ -41,12 +41,11 @@ fn side(transport: &str) -> Side {
 #[test]
 #[ignore]
 fn obs_child() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
+    };
     obs::set_enabled(true);
     let s = side(&std::env::var("OBS_TRANSPORT").unwrap());
-    let mut parent = Parent::new();
     parent.connect_endpoint(&*s.ep);
     while let Some(line) = parent.recv() {
         let args: Vec<&str> = line.split_whitespace().collect();

@@ -15,7 +15,13 @@ mod rdma_devices;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer, PeerCommand};
+use common::scenarios::{
+    concurrent_operations, one_sided_opcodes, receive_from_the_child, Initiator,
+};
+use common::{
+    check_pattern, fill_pattern, message, message_command, pattern, region_command, registered,
+    Parent, Peer,
+};
 use dlslime::transport::rdma::{RdmaConfig, RdmaContext, RdmaEndpoint, RdmaEndpointConfig};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
 use rdma_devices::{devices, need_device};
@@ -68,21 +74,13 @@ impl Rig {
                 ("DLSLIME_TEST_DEVICE", theirs),
             ],
         );
-        let peer_info: Value =
-            serde_json::from_str(peer.recv().strip_prefix("info ").unwrap()).unwrap();
         let ctx = ctx(&mine);
         let pool = MemoryPool::new();
         let ep = endpoint(&ctx, &pool, num_qp);
-        let mut buf = vec![0u8; local_len];
         // SAFETY: `buf` moves into the Rig (its heap block stays put), which holds it for
         // as long as `ep` may use the region.
-        let local = unsafe {
-            ep.register_memory_region("local", buf.as_mut_ptr(), buf.len())
-                .unwrap()
-        };
-        ep.connect(&peer_info).unwrap();
-        peer.send(&format!("connect {}", ep.endpoint_info()));
-        peer.expect("ok");
+        let (buf, local) = unsafe { registered(&pool, "local", vec![0u8; local_len]) };
+        let peer_info = peer.dial(&*ep);
         let remote = ep.remote_pool().handle("buf").unwrap();
         Some(Rig {
             peer,
@@ -95,15 +93,6 @@ impl Rig {
             peer_info,
             num_qp,
         })
-    }
-
-    fn cmd(&mut self, c: &str) -> String {
-        self.peer.send(c);
-        self.peer.recv()
-    }
-
-    fn a(&self, remote_off: u64, local_off: u64, len: u64) -> Assignment {
-        Assignment::new(self.local, self.remote, remote_off, local_off, len)
     }
 
     /// The peer's "buf" registered again as "wide", published 4× longer than it is.
@@ -134,107 +123,48 @@ impl Rig {
     }
 }
 
+impl Initiator for Rig {
+    fn endpoint(&self) -> Arc<dyn Endpoint> {
+        self.ep.clone()
+    }
+
+    fn handles(&self) -> (u32, u32) {
+        (self.local, self.remote)
+    }
+
+    fn buf(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    fn cmd(&mut self, c: &str) -> String {
+        self.peer.cmd(c)
+    }
+}
+
 /// The child: registers a region filled with pattern 1 and serves commands.
 #[test]
 #[ignore = "peer process entry, run by the two-process tests"]
 fn rdma_peer() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
-    let mut parent = Parent::new();
+    };
     let env = |k: &str| std::env::var(k).unwrap();
     let size: usize = env("DLSLIME_TEST_REGION").parse().unwrap();
     let num_qp: usize = env("DLSLIME_TEST_NUM_QP").parse().unwrap();
     let ctx = ctx(&env("DLSLIME_TEST_DEVICE"));
     let pool = MemoryPool::new();
-    let mut region = vec![0u8; size];
-    fill_pattern(&mut region, 1);
     // SAFETY: `region` lives until this child returns, after its last use of the pool's
     // endpoint.
-    unsafe {
-        pool.register(Some("buf"), region.as_mut_ptr(), size)
-            .unwrap()
-    };
+    let (mut region, _) = unsafe { registered(&pool, "buf", pattern(size, 1)) };
     let mut ep = endpoint(&ctx, &pool, num_qp);
     parent.send(&format!("info {}", ep.endpoint_info()));
     let timeout = Some(Duration::from_secs(60));
-    while let Some(line) = parent.recv() {
-        let c = PeerCommand::parse(&line);
-        let (rest, nums) = (c.rest, c.nums());
+    parent.serve(|parent, c| {
         match c.name {
-            "connect" => {
-                ep.connect(&serde_json::from_str(rest).unwrap()).unwrap();
-                parent.send("ok");
-            }
             "newep" => {
                 ep.shutdown();
                 ep = endpoint(&ctx, &pool, num_qp);
                 parent.send(&format!("info {}", ep.endpoint_info()));
-            }
-            // check <off> <len> <seed>
-            "check" => {
-                let (off, len) = (nums[0] as usize, nums[1] as usize);
-                match check_pattern(&region[off..off + len], nums[2]) {
-                    None => parent.send("ok"),
-                    Some(i) => parent.send(&format!("bad {i}")),
-                }
-            }
-            "fill" => {
-                let (off, len) = (nums[0] as usize, nums[1] as usize);
-                fill_pattern(&mut region[off..off + len], nums[2]);
-                parent.send("ok");
-            }
-            // imm <n>: n imm_recvs, answered with the values in order
-            "imm" => {
-                let vals: Vec<String> = (0..nums[0])
-                    .map(|_| {
-                        let f = ep.imm_recv(timeout).unwrap();
-                        match f.wait() {
-                            Ok(()) => f.imm_data().to_string(),
-                            Err(e) => format!("{:?}", e.status()),
-                        }
-                    })
-                    .collect();
-                parent.send(&format!("imms {}", vals.join(",")));
-            }
-            // recv <n> <cap>: n receives; answers "<status>:<len>:<seed-or-bad>" each
-            "recv" => {
-                let (n, cap) = (nums[0], nums[1] as usize);
-                let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; cap.max(1)]).collect();
-                let futs: Vec<_> = bufs
-                    .iter_mut()
-                    // SAFETY: each buffer of `bufs` stays alive and untouched until its
-                    // future is waited below.
-                    .map(|b| unsafe { ep.recv(b.as_mut_ptr(), cap, timeout).unwrap() })
-                    .collect();
-                let mut out = Vec::new();
-                for (f, b) in futs.iter().zip(&bufs) {
-                    match f.wait() {
-                        Ok(()) => {
-                            let len = f.nbytes() as usize;
-                            // the sender seeds message k with pattern k+100, encoded in byte 0
-                            let seed = b[0] as u64;
-                            let ok = len > 0 && check_pattern(&b[1..len], seed).is_none();
-                            out.push(format!(
-                                "ok:{len}:{}",
-                                if ok { seed.to_string() } else { "bad".into() }
-                            ));
-                        }
-                        Err(e) => out.push(format!("{:?}:0:-", e.status())),
-                    }
-                }
-                parent.send(&format!("recvd {}", out.join(",")));
-            }
-            // send <len> <seed>
-            "send" => {
-                let m = message(nums[0] as usize, nums[1] as u8);
-                // SAFETY: `m` stays alive and unmodified until `f` completes (waited just
-                // below).
-                let f = unsafe { ep.send(m.as_ptr(), m.len(), timeout).unwrap() };
-                match f.wait() {
-                    Ok(()) => parent.send("ok"),
-                    Err(e) => parent.send(&format!("err {:?}", e.status())),
-                }
             }
             // a pending imm_recv and recv, then "waiting"; their outcome when they end
             "hang" => {
@@ -248,19 +178,14 @@ fn rdma_peer() {
                 let b2 = g.wait().map_err(|e| e.status());
                 parent.send(&format!("ended {a:?} {b2:?} {}", t.elapsed().as_millis()));
             }
-            "exit" => break,
-            other => panic!("unknown command {other}"),
+            _ => {
+                return region_command(parent, &*ep, &mut region, c)
+                    || message_command(parent, &*ep, timeout, c)
+            }
         }
-    }
+        true
+    });
     ep.shutdown();
-}
-
-fn message(len: usize, seed: u8) -> Vec<u8> {
-    let mut m = vec![0u8; len.max(1)];
-    m[0] = seed;
-    fill_pattern(&mut m[1..], seed as u64);
-    m.truncate(len);
-    m
 }
 
 #[test]
@@ -268,28 +193,7 @@ fn every_opcode_moves_the_right_bytes() {
     let Some(mut r) = Rig::new(MIB, MIB, 1) else {
         return;
     };
-    // read: remote[0..4096] -> local[8..]
-    r.ep.read(&[r.a(0, 8, 4096)], None).unwrap().wait().unwrap();
-    assert_eq!(check_pattern(&r.buf[8..8 + 4096], 1), None);
-    // the original's offset-order example: read([(h, hr, 0, 8, 8)]) -> local[8:16] = remote[0:8]
-    let mut expect = vec![0u8; 8];
-    fill_pattern(&mut expect, 1);
-    assert_eq!(&r.buf[8..16], &expect[..]);
-    // write: local -> remote[4096..], checked by the peer
-    fill_pattern(&mut r.buf[..8192], 2);
-    r.ep.write(&[r.a(4096, 0, 8192)], None)
-        .unwrap()
-        .wait()
-        .unwrap();
-    assert_eq!(r.cmd("check 4096 8192 2"), "ok");
-    // write_with_imm with several assignments delivers one notification, after the data
-    fill_pattern(&mut r.buf[..300], 3);
-    let f =
-        r.ep.write_with_imm(&[r.a(0, 0, 100), r.a(100, 100, 200)], 77, None)
-            .unwrap();
-    f.wait().unwrap();
-    assert_eq!(r.cmd("imm 1"), "imms 77");
-    assert_eq!(r.cmd("check 0 300 3"), "ok");
+    one_sided_opcodes(&mut r);
     // negative immediates travel unchanged
     r.ep.write_with_imm(&[r.a(0, 0, 1)], -2, None)
         .unwrap()
@@ -317,14 +221,7 @@ fn every_opcode_moves_the_right_bytes() {
     for s in sends {
         s.wait().unwrap();
     }
-    let mut inbox = vec![0u8; 4096];
-    // SAFETY: `inbox` stays alive and untouched until `rf` completes (waited below).
-    let rf = unsafe { r.ep.recv(inbox.as_mut_ptr(), inbox.len(), None).unwrap() };
-    assert_eq!(r.cmd("send 3000 9"), "ok");
-    rf.wait().unwrap();
-    assert_eq!(rf.nbytes(), 3000);
-    assert_eq!(inbox[0], 9);
-    assert_eq!(check_pattern(&inbox[1..3000], 9), None);
+    receive_from_the_child(&mut r);
     // a rendezvous message into a buffer that is a registered region (no registration
     // on the fly)
     // SAFETY: `r.buf` (a registered region the Rig owns) is not touched until `got`
@@ -357,6 +254,7 @@ fn every_opcode_moves_the_right_bytes() {
     r.ep.read(&[r.a(0, 0, 0)], None).unwrap().wait().unwrap();
     r.ep.write_with_imm(&[], 5, None).unwrap().wait().unwrap();
     assert_eq!(r.cmd("imm 1"), "imms 5");
+    let inbox = [0u8; 1];
     // SAFETY: a zero-length send reads nothing from `inbox`, which is alive anyway.
     let zero = unsafe { r.ep.send(inbox.as_ptr(), 0, None).unwrap() };
     assert_eq!(r.cmd("recv 1 16"), "recvd ok:0:bad");
@@ -711,55 +609,11 @@ fn timeouts_cancel_and_shutdown() {
 
 #[test]
 fn many_concurrent_operations_from_several_threads() {
-    let win = 4096usize;
-    let threads = 4;
-    let per = 40;
-    let Some(mut r) = Rig::new(threads * per * win, threads * per * win, 2) else {
+    let n = 4 * 40 * 4096;
+    let Some(mut r) = Rig::new(n, n, 2) else {
         return;
     };
-    fill_pattern(&mut r.buf, 11);
-    let ep = r.ep.clone();
-    let (local, remote) = (r.local, r.remote);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let ep = ep.clone();
-            s.spawn(move || {
-                let futs: Vec<_> = (0..per)
-                    .map(|i| {
-                        let off = ((t * per + i) * win) as u64;
-                        ep.write(
-                            &[Assignment::new(local, remote, off, off, win as u64)],
-                            None,
-                        )
-                        .unwrap()
-                    })
-                    .collect();
-                for f in futs {
-                    f.wait().unwrap();
-                }
-            });
-        }
-    });
-    assert_eq!(r.cmd(&format!("check 0 {} 11", threads * per * win)), "ok");
-    r.buf.iter_mut().for_each(|b| *b = 0);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let ep = ep.clone();
-            s.spawn(move || {
-                for i in 0..per {
-                    let off = ((t * per + i) * win) as u64;
-                    ep.read(
-                        &[Assignment::new(local, remote, off, off, win as u64)],
-                        None,
-                    )
-                    .unwrap()
-                    .wait()
-                    .unwrap();
-                }
-            });
-        }
-    });
-    assert_eq!(check_pattern(&r.buf, 11), None);
+    concurrent_operations(&mut r, 4);
     r.finish();
 }
 

@@ -9,7 +9,7 @@ mod peer_fixture;
 
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use common::{check_pattern, fill_pattern, Parent, Peer};
 use dlslime::peer::PeerAgent;
 use dlslime::ring::{Ring, RingClient, RingClientConfig, RingConfig, RingServer, SlotRef};
 use dlslime::Status;
@@ -21,9 +21,9 @@ use peer_fixture::{opts, Cluster};
 #[test]
 #[ignore]
 fn ring_peer_child() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
+    };
     let env = |k: &str| std::env::var(k).unwrap();
     let ring = Ring::create(&RingConfig {
         name: "rollouts".into(),
@@ -44,7 +44,6 @@ fn ring_peer_child() {
     server
         .serve_peer(&agent, &env("CLIENT_ALIAS"), &env("RING_TRANSPORT"))
         .unwrap();
-    let mut parent = Parent::new();
     parent.send("ready");
     while let Some(line) = parent.recv() {
         if let Some(arg) = line.strip_prefix("write ") {

@@ -17,7 +17,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use common::{check_pattern, fill_pattern, is_child, Parent, Peer, PeerCommand};
 use dlslime::ring::{
     FaultHook, Ring, RingClient, RingClientConfig, RingConfig, RingHandle, RingServer,
     RingServerConfig, SlotRef,
@@ -26,6 +26,23 @@ use dlslime::transport::rdma::{available_nics, RdmaEndpoint};
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::TcpEndpoint;
 use dlslime::{Endpoint, MemoryPool, Status};
+
+/// The `_tcp` test and the `_rdma` one (run by `make test-rdma` in the soft-RoCE VM) of
+/// one scenario.
+macro_rules! on_tcp_and_rdma {
+    ($tcp:ident, $rdma:ident => $scenario:ident) => {
+        #[test]
+        fn $tcp() {
+            $scenario("tcp");
+        }
+
+        #[test]
+        #[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+        fn $rdma() {
+            $scenario("rdma");
+        }
+    };
+}
 
 fn env_u64(k: &str, d: u64) -> u64 {
     std::env::var(k)
@@ -73,9 +90,9 @@ fn rdma_devices() -> (String, String) {
 #[test]
 #[ignore]
 fn ring_child() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
+    };
     let transport = std::env::var("RING_TRANSPORT").unwrap();
     let ring = match std::env::var("RING_ROLE").as_deref() {
         Ok("attach") => {
@@ -98,7 +115,6 @@ fn ring_child() {
     })
     .unwrap();
     server.add_ring(ring.clone()).unwrap();
-    let mut parent = Parent::new();
     parent.send("ready");
     let mut newest: Option<Arc<dyn Endpoint>> = None;
     while let Some(line) = parent.recv() {
@@ -238,12 +254,9 @@ impl Server {
     fn metrics(&mut self) -> Metrics {
         self.peer.send("metrics");
         let l = self.peer.recv();
-        let v: Vec<u64> = l
-            .strip_prefix("metrics ")
-            .unwrap()
-            .split(' ')
-            .map(|x| x.parse().unwrap())
-            .collect();
+        let c = PeerCommand::parse(&l);
+        assert_eq!(c.name, "metrics");
+        let v = c.nums();
         Metrics {
             writes: v[0],
             reads: v[1],
@@ -352,16 +365,7 @@ fn end_to_end_two_processes_shm() {
     end_to_end("shm");
 }
 
-#[test]
-fn end_to_end_two_processes_tcp() {
-    end_to_end("tcp");
-}
-
-#[test]
-#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
-fn end_to_end_two_processes_rdma() {
-    end_to_end("rdma");
-}
+on_tcp_and_rdma!(end_to_end_two_processes_tcp, end_to_end_two_processes_rdma => end_to_end);
 
 /// Producer-server P and a second serving process S that attached P's ring; the client
 /// alternates between them and every payload arrives whole.
@@ -404,16 +408,7 @@ fn three_processes_shm() {
     three_processes("shm");
 }
 
-#[test]
-fn three_processes_tcp() {
-    three_processes("tcp");
-}
-
-#[test]
-#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
-fn three_processes_rdma() {
-    three_processes("rdma");
-}
+on_tcp_and_rdma!(three_processes_tcp, three_processes_rdma => three_processes);
 
 /// A serving process is SIGKILLed after granting a slot (its reply is delayed): the
 /// fetch fails over to the producer's endpoint within its timeout, which reclaims the
@@ -458,16 +453,7 @@ fn serving_process_killed_after_grant_fails_over_shm() {
     killed_after_grant("shm");
 }
 
-#[test]
-fn serving_process_killed_after_grant_fails_over_tcp() {
-    killed_after_grant("tcp");
-}
-
-#[test]
-#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
-fn serving_process_killed_after_grant_fails_over_rdma() {
-    killed_after_grant("rdma");
-}
+on_tcp_and_rdma!(serving_process_killed_after_grant_fails_over_tcp, serving_process_killed_after_grant_fails_over_rdma => killed_after_grant);
 
 /// Kills the process `pid` the first time the hook runs.
 fn kill_once(pid: u32) -> (FaultHook, Arc<std::sync::atomic::AtomicBool>) {
@@ -533,16 +519,7 @@ fn serving_process_killed_before_the_read_shm() {
     killed_before_read("shm");
 }
 
-#[test]
-fn serving_process_killed_before_the_read_tcp() {
-    killed_before_read("tcp");
-}
-
-#[test]
-#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
-fn serving_process_killed_before_the_read_rdma() {
-    killed_before_read("rdma");
-}
+on_tcp_and_rdma!(serving_process_killed_before_the_read_tcp, serving_process_killed_before_the_read_rdma => killed_before_read);
 
 /// The serving process dies after the read, before the commit: the commit's reply is
 /// lost, so the client asks the producer's live session, which commits the same
@@ -585,16 +562,7 @@ fn serving_process_killed_before_the_commit_shm() {
     killed_before_commit("shm");
 }
 
-#[test]
-fn serving_process_killed_before_the_commit_tcp() {
-    killed_before_commit("tcp");
-}
-
-#[test]
-#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
-fn serving_process_killed_before_the_commit_rdma() {
-    killed_before_commit("rdma");
-}
+on_tcp_and_rdma!(serving_process_killed_before_the_commit_tcp, serving_process_killed_before_the_commit_rdma => killed_before_commit);
 
 /// The first serving process grants, then its handler stalls past the client's timeout
 /// (an orphan); the client rotates to the producer, which reclaims the slot (the orphan's
@@ -657,16 +625,7 @@ fn orphaned_handler_finishing_late_is_a_no_op_shm() {
     orphan_finishes_late("shm");
 }
 
-#[test]
-fn orphaned_handler_finishing_late_is_a_no_op_tcp() {
-    orphan_finishes_late("tcp");
-}
-
-#[test]
-#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
-fn orphaned_handler_finishing_late_is_a_no_op_rdma() {
-    orphan_finishes_late("rdma");
-}
+on_tcp_and_rdma!(orphaned_handler_finishing_late_is_a_no_op_tcp, orphaned_handler_finishing_late_is_a_no_op_rdma => orphan_finishes_late);
 
 /// The producer laps the ring while a read is in progress. With the lease still held
 /// the producer cannot overwrite the slot (SLOT_BUSY, never skipping ahead) and the
@@ -730,16 +689,7 @@ fn producer_lapping_during_a_read_never_yields_torn_bytes_shm() {
     producer_laps_during_read("shm");
 }
 
-#[test]
-fn producer_lapping_during_a_read_never_yields_torn_bytes_tcp() {
-    producer_laps_during_read("tcp");
-}
-
-#[test]
-#[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
-fn producer_lapping_during_a_read_never_yields_torn_bytes_rdma() {
-    producer_laps_during_read("rdma");
-}
+on_tcp_and_rdma!(producer_lapping_during_a_read_never_yields_torn_bytes_tcp, producer_lapping_during_a_read_never_yields_torn_bytes_rdma => producer_laps_during_read);
 
 /// A dead route is quarantined, skipped while quarantined, tried again once the
 /// quarantine expires; with every route dead the fetch still tries them (never starve)

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{is_child, Parent, Peer};
+use common::{Parent, Peer};
 use dlslime::rpc::{Request, RpcConfig, RpcProgress, RpcSession, Service};
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::TcpEndpoint;
@@ -83,12 +83,11 @@ fn service() -> Service {
 #[test]
 #[ignore]
 fn rpc_inline_child() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
+    };
     let transport = std::env::var("RPC_TRANSPORT").unwrap();
     let ep = endpoint(&transport);
-    let mut parent = Parent::new();
     parent.connect_endpoint(&*ep);
     let mut sessions: Vec<Arc<RpcSession>> = Vec::new();
     let mut servers: Vec<Option<std::thread::JoinHandle<String>>> = Vec::new();

@@ -112,14 +112,13 @@ fn tag(name: &str) -> u32 {
 #[test]
 #[ignore]
 fn rpc_child() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
+    };
     let env = |k: &str| std::env::var(k).ok();
     let cfg = config(&env);
     let transport = env("RPC_TRANSPORT").unwrap();
     let (ep, mem) = endpoint(&transport, &cfg);
-    let mut parent = Parent::new();
     parent.connect_endpoint(&*ep);
     let sess = match RpcSession::with_memory(ep, mem, cfg) {
         Ok(s) => Arc::new(s),

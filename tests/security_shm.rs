@@ -9,7 +9,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer, PeerCommand};
+use common::{
+    check_pattern, fill_pattern, pattern, region_command, registered, Parent, Peer, PeerCommand,
+};
 use dlslime::transport::auth::{self, Challenge};
 use dlslime::transport::shm::handshake;
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
@@ -25,36 +27,15 @@ fn endpoint() -> ShmEndpoint {
 #[test]
 #[ignore = "peer process entry"]
 fn shm_sec_target() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
-    let mut parent = Parent::new();
+    };
     let ep = endpoint();
-    let mut region = vec![0u8; LEN];
-    fill_pattern(&mut region, 1);
     // SAFETY: `region` lives until the end of this function, after ep.shutdown(); the
     // endpoint is the only writer while it is registered.
-    unsafe {
-        ep.register_memory_region("buf", region.as_mut_ptr(), LEN)
-            .unwrap()
-    };
+    let (mut region, _) = unsafe { registered(ep.memory_pool(), "buf", pattern(LEN, 1)) };
     parent.send(&format!("info {}", ep.endpoint_info()));
-    while let Some(line) = parent.recv() {
-        let cmd = PeerCommand::parse(&line);
-        let (rest, nums) = (cmd.rest, cmd.nums());
-        match cmd.name {
-            "connect" => {
-                ep.connect(&serde_json::from_str(rest).unwrap()).unwrap();
-                parent.send("ok");
-            }
-            "check" => match check_pattern(&region[..nums[0] as usize], nums[1]) {
-                None => parent.send("ok"),
-                Some(i) => parent.send(&format!("bad {i}")),
-            },
-            "exit" => break,
-            other => panic!("unknown command {other}"),
-        }
-    }
+    parent.serve(|parent, cmd| region_command(parent, &ep, &mut region, cmd));
     ep.shutdown();
 }
 
@@ -69,10 +50,9 @@ fn raw_connect(path: &str) -> std::io::Result<OwnedFd> {
 #[test]
 #[ignore = "peer process entry"]
 fn shm_sec_attacker() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
-    let mut parent = Parent::new();
+    };
     let mut held: Vec<OwnedFd> = Vec::new();
     while let Some(line) = parent.recv() {
         let cmd = PeerCommand::parse(&line);
@@ -245,7 +225,7 @@ impl Rig {
             .unwrap()
             .wait()
             .unwrap();
-        self.target.send(&format!("check 4096 {seed}"));
+        self.target.send(&format!("check 0 4096 {seed}"));
         self.target.expect("ok");
     }
 
@@ -363,7 +343,7 @@ fn the_connected_peer_probing_keys_loses_its_connection() {
         "{outcomes:?}"
     );
     // nothing was written: the target still holds the legitimate round's bytes
-    r.target.send(&format!("check 4096 {}", 24));
+    r.target.send(&format!("check 0 4096 {}", 24));
     r.target.expect("ok");
     r.finish();
 }

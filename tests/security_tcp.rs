@@ -15,7 +15,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer, PeerCommand};
+use common::{
+    check_pattern, fill_pattern, pattern, region_command, registered, Parent, Peer, PeerCommand,
+};
 use dlslime::transport::auth::{self, Challenge, Dialer, Identity, Response};
 use dlslime::transport::tcp::wire::{Header, Hello, Opcode, FLAG_PAYLOAD, HEADER_LEN, HELLO_LEN};
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
@@ -52,35 +54,17 @@ fn ctx() -> Arc<TcpContext> {
 #[test]
 #[ignore = "peer process entry"]
 fn sec_target() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
-    let mut parent = Parent::new();
+    };
     let ep = TcpEndpoint::new(&ctx(), MemoryPool::new()).unwrap();
-    let mut region = vec![0u8; MIB];
-    fill_pattern(&mut region, 1);
     // SAFETY: `region` lives until the end of this function, after ep.shutdown(); the
     // endpoint is the only writer while it is registered.
-    unsafe {
-        ep.register_memory_region("buf", region.as_mut_ptr(), MIB)
-            .unwrap()
-    };
+    let (mut region, _) = unsafe { registered(ep.memory_pool(), "buf", pattern(MIB, 1)) };
     parent.send(&format!("info {}", ep.endpoint_info()));
-    while let Some(line) = parent.recv() {
-        let cmd = PeerCommand::parse(&line);
-        let (rest, nums) = (cmd.rest, cmd.nums());
+    parent.serve(|parent, cmd| {
+        let nums = cmd.nums();
         match cmd.name {
-            "connect" => {
-                ep.connect(&serde_json::from_str(rest).unwrap()).unwrap();
-                parent.send("ok");
-            }
-            "check" => {
-                let (off, len) = (nums[0] as usize, nums[1] as usize);
-                match check_pattern(&region[off..off + len], nums[2]) {
-                    None => parent.send("ok"),
-                    Some(i) => parent.send(&format!("bad {i}")),
-                }
-            }
             // imm <timeout ms>: the next notification's value, or "none"
             "imm" => {
                 let f = ep.imm_recv(Some(Duration::from_millis(nums[0]))).unwrap();
@@ -108,10 +92,10 @@ fn sec_target() {
                 }
             }
             "conns" => parent.send(&ep.context().accepted_connections().to_string()),
-            "exit" => break,
-            other => panic!("unknown command {other}"),
+            _ => return region_command(parent, &*ep, &mut region, cmd),
         }
-    }
+        true
+    });
     ep.shutdown();
 }
 
@@ -240,10 +224,9 @@ fn fire(s: &mut TcpStream, t: &Target) -> Vec<u16> {
 #[test]
 #[ignore = "peer process entry"]
 fn sec_attacker() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
-    let mut parent = Parent::new();
+    };
     let mut held: Vec<TcpStream> = Vec::new();
     while let Some(line) = parent.recv() {
         let cmd = PeerCommand::parse(&line);
@@ -633,12 +616,9 @@ fn silent_and_idle_connections_are_closed() {
     r.connect();
     r.legit_round(15);
     let got = r.attack("linger");
-    let ms: Vec<u128> = got
-        .strip_prefix("linger ")
-        .unwrap()
-        .split(' ')
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let c = PeerCommand::parse(&got);
+    assert_eq!(c.name, "linger", "{got}");
+    let ms = c.nums();
     // the silent one at its handshake deadline; the quiet stranger once idle (swept every
     // idle/4), and not before
     assert!(ms[0] >= 400 && ms[0] < 5_000, "{got}");

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use common::{check_pattern, fill_pattern, Parent, Peer};
 use dlslime::memory::SharedBuf;
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool};
@@ -21,16 +21,15 @@ const T: Option<Duration> = Some(Duration::from_secs(60));
 #[test]
 #[ignore]
 fn reuse_child() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
+    };
     let pool = MemoryPool::new();
     let mut src = vec![0u8; LEN];
     fill_pattern(&mut src, 7);
     // SAFETY: `src` outlives the endpoint that uses the region.
     let h = unsafe { pool.register(Some("src"), src.as_mut_ptr(), LEN).unwrap() };
     let ep = ShmEndpoint::new(pool, ShmConfig::default()).unwrap();
-    let mut parent = Parent::new();
     parent.send(&format!("info {}", ep.endpoint_info()));
     let info = parent.recv().unwrap();
     ep.connect(&serde_json::from_str(info.strip_prefix("connect ").unwrap()).unwrap())

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer, PeerCommand};
+use common::{check_pattern, fill_pattern, Parent, Peer, PeerCommand};
 use dlslime::engine::{Config, ProgressMode};
 use dlslime::memory::SharedBuf;
 use dlslime::transport::shm::ring::{kind, Entry};
@@ -83,11 +83,10 @@ fn side() -> Side {
 #[test]
 #[ignore]
 fn shm_child() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
+    };
     let mut s = side();
-    let mut parent = Parent::new();
     parent.send(&format!("info {}", s.ep.endpoint_info()));
     // A shared allocation registered after connect: (allocation, its region handle).
     let mut late: Option<(SharedBuf, u32)> = None;
@@ -845,12 +844,9 @@ fn late_shared_allocations_are_mapped_and_replaced() {
         for round in 0..3u64 {
             p.peer.send("late 1048576");
             let line = p.peer.recv();
-            let v: Vec<u64> = line
-                .strip_prefix("late ")
-                .unwrap()
-                .split(' ')
-                .map(|x| x.parse().unwrap())
-                .collect();
+            let c = PeerCommand::parse(&line);
+            assert_eq!(c.name, "late");
+            let v = c.nums();
             let r =
                 p.me.ep
                     .remote_pool()

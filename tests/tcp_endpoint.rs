@@ -8,7 +8,13 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer, PeerCommand};
+use common::scenarios::{
+    concurrent_operations, one_sided_opcodes, receive_from_the_child, Initiator,
+};
+use common::{
+    check_pattern, fill_pattern, message, message_command, pattern, region_command, registered,
+    Parent, Peer,
+};
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
 use serde_json::Value;
@@ -37,19 +43,11 @@ struct Rig {
 impl Rig {
     fn new(region: usize, local_len: usize) -> Rig {
         let mut peer = Peer::spawn("tcp_peer", &[("DLSLIME_TEST_REGION", region.to_string())]);
-        let peer_info: Value =
-            serde_json::from_str(peer.recv().strip_prefix("info ").unwrap()).unwrap();
         let ep = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
-        let mut buf = vec![0u8; local_len];
         // SAFETY: `buf` moves into the returned `Rig` (its heap block stays put) and `Rig` drops
         // `ep` before `buf` (field order), so the region outlives every operation on it.
-        let local = unsafe {
-            ep.register_memory_region("local", buf.as_mut_ptr(), buf.len())
-                .unwrap()
-        };
-        ep.connect(&peer_info).unwrap();
-        peer.send(&format!("connect {}", ep.endpoint_info()));
-        peer.expect("ok");
+        let (buf, local) = unsafe { registered(ep.memory_pool(), "local", vec![0u8; local_len]) };
+        let peer_info = peer.dial(&*ep);
         let remote = ep.remote_pool().handle("buf").unwrap();
         Rig {
             peer,
@@ -60,14 +58,23 @@ impl Rig {
             peer_info,
         }
     }
+}
 
-    fn cmd(&mut self, c: &str) -> String {
-        self.peer.send(c);
-        self.peer.recv()
+impl Initiator for Rig {
+    fn endpoint(&self) -> Arc<dyn Endpoint> {
+        self.ep.clone()
     }
 
-    fn a(&self, remote_off: u64, local_off: u64, len: u64) -> Assignment {
-        Assignment::new(self.local, self.remote, remote_off, local_off, len)
+    fn handles(&self) -> (u32, u32) {
+        (self.local, self.remote)
+    }
+
+    fn buf(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    fn cmd(&mut self, c: &str) -> String {
+        self.peer.cmd(c)
     }
 }
 
@@ -75,145 +82,44 @@ impl Rig {
 #[test]
 #[ignore = "peer process entry, run by the two-process tests"]
 fn tcp_peer() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
-    let mut parent = Parent::new();
+    };
     let size: usize = std::env::var("DLSLIME_TEST_REGION")
         .unwrap()
         .parse()
         .unwrap();
     let ep = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
-    let mut region = vec![0u8; size];
-    fill_pattern(&mut region, 1);
     // SAFETY: `region` lives until this function returns, after the command loop: every
     // operation of the parent on it has completed by then.
-    unsafe {
-        ep.register_memory_region("buf", region.as_mut_ptr(), size)
-            .unwrap()
-    };
+    let (mut region, _) = unsafe { registered(ep.memory_pool(), "buf", pattern(size, 1)) };
     parent.send(&format!("info {}", ep.endpoint_info()));
     let timeout = Some(Duration::from_secs(60));
-    while let Some(line) = parent.recv() {
-        let c = PeerCommand::parse(&line);
-        let (rest, nums) = (c.rest, c.nums());
+    parent.serve(|parent, c| {
         match c.name {
-            "connect" => {
-                ep.connect(&serde_json::from_str(rest).unwrap()).unwrap();
-                parent.send("ok");
-            }
-            // check <off> <len> <seed>
-            "check" => {
-                let (off, len) = (nums[0] as usize, nums[1] as usize);
-                match check_pattern(&region[off..off + len], nums[2]) {
-                    None => parent.send("ok"),
-                    Some(i) => parent.send(&format!("bad {i}")),
-                }
-            }
-            "fill" => {
-                let (off, len) = (nums[0] as usize, nums[1] as usize);
-                fill_pattern(&mut region[off..off + len], nums[2]);
-                parent.send("ok");
-            }
-            // imm <n>: n imm_recvs, answered with the values in order
-            "imm" => {
-                let vals: Vec<String> = (0..nums[0])
-                    .map(|_| {
-                        let f = ep.imm_recv(timeout).unwrap();
-                        f.wait().unwrap();
-                        f.imm_data().to_string()
-                    })
-                    .collect();
-                parent.send(&format!("imms {}", vals.join(",")));
-            }
-            // recv <n> <cap>: n receives; answers "<status>:<len>:<seed-or-bad>" each
-            "recv" => {
-                let (n, cap) = (nums[0], nums[1] as usize);
-                let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; cap]).collect();
-                let futs: Vec<_> = bufs
-                    .iter_mut()
-                    // SAFETY: `bufs` outlives `futs`, each of which is waited below before `bufs` is read
-                    // or dropped; a failed wait also ends the library's access.
-                    .map(|b| unsafe { ep.recv(b.as_mut_ptr(), cap, timeout).unwrap() })
-                    .collect();
-                let mut out = Vec::new();
-                for (f, b) in futs.iter().zip(&bufs) {
-                    match f.wait() {
-                        Ok(()) => {
-                            let len = f.nbytes() as usize;
-                            // the sender seeds message k with pattern k+100, encoded in byte 0
-                            let seed = b[0] as u64;
-                            let ok = len > 0 && check_pattern(&b[1..len], seed).is_none();
-                            out.push(format!(
-                                "ok:{len}:{}",
-                                if ok { seed.to_string() } else { "bad".into() }
-                            ));
-                        }
-                        Err(e) => out.push(format!("{:?}:0:-", e.status())),
-                    }
-                }
-                parent.send(&format!("recvd {}", out.join(",")));
-            }
             // recvexit <cap>: one receive, then exit the process the moment it completes
             "recvexit" => {
-                let mut b = vec![0u8; nums[0] as usize];
+                let mut b = vec![0u8; c.nums()[0] as usize];
                 // SAFETY: `b` is alive and untouched until the wait below ends (the process then exits).
                 let f = unsafe { ep.recv(b.as_mut_ptr(), b.len(), timeout).unwrap() };
                 f.wait().unwrap();
                 std::process::exit(0);
             }
-            // send <len> <seed>
-            "send" => {
-                let mut m = vec![0u8; nums[0] as usize];
-                m[0] = nums[1] as u8;
-                fill_pattern(&mut m[1..], nums[1]);
-                // SAFETY: `m` stays alive and unmodified until the wait below ends.
-                let f = unsafe { ep.send(m.as_ptr(), m.len(), timeout).unwrap() };
-                match f.wait() {
-                    Ok(()) => parent.send("ok"),
-                    Err(e) => parent.send(&format!("err {:?}", e.status())),
-                }
-            }
             "port" => parent.send(&ep.context().local_addr().port().to_string()),
-            "exit" => break,
-            other => panic!("unknown command {other}"),
+            _ => {
+                return region_command(parent, &*ep, &mut region, c)
+                    || message_command(parent, &*ep, timeout, c)
+            }
         }
-    }
+        true
+    });
     ep.shutdown();
-}
-
-fn message(len: usize, seed: u8) -> Vec<u8> {
-    let mut m = vec![0u8; len];
-    m[0] = seed;
-    fill_pattern(&mut m[1..], seed as u64);
-    m
 }
 
 #[test]
 fn every_opcode_moves_the_right_bytes() {
     let mut r = Rig::new(MIB, MIB);
-    // read: remote[0..4096] -> local[8..]
-    r.ep.read(&[r.a(0, 8, 4096)], None).unwrap().wait().unwrap();
-    assert_eq!(check_pattern(&r.buf[8..8 + 4096], 1), None);
-    // the original's offset-order example: read([(h, hr, 0, 8, 8)]) -> local[8:16] = remote[0:8]
-    let mut expect = vec![0u8; 8];
-    fill_pattern(&mut expect, 1);
-    assert_eq!(&r.buf[8..16], &expect[..]);
-    // write: local -> remote[4096..], checked by the peer
-    fill_pattern(&mut r.buf[..8192], 2);
-    r.ep.write(&[r.a(4096, 0, 8192)], None)
-        .unwrap()
-        .wait()
-        .unwrap();
-    assert_eq!(r.cmd("check 4096 8192 2"), "ok");
-    // write_with_imm with several assignments delivers one notification, after the data
-    fill_pattern(&mut r.buf[..300], 3);
-    let f =
-        r.ep.write_with_imm(&[r.a(0, 0, 100), r.a(100, 100, 200)], 77, None)
-            .unwrap();
-    f.wait().unwrap();
-    assert_eq!(r.cmd("imm 1"), "imms 77");
-    assert_eq!(r.cmd("check 0 300 3"), "ok");
+    one_sided_opcodes(&mut r);
     // send/recv both ways, sends posted before the receives
     let msgs: Vec<Vec<u8>> = (0..3)
         .map(|k| message(1000 + k * 10, 100 + k as u8))
@@ -231,14 +137,7 @@ fn every_opcode_moves_the_right_bytes() {
     for s in sends {
         s.wait().unwrap();
     }
-    let mut inbox = vec![0u8; 4096];
-    // SAFETY: `inbox` is not touched until `rf.wait()` returns, and outlives it.
-    let rf = unsafe { r.ep.recv(inbox.as_mut_ptr(), inbox.len(), None).unwrap() };
-    assert_eq!(r.cmd("send 3000 9"), "ok");
-    rf.wait().unwrap();
-    assert_eq!(rf.nbytes(), 3000);
-    assert_eq!(inbox[0], 9);
-    assert_eq!(check_pattern(&inbox[1..3000], 9), None);
+    receive_from_the_child(&mut r);
     // a message larger than the eager limit is pulled by the receiver
     let big = message(3 * MIB, 42);
     // SAFETY: `big` stays alive and unmodified until `sf.wait()` returns.
@@ -278,53 +177,9 @@ fn transfers_256_mib_with_content_checks() {
 
 #[test]
 fn many_concurrent_operations_from_several_threads() {
-    let win = 4096usize;
-    let threads = 8;
-    let per = 40;
-    let mut r = Rig::new(threads * per * win, threads * per * win);
-    fill_pattern(&mut r.buf, 11);
-    let ep = r.ep.clone();
-    let (local, remote) = (r.local, r.remote);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let ep = ep.clone();
-            s.spawn(move || {
-                let futs: Vec<_> = (0..per)
-                    .map(|i| {
-                        let off = ((t * per + i) * win) as u64;
-                        ep.write(
-                            &[Assignment::new(local, remote, off, off, win as u64)],
-                            None,
-                        )
-                        .unwrap()
-                    })
-                    .collect();
-                for f in futs {
-                    f.wait().unwrap();
-                }
-            });
-        }
-    });
-    assert_eq!(r.cmd(&format!("check 0 {} 11", threads * per * win)), "ok");
-    r.buf.iter_mut().for_each(|b| *b = 0);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let ep = ep.clone();
-            s.spawn(move || {
-                for i in 0..per {
-                    let off = ((t * per + i) * win) as u64;
-                    ep.read(
-                        &[Assignment::new(local, remote, off, off, win as u64)],
-                        None,
-                    )
-                    .unwrap()
-                    .wait()
-                    .unwrap();
-                }
-            });
-        }
-    });
-    assert_eq!(check_pattern(&r.buf, 11), None);
+    let n = 8 * 40 * 4096;
+    let mut r = Rig::new(n, n);
+    concurrent_operations(&mut r, 8);
     r.peer.send("exit");
     r.peer.join();
 }

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use common::{check_pattern, check_reply, fill_pattern, region_command, Parent, Peer};
 use dlslime::memory::device::{HostCopier, StagingPool};
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool};
@@ -35,10 +35,9 @@ fn ctx() -> Arc<TcpContext> {
 #[test]
 #[ignore = "peer process entry, run by the two-process tests"]
 fn staging_peer() {
-    if !is_child() {
+    let Some(mut parent) = Parent::child() else {
         return;
-    }
-    let mut parent = Parent::new();
+    };
     let ep = TcpEndpoint::new(&ctx(), MemoryPool::new()).unwrap();
     let copier = Arc::new(HostCopier::new());
     let mut region = vec![0u8; REGION];
@@ -53,24 +52,10 @@ fn staging_peer() {
             .unwrap();
     }
     parent.connect_endpoint(&*ep);
-    while let Some(line) = parent.recv() {
-        let mut it = line.split_whitespace();
-        let cmd = it.next().unwrap();
-        let nums: Vec<usize> = it.filter_map(|s| s.parse().ok()).collect();
-        match cmd {
-            // check <off> <len> <seed>
-            "check" => match check_pattern(&region[nums[0]..nums[0] + nums[1]], nums[2] as u64) {
-                None => parent.send("ok"),
-                Some(i) => parent.send(&format!("bad {i}")),
-            },
-            "fill" => {
-                fill_pattern(&mut region[nums[0]..nums[0] + nums[1]], nums[2] as u64);
-                parent.send("ok");
-            }
-            "checkhost" => match check_pattern(&host[..nums[0]], nums[1] as u64) {
-                None => parent.send("ok"),
-                Some(i) => parent.send(&format!("bad {i}")),
-            },
+    parent.serve(|parent, c| {
+        let nums = c.nums();
+        match c.name {
+            "checkhost" => parent.send(&check_reply(&host[..nums[0] as usize], nums[1])),
             // stats: bytes through the copier, and the pool's counters
             "stats" => {
                 let (out, inn) = copier.copied();
@@ -83,10 +68,11 @@ fn staging_peer() {
                     StagingPool::global().config().chunk
                 ));
             }
-            "exit" => break,
-            other => panic!("unknown command {other}"),
+            // check <off> <len> <seed>, fill <off> <len> <seed>
+            _ => return region_command(parent, &*ep, &mut region, c),
         }
-    }
+        true
+    });
     ep.shutdown();
 }
 
@@ -129,14 +115,9 @@ impl Rig {
         }
     }
 
-    fn cmd(&mut self, c: &str) -> String {
-        self.peer.send(c);
-        self.peer.recv()
-    }
-
     /// (child copied out, child copied in, child pool created, in use, staged bytes, chunk)
     fn child_stats(&mut self) -> Vec<u64> {
-        let line = self.cmd("stats");
+        let line = self.peer.cmd("stats");
         line.split_whitespace()
             .skip(1)
             .map(|s| s.parse().unwrap())
@@ -179,13 +160,13 @@ fn staged_regions_move_every_size_with_the_right_bytes() {
         fill_pattern(&mut r.buf[..len], seed);
         r.run(Assignment::new(r.local, r.remote, 0, 0, len as u64), true);
         assert_eq!(
-            r.cmd(&format!("check 0 {len} {seed}")),
+            r.peer.cmd(&format!("check 0 {len} {seed}")),
             "ok",
             "write of {len}"
         );
         // read: the child fills (another seed), read into the local region at an offset
         let off = if len == REGION { 0 } else { 4096 + 7 };
-        assert_eq!(r.cmd(&format!("fill 0 {len} {}", seed + 100)), "ok");
+        assert_eq!(r.peer.cmd(&format!("fill 0 {len} {}", seed + 100)), "ok");
         r.run(
             Assignment::new(r.local, r.remote, 0, off as u64, len as u64),
             false,
@@ -237,8 +218,8 @@ fn host_and_staged_regions_mix() {
         )
         .unwrap();
     f.wait().unwrap();
-    assert_eq!(r.cmd(&format!("checkhost {MIB} 77")), "ok");
-    assert_eq!(r.cmd(&format!("check 0 {MIB} 78")), "ok");
-    assert_eq!(r.cmd(&format!("check {MIB} {MIB} 77")), "ok");
+    assert_eq!(r.peer.cmd(&format!("checkhost {MIB} 77")), "ok");
+    assert_eq!(r.peer.cmd(&format!("check 0 {MIB} 78")), "ok");
+    assert_eq!(r.peer.cmd(&format!("check {MIB} {MIB} 77")), "ok");
     r.ep.memory_pool().unregister(h).unwrap();
 }

@@ -91,22 +91,20 @@ async fn start_peer_agent_generates_hex_names_and_rejects_duplicate_aliases() {
     let other = unique("spa-other");
     assert_eq!(
         s.ctrl
-            .post(
+            .post_code(
                 "/start_peer_agent",
                 json!({"address": "127.0.0.1", "scope": other, "alias": "alice"})
             )
-            .await
-            .0,
+            .await,
         200
     );
     assert_eq!(
         s.ctrl
-            .post(
+            .post_code(
                 "/start_peer_agent",
                 json!({"address": "127.0.0.1", "alias": "alice"})
             )
-            .await
-            .0,
+            .await,
         200
     );
     // After the agent is gone (expired or cleaned up) the alias is free again.
@@ -115,21 +113,19 @@ async fn start_peer_agent_generates_hex_names_and_rejects_duplicate_aliases() {
         .await;
     assert_eq!(
         s.ctrl
-            .post(
+            .post_code(
                 "/start_peer_agent",
                 json!({"address": "127.0.0.1", "scope": scope, "alias": "alice"})
             )
-            .await
-            .0,
+            .await,
         200
     );
 
     // Missing address: 422.
     assert_eq!(
         s.ctrl
-            .post("/start_peer_agent", json!({"scope": scope}))
-            .await
-            .0,
+            .post_code("/start_peer_agent", json!({"scope": scope}))
+            .await,
         422
     );
 }
@@ -162,8 +158,7 @@ async fn query_returns_a_bare_array_with_defaults_per_scope() {
         )
         .await;
 
-    let (code, body) = s.ctrl.post("/query", json!({"scope": scope})).await;
-    assert_eq!(code, 200);
+    let body = s.ctrl.post_ok("/query", json!({"scope": scope})).await;
     assert_eq!(
         body,
         json!([
@@ -293,7 +288,10 @@ async fn desired_topology_sets_spec_and_wakes_mailboxes() {
     assert!((1000..2000).contains(&len), "stream length {len}");
 
     // Missing target_peers: 422.
-    assert_eq!(s.ctrl.post(&url("A"), json!({"scope": scope})).await.0, 422);
+    assert_eq!(
+        s.ctrl.post_code(&url("A"), json!({"scope": scope})).await,
+        422
+    );
 }
 
 #[tokio::test]
@@ -424,7 +422,7 @@ async fn cleanup_removes_everything_and_notifies_exactly_the_linked_peers() {
         .await;
     assert_eq!((code, body["status"].as_str()), (200, Some("ok")));
     assert_eq!(
-        s.ctrl.post("/cleanup", json!({"scope": scope})).await.0,
+        s.ctrl.post_code("/cleanup", json!({"scope": scope})).await,
         422
     );
 }
@@ -535,25 +533,22 @@ async fn memory_regions_and_redis_addresses() {
     // src is required although unused; rkey must fit u32.
     assert_eq!(
         s.ctrl
-            .post("/get_mr_info", json!({"dst": "a", "mr_name": "kv"}))
-            .await
-            .0,
+            .post_code("/get_mr_info", json!({"dst": "a", "mr_name": "kv"}))
+            .await,
         422
     );
     assert_eq!(
         s.ctrl
-            .post(
+            .post_code(
                 "/register_mr",
                 json!({"agent_name": "a", "mr_name": "x", "addr": 1, "length": 1, "rkey": -1})
             )
-            .await
-            .0,
+            .await,
         422
     );
 
     // /get_redis_address includes the scheme; /start_peer_agent does not.
-    let (code, body) = s.ctrl.post("/get_redis_address", json!({})).await;
-    assert_eq!(code, 200);
+    let body = s.ctrl.post_ok("/get_redis_address", json!({})).await;
     assert_eq!(body["status"], "ok");
     let addr = body["redis_address"].as_str().unwrap();
     assert!(

@@ -101,7 +101,7 @@ async fn events_and_revisions_match_the_original_payloads() {
     let t = Duration::from_secs(10);
 
     let reg = json!({"entity_id": "a\"b", "kind": "cache", "scope": scope, "metadata": {"x": 1}});
-    assert_eq!(s.ctrl.post("/register", reg.clone()).await.0, 200);
+    assert_eq!(s.ctrl.post_code("/register", reg.clone()).await, 200);
     let add = sub.next(t).expect("ADD event");
     assert_eq!(add["event_type"], "ADD");
     assert_eq!(add["entity_type"], "service");
@@ -116,7 +116,7 @@ async fn events_and_revisions_match_the_original_payloads() {
     assert_eq!(add["payload"]["id"], "a\"b");
 
     // Re-registering bumps the revision and publishes ADD again.
-    assert_eq!(s.ctrl.post("/register", reg).await.0, 200);
+    assert_eq!(s.ctrl.post_code("/register", reg).await, 200);
     let add2 = sub.next(t).expect("second ADD");
     assert_eq!(
         (add2["event_type"].as_str(), add2["revision"].as_i64()),
@@ -173,8 +173,7 @@ async fn heartbeat_ok_not_found_ttl_expiry_and_reregistration() {
     assert_eq!(code, 422, "{text}");
 
     let hb = json!({"entity_type": "service", "entity_id": "w1", "scope": scope});
-    let (code, body) = s.ctrl.post("/heartbeat", hb.clone()).await;
-    assert_eq!(code, 200);
+    let body = s.ctrl.post_ok("/heartbeat", hb.clone()).await;
     assert_eq!(
         body,
         json!({"status": "not_found", "message": "service w1 not found. Please register first."})
@@ -187,8 +186,7 @@ async fn heartbeat_ok_not_found_ttl_expiry_and_reregistration() {
         )
         .await;
     let _: () = r.expire(&key, 5).unwrap();
-    let (code, body) = s.ctrl.post("/heartbeat", hb.clone()).await;
-    assert_eq!(code, 200);
+    let body = s.ctrl.post_ok("/heartbeat", hb.clone()).await;
     assert_eq!(
         body,
         json!({"status": "ok", "message": "Heartbeat successful for service w1"})
@@ -276,7 +274,7 @@ async fn list_entities_filters_by_type_kind_and_scope_without_leaks() {
         if let Some(sc) = scope {
             body["scope"] = json!(sc);
         }
-        assert_eq!(s.ctrl.post("/register", body).await.0, 200);
+        assert_eq!(s.ctrl.post_code("/register", body).await, 200);
     }
     // Non-entity keys that also match `*:*` must not break or pollute the listing.
     s.ctrl
@@ -305,8 +303,7 @@ async fn list_entities_filters_by_type_kind_and_scope_without_leaks() {
         ids
     };
     // Unscoped, all types: only the unscoped entities (the original leaked scoped ones).
-    let (code, body) = s.ctrl.post("/list_entities", json!({})).await;
-    assert_eq!(code, 200);
+    let body = s.ctrl.post_ok("/list_entities", json!({})).await;
     assert_eq!(body["status"], "ok");
     assert_eq!(ids(&body), ["engine/e0", "service/cache:0", "service/p:0"]);
     let (_, body) = s

@@ -22,14 +22,12 @@ async fn two_replicas_serve_one_cluster() {
     let hb =
         json!({"entity_type": "agent", "entity_id": "alice", "scope": scope, "owner_token": tok});
     // registered at A, beaten and looked up at B
-    let (code, _) = a
-        .post(
-            "/start_peer_agent",
-            json!({"alias": "alice", "address": "127.0.0.1", "scope": scope, "owner_token": tok}),
-        )
-        .await;
-    assert_eq!(code, 200);
-    assert_eq!(b.post("/heartbeat", hb.clone()).await.0, 200);
+    a.post_ok(
+        "/start_peer_agent",
+        json!({"alias": "alice", "address": "127.0.0.1", "scope": scope, "owner_token": tok}),
+    )
+    .await;
+    assert_eq!(b.post_code("/heartbeat", hb.clone()).await, 200);
     let (_, list) = b.post("/query", json!({"scope": scope})).await;
     assert_eq!(list[0]["name"], "alice");
     // B restarts: nothing is lost, nothing to rebuild
@@ -37,7 +35,7 @@ async fn two_replicas_serve_one_cluster() {
         drop(b);
         NanoCtrl::start(&redis.url)
     };
-    assert_eq!(b.post("/heartbeat", hb.clone()).await.0, 200);
+    assert_eq!(b.post_code("/heartbeat", hb.clone()).await, 200);
     // generated names from both replicas at once never collide
     let mut tasks = Vec::new();
     for (i, base) in [a.base.clone(), b.base.clone()]
@@ -73,26 +71,22 @@ async fn two_replicas_serve_one_cluster() {
     }
     assert_eq!(names.len(), 200);
     // a topology posted at A, the owner's cleanup at B: the peer is notified
-    let (code, _) = a
-        .post(
-            "/v1/desired_topology/alice",
-            json!({"target_peers": ["bob"], "scope": scope, "owner_token": tok}),
-        )
-        .await;
-    assert_eq!(code, 200);
+    a.post_ok(
+        "/v1/desired_topology/alice",
+        json!({"target_peers": ["bob"], "scope": scope, "owner_token": tok}),
+    )
+    .await;
     assert_eq!(
-        b.post("/cleanup", json!({"agent_name": "alice", "scope": scope}))
-            .await
-            .0,
+        b.post_code("/cleanup", json!({"agent_name": "alice", "scope": scope}))
+            .await,
         403
     );
     assert_eq!(
-        b.post(
+        b.post_code(
             "/cleanup",
             json!({"agent_name": "alice", "scope": scope, "owner_token": tok})
         )
-        .await
-        .0,
+        .await,
         200
     );
     let notices: Vec<String> = redis

@@ -157,9 +157,8 @@ async fn body_limit_is_configurable() {
     let head = raw_request(ctrl.port, &req);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
     assert_eq!(
-        ctrl.post("/register", json!({"entity_id": "x", "kind": "k"}))
-            .await
-            .0,
+        ctrl.post_code("/register", json!({"entity_id": "x", "kind": "k"}))
+            .await,
         200
     );
 }
@@ -169,7 +168,7 @@ async fn redis_outage_gives_5xx_then_recovers_without_restart() {
     let mut s = Stack::start();
     let scope = unique("outage");
     let reg = json!({"entity_id": "w", "kind": "k", "scope": scope});
-    assert_eq!(s.ctrl.post("/register", reg.clone()).await.0, 200);
+    assert_eq!(s.ctrl.post_code("/register", reg.clone()).await, 200);
 
     let port = s.redis.port;
     s.redis.kill();

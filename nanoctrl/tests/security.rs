@@ -114,21 +114,23 @@ async fn owner_tokens_guard_live_aliases() {
     }
 
     let hb = |t: Option<&str>| json!({"entity_type": "agent", "entity_id": "alice", "scope": scope, "owner_token": t});
-    assert_eq!(c.post("/heartbeat", hb(Some(&tok))).await.0, 200);
+    assert_eq!(c.post_code("/heartbeat", hb(Some(&tok))).await, 200);
     let (code, body) = c.post("/heartbeat", hb(None)).await;
     assert_eq!(
         (code, body["status"].as_str()),
         (403, Some("error")),
         "{body}"
     );
-    assert_eq!(c.post("/heartbeat", hb(Some(&"x".repeat(64)))).await.0, 403);
+    assert_eq!(
+        c.post_code("/heartbeat", hb(Some(&"x".repeat(64)))).await,
+        403
+    );
     // the owner may register again (a retry whose reply was lost), nobody else
     let reg = |t: Option<&str>| json!({"alias": "alice", "address": "127.0.0.2", "scope": scope, "owner_token": t});
-    assert_eq!(c.post("/start_peer_agent", reg(None)).await.0, 409);
+    assert_eq!(c.post_code("/start_peer_agent", reg(None)).await, 409);
     assert_eq!(
-        c.post("/start_peer_agent", reg(Some(&"y".repeat(32))))
-            .await
-            .0,
+        c.post_code("/start_peer_agent", reg(Some(&"y".repeat(32))))
+            .await,
         409
     );
     let (code, body) = c.post("/start_peer_agent", reg(Some(&tok))).await;
@@ -175,29 +177,15 @@ async fn owner_tokens_guard_live_aliases() {
     assert_eq!(addr, "127.0.0.1");
 
     // a silent owner (no heartbeat for 3 periods + 1 s) no longer holds the alias
-    let (code, _) = c
-        .post(
-            "/start_peer_agent",
-            json!({"alias": "ghost", "address": "127.0.0.1", "scope": scope,
-                   "owner_token": "g".repeat(40), "heartbeat_interval_ms": 100}),
-        )
-        .await;
-    assert_eq!(code, 200);
+    c.post_ok("/start_peer_agent", json!({"alias": "ghost", "address": "127.0.0.1", "scope": scope, "owner_token": "g".repeat(40), "heartbeat_interval_ms": 100})).await;
     let cleanup_ghost = json!({"agent_name": "ghost", "scope": scope});
-    assert_eq!(c.post("/cleanup", cleanup_ghost.clone()).await.0, 403);
+    assert_eq!(c.post_code("/cleanup", cleanup_ghost.clone()).await, 403);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (code, body) = c.post("/cleanup", cleanup_ghost).await;
     assert_eq!(code, 200, "{body}");
     assert!(!r.exists::<_, bool>(format!("{scope}:agent:ghost")).unwrap());
     // and a silent owner's alias can be registered by someone else
-    let (code, _) = c
-        .post(
-            "/start_peer_agent",
-            json!({"alias": "ghost2", "address": "127.0.0.1", "scope": scope,
-                   "owner_token": "h".repeat(40), "heartbeat_interval_ms": 100}),
-        )
-        .await;
-    assert_eq!(code, 200);
+    c.post_ok("/start_peer_agent", json!({"alias": "ghost2", "address": "127.0.0.1", "scope": scope, "owner_token": "h".repeat(40), "heartbeat_interval_ms": 100})).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (code, body) = c
         .post(
@@ -208,20 +196,17 @@ async fn owner_tokens_guard_live_aliases() {
     assert_eq!(code, 200, "{body}");
 
     // the owner cleans up with its token; then the alias is free
-    let (code, _) = c
-        .post(
-            "/cleanup",
-            json!({"agent_name": "alice", "scope": scope, "owner_token": tok}),
-        )
-        .await;
-    assert_eq!(code, 200);
+    c.post_ok(
+        "/cleanup",
+        json!({"agent_name": "alice", "scope": scope, "owner_token": tok}),
+    )
+    .await;
     assert!(!r.exists::<_, bool>(&key).unwrap());
-    assert_eq!(c.post("/start_peer_agent", reg(None)).await.0, 200);
+    assert_eq!(c.post_code("/start_peer_agent", reg(None)).await, 200);
     // an agent registered without a token keeps the original's rules
     assert_eq!(
-        c.post("/cleanup", json!({"agent_name": "alice", "scope": scope}))
-            .await
-            .0,
+        c.post_code("/cleanup", json!({"agent_name": "alice", "scope": scope}))
+            .await,
         200
     );
 }
@@ -674,7 +659,7 @@ async fn connection_floods_and_silent_connections_are_bounded() {
         "closed before the idle time"
     );
     assert_eq!(query_from([127, 0, 0, 5], c.port).await, ok, "served again");
-    assert_eq!(c.post("/query", json!({})).await.0, 200);
+    assert_eq!(c.post_code("/query", json!({})).await, 200);
     wait_for(Duration::from_secs(5), "a refusal log line", || {
         let log = log_text(&c);
         (log.contains("closed a connection from 127.0.0.1")

@@ -16,8 +16,8 @@ use super::peer::dlslime_peer_agent_t;
 use super::status::{dlslime_status_t, fail, status_of};
 use crate::error::{Error, Status};
 use crate::ring::{
-    Payload, Ring, RingClient, RingClientConfig, RingConfig, RingHandle, RingServer,
-    RingServerConfig, SlotRef, SlotState, SlotView,
+    ClientCounters, Payload, Ring, RingClient, RingClientConfig, RingConfig, RingHandle,
+    RingMetrics, RingServer, RingServerConfig, ServerCounters, SlotRef, SlotState, SlotView,
 };
 
 /// A reference to one payload: `slot == generation % slot_count`; the generation is
@@ -451,52 +451,15 @@ pub extern "C" fn dlslime_ring_ready_slots(
     }
 }
 
-/// A ring's counters, shared by every process that maps it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct dlslime_ring_metrics_t {
-    pub writes: u64,
-    /// READY payloads overwritten unconsumed (the original's `drops_total`).
-    pub drops: u64,
-    /// Payloads consumed (local reads and remote fetches that committed).
-    pub reads: u64,
-    pub stale_reads: u64,
-    pub bytes_written: u64,
-    pub bytes_read: u64,
-    pub busy: u64,
-    /// Attempts taken back from a dead owner or an expired lease.
-    pub reclaims: u64,
-    /// Attempt finishes that found the slot no longer theirs (no-ops).
-    pub orphan_noops: u64,
-    pub write_errors: u64,
-    pub failed_reads: u64,
-    pub ready: u64,
-}
-
 /// Writes the ring's counters to `*out`.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_metrics(
     ring: *const dlslime_ring_t,
-    out: *mut dlslime_ring_metrics_t,
+    out: *mut RingMetrics,
 ) -> dlslime_status_t {
     ffi_boundary! {
         let ring = try_ref!(ring);
-        let out = try_out!(out);
-        let m = ring.metrics();
-        out.write(dlslime_ring_metrics_t {
-            writes: m.writes,
-            drops: m.drops,
-            reads: m.reads,
-            stale_reads: m.stale_reads,
-            bytes_written: m.bytes_written,
-            bytes_read: m.bytes_read,
-            busy: m.busy,
-            reclaims: m.reclaims,
-            orphan_noops: m.orphan_noops,
-            write_errors: m.write_errors,
-            failed_reads: m.failed_reads,
-            ready: m.ready,
-        });
+        try_out!(out).write(ring.metrics());
         dlslime_status_t::Ok
     }
 }
@@ -721,38 +684,15 @@ pub extern "C" fn dlslime_ring_server_serve_peer(
     }
 }
 
-/// A server's counters.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct dlslime_ring_server_counters_t {
-    pub sessions: u64,
-    pub evictions: u64,
-    pub grants: u64,
-    pub commits: u64,
-    pub aborts: u64,
-    pub lease_expiries: u64,
-    pub errors: u64,
-}
-
 /// Writes the server's counters to `*out`.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_server_counters(
     server: *const dlslime_ring_server_t,
-    out: *mut dlslime_ring_server_counters_t,
+    out: *mut ServerCounters,
 ) -> dlslime_status_t {
     ffi_boundary! {
         let s = try_ref!(server);
-        let out = try_out!(out);
-        let c = s.counters();
-        out.write(dlslime_ring_server_counters_t {
-            sessions: c.sessions,
-            evictions: c.evictions,
-            grants: c.grants,
-            commits: c.commits,
-            aborts: c.aborts,
-            lease_expiries: c.lease_expiries,
-            errors: c.errors,
-        });
+        try_out!(out).write(s.counters());
         dlslime_status_t::Ok
     }
 }
@@ -1031,52 +971,15 @@ pub extern "C" fn dlslime_ring_payload_free(p: *mut dlslime_ring_payload_t) {
     }
 }
 
-/// A client's counters.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct dlslime_ring_client_counters_t {
-    pub fetches: u64,
-    pub fetched: u64,
-    pub bytes: u64,
-    pub attempts: u64,
-    pub stale: u64,
-    pub busy_retries: u64,
-    pub quarantines: u64,
-    pub commit_failovers: u64,
-    pub lease_lost: u64,
-    pub batch_rounds: u64,
-    pub sessions_created: u64,
-    pub sessions_retired: u64,
-    pub sessions_lost: u64,
-    pub sessions_dropped: u64,
-}
-
 /// Writes the client's counters to `*out`.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_client_counters(
     client: *const dlslime_ring_client_t,
-    out: *mut dlslime_ring_client_counters_t,
+    out: *mut ClientCounters,
 ) -> dlslime_status_t {
     ffi_boundary! {
         let c = try_ref!(client);
-        let out = try_out!(out);
-        let k = c.counters();
-        out.write(dlslime_ring_client_counters_t {
-            fetches: k.fetches,
-            fetched: k.fetched,
-            bytes: k.bytes,
-            attempts: k.attempts,
-            stale: k.stale,
-            busy_retries: k.busy_retries,
-            quarantines: k.quarantines,
-            commit_failovers: k.commit_failovers,
-            lease_lost: k.lease_lost,
-            batch_rounds: k.batch_rounds,
-            sessions_created: k.sessions_created,
-            sessions_retired: k.sessions_retired,
-            sessions_lost: k.sessions_lost,
-            sessions_dropped: k.sessions_dropped,
-        });
+        try_out!(out).write(c.counters());
         dlslime_status_t::Ok
     }
 }

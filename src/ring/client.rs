@@ -139,7 +139,10 @@ pub struct ClientStats {
     pub sessions: Arc<SessionStats>,
 }
 
-/// A snapshot of [`ClientStats`].
+/// A snapshot of a client's counters (its `ClientStats`).
+// `repr(C)`: this is the C ABI's `dlslime_ring_client_counters_t` (renamed in
+// cbindgen.toml).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientCounters {
     pub fetches: u64,

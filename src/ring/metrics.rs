@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::layout::counter;
 
-/// A snapshot of a ring's counters.
+/// A snapshot of a ring's counters, shared by every process that maps it.
+// `repr(C)`: this is the C ABI's `dlslime_ring_metrics_t` (renamed in cbindgen.toml).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RingMetrics {
     /// Payloads published.

@@ -90,7 +90,10 @@ pub struct ServerStats {
     pub errors: AtomicU64,
 }
 
-/// A snapshot of [`ServerStats`].
+/// A snapshot of a server's counters (its `ServerStats`).
+// `repr(C)`: this is the C ABI's `dlslime_ring_server_counters_t` (renamed in
+// cbindgen.toml).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServerCounters {
     pub sessions: u64,

@@ -4,6 +4,8 @@
 //! Every read has a deadline; the child is SIGKILLed when the handle drops.
 #![allow(dead_code)]
 
+pub mod scenarios;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
@@ -107,6 +109,24 @@ impl Peer {
         self.expect("connected");
     }
 
+    /// Parent side of a target's `connect` command: takes the child's `info`, connects
+    /// `ep` to it, sends ours, waits for `ok`; returns the child's info.
+    pub fn dial(&mut self, ep: &dyn dlslime::Endpoint) -> serde_json::Value {
+        let line = self.recv();
+        let info: serde_json::Value =
+            serde_json::from_str(line.strip_prefix("info ").expect("info line")).unwrap();
+        ep.connect(&info).unwrap();
+        self.send(&format!("connect {}", ep.endpoint_info()));
+        self.expect("ok");
+        info
+    }
+
+    /// Sends a command and returns the answer.
+    pub fn cmd(&mut self, c: &str) -> String {
+        self.send(c);
+        self.recv()
+    }
+
     /// Expects the exact message `want`.
     pub fn expect(&mut self, want: &str) {
         let got = self.recv();
@@ -162,6 +182,25 @@ impl Parent {
         }
     }
 
+    /// The channel to the parent inside a child started by [`Peer::spawn`]; `None`
+    /// otherwise (the entry function then returns at once).
+    pub fn child() -> Option<Parent> {
+        is_child().then(Parent::new)
+    }
+
+    /// A child's command loop: hands each command to `handle` until `exit` or until the
+    /// parent closes stdin. A command `handle` does not know (it returns false) is a bug
+    /// of the test.
+    pub fn serve(&mut self, mut handle: impl FnMut(&mut Parent, &PeerCommand<'_>) -> bool) {
+        while let Some(line) = self.recv() {
+            let c = PeerCommand::parse(&line);
+            if c.name == "exit" {
+                break;
+            }
+            assert!(handle(self, &c), "unknown command {}", c.name);
+        }
+    }
+
     pub fn send(&self, msg: &str) {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{PREFIX}{msg}").unwrap();
@@ -203,6 +242,141 @@ pub fn check_pattern(buf: &[u8], seed: u64) -> Option<usize> {
     buf.iter()
         .enumerate()
         .position(|(i, b)| *b != pattern_byte(seed, i))
+}
+
+/// `len` bytes of the pattern of `seed`.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    fill_pattern(&mut v, seed);
+    v
+}
+
+/// A child's answer to a check: `ok` when `buf` holds the pattern of `seed`, else
+/// `bad <index of the first differing byte>`.
+pub fn check_reply(buf: &[u8], seed: u64) -> String {
+    match check_pattern(buf, seed) {
+        None => "ok".to_string(),
+        Some(i) => format!("bad {i}"),
+    }
+}
+
+/// Registers `buf` in `pool` as `name`; returns it (its heap block does not move) and
+/// the region's handle.
+///
+/// # Safety
+/// The caller keeps the returned buffer alive, and does not reallocate it, for as long
+/// as any endpoint of `pool` may use the region.
+pub unsafe fn registered(
+    pool: &dlslime::MemoryPool,
+    name: &str,
+    mut buf: Vec<u8>,
+) -> (Vec<u8>, u32) {
+    // SAFETY: `buf` outlives every use of the region (this function's contract).
+    let h = unsafe { pool.register(Some(name), buf.as_mut_ptr(), buf.len()) }.unwrap();
+    (buf, h)
+}
+
+/// The commands of a target child about its region: `connect <info>` (answered `ok`),
+/// `check <off> <len> <seed>` and `fill <off> <len> <seed>`. False for any other.
+pub fn region_command(
+    parent: &Parent,
+    ep: &dyn dlslime::Endpoint,
+    region: &mut [u8],
+    c: &PeerCommand<'_>,
+) -> bool {
+    let n = c.nums();
+    match c.name {
+        "connect" => {
+            ep.connect(&serde_json::from_str(c.rest).unwrap()).unwrap();
+            parent.send("ok");
+        }
+        "check" => parent.send(&check_reply(
+            &region[n[0] as usize..][..n[1] as usize],
+            n[2],
+        )),
+        "fill" => {
+            fill_pattern(&mut region[n[0] as usize..][..n[1] as usize], n[2]);
+            parent.send("ok");
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// The two-sided commands of a target child: `imm <n>` (n imm_recvs, answered
+/// `imms <values or statuses>`), `recv <n> <cap>` (n receives, answered
+/// `recvd <status>:<len>:<seed-or-bad>,...`; the sender seeds message k with pattern
+/// k+100, encoded in its byte 0) and `send <len> <seed>` (answered `ok` or
+/// `err <status>`). False for any other.
+pub fn message_command(
+    parent: &Parent,
+    ep: &dyn dlslime::Endpoint,
+    timeout: Option<Duration>,
+    c: &PeerCommand<'_>,
+) -> bool {
+    let nums = c.nums();
+    match c.name {
+        "imm" => {
+            let vals: Vec<String> = (0..nums[0])
+                .map(|_| {
+                    let f = ep.imm_recv(timeout).unwrap();
+                    match f.wait() {
+                        Ok(()) => f.imm_data().to_string(),
+                        Err(e) => format!("{:?}", e.status()),
+                    }
+                })
+                .collect();
+            parent.send(&format!("imms {}", vals.join(",")));
+        }
+        "recv" => {
+            let (n, cap) = (nums[0], nums[1] as usize);
+            let mut bufs: Vec<Vec<u8>> = (0..n).map(|_| vec![0u8; cap.max(1)]).collect();
+            let futs: Vec<_> = bufs
+                .iter_mut()
+                // SAFETY: each buffer of `bufs` stays alive and untouched until its
+                // future is waited below (a failed wait also ends the library's access).
+                .map(|b| unsafe { ep.recv(b.as_mut_ptr(), cap, timeout).unwrap() })
+                .collect();
+            let mut out = Vec::new();
+            for (f, b) in futs.iter().zip(&bufs) {
+                match f.wait() {
+                    Ok(()) => {
+                        let len = f.nbytes() as usize;
+                        let seed = b[0] as u64;
+                        let ok = len > 0 && check_pattern(&b[1..len], seed).is_none();
+                        out.push(format!(
+                            "ok:{len}:{}",
+                            if ok { seed.to_string() } else { "bad".into() }
+                        ));
+                    }
+                    Err(e) => out.push(format!("{:?}:0:-", e.status())),
+                }
+            }
+            parent.send(&format!("recvd {}", out.join(",")));
+        }
+        "send" => {
+            let m = message(nums[0] as usize, nums[1] as u8);
+            // SAFETY: `m` stays alive and unmodified until `f` completes (waited just
+            // below).
+            let f = unsafe { ep.send(m.as_ptr(), m.len(), timeout).unwrap() };
+            match f.wait() {
+                Ok(()) => parent.send("ok"),
+                Err(e) => parent.send(&format!("err {:?}", e.status())),
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// A message for `message_command`'s `recv`: byte 0 is `seed`, the rest its pattern
+/// (empty for `len == 0`).
+pub fn message(len: usize, seed: u8) -> Vec<u8> {
+    let mut m = vec![0u8; len.max(1)];
+    m[0] = seed;
+    fill_pattern(&mut m[1..], seed as u64);
+    m.truncate(len);
+    m
 }
 
 /// One command from the parent, `<name> <rest>`: the child entries' loops read these.

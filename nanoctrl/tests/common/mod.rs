@@ -133,6 +133,18 @@ impl NanoCtrl {
         panic!("could not start nanoctrl on an ephemeral port");
     }
 
+    /// POST a JSON body; returns only the status.
+    pub async fn post_code(&self, path: &str, body: Value) -> u16 {
+        self.post(path, body).await.0
+    }
+
+    /// POST a JSON body that must succeed (200); returns the answer.
+    pub async fn post_ok(&self, path: &str, body: Value) -> Value {
+        let (code, answer) = self.post(path, body).await;
+        assert_eq!(code, 200, "POST {path}: {answer}");
+        answer
+    }
+
     /// POST a JSON body; returns the status and the body (JSON, or a JSON string if not JSON).
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let mut rb = self.http.post(format!("{}{}", self.base, path)).json(&body);

@@ -208,17 +208,18 @@ impl Inner {
         // SAFETY: the segment is mapped (SEGMENT_SIZE bytes, layout checked or initialised
         // above) for the Conn's whole life; each side produces only on its own direction.
         let (prod, cons) = unsafe { (Producer::new(segp, side), Consumer::new(segp, 1 - side)) };
+        let (mine, peers) = (prod.view(), cons.view());
         let conn = Conn {
             _seg_fd: seg_fd,
             seg,
             sock,
             peer_pid,
-            out_bell: prod.doorbell(),
-            in_bell: cons.doorbell(),
-            my_table: prod.table(),
-            peer_table: cons.table(),
-            my_slots: prod.slot_ptr(0),
-            peer_slots: cons.slot_ptr(0),
+            out_bell: mine.bell,
+            in_bell: peers.bell,
+            my_table: mine.table,
+            peer_table: peers.table,
+            my_slots: mine.slots,
+            peer_slots: peers.slots,
             prod: Mutex::new((prod, VecDeque::new())),
             cons: Mutex::new(cons),
             peer_maps: RwLock::new(maps),

@@ -346,6 +346,14 @@ impl DirPtr {
         unsafe { std::ptr::addr_of_mut!((*self.0).table) }
     }
 
+    fn view(&self) -> DirView {
+        DirView {
+            bell: Doorbell { dir: *self },
+            table: self.table(),
+            slots: self.slot(0),
+        }
+    }
+
     /// Whether the entry at ring position `pos` is published.
     fn published(&self, pos: u64) -> bool {
         self.seq(pos).load(Ordering::Acquire) == pos + 1
@@ -373,6 +381,14 @@ pub struct Producer {
 pub struct Consumer {
     dir: DirPtr,
     tail: u64,
+}
+
+/// What a connection keeps of one direction, usable without the producer or consumer
+/// lock: its doorbell, its region table and its first bounce slot.
+pub struct DirView {
+    pub bell: Doorbell,
+    pub table: *mut RegionTable,
+    pub slots: *mut u8,
 }
 
 /// The doorbell and waiter count of one direction, usable without the producer lock.
@@ -563,17 +579,10 @@ impl Producer {
         true
     }
 
-    pub fn doorbell(&self) -> Doorbell {
-        Doorbell { dir: self.dir }
-    }
-
-    /// Our bounce slot `i` (we write it for ST_WRITE/ST_MSG, the peer for ST_READ).
-    pub fn slot_ptr(&self, i: usize) -> *mut u8 {
-        self.dir.slot(i)
-    }
-
-    pub fn table(&self) -> *mut RegionTable {
-        self.dir.table()
+    /// Our direction: our bounce slots (we write them for ST_WRITE/ST_MSG, the peer for
+    /// ST_READ) and the region table we publish.
+    pub fn view(&self) -> DirView {
+        self.dir.view()
     }
 }
 
@@ -637,17 +646,9 @@ impl Consumer {
         true
     }
 
-    pub fn doorbell(&self) -> Doorbell {
-        Doorbell { dir: self.dir }
-    }
-
-    /// The peer's bounce slot `i`.
-    pub fn slot_ptr(&self, i: usize) -> *mut u8 {
-        self.dir.slot(i)
-    }
-
-    pub fn table(&self) -> *mut RegionTable {
-        self.dir.table()
+    /// The peer's direction: its bounce slots and the region table it publishes.
+    pub fn view(&self) -> DirView {
+        self.dir.view()
     }
 }
 
@@ -758,7 +759,7 @@ mod tests {
         e.id ^= 1;
         assert_eq!(e.validate(), Err("checksum mismatch"));
         // SAFETY: our table in the mapping, aligned; nothing else uses it in this test.
-        let t = unsafe { &mut *p.table() };
+        let t = unsafe { &mut *p.view().table };
         t.publish(&[(1000, 100, 7)], 3);
         assert_eq!(t.announced(), 3);
         assert!(t.permits(1000, 100, 7));

@@ -40,6 +40,18 @@ pub struct Pending {
     pub then: Option<Then>,
 }
 
+impl Pending {
+    /// A request whose reply carries no payload: only its status completes `op`.
+    pub fn status_only(op: &Arc<OpState>) -> Pending {
+        Pending {
+            op: op.clone(),
+            sink: 0,
+            expect: 0,
+            then: None,
+        }
+    }
+}
+
 struct TxJob {
     header: Header,
     payload: (usize, usize),

@@ -167,12 +167,7 @@ impl TcpEndpoint {
                         h,
                         (local, n as usize),
                         Some(op.clone()),
-                        Pending {
-                            op: op.clone(),
-                            sink: 0,
-                            expect: 0,
-                            then: None,
-                        },
+                        Pending::status_only(&op),
                     ),
                     Err(e) => op.part_done(e.status(), Some(e.message())),
                 }
@@ -292,17 +287,7 @@ impl Endpoint for TcpEndpoint {
                 endpoint: peer.endpoint,
                 ..Header::new(Opcode::Imm)
             };
-            conn.request(
-                h,
-                (0, 0),
-                None,
-                Pending {
-                    op: op.clone(),
-                    sink: 0,
-                    expect: 0,
-                    then: None,
-                },
-            );
+            conn.request(h, (0, 0), None, Pending::status_only(&op));
         }
         let last = ranges.len().saturating_sub(1);
         for (i, (ptr, addr, key, len)) in ranges.into_iter().enumerate() {
@@ -323,12 +308,7 @@ impl Endpoint for TcpEndpoint {
                 h,
                 (ptr, len as usize),
                 Some(op.clone()),
-                Pending {
-                    op: op.clone(),
-                    sink: 0,
-                    expect: 0,
-                    then: None,
-                },
+                Pending::status_only(&op),
             );
         }
         let bytes = bytes_of(assignments);
@@ -379,10 +359,8 @@ impl Endpoint for TcpEndpoint {
             payload,
             eager.then(|| op.clone()),
             Pending {
-                op: op.clone(),
-                sink: 0,
-                expect: 0,
                 then: Some(then),
+                ..Pending::status_only(&op)
             },
         );
         Ok(track(&self.obs, OpKind::Send, len as u64, Future::new(op)))

@@ -1,0 +1,106 @@
+//! Parent-side scenarios that every transport's two-process tests run the same way
+//! against a target child (`region_command` / `message_command`: a region "buf" filled
+//! with pattern 1).
+
+use std::sync::Arc;
+
+use dlslime::{Assignment, Endpoint};
+
+use super::{check_pattern, fill_pattern, pattern};
+
+/// The initiator side of a test: an endpoint connected to a target child, with one
+/// registered local buffer.
+pub trait Initiator {
+    fn endpoint(&self) -> Arc<dyn Endpoint>;
+    /// (local handle, the child's "buf" as a remote handle)
+    fn handles(&self) -> (u32, u32);
+    fn buf(&mut self) -> &mut [u8];
+    /// Sends a command to the child and returns its answer.
+    fn cmd(&mut self, c: &str) -> String;
+
+    fn a(&self, remote_off: u64, local_off: u64, len: u64) -> Assignment {
+        let (local, remote) = self.handles();
+        Assignment::new(local, remote, remote_off, local_off, len)
+    }
+}
+
+/// read (with the original's offset order), write, and write_with_imm of several
+/// assignments (one notification, after the data). Needs 8 KiB + 4 KiB on both sides.
+pub fn one_sided_opcodes(r: &mut impl Initiator) {
+    let ep = r.endpoint();
+    // read: remote[0..4096] -> local[8..]
+    ep.read(&[r.a(0, 8, 4096)], None).unwrap().wait().unwrap();
+    assert_eq!(check_pattern(&r.buf()[8..8 + 4096], 1), None);
+    // the original's offset-order example: read([(h, hr, 0, 8, 8)]) -> local[8:16] = remote[0:8]
+    assert_eq!(&r.buf()[8..16], &pattern(8, 1)[..]);
+    // write: local -> remote[4096..], checked by the peer
+    fill_pattern(&mut r.buf()[..8192], 2);
+    ep.write(&[r.a(4096, 0, 8192)], None)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(r.cmd("check 4096 8192 2"), "ok");
+    // write_with_imm with several assignments delivers one notification, after the data
+    fill_pattern(&mut r.buf()[..300], 3);
+    let f = ep
+        .write_with_imm(&[r.a(0, 0, 100), r.a(100, 100, 200)], 77, None)
+        .unwrap();
+    f.wait().unwrap();
+    assert_eq!(r.cmd("imm 1"), "imms 77");
+    assert_eq!(r.cmd("check 0 300 3"), "ok");
+}
+
+/// A receive posted before the child sends 3000 bytes seeded 9 gets them whole.
+pub fn receive_from_the_child(r: &mut impl Initiator) {
+    let mut inbox = vec![0u8; 4096];
+    // SAFETY: `inbox` is not touched until `rf.wait()` returns, and outlives it.
+    let rf = unsafe {
+        r.endpoint()
+            .recv(inbox.as_mut_ptr(), inbox.len(), None)
+            .unwrap()
+    };
+    assert_eq!(r.cmd("send 3000 9"), "ok");
+    rf.wait().unwrap();
+    assert_eq!(rf.nbytes(), 3000);
+    assert_eq!(inbox[0], 9);
+    assert_eq!(check_pattern(&inbox[1..3000], 9), None);
+}
+
+/// `threads` threads each write, then read back, 40 windows of 4 KiB at once; the
+/// child's region and ours must hold `threads * 40 * 4096` bytes.
+pub fn concurrent_operations(r: &mut impl Initiator, threads: usize) {
+    let (win, per) = (4096usize, 40);
+    fill_pattern(r.buf(), 11);
+    let ep = r.endpoint();
+    let (local, remote) = r.handles();
+    let a = move |t: usize, i: usize| {
+        let off = ((t * per + i) * win) as u64;
+        [Assignment::new(local, remote, off, off, win as u64)]
+    };
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let ep = ep.clone();
+            s.spawn(move || {
+                let futs: Vec<_> = (0..per)
+                    .map(|i| ep.write(&a(t, i), None).unwrap())
+                    .collect();
+                for f in futs {
+                    f.wait().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(r.cmd(&format!("check 0 {} 11", threads * per * win)), "ok");
+    r.buf().iter_mut().for_each(|b| *b = 0);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let ep = ep.clone();
+            s.spawn(move || {
+                for i in 0..per {
+                    ep.read(&a(t, i), None).unwrap().wait().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(check_pattern(r.buf(), 11), None);
+}
