@@ -49,24 +49,13 @@ fn endpoint(ctx: &Arc<RdmaContext>, pool: &Arc<MemoryPool>, num_qp: usize) -> Ar
     .unwrap()
 }
 
-/// The initiator side: one registered local buffer, connected to a child that
-/// registered `region` bytes as "buf" (filled with pattern 1).
-struct Rig {
-    peer: Peer,
-    ctx: Arc<RdmaContext>,
-    pool: Arc<MemoryPool>,
-    ep: Arc<RdmaEndpoint>,
-    buf: Vec<u8>,
-    local: u32,
-    remote: u32,
-    peer_info: Value,
-    num_qp: usize,
-}
+type Rig = scenarios::Rig<RdmaEndpoint>;
 
 impl Rig {
+    /// Connected to a child that registered `region` bytes as "buf" (`None`: no device).
     fn new(region: usize, local_len: usize, num_qp: usize) -> Option<Rig> {
         let (mine, theirs) = need_device()?;
-        let mut peer = Peer::spawn(
+        let peer = Peer::spawn(
             "rdma_peer",
             &[
                 ("DLSLIME_TEST_REGION", region.to_string()),
@@ -74,25 +63,8 @@ impl Rig {
                 ("DLSLIME_TEST_DEVICE", theirs),
             ],
         );
-        let ctx = ctx(&mine);
-        let pool = MemoryPool::new();
-        let ep = endpoint(&ctx, &pool, num_qp);
-        // SAFETY: `buf` moves into the Rig (its heap block stays put), which holds it for
-        // as long as `ep` may use the region.
-        let (buf, local) = unsafe { registered(&pool, "local", vec![0u8; local_len]) };
-        let peer_info = peer.dial(&*ep);
-        let remote = ep.remote_pool().handle("buf").unwrap();
-        Some(Rig {
-            peer,
-            ctx,
-            pool,
-            ep,
-            buf,
-            local,
-            remote,
-            peer_info,
-            num_qp,
-        })
+        let ep = endpoint(&ctx(&mine), &MemoryPool::new(), num_qp);
+        Some(Rig::connect(peer, ep, local_len))
     }
 
     /// The peer's "buf" registered again as "wide", published 4× longer than it is.
@@ -109,35 +81,12 @@ impl Rig {
     fn reconnect(&mut self) {
         let info: Value =
             serde_json::from_str(self.cmd("newep").strip_prefix("info ").unwrap()).unwrap();
-        self.ep = endpoint(&self.ctx, &self.pool, self.num_qp);
+        self.ep = endpoint(self.ep.context(), self.ep.memory_pool(), self.ep.num_qp());
         self.ep.connect(&info).unwrap();
         let c = format!("connect {}", self.ep.endpoint_info());
         assert_eq!(self.cmd(&c), "ok");
         self.remote = self.ep.remote_pool().handle("buf").unwrap();
         self.peer_info = info;
-    }
-
-    fn finish(mut self) {
-        self.peer.send("exit");
-        self.peer.join();
-    }
-}
-
-impl Initiator for Rig {
-    fn endpoint(&self) -> Arc<dyn Endpoint> {
-        self.ep.clone()
-    }
-
-    fn handles(&self) -> (u32, u32) {
-        (self.local, self.remote)
-    }
-
-    fn buf(&mut self) -> &mut [u8] {
-        &mut self.buf
-    }
-
-    fn cmd(&mut self, c: &str) -> String {
-        self.peer.cmd(c)
     }
 }
 

@@ -29,52 +29,14 @@ fn local_ctx() -> Arc<TcpContext> {
     .unwrap()
 }
 
-/// The initiator side of a test: an endpoint with one registered local buffer,
-/// connected to a child peer that registered `region` bytes as "buf".
-struct Rig {
-    peer: Peer,
-    ep: Arc<TcpEndpoint>,
-    buf: Vec<u8>,
-    local: u32,
-    remote: u32,
-    peer_info: Value,
-}
+type Rig = scenarios::Rig<TcpEndpoint>;
 
 impl Rig {
+    /// Connected to a child that registered `region` bytes as "buf".
     fn new(region: usize, local_len: usize) -> Rig {
-        let mut peer = Peer::spawn("tcp_peer", &[("DLSLIME_TEST_REGION", region.to_string())]);
+        let peer = Peer::spawn("tcp_peer", &[("DLSLIME_TEST_REGION", region.to_string())]);
         let ep = TcpEndpoint::new(&local_ctx(), MemoryPool::new()).unwrap();
-        // SAFETY: `buf` moves into the returned `Rig` (its heap block stays put) and `Rig` drops
-        // `ep` before `buf` (field order), so the region outlives every operation on it.
-        let (buf, local) = unsafe { registered(ep.memory_pool(), "local", vec![0u8; local_len]) };
-        let peer_info = peer.dial(&*ep);
-        let remote = ep.remote_pool().handle("buf").unwrap();
-        Rig {
-            peer,
-            ep,
-            buf,
-            local,
-            remote,
-            peer_info,
-        }
-    }
-}
-
-impl Initiator for Rig {
-    fn endpoint(&self) -> Arc<dyn Endpoint> {
-        self.ep.clone()
-    }
-
-    fn handles(&self) -> (u32, u32) {
-        (self.local, self.remote)
-    }
-
-    fn buf(&mut self) -> &mut [u8] {
-        &mut self.buf
-    }
-
-    fn cmd(&mut self, c: &str) -> String {
-        self.peer.cmd(c)
+        Rig::connect(peer, ep, local_len)
     }
 }
 
@@ -149,8 +111,7 @@ fn every_opcode_moves_the_right_bytes() {
     sf.wait().unwrap();
     // zero-length operations complete at once
     r.ep.write(&[], None).unwrap().wait().unwrap();
-    r.peer.send("exit");
-    r.peer.join();
+    r.finish();
 }
 
 #[test]
@@ -171,8 +132,7 @@ fn transfers_256_mib_with_content_checks() {
         .wait()
         .unwrap();
     assert_eq!(check_pattern(&r.buf, 6), None);
-    r.peer.send("exit");
-    r.peer.join();
+    r.finish();
 }
 
 #[test]
@@ -180,8 +140,7 @@ fn many_concurrent_operations_from_several_threads() {
     let n = 8 * 40 * 4096;
     let mut r = Rig::new(n, n);
     concurrent_operations(&mut r, 8);
-    r.peer.send("exit");
-    r.peer.join();
+    r.finish();
 }
 
 #[test]
@@ -203,8 +162,7 @@ fn immediate_data_arrives_once_and_in_order() {
     r.ep.write_with_imm(&[], 5, None).unwrap().wait().unwrap();
     r.ep.write_with_imm(&[], 6, None).unwrap().wait().unwrap();
     assert_eq!(r.cmd("imm 2"), "imms 5,6");
-    r.peer.send("exit");
-    r.peer.join();
+    r.finish();
 }
 
 #[test]
@@ -231,8 +189,7 @@ fn truncation_fails_both_sides_and_the_next_message_still_matches() {
     assert_eq!(r.cmd("recv 2 10"), "recvd Truncated:0:-,ok:5:2");
     assert_eq!(f.wait().unwrap_err().status(), Status::Truncated);
     g.wait().unwrap();
-    r.peer.send("exit");
-    r.peer.join();
+    r.finish();
 }
 
 /// A receiver that exits as soon as its receive completes must not take the sender's
@@ -388,8 +345,7 @@ fn bad_remote_ranges_and_keys_fail_and_leave_the_target_untouched() {
         .wait()
         .unwrap();
     assert_eq!(r.cmd("check 0 4096 9"), "ok");
-    r.peer.send("exit");
-    r.peer.join();
+    r.finish();
 }
 
 #[test]
@@ -501,8 +457,7 @@ fn garbage_on_the_listening_port_drops_only_that_connection() {
         .wait()
         .unwrap();
     assert_eq!(r.cmd("check 0 4096 4"), "ok");
-    r.peer.send("exit");
-    r.peer.join();
+    r.finish();
 }
 
 #[test]
@@ -545,8 +500,7 @@ fn a_pooled_connection_that_died_is_replaced_on_first_use() {
         r.ep.read(&[r.a(0, 0, 4096)], None).unwrap().wait().unwrap();
     }
     assert_eq!(check_pattern(&r.buf[..4096], 1), None);
-    r.peer.send("exit");
-    r.peer.join();
+    r.finish();
 }
 
 #[test]

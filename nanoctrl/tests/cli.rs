@@ -131,7 +131,7 @@ fn env_redis_url_wins_hostname_bind_works_and_sigterm_is_graceful() {
     let port = free_port();
     let dir = TempDir::new("nanoctrl-srv-env");
     let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let mut child = Command::new(NANOCTRL)
+    let child = Command::new(NANOCTRL)
         .args([
             "--host",
             "localhost",
@@ -145,14 +145,7 @@ fn env_redis_url_wins_hostname_bind_works_and_sigterm_is_graceful() {
         .stderr(log)
         .spawn()
         .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let guard = Kill(&mut child);
+    let mut guard = KillOnDrop(child);
     wait_for(Duration::from_secs(20), "nanoctrl on localhost", || {
         health(port).then_some(())
     });
@@ -320,18 +313,11 @@ fn start_reports_early_exit_with_the_log_tail() {
 fn stop_escalates_only_with_force() {
     let dir = TempDir::new("nanoctrl-rt-force");
     // A process that ignores SIGTERM stands in for a wedged server.
-    let mut stubborn = Command::new("sh")
+    let stubborn = Command::new("sh")
         .args(["-c", "trap '' TERM; exec sleep 60"])
         .spawn()
         .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let g = Kill(&mut stubborn);
+    let mut g = KillOnDrop(stubborn);
     std::thread::sleep(Duration::from_millis(200)); // let the trap install
     std::fs::write(dir.path().join("nanoctrl.pid"), format!("{}\n", g.0.id())).unwrap();
     let out = run(dir.path(), &["stop", "--timeout", "0.6"]);

@@ -504,16 +504,9 @@ fn an_undrained_log_pipe_never_blocks_requests() {
         .stderr(Stdio::piped()) // never read
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let _stderr = child.stderr.take();
     let _stdout = child.stdout.take();
-    let _guard = Kill(child);
+    let _guard = KillOnDrop(child);
     wait_for(Duration::from_secs(20), "nanoctrl up", || {
         health_with(port, Some(TOKEN)).then_some(())
     });

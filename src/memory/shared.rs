@@ -186,6 +186,13 @@ impl SharedBuf {
             len,
         })
     }
+
+    /// Maps the whole memfd `fd` (another process's shared allocation), as
+    /// [`adopt_shared`].
+    pub fn adopt(fd: OwnedFd) -> Result<SharedBuf> {
+        let (ptr, len) = adopt_shared(fd)?;
+        Ok(SharedBuf { ptr, len })
+    }
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr
     }

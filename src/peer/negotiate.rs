@@ -168,54 +168,41 @@ mod tests {
     fn transport_agreement() {
         use Transport::*;
         use TransportRequest::*;
-        assert_eq!(
-            t(side(Auto, "h", false), side(Auto, "h", false)).unwrap(),
-            Shm
-        );
-        assert_eq!(
-            t(side(Auto, "h", true), side(Auto, "h", true)).unwrap(),
-            Shm
-        );
-        assert_eq!(
-            t(side(Auto, "h", false), side(Auto, "g", false)).unwrap(),
-            Tcp
-        );
-        assert_eq!(
-            t(side(Auto, "h", true), side(Auto, "g", false)).unwrap(),
-            Tcp
-        );
-        assert_eq!(
-            t(side(Auto, "h", true), side(Auto, "g", true)).unwrap(),
-            Rdma
-        );
-        assert_eq!(
-            t(side(Explicit(Tcp), "h", true), side(Auto, "g", true)).unwrap(),
-            Tcp
-        );
-        assert_eq!(
-            t(side(Auto, "h", false), side(Explicit(Tcp), "h", false)).unwrap(),
-            Tcp
-        );
-        assert_eq!(
-            t(side(Explicit(Rdma), "h", true), side(Auto, "h", true)).unwrap(),
-            Rdma
-        );
-        let e = |a, b| t(a, b).unwrap_err().status();
-        assert_eq!(
-            e(
+        // (this side, the peer) -> the transport both pick
+        let agreed = [
+            (side(Auto, "h", false), side(Auto, "h", false), Shm),
+            (side(Auto, "h", true), side(Auto, "h", true), Shm),
+            (side(Auto, "h", false), side(Auto, "g", false), Tcp),
+            (side(Auto, "h", true), side(Auto, "g", false), Tcp),
+            (side(Auto, "h", true), side(Auto, "g", true), Rdma),
+            (side(Explicit(Tcp), "h", true), side(Auto, "g", true), Tcp),
+            (side(Auto, "h", false), side(Explicit(Tcp), "h", false), Tcp),
+            (side(Explicit(Rdma), "h", true), side(Auto, "h", true), Rdma),
+        ];
+        for (a, b, want) in agreed {
+            assert_eq!(t(a, b).unwrap(), want, "{a:?} / {b:?}");
+        }
+        // (this side, the peer) -> the refusal
+        let refused = [
+            (
                 side(Explicit(Shm), "h", false),
-                side(Explicit(Tcp), "h", false)
+                side(Explicit(Tcp), "h", false),
+                Status::Unsupported,
             ),
-            Status::Unsupported
-        );
-        assert_eq!(
-            e(side(Explicit(Shm), "h", false), side(Auto, "g", false)),
-            Status::Unsupported
-        );
-        assert_eq!(
-            e(side(Auto, "h", true), side(Explicit(Rdma), "g", false)),
-            Status::RdmaUnavailable
-        );
+            (
+                side(Explicit(Shm), "h", false),
+                side(Auto, "g", false),
+                Status::Unsupported,
+            ),
+            (
+                side(Auto, "h", true),
+                side(Explicit(Rdma), "g", false),
+                Status::RdmaUnavailable,
+            ),
+        ];
+        for (a, b, want) in refused {
+            assert_eq!(t(a, b).unwrap_err().status(), want, "{a:?} / {b:?}");
+        }
         let g = agree(
             &Side {
                 qp_num: 4,

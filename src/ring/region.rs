@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result, Status};
 use crate::host;
-use crate::memory::shared::{adopt_shared, alloc_shared, find_allocation, free_shared};
+use crate::memory::shared::{find_allocation, SharedBuf};
 
 /// What another process of the host needs to map a ring: JSON with the fields of the
 /// original's `get_handle()` that apply (`buffer_name`, `max_entries`, `entry_size`,
@@ -61,25 +61,20 @@ impl RingHandle {
 /// A mapping of a ring's memory; unmapped on drop (the memory lives on while any process
 /// maps it).
 pub struct RingRegion {
-    base: *mut u8,
+    buf: SharedBuf,
+    /// The allocation's length (at least what was asked for).
     len: usize,
     fd: i32,
 }
 
-// SAFETY: a shared mapping; every access goes through atomics or copies the ring's
-// state machine orders.
-unsafe impl Send for RingRegion {}
-// SAFETY: as for `Send`: shared access is through atomics or ordered copies only.
-unsafe impl Sync for RingRegion {}
-
 impl RingRegion {
     /// A fresh zeroed shared allocation of at least `len` bytes.
     pub fn create(len: usize) -> Result<RingRegion> {
-        let base = alloc_shared(len)?;
-        let info = find_allocation(base as usize, len)
+        let buf = SharedBuf::new(len)?;
+        let info = find_allocation(buf.as_ptr() as usize, len)
             .ok_or_else(|| Error::new(Status::Internal, "shared allocation not in its table"))?;
         Ok(RingRegion {
-            base,
+            buf,
             len: info.len,
             fd: info.fd.as_raw_fd(),
         })
@@ -116,12 +111,16 @@ impl RingRegion {
         // SAFETY: a descriptor we just opened and own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let raw = fd.as_raw_fd();
-        let (base, len) = adopt_shared(fd)?;
-        Ok(RingRegion { base, len, fd: raw })
+        let buf = SharedBuf::adopt(fd)?;
+        Ok(RingRegion {
+            len: buf.len(),
+            buf,
+            fd: raw,
+        })
     }
 
     pub fn base(&self) -> *mut u8 {
-        self.base
+        self.buf.as_ptr()
     }
 
     pub fn len(&self) -> usize {
@@ -135,13 +134,6 @@ impl RingRegion {
     /// The descriptor number of the memfd in this process (for handles).
     pub fn fd(&self) -> i32 {
         self.fd
-    }
-}
-
-impl Drop for RingRegion {
-    fn drop(&mut self) {
-        // SAFETY: the allocation is ours (created or adopted) and no Ring uses it now.
-        let _ = unsafe { free_shared(self.base) };
     }
 }
 

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use dlslime::{Assignment, Endpoint};
+use serde_json::Value;
 
-use super::{check_pattern, fill_pattern, pattern};
+use super::{check_pattern, fill_pattern, pattern, registered, Peer};
 
 /// The initiator side of a test: an endpoint connected to a target child, with one
 /// registered local buffer.
@@ -21,6 +22,63 @@ pub trait Initiator {
     fn a(&self, remote_off: u64, local_off: u64, len: u64) -> Assignment {
         let (local, remote) = self.handles();
         Assignment::new(local, remote, remote_off, local_off, len)
+    }
+}
+
+/// The initiator side of the endpoint tests: `ep` with one registered local buffer,
+/// connected to a target child that registered its region as "buf".
+pub struct Rig<E> {
+    pub peer: Peer,
+    // Before `buf`: dropping the endpoint ends its use of the region first.
+    pub ep: Arc<E>,
+    pub buf: Vec<u8>,
+    pub local: u32,
+    pub remote: u32,
+    /// The child's `endpoint_info`.
+    pub peer_info: Value,
+}
+
+impl<E: Endpoint + 'static> Rig<E> {
+    /// Registers a zeroed `local_len`-byte buffer "local" on `ep` and connects it to the
+    /// target child `peer` (its `info`, then our `connect`).
+    pub fn connect(mut peer: Peer, ep: Arc<E>, local_len: usize) -> Rig<E> {
+        // SAFETY: `buf` moves into the returned `Rig` (its heap block stays put), which
+        // drops `ep` before `buf` (field order): the region outlives every operation.
+        let (buf, local) = unsafe { registered(ep.memory_pool(), "local", vec![0u8; local_len]) };
+        let peer_info = peer.dial(&*ep);
+        let remote = ep.remote_pool().handle("buf").unwrap();
+        Rig {
+            peer,
+            ep,
+            buf,
+            local,
+            remote,
+            peer_info,
+        }
+    }
+
+    /// Tells the child to exit and waits for its clean exit.
+    pub fn finish(mut self) {
+        self.peer.send("exit");
+        self.peer.join();
+    }
+}
+
+impl<E: Endpoint + 'static> Initiator for Rig<E> {
+    fn endpoint(&self) -> Arc<dyn Endpoint> {
+        self.ep.clone()
+    }
+
+    fn handles(&self) -> (u32, u32) {
+        (self.local, self.remote)
+    }
+
+    fn buf(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    fn cmd(&mut self, c: &str) -> String {
+        self.peer.cmd(c)
     }
 }
 

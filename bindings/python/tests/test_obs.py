@@ -61,9 +61,7 @@ def test_snapshot_metrics_and_table(stack, env_obs):
     bob = Bob(stack, scope, env=env_obs)
     alice = dlslime.PeerAgent(stack, alias="alice", scope=scope)
     try:
-        bob.write({"cmd": "connect", "peer": "alice", "transport": "tcp"})
-        alice.connect_to("bob", "tcp").wait(20)
-        assert bob.read(30) == {"transport": "tcp"}
+        bob.connect(alice, "tcp")
         kv = bytearray(1 << 16)
         alice.register_memory_region("kv", kv)
         for i in range(10):

@@ -128,6 +128,13 @@ class Bob(Peer):
         self.sel.register(self.proc.stdout, selectors.EVENT_READ)
         assert self.read(30) == {"alias": "bob"}
 
+    def connect(self, alice, transport):
+        """Both sides connect (bob told to, `alice` dialling); returns alice's connection."""
+        self.write({"cmd": "connect", "peer": "alice", "transport": transport})
+        conn = alice.connect_to("bob", transport).wait(20)
+        assert self.read(30) == {"transport": transport}
+        return conn
+
 
 def pattern(n, seed=0):
     return bytes((i + seed) % 251 for i in range(n))
@@ -139,9 +146,7 @@ def pair(request, nanoctrl):
     bob = Bob(nanoctrl, scope)
     alice = dlslime.PeerAgent(nanoctrl, alias="alice", scope=scope)
     try:
-        bob.write({"cmd": "connect", "peer": "alice", "transport": request.param})
-        conn = alice.connect_to("bob", request.param).wait(20)
-        assert bob.read(30) == {"transport": request.param}
+        conn = bob.connect(alice, request.param)
         assert conn.is_connected() and conn.state == "connected" and conn.transport == request.param
         yield alice, bob, request.param
     finally:
@@ -384,9 +389,7 @@ def test_token_and_nanoctrl_replicas():
         bob = Bob(",".join(s.urls), scope, env=dict(os.environ, NANOCTRL_TOKEN=TOKEN))
         alice = dlslime.PeerAgent(s.urls, alias="alice", scope=scope, token=TOKEN)
         try:
-            bob.write({"cmd": "connect", "peer": "alice", "transport": "tcp"})
-            alice.connect_to("bob", "tcp").wait(20)
-            assert bob.read(30) == {"transport": "tcp"}
+            bob.connect(alice, "tcp")
             kv = bytearray(1 << 16)
             alice.register_memory_region("kv", kv)
             alice.read("bob", [("kv", 0, 0, 4096)]).wait()

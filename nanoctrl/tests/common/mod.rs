@@ -37,6 +37,15 @@ impl Drop for TempDir {
     }
 }
 
+/// A child process killed (and reaped) when this drops, pass or fail.
+pub struct KillOnDrop(pub std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct NanoCtrl {
     child: Option<Child>,
     pub port: u16,
