@@ -19,37 +19,24 @@ fn smoke(name: &str, f: fn(&[u8])) {
     assert!(ran > 100, "{name}: only {ran} inputs ran");
 }
 
-#[test]
-fn tcp_hello() {
-    smoke("tcp_hello", dlslime::fuzz::tcp_hello);
+/// One test per fuzz target, named after it (its corpus directory and its entry point).
+macro_rules! smoke_tests {
+    ($($target:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $target() {
+                smoke(stringify!($target), dlslime::fuzz::$target);
+            }
+        )*
+    };
 }
 
-#[test]
-fn tcp_frames() {
-    smoke("tcp_frames", dlslime::fuzz::tcp_frames);
-}
-
-#[test]
-fn rpc_message() {
-    smoke("rpc_message", dlslime::fuzz::rpc_message);
-}
-
-#[test]
-fn rpc_handshake() {
-    smoke("rpc_handshake", dlslime::fuzz::rpc_handshake);
-}
-
-#[test]
-fn shm_entry() {
-    smoke("shm_entry", dlslime::fuzz::shm_entry);
-}
-
-#[test]
-fn peer_mailbox() {
-    smoke("peer_mailbox", dlslime::fuzz::peer_mailbox);
-}
-
-#[test]
-fn endpoint_info() {
-    smoke("endpoint_info", dlslime::fuzz::endpoint_info);
-}
+smoke_tests!(
+    tcp_hello,
+    tcp_frames,
+    rpc_message,
+    rpc_handshake,
+    shm_entry,
+    peer_mailbox,
+    endpoint_info,
+);

@@ -207,12 +207,7 @@ fn workload(transport: &str) {
     peer.join();
 }
 
-#[test]
-fn counters_exact_over_shm() {
-    workload("shm");
-}
-
-#[test]
-fn counters_exact_over_tcp() {
-    workload("tcp");
+common::scenario_tests! {
+    counters_exact_over_shm => workload("shm");
+    counters_exact_over_tcp => workload("tcp");
 }

@@ -49,19 +49,10 @@ fn both_dial(transport: &str) {
     a.shutdown();
 }
 
-#[test]
-fn handshake_both_dial_tcp() {
-    both_dial("tcp");
-}
-
-#[test]
-fn handshake_both_dial_shm() {
-    both_dial("shm");
-}
-
-#[test]
-fn handshake_both_dial_auto_picks_shm_on_one_host() {
-    both_dial("auto");
+common::scenario_tests! {
+    handshake_both_dial_tcp => both_dial("tcp");
+    handshake_both_dial_shm => both_dial("shm");
+    handshake_both_dial_auto_picks_shm_on_one_host => both_dial("auto");
 }
 
 /// (b) a passive peer that never calls connect_to still connects when dialled.
@@ -217,14 +208,9 @@ fn all_to_all(transport: &str) {
     });
 }
 
-#[test]
-fn eight_agents_all_to_all_tcp() {
-    all_to_all("tcp");
-}
-
-#[test]
-fn eight_agents_all_to_all_shm() {
-    all_to_all("auto");
+common::scenario_tests! {
+    eight_agents_all_to_all_tcp => all_to_all("tcp");
+    eight_agents_all_to_all_shm => all_to_all("auto");
 }
 
 /// Named I/O: 4- and 5-tuples, write_with_imm, a region registered after connecting
@@ -775,19 +761,10 @@ fn both_dial_at_once_repeatedly(transport: &str) {
     }
 }
 
-#[test]
-fn both_dial_at_once_repeatedly_tcp() {
-    both_dial_at_once_repeatedly("tcp");
-}
-
-#[test]
-fn both_dial_at_once_repeatedly_shm() {
-    both_dial_at_once_repeatedly("shm");
-}
-
-#[test]
-fn both_dial_at_once_repeatedly_auto() {
-    both_dial_at_once_repeatedly("auto");
+common::scenario_tests! {
+    both_dial_at_once_repeatedly_tcp => both_dial_at_once_repeatedly("tcp");
+    both_dial_at_once_repeatedly_shm => both_dial_at_once_repeatedly("shm");
+    both_dial_at_once_repeatedly_auto => both_dial_at_once_repeatedly("auto");
 }
 
 /// Peers that are original DLSlime agents (the published wheel, HEAD's Python agent):

@@ -108,14 +108,9 @@ fn sigkill(transport: &str) {
     carol.exit();
 }
 
-#[test]
-fn sigkill_peer_tcp() {
-    sigkill("tcp");
-}
-
-#[test]
-fn sigkill_peer_shm() {
-    sigkill("shm");
+common::scenario_tests! {
+    sigkill_peer_tcp => sigkill("tcp");
+    sigkill_peer_shm => sigkill("shm");
 }
 
 /// A passive peer restarted after SIGKILL is dialled again by the side that wants it.

@@ -50,12 +50,7 @@ fn short_run(transport: &str) {
     assert!(rep.kills >= 2, "{rep:?}");
 }
 
-#[test]
-fn chaos_short_run_shm() {
-    short_run("shm");
-}
-
-#[test]
-fn chaos_short_run_tcp() {
-    short_run("tcp");
+common::scenario_tests! {
+    chaos_short_run_shm => short_run("shm");
+    chaos_short_run_tcp => short_run("tcp");
 }

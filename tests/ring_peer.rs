@@ -153,12 +153,7 @@ fn by_alias(transport: &str) {
     agent.shutdown();
 }
 
-#[test]
-fn ring_by_alias_shm() {
-    by_alias("shm");
-}
-
-#[test]
-fn ring_by_alias_tcp() {
-    by_alias("tcp");
+common::scenario_tests! {
+    ring_by_alias_shm => by_alias("shm");
+    ring_by_alias_tcp => by_alias("tcp");
 }

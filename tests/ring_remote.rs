@@ -27,23 +27,6 @@ use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::TcpEndpoint;
 use dlslime::{Endpoint, MemoryPool, Status};
 
-/// The `_tcp` test and the `_rdma` one (run by `make test-rdma` in the soft-RoCE VM) of
-/// one scenario.
-macro_rules! on_tcp_and_rdma {
-    ($tcp:ident, $rdma:ident => $scenario:ident) => {
-        #[test]
-        fn $tcp() {
-            $scenario("tcp");
-        }
-
-        #[test]
-        #[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
-        fn $rdma() {
-            $scenario("rdma");
-        }
-    };
-}
-
 fn env_u64(k: &str, d: u64) -> u64 {
     std::env::var(k)
         .ok()
@@ -365,7 +348,11 @@ fn end_to_end_two_processes_shm() {
     end_to_end("shm");
 }
 
-on_tcp_and_rdma!(end_to_end_two_processes_tcp, end_to_end_two_processes_rdma => end_to_end);
+common::scenario_tests! {
+    end_to_end_two_processes_tcp => end_to_end("tcp");
+    #[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+    end_to_end_two_processes_rdma => end_to_end("rdma");
+}
 
 /// Producer-server P and a second serving process S that attached P's ring; the client
 /// alternates between them and every payload arrives whole.
@@ -408,7 +395,11 @@ fn three_processes_shm() {
     three_processes("shm");
 }
 
-on_tcp_and_rdma!(three_processes_tcp, three_processes_rdma => three_processes);
+common::scenario_tests! {
+    three_processes_tcp => three_processes("tcp");
+    #[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+    three_processes_rdma => three_processes("rdma");
+}
 
 /// A serving process is SIGKILLed after granting a slot (its reply is delayed): the
 /// fetch fails over to the producer's endpoint within its timeout, which reclaims the
@@ -453,7 +444,11 @@ fn serving_process_killed_after_grant_fails_over_shm() {
     killed_after_grant("shm");
 }
 
-on_tcp_and_rdma!(serving_process_killed_after_grant_fails_over_tcp, serving_process_killed_after_grant_fails_over_rdma => killed_after_grant);
+common::scenario_tests! {
+    serving_process_killed_after_grant_fails_over_tcp => killed_after_grant("tcp");
+    #[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+    serving_process_killed_after_grant_fails_over_rdma => killed_after_grant("rdma");
+}
 
 /// Kills the process `pid` the first time the hook runs.
 fn kill_once(pid: u32) -> (FaultHook, Arc<std::sync::atomic::AtomicBool>) {
@@ -519,7 +514,11 @@ fn serving_process_killed_before_the_read_shm() {
     killed_before_read("shm");
 }
 
-on_tcp_and_rdma!(serving_process_killed_before_the_read_tcp, serving_process_killed_before_the_read_rdma => killed_before_read);
+common::scenario_tests! {
+    serving_process_killed_before_the_read_tcp => killed_before_read("tcp");
+    #[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+    serving_process_killed_before_the_read_rdma => killed_before_read("rdma");
+}
 
 /// The serving process dies after the read, before the commit: the commit's reply is
 /// lost, so the client asks the producer's live session, which commits the same
@@ -562,7 +561,11 @@ fn serving_process_killed_before_the_commit_shm() {
     killed_before_commit("shm");
 }
 
-on_tcp_and_rdma!(serving_process_killed_before_the_commit_tcp, serving_process_killed_before_the_commit_rdma => killed_before_commit);
+common::scenario_tests! {
+    serving_process_killed_before_the_commit_tcp => killed_before_commit("tcp");
+    #[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+    serving_process_killed_before_the_commit_rdma => killed_before_commit("rdma");
+}
 
 /// The first serving process grants, then its handler stalls past the client's timeout
 /// (an orphan); the client rotates to the producer, which reclaims the slot (the orphan's
@@ -625,7 +628,11 @@ fn orphaned_handler_finishing_late_is_a_no_op_shm() {
     orphan_finishes_late("shm");
 }
 
-on_tcp_and_rdma!(orphaned_handler_finishing_late_is_a_no_op_tcp, orphaned_handler_finishing_late_is_a_no_op_rdma => orphan_finishes_late);
+common::scenario_tests! {
+    orphaned_handler_finishing_late_is_a_no_op_tcp => orphan_finishes_late("tcp");
+    #[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+    orphaned_handler_finishing_late_is_a_no_op_rdma => orphan_finishes_late("rdma");
+}
 
 /// The producer laps the ring while a read is in progress. With the lease still held
 /// the producer cannot overwrite the slot (SLOT_BUSY, never skipping ahead) and the
@@ -689,7 +696,11 @@ fn producer_lapping_during_a_read_never_yields_torn_bytes_shm() {
     producer_laps_during_read("shm");
 }
 
-on_tcp_and_rdma!(producer_lapping_during_a_read_never_yields_torn_bytes_tcp, producer_lapping_during_a_read_never_yields_torn_bytes_rdma => producer_laps_during_read);
+common::scenario_tests! {
+    producer_lapping_during_a_read_never_yields_torn_bytes_tcp => producer_laps_during_read("tcp");
+    #[ignore = "needs a verbs device: make test-rdma (soft-RoCE VM)"]
+    producer_lapping_during_a_read_never_yields_torn_bytes_rdma => producer_laps_during_read("rdma");
+}
 
 /// A dead route is quarantined, skipped while quarantined, tried again once the
 /// quarantine expires; with every route dead the fetch still tries them (never starve)

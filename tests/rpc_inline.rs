@@ -267,56 +267,20 @@ fn late_reply_of_an_earlier_session(transport: &str, progress: &'static str, bef
     drop(s1);
 }
 
-#[test]
-fn shm_late_reply_sent_before_the_next_session() {
-    late_reply_of_an_earlier_session("shm", "default", Before::Early);
-}
+common::scenario_tests! {
+    shm_late_reply_sent_before_the_next_session => late_reply_of_an_earlier_session("shm", "default", Before::Early);
+    tcp_late_reply_sent_before_the_next_session => late_reply_of_an_earlier_session("tcp", "default", Before::Early);
+    shm_late_reply_into_a_fresh_slot_of_the_next_session => late_reply_of_an_earlier_session("shm", "default", Before::Nothing);
+    tcp_late_reply_into_a_fresh_slot_of_the_next_session => late_reply_of_an_earlier_session("tcp", "default", Before::Nothing);
+    shm_late_reply_into_a_used_slot_of_the_next_session => late_reply_of_an_earlier_session("shm", "default", Before::Done);
+    tcp_late_reply_into_a_used_slot_of_the_next_session => late_reply_of_an_earlier_session("tcp", "default", Before::Done);
+    shm_late_reply_beside_a_held_reply_of_the_next_session => late_reply_of_an_earlier_session("shm", "default", Before::Held);
+    tcp_late_reply_beside_a_held_reply_of_the_next_session => late_reply_of_an_earlier_session("tcp", "default", Before::Held);
 
-#[test]
-fn tcp_late_reply_sent_before_the_next_session() {
-    late_reply_of_an_earlier_session("tcp", "default", Before::Early);
-}
-
-#[test]
-fn shm_late_reply_into_a_fresh_slot_of_the_next_session() {
-    late_reply_of_an_earlier_session("shm", "default", Before::Nothing);
-}
-
-#[test]
-fn tcp_late_reply_into_a_fresh_slot_of_the_next_session() {
-    late_reply_of_an_earlier_session("tcp", "default", Before::Nothing);
-}
-
-#[test]
-fn shm_late_reply_into_a_used_slot_of_the_next_session() {
-    late_reply_of_an_earlier_session("shm", "default", Before::Done);
-}
-
-#[test]
-fn tcp_late_reply_into_a_used_slot_of_the_next_session() {
-    late_reply_of_an_earlier_session("tcp", "default", Before::Done);
-}
-
-#[test]
-fn shm_late_reply_beside_a_held_reply_of_the_next_session() {
-    late_reply_of_an_earlier_session("shm", "default", Before::Held);
-}
-
-#[test]
-fn tcp_late_reply_beside_a_held_reply_of_the_next_session() {
-    late_reply_of_an_earlier_session("tcp", "default", Before::Held);
-}
-
-/// With a receive thread here the late reply arrives after the first session's thread
-/// stopped: the same hazard, the same fence.
-#[test]
-fn shm_late_reply_of_an_earlier_session_pump() {
-    late_reply_of_an_earlier_session("shm", "pump", Before::Done);
-}
-
-#[test]
-fn tcp_late_reply_of_an_earlier_session_pump() {
-    late_reply_of_an_earlier_session("tcp", "pump", Before::Nothing);
+    /// With a receive thread here the late reply arrives after the first session's thread
+    /// stopped: the same hazard, the same fence.
+    shm_late_reply_of_an_earlier_session_pump => late_reply_of_an_earlier_session("shm", "pump", Before::Done);
+    tcp_late_reply_of_an_earlier_session_pump => late_reply_of_an_earlier_session("tcp", "pump", Before::Nothing);
 }
 
 /// The peer closes its session while nothing here waits (the ring server's idle
@@ -359,12 +323,7 @@ fn peer_close_seen_at_next_use(transport: &str) {
     p.peer.expect(&format!("closed {k} ok"));
 }
 
-#[test]
-fn shm_peer_close_seen_at_next_use() {
-    peer_close_seen_at_next_use("shm");
-}
-
-#[test]
-fn tcp_peer_close_seen_at_next_use() {
-    peer_close_seen_at_next_use("tcp");
+common::scenario_tests! {
+    shm_peer_close_seen_at_next_use => peer_close_seen_at_next_use("shm");
+    tcp_peer_close_seen_at_next_use => peer_close_seen_at_next_use("tcp");
 }

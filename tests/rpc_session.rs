@@ -289,14 +289,9 @@ fn basic_calls(transport: &str, env: &[(&str, &str)]) {
     );
 }
 
-#[test]
-fn shm_calls_inline() {
-    basic_calls("shm", &[("RPC_PROGRESS", "inline")]);
-}
-
-#[test]
-fn shm_calls_pump() {
-    basic_calls("shm", &[("RPC_PROGRESS", "pump")]);
+common::scenario_tests! {
+    shm_calls_inline => basic_calls("shm", &[("RPC_PROGRESS", "inline")]);
+    shm_calls_pump => basic_calls("shm", &[("RPC_PROGRESS", "pump")]);
 }
 
 #[test]
@@ -305,14 +300,9 @@ fn shm_calls_with_bulk_arena() {
     basic_calls("shm", &[("RPC_ARENA", "65536")]);
 }
 
-#[test]
-fn tcp_calls_with_bulk_arena() {
-    basic_calls("tcp", &[("RPC_ARENA", "65536")]);
-}
-
-#[test]
-fn tcp_calls() {
-    basic_calls("tcp", &[]);
+common::scenario_tests! {
+    tcp_calls_with_bulk_arena => basic_calls("tcp", &[("RPC_ARENA", "65536")]);
+    tcp_calls => basic_calls("tcp", &[]);
 }
 
 fn concurrent(transport: &str) {
@@ -339,14 +329,9 @@ fn concurrent(transport: &str) {
     });
 }
 
-#[test]
-fn shm_concurrent_threads() {
-    concurrent("shm");
-}
-
-#[test]
-fn tcp_concurrent_threads() {
-    concurrent("tcp");
+common::scenario_tests! {
+    shm_concurrent_threads => concurrent("shm");
+    tcp_concurrent_threads => concurrent("tcp");
 }
 
 fn both_directions(transport: &str) {
@@ -369,14 +354,9 @@ fn both_directions(transport: &str) {
     assert_eq!(server.join().unwrap().map_err(|e| e.status()), Ok(()));
 }
 
-#[test]
-fn shm_both_directions() {
-    both_directions("shm");
-}
-
-#[test]
-fn tcp_both_directions() {
-    both_directions("tcp");
+common::scenario_tests! {
+    shm_both_directions => both_directions("shm");
+    tcp_both_directions => both_directions("tcp");
 }
 
 fn timeouts(transport: &str) {
@@ -474,24 +454,11 @@ fn held_beyond_window(transport: &str) {
     drop(held);
 }
 
-#[test]
-fn shm_futures_held_beyond_the_window() {
-    held_beyond_window("shm");
-}
-
-#[test]
-fn tcp_futures_held_beyond_the_window() {
-    held_beyond_window("tcp");
-}
-
-#[test]
-fn shm_timeouts_and_detach() {
-    timeouts("shm");
-}
-
-#[test]
-fn tcp_timeouts_and_detach() {
-    timeouts("tcp");
+common::scenario_tests! {
+    shm_futures_held_beyond_the_window => held_beyond_window("shm");
+    tcp_futures_held_beyond_the_window => held_beyond_window("tcp");
+    shm_timeouts_and_detach => timeouts("shm");
+    tcp_timeouts_and_detach => timeouts("tcp");
 }
 
 fn oversized(transport: &str) {
@@ -517,14 +484,9 @@ fn oversized(transport: &str) {
     assert_eq!(check_pattern(r, 3), None);
 }
 
-#[test]
-fn shm_oversized() {
-    oversized("shm");
-}
-
-#[test]
-fn tcp_oversized() {
-    oversized("tcp");
+common::scenario_tests! {
+    shm_oversized => oversized("shm");
+    tcp_oversized => oversized("tcp");
 }
 
 fn huge(transport: &str) {
@@ -559,14 +521,9 @@ fn huge(transport: &str) {
     eprintln!("{transport}: 256 MiB tests took {:?}", t0.elapsed());
 }
 
-#[test]
-fn shm_256mib_both_ways() {
-    huge("shm");
-}
-
-#[test]
-fn tcp_256mib_both_ways() {
-    huge("tcp");
+common::scenario_tests! {
+    shm_256mib_both_ways => huge("shm");
+    tcp_256mib_both_ways => huge("tcp");
 }
 
 fn peer_killed(transport: &str) {
@@ -591,14 +548,9 @@ fn peer_killed(transport: &str) {
     );
 }
 
-#[test]
-fn shm_peer_killed_mid_call() {
-    peer_killed("shm");
-}
-
-#[test]
-fn tcp_peer_killed_mid_call() {
-    peer_killed("tcp");
+common::scenario_tests! {
+    shm_peer_killed_mid_call => peer_killed("shm");
+    tcp_peer_killed_mid_call => peer_killed("tcp");
 }
 
 fn close(transport: &str) {
@@ -624,14 +576,9 @@ fn close(transport: &str) {
     assert_eq!(line, "served err405", "{line}");
 }
 
-#[test]
-fn shm_close_ends_peer_serve() {
-    close("shm");
-}
-
-#[test]
-fn tcp_close_ends_peer_serve() {
-    close("tcp");
+common::scenario_tests! {
+    shm_close_ends_peer_serve => close("shm");
+    tcp_close_ends_peer_serve => close("tcp");
 }
 
 #[test]

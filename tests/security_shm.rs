@@ -54,8 +54,7 @@ fn shm_sec_attacker() {
         return;
     };
     let mut held: Vec<OwnedFd> = Vec::new();
-    while let Some(line) = parent.recv() {
-        let cmd = PeerCommand::parse(&line);
+    parent.serve(|parent, cmd| {
         let infos = cmd.json_args();
         match cmd.name {
             // Connects to both listeners and says nothing.
@@ -91,7 +90,7 @@ fn shm_sec_attacker() {
                 let Ok((r, _)) = handshake::recv_frame(s.as_raw_fd(), deadline) else {
                     // the acceptor finished with the real peer first and hung up
                     parent.send("impostor PeerDisconnected");
-                    continue;
+                    return true;
                 };
                 assert!(r.get("response").is_some(), "{r}");
                 // SAFETY: a NUL-terminated name and no flags.
@@ -114,7 +113,7 @@ fn shm_sec_attacker() {
                 // SAFETY: geteuid takes no arguments and cannot fail.
                 if unsafe { libc::geteuid() } != 0 {
                     parent.send("not-root");
-                    continue;
+                    return true;
                 }
                 let path = infos[0]["socket"].as_str().unwrap().to_string();
                 // Everything the child needs is made before fork: after it, only
@@ -157,10 +156,10 @@ fn shm_sec_attacker() {
                 held.clear();
                 parent.send("released");
             }
-            "exit" => break,
-            other => panic!("unknown command {other}"),
+            _ => return false,
         }
-    }
+        true
+    });
 }
 
 struct Rig {
@@ -174,8 +173,7 @@ struct Rig {
 impl Rig {
     fn new() -> Rig {
         let mut target = Peer::spawn("shm_sec_target", &[]);
-        let info: Value =
-            serde_json::from_str(target.recv().strip_prefix("info ").unwrap()).unwrap();
+        let info = target.info();
         let attacker = Peer::spawn("shm_sec_attacker", &[]);
         let ep = endpoint();
         let buf = vec![0u8; LEN];

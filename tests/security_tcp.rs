@@ -228,8 +228,7 @@ fn sec_attacker() {
         return;
     };
     let mut held: Vec<TcpStream> = Vec::new();
-    while let Some(line) = parent.recv() {
-        let cmd = PeerCommand::parse(&line);
+    parent.serve(|parent, cmd| {
         let infos = cmd.json_args();
         match cmd.name {
             // The attack on protocol 1: a hello presenting the client's
@@ -370,10 +369,10 @@ fn sec_attacker() {
                 held.clear();
                 parent.send("released");
             }
-            "exit" => break,
-            other => panic!("unknown command {other}"),
+            _ => return false,
         }
-    }
+        true
+    });
 }
 
 /// The legitimate client and its two peers.
@@ -389,8 +388,7 @@ struct Rig {
 impl Rig {
     fn new(target_env: &[(&str, String)], stderr: Stdio) -> Rig {
         let mut target = Peer::spawn_with("sec_target", target_env, stderr);
-        let target_info: Value =
-            serde_json::from_str(target.recv().strip_prefix("info ").unwrap()).unwrap();
+        let target_info = target.info();
         let attacker = Peer::spawn("sec_attacker", &[]);
         let ep = TcpEndpoint::new(&ctx(), MemoryPool::new()).unwrap();
         let mut buf = vec![0u8; MIB];

@@ -256,9 +256,7 @@ fn pair(env: &[(&str, &str)]) -> Pair {
         std::env::remove_var(k);
     }
     let mut peer = Peer::spawn("shm_child", &env);
-    let line = peer.recv();
-    let info: serde_json::Value =
-        serde_json::from_str(line.strip_prefix("info ").unwrap()).unwrap();
+    let info = peer.info();
     peer.send(&format!("connect {}", me.ep.endpoint_info()));
     me.ep.connect(&info).unwrap();
     let ans = peer.recv();
@@ -345,14 +343,9 @@ fn run_one_sided(env: &[(&str, &str)]) {
     p.finish();
 }
 
-#[test]
-fn one_sided_plain_memory_cma() {
-    run_one_sided(&[]);
-}
-
-#[test]
-fn one_sided_shared_regions() {
-    run_one_sided(&[("SHM_SHARED", "1")]);
+common::scenario_tests! {
+    one_sided_plain_memory_cma => run_one_sided(&[]);
+    one_sided_shared_regions => run_one_sided(&[("SHM_SHARED", "1")]);
 }
 
 #[test]
@@ -383,19 +376,10 @@ fn big(env: &[(&str, &str)]) {
     p.finish();
 }
 
-#[test]
-fn content_256mib_shared() {
-    big(&[("SHM_SHARED", "1")]);
-}
-
-#[test]
-fn content_256mib_cma() {
-    big(&[]);
-}
-
-#[test]
-fn content_256mib_staged() {
-    big(&[("SHM_STAGED", "1")]);
+common::scenario_tests! {
+    content_256mib_shared => big(&[("SHM_SHARED", "1")]);
+    content_256mib_cma => big(&[]);
+    content_256mib_staged => big(&[("SHM_STAGED", "1")]);
 }
 
 fn msgs(env: &[(&str, &str)]) {
@@ -462,19 +446,10 @@ fn msgs(env: &[(&str, &str)]) {
     p.finish();
 }
 
-#[test]
-fn send_recv_cma() {
-    msgs(&[]);
-}
-
-#[test]
-fn send_recv_staged() {
-    msgs(&[("SHM_STAGED", "1")]);
-}
-
-#[test]
-fn send_recv_background_progress_shared() {
-    msgs(&[("DLSLIME_PROGRESS", "background"), ("SHM_SHARED", "1")]);
+common::scenario_tests! {
+    send_recv_cma => msgs(&[]);
+    send_recv_staged => msgs(&[("SHM_STAGED", "1")]);
+    send_recv_background_progress_shared => msgs(&[("DLSLIME_PROGRESS", "background"), ("SHM_SHARED", "1")]);
 }
 
 #[test]
@@ -807,8 +782,7 @@ fn other_host_refused() {
 fn other_host_refused_two_processes() {
     let me = side();
     let mut peer = Peer::spawn("shm_child", &[("SHM_HOST", "some-other-boot/host".into())]);
-    let info: serde_json::Value =
-        serde_json::from_str(peer.recv().strip_prefix("info ").unwrap()).unwrap();
+    let info = peer.info();
     assert_eq!(
         me.ep.connect(&info).unwrap_err().status(),
         Status::Unsupported

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::scenarios::{
-    concurrent_operations, one_sided_opcodes, receive_from_the_child, Initiator,
+    self, concurrent_operations, deadlines_cancel_and_shutdown, local_checks_fail_at_once,
+    one_sided_opcodes, receive_from_the_child, refused_by_the_target, target_untouched, Initiator,
 };
 use common::{
     check_pattern, fill_pattern, message, message_command, pattern, region_command, registered,
@@ -223,42 +224,7 @@ fn a_receiver_that_exits_at_once_still_acks_the_send() {
 #[test]
 fn timeouts_end_waits_and_operations() {
     let r = Rig::new(MIB, MIB);
-    let t = Instant::now();
-    let f = r.ep.imm_recv(Some(Duration::from_millis(200))).unwrap();
-    assert_eq!(
-        f.wait_for(Duration::from_millis(20)).unwrap_err().status(),
-        Status::Timeout
-    );
-    assert_eq!(f.status(), Status::Pending);
-    assert_eq!(f.wait().unwrap_err().status(), Status::Timeout);
-    assert_eq!(f.status(), Status::Timeout);
-    assert!(t.elapsed() < Duration::from_secs(5));
-    let mut b = vec![0u8; 16];
-    // SAFETY: `b` is untouched until the (timed-out) wait below ends the library's access.
-    let g = unsafe {
-        r.ep.recv(b.as_mut_ptr(), 16, Some(Duration::from_millis(100)))
-            .unwrap()
-    };
-    assert_eq!(g.wait().unwrap_err().status(), Status::Timeout);
-    // cancel_all leaves completed operations alone
-    let done = r.ep.read(&[r.a(0, 0, 64)], None).unwrap();
-    done.wait().unwrap();
-    let pending = r.ep.imm_recv(None).unwrap();
-    assert_eq!(r.ep.cancel_all(), 1);
-    assert_eq!(pending.wait().unwrap_err().status(), Status::Cancelled);
-    assert_eq!(done.status(), Status::Ok);
-    // shutdown is idempotent and wakes waiters
-    let waiter = r.ep.imm_recv(None).unwrap();
-    let w2 = waiter.clone();
-    let h = std::thread::spawn(move || w2.wait());
-    std::thread::sleep(Duration::from_millis(50));
-    r.ep.shutdown();
-    r.ep.shutdown();
-    assert_eq!(h.join().unwrap().unwrap_err().status(), Status::Cancelled);
-    assert_eq!(
-        r.ep.read(&[r.a(0, 0, 1)], None).unwrap_err().status(),
-        Status::ShutDown
-    );
+    deadlines_cancel_and_shutdown(&r);
 }
 
 #[test]
@@ -266,73 +232,19 @@ fn bad_remote_ranges_and_keys_fail_and_leave_the_target_untouched() {
     let mut r = Rig::new(MIB, MIB);
     let real = dlslime::memory::RemoteRegion::from_json(&r.peer_info["mr_info"]["buf"]).unwrap();
     // wrong key
-    let forged =
-        r.ep.remote_pool()
-            .register(
-                "forged",
-                dlslime::memory::RemoteRegion {
-                    key: real.key ^ 0x5a5a,
-                    ..real
-                },
-            )
-            .unwrap();
+    let forged = r.forged();
     fill_pattern(&mut r.buf, 9);
-    let e =
-        r.ep.write(&[Assignment::new(r.local, forged, 0, 0, 4096)], None)
-            .unwrap()
-            .wait()
-            .unwrap_err();
-    assert_eq!(e.status(), Status::RemoteAccess);
+    refused_by_the_target(r.ep.write(&[Assignment::new(r.local, forged, 0, 0, 4096)], None));
     // a published length larger than the real region: the target refuses the excess
-    let wide =
-        r.ep.remote_pool()
-            .register(
-                "wide",
-                dlslime::memory::RemoteRegion {
-                    len: real.len * 4,
-                    ..real
-                },
-            )
-            .unwrap();
-    let e =
-        r.ep.write(
-            &[Assignment::new(r.local, wide, real.len - 16, 0, 64)],
-            None,
-        )
-        .unwrap()
-        .wait()
-        .unwrap_err();
-    assert_eq!(e.status(), Status::RemoteAccess);
-    let e =
-        r.ep.read(&[Assignment::new(r.local, wide, real.len, 0, 64)], None)
-            .unwrap()
-            .wait()
-            .unwrap_err();
-    assert_eq!(e.status(), Status::RemoteAccess);
-    assert_eq!(
-        r.cmd(&format!("check 0 {MIB} 1")),
-        "ok",
-        "target memory was modified"
-    );
+    let wide = r.wide();
+    refused_by_the_target(r.ep.write(
+        &[Assignment::new(r.local, wide, real.len - 16, 0, 64)],
+        None,
+    ));
+    refused_by_the_target(r.ep.read(&[Assignment::new(r.local, wide, real.len, 0, 64)], None));
+    target_untouched(&mut r, MIB);
     // local checks happen before anything is sent
-    assert_eq!(
-        r.ep.write(&[r.a(0, MIB as u64 - 10, 11)], None)
-            .unwrap_err()
-            .status(),
-        Status::OutOfRange
-    );
-    assert_eq!(
-        r.ep.write(&[r.a(MIB as u64, 0, 1)], None)
-            .unwrap_err()
-            .status(),
-        Status::OutOfRange
-    );
-    assert_eq!(
-        r.ep.write(&[Assignment::new(99, r.remote, 0, 0, 1)], None)
-            .unwrap_err()
-            .status(),
-        Status::UnknownHandle
-    );
+    local_checks_fail_at_once(&r, MIB as u64);
     assert_eq!(
         r.ep.read(&[Assignment::new(r.local, 99, 0, 0, 1)], None)
             .unwrap_err()

@@ -42,6 +42,25 @@ pub unsafe fn read_sized<T>(opts: *const T, type_name: &str) -> crate::Result<T>
     Ok(unsafe { opts.read() })
 }
 
+/// What every `_options_init` writes to a non-NULL `opts`: the struct all zero (0,
+/// false, NULL: the defaults) but `size`, the `sizeof` this library was built with.
+///
+/// # Safety
+/// `opts` is NULL or aligned, writable storage for one `T`; `T` is a `#[repr(C)]`
+/// options struct whose first field is `size: usize` and whose fields are all valid as
+/// zero bytes (integers, booleans, raw pointers).
+pub unsafe fn init_sized<T>(opts: *mut T) {
+    if opts.is_null() {
+        return;
+    }
+    // SAFETY: writable storage for one `T`, and zero bytes are a valid `T` (this
+    // function's contract); its first field is a `usize` at offset 0 (`repr(C)`).
+    unsafe {
+        opts.write_bytes(0, 1);
+        opts.cast::<usize>().write(size_of::<T>());
+    }
+}
+
 /// The config an export's optional options struct asks for: `C::default()` for NULL,
 /// else the struct read at its own size (`read_sized`) and converted by `convert`.
 ///

@@ -4,14 +4,13 @@
 //! (`dlslime_named_assignment_t`).
 
 use std::ffi::{c_char, c_void, CStr};
-use std::mem::size_of;
 use std::time::Duration;
 
 use super::args::{buffer_ptr, future_out, opt_text, string_out, timeout};
 use super::cast::{box_into_ptr, free_box};
 use super::future::dlslime_future_t;
 use super::memory::dlslime_mr_handle_t;
-use super::options::{ms, read_sized};
+use super::options::{init_sized, ms, read_sized};
 use super::status::dlslime_status_t;
 use crate::error::{Error, Status};
 use crate::future::Future;
@@ -65,22 +64,9 @@ pub struct dlslime_peer_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_peer_options_init(opts: *mut dlslime_peer_options_t) {
     ffi_boundary! {
-        if let Some(opts) = opt_out!(opts) {
-            opts.write(dlslime_peer_options_t {
-                size: size_of::<dlslime_peer_options_t>(),
-                heartbeat_interval_ms: 0,
-                register_attempts: 0,
-                register_backoff_ms: 0,
-                redis_url: std::ptr::null(),
-                advertise_host: std::ptr::null(),
-                connect_attempts: 0,
-                http_timeout_ms: 0,
-                default_timeout_ms: 0,
-                nanoctrl_token: std::ptr::null(),
-                rdma_device: std::ptr::null(),
-                rdma_ib_port: 0,
-            });
-        }
+        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
+        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
+        unsafe { init_sized(opts) }
     }
 }
 
@@ -147,15 +133,9 @@ pub struct dlslime_peer_connect_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_peer_connect_options_init(opts: *mut dlslime_peer_connect_options_t) {
     ffi_boundary! {
-        if let Some(opts) = opt_out!(opts) {
-            opts.write(dlslime_peer_connect_options_t {
-                size: size_of::<dlslime_peer_connect_options_t>(),
-                transport: std::ptr::null(),
-                qp_num: 0,
-                local_device: std::ptr::null(),
-                ib_port: 0,
-            });
-        }
+        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
+        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
+        unsafe { init_sized(opts) }
     }
 }
 

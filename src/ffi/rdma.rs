@@ -6,13 +6,12 @@
 //! is missing; the rest of the library is unaffected.
 
 use std::ffi::c_char;
-use std::mem::size_of;
 
 use super::args::{endpoint_out, opt_text, string_out};
 use super::cast::{arc_into_ptr, free_arc};
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::{config_or_default, ms};
+use super::options::{config_or_default, init_sized, ms};
 use super::status::dlslime_status_t;
 use crate::transport::rdma::{
     available_nics, RdmaConfig, RdmaContext, RdmaEndpoint, RdmaEndpointConfig,
@@ -65,22 +64,9 @@ castable!(dlslime_rdma_context_t => Arc<RdmaContext>);
 #[no_mangle]
 pub extern "C" fn dlslime_rdma_options_init(opts: *mut dlslime_rdma_options_t) {
     ffi_boundary! {
-        if !opts.is_null() {
-            // SAFETY: a non-NULL `opts` points at writable storage for one options struct
-            // (the header's contract); `write` does not read or drop the old contents.
-            unsafe {
-                opts.write(dlslime_rdma_options_t {
-                    size: size_of::<dlslime_rdma_options_t>(),
-                    device: std::ptr::null(),
-                    ib_port: 0,
-                    link_type: std::ptr::null(),
-                    gid_index_set: false,
-                    gid_index: 0,
-                    cq_depth: 0,
-                    default_timeout_ms: 0,
-                })
-            };
-        }
+        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
+        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
+        unsafe { init_sized(opts) }
     }
 }
 

@@ -4,14 +4,13 @@
 //! `dlslime_ring_payload_t` (a fetched payload).
 
 use std::ffi::{c_char, c_void};
-use std::mem::size_of;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::args::{buffer_ptr, string_out};
 use super::cast::{arc_into_ptr, box_into_ptr, free_arc, free_box};
 use super::endpoint::dlslime_endpoint_t;
-use super::options::{ms, read_sized};
+use super::options::{init_sized, ms, read_sized};
 use super::peer::dlslime_peer_agent_t;
 use super::status::{dlslime_status_t, fail, status_of};
 use crate::error::{Error, Status};
@@ -109,15 +108,9 @@ pub struct dlslime_ring_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_ring_options_init(opts: *mut dlslime_ring_options_t) {
     ffi_boundary! {
-        if let Some(opts) = opt_out!(opts) {
-            opts.write(dlslime_ring_options_t {
-                size: size_of::<dlslime_ring_options_t>(),
-                name: std::ptr::null(),
-                slot_count: 0,
-                slot_capacity: 0,
-                flags: 0,
-            });
-        }
+        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
+        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
+        unsafe { init_sized(opts) }
     }
 }
 
@@ -589,15 +582,9 @@ pub struct dlslime_ring_server_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_ring_server_options_init(opts: *mut dlslime_ring_server_options_t) {
     ffi_boundary! {
-        if let Some(opts) = opt_out!(opts) {
-            opts.write(dlslime_ring_server_options_t {
-                size: size_of::<dlslime_ring_server_options_t>(),
-                max_lease_ms: 0,
-                default_lease_ms: 0,
-                idle_timeout_ms: 0,
-                grant_delay_ms: 0,
-            });
-        }
+        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
+        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
+        unsafe { init_sized(opts) }
     }
 }
 
@@ -747,19 +734,9 @@ pub struct dlslime_ring_client_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_ring_client_options_init(opts: *mut dlslime_ring_client_options_t) {
     ffi_boundary! {
-        if let Some(opts) = opt_out!(opts) {
-            opts.write(dlslime_ring_client_options_t {
-                size: size_of::<dlslime_ring_client_options_t>(),
-                timeout_ms: 0,
-                max_attempts: 0,
-                concurrency: 0,
-                quarantine_ms: 0,
-                max_idle_ms: 0,
-                max_rounds: 0,
-                round_backoff_ms: 0,
-                commit_grace_ms: 0,
-            });
-        }
+        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
+        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
+        unsafe { init_sized(opts) }
     }
 }
 

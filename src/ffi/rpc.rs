@@ -4,7 +4,6 @@
 //! receives requests (`dlslime_rpc_request_t`), in both directions at once if wanted.
 
 use std::ffi::{c_char, c_void};
-use std::mem::size_of;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -13,7 +12,7 @@ use super::args::{timeout, Out};
 use super::cast::{arc_into_ptr, box_into_ptr, free_arc, free_box};
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::{ms, read_sized};
+use super::options::{init_sized, ms, read_sized};
 use super::status::{dlslime_status_t, fail, status_of};
 use crate::error::{Error, Status};
 use crate::rpc::{CallFuture, Request, RpcConfig, RpcMemory, RpcProgress, RpcSession};
@@ -65,19 +64,9 @@ pub struct dlslime_rpc_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_rpc_options_init(opts: *mut dlslime_rpc_options_t) {
     ffi_boundary! {
-        if let Some(opts) = opt_out!(opts) {
-            opts.write(dlslime_rpc_options_t {
-                size: size_of::<dlslime_rpc_options_t>(),
-                slot_size: 0,
-                slot_count: 0,
-                progress: 0,
-                default_timeout_ms: 0,
-                handshake_timeout_ms: 0,
-                max_payload: 0,
-                spin_us: 0,
-                bulk_arena: 0,
-            });
-        }
+        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
+        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
+        unsafe { init_sized(opts) }
     }
 }
 

@@ -4,14 +4,13 @@
 //! configured by `dlslime_shm_options_t`).
 
 use std::ffi::c_void;
-use std::mem::size_of;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::args::endpoint_out;
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::{config_or_default, ms};
+use super::options::{config_or_default, init_sized, ms};
 use super::status::dlslime_status_t;
 use crate::engine::ProgressMode;
 use crate::memory::{alloc_shared, free_shared};
@@ -62,9 +61,9 @@ pub struct dlslime_shm_options_t {
 #[no_mangle]
 pub extern "C" fn dlslime_shm_options_init(opts: *mut dlslime_shm_options_t) {
     ffi_boundary! {
-        if let Some(opts) = opt_out!(opts) {
-            opts.write(dlslime_shm_options_t { size: size_of::<dlslime_shm_options_t>(), flags: 0, spin_us: 0, default_timeout_ms: 0 });
-        }
+        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
+        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
+        unsafe { init_sized(opts) }
     }
 }
 

@@ -3,14 +3,13 @@
 //! over it (`dlslime_tcp_endpoint_new`).
 
 use std::ffi::c_char;
-use std::mem::size_of;
 use std::net::SocketAddr;
 
 use super::args::{endpoint_out, opt_text, string_out};
 use super::cast::{arc_into_ptr, free_arc};
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::{config_or_default, ms};
+use super::options::{config_or_default, init_sized, ms};
 use super::status::dlslime_status_t;
 use crate::error::Error;
 use crate::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
@@ -64,21 +63,9 @@ castable!(dlslime_tcp_context_t => Arc<TcpContext>);
 #[no_mangle]
 pub extern "C" fn dlslime_tcp_options_init(opts: *mut dlslime_tcp_options_t) {
     ffi_boundary! {
-        if let Some(opts) = opt_out!(opts) {
-            opts.write(zeroed_options());
-        }
-    }
-}
-
-fn zeroed_options() -> dlslime_tcp_options_t {
-    dlslime_tcp_options_t {
-        size: size_of::<dlslime_tcp_options_t>(),
-        bind: std::ptr::null(),
-        advertise_host: std::ptr::null(),
-        lanes: 0,
-        chunk_size: 0,
-        idle_timeout_ms: 0,
-        default_timeout_ms: 0,
+        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
+        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
+        unsafe { init_sized(opts) }
     }
 }
 

@@ -98,12 +98,16 @@ impl Peer {
         self.lines.try_recv().ok()
     }
 
+    /// The child's next message, `info <endpoint_info>`: its endpoint info.
+    pub fn info(&mut self) -> serde_json::Value {
+        let line = self.recv();
+        serde_json::from_str(line.strip_prefix("info ").expect("info line")).unwrap()
+    }
+
     /// Parent side of the endpoint exchange ([`Parent::connect_endpoint`] in the child):
     /// takes the child's `info`, sends ours, connects, waits for `connected`.
     pub fn connect_endpoint(&mut self, ep: &dyn dlslime::Endpoint) {
-        let line = self.recv();
-        let info: serde_json::Value =
-            serde_json::from_str(line.strip_prefix("info ").expect("info line")).unwrap();
+        let info = self.info();
         self.send(&format!("connect {}", ep.endpoint_info()));
         ep.connect(&info).unwrap();
         self.expect("connected");
@@ -112,9 +116,7 @@ impl Peer {
     /// Parent side of a target's `connect` command: takes the child's `info`, connects
     /// `ep` to it, sends ours, waits for `ok`; returns the child's info.
     pub fn dial(&mut self, ep: &dyn dlslime::Endpoint) -> serde_json::Value {
-        let line = self.recv();
-        let info: serde_json::Value =
-            serde_json::from_str(line.strip_prefix("info ").expect("info line")).unwrap();
+        let info = self.info();
         ep.connect(&info).unwrap();
         self.send(&format!("connect {}", ep.endpoint_info()));
         self.expect("ok");
@@ -378,6 +380,23 @@ pub fn message(len: usize, seed: u8) -> Vec<u8> {
     m.truncate(len);
     m
 }
+
+/// Tests that each run one scenario function with their own arguments:
+/// `scenario_tests! { name => scenario(args); ... }`, each name optionally preceded by
+/// docs and attributes (`#[ignore = "..."]`).
+macro_rules! scenario_tests {
+    ($($(#[$attr:meta])* $name:ident => $scenario:ident($($arg:expr),* $(,)?);)*) => {
+        $(
+            #[test]
+            $(#[$attr])*
+            fn $name() {
+                $scenario($($arg),*);
+            }
+        )*
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use scenario_tests;
 
 /// One command from the parent, `<name> <rest>`: the child entries' loops read these.
 pub struct PeerCommand<'a> {

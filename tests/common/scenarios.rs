@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use dlslime::{Assignment, Endpoint};
+use std::time::{Duration, Instant};
+
+use dlslime::memory::RemoteRegion;
+use dlslime::{Assignment, Endpoint, Future, Status};
 use serde_json::Value;
 
 use super::{check_pattern, fill_pattern, pattern, registered, Peer};
@@ -55,6 +58,27 @@ impl<E: Endpoint + 'static> Rig<E> {
             remote,
             peer_info,
         }
+    }
+
+    /// The child's "buf" registered again as "forged", with a wrong key.
+    pub fn forged(&self) -> u32 {
+        self.remote_variant("forged", |r| RemoteRegion {
+            key: r.key ^ 0x5a5a,
+            ..r
+        })
+    }
+
+    /// The child's "buf" registered again as "wide", published 4× longer than it is.
+    pub fn wide(&self) -> u32 {
+        self.remote_variant("wide", |r| RemoteRegion {
+            len: r.len * 4,
+            ..r
+        })
+    }
+
+    fn remote_variant(&self, name: &str, f: impl FnOnce(RemoteRegion) -> RemoteRegion) -> u32 {
+        let real = self.ep.remote_pool().get(self.remote).unwrap();
+        self.ep.remote_pool().register(name, f(real)).unwrap()
     }
 
     /// Tells the child to exit and waits for its clean exit.
@@ -161,4 +185,81 @@ pub fn concurrent_operations(r: &mut impl Initiator, threads: usize) {
         }
     });
     assert_eq!(check_pattern(r.buf(), 11), None);
+}
+
+/// Waits for an operation the target must refuse (a range outside its region, a wrong
+/// key): it fails with `RemoteAccess`.
+pub fn refused_by_the_target(op: dlslime::Result<Future>) {
+    let e = op.unwrap().wait().unwrap_err();
+    assert_eq!(e.status(), Status::RemoteAccess, "{e}");
+}
+
+/// The child's region of `len` bytes still holds pattern 1.
+pub fn target_untouched(r: &mut impl Initiator, len: usize) {
+    assert_eq!(
+        r.cmd(&format!("check 0 {len} 1")),
+        "ok",
+        "target memory was modified"
+    );
+}
+
+/// Local checks fail at submission, before anything reaches the peer: ranges outside
+/// our `local_len`-byte buffer, an unknown local handle.
+pub fn local_checks_fail_at_once(r: &impl Initiator, local_len: u64) {
+    let ep = r.endpoint();
+    let fails = |a: Assignment| ep.write(&[a], None).unwrap_err().status();
+    assert_eq!(fails(r.a(0, local_len - 10, 11)), Status::OutOfRange);
+    assert_eq!(fails(r.a(local_len, 0, 1)), Status::OutOfRange);
+    let (_, remote) = r.handles();
+    assert_eq!(
+        fails(Assignment::new(99, remote, 0, 0, 1)),
+        Status::UnknownHandle
+    );
+}
+
+/// Deadlines end waits and operations with `Timeout`; `cancel_all` fails the pending
+/// operations with `Cancelled`, leaves completed ones alone and the endpoint usable;
+/// `shutdown` is idempotent, wakes waiters with `Cancelled`, leaves completed operations
+/// alone and refuses new ones with `ShutDown`.
+pub fn deadlines_cancel_and_shutdown(r: &impl Initiator) {
+    let ep = r.endpoint();
+    let t = Instant::now();
+    let f = ep.imm_recv(Some(Duration::from_millis(200))).unwrap();
+    assert_eq!(
+        f.wait_for(Duration::from_millis(20)).unwrap_err().status(),
+        Status::Timeout
+    );
+    assert_eq!(f.status(), Status::Pending);
+    assert_eq!(f.wait().unwrap_err().status(), Status::Timeout);
+    assert_eq!(f.status(), Status::Timeout);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let mut b = vec![0u8; 16];
+    // SAFETY: `b` is untouched until the (timed-out) wait below ends the library's access.
+    let g = unsafe {
+        ep.recv(b.as_mut_ptr(), 16, Some(Duration::from_millis(100)))
+            .unwrap()
+    };
+    assert_eq!(g.wait().unwrap_err().status(), Status::Timeout);
+    // cancel_all leaves completed operations alone
+    let done = ep.read(&[r.a(0, 0, 64)], None).unwrap();
+    done.wait().unwrap();
+    let pending = ep.imm_recv(None).unwrap();
+    assert_eq!(ep.cancel_all(), 1);
+    assert_eq!(pending.wait().unwrap_err().status(), Status::Cancelled);
+    assert_eq!(done.status(), Status::Ok);
+    // the endpoint stays usable after cancel_all
+    ep.read(&[r.a(0, 0, 64)], None).unwrap().wait().unwrap();
+    // shutdown is idempotent and wakes waiters
+    let waiter = ep.imm_recv(None).unwrap();
+    let w2 = waiter.clone();
+    let h = std::thread::spawn(move || w2.wait());
+    std::thread::sleep(Duration::from_millis(50));
+    ep.shutdown();
+    ep.shutdown();
+    assert_eq!(h.join().unwrap().unwrap_err().status(), Status::Cancelled);
+    assert_eq!(done.status(), Status::Ok);
+    assert_eq!(
+        ep.read(&[r.a(0, 0, 1)], None).unwrap_err().status(),
+        Status::ShutDown
+    );
 }
