@@ -168,6 +168,15 @@ inline std::string take_string(char* s) {
   return out;
 }
 
+/// Calls `f(args..., &s)`, a function that writes an owned string, and takes `s`
+/// (throws Error when `f` fails).
+template <typename F, typename... A>
+std::string string_out(F f, A... args) {
+  char* s = nullptr;
+  check(f(args..., &s));
+  return take_string(s);
+}
+
 /// A move-only owner of a C handle freed by `Free`.
 template <typename T, void (*Free)(T*)>
 class Handle {
@@ -251,9 +260,7 @@ class Pool {
     return h;
   }
   std::string mr_info() const {
-    char* s = nullptr;
-    check(dlslime_memory_pool_mr_info(h_.get(), &s));
-    return detail::take_string(s);
+    return detail::string_out(dlslime_memory_pool_mr_info, h_.get());
   }
   const dlslime_memory_pool_t* get() const noexcept { return h_.get(); }
 
@@ -301,9 +308,7 @@ class TcpContext {
     h_ = Handle(p);
   }
   std::string local_addr() const {
-    char* s = nullptr;
-    check(dlslime_tcp_context_local_addr(h_.get(), &s));
-    return detail::take_string(s);
+    return detail::string_out(dlslime_tcp_context_local_addr, h_.get());
   }
   const dlslime_tcp_context_t* get() const noexcept { return h_.get(); }
 
@@ -325,9 +330,7 @@ struct RdmaOptions {
 /// Every counter of the process as JSON (docs/observability.md): {"enabled":false} when
 /// recording is off (DLSLIME_OBS unset and obs_set_enabled(true) not called).
 inline std::string obs_snapshot() {
-  char* s = nullptr;
-  check(dlslime_obs_snapshot(&s));
-  return detail::take_string(s);
+  return detail::string_out(dlslime_obs_snapshot);
 }
 
 /// Turns recording on or off for the whole process (overrides DLSLIME_OBS).
@@ -339,9 +342,7 @@ inline bool obs_enabled() { return dlslime_obs_enabled(); }
 /// Names of the RDMA devices, as JSON ("[\"mlx5_0\", ...]"). Throws Error with
 /// DLSLIME_STATUS_RDMA_UNAVAILABLE where libibverbs is not installed.
 inline std::string rdma_available_nics() {
-  char* s = nullptr;
-  check(dlslime_rdma_available_nics(&s));
-  return detail::take_string(s);
+  return detail::string_out(dlslime_rdma_available_nics);
 }
 
 /// One port of one NIC opened for RDMA, shared by endpoints (Endpoint::rdma).
@@ -362,9 +363,7 @@ class RdmaContext {
     h_ = Handle(p);
   }
   std::string device() const {
-    char* s = nullptr;
-    check(dlslime_rdma_context_device(h_.get(), &s));
-    return detail::take_string(s);
+    return detail::string_out(dlslime_rdma_context_device, h_.get());
   }
   /// Registers every region of `pool` (now and later) with this NIC; keys become rkeys.
   void bind(const Pool& pool) const { check(dlslime_rdma_context_bind_pool(h_.get(), pool.get())); }
@@ -492,9 +491,7 @@ class Endpoint {
   }
   /// This endpoint's endpoint_info (JSON), for the peer's connect().
   std::string info() const {
-    char* s = nullptr;
-    check(dlslime_endpoint_info(h_.get(), &s));
-    return detail::take_string(s);
+    return detail::string_out(dlslime_endpoint_info, h_.get());
   }
   void connect(const std::string& peer_info) { check(dlslime_endpoint_connect(h_.get(), peer_info.c_str())); }
   RemoteHandle register_remote(const std::string& name, const std::string& region_json) {
@@ -755,15 +752,11 @@ class PeerAgent {
     h_ = Handle(p);
   }
   std::string alias() const {
-    char* s = nullptr;
-    check(dlslime_peer_agent_alias(h_.get(), &s));
-    return detail::take_string(s);
+    return detail::string_out(dlslime_peer_agent_alias, h_.get());
   }
   /// The aliases registered in this agent's scope, as a JSON array.
   std::string list_agents_json() const {
-    char* s = nullptr;
-    check(dlslime_peer_agent_list_agents(h_.get(), &s));
-    return detail::take_string(s);
+    return detail::string_out(dlslime_peer_agent_list_agents, h_.get());
   }
   /// Starts (or re-uses) the connection; does not block. transport: "" (auto), "shm", "tcp".
   PeerConnection connect_to(const std::string& peer, const std::string& transport = "") {
@@ -790,9 +783,7 @@ class PeerAgent {
   }
   /// The record `peer` published for its region `name` (JSON).
   std::string get_mr_info(const std::string& peer, const std::string& name) const {
-    char* s = nullptr;
-    check(dlslime_peer_agent_get_mr_info(h_.get(), peer.c_str(), name.c_str(), &s));
-    return detail::take_string(s);
+    return detail::string_out(dlslime_peer_agent_get_mr_info, h_.get(), peer.c_str(), name.c_str());
   }
   Future read(const std::string& peer, const std::vector<NamedAssignment>& a, Timeout timeout = {}) {
     return named(dlslime_peer_agent_read, peer, a, timeout);
@@ -915,9 +906,7 @@ class Ring {
     return Ring(p);
   }
   std::string handle() const {
-    char* s = nullptr;
-    check(dlslime_ring_handle(h_.get(), &s));
-    return detail::take_string(s);
+    return detail::string_out(dlslime_ring_handle, h_.get());
   }
   uint64_t slot_count() const noexcept { return dlslime_ring_slot_count(h_.get()); }
   uint64_t slot_capacity() const noexcept { return dlslime_ring_slot_capacity(h_.get()); }

@@ -94,6 +94,11 @@ def unpack(buf, schema) -> Dict[str, Any]:
     return out
 
 
+def _fields_of(p) -> Dict[str, int]:
+    """The struct ``*p`` as a dict, its fields named and ordered as in the header."""
+    return {name: getattr(p, name) for name, _ in ffi.typeof(p).item.fields}
+
+
 @dataclass
 class BufferMetrics:
     """The ring's counters (shared by every process of the ring)."""
@@ -444,8 +449,7 @@ class RingServer:
     def counters(self) -> dict:
         c = ffi.new("dlslime_ring_server_counters_t *")
         _check(lib.dlslime_ring_server_counters(self._ptr, c), "counters")
-        return {k: getattr(c, k) for k in ("sessions", "evictions", "grants", "commits", "aborts",
-                                           "lease_expiries", "errors")}
+        return _fields_of(c)
 
     def stop(self) -> None:
         _check(lib.dlslime_ring_server_stop(self._ptr), "stop")
@@ -544,10 +548,7 @@ class RingClient:
     def counters(self) -> dict:
         c = ffi.new("dlslime_ring_client_counters_t *")
         _check(lib.dlslime_ring_client_counters(self._ptr, c), "counters")
-        return {k: getattr(c, k) for k in ("fetches", "fetched", "bytes", "attempts", "stale", "busy_retries",
-                                           "quarantines", "commit_failovers", "lease_lost", "batch_rounds",
-                                           "sessions_created", "sessions_retired", "sessions_lost",
-                                           "sessions_dropped")}
+        return _fields_of(c)
 
     def close(self) -> None:
         _check(lib.dlslime_ring_client_close(self._ptr), "close")
