@@ -9,9 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
-use common::{
-    check_pattern, fill_pattern, pattern, region_command, registered, Parent, Peer, PeerCommand,
-};
+use common::{check_pattern, fill_pattern, pattern, region_command, registered, Parent, Peer};
 use dlslime::transport::auth::{self, Challenge};
 use dlslime::transport::shm::handshake;
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};

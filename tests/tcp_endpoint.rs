@@ -18,7 +18,6 @@ use common::{
 };
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
-use serde_json::Value;
 
 const MIB: usize = 1 << 20;
 

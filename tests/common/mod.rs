@@ -384,6 +384,7 @@ pub fn message(len: usize, seed: u8) -> Vec<u8> {
 /// Tests that each run one scenario function with their own arguments:
 /// `scenario_tests! { name => scenario(args); ... }`, each name optionally preceded by
 /// docs and attributes (`#[ignore = "..."]`).
+#[allow(unused_macros)]
 macro_rules! scenario_tests {
     ($($(#[$attr:meta])* $name:ident => $scenario:ident($($arg:expr),* $(,)?);)*) => {
         $(

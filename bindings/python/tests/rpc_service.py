@@ -51,6 +51,12 @@ class ServerProcess:
             self.proc.kill()
         self.proc.wait(10)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def pattern(n, seed=0):
     b = bytes((i * 7 + seed) % 251 for i in range(min(n, 251 * 7)))

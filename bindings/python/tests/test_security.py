@@ -40,8 +40,7 @@ class Server(ServerProcess):
 
 def test_pickle_injection_by_a_third_party_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    srv = Server()  # the original's default: a pickle server
-    try:
+    with Server() as srv:  # the original's default: a pickle server
         ep, p = srv.client()
         assert p.add(1, b=2).wait(30) == 3
         out = subprocess.run([sys.executable, os.path.join(HERE, "rpc_attacker.py"), json.dumps(srv.info),
@@ -61,15 +60,12 @@ def test_pickle_injection_by_a_third_party_is_refused(tmp_path):
         # the legitimate session is unaffected
         assert p.add(20, b=22).wait(30) == 42
         assert p.echo(b"x" * 100_000).wait(30) == b"x" * 100_000
-    finally:
-        srv.close()
     assert not marker.exists()
 
 
 def test_json_serializer_end_to_end_and_pickle_is_not_decoded(tmp_path):
     marker = tmp_path / "pwned"
-    srv = Server(RPC_SERIALIZER="json")
-    try:
+    with Server(RPC_SERIALIZER="json") as srv:
         _, p = srv.client(serializer="json")
         assert p.add(1, b=2).wait(30) == 3
         assert p.add("a", b="b").wait(30) == "ab"
@@ -77,19 +73,14 @@ def test_json_serializer_end_to_end_and_pickle_is_not_decoded(tmp_path):
         with pytest.raises(RemoteRpcError) as ei:
             p.boom("bad").wait(30)
         assert ei.value.type_name == "ValueError" and ei.value.message == "bad"
-    finally:
-        srv.close()
     # the connected client itself sends a pickle to a json server: not decoded
-    srv = Server(RPC_SERIALIZER="json")
-    try:
+    with Server(RPC_SERIALIZER="json") as srv:
         _, p = srv.client(serializer="pickle")
         with pytest.raises(RemoteRpcError) as ei:
             p.add(Evil(str(marker)), b=1).wait(30)
         assert "cannot decode the request as json" in ei.value.message
         time.sleep(0.2)
         assert not marker.exists(), "a json server unpickled a request"
-    finally:
-        srv.close()
 
 
 def test_msgpack_serializer():
@@ -101,14 +92,11 @@ def test_msgpack_serializer():
         if os.environ.get("CI"):
             pytest.fail("NOT RUN: msgpack is not installed (scripts/test-python.sh installs it)")
         return
-    srv = Server(RPC_SERIALIZER="msgpack")
-    try:
+    with Server(RPC_SERIALIZER="msgpack") as srv:
         _, p = srv.client(serializer="msgpack")
         assert p.add(1, b=2).wait(30) == 3
         assert p.add(b"x", b=b"y").wait(30) == b"xy"
         assert p.none().wait(30) is None
-    finally:
-        srv.close()
 
 
 def test_pickle_can_be_refused_entirely(monkeypatch):
@@ -133,10 +121,7 @@ def test_pickle_can_be_refused_entirely(monkeypatch):
 
 def test_server_refusing_pickle_by_environment_serves_json(tmp_path):
     marker = tmp_path / "pwned"
-    srv = Server(DLSLIME_RPC_ALLOW_PICKLE="0")
-    try:
+    with Server(DLSLIME_RPC_ALLOW_PICKLE="0") as srv:
         _, p = srv.client(serializer="json")
         assert p.add(2, b=3).wait(30) == 5
-    finally:
-        srv.close()
     assert not marker.exists()
