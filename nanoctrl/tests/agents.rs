@@ -15,14 +15,13 @@ async fn start_peer_agent_generates_hex_names_and_rejects_duplicate_aliases() {
     let scope = unique("spa");
     let mut r = s.redis.conn();
 
-    let (code, body) = s
+    let body = s
         .ctrl
-        .post(
+        .post_ok(
             "/start_peer_agent",
             json!({"address": "127.0.0.1", "scope": scope}),
         )
         .await;
-    assert_eq!(code, 200);
     assert_eq!(
         body,
         json!({"status": "ok", "name": "agent-1", "redis_address": format!("127.0.0.1:{}", s.redis.port)})
@@ -44,15 +43,7 @@ async fn start_peer_agent_generates_hex_names_and_rejects_duplicate_aliases() {
 
     // Alias with all optional fields; the hash holds them, resource twice.
     let res = json!({"nics": [{"name": "mlx5_0"}], "host": {"address": "127.0.0.1"}});
-    let (code, body) = s
-        .ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "scope": scope, "alias": "alice", "device": "mlx5_0",
-                   "ib_port": 2, "link_type": "RoCE", "resource": res}),
-        )
-        .await;
-    assert_eq!(code, 200);
+    let body = s.ctrl.post_ok("/start_peer_agent", json!({"address": "127.0.0.1", "scope": scope, "alias": "alice", "device": "mlx5_0", "ib_port": 2, "link_type": "RoCE", "resource": res})).await;
     assert_eq!(body["name"], "alice");
     assert_eq!(body["resource"], res);
     let h: HashMap<String, String> = r.hgetall(format!("{scope}:agent:alice")).unwrap();
@@ -73,14 +64,14 @@ async fn start_peer_agent_generates_hex_names_and_rejects_duplicate_aliases() {
     assert!((55..=60).contains(&ttl));
 
     // Same alias, same scope: 409 with the original's envelope.
-    let (code, body) = s
+    let body = s
         .ctrl
-        .post(
+        .post_expect(
             "/start_peer_agent",
             json!({"address": "127.0.0.2", "scope": scope, "alias": "alice"}),
+            409,
         )
         .await;
-    assert_eq!(code, 409);
     assert_eq!(
         body,
         json!({"status": "error", "message": "Peer agent alias 'alice' already exists in this scope"})
@@ -89,45 +80,33 @@ async fn start_peer_agent_generates_hex_names_and_rejects_duplicate_aliases() {
     assert_eq!(addr, "127.0.0.1", "a rejected registration changes nothing");
     // Same alias in another scope (and unscoped) is fine.
     let other = unique("spa-other");
-    assert_eq!(
-        s.ctrl
-            .post_code(
-                "/start_peer_agent",
-                json!({"address": "127.0.0.1", "scope": other, "alias": "alice"})
-            )
-            .await,
-        200
-    );
-    assert_eq!(
-        s.ctrl
-            .post_code(
-                "/start_peer_agent",
-                json!({"address": "127.0.0.1", "alias": "alice"})
-            )
-            .await,
-        200
-    );
+    s.ctrl
+        .post_ok(
+            "/start_peer_agent",
+            json!({"address": "127.0.0.1", "scope": other, "alias": "alice"}),
+        )
+        .await;
+    s.ctrl
+        .post_ok(
+            "/start_peer_agent",
+            json!({"address": "127.0.0.1", "alias": "alice"}),
+        )
+        .await;
     // After the agent is gone (expired or cleaned up) the alias is free again.
     s.ctrl
         .post("/cleanup", json!({"agent_name": "alice", "scope": scope}))
         .await;
-    assert_eq!(
-        s.ctrl
-            .post_code(
-                "/start_peer_agent",
-                json!({"address": "127.0.0.1", "scope": scope, "alias": "alice"})
-            )
-            .await,
-        200
-    );
+    s.ctrl
+        .post_ok(
+            "/start_peer_agent",
+            json!({"address": "127.0.0.1", "scope": scope, "alias": "alice"}),
+        )
+        .await;
 
     // Missing address: 422.
-    assert_eq!(
-        s.ctrl
-            .post_code("/start_peer_agent", json!({"scope": scope}))
-            .await,
-        422
-    );
+    s.ctrl
+        .post_expect("/start_peer_agent", json!({"scope": scope}), 422)
+        .await;
 }
 
 #[tokio::test]
@@ -200,14 +179,13 @@ async fn desired_topology_sets_spec_and_wakes_mailboxes() {
     let mut r = s.redis.conn();
     let url = |a: &str| format!("/v1/desired_topology/{a}");
 
-    let (code, body) = s
+    let body = s
         .ctrl
-        .post(
+        .post_ok(
             &url("A"),
             json!({"target_peers": ["B", "C"], "scope": scope, "min_bw": "100Gbps"}),
         )
         .await;
-    assert_eq!(code, 200);
     assert_eq!(body, json!({"status": "ok"}));
     let spec: Value = serde_json::from_str(
         &r.get::<_, String>(format!("{scope}:spec:topology:A"))
@@ -288,10 +266,9 @@ async fn desired_topology_sets_spec_and_wakes_mailboxes() {
     assert!((1000..2000).contains(&len), "stream length {len}");
 
     // Missing target_peers: 422.
-    assert_eq!(
-        s.ctrl.post_code(&url("A"), json!({"scope": scope})).await,
-        422
-    );
+    s.ctrl
+        .post_expect(&url("A"), json!({"scope": scope}), 422)
+        .await;
 }
 
 #[tokio::test]
@@ -363,11 +340,10 @@ async fn cleanup_removes_everything_and_notifies_exactly_the_linked_peers() {
         )
         .await;
 
-    let (code, body) = s
+    let body = s
         .ctrl
-        .post("/cleanup", json!({"agent_name": "a", "scope": scope}))
+        .post_ok("/cleanup", json!({"agent_name": "a", "scope": scope}))
         .await;
-    assert_eq!(code, 200);
     assert_eq!(
         body,
         json!({"status": "ok", "message": "Cleaned up agent: a"})
@@ -421,10 +397,9 @@ async fn cleanup_removes_everything_and_notifies_exactly_the_linked_peers() {
         .post("/cleanup", json!({"agent_name": "nobody", "scope": scope}))
         .await;
     assert_eq!((code, body["status"].as_str()), (200, Some("ok")));
-    assert_eq!(
-        s.ctrl.post_code("/cleanup", json!({"scope": scope})).await,
-        422
-    );
+    s.ctrl
+        .post_expect("/cleanup", json!({"scope": scope}), 422)
+        .await;
 }
 
 #[tokio::test]
@@ -477,14 +452,13 @@ async fn memory_regions_and_redis_addresses() {
         "no TTL"
     );
 
-    let (code, body) = s
+    let body = s
         .ctrl
-        .post(
+        .post_ok(
             "/get_mr_info",
             json!({"src": "b", "dst": "a", "mr_name": "kv", "scope": scope}),
         )
         .await;
-    assert_eq!(code, 200);
     assert_eq!(
         body,
         json!({"mr_info": {"addr": 140_000_000_000_000u64, "length": 4096, "rkey": 77, "lkey": 0}})
@@ -531,21 +505,16 @@ async fn memory_regions_and_redis_addresses() {
         "scoped record invisible unscoped"
     );
     // src is required although unused; rkey must fit u32.
-    assert_eq!(
-        s.ctrl
-            .post_code("/get_mr_info", json!({"dst": "a", "mr_name": "kv"}))
-            .await,
-        422
-    );
-    assert_eq!(
-        s.ctrl
-            .post_code(
-                "/register_mr",
-                json!({"agent_name": "a", "mr_name": "x", "addr": 1, "length": 1, "rkey": -1})
-            )
-            .await,
-        422
-    );
+    s.ctrl
+        .post_expect("/get_mr_info", json!({"dst": "a", "mr_name": "kv"}), 422)
+        .await;
+    s.ctrl
+        .post_expect(
+            "/register_mr",
+            json!({"agent_name": "a", "mr_name": "x", "addr": 1, "length": 1, "rkey": -1}),
+            422,
+        )
+        .await;
 
     // /get_redis_address includes the scheme; /start_peer_agent does not.
     let body = s.ctrl.post_ok("/get_redis_address", json!({})).await;

@@ -14,14 +14,13 @@ use serde_json::{json, Value};
 async fn register_writes_hash_info_ttl_and_answers_like_the_original() {
     let s = Stack::start();
     let scope = unique("reg");
-    let (code, body) = s
+    let body = s
         .ctrl
-        .post(
+        .post_ok(
             "/register",
             json!({"entity_id": "cache:0", "kind": "cache", "scope": scope}),
         )
         .await;
-    assert_eq!(code, 200);
     assert_eq!(
         body,
         json!({"status": "ok", "message": "Entity service:cache:0 registered successfully"})
@@ -50,24 +49,14 @@ async fn register_writes_hash_info_ttl_and_answers_like_the_original() {
     assert_eq!(rev, 1);
 
     // Full body, custom type; get_entity_info returns the info JSON.
-    let (code, _) = s
+    s.ctrl.post_ok("/register", json!({"entity_type": "engine", "entity_id": "p0", "kind": "prefill", "scope": scope, "endpoint": {"host": "10.0.0.1", "port": 9000}, "metadata": {"tp": 2}, "resource": {"gpus": 8}})).await;
+    let body = s
         .ctrl
-        .post(
-            "/register",
-            json!({"entity_type": "engine", "entity_id": "p0", "kind": "prefill", "scope": scope,
-                   "endpoint": {"host": "10.0.0.1", "port": 9000}, "metadata": {"tp": 2},
-                   "resource": {"gpus": 8}}),
-        )
-        .await;
-    assert_eq!(code, 200);
-    let (code, body) = s
-        .ctrl
-        .post(
+        .post_ok(
             "/get_entity_info",
             json!({"entity_type": "engine", "entity_id": "p0", "scope": scope}),
         )
         .await;
-    assert_eq!(code, 200);
     assert_eq!(body["status"], "ok");
     assert_eq!(
         body["entity_info"]["endpoint"],
@@ -82,14 +71,13 @@ async fn register_writes_hash_info_ttl_and_answers_like_the_original() {
     );
 
     // Unknown entity.
-    let (code, body) = s
+    let body = s
         .ctrl
-        .post(
+        .post_ok(
             "/get_entity_info",
             json!({"entity_id": "nope", "scope": scope}),
         )
         .await;
-    assert_eq!(code, 200);
     assert_eq!(body, json!({"status": "not_found", "entity_info": null}));
 }
 
@@ -101,7 +89,7 @@ async fn events_and_revisions_match_the_original_payloads() {
     let t = Duration::from_secs(10);
 
     let reg = json!({"entity_id": "a\"b", "kind": "cache", "scope": scope, "metadata": {"x": 1}});
-    assert_eq!(s.ctrl.post_code("/register", reg.clone()).await, 200);
+    s.ctrl.post_ok("/register", reg.clone()).await;
     let add = sub.next(t).expect("ADD event");
     assert_eq!(add["event_type"], "ADD");
     assert_eq!(add["entity_type"], "service");
@@ -116,18 +104,17 @@ async fn events_and_revisions_match_the_original_payloads() {
     assert_eq!(add["payload"]["id"], "a\"b");
 
     // Re-registering bumps the revision and publishes ADD again.
-    assert_eq!(s.ctrl.post_code("/register", reg).await, 200);
+    s.ctrl.post_ok("/register", reg).await;
     let add2 = sub.next(t).expect("second ADD");
     assert_eq!(
         (add2["event_type"].as_str(), add2["revision"].as_i64()),
         (Some("ADD"), Some(2))
     );
 
-    let (code, body) = s
+    let body = s
         .ctrl
-        .post("/unregister", json!({"entity_id": "a\"b", "scope": scope}))
+        .post_ok("/unregister", json!({"entity_id": "a\"b", "scope": scope}))
         .await;
-    assert_eq!(code, 200);
     assert_eq!(
         body,
         json!({"status": "ok", "message": "Entity service:a\"b unregistered successfully"})
@@ -143,11 +130,10 @@ async fn events_and_revisions_match_the_original_payloads() {
     assert_eq!(rm.as_object().unwrap().len(), 5);
 
     // Unregistering a missing entity: ok, no event, no revision bump.
-    let (code, body) = s
+    let body = s
         .ctrl
-        .post("/unregister", json!({"entity_id": "a\"b", "scope": scope}))
+        .post_ok("/unregister", json!({"entity_id": "a\"b", "scope": scope}))
         .await;
-    assert_eq!(code, 200);
     assert_eq!(body["status"], "ok");
     assert!(sub.next(Duration::from_millis(500)).is_none());
     let rev: i64 = s
@@ -274,7 +260,7 @@ async fn list_entities_filters_by_type_kind_and_scope_without_leaks() {
         if let Some(sc) = scope {
             body["scope"] = json!(sc);
         }
-        assert_eq!(s.ctrl.post_code("/register", body).await, 200);
+        s.ctrl.post_ok("/register", body).await;
     }
     // Non-entity keys that also match `*:*` must not break or pollute the listing.
     s.ctrl

@@ -27,7 +27,7 @@ async fn two_replicas_serve_one_cluster() {
         json!({"alias": "alice", "address": "127.0.0.1", "scope": scope, "owner_token": tok}),
     )
     .await;
-    assert_eq!(b.post_code("/heartbeat", hb.clone()).await, 200);
+    b.post_ok("/heartbeat", hb.clone()).await;
     let (_, list) = b.post("/query", json!({"scope": scope})).await;
     assert_eq!(list[0]["name"], "alice");
     // B restarts: nothing is lost, nothing to rebuild
@@ -35,7 +35,7 @@ async fn two_replicas_serve_one_cluster() {
         drop(b);
         NanoCtrl::start(&redis.url)
     };
-    assert_eq!(b.post_code("/heartbeat", hb.clone()).await, 200);
+    b.post_ok("/heartbeat", hb.clone()).await;
     // generated names from both replicas at once never collide
     let mut tasks = Vec::new();
     for (i, base) in [a.base.clone(), b.base.clone()]
@@ -76,19 +76,17 @@ async fn two_replicas_serve_one_cluster() {
         json!({"target_peers": ["bob"], "scope": scope, "owner_token": tok}),
     )
     .await;
-    assert_eq!(
-        b.post_code("/cleanup", json!({"agent_name": "alice", "scope": scope}))
-            .await,
-        403
-    );
-    assert_eq!(
-        b.post_code(
-            "/cleanup",
-            json!({"agent_name": "alice", "scope": scope, "owner_token": tok})
-        )
-        .await,
-        200
-    );
+    b.post_expect(
+        "/cleanup",
+        json!({"agent_name": "alice", "scope": scope}),
+        403,
+    )
+    .await;
+    b.post_ok(
+        "/cleanup",
+        json!({"agent_name": "alice", "scope": scope, "owner_token": tok}),
+    )
+    .await;
     let notices: Vec<String> = redis
         .conn()
         .lrange(format!("{scope}:inbox:bob"), 0, -1)

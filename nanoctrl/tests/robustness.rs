@@ -156,11 +156,8 @@ async fn body_limit_is_configurable() {
     );
     let head = raw_request(ctrl.port, &req);
     assert!(head.starts_with("HTTP/1.1 413"), "{head}");
-    assert_eq!(
-        ctrl.post_code("/register", json!({"entity_id": "x", "kind": "k"}))
-            .await,
-        200
-    );
+    ctrl.post_ok("/register", json!({"entity_id": "x", "kind": "k"}))
+        .await;
 }
 
 #[tokio::test]
@@ -168,7 +165,7 @@ async fn redis_outage_gives_5xx_then_recovers_without_restart() {
     let mut s = Stack::start();
     let scope = unique("outage");
     let reg = json!({"entity_id": "w", "kind": "k", "scope": scope});
-    assert_eq!(s.ctrl.post_code("/register", reg.clone()).await, 200);
+    s.ctrl.post_ok("/register", reg.clone()).await;
 
     let port = s.redis.port;
     s.redis.kill();
@@ -201,27 +198,21 @@ async fn redis_outage_gives_5xx_then_recovers_without_restart() {
         let (code, resp) = s.ctrl.post("/heartbeat", body).await;
         assert_eq!((code, resp["status"].as_str()), (200, Some("ok")));
     }
-    let (code, _) = s
-        .ctrl
-        .post(
+    s.ctrl
+        .post_ok(
             "/start_peer_agent",
             json!({"address": "127.0.0.1", "scope": scope, "alias": "z"}),
         )
         .await;
-    assert_eq!(code, 200);
-    let (code, _) = s
-        .ctrl
-        .post(
+    s.ctrl
+        .post_ok(
             "/v1/desired_topology/z",
             json!({"target_peers": ["y"], "symmetric": true, "scope": scope}),
         )
         .await;
-    assert_eq!(code, 200);
-    let (code, _) = s
-        .ctrl
-        .post("/unregister", json!({"entity_id": "w", "scope": scope}))
+    s.ctrl
+        .post_ok("/unregister", json!({"entity_id": "w", "scope": scope}))
         .await;
-    assert_eq!(code, 200);
 }
 
 #[tokio::test]

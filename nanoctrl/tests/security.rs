@@ -114,25 +114,20 @@ async fn owner_tokens_guard_live_aliases() {
     }
 
     let hb = |t: Option<&str>| json!({"entity_type": "agent", "entity_id": "alice", "scope": scope, "owner_token": t});
-    assert_eq!(c.post_code("/heartbeat", hb(Some(&tok))).await, 200);
+    c.post_ok("/heartbeat", hb(Some(&tok))).await;
     let (code, body) = c.post("/heartbeat", hb(None)).await;
     assert_eq!(
         (code, body["status"].as_str()),
         (403, Some("error")),
         "{body}"
     );
-    assert_eq!(
-        c.post_code("/heartbeat", hb(Some(&"x".repeat(64)))).await,
-        403
-    );
+    c.post_expect("/heartbeat", hb(Some(&"x".repeat(64))), 403)
+        .await;
     // the owner may register again (a retry whose reply was lost), nobody else
     let reg = |t: Option<&str>| json!({"alias": "alice", "address": "127.0.0.2", "scope": scope, "owner_token": t});
-    assert_eq!(c.post_code("/start_peer_agent", reg(None)).await, 409);
-    assert_eq!(
-        c.post_code("/start_peer_agent", reg(Some(&"y".repeat(32))))
-            .await,
-        409
-    );
+    c.post_expect("/start_peer_agent", reg(None), 409).await;
+    c.post_expect("/start_peer_agent", reg(Some(&"y".repeat(32))), 409)
+        .await;
     let (code, body) = c.post("/start_peer_agent", reg(Some(&tok))).await;
     assert_eq!(
         (code, body["owner_token"].as_str()),
@@ -148,13 +143,12 @@ async fn owner_tokens_guard_live_aliases() {
         )
         .await;
     assert_eq!(code, 422, "{body}");
-    let (code, _) = c
-        .post(
-            "/cleanup",
-            json!({"agent_name": "alice", "scope": scope, "owner_token": 7}),
-        )
-        .await;
-    assert_eq!(code, 422);
+    c.post_expect(
+        "/cleanup",
+        json!({"agent_name": "alice", "scope": scope, "owner_token": 7}),
+        422,
+    )
+    .await;
     assert!(r.exists::<_, bool>(&key).unwrap());
 
     // generated names skip an owned alias instead of overwriting it
@@ -179,7 +173,7 @@ async fn owner_tokens_guard_live_aliases() {
     // a silent owner (no heartbeat for 3 periods + 1 s) no longer holds the alias
     c.post_ok("/start_peer_agent", json!({"alias": "ghost", "address": "127.0.0.1", "scope": scope, "owner_token": "g".repeat(40), "heartbeat_interval_ms": 100})).await;
     let cleanup_ghost = json!({"agent_name": "ghost", "scope": scope});
-    assert_eq!(c.post_code("/cleanup", cleanup_ghost.clone()).await, 403);
+    c.post_expect("/cleanup", cleanup_ghost.clone(), 403).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (code, body) = c.post("/cleanup", cleanup_ghost).await;
     assert_eq!(code, 200, "{body}");
@@ -202,13 +196,10 @@ async fn owner_tokens_guard_live_aliases() {
     )
     .await;
     assert!(!r.exists::<_, bool>(&key).unwrap());
-    assert_eq!(c.post_code("/start_peer_agent", reg(None)).await, 200);
+    c.post_ok("/start_peer_agent", reg(None)).await;
     // an agent registered without a token keeps the original's rules
-    assert_eq!(
-        c.post_code("/cleanup", json!({"agent_name": "alice", "scope": scope}))
-            .await,
-        200
-    );
+    c.post_ok("/cleanup", json!({"agent_name": "alice", "scope": scope}))
+        .await;
 }
 
 /// (route, body with every field valid): each string field is blown up in turn.
@@ -405,14 +396,12 @@ async fn oversized_and_garbage_bodies_get_json_errors_and_change_nothing() {
     // no oversized value landed, and the server still works
     let keys = s.redis.all_keys();
     assert!(keys.iter().all(|k| !k.contains("zzzz")), "{keys:?}");
-    let (code, _) = s
-        .ctrl
-        .post(
+    s.ctrl
+        .post_ok(
             "/register",
             json!({"entity_id": "ok", "kind": "k", "scope": unique("after")}),
         )
         .await;
-    assert_eq!(code, 200);
 }
 
 #[tokio::test]
@@ -652,7 +641,7 @@ async fn connection_floods_and_silent_connections_are_bounded() {
         "closed before the idle time"
     );
     assert_eq!(query_from([127, 0, 0, 5], c.port).await, ok, "served again");
-    assert_eq!(c.post_code("/query", json!({})).await, 200);
+    c.post_ok("/query", json!({})).await;
     wait_for(Duration::from_secs(5), "a refusal log line", || {
         let log = log_text(&c);
         (log.contains("closed a connection from 127.0.0.1")

@@ -142,15 +142,15 @@ impl NanoCtrl {
         panic!("could not start nanoctrl on an ephemeral port");
     }
 
-    /// POST a JSON body; returns only the status.
-    pub async fn post_code(&self, path: &str, body: Value) -> u16 {
-        self.post(path, body).await.0
-    }
-
     /// POST a JSON body that must succeed (200); returns the answer.
     pub async fn post_ok(&self, path: &str, body: Value) -> Value {
-        let (code, answer) = self.post(path, body).await;
-        assert_eq!(code, 200, "POST {path}: {answer}");
+        self.post_expect(path, body, 200).await
+    }
+
+    /// POST a JSON body that must be answered with status `code`; returns the answer.
+    pub async fn post_expect(&self, path: &str, body: Value, code: u16) -> Value {
+        let (got, answer) = self.post(path, body).await;
+        assert_eq!(got, code, "POST {path}: {answer}");
         answer
     }
 
