@@ -134,6 +134,106 @@ fn sigkill_passive_peer_redialled() {
     b2.exit();
 }
 
+/// A peer killed and restarted (same alias) while this side does nothing: the lost
+/// connection is re-dialled on its own, `wait` on the old handle blocks until it is back,
+/// and named I/O works again, byte-exact, without a `connect_to`.
+fn killed_peer_comes_back_by_itself(transport: &str) {
+    let cl = Cluster::start("rekill");
+    let a = fast_agent(&cl, "alice");
+    let mut bufs = HashMap::new();
+    register(&a, &mut bufs, "buf", 65536, 1);
+    let mut b = Child::start(&cl, "bob", &[]);
+    b.ok("reg buf 65536 2");
+    let c = a.connect_to("bob", transport).unwrap();
+    c.wait(WAIT).unwrap();
+    b.p.kill();
+    wait_for(Duration::from_secs(5), "connection marked lost", || {
+        (c.state() == ConnState::Disconnected).then_some(())
+    });
+    // before the peer is back, named I/O says so (nothing is queued for later)
+    let e = a
+        .write("bob", &[NamedAssignment::same("buf", 0, 0, 16)], T)
+        .unwrap_err();
+    assert_eq!(e.status(), Status::PeerDisconnected, "{e}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut b2 = Child::start(&cl, "bob", &[]);
+    b2.ok("reg buf 65536 4");
+    let t0 = Instant::now();
+    assert_eq!(c.wait(WAIT).unwrap().as_str(), transport);
+    eprintln!(
+        "{transport}: reconnected {:?} after the restart",
+        t0.elapsed()
+    );
+    assert_eq!(b2.ok("wait alice 30000"), format!("ok {transport}"));
+    assert_eq!(count(&a.stats().reconnects), 1);
+    a.write("bob", &[NamedAssignment::same("buf", 0, 0, 65536)], T)
+        .unwrap()
+        .wait()
+        .unwrap();
+    b2.ok("check buf 1 0 65536");
+    b2.ok("reg out 65536 4");
+    b2.ok("write alice out buf 0 0 65536");
+    assert_eq!(bufs["buf"].check(4, 0, 65536), None);
+    b2.exit();
+}
+
+#[test]
+fn killed_peer_comes_back_by_itself_tcp() {
+    killed_peer_comes_back_by_itself("tcp");
+}
+
+#[test]
+fn killed_peer_comes_back_by_itself_shm() {
+    killed_peer_comes_back_by_itself("shm");
+}
+
+/// The re-dial is bounded: a peer that never comes back leaves the connection
+/// `Disconnected` after `reconnect_timeout`, `wait` says why, and no more qp_ready goes
+/// out. A peer that shuts down cleanly is not re-dialled at all.
+#[test]
+fn redial_gives_up_after_reconnect_timeout() {
+    let cl = Cluster::start("giveup");
+    let mut o = opts(300);
+    o.reconnect_timeout = Duration::from_secs(3);
+    let a = PeerAgent::new(cl.url(), Some("alice"), Some(&cl.scope), o).unwrap();
+    let mut b = Child::start(&cl, "bob", &[]);
+    let c = a.connect_to("bob", "tcp").unwrap();
+    c.wait(WAIT).unwrap();
+    let t0 = Instant::now();
+    b.p.kill();
+    wait_for(Duration::from_secs(5), "connection marked lost", || {
+        (c.state() == ConnState::Disconnected).then_some(())
+    });
+    let e = c.wait(WAIT).unwrap_err();
+    let took = t0.elapsed();
+    assert_eq!(e.status(), Status::PeerDisconnected, "{e}");
+    assert!(e.message().contains("no answer after re-dialling"), "{e}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(8),
+        "gave up after {took:?}"
+    );
+    assert_eq!(c.state(), ConnState::Disconnected);
+    let sent = count(&a.stats().qp_ready_sent) + count(&a.stats().qp_ready_resent);
+    std::thread::sleep(Duration::from_secs(3));
+    let later = count(&a.stats().qp_ready_sent) + count(&a.stats().qp_ready_resent);
+    assert_eq!(sent, later, "qp_ready still sent after giving up");
+    // a clean shutdown: no re-dial, wait fails at once
+    let mut carol = Child::start(&cl, "carol", &[]);
+    let cc = a.connect_to("carol", "tcp").unwrap();
+    cc.wait(WAIT).unwrap();
+    carol.ok("shutdown");
+    wait_for(Duration::from_secs(5), "carol's cleanup notice", || {
+        (cc.state() == ConnState::Disconnected).then_some(())
+    });
+    let t1 = Instant::now();
+    assert_eq!(
+        cc.wait(WAIT).unwrap_err().status(),
+        Status::PeerDisconnected
+    );
+    assert!(t1.elapsed() < Duration::from_secs(1));
+    carol.exit();
+}
+
 #[test]
 fn redis_restart_agents_recover() {
     let mut cl = Cluster::start("redis");

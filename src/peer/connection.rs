@@ -93,6 +93,8 @@ impl PeerConnection {
                         .and_then(|s| s.connected_transport)
                         .unwrap_or(Transport::Tcp))
                 }
+                // lost, and being re-dialled on its own: wait for it
+                Some(ConnState::Disconnected) if slot.is_some_and(|s| s.reconnecting()) => {}
                 Some(ConnState::Failed) | Some(ConnState::Disconnected) => {
                     let s = slot.unwrap();
                     return Err(s.error.clone().unwrap_or_else(|| {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::agent::Inner;
-use super::links::{ConnState, PeerView, Slot, Work};
+use super::links::{ConnState, PeerView, Slot, Work, RECONNECT_FIRST};
 use super::negotiate::{agree, Transport};
 use crate::error::{Error, Status};
 
@@ -187,7 +187,12 @@ impl Inner {
                     &mut work,
                 );
                 slot.peer = None;
-                if was_pending {
+                if slot.reconnecting() {
+                    // the peer shut down (stop) or a successor took its alias over (the
+                    // notice deleted its stream with our qp_ready: send it again)
+                    slot.peer_left = true;
+                    slot.retry_at = Some(Instant::now() + RECONNECT_FIRST);
+                } else if was_pending {
                     slot.retry_at = Some(Instant::now());
                 } else {
                     slot.pending = false;

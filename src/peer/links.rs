@@ -32,7 +32,9 @@ pub enum ConnState {
     Connected,
     /// Gave up (transport mismatch, retries exhausted); `wait` returns the error.
     Failed,
-    /// Was connected; the peer left, died or restarted. `connect_to` again re-dials.
+    /// Was connected; the peer left, died or restarted. A connection `connect_to` asked
+    /// for that a transport error took down is re-dialled on its own for
+    /// `reconnect_timeout` (`wait` blocks meanwhile); `connect_to` again re-dials.
     Disconnected,
 }
 
@@ -89,6 +91,12 @@ pub(super) struct Slot {
     pub error: Option<Error>,
     pub attempts: u32,
     pub retry_at: Option<Instant>,
+    /// Re-dialling on its own after a transport error (see [`Inner::mark_lost`]) until
+    /// then.
+    pub reconnect_until: Option<Instant>,
+    /// A cleanup notice came while re-dialling: the peer shut down, or a restarted
+    /// incarnation took its alias over. The next retry tells the two apart.
+    pub peer_left: bool,
     /// While dialling and unanswered: when our qp_ready goes out again, and how many
     /// times it went (see [`RESEND_FIRST`]).
     pub resend_at: Option<Instant>,
@@ -116,6 +124,8 @@ impl Slot {
             error: None,
             attempts: 0,
             retry_at: None,
+            reconnect_until: None,
+            peer_left: false,
             resend_at: None,
             resends: 0,
             sent: HashSet::new(),
@@ -123,6 +133,11 @@ impl Slot {
             connected_transport: None,
             outbox: Vec::new(),
         }
+    }
+
+    /// Re-dialling on its own (a lost connection, within `reconnect_timeout`).
+    pub fn reconnecting(&self) -> bool {
+        self.reconnect_until.is_some()
     }
 
     /// Drops the endpoint (it is shut down with the work).
@@ -162,6 +177,9 @@ const OUTBOX_MAX: usize = 1024;
 /// held. Without a resend both sides would wait forever, each for the other.
 const RESEND_FIRST: Duration = Duration::from_secs(2);
 const RESEND_MAX: Duration = Duration::from_secs(8);
+/// A lost connection is re-dialled this long after the loss is seen (the peer sees it
+/// too within about this time, so both sides start from a clean slot).
+pub(super) const RECONNECT_FIRST: Duration = Duration::from_millis(500);
 
 impl PeerAgent {
     /// Starts (or re-uses) the connection to `peer`. Does not block: call
@@ -290,6 +308,7 @@ impl Inner {
                 slot.pending = true;
                 slot.attempts = 0;
                 slot.retry_at = None;
+                slot.reconnect_until = None;
                 slot.error = None;
                 slot.state = ConnState::Connecting;
                 self.dial(peer, slot, &mut work);
@@ -399,9 +418,10 @@ impl Inner {
     /// yet (the endpoint is not bound to a peer endpoint), and its resend time came.
     fn resend_unanswered(&self, peer: &str, slot: &mut Slot, now: Instant, work: &mut Work) {
         let Some(at) = slot.resend_at else { return };
-        let waiting = slot.pending
-            && slot.state == ConnState::Connecting
-            && slot.ep.as_ref().is_some_and(|e| e.bound.is_none());
+        let dialling = slot.state == ConnState::Connecting
+            || (slot.state == ConnState::Disconnected && slot.reconnecting());
+        let waiting =
+            slot.pending && dialling && slot.ep.as_ref().is_some_and(|e| e.bound.is_none());
         if !waiting {
             slot.resend_at = None;
             return;
@@ -489,6 +509,7 @@ impl Inner {
         slot.error = Some(e);
         slot.pending = false;
         slot.retry_at = None;
+        slot.reconnect_until = None;
         slot.resend_at = None;
         self.cv.notify_all();
     }
@@ -579,6 +600,9 @@ impl Inner {
                     slot.error = None;
                     slot.attempts = 0;
                     slot.retry_at = None;
+                    if slot.reconnect_until.take().is_some() {
+                        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
                     info_log!("PeerAgent {}: connected to {peer}", self.alias);
                     self.cv.notify_all();
                 }
@@ -593,10 +617,13 @@ impl Inner {
                     slot.drop_ep(&mut work);
                     slot.sent.clear();
                     slot.answered.clear();
-                    if slot.attempts >= self.opts.connect_attempts.max(1) {
+                    // an automatic re-dial keeps trying until its deadline
+                    if slot.attempts >= self.opts.connect_attempts.max(1) && !slot.reconnecting() {
                         self.fail(slot, e, &mut work);
                     } else {
-                        slot.state = ConnState::Connecting;
+                        if !slot.reconnecting() {
+                            slot.state = ConnState::Connecting;
+                        }
                         slot.error = Some(e);
                         let backoff = Duration::from_millis(50 << slot.attempts.min(6));
                         slot.retry_at = Some(Instant::now() + backoff);
@@ -607,9 +634,15 @@ impl Inner {
         self.run_work(work);
     }
 
-    /// Marks the connection over `ep` lost (the peer is gone), so the next
-    /// `connect_to` re-dials.
+    /// Marks the connection over `ep` lost (a transport error: the link or the peer's
+    /// process is gone). Pending operations have failed; a connection `connect_to` asked
+    /// for is re-dialled from [`RECONNECT_FIRST`] on, until `reconnect_timeout`
+    /// passes, the peer shuts down (cleanup notice) or this agent does.
     pub(super) fn mark_lost(&self, peer: &str, ep: &Arc<dyn Endpoint>) {
+        let window = self.opts.reconnect_timeout;
+        let redial = !window.is_zero()
+            && !self.shutdown.load(Ordering::Acquire)
+            && self.desired.lock().contains(peer);
         let mut work = Work::default();
         {
             let mut peers = self.peers.lock();
@@ -623,6 +656,19 @@ impl Inner {
                     );
                     // a re-dial must reach the peer's next incarnation too
                     slot.peer = None;
+                    if redial {
+                        let now = Instant::now();
+                        info_log!(
+                            "PeerAgent {}: re-dialling {peer} for up to {window:?}",
+                            self.alias
+                        );
+                        slot.pending = true;
+                        slot.attempts = 0;
+                        slot.reconnect_until = Some(now + window);
+                        slot.peer_left = false;
+                        slot.retry_at = Some(now + RECONNECT_FIRST);
+                        slot.resend_at = None;
+                    }
                 }
             }
         }
@@ -638,6 +684,14 @@ impl Inner {
         {
             let mut peers = self.peers.lock();
             for (peer, slot) in peers.iter_mut() {
+                if slot.reconnect_until.is_some_and(|t| t <= now) {
+                    let why = format!(
+                        "no answer after re-dialling for {:?}",
+                        self.opts.reconnect_timeout
+                    );
+                    self.give_up_reconnect(peer, slot, &why, &mut work);
+                    continue;
+                }
                 self.resend_unanswered(peer, slot, now, &mut work);
                 let Some(at) = slot.retry_at else { continue };
                 if at > now {
@@ -647,13 +701,51 @@ impl Inner {
                 if matches!(slot.state, ConnState::Connected | ConnState::Failed) {
                     continue;
                 }
-                slot.state = ConnState::Connecting;
+                if slot.reconnecting() && std::mem::take(&mut slot.peer_left) {
+                    // a successor re-registers the alias right after its clean-up; a
+                    // peer that shut down leaves no record
+                    let registered = self.store.exists(&self.keys.agent(peer)).unwrap_or(true);
+                    if !registered {
+                        self.give_up_reconnect(peer, slot, "the peer shut down", &mut work);
+                        continue;
+                    }
+                }
+                // an automatic re-dial stays `Disconnected` until the peer answers
+                if !slot.reconnecting() {
+                    slot.state = ConnState::Connecting;
+                }
                 self.dial(peer, slot, &mut work);
             }
         }
         if !work.is_empty() {
             self.run_work(work);
         }
+    }
+
+    /// The re-dial of a lost connection ends (`why`): it stays `Disconnected`.
+    fn give_up_reconnect(&self, peer: &str, slot: &mut Slot, why: &str, work: &mut Work) {
+        let last = slot
+            .error
+            .as_ref()
+            .map(|e| format!(" (lost: {})", e.message()))
+            .unwrap_or_default();
+        warn_log!(
+            "PeerAgent {}: stopped re-dialling {peer}: {why}",
+            self.alias
+        );
+        slot.drop_ep(work);
+        slot.sent.clear();
+        slot.answered.clear();
+        slot.reconnect_until = None;
+        slot.pending = false;
+        slot.retry_at = None;
+        slot.resend_at = None;
+        slot.state = ConnState::Disconnected;
+        slot.error = Some(Error::new(
+            Status::PeerDisconnected,
+            format!("connection to '{peer}' lost and not re-dialled: {why}{last}"),
+        ));
+        self.cv.notify_all();
     }
 
     /// Connected endpoints whose peer the transport saw go are marked disconnected
@@ -688,6 +780,7 @@ impl Inner {
                         other => other,
                     };
                     s.error = Some(Error::new(Status::ShutDown, "PeerAgent is shut down"));
+                    s.reconnect_until = None;
                     s.ep.take().map(|e| e.ep)
                 })
                 .collect();

@@ -34,6 +34,11 @@ pub struct PeerAgentOptions {
     pub rdma: RdmaConfig,
     /// Connect attempts per handshake before the connection is marked failed.
     pub connect_attempts: u32,
+    /// How long a connection `connect_to` asked for is re-dialled on its own after a
+    /// transport error took it down (a link down, the peer's process killed): pending
+    /// operations fail, the state is `Disconnected`, and the agent dials again until the
+    /// peer answers or this much time passed. Zero: never (`connect_to` re-dials).
+    pub reconnect_timeout: Duration,
     /// Deadline of each HTTP call to NanoCtrl.
     pub http_timeout: Duration,
     /// How long the control thread blocks in XREAD (also the inbox polling period).
@@ -68,6 +73,7 @@ impl Default for PeerAgentOptions {
             shm: ShmConfig::default(),
             rdma: RdmaConfig::default(),
             connect_attempts: 5,
+            reconnect_timeout: Duration::from_secs(120),
             http_timeout: Duration::from_secs(5),
             poll_interval: Duration::from_millis(50),
             obs_interval: ms_from_env("DLSLIME_OBS_TIME_STEP_MS").unwrap_or(Duration::from_secs(1)),

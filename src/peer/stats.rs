@@ -18,6 +18,8 @@ pub struct AgentStats {
     /// Registrations after the first (heartbeat said not found).
     pub reregistrations: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// Lost connections that came back by an automatic re-dial.
+    pub reconnects: AtomicU64,
     /// `qp_ready` messages from original DLSlime agents (their connections fail at once).
     pub original_peers: AtomicU64,
 }
