@@ -508,6 +508,11 @@ static int test_loopback(void) {
   w = asg(A.mr, rb, 1000, 0, 256);
   CHECK_OK(dlslime_endpoint_write_with_imm(A.ep, &w, 1, -1234567, 0, &f));
   CHECK_OK(dlslime_future_wait(f));
+  /* Only an imm_recv's future has immediate data: the write's is refused, out untouched. */
+  int32_t not_imm = 99;
+  CHECK_STATUS(dlslime_future_get_imm_data(f, &not_imm), DLSLIME_STATUS_INVALID_ARGUMENT);
+  CHECK_LAST_ERROR_HAS("only for futures of imm_recv");
+  CHECK(not_imm == 99);
   dlslime_future_free(f);
   for (int i = 0; i < 4; i++) {
     CHECK(pthread_join(ts[i], NULL) == 0);

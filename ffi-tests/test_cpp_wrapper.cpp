@@ -199,8 +199,16 @@ int main() {
     eb.connect(ea.info());
     auto rb = ea.remote_handle("buf");
 
-    ea.write({dlslime::assignment(ha, rb, 100, 0, 1000)}, 10s).wait();
+    auto wf = ea.write({dlslime::assignment(ha, rb, 100, 0, 1000)}, 10s);
+    wf.wait();
     CHECK(b[99] == 0x22 && b[100] == 0x11 && b[1099] == 0x11 && b[1100] == 0x22);
+    // a write has no immediate data: imm_data() throws INVALID_ARGUMENT, not 0
+    try {
+      (void)wf.imm_data();
+      CHECK(false);
+    } catch (const dlslime::Error& e) {
+      CHECK(e.status() == DLSLIME_STATUS_INVALID_ARGUMENT);
+    }
     ea.read({dlslime::assignment(ha, rb, 2000, 5000, 10)}).wait();
     CHECK(a[5000] == 0x22 && a[5009] == 0x22);
 

@@ -116,12 +116,12 @@ fn completed(f: &Future, what: &str) -> dlslime_status_t {
     }
 }
 
-/// The immediate data of a completed `dlslime_endpoint_imm_recv`, written to `*out`.
-/// Only the caller knows which call made the future: for any other operation the value is
-/// 0.
+/// The immediate data of a completed `dlslime_endpoint_imm_recv` (or
+/// `dlslime_peer_agent_imm_recv`), written to `*out`.
 ///
-/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_PENDING` (not completed yet;
-/// `*out` is not written), or the operation's failure status.
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (the future
+/// is not an imm_recv's: its immediate data is not defined), `DLSLIME_STATUS_PENDING` (not
+/// completed yet), or the operation's failure status; `*out` is written only on success.
 #[no_mangle]
 pub extern "C" fn dlslime_future_get_imm_data(
     f: *const dlslime_future_t,
@@ -130,6 +130,12 @@ pub extern "C" fn dlslime_future_get_imm_data(
     ffi_boundary! {
         let f = try_ref!(f);
         let out = try_out!(out);
+        if !f.is_imm_recv() {
+            set_last_error_message(
+                "imm_data is defined only for futures of imm_recv".to_string(),
+            );
+            return dlslime_status_t::InvalidArgument;
+        }
         let st = completed(f, "imm_data");
         if st != dlslime_status_t::Ok {
             return st;

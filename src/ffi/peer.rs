@@ -581,11 +581,13 @@ pub extern "C" fn dlslime_peer_agent_connect(
 }
 
 /// Blocks until the connection is established (writes its transport to
-/// `*out_transport` if that is not NULL), has failed, or `timeout_ms` passed.
+/// `*out_transport` if that is not NULL), has failed, or `timeout_ms` passed. A lost
+/// connection the agent re-dials on its own (state `DISCONNECTED`) is waited for.
 ///
 /// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_TIMEOUT` (the message names
 /// the state and the connected peers), `DLSLIME_STATUS_UNSUPPORTED` (transport
-/// mismatch), `DLSLIME_STATUS_PEER_DISCONNECTED` (the connection was lost),
+/// mismatch), `DLSLIME_STATUS_PEER_DISCONNECTED` (the connection was lost and is not
+/// re-dialled),
 /// `DLSLIME_STATUS_SHUT_DOWN`, or the error of the last connect attempt.
 #[no_mangle]
 pub extern "C" fn dlslime_peer_connection_wait(

@@ -10,7 +10,11 @@ use crate::error::{Error, Result, Status};
 /// A handle on one operation. Cheap to clone; every clone sees the same outcome. Safe to
 /// wait on from any number of threads, any number of times.
 #[derive(Clone)]
-pub struct Future(Handle);
+pub struct Future {
+    h: Handle,
+    /// Made by `imm_recv`: the only operation whose `imm_data` means something.
+    imm_recv: bool,
+}
 
 #[derive(Clone)]
 enum Handle {
@@ -25,18 +29,38 @@ static READY: OpState = OpState::ok();
 
 impl Future {
     pub fn new(op: Arc<OpState>) -> Future {
-        Future(Handle::Op(op))
+        Future {
+            h: Handle::Op(op),
+            imm_recv: false,
+        }
+    }
+
+    /// The future of an `imm_recv` (see [`Future::is_imm_recv`]).
+    pub fn for_imm_recv(op: Arc<OpState>) -> Future {
+        Future {
+            h: Handle::Op(op),
+            imm_recv: true,
+        }
     }
 
     /// An operation that completed successfully at submission, moving `nbytes`.
     pub fn ready(nbytes: u64) -> Future {
-        Future(Handle::Ready(nbytes))
+        Future {
+            h: Handle::Ready(nbytes),
+            imm_recv: false,
+        }
+    }
+
+    /// Whether `imm_recv` made this future, i.e. whether [`Future::imm_data`] is
+    /// defined for it (the C ABI and the bindings refuse it for other operations).
+    pub fn is_imm_recv(&self) -> bool {
+        self.imm_recv
     }
 
     /// Waits until the operation completes or its deadline passes (then it fails with
     /// `Timeout`).
     pub fn wait(&self) -> Result<()> {
-        match &self.0 {
+        match &self.h {
             Handle::Op(op) => op.wait_until(Deadline::never()),
             Handle::Ready(_) => Ok(()),
         }
@@ -45,7 +69,7 @@ impl Future {
     /// Waits at most `timeout`. `Err(Timeout)` with the operation still pending means only
     /// this wait gave up; [`Future::status`] tells the difference.
     pub fn wait_for(&self, timeout: Duration) -> Result<()> {
-        match &self.0 {
+        match &self.h {
             Handle::Op(op) => op.wait_until(Deadline::after(timeout)),
             Handle::Ready(_) => Ok(()),
         }
@@ -57,7 +81,7 @@ impl Future {
 
     /// `Pending` until done, then the final status.
     pub fn status(&self) -> Status {
-        match &self.0 {
+        match &self.h {
             Handle::Op(op) => op.status(),
             Handle::Ready(_) => Status::Ok,
         }
@@ -71,7 +95,7 @@ impl Future {
         }
     }
 
-    /// Immediate data of a completed `imm_recv`.
+    /// Immediate data of a completed `imm_recv`; 0 for other operations.
     pub fn imm_data(&self) -> i32 {
         self.state().imm()
     }
@@ -79,7 +103,7 @@ impl Future {
     /// Bytes moved (for `recv`: the length of the received message; for one-sided
     /// operations: the bytes of every assignment). Defined once the operation succeeded.
     pub fn nbytes(&self) -> u64 {
-        match &self.0 {
+        match &self.h {
             Handle::Op(op) => op.nbytes(),
             Handle::Ready(n) => *n,
         }
@@ -87,7 +111,7 @@ impl Future {
 
     /// The operation's state (a completed, unchangeable one for [`Future::ready`]).
     pub fn state(&self) -> &OpState {
-        match &self.0 {
+        match &self.h {
             Handle::Op(op) => op,
             Handle::Ready(_) => &READY,
         }
@@ -96,7 +120,7 @@ impl Future {
     /// The state shared with the transport, to keep beyond the future; `None` for a
     /// future whose outcome was known at submission.
     pub fn shared_state(&self) -> Option<&Arc<OpState>> {
-        match &self.0 {
+        match &self.h {
             Handle::Op(op) => Some(op),
             Handle::Ready(_) => None,
         }

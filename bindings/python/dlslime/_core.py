@@ -13,7 +13,7 @@ import threading
 from collections import namedtuple
 from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 
-from ._errors import DLSlimeError, InvalidArgument, StateError, error_class
+from ._errors import DLSlimeError, StateError, error_class
 from ._cuda import foreign_array, stream_ordered
 from ._lib import ffi, lib
 
@@ -350,14 +350,12 @@ class Future:
     endpoint is closed.
     """
 
-    __slots__ = ("_f", "_keep", "_ep", "_imm", "__weakref__")
+    __slots__ = ("_f", "_keep", "_ep", "__weakref__")
 
-    def __init__(self, f, keep, ep, imm: bool = False) -> None:
+    def __init__(self, f, keep, ep) -> None:
         self._f = f
         self._keep = keep
         self._ep = ep
-        # Made by imm_recv: the only futures whose imm_data() is defined.
-        self._imm = imm
 
     def _h(self):
         f = self._f
@@ -425,10 +423,7 @@ class Future:
     def imm_data(self) -> int:
         """The immediate data of a completed ``imm_recv``. Raises ``ValueError`` for any
         other operation's future, ``StateError`` before completion and the operation's
-        error if it failed."""
-        if not self._imm:
-            raise InvalidArgument("imm_data() is defined only for futures of imm_recv",
-                                  lib.DLSLIME_STATUS_INVALID_ARGUMENT)
+        error if it failed (the library tells which futures are imm_recv's)."""
         return self._result(lib.dlslime_future_get_imm_data, "int32_t *", "imm_data()")
 
     def nbytes(self) -> int:
@@ -707,7 +702,7 @@ class Endpoint(_Owned, _OrphanKeeper):
             self._sweep()
         out = ffi.new("dlslime_future_t **")
         _check(lib.dlslime_endpoint_imm_recv(self._handle(), _timeout_ms(timeout), out), "imm_recv")
-        return Future(out[0], None, self, imm=True)
+        return Future(out[0], None, self)
 
     def _chunk(self, chunk, writable: bool):
         if isinstance(chunk, tuple) and len(chunk) == 3 and all(

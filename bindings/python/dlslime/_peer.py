@@ -19,7 +19,6 @@ __all__ = ["PeerAgent", "PeerConnection"]
 # The header's enums, as the strings the original API used: "connected", "shm", ...
 _STATES = {v: k.lower() for k, v in enum_values("dlslime_peer_conn_state").items()}
 _TRANSPORTS = {v: (None if k == "NONE" else k.lower()) for k, v in enum_values("dlslime_peer_transport").items()}
-_DIALING = (lib.DLSLIME_PEER_CONN_STATE_IDLE, lib.DLSLIME_PEER_CONN_STATE_CONNECTING)
 
 
 def has_peer_agent() -> bool:
@@ -46,7 +45,8 @@ class PeerConnection:
         self.conn_id = f"{agent.alias}:{req}:port1->{peer}:{req}:port1#qp1"
 
     def wait(self, timeout: float = 60.0) -> "PeerConnection":
-        """Blocks until connected (returns self). Raises :class:`Timeout` (a
+        """Blocks until connected (returns self), also while a lost connection is
+        re-dialled on its own (``state`` is then ``"disconnected"``). Raises :class:`Timeout` (a
         ``TimeoutError``; the message names the time waited, the state and the connected
         peers), :class:`PeerDisconnected`, :class:`Unsupported` (transport mismatch, an
         original DLSlime peer) or the error of the last connect attempt."""
@@ -56,7 +56,9 @@ class PeerConnection:
         while True:  # slices, so Ctrl-C works; the GIL is released in each
             step = min(ms, 200)
             st = lib.dlslime_peer_connection_wait(self._ptr, step, out)
-            if st == _TIMEOUT and ms > step and lib.dlslime_peer_connection_state(self._ptr) in _DIALING:
+            # the library answers TIMEOUT only while the connection may still come (dialling,
+            # or re-dialling a lost one)
+            if st == _TIMEOUT and ms > step:
                 ms -= step
                 continue
             if st == _TIMEOUT:
@@ -474,7 +476,7 @@ class PeerAgent(_OrphanKeeper, _Closing):
             raise TypeError("peer must be a str")
         out = ffi.new("dlslime_future_t **")
         _check(lib.dlslime_peer_agent_imm_recv(self._h(), peer.encode(), _timeout_ms(timeout), out), "imm_recv")
-        return Future(out[0], None, self, imm=True)
+        return Future(out[0], None, self)
 
     def send(self, peer: str, chunk: Any, stream: Any = None, *, timeout: Optional[float] = None,
              **_ignored: Any) -> Future:

@@ -43,6 +43,13 @@ class Host:
                 self.server = threading.Thread(target=rpc.serve, args=(a, Svc(), peer), daemon=True)
                 self.server.start()
             return {"transport": conn.transport, "state": conn.state}
+        if c == "wait":  # waits on the existing connection handle: no connect_to
+            conn = a.query_connection(peer)
+            if conn is None:
+                return {"state": "none"}
+            t0 = time.monotonic()
+            conn.wait(cmd.get("timeout", 30))
+            return {"transport": conn.transport, "state": conn.state, "seconds": time.monotonic() - t0}
         if c == "state":
             conn = a.query_connection(peer)
             return {"state": conn.state if conn else "none", "transport": conn.transport if conn else None}

@@ -224,15 +224,50 @@ def test_link_down_fails_pending_within_3s_and_reconnects(pair):
           f"{max(failed) if failed else 0:.2f} s ({sorted(set(s for s, _ in res))})")
     assert failed, "every read completed although the link went down mid-transfer"
     assert max(t for _, t in res) <= 3.0, f"pending futures ended only after {max(t for _, t in res):.2f} s"
-    # The agent's liveness probe (every 0.5 s) marks the connection lost.
+    # The agent's liveness probe (every 0.5 s) marks the connection lost; both agents
+    # re-dial on their own (bob's messages wait until Redis is reachable again).
     wait_until(lambda: alice.call("state")["state"] == "disconnected", 5, "connection not marked lost")
+    time.sleep(2)  # down long enough for a re-dial or two to go unanswered
+    assert alice.call("state")["state"] == "disconnected"
     topo.link("h2", True)
-    # The agent re-dials when asked (connect_to after a lost connection), as documented.
+    # No connect_to: waiting on the existing handles sees the connection come back.
     t0 = time.monotonic()
-    got = alice.call("connect", timeout=40)
-    assert got.get("transport") == "tcp", got
-    print(f"reconnected in {time.monotonic() - t0:.2f} s after the link came back")
+    got = alice.call("wait", timeout=30)
+    assert got.get("state") == "connected" and got.get("transport") == "tcp", got
+    took = time.monotonic() - t0
+    assert bob.call("wait", timeout=30).get("state") == "connected"
+    print(f"reconnected on its own {took:.2f} s after the link came back")
     check_byte_exact(alice, bob, 1 << 20)
+    rpc = alice.call("rpc", count=5, size=200_000, timeout=60)
+    assert rpc.get("bad") == 0, rpc
+
+
+def test_restarted_peer_process_is_reconnected_on_its_own(net):
+    """bob's process is killed and started again on its host; alice does nothing but
+    wait on her old connection handle, then reads and writes byte-exact."""
+    topo, url = net
+    scope = "mh-" + uuid.uuid4().hex[:8]
+    bob = Agent(url, scope, "bob", "alice")
+    alice = Agent(url, scope, "alice", "bob")
+    bob2 = None
+    try:
+        bob.write({"cmd": "connect"})
+        assert alice.call("connect", timeout=40).get("state") == "connected"
+        assert bob.read(40).get("state") == "connected"
+        bob.proc.kill()
+        bob.proc.wait(10)
+        wait_until(lambda: alice.call("state")["state"] == "disconnected", 5, "connection not marked lost")
+        bob2 = Agent(url, scope, "bob", "alice")  # no connect_to on either side
+        t0 = time.monotonic()
+        got = alice.call("wait", timeout=30)
+        assert got.get("state") == "connected" and got.get("transport") == "tcp", got
+        print(f"\nrestarted peer reconnected {time.monotonic() - t0:.2f} s after it registered")
+        check_byte_exact(alice, bob2, 1 << 20)
+    finally:
+        alice.close()
+        if bob2 is not None:
+            bob2.close()
+        bob.close()
 
 
 def test_loss_1_percent_keeps_transfers_and_rpc_byte_exact(pair):

@@ -1090,7 +1090,7 @@ impl Endpoint for RdmaEndpoint {
             self.sh.ready()?;
             let op = self.sh.new_op(1, timeout);
             self.sh.imm.post(op.clone());
-            Ok(Future::new(op))
+            Ok(Future::for_imm_recv(op))
         })
     }
 

@@ -129,7 +129,7 @@ impl Endpoint for ShmEndpoint {
             self.inner.conn()?;
             let op = self.inner.new_op(1, timeout);
             self.inner.imm.post(op.clone());
-            Ok(Future::new(op))
+            Ok(Future::for_imm_recv(op))
         })
     }
 
