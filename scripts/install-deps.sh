@@ -38,6 +38,9 @@ if [ $rdma_only = 0 ]; then
   # the NFQUEUE delayer's Python module (netfilterqueue) builds against it
   dpkg-query -W -f='${Status}' libnetfilter-queue-dev 2>/dev/null | grep -q 'install ok installed' \
     || need+=(libnetfilter-queue-dev)
+  # libfaketime: the clock-jump test (tests/peer_clock.rs) steps a child agent's wall clock
+  dpkg-query -W -f='${Status}' libfaketime 2>/dev/null | grep -q 'install ok installed' \
+    || need+=(libfaketime)
 fi
 # RDMA: rdma-sys builds against the verbs headers with bindgen (which loads libclang at
 # run time); libdlslime.so itself loads libibverbs.so.1 only when RDMA is used. The VM

@@ -266,7 +266,10 @@ pub(super) fn ask_redis_url(http: &Http, address: &str) -> Option<String> {
 /// through NanoCtrl (its peers get the cleanup notice) and `true` is returned. NanoCtrl
 /// has the last word for an owned record: it cleans up a live-looking one only for the
 /// holder of its owner token, which a predecessor on this host left in its file (see
-/// `owner`); otherwise `false` until the holder's heartbeats have stopped.
+/// `owner`), presented only when that predecessor's process is gone; otherwise it judges
+/// the heartbeats itself, on Redis's clock (`false` until they have stopped). Wall clocks
+/// of different hosts are never compared here: they differ, and they jump (a holder
+/// whose clock stepped back would look silent although it beats).
 fn stale_holder(http: &Http, alias: &str, my_host: &str, scope: Option<&str>) -> Result<bool> {
     // Read the holder's record through NanoCtrl (/query), which needs no Redis access.
     let r = http.post(
@@ -293,35 +296,37 @@ fn stale_holder(http: &Http, alias: &str, my_host: &str, scope: Option<&str>) ->
             .get("pid")
             .and_then(Value::as_i64)
             .is_some_and(|p| p as u32 != std::process::id() && !owner::pid_alive(p));
-    let silent = match (
-        rec.get("heartbeat_at_ms").and_then(Value::as_i64),
-        rec.get("heartbeat_interval_ms").and_then(Value::as_i64),
-    ) {
-        (Some(at), Some(iv)) => now_ms() as i64 - at > 3 * iv + 1000,
-        _ => false,
-    };
+    // an agent of this implementation (it beats with an owner token, so NanoCtrl can tell
+    // whether it is silent); an original agent's record is never taken over
+    let beats = rec.get("heartbeat_interval_ms").is_some();
     let fields = rec.as_object().cloned().unwrap_or_default();
-    if fields.is_empty() || !(dead_pid || silent) {
+    if fields.is_empty() || !(dead_pid || beats) {
         return Ok(false);
     }
-    warn_log!(
-        "PeerAgent alias '{alias}' is held by a dead agent ({}); cleaning it up and taking over",
-        if dead_pid {
-            "its process is gone"
-        } else {
-            "its heartbeats stopped"
-        }
-    );
     let mut body = json!({"agent_name": alias});
     if let Some(s) = scope {
         body["scope"] = s.into();
     }
-    if let Some(t) = owner::predecessor(scope, alias) {
-        body["owner_token"] = t.into();
+    if dead_pid {
+        if let Some(t) = owner::predecessor(scope, alias) {
+            body["owner_token"] = t.into();
+        }
     }
     let r = http.post("/cleanup", &body)?;
     match r.code {
-        200 => Ok(true),
+        200 => {
+            warn_log!(
+                "PeerAgent alias '{alias}' was held by a dead agent ({}); cleaned it up, taking over",
+                if dead_pid {
+                    "its process is gone"
+                } else {
+                    "its heartbeats stopped"
+                }
+            );
+            Ok(true)
+        }
+        // a live holder
+        403 if !dead_pid => Ok(false),
         403 => {
             warn_log!(
                 "PeerAgent alias '{alias}': NanoCtrl keeps it for its owner until its heartbeats stop ({})",

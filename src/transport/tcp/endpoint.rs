@@ -319,7 +319,12 @@ impl Endpoint for TcpEndpoint {
         self.ready()?;
         let op = self.new_op(1, timeout);
         self.core.imm.post(op.clone());
-        Ok(track(&self.obs, OpKind::ImmRecv, 0, Future::for_imm_recv(op)))
+        Ok(track(
+            &self.obs,
+            OpKind::ImmRecv,
+            0,
+            Future::for_imm_recv(op),
+        ))
     }
 
     unsafe fn send(&self, ptr: *const u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
