@@ -544,12 +544,12 @@ int32_t dlslime_future_imm_data(const dlslime_future_t *f);
 uint64_t dlslime_future_nbytes(const dlslime_future_t *f);
 
 /**
- * The immediate data of a completed `dlslime_endpoint_imm_recv`, written to `*out`.
- * Only the caller knows which call made the future: for any other operation the value is
- * 0.
+ * The immediate data of a completed `dlslime_endpoint_imm_recv` (or
+ * `dlslime_peer_agent_imm_recv`), written to `*out`.
  *
- * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_PENDING` (not completed yet;
- * `*out` is not written), or the operation's failure status.
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_INVALID_ARGUMENT` (the future
+ * is not an imm_recv's: its immediate data is not defined), `DLSLIME_STATUS_PENDING` (not
+ * completed yet), or the operation's failure status; `*out` is written only on success.
  */
 dlslime_status_t dlslime_future_get_imm_data(const dlslime_future_t *f, int32_t *out);
 
@@ -1466,11 +1466,13 @@ dlslime_status_t dlslime_peer_agent_connect(const dlslime_peer_agent_t *agent,
 
 /**
  * Blocks until the connection is established (writes its transport to
- * `*out_transport` if that is not NULL), has failed, or `timeout_ms` passed.
+ * `*out_transport` if that is not NULL), has failed, or `timeout_ms` passed. A lost
+ * connection the agent re-dials on its own (state `DISCONNECTED`) is waited for.
  *
  * Errors: `DLSLIME_STATUS_NULL_PARAMETER`, `DLSLIME_STATUS_TIMEOUT` (the message names
  * the state and the connected peers), `DLSLIME_STATUS_UNSUPPORTED` (transport
- * mismatch), `DLSLIME_STATUS_PEER_DISCONNECTED` (the connection was lost),
+ * mismatch), `DLSLIME_STATUS_PEER_DISCONNECTED` (the connection was lost and is not
+ * re-dialled),
  * `DLSLIME_STATUS_SHUT_DOWN`, or the error of the last connect attempt.
  */
 dlslime_status_t dlslime_peer_connection_wait(const dlslime_peer_connection_t *conn,

@@ -440,8 +440,9 @@ class Future {
   bool done() const noexcept { return dlslime_future_done(h_.get()); }
   /// DLSLIME_STATUS_PENDING until completion, then the final status.
   dlslime_status_t status() const noexcept { return dlslime_future_status(h_.get()); }
-  /// The immediate data of a completed imm_recv. Not defined before completion: throws
-  /// Error (DLSLIME_STATUS_PENDING) then, and the operation's Error if it failed.
+  /// The immediate data of a completed imm_recv. Not defined for other operations (throws
+  /// Error, DLSLIME_STATUS_INVALID_ARGUMENT) nor before completion (throws Error,
+  /// DLSLIME_STATUS_PENDING); throws the operation's Error if it failed.
   int32_t imm_data() const {
     int32_t v = 0;
     check(dlslime_future_get_imm_data(h_.get(), &v));
