@@ -401,6 +401,28 @@ fn peer_killed_mid_transfer_fails_every_pending_future_quickly() {
     );
 }
 
+/// A send from an unmapped address (against `send`'s contract, e.g. a wrong raw pointer)
+/// fails that send with `InvalidArgument` saying so, not with `PeerDisconnected`. The
+/// frame's header is already out when the kernel refuses the payload, so the connection
+/// is reset (operations in flight on it fail; Python checks raw pointers before the
+/// call, `dlslime_check_buffer`).
+#[test]
+fn a_send_from_an_unmapped_address_is_the_callers_error() {
+    let mut r = Rig::new(MIB, MIB);
+    r.ep.read(&[r.a(0, 0, 4096)], None).unwrap().wait().unwrap();
+    // SAFETY: deliberately not a valid buffer: page 0 is never mapped, so the kernel
+    // refuses to read it (EFAULT) and no user-space code dereferences it.
+    let f = unsafe {
+        r.ep.send(0x10 as *const u8, 64, Some(Duration::from_secs(10)))
+    }
+    .unwrap();
+    let e = f.wait().unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+    assert!(e.message().contains("not readable memory"), "{e}");
+    r.peer.send("exit");
+    r.peer.join();
+}
+
 #[test]
 fn a_pooled_connection_that_died_is_replaced_on_first_use() {
     let mut r = Rig::new(MIB, MIB);

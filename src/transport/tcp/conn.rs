@@ -244,11 +244,26 @@ impl Conn {
             self.dead.store(true, Ordering::Release);
             let _ = self.stream.shutdown(Shutdown::Both);
             if let Some(p) = self.pending.lock().remove(&job.header.req_id) {
-                fail(
-                    p,
-                    Status::PeerDisconnected,
-                    &format!("write to {} failed: {e}", self.peer),
-                );
+                // A payload the kernel could not read (a send from an unmapped address,
+                // against `send`'s contract) is the caller's error, not the peer's. The
+                // header is out by then, so the connection cannot go on: it is closed and
+                // the next operation opens a new one.
+                let (status, why) = if e.raw_os_error() == Some(libc::EFAULT) {
+                    (
+                        Status::InvalidArgument,
+                        format!(
+                            "payload [{:#x}, +{}) is not readable memory of this process; \
+                             the connection to {} was reset",
+                            job.payload.0, job.payload.1, self.peer
+                        ),
+                    )
+                } else {
+                    (
+                        Status::PeerDisconnected,
+                        format!("write to {} failed: {e}", self.peer),
+                    )
+                };
+                fail(p, status, &why);
             }
         }
     }
