@@ -241,8 +241,8 @@ impl Conn {
             op.end_io();
         }
         if let Err(e) = res {
-            self.dead.store(true, Ordering::Release);
-            let _ = self.stream.shutdown(Shutdown::Both);
+            // The op is failed before the shutdown, whose EOF makes the endpoint fail
+            // everything pending with `PeerDisconnected`.
             if let Some(p) = self.pending.lock().remove(&job.header.req_id) {
                 // A payload the kernel could not read (a send from an unmapped address,
                 // against `send`'s contract) is the caller's error, not the peer's. The
@@ -265,6 +265,8 @@ impl Conn {
                 };
                 fail(p, status, &why);
             }
+            self.dead.store(true, Ordering::Release);
+            let _ = self.stream.shutdown(Shutdown::Both);
         }
     }
 }
