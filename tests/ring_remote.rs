@@ -405,8 +405,9 @@ common::scenario_tests! {
 /// fetch fails over to the producer's endpoint within its timeout, which reclaims the
 /// dead owner's slot and serves the payload whole.
 fn killed_after_grant(transport: &str) {
-    let mut p = Server::start(transport, &[]);
-    let h = p.handle();
+    use std::sync::Mutex;
+    let p = Arc::new(Mutex::new(Server::start(transport, &[])));
+    let h = p.lock().unwrap().handle();
     let mut s = Server::attach(transport, &h, &[("GRANT_DELAY_MS", "3000".into())]);
     let cfg = RingClientConfig {
         timeout: Duration::from_secs(5),
@@ -414,11 +415,17 @@ fn killed_after_grant(transport: &str) {
     };
     let c = client(cfg);
     c.add_endpoint("rollouts", s.pair());
-    c.add_endpoint("rollouts", p.pair());
-    let r = p.write_ok(1, 1 << 20, 42)[0];
+    c.add_endpoint("rollouts", p.lock().unwrap().pair());
+    let r = p.lock().unwrap().write_ok(1, 1 << 20, 42)[0];
     let pid = s.peer.pid();
+    let p2 = p.clone();
     let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
+        // kill only once the serving process holds the slot (its grant is delayed): a
+        // fixed pause could fire before the request even arrived on a loaded machine
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while p2.lock().unwrap().metrics().ready != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // SAFETY: kill(2) with a pid of our own child and a signal number.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     });
@@ -430,12 +437,13 @@ fn killed_after_grant(transport: &str) {
     assert!(took < Duration::from_secs(5), "failover took {took:?}");
     let k = c.counters();
     assert_eq!((k.attempts, k.quarantines), (2, 1), "{k:?}");
-    let m = p.metrics();
+    let m = p.lock().unwrap().metrics();
     assert_eq!(m.reclaims, 1, "{m:?}");
     assert_eq!(m.reads, 1);
     let st = c.routes("rollouts").unwrap();
     assert!(!st[0].healthy && st[1].healthy, "{st:?}");
     drop(s);
+    let p = Arc::try_unwrap(p).ok().unwrap().into_inner().unwrap();
     p.exit();
 }
 
