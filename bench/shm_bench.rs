@@ -6,6 +6,11 @@
 //!
 //! `cargo run --release --example shm_bench [-- --quick] [--max-mib 256] [--csv PATH]`
 //! (default CSV: `bench/results/shm_bench_<unix time>.csv`)
+//!
+//! `--obs-ab [ROUNDS]` measures only what observability costs (docs/observability.md):
+//! 1 KiB writes and reads, recording off and on alternately in the same process (the
+//! order flips every round), mean ns per op over batches of 2 000; prints the median
+//! per mode and the on/off ratio.
 
 #[path = "common.rs"]
 mod bench_common;
@@ -52,6 +57,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--child") {
         return child_main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("--obs-micro") {
+        return obs_micro();
+    }
+    if let Some(i) = args.iter().position(|a| a == "--obs-ab") {
+        let rounds = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(9);
+        return obs_ab(rounds);
     }
     let quick = args.iter().any(|a| a == "--quick");
     let arg = |name: &str| bench_common::arg_value(&args, name);
@@ -188,4 +200,93 @@ fn main() {
         .unwrap();
     }
     println!("wrote {}", path.display());
+}
+
+/// Recording off vs on, interleaved: 1 KiB writes and reads on a shared region (spin).
+fn obs_ab(rounds: usize) {
+    const REPS: usize = 2_000;
+    let exe = std::env::current_exe().unwrap();
+    let mut peer = bench_common::spawn_info_child(&exe, &["ep", "spin", "0"]);
+    let (ep, _buf) = shm_endpoint_bench::endpoint(true);
+    writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
+    ep.connect(&peer.info).unwrap();
+    // warm up both modes
+    for on in [false, true] {
+        dlslime::obs::set_enabled(on);
+        shm_endpoint_bench::batch_mean_ns(&ep, 1024, true, REPS);
+    }
+    // [write off, write on, read off, read on]
+    let mut t: [Vec<f64>; 4] = Default::default();
+    for r in 0..rounds {
+        let order = if r % 2 == 0 { [false, true] } else { [true, false] };
+        for on in order {
+            dlslime::obs::set_enabled(on);
+            for (j, write) in [true, false].into_iter().enumerate() {
+                let ns = shm_endpoint_bench::batch_mean_ns(&ep, 1024, write, REPS);
+                t[j * 2 + on as usize].push(ns);
+            }
+        }
+    }
+    dlslime::obs::set_enabled(false);
+    let med = |v: &Vec<f64>| bench_common::pct(&mut v.clone(), 0.5);
+    println!(
+        "{:<28} {:>8} {:>12} {:>12} {:>8}",
+        "1 KiB, shm, shared region", "rounds", "off ns/op", "on ns/op", "on/off"
+    );
+    for (j, name) in ["write", "read"].iter().enumerate() {
+        let (off, on) = (med(&t[j * 2]), med(&t[j * 2 + 1]));
+        println!(
+            "{:<28} {:>8} {:>12.1} {:>12.1} {:>8.3}",
+            name,
+            rounds,
+            off,
+            on,
+            on / off
+        );
+        let fmt = |v: &Vec<f64>| {
+            v.iter()
+                .map(|x| format!("{x:.1}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!("  {name} off: {}", fmt(&t[j * 2]));
+        println!("  {name} on:  {}", fmt(&t[j * 2 + 1]));
+    }
+    writeln!(peer.stdin, "done").unwrap();
+    drop(peer.stdin);
+    peer.child.wait().unwrap();
+    ep.shutdown();
+}
+
+/// The recording hooks alone, in a loop (ns per call): where the cost of `--obs-ab` lies.
+fn obs_micro() {
+    use dlslime::obs::{self, OpKind};
+    use std::time::Instant;
+    const N: u64 = 5_000_000;
+    obs::set_enabled(true);
+    let stats = obs::register_endpoint("micro");
+    let time = |name: &str, f: &dyn Fn(u64)| {
+        let t = Instant::now();
+        for i in 0..N {
+            f(i);
+        }
+        println!("{name:<40} {:>8.2} ns", t.elapsed().as_nanos() as f64 / N as f64);
+    };
+    for _ in 0..3 {
+        time("enabled()", &|_| {
+            std::hint::black_box(obs::enabled());
+        });
+        time("sample()", &|_| {
+            std::hint::black_box(obs::sample());
+        });
+        time("now_ns()", &|_| {
+            std::hint::black_box(obs::now_ns());
+        });
+        time("completed_at_once (untimed)", &|i| {
+            stats.completed_at_once(OpKind::Write, 1024 + (i & 1), None)
+        });
+        time("completed_at_once (timed 100 ns)", &|i| {
+            stats.completed_at_once(OpKind::Write, 1024 + (i & 1), Some(100))
+        });
+    }
 }

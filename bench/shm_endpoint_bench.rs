@@ -91,3 +91,20 @@ pub fn one_sided(ep: &ShmEndpoint, size: usize, write: bool, reps: usize) -> Vec
         })
         .collect()
 }
+
+/// Mean time per one-sided op of `size` bytes over `reps` back-to-back ops (write or
+/// read, each waited), in ns: one clock read per batch, not per op.
+pub fn batch_mean_ns(ep: &ShmEndpoint, size: usize, write: bool, reps: usize) -> f64 {
+    let a = [Assignment::new(0, 0, 0, 0, size as u64)];
+    let t = Instant::now();
+    for _ in 0..reps {
+        let f = if write {
+            ep.write(&a, None)
+        } else {
+            ep.read(&a, None)
+        }
+        .unwrap();
+        f.wait().unwrap();
+    }
+    t.elapsed().as_nanos() as f64 / reps as f64
+}

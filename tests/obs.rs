@@ -155,10 +155,12 @@ fn workload(transport: &str) {
     );
     assert_eq!((w.failed, w.rejected, w.pending()), (0, 1, 0));
     assert_eq!(w.latency.count, 4);
+    // timing is sampled (docs/observability.md), so the sum is an estimate; every timed
+    // latency is real, so none exceeds the wall time
     assert!(
-        w.latency.sum <= one_sided_wall.as_nanos() as u64,
-        "write latencies {} ns sum past the wall time {one_sided_wall:?}",
-        w.latency.sum
+        w.latency.max > 0 && w.latency.max <= one_sided_wall.as_nanos() as u64,
+        "write latency max {} ns past the wall time {one_sided_wall:?}",
+        w.latency.max
     );
     let r = op(OpKind::Read);
     assert_eq!((r.submitted, r.completed, r.completed_bytes), (2, 2, 6000));

@@ -7,8 +7,9 @@ use super::handle::Future;
 use crate::error::Result;
 use crate::obs::{self, EndpointStats, OpKind};
 
-/// Counts `f`'s future (or its refusal) as one `kind` of `bytes` on `stats`, timed from
-/// before `f` runs: for transports that may complete an operation inside submission.
+/// Counts `f`'s future (or its refusal) as one `kind` of `bytes` on `stats`, timed (when
+/// sampled) from before `f` runs: for transports that may complete an operation inside
+/// submission.
 #[inline]
 pub fn observe(
     stats: &Arc<EndpointStats>,
@@ -19,17 +20,26 @@ pub fn observe(
     if !obs::enabled() {
         return f();
     }
-    let start = obs::now_ns();
+    let start = if stats.needs_timing(kind) || obs::sample() {
+        obs::now_ns()
+    } else {
+        0
+    };
     let r = f();
     match &r {
+        // the shared-memory fast path: done within submission, no state to tag
+        Ok(fut) if fut.shared_state().is_none() => {
+            let lat = (start != 0).then(|| obs::now_ns().saturating_sub(start));
+            stats.completed_at_once(kind, fut.nbytes().max(bytes), lat);
+        }
         Ok(fut) => track_from(stats, kind, bytes, start, fut),
         Err(e) => stats.rejected(kind, e.status()),
     }
     r
 }
 
-/// Counts `fut` as one `kind` of `bytes` on `stats`, timed from when its operation was
-/// made. Returns `fut`.
+/// Counts `fut` as one `kind` of `bytes` on `stats`, timed (when sampled) from when its
+/// operation was made. Returns `fut`.
 #[inline]
 pub fn track(stats: &Arc<EndpointStats>, kind: OpKind, bytes: u64, fut: Future) -> Future {
     if obs::enabled() {
@@ -43,13 +53,8 @@ fn track_from(stats: &Arc<EndpointStats>, kind: OpKind, bytes: u64, start: u64, 
         Some(op) => op.observe(stats, kind, bytes, start),
         None => {
             // complete at submission: no state to tag
-            stats.submitted(kind, bytes);
-            let lat = if start == 0 {
-                0
-            } else {
-                obs::now_ns().saturating_sub(start)
-            };
-            stats.finished(kind, crate::Status::Ok, fut.nbytes().max(bytes), lat);
+            let lat = (start != 0).then(|| obs::now_ns().saturating_sub(start));
+            stats.completed_at_once(kind, fut.nbytes().max(bytes), lat);
         }
     }
 }

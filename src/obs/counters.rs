@@ -1,12 +1,15 @@
 //! The counters of one endpoint: per operation kind, submissions, completions and
-//! failures with their bytes plus a latency histogram; per status, the failures.
+//! failures with their bytes plus a latency histogram; per status, the failures; the
+//! engine's retries.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::histogram::{HistSnapshot, Histogram};
+use super::histogram::HistSnapshot;
+use super::local::{measured, with_shard};
+use super::shard::{status_index, Shard};
 use crate::error::Status;
 
 /// Operation kinds, in snapshot order. `write_imm` is `write_with_imm`.
@@ -48,24 +51,6 @@ impl OpKind {
     }
 }
 
-/// Where a status is counted in [`EndpointStats`]' per-status table.
-fn status_index(s: Status) -> usize {
-    Status::ALL.iter().position(|&x| x == s).unwrap_or(0)
-}
-
-#[derive(Default)]
-pub struct OpCounters {
-    submitted: AtomicU64,
-    submitted_bytes: AtomicU64,
-    // completions: the latency histogram's count minus `failed`
-    completed_bytes: AtomicU64,
-    failed: AtomicU64,
-    failed_bytes: AtomicU64,
-    /// Refused at submission (bad handle, not connected...): no future was made.
-    rejected: AtomicU64,
-    latency: Histogram,
-}
-
 /// Plain values of one kind's counters.
 #[derive(Clone, Default)]
 pub struct OpValues {
@@ -97,14 +82,20 @@ impl OpValues {
     }
 }
 
-/// The counters of one endpoint. Shared by the endpoint and the process registry; the
-/// registry keeps them after the endpoint is gone (totals per peer never go back).
+/// The counters of one endpoint. Shared by the endpoint, its operations and the process
+/// registry; the registry keeps them after the endpoint is gone (totals per peer never go
+/// back). Every thread that records here writes its own [`Shard`]; reads sum them.
 pub struct EndpointStats {
     pub id: u64,
     pub transport: &'static str,
     peer: Mutex<Arc<str>>,
-    ops: [OpCounters; 6],
-    errors: [AtomicU64; Status::ALL.len()],
+    /// The shards threads hold in their caches (or held: a shard no thread holds goes to
+    /// the next thread that needs one, so there are never more than threads at once).
+    shards: Mutex<Vec<Arc<Shard>>>,
+    /// For threads without a cache (exiting): written under the `shards` lock.
+    spare: Shard,
+    /// Per kind, whether an operation was timed yet (the first one is).
+    timed_once: [AtomicBool; 6],
 }
 
 /// Plain values of [`EndpointStats`].
@@ -113,6 +104,8 @@ pub struct EndpointValues {
     pub ops: [OpValues; 6],
     /// `(status, count)` for every status seen at least once.
     pub errors: Vec<(Status, u64)>,
+    /// See [`EndpointStats::retried`].
+    pub retries: u64,
 }
 
 impl EndpointValues {
@@ -127,6 +120,7 @@ impl EndpointValues {
             }
         }
         self.errors.sort_by_key(|e| e.0.code());
+        self.retries += o.retries;
     }
 
     pub fn errors_of(&self, s: Status) -> u64 {
@@ -140,8 +134,9 @@ impl EndpointStats {
             id,
             transport,
             peer: Mutex::new(Arc::from("")),
-            ops: Default::default(),
-            errors: [const { AtomicU64::new(0) }; Status::ALL.len()],
+            shards: Mutex::new(Vec::new()),
+            spare: Shard::default(),
+            timed_once: [const { AtomicBool::new(false) }; 6],
         }
     }
 
@@ -163,52 +158,143 @@ impl EndpointStats {
         self.peer.lock().clone()
     }
 
+    /// A shard for the calling thread: one no thread holds any more, else a new one.
+    pub(super) fn adopt_shard(&self) -> Arc<Shard> {
+        let mut v = self.shards.lock();
+        // under the lock no other thread can adopt the same one; the fence makes the
+        // last holder's writes (released by its drop) visible before ours
+        if let Some(s) = v.iter().find(|s| Arc::strong_count(s) == 1) {
+            fence(Ordering::Acquire);
+            return s.clone();
+        }
+        let s = Arc::new(Shard::default());
+        v.push(s.clone());
+        s
+    }
+
+    pub(super) fn with_spare<R>(&self, f: impl FnOnce(&Shard) -> R) -> R {
+        let _g = self.shards.lock();
+        f(&self.spare)
+    }
+
+    /// Whether no `kind` operation has been timed here yet: then the next one is, so that
+    /// the histogram has a sample to scale.
+    #[inline]
+    pub fn needs_timing(&self, kind: OpKind) -> bool {
+        !self.timed_once[kind as usize].load(Ordering::Relaxed)
+    }
+
     pub fn submitted(&self, kind: OpKind, bytes: u64) {
-        let c = &self.ops[kind as usize];
-        c.submitted.fetch_add(1, Ordering::Relaxed);
-        c.submitted_bytes.fetch_add(bytes, Ordering::Relaxed);
+        with_shard(self, |s| {
+            let c = &s.ops[kind as usize];
+            c.submitted.add(1);
+            c.submitted_bytes.add(bytes);
+        })
     }
 
     /// An operation refused at submission with `status`.
     pub fn rejected(&self, kind: OpKind, status: Status) {
-        self.ops[kind as usize]
-            .rejected
-            .fetch_add(1, Ordering::Relaxed);
-        self.errors[status_index(status)].fetch_add(1, Ordering::Relaxed);
+        with_shard(self, |s| {
+            s.ops[kind as usize].rejected.add(1);
+            s.errors[status_index(status)].add(1);
+        })
     }
 
-    /// A submitted operation ended with `status` after `latency_ns`.
-    pub fn finished(&self, kind: OpKind, status: Status, bytes: u64, latency_ns: u64) {
-        let c = &self.ops[kind as usize];
-        if status.is_ok() {
-            c.completed_bytes.fetch_add(bytes, Ordering::Relaxed);
-        } else {
-            c.failed.fetch_add(1, Ordering::Relaxed);
-            c.failed_bytes.fetch_add(bytes, Ordering::Relaxed);
-            self.errors[status_index(status)].fetch_add(1, Ordering::Relaxed);
+    /// A submitted operation ended with `status` after `latency_ns` (`None`: untimed).
+    pub fn finished(&self, kind: OpKind, status: Status, bytes: u64, latency_ns: Option<u64>) {
+        if let Some(l) = latency_ns {
+            self.timed(kind, l);
         }
-        c.latency.record(latency_ns);
+        with_shard(self, |s| {
+            let c = &s.ops[kind as usize];
+            if status.is_ok() {
+                c.completed_bytes.add(bytes);
+            } else {
+                c.failed.add(1);
+                c.failed_bytes.add(bytes);
+                s.errors[status_index(status)].add(1);
+            }
+            match latency_ns {
+                Some(l) => c.latency.record_one_writer(l),
+                None => c.untimed.add(1),
+            }
+        })
+    }
+
+    /// An operation of `nbytes` that completed with `Ok` within its submission.
+    #[inline]
+    pub fn completed_at_once(&self, kind: OpKind, nbytes: u64, latency_ns: Option<u64>) {
+        match latency_ns {
+            None => with_shard(self, |s| {
+                let c = &s.ops[kind as usize];
+                c.at_once.add(1);
+                c.at_once_bytes.add(nbytes);
+            }),
+            Some(l) => self.completed_at_once_timed(kind, nbytes, l),
+        }
+    }
+
+    #[cold]
+    fn completed_at_once_timed(&self, kind: OpKind, nbytes: u64, latency_ns: u64) {
+        self.timed(kind, latency_ns);
+        with_shard(self, |s| {
+            let c = &s.ops[kind as usize];
+            c.at_once.add(1);
+            c.at_once_bytes.add(nbytes);
+            c.at_once_timed.add(1);
+            c.latency.record_one_writer(latency_ns);
+        })
+    }
+
+    /// The engine did work again on this endpoint `n` times (re-dialled a connection):
+    /// `retries` in its rows.
+    pub fn retried(&self, n: u64) {
+        if super::switch::enabled() {
+            with_shard(self, |s| s.retries.add(n))
+        }
+    }
+
+    /// A `kind` operation was timed at `latency_ns` (sets how often this thread times).
+    fn timed(&self, kind: OpKind, latency_ns: u64) {
+        let t = &self.timed_once[kind as usize];
+        if !t.load(Ordering::Relaxed) {
+            t.store(true, Ordering::Relaxed);
+        }
+        measured(latency_ns);
     }
 
     pub fn read(&self) -> EndpointValues {
         let mut v = EndpointValues::default();
-        for (o, c) in v.ops.iter_mut().zip(self.ops.iter()) {
-            o.submitted = c.submitted.load(Ordering::Relaxed);
-            o.submitted_bytes = c.submitted_bytes.load(Ordering::Relaxed);
-            o.completed_bytes = c.completed_bytes.load(Ordering::Relaxed);
-            o.failed = c.failed.load(Ordering::Relaxed);
-            o.failed_bytes = c.failed_bytes.load(Ordering::Relaxed);
-            o.rejected = c.rejected.load(Ordering::Relaxed);
-            c.latency.add_to(&mut o.latency);
+        let mut errors = [0u64; Status::ALL.len()];
+        let mut untimed = [0u64; 6];
+        let shards = self.shards.lock();
+        for s in shards.iter().map(|s| &**s).chain(std::iter::once(&self.spare)) {
+            for ((o, u), c) in v.ops.iter_mut().zip(untimed.iter_mut()).zip(s.ops.iter()) {
+                let (n, b) = (c.at_once.get(), c.at_once_bytes.get());
+                o.submitted += c.submitted.get() + n;
+                o.submitted_bytes += c.submitted_bytes.get() + b;
+                o.completed_bytes += c.completed_bytes.get() + b;
+                o.failed += c.failed.get();
+                o.failed_bytes += c.failed_bytes.get();
+                o.rejected += c.rejected.get();
+                *u += c.untimed.get() + n.saturating_sub(c.at_once_timed.get());
+                c.latency.add_to(&mut o.latency);
+            }
+            for (e, c) in errors.iter_mut().zip(s.errors.iter()) {
+                *e += c.get();
+            }
+            v.retries += s.retries.get();
+        }
+        drop(shards);
+        for (o, u) in v.ops.iter_mut().zip(untimed) {
+            o.latency.scale_to(o.latency.count + u);
             o.completed = o.latency.count.saturating_sub(o.failed);
         }
         v.errors = Status::ALL
             .iter()
-            .zip(self.errors.iter())
-            .filter_map(|(&s, n)| {
-                let n = n.load(Ordering::Relaxed);
-                (n > 0).then_some((s, n))
-            })
+            .zip(errors)
+            .filter(|(_, n)| *n > 0)
+            .map(|(&s, n)| (s, n))
             .collect();
         v
     }

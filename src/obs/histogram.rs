@@ -1,6 +1,8 @@
 //! A lock-free log-linear latency histogram: every power of two is split into four
-//! buckets (at most 25 % relative error), 252 buckets cover 0..2^64 ns. Recording is
-//! one relaxed `fetch_add` per counter, so any number of threads record at once.
+//! buckets (at most 25 % relative error), 252 buckets cover 0..2^64 ns. [`Histogram::record`]
+//! is one relaxed `fetch_add` per counter, so any number of threads record at once;
+//! [`Histogram::record_one_writer`] is plain loads and stores, for a histogram only one
+//! thread records in (an endpoint's per-thread shard).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -65,6 +67,20 @@ impl Histogram {
         }
     }
 
+    /// [`Histogram::record`] for a histogram that only the calling thread records in:
+    /// no locked instruction (a second writer would lose counts, never tear them).
+    #[inline]
+    pub fn record_one_writer(&self, v: u64) {
+        let add = |c: &AtomicU64, n: u64| {
+            c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed)
+        };
+        add(&self.buckets[bucket_of(v)], 1);
+        add(&self.sum, v);
+        if v > self.max.load(Ordering::Relaxed) {
+            self.max.store(v, Ordering::Relaxed);
+        }
+    }
+
     /// A copy of the counts (each counter read once; concurrent records may land in
     /// some counters and not yet in others).
     pub fn read(&self) -> HistSnapshot {
@@ -112,6 +128,39 @@ impl HistSnapshot {
         self.count += o.count;
         self.sum += o.sum;
         self.max = self.max.max(o.max);
+    }
+
+    /// Scales the counts to `total` operations, of which these are a sample (timing is
+    /// sampled, counting is not): every bucket and the sum grow by `total / count`, the
+    /// buckets rounded so that they add up to `total` exactly (largest remainders first);
+    /// `max` stays the largest value seen. No sample at all: the `total` go to bucket 0.
+    pub fn scale_to(&mut self, total: u64) {
+        if total == self.count {
+            return;
+        }
+        if self.count == 0 {
+            self.buckets[0] = total;
+            self.count = total;
+            return;
+        }
+        let (t, c) = (total as u128, self.count as u128);
+        let mut rem: Vec<(u128, usize)> = Vec::new();
+        let mut given = 0u64;
+        for (i, b) in self.buckets.iter_mut().enumerate() {
+            if *b == 0 {
+                continue;
+            }
+            let exact = *b as u128 * t;
+            *b = (exact / c) as u64;
+            given += *b;
+            rem.push((exact % c, i));
+        }
+        rem.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for &(_, i) in rem.iter().take((total - given) as usize) {
+            self.buckets[i] += 1;
+        }
+        self.sum = (self.sum as u128 * t / c).min(u64::MAX as u128) as u64;
+        self.count = total;
     }
 
     /// The `q` quantile (0..=1): the upper bound of the bucket holding it, capped at the
@@ -192,5 +241,24 @@ mod tests {
         assert_eq!(cum.last().unwrap(), &(1 << 17, 100));
         // below 2^16 = 65536: 1000..=65000
         assert_eq!(cum[6], (1 << 16, 65));
+    }
+
+    #[test]
+    fn scaling_keeps_the_total_exact_and_the_shape() {
+        let h = Histogram::default();
+        for v in [100u64, 100, 100, 5000] {
+            h.record_one_writer(v);
+        }
+        let mut s = h.read();
+        s.scale_to(10);
+        assert_eq!(s.count, 10);
+        assert_eq!(s.buckets.iter().sum::<u64>(), 10);
+        // 3/4 of 10 = 7.5 and 1/4 = 2.5: the tie goes to the lower bucket
+        assert_eq!(s.buckets[bucket_of(100)], 8);
+        assert_eq!(s.buckets[bucket_of(5000)], 2);
+        assert_eq!((s.sum, s.max), (5300 * 10 / 4, 5000));
+        let mut e = HistSnapshot::default();
+        e.scale_to(3);
+        assert_eq!((e.count, e.buckets[0]), (3, 3));
     }
 }

@@ -11,6 +11,8 @@ pub struct MethodStats {
     pub name: Arc<str>,
     calls: AtomicU64,
     errors: AtomicU64,
+    /// Client side: waits for a reply that timed out.
+    timeouts: AtomicU64,
     latency: Histogram,
 }
 
@@ -18,6 +20,7 @@ pub struct MethodStats {
 pub struct MethodValues {
     pub calls: u64,
     pub errors: u64,
+    pub timeouts: u64,
     pub latency: HistSnapshot,
 }
 
@@ -28,6 +31,7 @@ impl MethodStats {
             name: Arc::from(name),
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
             latency: Histogram::default(),
         }
     }
@@ -41,10 +45,16 @@ impl MethodStats {
         self.latency.record(latency_ns);
     }
 
+    /// A client's wait for the reply timed out.
+    pub fn timed_out(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn read(&self) -> MethodValues {
         MethodValues {
             calls: self.calls.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
             latency: self.latency.read(),
         }
     }

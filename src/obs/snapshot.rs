@@ -35,10 +35,11 @@ pub fn snapshot() -> Value {
             .methods
             .iter()
             .map(|m| (m.side, m.name.clone(), m.read()))
-            .filter(|m| m.2.calls > 0)
+            .filter(|m| m.2.calls + m.2.timeouts > 0)
             .collect();
         (live, retired, methods)
     };
+    let retries = super::retries::retry_counts();
     let mut by_peer: BTreeMap<Arc<str>, (Vec<&'static str>, EndpointValues)> = BTreeMap::new();
     let mut total = EndpointValues::default();
     let groups = endpoints
@@ -81,6 +82,7 @@ pub fn snapshot() -> Value {
                 "method": &**name,
                 "calls": v.calls,
                 "errors": v.errors,
+                "timeouts": v.timeouts,
                 "latency_ns": hist(&v.latency),
             })
         })
@@ -90,11 +92,13 @@ pub fn snapshot() -> Value {
         "schema_version": SCHEMA_VERSION,
         "pid": std::process::id(),
         "reported_at_ms": now_ms(),
-        "summary": summary(&total),
+        "summary": summary(&total, &retries),
+        "retries": retries.iter().map(|(n, c)| (n.to_string(), Value::from(*c))).collect::<Map<String, Value>>(),
         "endpoints": ep_rows,
         "endpoints_truncated": endpoints.len() > MAX_ENDPOINTS,
         "peers": peer_rows,
         "rpc": rpc,
+        "nics": super::nics::nic_counters(std::path::Path::new(super::nics::SYSFS_IB)),
     })
 }
 
@@ -106,7 +110,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// The original's summary fields (those that have a meaning here) plus the totals.
-fn summary(v: &EndpointValues) -> Value {
+fn summary(v: &EndpointValues, retries: &[(&str, u64)]) -> Value {
     let sum = |f: fn(&super::counters::OpValues) -> u64| v.ops.iter().map(f).sum::<u64>();
     let pending_by_op: Map<String, Value> = OpKind::ALL
         .iter()
@@ -124,6 +128,7 @@ fn summary(v: &EndpointValues) -> Value {
         "error_total": v.errors.iter().map(|e| e.1).sum::<u64>(),
         "timeout_total": v.errors_of(Status::Timeout),
         "cancelled_total": v.errors_of(Status::Cancelled),
+        "retry_total": retries.iter().map(|r| r.1).sum::<u64>(),
         "pending_by_op": pending_by_op,
     })
 }
@@ -164,6 +169,7 @@ fn group(v: &EndpointValues) -> Map<String, Value> {
         "cancellations".into(),
         v.errors_of(Status::Cancelled).into(),
     );
+    m.insert("retries".into(), v.retries.into());
     m
 }
 

@@ -1,12 +1,14 @@
 //! What an operation carries for the counters: its endpoint's [`EndpointStats`], kind,
 //! bytes and start time. The transport tags the operation when it hands out the future,
 //! which may be after the operation has already completed; whichever of "tagged" and
-//! "done" comes second records the outcome, so it is recorded exactly once.
+//! "done" comes second records the outcome, so it is recorded exactly once. Timing is
+//! sampled (see `local`): an operation whose start was not stamped is counted untimed.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::counters::{EndpointStats, OpKind};
+use super::local::sample;
 use super::switch::{enabled, now_ns};
 use crate::error::Status;
 
@@ -39,13 +41,14 @@ impl OpTag {
         *self.flags.get_mut() = 0;
         // a start stamp of an earlier operation must not time this one (0: untimed)
         *self.start_ns.get_mut() = 0;
+        *self.end_ns.get_mut() = 0;
         self.stats.take();
     }
 
-    /// The operation starts now (when recording is on).
+    /// The operation starts now (when recording is on and this thread times it).
     #[inline]
     pub fn start(&self) {
-        if enabled() {
+        if enabled() && sample() {
             self.start_ns.store(now_ns(), Ordering::Relaxed);
         }
     }
@@ -58,9 +61,10 @@ impl OpTag {
         }
     }
 
-    #[cold]
     fn done_slow(&self, status: Status, nbytes: impl FnOnce() -> u64) {
-        self.end_ns.store(now_ns(), Ordering::Relaxed);
+        if self.start_ns.load(Ordering::Relaxed) != 0 {
+            self.end_ns.store(now_ns(), Ordering::Relaxed);
+        }
         if self.flags.fetch_or(DONE, Ordering::AcqRel) & TAGGED != 0 {
             self.record(status, nbytes());
         }
@@ -77,6 +81,9 @@ impl OpTag {
         self.bytes.store(bytes, Ordering::Relaxed);
         if start_ns != 0 {
             self.start_ns.store(start_ns, Ordering::Relaxed);
+        } else if stats.needs_timing(kind) && self.start_ns.load(Ordering::Relaxed) == 0 {
+            // the endpoint's first of its kind is timed (from now, just after submission)
+            self.start_ns.store(now_ns(), Ordering::Relaxed);
         }
         stats.submitted(kind, bytes);
         self.flags.fetch_or(TAGGED, Ordering::AcqRel) & DONE != 0
@@ -96,12 +103,14 @@ impl OpTag {
             _ => self.bytes.load(Ordering::Relaxed),
         };
         let start = self.start_ns.load(Ordering::Relaxed);
-        let end = self.end_ns.load(Ordering::Relaxed);
-        let latency = if start == 0 {
-            0
-        } else {
+        let latency = (start != 0).then(|| {
+            // 0 when "done" looked before a start stamped by `tag`: it ended by now
+            let end = match self.end_ns.load(Ordering::Relaxed) {
+                0 => now_ns(),
+                e => e,
+            };
             end.saturating_sub(start)
-        };
+        });
         stats.finished(kind, status, bytes, latency);
     }
 }

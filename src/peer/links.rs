@@ -430,6 +430,7 @@ impl Inner {
             return;
         }
         slot.resends += 1;
+        crate::obs::retried(crate::obs::Retry::QpReadyResend);
         let nonce = slot.ep.as_ref().map_or(0, |e| e.nonce);
         let (di, dn) = slot.peer.as_ref().map_or((0, 0), |v| (v.instance, v.nonce));
         slot.sent.remove(&(nonce, di, dn));

@@ -398,6 +398,7 @@ impl RingClient {
                             .health
                             .quarantine(Instant::now() + self.cfg.quarantine);
                         self.stats.quarantines.fetch_add(1, Ordering::Relaxed);
+                        crate::obs::retried(crate::obs::Retry::RingFailover);
                         crate::info_log!(
                             "ring client: {} quarantined for {:?} after: {e}",
                             route.connector.describe(),
@@ -470,6 +471,7 @@ impl RingClient {
                         return Err(e);
                     }
                     self.stats.busy_retries.fetch_add(1, Ordering::Relaxed);
+                    crate::obs::retried(crate::obs::Retry::RingBusy);
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_millis(50));
                 }
@@ -660,6 +662,7 @@ impl RingClient {
             match call(&c, wire::TAG_COMMIT, req, deadline).and_then(|rep| rep.result()) {
                 Ok(()) => {
                     self.stats.commit_failovers.fetch_add(1, Ordering::Relaxed);
+                    crate::obs::retried(crate::obs::Retry::RingCommitFailover);
                     return Ok(());
                 }
                 Err(e) if e.status() == Status::SlotBusy => return Err(e),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::bulk::BulkUse;
+use super::client_obs::CallObs;
 use super::remote_error::RemoteError;
 use super::session::Inner;
 use super::wire::{self, BulkDesc, Header, HEADER_LEN};
@@ -116,6 +117,8 @@ pub struct CallFuture {
     tag: u32,
     /// Why the call failed (`Failed`); kept here, as the slot may still get a reply.
     error: Option<Error>,
+    /// Its per-method counters, until the call ends (`None` when recording is off).
+    obs: Option<CallObs>,
 }
 
 impl CallFuture {
@@ -127,7 +130,19 @@ impl CallFuture {
         deadline: Deadline,
         writer: impl FnOnce(&mut [u8]) -> Result<usize>,
     ) -> Result<CallFuture> {
-        let slot = i.acquire_slot(deadline)?;
+        let obs = i.client_obs.start(tag);
+        let slot = match i.acquire_slot(deadline) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(o) = obs {
+                    if e.status() == Status::Timeout {
+                        o.timed_out();
+                    }
+                    o.end(false);
+                }
+                return Err(e);
+            }
+        };
         let cell = &i.cells[slot];
         let id = i.next_id.fetch_add(1, Ordering::Relaxed);
         let outcome = i.spare_outcome();
@@ -148,12 +163,16 @@ impl CallFuture {
                     data: Vec::new(),
                     tag: 0,
                     error: None,
+                    obs,
                 })
             }
             Err(e) => {
                 // Nothing was sent: the slot is ours again.
                 *cell.slot.lock() = Slot::Idle;
                 i.release_slot(slot);
+                if let Some(o) = obs {
+                    o.end(false);
+                }
                 Err(e)
             }
         }
@@ -198,10 +217,15 @@ impl CallFuture {
                 return Err(self.final_error());
             }
             return match r {
-                Err(e) if e.status() == Status::Timeout => Err(Error::new(
-                    Status::Timeout,
-                    "RPC call timed out waiting for the reply",
-                )),
+                Err(e) if e.status() == Status::Timeout => {
+                    if let Some(o) = &self.obs {
+                        o.timed_out();
+                    }
+                    Err(Error::new(
+                        Status::Timeout,
+                        "RPC call timed out waiting for the reply",
+                    ))
+                }
                 Err(e) => Err(e),
                 Ok(()) => Err(Error::new(
                     Status::Internal,
@@ -231,6 +255,9 @@ impl CallFuture {
         }
         i.stats.replies_received.fetch_add(1, Ordering::Relaxed);
         self.state = FutState::Ready;
+        if let Some(o) = self.obs.take() {
+            o.end(!self.is_exception());
+        }
         Ok(())
     }
 
@@ -238,6 +265,9 @@ impl CallFuture {
     fn fail(&mut self, e: Error) {
         self.error = Some(e);
         self.state = FutState::Failed;
+        if let Some(o) = self.obs.take() {
+            o.end(false);
+        }
     }
 
     fn final_error(&self) -> Error {
@@ -296,6 +326,10 @@ impl CallFuture {
 
 impl Drop for CallFuture {
     fn drop(&mut self) {
+        // dropped before its reply: the call ends without one
+        if let Some(o) = self.obs.take() {
+            o.end(false);
+        }
         let i = &self.sess;
         {
             let mut g = i.cells[self.slot].slot.lock();

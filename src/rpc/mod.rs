@@ -14,6 +14,8 @@
 //! * `handshake` — the mailbox and slot-configuration exchange at session creation.
 //! * [`call`] — the client side: slot acquisition, the per-slot state machine, the
 //!   reply's arrival, [`CallFuture`].
+//! * `client_obs` — the client side's per-method counters (calls, errors, timeouts,
+//!   latency) for [`crate::obs`].
 //! * [`request`] — the server side: [`Request`] and its replies.
 //! * [`remote_error`] — [`RemoteError`], the JSON content of an exception reply.
 //! * `progress` — who receives (inline receiver or pump thread) and how threads wait
@@ -33,6 +35,7 @@
 
 mod bulk;
 pub mod call;
+mod client_obs;
 pub mod config;
 pub(crate) mod handshake;
 mod inbound;

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 
 use super::bulk::BulkCaches;
 use super::call::{CallFuture, Cell, Outcome};
+use super::client_obs::ClientObs;
 use super::config::RpcConfig;
 use super::handshake::handshake;
 use super::inbound::Inbound;
@@ -76,6 +77,8 @@ pub(super) struct Inner {
     pub is_dead: AtomicBool,
     pub bulk: BulkCaches,
     pub stats: RpcStats,
+    /// Per-method client counters ([`crate::obs`]).
+    pub client_obs: ClientObs,
 }
 
 /// One side of an RPC connection over an endpoint. Thread-safe: calls, `poll_request`
@@ -148,6 +151,7 @@ impl RpcSession {
             is_dead: AtomicBool::new(false),
             bulk: BulkCaches::new(n),
             stats: RpcStats::default(),
+            client_obs: ClientObs::default(),
             cfg,
         });
         let mut thread = None;
@@ -176,6 +180,13 @@ impl RpcSession {
 
     pub fn stats(&self) -> &RpcStats {
         &self.inner.stats
+    }
+
+    /// Names this session's calls in the per-method counters ([`crate::obs`]): the
+    /// service's method names in sorted order (the name at index `tag` is method `tag`'s,
+    /// as [`super::Service::names`] lists them). Unnamed tags count as `tag:N`.
+    pub fn set_method_names(&self, names: &[&str]) {
+        self.inner.client_obs.set_names(names);
     }
 
     /// Payload bytes that travel inside a slot; larger payloads take the bulk path.

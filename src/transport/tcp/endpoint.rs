@@ -120,7 +120,12 @@ impl TcpEndpoint {
     }
 
     fn lane(&self, peer: &PeerRef, i: usize) -> Result<Arc<Conn>> {
-        self.ctx.pool().lane(peer.pool_key(), i)
+        let (c, redialled) = self.ctx.pool().lane_redialled(peer.pool_key(), i)?;
+        if redialled {
+            obs::retried(obs::Retry::TcpRedial);
+            self.obs.retried(1);
+        }
+        Ok(c)
     }
 
     /// Read or write, split into chunks striped over the lanes.

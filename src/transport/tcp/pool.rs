@@ -58,16 +58,23 @@ impl ConnPool {
 
     /// Lane `i` to peer `p`, dialling (or re-dialling a dead one) as needed.
     pub fn lane(&self, p: PeerKey, i: usize) -> Result<Arc<Conn>> {
+        self.lane_redialled(p, i).map(|(c, _)| c)
+    }
+
+    /// [`Pool::lane`], and whether it replaced a dead connection (a retry).
+    pub fn lane_redialled(&self, p: PeerKey, i: usize) -> Result<(Arc<Conn>, bool)> {
         let peer = self.peer(p);
         let mut l = peer.lock();
         if l.conns.len() < self.lanes {
             l.conns.resize(self.lanes, None);
         }
         let i = i % self.lanes;
+        let mut redial = false;
         if let Some(c) = &l.conns[i] {
             if c.is_usable() {
-                return Ok(c.clone());
+                return Ok((c.clone(), false));
             }
+            redial = true;
         }
         let c = Conn::dial(
             p.0,
@@ -78,7 +85,7 @@ impl ConnPool {
             self.on_lost.clone(),
         )?;
         l.conns[i] = Some(c.clone());
-        Ok(c)
+        Ok((c, redial))
     }
 
     pub fn pin(&self, p: PeerKey) {
