@@ -262,12 +262,50 @@ pub fn render(snapshots: &[Value], now_ms: u64) -> String {
                 &l,
                 u(&m["errors"]),
             );
+            out.sample(
+                "dlslime_rpc_timeouts_total",
+                "counter",
+                "SlimeRPC waits for a reply that timed out (client side).",
+                &l,
+                u(&m["timeouts"]),
+            );
             out.histogram(
                 "dlslime_rpc_latency_seconds",
-                "SlimeRPC handler time (server side) per method.",
+                "SlimeRPC handler time (server side) or request to reply (client side).",
                 &l,
                 &m["latency_ns"],
             );
+        }
+        for (kind, n) in snap["retries"].as_object().into_iter().flatten() {
+            out.sample(
+                "dlslime_retries_total",
+                "counter",
+                "What the engine did again, by kind (tcp_redial, qp_ready_resend, ring_*).",
+                &[("scope", scope), ("alias", alias), ("kind", kind.as_str())],
+                u(n),
+            );
+        }
+        for nic in snap["nics"].as_array().into_iter().flatten() {
+            let name = nic["nic"].as_str().unwrap_or("");
+            let port = match &nic["port"] {
+                Value::String(p) => p.clone(),
+                p => p.to_string(),
+            };
+            for (set, family, help) in [
+                ("counters", "dlslime_nic_port_counter", "RDMA port counters from sysfs (ports/N/counters; *_data in 4-byte units)."),
+                ("hw_counters", "dlslime_nic_hw_counter", "RDMA driver counters from sysfs (ports/N/hw_counters)."),
+            ] {
+                for (c, n) in nic[set].as_object().into_iter().flatten() {
+                    let l = [
+                        ("scope", scope),
+                        ("alias", alias),
+                        ("nic", name),
+                        ("port", port.as_str()),
+                        ("counter", c.as_str()),
+                    ];
+                    out.sample(family, "untyped", help, &l, u(n));
+                }
+            }
         }
     }
     out.text()
@@ -309,5 +347,23 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn retries_rpc_timeouts_and_nic_counters() {
+        let snap = json!({
+            "scope": "", "peer_id": "a", "reported_at_ms": 1000, "peers": [],
+            "rpc": [{"side": "client", "method": "echo", "calls": 4, "errors": 1,
+                     "timeouts": 2, "latency_ns": {"count": 4, "sum": 0, "buckets": []}}],
+            "retries": {"tcp_redial": 3, "qp_ready_resend": 0},
+            "nics": [{"nic": "rxe0", "port": 1, "counters": {"port_xmit_data": 256},
+                      "hw_counters": {"sent_pkts": 9}}],
+        });
+        let t = render(&[snap], 1000);
+        assert!(t.contains("dlslime_rpc_timeouts_total{scope=\"\",alias=\"a\",side=\"client\",method=\"echo\"} 2\n"), "{t}");
+        assert!(t.contains("dlslime_retries_total{scope=\"\",alias=\"a\",kind=\"tcp_redial\"} 3\n"), "{t}");
+        assert!(t.contains("dlslime_nic_port_counter{scope=\"\",alias=\"a\",nic=\"rxe0\",port=\"1\",counter=\"port_xmit_data\"} 256\n"), "{t}");
+        assert!(t.contains("dlslime_nic_hw_counter{scope=\"\",alias=\"a\",nic=\"rxe0\",port=\"1\",counter=\"sent_pkts\"} 9\n"), "{t}");
+        assert_eq!(t.matches("# TYPE dlslime_nic_hw_counter untyped").count(), 1);
     }
 }
