@@ -724,3 +724,65 @@ fn a_failed_handshake_leaves_nothing_the_next_session_binds_to() {
         server.join().unwrap();
     }
 }
+
+/// The client side's per-method counters in the snapshot: calls, exception replies as
+/// errors, a wait that timed out, and the request-to-reply latency. The method names are
+/// this test's own (`set_method_names`), as other tests call the same tags meanwhile.
+fn client_obs(transport: &str) {
+    dlslime::obs::set_enabled(true);
+    let p = pair(transport, &[]);
+    let s = &p.sess;
+    let names: Vec<String> = service()
+        .names()
+        .iter()
+        .map(|n| format!("obs-{transport}.{n}"))
+        .collect();
+    s.set_method_names(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    for _ in 0..3 {
+        s.call(tag("echo"), b"hi").unwrap().wait_ok(T).unwrap();
+    }
+    let mut f = s.call(tag("fail"), b"x").unwrap();
+    f.wait(T).unwrap();
+    assert!(f.is_exception());
+    let mut f = s.call(tag("sleep"), &u64s(&[300])).unwrap();
+    assert_eq!(
+        f.wait(Some(Duration::from_millis(20))).unwrap_err().status(),
+        Status::Timeout
+    );
+    f.wait_ok(T).unwrap();
+    let snap = dlslime::obs::snapshot();
+    let row = |m: &str| {
+        let name = format!("obs-{transport}.{m}");
+        snap["rpc"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["side"] == "client" && r["method"] == name.as_str())
+            .unwrap_or_else(|| panic!("no client row {name}: {snap}"))
+            .clone()
+    };
+    let echo = row("echo");
+    assert_eq!(
+        (&echo["calls"], &echo["errors"], &echo["timeouts"]),
+        (&3.into(), &0.into(), &0.into())
+    );
+    assert_eq!(echo["latency_ns"]["count"], 3);
+    let fail = row("fail");
+    assert_eq!((&fail["calls"], &fail["errors"]), (&1.into(), &1.into()));
+    let sleep = row("sleep");
+    assert_eq!(
+        (&sleep["calls"], &sleep["errors"], &sleep["timeouts"]),
+        (&1.into(), &0.into(), &1.into())
+    );
+    assert!(sleep["latency_ns"]["max"].as_u64().unwrap() >= 300_000_000, "{sleep}");
+}
+
+#[test]
+fn shm_client_obs() {
+    client_obs("shm");
+}
+
+#[test]
+fn tcp_client_obs() {
+    client_obs("tcp");
+}
