@@ -428,11 +428,17 @@ fn a_pooled_connection_that_died_is_replaced_on_first_use() {
     let mut r = Rig::new(MIB, MIB);
     r.ep.read(&[r.a(0, 0, 64)], None).unwrap().wait().unwrap();
     let peer_addr = format!("127.0.0.1:{}", r.cmd("port")).parse().unwrap();
+    // the re-dial is a retry in the endpoint's counters (docs/observability.md)
+    dlslime::obs::set_enabled(true);
     r.ep.context().drop_pooled_connections(peer_addr);
     for _ in 0..4 {
         r.ep.read(&[r.a(0, 0, 4096)], None).unwrap().wait().unwrap();
     }
     assert_eq!(check_pattern(&r.buf[..4096], 1), None);
+    assert_eq!(r.ep.obs().unwrap().read().retries, 1);
+    let snap = dlslime::obs::snapshot();
+    assert!(snap["retries"]["tcp_redial"].as_u64().unwrap() >= 1, "{snap}");
+    assert!(snap["summary"]["retry_total"].as_u64().unwrap() >= 1);
     r.finish();
 }
 
