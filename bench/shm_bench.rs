@@ -218,7 +218,11 @@ fn obs_ab(rounds: usize) {
     // [write off, write on, read off, read on]
     let mut t: [Vec<f64>; 4] = Default::default();
     for r in 0..rounds {
-        let order = if r % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if r % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for on in order {
             dlslime::obs::set_enabled(on);
             for (j, write) in [true, false].into_iter().enumerate() {
@@ -270,7 +274,10 @@ fn obs_micro() {
         for i in 0..N {
             f(i);
         }
-        println!("{name:<40} {:>8.2} ns", t.elapsed().as_nanos() as f64 / N as f64);
+        println!(
+            "{name:<40} {:>8.2} ns",
+            t.elapsed().as_nanos() as f64 / N as f64
+        );
     };
     for _ in 0..3 {
         time("enabled()", &|_| {

@@ -202,6 +202,72 @@ fn every_opcode_moves_the_right_bytes() {
     r.finish();
 }
 
+/// The observability hooks on RDMA (docs/observability.md): operations and bytes of every
+/// one-sided kind counted exactly on the endpoint, and the NICs' sysfs counters (soft-RoCE's
+/// `hw_counters`) in the snapshot.
+#[test]
+fn obs_counts_rdma_operations_exactly() {
+    let Some(mut r) = Rig::new(MIB, MIB, 1) else {
+        return;
+    };
+    dlslime::obs::set_enabled(true);
+    for i in 0..4u64 {
+        r.ep.write(&[r.a(i * 1000, 0, 1000)], None)
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    for _ in 0..2 {
+        r.ep.read(&[r.a(0, 4096, 1500), r.a(8192, 8192, 1500)], None)
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    r.ep.write_with_imm(&[r.a(0, 0, 100), r.a(100, 100, 200)], 7, None)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(r.cmd("imm 1"), "imms 7");
+    let v = r.ep.obs().expect("rdma endpoint counters").read();
+    let op = |k: dlslime::obs::OpKind| v.ops[k as usize].clone();
+    let w = op(dlslime::obs::OpKind::Write);
+    assert_eq!(
+        (
+            w.submitted,
+            w.submitted_bytes,
+            w.completed,
+            w.completed_bytes
+        ),
+        (4, 4000, 4, 4000)
+    );
+    assert_eq!((w.failed, w.pending(), w.latency.count), (0, 0, 4));
+    assert!(w.latency.max > 0);
+    let rd = op(dlslime::obs::OpKind::Read);
+    assert_eq!(
+        (
+            rd.submitted,
+            rd.completed,
+            rd.completed_bytes,
+            rd.latency.count
+        ),
+        (2, 2, 6000, 2)
+    );
+    let wi = op(dlslime::obs::OpKind::WriteImm);
+    assert_eq!(
+        (wi.submitted, wi.completed, wi.completed_bytes),
+        (1, 1, 300)
+    );
+    assert!(v.errors.is_empty(), "{:?}", v.errors);
+    let snap = dlslime::obs::snapshot();
+    let nics = snap["nics"].as_array().expect("nics");
+    let sent: u64 = nics
+        .iter()
+        .filter_map(|n| n["hw_counters"]["sent_pkts"].as_u64())
+        .sum();
+    assert!(sent > 0, "no soft-RoCE sent_pkts in {}", snap["nics"]);
+    r.finish();
+}
+
 #[test]
 fn striping_across_four_qps_from_one_byte_to_64_mib() {
     let n = 64 * MIB;

@@ -746,7 +746,9 @@ fn client_obs(transport: &str) {
     assert!(f.is_exception());
     let mut f = s.call(tag("sleep"), &u64s(&[300])).unwrap();
     assert_eq!(
-        f.wait(Some(Duration::from_millis(20))).unwrap_err().status(),
+        f.wait(Some(Duration::from_millis(20)))
+            .unwrap_err()
+            .status(),
         Status::Timeout
     );
     f.wait_ok(T).unwrap();
@@ -774,7 +776,10 @@ fn client_obs(transport: &str) {
         (&sleep["calls"], &sleep["errors"], &sleep["timeouts"]),
         (&1.into(), &0.into(), &1.into())
     );
-    assert!(sleep["latency_ns"]["max"].as_u64().unwrap() >= 300_000_000, "{sleep}");
+    assert!(
+        sleep["latency_ns"]["max"].as_u64().unwrap() >= 300_000_000,
+        "{sleep}"
+    );
 }
 
 #[test]

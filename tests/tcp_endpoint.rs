@@ -437,7 +437,10 @@ fn a_pooled_connection_that_died_is_replaced_on_first_use() {
     assert_eq!(check_pattern(&r.buf[..4096], 1), None);
     assert_eq!(r.ep.obs().unwrap().read().retries, 1);
     let snap = dlslime::obs::snapshot();
-    assert!(snap["retries"]["tcp_redial"].as_u64().unwrap() >= 1, "{snap}");
+    assert!(
+        snap["retries"]["tcp_redial"].as_u64().unwrap() >= 1,
+        "{snap}"
+    );
     assert!(snap["summary"]["retry_total"].as_u64().unwrap() >= 1);
     r.finish();
 }

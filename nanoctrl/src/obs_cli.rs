@@ -251,8 +251,17 @@ fn view_table(view: View, agents: &Value, now_ms: u64, stale_ms: u64) -> String 
             let _ = writeln!(
                 s,
                 "{:<12} {:<16} {:<8} {:>8} {:>8} {:>12} {:>10} {:>10} {:>8} {:>7} {:>7}",
-                "SCOPE", "ALIAS", "STATE", "AGE", "PID", "BW", "OPS", "BYTES", "PENDING",
-                "ERRORS", "RETRIES"
+                "SCOPE",
+                "ALIAS",
+                "STATE",
+                "AGE",
+                "PID",
+                "BW",
+                "OPS",
+                "BYTES",
+                "PENDING",
+                "ERRORS",
+                "RETRIES"
             );
             for a in agents {
                 let (scope, alias) = id(a);
@@ -279,8 +288,16 @@ fn view_table(view: View, agents: &Value, now_ms: u64, stale_ms: u64) -> String 
             let _ = writeln!(
                 s,
                 "{:<12} {:<16} {:<20} {:<10} {:>10} {:>10} {:>8} {:>7} {:>8} {:>7}",
-                "SCOPE", "ALIAS", "PEER", "TRANSPORT", "OPS", "BYTES", "PENDING", "ERRORS",
-                "TIMEOUTS", "RETRIES"
+                "SCOPE",
+                "ALIAS",
+                "PEER",
+                "TRANSPORT",
+                "OPS",
+                "BYTES",
+                "PENDING",
+                "ERRORS",
+                "TIMEOUTS",
+                "RETRIES"
             );
             for a in agents {
                 let (scope, alias) = id(a);
@@ -473,18 +490,33 @@ mod tests {
                              "transport": "shm"}]}]);
         let st = view_table(View::Status, &agents, 2000, 45_000);
         let line = st.lines().nth(1).unwrap();
-        assert!(line.contains(" a ") && line.contains("alive") && line.contains(" 42 "), "{st}");
-        assert!(line.contains("5.0KiB") && line.trim_end().ends_with(" 2       3"), "{st}");
+        assert!(
+            line.contains(" a ") && line.contains("alive") && line.contains(" 42 "),
+            "{st}"
+        );
+        assert!(
+            line.contains("5.0KiB") && line.trim_end().ends_with(" 2       3"),
+            "{st}"
+        );
         let p = view_table(View::Peers, &agents, 2000, 45_000);
         let line = p.lines().nth(1).unwrap();
-        assert!(line.contains(" b ") && line.contains("shm") && line.contains("5.0KiB"), "{p}");
-        assert!(line.split_whitespace().rev().take(3).eq(["1", "2", "2"]), "{p}");
+        assert!(
+            line.contains(" b ") && line.contains("shm") && line.contains("5.0KiB"),
+            "{p}"
+        );
+        assert!(
+            line.split_whitespace().rev().take(3).eq(["1", "2", "2"]),
+            "{p}"
+        );
         let nc = view_table(View::Nics, &agents, 2000, 45_000);
         let line = nc.lines().nth(1).unwrap();
         assert!(line.contains("rxe0") && line.contains("1.0KiB"), "{nc}");
         assert!(line.trim_end().ends_with("sent_pkts=7"), "{nc}");
         let l = view_table(View::Links, &agents, 2000, 45_000);
         let line = l.lines().nth(1).unwrap();
-        assert!(line.contains(" b ") && line.contains("connected") && line.contains("true"), "{l}");
+        assert!(
+            line.contains(" b ") && line.contains("connected") && line.contains("true"),
+            "{l}"
+        );
     }
 }

@@ -292,8 +292,16 @@ pub fn render(snapshots: &[Value], now_ms: u64) -> String {
                 p => p.to_string(),
             };
             for (set, family, help) in [
-                ("counters", "dlslime_nic_port_counter", "RDMA port counters from sysfs (ports/N/counters; *_data in 4-byte units)."),
-                ("hw_counters", "dlslime_nic_hw_counter", "RDMA driver counters from sysfs (ports/N/hw_counters)."),
+                (
+                    "counters",
+                    "dlslime_nic_port_counter",
+                    "RDMA port counters from sysfs (ports/N/counters; *_data in 4-byte units).",
+                ),
+                (
+                    "hw_counters",
+                    "dlslime_nic_hw_counter",
+                    "RDMA driver counters from sysfs (ports/N/hw_counters).",
+                ),
             ] {
                 for (c, n) in nic[set].as_object().into_iter().flatten() {
                     let l = [
@@ -361,9 +369,15 @@ mod tests {
         });
         let t = render(&[snap], 1000);
         assert!(t.contains("dlslime_rpc_timeouts_total{scope=\"\",alias=\"a\",side=\"client\",method=\"echo\"} 2\n"), "{t}");
-        assert!(t.contains("dlslime_retries_total{scope=\"\",alias=\"a\",kind=\"tcp_redial\"} 3\n"), "{t}");
+        assert!(
+            t.contains("dlslime_retries_total{scope=\"\",alias=\"a\",kind=\"tcp_redial\"} 3\n"),
+            "{t}"
+        );
         assert!(t.contains("dlslime_nic_port_counter{scope=\"\",alias=\"a\",nic=\"rxe0\",port=\"1\",counter=\"port_xmit_data\"} 256\n"), "{t}");
         assert!(t.contains("dlslime_nic_hw_counter{scope=\"\",alias=\"a\",nic=\"rxe0\",port=\"1\",counter=\"sent_pkts\"} 9\n"), "{t}");
-        assert_eq!(t.matches("# TYPE dlslime_nic_hw_counter untyped").count(), 1);
+        assert_eq!(
+            t.matches("# TYPE dlslime_nic_hw_counter untyped").count(),
+            1
+        );
     }
 }

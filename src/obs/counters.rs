@@ -268,7 +268,11 @@ impl EndpointStats {
         let mut errors = [0u64; Status::ALL.len()];
         let mut untimed = [0u64; 6];
         let shards = self.shards.lock();
-        for s in shards.iter().map(|s| &**s).chain(std::iter::once(&self.spare)) {
+        for s in shards
+            .iter()
+            .map(|s| &**s)
+            .chain(std::iter::once(&self.spare))
+        {
             for ((o, u), c) in v.ops.iter_mut().zip(untimed.iter_mut()).zip(s.ops.iter()) {
                 let (n, b) = (c.at_once.get(), c.at_once_bytes.get());
                 o.submitted += c.submitted.get() + n;
