@@ -84,7 +84,7 @@ impl OpValues {
 
 /// The counters of one endpoint. Shared by the endpoint, its operations and the process
 /// registry; the registry keeps them after the endpoint is gone (totals per peer never go
-/// back). Every thread that records here writes its own [`Shard`]; reads sum them.
+/// back). Every thread that records here writes its own shard; reads sum them.
 pub struct EndpointStats {
     pub id: u64,
     pub transport: &'static str,
