@@ -2,6 +2,9 @@
 //! (the message carries a [`BulkDesc`]) and the receiver reads them one-sided into a
 //! buffer of its own.
 //!
+//! Where the transport maps the peer's memory (shared memory) the receiver reads the
+//! payload where it lies instead ([`Inner::bulk_view`]): no copy into a buffer of its own.
+//!
 //! Buffers are cached per slot and use ([`BulkUse`]): a request's buffer is reused after
 //! its reply arrived, a reply's buffer after the next request in that slot arrived (by
 //! then the peer has finished reading it), so no extra acknowledgement is needed. With
@@ -19,7 +22,7 @@ use super::session::Inner;
 use super::wire::{self, BulkDesc};
 use crate::error::{Error, Result};
 use crate::memory::{alloc_shared, free_shared, MemoryPool, MrHandle, RemoteRegion};
-use crate::transport::Assignment;
+use crate::transport::{Assignment, PeerView};
 
 /// A registered buffer for bulk payloads.
 pub(super) struct BulkBuf {
@@ -168,6 +171,17 @@ impl Inner {
             *g = Some(BulkBuf::new(&self.mem.pool, len)?);
         }
         Ok(g)
+    }
+
+    /// A peer's bulk payload where it lies, when the transport maps the peer's memory
+    /// and the peer's table permits the range (`None`: read it with [`Inner::bulk_read`]).
+    pub(super) fn bulk_view(&self, d: BulkDesc) -> Option<PeerView> {
+        if d.len == 0 {
+            return None;
+        }
+        let v = self.ep.peer_view(d.addr, d.len, d.key)?;
+        self.stats.bulk_received.fetch_add(1, Ordering::Relaxed);
+        Some(v)
     }
 
     /// Reads a peer's bulk payload into this slot's buffer for `u` (an incoming use);

@@ -241,12 +241,25 @@ impl CallFuture {
         self.tag = out.tag;
         std::mem::swap(&mut self.data, &mut *o.data.lock());
         if let Some(d) = out.bulk {
-            let r = i.bulk_read(BulkUse::ReplyIn, self.slot, d).map(|p| {
-                // SAFETY: bulk_read filled d.len bytes at p, in our bulk cache for the
-                // slot, which stays ours until the slot is freed just below.
-                self.data
-                    .extend_from_slice(unsafe { std::slice::from_raw_parts(p, d.len as usize) })
-            });
+            // Copied once, into the call's own buffer: from where the reply lies in the
+            // peer's memory when mapped, else read into our bulk buffer for the slot first.
+            let r = match i.bulk_view(d) {
+                Some(v) => {
+                    // SAFETY: the view is d.len bytes of the peer's reply buffer, mapped
+                    // while `v` lives; the peer does not reuse it before our next request
+                    // in this slot, which waits for the slot freed just below.
+                    self.data.extend_from_slice(unsafe {
+                        std::slice::from_raw_parts(v.as_ptr(), v.len())
+                    });
+                    Ok(())
+                }
+                None => i.bulk_read(BulkUse::ReplyIn, self.slot, d).map(|p| {
+                    // SAFETY: bulk_read filled d.len bytes at p, in our bulk cache for the
+                    // slot, which stays ours until the slot is freed just below.
+                    self.data
+                        .extend_from_slice(unsafe { std::slice::from_raw_parts(p, d.len as usize) })
+                }),
+            };
             i.release_held(self.slot, &self.outcome);
             if let Err(e) = r {
                 self.fail(e);

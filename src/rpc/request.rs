@@ -10,6 +10,7 @@ use super::remote_error::RemoteError;
 use super::session::Inner;
 use super::wire::{self, BulkDesc, Header, HEADER_LEN};
 use crate::error::{Error, Result, Status};
+use crate::transport::PeerView;
 
 /// A request received by the server side. Its payload stays valid until it is answered.
 /// Dropping it unanswered sends an exception reply, so the caller never hangs.
@@ -20,10 +21,14 @@ pub struct Request {
     data: *const u8,
     len: usize,
     answered: bool,
+    /// A bulk payload read where it lies in the peer's memory: keeps it mapped.
+    view: Option<PeerView>,
 }
 
-// SAFETY: `data` points into the session's memory (the slot's mailbox or bulk buffer),
-// which is not rewritten before this request is answered, whatever thread it moves to.
+// SAFETY: `data` points into the session's memory (the slot's mailbox or bulk buffer) or
+// the peer's bulk buffer kept mapped by `view`, none of which is rewritten before this
+// request is answered (the peer reuses its buffer once the reply arrived), whatever
+// thread it moves to.
 unsafe impl Send for Request {}
 
 impl Request {
@@ -38,6 +43,7 @@ impl Request {
             sess.reply_exception(m.slot, h, "RuntimeError", "Chunked transfers are disabled")?;
             return Ok(None);
         }
+        let mut view = None;
         let (data, len) = if h.tag & wire::BULK_BIT != 0 {
             // SAFETY: total_len <= slot_size (checked on arrival): the `n` bytes after the
             // header lie in our request mailbox slot.
@@ -54,12 +60,18 @@ impl Request {
                 sess.reply_exception(m.slot, h, "RuntimeError", &msg)?;
                 return Ok(None);
             }
-            match sess.bulk_read(BulkUse::RequestIn, m.slot, d) {
-                Ok(p) => (p, d.len as usize),
-                Err(e) => {
-                    sess.check_alive()?;
-                    let _ = sess.reply_exception(m.slot, h, "RuntimeError", e.message());
-                    return Ok(None);
+            if let Some(v) = sess.bulk_view(d) {
+                let p = v.as_ptr() as *const u8;
+                view = Some(v);
+                (p, d.len as usize)
+            } else {
+                match sess.bulk_read(BulkUse::RequestIn, m.slot, d) {
+                    Ok(p) => (p, d.len as usize),
+                    Err(e) => {
+                        sess.check_alive()?;
+                        let _ = sess.reply_exception(m.slot, h, "RuntimeError", e.message());
+                        return Ok(None);
+                    }
                 }
             }
         } else {
@@ -72,6 +84,7 @@ impl Request {
             data,
             len,
             answered: false,
+            view,
         }))
     }
 
@@ -126,9 +139,9 @@ impl Request {
     }
 
     /// Answers with the first `n` bytes of the request's own payload buffer (possibly
-    /// modified through [`Request::payload_mut`]). A bulk request's buffer is sent back
-    /// as it is (no copy: the caller reads it from there); a small one is copied into the
-    /// reply slot.
+    /// modified through [`Request::payload_mut`]). A bulk request's buffer of ours is
+    /// sent back as it is (no copy: the caller reads it from there); a small one, or one
+    /// read where it lies in the caller's memory, is copied into the reply.
     pub fn reply_from_payload(mut self, n: usize) -> Result<()> {
         if n > self.len {
             return Err(Error::invalid(format!(
@@ -139,7 +152,8 @@ impl Request {
         self.answered = true;
         let i = self.sess.clone();
         let tag = wire::base_tag(self.header.tag) | wire::REPLY_BIT;
-        if self.header.tag & wire::BULK_BIT != 0 && n > i.cfg.slot_capacity() {
+        if self.header.tag & wire::BULK_BIT != 0 && self.view.is_none() && n > i.cfg.slot_capacity()
+        {
             let d = {
                 let g = i.bulk.get(BulkUse::RequestIn, self.slot).lock();
                 let b = g

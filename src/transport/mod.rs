@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod info;
 pub mod matching;
+mod peer_view;
 pub mod rdma;
 pub mod shm;
 pub mod strikes;
@@ -19,6 +20,8 @@ use crate::error::Result;
 use crate::future::Future;
 use crate::memory::{MemoryPool, MrHandle, RemoteHandle, RemotePool};
 use crate::obs::EndpointStats;
+
+pub use peer_view::PeerView;
 
 /// One transfer: the original DLSlime tuple order `(local, remote, remote_offset,
 /// local_offset, length)`. Read copies `remote[remote_offset..]` into
@@ -108,6 +111,16 @@ pub trait Endpoint: Send + Sync {
 
     /// This endpoint's counters ([`crate::obs`]); `None` for a transport without them.
     fn obs(&self) -> Option<&Arc<EndpointStats>> {
+        None
+    }
+
+    /// The peer's bytes `[addr, addr+len)`, in a region it published with `key`, as memory
+    /// of this process: `Some` when the transport maps the peer's memory (shared memory,
+    /// for the peer's shared allocations) and the peer's own table permits the range with
+    /// that key; `None` otherwise (move the bytes with `read`/`write`, which the target
+    /// checks). Lets a service read a peer's payload where it lies.
+    fn peer_view(&self, addr: u64, len: u64, key: u64) -> Option<PeerView> {
+        let _ = (addr, len, key);
         None
     }
 

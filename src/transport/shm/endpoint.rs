@@ -18,7 +18,7 @@ use crate::memory::{MemoryPool, RemotePool};
 use crate::obs::{self, EndpointStats, OpKind};
 use crate::transport::matching::PostedRecv;
 use crate::transport::{auth, info};
-use crate::transport::{Assignment, Endpoint};
+use crate::transport::{Assignment, Endpoint, PeerView};
 
 /// A shared-memory endpoint. Create with [`ShmEndpoint::new`], publish
 /// [`Endpoint::endpoint_info`], and call [`Endpoint::connect`] on both sides.
@@ -122,6 +122,10 @@ impl Endpoint for ShmEndpoint {
         observe(&self.obs, OpKind::WriteImm, bytes_of(assignments), || {
             self.inner.rw(assignments, true, Some(imm), timeout)
         })
+    }
+
+    fn peer_view(&self, addr: u64, len: u64, key: u64) -> Option<PeerView> {
+        self.inner.peer_view(addr, len, key)
     }
 
     fn imm_recv(&self, timeout: Option<Duration>) -> Result<Future> {

@@ -4,11 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::Arc;
 
 use crate::error::{Error, Result, Status};
 use crate::memory::shared::{fd_size, map_fd};
 
-/// A peer's allocation mapped into this process.
+/// A peer's allocation mapped into this process; unmapped when the last holder (the
+/// table below, a [`PeerView`](crate::transport::PeerView)) lets go.
 struct PeerMapping {
     /// The peer's allocation id (see `AllocInfo::id`).
     id: u64,
@@ -35,7 +37,7 @@ impl Drop for PeerMapping {
 /// The peer's allocations this process mapped, by peer address.
 #[derive(Default)]
 pub(super) struct PeerMappings {
-    by_base: BTreeMap<u64, PeerMapping>,
+    by_base: BTreeMap<u64, Arc<PeerMapping>>,
 }
 
 impl PeerMappings {
@@ -54,12 +56,12 @@ impl PeerMappings {
         let local = map_fd(fd.as_raw_fd(), size as usize)?;
         self.by_base.insert(
             peer_base,
-            PeerMapping {
+            Arc::new(PeerMapping {
                 id,
                 peer_base,
                 len: size,
                 local,
-            },
+            }),
         );
         Ok(())
     }
@@ -73,9 +75,24 @@ impl PeerMappings {
     /// The address is valid while this value is borrowed (callers hold the connection's
     /// read lock across their copy).
     pub fn translate(&self, addr: u64, len: u64) -> Option<*mut u8> {
+        self.find(addr, len).map(|(p, _)| p)
+    }
+
+    /// As [`PeerMappings::translate`], with the mapping itself: the address stays valid
+    /// while the returned holder lives, whatever the peer announces meanwhile.
+    pub fn view(&self, addr: u64, len: u64) -> Option<(*mut u8, Arc<dyn Send + Sync>)> {
+        self.find(addr, len)
+            .map(|(p, m)| (p, m.clone() as Arc<dyn Send + Sync>))
+    }
+
+    fn find(&self, addr: u64, len: u64) -> Option<(*mut u8, &Arc<PeerMapping>)> {
         let (_, m) = self.by_base.range(..=addr).next_back()?;
         let end = addr.checked_add(len)?;
-        (end <= m.peer_base + m.len)
-            .then(|| (m.local as usize + (addr - m.peer_base) as usize) as *mut u8)
+        (end <= m.peer_base + m.len).then(|| {
+            (
+                (m.local as usize + (addr - m.peer_base) as usize) as *mut u8,
+                m,
+            )
+        })
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::conn::Conn;
 use super::device::Part;
+use super::mappings::PeerMappings;
 use super::pending::{Agg, Pending};
 use super::progress::PushMode;
 use super::ring::{kind, Entry, INLINE_CAP, SLOT_SIZE};
@@ -17,7 +18,7 @@ use super::window;
 use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 use crate::future::Future;
-use crate::transport::Assignment;
+use crate::transport::{Assignment, PeerView};
 
 /// Registers one more part of `agg`, awaiting the peer's reply; returns its request id.
 fn add_part(c: &Conn, agg: &Arc<Agg>, part: impl FnOnce(Arc<Agg>) -> Pending) -> u64 {
@@ -94,6 +95,36 @@ impl Inner {
             .collect::<Result<Vec<_>>>()?;
         let total = plan.iter().map(|p| p.len).sum();
         self.issue(c, plan.into_iter(), total, write, imm, timeout)
+    }
+
+    /// `f` on our mappings of the peer's allocations, when the peer's table permits
+    /// `[raddr, raddr+len)` with `key` (the announcements the table counts applied
+    /// first); `None` when it does not or `f` finds no mapping.
+    fn with_permitted<R>(
+        &self,
+        c: &Conn,
+        raddr: u64,
+        len: u64,
+        key: u64,
+        f: impl FnOnce(&PeerMappings) -> Option<R>,
+    ) -> Option<R> {
+        // SAFETY: the peer table lies in the segment the Conn keeps mapped; `permits`
+        // reads it under the peer's seqlock and treats every value as untrusted.
+        if !unsafe { (*c.peer_table).permits(raddr, len, key) } {
+            return None;
+        }
+        self.sync_peer_maps(c);
+        f(&c.peer_maps.read())
+    }
+
+    /// [`crate::Endpoint::peer_view`]: the peer's range, mapped here, if its table
+    /// permits it.
+    pub fn peer_view(&self, addr: u64, len: u64, key: u64) -> Option<PeerView> {
+        let c = self.conn().ok()?;
+        let (p, keep) = self.with_permitted(c, addr, len, key, |maps| maps.view(addr, len))?;
+        // SAFETY: `p` is `len` bytes inside our read-write mapping of the peer's
+        // allocation (view), which `keep` keeps mapped.
+        Some(unsafe { PeerView::new(p, len as usize, keep) })
     }
 
     /// Moves the checked parts of one operation. Parts the peer's table permits are
