@@ -1746,8 +1746,8 @@ typedef struct {
    */
   size_t size;
   /**
-   * Bytes per slot, the 16-byte header included (>= 64). 0: 64 KiB. Larger payloads
-   * take the bulk path (no size cap).
+   * Bytes per slot, the 16-byte header included (>= 64). 0: 64 KiB + 64 (a slot holds
+   * a 64 KiB payload and its header). Larger payloads take the bulk path (no size cap).
    */
   uint64_t slot_size;
   /**

@@ -32,7 +32,7 @@ use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::TcpEndpoint;
 use dlslime::{Endpoint, MemoryPool};
 
-const SLOT: usize = 64 << 10;
+const SLOT: usize = dlslime::rpc::config::DEFAULT_SLOT_SIZE;
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6

@@ -37,8 +37,8 @@ pub enum dlslime_rpc_progress {
 pub struct dlslime_rpc_options_t {
     /// `sizeof(dlslime_rpc_options_t)` as the caller was compiled.
     pub size: usize,
-    /// Bytes per slot, the 16-byte header included (>= 64). 0: 64 KiB. Larger payloads
-    /// take the bulk path (no size cap).
+    /// Bytes per slot, the 16-byte header included (>= 64). 0: 64 KiB + 64 (a slot holds
+    /// a 64 KiB payload and its header). Larger payloads take the bulk path (no size cap).
     pub slot_size: u64,
     /// Slots per direction, the most calls in flight (1..65536). 0: 16.
     pub slot_count: u32,

@@ -5,6 +5,10 @@ use std::time::Duration;
 use super::wire::{self, HEADER_LEN};
 use crate::error::{Error, Result};
 
+/// The default slot: a 64 KiB payload and its header fit (the header plus a cache line,
+/// so slots stay 64-byte aligned).
+pub const DEFAULT_SLOT_SIZE: usize = (64 << 10) + 64;
+
 /// Who receives messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RpcProgress {
@@ -21,7 +25,7 @@ pub enum RpcProgress {
 /// (checked at the handshake).
 #[derive(Clone, Debug)]
 pub struct RpcConfig {
-    /// Bytes per slot, header included (>= 64, <= 4 GiB - 1).
+    /// Bytes per slot, header included (>= 64, <= 4 GiB - 1). Default [`DEFAULT_SLOT_SIZE`].
     pub slot_size: usize,
     /// Slots per direction: the most calls in flight (1..=65536).
     pub slot_count: usize,
@@ -49,7 +53,7 @@ pub struct RpcConfig {
 impl Default for RpcConfig {
     fn default() -> Self {
         RpcConfig {
-            slot_size: 64 << 10,
+            slot_size: DEFAULT_SLOT_SIZE,
             slot_count: 16,
             progress: RpcProgress::Auto,
             default_timeout: Duration::from_secs(60),
@@ -116,7 +120,11 @@ mod tests {
     fn config_defaults_are_valid() {
         let c = RpcConfig::default();
         c.validate().unwrap();
-        assert_eq!(c.slot_capacity(), (64 << 10) - 16);
+        assert_eq!(
+            c.slot_capacity(),
+            (64 << 10) + 48,
+            "a 64 KiB payload fits a slot"
+        );
         assert!(!c.pump(), "the waiting thread receives");
         assert!(RpcConfig {
             progress: RpcProgress::Pump,

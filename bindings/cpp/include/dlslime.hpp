@@ -558,7 +558,7 @@ class Endpoint {
 /// Options of an RPC session; zero fields keep the library defaults. Both sides must use
 /// the same slot_size and slot_count.
 struct RpcOptions {
-  uint64_t slot_size = 0;   // bytes per slot incl. the 16-byte header; 0: 64 KiB
+  uint64_t slot_size = 0;   // bytes per slot incl. the 16-byte header; 0: 64 KiB + 64
   uint32_t slot_count = 0;  // most calls in flight; 0: 16
   dlslime_rpc_progress progress = DLSLIME_RPC_PROGRESS_AUTO;
   std::chrono::milliseconds default_timeout{0};

@@ -70,8 +70,9 @@ __all__ = [
 # (src/rpc/wire.rs); the library checks the options and reports its limits.
 DEFAULT_BUFFER_SIZE = 32_000_000
 DEFAULT_MAX_INFLIGHT = 16
-# Messages up to this size travel inside a slot; larger ones take the bulk path.
-SLOT_SIZE_CAP = 64 << 10
+# The largest slot (bytes, the 16-byte header included): a 64 KiB message travels inside
+# a slot; larger ones take the bulk path. The Rust default (DEFAULT_SLOT_SIZE).
+SLOT_SIZE_CAP = (64 << 10) + 64
 # wait(None) waits at most this long (seconds): every wait has a deadline.
 DEFAULT_WAIT = float(os.environ.get("SLIME_RPC_DEFAULT_TIMEOUT", "600"))
 
