@@ -1,8 +1,9 @@
 //! Outbound posting: a message (request or reply) is staged in our send slot `s` and
 //! sent with one write-with-immediate into the peer's mailbox slot `s` (imm = `s | kind
-//! << 16 | fence << 18`, the fence of the peer's session). A payload larger than the
-//! slot is built in the slot's bulk buffer and the message carries its [`BulkDesc`]
-//! instead.
+//! << 16 | fence << 18`, the fence of the peer's session). Where the transport maps the
+//! peer's mailbox (shared memory) the message is built in the peer's slot itself and
+//! only the notification is sent: one copy fewer. A payload larger than the slot is
+//! built in the slot's bulk buffer and the message carries its [`BulkDesc`] instead.
 
 use std::sync::atomic::Ordering;
 
@@ -11,7 +12,7 @@ use super::session::Inner;
 use super::wire::{self, BulkDesc, Header, HEADER_LEN};
 use crate::error::{Error, Result};
 use crate::future::Future;
-use crate::transport::Assignment;
+use crate::transport::{Assignment, PeerView};
 
 /// Fails when a writer claims more bytes than the buffer it was given.
 fn check_written(n: usize, max_len: usize) -> Result<usize> {
@@ -37,10 +38,10 @@ impl Inner {
     ) -> Result<Future> {
         self.check_alive()?;
         let cap = self.cfg.slot_capacity();
-        let sp = self.mem.send_ptr(kind, slot);
+        let sp = self.stage_ptr(kind, slot);
         let (tag, payload_len) = if max_len <= cap {
-            // SAFETY: our send slot, not in use by anyone else until this message's answer;
-            // header + max_len <= slot_size.
+            // SAFETY: our send slot or the peer's mailbox slot (stage_ptr), not in use by
+            // anyone else until this message's answer; header + max_len <= slot_size.
             let buf = unsafe { std::slice::from_raw_parts_mut(sp.add(HEADER_LEN), max_len) };
             (tag, check_written(writer(buf)?, max_len)?)
         } else {
@@ -55,8 +56,8 @@ impl Inner {
                 drop(g);
                 return self.post_desc(kind, slot, tag, request_id, d);
             }
-            // SAFETY: n <= slot capacity: the bytes fit after the header of our send slot,
-            // a different allocation from the bulk buffer.
+            // SAFETY: n <= slot capacity: the bytes fit after the header of the staging
+            // slot (stage_ptr), a different allocation from the bulk buffer.
             unsafe { std::ptr::copy_nonoverlapping(b.ptr, sp.add(HEADER_LEN), n) };
             (tag, n)
         };
@@ -74,11 +75,11 @@ impl Inner {
     ) -> Result<Future> {
         self.check_alive()?;
         let e = d.encode();
-        // SAFETY: our send slot (see `post`); slot_size >= 64 holds header + descriptor.
+        // SAFETY: the staging slot (see `post`); slot_size >= 64 holds header + descriptor.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 e.as_ptr(),
-                self.mem.send_ptr(kind, slot).add(HEADER_LEN),
+                self.stage_ptr(kind, slot).add(HEADER_LEN),
                 e.len(),
             )
         };
@@ -86,8 +87,36 @@ impl Inner {
         self.send_slot(kind, slot, tag | wire::BULK_BIT, request_id, e.len())
     }
 
-    /// Writes the header of the message staged in our send slot and sends slot and
-    /// notification with one write-with-immediate.
+    /// Where a message for slot `slot` of `kind` is built: the peer's mailbox slot when
+    /// the transport maps it (then nothing but the notification is sent), else our send
+    /// slot (copied to the peer's by the write).
+    fn stage_ptr(&self, kind: u32, slot: usize) -> *mut u8 {
+        match self.peer_mbox() {
+            // SAFETY: the view is the peer's whole mailbox (2 * slot_count slots of
+            // slot_size, checked at the handshake), and slot < slot_count.
+            Some(v) => unsafe { v.as_ptr().add(self.mem.slot_off(kind, slot)) },
+            None => self.mem.send_ptr(kind, slot),
+        }
+    }
+
+    /// The peer's mailbox where it lies, when the transport maps it (kept once found).
+    fn peer_mbox(&self) -> Option<&PeerView> {
+        if let Some(v) = self.peer_mbox.get() {
+            return Some(v);
+        }
+        let len = (2 * self.cfg.slot_size * self.cfg.slot_count) as u64;
+        let (addr, key) = self
+            .ep
+            .remote_pool()
+            .remote_range(self.remote_mbox, 0, len)
+            .ok()?;
+        let v = self.ep.peer_view(addr, len, key)?;
+        Some(self.peer_mbox.get_or_init(|| v))
+    }
+
+    /// Writes the header of the message staged by `post` and sends it with one
+    /// write-with-immediate (only the notification, when it was staged in the peer's
+    /// mailbox).
     fn send_slot(
         &self,
         kind: u32,
@@ -101,6 +130,14 @@ impl Inner {
             total_len: (HEADER_LEN + payload_len) as u32,
             request_id,
         };
+        let imm = wire::encode_imm(slot, kind, wire::fence(self.peer_id));
+        if let Some(v) = self.peer_mbox() {
+            // SAFETY: the peer's mailbox slot (stage_ptr), at least HEADER_LEN bytes.
+            unsafe { h.write(v.as_ptr().add(self.mem.slot_off(kind, slot))) };
+            return self
+                .ep
+                .write_with_imm(&[], imm, Some(self.cfg.default_timeout));
+        }
         // SAFETY: our send slot (see `post`), at least HEADER_LEN bytes.
         unsafe { h.write(self.mem.send_ptr(kind, slot)) };
         // The peer's mailbox has our slot layout (checked at the handshake).
@@ -112,10 +149,7 @@ impl Inner {
             off,
             (HEADER_LEN + payload_len) as u64,
         );
-        self.ep.write_with_imm(
-            &[a],
-            wire::encode_imm(slot, kind, wire::fence(self.peer_id)),
-            Some(self.cfg.default_timeout),
-        )
+        self.ep
+            .write_with_imm(&[a], imm, Some(self.cfg.default_timeout))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 use crate::future::{Future, OpState};
 use crate::memory::RemoteHandle;
-use crate::transport::Endpoint;
+use crate::transport::{Endpoint, PeerView};
 
 /// Counters, readable at any time.
 #[derive(Default, Debug)]
@@ -49,6 +49,9 @@ pub(super) struct Inner {
     pub mem: Arc<RpcMemory>,
     /// The peer's mailbox.
     pub remote_mbox: RemoteHandle,
+    /// The peer's mailbox mapped here (shared memory), once found: messages are built in
+    /// it directly.
+    pub peer_mbox: OnceLock<PeerView>,
     /// The peer's bulk buffers this session registered to read from (with the mailbox,
     /// unregistered when the session is gone).
     pub peer_regions: Mutex<Vec<RemoteHandle>>,
@@ -135,6 +138,7 @@ impl RpcSession {
             ep,
             mem,
             remote_mbox: agreed.remote_mbox,
+            peer_mbox: OnceLock::new(),
             peer_regions: Mutex::new(Vec::new()),
             id: agreed.id,
             peer_id: agreed.peer_id,
