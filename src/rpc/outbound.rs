@@ -38,9 +38,9 @@ impl Inner {
     ) -> Result<Future> {
         self.check_alive()?;
         let cap = self.cfg.slot_capacity();
-        let sp = self.stage_ptr(kind, slot);
+        let (sp, mapped) = self.stage(kind, slot);
         let (tag, payload_len) = if max_len <= cap {
-            // SAFETY: our send slot or the peer's mailbox slot (stage_ptr), not in use by
+            // SAFETY: our send slot or the peer's mailbox slot (stage), not in use by
             // anyone else until this message's answer; header + max_len <= slot_size.
             let buf = unsafe { std::slice::from_raw_parts_mut(sp.add(HEADER_LEN), max_len) };
             (tag, check_written(writer(buf)?, max_len)?)
@@ -57,11 +57,11 @@ impl Inner {
                 return self.post_desc(kind, slot, tag, request_id, d);
             }
             // SAFETY: n <= slot capacity: the bytes fit after the header of the staging
-            // slot (stage_ptr), a different allocation from the bulk buffer.
+            // slot (stage), a different allocation from the bulk buffer.
             unsafe { std::ptr::copy_nonoverlapping(b.ptr, sp.add(HEADER_LEN), n) };
             (tag, n)
         };
-        self.send_slot(kind, slot, tag, request_id, payload_len)
+        self.send_slot(kind, slot, (sp, mapped), tag, request_id, payload_len)
     }
 
     /// Sends a bulk message whose payload already lies in a registered buffer of ours.
@@ -75,27 +75,27 @@ impl Inner {
     ) -> Result<Future> {
         self.check_alive()?;
         let e = d.encode();
+        let (sp, mapped) = self.stage(kind, slot);
         // SAFETY: the staging slot (see `post`); slot_size >= 64 holds header + descriptor.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                e.as_ptr(),
-                self.stage_ptr(kind, slot).add(HEADER_LEN),
-                e.len(),
-            )
-        };
+        unsafe { std::ptr::copy_nonoverlapping(e.as_ptr(), sp.add(HEADER_LEN), e.len()) };
         self.stats.bulk_sent.fetch_add(1, Ordering::Relaxed);
-        self.send_slot(kind, slot, tag | wire::BULK_BIT, request_id, e.len())
+        let tag = tag | wire::BULK_BIT;
+        self.send_slot(kind, slot, (sp, mapped), tag, request_id, e.len())
     }
 
-    /// Where a message for slot `slot` of `kind` is built: the peer's mailbox slot when
-    /// the transport maps it (then nothing but the notification is sent), else our send
-    /// slot (copied to the peer's by the write).
-    fn stage_ptr(&self, kind: u32, slot: usize) -> *mut u8 {
+    /// Where a message for slot `slot` of `kind` is built, and whether that is the
+    /// peer's mailbox slot (when the transport maps it: then nothing but the
+    /// notification is sent) rather than our send slot (copied to the peer's by the
+    /// write). Decided once per message.
+    fn stage(&self, kind: u32, slot: usize) -> (*mut u8, bool) {
         match self.peer_mbox() {
             // SAFETY: the view is the peer's whole mailbox (2 * slot_count slots of
             // slot_size, checked at the handshake), and slot < slot_count.
-            Some(v) => unsafe { v.as_ptr().add(self.mem.slot_off(kind, slot)) },
-            None => self.mem.send_ptr(kind, slot),
+            Some(v) => (
+                unsafe { v.as_ptr().add(self.mem.slot_off(kind, slot)) },
+                true,
+            ),
+            None => (self.mem.send_ptr(kind, slot), false),
         }
     }
 
@@ -114,13 +114,14 @@ impl Inner {
         Some(self.peer_mbox.get_or_init(|| v))
     }
 
-    /// Writes the header of the message staged by `post` and sends it with one
-    /// write-with-immediate (only the notification, when it was staged in the peer's
-    /// mailbox).
+    /// Writes the header of the message staged by `post` at `staged` (from `stage`: the
+    /// slot, and whether it is the peer's mailbox slot) and sends it with one
+    /// write-with-immediate (only the notification, when it is in the peer's mailbox).
     fn send_slot(
         &self,
         kind: u32,
         slot: usize,
+        (sp, mapped): (*mut u8, bool),
         tag: u32,
         request_id: u64,
         payload_len: usize,
@@ -130,16 +131,14 @@ impl Inner {
             total_len: (HEADER_LEN + payload_len) as u32,
             request_id,
         };
+        // SAFETY: the staging slot of this message (stage), at least HEADER_LEN bytes.
+        unsafe { h.write(sp) };
         let imm = wire::encode_imm(slot, kind, wire::fence(self.peer_id));
-        if let Some(v) = self.peer_mbox() {
-            // SAFETY: the peer's mailbox slot (stage_ptr), at least HEADER_LEN bytes.
-            unsafe { h.write(v.as_ptr().add(self.mem.slot_off(kind, slot))) };
+        if mapped {
             return self
                 .ep
                 .write_with_imm(&[], imm, Some(self.cfg.default_timeout));
         }
-        // SAFETY: our send slot (see `post`), at least HEADER_LEN bytes.
-        unsafe { h.write(self.mem.send_ptr(kind, slot)) };
         // The peer's mailbox has our slot layout (checked at the handshake).
         let off = self.mem.slot_off(kind, slot) as u64;
         let a = Assignment::new(
