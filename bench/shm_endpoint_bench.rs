@@ -1,7 +1,6 @@
 //! Shared-memory endpoint measurements: 64 B send/recv round trips and one-sided
 //! write/read bandwidth on shared-allocated regions.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dlslime::engine::{Config, ProgressMode};
@@ -76,20 +75,24 @@ pub fn echo_child(ep: &ShmEndpoint, n: usize) {
 /// Time per one-sided op of `size` bytes (write or read, waited).
 pub fn one_sided(ep: &ShmEndpoint, size: usize, write: bool, reps: usize) -> Vec<Duration> {
     let a = [Assignment::new(0, 0, 0, 0, size as u64)];
-    let _ = Arc::new(());
     (0..reps)
         .map(|_| {
             let t = Instant::now();
-            let f = if write {
-                ep.write(&a, None)
-            } else {
-                ep.read(&a, None)
-            }
-            .unwrap();
-            f.wait().unwrap();
+            op_waited(ep, &a, write);
             t.elapsed()
         })
         .collect()
+}
+
+/// One one-sided op (write or read), waited.
+fn op_waited(ep: &ShmEndpoint, a: &[Assignment], write: bool) {
+    let f = if write {
+        ep.write(a, None)
+    } else {
+        ep.read(a, None)
+    }
+    .unwrap();
+    f.wait().unwrap();
 }
 
 /// Mean time per one-sided op of `size` bytes over `reps` back-to-back ops (write or
@@ -98,13 +101,7 @@ pub fn batch_mean_ns(ep: &ShmEndpoint, size: usize, write: bool, reps: usize) ->
     let a = [Assignment::new(0, 0, 0, 0, size as u64)];
     let t = Instant::now();
     for _ in 0..reps {
-        let f = if write {
-            ep.write(&a, None)
-        } else {
-            ep.read(&a, None)
-        }
-        .unwrap();
-        f.wait().unwrap();
+        op_waited(ep, &a, write);
     }
     t.elapsed().as_nanos() as f64 / reps as f64
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use dlslime::peer::{ConnState, NamedAssignment, PeerAgent};
 use dlslime::Status;
-use peer_fixture::{count, opts, register, wait_for, write_checked, Child, Cluster, T, WAIT};
+use peer_fixture::{count, opts, register, wait_for, write_checked, Buf, Child, Cluster, T, WAIT};
 
 peer_agent_child!();
 
@@ -96,16 +96,18 @@ fn sigkill(transport: &str) {
     let c = a.connect_to("bob", transport).unwrap();
     assert_eq!(c.wait(WAIT).unwrap().as_str(), transport);
     assert_eq!(b2.ok("wait alice 30000"), format!("ok {transport}"));
-    a.write("bob", &[NamedAssignment::same("buf", 0, 0, 65536)], T)
-        .unwrap()
-        .wait()
-        .unwrap();
-    b2.ok("check buf 1 0 65536");
-    b2.ok("reg out 65536 4");
-    b2.ok("write alice out buf 0 0 65536");
-    assert_eq!(bufs["buf"].check(4, 0, 65536), None);
+    moves_bytes_both_ways(&a, &mut b2, &bufs);
     b2.exit();
     carol.exit();
+}
+
+/// Bob's new incarnation and alice move bytes both ways: her write lands in his buffer
+/// byte-exact, and his write lands in hers.
+fn moves_bytes_both_ways(a: &PeerAgent, bob: &mut Child, bufs: &HashMap<String, Buf>) {
+    write_checked(a, bob, 0, 65536);
+    bob.ok("reg out 65536 4");
+    bob.ok("write alice out buf 0 0 65536");
+    assert_eq!(bufs["buf"].check(4, 0, 65536), None);
 }
 
 common::scenario_tests! {
@@ -166,14 +168,7 @@ fn killed_peer_comes_back_by_itself(transport: &str) {
     );
     assert_eq!(b2.ok("wait alice 30000"), format!("ok {transport}"));
     assert_eq!(count(&a.stats().reconnects), 1);
-    a.write("bob", &[NamedAssignment::same("buf", 0, 0, 65536)], T)
-        .unwrap()
-        .wait()
-        .unwrap();
-    b2.ok("check buf 1 0 65536");
-    b2.ok("reg out 65536 4");
-    b2.ok("write alice out buf 0 0 65536");
-    assert_eq!(bufs["buf"].check(4, 0, 65536), None);
+    moves_bytes_both_ways(&a, &mut b2, &bufs);
     b2.exit();
 }
 
