@@ -41,7 +41,7 @@ pub(super) struct BulkBuf {
 unsafe impl Send for BulkBuf {}
 
 impl BulkBuf {
-    fn new(pool: &Arc<MemoryPool>, len: usize) -> Result<BulkBuf> {
+    pub fn new(pool: &Arc<MemoryPool>, len: usize) -> Result<BulkBuf> {
         let cap = len.max(4096);
         let ptr = alloc_shared(cap)?;
         let id = next_region_id();
@@ -61,6 +61,17 @@ impl BulkBuf {
                 Err(e)
             }
         }
+    }
+
+    /// Bytes the buffer holds.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Whether the buffer serves a payload of `len` bytes: large enough, and not much
+    /// too large when over `cache_max`.
+    pub fn fits(&self, len: usize, cache_max: usize) -> bool {
+        self.cap >= len && (self.cap <= cache_max || self.cap <= 2 * len)
     }
 
     /// The access key of the buffer's region (what the peer needs to read it).
@@ -163,10 +174,10 @@ impl Inner {
                 return Ok(g);
             }
         }
-        let keep = g.as_ref().is_some_and(|b| {
-            b.cap >= len && (b.cap <= self.cfg.bulk_cache_max || b.cap <= 2 * len)
-        });
-        if !keep {
+        if !g
+            .as_ref()
+            .is_some_and(|b| b.fits(len, self.cfg.bulk_cache_max))
+        {
             *g = None;
             *g = Some(BulkBuf::new(&self.mem.pool, len)?);
         }

@@ -9,6 +9,16 @@
 //! future reads it in `wait` or is dropped. So futures may be held in any number: a call
 //! beyond the window waits for a slot (with its own deadline) while earlier replies
 //! arrive.
+//!
+//! **Reply buffers.** Where the peer maps our memory (shared memory), a call whose
+//! request is large ([`PLACE_MIN`] bytes or more) announces a buffer of its own for the
+//! reply (`PLACE_BIT`, see [`wire`]): the server writes the reply there and the future
+//! reads it where it lies, so an echo is two copies of the payload (ours into the
+//! request, the handler's into the reply buffer). The buffer belongs to the call's
+//! `Outcome`, not to the slot, so the slot is freed when the reply arrives and the
+//! future holds its reply as long as it lives; the outcome (and its buffer) is recycled
+//! only once no reply can still be written into it (a dropped call's slot keeps it until
+//! the late reply arrives or the session ends).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -16,11 +26,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::bulk::BulkUse;
+use super::bulk::{BulkBuf, BulkUse};
 use super::client_obs::CallObs;
 use super::remote_error::RemoteError;
 use super::session::Inner;
-use super::wire::{self, BulkDesc, Header, HEADER_LEN};
+use super::wire::{self, BulkDesc, Header, HEADER_LEN, PLACED_LEN};
 use crate::engine::Deadline;
 use crate::error::{Error, Result, Status};
 use crate::future::{Future, Notify};
@@ -32,6 +42,8 @@ struct CellOut {
     tag: u32,
     /// A bulk reply to read from the peer (the slot is held for it meanwhile).
     bulk: Option<BulkDesc>,
+    /// A reply of this many bytes written by the peer into the call's reply buffer.
+    placed: Option<usize>,
 }
 
 impl CellOut {
@@ -53,7 +65,14 @@ pub(super) struct Outcome {
     data: Mutex<Vec<u8>>,
     /// The request's write, to notice a request that could not be delivered.
     write: Mutex<Option<Future>>,
+    /// The reply buffer this call announced (kept across recycling, for the next calls).
+    rbuf: Mutex<Option<BulkBuf>>,
 }
+
+/// Requests of at least this many payload bytes announce a reply buffer (where the peer
+/// maps our memory): below it, copying the reply out of the mailbox costs less than the
+/// server's check of the announced range.
+pub const PLACE_MIN: usize = 16 << 10;
 
 impl Outcome {
     fn reset(&self) {
@@ -76,8 +95,9 @@ enum Slot {
     /// A call waits for its reply.
     Pending(Arc<Outcome>),
     /// The call's future was dropped before the reply: the reply (or the session's end)
-    /// frees the slot.
-    Detached,
+    /// frees the slot. The slot keeps the outcome, whose reply buffer the late reply may
+    /// still be written into.
+    Detached(Arc<Outcome>),
     /// A bulk reply arrived: the slot (and the peer's bulk buffer for it) stays the
     /// call's until its future reads the reply or is dropped.
     Held(Arc<Outcome>),
@@ -87,6 +107,8 @@ enum Slot {
 pub(super) struct Cell {
     slot: Mutex<Slot>,
     req_id: AtomicU64,
+    /// Bytes of the reply buffer the call in the slot announced (0: none).
+    announced: AtomicU64,
 }
 
 impl Cell {
@@ -94,6 +116,7 @@ impl Cell {
         Cell {
             slot: Mutex::new(Slot::Idle),
             req_id: AtomicU64::new(0),
+            announced: AtomicU64::new(0),
         }
     }
 }
@@ -117,6 +140,9 @@ pub struct CallFuture {
     tag: u32,
     /// Why the call failed (`Failed`); kept here, as the slot may still get a reply.
     error: Option<Error>,
+    /// A reply placed in the outcome's reply buffer: its address and length (the buffer
+    /// is the outcome's, which this future holds).
+    placed: Option<(usize, usize)>,
     /// Its per-method counters, until the call ends (`None` when recording is off).
     obs: Option<CallObs>,
 }
@@ -146,9 +172,12 @@ impl CallFuture {
         let cell = &i.cells[slot];
         let id = i.next_id.fetch_add(1, Ordering::Relaxed);
         let outcome = i.spare_outcome();
+        let reply_to = i.announce(&outcome, max_len);
         cell.req_id.store(id, Ordering::Release);
+        cell.announced
+            .store(reply_to.map_or(0, |d| d.len), Ordering::Release);
         *cell.slot.lock() = Slot::Pending(outcome.clone());
-        match i.post(wire::IMM_REQUEST, slot, tag, id, max_len, writer) {
+        match i.post_with(wire::IMM_REQUEST, slot, tag, id, max_len, reply_to, writer) {
             Ok(w) => {
                 // A failed delivery must wake the caller waiting for the reply.
                 let watcher: Weak<Inner> = Arc::downgrade(i);
@@ -163,6 +192,7 @@ impl CallFuture {
                     data: Vec::new(),
                     tag: 0,
                     error: None,
+                    placed: None,
                     obs,
                 })
             }
@@ -240,6 +270,11 @@ impl CallFuture {
         }
         self.tag = out.tag;
         std::mem::swap(&mut self.data, &mut *o.data.lock());
+        if let Some(n) = out.placed {
+            // The reply lies in our reply buffer (on_reply checked n against it).
+            let p = o.rbuf.lock().as_ref().map_or(0, |b| b.ptr as usize);
+            self.placed = Some((p, n));
+        }
         if let Some(d) = out.bulk {
             // Copied once, into the call's own buffer: from where the reply lies in the
             // peer's memory when mapped, else read into our bulk buffer for the slot first.
@@ -309,6 +344,13 @@ impl CallFuture {
         if self.state != FutState::Ready {
             return &[];
         }
+        if let Some((p, n)) = self.placed {
+            // SAFETY: the peer wrote n bytes (checked against the capacity announced,
+            // by on_reply) into the outcome's reply buffer at p, which this future's
+            // outcome keeps: nothing reuses it before the outcome is recycled, after this
+            // future is dropped.
+            return unsafe { std::slice::from_raw_parts(p as *const u8, n) };
+        }
         &self.data
     }
 
@@ -349,7 +391,9 @@ impl Drop for CallFuture {
             match &*g {
                 // Still waiting (or a failed delivery the peer may yet answer): the
                 // reply, or the session's end, frees the slot.
-                Slot::Pending(o) if Arc::ptr_eq(o, &self.outcome) => *g = Slot::Detached,
+                Slot::Pending(o) if Arc::ptr_eq(o, &self.outcome) => {
+                    *g = Slot::Detached(self.outcome.clone())
+                }
                 Slot::Held(o) if Arc::ptr_eq(o, &self.outcome) => {
                     *g = Slot::Idle;
                     drop(g);
@@ -405,6 +449,54 @@ impl Inner {
         }
     }
 
+    /// The reply buffer a request of `max_len` payload bytes announces (see
+    /// [`PLACE_MIN`]), from the call's outcome: `None` when the request is small, the
+    /// peer does not map our memory, or no buffer could be made (the reply then takes
+    /// the ordinary path). Large enough for a reply of the request's size or a slot's.
+    fn announce(&self, o: &Outcome, max_len: usize) -> Option<BulkDesc> {
+        if max_len < PLACE_MIN || self.peer_mbox().is_none() {
+            return None;
+        }
+        let want = max_len.max(self.cfg.slot_capacity());
+        let mut g = o.rbuf.lock();
+        if !g
+            .as_ref()
+            .is_some_and(|b| b.fits(want, self.cfg.bulk_cache_max))
+        {
+            *g = None;
+            *g = Some(BulkBuf::new(&self.mem.pool, want).ok()?);
+        }
+        let b = g.as_ref()?;
+        Some(b.desc(b.cap()))
+    }
+
+    /// The length of a placed reply (slot payload `payload`) for the call in `cell`:
+    /// `Protocol` when the call announced no reply buffer or the payload is malformed,
+    /// `Truncated` when the reply claims more than the capacity announced.
+    fn placed_len(&self, cell: &Cell, payload: &[u8]) -> Result<usize> {
+        let cap = cell.announced.load(Ordering::Acquire);
+        let Ok(b) = <[u8; PLACED_LEN]>::try_from(payload) else {
+            return Err(Error::new(Status::Protocol, "malformed placed RPC reply"));
+        };
+        let n = u64::from_le_bytes(b);
+        if cap == 0 {
+            return Err(Error::new(
+                Status::Protocol,
+                "RPC reply placed in a reply buffer the call did not announce",
+            ));
+        }
+        if n > cap {
+            return Err(Error::new(
+                Status::Truncated,
+                format!(
+                    "RPC reply of {n} bytes is larger than the call's reply buffer of {cap} bytes"
+                ),
+            ));
+        }
+        self.stats.placed_received.fetch_add(1, Ordering::Relaxed);
+        Ok(n as usize)
+    }
+
     /// Frees slot `s` held for `o`'s bulk reply (read, or no longer wanted).
     fn release_held(&self, s: usize, o: &Arc<Outcome>) {
         let mut g = self.cells[s].slot.lock();
@@ -421,7 +513,7 @@ impl Inner {
     /// delivered to the wrong call); the call waits on for its own.
     pub(super) fn on_reply(&self, slot: usize, h: Header) {
         let cell = &self.cells[slot];
-        if !matches!(&*cell.slot.lock(), Slot::Pending(_) | Slot::Detached) {
+        if !matches!(&*cell.slot.lock(), Slot::Pending(_) | Slot::Detached(_)) {
             self.protocol_error(format!(
                 "reply for slot {slot} with no call in flight; dropped"
             ));
@@ -457,7 +549,12 @@ impl Inner {
                     h.total_len as usize - HEADER_LEN,
                 )
             };
-            if h.tag & wire::BULK_BIT == 0 {
+            if h.tag & wire::PLACE_BIT != 0 {
+                match self.placed_len(cell, payload) {
+                    Ok(n) => out.placed = Some(n),
+                    Err(e) => out.error = Some(e),
+                }
+            } else if h.tag & wire::BULK_BIT == 0 {
                 inline = payload;
             } else {
                 match BulkDesc::decode(payload) {
@@ -503,9 +600,11 @@ impl Inner {
                 o.set(out);
                 self.events.notify();
             }
-            Slot::Detached => {
+            Slot::Detached(mut o) => {
                 drop(g);
                 self.release_slot(slot);
+                // The reply has been written: its buffer may serve another call.
+                self.recycle_outcome(&mut o);
             }
             other => {
                 *g = other;
@@ -527,7 +626,7 @@ impl Inner {
                     self.release_slot(s);
                     o.set(CellOut::failed(e.clone()));
                 }
-                Slot::Detached => {
+                Slot::Detached(_) => {
                     drop(g);
                     self.release_slot(s);
                 }

@@ -190,11 +190,13 @@ pub(crate) fn peer_mailbox(peer: &Value, cfg: &RpcConfig) -> Result<RemoteRegion
 pub(crate) fn check_hello(peer: &Value, cfg: &RpcConfig) -> Result<u64> {
     let field = |k: &str| peer.get(k).and_then(Value::as_u64);
     if field("slime_rpc") != Some(wire::WIRE_VERSION as u64) {
+        let theirs = peer
+            .get("slime_rpc")
+            .map_or_else(|| "none".to_string(), Value::to_string);
         return Err(Error::new(
             Status::VersionMismatch,
             format!(
-                "RPC handshake: peer speaks RPC wire version {:?}, this side {}",
-                peer.get("slime_rpc"),
+                "RPC handshake: the peer speaks SlimeRPC wire version {theirs}, this side {}; both sides need a dlslime release with the same RPC wire version",
                 wire::WIRE_VERSION
             ),
         ));
@@ -212,4 +214,29 @@ pub(crate) fn check_hello(peer: &Value, cfg: &RpcConfig) -> Result<u64> {
             "RPC handshake: the peer's session info has no session id (an older dlslime?)",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_wire_version_is_refused_with_a_clear_error() {
+        let cfg = RpcConfig::default();
+        let hello = |v: Value| {
+            json!({"slime_rpc": v, "session": 7, "ack": null, "slot_size": cfg.slot_size,
+                   "slot_count": cfg.slot_count,
+                   "mailbox": {"addr": 4096, "length": 1 << 30, "rkey": 1}})
+        };
+        for (v, shown) in [(json!(4), "version 4,"), (json!(null), "version null,")] {
+            let e = check_hello(&hello(v), &cfg).unwrap_err();
+            assert_eq!(e.status(), Status::VersionMismatch);
+            assert!(e.message().contains(shown), "{e}");
+            assert!(e.message().contains("this side 5"), "{e}");
+        }
+        assert_eq!(
+            check_hello(&hello(json!(wire::WIRE_VERSION)), &cfg).unwrap(),
+            7
+        );
+    }
 }

@@ -9,13 +9,13 @@ use std::sync::atomic::Ordering;
 
 use super::bulk::BulkUse;
 use super::session::Inner;
-use super::wire::{self, BulkDesc, Header, HEADER_LEN};
+use super::wire::{self, BulkDesc, Header, BULK_DESC_LEN, HEADER_LEN};
 use crate::error::{Error, Result};
 use crate::future::Future;
 use crate::transport::{Assignment, PeerView};
 
 /// Fails when a writer claims more bytes than the buffer it was given.
-fn check_written(n: usize, max_len: usize) -> Result<usize> {
+pub(super) fn check_written(n: usize, max_len: usize) -> Result<usize> {
     if n > max_len {
         return Err(Error::invalid(format!(
             "RPC writer returned {n} bytes, more than its {max_len}-byte buffer"
@@ -36,8 +36,25 @@ impl Inner {
         max_len: usize,
         writer: impl FnOnce(&mut [u8]) -> Result<usize>,
     ) -> Result<Future> {
+        self.post_with(kind, slot, tag, request_id, max_len, None, writer)
+    }
+
+    /// [`Inner::post`], announcing `reply_to` (a request's reply buffer, see
+    /// [`wire`]) after the payload or the bulk descriptor. A payload that fits the slot
+    /// only without the announcement takes the bulk path.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn post_with(
+        &self,
+        kind: u32,
+        slot: usize,
+        tag: u32,
+        request_id: u64,
+        max_len: usize,
+        reply_to: Option<BulkDesc>,
+        writer: impl FnOnce(&mut [u8]) -> Result<usize>,
+    ) -> Result<Future> {
         self.check_alive()?;
-        let cap = self.cfg.slot_capacity();
+        let cap = self.cfg.slot_capacity() - if reply_to.is_some() { BULK_DESC_LEN } else { 0 };
         let (sp, mapped) = self.stage(kind, slot);
         let (tag, payload_len) = if max_len <= cap {
             // SAFETY: our send slot or the peer's mailbox slot (stage), not in use by
@@ -54,14 +71,22 @@ impl Inner {
             if n > cap {
                 let d = b.desc(n);
                 drop(g);
-                return self.post_desc(kind, slot, tag, request_id, d);
+                return self.post_desc_with(kind, slot, tag, request_id, d, reply_to);
             }
             // SAFETY: n <= slot capacity: the bytes fit after the header of the staging
             // slot (stage), a different allocation from the bulk buffer.
             unsafe { std::ptr::copy_nonoverlapping(b.ptr, sp.add(HEADER_LEN), n) };
             (tag, n)
         };
-        self.send_slot(kind, slot, (sp, mapped), tag, request_id, payload_len)
+        self.send_slot(
+            kind,
+            slot,
+            (sp, mapped),
+            tag,
+            request_id,
+            payload_len,
+            reply_to,
+        )
     }
 
     /// Sends a bulk message whose payload already lies in a registered buffer of ours.
@@ -73,14 +98,28 @@ impl Inner {
         request_id: u64,
         d: BulkDesc,
     ) -> Result<Future> {
+        self.post_desc_with(kind, slot, tag, request_id, d, None)
+    }
+
+    /// [`Inner::post_desc`], announcing `reply_to` after the descriptor.
+    fn post_desc_with(
+        &self,
+        kind: u32,
+        slot: usize,
+        tag: u32,
+        request_id: u64,
+        d: BulkDesc,
+        reply_to: Option<BulkDesc>,
+    ) -> Result<Future> {
         self.check_alive()?;
         let e = d.encode();
         let (sp, mapped) = self.stage(kind, slot);
-        // SAFETY: the staging slot (see `post`); slot_size >= 64 holds header + descriptor.
+        // SAFETY: the staging slot (see `post`); slot_size >= 64 holds header + descriptor
+        // (and the reply-buffer descriptor after it: see `send_slot`).
         unsafe { std::ptr::copy_nonoverlapping(e.as_ptr(), sp.add(HEADER_LEN), e.len()) };
         self.stats.bulk_sent.fetch_add(1, Ordering::Relaxed);
         let tag = tag | wire::BULK_BIT;
-        self.send_slot(kind, slot, (sp, mapped), tag, request_id, e.len())
+        self.send_slot(kind, slot, (sp, mapped), tag, request_id, e.len(), reply_to)
     }
 
     /// Where a message for slot `slot` of `kind` is built, and whether that is the
@@ -100,7 +139,7 @@ impl Inner {
     }
 
     /// The peer's mailbox where it lies, when the transport maps it (kept once found).
-    fn peer_mbox(&self) -> Option<&PeerView> {
+    pub(super) fn peer_mbox(&self) -> Option<&PeerView> {
         if let Some(v) = self.peer_mbox.get() {
             return Some(v);
         }
@@ -115,17 +154,35 @@ impl Inner {
     }
 
     /// Writes the header of the message staged by `post` at `staged` (from `stage`: the
-    /// slot, and whether it is the peer's mailbox slot) and sends it with one
+    /// slot, and whether it is the peer's mailbox slot), and the reply-buffer
+    /// announcement `reply_to` after its payload, and sends it with one
     /// write-with-immediate (only the notification, when it is in the peer's mailbox).
+    #[allow(clippy::too_many_arguments)]
     fn send_slot(
         &self,
         kind: u32,
         slot: usize,
         (sp, mapped): (*mut u8, bool),
-        tag: u32,
+        mut tag: u32,
         request_id: u64,
-        payload_len: usize,
+        mut payload_len: usize,
+        reply_to: Option<BulkDesc>,
     ) -> Result<Future> {
+        if let Some(r) = reply_to {
+            let e = r.encode();
+            // SAFETY: the caller left room for it: payload_len + BULK_DESC_LEN fits the
+            // slot after the header (`post_with` reserves it; a bulk descriptor is 24
+            // bytes and slot_size >= 64 holds header + two descriptors).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    e.as_ptr(),
+                    sp.add(HEADER_LEN + payload_len),
+                    BULK_DESC_LEN,
+                )
+            };
+            payload_len += BULK_DESC_LEN;
+            tag |= wire::PLACE_BIT;
+        }
         let h = Header {
             tag,
             total_len: (HEADER_LEN + payload_len) as u32,

@@ -1,14 +1,21 @@
 //! The server side of a call: a received [`Request`] and the ways to answer it (a
 //! payload, one built in place, the request's own buffer, an exception).
+//!
+//! A request may announce the caller's reply buffer for the call (`PLACE_BIT`, see
+//! [`wire`]). Where the transport maps the caller's memory and the caller's region table
+//! permits the announced range, a reply that fits it is written there (the handler's
+//! writer gets that memory itself) and the message carries only its length; otherwise
+//! the reply takes the ordinary path (the mailbox slot or a bulk buffer of ours).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::bulk::BulkUse;
 use super::inbound::Inbound;
+use super::outbound::check_written;
 use super::remote_error::RemoteError;
 use super::session::Inner;
-use super::wire::{self, BulkDesc, Header, HEADER_LEN};
+use super::wire::{self, BulkDesc, Header, BULK_DESC_LEN, HEADER_LEN, PLACED_LEN};
 use crate::error::{Error, Result, Status};
 use crate::transport::PeerView;
 
@@ -23,6 +30,8 @@ pub struct Request {
     answered: bool,
     /// A bulk payload read where it lies in the peer's memory: keeps it mapped.
     view: Option<PeerView>,
+    /// The caller's reply buffer for this call (`addr`, capacity, key), if announced.
+    reply_to: Option<BulkDesc>,
 }
 
 // SAFETY: `data` points into the session's memory (the slot's mailbox or bulk buffer) or
@@ -38,10 +47,22 @@ impl Request {
         let h = m.header;
         // SAFETY: slot < slot_count (checked on arrival); the payload follows the header.
         let p = unsafe { sess.mem.mbox_ptr(wire::IMM_REQUEST, m.slot).add(HEADER_LEN) };
-        let n = h.total_len as usize - HEADER_LEN;
+        let mut n = h.total_len as usize - HEADER_LEN;
         if h.tag & wire::CHUNK_BIT != 0 {
             sess.reply_exception(m.slot, h, "RuntimeError", "Chunked transfers are disabled")?;
             return Ok(None);
+        }
+        let mut reply_to = None;
+        if h.tag & wire::PLACE_BIT != 0 {
+            if n < BULK_DESC_LEN {
+                sess.reply_exception(m.slot, h, "RuntimeError", "malformed reply buffer")?;
+                return Ok(None);
+            }
+            n -= BULK_DESC_LEN;
+            // SAFETY: total_len <= slot_size (checked on arrival): the descriptor is the
+            // last BULK_DESC_LEN of the `n + BULK_DESC_LEN` bytes after the header.
+            reply_to =
+                BulkDesc::decode(unsafe { std::slice::from_raw_parts(p.add(n), BULK_DESC_LEN) });
         }
         let mut view = None;
         let (data, len) = if h.tag & wire::BULK_BIT != 0 {
@@ -85,6 +106,7 @@ impl Request {
             len,
             answered: false,
             view,
+            reply_to,
         }))
     }
 
@@ -152,6 +174,13 @@ impl Request {
         self.answered = true;
         let i = self.sess.clone();
         let tag = wire::base_tag(self.header.tag) | wire::REPLY_BIT;
+        if let Some(v) = self.placed(n) {
+            // SAFETY: `n` payload bytes, ours until answered, into the caller's reply
+            // buffer, mapped for at least `n` bytes while `v` lives; `placed` refused a
+            // buffer overlapping the payload.
+            unsafe { std::ptr::copy_nonoverlapping(self.data, v.as_ptr(), n) };
+            return self.send_placed(n as u64);
+        }
         if self.header.tag & wire::BULK_BIT != 0 && self.view.is_none() && n > i.cfg.slot_capacity()
         {
             let d = {
@@ -214,6 +243,21 @@ impl Request {
             i.reply_exception(self.slot, self.header, "RuntimeError", &msg)?;
             return Err(Error::invalid(msg));
         }
+        if !exception {
+            if let Some(v) = self.placed(max_len) {
+                // SAFETY: the view is at least max_len bytes of the caller's reply buffer,
+                // mapped while `v` lives, and no other part of this request's memory
+                // (`placed`).
+                let buf = unsafe { std::slice::from_raw_parts_mut(v.as_ptr(), max_len) };
+                return match writer(buf).and_then(|n| check_written(n, max_len)) {
+                    Ok(n) => self.send_placed(n as u64),
+                    Err(e) => {
+                        i.reply_exception(self.slot, self.header, "RuntimeError", e.message())?;
+                        Err(e)
+                    }
+                };
+            }
+        }
         let flags = wire::REPLY_BIT | if exception { wire::EXC_BIT } else { 0 };
         let mut werr = None;
         let r = i.post(
@@ -235,6 +279,54 @@ impl Request {
             }
             (Err(e), None) => Err(e),
         }
+    }
+}
+
+impl Request {
+    /// The caller's reply buffer for a reply of up to `max_len` bytes, mapped here:
+    /// `None` when the call announced none, the reply does not fit it, the transport does
+    /// not map it or the caller's table does not permit the range with its key (the
+    /// reply then takes the ordinary path), or it overlaps the request's payload.
+    fn placed(&self, max_len: usize) -> Option<PeerView> {
+        let d = self.reply_to?;
+        if max_len == 0 || max_len as u64 > d.len {
+            return None;
+        }
+        let v = self.sess.ep.peer_view(d.addr, max_len as u64, d.key)?;
+        let (r, p) = (v.as_ptr() as usize, self.data as usize);
+        if r < p + self.len && p < r + max_len {
+            return None;
+        }
+        Some(v)
+    }
+
+    /// Sends the reply written into the caller's reply buffer: its length only.
+    fn send_placed(&self, n: u64) -> Result<()> {
+        let i = &self.sess;
+        let tag = wire::base_tag(self.header.tag) | wire::REPLY_BIT | wire::PLACE_BIT;
+        i.post(
+            wire::IMM_REPLY,
+            self.slot,
+            tag,
+            self.header.request_id,
+            PLACED_LEN,
+            |b| {
+                b[..PLACED_LEN].copy_from_slice(&n.to_le_bytes());
+                Ok(PLACED_LEN)
+            },
+        )?;
+        i.stats.placed_sent.fetch_add(1, Ordering::Relaxed);
+        i.stats.replies_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Tests only: answers with a placed reply that claims `claimed` bytes and writes
+    /// none, as a faulty or hostile server could (the caller must refuse more than it
+    /// announced).
+    #[doc(hidden)]
+    pub fn reply_placed_claiming(mut self, claimed: u64) -> Result<()> {
+        self.answered = true;
+        self.send_placed(claimed)
     }
 }
 

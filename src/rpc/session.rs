@@ -35,6 +35,10 @@ pub struct RpcStats {
     pub bulk_sent: AtomicU64,
     pub bulk_received: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Replies written straight into the caller's reply buffer: sent (server side) and
+    /// received (client side).
+    pub placed_sent: AtomicU64,
+    pub placed_received: AtomicU64,
     /// Messages dropped as stale: notifications meant for an earlier session over the
     /// endpoint, replies naming another request than the call in their slot.
     pub stale_dropped: AtomicU64,

@@ -11,7 +11,12 @@
 //!   LAST_BIT  1<<31  reserved
 //!   BULK_BIT  1<<26  (extension) the payload is a BulkDesc: the real payload stays in
 //!                    the sender's registered region and the receiver reads it one-sided
-//! total_len = 16 + payload bytes in the slot (for BULK: 16 + BULK_DESC_LEN)
+//!   PLACE_BIT 1<<25  (extension, version 5) on a request: the last BULK_DESC_LEN bytes
+//!                    of the slot message are a BulkDesc of the caller's reply buffer
+//!                    for this call (addr, capacity, key); on a reply: the reply lies in
+//!                    that buffer, the slot carries only its length (u64 LE)
+//! total_len = 16 + payload bytes in the slot (for BULK: 16 + BULK_DESC_LEN; a request
+//!             with PLACE_BIT: + BULK_DESC_LEN; a placed reply: 16 + PLACED_LEN)
 //! imm = slot (bits 0..16) | kind << 16 (2 bits: 0 request, 1 reply, 2 close notice)
 //!       | fence << 18 (14 bits: the receiving session's, see below; a close notice has
 //!       slot 0)
@@ -26,12 +31,20 @@
 //! consecutive fences (from a random start, skipping 0), so one repeats only after
 //! 16383 sessions of that process.
 //!
-//! The original's base tag has 27 bits; here bit 26 is taken by BULK_BIT, which leaves
-//! 2^26 method tags.
+//! **Reply buffers** (version 5). Where the server maps the caller's memory (shared
+//! memory), a caller expecting a large reply announces a buffer of its own for the call
+//! in the request (PLACE_BIT); the server writes the reply there, through its mapping of
+//! exactly the announced range (checked against the caller's region table), and only if
+//! it fits; a larger reply takes the ordinary path. The caller accepts a placed reply
+//! only up to the capacity it announced (else the call fails with `Truncated`).
+//!
+//! The original's base tag has 27 bits; here bits 26 and 25 are taken by BULK_BIT and
+//! PLACE_BIT, which leaves 2^25 method tags.
 
 pub const HEADER_LEN: usize = 16;
-pub const WIRE_VERSION: u32 = 4;
+pub const WIRE_VERSION: u32 = 5;
 
+pub const PLACE_BIT: u32 = 1 << 25;
 pub const BULK_BIT: u32 = 1 << 26;
 pub const EXC_BIT: u32 = 1 << 27;
 pub const ACK_BIT: u32 = 1 << 28;
@@ -40,10 +53,12 @@ pub const CHUNK_BIT: u32 = 1 << 30;
 pub const LAST_BIT: u32 = 1 << 31;
 /// The original's flag mask (bits 27..31).
 pub const FLAG_MASK: u32 = 0xF800_0000;
-/// Flags including the bulk extension.
-pub const ALL_FLAGS: u32 = FLAG_MASK | BULK_BIT;
+/// Flags including the bulk and reply-buffer extensions.
+pub const ALL_FLAGS: u32 = FLAG_MASK | BULK_BIT | PLACE_BIT;
 /// Largest method tag.
-pub const MAX_TAG: u32 = BULK_BIT - 1;
+pub const MAX_TAG: u32 = PLACE_BIT - 1;
+/// Slot payload of a placed reply: the reply's length, u64 LE.
+pub const PLACED_LEN: usize = 8;
 pub const MAX_SLOT_COUNT: usize = 65536;
 
 pub const IMM_REQUEST: u32 = 0;
@@ -185,7 +200,8 @@ mod tests {
             FLAG_MASK,
             EXC_BIT | ACK_BIT | REPLY_BIT | CHUNK_BIT | LAST_BIT
         );
-        assert_eq!(base_tag(7 | REPLY_BIT | EXC_BIT | BULK_BIT), 7);
+        assert_eq!(base_tag(7 | REPLY_BIT | EXC_BIT | BULK_BIT | PLACE_BIT), 7);
+        assert_eq!(MAX_TAG, (1 << 25) - 1);
     }
 
     #[test]
