@@ -177,8 +177,24 @@ pub fn rpc_message(data: &[u8]) {
     if !rpc_wire::fits_slot(&h, cfg.slot_size) {
         return;
     }
-    let payload = &mem[rpc_wire::HEADER_LEN..h.total_len as usize];
+    let mut payload = &mem[rpc_wire::HEADER_LEN..h.total_len as usize];
     let _ = rpc_wire::base_tag(h.tag);
+    if h.tag & rpc_wire::PLACE_BIT != 0 {
+        if kind == rpc_wire::IMM_REPLY {
+            // A placed reply: its length only (the caller checks it against its buffer).
+            if let Ok(b) = <[u8; rpc_wire::PLACED_LEN]>::try_from(payload) {
+                let _ = u64::from_le_bytes(b);
+            }
+            return;
+        }
+        // A request's reply buffer, after its payload.
+        let Some(n) = payload.len().checked_sub(rpc_wire::BULK_DESC_LEN) else {
+            return;
+        };
+        let d = rpc_wire::BulkDesc::decode(&payload[n..]).expect("24 bytes decode");
+        assert_eq!(d.encode()[..], payload[n..]);
+        payload = &payload[..n];
+    }
     if h.tag & rpc_wire::BULK_BIT != 0 {
         if let Some(d) = rpc_wire::BulkDesc::decode(payload) {
             assert_eq!(d.encode()[..], payload[..]);

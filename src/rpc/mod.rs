@@ -13,7 +13,7 @@
 //! * [`session`] — [`RpcSession`]: creation, close, the peer's end; [`RpcStats`].
 //! * `handshake` — the mailbox and slot-configuration exchange at session creation.
 //! * [`call`] — the client side: slot acquisition, the per-slot state machine, the
-//!   reply's arrival, [`CallFuture`].
+//!   reply's arrival, the call's reply buffer, [`CallFuture`].
 //! * `client_obs` — the client side's per-method counters (calls, errors, timeouts,
 //!   latency) for [`crate::obs`].
 //! * [`request`] — the server side: [`Request`] and its replies.

@@ -3,7 +3,8 @@
 //! << 16 | fence << 18`, the fence of the peer's session). Where the transport maps the
 //! peer's mailbox (shared memory) the message is built in the peer's slot itself and
 //! only the notification is sent: one copy fewer. A payload larger than the slot is
-//! built in the slot's bulk buffer and the message carries its [`BulkDesc`] instead.
+//! built in the slot's bulk buffer and the message carries its [`BulkDesc`] instead. A
+//! request may announce the caller's reply buffer after its payload (`PLACE_BIT`).
 
 use std::sync::atomic::Ordering;
 
