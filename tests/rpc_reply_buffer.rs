@@ -10,15 +10,13 @@
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, Parent, Peer};
+use common::{check_pattern, fill_pattern, rpc_endpoint, Parent, Peer};
 use dlslime::rpc::call::PLACE_MIN;
-use dlslime::rpc::{RpcConfig, RpcMemory, RpcSession, Service};
-use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
+use dlslime::rpc::{RpcConfig, RpcSession, Service};
 use dlslime::transport::tcp::TcpEndpoint;
-use dlslime::{Endpoint, MemoryPool, Status};
+use dlslime::{Endpoint, Status};
 
 const T: Option<Duration> = Some(Duration::from_secs(60));
 
@@ -65,22 +63,6 @@ fn config() -> RpcConfig {
     }
 }
 
-fn endpoint(transport: &str, cfg: &RpcConfig) -> (Arc<dyn Endpoint>, Arc<RpcMemory>) {
-    match transport {
-        "shm" => {
-            let pool = MemoryPool::new();
-            let mem = RpcMemory::new(&pool, cfg).unwrap();
-            let ep = ShmEndpoint::new(pool, ShmConfig::default()).unwrap();
-            (Arc::new(ep), mem)
-        }
-        _ => {
-            let ep = TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-            let mem = RpcMemory::new(ep.memory_pool(), cfg).unwrap();
-            (ep, mem)
-        }
-    }
-}
-
 /// The server process: serves `service()`, answering `forge` ([claimed u64]) with a
 /// placed reply claiming `claimed` bytes and writing none.
 #[test]
@@ -90,7 +72,7 @@ fn reply_buffer_child() {
         return;
     };
     let cfg = config();
-    let (ep, mem) = endpoint(&std::env::var("RPC_TRANSPORT").unwrap(), &cfg);
+    let (ep, mem) = rpc_endpoint(&std::env::var("RPC_TRANSPORT").unwrap(), &cfg);
     parent.connect_endpoint(&*ep);
     let sess = RpcSession::with_memory(ep, mem, cfg).unwrap();
     parent.send("session");
@@ -107,7 +89,7 @@ fn reply_buffer_child() {
 
 fn pair(transport: &str) -> (RpcSession, Peer) {
     let cfg = config();
-    let (ep, mem) = endpoint(transport, &cfg);
+    let (ep, mem) = rpc_endpoint(transport, &cfg);
     let mut peer = Peer::spawn(
         "reply_buffer_child",
         &[("RPC_TRANSPORT", transport.to_string())],

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer};
+use common::{check_pattern, fill_pattern, is_child, rpc_endpoint, Parent, Peer};
 use dlslime::rpc::{
     HandlerError, RemoteError, RpcConfig, RpcMemory, RpcProgress, RpcSession, Service,
 };
@@ -32,24 +32,6 @@ fn config(env: &dyn Fn(&str) -> Option<String>) -> RpcConfig {
             _ => RpcProgress::Auto,
         },
         ..Default::default()
-    }
-}
-
-/// An endpoint of `transport` with the session memory allocated before connect.
-fn endpoint(transport: &str, cfg: &RpcConfig) -> (Arc<dyn Endpoint>, Arc<RpcMemory>) {
-    match transport {
-        "shm" => {
-            let pool = MemoryPool::new();
-            let mem = RpcMemory::new(&pool, cfg).unwrap();
-            let ep = ShmEndpoint::new(pool, ShmConfig::default()).unwrap();
-            (Arc::new(ep), mem)
-        }
-        "tcp" => {
-            let ep = TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-            let mem = RpcMemory::new(ep.memory_pool(), cfg).unwrap();
-            (ep, mem)
-        }
-        t => panic!("unknown transport {t}"),
     }
 }
 
@@ -118,7 +100,7 @@ fn rpc_child() {
     let env = |k: &str| std::env::var(k).ok();
     let cfg = config(&env);
     let transport = env("RPC_TRANSPORT").unwrap();
-    let (ep, mem) = endpoint(&transport, &cfg);
+    let (ep, mem) = rpc_endpoint(&transport, &cfg);
     parent.connect_endpoint(&*ep);
     let sess = match RpcSession::with_memory(ep, mem, cfg) {
         Ok(s) => Arc::new(s),
@@ -184,7 +166,7 @@ fn pair_with(
         .collect();
     let look = |k: &str| mine.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let cfg = config(&look);
-    let (ep, mem) = endpoint(transport, &cfg);
+    let (ep, mem) = rpc_endpoint(transport, &cfg);
     let mut peer = Peer::spawn("rpc_child", &child_env);
     peer.connect_endpoint(&*ep);
     match RpcSession::with_memory(ep, mem, cfg) {

@@ -177,7 +177,7 @@ impl CallFuture {
         cell.announced
             .store(reply_to.map_or(0, |d| d.len), Ordering::Release);
         *cell.slot.lock() = Slot::Pending(outcome.clone());
-        match i.post_with(wire::IMM_REQUEST, slot, tag, id, max_len, reply_to, writer) {
+        match i.post(wire::IMM_REQUEST, slot, tag, id, max_len, reply_to, writer) {
             Ok(w) => {
                 // A failed delivery must wake the caller waiting for the reply.
                 let watcher: Weak<Inner> = Arc::downgrade(i);

@@ -28,23 +28,10 @@ pub(super) fn check_written(n: usize, max_len: usize) -> Result<usize> {
 impl Inner {
     /// Writes one message (`kind` request or reply) to the peer's mailbox slot; `writer`
     /// builds the payload in place in a buffer of `max_len` bytes and returns its length.
-    pub(super) fn post(
-        &self,
-        kind: u32,
-        slot: usize,
-        tag: u32,
-        request_id: u64,
-        max_len: usize,
-        writer: impl FnOnce(&mut [u8]) -> Result<usize>,
-    ) -> Result<Future> {
-        self.post_with(kind, slot, tag, request_id, max_len, None, writer)
-    }
-
-    /// [`Inner::post`], announcing `reply_to` (a request's reply buffer, see
-    /// [`wire`]) after the payload or the bulk descriptor. A payload that fits the slot
-    /// only without the announcement takes the bulk path.
+    /// `reply_to` (a request's reply buffer, see [`wire`]) is announced after the payload
+    /// or the bulk descriptor; a payload that fits the slot only without it goes bulk.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn post_with(
+    pub(super) fn post(
         &self,
         kind: u32,
         slot: usize,
@@ -72,7 +59,7 @@ impl Inner {
             if n > cap {
                 let d = b.desc(n);
                 drop(g);
-                return self.post_desc_with(kind, slot, tag, request_id, d, reply_to);
+                return self.post_desc(kind, slot, tag, request_id, d, reply_to);
             }
             // SAFETY: n <= slot capacity: the bytes fit after the header of the staging
             // slot (stage), a different allocation from the bulk buffer.
@@ -90,20 +77,9 @@ impl Inner {
         )
     }
 
-    /// Sends a bulk message whose payload already lies in a registered buffer of ours.
+    /// Sends a bulk message whose payload already lies in a registered buffer of ours,
+    /// announcing `reply_to` after the descriptor.
     pub(super) fn post_desc(
-        &self,
-        kind: u32,
-        slot: usize,
-        tag: u32,
-        request_id: u64,
-        d: BulkDesc,
-    ) -> Result<Future> {
-        self.post_desc_with(kind, slot, tag, request_id, d, None)
-    }
-
-    /// [`Inner::post_desc`], announcing `reply_to` after the descriptor.
-    fn post_desc_with(
         &self,
         kind: u32,
         slot: usize,
@@ -172,7 +148,7 @@ impl Inner {
         if let Some(r) = reply_to {
             let e = r.encode();
             // SAFETY: the caller left room for it: payload_len + BULK_DESC_LEN fits the
-            // slot after the header (`post_with` reserves it; a bulk descriptor is 24
+            // slot after the header (`post` reserves it; a bulk descriptor is 24
             // bytes and slot_size >= 64 holds header + two descriptors).
             unsafe {
                 std::ptr::copy_nonoverlapping(

@@ -190,7 +190,14 @@ impl Request {
                     .ok_or_else(|| Error::new(Status::Internal, "bulk request buffer gone"))?;
                 b.desc(n)
             };
-            i.post_desc(wire::IMM_REPLY, self.slot, tag, self.header.request_id, d)?;
+            i.post_desc(
+                wire::IMM_REPLY,
+                self.slot,
+                tag,
+                self.header.request_id,
+                d,
+                None,
+            )?;
         } else {
             let src = self.data;
             i.post(
@@ -199,6 +206,7 @@ impl Request {
                 tag,
                 self.header.request_id,
                 n,
+                None,
                 |b| {
                     // SAFETY: the payload is ours until answered; the send slot is distinct.
                     unsafe { std::ptr::copy_nonoverlapping(src, b.as_mut_ptr(), n) };
@@ -266,6 +274,7 @@ impl Request {
             base | flags,
             self.header.request_id,
             max_len,
+            None,
             |b| writer(b).inspect_err(|e| werr = Some(e.clone())),
         );
         match (r, werr) {
@@ -310,6 +319,7 @@ impl Request {
             tag,
             self.header.request_id,
             PLACED_LEN,
+            None,
             |b| {
                 b[..PLACED_LEN].copy_from_slice(&n.to_le_bytes());
                 Ok(PLACED_LEN)
@@ -359,10 +369,18 @@ impl Inner {
         }
         .to_json(self.cfg.slot_capacity());
         let tag = wire::base_tag(h.tag) | wire::REPLY_BIT | wire::EXC_BIT;
-        self.post(wire::IMM_REPLY, slot, tag, h.request_id, e.len(), |b| {
-            b[..e.len()].copy_from_slice(&e);
-            Ok(e.len())
-        })
+        self.post(
+            wire::IMM_REPLY,
+            slot,
+            tag,
+            h.request_id,
+            e.len(),
+            None,
+            |b| {
+                b[..e.len()].copy_from_slice(&e);
+                Ok(e.len())
+            },
+        )
         .map(|_| ())
     }
 }

@@ -382,6 +382,33 @@ pub fn message(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// Tests that each run one scenario function with their own arguments:
+/// An endpoint of `transport` ("shm" or "tcp") with the RPC session memory for `cfg`
+/// allocated before connect (on shared memory the peer then maps it at connect).
+pub fn rpc_endpoint(
+    transport: &str,
+    cfg: &dlslime::rpc::RpcConfig,
+) -> (
+    std::sync::Arc<dyn dlslime::Endpoint>,
+    std::sync::Arc<dlslime::rpc::RpcMemory>,
+) {
+    use dlslime::Endpoint;
+    match transport {
+        "shm" => {
+            let pool = dlslime::MemoryPool::new();
+            let mem = dlslime::rpc::RpcMemory::new(&pool, cfg).unwrap();
+            let ep = dlslime::transport::shm::ShmEndpoint::new(pool, Default::default()).unwrap();
+            (std::sync::Arc::new(ep), mem)
+        }
+        "tcp" => {
+            let ep =
+                dlslime::transport::tcp::TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let mem = dlslime::rpc::RpcMemory::new(ep.memory_pool(), cfg).unwrap();
+            (ep, mem)
+        }
+        t => panic!("unknown transport {t}"),
+    }
+}
+
 /// `scenario_tests! { name => scenario(args); ... }`, each name optionally preceded by
 /// docs and attributes (`#[ignore = "..."]`).
 #[allow(unused_macros)]
