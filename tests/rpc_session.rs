@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{check_pattern, fill_pattern, is_child, rpc_endpoint, Parent, Peer};
-use dlslime::rpc::{
-    HandlerError, RemoteError, RpcConfig, RpcMemory, RpcProgress, RpcSession, Service,
-};
+use dlslime::rpc::{HandlerError, RemoteError, RpcConfig, RpcProgress, RpcSession, Service};
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::TcpEndpoint;
 use dlslime::{Endpoint, MemoryPool, Status};
