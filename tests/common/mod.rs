@@ -409,6 +409,20 @@ pub fn rpc_endpoint(
     }
 }
 
+/// Kills `peer` while the call `f` waits for its reply: the call must fail with
+/// `PeerDisconnected` within 3 s.
+pub fn kill_fails_call(peer: &mut Peer, f: &mut dlslime::rpc::CallFuture) {
+    let t0 = std::time::Instant::now();
+    peer.kill();
+    let e = f.wait(Some(ANSWER_TIMEOUT)).unwrap_err();
+    let el = t0.elapsed();
+    assert_eq!(e.status(), dlslime::Status::PeerDisconnected, "{e}");
+    assert!(
+        el < Duration::from_secs(3),
+        "pending call failed after {el:?}"
+    );
+}
+
 /// `scenario_tests! { name => scenario(args); ... }`, each name optionally preceded by
 /// docs and attributes (`#[ignore = "..."]`).
 #[allow(unused_macros)]
