@@ -3,7 +3,9 @@
 //! forward and then an hour back while it runs (its monotonic clock untouched, as a real
 //! `settimeofday` leaves it). Heartbeats run on the monotonic clock and NanoCtrl judges
 //! liveness by Redis's clock, so through both steps bob's record stays registered, nobody
-//! can take its alias over, and its connection keeps moving bytes.
+//! can take its alias over, and its connection keeps moving bytes. Redis's own clock
+//! jumping is another matter (its expiry times are absolute): the agents repair their
+//! records within about a second (second test).
 //!
 //! Needs libfaketime (scripts/install-deps.sh); without it the test is NOT RUN, which
 //! fails under CI=true.
@@ -12,42 +14,57 @@ mod common;
 mod peer_fixture;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dlslime::peer::{ConnState, PeerAgent};
 use dlslime::Status;
-use peer_fixture::{opts, register, write_checked, Child, Cluster, WAIT};
+use peer_fixture::{opts, register, wait_for, write_checked, Child, Cluster, Redis, WAIT};
 
 peer_agent_child!();
 
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
-#[test]
-fn clock_jumps_do_not_expire_live_registrations() {
-    if !Path::new(LIBFAKETIME).exists() {
-        eprintln!(
-            "NOT RUN: {LIBFAKETIME} is missing (scripts/install-deps.sh installs libfaketime)"
-        );
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "clock-jump test NOT RUN under CI"
-        );
-        return;
+/// Whether libfaketime is installed; prints NOT RUN (which fails under CI) if not.
+fn have_libfaketime() -> bool {
+    if Path::new(LIBFAKETIME).exists() {
+        return true;
     }
-    let cl = Cluster::start("clock");
-    let offset = std::env::temp_dir().join(format!("dlslime-faketime-{}", std::process::id()));
+    eprintln!("NOT RUN: {LIBFAKETIME} is missing (scripts/install-deps.sh installs libfaketime)");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "clock-jump test NOT RUN under CI"
+    );
+    false
+}
+
+/// A libfaketime offset file ("+0" to start with) and the environment that makes a
+/// process's wall clock follow it (its monotonic clock untouched, as `settimeofday`
+/// leaves it).
+fn faked_clock(tag: &str) -> (PathBuf, Vec<(&'static str, String)>) {
+    let offset =
+        std::env::temp_dir().join(format!("dlslime-faketime-{tag}-{}", std::process::id()));
     std::fs::write(&offset, "+0\n").unwrap();
-    let a = PeerAgent::new(cl.url(), Some("alice"), Some(&cl.scope), opts(300)).unwrap();
-    let mut bufs = HashMap::new();
-    register(&a, &mut bufs, "buf", 65536, 1);
-    let fake = [
+    let env = vec![
         ("LD_PRELOAD", LIBFAKETIME.to_string()),
         ("FAKETIME_TIMESTAMP_FILE", offset.display().to_string()),
         ("FAKETIME_NO_CACHE", "1".to_string()),
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
-        ("PEER_HB_MS", "300".to_string()),
     ];
+    (offset, env)
+}
+
+#[test]
+fn clock_jumps_do_not_expire_live_registrations() {
+    if !have_libfaketime() {
+        return;
+    }
+    let cl = Cluster::start("clock");
+    let (offset, mut fake) = faked_clock("agent");
+    let a = PeerAgent::new(cl.url(), Some("alice"), Some(&cl.scope), opts(300)).unwrap();
+    let mut bufs = HashMap::new();
+    register(&a, &mut bufs, "buf", 65536, 1);
+    fake.push(("PEER_HB_MS", "300".to_string()));
     let mut b = Child::start(&cl, "bob", &fake);
     b.ok("reg buf 65536 2");
     let c = a.connect_to("bob", "tcp").unwrap();
@@ -70,11 +87,7 @@ fn clock_jumps_do_not_expire_live_registrations() {
             .query(&mut cl.redis.conn())
             .unwrap();
         let res: serde_json::Value = serde_json::from_str(&res).unwrap();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
-        let skew_s = (res["heartbeat_at_ms"].as_i64().unwrap() - now_ms) / 1000;
+        let skew_s = (res["heartbeat_at_ms"].as_i64().unwrap() - now_ms()) / 1000;
         let want: i64 = step.parse().unwrap();
         assert!(
             (skew_s - want).abs() < 30,
@@ -95,4 +108,91 @@ fn clock_jumps_do_not_expire_live_registrations() {
     }
     b.exit();
     let _ = std::fs::remove_file(&offset);
+}
+
+/// Redis's own clock jumping forward: Redis keeps absolute expiry times, so a record
+/// whose remaining TTL is shorter than the jump expires at once, and one that survives
+/// looks dead to a would-be successor (liveness is judged on Redis's clock). Agents
+/// compare Redis's view of their record with their own heartbeats every second and beat
+/// at once when it contradicts them (registering again when the record is gone), so
+/// both are repaired within about a second, not at the next heartbeat (15 s here, the
+/// default; the repair must come well before it).
+#[test]
+fn a_jump_of_redis_clock_is_repaired_within_seconds() {
+    if !have_libfaketime() {
+        return;
+    }
+    let (offset, fake) = faked_clock("redis");
+    let cl = Cluster::on("redisclock", Redis::start_env(&[], "", &fake));
+    let hb_ms = 15_000;
+    let a = PeerAgent::new(cl.url(), Some("alice"), Some(&cl.scope), opts(hb_ms)).unwrap();
+    let b = PeerAgent::new(cl.url(), Some("bob"), Some(&cl.scope), opts(hb_ms)).unwrap();
+    let mut bufs = HashMap::new();
+    register(&b, &mut bufs, "buf", 65536, 1);
+    let c = a.connect_to("bob", "tcp").unwrap();
+    c.wait(WAIT).unwrap();
+    // ms since an agent's last beat on Redis's clock; None while its record is gone
+    let beat_age = |alias: &str| -> Option<i64> {
+        let mut r = cl.redis.conn();
+        let at: Option<i64> = redis::cmd("HGET")
+            .arg(format!("{}:agent:{alias}", cl.scope))
+            .arg("hb_at_ms")
+            .query(&mut r)
+            .unwrap();
+        at.map(|at| redis_now_ms(&mut r) - at)
+    };
+    let live_window_ms = 3 * hb_ms as i64 + 1000; // NanoCtrl's owner.lua
+    // +50 s: less than the 60 s TTL, more than the liveness window; +3650 s: past both
+    for (step, jump_ms) in [("+50", 50_000), ("+3650", 3_650_000)] {
+        let t = Instant::now();
+        std::fs::write(&offset, format!("{step}\n")).unwrap();
+        let skew = redis_now_ms(&mut cl.redis.conn()) - now_ms();
+        assert!(
+            (skew - jump_ms).abs() < 5_000,
+            "{step}: Redis's clock is {skew} ms off, libfaketime did not step it"
+        );
+        let seen = beat_age("bob");
+        // repaired: both records there with a fresh beat, well before the heartbeat
+        wait_for(Duration::from_secs(5), "the records repaired", || {
+            ["alice", "bob"]
+                .iter()
+                .all(|a| beat_age(a).is_some_and(|ms| ms < live_window_ms / 2))
+                .then_some(())
+        });
+        eprintln!(
+            "Redis clock {step} s: bob's record {} (seen {seen:?} ms after its beat), repaired after {:?}",
+            if jump_ms > 60_000 { "expired" } else { "looked dead" },
+            t.elapsed()
+        );
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(format!("{}:agent:bob", cl.scope))
+            .query(&mut cl.redis.conn())
+            .unwrap();
+        assert!(ttl > 0, "{step}: TTL {ttl}");
+        let e = PeerAgent::new(cl.url(), Some("bob"), Some(&cl.scope), opts(hb_ms))
+            .err()
+            .expect("took a live agent's alias over");
+        assert_eq!(e.status(), Status::NameConflict, "{step}: {e}");
+        assert_eq!(
+            a.list_agents().unwrap(),
+            vec!["alice".to_string(), "bob".to_string()]
+        );
+        assert_eq!(c.state(), ConnState::Connected, "{step}");
+    }
+    drop(a);
+    drop(b);
+    let _ = std::fs::remove_file(&offset);
+}
+
+/// Redis's clock (`TIME`), in ms.
+fn redis_now_ms(r: &mut redis::Connection) -> i64 {
+    let (s, us): (i64, i64) = redis::cmd("TIME").query(r).unwrap();
+    s * 1000 + us / 1000
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

@@ -401,26 +401,104 @@ fn peer_killed_mid_transfer_fails_every_pending_future_quickly() {
     );
 }
 
-/// A send from an unmapped address (against `send`'s contract, e.g. a wrong raw pointer)
-/// fails that send with `InvalidArgument` saying so, not with `PeerDisconnected`. The
-/// frame's header is already out when the kernel refuses the payload, so the connection
-/// is reset (operations in flight on it fail; Python checks raw pointers before the
-/// call, `dlslime_check_buffer`).
+/// Memory of ours that is not mapped (a wrong pointer handed to `send` or `recv`, a
+/// region unmapped under its registration, against their contracts) fails the operation
+/// that names it with `InvalidArgument`, and only that one: sources are checked before a
+/// frame goes out, a destination the kernel refuses has the rest of its frame drained.
+/// The same connection then moves the next bytes exactly (no re-dial: `retries` stays 0).
 #[test]
-fn a_send_from_an_unmapped_address_is_the_callers_error() {
+fn unmapped_memory_fails_only_its_operation() {
     let mut r = Rig::new(MIB, MIB);
+    dlslime::obs::set_enabled(true);
     r.ep.read(&[r.a(0, 0, 4096)], None).unwrap().wait().unwrap();
-    // SAFETY: deliberately not a valid buffer: page 0 is never mapped, so the kernel
-    // refuses to read it (EFAULT) and no user-space code dereferences it.
-    let f = unsafe {
-        r.ep.send(0x10 as *const u8, 64, Some(Duration::from_secs(10)))
+    let invalid = |e: dlslime::Error| {
+        assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+        assert!(e.message().contains("memory of this process"), "{e}");
+    };
+    // sources: refused at the call, before anything is sent
+    for len in [64, 3 * MIB] {
+        // SAFETY: deliberately not a valid buffer: page 0 is never mapped, and the
+        // check refuses it before anything reads it.
+        invalid(unsafe { r.ep.send(0x10 as *const u8, len, None) }.unwrap_err());
     }
-    .unwrap();
-    let e = f.wait().unwrap_err();
-    assert_eq!(e.status(), Status::InvalidArgument, "{e}");
-    assert!(e.message().contains("not readable memory"), "{e}");
-    r.peer.send("exit");
-    r.peer.join();
+    let hole = Hole::new(256 * 1024);
+    // SAFETY: the range is registered while mapped and unmapped at once (the point of
+    // the test); only the kernel ever touches it.
+    let h = unsafe { r.ep.memory_pool().register(Some("hole"), hole.ptr(), hole.len) }.unwrap();
+    hole.unmap();
+    let in_hole = |off, len| Assignment::new(h, r.remote, off, 0, len);
+    invalid(r.ep.write(&[in_hole(0, 1000)], None).unwrap_err());
+    // destinations: the reply's bytes are drained, the read fails
+    invalid(r.ep.read(&[in_hole(0, 200_000)], None).unwrap().wait().unwrap_err());
+    // a receive into the hole: an eager message (drained by our server thread) and a
+    // pulled one (drained by our connection's reader); each sender learns it failed
+    for (len, seed) in [(1000, 7), (200_000, 8)] {
+        // SAFETY: not mapped (see above): the kernel refuses to store into it.
+        let f = unsafe { r.ep.recv(hole.ptr(), hole.len, None) }.unwrap();
+        let answer = r.cmd(&format!("send {len} {seed}"));
+        assert!(answer.starts_with("err "), "{answer}");
+        invalid(f.wait().unwrap_err());
+    }
+    // the same connections go on, byte-exact both ways
+    fill_pattern(&mut r.buf[..65536], 9);
+    r.ep.write(&[r.a(4096, 0, 65536)], None).unwrap().wait().unwrap();
+    assert_eq!(r.cmd("check 4096 65536 9"), "ok");
+    r.ep.read(&[r.a(0, 0, 4096)], None).unwrap().wait().unwrap();
+    assert_eq!(check_pattern(&r.buf[..4096], 1), None);
+    for len in [1000, 3 * MIB] {
+        let m = message(len, 21);
+        // SAFETY: `m` stays alive and unmodified until `f.wait()` returns.
+        let f = unsafe { r.ep.send(m.as_ptr(), m.len(), None).unwrap() };
+        assert_eq!(
+            r.cmd(&format!("recv 1 {}", 4 * MIB)),
+            format!("recvd ok:{len}:21")
+        );
+        f.wait().unwrap();
+    }
+    receive_from_the_child(&mut r);
+    assert_eq!(r.ep.obs().unwrap().read().retries, 0, "a connection was re-dialled");
+    r.finish();
+}
+
+/// An anonymous mapping that the test unmaps while a region still names it. It lies
+/// far from where the kernel places mappings (which grow down from near the top of the
+/// address space), so that no allocation of the process lands there after the unmap.
+struct Hole {
+    addr: usize,
+    len: usize,
+}
+
+impl Hole {
+    fn new(len: usize) -> Hole {
+        const FAR: usize = 0x2000_0000_0000; // 32 TiB
+        // SAFETY: a fresh private anonymous mapping at an address nothing else uses
+        // (MAP_FIXED_NOREPLACE fails rather than replace a mapping).
+        let p = unsafe {
+            libc::mmap(
+                FAR as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        assert_eq!(p as usize, FAR, "mmap at {FAR:#x}");
+        Hole {
+            addr: p as usize,
+            len,
+        }
+    }
+
+    fn ptr(&self) -> *mut u8 {
+        self.addr as *mut u8
+    }
+
+    fn unmap(&self) {
+        // SAFETY: our own mapping; nothing in this process dereferences it afterwards
+        // (the library only hands its addresses to the kernel, which checks them).
+        assert_eq!(unsafe { libc::munmap(self.ptr().cast(), self.len) }, 0);
+    }
 }
 
 #[test]

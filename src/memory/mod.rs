@@ -8,6 +8,7 @@
 
 pub mod device;
 pub mod local;
+pub(crate) mod mapped;
 pub mod remote;
 pub mod shared;
 

@@ -1,5 +1,6 @@
 //! The agent's one control thread: the stream mailbox (XREAD BLOCK from `0-0`), the
-//! cleanup inbox, the heartbeat (re-registering on `not_found`), connect retries and
+//! cleanup inbox, the heartbeat (re-registering on `not_found`, and early when Redis's
+//! view of the record contradicts it: a jump of Redis's clock), connect retries and
 //! liveness probes of connected endpoints, all in one loop. `message` decodes and
 //! checks what it reads; `handshake` reacts to it.
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::agent::Inner;
 use super::message::{parse_message, parse_notice, Message};
+use super::registry::RECORD_CHECK;
 use super::store::Store;
 use crate::error::{Error, Result};
 use crate::{info_log, warn_log};
@@ -41,6 +43,9 @@ fn run(inner: Arc<Inner>) {
     let mut last_id = "0-0".to_string();
     let hb = inner.opts.heartbeat_interval;
     let mut next_hb = Instant::now() + hb;
+    // when the last heartbeat Redis accepted was sent (registration counts as one)
+    let mut last_beat = Instant::now();
+    let mut next_check = Instant::now() + RECORD_CHECK;
     let mut next_probe = Instant::now() + PROBE_EVERY;
     let mut next_obs = Instant::now();
     let mut redis_down_since: Option<Instant> = None;
@@ -73,8 +78,16 @@ fn run(inner: Arc<Inner>) {
         }
         drain_inbox(&inner, &mbox, &inbox);
         let now = Instant::now();
-        if now >= next_hb {
-            inner.heartbeat(&mut hb_failing);
+        let due = now >= next_hb
+            || (now >= next_check && {
+                next_check = now + RECORD_CHECK;
+                inner.record_contradicts(now - last_beat)
+            });
+        if due {
+            let sent = Instant::now();
+            if inner.heartbeat(&mut hb_failing) {
+                last_beat = sent;
+            }
             next_hb = Instant::now() + hb;
         }
         inner.retry_due();

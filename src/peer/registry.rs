@@ -11,6 +11,7 @@ use super::agent::Inner;
 use super::http::Http;
 use super::options::PeerAgentOptions;
 use super::owner;
+use super::store::BeatAge;
 use crate::error::{Error, Result, Status};
 use crate::transport::shm::ShmConfig;
 use crate::{info_log, warn_log};
@@ -484,10 +485,36 @@ impl Inner {
     }
 }
 
+/// How often the control loop compares Redis's view of the agent's record with its
+/// own heartbeats ([`Inner::record_contradicts`]): the longest a Redis clock jump
+/// leaves the record missing, or the agent looking dead. One small script per period.
+pub(super) const RECORD_CHECK: Duration = Duration::from_secs(1);
+
+/// Redis's clock may run this much ahead of ours between two checks before the agent
+/// beats early (clock rates differ; a beat sent early is harmless).
+const CLOCK_SLACK: Duration = Duration::from_secs(1);
+
 impl Inner {
+    /// Whether Redis's view of this agent's record contradicts its heartbeats, which
+    /// run on the monotonic clock (`since_beat`: since the last accepted one was sent):
+    /// the record is gone (its TTL ran out because Redis's clock jumped forward, or
+    /// Redis lost it), or Redis's clock counts far more time since that beat (it jumped
+    /// forward less than the TTL, and a successor would judge this agent dead). A
+    /// heartbeat repairs either at once (registering again if the record is gone), so
+    /// the control loop asks every [`RECORD_CHECK`] rather than waiting a whole
+    /// heartbeat period. Errors count as no: outages are the heartbeat's to report.
+    pub(super) fn record_contradicts(&self, since_beat: Duration) -> bool {
+        match self.store.beat_age(&self.keys.agent(&self.alias)) {
+            Ok(BeatAge::Gone) => true,
+            Ok(BeatAge::Ms(ms)) => ms > (since_beat + CLOCK_SLACK).as_millis() as i64,
+            Ok(BeatAge::Unknown) | Err(_) => false,
+        }
+    }
+
     /// One heartbeat (`POST /heartbeat`): refreshes the record on success, registers
-    /// again when NanoCtrl lost it, logs one line per outage otherwise.
-    pub(super) fn heartbeat(&self, failing: &mut bool) {
+    /// again when NanoCtrl lost it, logs one line per outage otherwise. True when the
+    /// record is fresh afterwards (beaten, or registered again).
+    pub(super) fn heartbeat(&self, failing: &mut bool) -> bool {
         let body = self.scope_body(json!({"entity_type": "agent", "entity_id": self.alias}));
         let r = self.http.post("/heartbeat", &body);
         let status = r.as_ref().ok().and_then(|r| {
@@ -503,13 +530,14 @@ impl Inner {
                 }
                 // refresh the liveness fields a successor checks (see stale_holder)
                 let _ = self.publish_record();
+                true
             }
             (Ok(_), Some("not_found")) => {
                 warn_log!(
                     "PeerAgent {}: NanoCtrl lost this agent's record; registering again",
                     self.alias
                 );
-                self.reregister();
+                self.reregister()
             }
             (Ok(r), _) if r.code == 403 => {
                 // our heartbeats stopped long enough for another agent to take the
@@ -521,6 +549,7 @@ impl Inner {
                         r.body
                     );
                 }
+                false
             }
             _ => {
                 // one line per outage, not one per beat
@@ -540,6 +569,7 @@ impl Inner {
                         ),
                     }
                 }
+                false
             }
         }
     }
@@ -547,7 +577,7 @@ impl Inner {
     /// Registers again under the same alias (Redis lost the record, or it expired) and
     /// republishes the resource record, every memory region and the desired topology.
     /// Connections are kept: endpoints do not depend on Redis.
-    fn reregister(&self) {
+    fn reregister(&self) -> bool {
         let nics = self.nics_record();
         let claim = Claim {
             address: &self.address,
@@ -559,7 +589,7 @@ impl Inner {
         if let Err(e) = register_once(&self.http, Some(&self.alias), self.scope.as_deref(), &claim)
         {
             warn_log!("PeerAgent {}: re-registration failed: {e}", self.alias);
-            return;
+            return false;
         }
         self.stats.reregistrations.fetch_add(1, Ordering::Relaxed);
         let mut ok = self.publish_record().is_ok();
@@ -570,5 +600,6 @@ impl Inner {
         if ok {
             info_log!("PeerAgent {}: registered again", self.alias);
         }
+        true
     }
 }

@@ -192,6 +192,26 @@ fn rerr(what: &str, e: redis::RedisError) -> Error {
 const HSET_EXISTING: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
      redis.call('HSET', KEYS[1], unpack(ARGV)) return 1";
 
+/// `{2, ms}`: milliseconds on Redis's clock since the record KEYS[1] was last beaten
+/// (ARGV[1]: the field holding that time); `{0}` when the record is gone, `{1}` when it
+/// has no such time.
+const BEAT_AGE: &str = "local at = redis.call('HGET', KEYS[1], ARGV[1]) \
+     if not at then return {redis.call('EXISTS', KEYS[1])} end \
+     local t = redis.call('TIME') \
+     return {2, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(at)}";
+
+/// What Redis says of an agent record's last heartbeat ([`Store::beat_age`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BeatAge {
+    /// The record does not exist (expired, deleted, Redis lost it).
+    Gone,
+    /// The record exists without a heartbeat time (not owned).
+    Unknown,
+    /// Milliseconds since the last heartbeat on Redis's clock (negative after Redis's
+    /// clock went back).
+    Ms(i64),
+}
+
 /// XDEL of the given ids unless the stream's owner (KEYS[2]) exists, then DEL of the
 /// stream once it is empty.
 const WITHDRAW: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end \
@@ -299,6 +319,23 @@ impl Store {
     pub fn exists(&self, key: &str) -> Result<bool> {
         self.with("EXISTS", |c| {
             redis::cmd("EXISTS").arg(key).query::<i64>(c).map(|n| n > 0)
+        })
+    }
+
+    /// How long ago, on Redis's own clock, the agent record `key` was last beaten.
+    pub fn beat_age(&self, key: &str) -> Result<BeatAge> {
+        self.with("EVAL", |c| {
+            redis::cmd("EVAL")
+                .arg(BEAT_AGE)
+                .arg(1)
+                .arg(key)
+                .arg(keys::AGENT_HEARTBEAT_AT)
+                .query::<Vec<i64>>(c)
+                .map(|r| match r[..] {
+                    [2, ms] => BeatAge::Ms(ms),
+                    [0] => BeatAge::Gone,
+                    _ => BeatAge::Unknown,
+                })
         })
     }
 

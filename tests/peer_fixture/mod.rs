@@ -205,7 +205,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(tag: &str) -> Cluster {
-        let redis = Redis::start();
+        Cluster::on(tag, Redis::start())
+    }
+
+    /// On a Redis the caller started (under libfaketime, say).
+    pub fn on(tag: &str, redis: Redis) -> Cluster {
         let nanoctrl = NanoCtrl::start(&redis.url);
         Cluster {
             nanoctrl,

@@ -89,6 +89,8 @@ pub struct Redis {
     /// Extra server arguments (kept for `restart`).
     args: Vec<String>,
     auth: String,
+    /// Extra environment of the server process (kept for `restart`).
+    env: Vec<(String, String)>,
 }
 
 impl Redis {
@@ -100,9 +102,16 @@ impl Redis {
     /// …`); `auth` (`user:password`, `:password` or "") is what the fixture and `url`
     /// log in with.
     pub fn start_with(args: &[&str], auth: &str) -> Redis {
+        Self::start_env(args, auth, &[])
+    }
+
+    /// As `start_with`, the server process with extra environment `env` (libfaketime's,
+    /// say).
+    pub fn start_env(args: &[&str], auth: &str, env: &[(&str, String)]) -> Redis {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         for _ in 0..5 {
-            if let Some(r) = Self::try_start_on(free_port(), &args, auth) {
+            if let Some(r) = Self::try_start_on(free_port(), &args, auth, &env) {
                 return r;
             }
         }
@@ -116,9 +125,13 @@ impl Redis {
 
     /// Starts on `port` with extra arguments, retrying while the port is still taken.
     pub fn start_on_with(port: u16, args: &[String], auth: &str) -> Redis {
+        Self::start_on_env(port, args, auth, &[])
+    }
+
+    fn start_on_env(port: u16, args: &[String], auth: &str, env: &[(String, String)]) -> Redis {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(r) = Self::try_start_on(port, args, auth) {
+            if let Some(r) = Self::try_start_on(port, args, auth, env) {
                 return r;
             }
             assert!(
@@ -131,7 +144,7 @@ impl Redis {
 
     /// Starts again on the same port (after `kill`), with the same arguments.
     pub fn restart(&mut self) {
-        let mut r = Self::start_on_with(self.port, &self.args.clone(), &self.auth.clone());
+        let mut r = Self::start_on_env(self.port, &self.args, &self.auth, &self.env);
         self.child = r.child.take();
     }
 
@@ -140,7 +153,12 @@ impl Redis {
         url_for(self.port, auth)
     }
 
-    fn try_start_on(port: u16, args: &[String], auth: &str) -> Option<Redis> {
+    fn try_start_on(
+        port: u16,
+        args: &[String],
+        auth: &str,
+        env: &[(String, String)],
+    ) -> Option<Redis> {
         // Its own working directory: a replica writes the RDB it receives there, which
         // must not land in the source tree.
         let dir = work_dir(port);
@@ -152,6 +170,7 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--protected-mode", "no"])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -170,6 +189,7 @@ impl Redis {
                         url,
                         args: args.to_vec(),
                         auth: auth.to_string(),
+                        env: env.to_vec(),
                     });
                 }
             }

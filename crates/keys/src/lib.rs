@@ -52,6 +52,11 @@ pub fn agent(p: &str, alias: &str) -> String {
     format!("{p}agent:{alias}")
 }
 
+/// The field of an owned agent's record holding Redis's time (ms) of its last
+/// registration or heartbeat (written by NanoCtrl's `owner.lua`, which judges liveness
+/// by it).
+pub const AGENT_HEARTBEAT_AT: &str = "hb_at_ms";
+
 /// Every agent record of a scope.
 pub fn agent_pattern(p: &str) -> String {
     format!("{}*", glob_escape(&agent(p, "")))

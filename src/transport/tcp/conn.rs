@@ -244,10 +244,11 @@ impl Conn {
             // The op is failed before the shutdown, whose EOF makes the endpoint fail
             // everything pending with `PeerDisconnected`.
             if let Some(p) = self.pending.lock().remove(&job.header.req_id) {
-                // A payload the kernel could not read (a send from an unmapped address,
-                // against `send`'s contract) is the caller's error, not the peer's. The
-                // header is out by then, so the connection cannot go on: it is closed and
-                // the next operation opens a new one.
+                // A payload the kernel could not read is the caller's error, not the
+                // peer's. Sources are checked before submission (`check_source`), so
+                // this is memory without read permission or unmapped since: the header
+                // is out by then, so the connection cannot go on; it is closed and the
+                // next operation opens a new one.
                 let (status, why) = if e.raw_os_error() == Some(libc::EFAULT) {
                     (
                         Status::InvalidArgument,
@@ -320,13 +321,27 @@ fn reader_loop(conn: Arc<Conn>, mut rs: TcpStream, on_lost: OnLost) {
                 }
                 sockio::drain(&mut rs, h.size)
             };
-            if let Err(e) = res {
-                fail(
-                    p,
-                    Status::PeerDisconnected,
-                    &format!("connection to {} broke mid-reply: {e}", conn.peer),
-                );
-                break format!("connection error: {e}");
+            match res {
+                Ok(()) => {}
+                // The destination could not take the bytes (a region unmapped under
+                // its registration, a receive buffer freed before its completion):
+                // read_into consumed the frame, so only this operation fails.
+                Err(e) if sockio::is_efault(&e) => {
+                    let why = format!(
+                        "[{:#x}, +{}) is not writable memory of this process",
+                        p.sink, h.size
+                    );
+                    fail(p, Status::InvalidArgument, &why);
+                    continue;
+                }
+                Err(e) => {
+                    fail(
+                        p,
+                        Status::PeerDisconnected,
+                        &format!("connection to {} broke mid-reply: {e}", conn.peer),
+                    );
+                    break format!("connection error: {e}");
+                }
             }
         } else if status.is_ok() && p.expect > 0 {
             status = Status::Protocol;

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::config::TcpConfig;
 use super::conn::{Conn, Pending};
 use super::context::TcpContext;
+use super::staging;
 use super::target::{EpCore, PeerRef, PendingSend};
 use super::wire::{Header, Opcode, FLAG_PAYLOAD};
 use crate::engine::Deadline;
@@ -137,6 +138,11 @@ impl TcpEndpoint {
     ) -> Result<Future> {
         let peer = self.ready()?;
         let ranges = self.resolve(assignments)?;
+        if opcode != Opcode::Read {
+            for &(ptr, _, _, len) in &ranges {
+                check_source("write source", ptr, len as usize)?;
+            }
+        }
         let chunk = self.ctx.config().chunk_size.max(1) as u64;
         let parts: u64 = ranges.iter().map(|r| r.3.div_ceil(chunk)).sum();
         let parts =
@@ -181,6 +187,18 @@ impl TcpEndpoint {
         }
         Ok(Future::new(op))
     }
+}
+
+/// `InvalidArgument` unless a frame may be written from `[ptr, ptr+len)`
+/// ([`staging::readable`]): checked before anything is sent, so that a wrong pointer
+/// fails its operation and the connection goes on.
+fn check_source(what: &str, ptr: usize, len: usize) -> Result<()> {
+    if staging::readable(ptr, len) {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "{what} [{ptr:#x}, +{len}) is not readable memory of this process (not mapped)"
+    )))
 }
 
 impl Endpoint for TcpEndpoint {
@@ -337,6 +355,7 @@ impl Endpoint for TcpEndpoint {
             return Err(Error::new(Status::NullParameter, "send: null buffer"));
         }
         let peer = self.ready()?;
+        check_source("send data", ptr as usize, len)?;
         let conn = self.lane(&peer, 0)?;
         let op = self.new_op(1, timeout);
         op.set_nbytes(len as u64);

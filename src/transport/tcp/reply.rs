@@ -33,16 +33,22 @@ impl ServerConn {
         let _ = self.writer.lock().write_all(&h);
     }
 
-    /// Reply carrying `len` bytes read from `ptr`.
+    /// Reply carrying `len` bytes read from `ptr`; a bare `REMOTE_ACCESS` reply instead
+    /// when the range is not mapped (a region unmapped under its registration, a send
+    /// buffer freed before its completion), which keeps the connection in step.
     ///
     /// # Safety
-    /// The range must be readable for the duration of the call.
+    /// The range must not be unmapped during the call.
     pub unsafe fn reply_with(
         &self,
         req_id: u64,
         ptr: *const u8,
         len: usize,
     ) -> std::io::Result<()> {
+        if !staging::readable(ptr as usize, len) {
+            self.reply(req_id, Status::RemoteAccess);
+            return Ok(());
+        }
         let h = Header::reply(req_id, Status::Ok, len as u64).encode();
         // SAFETY: the range is readable for the call (this function's contract).
         unsafe { staging::write_frame(&mut self.writer.lock(), &h, ptr, len) }

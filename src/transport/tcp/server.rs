@@ -134,13 +134,20 @@ fn serve_requests(
                 match target {
                     Ok(addr) => {
                         // SAFETY: validated as above; the bytes land directly in the region.
-                        unsafe {
-                            staging::read_into(rs, addr as *mut u8, h.size as usize).map_err(io)?
-                        };
-                        if op == Opcode::WriteImm {
-                            ep.imm.deliver(h.imm);
+                        match unsafe { staging::read_into(rs, addr as *mut u8, h.size as usize) } {
+                            Ok(()) => {
+                                if op == Opcode::WriteImm {
+                                    ep.imm.deliver(h.imm);
+                                }
+                                conn.reply(h.req_id, Status::Ok);
+                            }
+                            // the region is registered but no longer mapped (the frame
+                            // was consumed: the connection stays in step)
+                            Err(e) if sockio::is_efault(&e) => {
+                                conn.reply(h.req_id, Status::RemoteAccess)
+                            }
+                            Err(e) => return Err(io(e)),
                         }
-                        conn.reply(h.req_id, Status::Ok);
                     }
                     Err(s) => {
                         sockio::drain(rs, h.size).map_err(io)?;
@@ -212,7 +219,22 @@ fn receive_message(
             // SAFETY: a posted receive buffer of at least h.size bytes, held by begin_io.
             let res = unsafe { staging::read_into(rs, r.ptr as *mut u8, h.size as usize) };
             r.op.end_io();
-            res.map_err(io)?;
+            match res {
+                Ok(()) => {}
+                // the receive buffer is not writable memory (the frame was consumed)
+                Err(e) if sockio::is_efault(&e) => {
+                    ack.send(Status::RemoteAccess);
+                    r.op.finish(
+                        Status::InvalidArgument,
+                        Some(format!(
+                            "receive buffer [{:#x}, +{}) is not writable memory of this process",
+                            r.ptr, h.size
+                        )),
+                    );
+                    return Ok(());
+                }
+                Err(e) => return Err(io(e)),
+            }
             r.op.set_nbytes(h.size);
             // ack first: the receiver may shut down as soon as it sees its data
             ack.send(Status::Ok);

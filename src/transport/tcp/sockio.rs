@@ -34,14 +34,52 @@ pub unsafe fn write_frame(
     Ok(())
 }
 
-/// Reads exactly `len` bytes into `[ptr, ptr+len)`.
+/// Reads exactly `len` bytes into `[ptr, ptr+len)`. If the kernel cannot store into
+/// the range (EFAULT: a page not mapped or not writable) the rest of the `len` bytes is
+/// read and discarded, so that the stream stays in step with its frames, and the EFAULT
+/// comes back: the caller fails that operation only. Any other error leaves the stream
+/// where it stopped.
 ///
 /// # Safety
-/// The range must be writable and not otherwise accessed during the call.
+/// Nothing else may access the range during the call (the kernel checks the mapping).
 pub unsafe fn read_into(stream: &mut TcpStream, ptr: *mut u8, len: usize) -> io::Result<()> {
-    // SAFETY: the range is writable and nobody else touches it during the call (this
-    // function's contract).
-    stream.read_exact(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
+    let fd = std::os::fd::AsRawFd::as_raw_fd(stream);
+    let mut done = 0usize;
+    while done < len {
+        // SAFETY: a read(2) into the rest of the caller's range, which nothing else
+        // accesses during the call (contract); the kernel stores at most `len - done`
+        // bytes there and answers EFAULT, never a fault here, for an unmapped page.
+        let n = unsafe {
+            libc::read(
+                fd,
+                ptr.wrapping_add(done) as *mut libc::c_void,
+                len - done,
+            )
+        };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n > 0 => done += n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    // A failed copy consumes nothing: the bytes are still in the socket.
+                    Some(libc::EFAULT) => {
+                        drain(stream, (len - done) as u64)?;
+                        return Err(e);
+                    }
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `e` is the EFAULT of [`read_into`] (the frame was consumed: the stream is
+/// still in step) or of a write refused before it began.
+pub fn is_efault(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EFAULT)
 }
 
 /// Reads and discards `len` bytes.

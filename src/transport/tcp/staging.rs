@@ -9,6 +9,15 @@ use std::net::TcpStream;
 
 use super::sockio;
 use crate::memory::device::{recv_staged, send_staged, staged, StagingPool};
+use crate::memory::mapped::is_mapped;
+
+/// Whether a frame may be written from `[ptr, ptr+len)`: a staged region, or mapped
+/// memory of this process. Asked before the frame's header goes out, because once it is
+/// out a payload the kernel refuses (EFAULT) can only be answered by closing the
+/// connection; asked here, a wrong pointer fails its operation alone.
+pub fn readable(ptr: usize, len: usize) -> bool {
+    len == 0 || staged::find(ptr, len).is_some() || is_mapped(ptr, len)
+}
 
 /// Writes `header` then the `len` bytes at `ptr` (region memory, a send buffer, or a
 /// staged region's address).
