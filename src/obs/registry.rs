@@ -19,8 +19,14 @@ pub(super) struct Registry {
     pub methods: Vec<Arc<MethodStats>>,
 }
 
-/// Retired groups kept at most (the oldest are merged into one `"(other)"` group).
-const MAX_RETIRED: usize = 4096;
+/// Retired peers kept at most; the oldest are merged into one `"(other)"` row per
+/// transport. A row holds six latency histograms (about 12 KiB), and a process that
+/// meets a new peer every few seconds (peers restarting on new ports, `make soak`) added
+/// one per peer: at 4096 rows that was up to 50 MB, and memory that never stopped
+/// growing in a day's run. 64 rows cap it below 1 MB.
+const MAX_RETIRED: usize = 64;
+/// The peer name of the row that holds the totals of peers merged away.
+const OTHER: &str = "(other)";
 /// RPC method rows kept at most; later methods share one `"(other)"` row.
 const MAX_METHODS: usize = 1024;
 
@@ -41,12 +47,35 @@ impl Registry {
                 let at = self.retired.iter().position(|(k, _)| *k == key);
                 match at {
                     Some(at) => self.retired[at].1.merge(&vals),
-                    None if self.retired.len() < MAX_RETIRED => self.retired.push((key, vals)),
-                    None => self.retired[MAX_RETIRED - 1].1.merge(&vals),
+                    None => {
+                        if self.retired.len() >= MAX_RETIRED {
+                            self.merge_oldest_away();
+                        }
+                        self.retired.push((key, vals));
+                    }
                 }
             } else {
                 i += 1;
             }
+        }
+    }
+}
+
+impl Registry {
+    /// Folds the oldest retired peer (rows are kept in the order they came) into its
+    /// transport's `"(other)"` row: totals never go back, the table stays small.
+    fn merge_oldest_away(&mut self) {
+        let Some(at) = self.retired.iter().position(|(k, _)| &*k.1 != OTHER) else {
+            return;
+        };
+        let ((transport, _), vals) = self.retired.remove(at);
+        match self
+            .retired
+            .iter_mut()
+            .find(|(k, _)| k.0 == transport && &*k.1 == OTHER)
+        {
+            Some(o) => o.1.merge(&vals),
+            None => self.retired.push(((transport, Arc::from(OTHER)), vals)),
         }
     }
 }
@@ -89,4 +118,30 @@ pub fn method(side: &'static str, name: &str) -> Arc<MethodStats> {
     let m = Arc::new(MethodStats::new(side, name));
     r.methods.push(m.clone());
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::obs::OpKind;
+
+    #[test]
+    fn retired_peers_are_bounded_and_their_totals_kept() {
+        let transport = "registry-test";
+        let n = MAX_RETIRED + 40;
+        for i in 0..n {
+            let s = register_endpoint(transport);
+            s.set_peer(&format!("peer-{i}"));
+            s.completed_at_once(OpKind::Write, 10, None);
+        }
+        let mut r = registry().lock();
+        r.sweep();
+        let rows: Vec<_> = r.retired.iter().filter(|(k, _)| k.0 == transport).collect();
+        assert!(r.retired.len() <= MAX_RETIRED + 3, "{}", r.retired.len());
+        let total: u64 = rows.iter().map(|(_, v)| v.ops[OpKind::Write as usize].completed).sum();
+        assert_eq!(total, n as u64, "totals never go back");
+        assert!(rows.iter().any(|(k, _)| &*k.1 == OTHER));
+        // the newest peer keeps its own row
+        assert!(rows.iter().any(|(k, _)| *k.1 == *format!("peer-{}", n - 1)));
+    }
 }

@@ -378,7 +378,11 @@ fn recv_frame_flags(
     flags: libc::c_int,
     max: usize,
 ) -> Result<Option<(Value, Vec<OwnedFd>)>> {
-    let mut body = vec![0u8; max];
+    // The buffer is the waiting record's size, not `max`: a zeroed `max` (1 MiB) per
+    // frame, on the thread that connects, left holes in a long-running process's heap
+    // (`make soak`). Too big a record still gets `max + 1` bytes, so it is refused as
+    // truncated; an error or EOF gets one byte and recvmsg reports it.
+    let mut body = vec![0u8; record_len(sock, flags).map_or(1, |n| n.clamp(1, max + 1))];
     let mut iov = libc::iovec {
         iov_base: body.as_mut_ptr() as *mut libc::c_void,
         iov_len: body.len(),
@@ -427,7 +431,7 @@ fn recv_frame_flags(
             }
             c = libc::CMSG_NXTHDR(&m, c);
         }
-        if m.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+        if m.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 || n as usize > max {
             return Err(Error::new(
                 Status::Protocol,
                 "shared-memory frame truncated",
@@ -448,6 +452,23 @@ fn recv_frame_flags(
         )
     })?;
     Ok(Some((v, fds)))
+}
+
+/// The length of the record waiting on the SOCK_SEQPACKET socket, without reading it
+/// (`MSG_PEEK | MSG_TRUNC` answers the full length); None on an error (recvmsg will
+/// report it), Some(0) at EOF.
+fn record_len(sock: RawFd, flags: libc::c_int) -> Option<usize> {
+    // SAFETY: a zero-length peek: the kernel stores nothing (the buffer is never
+    // written with a length of 0).
+    let n = unsafe {
+        libc::recv(
+            sock,
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_PEEK | libc::MSG_TRUNC | flags,
+        )
+    };
+    usize::try_from(n).ok()
 }
 
 pub fn sleep_briefly() {
