@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dlslime::peer::{ConnState, PeerAgent};
 use dlslime::Status;
-use peer_fixture::{opts, register, wait_for, write_checked, Child, Cluster, Redis, WAIT};
+use peer_fixture::{opts, register, wait_for, write_checked, Child, Cluster, WAIT};
 
 peer_agent_child!();
 
@@ -117,13 +117,14 @@ fn clock_jumps_do_not_expire_live_registrations() {
 /// at once when it contradicts them (registering again when the record is gone), so
 /// both are repaired within about a second, not at the next heartbeat (15 s here, the
 /// default; the repair must come well before it).
+///
+/// The two states a jump leaves are made directly in Redis (the record's last beat set
+/// 50 s back on Redis's clock; the record deleted, as its expiry does): libfaketime
+/// cannot be preloaded into Debian's redis-server, whose jemalloc calls clock_gettime
+/// while libfaketime initialises (it hangs at start-up).
 #[test]
 fn a_jump_of_redis_clock_is_repaired_within_seconds() {
-    if !have_libfaketime() {
-        return;
-    }
-    let (offset, fake) = faked_clock("redis");
-    let cl = Cluster::on("redisclock", Redis::start_env(&[], "", &fake));
+    let cl = Cluster::start("redisclock");
     let hb_ms = 15_000;
     let a = PeerAgent::new(cl.url(), Some("alice"), Some(&cl.scope), opts(hb_ms)).unwrap();
     let b = PeerAgent::new(cl.url(), Some("bob"), Some(&cl.scope), opts(hb_ms)).unwrap();
@@ -131,57 +132,55 @@ fn a_jump_of_redis_clock_is_repaired_within_seconds() {
     register(&b, &mut bufs, "buf", 65536, 1);
     let c = a.connect_to("bob", "tcp").unwrap();
     c.wait(WAIT).unwrap();
-    // ms since an agent's last beat on Redis's clock; None while its record is gone
-    let beat_age = |alias: &str| -> Option<i64> {
+    let record = format!("{}:agent:bob", cl.scope);
+    // ms since bob's last beat on Redis's clock; None while its record is gone
+    let beat_age = || -> Option<i64> {
         let mut r = cl.redis.conn();
         let at: Option<i64> = redis::cmd("HGET")
-            .arg(format!("{}:agent:{alias}", cl.scope))
+            .arg(&record)
             .arg("hb_at_ms")
             .query(&mut r)
             .unwrap();
         at.map(|at| redis_now_ms(&mut r) - at)
     };
     let live_window_ms = 3 * hb_ms as i64 + 1000; // NanoCtrl's owner.lua
-    // +50 s: less than the 60 s TTL, more than the liveness window; +3650 s: past both
-    for (step, jump_ms) in [("+50", 50_000), ("+3650", 3_650_000)] {
+    // a jump of 50 s (less than the 60 s TTL, more than the liveness window), then one
+    // past the TTL
+    for jump in ["50 s", "past the TTL"] {
         let t = Instant::now();
-        std::fs::write(&offset, format!("{step}\n")).unwrap();
-        let skew = redis_now_ms(&mut cl.redis.conn()) - now_ms();
-        assert!(
-            (skew - jump_ms).abs() < 5_000,
-            "{step}: Redis's clock is {skew} ms off, libfaketime did not step it"
-        );
-        let seen = beat_age("bob");
-        // repaired: both records there with a fresh beat, well before the heartbeat
-        wait_for(Duration::from_secs(5), "the records repaired", || {
-            ["alice", "bob"]
-                .iter()
-                .all(|a| beat_age(a).is_some_and(|ms| ms < live_window_ms / 2))
-                .then_some(())
+        let mut r = cl.redis.conn();
+        if jump == "50 s" {
+            let at = redis_now_ms(&mut r) - 50_000;
+            let _: () = redis::cmd("HSET")
+                .arg(&record)
+                .arg("hb_at_ms")
+                .arg(at)
+                .query(&mut r)
+                .unwrap();
+            assert!(beat_age().unwrap() > live_window_ms, "bob does not look dead");
+        } else {
+            let n: i64 = redis::cmd("DEL").arg(&record).query(&mut r).unwrap();
+            assert_eq!(n, 1);
+        }
+        // repaired: the record is there with a fresh beat, well before the heartbeat
+        wait_for(Duration::from_secs(5), "bob's record repaired", || {
+            beat_age().filter(|&ms| ms < live_window_ms / 2)
         });
-        eprintln!(
-            "Redis clock {step} s: bob's record {} (seen {seen:?} ms after its beat), repaired after {:?}",
-            if jump_ms > 60_000 { "expired" } else { "looked dead" },
-            t.elapsed()
-        );
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(format!("{}:agent:bob", cl.scope))
-            .query(&mut cl.redis.conn())
-            .unwrap();
-        assert!(ttl > 0, "{step}: TTL {ttl}");
+        eprintln!("Redis clock jump of {jump}: bob's record repaired after {:?}", t.elapsed());
+        let ttl: i64 = redis::cmd("TTL").arg(&record).query(&mut r).unwrap();
+        assert!(ttl > 0, "{jump}: TTL {ttl}");
         let e = PeerAgent::new(cl.url(), Some("bob"), Some(&cl.scope), opts(hb_ms))
             .err()
             .expect("took a live agent's alias over");
-        assert_eq!(e.status(), Status::NameConflict, "{step}: {e}");
+        assert_eq!(e.status(), Status::NameConflict, "{jump}: {e}");
         assert_eq!(
             a.list_agents().unwrap(),
             vec!["alice".to_string(), "bob".to_string()]
         );
-        assert_eq!(c.state(), ConnState::Connected, "{step}");
+        // everything a re-registration republishes is back: the region resolves
+        assert!(a.get_mr_info("bob", "buf").unwrap().is_some(), "{jump}");
+        assert_eq!(c.state(), ConnState::Connected, "{jump}");
     }
-    drop(a);
-    drop(b);
-    let _ = std::fs::remove_file(&offset);
 }
 
 /// Redis's clock (`TIME`), in ms.
