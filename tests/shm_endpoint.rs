@@ -932,3 +932,42 @@ fn early_messages_bounded() {
     assert_eq!(p.peer.recv(), "bad 0");
     p.finish();
 }
+
+/// Memory of ours that is not mapped (a region unmapped under its registration, a wrong
+/// pointer handed to a pulled `send` or `recv`, against their contracts) fails the
+/// operation that names it, and only that one: the endpoint then moves the next bytes
+/// exactly. (Messages up to the inline size are copied by the caller's thread: their
+/// pointers are the caller's promise, as the contract says; Python checks them.)
+#[test]
+fn unmapped_memory_fails_only_its_operation() {
+    let mut p = pair(&[]);
+    let hole = common::Hole::new(256 * 1024);
+    // SAFETY: registered while mapped, then unmapped at once (the point of the test);
+    // only the kernel ever touches it.
+    let h = unsafe { p.me.ep.memory_pool().register(Some("hole"), hole.ptr(), hole.len) }.unwrap();
+    hole.unmap();
+    let in_hole = |len| Assignment::new(h, 0, 0, 0, len);
+    let failed = |r: dlslime::Result<dlslime::Future>| {
+        let e = r.and_then(|f| f.wait()).unwrap_err();
+        assert!(
+            matches!(e.status(), Status::InvalidArgument | Status::Io),
+            "{e}"
+        );
+        eprintln!("failed as it should: {e}");
+    };
+    failed(p.me.ep.write(&[in_hole(100_000)], T));
+    failed(p.me.ep.read(&[in_hole(100_000)], T));
+    // a send from the hole is refused at the call
+    // SAFETY: not mapped: refused before anything reads it.
+    let e = unsafe { p.me.ep.send(hole.ptr(), 100_000, T) }.unwrap_err();
+    assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+    // a receive into it: the pull through the kernel fails that receive
+    // SAFETY: not mapped: only the kernel (cross-memory attach) is handed the address.
+    let f = unsafe { p.me.ep.recv(hole.ptr(), hole.len, T) }.unwrap();
+    p.peer.send("send 100000");
+    assert_ne!(p.peer.recv(), "0", "the sender saw no failure");
+    failed(Ok(f));
+    // the endpoint goes on, byte-exact
+    p.one_sided(&[4096, 100_000]);
+    p.finish();
+}

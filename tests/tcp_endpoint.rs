@@ -14,7 +14,7 @@ use common::scenarios::{
 };
 use common::{
     check_pattern, fill_pattern, message, message_command, pattern, region_command, registered,
-    Parent, Peer,
+    Hole, Parent, Peer,
 };
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
@@ -458,47 +458,6 @@ fn unmapped_memory_fails_only_its_operation() {
     receive_from_the_child(&mut r);
     assert_eq!(r.ep.obs().unwrap().read().retries, 0, "a connection was re-dialled");
     r.finish();
-}
-
-/// An anonymous mapping that the test unmaps while a region still names it. It lies
-/// far from where the kernel places mappings (which grow down from near the top of the
-/// address space), so that no allocation of the process lands there after the unmap.
-struct Hole {
-    addr: usize,
-    len: usize,
-}
-
-impl Hole {
-    fn new(len: usize) -> Hole {
-        const FAR: usize = 0x2000_0000_0000; // 32 TiB
-        // SAFETY: a fresh private anonymous mapping at an address nothing else uses
-        // (MAP_FIXED_NOREPLACE fails rather than replace a mapping).
-        let p = unsafe {
-            libc::mmap(
-                FAR as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        assert_eq!(p as usize, FAR, "mmap at {FAR:#x}");
-        Hole {
-            addr: p as usize,
-            len,
-        }
-    }
-
-    fn ptr(&self) -> *mut u8 {
-        self.addr as *mut u8
-    }
-
-    fn unmap(&self) {
-        // SAFETY: our own mapping; nothing in this process dereferences it afterwards
-        // (the library only hands its addresses to the kernel, which checks them).
-        assert_eq!(unsafe { libc::munmap(self.ptr().cast(), self.len) }, 0);
-    }
 }
 
 #[test]

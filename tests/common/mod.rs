@@ -469,3 +469,44 @@ impl<'a> PeerCommand<'a> {
             .collect()
     }
 }
+
+/// An anonymous mapping that the test unmaps while a region still names it. It lies
+/// far from where the kernel places mappings (which grow down from near the top of the
+/// address space), so that no allocation of the process lands there after the unmap.
+pub struct Hole {
+    addr: usize,
+    pub len: usize,
+}
+
+impl Hole {
+    pub fn new(len: usize) -> Hole {
+        const FAR: usize = 0x2000_0000_0000; // 32 TiB
+        // SAFETY: a fresh private anonymous mapping at an address nothing else uses
+        // (MAP_FIXED_NOREPLACE fails rather than replace a mapping).
+        let p = unsafe {
+            libc::mmap(
+                FAR as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        assert_eq!(p as usize, FAR, "mmap at {FAR:#x}");
+        Hole {
+            addr: p as usize,
+            len,
+        }
+    }
+
+    pub fn ptr(&self) -> *mut u8 {
+        self.addr as *mut u8
+    }
+
+    pub fn unmap(&self) {
+        // SAFETY: our own mapping; nothing in this process dereferences it afterwards
+        // (the library only hands its addresses to the kernel, which checks them).
+        assert_eq!(unsafe { libc::munmap(self.ptr().cast(), self.len) }, 0);
+    }
+}

@@ -341,6 +341,16 @@ impl Inner {
             }
             return Ok(Future::ready(len as u64));
         }
+        // Larger messages are read later (pulled by the receiver through the kernel, or
+        // copied into slots here): a source that is not mapped is refused now, rather
+        // than failing the receiver's pull (or faulting in the copy). One msync, next
+        // to a copy of more than INLINE_CAP bytes.
+        if !crate::memory::mapped::is_mapped(ptr as usize, len) {
+            return Err(Error::invalid(format!(
+                "send data [{:#x}, +{len}) is not readable memory of this process (not mapped)",
+                ptr as usize
+            )));
+        }
         let op = self.new_op(1, timeout);
         let deadline = op.deadline();
         let agg = Agg::new(op.clone(), None);
