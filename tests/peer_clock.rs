@@ -144,8 +144,8 @@ fn a_jump_of_redis_clock_is_repaired_within_seconds() {
         at.map(|at| redis_now_ms(&mut r) - at)
     };
     let live_window_ms = 3 * hb_ms as i64 + 1000; // NanoCtrl's owner.lua
-    // a jump of 50 s (less than the 60 s TTL, more than the liveness window), then one
-    // past the TTL
+                                                  // a jump of 50 s (less than the 60 s TTL, more than the liveness window), then one
+                                                  // past the TTL
     for jump in ["50 s", "past the TTL"] {
         let t = Instant::now();
         let mut r = cl.redis.conn();
@@ -157,7 +157,10 @@ fn a_jump_of_redis_clock_is_repaired_within_seconds() {
                 .arg(at)
                 .query(&mut r)
                 .unwrap();
-            assert!(beat_age().unwrap() > live_window_ms, "bob does not look dead");
+            assert!(
+                beat_age().unwrap() > live_window_ms,
+                "bob does not look dead"
+            );
         } else {
             let n: i64 = redis::cmd("DEL").arg(&record).query(&mut r).unwrap();
             assert_eq!(n, 1);
@@ -166,7 +169,10 @@ fn a_jump_of_redis_clock_is_repaired_within_seconds() {
         wait_for(Duration::from_secs(5), "bob's record repaired", || {
             beat_age().filter(|&ms| ms < live_window_ms / 2)
         });
-        eprintln!("Redis clock jump of {jump}: bob's record repaired after {:?}", t.elapsed());
+        eprintln!(
+            "Redis clock jump of {jump}: bob's record repaired after {:?}",
+            t.elapsed()
+        );
         let ttl: i64 = redis::cmd("TTL").arg(&record).query(&mut r).unwrap();
         assert!(ttl > 0, "{jump}: TTL {ttl}");
         let e = PeerAgent::new(cl.url(), Some("bob"), Some(&cl.scope), opts(hb_ms))

@@ -944,7 +944,12 @@ fn unmapped_memory_fails_only_its_operation() {
     let hole = common::Hole::new(256 * 1024);
     // SAFETY: registered while mapped, then unmapped at once (the point of the test);
     // only the kernel ever touches it.
-    let h = unsafe { p.me.ep.memory_pool().register(Some("hole"), hole.ptr(), hole.len) }.unwrap();
+    let h = unsafe {
+        p.me.ep
+            .memory_pool()
+            .register(Some("hole"), hole.ptr(), hole.len)
+    }
+    .unwrap();
     hole.unmap();
     let in_hole = |len| Assignment::new(h, 0, 0, 0, len);
     let failed = |r: dlslime::Result<dlslime::Future>| {

@@ -424,12 +424,21 @@ fn unmapped_memory_fails_only_its_operation() {
     let hole = Hole::new(256 * 1024);
     // SAFETY: the range is registered while mapped and unmapped at once (the point of
     // the test); only the kernel ever touches it.
-    let h = unsafe { r.ep.memory_pool().register(Some("hole"), hole.ptr(), hole.len) }.unwrap();
+    let h = unsafe {
+        r.ep.memory_pool()
+            .register(Some("hole"), hole.ptr(), hole.len)
+    }
+    .unwrap();
     hole.unmap();
     let in_hole = |off, len| Assignment::new(h, r.remote, off, 0, len);
     invalid(r.ep.write(&[in_hole(0, 1000)], None).unwrap_err());
     // destinations: the reply's bytes are drained, the read fails
-    invalid(r.ep.read(&[in_hole(0, 200_000)], None).unwrap().wait().unwrap_err());
+    invalid(
+        r.ep.read(&[in_hole(0, 200_000)], None)
+            .unwrap()
+            .wait()
+            .unwrap_err(),
+    );
     // a receive into the hole: an eager message (drained by our server thread) and a
     // pulled one (drained by our connection's reader); each sender learns it failed
     for (len, seed) in [(1000, 7), (200_000, 8)] {
@@ -441,7 +450,10 @@ fn unmapped_memory_fails_only_its_operation() {
     }
     // the same connections go on, byte-exact both ways
     fill_pattern(&mut r.buf[..65536], 9);
-    r.ep.write(&[r.a(4096, 0, 65536)], None).unwrap().wait().unwrap();
+    r.ep.write(&[r.a(4096, 0, 65536)], None)
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(r.cmd("check 4096 65536 9"), "ok");
     r.ep.read(&[r.a(0, 0, 4096)], None).unwrap().wait().unwrap();
     assert_eq!(check_pattern(&r.buf[..4096], 1), None);
@@ -456,7 +468,11 @@ fn unmapped_memory_fails_only_its_operation() {
         f.wait().unwrap();
     }
     receive_from_the_child(&mut r);
-    assert_eq!(r.ep.obs().unwrap().read().retries, 0, "a connection was re-dialled");
+    assert_eq!(
+        r.ep.obs().unwrap().read().retries,
+        0,
+        "a connection was re-dialled"
+    );
     r.finish();
 }
 

@@ -138,7 +138,10 @@ mod tests {
         r.sweep();
         let rows: Vec<_> = r.retired.iter().filter(|(k, _)| k.0 == transport).collect();
         assert!(r.retired.len() <= MAX_RETIRED + 3, "{}", r.retired.len());
-        let total: u64 = rows.iter().map(|(_, v)| v.ops[OpKind::Write as usize].completed).sum();
+        let total: u64 = rows
+            .iter()
+            .map(|(_, v)| v.ops[OpKind::Write as usize].completed)
+            .sum();
         assert_eq!(total, n as u64, "totals never go back");
         assert!(rows.iter().any(|(k, _)| &*k.1 == OTHER));
         // the newest peer keeps its own row

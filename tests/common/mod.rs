@@ -481,8 +481,8 @@ pub struct Hole {
 impl Hole {
     pub fn new(len: usize) -> Hole {
         const FAR: usize = 0x2000_0000_0000; // 32 TiB
-        // SAFETY: a fresh private anonymous mapping at an address nothing else uses
-        // (MAP_FIXED_NOREPLACE fails rather than replace a mapping).
+                                             // SAFETY: a fresh private anonymous mapping at an address nothing else uses
+                                             // (MAP_FIXED_NOREPLACE fails rather than replace a mapping).
         let p = unsafe {
             libc::mmap(
                 FAR as *mut libc::c_void,

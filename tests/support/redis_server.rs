@@ -109,7 +109,10 @@ impl Redis {
     /// say).
     pub fn start_env(args: &[&str], auth: &str, env: &[(&str, String)]) -> Redis {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         for _ in 0..5 {
             if let Some(r) = Self::try_start_on(free_port(), &args, auth, &env) {
                 return r;

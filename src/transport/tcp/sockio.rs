@@ -49,13 +49,7 @@ pub unsafe fn read_into(stream: &mut TcpStream, ptr: *mut u8, len: usize) -> io:
         // SAFETY: a read(2) into the rest of the caller's range, which nothing else
         // accesses during the call (contract); the kernel stores at most `len - done`
         // bytes there and answers EFAULT, never a fault here, for an unmapped page.
-        let n = unsafe {
-            libc::read(
-                fd,
-                ptr.wrapping_add(done) as *mut libc::c_void,
-                len - done,
-            )
-        };
+        let n = unsafe { libc::read(fd, ptr.wrapping_add(done) as *mut libc::c_void, len - done) };
         match n {
             0 => return Err(io::ErrorKind::UnexpectedEof.into()),
             n if n > 0 => done += n as usize,
