@@ -10,7 +10,8 @@
 //! `--obs-ab [ROUNDS]` measures only what observability costs (docs/observability.md):
 //! 1 KiB writes and reads, recording off and on alternately in the same process (the
 //! order flips every round), mean ns per op over batches of 2 000; prints the median
-//! per mode and the on/off ratio.
+//! per mode and the on/off ratio. `--obs-one on|off [N]` runs N 1 KiB writes in one
+//! mode only, for a profiler (`perf record -e cpu-clock`).
 
 #[path = "common.rs"]
 mod bench_common;
@@ -60,6 +61,14 @@ fn main() {
     }
     if args.first().map(String::as_str) == Some("--obs-micro") {
         return obs_micro();
+    }
+    if let Some(i) = args.iter().position(|a| a == "--obs-one") {
+        let on = args.get(i + 1).map(String::as_str) == Some("on");
+        let n: usize = args
+            .get(i + 2)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000_000);
+        return obs_one(on, n);
     }
     if let Some(i) = args.iter().position(|a| a == "--obs-ab") {
         let rounds = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(9);
@@ -256,6 +265,25 @@ fn obs_ab(rounds: usize) {
         println!("  {name} off: {}", fmt(&t[j * 2]));
         println!("  {name} on:  {}", fmt(&t[j * 2 + 1]));
     }
+    writeln!(peer.stdin, "done").unwrap();
+    drop(peer.stdin);
+    peer.child.wait().unwrap();
+    ep.shutdown();
+}
+
+/// One mode only, `n` 1 KiB writes (for `perf stat`: instructions and cycles per op).
+fn obs_one(on: bool, n: usize) {
+    let exe = std::env::current_exe().unwrap();
+    let mut peer = bench_common::spawn_info_child(&exe, &["ep", "spin", "0"]);
+    let (ep, _buf) = shm_endpoint_bench::endpoint(true);
+    writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
+    ep.connect(&peer.info).unwrap();
+    dlslime::obs::set_enabled(on);
+    let ns = shm_endpoint_bench::batch_mean_ns(&ep, 1024, true, n);
+    println!(
+        "obs {} write 1 KiB: {ns:.1} ns/op",
+        if on { "on" } else { "off" }
+    );
     writeln!(peer.stdin, "done").unwrap();
     drop(peer.stdin);
     peer.child.wait().unwrap();

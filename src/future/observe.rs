@@ -7,32 +7,51 @@ use super::handle::Future;
 use crate::error::Result;
 use crate::obs::{self, EndpointStats, OpKind};
 
-/// Counts `f`'s future (or its refusal) as one `kind` of `bytes` on `stats`, timed (when
-/// sampled) from before `f` runs: for transports that may complete an operation inside
-/// submission.
+/// Counts `f`'s future (or its refusal) as one `kind` of `bytes()` on `stats`, timed
+/// (when sampled) from before `f` runs: for transports that may complete an operation
+/// inside submission. Off, this is one branch before `f` (a tail call).
 #[inline]
 pub fn observe(
     stats: &Arc<EndpointStats>,
     kind: OpKind,
-    bytes: u64,
+    bytes: impl FnOnce() -> u64,
     f: impl FnOnce() -> Result<Future>,
 ) -> Result<Future> {
     if !obs::enabled() {
         return f();
     }
-    let start = if stats.needs_timing(kind) || obs::sample() {
+    observe_on(stats, kind, bytes, f)
+}
+
+/// [`observe`] with recording on. Out of line, so that the transport's call stays a tail
+/// call when it is off.
+#[inline(never)]
+fn observe_on(
+    stats: &Arc<EndpointStats>,
+    kind: OpKind,
+    bytes: impl FnOnce() -> u64,
+    f: impl FnOnce() -> Result<Future>,
+) -> Result<Future> {
+    let start = if obs::sample() || stats.needs_timing(kind) {
         obs::now_ns()
     } else {
         0
     };
     let r = f();
+    // Looked at through a reference and, on the fast path, made anew rather than moved:
+    // moving the result the transport just wrote (wide loads of narrow stores still in
+    // the store buffer) stalls on store forwarding, which cost more than the counting.
     match &r {
         // the shared-memory fast path: done within submission, no state to tag
+        // (its `nbytes` is what it moved: every assignment, or the message)
         Ok(fut) if fut.shared_state().is_none() => {
+            let n = fut.nbytes();
             let lat = (start != 0).then(|| obs::now_ns().saturating_sub(start));
-            stats.completed_at_once(kind, fut.nbytes().max(bytes), lat);
+            stats.completed_at_once(kind, n, lat);
+            std::mem::forget(r); // a ready future holds nothing to drop
+            return Ok(Future::ready(n));
         }
-        Ok(fut) => track_from(stats, kind, bytes, start, fut),
+        Ok(fut) => track_from(stats, kind, bytes(), start, fut),
         Err(e) => stats.rejected(kind, e.status()),
     }
     r

@@ -85,8 +85,12 @@ impl OpValues {
 /// The counters of one endpoint. Shared by the endpoint, its operations and the process
 /// registry; the registry keeps them after the endpoint is gone (totals per peer never go
 /// back). Every thread that records here writes its own shard; reads sum them.
+#[repr(C)]
 pub struct EndpointStats {
+    /// First, with `timed_once`: every recorded operation reads both (one cache line).
     pub id: u64,
+    /// Per kind, whether an operation was timed yet (the first one is).
+    timed_once: [AtomicBool; 6],
     pub transport: &'static str,
     peer: Mutex<Arc<str>>,
     /// The shards threads hold in their caches (or held: a shard no thread holds goes to
@@ -94,8 +98,6 @@ pub struct EndpointStats {
     shards: Mutex<Vec<Arc<Shard>>>,
     /// For threads without a cache (exiting): written under the `shards` lock.
     spare: Shard,
-    /// Per kind, whether an operation was timed yet (the first one is).
-    timed_once: [AtomicBool; 6],
 }
 
 /// Plain values of [`EndpointStats`].
@@ -132,11 +134,11 @@ impl EndpointStats {
     pub(super) fn new(id: u64, transport: &'static str) -> EndpointStats {
         EndpointStats {
             id,
+            timed_once: [const { AtomicBool::new(false) }; 6],
             transport,
             peer: Mutex::new(Arc::from("")),
             shards: Mutex::new(Vec::new()),
             spare: Shard::default(),
-            timed_once: [const { AtomicBool::new(false) }; 6],
         }
     }
 

@@ -43,22 +43,38 @@ struct Local {
     shards: UnsafeCell<Vec<(u64, Arc<Shard>)>>,
 }
 
-/// When to time. Apart from the cache: with nothing to drop, its thread-local needs no
-/// destructor registration, so an access is one `%fs`-relative load.
-struct Sampler {
+impl Drop for Local {
+    fn drop(&mut self) {
+        // the shards go: nothing may reach them through the front entry any more
+        let _ = HOT.try_with(|h| h.front_id.set(0));
+    }
+}
+
+/// What every recorded operation touches, apart from the cache: when to time, and the
+/// cache's front entry. With nothing to drop, its thread-local needs no destructor
+/// registration, so an access is one `%fs`-relative address, no state check.
+struct Hot {
     /// Operations to leave untimed before the next timed one.
     countdown: Cell<u32>,
     period: Cell<u32>,
     rng: Cell<u32>,
+    /// The id of the endpoint whose shard `front` is (0: none; ids start at 1).
+    front_id: Cell<u64>,
+    /// The shard of the cache's first entry: valid while `front_id` is not 0, because the
+    /// cache holds its `Arc` until `miss` moves another entry in front (and sets both) or
+    /// the cache is dropped (and clears `front_id`).
+    front: Cell<*const Shard>,
 }
 
 thread_local! {
     static LOCAL: Local = const { Local { shards: UnsafeCell::new(Vec::new()) } };
-    static SAMPLER: Sampler = const {
-        Sampler {
+    static HOT: Hot = const {
+        Hot {
             countdown: Cell::new(0),
             period: Cell::new(1),
             rng: Cell::new(0x9E37_79B9),
+            front_id: Cell::new(0),
+            front: Cell::new(std::ptr::null()),
         }
     };
 }
@@ -66,31 +82,29 @@ thread_local! {
 /// Whether this thread times its next operation.
 #[inline]
 pub fn sample() -> bool {
-    SAMPLER
-        .try_with(|l| {
-            let c = l.countdown.get();
-            if c > 0 {
-                l.countdown.set(c - 1);
-                return false;
-            }
-            // xorshift32: the next gap, uniform in [period/2, 3·period/2)
-            let mut x = l.rng.get();
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            l.rng.set(x);
-            let p = l.period.get();
-            l.countdown.set(p / 2 + x % p);
-            true
-        })
-        .unwrap_or(true)
+    HOT.with(|l| {
+        let c = l.countdown.get();
+        if c > 0 {
+            l.countdown.set(c - 1);
+            return false;
+        }
+        // xorshift32: the next gap, uniform in [period/2, 3·period/2)
+        let mut x = l.rng.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        l.rng.set(x);
+        let p = l.period.get();
+        l.countdown.set(p / 2 + x % p);
+        true
+    })
 }
 
 /// This thread measured an operation of `latency_ns`: sets how often it times the next.
 #[inline]
 pub fn measured(latency_ns: u64) {
     let p = (BUDGET_NS / latency_ns.max(1)).clamp(1, max_period()) as u32;
-    let _ = SAMPLER.try_with(|l| {
+    HOT.with(|l| {
         if l.period.get() != p {
             l.period.set(p);
             l.countdown.set(l.countdown.get().min(p));
@@ -98,21 +112,37 @@ pub fn measured(latency_ns: u64) {
     });
 }
 
-/// Runs `f` on this thread's shard of `stats` (made or adopted on first use). Where the
-/// thread has no cache (it is exiting), `f` runs on the endpoint's shared spare shard
-/// under its lock.
+/// Runs `f` on this thread's shard of `stats` (made or adopted on first use). The shard
+/// of the endpoint recorded on last is one compare away; others are looked up in the
+/// cache (`miss`). Where the thread has no cache (it is exiting), `f` runs on the
+/// endpoint's shared spare shard under its lock.
 #[inline]
 pub fn with_shard<R>(stats: &EndpointStats, f: impl FnOnce(&Shard) -> R) -> R {
+    let front = HOT.with(|h| {
+        if h.front_id.get() == stats.id {
+            h.front.get()
+        } else {
+            std::ptr::null()
+        }
+    });
+    if !front.is_null() {
+        // SAFETY: `front` is the shard the cache holds first (see `Hot::front`), and
+        // nothing below can drop it: `f` only records in it.
+        return f(unsafe { &*front });
+    }
+    with_shard_miss(stats, f)
+}
+
+#[cold]
+#[inline(never)]
+fn with_shard_miss<R>(stats: &EndpointStats, f: impl FnOnce(&Shard) -> R) -> R {
     let mut f = Some(f);
     let r = LOCAL.try_with(|l| {
         // SAFETY: the only reference to the cache while it lives (see `shards`): `f`
         // records in a shard and `miss` locks the endpoint's table, neither reaches
         // this thread's cache again.
         let v = unsafe { &mut *l.shards.get() };
-        let hit = matches!(v.first(), Some(e) if e.0 == stats.id);
-        if !hit {
-            miss(v, stats);
-        }
+        miss(v, stats);
         f.take().map(|f| f(&v[0].1))
     });
     match (r, f) {
@@ -122,10 +152,10 @@ pub fn with_shard<R>(stats: &EndpointStats, f: impl FnOnce(&Shard) -> R) -> R {
     }
 }
 
-/// Brings the shard of `stats` to the front of the cache.
-#[cold]
+/// Brings the shard of `stats` to the front of the cache, and makes it the front entry.
 fn miss(v: &mut Vec<(u64, Arc<Shard>)>, stats: &EndpointStats) {
     match v.iter().position(|e| e.0 == stats.id) {
+        Some(0) => {}
         Some(i) => {
             let e = v.remove(i);
             v.insert(0, e);
@@ -137,4 +167,9 @@ fn miss(v: &mut Vec<(u64, Arc<Shard>)>, stats: &EndpointStats) {
             v.insert(0, (stats.id, stats.adopt_shard()));
         }
     }
+    let (id, shard) = (v[0].0, Arc::as_ptr(&v[0].1));
+    HOT.with(|h| {
+        h.front.set(shard);
+        h.front_id.set(id);
+    });
 }

@@ -1063,15 +1063,21 @@ impl Endpoint for RdmaEndpoint {
     }
 
     fn read(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
-        observe(&self.obs, OpKind::Read, bytes_of(assignments), || {
-            self.one_sided(Kind::Read, assignments, timeout)
-        })
+        observe(
+            &self.obs,
+            OpKind::Read,
+            || bytes_of(assignments),
+            || self.one_sided(Kind::Read, assignments, timeout),
+        )
     }
 
     fn write(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
-        observe(&self.obs, OpKind::Write, bytes_of(assignments), || {
-            self.one_sided(Kind::Write, assignments, timeout)
-        })
+        observe(
+            &self.obs,
+            OpKind::Write,
+            || bytes_of(assignments),
+            || self.one_sided(Kind::Write, assignments, timeout),
+        )
     }
 
     fn write_with_imm(
@@ -1080,18 +1086,26 @@ impl Endpoint for RdmaEndpoint {
         imm: i32,
         timeout: Option<Duration>,
     ) -> Result<Future> {
-        observe(&self.obs, OpKind::WriteImm, bytes_of(assignments), || {
-            self.one_sided(Kind::WriteImm(imm), assignments, timeout)
-        })
+        observe(
+            &self.obs,
+            OpKind::WriteImm,
+            || bytes_of(assignments),
+            || self.one_sided(Kind::WriteImm(imm), assignments, timeout),
+        )
     }
 
     fn imm_recv(&self, timeout: Option<Duration>) -> Result<Future> {
-        observe(&self.obs, OpKind::ImmRecv, 0, || {
-            self.sh.ready()?;
-            let op = self.sh.new_op(1, timeout);
-            self.sh.imm.post(op.clone());
-            Ok(Future::for_imm_recv(op))
-        })
+        observe(
+            &self.obs,
+            OpKind::ImmRecv,
+            || 0,
+            || {
+                self.sh.ready()?;
+                let op = self.sh.new_op(1, timeout);
+                self.sh.imm.post(op.clone());
+                Ok(Future::for_imm_recv(op))
+            },
+        )
     }
 
     unsafe fn send(&self, ptr: *const u8, len: usize, timeout: Option<Duration>) -> Result<Future> {

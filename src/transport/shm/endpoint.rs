@@ -102,15 +102,21 @@ impl Endpoint for ShmEndpoint {
     }
 
     fn read(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
-        observe(&self.obs, OpKind::Read, bytes_of(assignments), || {
-            self.inner.rw(assignments, false, None, timeout)
-        })
+        observe(
+            &self.obs,
+            OpKind::Read,
+            || bytes_of(assignments),
+            || self.inner.rw(assignments, false, None, timeout),
+        )
     }
 
     fn write(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
-        observe(&self.obs, OpKind::Write, bytes_of(assignments), || {
-            self.inner.rw(assignments, true, None, timeout)
-        })
+        observe(
+            &self.obs,
+            OpKind::Write,
+            || bytes_of(assignments),
+            || self.inner.rw(assignments, true, None, timeout),
+        )
     }
 
     fn write_with_imm(
@@ -119,9 +125,12 @@ impl Endpoint for ShmEndpoint {
         imm: i32,
         timeout: Option<Duration>,
     ) -> Result<Future> {
-        observe(&self.obs, OpKind::WriteImm, bytes_of(assignments), || {
-            self.inner.rw(assignments, true, Some(imm), timeout)
-        })
+        observe(
+            &self.obs,
+            OpKind::WriteImm,
+            || bytes_of(assignments),
+            || self.inner.rw(assignments, true, Some(imm), timeout),
+        )
     }
 
     fn peer_view(&self, addr: u64, len: u64, key: u64) -> Option<PeerView> {
@@ -129,37 +138,50 @@ impl Endpoint for ShmEndpoint {
     }
 
     fn imm_recv(&self, timeout: Option<Duration>) -> Result<Future> {
-        observe(&self.obs, OpKind::ImmRecv, 0, || {
-            self.inner.conn()?;
-            let op = self.inner.new_op(1, timeout);
-            self.inner.imm.post(op.clone());
-            Ok(Future::for_imm_recv(op))
-        })
+        observe(
+            &self.obs,
+            OpKind::ImmRecv,
+            || 0,
+            || {
+                self.inner.conn()?;
+                let op = self.inner.new_op(1, timeout);
+                self.inner.imm.post(op.clone());
+                Ok(Future::for_imm_recv(op))
+            },
+        )
     }
 
     unsafe fn send(&self, ptr: *const u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
         // SAFETY: the caller's promise on [ptr, ptr+len), passed on unchanged.
-        observe(&self.obs, OpKind::Send, len as u64, || unsafe {
-            self.inner.send(ptr, len, timeout)
-        })
+        observe(
+            &self.obs,
+            OpKind::Send,
+            || len as u64,
+            || unsafe { self.inner.send(ptr, len, timeout) },
+        )
     }
 
     unsafe fn recv(&self, ptr: *mut u8, len: usize, timeout: Option<Duration>) -> Result<Future> {
-        observe(&self.obs, OpKind::Recv, 0, || {
-            let i = &self.inner;
-            let c = i.conn()?;
-            if ptr.is_null() && len > 0 {
-                return Err(Error::new(Status::NullParameter, "recv: null buffer"));
-            }
-            let op = i.new_op(1, timeout);
-            let r = PostedRecv {
-                ptr: ptr as usize,
-                cap: len,
-                op: op.clone(),
-            };
-            i.post_recv(c, r);
-            Ok(Future::new(op))
-        })
+        observe(
+            &self.obs,
+            OpKind::Recv,
+            || 0,
+            || {
+                let i = &self.inner;
+                let c = i.conn()?;
+                if ptr.is_null() && len > 0 {
+                    return Err(Error::new(Status::NullParameter, "recv: null buffer"));
+                }
+                let op = i.new_op(1, timeout);
+                let r = PostedRecv {
+                    ptr: ptr as usize,
+                    cap: len,
+                    op: op.clone(),
+                };
+                i.post_recv(c, r);
+                Ok(Future::new(op))
+            },
+        )
     }
 
     fn cancel_all(&self) -> usize {

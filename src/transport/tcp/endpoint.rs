@@ -276,15 +276,21 @@ impl Endpoint for TcpEndpoint {
     }
 
     fn read(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
-        observe(&self.obs, OpKind::Read, bytes_of(assignments), || {
-            self.one_sided(Opcode::Read, assignments, timeout)
-        })
+        observe(
+            &self.obs,
+            OpKind::Read,
+            || bytes_of(assignments),
+            || self.one_sided(Opcode::Read, assignments, timeout),
+        )
     }
 
     fn write(&self, assignments: &[Assignment], timeout: Option<Duration>) -> Result<Future> {
-        observe(&self.obs, OpKind::Write, bytes_of(assignments), || {
-            self.one_sided(Opcode::Write, assignments, timeout)
-        })
+        observe(
+            &self.obs,
+            OpKind::Write,
+            || bytes_of(assignments),
+            || self.one_sided(Opcode::Write, assignments, timeout),
+        )
     }
 
     /// All frames go on lane 0, so the notification is ordered after the data and after
