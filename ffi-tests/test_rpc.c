@@ -151,11 +151,40 @@ static int run_server(int rfd, int wfd) {
   return finish(g_shm ? "test_rpc shm (server)" : "test_rpc tcp (server)");
 }
 
+/* Whether the snapshot's client row of `method` starts with `prefix` (keys are sorted:
+ * calls, errors, latency_ns, method, side, timeouts). */
+static int client_row_starts(const char *snap, const char *method, const char *prefix) {
+  char key[128];
+  snprintf(key, sizeof key, "\"method\":\"%s\",\"side\":\"client\"", method);
+  const char *at = strstr(snap, key);
+  if (at == NULL) {
+    fprintf(stderr, "[%s] snapshot lacks %s\n", g_role, key);
+    return 0;
+  }
+  const char *row = at;
+  while (row > snap && strncmp(row, "{\"calls\":", 9) != 0) row--;
+  if (strncmp(row, prefix, strlen(prefix)) == 0) return 1;
+  fprintf(stderr, "[%s] client row of %s: %.40s, expected %s\n", g_role, method, row, prefix);
+  return 0;
+}
+
 static int run_client(int rfd, int wfd, pid_t child) {
   g_role = "client";
   side_t s;
   side_open(&s, rfd, wfd);
   CHECK(dlslime_rpc_session_slot_capacity(s.sess) == 4096 - 16);
+
+  /* method names for the per-method counters (index = tag); bad arguments change nothing */
+  dlslime_obs_set_enabled(true);
+  const char *names[] = {"echo", "fail", "big", "sleep", "upper"};
+  CHECK_OK(dlslime_rpc_session_set_method_names(s.sess, names, 5));
+  const char *holes[] = {"x", NULL};
+  const char *not_utf8[] = {"x", "\xff"};
+  CHECK_STATUS(dlslime_rpc_session_set_method_names(NULL, names, 5), DLSLIME_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(dlslime_rpc_session_set_method_names(s.sess, NULL, 2), DLSLIME_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(dlslime_rpc_session_set_method_names(s.sess, holes, 2), DLSLIME_STATUS_NULL_PARAMETER);
+  CHECK_STATUS(dlslime_rpc_session_set_method_names(s.sess, not_utf8, 2), DLSLIME_STATUS_INVALID_ARGUMENT);
+  CHECK_STATUS(dlslime_rpc_session_set_method_names(s.sess, names, 65537), DLSLIME_STATUS_INVALID_ARGUMENT);
 
   /* raw echo, small and bulk (5 slots' worth) */
   size_t sizes[] = {0, 1, 4080, 4081, 5 * 4096 + 3};
@@ -229,6 +258,16 @@ static int run_client(int rfd, int wfd, pid_t child) {
   CHECK(rn > 0 && memmem(r, rn, "\"type\":\"ValueError\"", 19) != NULL);
   CHECK(rn > 0 && memmem(r, rn, "bad value", 9) != NULL);
   dlslime_rpc_call_free(c);
+
+  /* the calls so far, under the names set above */
+  char *snap = NULL;
+  REQUIRE_OK(dlslime_obs_snapshot(&snap));
+  CHECK(client_row_starts(snap, "upper", "{\"calls\":2,\"errors\":0,"));
+  CHECK(client_row_starts(snap, "big", "{\"calls\":1,\"errors\":0,"));
+  CHECK(client_row_starts(snap, "fail", "{\"calls\":1,\"errors\":1,"));
+  CHECK(client_row_starts(snap, "echo", "{\"calls\":"));
+  CHECK(strstr(snap, "\"method\":\"tag:") == NULL);
+  dlslime_string_free(snap);
 
   /* unknown method: the server frees the request unanswered -> exception reply */
   REQUIRE_OK(dlslime_rpc_call(s.sess, 77, NULL, 0, &c));

@@ -1872,6 +1872,21 @@ size_t dlslime_rpc_session_slot_capacity(const dlslime_rpc_session_t *s);
 bool dlslime_rpc_session_closed(const dlslime_rpc_session_t *s);
 
 /**
+ * Names this session's calls in the per-method counters (`dlslime_obs_snapshot`, the
+ * `rpc` rows of side `"client"`): `names[i]` is the name of method `i`, i.e. the
+ * service's method names in sorted order (the tags the server numbers them by). The
+ * names are copied; `count` 0 forgets them. Calls of an unnamed tag count as `tag:N`.
+ * The Python typed layer (`dlslime.rpc.proxy`) calls it with its class's names.
+ *
+ * Errors: `DLSLIME_STATUS_NULL_PARAMETER` (`s`; `names` or one of its entries while
+ * `count > 0`), `DLSLIME_STATUS_INVALID_ARGUMENT` (`count` over 65536, a name that is
+ * not UTF-8). On error the session's names are unchanged.
+ */
+dlslime_status_t dlslime_rpc_session_set_method_names(const dlslime_rpc_session_t *s,
+                                                      const char *const *names,
+                                                      size_t count);
+
+/**
  * Sends a request of method `tag` with `len` bytes at `data` (copied before return) and
  * writes its future to `*out`. Blocks only while every slot is in flight (a slot is
  * freed when its reply arrives, not when the call is freed), at most the session's

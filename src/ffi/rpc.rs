@@ -282,6 +282,46 @@ pub extern "C" fn dlslime_rpc_session_closed(s: *const dlslime_rpc_session_t) ->
     }
 }
 
+/// Names this session's calls in the per-method counters (`dlslime_obs_snapshot`, the
+/// `rpc` rows of side `"client"`): `names[i]` is the name of method `i`, i.e. the
+/// service's method names in sorted order (the tags the server numbers them by). The
+/// names are copied; `count` 0 forgets them. Calls of an unnamed tag count as `tag:N`.
+/// The Python typed layer (`dlslime.rpc.proxy`) calls it with its class's names.
+///
+/// Errors: `DLSLIME_STATUS_NULL_PARAMETER` (`s`; `names` or one of its entries while
+/// `count > 0`), `DLSLIME_STATUS_INVALID_ARGUMENT` (`count` over 65536, a name that is
+/// not UTF-8). On error the session's names are unchanged.
+#[no_mangle]
+pub extern "C" fn dlslime_rpc_session_set_method_names(
+    s: *const dlslime_rpc_session_t,
+    names: *const *const c_char,
+    count: usize,
+) -> dlslime_status_t {
+    ffi_boundary! {
+        let s = try_ref!(s);
+        if count > crate::rpc::MAX_METHOD_NAMES {
+            return fail(Error::invalid(format!(
+                "count {count} is over {} method names",
+                crate::rpc::MAX_METHOD_NAMES
+            )));
+        }
+        if count > 0 && names.is_null() {
+            null_arg!("names");
+        }
+        let mut v: Vec<&str> = Vec::with_capacity(count);
+        for i in 0..count {
+            // SAFETY: `names` holds `count` entries (the header's contract; non-NULL here).
+            let name = unsafe { *names.add(i) };
+            if name.is_null() {
+                null_arg!("names[i]");
+            }
+            v.push(try_str!(name));
+        }
+        s.set_method_names(&v);
+        dlslime_status_t::Ok
+    }
+}
+
 /// Builds a payload in place: write at most `cap` bytes at `buf` and return how many, or a
 /// negative number to fail (the call is then not sent / an exception reply is sent).
 pub type dlslime_rpc_writer_t =

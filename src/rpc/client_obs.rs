@@ -17,8 +17,14 @@ pub(super) struct ClientObs {
     by_tag: Mutex<Vec<(u32, Arc<MethodStats>)>>,
 }
 
+/// Method names a session keeps at most (the C ABI refuses more; the process keeps at
+/// most 1024 method rows anyway, later ones share `"(other)"`).
+pub const MAX_METHOD_NAMES: usize = 65536;
+
 impl ClientObs {
+    /// Beyond [`MAX_METHOD_NAMES`], names are ignored (those tags count as `tag:N`).
     pub fn set_names(&self, names: &[&str]) {
+        let names = &names[..names.len().min(MAX_METHOD_NAMES)];
         *self.names.lock() = names.iter().map(|n| n.to_string()).collect();
         self.by_tag.lock().clear();
     }

@@ -49,6 +49,7 @@ pub mod session;
 pub mod wire;
 
 pub use call::CallFuture;
+pub use client_obs::MAX_METHOD_NAMES;
 pub use config::{RpcConfig, RpcProgress};
 pub use mailbox::RpcMemory;
 pub use remote_error::RemoteError;

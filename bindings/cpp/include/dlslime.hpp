@@ -682,6 +682,14 @@ class RpcSession {
     out = RpcRequest(p);
     return true;
   }
+  /// Names this session's calls in obs_snapshot()'s per-method rows: names[i] is method
+  /// i's (the service's method names in sorted order); unnamed tags count as "tag:N".
+  void set_method_names(const std::vector<std::string>& names) {
+    std::vector<const char*> p;
+    p.reserve(names.size());
+    for (const auto& n : names) p.push_back(n.c_str());
+    check(dlslime_rpc_session_set_method_names(h_.get(), p.data(), p.size()));
+  }
   size_t slot_capacity() const noexcept { return dlslime_rpc_session_slot_capacity(h_.get()); }
   bool closed() const noexcept { return dlslime_rpc_session_closed(h_.get()); }
   void close() { check(dlslime_rpc_session_close(h_.get())); }

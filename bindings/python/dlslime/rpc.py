@@ -56,7 +56,7 @@ import sys
 import threading
 import traceback as _tb
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ._core import _OK, _TIMEOUT, Endpoint, _as_buffer, _last_error, _timeout_ms, ffi, lib
 from ._errors import error_class
@@ -383,6 +383,14 @@ class Session:
 
     # -- client ------------------------------------------------------------------
 
+    def set_method_names(self, names: Sequence[str]) -> None:
+        """Names this session's calls in :func:`dlslime.obs_snapshot`'s ``rpc`` rows:
+        ``names[i]`` is method ``i``'s (the service's names in sorted order, as
+        :func:`proxy` passes them); unnamed tags show as ``tag:N``."""
+        enc = [ffi.new("char[]", n.encode()) for n in names]
+        arr = ffi.new("const char *[]", enc) if enc else ffi.NULL
+        _check(lib.dlslime_rpc_session_set_method_names(self._h(), arr, len(enc)), "set_method_names")
+
     def _outs(self):
         t = self._outp
         try:
@@ -673,6 +681,8 @@ class _Proxy:
         self._session = session
         self._registry = registry
         self._ser = ser
+        # the client's per-method counters show these names instead of ``tag:N``
+        session.set_method_names(registry.names)
         for name, (tag, fn, flags) in registry.by_name.items():
             setattr(self, name, self._make(name, tag, fn, flags))
 

@@ -87,6 +87,33 @@ def test_typed_calls_kwargs_none_and_errors(pair):
     assert wait_all([p.add(i, i) for i in range(8)], 10) == [2 * i for i in range(8)]
 
 
+def test_client_method_names_in_obs_snapshot(pair):
+    """A typed proxy names its calls in obs_snapshot() by itself (no tag:N rows)."""
+    p, _, _ = pair
+    was = dlslime.obs_enabled()
+    dlslime.obs_set_enabled(True)
+    try:
+        def client_rows():
+            return {r["method"]: r for r in dlslime.obs_snapshot()["rpc"] if r["side"] == "client"}
+
+        before = client_rows()
+        assert p.add(1, 2).wait(10) == 3
+        assert p.add(3, 4).wait(10) == 7
+        with pytest.raises(RemoteRpcError):
+            p.boom("x").wait(10)
+        after = client_rows()
+    finally:
+        dlslime.obs_set_enabled(was)
+
+    def delta(name, key):
+        return after.get(name, {}).get(key, 0) - before.get(name, {}).get(key, 0)
+
+    assert (delta("add", "calls"), delta("add", "errors")) == (2, 0)
+    assert (delta("boom", "calls"), delta("boom", "errors")) == (1, 1)
+    assert after["add"]["latency_ns"]["count"] >= 2
+    assert not [n for n in after if n.startswith("tag:") and delta(n, "calls")], after.keys()
+
+
 def test_raw_and_inplace_across_the_bulk_threshold(pair):
     p, _, _ = pair
     cap = p._session.payload_capacity
