@@ -11,7 +11,8 @@
 //! 1 KiB writes and reads, recording off and on alternately in the same process (the
 //! order flips every round), mean ns per op over batches of 2 000; prints the median
 //! per mode and the on/off ratio. `--obs-one on|off [N]` runs N 1 KiB writes in one
-//! mode only, for a profiler (`perf record -e cpu-clock`).
+//! mode only, for a profiler (`perf record -e cpu-clock`). `--rtt [N]` measures only the
+//! 64 B spin round trip (N times, default 50 000) and its raw floor.
 
 #[path = "common.rs"]
 mod bench_common;
@@ -61,6 +62,13 @@ fn main() {
     }
     if args.first().map(String::as_str) == Some("--obs-micro") {
         return obs_micro();
+    }
+    if let Some(i) = args.iter().position(|a| a == "--rtt") {
+        let n: usize = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50_000);
+        return rtt_only(n);
     }
     if let Some(i) = args.iter().position(|a| a == "--obs-one") {
         let on = args.get(i + 1).map(String::as_str) == Some("on");
@@ -269,6 +277,29 @@ fn obs_ab(rounds: usize) {
     drop(peer.stdin);
     peer.child.wait().unwrap();
     ep.shutdown();
+}
+
+/// Only the 64 B send/recv round trip (spin), `n` times: p50 and p99 in µs, next to
+/// the raw spin ping-pong floor of the same minutes.
+fn rtt_only(n: usize) {
+    let exe = std::env::current_exe().unwrap();
+    let warm = n / 10;
+    let (spin, _) = floor::raw_pingpong(&exe, n as u32);
+    let mut peer = bench_common::spawn_info_child(&exe, &["ep", "spin", &n.to_string()]);
+    let (ep, _buf) = shm_endpoint_bench::endpoint(true);
+    writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
+    ep.connect(&peer.info).unwrap();
+    let t = shm_endpoint_bench::rtt_parent(&ep, n);
+    writeln!(peer.stdin, "done").unwrap();
+    drop(peer.stdin);
+    peer.child.wait().unwrap();
+    ep.shutdown();
+    println!(
+        "64 B send/recv RTT (spin): p50 {:.3} us, p99 {:.3} us; raw spin ping-pong p50 {:.3} us",
+        pct(&t[warm..], 0.5),
+        pct(&t[warm..], 0.99),
+        pct(&spin[warm..], 0.5)
+    );
 }
 
 /// One mode only, `n` 1 KiB writes (for `perf stat`: instructions and cycles per op).

@@ -137,6 +137,7 @@ static void rpc_pair() {
   {
     dlslime::RpcSession c(ea, ro);
     CHECK(c.slot_capacity() == 1024 - 16);
+    c.set_method_names({"echo"});  // tag 0; tag 3 stays "tag:3"
     CHECK(c.call(0, std::string("hello")).get(10s) == "hello");
     std::string big(5000, 'x');  // bulk path
     CHECK(c.call(0, big).get(10s) == big);
@@ -254,6 +255,8 @@ int main() {
       const std::string snap = dlslime::obs_snapshot();
       CHECK(snap.find("\"enabled\":true") != std::string::npos);
       CHECK(snap.find("\"send\":{\"completed\":") != std::string::npos);
+      CHECK(snap.find("\"method\":\"echo\",\"side\":\"client\"") != std::string::npos);
+      CHECK(snap.find("\"method\":\"tag:3\",\"side\":\"client\"") != std::string::npos);
     }
     ea.shutdown();
   } catch (const dlslime::Error& e) {

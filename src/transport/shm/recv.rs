@@ -51,6 +51,7 @@ impl Inner {
         // Straight into a posted receive when one waits (no allocation).
         if let Some(r) = self.msgs.take_posted() {
             if copy_into_recv(&r, &e.data[..e.len as usize]) {
+                self.release_matched(c, window::charge(0));
                 return;
             }
             // the receive ended meanwhile: the message waits for the next one

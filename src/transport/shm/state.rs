@@ -46,6 +46,9 @@ pub(super) struct Inner {
     pub msgs: MsgMatcher<Early>,
     /// The window charge of the messages in `msgs` ([`super::window`]).
     pub early_held: AtomicU64,
+    /// The charge of messages matched on arrival not yet handed back to the sender
+    /// (`release_matched`; written under the consumer's lock).
+    pub matched_unreleased: AtomicU64,
     /// Staged messages being reassembled, by message id.
     pub assemblies: Mutex<HashMap<u64, Assembly>>,
     pub stats: ShmStats,
@@ -85,6 +88,7 @@ impl Inner {
             imm: ImmQueue::default(),
             msgs: MsgMatcher::default(),
             early_held: AtomicU64::new(0),
+            matched_unreleased: AtomicU64::new(0),
             assemblies: Mutex::new(HashMap::new()),
             stats: ShmStats::default(),
             closed: AtomicBool::new(false),

@@ -24,6 +24,14 @@ const BUDGET: u64 = EARLY_BUDGET as u64;
 /// message taking its charge back (`requeue`) while the sender counted on it.
 const HARD_BOUND: u64 = 2 * BUDGET;
 
+/// The charge of messages matched on arrival (never held) that the receiver may still
+/// owe the sender: it hands them back in batches (`release_matched`), one write to the
+/// controls the sender reads per batch instead of a cache line moving between the two
+/// processes with every small message. The sender's window is at most this much
+/// smaller than it would be, and a message larger than the budget goes once at most
+/// this much is held (on both sides' count).
+const RELEASE_LAG: u64 = 64 * NOTE;
+
 /// The charge of a message that buffers `buffered` bytes beyond its queue entry (both
 /// sides compute it: inline and pulled messages 0, staged ones their length).
 pub(super) fn charge(buffered: u64) -> u64 {
@@ -46,7 +54,7 @@ pub(super) enum Arrival {
 impl Inner {
     /// Sender: takes `charge` of the window, waiting while the peer holds too much, until
     /// `deadline` (or `timeout` from the first wait). A message alone may exceed the
-    /// budget (it waits until nothing else is held). Returns the deadline it started, if
+    /// budget (it waits until at most [`RELEASE_LAG`] is held). Returns the deadline it started, if
     /// it waited, for the rest of the send.
     pub fn reserve_early(
         &self,
@@ -59,7 +67,7 @@ impl Inner {
         loop {
             let sent = c.early_sent.load(Ordering::Acquire);
             let held = sent.wrapping_sub(c.out_bell.released());
-            if held == 0 || held.saturating_add(charge) <= BUDGET {
+            if held <= RELEASE_LAG || held.saturating_add(charge) <= BUDGET {
                 if c.early_sent
                     .compare_exchange(
                         sent,
@@ -110,7 +118,7 @@ impl Inner {
     pub fn arrive(&self, c: &Conn, m: Early) -> Arrival {
         let charge = m.charge();
         let held = self.early_held.load(Ordering::Acquire);
-        if held > 0 && held + charge > HARD_BOUND && self.msgs.early_len() > 0 {
+        if held > RELEASE_LAG && held + charge > HARD_BOUND && self.msgs.early_len() > 0 {
             self.stats.refused_messages.fetch_add(1, Ordering::Relaxed);
             return Arrival::Refused;
         }
@@ -122,6 +130,19 @@ impl Inner {
                 Arrival::Matched(r, m)
             }
             None => Arrival::Queued,
+        }
+    }
+
+    /// Receiver: a message went straight into a waiting receive (never held). Its
+    /// charge goes back to the sender with the next batch, once more than
+    /// [`RELEASE_LAG`] has gathered. Called under the consumer's lock (one writer).
+    pub fn release_matched(&self, c: &Conn, charge: u64) {
+        let owed = self.matched_unreleased.load(Ordering::Relaxed) + charge;
+        if owed > RELEASE_LAG {
+            self.matched_unreleased.store(0, Ordering::Relaxed);
+            c.in_bell.release(owed, false);
+        } else {
+            self.matched_unreleased.store(owed, Ordering::Relaxed);
         }
     }
 
