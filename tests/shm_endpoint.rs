@@ -226,6 +226,24 @@ fn shm_child() {
                 }
                 parent.send(&format!("bad {bad}"));
             }
+            "recv_posted" => {
+                // recv_posted <rounds> <batch>: per round, posts `batch` receives, says
+                // "posted", then waits for them (every message meets a waiting receive).
+                let (rounds, batch) = (args[0], args[1] as usize);
+                let mut bufs = vec![[0u8; 64]; batch];
+                let mut bad = 0u64;
+                for _ in 0..rounds {
+                    let futs: Vec<_> = bufs
+                        .iter_mut()
+                        // SAFETY: each buffer stays untouched until its future is waited
+                        // below, in this round.
+                        .map(|b| unsafe { s.ep.recv(b.as_mut_ptr(), b.len(), T).unwrap() })
+                        .collect();
+                    parent.send("posted");
+                    bad += futs.iter().filter(|f| f.wait().is_err()).count() as u64;
+                }
+                parent.send(&format!("bad {bad}"));
+            }
             "exit" => break,
             other => panic!("unknown command {other}"),
         }
@@ -877,6 +895,29 @@ fn late_shared_allocations_are_mapped_and_replaced() {
         }
         p.finish();
     }
+}
+
+/// Messages that meet a waiting receive hand their window charge back: far more of them
+/// than the early-message window holds go through (each used to keep its charge, and
+/// sends waited for room until timeout after ~365 k).
+#[test]
+fn matched_messages_free_the_window() {
+    let mut p = pair(&[]);
+    let (rounds, batch) = (500u64, 1000u64); // 500 k messages, all matched on arrival
+    p.peer.send(&format!("recv_posted {rounds} {batch}"));
+    let msg = [7u8; 64];
+    for _ in 0..rounds {
+        assert_eq!(p.peer.recv(), "posted");
+        for _ in 0..batch {
+            // SAFETY: `msg` outlives the call, and an inline send is done when it returns.
+            unsafe { p.me.ep.send(msg.as_ptr(), msg.len(), T) }
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+    }
+    assert_eq!(p.peer.recv(), "bad 0");
+    p.finish();
 }
 
 /// Messages the peer does not receive are bounded like TCP's: a flood of inline sends to
