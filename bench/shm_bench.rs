@@ -24,6 +24,7 @@ mod shm_endpoint_bench;
 use std::io::Write;
 use std::time::Duration;
 
+use dlslime::transport::shm::ShmEndpoint;
 use dlslime::Endpoint;
 
 fn pct(v: &[Duration], p: f64) -> f64 {
@@ -133,47 +134,41 @@ fn main() {
         });
     }
     for mode in ["spin", "futex"] {
-        let mut peer = bench_common::spawn_info_child(&exe, &["ep", mode, &n.to_string()]);
-        let (ep, _buf) = shm_endpoint_bench::endpoint(mode == "spin");
-        writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
-        ep.connect(&peer.info).unwrap();
-        let t = shm_endpoint_bench::rtt_parent(&ep, n as usize);
-        let t = &t[warm..];
-        let floor = if mode == "spin" { raw_spin } else { raw_futex };
-        let p50 = pct(t, 0.5);
-        rows.push(Row {
-            metric: format!("shm endpoint send/recv RTT ({mode})"),
-            size: 64,
-            p50,
-            p99: pct(t, 0.99),
-            floor_p50: floor,
-            ratio: p50 / floor,
-        });
-        if mode == "spin" {
-            for (i, &s) in sizes.iter().enumerate() {
-                let reps = ((1usize << 31) / s).clamp(5, 2000);
-                for write in [true, false] {
-                    let t = shm_endpoint_bench::one_sided(&ep, s, write, reps);
-                    let p50 = pct(&t[reps / 10..], 0.5);
-                    // Bandwidth ratio = memcpy time / op time.
-                    rows.push(Row {
-                        metric: format!(
-                            "shm endpoint {} (shared region)",
-                            if write { "write" } else { "read" }
-                        ),
-                        size: s,
-                        p50,
-                        p99: pct(&t[reps / 10..], 0.99),
-                        floor_p50: memcpy_p50[i],
-                        ratio: memcpy_p50[i] / p50,
-                    });
+        with_peer(&exe, mode == "spin", n as usize, |ep| {
+            let t = shm_endpoint_bench::rtt_parent(ep, n as usize);
+            let t = &t[warm..];
+            let floor = if mode == "spin" { raw_spin } else { raw_futex };
+            let p50 = pct(t, 0.5);
+            rows.push(Row {
+                metric: format!("shm endpoint send/recv RTT ({mode})"),
+                size: 64,
+                p50,
+                p99: pct(t, 0.99),
+                floor_p50: floor,
+                ratio: p50 / floor,
+            });
+            if mode == "spin" {
+                for (i, &s) in sizes.iter().enumerate() {
+                    let reps = ((1usize << 31) / s).clamp(5, 2000);
+                    for write in [true, false] {
+                        let t = shm_endpoint_bench::one_sided(ep, s, write, reps);
+                        let p50 = pct(&t[reps / 10..], 0.5);
+                        // Bandwidth ratio = memcpy time / op time.
+                        rows.push(Row {
+                            metric: format!(
+                                "shm endpoint {} (shared region)",
+                                if write { "write" } else { "read" }
+                            ),
+                            size: s,
+                            p50,
+                            p99: pct(&t[reps / 10..], 0.99),
+                            floor_p50: memcpy_p50[i],
+                            ratio: memcpy_p50[i] / p50,
+                        });
+                    }
                 }
             }
-        }
-        writeln!(peer.stdin, "done").unwrap();
-        drop(peer.stdin);
-        peer.child.wait().unwrap();
-        ep.shutdown();
+        });
     }
 
     println!(
@@ -219,18 +214,39 @@ fn main() {
     println!("wrote {}", path.display());
 }
 
-/// Recording off vs on, interleaved: 1 KiB writes and reads on a shared region (spin).
-fn obs_ab(rounds: usize) {
-    const REPS: usize = 2_000;
-    let exe = std::env::current_exe().unwrap();
-    let mut peer = bench_common::spawn_info_child(&exe, &["ep", "spin", "0"]);
-    let (ep, _buf) = shm_endpoint_bench::endpoint(true);
+/// Runs `f` on an endpoint (spin or futex mode) connected to a child process that
+/// echoes `n` messages, then tells the child it is done and shuts the endpoint down.
+fn with_peer<R>(
+    exe: &std::path::Path,
+    spin: bool,
+    n: usize,
+    f: impl FnOnce(&ShmEndpoint) -> R,
+) -> R {
+    let mode = if spin { "spin" } else { "futex" };
+    let mut peer = bench_common::spawn_info_child(exe, &["ep", mode, &n.to_string()]);
+    let (ep, _buf) = shm_endpoint_bench::endpoint(spin);
     writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
     ep.connect(&peer.info).unwrap();
+    let r = f(&ep);
+    writeln!(peer.stdin, "done").unwrap();
+    drop(peer.stdin);
+    peer.child.wait().unwrap();
+    ep.shutdown();
+    r
+}
+
+/// Recording off vs on, interleaved: 1 KiB writes and reads on a shared region (spin).
+fn obs_ab(rounds: usize) {
+    let exe = std::env::current_exe().unwrap();
+    with_peer(&exe, true, 0, |ep| obs_ab_on(ep, rounds));
+}
+
+fn obs_ab_on(ep: &ShmEndpoint, rounds: usize) {
+    const REPS: usize = 2_000;
     // warm up both modes
     for on in [false, true] {
         dlslime::obs::set_enabled(on);
-        shm_endpoint_bench::batch_mean_ns(&ep, 1024, true, REPS);
+        shm_endpoint_bench::batch_mean_ns(ep, 1024, true, REPS);
     }
     // [write off, write on, read off, read on]
     let mut t: [Vec<f64>; 4] = Default::default();
@@ -243,7 +259,7 @@ fn obs_ab(rounds: usize) {
         for on in order {
             dlslime::obs::set_enabled(on);
             for (j, write) in [true, false].into_iter().enumerate() {
-                let ns = shm_endpoint_bench::batch_mean_ns(&ep, 1024, write, REPS);
+                let ns = shm_endpoint_bench::batch_mean_ns(ep, 1024, write, REPS);
                 t[j * 2 + on as usize].push(ns);
             }
         }
@@ -273,10 +289,6 @@ fn obs_ab(rounds: usize) {
         println!("  {name} off: {}", fmt(&t[j * 2]));
         println!("  {name} on:  {}", fmt(&t[j * 2 + 1]));
     }
-    writeln!(peer.stdin, "done").unwrap();
-    drop(peer.stdin);
-    peer.child.wait().unwrap();
-    ep.shutdown();
 }
 
 /// Only the 64 B send/recv round trip (spin), `n` times: p50 and p99 in µs, next to
@@ -285,15 +297,7 @@ fn rtt_only(n: usize) {
     let exe = std::env::current_exe().unwrap();
     let warm = n / 10;
     let (spin, _) = floor::raw_pingpong(&exe, n as u32);
-    let mut peer = bench_common::spawn_info_child(&exe, &["ep", "spin", &n.to_string()]);
-    let (ep, _buf) = shm_endpoint_bench::endpoint(true);
-    writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
-    ep.connect(&peer.info).unwrap();
-    let t = shm_endpoint_bench::rtt_parent(&ep, n);
-    writeln!(peer.stdin, "done").unwrap();
-    drop(peer.stdin);
-    peer.child.wait().unwrap();
-    ep.shutdown();
+    let t = with_peer(&exe, true, n, |ep| shm_endpoint_bench::rtt_parent(ep, n));
     println!(
         "64 B send/recv RTT (spin): p50 {:.3} us, p99 {:.3} us; raw spin ping-pong p50 {:.3} us",
         pct(&t[warm..], 0.5),
@@ -305,20 +309,14 @@ fn rtt_only(n: usize) {
 /// One mode only, `n` 1 KiB writes (for `perf stat`: instructions and cycles per op).
 fn obs_one(on: bool, n: usize) {
     let exe = std::env::current_exe().unwrap();
-    let mut peer = bench_common::spawn_info_child(&exe, &["ep", "spin", "0"]);
-    let (ep, _buf) = shm_endpoint_bench::endpoint(true);
-    writeln!(peer.stdin, "{}", ep.endpoint_info()).unwrap();
-    ep.connect(&peer.info).unwrap();
-    dlslime::obs::set_enabled(on);
-    let ns = shm_endpoint_bench::batch_mean_ns(&ep, 1024, true, n);
-    println!(
-        "obs {} write 1 KiB: {ns:.1} ns/op",
-        if on { "on" } else { "off" }
-    );
-    writeln!(peer.stdin, "done").unwrap();
-    drop(peer.stdin);
-    peer.child.wait().unwrap();
-    ep.shutdown();
+    with_peer(&exe, true, 0, |ep| {
+        dlslime::obs::set_enabled(on);
+        let ns = shm_endpoint_bench::batch_mean_ns(ep, 1024, true, n);
+        println!(
+            "obs {} write 1 KiB: {ns:.1} ns/op",
+            if on { "on" } else { "off" }
+        );
+    });
 }
 
 /// The recording hooks alone, in a loop (ns per call): where the cost of `--obs-ab` lies.
