@@ -40,8 +40,8 @@ impl Config {
     /// than aborting, unlike the original's static initialisers.
     pub fn from_env() -> Config {
         let mut c = Config::default();
-        if let Some(us) = env_u64("DLSLIME_SPIN_US") {
-            c.spin = Duration::from_micros(us);
+        if let Some(d) = env_micros("DLSLIME_SPIN_US") {
+            c.spin = d;
         }
         if let Some(ms) = env_u64("DLSLIME_TIMEOUT_MS") {
             c.default_timeout = Duration::from_millis(ms.max(1));
@@ -55,6 +55,12 @@ impl Config {
         }
         c
     }
+}
+
+/// A duration in µs from the environment variable `name` (malformed: ignored, with a
+/// warning).
+pub fn env_micros(name: &str) -> Option<Duration> {
+    env_u64(name).map(Duration::from_micros)
 }
 
 fn env_u64(name: &str) -> Option<u64> {

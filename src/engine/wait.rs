@@ -361,6 +361,30 @@ impl EventCount {
         }
     }
 
+    /// Parks, without spinning, until `ready` holds (true) or `deadline` (false). Whoever
+    /// makes `ready` true calls [`EventCount::notify`] after. Unlike [`spin_then_park`]
+    /// it leaves the spin governor alone: for a waiter that already spun (and will record
+    /// its whole wait).
+    pub fn sleep_until(&self, deadline: Deadline, ready: &dyn Fn() -> bool) -> bool {
+        loop {
+            // Sampled before `ready`: a notify after this point changes the word, and the
+            // futex then refuses to sleep.
+            let seen = self.word.load(Ordering::SeqCst);
+            if ready() {
+                return true;
+            }
+            let left = deadline.remaining();
+            if left.is_some_and(|d| d.is_zero()) {
+                return false;
+            }
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            if self.word.load(Ordering::SeqCst) == seen {
+                futex::wait_private(&self.word, seen, left);
+            }
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     pub fn parking(&self) -> Parking<'_> {
         Parking {
             word: &self.word,

@@ -1,31 +1,34 @@
 //! One context per NIC port: the domain (device + PD), one completion queue shared by
 //! every QP of every endpoint on it, and the completion thread.
 //!
-//! The completion thread busy-polls the CQ for `engine.spin` after the last completion,
-//! then arms the CQ and parks on the completion channel (spin-then-park, as everywhere in
-//! the engine); it wakes at least every 100 ms to run the endpoints' timers (keepalives).
-//! Completions are routed to their endpoint by QP number; a completion for a QP that is
-//! gone is dropped (endpoints drain their QPs before destroying them, so a QP number is
-//! never reused while completions for its previous owner are still queued).
+//! Who polls the CQ (the waiting threads, or the completion thread while none does) is
+//! [`super::progress`]. Completions are routed to their endpoint by QP number; a
+//! completion for a QP that is gone is dropped (endpoints drain their QPs before
+//! destroying them, so a QP number is never reused while completions for its previous
+//! owner are still queued).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use rdma_sys::*;
 
 use super::domain::Domain;
 use super::mr::DomainRegistrar;
+use super::progress::{self, Progress, POLL_BATCH};
 use super::verbs::{self, os_error, verbs};
 use super::RdmaConfig;
+use crate::engine::ProgressMode;
 use crate::error::{Result, Status};
+use crate::future::Driver;
 use crate::memory::Registrar;
 use crate::warn_log;
 
-/// What the completion thread calls. `tag` is what the handler registered the QP with.
+/// What the poller of the CQ calls (the completion thread or a waiting thread, one at a
+/// time, see [`super::progress`]). `tag` is what the handler registered the QP with.
 pub trait CompletionHandler: Send + Sync {
     fn on_completion(&self, tag: u32, wc: &ibv_wc);
     /// The device reported a fatal error of QP `tag`, of the CQ or of the device
@@ -35,20 +38,16 @@ pub trait CompletionHandler: Send + Sync {
     fn tick(&self, now: Instant);
 }
 
-/// Completions polled per call.
-const POLL_BATCH: usize = 32;
-/// How often the completion thread runs timers, and its longest sleep.
-const TICK: Duration = Duration::from_millis(100);
-
-struct Cq {
-    domain: Arc<Domain>,
-    channel: *mut ibv_comp_channel,
-    cq: *mut ibv_cq,
+pub(super) struct Cq {
+    pub(super) domain: Arc<Domain>,
+    pub(super) channel: *mut ibv_comp_channel,
+    pub(super) cq: *mut ibv_cq,
     depth: u32,
 }
 
-// SAFETY: the CQ is polled by the completion thread only; QPs created on other threads
-// just name it (libibverbs is thread-safe for that).
+// SAFETY: the CQ is polled by one thread at a time (under the poll lock, see
+// `progress`); QPs created on other threads just name it (libibverbs is thread-safe for
+// that).
 unsafe impl Send for Cq {}
 // SAFETY: as above.
 unsafe impl Sync for Cq {}
@@ -68,15 +67,16 @@ impl Drop for Cq {
 
 type Route = (Weak<dyn CompletionHandler>, u32);
 
-struct Shared {
-    cq: Cq,
-    config: RdmaConfig,
+pub(super) struct Shared {
+    pub(super) cq: Cq,
+    pub(super) config: RdmaConfig,
     routes: RwLock<HashMap<u32, Route>>,
     tickers: Mutex<Vec<Weak<dyn CompletionHandler>>>,
     /// CQ entries the endpoints may need at worst (every request completing with an
     /// error), kept ≤ the CQ's depth so the CQ can never overrun.
     cqes: AtomicU32,
-    stop: AtomicBool,
+    pub(super) stop: AtomicBool,
+    pub(super) progress: Progress,
 }
 
 /// A NIC port opened for RDMA. Create endpoints over it; share it between them.
@@ -139,11 +139,12 @@ impl RdmaContext {
             tickers: Mutex::new(Vec::new()),
             cqes: AtomicU32::new(0),
             stop: AtomicBool::new(false),
+            progress: Progress::new(),
         });
         let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name("dlslime-rdma-cq".into())
-            .spawn(move || completion_loop(&sh))
+            .spawn(move || progress::completion_loop(&sh))
             .map_err(|e| crate::error::Error::io("spawn the RDMA completion thread", e))?;
         Ok(Arc::new(RdmaContext {
             shared,
@@ -169,6 +170,19 @@ impl RdmaContext {
 
     pub fn cq_depth(&self) -> u32 {
         self.shared.cq.depth
+    }
+
+    /// What a thread waiting on one of this context's operations drives (it polls the
+    /// CQ itself, see [`super::progress`]); `None` in background progress mode.
+    pub(super) fn driver(&self) -> Option<Arc<dyn Driver>> {
+        (self.shared.config.engine.progress == ProgressMode::Inline)
+            .then(|| self.shared.clone() as Arc<dyn Driver>)
+    }
+
+    /// Polls the CQ once from this thread, unless another thread is polling it. Returns
+    /// whether it handled a completion.
+    pub(super) fn poll(&self) -> bool {
+        progress::poll(&self.shared) > 0
     }
 
     /// What registers a memory pool's regions on this context's protection domain.
@@ -224,87 +238,8 @@ impl Drop for RdmaContext {
     }
 }
 
-fn completion_loop(sh: &Shared) {
-    let cq = sh.cq.cq;
-    let channel = sh.cq.channel;
-    let spin = sh.config.engine.spin;
-    // SAFETY: ibv_wc is plain data; zero is a valid (unused) value.
-    let mut wcs: [ibv_wc; POLL_BATCH] = unsafe { std::mem::zeroed() };
-    let mut next_tick = Instant::now() + TICK;
-    let mut idle_since: Option<Instant> = None;
-    let mut poll_error_logged = false;
-    while !sh.stop.load(Ordering::Acquire) {
-        // SAFETY: live CQ, room for POLL_BATCH entries; only this thread polls it.
-        let n = unsafe { verbs::poll_cq(cq, POLL_BATCH as i32, wcs.as_mut_ptr()) };
-        if n > 0 {
-            dispatch(sh, &wcs[..n as usize]);
-            idle_since = None;
-            // timers run under load too
-            let now = Instant::now();
-            if now >= next_tick {
-                tick(sh, now);
-                next_tick = now + TICK;
-            }
-            continue;
-        }
-        if n < 0 && !poll_error_logged {
-            // Never exit on a poll error (every later operation would hang): keep going.
-            warn_log!("ibv_poll_cq failed ({n}); retrying");
-            poll_error_logged = true;
-        }
-        let now = Instant::now();
-        if now >= next_tick {
-            tick(sh, now);
-            next_tick = now + TICK;
-        }
-        let since = *idle_since.get_or_insert(now);
-        if now.duration_since(since) < spin {
-            std::hint::spin_loop();
-            continue;
-        }
-        // Park: arm, look once more (a completion between the last poll and the arming
-        // raises no event), then sleep on the channel until an event or the next tick.
-        // SAFETY: live CQ with a channel.
-        unsafe { verbs::req_notify_cq(cq) };
-        // SAFETY: as above.
-        let n = unsafe { verbs::poll_cq(cq, POLL_BATCH as i32, wcs.as_mut_ptr()) };
-        if n > 0 {
-            dispatch(sh, &wcs[..n as usize]);
-            idle_since = None;
-            continue;
-        }
-        let wait = next_tick.saturating_duration_since(Instant::now());
-        // SAFETY: the channel's and the device's fds are valid while `sh` lives.
-        let mut pfds = unsafe {
-            [
-                libc::pollfd {
-                    fd: (*channel).fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: (*sh.cq.domain.ctx()).async_fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ]
-        };
-        // SAFETY: two valid pollfds.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, wait.as_millis().clamp(1, 100) as i32) };
-        if r > 0 {
-            if pfds[0].revents != 0 {
-                ack_events(channel);
-            }
-            if pfds[1].revents != 0 {
-                async_events(sh);
-            }
-        }
-        idle_since = None;
-    }
-}
-
 /// Consumes every pending completion event (the fd is non-blocking) and acks it.
-fn ack_events(channel: *mut ibv_comp_channel) {
+pub(super) fn ack_events(channel: *mut ibv_comp_channel) {
     let Ok(v) = verbs() else { return };
     loop {
         let mut ev_cq = std::ptr::null_mut();
@@ -318,7 +253,7 @@ fn ack_events(channel: *mut ibv_comp_channel) {
     }
 }
 
-fn dispatch(sh: &Shared, wcs: &[ibv_wc]) {
+pub(super) fn dispatch(sh: &Shared, wcs: &[ibv_wc]) {
     let mut handlers: [Option<(Arc<dyn CompletionHandler>, u32)>; POLL_BATCH] =
         std::array::from_fn(|_| None);
     {
@@ -338,7 +273,7 @@ fn dispatch(sh: &Shared, wcs: &[ibv_wc]) {
 
 /// Handles the device's async events (non-blocking fd): fatal QP, CQ and device errors
 /// break the connections concerned; the rest is logged.
-fn async_events(sh: &Shared) {
+pub(super) fn async_events(sh: &Shared) {
     let Ok(v) = verbs() else { return };
     let ctx = sh.cq.domain.ctx();
     loop {
@@ -382,7 +317,7 @@ fn async_events(sh: &Shared) {
     }
 }
 
-fn tick(sh: &Shared, now: Instant) {
+pub(super) fn tick(sh: &Shared, now: Instant) {
     async_events(sh);
     let tickers: Vec<_> = sh.tickers.lock().iter().filter_map(Weak::upgrade).collect();
     for t in tickers {

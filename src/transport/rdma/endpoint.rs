@@ -105,7 +105,7 @@ pub struct PeerCtrl {
     pub rkey: u32,
 }
 
-/// Endpoint state shared with the completion thread.
+/// Endpoint state shared with the poller of the CQ.
 pub struct EpShared {
     pub ctx: Arc<RdmaContext>,
     pub pool: Arc<MemoryPool>,
@@ -542,12 +542,20 @@ impl EpShared {
     }
 
     pub(super) fn new_op(&self, parts: u32, timeout: Option<Duration>) -> Arc<OpState> {
-        let cfg = &self.ctx.config().engine;
+        let cfg = self.ctx.config();
+        let driver = self.ctx.driver();
+        // Inline, the waiter polls the CQ for up to `poll_spin`; in the background mode
+        // it spins on the operation only.
+        let spin = if driver.is_some() {
+            cfg.poll_spin
+        } else {
+            cfg.engine.spin
+        };
         let op = OpState::new(
             parts,
-            Deadline::after(timeout.unwrap_or(cfg.default_timeout)),
-            cfg.spin,
-            None,
+            Deadline::after(timeout.unwrap_or(cfg.engine.default_timeout)),
+            spin,
+            driver,
         );
         self.inflight.track(&op);
         op
@@ -637,9 +645,8 @@ impl EpShared {
                 op.part_done(status, Some(msg));
             }
         };
-        if let Err(e) =
-            q.sq.reserve(k as u32, op.deadline(), self.ctx.config().engine.spin)
-        {
+        let spin = self.ctx.config().engine.spin;
+        if let Err(e) = q.sq.reserve(k as u32, op.deadline(), spin, || self.ctx.poll()) {
             fail_k(e.status(), e.message());
             return Err((e.status(), e.message().to_string()));
         }
@@ -804,7 +811,7 @@ impl EpShared {
             self.push_ctrl(CtrlWork::Bye);
             let t = Instant::now();
             while self.ctrl.sq.outstanding() > 0 && t.elapsed() < Duration::from_millis(200) {
-                std::thread::sleep(Duration::from_millis(1));
+                self.poll_or_nap();
             }
         }
         self.set_error_all();
@@ -817,7 +824,7 @@ impl EpShared {
         // CQ when they are destroyed (their numbers can be reused at once).
         let t = Instant::now();
         while !self.drained() && t.elapsed() < DRAIN {
-            std::thread::sleep(Duration::from_millis(1));
+            self.poll_or_nap();
         }
         if !self.drained() {
             crate::warn_log!(
@@ -830,6 +837,14 @@ impl EpShared {
         }
         self.ctx.remove_route(self.ctrl.qp.qpn());
         self.ctx.remove_route(self.ka.qp.qpn());
+    }
+
+    /// Shutdown's wait for the device: polls the CQ (the completion thread may be
+    /// leaving it to waiters), or naps when there was nothing.
+    fn poll_or_nap(&self) {
+        if !self.ctx.poll() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn drained(&self) -> bool {

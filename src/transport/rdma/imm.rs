@@ -8,7 +8,7 @@
 //! one notification is delivered per operation, after all of its data is visible.
 //!
 //! Each data QP keeps a window of receive requests permanently posted (reposted by the
-//! completion thread as they are consumed), so an immediate that arrives before any
+//! poller of the CQ as they are consumed), so an immediate that arrives before any
 //! `imm_recv` is queued, not refused; a sender that outruns the window stalls on RNR
 //! (retried forever), never fails. The value is taken raw from the completion, as the
 //! original does (no byte swap), so the same number travels between them.

@@ -8,6 +8,8 @@
 //! * [`domain`] — a protection domain on one port, with its addressing.
 //! * [`mr`] — memory registration, and the registrar that binds a memory pool to a domain.
 //! * [`context`] — [`RdmaContext`]: one per NIC port; the CQ and its completion thread.
+//! * [`progress`] — who polls the CQ: the threads waiting on operations (inline), or
+//!   the completion thread while none does.
 //! * [`qp`] — RC QPs and their state transitions.
 //! * [`sq`] — send-queue bookkeeping: bounded, selectively signalled.
 //! * [`info`] — the connection JSON.
@@ -24,6 +26,7 @@ pub mod imm;
 pub mod info;
 pub mod liveness;
 pub mod mr;
+pub mod progress;
 pub mod qp;
 pub mod sendrecv;
 pub mod sq;
@@ -31,6 +34,7 @@ pub mod verbs;
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 pub use context::RdmaContext;
 pub use device::available_nics;
@@ -86,6 +90,11 @@ pub struct RdmaConfig {
     pub gid_index: Option<u32>,
     /// Completion-queue entries (clamped to the device).
     pub cq_depth: u32,
+    /// The longest a thread waiting on an operation polls the CQ before it sleeps
+    /// (inline progress; adaptive below this, see [`crate::engine::wait::spin_budget`]).
+    /// Longer than `engine.spin`: an RDMA round trip takes tens of µs on soft-RoCE.
+    /// `DLSLIME_RDMA_POLL_US` overrides it.
+    pub poll_spin: Duration,
     pub engine: engine::Config,
 }
 
@@ -97,6 +106,8 @@ impl Default for RdmaConfig {
             link_type: None,
             gid_index: None,
             cq_depth: 32768,
+            poll_spin: engine::config::env_micros("DLSLIME_RDMA_POLL_US")
+                .unwrap_or(Duration::from_micros(1000)),
             engine: engine::Config::from_env(),
         }
     }

@@ -700,7 +700,7 @@ impl EpShared {
         }
     }
 
-    /// A control send retired (the completion thread).
+    /// A control send retired (the poller of the CQ).
     pub(super) fn on_ctrl_retire(&self, e: CtrlEntry, status: Status, msg: Option<&str>) {
         if let CtrlEntry::ReadDone(rf) = e {
             let op = &rf.recv.op;
@@ -724,7 +724,7 @@ impl EpShared {
         }
     }
 
-    /// A control receive completed with `bytes` in slot `slot` (the completion thread).
+    /// A control receive completed with `bytes` in slot `slot` (the poller).
     pub(super) fn on_ctrl_recv(&self, slot: u32, bytes: usize) {
         let base = self.ctrl.rq_bufs.ptr(slot as usize * BUF);
         // SAFETY: the device wrote `bytes` (≤ BUF) into this slot, which is not reposted

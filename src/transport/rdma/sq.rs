@@ -3,8 +3,8 @@
 //!
 //! * **Bounded.** A poster reserves ring slots before posting; the ring has as many
 //!   slots as the QP's send queue, so the send queue can never overflow. Reserving is
-//!   lock-free; a poster that finds no room waits for the completion thread (spin, then
-//!   park) or, on the completion thread itself, backs off. The lock that assigns sequence
+//!   lock-free; a poster that finds no room polls the CQ and waits (spin, then park)
+//!   or, inside a completion handler, backs off. The lock that assigns sequence
 //!   numbers is never held while waiting.
 //! * **Selective signalling.** RC completes work requests in order, so one signalled
 //!   completion with sequence `s` retires every entry up to `s`, and an error completion
@@ -30,15 +30,16 @@ pub struct SendQueue<E> {
     room: EventCount,
     /// The next sequence number; held while entries are written and the chain posted.
     tail: Mutex<u64>,
-    /// `tail` as published to the completion thread (Release after the entries).
+    /// `tail` as published to the poller (Release after the entries).
     published: AtomicU64,
-    /// The next sequence number to retire; written by the completion thread only.
+    /// The next sequence number to retire; written by the poller only (one thread at a
+    /// time, under the poll lock: see `super::progress`).
     head: AtomicU64,
     entries: Box<[UnsafeCell<E>]>,
 }
 
 // SAFETY: entry `s % depth` is written by the poster that owns sequence `s` (under
-// `tail`) before it publishes `s` and posts, and read by the completion thread only after
+// `tail`) before it publishes `s` and posts, and read by the poller only after
 // the completion for `s` (or a later one) arrived and `published` was acquired; a slot is
 // reused only after it was retired (reservation). So no entry is accessed concurrently.
 unsafe impl<E: Send> Sync for SendQueue<E> {}
@@ -94,17 +95,28 @@ impl<E: Default> SendQueue<E> {
         }
     }
 
-    /// Reserves `n` slots (`n` ≤ depth), waiting for the completion thread to retire
-    /// earlier work until `deadline`.
-    pub fn reserve(&self, n: u32, deadline: Deadline, spin: Duration) -> Result<()> {
+    /// Reserves `n` slots (`n` ≤ depth), waiting for earlier work to retire until
+    /// `deadline`. `progress` polls the CQ (true if it retired anything), so that the
+    /// waiting poster retires work itself when no other thread polls.
+    pub fn reserve(
+        &self,
+        n: u32,
+        deadline: Deadline,
+        spin: Duration,
+        mut progress: impl FnMut() -> bool,
+    ) -> Result<()> {
         debug_assert!(n <= self.depth);
-        // `ready` reserves: the wait ends the first time it succeeds.
+        // `ready` reserves: the wait ends the first time it succeeds. Parks are sliced
+        // so that `progress` runs again.
         if wait::spin_then_park(
             self.room.parking(),
             spin,
             deadline,
-            None,
-            || false,
+            Some(Duration::from_millis(1)),
+            || {
+                progress();
+                false
+            },
             || self.try_reserve(n),
         ) {
             return Ok(());
@@ -170,7 +182,7 @@ impl<E: Default> SendQueue<E> {
         let refused = (index..n)
             .map(|i| {
                 let seq = seq0 + i as u64;
-                // SAFETY: not posted, so the completion thread never sees this slot.
+                // SAFETY: not posted, so no poller ever sees this slot.
                 unsafe {
                     std::mem::take(&mut *self.entries[(seq % self.depth as u64) as usize].get())
                 }
@@ -183,7 +195,7 @@ impl<E: Default> SendQueue<E> {
         Err(PostError { index, rc, refused })
     }
 
-    /// Completion thread: retires every entry up to and including `upto`, calling
+    /// The poller (under the poll lock): retires every entry up to and including `upto`, calling
     /// `f(entry, is_upto)` in order. Stale or unknown sequence numbers are ignored.
     pub fn retire(&self, upto: u64, mut f: impl FnMut(E, bool)) {
         let head = self.head.load(Ordering::Relaxed);
