@@ -27,7 +27,7 @@ for s in 64 256 1024 4096 16384 65536; do
 done
 for q in 1 4; do
   for s in 1048576 4194304 16777216; do
-    n=$(((64 << 20) / s)); [ "$n" -lt 4 ] && n=4
+    n=$(((64 << 20) / s)); [ "$n" -lt 5 ] && n=5  # ib_write_bw refuses fewer than 5
     run_pair ib_write_bw -q "$q" -s "$s" -n "$n" | awk -v s="$s" -v q="$q" '{printf "perftest,write_bw,%s,%s,%s,%s\n", s, q, $4, $4}'
   done
 done
