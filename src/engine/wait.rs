@@ -137,10 +137,15 @@ const POLL_NS: u64 = 20;
 
 impl SpinClock {
     fn new(spin: Duration, deadline: Deadline, every: u32) -> SpinClock {
+        SpinClock::with_budget(spin_budget(spin), deadline, every)
+    }
+
+    /// A clock whose spin lasts `budget` (already adapted by the caller).
+    fn with_budget(budget: Duration, deadline: Deadline, every: u32) -> SpinClock {
         SpinClock {
             every,
             polls: 0,
-            budget: spin_budget(spin),
+            budget,
             deadline: deadline.instant(),
             first: None,
             last: None,
@@ -243,6 +248,17 @@ pub trait Drive {
     fn enter(&self) {}
     /// The thread stops driving.
     fn leave(&self) {}
+    /// How long a waiter polls before it sleeps, at most `max`. By default this thread's
+    /// adaptive [`spin_budget`].
+    fn spin_budget(&self, max: Duration) -> Duration {
+        spin_budget(max)
+    }
+    /// A wait driven by this thread ended after `took`; `polled_only`: without sleeping.
+    /// By default fed to this thread's spin budget ([`record_wait`]).
+    fn waited(&self, took: Duration, polled_only: bool) {
+        let _ = polled_only;
+        record_wait(took);
+    }
 }
 
 /// Waits until `ready` or `deadline`, driving `d`: polls for the adaptive spin budget,
@@ -257,13 +273,14 @@ pub fn drive_until(
     ready: &dyn Fn() -> bool,
 ) -> bool {
     d.enter();
-    let mut clock = SpinClock::new(spin, deadline, 16);
+    let mut clock = SpinClock::with_budget(d.spin_budget(spin), deadline, 16);
     let got = drive_loop(d, sleepers, &mut clock, deadline, ready);
     d.leave();
-    record_wait(clock.took());
+    d.waited(clock.took(), !clock.slept);
     got || ready()
 }
 
+/// Returns (whether `ready` became true, whether the thread went to sleep).
 fn drive_loop(
     d: &dyn Drive,
     sleepers: &AtomicU32,

@@ -646,7 +646,9 @@ impl EpShared {
             }
         };
         let spin = self.ctx.config().engine.spin;
-        if let Err(e) = q.sq.reserve(k as u32, op.deadline(), spin, || self.ctx.poll()) {
+        if let Err(e) =
+            q.sq.reserve(k as u32, op.deadline(), spin, || self.ctx.poll())
+        {
             fail_k(e.status(), e.message());
             return Err((e.status(), e.message().to_string()));
         }

@@ -91,7 +91,7 @@ pub struct RdmaConfig {
     /// Completion-queue entries (clamped to the device).
     pub cq_depth: u32,
     /// The longest a thread waiting on an operation polls the CQ before it sleeps
-    /// (inline progress; adaptive below this, see [`crate::engine::wait::spin_budget`]).
+    /// (inline progress; adaptive below this, see [`progress`]).
     /// Longer than `engine.spin`: an RDMA round trip takes tens of µs on soft-RoCE.
     /// `DLSLIME_RDMA_POLL_US` overrides it.
     pub poll_spin: Duration,

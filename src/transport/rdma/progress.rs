@@ -6,8 +6,8 @@
 //!   holder handles every completion, in CQ order, whoever it is for). So the handlers
 //!   still see the completions of a QP in order, one at a time, as with a single thread.
 //! * **A waiter polls.** A thread waiting on an operation polls the CQ itself while it
-//!   spins (`RdmaConfig::poll_spin` at most, adaptive below it: see
-//!   [`crate::engine::wait::spin_budget`]), so a completion needs no hand-off between
+//!   spins (`RdmaConfig::poll_spin` at most; below it, four times the waits that polling
+//!   answered, at least `engine.spin`), so a completion needs no hand-off between
 //!   threads: the ping-pong of `ib_write_lat`. Past its budget it stops polling and
 //!   sleeps; the completion thread takes over the CQ and wakes it.
 //! * **The completion thread stays out of the way.** While a waiter polls, and for
@@ -143,7 +143,8 @@ impl Drive for Shared {
     fn sleep(&self, deadline: Deadline, ready: &dyn Fn() -> bool) {
         let p = &self.progress;
         p.hand_over();
-        p.done.sleep_until(deadline.min(Deadline::after(TICK)), ready);
+        p.done
+            .sleep_until(deadline.min(Deadline::after(TICK)), ready);
         p.drivers.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -162,6 +163,48 @@ impl Drive for Shared {
         p.left_at.store(p.now_ns(), Ordering::Release);
         p.drivers.fetch_sub(1, Ordering::SeqCst);
     }
+
+    /// Four times the typical wait that polling alone answered, between `engine.spin` and
+    /// `max` (`poll_spin`); the whole of `max` for a thread's first wait and one wait in
+    /// 16 (to notice slower answers that polling would still catch).
+    ///
+    /// Unlike the engine's governor, waits that had to sleep do not shrink the budget:
+    /// in a ping-pong a wait is long exactly when the peer slept, so a side that stops
+    /// polling after slow waits keeps the other side slow, and both stay on the slow path
+    /// (every answer a wake-up through the completion thread).
+    fn spin_budget(&self, max: Duration) -> Duration {
+        POLL_GOVERNOR.with(|g| {
+            let (ewma_ns, n) = g.get();
+            g.set((ewma_ns, n.wrapping_add(1)));
+            if ewma_ns == 0 || n % 16 == 0 {
+                return max;
+            }
+            let floor = self.config.engine.spin.min(max);
+            Duration::from_nanos(ewma_ns.saturating_mul(4)).clamp(floor, max)
+        })
+    }
+
+    fn waited(&self, took: Duration, polled_only: bool) {
+        if !polled_only {
+            return;
+        }
+        let ns = (took.as_nanos().min(u64::MAX as u128) as u64).max(1);
+        POLL_GOVERNOR.with(|g| {
+            let (ewma_ns, n) = g.get();
+            let e = if ewma_ns == 0 {
+                ns
+            } else {
+                (3 * (ewma_ns / 4)).saturating_add(ns / 4)
+            };
+            g.set((e.max(1), n));
+        });
+    }
+}
+
+thread_local! {
+    /// (moving average in ns of this thread's RDMA waits that polling answered, waits
+    /// started): see `Drive::spin_budget` above.
+    static POLL_GOVERNOR: std::cell::Cell<(u64, u32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// The completion thread (see the module comment).
