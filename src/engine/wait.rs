@@ -343,8 +343,17 @@ pub fn spin_budget(max: Duration) -> Duration {
 
 /// Feeds the length of a finished wait into this thread's spin budget.
 pub fn record_wait(took: Duration) {
+    record_in(&GOVERNOR, took);
+}
+
+/// A thread's record of its waits: (moving average of their lengths in ns, 0 before the
+/// first; waits started).
+pub type WaitRecord = std::cell::Cell<(u64, u32)>;
+
+/// Folds a finished wait of length `took` into the moving average of `rec`.
+pub fn record_in(rec: &'static std::thread::LocalKey<WaitRecord>, took: Duration) {
     let ns = took.as_nanos().min(u64::MAX as u128) as u64;
-    GOVERNOR.with(|g| {
+    rec.with(|g| {
         let (ewma_ns, n) = g.get();
         let e = if ewma_ns == 0 {
             ns
@@ -356,8 +365,8 @@ pub fn record_wait(took: Duration) {
 }
 
 thread_local! {
-    /// (moving average of this thread's wait lengths in ns, waits started).
-    static GOVERNOR: std::cell::Cell<(u64, u32)> = const { std::cell::Cell::new((0, 0)) };
+    /// This thread's waits, for [`spin_budget`].
+    static GOVERNOR: WaitRecord = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// An event count: a futex word bumped by every change that waiters may be waiting for

@@ -26,7 +26,7 @@ use rdma_sys::*;
 
 use super::context::{ack_events, async_events, dispatch, tick, Shared};
 use super::verbs;
-use crate::engine::wait::{Drive, EventCount};
+use crate::engine::wait::{self, Drive, EventCount};
 use crate::engine::{futex, Deadline};
 use crate::warn_log;
 
@@ -185,26 +185,16 @@ impl Drive for Shared {
     }
 
     fn waited(&self, took: Duration, polled_only: bool) {
-        if !polled_only {
-            return;
+        if polled_only {
+            wait::record_in(&POLL_GOVERNOR, took);
         }
-        let ns = (took.as_nanos().min(u64::MAX as u128) as u64).max(1);
-        POLL_GOVERNOR.with(|g| {
-            let (ewma_ns, n) = g.get();
-            let e = if ewma_ns == 0 {
-                ns
-            } else {
-                (3 * (ewma_ns / 4)).saturating_add(ns / 4)
-            };
-            g.set((e.max(1), n));
-        });
     }
 }
 
 thread_local! {
     /// (moving average in ns of this thread's RDMA waits that polling answered, waits
     /// started): see `Drive::spin_budget` above.
-    static POLL_GOVERNOR: std::cell::Cell<(u64, u32)> = const { std::cell::Cell::new((0, 0)) };
+    static POLL_GOVERNOR: wait::WaitRecord = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// The completion thread (see the module comment).
