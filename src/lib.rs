@@ -19,6 +19,9 @@
 //!   named transfers between agents.
 //! * `ffi` — the C ABI over all of the above; nothing else knows about C.
 
+#[macro_use]
+mod named_enum;
+
 pub mod engine;
 pub mod error;
 pub mod ffi;

@@ -12,42 +12,16 @@ use super::local::{measured, with_shard};
 use super::shard::{status_index, Shard};
 use crate::error::Status;
 
-/// Operation kinds, in snapshot order. `write_imm` is `write_with_imm`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum OpKind {
-    Read = 0,
-    Write = 1,
-    WriteImm = 2,
-    ImmRecv = 3,
-    Send = 4,
-    Recv = 5,
-}
-
-impl OpKind {
-    pub const ALL: [OpKind; 6] = [
-        OpKind::Read,
-        OpKind::Write,
-        OpKind::WriteImm,
-        OpKind::ImmRecv,
-        OpKind::Send,
-        OpKind::Recv,
-    ];
-
-    /// The name in snapshots and metric labels (the original's `pending_by_op` keys).
-    pub fn name(self) -> &'static str {
-        match self {
-            OpKind::Read => "read",
-            OpKind::Write => "write",
-            OpKind::WriteImm => "write_with_imm",
-            OpKind::ImmRecv => "imm_recv",
-            OpKind::Send => "send",
-            OpKind::Recv => "recv",
-        }
-    }
-
-    pub fn from_u8(v: u8) -> Option<OpKind> {
-        OpKind::ALL.get(v as usize).copied()
+named_enum! {
+    /// Operation kinds, in snapshot order; the names are the snapshot's and the metric
+    /// labels' (the original's `pending_by_op` keys). `write_imm` is `write_with_imm`.
+    pub enum OpKind: u8 {
+        Read = 0 => "read",
+        Write = 1 => "write",
+        WriteImm = 2 => "write_with_imm",
+        ImmRecv = 3 => "imm_recv",
+        Send = 4 => "send",
+        Recv = 5 => "recv",
     }
 }
 

@@ -6,39 +6,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::switch::enabled;
 
-/// A kind of retry, named in the snapshot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retry {
-    /// TCP: a pooled connection found dead on use was dialled again.
-    TcpRedial = 0,
-    /// PeerAgent: our `qp_ready` got no answer and was sent again.
-    QpReadyResend = 1,
-    /// Slot-ring client: an attempt failed retryably and the fetch moved to another
-    /// route (the failed one is quarantined).
-    RingFailover = 2,
-    /// Slot-ring client: `SLOT_BUSY`, asked again after a backoff.
-    RingBusy = 3,
-    /// Slot-ring client: a commit whose reply was lost, confirmed on another session.
-    RingCommitFailover = 4,
-}
-
-impl Retry {
-    pub const ALL: [Retry; 5] = [
-        Retry::TcpRedial,
-        Retry::QpReadyResend,
-        Retry::RingFailover,
-        Retry::RingBusy,
-        Retry::RingCommitFailover,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Retry::TcpRedial => "tcp_redial",
-            Retry::QpReadyResend => "qp_ready_resend",
-            Retry::RingFailover => "ring_failover",
-            Retry::RingBusy => "ring_busy",
-            Retry::RingCommitFailover => "ring_commit_failover",
-        }
+named_enum! {
+    /// A kind of retry, named in the snapshot.
+    pub enum Retry: u8 {
+        /// TCP: a pooled connection found dead on use was dialled again.
+        TcpRedial = 0 => "tcp_redial",
+        /// PeerAgent: our `qp_ready` got no answer and was sent again.
+        QpReadyResend = 1 => "qp_ready_resend",
+        /// Slot-ring client: an attempt failed retryably and the fetch moved to another
+        /// route (the failed one is quarantined).
+        RingFailover = 2 => "ring_failover",
+        /// Slot-ring client: `SLOT_BUSY`, asked again after a backoff.
+        RingBusy = 3 => "ring_busy",
+        /// Slot-ring client: a commit whose reply was lost, confirmed on another session.
+        RingCommitFailover = 4 => "ring_commit_failover",
     }
 }
 

@@ -95,7 +95,7 @@ impl OpTag {
         let Some(stats) = self.stats.get() else {
             return;
         };
-        let Some(kind) = OpKind::from_u8(self.kind.load(Ordering::Relaxed)) else {
+        let Some(kind) = OpKind::from_repr(self.kind.load(Ordering::Relaxed)) else {
             return;
         };
         let bytes = match kind {

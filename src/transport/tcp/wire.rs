@@ -50,38 +50,24 @@ impl Hello {
     }
 }
 
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Opcode {
-    /// Target streams `size` bytes at `addr` back in a Reply.
-    Read = 1,
-    /// `size` payload bytes follow, to be stored at `addr`.
-    Write = 2,
-    /// Write, then deliver `imm` to the target endpoint's imm_recv queue.
-    WriteImm = 3,
-    /// Deliver `imm` only (write_with_imm of an empty list).
-    Imm = 4,
-    /// A message of `size` bytes for the target's next recv; payload follows when
-    /// `FLAG_PAYLOAD` is set, otherwise the target pulls it later. `addr` = message id.
-    Send = 5,
-    /// Asks for the payload of message `addr` (sent without payload); answered by a Reply.
-    Pull = 6,
-    /// Answer to any request, matched by `req_id`; `status` says how it went.
-    Reply = 7,
-}
-
-impl Opcode {
-    pub fn from_u8(v: u8) -> Option<Opcode> {
-        Some(match v {
-            1 => Opcode::Read,
-            2 => Opcode::Write,
-            3 => Opcode::WriteImm,
-            4 => Opcode::Imm,
-            5 => Opcode::Send,
-            6 => Opcode::Pull,
-            7 => Opcode::Reply,
-            _ => return None,
-        })
+named_enum! {
+    /// What a frame asks for; the name appears in messages.
+    pub enum Opcode: u8 {
+        /// Target streams `size` bytes at `addr` back in a Reply.
+        Read = 1 => "read",
+        /// `size` payload bytes follow, to be stored at `addr`.
+        Write = 2 => "write",
+        /// Write, then deliver `imm` to the target endpoint's imm_recv queue.
+        WriteImm = 3 => "write_imm",
+        /// Deliver `imm` only (write_with_imm of an empty list).
+        Imm = 4 => "imm",
+        /// A message of `size` bytes for the target's next recv; payload follows when
+        /// `FLAG_PAYLOAD` is set, otherwise the target pulls it later. `addr` = message id.
+        Send = 5 => "send",
+        /// Asks for the payload of message `addr` (sent without payload); answered by a Reply.
+        Pull = 6 => "pull",
+        /// Answer to any request, matched by `req_id`; `status` says how it went.
+        Reply = 7 => "reply",
     }
 }
 
@@ -143,7 +129,7 @@ impl Header {
     }
 
     pub fn op(&self) -> Option<Opcode> {
-        Opcode::from_u8(self.opcode)
+        Opcode::from_repr(self.opcode)
     }
 
     pub fn reply(req_id: u64, status: Status, size: u64) -> Header {
