@@ -114,14 +114,9 @@ fn max_len() -> usize {
         .unwrap_or(1 << 30)
 }
 
-/// The child: a device region "buf" registered with the plain call (its location learned
-/// from the pointer), checked and filled on command.
-#[test]
-#[ignore = "peer process entry"]
-fn gpu_peer() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// The child: a device region "buf" registered with the plain call (its location learned
+// from the pointer), checked and filled on command.
+common::peer_entry!(fn gpu_peer(parent) {
     let len = max_len();
     let buf = DevBuf::new(len);
     let ep = endpoint(&std::env::var("GPU_TRANSPORT").unwrap_or_default());
@@ -153,7 +148,7 @@ fn gpu_peer() {
         }
     }
     ep.shutdown();
-}
+});
 
 fn rig() -> (Peer, Arc<dyn Endpoint>, DevBuf, u32, u32) {
     rig_on("tcp")

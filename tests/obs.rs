@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Parent, Peer};
+use common::Peer;
 use dlslime::obs::{self, OpKind};
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::TcpEndpoint;
@@ -37,13 +37,8 @@ fn side(transport: &str) -> Side {
     Side { ep, _buf: buf }
 }
 
-/// The target: posts receives and an imm_recv when told, reports its counters.
-#[test]
-#[ignore]
-fn obs_child() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// The target: posts receives and an imm_recv when told, reports its counters.
+common::peer_entry!(fn obs_child(parent) {
     obs::set_enabled(true);
     let s = side(&std::env::var("OBS_TRANSPORT").unwrap());
     parent.connect_endpoint(&*s.ep);
@@ -78,7 +73,7 @@ fn obs_child() {
             _ => break,
         }
     }
-}
+});
 
 fn a(r_off: u64, l_off: u64, len: u64) -> Assignment {
     Assignment::new(0, 0, r_off, l_off, len)
@@ -144,15 +139,7 @@ fn workload(transport: &str) {
     let v = stats.read();
     let op = |k: OpKind| v.ops[k as usize].clone();
     let w = op(OpKind::Write);
-    assert_eq!(
-        (
-            w.submitted,
-            w.submitted_bytes,
-            w.completed,
-            w.completed_bytes
-        ),
-        (4, 4000, 4, 4000)
-    );
+    assert_eq!(common::traffic(&w), (4, 4000, 4, 4000));
     assert_eq!((w.failed, w.rejected, w.pending()), (0, 1, 0));
     assert_eq!(w.latency.count, 4);
     // timing is sampled (docs/observability.md), so the sum is an estimate; every timed

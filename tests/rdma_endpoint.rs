@@ -81,13 +81,8 @@ impl Rig {
     }
 }
 
-/// The child: registers a region filled with pattern 1 and serves commands.
-#[test]
-#[ignore = "peer process entry, run by the two-process tests"]
-fn rdma_peer() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// The child: registers a region filled with pattern 1 and serves commands.
+common::peer_entry!(fn rdma_peer(parent) {
     let env = |k: &str| std::env::var(k).unwrap();
     let size: usize = env("DLSLIME_TEST_REGION").parse().unwrap();
     let num_qp: usize = env("DLSLIME_TEST_NUM_QP").parse().unwrap();
@@ -126,7 +121,7 @@ fn rdma_peer() {
         true
     });
     ep.shutdown();
-}
+});
 
 #[test]
 fn every_opcode_moves_the_right_bytes() {
@@ -231,15 +226,7 @@ fn obs_counts_rdma_operations_exactly() {
     let v = r.ep.obs().expect("rdma endpoint counters").read();
     let op = |k: dlslime::obs::OpKind| v.ops[k as usize].clone();
     let w = op(dlslime::obs::OpKind::Write);
-    assert_eq!(
-        (
-            w.submitted,
-            w.submitted_bytes,
-            w.completed,
-            w.completed_bytes
-        ),
-        (4, 4000, 4, 4000)
-    );
+    assert_eq!(common::traffic(&w), (4, 4000, 4, 4000));
     assert_eq!((w.failed, w.pending(), w.latency.count), (0, 0, 4));
     assert!(w.latency.max > 0);
     let rd = op(dlslime::obs::OpKind::Read);

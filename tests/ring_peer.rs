@@ -9,21 +9,16 @@ mod peer_fixture;
 
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, Parent, Peer};
+use common::{check_pattern, fill_pattern, Peer};
 use dlslime::peer::PeerAgent;
 use dlslime::ring::{Ring, RingClient, RingClientConfig, RingConfig, RingServer, SlotRef};
 use dlslime::Status;
 use peer_fixture::{opts, Cluster};
 
-/// The producer: makes its ring (before any connection, so shared-memory peers map it),
-/// registers as `PEER_ALIAS`, serves the ring to `CLIENT_ALIAS`. Commands: `write <count>
-/// <len> <seed>` -> `refs <slot>:<gen>,...`; `exit`.
-#[test]
-#[ignore]
-fn ring_peer_child() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// The producer: makes its ring (before any connection, so shared-memory peers map it),
+// registers as `PEER_ALIAS`, serves the ring to `CLIENT_ALIAS`. Commands: `write <count>
+// <len> <seed>` -> `refs <slot>:<gen>,...`; `exit`.
+common::peer_entry!(fn ring_peer_child(parent) {
     let env = |k: &str| std::env::var(k).unwrap();
     let ring = Ring::create(&RingConfig {
         name: "rollouts".into(),
@@ -63,7 +58,7 @@ fn ring_peer_child() {
     }
     server.stop();
     agent.shutdown();
-}
+});
 
 fn producer(cl: &Cluster, transport: &str) -> Peer {
     let mut p = Peer::spawn(

@@ -17,7 +17,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, Parent, Peer, PeerCommand};
+use common::{check_pattern, fill_pattern, is_child, Peer, PeerCommand};
 use dlslime::ring::{
     FaultHook, Ring, RingClient, RingClientConfig, RingConfig, RingHandle, RingServer,
     RingServerConfig, SlotRef,
@@ -64,18 +64,13 @@ fn rdma_devices() -> (String, String) {
     (a, b)
 }
 
-/// A serving process: `RING_ROLE=producer` creates the ring (`RING_SLOTS` x `RING_CAP`),
-/// `RING_ROLE=attach` maps the one in `RING_HANDLE`. Commands:
-///   `endpoint` -> `info <json>` (a new endpoint), `connect <json>` -> `connected`
-///   (connects the newest endpoint and serves it), `write <count> <len> <seed>` ->
-///   `refs <slot>:<gen>,...` (payload i = pattern(seed + i)), `handle` -> `handle <json>`,
-///   `metrics` / `counters` -> JSON, `exit`.
-#[test]
-#[ignore]
-fn ring_child() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// A serving process: `RING_ROLE=producer` creates the ring (`RING_SLOTS` x `RING_CAP`),
+// `RING_ROLE=attach` maps the one in `RING_HANDLE`. Commands:
+//   `endpoint` -> `info <json>` (a new endpoint), `connect <json>` -> `connected`
+//   (connects the newest endpoint and serves it), `write <count> <len> <seed>` ->
+//   `refs <slot>:<gen>,...` (payload i = pattern(seed + i)), `handle` -> `handle <json>`,
+//   `metrics` / `counters` -> JSON, `exit`.
+common::peer_entry!(fn ring_child(parent) {
     let transport = std::env::var("RING_TRANSPORT").unwrap();
     let ring = match std::env::var("RING_ROLE").as_deref() {
         Ok("attach") => {
@@ -148,7 +143,7 @@ fn ring_child() {
         }
     }
     server.stop();
-}
+});
 
 /// The outcome of each write of a `write` command: its reference or its status code.
 type Writes = Vec<Result<SlotRef, i32>>;

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Parent, Peer};
+use common::Peer;
 use dlslime::rpc::{Request, RpcConfig, RpcProgress, RpcSession, Service};
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::TcpEndpoint;
@@ -70,22 +70,17 @@ fn service() -> Service {
         })
 }
 
-/// The peer: sessions over one endpoint, driven line by line by the parent.
-///
-/// * `session` — a new session (the parent makes its own at the same time);
-/// * `serve K` — serves session K on a thread;
-/// * `hold K` — takes the next request of session K and keeps it unanswered;
-/// * `answer` — answers the held request (echo);
-/// * `open` — opens the gate of `gate` calls (100 ms later: what was sent before lands
-///   first);
-/// * `close K` — closes session K and joins its serving thread;
-/// * `errors K` — session K's protocol error count.
-#[test]
-#[ignore]
-fn rpc_inline_child() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// The peer: sessions over one endpoint, driven line by line by the parent.
+//
+// * `session` — a new session (the parent makes its own at the same time);
+// * `serve K` — serves session K on a thread;
+// * `hold K` — takes the next request of session K and keeps it unanswered;
+// * `answer` — answers the held request (echo);
+// * `open` — opens the gate of `gate` calls (100 ms later: what was sent before lands
+//   first);
+// * `close K` — closes session K and joins its serving thread;
+// * `errors K` — session K's protocol error count.
+common::peer_entry!(fn rpc_inline_child(parent) {
     let transport = std::env::var("RPC_TRANSPORT").unwrap();
     let ep = endpoint(&transport);
     parent.connect_endpoint(&*ep);
@@ -142,7 +137,7 @@ fn rpc_inline_child() {
             c => panic!("unknown command {c}"),
         }
     }
-}
+});
 
 struct Pair {
     ep: Arc<dyn Endpoint>,

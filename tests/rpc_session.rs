@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, is_child, rpc_endpoint, Parent, Peer};
+use common::{check_pattern, fill_pattern, is_child, rpc_endpoint, Peer};
 use dlslime::rpc::{HandlerError, RemoteError, RpcConfig, RpcProgress, RpcSession, Service};
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::TcpEndpoint;
@@ -87,14 +87,9 @@ fn tag(name: &str) -> u32 {
     service().tag(name).unwrap()
 }
 
-/// The peer process: connects, creates its session, serves with `RPC_WORKERS` threads;
-/// "callback N" makes it call our echo N times.
-#[test]
-#[ignore]
-fn rpc_child() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// The peer process: connects, creates its session, serves with `RPC_WORKERS` threads;
+// "callback N" makes it call our echo N times.
+common::peer_entry!(fn rpc_child(parent) {
     let env = |k: &str| std::env::var(k).ok();
     let cfg = config(&env);
     let transport = env("RPC_TRANSPORT").unwrap();
@@ -139,7 +134,7 @@ fn rpc_child() {
             parent.send(&format!("served {}", results.join(",")));
         }
     }
-}
+});
 
 struct Pair {
     sess: Arc<RpcSession>,

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, pattern, region_command, registered, Parent, Peer};
+use common::{check_pattern, fill_pattern, pattern, region_command, registered, Peer};
 use dlslime::transport::auth::{self, Challenge};
 use dlslime::transport::shm::handshake;
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
@@ -22,12 +22,7 @@ fn endpoint() -> ShmEndpoint {
     ShmEndpoint::new(MemoryPool::new(), ShmConfig::default()).unwrap()
 }
 
-#[test]
-#[ignore = "peer process entry"]
-fn shm_sec_target() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+common::peer_entry!(fn shm_sec_target(parent) {
     let ep = endpoint();
     // SAFETY: `region` lives until the end of this function, after ep.shutdown(); the
     // endpoint is the only writer while it is registered.
@@ -35,7 +30,7 @@ fn shm_sec_target() {
     parent.send(&format!("info {}", ep.endpoint_info()));
     parent.serve(|parent, cmd| region_command(parent, &ep, &mut region, cmd));
     ep.shutdown();
-}
+});
 
 fn raw_connect(path: &str) -> std::io::Result<OwnedFd> {
     handshake::connect(
@@ -45,12 +40,7 @@ fn raw_connect(path: &str) -> std::io::Result<OwnedFd> {
     .map_err(|e| std::io::Error::other(e.message().to_string()))
 }
 
-#[test]
-#[ignore = "peer process entry"]
-fn shm_sec_attacker() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+common::peer_entry!(fn shm_sec_attacker(parent) {
     let mut held: Vec<OwnedFd> = Vec::new();
     parent.serve(|parent, cmd| {
         let infos = cmd.json_args();
@@ -158,7 +148,7 @@ fn shm_sec_attacker() {
         }
         true
     });
-}
+});
 
 struct Rig {
     target: Peer,

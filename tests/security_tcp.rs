@@ -15,9 +15,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{
-    check_pattern, fill_pattern, pattern, region_command, registered, Parent, Peer, PeerCommand,
-};
+use common::{check_pattern, fill_pattern, pattern, region_command, registered, Peer, PeerCommand};
 use dlslime::transport::auth::{self, Challenge, Dialer, Identity, Response};
 use dlslime::transport::tcp::wire::{Header, Hello, Opcode, FLAG_PAYLOAD, HEADER_LEN, HELLO_LEN};
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
@@ -50,13 +48,8 @@ fn ctx() -> Arc<TcpContext> {
     .unwrap()
 }
 
-/// The target: a region filled with pattern 1; answers commands from the parent.
-#[test]
-#[ignore = "peer process entry"]
-fn sec_target() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// The target: a region filled with pattern 1; answers commands from the parent.
+common::peer_entry!(fn sec_target(parent) {
     let ep = TcpEndpoint::new(&ctx(), MemoryPool::new()).unwrap();
     // SAFETY: `region` lives until the end of this function, after ep.shutdown(); the
     // endpoint is the only writer while it is registered.
@@ -97,7 +90,7 @@ fn sec_target() {
         true
     });
     ep.shutdown();
-}
+});
 
 /// Reads until EOF or error; how many bytes came (replies the attacker got).
 fn drain_to_eof(s: &mut TcpStream, limit: Duration) -> usize {
@@ -220,13 +213,8 @@ fn fire(s: &mut TcpStream, t: &Target) -> Vec<u16> {
     out
 }
 
-/// The attacker. Commands carry the target's info (and the client's, stolen).
-#[test]
-#[ignore = "peer process entry"]
-fn sec_attacker() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// The attacker. Commands carry the target's info (and the client's, stolen).
+common::peer_entry!(fn sec_attacker(parent) {
     let mut held: Vec<TcpStream> = Vec::new();
     parent.serve(|parent, cmd| {
         let infos = cmd.json_args();
@@ -373,7 +361,7 @@ fn sec_attacker() {
         }
         true
     });
-}
+});
 
 /// The legitimate client and its two peers.
 struct Rig {

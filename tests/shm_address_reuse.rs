@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{check_pattern, fill_pattern, Parent, Peer};
+use common::{check_pattern, fill_pattern, Peer};
 use dlslime::memory::SharedBuf;
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool};
@@ -16,14 +16,9 @@ use dlslime::{Assignment, Endpoint, MemoryPool};
 const LEN: usize = 1 << 20;
 const T: Option<Duration> = Some(Duration::from_secs(60));
 
-/// The peer: connects, then for each `write <region json>` writes pattern 7 into that
-/// region one-sided and answers `done`.
-#[test]
-#[ignore]
-fn reuse_child() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// The peer: connects, then for each `write <region json>` writes pattern 7 into that
+// region one-sided and answers `done`.
+common::peer_entry!(fn reuse_child(parent) {
     let pool = MemoryPool::new();
     let mut src = vec![0u8; LEN];
     fill_pattern(&mut src, 7);
@@ -53,7 +48,7 @@ fn reuse_child() {
             .unwrap();
         parent.send("done");
     }
-}
+});
 
 #[test]
 fn writes_reach_a_region_registered_where_a_freed_allocation_was() {

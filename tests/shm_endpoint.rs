@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{check_pattern, fill_pattern, Parent, Peer, PeerCommand};
+use common::{check_pattern, fill_pattern, Peer, PeerCommand};
 use dlslime::engine::{Config, ProgressMode};
 use dlslime::memory::SharedBuf;
 use dlslime::transport::shm::ring::{kind, Entry};
@@ -79,13 +79,8 @@ fn side() -> Side {
     Side { ep, buf, len }
 }
 
-/// The peer process: a command loop.
-#[test]
-#[ignore]
-fn shm_child() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// The peer process: a command loop.
+common::peer_entry!(fn shm_child(parent) {
     let mut s = side();
     parent.send(&format!("info {}", s.ep.endpoint_info()));
     // A shared allocation registered after connect: (allocation, its region handle).
@@ -248,7 +243,7 @@ fn shm_child() {
             other => panic!("unknown command {other}"),
         }
     }
-}
+});
 
 /// This process's resident set, from /proc/self/statm.
 fn rss_bytes() -> u64 {

@@ -14,7 +14,7 @@ use common::scenarios::{
 };
 use common::{
     check_pattern, fill_pattern, message, message_command, pattern, region_command, registered,
-    Hole, Parent, Peer,
+    Hole, Peer,
 };
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
@@ -40,13 +40,8 @@ impl Rig {
     }
 }
 
-/// The child: registers a region filled with pattern 1 and serves commands.
-#[test]
-#[ignore = "peer process entry, run by the two-process tests"]
-fn tcp_peer() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// The child: registers a region filled with pattern 1 and serves commands.
+common::peer_entry!(fn tcp_peer(parent) {
     let size: usize = std::env::var("DLSLIME_TEST_REGION")
         .unwrap()
         .parse()
@@ -76,7 +71,7 @@ fn tcp_peer() {
         true
     });
     ep.shutdown();
-}
+});
 
 #[test]
 fn every_opcode_moves_the_right_bytes() {

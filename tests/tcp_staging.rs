@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{check_pattern, check_reply, fill_pattern, region_command, Parent, Peer};
+use common::{check_pattern, check_reply, fill_pattern, region_command, Peer};
 use dlslime::memory::device::{HostCopier, StagingPool};
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool};
@@ -31,13 +31,8 @@ fn ctx() -> Arc<TcpContext> {
     .unwrap()
 }
 
-/// The child: a staged 64 MiB region "buf" and a host (unstaged) region "host".
-#[test]
-#[ignore = "peer process entry, run by the two-process tests"]
-fn staging_peer() {
-    let Some(mut parent) = Parent::child() else {
-        return;
-    };
+// The child: a staged 64 MiB region "buf" and a host (unstaged) region "host".
+common::peer_entry!(fn staging_peer(parent) {
     let ep = TcpEndpoint::new(&ctx(), MemoryPool::new()).unwrap();
     let copier = Arc::new(HostCopier::new());
     let mut region = vec![0u8; REGION];
@@ -74,7 +69,7 @@ fn staging_peer() {
         true
     });
     ep.shutdown();
-}
+});
 
 struct Rig {
     peer: Peer,

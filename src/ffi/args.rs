@@ -6,7 +6,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cast::box_into_ptr;
+use super::cast::{box_into_ptr, into_ptr, Castable, Held};
 use super::endpoint::dlslime_endpoint_t;
 use super::future::dlslime_future_t;
 use super::status::{dlslime_status_t, fail, string_to_c};
@@ -92,5 +92,11 @@ pub(crate) fn endpoint_out(
     out: Out<*mut dlslime_endpoint_t>,
 ) -> dlslime_status_t {
     out.write(box_into_ptr::<dlslime_endpoint_t>(ep));
+    dlslime_status_t::Ok
+}
+
+/// Hands a new handle to C: the object (Box handles) or a strong reference (Arc handles).
+pub(crate) fn handle_out<C: Castable>(v: Held<C>, out: Out<*mut C>) -> dlslime_status_t {
+    out.write(into_ptr::<C>(v));
     dlslime_status_t::Ok
 }

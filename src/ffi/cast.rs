@@ -14,9 +14,43 @@ use std::sync::Arc;
 pub(crate) struct OwnershipBox;
 pub(crate) struct OwnershipArc;
 
+/// How a handle holds its object: what C is handed (`Value`) and how `_free` lets go.
+pub(crate) trait Owner {
+    /// What an export hands to C: the object itself (Box) or one strong reference (Arc).
+    type Value<T>;
+    fn into_raw<T>(v: Self::Value<T>) -> *const T;
+    /// # Safety
+    /// `p` came from `into_raw` of this owner and is not used again.
+    unsafe fn drop_raw<T>(p: *const T);
+}
+
+impl Owner for OwnershipBox {
+    type Value<T> = T;
+    fn into_raw<T>(v: T) -> *const T {
+        Box::into_raw(Box::new(v))
+    }
+    unsafe fn drop_raw<T>(p: *const T) {
+        // SAFETY: `p` came from `Box::into_raw` (`into_raw` above) and, by the caller's
+        // contract, is freed once and not used again.
+        drop(unsafe { Box::from_raw(p.cast_mut()) });
+    }
+}
+
+impl Owner for OwnershipArc {
+    type Value<T> = Arc<T>;
+    fn into_raw<T>(v: Arc<T>) -> *const T {
+        Arc::into_raw(v)
+    }
+    unsafe fn drop_raw<T>(p: *const T) {
+        // SAFETY: `p` came from `Arc::into_raw` (`into_raw` above) and holds the caller's
+        // reference, which the caller gives up here (it does not use `p` again).
+        drop(unsafe { Arc::from_raw(p) });
+    }
+}
+
 /// Ties an opaque C handle type to the Rust object it points at.
 pub(crate) trait Castable {
-    type Ownership;
+    type Ownership: Owner;
     type RustType;
 }
 
@@ -37,14 +71,22 @@ macro_rules! castable {
     };
 }
 
+/// What `into_ptr` takes for handle type `C`: the object (Box) or an `Arc` of it.
+pub(crate) type Held<C> = <<C as Castable>::Ownership as Owner>::Value<<C as Castable>::RustType>;
+
+/// Hands an object (Box handles) or one strong reference (Arc handles) to C.
+pub(crate) fn into_ptr<C: Castable>(v: Held<C>) -> *mut C {
+    C::Ownership::into_raw(v).cast_mut().cast()
+}
+
 /// Hands a new boxed object to C.
 pub(crate) fn box_into_ptr<C: Castable<Ownership = OwnershipBox>>(v: C::RustType) -> *mut C {
-    Box::into_raw(Box::new(v)).cast()
+    into_ptr::<C>(v)
 }
 
 /// Hands one strong reference to C.
 pub(crate) fn arc_into_ptr<C: Castable<Ownership = OwnershipArc>>(v: Arc<C::RustType>) -> *mut C {
-    Arc::into_raw(v).cast_mut().cast()
+    into_ptr::<C>(v)
 }
 
 /// Borrows the object behind a handle; `None` for NULL.
@@ -52,9 +94,9 @@ pub(crate) fn arc_into_ptr<C: Castable<Ownership = OwnershipArc>>(v: Arc<C::Rust
 /// # Safety
 /// `p` is NULL or a live handle of type `C` produced by this module.
 pub(crate) unsafe fn try_from_ptr<'a, C: Castable>(p: *const C) -> Option<&'a C::RustType> {
-    // SAFETY: a live handle of type `C` points at a `C::RustType` (both `into_ptr`
-    // functions below cast from it), which stays alive while the caller may use the
-    // handle, i.e. until its `_free`; NULL gives `None`.
+    // SAFETY: a live handle of type `C` points at a `C::RustType` (`into_ptr` casts from
+    // it), which stays alive while the caller may use the handle, i.e. until its `_free`;
+    // NULL gives `None`.
     unsafe { p.cast::<C::RustType>().as_ref() }
 }
 
@@ -69,36 +111,25 @@ pub(crate) unsafe fn try_clone_arc<C: Castable<Ownership = OwnershipArc>>(
         return None;
     }
     let p = p.cast::<C::RustType>();
-    // SAFETY: `p` came from `Arc::into_raw` (`arc_into_ptr`) and the caller's reference
-    // is still alive, so the count is at least 1; the increment gives the new `Arc` its
-    // own reference and leaves the caller's untouched.
+    // SAFETY: `p` came from `Arc::into_raw` (`into_ptr`) and the caller's reference is
+    // still alive, so the count is at least 1; the increment gives the new `Arc` its own
+    // reference and leaves the caller's untouched.
     unsafe {
         Arc::increment_strong_count(p);
         Some(Arc::from_raw(p))
     }
 }
 
-/// Drops a boxed handle; NULL is a no-op.
+/// Drops the object (Box handles) or the caller's reference (Arc handles) behind a
+/// handle; NULL is a no-op.
 ///
 /// # Safety
-/// `p` is NULL or a live Box handle of type `C`, not used again.
-pub(crate) unsafe fn free_box<C: Castable<Ownership = OwnershipBox>>(p: *mut C) {
+/// `p` is NULL or a live handle of type `C`, not used again by the caller.
+pub(crate) unsafe fn free<C: Castable>(p: *const C) {
     if !p.is_null() {
-        // SAFETY: `p` came from `Box::into_raw` (`box_into_ptr`) and, by the caller's
-        // contract, is freed once and not used again.
-        drop(unsafe { Box::from_raw(p.cast::<C::RustType>()) });
-    }
-}
-
-/// Drops the caller's reference behind an Arc handle; NULL is a no-op.
-///
-/// # Safety
-/// `p` is NULL or a live Arc handle of type `C`, not used again by the caller.
-pub(crate) unsafe fn free_arc<C: Castable<Ownership = OwnershipArc>>(p: *const C) {
-    if !p.is_null() {
-        // SAFETY: `p` came from `Arc::into_raw` (`arc_into_ptr`) and holds the caller's
-        // reference, which the caller gives up here (it does not use `p` again).
-        drop(unsafe { Arc::from_raw(p.cast::<C::RustType>()) });
+        // SAFETY: a live handle came from `into_ptr` with this ownership, and the caller
+        // gives it up here (this function's contract).
+        unsafe { C::Ownership::drop_raw(p.cast::<C::RustType>()) }
     }
 }
 

@@ -6,8 +6,7 @@
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-use super::args::{buffer_ptr, future_out, string_out, timeout};
-use super::cast::free_box;
+use super::args::{buffer_ptr, future_out, timeout};
 use super::future::dlslime_future_t;
 use super::memory::{dlslime_mr_handle_t, dlslime_remote_handle_t};
 use super::status::{dlslime_status_t, status_of};
@@ -129,11 +128,7 @@ pub extern "C" fn dlslime_endpoint_info(
     ep: *const dlslime_endpoint_t,
     out_json: *mut *mut c_char,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let ep = try_ref!(ep);
-        let out_json = try_out!(out_json);
-        string_out(ep.endpoint_info().to_string(), out_json)
-    }
+    string_getter_body!(ep, out_json, |ep| ep.endpoint_info().to_string())
 }
 
 /// Connects to the peer described by `peer_info_json` (the peer's `endpoint_info`) and
@@ -268,12 +263,7 @@ pub extern "C" fn dlslime_endpoint_imm_recv(
     timeout_ms: u64,
     out: *mut *mut dlslime_future_t,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let ep = try_ref!(ep);
-        let out = try_out!(out);
-        let f = try_res!(ep.imm_recv(timeout(timeout_ms)));
-        future_out(f, out)
-    }
+    future_call_body!(ep, out, |ep| ep.imm_recv(timeout(timeout_ms)))
 }
 
 /// Sends the `len` bytes at `ptr` to the peer's next posted `dlslime_endpoint_recv`
@@ -402,6 +392,6 @@ pub extern "C" fn dlslime_endpoint_free(ep: *mut dlslime_endpoint_t) {
             Endpoint::shutdown(&**e);
         }
         // SAFETY: as above; `e` is no longer used.
-        unsafe { free_box(ep) }
+        unsafe { super::cast::free(ep) }
     }
 }

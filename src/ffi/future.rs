@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::cast::{free_box, Castable, OwnershipBox};
+use super::cast::{Castable, OwnershipBox};
 use super::status::{dlslime_status_t, set_last_error_message, status_of};
 use crate::error::Status;
 use crate::future::Future;
@@ -38,10 +38,7 @@ impl Castable for dlslime_future_t {
 /// Errors: `DLSLIME_STATUS_NULL_PARAMETER`, or the operation's failure status.
 #[no_mangle]
 pub extern "C" fn dlslime_future_wait(f: *const dlslime_future_t) -> dlslime_status_t {
-    ffi_boundary! {
-        let f = try_ref!(f);
-        status_of(f.wait())
-    }
+    status_call_body!(f, |f| f.wait())
 }
 
 /// Waits at most `timeout_ms` milliseconds. Returns the final status if the operation
@@ -53,10 +50,7 @@ pub extern "C" fn dlslime_future_wait_for(
     f: *const dlslime_future_t,
     timeout_ms: u64,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let f = try_ref!(f);
-        status_of(f.wait_for(Duration::from_millis(timeout_ms)))
-    }
+    status_call_body!(f, |f| f.wait_for(Duration::from_millis(timeout_ms)))
 }
 
 /// True once the operation has completed (successfully or not). False for NULL.
@@ -172,11 +166,7 @@ pub extern "C" fn dlslime_future_get_nbytes(
 /// call on it has returned.
 #[no_mangle]
 pub extern "C" fn dlslime_future_free(f: *mut dlslime_future_t) {
-    ffi_boundary! {
-        // SAFETY: `f` is NULL or a live future handle, freed once after every other call
-        // on it has returned (the header's contract for `_free`).
-        unsafe { free_box(f) }
-    }
+    free_body!(f)
 }
 
 /// Stream ordering, after an operation: queues on CUDA stream `stream` a wait for the

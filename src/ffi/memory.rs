@@ -4,8 +4,7 @@
 
 use std::ffi::{c_char, c_void};
 
-use super::args::string_out;
-use super::cast::{arc_into_ptr, free_arc};
+use super::cast::arc_into_ptr;
 use super::status::{dlslime_status_t, status_of};
 use crate::memory::device::Location;
 use crate::memory::MemoryPool;
@@ -57,11 +56,7 @@ pub extern "C" fn dlslime_memory_pool_new(
 /// NULL is a no-op. The registered memory itself is never freed by the library.
 #[no_mangle]
 pub extern "C" fn dlslime_memory_pool_free(pool: *mut dlslime_memory_pool_t) {
-    ffi_boundary! {
-        // SAFETY: `pool` is NULL or a live pool handle given back by the caller, who does
-        // not use it again (the header's contract for `_free`).
-        unsafe { free_arc(pool) }
-    }
+    free_body!(pool)
 }
 
 /// Registers `[ptr, ptr + len)` under `name` (NULL: the default name `mr_<handle>`) and
@@ -174,10 +169,7 @@ pub extern "C" fn dlslime_memory_pool_unregister(
     pool: *const dlslime_memory_pool_t,
     handle: dlslime_mr_handle_t,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let pool = try_ref!(pool);
-        status_of(pool.unregister(handle))
-    }
+    status_call_body!(pool, |pool| pool.unregister(handle))
 }
 
 /// Unregisters the region `name` is bound to (with all its names).
@@ -229,9 +221,5 @@ pub extern "C" fn dlslime_memory_pool_mr_info(
     pool: *const dlslime_memory_pool_t,
     out_json: *mut *mut c_char,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let pool = try_ref!(pool);
-        let out_json = try_out!(out_json);
-        string_out(pool.mr_info().to_string(), out_json)
-    }
+    string_getter_body!(pool, out_json, |pool| pool.mr_info().to_string())
 }

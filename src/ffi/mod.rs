@@ -13,6 +13,8 @@
 //! * `args` (private): timeouts, possibly-empty buffers, optional strings, out-parameters
 //!   (`Out`), futures handed out; `options` (private): reading versioned `*_options_t`
 //!   structs.
+//! * `shapes` (private): the export bodies that recur (`_options_init`, `_free`,
+//!   string and value getters, calls that hand out a future), each written once.
 //!
 //! The public modules, one per section of the header and in its order (the header
 //! groups each module's declarations under a banner of its first doc paragraph:
@@ -46,6 +48,8 @@
 mod panic;
 #[macro_use]
 mod cast;
+#[macro_use]
+mod shapes;
 
 mod args;
 pub mod device;

@@ -6,11 +6,11 @@
 use std::ffi::{c_char, c_void, CStr};
 use std::time::Duration;
 
+use super::args::handle_out;
 use super::args::{buffer_ptr, future_out, opt_text, string_out, timeout};
-use super::cast::{box_into_ptr, free_box};
 use super::future::dlslime_future_t;
 use super::memory::dlslime_mr_handle_t;
-use super::options::{init_sized, ms, read_sized};
+use super::options::{ms, read_sized};
 use super::status::dlslime_status_t;
 use crate::error::{Error, Status};
 use crate::future::Future;
@@ -63,11 +63,7 @@ pub struct dlslime_peer_options_t {
 /// field zero/NULL. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_peer_options_init(opts: *mut dlslime_peer_options_t) {
-    ffi_boundary! {
-        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
-        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
-        unsafe { init_sized(opts) }
-    }
+    options_init_body!(opts)
 }
 
 /// Converts C options (zero/NULL fields keep the defaults).
@@ -132,11 +128,7 @@ pub struct dlslime_peer_connect_options_t {
 /// every other field zero/NULL. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_peer_connect_options_init(opts: *mut dlslime_peer_connect_options_t) {
-    ffi_boundary! {
-        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
-        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
-        unsafe { init_sized(opts) }
-    }
+    options_init_body!(opts)
 }
 
 /// Converts C connect options.
@@ -366,8 +358,7 @@ pub extern "C" fn dlslime_peer_agent_new(
             try_res!(unsafe { to_options(&o) })
         };
         let agent = try_res!(PeerAgent::new(url, alias, scope, o));
-        out.write(box_into_ptr::<dlslime_peer_agent_t>(agent));
-        dlslime_status_t::Ok
+        handle_out(agent, out)
     }
 }
 
@@ -378,11 +369,7 @@ pub extern "C" fn dlslime_peer_agent_alias(
     agent: *const dlslime_peer_agent_t,
     out: *mut *mut c_char,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let agent = try_ref!(agent);
-        let out = try_out!(out);
-        string_out(agent.alias().to_string(), out)
-    }
+    string_getter_body!(agent, out, |agent| agent.alias().to_string())
 }
 
 /// Writes the aliases registered in the agent's scope as a JSON array (owned string,
@@ -394,12 +381,9 @@ pub extern "C" fn dlslime_peer_agent_list_agents(
     agent: *const dlslime_peer_agent_t,
     out_json: *mut *mut c_char,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let agent = try_ref!(agent);
-        let out_json = try_out!(out_json);
-        let v = try_res!(agent.list_agents());
-        string_out(serde_json::Value::from(v).to_string(), out_json)
-    }
+    string_getter_body!(agent, out_json, |agent| ? agent
+        .list_agents()
+        .map(|v| serde_json::Value::from(v).to_string()))
 }
 
 /// Writes every peer the agent knows (dialled with `connect_to`, or one that dialled
@@ -413,19 +397,20 @@ pub extern "C" fn dlslime_peer_agent_connections(
     agent: *const dlslime_peer_agent_t,
     out_json: *mut *mut c_char,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let agent = try_ref!(agent);
-        let out_json = try_out!(out_json);
+    string_getter_body!(agent, out_json, |agent| {
         let mut m = serde_json::Map::new();
         for (peer, state) in agent.connections() {
             let t = agent.connection(&peer).and_then(|c| c.transport());
-            m.insert(peer, serde_json::json!({
-                "state": state.as_str(),
-                "transport": t.map(|t| t.as_str()),
-            }));
+            m.insert(
+                peer,
+                serde_json::json!({
+                    "state": state.as_str(),
+                    "transport": t.map(|t| t.as_str()),
+                }),
+            );
         }
-        string_out(serde_json::Value::Object(m).to_string(), out_json)
-    }
+        serde_json::Value::Object(m).to_string()
+    })
 }
 
 /// Writes a handle on the agent's connection to `peer` (one `connect_to` started, or
@@ -447,8 +432,7 @@ pub extern "C" fn dlslime_peer_agent_connection(
             Status::NotConnected,
             format!("no connection to '{peer}'"),
         )));
-        out.write(box_into_ptr::<dlslime_peer_connection_t>(c));
-        dlslime_status_t::Ok
+        handle_out(c, out)
     }
 }
 
@@ -545,8 +529,7 @@ pub extern "C" fn dlslime_peer_agent_connect_to(
         let transport = try_opt_str!(transport).unwrap_or("auto");
         let out = try_out!(out);
         let c = try_res!(agent.connect_to(peer, transport));
-        out.write(box_into_ptr::<dlslime_peer_connection_t>(c));
-        dlslime_status_t::Ok
+        handle_out(c, out)
     }
 }
 
@@ -575,8 +558,7 @@ pub extern "C" fn dlslime_peer_agent_connect(
             try_res!(unsafe { to_connect_options(&o) })
         };
         let c = try_res!(agent.connect_with(peer, &o));
-        out.write(box_into_ptr::<dlslime_peer_connection_t>(c));
-        dlslime_status_t::Ok
+        handle_out(c, out)
     }
 }
 
@@ -637,11 +619,7 @@ pub extern "C" fn dlslime_peer_connection_transport(
 /// Releases a connection handle (the connection itself stays). NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_peer_connection_free(conn: *mut dlslime_peer_connection_t) {
-    ffi_boundary! {
-        // SAFETY: `conn` is NULL or a live connection handle, freed once after every other
-        // call on it has returned (the header's contract for `_free`).
-        unsafe { free_box(conn) }
-    }
+    free_body!(conn)
 }
 
 /// Registers `[ptr, ptr + offset + length)` as region `name` (the original's semantics:
@@ -932,11 +910,7 @@ pub extern "C" fn dlslime_peer_agent_shutdown(
 /// no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_peer_agent_free(agent: *mut dlslime_peer_agent_t) {
-    ffi_boundary! {
-        // SAFETY: `agent` is NULL or a live agent handle, freed once after every other
-        // call on it has returned (the header's contract for `_free`).
-        unsafe { free_box(agent) }
-    }
+    free_body!(agent)
 }
 
 impl super::panic::Fallback for dlslime_peer_conn_state_t {

@@ -8,10 +8,10 @@
 use std::ffi::c_char;
 
 use super::args::{endpoint_out, opt_text, string_out};
-use super::cast::{arc_into_ptr, free_arc};
+use super::cast::arc_into_ptr;
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::{config_or_default, init_sized, ms};
+use super::options::{config_or_default, ms};
 use super::status::dlslime_status_t;
 use crate::transport::rdma::{
     available_nics, RdmaConfig, RdmaContext, RdmaEndpoint, RdmaEndpointConfig,
@@ -63,11 +63,7 @@ castable!(dlslime_rdma_context_t => Arc<RdmaContext>);
 /// field zero/NULL/false. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_rdma_options_init(opts: *mut dlslime_rdma_options_t) {
-    ffi_boundary! {
-        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
-        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
-        unsafe { init_sized(opts) }
-    }
+    options_init_body!(opts)
 }
 
 /// # Safety
@@ -141,11 +137,7 @@ pub extern "C" fn dlslime_rdma_context_new(
 /// Releases the caller's reference to a context; endpoints keep theirs. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_rdma_context_free(ctx: *mut dlslime_rdma_context_t) {
-    ffi_boundary! {
-        // SAFETY: `ctx` is NULL or a live context handle given back by the caller, who
-        // does not use it again (the header's contract for `_free`).
-        unsafe { free_arc(ctx) }
-    }
+    free_body!(ctx)
 }
 
 /// Writes the context's device name as an owned string to `*out_name`; free it with
@@ -157,11 +149,7 @@ pub extern "C" fn dlslime_rdma_context_device(
     ctx: *const dlslime_rdma_context_t,
     out_name: *mut *mut c_char,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let ctx = try_ref!(ctx);
-        let out_name = try_out!(out_name);
-        string_out(ctx.device_name().to_string(), out_name)
-    }
+    string_getter_body!(ctx, out_name, |ctx| ctx.device_name().to_string())
 }
 
 /// Binds a memory pool to the context's device (what `dlslime_rdma_endpoint_new` does

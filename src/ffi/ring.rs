@@ -7,10 +7,11 @@ use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::args::{buffer_ptr, string_out};
-use super::cast::{arc_into_ptr, box_into_ptr, free_arc, free_box};
+use super::args::buffer_ptr;
+use super::args::handle_out;
+use super::cast::box_into_ptr;
 use super::endpoint::dlslime_endpoint_t;
-use super::options::{init_sized, ms, read_sized};
+use super::options::{ms, read_sized};
 use super::peer::dlslime_peer_agent_t;
 use super::status::{dlslime_status_t, fail, status_of};
 use crate::error::{Error, Status};
@@ -107,11 +108,7 @@ pub struct dlslime_ring_options_t {
 /// Fills `*opts` with the defaults (`size` set, every other field zero). NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_options_init(opts: *mut dlslime_ring_options_t) {
-    ffi_boundary! {
-        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
-        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
-        unsafe { init_sized(opts) }
-    }
+    options_init_body!(opts)
 }
 
 /// A ring of fixed-size slots in shared memory, written by a producer and read by local
@@ -173,8 +170,7 @@ pub extern "C" fn dlslime_ring_new(
         let out = try_out!(out);
         let cfg = try_res!(ring_config(opts));
         let r = try_res!(Ring::create(&cfg));
-        out.write(arc_into_ptr::<dlslime_ring_t>(r));
-        dlslime_status_t::Ok
+        handle_out(r, out)
     }
 }
 
@@ -194,8 +190,7 @@ pub extern "C" fn dlslime_ring_attach(
         let out = try_out!(out);
         let h = try_res!(RingHandle::parse(text));
         let r = try_res!(Ring::attach(&h));
-        out.write(arc_into_ptr::<dlslime_ring_t>(r));
-        dlslime_status_t::Ok
+        handle_out(r, out)
     }
 }
 
@@ -207,21 +202,13 @@ pub extern "C" fn dlslime_ring_handle(
     ring: *const dlslime_ring_t,
     out_json: *mut *mut c_char,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let r = try_ref!(ring);
-        let out_json = try_out!(out_json);
-        string_out(r.handle().to_json().to_string(), out_json)
-    }
+    string_getter_body!(ring, out_json, |r| r.handle().to_json().to_string())
 }
 
 /// Drops the caller's reference. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_free(ring: *mut dlslime_ring_t) {
-    ffi_boundary! {
-        // SAFETY: `ring` is NULL or a live ring handle the caller does not use again (the
-        // header's contract for `_free`).
-        unsafe { free_arc(ring) }
-    }
+    free_body!(ring)
 }
 
 /// Slots of the ring (0 for NULL).
@@ -450,11 +437,7 @@ pub extern "C" fn dlslime_ring_metrics(
     ring: *const dlslime_ring_t,
     out: *mut RingMetrics,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let ring = try_ref!(ring);
-        try_out!(out).write(ring.metrics());
-        dlslime_status_t::Ok
-    }
+    value_getter_body!(ring, out, |ring| ring.metrics())
 }
 
 /// A payload held in place (READING) by a local reader: `dlslime_ring_view_data`
@@ -482,8 +465,7 @@ pub extern "C" fn dlslime_ring_read_view(
         let ring = try_arc!(ring);
         let out = try_out!(out);
         let v = try_res!(ring.read_view(r.into()));
-        out.write(box_into_ptr::<dlslime_ring_view_t>(std::sync::Mutex::new(Some(v))));
-        dlslime_status_t::Ok
+        handle_out(std::sync::Mutex::new(Some(v)), out)
     }
 }
 
@@ -555,10 +537,7 @@ pub extern "C" fn dlslime_ring_view_release(view: *const dlslime_ring_view_t) ->
 /// is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_view_free(view: *mut dlslime_ring_view_t) {
-    ffi_boundary! {
-        // SAFETY: `view` is NULL or a live view handle the caller does not use again.
-        unsafe { free_box(view) }
-    }
+    free_body!(view)
 }
 
 /// Options of a ring server. Initialise with `dlslime_ring_server_options_init`; zero
@@ -581,11 +560,7 @@ pub struct dlslime_ring_server_options_t {
 /// Fills `*opts` with the defaults. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_server_options_init(opts: *mut dlslime_ring_server_options_t) {
-    ffi_boundary! {
-        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
-        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
-        unsafe { init_sized(opts) }
-    }
+    options_init_body!(opts)
 }
 
 /// Serves rings to remote readers over endpoints: one thread and one SlimeRPC session
@@ -617,8 +592,7 @@ pub extern "C" fn dlslime_ring_server_new(
             c.grant_delay = Duration::from_millis(o.grant_delay_ms);
         }
         let s = try_res!(RingServer::new(c));
-        out.write(box_into_ptr::<dlslime_ring_server_t>(s));
-        dlslime_status_t::Ok
+        handle_out(s, out)
     }
 }
 
@@ -677,11 +651,7 @@ pub extern "C" fn dlslime_ring_server_counters(
     server: *const dlslime_ring_server_t,
     out: *mut ServerCounters,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let s = try_ref!(server);
-        try_out!(out).write(s.counters());
-        dlslime_status_t::Ok
-    }
+    value_getter_body!(server, out, |s| s.counters())
 }
 
 /// Stops serving (open reads are finished as failed; pending operations of the served
@@ -699,10 +669,7 @@ pub extern "C" fn dlslime_ring_server_stop(
 /// Stops and frees the server. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_server_free(server: *mut dlslime_ring_server_t) {
-    ffi_boundary! {
-        // SAFETY: `server` is NULL or a live server handle the caller does not use again.
-        unsafe { free_box(server) }
-    }
+    free_body!(server)
 }
 
 /// Options of a ring client. Initialise with `dlslime_ring_client_options_init`; zero
@@ -733,11 +700,7 @@ pub struct dlslime_ring_client_options_t {
 /// Fills `*opts` with the defaults. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_client_options_init(opts: *mut dlslime_ring_client_options_t) {
-    ffi_boundary! {
-        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
-        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
-        unsafe { init_sized(opts) }
-    }
+    options_init_body!(opts)
 }
 
 /// Fetches payloads by reference `(producer, slot, generation)` from the producers'
@@ -780,8 +743,7 @@ pub extern "C" fn dlslime_ring_client_new(
             }
         }
         let cl = try_res!(RingClient::new(c));
-        out.write(box_into_ptr::<dlslime_ring_client_t>(cl));
-        dlslime_status_t::Ok
+        handle_out(cl, out)
     }
 }
 
@@ -853,8 +815,7 @@ pub extern "C" fn dlslime_ring_client_fetch(
         let producer = try_str!(producer);
         let out = try_out!(out);
         let p = try_res!(c.fetch(producer, r.into()));
-        out.write(box_into_ptr::<dlslime_ring_payload_t>(p));
-        dlslime_status_t::Ok
+        handle_out(p, out)
     }
 }
 
@@ -942,10 +903,7 @@ pub extern "C" fn dlslime_ring_payload_len(p: *const dlslime_ring_payload_t) -> 
 /// Gives the payload's buffer back to its client's pool. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_payload_free(p: *mut dlslime_ring_payload_t) {
-    ffi_boundary! {
-        // SAFETY: `p` is NULL or a live payload handle the caller does not use again.
-        unsafe { free_box(p) }
-    }
+    free_body!(p)
 }
 
 /// Writes the client's counters to `*out`.
@@ -954,11 +912,7 @@ pub extern "C" fn dlslime_ring_client_counters(
     client: *const dlslime_ring_client_t,
     out: *mut ClientCounters,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let c = try_ref!(client);
-        try_out!(out).write(c.counters());
-        dlslime_status_t::Ok
-    }
+    value_getter_body!(client, out, |c| c.counters())
 }
 
 /// The true worst-case wall time, in milliseconds, of one fetch (`n == 0`) or of a batch
@@ -989,8 +943,5 @@ pub extern "C" fn dlslime_ring_client_close(
 /// Closes and frees the client. Payloads it returned stay valid. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_ring_client_free(client: *mut dlslime_ring_client_t) {
-    ffi_boundary! {
-        // SAFETY: `client` is NULL or a live client handle the caller does not use again.
-        unsafe { free_box(client) }
-    }
+    free_body!(client)
 }

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::args::handle_out;
 use super::args::{timeout, Out};
-use super::cast::{arc_into_ptr, box_into_ptr, free_arc, free_box};
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::{init_sized, ms, read_sized};
+use super::options::{ms, read_sized};
 use super::status::{dlslime_status_t, fail, status_of};
 use crate::error::{Error, Status};
 use crate::rpc::{CallFuture, Request, RpcConfig, RpcMemory, RpcProgress, RpcSession};
@@ -63,11 +63,7 @@ pub struct dlslime_rpc_options_t {
 /// Fills `*opts` with the defaults (`size` set, every other field zero). NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_rpc_options_init(opts: *mut dlslime_rpc_options_t) {
-    ffi_boundary! {
-        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
-        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
-        unsafe { init_sized(opts) }
-    }
+    options_init_body!(opts)
 }
 
 fn to_config(opts: *const dlslime_rpc_options_t) -> crate::Result<RpcConfig> {
@@ -134,8 +130,7 @@ pub extern "C" fn dlslime_rpc_memory_new(
         let out = try_out!(out);
         let cfg = try_res!(to_config(opts));
         let m = try_res!(RpcMemory::new(&pool, &cfg));
-        out.write(arc_into_ptr::<dlslime_rpc_memory_t>(m));
-        dlslime_status_t::Ok
+        handle_out(m, out)
     }
 }
 
@@ -153,19 +148,14 @@ pub extern "C" fn dlslime_rpc_memory_new_peer(
         let out = try_out!(out);
         let cfg = try_res!(to_config(opts));
         let m = try_res!(RpcMemory::new(agent.memory_pool(), &cfg));
-        out.write(arc_into_ptr::<dlslime_rpc_memory_t>(m));
-        dlslime_status_t::Ok
+        handle_out(m, out)
     }
 }
 
 /// Drops the caller's reference. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_rpc_memory_free(mem: *mut dlslime_rpc_memory_t) {
-    ffi_boundary! {
-        // SAFETY: `mem` is NULL or a live memory handle given back by the caller, who does
-        // not use it again (the header's contract for `_free`).
-        unsafe { free_arc(mem) }
-    }
+    free_body!(mem)
 }
 
 /// One side of an RPC connection over an endpoint: calls (client) and requests (server),
@@ -210,8 +200,7 @@ pub extern "C" fn dlslime_rpc_session_new(
             Some(m) => try_res!(RpcSession::with_memory(ep, m, cfg)),
             None => try_res!(RpcSession::new(ep, cfg)),
         };
-        out.write(box_into_ptr::<dlslime_rpc_session_t>(s));
-        dlslime_status_t::Ok
+        handle_out(s, out)
     }
 }
 
@@ -240,8 +229,7 @@ pub extern "C" fn dlslime_rpc_session_new_peer(
             Some(m) => try_res!(RpcSession::with_memory(ep, m, cfg)),
             None => try_res!(RpcSession::new(ep, cfg)),
         };
-        out.write(box_into_ptr::<dlslime_rpc_session_t>(s));
-        dlslime_status_t::Ok
+        handle_out(s, out)
     }
 }
 
@@ -259,11 +247,7 @@ pub extern "C" fn dlslime_rpc_session_close(s: *const dlslime_rpc_session_t) -> 
 /// Closes and releases the session. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_rpc_session_free(s: *mut dlslime_rpc_session_t) {
-    ffi_boundary! {
-        // SAFETY: `s` is NULL or a live session handle, freed once after every other call
-        // on it has returned (the header's contract for `_free`).
-        unsafe { free_box(s) }
-    }
+    free_body!(s)
 }
 
 /// Payload bytes that travel inside one slot (larger ones take the bulk path). 0 for NULL.
@@ -342,10 +326,7 @@ castable!(dlslime_rpc_call_t => Box<Mutex<CallFuture>>);
 
 fn call_out(r: crate::Result<CallFuture>, out: Out<*mut dlslime_rpc_call_t>) -> dlslime_status_t {
     match r {
-        Ok(f) => {
-            out.write(box_into_ptr::<dlslime_rpc_call_t>(Mutex::new(f)));
-            dlslime_status_t::Ok
-        }
+        Ok(f) => handle_out(Mutex::new(f), out),
         Err(e) => fail(e),
     }
 }
@@ -514,11 +495,7 @@ pub extern "C" fn dlslime_rpc_call_is_exception(c: *const dlslime_rpc_call_t) ->
 /// Releases the call (detaching it if still pending). NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_rpc_call_free(c: *mut dlslime_rpc_call_t) {
-    ffi_boundary! {
-        // SAFETY: `c` is NULL or a live call handle, freed once after every other call on
-        // it has returned (the header's contract for `_free`).
-        unsafe { free_box(c) }
-    }
+    free_body!(c)
 }
 
 /// A request the server side received. Answer it with one of the `dlslime_rpc_request_reply*`
@@ -552,8 +529,7 @@ pub extern "C" fn dlslime_rpc_poll_request(
             Ok(Some(r)) => {
                 let meta = (r.tag(), r.request_id(), r.payload_ptr() as usize, r.payload().len());
                 let b = Mutex::new((Some(r), meta.0, meta.1, meta.2, meta.3));
-                out.write(box_into_ptr::<dlslime_rpc_request_t>(b));
-                dlslime_status_t::Ok
+                handle_out(b, out)
             }
             Ok(None) => fail(Error::new(Status::Timeout, "no RPC request arrived before the timeout")),
             Err(e) => fail(e),
@@ -693,9 +669,5 @@ pub extern "C" fn dlslime_rpc_request_reply_error(
 /// Releases the request; an unanswered one gets an exception reply first. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_rpc_request_free(r: *mut dlslime_rpc_request_t) {
-    ffi_boundary! {
-        // SAFETY: `r` is NULL or a live request handle, freed once after every other call
-        // on it has returned (the header's contract for `_free`).
-        unsafe { free_box(r) }
-    }
+    free_body!(r)
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::args::endpoint_out;
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::{config_or_default, init_sized, ms};
+use super::options::{config_or_default, ms};
 use super::status::dlslime_status_t;
 use crate::engine::ProgressMode;
 use crate::memory::{alloc_shared, free_shared};
@@ -60,11 +60,7 @@ pub struct dlslime_shm_options_t {
 /// field zero. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_shm_options_init(opts: *mut dlslime_shm_options_t) {
-    ffi_boundary! {
-        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
-        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
-        unsafe { init_sized(opts) }
-    }
+    options_init_body!(opts)
 }
 
 fn to_config(o: &dlslime_shm_options_t) -> crate::Result<ShmConfig> {

@@ -5,11 +5,11 @@
 use std::ffi::c_char;
 use std::net::SocketAddr;
 
-use super::args::{endpoint_out, opt_text, string_out};
-use super::cast::{arc_into_ptr, free_arc};
+use super::args::{endpoint_out, opt_text};
+use super::cast::arc_into_ptr;
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::{config_or_default, init_sized, ms};
+use super::options::{config_or_default, ms};
 use super::status::dlslime_status_t;
 use crate::error::Error;
 use crate::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
@@ -62,11 +62,7 @@ castable!(dlslime_tcp_context_t => Arc<TcpContext>);
 /// field zero/NULL. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_tcp_options_init(opts: *mut dlslime_tcp_options_t) {
-    ffi_boundary! {
-        // SAFETY: `opts` is NULL or writable storage for one options struct (the header's
-        // contract), a `repr(C)` struct of integers, booleans and pointers led by `size`.
-        unsafe { init_sized(opts) }
-    }
+    options_init_body!(opts)
 }
 
 /// Converts C options to a `TcpConfig` (zero fields keep the defaults).
@@ -125,11 +121,7 @@ pub extern "C" fn dlslime_tcp_context_new(
 /// Releases the caller's reference to a context; endpoints keep theirs. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn dlslime_tcp_context_free(ctx: *mut dlslime_tcp_context_t) {
-    ffi_boundary! {
-        // SAFETY: `ctx` is NULL or a live context handle given back by the caller, who
-        // does not use it again (the header's contract for `_free`).
-        unsafe { free_arc(ctx) }
-    }
+    free_body!(ctx)
 }
 
 /// Writes the listener's bound address ("IP:port") as an owned string to `*out_addr`;
@@ -141,11 +133,7 @@ pub extern "C" fn dlslime_tcp_context_local_addr(
     ctx: *const dlslime_tcp_context_t,
     out_addr: *mut *mut c_char,
 ) -> dlslime_status_t {
-    ffi_boundary! {
-        let ctx = try_ref!(ctx);
-        let out_addr = try_out!(out_addr);
-        string_out(ctx.local_addr().to_string(), out_addr)
-    }
+    string_getter_body!(ctx, out_addr, |ctx| ctx.local_addr().to_string())
 }
 
 /// Creates a TCP endpoint over a context and a memory pool and writes it to `*out`. The

@@ -381,6 +381,17 @@ pub fn message(len: usize, seed: u8) -> Vec<u8> {
     m
 }
 
+/// One operation kind's traffic as `(submitted, submitted_bytes, completed,
+/// completed_bytes)`, the tuple the counter tests compare against a known workload.
+pub fn traffic(v: &dlslime::obs::OpValues) -> (u64, u64, u64, u64) {
+    (
+        v.submitted,
+        v.submitted_bytes,
+        v.completed,
+        v.completed_bytes,
+    )
+}
+
 /// Tests that each run one scenario function with their own arguments:
 /// An endpoint of `transport` ("shm" or "tcp") with the RPC session memory for `cfg`
 /// allocated before connect (on shared memory the peer then maps it at connect).
@@ -439,6 +450,25 @@ macro_rules! scenario_tests {
 }
 #[allow(unused_imports)]
 pub(crate) use scenario_tests;
+
+/// A peer-process entry: the `#[ignore]`d test that [`Peer::spawn`] runs in the child
+/// process, and that returns at once when run by hand outside one.
+/// `peer_entry!(fn name(parent) { body })`: `body` sees the child's `mut parent`.
+#[allow(unused_macros)]
+macro_rules! peer_entry {
+    (fn $name:ident($parent:ident) $body:block) => {
+        #[test]
+        #[ignore = "peer process entry, run by the two-process tests"]
+        fn $name() {
+            let Some(mut $parent) = $crate::common::Parent::child() else {
+                return;
+            };
+            $body
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use peer_entry;
 
 /// One command from the parent, `<name> <rest>`: the child entries' loops read these.
 pub struct PeerCommand<'a> {
