@@ -11,10 +11,12 @@ pub mod local;
 pub(crate) mod mapped;
 pub mod remote;
 pub mod shared;
+pub mod span;
 
 pub use local::{DeviceMr, MemoryPool, MrHandle, Region, Registrar};
 pub use remote::{RemoteHandle, RemotePool, RemoteRegion};
 pub use shared::{alloc_shared, free_shared, SharedBuf};
+pub use span::Span;
 
 use crate::error::{Error, Result, Status};
 

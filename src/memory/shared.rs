@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
+use super::span::Span;
 use crate::error::{Error, Result, Status};
 
 /// One live shared allocation of this process.
@@ -169,8 +170,7 @@ pub fn find_allocation(addr: usize, len: usize) -> Option<Arc<AllocInfo>> {
 
 /// RAII owner of a shared allocation (the Rust-side convenience).
 pub struct SharedBuf {
-    ptr: *mut u8,
-    len: usize,
+    span: Span,
 }
 
 // SAFETY: the buffer is plain memory owned by this value, not tied to a thread.
@@ -182,8 +182,7 @@ unsafe impl Sync for SharedBuf {}
 impl SharedBuf {
     pub fn new(len: usize) -> Result<SharedBuf> {
         Ok(SharedBuf {
-            ptr: alloc_shared(len)?,
-            len,
+            span: Span::new(alloc_shared(len)?, len),
         })
     }
 
@@ -191,16 +190,9 @@ impl SharedBuf {
     /// [`adopt_shared`].
     pub fn adopt(fd: OwnedFd) -> Result<SharedBuf> {
         let (ptr, len) = adopt_shared(fd)?;
-        Ok(SharedBuf { ptr, len })
-    }
-    pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr
-    }
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+        Ok(SharedBuf {
+            span: Span::new(ptr, len),
+        })
     }
     #[allow(clippy::mut_from_ref)]
     /// # Safety
@@ -208,13 +200,21 @@ impl SharedBuf {
     pub unsafe fn as_mut_slice(&self) -> &mut [u8] {
         // SAFETY: `ptr` is a live mapping of at least `len` bytes for as long as `self`
         // lives; exclusive use is the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.as_ptr(), self.len()) }
     }
     /// # Safety
     /// As for [`SharedBuf::as_mut_slice`].
     pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: as in `as_mut_slice`; the absence of writers is the caller's promise.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len()) }
+    }
+}
+
+/// The buffer's address and length.
+impl std::ops::Deref for SharedBuf {
+    type Target = Span;
+    fn deref(&self) -> &Span {
+        &self.span
     }
 }
 
@@ -222,7 +222,7 @@ impl Drop for SharedBuf {
     fn drop(&mut self) {
         // SAFETY: `ptr` came from alloc_shared in `new`, is freed only here, and the
         // buffer is gone after this.
-        let _ = unsafe { free_shared(self.ptr) };
+        let _ = unsafe { free_shared(self.as_ptr()) };
     }
 }
 

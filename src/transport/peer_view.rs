@@ -4,13 +4,14 @@
 
 use std::sync::Arc;
 
+use crate::memory::Span;
+
 /// The peer's bytes `[addr, addr+len)` as memory of this process (see
 /// [`Endpoint::peer_view`](super::Endpoint::peer_view)). The mapping stays valid while
 /// the view lives, whatever the peer does meanwhile; the bytes are the peer's, so they
 /// may change under the reader: treat them as untrusted input.
 pub struct PeerView {
-    ptr: *mut u8,
-    len: usize,
+    span: Span,
     _mapping: Arc<dyn Send + Sync>,
 }
 
@@ -26,22 +27,16 @@ impl PeerView {
     /// `mapping` lives.
     pub unsafe fn new(ptr: *mut u8, len: usize, mapping: Arc<dyn Send + Sync>) -> PeerView {
         PeerView {
-            ptr,
-            len,
+            span: Span::new(ptr, len),
             _mapping: mapping,
         }
     }
+}
 
-    /// Where the range lies here (valid for `len()` bytes while the view lives).
-    pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+/// Where the range lies here (valid for `len()` bytes while the view lives).
+impl std::ops::Deref for PeerView {
+    type Target = Span;
+    fn deref(&self) -> &Span {
+        &self.span
     }
 }
