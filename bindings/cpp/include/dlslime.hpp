@@ -142,14 +142,6 @@ class MutableSpan {
 
 inline std::string version() { return dlslime_version(); }
 
-/// Number of CUDA devices; throws Error(DLSLIME_STATUS_DEVICE_UNAVAILABLE) when the CUDA
-/// driver is missing (the library loads it at run time and works without it).
-inline int32_t cuda_device_count() {
-  int32_t n = 0;
-  check(dlslime_cuda_device_count(&n));
-  return n;
-}
-
 namespace detail {
 /// A std::chrono duration as the C ABI's milliseconds, rounded up (so 1us waits 1ms,
 /// not 0 = "the default deadline"); negative durations are 0.
@@ -168,13 +160,20 @@ inline std::string take_string(char* s) {
   return out;
 }
 
+/// Calls `f(args..., &v)`, throws on failure and returns what `f` wrote to `v`: the
+/// shape of every C function that hands back one out-parameter.
+template <typename T, typename F, typename... A>
+T out(F f, A... args) {
+  T v{};
+  check(f(args..., &v));
+  return v;
+}
+
 /// Calls `f(args..., &s)`, a function that writes an owned string, and takes `s`
 /// (throws Error when `f` fails).
 template <typename F, typename... A>
 std::string string_out(F f, A... args) {
-  char* s = nullptr;
-  check(f(args..., &s));
-  return take_string(s);
+  return take_string(out<char*>(f, args...));
 }
 
 /// A move-only owner of a C handle freed by `Free`.
@@ -206,6 +205,12 @@ class Handle {
 };
 }  // namespace detail
 
+/// Number of CUDA devices; throws Error(DLSLIME_STATUS_DEVICE_UNAVAILABLE) when the CUDA
+/// driver is missing (the library loads it at run time and works without it).
+inline int32_t cuda_device_count() {
+  return detail::out<int32_t>(dlslime_cuda_device_count);
+}
+
 using MrHandle = dlslime_mr_handle_t;
 using RemoteHandle = dlslime_remote_handle_t;
 
@@ -224,15 +229,11 @@ inline dlslime_assignment_t assignment(MrHandle local, RemoteHandle remote, uint
 class Pool {
  public:
   Pool() {
-    dlslime_memory_pool_t* p = nullptr;
-    check(dlslime_memory_pool_new(&p));
-    h_ = Handle(p);
+    h_ = Handle(detail::out<dlslime_memory_pool_t*>(dlslime_memory_pool_new));
   }
   /// Registers [ptr, ptr+len) under `name` ("" for the default name mr_<handle>).
   MrHandle register_region(void* ptr, size_t len, const std::string& name = "") {
-    MrHandle h = 0;
-    check(dlslime_memory_pool_register(h_.get(), name.empty() ? nullptr : name.c_str(), ptr, len, &h));
-    return h;
+    return detail::out<MrHandle>(dlslime_memory_pool_register, h_.get(), name.empty() ? nullptr : name.c_str(), ptr, len);
   }
   /// Registers a writable buffer (a peer may write into it).
   MrHandle register_region(MutableSpan buf, const std::string& name = "") {
@@ -242,9 +243,7 @@ class Pool {
   /// Error(DLSLIME_STATUS_DEVICE_UNAVAILABLE) without a CUDA driver. TCP stages it;
   /// shared memory and RDMA refuse it (docs/gpu.md).
   MrHandle register_device_region(void* dptr, size_t len, const std::string& name = "") {
-    MrHandle h = 0;
-    check(dlslime_memory_pool_register_device(h_.get(), name.empty() ? nullptr : name.c_str(), dptr, len, &h));
-    return h;
+    return detail::out<MrHandle>(dlslime_memory_pool_register_device, h_.get(), name.empty() ? nullptr : name.c_str(), dptr, len);
   }
   /// Where a region lives: -1 host memory, else the CUDA device ordinal.
   int32_t region_device(MrHandle h) const {
@@ -255,9 +254,7 @@ class Pool {
   void unregister(MrHandle h) { check(dlslime_memory_pool_unregister(h_.get(), h)); }
   void unregister(const std::string& name) { check(dlslime_memory_pool_unregister_name(h_.get(), name.c_str())); }
   MrHandle handle(const std::string& name) const {
-    MrHandle h = 0;
-    check(dlslime_memory_pool_handle(h_.get(), name.c_str(), &h));
-    return h;
+    return detail::out<MrHandle>(dlslime_memory_pool_handle, h_.get(), name.c_str());
   }
   std::string mr_info() const {
     return detail::string_out(dlslime_memory_pool_mr_info, h_.get());
@@ -303,9 +300,7 @@ class TcpContext {
     c.chunk_size = o.chunk_size;
     c.idle_timeout_ms = detail::to_ms(o.idle_timeout);
     c.default_timeout_ms = detail::to_ms(o.default_timeout);
-    dlslime_tcp_context_t* p = nullptr;
-    check(dlslime_tcp_context_new(&c, &p));
-    h_ = Handle(p);
+    h_ = Handle(detail::out<dlslime_tcp_context_t*>(dlslime_tcp_context_new, &c));
   }
   std::string local_addr() const {
     return detail::string_out(dlslime_tcp_context_local_addr, h_.get());
@@ -358,9 +353,7 @@ class RdmaContext {
     c.gid_index = o.gid_index >= 0 ? static_cast<uint32_t>(o.gid_index) : 0;
     c.cq_depth = o.cq_depth;
     c.default_timeout_ms = detail::to_ms(o.default_timeout);
-    dlslime_rdma_context_t* p = nullptr;
-    check(dlslime_rdma_context_new(&c, &p));
-    h_ = Handle(p);
+    h_ = Handle(detail::out<dlslime_rdma_context_t*>(dlslime_rdma_context_new, &c));
   }
   std::string device() const {
     return detail::string_out(dlslime_rdma_context_device, h_.get());
@@ -444,16 +437,12 @@ class Future {
   /// Error, DLSLIME_STATUS_INVALID_ARGUMENT) nor before completion (throws Error,
   /// DLSLIME_STATUS_PENDING); throws the operation's Error if it failed.
   int32_t imm_data() const {
-    int32_t v = 0;
-    check(dlslime_future_get_imm_data(h_.get(), &v));
-    return v;
+    return detail::out<int32_t>(dlslime_future_get_imm_data, h_.get());
   }
   /// Bytes moved (recv: the message's length; read/write: the bytes of every
   /// assignment). Throws as imm_data() before completion or after a failure.
   uint64_t nbytes() const {
-    uint64_t v = 0;
-    check(dlslime_future_get_nbytes(h_.get(), &v));
-    return v;
+    return detail::out<uint64_t>(dlslime_future_get_nbytes, h_.get());
   }
   const dlslime_future_t* get() const noexcept { return h_.get(); }
 
@@ -468,15 +457,11 @@ class Endpoint {
   using Assignments = std::vector<dlslime_assignment_t>;
 
   static Endpoint tcp(const TcpContext& ctx, const Pool& pool) {
-    dlslime_endpoint_t* p = nullptr;
-    check(dlslime_tcp_endpoint_new(ctx.get(), pool.get(), &p));
-    return Endpoint(p);
+    return Endpoint(detail::out<dlslime_endpoint_t*>(dlslime_tcp_endpoint_new, ctx.get(), pool.get()));
   }
   /// An RDMA endpoint with `num_qp` data QPs (1..16); binds `pool` to the context's NIC.
   static Endpoint rdma(const RdmaContext& ctx, const Pool& pool, uint32_t num_qp = 1) {
-    dlslime_endpoint_t* p = nullptr;
-    check(dlslime_rdma_endpoint_new(ctx.get(), pool.get(), num_qp, &p));
-    return Endpoint(p);
+    return Endpoint(detail::out<dlslime_endpoint_t*>(dlslime_rdma_endpoint_new, ctx.get(), pool.get(), num_qp));
   }
   /// A shared-memory endpoint to a peer process on the same host.
   static Endpoint shm(const Pool& pool, const ShmOptions& o = ShmOptions()) {
@@ -486,9 +471,7 @@ class Endpoint {
               (o.inline_progress ? DLSLIME_SHM_FLAG_INLINE_PROGRESS : 0u);
     c.spin_us = o.spin.count() > 0 ? static_cast<uint64_t>(o.spin.count()) : 0;
     c.default_timeout_ms = detail::to_ms(o.default_timeout);
-    dlslime_endpoint_t* p = nullptr;
-    check(dlslime_shm_endpoint_new(pool.get(), &c, &p));
-    return Endpoint(p);
+    return Endpoint(detail::out<dlslime_endpoint_t*>(dlslime_shm_endpoint_new, pool.get(), &c));
   }
   /// This endpoint's endpoint_info (JSON), for the peer's connect().
   std::string info() const {
@@ -496,47 +479,33 @@ class Endpoint {
   }
   void connect(const std::string& peer_info) { check(dlslime_endpoint_connect(h_.get(), peer_info.c_str())); }
   RemoteHandle register_remote(const std::string& name, const std::string& region_json) {
-    RemoteHandle h = 0;
-    check(dlslime_endpoint_register_remote(h_.get(), name.c_str(), region_json.c_str(), &h));
-    return h;
+    return detail::out<RemoteHandle>(dlslime_endpoint_register_remote, h_.get(), name.c_str(), region_json.c_str());
   }
   RemoteHandle remote_handle(const std::string& name) const {
-    RemoteHandle h = 0;
-    check(dlslime_endpoint_remote_handle(h_.get(), name.c_str(), &h));
-    return h;
+    return detail::out<RemoteHandle>(dlslime_endpoint_remote_handle, h_.get(), name.c_str());
   }
   /// Assignments in the DLSlime order (see dlslime::assignment).
   Future read(const Assignments& a, Timeout timeout = {}) { return op(dlslime_endpoint_read, a, timeout); }
   Future write(const Assignments& a, Timeout timeout = {}) { return op(dlslime_endpoint_write, a, timeout); }
   Future write_with_imm(const Assignments& a, int32_t imm, Timeout timeout = {}) {
-    dlslime_future_t* f = nullptr;
-    check(dlslime_endpoint_write_with_imm(h_.get(), a.data(), a.size(), imm, timeout.ms(), &f));
-    return Future(f);
+    return Future(detail::out<dlslime_future_t*>(dlslime_endpoint_write_with_imm, h_.get(), a.data(), a.size(), imm, timeout.ms()));
   }
   Future imm_recv(Timeout timeout = {}) {
-    dlslime_future_t* f = nullptr;
-    check(dlslime_endpoint_imm_recv(h_.get(), timeout.ms(), &f));
-    return Future(f);
+    return Future(detail::out<dlslime_future_t*>(dlslime_endpoint_imm_recv, h_.get(), timeout.ms()));
   }
   /// The buffer must stay valid and unmodified until the future completes.
   Future send(Span data, Timeout timeout = {}) {
-    dlslime_future_t* f = nullptr;
-    check(dlslime_endpoint_send(h_.get(), data.data(), data.size(), timeout.ms(), &f));
-    return Future(f);
+    return Future(detail::out<dlslime_future_t*>(dlslime_endpoint_send, h_.get(), data.data(), data.size(), timeout.ms()));
   }
   Future send(const void* ptr, size_t len, Timeout timeout = {}) { return send(Span(ptr, len), timeout); }
   /// The buffer must stay valid and untouched until the future completes.
   Future recv(MutableSpan buf, Timeout timeout = {}) {
-    dlslime_future_t* f = nullptr;
-    check(dlslime_endpoint_recv(h_.get(), buf.data(), buf.size(), timeout.ms(), &f));
-    return Future(f);
+    return Future(detail::out<dlslime_future_t*>(dlslime_endpoint_recv, h_.get(), buf.data(), buf.size(), timeout.ms()));
   }
   Future recv(void* ptr, size_t len, Timeout timeout = {}) { return recv(MutableSpan(ptr, len), timeout); }
   /// Fails every pending operation with DLSLIME_STATUS_CANCELLED; returns how many.
   size_t cancel_all() {
-    size_t n = 0;
-    check(dlslime_endpoint_cancel_all(h_.get(), &n));
-    return n;
+    return detail::out<size_t>(dlslime_endpoint_cancel_all, h_.get());
   }
   /// Cancels pending operations and closes the endpoint. Idempotent.
   void shutdown() { check(dlslime_endpoint_shutdown(h_.get())); }
@@ -547,9 +516,7 @@ class Endpoint {
   using OpFn = dlslime_status_t (*)(const dlslime_endpoint_t*, const dlslime_assignment_t*, size_t, uint64_t,
                                     dlslime_future_t**);
   Future op(OpFn fn, const Assignments& a, Timeout timeout) {
-    dlslime_future_t* f = nullptr;
-    check(fn(h_.get(), a.data(), a.size(), timeout.ms(), &f));
-    return Future(f);
+    return Future(detail::out<dlslime_future_t*>(fn, h_.get(), a.data(), a.size(), timeout.ms()));
   }
   detail::Handle<dlslime_endpoint_t, dlslime_endpoint_free> h_;
 };
@@ -582,9 +549,7 @@ class RpcMemory {
  public:
   RpcMemory(const Pool& pool, const RpcOptions& o = RpcOptions()) {
     auto c = o.to_c();
-    dlslime_rpc_memory_t* p = nullptr;
-    check(dlslime_rpc_memory_new(pool.get(), &c, &p));
-    h_ = detail::Handle<dlslime_rpc_memory_t, dlslime_rpc_memory_free>(p);
+    h_ = detail::Handle<dlslime_rpc_memory_t, dlslime_rpc_memory_free>(detail::out<dlslime_rpc_memory_t*>(dlslime_rpc_memory_new, pool.get(), &c));
   }
   const dlslime_rpc_memory_t* get() const noexcept { return h_.get(); }
 
@@ -663,14 +628,10 @@ class RpcSession {
  public:
   RpcSession(const Endpoint& ep, const RpcOptions& o = RpcOptions(), const RpcMemory* mem = nullptr) {
     auto c = o.to_c();
-    dlslime_rpc_session_t* p = nullptr;
-    check(dlslime_rpc_session_new(ep.get(), mem ? mem->get() : nullptr, &c, &p));
-    h_ = detail::Handle<dlslime_rpc_session_t, dlslime_rpc_session_free>(p);
+    h_ = detail::Handle<dlslime_rpc_session_t, dlslime_rpc_session_free>(detail::out<dlslime_rpc_session_t*>(dlslime_rpc_session_new, ep.get(), mem ? mem->get() : nullptr, &c));
   }
   RpcCall call(uint32_t tag, Span payload) {
-    dlslime_rpc_call_t* p = nullptr;
-    check(dlslime_rpc_call(h_.get(), tag, static_cast<const uint8_t*>(payload.data()), payload.size(), &p));
-    return RpcCall(p);
+    return RpcCall(detail::out<dlslime_rpc_call_t*>(dlslime_rpc_call, h_.get(), tag, static_cast<const uint8_t*>(payload.data()), payload.size()));
   }
   /// The next request, or false if none arrived within `timeout`. Throws Error with
   /// DLSLIME_STATUS_SHUT_DOWN / DLSLIME_STATUS_PEER_DISCONNECTED when the session ended.
@@ -777,18 +738,14 @@ class PeerAgent {
   /// Registers [data, data + offset + length) as `name` (the region starts at `data`) and
   /// publishes it.
   MrHandle register_memory_region(const std::string& name, void* data, size_t offset, size_t length) {
-    MrHandle h = 0;
-    check(dlslime_peer_agent_register_memory_region(h_.get(), name.c_str(), data, offset, length, &h));
-    return h;
+    return detail::out<MrHandle>(dlslime_peer_agent_register_memory_region, h_.get(), name.c_str(), data, offset, length);
   }
   MrHandle register_memory_region(const std::string& name, MutableSpan buf) {
     return register_memory_region(name, buf.data(), 0, buf.size());
   }
   /// Returns whether the region existed.
   bool unregister_memory_region(const std::string& name) {
-    bool existed = false;
-    check(dlslime_peer_agent_unregister_memory_region(h_.get(), name.c_str(), &existed));
-    return existed;
+    return detail::out<bool>(dlslime_peer_agent_unregister_memory_region, h_.get(), name.c_str());
   }
   /// The record `peer` published for its region `name` (JSON).
   std::string get_mr_info(const std::string& peer, const std::string& name) const {
@@ -803,26 +760,18 @@ class PeerAgent {
   Future write_with_imm(const std::string& peer, const std::vector<NamedAssignment>& a, int32_t imm,
                         Timeout timeout = {}) {
     std::vector<dlslime_named_assignment_t> c = to_c(a);
-    dlslime_future_t* f = nullptr;
-    check(dlslime_peer_agent_write_with_imm(h_.get(), peer.c_str(), c.data(), c.size(), imm, timeout.ms(), &f));
-    return Future(f);
+    return Future(detail::out<dlslime_future_t*>(dlslime_peer_agent_write_with_imm, h_.get(), peer.c_str(), c.data(), c.size(), imm, timeout.ms()));
   }
   Future imm_recv(const std::string& peer, Timeout timeout = {}) {
-    dlslime_future_t* f = nullptr;
-    check(dlslime_peer_agent_imm_recv(h_.get(), peer.c_str(), timeout.ms(), &f));
-    return Future(f);
+    return Future(detail::out<dlslime_future_t*>(dlslime_peer_agent_imm_recv, h_.get(), peer.c_str(), timeout.ms()));
   }
   /// The buffer must stay valid and unmodified until the future completes.
   Future send(const std::string& peer, Span data, Timeout timeout = {}) {
-    dlslime_future_t* f = nullptr;
-    check(dlslime_peer_agent_send(h_.get(), peer.c_str(), data.data(), data.size(), timeout.ms(), &f));
-    return Future(f);
+    return Future(detail::out<dlslime_future_t*>(dlslime_peer_agent_send, h_.get(), peer.c_str(), data.data(), data.size(), timeout.ms()));
   }
   /// The buffer must stay valid and untouched until the future completes.
   Future recv(const std::string& peer, MutableSpan buf, Timeout timeout = {}) {
-    dlslime_future_t* f = nullptr;
-    check(dlslime_peer_agent_recv(h_.get(), peer.c_str(), buf.data(), buf.size(), timeout.ms(), &f));
-    return Future(f);
+    return Future(detail::out<dlslime_future_t*>(dlslime_peer_agent_recv, h_.get(), peer.c_str(), buf.data(), buf.size(), timeout.ms()));
   }
   /// Pending operations fail, everything published is removed, peers are notified.
   void shutdown() { check(dlslime_peer_agent_shutdown(h_.get())); }
@@ -845,9 +794,7 @@ class PeerAgent {
   }
   Future named(NamedFn fn, const std::string& peer, const std::vector<NamedAssignment>& a, Timeout timeout) {
     std::vector<dlslime_named_assignment_t> c = to_c(a);
-    dlslime_future_t* f = nullptr;
-    check(fn(h_.get(), peer.c_str(), c.data(), c.size(), timeout.ms(), &f));
-    return Future(f);
+    return Future(detail::out<dlslime_future_t*>(fn, h_.get(), peer.c_str(), c.data(), c.size(), timeout.ms()));
   }
   Handle h_;
 };
@@ -904,15 +851,11 @@ class Ring {
     c.slot_count = o.slot_count;
     c.slot_capacity = o.slot_capacity;
     c.flags = o.overwrite ? 0u : static_cast<uint32_t>(DLSLIME_RING_FLAG_NO_OVERWRITE);
-    dlslime_ring_t* p = nullptr;
-    check(dlslime_ring_new(&c, &p));
-    h_ = Handle(p);
+    h_ = Handle(detail::out<dlslime_ring_t*>(dlslime_ring_new, &c));
   }
   /// Maps the ring whose handle() JSON another process of this host gave us.
   static Ring attach(const std::string& handle_json) {
-    dlslime_ring_t* p = nullptr;
-    check(dlslime_ring_attach(handle_json.c_str(), &p));
-    return Ring(p);
+    return Ring(detail::out<dlslime_ring_t*>(dlslime_ring_attach, handle_json.c_str()));
   }
   std::string handle() const {
     return detail::string_out(dlslime_ring_handle, h_.get());
@@ -940,20 +883,14 @@ class Ring {
   }
   /// Reads and consumes `r` into `dst`; returns its length.
   size_t read(SlotRef r, MutableSpan dst) {
-    size_t n = 0;
-    check(dlslime_ring_read(h_.get(), r, dst.data(), dst.size(), &n));
-    return n;
+    return detail::out<size_t>(dlslime_ring_read, h_.get(), r, dst.data(), dst.size());
   }
   /// Like read(), but nothing (false) when another reader holds the slot.
   bool try_read(SlotRef r, MutableSpan dst, size_t& len) {
-    bool ready = false;
-    check(dlslime_ring_try_read(h_.get(), r, dst.data(), dst.size(), &len, &ready));
-    return ready;
+    return detail::out<bool>(dlslime_ring_try_read, h_.get(), r, dst.data(), dst.size(), &len);
   }
   RingView read_view(SlotRef r) {
-    dlslime_ring_view_t* v = nullptr;
-    check(dlslime_ring_read_view(h_.get(), r, &v));
-    return RingView(v);
+    return RingView(detail::out<dlslime_ring_view_t*>(dlslime_ring_read_view, h_.get(), r));
   }
   dlslime_slot_state slot_state(uint32_t slot) const {
     uint32_t s = 0;
@@ -996,9 +933,7 @@ class RingServer {
     c.max_lease_ms = static_cast<uint64_t>(o.max_lease.count());
     c.default_lease_ms = static_cast<uint64_t>(o.default_lease.count());
     c.idle_timeout_ms = static_cast<uint64_t>(o.idle_timeout.count());
-    dlslime_ring_server_t* p = nullptr;
-    check(dlslime_ring_server_new(&c, &p));
-    h_ = Handle(p);
+    h_ = Handle(detail::out<dlslime_ring_server_t*>(dlslime_ring_server_new, &c));
   }
   void add_ring(const Ring& r) { check(dlslime_ring_server_add_ring(h_.get(), r.get())); }
   /// Keep the endpoint until the server is stopped.
@@ -1061,9 +996,7 @@ class RingClient {
     c.max_rounds = o.max_rounds;
     c.round_backoff_ms = static_cast<uint32_t>(o.round_backoff.count());
     c.commit_grace_ms = static_cast<uint64_t>(o.commit_grace.count());
-    dlslime_ring_client_t* p = nullptr;
-    check(dlslime_ring_client_new(&c, &p));
-    h_ = Handle(p);
+    h_ = Handle(detail::out<dlslime_ring_client_t*>(dlslime_ring_client_new, &c));
   }
   /// Keep the endpoint while the client uses it.
   void add_endpoint(const std::string& producer, const Endpoint& ep) {
@@ -1074,14 +1007,10 @@ class RingClient {
     check(dlslime_ring_client_add_peer(h_.get(), producer.c_str(), agent.get(), alias.c_str(), transport.c_str()));
   }
   RingPayload fetch(const std::string& producer, SlotRef r) {
-    dlslime_ring_payload_t* p = nullptr;
-    check(dlslime_ring_client_fetch(h_.get(), producer.c_str(), r, &p));
-    return RingPayload(p);
+    return RingPayload(detail::out<dlslime_ring_payload_t*>(dlslime_ring_client_fetch, h_.get(), producer.c_str(), r));
   }
   size_t fetch_into(const std::string& producer, SlotRef r, MutableSpan dst) {
-    size_t n = 0;
-    check(dlslime_ring_client_fetch_into(h_.get(), producer.c_str(), r, dst.data(), dst.size(), &n));
-    return n;
+    return detail::out<size_t>(dlslime_ring_client_fetch_into, h_.get(), producer.c_str(), r, dst.data(), dst.size());
   }
   /// One item per reference: its status, and its payload when the status is OK.
   std::vector<Item> fetch_batch(const std::string& producer, const std::vector<SlotRef>& refs) {
