@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::scenarios::{
-    self, concurrent_operations, deadlines_cancel_and_shutdown, local_checks_fail_at_once,
-    one_sided_opcodes, receive_from_the_child, refused_by_the_target, target_untouched, Initiator,
+    self, concurrent_operations, deadlines_cancel_and_shutdown, immediates_in_order,
+    local_checks_fail_at_once, one_sided_opcodes, receive_from_the_child, refused_by_the_target,
+    sends_before_receives, target_untouched, truncation_fails_both_sides, Initiator,
 };
 use common::{
-    check_pattern, fill_pattern, message, message_command, pattern, region_command, registered,
-    Parent, Peer,
+    check_pattern, fill_pattern, message, pattern, registered, target_command, Parent, Peer,
 };
 use dlslime::transport::rdma::{RdmaConfig, RdmaContext, RdmaEndpoint, RdmaEndpointConfig};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
@@ -113,10 +113,7 @@ common::peer_entry!(fn rdma_peer(parent) {
                 let b2 = g.wait().map_err(|e| e.status());
                 parent.send(&format!("ended {a:?} {b2:?} {}", t.elapsed().as_millis()));
             }
-            _ => {
-                return region_command(parent, &*ep, &mut region, c)
-                    || message_command(parent, &*ep, timeout, c)
-            }
+            _ => return target_command(parent, &*ep, &mut region, timeout, c),
         }
         true
     });
@@ -137,25 +134,7 @@ fn every_opcode_moves_the_right_bytes() {
     assert_eq!(r.cmd("imm 1"), "imms -2");
     // send/recv both ways, sends posted before the receives (held, not lost); eager and
     // rendezvous sizes
-    let msgs: Vec<Vec<u8>> = [1000, 5000, 3 * MIB]
-        .iter()
-        .enumerate()
-        .map(|(k, &n)| message(n, 100 + k as u8))
-        .collect();
-    let sends: Vec<_> = msgs
-        .iter()
-        // SAFETY: the messages in `msgs` stay alive and unmodified until their sends are
-        // waited below.
-        .map(|m| unsafe { r.ep.send(m.as_ptr(), m.len(), None).unwrap() })
-        .collect();
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(
-        r.cmd(&format!("recv 3 {}", 4 * MIB)),
-        format!("recvd ok:1000:100,ok:5000:101,ok:{}:102", 3 * MIB)
-    );
-    for s in sends {
-        s.wait().unwrap();
-    }
+    sends_before_receives(&mut r, &[1000, 5000, 3 * MIB], 4 * MIB);
     receive_from_the_child(&mut r);
     // a rendezvous message into a buffer that is a registered region (no registration
     // on the fly)
@@ -323,17 +302,7 @@ fn immediate_data_arrives_once_and_in_order_over_several_qps() {
         return;
     };
     // mixed sizes (striped and not), none waited before the next is issued
-    let futs: Vec<_> = (0..60)
-        .map(|i| {
-            let len = if i % 10 == 0 { 2 * MIB as u64 } else { 64 };
-            r.ep.write_with_imm(&[r.a(0, 0, len)], i, None).unwrap()
-        })
-        .collect();
-    let want: Vec<String> = (0..60).map(|i| i.to_string()).collect();
-    assert_eq!(r.cmd("imm 60"), format!("imms {}", want.join(",")));
-    for f in futs {
-        f.wait().unwrap();
-    }
+    immediates_in_order(&mut r, 60);
     // notifications that come before imm_recv is posted are queued, not lost; more of
     // them than the receive window (128 per QP)
     let futs: Vec<_> = (0..200)
@@ -377,17 +346,7 @@ fn messages_keep_order_beyond_the_window_and_truncation_fails_both_sides() {
         s.wait().unwrap();
     }
     // truncation: the receive and the send fail, the next message still matches
-    let big = message(100, 1);
-    // SAFETY: `big` stays alive and unmodified until `f` has failed (waited below).
-    let f = unsafe { r.ep.send(big.as_ptr(), big.len(), None).unwrap() };
-    let small = message(5, 2);
-    // SAFETY: `small` stays alive and unmodified until `g` completes (waited below).
-    let g = unsafe { r.ep.send(small.as_ptr(), small.len(), None).unwrap() };
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(f.status(), Status::Pending);
-    assert_eq!(r.cmd("recv 2 10"), "recvd Truncated:0:-,ok:5:2");
-    assert_eq!(f.wait().unwrap_err().status(), Status::Truncated);
-    g.wait().unwrap();
+    truncation_fails_both_sides(&mut r, Duration::from_millis(100));
     // a rendezvous message larger than the receive
     let huge = message(MIB, 3);
     // SAFETY: `huge` stays alive and unmodified until `f` has failed (waited below).

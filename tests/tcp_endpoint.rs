@@ -9,13 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::scenarios::{
-    self, concurrent_operations, deadlines_cancel_and_shutdown, local_checks_fail_at_once,
-    one_sided_opcodes, receive_from_the_child, refused_by_the_target, target_untouched, Initiator,
+    self, concurrent_operations, deadlines_cancel_and_shutdown, immediates_in_order,
+    local_checks_fail_at_once, one_sided_opcodes, receive_from_the_child, refused_by_the_target,
+    sends_before_receives, target_untouched, truncation_fails_both_sides, Initiator,
 };
-use common::{
-    check_pattern, fill_pattern, message, message_command, pattern, region_command, registered,
-    Hole, Peer,
-};
+use common::{check_pattern, fill_pattern, message, pattern, registered, target_command, Hole, Peer};
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
 
@@ -63,10 +61,7 @@ common::peer_entry!(fn tcp_peer(parent) {
                 std::process::exit(0);
             }
             "port" => parent.send(&ep.context().local_addr().port().to_string()),
-            _ => {
-                return region_command(parent, &*ep, &mut region, c)
-                    || message_command(parent, &*ep, timeout, c)
-            }
+            _ => return target_command(parent, &*ep, &mut region, timeout, c),
         }
         true
     });
@@ -77,23 +72,9 @@ common::peer_entry!(fn tcp_peer(parent) {
 fn every_opcode_moves_the_right_bytes() {
     let mut r = Rig::new(MIB, MIB);
     one_sided_opcodes(&mut r);
-    // send/recv both ways, sends posted before the receives
-    let msgs: Vec<Vec<u8>> = (0..3)
-        .map(|k| message(1000 + k * 10, 100 + k as u8))
-        .collect();
-    let sends: Vec<_> = msgs
-        .iter()
-        // SAFETY: `msgs` stays alive and unmodified until every send is waited below.
-        .map(|m| unsafe { r.ep.send(m.as_ptr(), m.len(), None).unwrap() })
-        .collect();
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(
-        r.cmd("recv 3 2048"),
-        "recvd ok:1000:100,ok:1010:101,ok:1020:102"
-    );
-    for s in sends {
-        s.wait().unwrap();
-    }
+    // send/recv both ways, sends posted before the receives ("recv 3 2048" answers
+    // "recvd ok:1000:100,ok:1010:101,ok:1020:102")
+    sends_before_receives(&mut r, &[1000, 1010, 1020], 2048);
     receive_from_the_child(&mut r);
     // a message larger than the eager limit is pulled by the receiver
     let big = message(3 * MIB, 42);
@@ -142,17 +123,7 @@ fn many_concurrent_operations_from_several_threads() {
 fn immediate_data_arrives_once_and_in_order() {
     let mut r = Rig::new(8 * MIB, 8 * MIB);
     // mixed sizes, none waited before the next is issued
-    let futs: Vec<_> = (0..100)
-        .map(|i| {
-            let len = if i % 10 == 0 { 2 * MIB as u64 } else { 64 };
-            r.ep.write_with_imm(&[r.a(0, 0, len)], i, None).unwrap()
-        })
-        .collect();
-    let want: Vec<String> = (0..100).map(|i| i.to_string()).collect();
-    assert_eq!(r.cmd("imm 100"), format!("imms {}", want.join(",")));
-    for f in futs {
-        f.wait().unwrap();
-    }
+    immediates_in_order(&mut r, 100);
     // notifications that come before imm_recv is posted are queued, not lost
     r.ep.write_with_imm(&[], 5, None).unwrap().wait().unwrap();
     r.ep.write_with_imm(&[], 6, None).unwrap().wait().unwrap();
@@ -163,20 +134,11 @@ fn immediate_data_arrives_once_and_in_order() {
 #[test]
 fn truncation_fails_both_sides_and_the_next_message_still_matches() {
     let mut r = Rig::new(MIB, MIB);
-    let big = message(100, 1);
-    // SAFETY: `big` stays alive and unmodified until `f` is waited below.
-    let f = unsafe { r.ep.send(big.as_ptr(), big.len(), None).unwrap() };
-    let small = message(5, 2);
-    // SAFETY: `small` stays alive and unmodified until `g` is waited below.
-    let g = unsafe { r.ep.send(small.as_ptr(), small.len(), None).unwrap() };
     // both messages are buffered at the receiver before its receives are posted; the
     // senders still learn the outcome of the receive
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(f.status(), Status::Pending);
-    assert_eq!(r.cmd("recv 2 10"), "recvd Truncated:0:-,ok:5:2");
-    assert_eq!(f.wait().unwrap_err().status(), Status::Truncated);
-    g.wait().unwrap();
+    truncation_fails_both_sides(&mut r, Duration::from_millis(300));
     // and again with the sends racing the receives
+    let (big, small) = (message(100, 1), message(5, 2));
     // SAFETY: `big` stays alive and unmodified until `f` is waited below.
     let f = unsafe { r.ep.send(big.as_ptr(), big.len(), None).unwrap() };
     // SAFETY: `small` stays alive and unmodified until `g` is waited below.

@@ -62,22 +62,26 @@ pub unsafe fn init_sized<T>(opts: *mut T) {
 }
 
 /// The config an export's optional options struct asks for: `C::default()` for NULL,
-/// else the struct read at its own size (`read_sized`) and converted by `convert`.
+/// else the struct read at its own size (`read_sized`, errors naming the struct's C type)
+/// and converted by `convert`. Exports call it through `try_options!`.
 ///
 /// # Safety
-/// `opts` is NULL or meets `read_sized`'s contract for `T`.
+/// `opts` is NULL or meets `read_sized`'s contract for `T`, and the struct meets
+/// `convert`'s contract (string fields NULL or NUL-terminated and valid for the call).
 pub unsafe fn config_or_default<T, C: Default>(
     opts: *const T,
-    type_name: &str,
-    convert: impl FnOnce(&T) -> crate::Result<C>,
+    convert: unsafe fn(&T) -> crate::Result<C>,
 ) -> crate::Result<C> {
     if opts.is_null() {
         return Ok(C::default());
     }
+    let full = std::any::type_name::<T>();
+    let type_name = full.rsplit("::").next().unwrap_or(full);
     // SAFETY: not NULL (checked above), so `read_sized`'s contract holds (this
     // function's contract).
     let o = unsafe { read_sized(opts, type_name) }?;
-    convert(&o)
+    // SAFETY: the struct meets `convert`'s contract (this function's contract).
+    unsafe { convert(&o) }
 }
 
 /// A duration field in milliseconds of an options struct: 0 keeps `default`.

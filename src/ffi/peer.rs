@@ -10,7 +10,7 @@ use super::args::handle_out;
 use super::args::{buffer_ptr, future_out, opt_text, string_out, timeout};
 use super::future::dlslime_future_t;
 use super::memory::dlslime_mr_handle_t;
-use super::options::{ms, read_sized};
+use super::options::ms;
 use super::status::dlslime_status_t;
 use crate::error::{Error, Status};
 use crate::future::Future;
@@ -346,17 +346,7 @@ pub extern "C" fn dlslime_peer_agent_new(
         let alias = try_opt_str!(alias);
         let scope = try_opt_str!(scope);
         let out = try_out!(out);
-        let o = if opts.is_null() {
-            PeerAgentOptions::default()
-        } else {
-            // SAFETY: a non-NULL `opts` points at an options struct the caller set up with
-            // its `_init` function, so `size` readable bytes, as `read_sized` requires;
-            // the struct is integers and pointers only.
-            let o = try_res!(unsafe { read_sized(opts, "dlslime_peer_options_t") });
-            // SAFETY: the header says the string fields are NULL or NUL-terminated and
-            // valid for the call.
-            try_res!(unsafe { to_options(&o) })
-        };
+        let o = try_options!(opts, to_options);
         let agent = try_res!(PeerAgent::new(url, alias, scope, o));
         handle_out(agent, out)
     }
@@ -548,15 +538,7 @@ pub extern "C" fn dlslime_peer_agent_connect(
         let agent = try_ref!(agent);
         let peer = try_str!(peer);
         let out = try_out!(out);
-        let o = if opts.is_null() {
-            ConnectOptions::default()
-        } else {
-            // SAFETY: a non-NULL `opts` points at a struct set up with its `_init`
-            // function (`size` readable bytes, integers and pointers only).
-            let o = try_res!(unsafe { read_sized(opts, "dlslime_peer_connect_options_t") });
-            // SAFETY: the header says the string fields are NULL or NUL-terminated.
-            try_res!(unsafe { to_connect_options(&o) })
-        };
+        let o = try_options!(opts, to_connect_options);
         let c = try_res!(agent.connect_with(peer, &o));
         handle_out(c, out)
     }

@@ -11,7 +11,7 @@ use super::args::buffer_ptr;
 use super::args::handle_out;
 use super::cast::box_into_ptr;
 use super::endpoint::dlslime_endpoint_t;
-use super::options::{ms, read_sized};
+use super::options::ms;
 use super::peer::dlslime_peer_agent_t;
 use super::status::{dlslime_status_t, fail, status_of};
 use crate::error::{Error, Status};
@@ -123,14 +123,10 @@ pub struct dlslime_ring_t {
 
 castable!(dlslime_ring_t => Arc<Ring>);
 
-fn ring_config(opts: *const dlslime_ring_options_t) -> crate::Result<RingConfig> {
+/// # Safety
+/// `name` is NULL or NUL-terminated.
+unsafe fn ring_config(o: &dlslime_ring_options_t) -> crate::Result<RingConfig> {
     let mut c = RingConfig::default();
-    if opts.is_null() {
-        return Ok(c);
-    }
-    // SAFETY: `opts` is not NULL here and, by the header's contract, an options struct the
-    // caller set up with `dlslime_ring_options_init` (`size` readable bytes).
-    let o = unsafe { read_sized(opts, "dlslime_ring_options_t")? };
     if o.flags & !NO_OVERWRITE != 0 {
         return Err(Error::new(
             Status::Unsupported,
@@ -140,7 +136,7 @@ fn ring_config(opts: *const dlslime_ring_options_t) -> crate::Result<RingConfig>
             ),
         ));
     }
-    // SAFETY: `name` is NULL or a NUL-terminated string, by the header's contract.
+    // SAFETY: `name` is NULL or a NUL-terminated string (this function's contract).
     if let Some(n) = unsafe { super::args::opt_text(o.name, "dlslime_ring_options_t.name")? } {
         c.name = n;
     }
@@ -168,7 +164,7 @@ pub extern "C" fn dlslime_ring_new(
 ) -> dlslime_status_t {
     ffi_boundary! {
         let out = try_out!(out);
-        let cfg = try_res!(ring_config(opts));
+        let cfg = try_options!(opts, ring_config);
         let r = try_res!(Ring::create(&cfg));
         handle_out(r, out)
     }
@@ -574,6 +570,15 @@ pub struct dlslime_ring_server_t {
 
 castable!(dlslime_ring_server_t => Box<RingServer>);
 
+fn server_config(o: &dlslime_ring_server_options_t) -> crate::Result<RingServerConfig> {
+    let mut c = RingServerConfig::default();
+    c.max_lease = ms(o.max_lease_ms, c.max_lease);
+    c.default_lease = ms(o.default_lease_ms, c.default_lease);
+    c.idle_timeout = ms(o.idle_timeout_ms, c.idle_timeout);
+    c.grant_delay = Duration::from_millis(o.grant_delay_ms);
+    Ok(c)
+}
+
 /// Creates a server (`opts` may be NULL for the defaults).
 #[no_mangle]
 pub extern "C" fn dlslime_ring_server_new(
@@ -582,15 +587,7 @@ pub extern "C" fn dlslime_ring_server_new(
 ) -> dlslime_status_t {
     ffi_boundary! {
         let out = try_out!(out);
-        let mut c = RingServerConfig::default();
-        if !opts.is_null() {
-            // SAFETY: `opts` is not NULL and points at an options struct of `size` bytes.
-            let o = try_res!(unsafe { read_sized(opts, "dlslime_ring_server_options_t") });
-            c.max_lease = ms(o.max_lease_ms, c.max_lease);
-            c.default_lease = ms(o.default_lease_ms, c.default_lease);
-            c.idle_timeout = ms(o.idle_timeout_ms, c.idle_timeout);
-            c.grant_delay = Duration::from_millis(o.grant_delay_ms);
-        }
+        let c = try_options!(opts, server_config);
         let s = try_res!(RingServer::new(c));
         handle_out(s, out)
     }
@@ -715,6 +712,25 @@ pub struct dlslime_ring_client_t {
 
 castable!(dlslime_ring_client_t => Box<RingClient>);
 
+fn client_config(o: &dlslime_ring_client_options_t) -> crate::Result<RingClientConfig> {
+    let mut c = RingClientConfig::default();
+    c.timeout = ms(o.timeout_ms, c.timeout);
+    c.quarantine = ms(o.quarantine_ms, c.quarantine);
+    c.max_idle = ms(o.max_idle_ms, c.max_idle);
+    c.round_backoff = ms(u64::from(o.round_backoff_ms), c.round_backoff);
+    c.commit_grace = ms(o.commit_grace_ms, c.commit_grace);
+    if o.max_attempts != 0 {
+        c.max_attempts = o.max_attempts;
+    }
+    if o.max_rounds != 0 {
+        c.max_rounds = o.max_rounds;
+    }
+    if o.concurrency != 0 {
+        c.concurrency = o.concurrency as usize;
+    }
+    Ok(c)
+}
+
 /// Creates a client (`opts` may be NULL for the defaults).
 #[no_mangle]
 pub extern "C" fn dlslime_ring_client_new(
@@ -723,25 +739,7 @@ pub extern "C" fn dlslime_ring_client_new(
 ) -> dlslime_status_t {
     ffi_boundary! {
         let out = try_out!(out);
-        let mut c = RingClientConfig::default();
-        if !opts.is_null() {
-            // SAFETY: `opts` is not NULL and points at an options struct of `size` bytes.
-            let o = try_res!(unsafe { read_sized(opts, "dlslime_ring_client_options_t") });
-            c.timeout = ms(o.timeout_ms, c.timeout);
-            c.quarantine = ms(o.quarantine_ms, c.quarantine);
-            c.max_idle = ms(o.max_idle_ms, c.max_idle);
-            c.round_backoff = ms(u64::from(o.round_backoff_ms), c.round_backoff);
-            c.commit_grace = ms(o.commit_grace_ms, c.commit_grace);
-            if o.max_attempts != 0 {
-                c.max_attempts = o.max_attempts;
-            }
-            if o.max_rounds != 0 {
-                c.max_rounds = o.max_rounds;
-            }
-            if o.concurrency != 0 {
-                c.concurrency = o.concurrency as usize;
-            }
-        }
+        let c = try_options!(opts, client_config);
         let cl = try_res!(RingClient::new(c));
         handle_out(cl, out)
     }

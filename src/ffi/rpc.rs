@@ -12,7 +12,7 @@ use super::args::handle_out;
 use super::args::{timeout, Out};
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::{ms, read_sized};
+use super::options::ms;
 use super::status::{dlslime_status_t, fail, status_of};
 use crate::error::{Error, Status};
 use crate::rpc::{CallFuture, Request, RpcConfig, RpcMemory, RpcProgress, RpcSession};
@@ -66,14 +66,8 @@ pub extern "C" fn dlslime_rpc_options_init(opts: *mut dlslime_rpc_options_t) {
     options_init_body!(opts)
 }
 
-fn to_config(opts: *const dlslime_rpc_options_t) -> crate::Result<RpcConfig> {
+fn to_config(o: &dlslime_rpc_options_t) -> crate::Result<RpcConfig> {
     let mut c = RpcConfig::default();
-    if opts.is_null() {
-        return Ok(c);
-    }
-    // SAFETY: `opts` is not NULL here and, by the header's contract, an options struct the
-    // caller set up with `dlslime_rpc_options_init` (`size` readable bytes; integers only).
-    let o = unsafe { read_sized(opts, "dlslime_rpc_options_t")? };
     if o.slot_size != 0 {
         c.slot_size =
             usize::try_from(o.slot_size).map_err(|_| Error::invalid("slot_size too large"))?;
@@ -128,7 +122,7 @@ pub extern "C" fn dlslime_rpc_memory_new(
     ffi_boundary! {
         let pool = try_arc!(pool);
         let out = try_out!(out);
-        let cfg = try_res!(to_config(opts));
+        let cfg = try_options!(opts, to_config);
         let m = try_res!(RpcMemory::new(&pool, &cfg));
         handle_out(m, out)
     }
@@ -146,7 +140,7 @@ pub extern "C" fn dlslime_rpc_memory_new_peer(
     ffi_boundary! {
         let agent = try_ref!(agent);
         let out = try_out!(out);
-        let cfg = try_res!(to_config(opts));
+        let cfg = try_options!(opts, to_config);
         let m = try_res!(RpcMemory::new(agent.memory_pool(), &cfg));
         handle_out(m, out)
     }
@@ -193,7 +187,7 @@ pub extern "C" fn dlslime_rpc_session_new(
     ffi_boundary! {
         let ep = try_ref!(ep).clone();
         let out = try_out!(out);
-        let cfg = try_res!(to_config(opts));
+        let cfg = try_options!(opts, to_config);
         // SAFETY: `memory` is NULL (optional) or a live `dlslime_rpc_memory_t` handle, by
         // the header's contract; the session takes its own reference.
         let s = match unsafe { super::cast::try_clone_arc(memory) } {
@@ -221,7 +215,7 @@ pub extern "C" fn dlslime_rpc_session_new_peer(
         let agent = try_ref!(agent);
         let peer = try_str!(peer);
         let out = try_out!(out);
-        let cfg = try_res!(to_config(opts));
+        let cfg = try_options!(opts, to_config);
         let ep = try_res!(agent.endpoint(peer));
         // SAFETY: `memory` is NULL (optional) or a live `dlslime_rpc_memory_t` handle, by
         // the header's contract; the session takes its own reference.

@@ -83,3 +83,15 @@ macro_rules! status_call_body {
         }
     };
 }
+
+/// The config an export's `opts` argument asks for (the default for NULL), converted by
+/// `convert`, or record the error and return its status.
+macro_rules! try_options {
+    ($opts:ident, $convert:expr) => {
+        // SAFETY: by the header's contract `opts` is NULL or an options struct the caller
+        // set up with its `_init` function (`size` readable bytes of integers, booleans
+        // and pointers), whose string fields are NULL or NUL-terminated and valid for the
+        // call: `config_or_default`'s contract.
+        try_res!(unsafe { $crate::ffi::options::config_or_default($opts, $convert) })
+    };
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::args::endpoint_out;
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::{config_or_default, ms};
+use super::options::ms;
 use super::status::dlslime_status_t;
 use crate::engine::ProgressMode;
 use crate::memory::{alloc_shared, free_shared};
@@ -112,9 +112,7 @@ pub extern "C" fn dlslime_shm_endpoint_new(
     ffi_boundary! {
         let pool = try_arc!(pool);
         let out = try_out!(out);
-        // SAFETY: by the header's contract `opts` is NULL or an options struct the caller
-        // set up with its `_init` function (`size` readable bytes of integers).
-        let config = try_res!(unsafe { config_or_default(opts, "dlslime_shm_options_t", to_config) });
+        let config = try_options!(opts, to_config);
         endpoint_out(Arc::new(try_res!(ShmEndpoint::new(pool, config))), out)
     }
 }

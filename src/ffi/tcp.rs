@@ -5,11 +5,11 @@
 use std::ffi::c_char;
 use std::net::SocketAddr;
 
+use super::args::handle_out;
 use super::args::{endpoint_out, opt_text};
-use super::cast::arc_into_ptr;
 use super::endpoint::dlslime_endpoint_t;
 use super::memory::dlslime_memory_pool_t;
-use super::options::{config_or_default, ms};
+use super::options::ms;
 use super::status::dlslime_status_t;
 use crate::error::Error;
 use crate::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
@@ -107,14 +107,8 @@ pub extern "C" fn dlslime_tcp_context_new(
 ) -> dlslime_status_t {
     ffi_boundary! {
         let out = try_out!(out);
-        // SAFETY: the header says the string fields are NULL or NUL-terminated and valid
-        // for the call.
-        let convert = |o: &dlslime_tcp_options_t| unsafe { to_config(o) };
-        // SAFETY: by the header's contract `opts` is NULL or an options struct the caller
-        // set up with its `_init` function (`size` readable bytes of integers and pointers).
-        let config = unsafe { config_or_default(opts, "dlslime_tcp_options_t", convert) };
-        out.write(arc_into_ptr(try_res!(config.and_then(TcpContext::new))));
-        dlslime_status_t::Ok
+        let config = try_options!(opts, to_config);
+        handle_out(try_res!(TcpContext::new(config)), out)
     }
 }
 

@@ -305,6 +305,18 @@ pub fn region_command(
     true
 }
 
+/// The commands of a target child that both registers a region and takes messages:
+/// [`region_command`], else [`message_command`]; false for any other.
+pub fn target_command(
+    parent: &Parent,
+    ep: &dyn dlslime::Endpoint,
+    region: &mut [u8],
+    timeout: Option<Duration>,
+    c: &PeerCommand<'_>,
+) -> bool {
+    region_command(parent, ep, region, c) || message_command(parent, ep, timeout, c)
+}
+
 /// The two-sided commands of a target child: `imm <n>` (n imm_recvs, answered
 /// `imms <values or statuses>`), `recv <n> <cap>` (n receives, answered
 /// `recvd <status>:<len>:<seed-or-bad>,...`; the sender seeds message k with pattern

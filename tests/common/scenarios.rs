@@ -10,7 +10,9 @@ use dlslime::memory::RemoteRegion;
 use dlslime::{Assignment, Endpoint, Future, Status};
 use serde_json::Value;
 
-use super::{check_pattern, fill_pattern, pattern, registered, Peer};
+use super::{check_pattern, fill_pattern, message, pattern, registered, Peer};
+
+const MIB: usize = 1 << 20;
 
 /// The initiator side of a test: an endpoint connected to a target child, with one
 /// registered local buffer.
@@ -130,6 +132,77 @@ pub fn one_sided_opcodes(r: &mut impl Initiator) {
     f.wait().unwrap();
     assert_eq!(r.cmd("imm 1"), "imms 77");
     assert_eq!(r.cmd("check 0 300 3"), "ok");
+}
+
+/// Sends posted before the child posts its receives are held, not lost, and matched in
+/// order: one message of each length in `lens` (seeded 100, 101, ...), received by the
+/// child into buffers of `cap` bytes.
+pub fn sends_before_receives(r: &mut impl Initiator, lens: &[usize], cap: usize) {
+    let msgs: Vec<Vec<u8>> = lens
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| message(n, 100 + k as u8))
+        .collect();
+    let ep = r.endpoint();
+    let sends: Vec<_> = msgs
+        .iter()
+        // SAFETY: the messages in `msgs` stay alive and unmodified until their sends are
+        // waited below.
+        .map(|m| unsafe { ep.send(m.as_ptr(), m.len(), None).unwrap() })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let want: Vec<String> = lens
+        .iter()
+        .enumerate()
+        .map(|(k, n)| format!("ok:{n}:{}", 100 + k))
+        .collect();
+    assert_eq!(
+        r.cmd(&format!("recv {} {cap}", lens.len())),
+        format!("recvd {}", want.join(","))
+    );
+    for s in sends {
+        s.wait().unwrap();
+    }
+}
+
+/// `n` write_with_imm of mixed sizes (every tenth 2 MiB, the rest 64 B), none waited
+/// before the next is issued: the child's `imm n` sees each immediate once, in order.
+/// Needs 2 MiB on both sides.
+pub fn immediates_in_order(r: &mut impl Initiator, n: i32) {
+    let ep = r.endpoint();
+    let futs: Vec<_> = (0..n)
+        .map(|i| {
+            let len = if i % 10 == 0 { 2 * MIB as u64 } else { 64 };
+            ep.write_with_imm(&[r.a(0, 0, len)], i, None).unwrap()
+        })
+        .collect();
+    let want: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    assert_eq!(
+        r.cmd(&format!("imm {n}")),
+        format!("imms {}", want.join(","))
+    );
+    for f in futs {
+        f.wait().unwrap();
+    }
+}
+
+/// A 100-byte message into a 10-byte receive fails that receive and its send with
+/// `Truncated`, and the 5-byte message after it still matches the next receive. Both
+/// are sent `settle` before the child posts its receives; the sender's future stays
+/// pending until then.
+pub fn truncation_fails_both_sides(r: &mut impl Initiator, settle: Duration) {
+    let ep = r.endpoint();
+    let big = message(100, 1);
+    // SAFETY: `big` stays alive and unmodified until `f` has failed (waited below).
+    let f = unsafe { ep.send(big.as_ptr(), big.len(), None).unwrap() };
+    let small = message(5, 2);
+    // SAFETY: `small` stays alive and unmodified until `g` completes (waited below).
+    let g = unsafe { ep.send(small.as_ptr(), small.len(), None).unwrap() };
+    std::thread::sleep(settle);
+    assert_eq!(f.status(), Status::Pending);
+    assert_eq!(r.cmd("recv 2 10"), "recvd Truncated:0:-,ok:5:2");
+    assert_eq!(f.wait().unwrap_err().status(), Status::Truncated);
+    g.wait().unwrap();
 }
 
 /// A receive posted before the child sends 3000 bytes seeded 9 gets them whole.
