@@ -205,6 +205,17 @@ pub fn truncation_fails_both_sides(r: &mut impl Initiator, settle: Duration) {
     g.wait().unwrap();
 }
 
+/// The target still serves: our first `len` bytes, filled with pattern `seed`, written to
+/// the start of its region arrive as they are.
+pub fn still_serves(r: &mut impl Initiator, len: u64, seed: u8) {
+    r.endpoint()
+        .write(&[r.a(0, 0, len)], None)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(r.cmd(&format!("check 0 {len} {seed}")), "ok");
+}
+
 /// A receive posted before the child sends 3000 bytes seeded 9 gets them whole.
 pub fn receive_from_the_child(r: &mut impl Initiator) {
     let mut inbox = vec![0u8; 4096];
