@@ -17,10 +17,7 @@ async fn start_peer_agent_generates_hex_names_and_rejects_duplicate_aliases() {
 
     let body = s
         .ctrl
-        .post_ok(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "scope": scope}),
-        )
+        .start_agent_ok(json!({"address": "127.0.0.1", "scope": scope}))
         .await;
     assert_eq!(
         body,
@@ -30,10 +27,7 @@ async fn start_peer_agent_generates_hex_names_and_rejects_duplicate_aliases() {
     let _: () = r.set(format!("{scope}:agent_name_counter"), 9).unwrap();
     let (_, body) = s
         .ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "scope": scope, "name_prefix": "dlslime"}),
-        )
+        .start_agent(json!({"address": "127.0.0.1", "scope": scope, "name_prefix": "dlslime"}))
         .await;
     assert_eq!(body["name"], "dlslime-a");
     assert!(
@@ -43,7 +37,7 @@ async fn start_peer_agent_generates_hex_names_and_rejects_duplicate_aliases() {
 
     // Alias with all optional fields; the hash holds them, resource twice.
     let res = json!({"nics": [{"name": "mlx5_0"}], "host": {"address": "127.0.0.1"}});
-    let body = s.ctrl.post_ok("/start_peer_agent", json!({"address": "127.0.0.1", "scope": scope, "alias": "alice", "device": "mlx5_0", "ib_port": 2, "link_type": "RoCE", "resource": res})).await;
+    let body = s.ctrl.start_agent_ok(json!({"address": "127.0.0.1", "scope": scope, "alias": "alice", "device": "mlx5_0", "ib_port": 2, "link_type": "RoCE", "resource": res})).await;
     assert_eq!(body["name"], "alice");
     assert_eq!(body["resource"], res);
     let h: HashMap<String, String> = r.hgetall(format!("{scope}:agent:alice")).unwrap();
@@ -81,26 +75,17 @@ async fn start_peer_agent_generates_hex_names_and_rejects_duplicate_aliases() {
     // Same alias in another scope (and unscoped) is fine.
     let other = unique("spa-other");
     s.ctrl
-        .post_ok(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "scope": other, "alias": "alice"}),
-        )
+        .start_agent_ok(json!({"address": "127.0.0.1", "scope": other, "alias": "alice"}))
         .await;
     s.ctrl
-        .post_ok(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "alias": "alice"}),
-        )
+        .start_agent_ok(json!({"address": "127.0.0.1", "alias": "alice"}))
         .await;
     // After the agent is gone (expired or cleaned up) the alias is free again.
     s.ctrl
         .post("/cleanup", json!({"agent_name": "alice", "scope": scope}))
         .await;
     s.ctrl
-        .post_ok(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "scope": scope, "alias": "alice"}),
-        )
+        .start_agent_ok(json!({"address": "127.0.0.1", "scope": scope, "alias": "alice"}))
         .await;
 
     // Missing address: 422.
@@ -115,13 +100,10 @@ async fn query_returns_a_bare_array_with_defaults_per_scope() {
     let scope = unique("q");
     let mut r = s.redis.conn();
     s.ctrl
-        .post("/start_peer_agent", json!({"address": "10.0.0.1", "scope": scope, "alias": "b", "device": "mlx5_1", "ib_port": 2, "link_type": "IB", "resource": {"k": 1}}))
+        .start_agent(json!({"address": "10.0.0.1", "scope": scope, "alias": "b", "device": "mlx5_1", "ib_port": 2, "link_type": "IB", "resource": {"k": 1}}))
         .await;
     s.ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "10.0.0.2", "scope": scope, "alias": "a"}),
-        )
+        .start_agent(json!({"address": "10.0.0.2", "scope": scope, "alias": "a"}))
         .await;
     // PeerAgent later HSETs memory_keys; a hash without addr is skipped.
     let _: () = r
@@ -131,10 +113,7 @@ async fn query_returns_a_bare_array_with_defaults_per_scope() {
         .hset(format!("{scope}:agent:ghost"), "device", "x")
         .unwrap();
     s.ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "10.0.0.3", "alias": "unscoped"}),
-        )
+        .start_agent(json!({"address": "10.0.0.3", "alias": "unscoped"}))
         .await;
 
     let body = s.ctrl.post_ok("/query", json!({"scope": scope})).await;
@@ -278,16 +257,10 @@ async fn cleanup_removes_everything_and_notifies_exactly_the_linked_peers() {
     let mut r = s.redis.conn();
     let k = |rest: &str| format!("{scope}:{rest}");
     s.ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "scope": scope, "alias": "a"}),
-        )
+        .start_agent(json!({"address": "127.0.0.1", "scope": scope, "alias": "a"}))
         .await;
     s.ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "scope": scope, "alias": "b"}),
-        )
+        .start_agent(json!({"address": "127.0.0.1", "scope": scope, "alias": "b"}))
         .await;
     s.ctrl
         .post(
@@ -334,10 +307,7 @@ async fn cleanup_removes_everything_and_notifies_exactly_the_linked_peers() {
     // An agent with the same name in another scope is not touched.
     let other = unique("clean-other");
     s.ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "scope": other, "alias": "a"}),
-        )
+        .start_agent(json!({"address": "127.0.0.1", "scope": other, "alias": "a"}))
         .await;
 
     let body = s
@@ -409,10 +379,7 @@ async fn unscoped_cleanup_notice_reaches_the_key_peer_agents_listen_on() {
     let a = unique("ua");
     let b = unique("ub");
     s.ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "alias": a}),
-        )
+        .start_agent(json!({"address": "127.0.0.1", "alias": a}))
         .await;
     s.ctrl
         .post(
@@ -531,19 +498,13 @@ async fn memory_regions_and_redis_addresses() {
     assert_eq!(code, 400, "{text}");
     let (_, body) = s
         .ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "scope": scope}),
-        )
+        .start_agent(json!({"address": "127.0.0.1", "scope": scope}))
         .await;
     assert_eq!(body["redis_address"], format!("127.0.0.1:{}", s.redis.port));
     // A remote client is not handed a loopback address.
     let (_, body) = s
         .ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "10.9.9.9", "scope": scope}),
-        )
+        .start_agent(json!({"address": "10.9.9.9", "scope": scope}))
         .await;
     let remote = body["redis_address"].as_str().unwrap();
     assert!(

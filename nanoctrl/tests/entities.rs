@@ -224,10 +224,7 @@ async fn heartbeat_ok_not_found_ttl_expiry_and_reregistration() {
     // Agents heartbeat through the same route with entity_type "agent".
     let (_, reg) = s
         .ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "scope": scope}),
-        )
+        .start_agent(json!({"address": "127.0.0.1", "scope": scope}))
         .await;
     let name = reg["name"].as_str().unwrap();
     let _: () = r.expire(format!("{scope}:agent:{name}"), 5).unwrap();
@@ -264,10 +261,7 @@ async fn list_entities_filters_by_type_kind_and_scope_without_leaks() {
     }
     // Non-entity keys that also match `*:*` must not break or pollute the listing.
     s.ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "alias": "x"}),
-        )
+        .start_agent(json!({"address": "127.0.0.1", "alias": "x"}))
         .await;
     let mut r = s.redis.conn();
     let _: () = r.set("odd:string", "v").unwrap();
@@ -346,10 +340,7 @@ async fn empty_scope_is_no_scope_on_every_key() {
     assert!(r.exists::<_, bool>("nano_meta:service_revision").unwrap());
     let (_, body) = s
         .ctrl
-        .post(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "scope": ""}),
-        )
+        .start_agent(json!({"address": "127.0.0.1", "scope": ""}))
         .await;
     assert!(r
         .exists::<_, bool>(format!("agent:{}", body["name"].as_str().unwrap()))

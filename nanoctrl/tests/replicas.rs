@@ -22,8 +22,7 @@ async fn two_replicas_serve_one_cluster() {
     let hb =
         json!({"entity_type": "agent", "entity_id": "alice", "scope": scope, "owner_token": tok});
     // registered at A, beaten and looked up at B
-    a.post_ok(
-        "/start_peer_agent",
+    a.start_agent_ok(
         json!({"alias": "alice", "address": "127.0.0.1", "scope": scope, "owner_token": tok}),
     )
     .await;

@@ -199,10 +199,7 @@ async fn redis_outage_gives_5xx_then_recovers_without_restart() {
         assert_eq!((code, resp["status"].as_str()), (200, Some("ok")));
     }
     s.ctrl
-        .post_ok(
-            "/start_peer_agent",
-            json!({"address": "127.0.0.1", "scope": scope, "alias": "z"}),
-        )
+        .start_agent_ok(json!({"address": "127.0.0.1", "scope": scope, "alias": "z"}))
         .await;
     s.ctrl
         .post_ok(

@@ -93,8 +93,7 @@ async fn owner_tokens_guard_live_aliases() {
 
     // `owned: true`: NanoCtrl makes the token and returns it; Redis keeps only its hash
     let (code, body) = c
-        .post(
-            "/start_peer_agent",
+        .start_agent(
             json!({"alias": "alice", "address": "127.0.0.1", "scope": scope, "owned": true,
                    "heartbeat_interval_ms": 500}),
         )
@@ -128,7 +127,7 @@ async fn owner_tokens_guard_live_aliases() {
     c.post_expect("/start_peer_agent", reg(None), 409).await;
     c.post_expect("/start_peer_agent", reg(Some(&"y".repeat(32))), 409)
         .await;
-    let (code, body) = c.post("/start_peer_agent", reg(Some(&tok))).await;
+    let (code, body) = c.start_agent(reg(Some(&tok))).await;
     assert_eq!(
         (code, body["owner_token"].as_str()),
         (200, Some(tok.as_str()))
@@ -154,24 +153,18 @@ async fn owner_tokens_guard_live_aliases() {
     // generated names skip an owned alias instead of overwriting it
     let _: () = r.set(format!("{scope}:agent_name_counter"), 2).unwrap();
     let (code, body) = c
-        .post(
-            "/start_peer_agent",
-            json!({"alias": "x-3", "address": "127.0.0.1", "scope": scope, "owner_token": "o".repeat(40)}),
-        )
+        .start_agent(json!({"alias": "x-3", "address": "127.0.0.1", "scope": scope, "owner_token": "o".repeat(40)}))
         .await;
     assert_eq!(code, 200, "{body}");
     let (_, body) = c
-        .post(
-            "/start_peer_agent",
-            json!({"address": "10.6.6.6", "scope": scope, "name_prefix": "x"}),
-        )
+        .start_agent(json!({"address": "10.6.6.6", "scope": scope, "name_prefix": "x"}))
         .await;
     assert_eq!(body["name"], "x-4");
     let addr: String = r.hget(format!("{scope}:agent:x-3"), "addr").unwrap();
     assert_eq!(addr, "127.0.0.1");
 
     // a silent owner (no heartbeat for 3 periods + 1 s) no longer holds the alias
-    c.post_ok("/start_peer_agent", json!({"alias": "ghost", "address": "127.0.0.1", "scope": scope, "owner_token": "g".repeat(40), "heartbeat_interval_ms": 100})).await;
+    c.start_agent_ok(json!({"alias": "ghost", "address": "127.0.0.1", "scope": scope, "owner_token": "g".repeat(40), "heartbeat_interval_ms": 100})).await;
     let cleanup_ghost = json!({"agent_name": "ghost", "scope": scope});
     c.post_expect("/cleanup", cleanup_ghost.clone(), 403).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -179,13 +172,10 @@ async fn owner_tokens_guard_live_aliases() {
     assert_eq!(code, 200, "{body}");
     assert!(!r.exists::<_, bool>(format!("{scope}:agent:ghost")).unwrap());
     // and a silent owner's alias can be registered by someone else
-    c.post_ok("/start_peer_agent", json!({"alias": "ghost2", "address": "127.0.0.1", "scope": scope, "owner_token": "h".repeat(40), "heartbeat_interval_ms": 100})).await;
+    c.start_agent_ok(json!({"alias": "ghost2", "address": "127.0.0.1", "scope": scope, "owner_token": "h".repeat(40), "heartbeat_interval_ms": 100})).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (code, body) = c
-        .post(
-            "/start_peer_agent",
-            json!({"alias": "ghost2", "address": "10.1.1.1", "scope": scope, "owner_token": "i".repeat(40)}),
-        )
+        .start_agent(json!({"alias": "ghost2", "address": "10.1.1.1", "scope": scope, "owner_token": "i".repeat(40)}))
         .await;
     assert_eq!(code, 200, "{body}");
 
@@ -196,7 +186,7 @@ async fn owner_tokens_guard_live_aliases() {
     )
     .await;
     assert!(!r.exists::<_, bool>(&key).unwrap());
-    c.post_ok("/start_peer_agent", reg(None)).await;
+    c.start_agent_ok(reg(None)).await;
     // an agent registered without a token keeps the original's rules
     c.post_ok("/cleanup", json!({"agent_name": "alice", "scope": scope}))
         .await;

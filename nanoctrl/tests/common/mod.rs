@@ -147,6 +147,16 @@ impl NanoCtrl {
         self.post_expect(path, body, 200).await
     }
 
+    /// `POST /start_peer_agent`, the call most tests begin with; returns status and body.
+    pub async fn start_agent(&self, body: Value) -> (u16, Value) {
+        self.post("/start_peer_agent", body).await
+    }
+
+    /// `POST /start_peer_agent` that must succeed (200); returns the answer.
+    pub async fn start_agent_ok(&self, body: Value) -> Value {
+        self.post_ok("/start_peer_agent", body).await
+    }
+
     /// POST a JSON body that must be answered with status `code`; returns the answer.
     pub async fn post_expect(&self, path: &str, body: Value, code: u16) -> Value {
         let (got, answer) = self.post(path, body).await;
