@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::scenarios::{
     self, concurrent_operations, deadlines_cancel_and_shutdown, immediates_in_order,
     local_checks_fail_at_once, one_sided_opcodes, receive_from_the_child, refused_by_the_target,
-    sends_before_receives, target_untouched, truncation_fails_both_sides, Initiator,
+    sends_before_receives, still_serves, target_untouched, truncation_fails_both_sides, Initiator,
 };
 use common::{
     check_pattern, fill_pattern, message, pattern, registered, target_command, Parent, Peer,
