@@ -17,7 +17,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{check_pattern, check_reply, fill_pattern, Parent, Peer};
+use common::{check_pattern, check_reply, fill_pattern, Peer};
 use cudarc::driver::sys;
 use dlslime::memory::device::alloc::{DeviceAlloc, MemoryKind};
 use dlslime::memory::device::{

@@ -20,9 +20,7 @@ use common::scenarios::{
     local_checks_fail_at_once, one_sided_opcodes, receive_from_the_child, refused_by_the_target,
     sends_before_receives, still_serves, target_untouched, truncation_fails_both_sides, Initiator,
 };
-use common::{
-    check_pattern, fill_pattern, message, pattern, registered, target_command, Parent, Peer,
-};
+use common::{check_pattern, fill_pattern, message, pattern, registered, target_command, Peer};
 use dlslime::transport::rdma::{RdmaConfig, RdmaContext, RdmaEndpoint, RdmaEndpointConfig};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
 use rdma_devices::{devices, need_device};

@@ -447,7 +447,7 @@ impl Ring {
                     "ring {}: slot {i} reclaimed from attempt {} ({}): its owner is gone or its lease expired",
                     self.name,
                     w.token(),
-                    w.state().name()
+                    w.state().as_str()
                 );
                 true
             }
@@ -544,7 +544,7 @@ impl Ring {
                     self.name,
                     r.slot,
                     r.generation,
-                    w.state().name(),
+                    w.state().as_str(),
                     w.token(),
                     if commit { "commit" } else { "release" }
                 );

@@ -49,19 +49,33 @@ use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 #[cfg(not(loom))]
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-named_enum! {
-    /// A slot's state (the low two bits of its control word); the name is the original's.
-    pub enum SlotState: u8 {
-        Free = 0 => "FREE",
-        Writing = 1 => "WRITING",
-        Ready = 2 => "READY",
-        Reading = 3 => "READING",
-    }
+/// A slot's state (the low two bits of its control word).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SlotState {
+    Free = 0,
+    Writing = 1,
+    Ready = 2,
+    Reading = 3,
 }
 
 impl SlotState {
     fn from_bits(b: u64) -> SlotState {
-        SlotState::ALL[(b & 3) as usize]
+        match b & 3 {
+            0 => SlotState::Free,
+            1 => SlotState::Writing,
+            2 => SlotState::Ready,
+            _ => SlotState::Reading,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotState::Free => "FREE",
+            SlotState::Writing => "WRITING",
+            SlotState::Ready => "READY",
+            SlotState::Reading => "READING",
+        }
     }
 }
 
