@@ -13,7 +13,9 @@ use common::scenarios::{
     local_checks_fail_at_once, one_sided_opcodes, receive_from_the_child, refused_by_the_target,
     sends_before_receives, still_serves, target_untouched, truncation_fails_both_sides, Initiator,
 };
-use common::{check_pattern, fill_pattern, message, pattern, registered, target_command, Hole, Peer};
+use common::{
+    check_pattern, fill_pattern, message, pattern, registered, target_command, Hole, Peer,
+};
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool, Status};
 

@@ -11,7 +11,7 @@
 //!   threads: the ping-pong of `ib_write_lat`. Past its budget it stops polling and
 //!   sleeps; the completion thread takes over the CQ and wakes it.
 //! * **The completion thread stays out of the way.** While a waiter polls, and for
-//!   [`GRACE`] after the last one left, it does not poll, spin or arm the CQ: it parks,
+//!   `GRACE` after the last one left, it does not poll, spin or arm the CQ: it parks,
 //!   so it never competes with a waiter for a core (2-core machines) and is not woken by
 //!   completion events that a waiter handles. Then it takes over: polls while there is
 //!   work, spins `engine.spin`, arms the CQ and sleeps on the completion channel. It runs
