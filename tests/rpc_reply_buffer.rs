@@ -15,7 +15,6 @@ use std::time::Duration;
 use common::{check_pattern, fill_pattern, rpc_endpoint, Parent, Peer};
 use dlslime::rpc::call::PLACE_MIN;
 use dlslime::rpc::{RpcConfig, RpcSession, Service};
-use dlslime::transport::tcp::TcpEndpoint;
 use dlslime::{Endpoint, Status};
 
 const T: Option<Duration> = Some(Duration::from_secs(60));
@@ -245,10 +244,7 @@ fn tcp_replies_take_the_ordinary_path() {
 /// endpoint pair in this process: the old peer's hello is sent raw.
 #[test]
 fn a_peer_of_the_previous_wire_version_is_refused_at_the_handshake() {
-    let a = TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let b = TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    a.connect(&b.endpoint_info()).unwrap();
-    b.connect(&a.endpoint_info()).unwrap();
+    let (a, b) = common::tcp_pair();
     let cfg = RpcConfig {
         slot_size: 256,
         slot_count: 2,

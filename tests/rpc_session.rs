@@ -619,10 +619,7 @@ fn shm_1gib_echo() {
 /// closing the first withdraws its receives, so the second gets every message.
 #[test]
 fn a_new_session_after_close_on_the_same_endpoints() {
-    let a = TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let b = TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    a.connect(&b.endpoint_info()).unwrap();
-    b.connect(&a.endpoint_info()).unwrap();
+    let (a, b) = common::tcp_pair();
     for (round, progress) in [RpcProgress::Pump, RpcProgress::Inline, RpcProgress::Pump]
         .into_iter()
         .enumerate()

@@ -552,3 +552,17 @@ impl Hole {
         assert_eq!(unsafe { libc::munmap(self.ptr().cast(), self.len) }, 0);
     }
 }
+
+/// Two TCP endpoints on loopback in this process, connected to each other.
+pub fn tcp_pair() -> (
+    std::sync::Arc<dlslime::transport::tcp::TcpEndpoint>,
+    std::sync::Arc<dlslime::transport::tcp::TcpEndpoint>,
+) {
+    use dlslime::Endpoint;
+    let bind =
+        || dlslime::transport::tcp::TcpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (a, b) = (bind(), bind());
+    a.connect(&b.endpoint_info()).unwrap();
+    b.connect(&a.endpoint_info()).unwrap();
+    (a, b)
+}
