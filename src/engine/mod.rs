@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod config;
 pub mod futex;
+pub mod preempt;
 pub mod wait;
 
 pub use config::{Config, ProgressMode};

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{clock, futex};
+use super::{clock, futex, preempt};
 
 /// A point in time after which a wait gives up. `None` inside means "never".
 #[derive(Clone, Copy, Debug)]
@@ -324,8 +324,8 @@ fn drive_loop(
 /// thread sleeps at once and the kernel wakes it directly. One wait in 16 spins the full
 /// `max`, to notice when the peer got fast again.
 pub fn spin_budget(max: Duration) -> Duration {
-    if max.is_zero() {
-        return max;
+    if max.is_zero() || !preempt::may_spin() {
+        return Duration::ZERO;
     }
     GOVERNOR.with(|g| {
         let (ewma_ns, n) = g.get();
@@ -344,6 +344,7 @@ pub fn spin_budget(max: Duration) -> Duration {
 /// Feeds the length of a finished wait into this thread's spin budget.
 pub fn record_wait(took: Duration) {
     record_in(&GOVERNOR, took);
+    preempt::note_wait();
 }
 
 /// A thread's record of its waits: (moving average of their lengths in ns, 0 before the
