@@ -21,10 +21,11 @@ const FIRST_BACKOFF: u32 = 16;
 /// At most this many waits without spinning before looking again.
 const MAX_BACKOFF: u32 = 1024;
 
-#[derive(Clone, Copy)]
+/// A thread's back-off state.
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct State {
-    /// Involuntary switches at the last look (`u64::MAX`: never looked).
-    seen: u64,
+    /// Involuntary switches at the last look (`None`: never looked).
+    seen: Option<u64>,
     /// Waits since the last look.
     since_look: u32,
     /// Waits left that must not spin.
@@ -33,29 +34,71 @@ struct State {
     backoff: u32,
 }
 
-thread_local! {
-    static STATE: Cell<State> = const {
-        Cell::new(State { seen: u64::MAX, since_look: 0, quiet: 0, backoff: FIRST_BACKOFF })
+impl State {
+    const NEW: State = State {
+        seen: None,
+        since_look: 0,
+        quiet: 0,
+        backoff: FIRST_BACKOFF,
     };
+
+    /// A wait starts: whether it may spin. The back-off's last wait drops the reading,
+    /// so the next look judges only waits that spun.
+    fn start(&mut self) -> bool {
+        if self.quiet == 0 {
+            return true;
+        }
+        self.quiet -= 1;
+        if self.quiet == 0 {
+            self.seen = None;
+        }
+        false
+    }
+
+    /// A wait ended: whether it is time to look at the switch count (never while
+    /// backing off).
+    fn due(&mut self) -> bool {
+        if self.quiet > 0 {
+            return false;
+        }
+        self.since_look += 1;
+        self.since_look >= LOOK_EVERY || self.seen.is_none()
+    }
+
+    /// The switch count is `now`: back off if it moved since the last look.
+    fn look(&mut self, now: u64) {
+        self.since_look = 0;
+        match self.seen {
+            Some(seen) if now > seen => {
+                self.quiet = self.backoff;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
+            Some(_) => self.backoff = FIRST_BACKOFF,
+            None => {}
+        }
+        self.seen = Some(now);
+    }
+}
+
+thread_local! {
+    static STATE: Cell<State> = const { Cell::new(State::NEW) };
 }
 
 /// The calling thread's involuntary context switches so far (`None` if unreadable).
 fn involuntary_switches() -> Option<u64> {
-    // SAFETY: an all-zero rusage (plain integers) is valid; getrusage writes one rusage
-    // to the pointer we pass and reads nothing.
+    // SAFETY: an all-zero rusage (plain integers) is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above: a valid, writable rusage for the duration of the call.
+    // SAFETY: getrusage writes one rusage to the valid, writable pointer we pass.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
     (rc == 0).then_some(ru.ru_nivcsw as u64)
 }
 
 /// Whether the wait starting now may spin: false while this thread backs off after
-/// preemptions. Counts the wait.
+/// preemptions.
 pub fn may_spin() -> bool {
     STATE.with(|s| {
         let mut st = s.get();
-        let ok = st.quiet == 0;
-        st.quiet = st.quiet.saturating_sub(1);
+        let ok = st.start();
         s.set(st);
         ok
     })
@@ -67,23 +110,11 @@ pub fn may_spin() -> bool {
 pub fn note_wait() {
     STATE.with(|s| {
         let mut st = s.get();
-        st.since_look += 1;
-        if st.since_look < LOOK_EVERY && st.seen != u64::MAX {
-            s.set(st);
-            return;
+        if st.due() {
+            if let Some(now) = involuntary_switches() {
+                st.look(now);
+            }
         }
-        st.since_look = 0;
-        let Some(now) = involuntary_switches() else {
-            s.set(st);
-            return;
-        };
-        if st.seen != u64::MAX && now > st.seen {
-            st.quiet = st.backoff;
-            st.backoff = (st.backoff * 2).min(MAX_BACKOFF);
-        } else if st.seen != u64::MAX {
-            st.backoff = FIRST_BACKOFF;
-        }
-        st.seen = now;
         s.set(st);
     })
 }
@@ -97,25 +128,44 @@ mod tests {
         assert!(involuntary_switches().is_some());
     }
 
-    #[test]
-    fn a_preemption_stops_spinning_for_the_backoff() {
-        // This thread's own state: set it as if it had looked before and been preempted
-        // since (seen below the real count).
-        STATE.with(|s| {
-            s.set(State {
-                seen: 0,
-                since_look: LOOK_EVERY - 1,
-                quiet: 0,
-                backoff: FIRST_BACKOFF,
-            })
-        });
-        let real = involuntary_switches().unwrap();
-        note_wait();
-        if real > 0 {
-            for _ in 0..FIRST_BACKOFF {
-                assert!(!may_spin());
+    /// Ends `n` waits, the switch count reading `count` whenever it is looked at.
+    fn waits(st: &mut State, n: u32, count: u64) -> u32 {
+        let mut spun = 0;
+        for _ in 0..n {
+            spun += st.start() as u32;
+            if st.due() {
+                st.look(count);
             }
         }
-        assert!(may_spin());
+        spun
+    }
+
+    #[test]
+    fn preemptions_stop_spinning_for_a_doubling_backoff() {
+        let mut st = State::NEW;
+        // Not preempted: every wait spins.
+        assert_eq!(waits(&mut st, 100, 5), 100);
+        // Preempted: at most LOOK_EVERY more waits spin before the back-off starts,
+        // which lasts FIRST_BACKOFF waits.
+        let spun = waits(&mut st, LOOK_EVERY, 6);
+        assert!(spun <= LOOK_EVERY);
+        assert!(st.quiet > 0 && st.quiet <= FIRST_BACKOFF);
+        assert_eq!(st.backoff, 2 * FIRST_BACKOFF);
+        let quiet = st.quiet;
+        assert_eq!(waits(&mut st, quiet, 6), 0, "backing off");
+        // Preempted again at the next look: twice as long.
+        st.look(7);
+        assert_eq!(st.quiet, 2 * FIRST_BACKOFF);
+        assert_eq!(waits(&mut st, 2 * FIRST_BACKOFF, 7), 0);
+        // Never longer than the cap.
+        for c in 8..40 {
+            st.quiet = 0;
+            st.look(c);
+        }
+        assert_eq!(st.backoff, MAX_BACKOFF);
+        // A clean look: spinning is back, and the next back-off starts short again.
+        st.quiet = 0;
+        assert_eq!(waits(&mut st, 3 * LOOK_EVERY, 39), 3 * LOOK_EVERY);
+        assert_eq!(st.backoff, FIRST_BACKOFF);
     }
 }
