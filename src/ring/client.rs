@@ -673,24 +673,14 @@ impl RingClient {
     }
 
     pub fn counters(&self) -> ClientCounters {
-        let s = &self.stats;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        ClientCounters {
-            fetches: g(&s.fetches),
-            fetched: g(&s.fetched),
-            bytes: g(&s.bytes),
-            attempts: g(&s.attempts),
-            stale: g(&s.stale),
-            busy_retries: g(&s.busy_retries),
-            quarantines: g(&s.quarantines),
-            commit_failovers: g(&s.commit_failovers),
-            lease_lost: g(&s.lease_lost),
-            batch_rounds: g(&s.batch_rounds),
-            sessions_created: g(&s.sessions.created),
-            sessions_retired: g(&s.sessions.retired),
-            sessions_lost: g(&s.sessions.lost),
-            sessions_dropped: g(&s.sessions.dropped),
-        }
+        snapshot!(&self.stats => ClientCounters {
+            fetches, fetched, bytes, attempts, stale, busy_retries, quarantines,
+            commit_failovers, lease_lost, batch_rounds;
+            sessions_created: sessions.created,
+            sessions_retired: sessions.retired,
+            sessions_lost: sessions.lost,
+            sessions_dropped: sessions.dropped
+        })
     }
 
     /// Health and session of every route of `producer`, in the order they were added.

@@ -19,8 +19,12 @@
 //! * `sessions` — the client's session per route: made in the background, retired
 //!   before the server's idle eviction.
 //! * `buffers` — pooled receive buffers and [`Payload`].
+//! * `snapshot` — `snapshot!`, the server's and client's counters read out.
 //!
 //! `docs/ring.md` describes the protocol, the retry layers and their worst-case times.
+
+#[macro_use]
+mod snapshot;
 
 pub mod buffer;
 mod buffers;

@@ -203,17 +203,9 @@ impl RingServer {
     }
 
     pub fn counters(&self) -> ServerCounters {
-        let s = &self.shared.stats;
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        ServerCounters {
-            sessions: g(&s.sessions),
-            evictions: g(&s.evictions),
-            grants: g(&s.grants),
-            commits: g(&s.commits),
-            aborts: g(&s.aborts),
-            lease_expiries: g(&s.lease_expiries),
-            errors: g(&s.errors),
-        }
+        snapshot!(&self.shared.stats => ServerCounters {
+            sessions, evictions, grants, commits, aborts, lease_expiries, errors
+        })
     }
 
     /// Stops serving: ends every session (open attempts are finished as failed), cancels
