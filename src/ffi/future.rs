@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::args::Out;
 use super::cast::{Castable, OwnershipBox};
 use super::status::{dlslime_status_t, set_last_error_message, status_of};
 use crate::error::Status;
@@ -57,8 +58,7 @@ pub extern "C" fn dlslime_future_wait_for(
 #[no_mangle]
 pub extern "C" fn dlslime_future_done(f: *const dlslime_future_t) -> bool {
     ffi_boundary! {
-        let f = try_ref!(f);
-        f.done()
+        try_ref!(f).done()
     }
 }
 
@@ -68,8 +68,7 @@ pub extern "C" fn dlslime_future_done(f: *const dlslime_future_t) -> bool {
 #[no_mangle]
 pub extern "C" fn dlslime_future_status(f: *const dlslime_future_t) -> dlslime_status_t {
     ffi_boundary! {
-        let f = try_ref!(f);
-        f.status()
+        try_ref!(f).status()
     }
 }
 
@@ -78,8 +77,7 @@ pub extern "C" fn dlslime_future_status(f: *const dlslime_future_t) -> dlslime_s
 #[no_mangle]
 pub extern "C" fn dlslime_future_imm_data(f: *const dlslime_future_t) -> i32 {
     ffi_boundary! {
-        let f = try_ref!(f);
-        f.imm_data()
+        try_ref!(f).imm_data()
     }
 }
 
@@ -89,16 +87,23 @@ pub extern "C" fn dlslime_future_imm_data(f: *const dlslime_future_t) -> i32 {
 #[no_mangle]
 pub extern "C" fn dlslime_future_nbytes(f: *const dlslime_future_t) -> u64 {
     ffi_boundary! {
-        let f = try_ref!(f);
-        f.nbytes()
+        try_ref!(f).nbytes()
     }
 }
 
-/// `Ok` once `f` completed successfully, so that its results are defined; otherwise the
-/// status to return, with the last-error message set.
-fn completed(f: &Future, what: &str) -> dlslime_status_t {
+/// Writes `value(f)` to `out` once `f` completed successfully (before that its results
+/// are not defined); otherwise returns the status, with the last-error message set.
+fn completed_out<T>(
+    f: &Future,
+    what: &str,
+    out: Out<T>,
+    value: impl FnOnce(&Future) -> T,
+) -> dlslime_status_t {
     match f.status() {
-        Status::Ok => dlslime_status_t::Ok,
+        Status::Ok => {
+            out.write(value(f));
+            dlslime_status_t::Ok
+        }
         Status::Pending => {
             // Not an error of the operation (an `Error` is never Pending): said directly.
             set_last_error_message(format!(
@@ -130,12 +135,7 @@ pub extern "C" fn dlslime_future_get_imm_data(
             );
             return dlslime_status_t::InvalidArgument;
         }
-        let st = completed(f, "imm_data");
-        if st != dlslime_status_t::Ok {
-            return st;
-        }
-        out.write(f.imm_data());
-        dlslime_status_t::Ok
+        completed_out(f, "imm_data", out, Future::imm_data)
     }
 }
 
@@ -153,12 +153,7 @@ pub extern "C" fn dlslime_future_get_nbytes(
     ffi_boundary! {
         let f = try_ref!(f);
         let out = try_out!(out);
-        let st = completed(f, "nbytes");
-        if st != dlslime_status_t::Ok {
-            return st;
-        }
-        out.write(f.nbytes());
-        dlslime_status_t::Ok
+        completed_out(f, "nbytes", out, Future::nbytes)
     }
 }
 
