@@ -717,18 +717,22 @@ class Endpoint(_Owned, _OrphanKeeper):
         buf = _as_buffer(chunk, writable, "recv buffer" if writable else "send data")
         return buf, len(buf), buf
 
+    def _message(self, fn, what: str, data: Any, writable: bool, timeout: Optional[float]) -> Future:
+        """Posts a send (``fn`` is ``dlslime_endpoint_send``) or a receive of one buffer."""
+        if self._orphans:
+            self._sweep()
+        ptr, length, keep = self._chunk(data, writable)
+        out = ffi.new("dlslime_future_t **")
+        _check(fn(self._handle(), ptr, length, _timeout_ms(timeout), out), what)
+        return Future(out[0], keep, self)
+
     def send(self, data: Any, stream: Any = None, *, timeout: Optional[float] = None) -> Future:
         """Sends a message to the peer's next posted :meth:`recv`. ``data`` is any
         C-contiguous buffer (``bytes`` too), kept alive until the send completes, or
         the original ``(ptr, offset, length)`` tuple (the caller keeps it valid)."""
         if stream is not None:
             return stream_ordered(stream, lambda: self.send(data, timeout=timeout))
-        if self._orphans:
-            self._sweep()
-        ptr, length, keep = self._chunk(data, False)
-        out = ffi.new("dlslime_future_t **")
-        _check(lib.dlslime_endpoint_send(self._handle(), ptr, length, _timeout_ms(timeout), out), "send")
-        return Future(out[0], keep, self)
+        return self._message(lib.dlslime_endpoint_send, "send", data, False, timeout)
 
     def recv(self, data: Any, stream: Any = None, *, timeout: Optional[float] = None) -> Future:
         """Posts a receive into a writable buffer (or ``(ptr, offset, length)``);
@@ -736,12 +740,7 @@ class Endpoint(_Owned, _OrphanKeeper):
         with :class:`Truncated`."""
         if stream is not None:
             return stream_ordered(stream, lambda: self.recv(data, timeout=timeout))
-        if self._orphans:
-            self._sweep()
-        ptr, length, keep = self._chunk(data, True)
-        out = ffi.new("dlslime_future_t **")
-        _check(lib.dlslime_endpoint_recv(self._handle(), ptr, length, _timeout_ms(timeout), out), "recv")
-        return Future(out[0], keep, self)
+        return self._message(lib.dlslime_endpoint_recv, "recv", data, True, timeout)
 
     def cancel_all(self) -> int:
         """Fails every pending operation with :class:`Cancelled`; returns how many. The

@@ -94,9 +94,12 @@ def unpack(buf, schema) -> Dict[str, Any]:
     return out
 
 
-def _fields_of(p) -> Dict[str, int]:
-    """The struct ``*p`` as a dict, its fields named and ordered as in the header."""
-    return {name: getattr(p, name) for name, _ in ffi.typeof(p).item.fields}
+def _counters(fn, ptr, ctype: str) -> Dict[str, int]:
+    """The ``ctype`` struct that ``fn(ptr, out)`` fills, as a dict, its fields named and
+    ordered as in the header."""
+    c = ffi.new(ctype + " *")
+    _check(fn(ptr, c), "counters")
+    return {name: getattr(c, name) for name, _ in ffi.typeof(c).item.fields}
 
 
 @dataclass
@@ -447,9 +450,7 @@ class RingServer:
         self._keep.append(agent)
 
     def counters(self) -> dict:
-        c = ffi.new("dlslime_ring_server_counters_t *")
-        _check(lib.dlslime_ring_server_counters(self._ptr, c), "counters")
-        return _fields_of(c)
+        return _counters(lib.dlslime_ring_server_counters, self._ptr, "dlslime_ring_server_counters_t")
 
     def stop(self) -> None:
         _check(lib.dlslime_ring_server_stop(self._ptr), "stop")
@@ -546,9 +547,7 @@ class RingClient:
         return lib.dlslime_ring_client_worst_case_ms(self._ptr, n) / 1000.0
 
     def counters(self) -> dict:
-        c = ffi.new("dlslime_ring_client_counters_t *")
-        _check(lib.dlslime_ring_client_counters(self._ptr, c), "counters")
-        return _fields_of(c)
+        return _counters(lib.dlslime_ring_client_counters, self._ptr, "dlslime_ring_client_counters_t")
 
     def close(self) -> None:
         _check(lib.dlslime_ring_client_close(self._ptr), "close")
