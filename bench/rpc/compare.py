@@ -87,14 +87,13 @@ def main():
         head += [f"{n + ' avg':>12}", f"{n + ' p50':>12}"]
         if n in ("Slime", "Ray", "Puls"):
             head += [f"{n + ' p99':>12}", f"{n + ' BW':>12}"]
-    if "Puls" in have:
-        head.append(f"{'S/Pul':>10}")
-    if "Ray" in have:
-        head.append(f"{'S/Ray':>10}")
-    if "Sock" in have:
-        head.append(f"{'Sl/Sock p50':>12}")
-        if "SlimeTCP" in have:
-            head.append(f"{'TCP/Sock p50':>12}")
+    # Ratio columns: (title, width, numerator (column, stat), denominator (column, stat)).
+    ratios = [r for r in (("S/Pul", 10, ("Puls", "avg_us"), ("Slime", "avg_us")),
+                          ("S/Ray", 10, ("Ray", "avg_us"), ("Slime", "avg_us")),
+                          ("Sl/Sock p50", 12, ("Slime", "p50_us"), ("Sock", "p50_us")),
+                          ("TCP/Sock p50", 12, ("SlimeTCP", "p50_us"), ("Sock", "p50_us")))
+              if r[2][0] in have and r[3][0] in have]
+    head += [f"{title:>{w}}" for title, w, _, _ in ratios]
     line = " | ".join(head)
     width = len(line)
     title = "┌─ Avg / P50 Latency (µs) "
@@ -108,14 +107,7 @@ def main():
             if n in ("Slime", "Ray", "Puls"):
                 row += [f"{d[s]['p99_us']:>12.1f}", f"{d[s]['bw_gbps']:>12.3f}"]
         dd = dict(cols)
-        if "Puls" in have:
-            row.append(f"{'%.2fx' % (dd['Puls'][s]['avg_us'] / slime[s]['avg_us']):>10}")
-        if "Ray" in have:
-            row.append(f"{'%.2fx' % (dd['Ray'][s]['avg_us'] / slime[s]['avg_us']):>10}")
-        if "Sock" in have:
-            row.append(f"{'%.2fx' % (slime[s]['p50_us'] / dd['Sock'][s]['p50_us']):>12}")
-            if "SlimeTCP" in have:
-                row.append(f"{'%.2fx' % (dd['SlimeTCP'][s]['p50_us'] / dd['Sock'][s]['p50_us']):>12}")
+        row += [f"{'%.2fx' % (dd[a][s][x] / dd[b][s][y]):>{w}}" for _, w, (a, x), (b, y) in ratios]
         print(" | ".join(row))
     print("-" * width)
     print("Slime = SlimeRPC over shared memory, SlimeTCP = SlimeRPC over TCP (both Python, PeerAgent),")
