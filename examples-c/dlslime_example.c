@@ -143,12 +143,8 @@ static void wait_ok(dlslime_future_t *f, const char *what) {
 
 static dlslime_assignment_t assignment(dlslime_mr_handle_t local, dlslime_remote_handle_t remote,
                                        uint64_t remote_offset, uint64_t local_offset, uint64_t length) {
-  dlslime_assignment_t a;
-  a.local = local;
-  a.remote = remote;
-  a.remote_offset = remote_offset;
-  a.local_offset = local_offset;
-  a.length = length;
+  dlslime_assignment_t a = {.local = local, .remote = remote, .remote_offset = remote_offset,
+                            .local_offset = local_offset, .length = length};
   return a;
 }
 
