@@ -112,6 +112,16 @@ pub struct StatusMessage {
     pub message: String,
 }
 
+impl StatusMessage {
+    /// `{"status": "ok", "message": message}`.
+    pub fn ok(message: String) -> StatusMessage {
+        StatusMessage {
+            status: "ok",
+            message,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct EntityInfoResponse {
     pub status: &'static str,

@@ -85,6 +85,17 @@ pub enum Owned<T> {
     Refused,
 }
 
+impl<T> Owned<T> {
+    /// The outcome of an owner-checked script, whose reply is negative when it refused.
+    fn of_reply(reply: i64, done: T) -> Owned<T> {
+        if reply < 0 {
+            Owned::Refused
+        } else {
+            Owned::Done(done)
+        }
+    }
+}
+
 /// A heartbeat's outcome.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Beat {
@@ -472,11 +483,7 @@ impl Store {
             inv.arg(t);
         }
         let r: i64 = inv.invoke_async(&mut self.conn()).await?;
-        Ok(if r < 0 {
-            Owned::Refused
-        } else {
-            Owned::Done(())
-        })
+        Ok(Owned::of_reply(r, ()))
     }
 
     /// Remove everything an agent left behind and notify the peers it was linked to.
@@ -570,11 +577,7 @@ impl Store {
             .arg(doomed.len())
             .arg(&notice);
         let r: i64 = inv.invoke_async(&mut conn).await?;
-        Ok(if r < 0 {
-            Owned::Refused
-        } else {
-            Owned::Done(peers.into_iter().collect())
-        })
+        Ok(Owned::of_reply(r, peers.into_iter().collect()))
     }
 
     // ───────────────────────────── memory regions ─────────────────────────────
@@ -597,11 +600,7 @@ impl Store {
             .arg(json)
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(if r < 0 {
-            Owned::Refused
-        } else {
-            Owned::Done(())
-        })
+        Ok(Owned::of_reply(r, ()))
     }
 
     /// None when absent or when any of addr/length/rkey/lkey is missing or malformed.

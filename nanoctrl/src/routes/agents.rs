@@ -80,10 +80,10 @@ pub async fn cleanup(
         b.agent_name,
         notified
     );
-    Ok(Json(StatusMessage {
-        status: "ok",
-        message: format!("Cleaned up agent: {}", b.agent_name),
-    }))
+    Ok(Json(StatusMessage::ok(format!(
+        "Cleaned up agent: {}",
+        b.agent_name
+    ))))
 }
 
 /// 403 for an owned, live agent without its token.

@@ -21,13 +21,10 @@ pub async fn register(
         b.entity_id,
         b.kind
     );
-    Ok(Json(StatusMessage {
-        status: "ok",
-        message: format!(
-            "Entity {}:{} registered successfully",
-            b.entity_type, b.entity_id
-        ),
-    }))
+    Ok(Json(StatusMessage::ok(format!(
+        "Entity {}:{} registered successfully",
+        b.entity_type, b.entity_id
+    ))))
 }
 
 /// Unregistering a missing entity is still "ok" (no event, no revision bump).
@@ -40,13 +37,10 @@ pub async fn unregister(
         .unregister_entity(b.scope.as_deref(), &b.entity_type, &b.entity_id)
         .await?;
     tracing::debug!("unregistered {}:{} rev={rev}", b.entity_type, b.entity_id);
-    Ok(Json(StatusMessage {
-        status: "ok",
-        message: format!(
-            "Entity {}:{} unregistered successfully",
-            b.entity_type, b.entity_id
-        ),
-    }))
+    Ok(Json(StatusMessage::ok(format!(
+        "Entity {}:{} unregistered successfully",
+        b.entity_type, b.entity_id
+    ))))
 }
 
 /// 200 either way: `not_found` tells the client to register again. 403 for an owned
@@ -62,10 +56,7 @@ pub async fn heartbeat(
         .heartbeat(b.scope.as_deref(), ty, id, b.owner_token.as_deref())
         .await?;
     Ok(Json(match beat {
-        Beat::Ok => StatusMessage {
-            status: "ok",
-            message: format!("Heartbeat successful for {ty} {id}"),
-        },
+        Beat::Ok => StatusMessage::ok(format!("Heartbeat successful for {ty} {id}")),
         Beat::NotFound => StatusMessage {
             status: "not_found",
             message: format!("{ty} {id} not found. Please register first."),
