@@ -54,6 +54,14 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Asserts that a command exited with `code` and printed `what` (stdout or stderr).
+#[track_caller]
+fn says(out: &Output, code: i32, what: &str) {
+    let t = text(out);
+    assert_eq!(out.status.code(), Some(code), "{t}");
+    assert!(t.contains(what), "expected {what:?} in: {t}");
+}
+
 /// Kills whatever server a `start` left behind when the test ends, pass or fail.
 struct StartedGuard<'a>(&'a Path);
 impl Drop for StartedGuard<'_> {
@@ -66,6 +74,26 @@ impl Drop for StartedGuard<'_> {
     }
 }
 
+/// `nanoctrl <verb>` bound to 127.0.0.1:`port` with `redis_url`, then `more`.
+fn loopback<'a>(
+    verb: &'a str,
+    port: &'a str,
+    redis_url: &'a str,
+    more: &[&'a str],
+) -> Vec<&'a str> {
+    let mut v = vec![
+        verb,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+        "--redis-url",
+        redis_url,
+    ];
+    v.extend_from_slice(more);
+    v
+}
+
 fn dead_redis_url() -> String {
     format!("redis://127.0.0.1:{}", free_port())
 }
@@ -74,16 +102,8 @@ fn dead_redis_url() -> String {
 fn server_exits_nonzero_naming_the_url_when_redis_is_unreachable() {
     let url = dead_redis_url();
     let mut cmd = Command::new(NANOCTRL);
-    cmd.args([
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &free_port().to_string(),
-        "--redis-url",
-        &url,
-    ])
-    .env_remove("NANOCTRL_REDIS_URL");
+    cmd.args(loopback("server", &free_port().to_string(), &url, &[]))
+        .env_remove("NANOCTRL_REDIS_URL");
     let out = output_with_deadline(cmd, Duration::from_secs(30));
     assert!(!out.status.success());
     let t = text(&out);
@@ -96,15 +116,12 @@ fn server_exits_nonzero_naming_the_url_when_redis_is_unreachable() {
     // The environment overrides the flag (original precedence).
     let redis = Redis::start();
     let mut cmd = Command::new(NANOCTRL);
-    cmd.args([
+    cmd.args(loopback(
         "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
         &free_port().to_string(),
-        "--redis-url",
         &redis.url,
-    ])
+        &[],
+    ))
     .env("NANOCTRL_REDIS_URL", &url);
     let out = output_with_deadline(cmd, Duration::from_secs(30));
     assert!(!out.status.success());
@@ -164,24 +181,12 @@ fn start_status_stop_lifecycle() {
     let dir = TempDir::new("nanoctrl-rt");
     let _guard = StartedGuard(dir.path());
     let port = free_port().to_string();
-    let start_args = [
-        "start",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--redis-url",
-        &redis.url,
-        "--wait",
-        "20",
-    ];
+    let start_args = loopback("start", &port, &redis.url, &["--wait", "20"]);
 
-    let out = run(dir.path(), &["status"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains("nanoctrl is not running (no pid file)"),
-        "{}",
-        text(&out)
+    says(
+        &run(dir.path(), &["status"]),
+        1,
+        "nanoctrl is not running (no pid file)",
     );
 
     let out = run(dir.path(), &start_args);
@@ -209,12 +214,10 @@ fn start_status_stop_lifecycle() {
     assert!(health(port.parse().unwrap()));
 
     // Idempotent.
-    let out = run(dir.path(), &start_args);
-    assert!(out.status.success());
-    assert!(
-        text(&out).contains(&format!("nanoctrl is already running (pid={pid})")),
-        "{}",
-        text(&out)
+    says(
+        &run(dir.path(), &start_args),
+        0,
+        &format!("nanoctrl is already running (pid={pid})"),
     );
 
     let out = run(dir.path(), &["status"]);
@@ -232,9 +235,11 @@ fn start_status_stop_lifecycle() {
     );
     assert!(text(&out).contains("health: down ("), "{}", text(&out));
 
-    let out = run(dir.path(), &["stop"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&format!("nanoctrl stopped (pid={pid})")));
+    says(
+        &run(dir.path(), &["stop"]),
+        0,
+        &format!("nanoctrl stopped (pid={pid})"),
+    );
     assert!(!dir.path().join("nanoctrl.pid").exists());
     assert!(!dir.path().join("nanoctrl.meta.json").exists());
     let log = std::fs::read_to_string(dir.path().join("nanoctrl.log")).unwrap();
@@ -245,33 +250,21 @@ fn start_status_stop_lifecycle() {
 
     let out = run(dir.path(), &["status"]);
     assert_eq!(out.status.code(), Some(1));
-    let out = run(dir.path(), &["stop"]);
-    assert!(out.status.success());
-    assert!(text(&out).contains("nanoctrl is not running"));
+    says(&run(dir.path(), &["stop"]), 0, "nanoctrl is not running");
 
     // A stale pid file: status says not running (rc 1); start replaces it.
     std::fs::write(dir.path().join("nanoctrl.pid"), "999999999\n").unwrap();
-    let out = run(dir.path(), &["status"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains("process: not running"),
-        "{}",
-        text(&out)
-    );
-    let out = run(dir.path(), &start_args);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("nanoctrl started"));
+    says(&run(dir.path(), &["status"]), 1, "process: not running");
+    says(&run(dir.path(), &start_args), 0, "nanoctrl started");
 
     // Something healthy at the address but no pid file: not started twice.
     let pid_file = dir.path().join("nanoctrl.pid");
     let saved = std::fs::read_to_string(&pid_file).unwrap();
     std::fs::remove_file(&pid_file).unwrap();
-    let out = run(dir.path(), &start_args);
-    assert!(out.status.success());
-    assert!(
-        text(&out).contains("appears to be already running"),
-        "{}",
-        text(&out)
+    says(
+        &run(dir.path(), &start_args),
+        0,
+        "appears to be already running",
     );
     std::fs::write(&pid_file, saved).unwrap();
     assert!(run(dir.path(), &["stop"]).status.success());
@@ -285,17 +278,7 @@ fn start_reports_early_exit_with_the_log_tail() {
     let port = free_port().to_string();
     let out = run(
         dir.path(),
-        &[
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--redis-url",
-            &url,
-            "--wait",
-            "30",
-        ],
+        &loopback("start", &port, &url, &["--wait", "30"]),
     );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
@@ -320,9 +303,11 @@ fn stop_escalates_only_with_force() {
     let mut g = KillOnDrop(stubborn);
     std::thread::sleep(Duration::from_millis(200)); // let the trap install
     std::fs::write(dir.path().join("nanoctrl.pid"), format!("{}\n", g.0.id())).unwrap();
-    let out = run(dir.path(), &["stop", "--timeout", "0.6"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).contains("rerun with --force"), "{}", text(&out));
+    says(
+        &run(dir.path(), &["stop", "--timeout", "0.6"]),
+        1,
+        "rerun with --force",
+    );
     assert!(g.0.try_wait().unwrap().is_none(), "still running");
     let out = run(dir.path(), &["stop", "--timeout", "0.6", "--force"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -397,19 +382,12 @@ fn start_keeps_secrets_out_of_argv_meta_and_log() {
     let token = "cli-token-4c1a";
     let out = run(
         dir.path(),
-        &[
+        &loopback(
             "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
             &port,
-            "--redis-url",
             &redis.url,
-            "--token",
-            token,
-            "--wait",
-            "20",
-        ],
+            &["--token", token, "--wait", "20"],
+        ),
     );
     let t = text(&out);
     assert!(out.status.success(), "{t}");

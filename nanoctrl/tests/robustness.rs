@@ -279,58 +279,28 @@ async fn concurrent_registrations_from_many_clients() {
     );
 
     // Many clients racing for one alias: exactly one wins, the rest get 409.
-    let mut tasks = Vec::new();
-    for i in 0..32 {
-        let base = base.clone();
-        let scope = scope.clone();
-        tasks.push(tokio::spawn(async move {
-            client()
-                .post(format!("{base}/start_peer_agent"))
-                .json(&json!({"address": format!("10.0.0.{i}"), "scope": scope, "alias": "contested"}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut codes = Vec::new();
-    for t in tasks {
-        codes.push(
-            tokio::time::timeout(Duration::from_secs(60), t)
-                .await
-                .expect("deadline")
-                .unwrap(),
-        );
-    }
+    let codes = post_concurrently(
+        &base,
+        (0..32).map(|i| {
+            let body =
+                json!({"address": format!("10.0.0.{i}"), "scope": scope, "alias": "contested"});
+            ("/start_peer_agent".to_string(), body)
+        }),
+    )
+    .await;
     assert_eq!(codes.iter().filter(|&&c| c == 200).count(), 1, "{codes:?}");
     assert_eq!(codes.iter().filter(|&&c| c == 409).count(), 31, "{codes:?}");
 
     // Concurrent symmetric topology updates toward one peer lose nobody (atomic merge).
-    let mut tasks = Vec::new();
-    for i in 0..32 {
-        let base = base.clone();
-        let scope = scope.clone();
-        tasks.push(tokio::spawn(async move {
-            client()
-                .post(format!("{base}/v1/desired_topology/s{i}"))
-                .json(&json!({"target_peers": ["hub"], "symmetric": true, "scope": scope}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    for t in tasks {
-        assert_eq!(
-            tokio::time::timeout(Duration::from_secs(60), t)
-                .await
-                .expect("deadline")
-                .unwrap(),
-            200
-        );
-    }
+    let codes = post_concurrently(
+        &base,
+        (0..32).map(|i| {
+            let body = json!({"target_peers": ["hub"], "symmetric": true, "scope": scope});
+            (format!("/v1/desired_topology/s{i}"), body)
+        }),
+    )
+    .await;
+    assert_eq!(codes, vec![200; 32]);
     let hub: String = s
         .redis
         .conn()

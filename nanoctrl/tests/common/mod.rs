@@ -232,6 +232,30 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// POSTs every `(path, body)` at once, each from a client (and connection) of its own;
+/// returns the status codes in order. Each answer has a 60 s deadline.
+pub async fn post_concurrently(
+    base: &str,
+    requests: impl IntoIterator<Item = (String, Value)>,
+) -> Vec<u16> {
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|(path, body)| {
+            let url = format!("{base}{path}");
+            tokio::spawn(async move {
+                let r = client().post(url).json(&body).send().await.unwrap();
+                r.status().as_u16()
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        let code = tokio::time::timeout(Duration::from_secs(60), t).await;
+        codes.push(code.expect("deadline").unwrap());
+    }
+    codes
+}
+
 pub fn health(port: u16) -> bool {
     health_with(port, None)
 }
