@@ -8,10 +8,11 @@
 //!        ... -- --host-staged [--max-mib N]: no GPU needed; TCP on host memory against
 //!        the same memory staged through the host copier (the pipeline's own cost).
 //! Also the shared-memory endpoint between two processes (this binary re-run as the
-//! peer, `--shm-child`), device to device through CUDA IPC (issue target: >= 0.9x D2D
+//! peer, `--child`), device to device through CUDA IPC (issue target: >= 0.9x D2D
 //! for >= 64 MiB); the row says `staged` if the parts did not go through IPC.
 //! Prints a table and CSV rows (`csv,<size>,<name>,<GB/s>`).
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,8 +21,9 @@ use dlslime::memory::device::{self, Copier, CudaCopier, HostCopier, StagingPool}
 use dlslime::transport::shm::{ShmConfig, ShmEndpoint};
 use dlslime::transport::tcp::{TcpConfig, TcpContext, TcpEndpoint};
 use dlslime::{Assignment, Endpoint, MemoryPool};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+
+#[path = "../common.rs"]
+mod bench_common;
 
 fn ok(r: sys::CUresult, what: &str) {
     assert_eq!(r, sys::CUresult::CUDA_SUCCESS, "{what}");
@@ -116,8 +118,8 @@ fn host_staged(max: usize) {
     }
 }
 
-/// `--shm-child <bytes>`: the shared-memory peer, a device region "d" of that size; one
-/// line of endpoint info out, the parent's in, then serves until stdin closes.
+/// `--child <bytes>`: the shared-memory peer, a device region "d" of that size; its
+/// endpoint info out, the parent's in, then serves until stdin closes.
 fn shm_child(len: usize) {
     let d = device::driver().unwrap();
     d.bind(0).unwrap();
@@ -126,37 +128,23 @@ fn shm_child(len: usize) {
     // SAFETY: the allocation lives until the process exits.
     unsafe { pool.register(Some("d"), buf as *mut u8, len) }.unwrap();
     let ep = ShmEndpoint::new(pool, ShmConfig::default()).unwrap();
-    println!("{}", ep.endpoint_info());
-    let mut lines = BufReader::new(std::io::stdin()).lines();
-    let info: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    ep.connect(&info).unwrap();
-    for _ in lines {}
+    for _ in bench_common::info_to_parent(&ep) {}
     ep.shutdown();
 }
 
 /// The parent's side of the shm pair: the child's endpoint and ours over `pool`.
-fn shm_pair(pool: Arc<MemoryPool>, len: usize) -> (ShmEndpoint, std::process::Child) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--shm-child", &len.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let info: serde_json::Value = serde_json::from_str(&line).unwrap();
+fn shm_pair(pool: Arc<MemoryPool>, len: usize) -> (ShmEndpoint, bench_common::InfoChild) {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = bench_common::spawn_info_child(&exe, &[&len.to_string()]);
     let ep = ShmEndpoint::new(pool, ShmConfig::default()).unwrap();
-    let stdin = child.stdin.as_mut().unwrap();
-    writeln!(stdin, "{}", ep.endpoint_info()).unwrap();
-    stdin.flush().unwrap();
-    ep.connect(&info).unwrap();
+    writeln!(child.stdin, "{}", ep.endpoint_info()).unwrap();
+    ep.connect(&child.info).unwrap();
     (ep, child)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--shm-child") {
+    if let Some(i) = args.iter().position(|a| a == "--child") {
         shm_child(args[i + 1].parse().unwrap());
         return;
     }
@@ -222,7 +210,7 @@ fn main() {
     let ps = MemoryPool::new();
     // SAFETY: as above.
     let lsh = unsafe { ps.register(Some("s"), src as *mut u8, max) }.unwrap();
-    let (sa, mut child) = shm_pair(ps, max);
+    let (sa, peer) = shm_pair(ps, max);
     let rs = sa.remote_pool().handle("d").unwrap();
 
     println!(
@@ -292,6 +280,7 @@ fn main() {
         size *= 4;
     }
     sa.shutdown();
-    drop(child.stdin.take());
+    drop(peer.stdin);
+    let mut child = peer.child;
     let _ = child.wait();
 }
