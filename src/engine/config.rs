@@ -57,6 +57,11 @@ impl Config {
     }
 }
 
+/// The items of a comma-separated list (URLs, device names), trimmed, empty ones skipped.
+pub fn comma_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|item| !item.is_empty())
+}
+
 /// A duration in µs from the environment variable `name` (malformed: ignored, with a
 /// warning).
 pub fn env_micros(name: &str) -> Option<Duration> {

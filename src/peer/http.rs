@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::engine::config::comma_list;
 use crate::error::{Error, Result, Status};
 
 /// NanoCtrl replicas (one or more; they share one Redis and hold no state of their own,
@@ -113,12 +114,7 @@ impl Http {
 
     /// As [`Http::new`], sending `Authorization: Bearer <token>` with every request.
     pub fn with_token(urls: &str, token: Option<&str>, timeout: Duration) -> Result<Http> {
-        let targets: Vec<Target> = urls
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(parse_url)
-            .collect::<Result<_>>()?;
+        let targets: Vec<Target> = comma_list(urls).map(parse_url).collect::<Result<_>>()?;
         if targets.is_empty() {
             return Err(Error::invalid("no NanoCtrl URL given"));
         }

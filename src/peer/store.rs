@@ -12,6 +12,7 @@ use redis::{Connection, ConnectionLike, RedisResult};
 
 use dlslime_keys as keys;
 
+use crate::engine::config::comma_list;
 use crate::error::{Error, Result, Status};
 
 /// Key names of one scope, as NanoCtrl writes them (the schema itself is `dlslime_keys`).
@@ -80,12 +81,7 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
 impl RedisTarget {
     /// A fixed list of URLs (comma-separated): the first primary among them.
     pub fn fixed(urls: &str) -> Result<Arc<RedisTarget>> {
-        let candidates: Vec<String> = urls
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .map(str::to_string)
-            .collect();
+        let candidates: Vec<String> = comma_list(urls).map(str::to_string).collect();
         for u in &candidates {
             redis::Client::open(u.as_str())
                 .map_err(|e| Error::invalid(format!("bad Redis URL: {e}")))?;

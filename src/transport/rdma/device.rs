@@ -7,6 +7,7 @@ use rdma_sys::*;
 
 use super::verbs::{os_error, verbs};
 use super::LinkType;
+use crate::engine::config::comma_list;
 use crate::error::{Error, Result, Status};
 
 // <infiniband/verbs.h> #defines, which bindgen does not carry.
@@ -25,12 +26,7 @@ pub fn available_nics() -> Result<Vec<String>> {
 
 fn visible_filter() -> Option<Vec<String>> {
     let v = std::env::var("SLIME_VISIBLE_DEVICES").ok()?;
-    let list: Vec<String> = v
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
+    let list: Vec<String> = comma_list(&v).map(String::from).collect();
     (!list.is_empty()).then_some(list)
 }
 
