@@ -3,7 +3,7 @@
 
 use cudarc::driver::sys;
 
-use super::driver::{check, driver};
+use super::driver::{check, driver, release_on};
 use crate::error::{Error, Result, Status};
 
 /// What kind of memory [`DeviceAlloc::new`] makes (the original's `memory_kind`).
@@ -80,13 +80,11 @@ impl DeviceAlloc {
 
 impl Drop for DeviceAlloc {
     fn drop(&mut self) {
-        if let Ok(d) = driver() {
-            if d.bind(self.ordinal).is_ok() {
-                // SAFETY: allocated by cuMemAlloc above, freed only here, after every
-                // user of it (its owner drops it last).
-                let _ = unsafe { sys::cuMemFree_v2(self.ptr as sys::CUdeviceptr) };
-            }
-        }
+        release_on(self.ordinal, || {
+            // SAFETY: allocated by cuMemAlloc above, freed only here, after every user of
+            // it (its owner drops it last).
+            let _ = unsafe { sys::cuMemFree_v2(self.ptr as sys::CUdeviceptr) };
+        });
     }
 }
 

@@ -28,6 +28,17 @@ pub fn driver() -> Result<&'static Driver> {
         .map_err(|why| Error::new(Status::DeviceUnavailable, why.clone()))
 }
 
+/// Runs `release` with `device`'s context current, if there is a driver and the device
+/// can be bound: for `Drop`s, which cannot report a failure (a release that cannot run
+/// is skipped).
+pub(crate) fn release_on(device: i32, release: impl FnOnce()) {
+    if let Ok(d) = driver() {
+        if d.bind(device).is_ok() {
+            release();
+        }
+    }
+}
+
 /// Whether a CUDA driver is usable here (never panics, never fails).
 pub fn available() -> bool {
     driver().is_ok()

@@ -10,7 +10,7 @@
 
 use cudarc::driver::sys;
 
-use super::driver::{check, driver};
+use super::driver::{check, driver, release_on};
 use crate::error::Result;
 
 /// The bytes of a `CUipcMemHandle`.
@@ -100,12 +100,10 @@ impl IpcMapping {
 
 impl Drop for IpcMapping {
     fn drop(&mut self) {
-        if let Ok(d) = driver() {
-            if d.bind(self.ordinal).is_ok() {
-                // SAFETY: opened by cuIpcOpenMemHandle above and closed only here.
-                let _ = unsafe { sys::cuIpcCloseMemHandle(self.base as sys::CUdeviceptr) };
-            }
-        }
+        release_on(self.ordinal, || {
+            // SAFETY: opened by cuIpcOpenMemHandle above and closed only here.
+            let _ = unsafe { sys::cuIpcCloseMemHandle(self.base as sys::CUdeviceptr) };
+        });
     }
 }
 
