@@ -49,6 +49,28 @@ struct DevBuf {
     len: usize,
 }
 
+/// A non-blocking CUDA stream on device 0, destroyed on drop.
+struct Stream(sys::CUstream);
+
+impl Stream {
+    fn new() -> Stream {
+        gpu();
+        let mut s: sys::CUstream = std::ptr::null_mut();
+        // SAFETY: a context is current (gpu()); the out-param is a local. Flag 1:
+        // CU_STREAM_NON_BLOCKING.
+        ok(unsafe { sys::cuStreamCreate(&mut s, 1) }, "cuStreamCreate");
+        Stream(s)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // SAFETY: created in `new` and destroyed only here, after everything that used it
+        // (declared after it, so dropped before it).
+        let _ = unsafe { sys::cuStreamDestroy_v2(self.0) };
+    }
+}
+
 impl DevBuf {
     fn new(len: usize) -> DevBuf {
         gpu();
@@ -89,6 +111,14 @@ impl Drop for DevBuf {
             let _ = sys::cuMemFree_v2(self.ptr as _);
         }
     }
+}
+
+/// The deadline of an operation in these tests (device copies are slow under load).
+const DEADLINE: Option<Duration> = Some(Duration::from_secs(120));
+
+/// The first `len` bytes of local region `local` and of remote region `remote`.
+fn whole(local: u32, remote: u32, len: usize) -> [Assignment; 1] {
+    [Assignment::new(local, remote, 0, 0, len as u64)]
 }
 
 fn ctx() -> Arc<TcpContext> {
@@ -208,24 +238,16 @@ fn host_region_against_a_device_region_over_shm() {
     fill_pattern(&mut host, 5);
     // SAFETY: `host` outlives every operation (each is waited for).
     let h = unsafe { ep.register_memory_region("host", host.as_mut_ptr(), len) }.unwrap();
-    ep.write(
-        &[Assignment::new(h, remote, 0, 0, len as u64)],
-        Some(Duration::from_secs(120)),
-    )
-    .unwrap()
-    .wait()
-    .unwrap();
-    peer.send(&format!("check 0 {len} 5"));
-    assert_eq!(peer.recv(), "ok");
-    peer.send(&format!("fill {len} 6"));
-    assert_eq!(peer.recv(), "ok");
-    ep.read(
-        &[Assignment::new(h, remote, 0, 0, len as u64)],
-        Some(Duration::from_secs(120)),
-    )
-    .unwrap()
-    .wait()
-    .unwrap();
+    ep.write(&whole(h, remote, len), DEADLINE)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(peer.cmd(&format!("check 0 {len} 5")), "ok");
+    assert_eq!(peer.cmd(&format!("fill {len} 6")), "ok");
+    ep.read(&whole(h, remote, len), DEADLINE)
+        .unwrap()
+        .wait()
+        .unwrap();
     assert_eq!(check_pattern(&host, 6), None);
     peer.send("exit");
     ep.shutdown();
@@ -235,24 +257,16 @@ fn host_region_against_a_device_region_over_shm() {
 fn operations_are_ordered_on_a_stream() {
     let (mut peer, ep, _buf, _local, remote) = rig();
     let len = max_len().min(256 * MIB);
-    let mut s: sys::CUstream = std::ptr::null_mut();
-    // SAFETY: context current; out-param local.
-    ok(unsafe { sys::cuStreamCreate(&mut s, 1) }, "cuStreamCreate"); // non-blocking
-    peer.send(&format!("fill {len} 31"));
-    assert_eq!(peer.recv(), "ok");
+    let s = Stream::new();
+    assert_eq!(peer.cmd(&format!("fill {len} 31")), "ok");
     let other = DevBuf::new(len);
     // SAFETY: `other` outlives the operations on it (waited for below).
     let h2 = unsafe { ep.register_memory_region("other", other.ptr as *mut u8, len) }.unwrap();
     // After: a read, then signal_stream, then a copy queued on the stream: the copy must
     // see the read's bytes although the host never waited for the read.
-    let f = ep
-        .read(
-            &[Assignment::new(h2, remote, 0, 0, len as u64)],
-            Some(Duration::from_secs(120)),
-        )
-        .unwrap();
+    let f = ep.read(&whole(h2, remote, len), DEADLINE).unwrap();
     // SAFETY: a live stream; it outlives the operation (synchronized below).
-    unsafe { stream::signal_stream(s as usize, &f) }.unwrap();
+    unsafe { stream::signal_stream(s.0 as usize, &f) }.unwrap();
     let mut pinned: *mut std::ffi::c_void = std::ptr::null_mut();
     // SAFETY: context current; out-param local.
     ok(
@@ -261,12 +275,12 @@ fn operations_are_ordered_on_a_stream() {
     );
     // SAFETY: valid ranges; live stream.
     ok(
-        unsafe { sys::cuMemcpyDtoHAsync_v2(pinned, other.ptr as _, len, s) },
+        unsafe { sys::cuMemcpyDtoHAsync_v2(pinned, other.ptr as _, len, s.0) },
         "cuMemcpyDtoHAsync",
     );
     // SAFETY: live stream.
     ok(
-        unsafe { sys::cuStreamSynchronize(s) },
+        unsafe { sys::cuStreamSynchronize(s.0) },
         "cuStreamSynchronize",
     );
     assert!(
@@ -282,10 +296,7 @@ fn operations_are_ordered_on_a_stream() {
         "copy queued after signal_stream"
     );
     // SAFETY: allocated above; the stream is idle.
-    unsafe {
-        let _ = sys::cuMemFreeHost(pinned);
-        let _ = sys::cuStreamDestroy_v2(s);
-    }
+    let _ = unsafe { sys::cuMemFreeHost(pinned) };
     peer.send("exit");
     ep.shutdown();
 }
@@ -294,9 +305,7 @@ fn operations_are_ordered_on_a_stream() {
 fn the_write_sends_what_the_stream_produced() {
     let (mut peer, ep, buf, local, remote) = rig();
     let len = max_len().min(256 * MIB);
-    let mut s: sys::CUstream = std::ptr::null_mut();
-    // SAFETY: context current; out-param local.
-    ok(unsafe { sys::cuStreamCreate(&mut s, 1) }, "cuStreamCreate");
+    let s = Stream::new();
     let mut host = vec![0u8; len];
     fill_pattern(&mut host, 44);
     // A large async upload queued on the stream, then wait_stream: the write must send
@@ -304,24 +313,16 @@ fn the_write_sends_what_the_stream_produced() {
     buf.upload(&vec![0u8; len]);
     // SAFETY: pinned-or-pageable source (pageable: the driver stages it); live stream.
     ok(
-        unsafe { sys::cuMemcpyHtoDAsync_v2(buf.ptr as _, host.as_ptr().cast(), len, s) },
+        unsafe { sys::cuMemcpyHtoDAsync_v2(buf.ptr as _, host.as_ptr().cast(), len, s.0) },
         "cuMemcpyHtoDAsync",
     );
     // SAFETY: a live stream of device 0.
-    unsafe { stream::wait_stream(s as usize) }.unwrap();
-    ep.write(
-        &[Assignment::new(local, remote, 0, 0, len as u64)],
-        Some(Duration::from_secs(120)),
-    )
-    .unwrap()
-    .wait()
-    .unwrap();
-    peer.send(&format!("check 0 {len} 44"));
-    assert_eq!(peer.recv(), "ok");
-    // SAFETY: idle stream.
-    unsafe {
-        let _ = sys::cuStreamDestroy_v2(s);
-    }
+    unsafe { stream::wait_stream(s.0 as usize) }.unwrap();
+    ep.write(&whole(local, remote, len), DEADLINE)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(peer.cmd(&format!("check 0 {len} 44")), "ok");
     peer.send("exit");
     ep.shutdown();
 }
@@ -398,21 +399,17 @@ fn device_to_device_on(rig: (Peer, Arc<dyn Endpoint>, DevBuf, u32, u32), transpo
         fill_pattern(&mut host, seed);
         buf.upload(&host);
         let f = ep
-            .write(
-                &[Assignment::new(local, remote, 0, 0, len as u64)],
-                Some(Duration::from_secs(300)),
-            )
+            .write(&whole(local, remote, len), Some(Duration::from_secs(300)))
             .unwrap();
         f.wait().unwrap();
-        peer.send(&format!("check 0 {len} {seed}"));
-        assert_eq!(peer.recv(), "ok", "device write of {len}");
-        peer.send(&format!("fill {len} {}", seed + 1000));
-        assert_eq!(peer.recv(), "ok");
+        assert_eq!(
+            peer.cmd(&format!("check 0 {len} {seed}")),
+            "ok",
+            "device write of {len}"
+        );
+        assert_eq!(peer.cmd(&format!("fill {len} {}", seed + 1000)), "ok");
         let f = ep
-            .read(
-                &[Assignment::new(local, remote, 0, 0, len as u64)],
-                Some(Duration::from_secs(300)),
-            )
+            .read(&whole(local, remote, len), Some(Duration::from_secs(300)))
             .unwrap();
         f.wait().unwrap();
         assert_eq!(
@@ -444,10 +441,7 @@ fn peer_killed(transport: &str) {
     let (mut peer, ep, _buf, local, remote) = rig_on(transport);
     let len = max_len().min(512 * MIB);
     let f = ep
-        .write(
-            &[Assignment::new(local, remote, 0, 0, len as u64)],
-            Some(Duration::from_secs(60)),
-        )
+        .write(&whole(local, remote, len), Some(Duration::from_secs(60)))
         .unwrap();
     std::thread::sleep(Duration::from_millis(5));
     peer.kill();
@@ -467,37 +461,27 @@ fn peer_killed(transport: &str) {
 fn stream_ordering_of_the_cuda_copier() {
     gpu();
     let buf = DevBuf::new(64 * MIB);
-    let mut stream: sys::CUstream = std::ptr::null_mut();
-    // SAFETY: context current; out-param local.
+    let stream = Stream::new();
+    // Queue a large memset, then copy through a copier on the same stream: the copy must
+    // see the memset's bytes even though the host did not wait for it.
+    // SAFETY: valid device range, live stream.
     ok(
-        unsafe { sys::cuStreamCreate(&mut stream, 1) },
-        "cuStreamCreate",
-    ); // non-blocking
-       // Queue a large memset, then copy through a copier on the same stream: the copy must
-       // see the memset's bytes even though the host did not wait for it.
-       // SAFETY: valid device range, live stream.
-    ok(
-        unsafe { sys::cuMemsetD8Async(buf.ptr as _, 0xAB, buf.len, stream) },
+        unsafe { sys::cuMemsetD8Async(buf.ptr as _, 0xAB, buf.len, stream.0) },
         "cuMemsetD8Async",
     );
     // SAFETY: `stream` is a live stream of device 0 until destroyed below.
-    let c = unsafe { CudaCopier::on_stream(0, stream as usize) }.unwrap();
+    let c = unsafe { CudaCopier::on_stream(0, stream.0 as usize) }.unwrap();
     let mut host = vec![0u8; buf.len];
     // SAFETY: valid ranges.
     unsafe { c.copy_to_host(buf.ptr, host.as_mut_ptr(), buf.len) }.unwrap();
     assert!(host.iter().all(|&b| b == 0xAB));
-    // SAFETY: created above, no work left on it.
-    unsafe {
-        let _ = sys::cuStreamDestroy_v2(stream);
-    }
 }
 
 #[test]
 fn cuda_ipc_between_two_processes() {
     let (mut peer, ep, buf, _local, _remote) = rig();
     let len = 4 * MIB;
-    peer.send(&format!("fill {len} 77"));
-    assert_eq!(peer.recv(), "ok");
+    assert_eq!(peer.cmd(&format!("fill {len} 77")), "ok");
     peer.send("export");
     let line = peer.recv();
     let v: Vec<&str> = line.split_whitespace().collect();
