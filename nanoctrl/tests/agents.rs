@@ -116,14 +116,10 @@ async fn query_returns_a_bare_array_with_defaults_per_scope() {
         .start_agent(json!({"address": "10.0.0.3", "alias": "unscoped"}))
         .await;
 
-    let body = s.ctrl.post_ok("/query", json!({"scope": scope})).await;
-    assert_eq!(
-        body,
-        json!([
+    s.ctrl.post_answers("/query", json!({"scope": scope}), json!([
             {"name": "a", "device": "", "ib_port": 1, "link_type": "", "address": "10.0.0.2", "resource": null, "memory_keys": ["kv"]},
             {"name": "b", "device": "mlx5_1", "ib_port": 2, "link_type": "IB", "address": "10.0.0.1", "resource": {"k": 1}, "memory_keys": []}
-        ])
-    );
+        ])).await;
     let (_, body) = s.ctrl.post("/query", json!({})).await;
     let names: Vec<&str> = body
         .as_array()
@@ -158,14 +154,13 @@ async fn desired_topology_sets_spec_and_wakes_mailboxes() {
     let mut r = s.redis.conn();
     let url = |a: &str| format!("/v1/desired_topology/{a}");
 
-    let body = s
-        .ctrl
-        .post_ok(
+    s.ctrl
+        .post_answers(
             &url("A"),
             json!({"target_peers": ["B", "C"], "scope": scope, "min_bw": "100Gbps"}),
+            json!({"status": "ok"}),
         )
         .await;
-    assert_eq!(body, json!({"status": "ok"}));
     let spec: Value = serde_json::from_str(
         &r.get::<_, String>(format!("{scope}:spec:topology:A"))
             .unwrap(),
@@ -310,14 +305,13 @@ async fn cleanup_removes_everything_and_notifies_exactly_the_linked_peers() {
         .start_agent(json!({"address": "127.0.0.1", "scope": other, "alias": "a"}))
         .await;
 
-    let body = s
-        .ctrl
-        .post_ok("/cleanup", json!({"agent_name": "a", "scope": scope}))
+    s.ctrl
+        .post_answers(
+            "/cleanup",
+            json!({"agent_name": "a", "scope": scope}),
+            json!({"status": "ok", "message": "Cleaned up agent: a"}),
+        )
         .await;
-    assert_eq!(
-        body,
-        json!({"status": "ok", "message": "Cleaned up agent: a"})
-    );
 
     for gone in [
         "agent:a",
@@ -419,17 +413,8 @@ async fn memory_regions_and_redis_addresses() {
         "no TTL"
     );
 
-    let body = s
-        .ctrl
-        .post_ok(
-            "/get_mr_info",
-            json!({"src": "b", "dst": "a", "mr_name": "kv", "scope": scope}),
-        )
-        .await;
-    assert_eq!(
-        body,
-        json!({"mr_info": {"addr": 140_000_000_000_000u64, "length": 4096, "rkey": 77, "lkey": 0}})
-    );
+    s.ctrl.post_answers("/get_mr_info",
+            json!({"src": "b", "dst": "a", "mr_name": "kv", "scope": scope}), json!({"mr_info": {"addr": 140_000_000_000_000u64, "length": 4096, "rkey": 77, "lkey": 0}})).await;
     // PeerAgent's own record (extra fields) is readable too; a partial one is null.
     let _: () = r
         .set(format!("{scope}:mr:a:pa"), r#"{"agent_name":"a","mr_name":"pa","device":"d","ib_port":1,"link_type":"IB","addr":1,"length":2,"rkey":3,"lkey":0}"#)

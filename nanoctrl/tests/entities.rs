@@ -14,17 +14,13 @@ use serde_json::{json, Value};
 async fn register_writes_hash_info_ttl_and_answers_like_the_original() {
     let s = Stack::start();
     let scope = unique("reg");
-    let body = s
-        .ctrl
-        .post_ok(
+    s.ctrl
+        .post_answers(
             "/register",
             json!({"entity_id": "cache:0", "kind": "cache", "scope": scope}),
+            json!({"status": "ok", "message": "Entity service:cache:0 registered successfully"}),
         )
         .await;
-    assert_eq!(
-        body,
-        json!({"status": "ok", "message": "Entity service:cache:0 registered successfully"})
-    );
 
     let mut r = s.redis.conn();
     let key = format!("{scope}:service:cache:0");
@@ -71,14 +67,13 @@ async fn register_writes_hash_info_ttl_and_answers_like_the_original() {
     );
 
     // Unknown entity.
-    let body = s
-        .ctrl
-        .post_ok(
+    s.ctrl
+        .post_answers(
             "/get_entity_info",
             json!({"entity_id": "nope", "scope": scope}),
+            json!({"status": "not_found", "entity_info": null}),
         )
         .await;
-    assert_eq!(body, json!({"status": "not_found", "entity_info": null}));
 }
 
 #[tokio::test]
@@ -111,14 +106,13 @@ async fn events_and_revisions_match_the_original_payloads() {
         (Some("ADD"), Some(2))
     );
 
-    let body = s
-        .ctrl
-        .post_ok("/unregister", json!({"entity_id": "a\"b", "scope": scope}))
+    s.ctrl
+        .post_answers(
+            "/unregister",
+            json!({"entity_id": "a\"b", "scope": scope}),
+            json!({"status": "ok", "message": "Entity service:a\"b unregistered successfully"}),
+        )
         .await;
-    assert_eq!(
-        body,
-        json!({"status": "ok", "message": "Entity service:a\"b unregistered successfully"})
-    );
     let rm = sub.next(t).expect("REMOVE event");
     assert_eq!(rm["event_type"], "REMOVE");
     assert_eq!(rm["revision"], 3);
@@ -159,11 +153,7 @@ async fn heartbeat_ok_not_found_ttl_expiry_and_reregistration() {
     assert_eq!(code, 422, "{text}");
 
     let hb = json!({"entity_type": "service", "entity_id": "w1", "scope": scope});
-    let body = s.ctrl.post_ok("/heartbeat", hb.clone()).await;
-    assert_eq!(
-        body,
-        json!({"status": "not_found", "message": "service w1 not found. Please register first."})
-    );
+    s.ctrl.post_answers("/heartbeat", hb.clone(), json!({"status": "not_found", "message": "service w1 not found. Please register first."})).await;
 
     s.ctrl
         .post(
@@ -172,11 +162,13 @@ async fn heartbeat_ok_not_found_ttl_expiry_and_reregistration() {
         )
         .await;
     let _: () = r.expire(&key, 5).unwrap();
-    let body = s.ctrl.post_ok("/heartbeat", hb.clone()).await;
-    assert_eq!(
-        body,
-        json!({"status": "ok", "message": "Heartbeat successful for service w1"})
-    );
+    s.ctrl
+        .post_answers(
+            "/heartbeat",
+            hb.clone(),
+            json!({"status": "ok", "message": "Heartbeat successful for service w1"}),
+        )
+        .await;
     let ttl: i64 = r.ttl(&key).unwrap();
     assert!(ttl > 50, "heartbeat resets the TTL to 60 s, got {ttl}");
 

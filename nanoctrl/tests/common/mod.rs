@@ -147,6 +147,12 @@ impl NanoCtrl {
         self.post_expect(path, body, 200).await
     }
 
+    /// POST a JSON body that must succeed (200) with exactly `answer`.
+    pub async fn post_answers(&self, path: &str, body: Value, answer: Value) {
+        let got = self.post_ok(path, body).await;
+        assert_eq!(got, answer, "POST {path}");
+    }
+
     /// `POST /start_peer_agent`, the call most tests begin with; returns status and body.
     pub async fn start_agent(&self, body: Value) -> (u16, Value) {
         self.post("/start_peer_agent", body).await
