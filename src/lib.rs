@@ -10,6 +10,7 @@
 //! * [`future`] — one [`future::OpState`] per operation; [`Future`] is the user's handle.
 //! * [`engine`] — how threads wait (spin-then-park, deadlines) and the knobs for it.
 //! * [`host`] — this host's identity (which peers can share memory).
+//! * [`runtime_lib`] — system libraries loaded at run time (CUDA, libibverbs).
 //! * [`transport`] — the [`Endpoint`] contract (read, write, write_with_imm, imm_recv,
 //!   send, recv) and its transports: [`transport::tcp`] (any two hosts) and
 //!   [`transport::shm`] (same host: memfd regions, cross-memory attach, shared rings).
@@ -35,6 +36,7 @@ pub mod obs;
 pub mod peer;
 pub mod ring;
 pub mod rpc;
+pub mod runtime_lib;
 pub mod transport;
 
 pub use error::{Error, Result, Status};

@@ -4,12 +4,12 @@
 //! with [`Status::DeviceUnavailable`] naming what is missing instead of cudarc's panic.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use cudarc::driver::sys;
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result, Status};
+use crate::runtime_lib::RuntimeLib;
 
 /// Proof that `libcuda.so` is loaded and `cuInit` succeeded; obtained from [`driver`].
 pub struct Driver {
@@ -21,11 +21,8 @@ pub struct Driver {
 /// The loaded driver, or `DeviceUnavailable` saying why there is none. Probed once; the
 /// answer is cached for the life of the process.
 pub fn driver() -> Result<&'static Driver> {
-    static DRIVER: OnceLock<std::result::Result<Driver, String>> = OnceLock::new();
-    DRIVER
-        .get_or_init(load)
-        .as_ref()
-        .map_err(|why| Error::new(Status::DeviceUnavailable, why.clone()))
+    static DRIVER: RuntimeLib<Driver> = RuntimeLib::new(load, Status::DeviceUnavailable);
+    DRIVER.get()
 }
 
 /// Runs `release` with `device`'s context current, if there is a driver and the device

@@ -11,11 +11,11 @@
 //! it needs no symbol; the helpers at the end of this file do the same.
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
-use std::sync::OnceLock;
 
 use rdma_sys::*;
 
 use crate::error::{Error, Result, Status};
+use crate::runtime_lib::RuntimeLib;
 
 /// The library dlopen'd, by its soname (the ABI rdma-sys was built against).
 pub const LIBIBVERBS: &str = "libibverbs.so.1";
@@ -131,11 +131,8 @@ pub fn event_type_str(t: u32) -> String {
 /// The entry points, loading libibverbs on first use. Every call after a failed load
 /// gets the same error.
 pub fn verbs() -> Result<&'static Verbs> {
-    static VERBS: OnceLock<std::result::Result<Verbs, String>> = OnceLock::new();
-    VERBS
-        .get_or_init(load)
-        .as_ref()
-        .map_err(|why| Error::new(Status::RdmaUnavailable, why.clone()))
+    static VERBS: RuntimeLib<Verbs> = RuntimeLib::new(load, Status::RdmaUnavailable);
+    VERBS.get()
 }
 
 fn load() -> std::result::Result<Verbs, String> {
