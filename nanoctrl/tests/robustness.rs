@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use redis::Commands;
+use reqwest::Method;
 use serde_json::json;
 
 #[tokio::test]
@@ -59,21 +60,16 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_running() {
 
     // Unknown route 404, wrong method 405, both empty bodies.
     let http = client();
-    let r = http
-        .get(format!("{}/no/such/route", c.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 404);
-    assert!(r.text().await.unwrap().is_empty());
-    let r = http
-        .get(format!("{}/register", c.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 405);
-    let r = http.post(format!("{}/", c.base)).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 405);
+    for (method, path, code) in [
+        (Method::GET, "/no/such/route", 404),
+        (Method::GET, "/register", 405),
+        (Method::POST, "/", 405),
+    ] {
+        let r = http.request(method, format!("{}{path}", c.base));
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), code, "{path}");
+        assert!(r.text().await.unwrap().is_empty(), "{path}");
+    }
 
     // Oversized body (default limit 2 MiB): 413 from the declared length, before upload.
     let head = raw_request(c.port, "POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3145728\r\nExpect: 100-continue\r\n\r\n");
