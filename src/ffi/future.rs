@@ -58,7 +58,8 @@ pub extern "C" fn dlslime_future_wait_for(
 #[no_mangle]
 pub extern "C" fn dlslime_future_done(f: *const dlslime_future_t) -> bool {
     ffi_boundary! {
-        try_ref!(f).done()
+        let f = try_ref!(f);
+        f.done()
     }
 }
 
@@ -68,7 +69,8 @@ pub extern "C" fn dlslime_future_done(f: *const dlslime_future_t) -> bool {
 #[no_mangle]
 pub extern "C" fn dlslime_future_status(f: *const dlslime_future_t) -> dlslime_status_t {
     ffi_boundary! {
-        try_ref!(f).status()
+        let f = try_ref!(f);
+        f.status()
     }
 }
 
@@ -77,7 +79,8 @@ pub extern "C" fn dlslime_future_status(f: *const dlslime_future_t) -> dlslime_s
 #[no_mangle]
 pub extern "C" fn dlslime_future_imm_data(f: *const dlslime_future_t) -> i32 {
     ffi_boundary! {
-        try_ref!(f).imm_data()
+        let f = try_ref!(f);
+        f.imm_data()
     }
 }
 
@@ -87,7 +90,8 @@ pub extern "C" fn dlslime_future_imm_data(f: *const dlslime_future_t) -> i32 {
 #[no_mangle]
 pub extern "C" fn dlslime_future_nbytes(f: *const dlslime_future_t) -> u64 {
     ffi_boundary! {
-        try_ref!(f).nbytes()
+        let f = try_ref!(f);
+        f.nbytes()
     }
 }
 
