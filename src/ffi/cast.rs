@@ -221,6 +221,28 @@ macro_rules! try_opt_str {
     };
 }
 
+/// The `len` bytes at buffer argument `p` as a slice for the call: `try_slice!(p, len)`,
+/// or `try_slice!(mut p, len)` for a destination. NULL is fine only with `len == 0`;
+/// otherwise return the NULL fallback.
+macro_rules! try_slice {
+    ($p:ident, $len:ident) => {
+        match $crate::ffi::args::buffer_ptr($p.cast_mut().cast(), $len) {
+            // SAFETY: by the header's contract a buffer argument is `len` readable bytes,
+            // valid for the call (`buffer_ptr` is dangling only for `len == 0`).
+            Some(p) => unsafe { ::std::slice::from_raw_parts(p as *const u8, $len) },
+            None => null_arg!(stringify!($p)),
+        }
+    };
+    (mut $p:ident, $len:ident) => {
+        match $crate::ffi::args::buffer_ptr($p.cast(), $len) {
+            // SAFETY: as above, and a destination is writable and used by nobody else
+            // during the call.
+            Some(p) => unsafe { ::std::slice::from_raw_parts_mut(p, $len) },
+            None => null_arg!(stringify!($p)),
+        }
+    };
+}
+
 /// The value of a `Result`, or record the error and return its status.
 macro_rules! try_res {
     ($e:expr) => {

@@ -261,11 +261,8 @@ pub extern "C" fn dlslime_ring_write(
     ffi_boundary! {
         let r = try_ref!(ring);
         let out_ref = try_out!(out_ref);
-        let Some(p) = buffer_ptr(data.cast_mut(), len) else { null_arg!("data") };
+        let src = try_slice!(data, len);
         let overwrite = try_res!(write_policy(r, flags));
-        // SAFETY: `data` points at `len` readable bytes for the call (`buffer_ptr` gave a
-        // dangling non-NULL pointer only for `len == 0`).
-        let src = unsafe { std::slice::from_raw_parts(p as *const u8, len) };
         let got = try_res!(r.write_with_policy(len, overwrite, |b| {
             b.copy_from_slice(src);
             Ok(())
@@ -333,10 +330,7 @@ pub extern "C" fn dlslime_ring_read(
     ffi_boundary! {
         let ring = try_arc!(ring);
         let out_len = try_out!(out_len);
-        let Some(p) = buffer_ptr(dst, cap) else { null_arg!("dst") };
-        // SAFETY: `dst` is `cap` writable bytes for the call, not used by anyone else
-        // meanwhile (the header's contract).
-        let d = unsafe { std::slice::from_raw_parts_mut(p, cap) };
+        let d = try_slice!(mut dst, cap);
         let n = try_res!(ring.read_into(r.into(), d));
         out_len.write(n);
         dlslime_status_t::Ok
@@ -359,9 +353,7 @@ pub extern "C" fn dlslime_ring_try_read(
         let ring = try_arc!(ring);
         let out_len = try_out!(out_len);
         let out_ready = try_out!(out_ready);
-        let Some(p) = buffer_ptr(dst, cap) else { null_arg!("dst") };
-        // SAFETY: as in `dlslime_ring_read`.
-        let d = unsafe { std::slice::from_raw_parts_mut(p, cap) };
+        let d = try_slice!(mut dst, cap);
         match ring.read_into(r.into(), d) {
             Ok(n) => {
                 out_len.write(n);
@@ -833,9 +825,7 @@ pub extern "C" fn dlslime_ring_client_fetch_into(
         let c = try_ref!(client);
         let producer = try_str!(producer);
         let out_len = try_out!(out_len);
-        let Some(p) = buffer_ptr(dst, cap) else { null_arg!("dst") };
-        // SAFETY: `dst` is `cap` writable bytes for the call (the header's contract).
-        let d = unsafe { std::slice::from_raw_parts_mut(p, cap) };
+        let d = try_slice!(mut dst, cap);
         let n = try_res!(c.fetch_into(producer, r.into(), d));
         out_len.write(n);
         dlslime_status_t::Ok

@@ -361,12 +361,7 @@ pub extern "C" fn dlslime_rpc_call_timeout(
     ffi_boundary! {
         let s = try_ref!(s);
         let out = try_out!(out);
-        if data.is_null() && len > 0 {
-            null_arg!("data");
-        }
-        // SAFETY: `data` is not NULL when `len > 0` (checked above) and points at `len`
-        // readable bytes for the call (the header's contract); the call copies them.
-        let payload = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data, len) } };
+        let payload = try_slice!(data, len);
         call_out(s.call_with_timeout(tag, payload, timeout(timeout_ms)), out)
     }
 }
@@ -589,13 +584,8 @@ pub extern "C" fn dlslime_rpc_request_reply(
 ) -> dlslime_status_t {
     ffi_boundary! {
         let r = try_ref!(r);
-        if data.is_null() && len > 0 {
-            null_arg!("data");
-        }
+        let d = try_slice!(data, len);
         let req = try_res!(take(r));
-        // SAFETY: `data` is not NULL when `len > 0` (checked above) and points at `len`
-        // readable bytes for the call (the header's contract); `reply` copies them.
-        let d = if len == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(data, len) } };
         status_of(req.reply(d))
     }
 }
