@@ -21,14 +21,15 @@ def main() -> int:
     for (impl, op, n, q), v in sorted(val.items(), key=lambda kv: (kv[0][1], kv[0][3], kv[0][2])):
         if impl != "dlslime":
             continue
-        floor_op = "write_lat" if op == "write_done_lat" else op
+        floor_op = "write_lat" if op in ("write_done_lat", "write_imm_lat") else op
         f = val.get(("perftest", floor_op, n, q))
         unit = "MiB/s" if op.endswith("bw") else "µs"
         ratio = f"{v / f:.2f}" if f else "-"
         fs = f"{f:.1f}" if f else "-"
         print(f"{op:<16}{n:>10}{q:>5}{v:>10.1f}{unit[:2]:>2}{fs:>10}{unit[:2]:>2}{ratio:>8}")
     print("ratio = dlslime / perftest (latency: lower is better; bandwidth: higher is better)."
-          " write_done_lat is a full round trip, against ib_write_lat's one-way value.")
+          " write_done_lat is a full round trip, against ib_write_lat's one-way value;"
+          " write_imm_lat is the write_with_imm + imm_recv ping-pong (one-way).")
     if not a.plot:
         return 0
     try:

@@ -134,12 +134,12 @@ impl RdmaContext {
                 cq,
                 depth,
             },
+            progress: Progress::new(config.idle_grace),
             config,
             routes: RwLock::new(HashMap::new()),
             tickers: Mutex::new(Vec::new()),
             cqes: AtomicU32::new(0),
             stop: AtomicBool::new(false),
-            progress: Progress::new(),
         });
         let sh = shared.clone();
         let thread = std::thread::Builder::new()

@@ -95,6 +95,13 @@ pub struct RdmaConfig {
     /// Longer than `engine.spin`: an RDMA round trip takes tens of µs on soft-RoCE.
     /// `DLSLIME_RDMA_POLL_US` overrides it.
     pub poll_spin: Duration,
+    /// How long the completion thread leaves the CQ to the waiters after the last one
+    /// finished (see [`progress`]): a completion that nobody waits for is handled at most
+    /// this late; one that a waiter sleeps on is handled at once. Long enough to span the
+    /// gaps of a ping-pong or a pipeline, so that their completions never wake the
+    /// completion thread (each wake-up takes a core from the threads doing the work).
+    /// `DLSLIME_RDMA_GRACE_US` overrides it.
+    pub idle_grace: Duration,
     pub engine: engine::Config,
 }
 
@@ -108,6 +115,8 @@ impl Default for RdmaConfig {
             cq_depth: 32768,
             poll_spin: engine::config::env_micros("DLSLIME_RDMA_POLL_US")
                 .unwrap_or(Duration::from_micros(1000)),
+            idle_grace: engine::config::env_micros("DLSLIME_RDMA_GRACE_US")
+                .unwrap_or(Duration::from_millis(100)),
             engine: engine::Config::from_env(),
         }
     }

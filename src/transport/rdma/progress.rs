@@ -11,9 +11,14 @@
 //!   threads: the ping-pong of `ib_write_lat`. Past its budget it stops polling and
 //!   sleeps; the completion thread takes over the CQ and wakes it.
 //! * **The completion thread stays out of the way.** While a waiter polls, and for
-//!   `GRACE` after the last one left, it does not poll, spin or arm the CQ: it parks,
-//!   so it never competes with a waiter for a core (2-core machines) and is not woken by
-//!   completion events that a waiter handles. Then it takes over: polls while there is
+//!   `RdmaConfig::idle_grace` (100 ms) after the last one left, it does not poll, spin
+//!   or arm the CQ: it parks, so it never competes with a waiter for a core (2-core
+//!   machines) and is not woken by completion events that a waiter handles. The grace
+//!   spans the gaps of a ping-pong: between two waits its thread does other work (polls
+//!   its memory for the peer's write, as `ib_write_lat` does), and a completion thread
+//!   that took the CQ over in such a gap armed it, woke on the next completion and spun,
+//!   taking a core from the ping-pong every round (1 ms of grace: 0.2–5 ms one-way on
+//!   soft-RoCE; 100 ms: 17–32 µs). Then it takes over: polls while there is
 //!   work, spins `engine.spin`, arms the CQ and sleeps on the completion channel. It runs
 //!   the timers (keepalives) at least every 100 ms in every mode. A waiter that stops
 //!   polling to sleep hands the CQ over at once (no grace).
@@ -34,11 +39,6 @@ use crate::warn_log;
 pub(super) const POLL_BATCH: usize = 32;
 /// How often the completion thread runs timers, and its longest sleep.
 pub(super) const TICK: Duration = Duration::from_millis(100);
-/// How long the completion thread leaves the CQ to the waiters after the last one
-/// finished: a thread that waits again soon (a ping-pong, a pipeline) finds the
-/// completion thread asleep rather than spinning or woken by events. A completion that
-/// nobody waits for is handled at most this late.
-pub(super) const GRACE: Duration = Duration::from_millis(1);
 
 pub(super) struct Progress {
     /// Held while polling and dispatching (the poll buffer is its content).
@@ -47,6 +47,8 @@ pub(super) struct Progress {
     drivers: AtomicU32,
     /// When the last of them left, in ns since `epoch` (0: no grace).
     left_at: AtomicU64,
+    /// `RdmaConfig::idle_grace`, in ns.
+    grace_ns: u64,
     epoch: Instant,
     /// Bumped when the last polling waiter stops to sleep; the completion thread parks
     /// on it while waiters poll.
@@ -59,12 +61,13 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    pub(super) fn new() -> Progress {
+    pub(super) fn new(grace: Duration) -> Progress {
         Progress {
             // SAFETY: ibv_wc is plain data; zero is a valid (unused) value.
             poll: Mutex::new(unsafe { std::mem::zeroed() }),
             drivers: AtomicU32::new(0),
             left_at: AtomicU64::new(0),
+            grace_ns: grace.as_nanos().min(u64::MAX as u128) as u64,
             epoch: Instant::now(),
             handover: AtomicU32::new(0),
             handover_sleepers: AtomicU32::new(0),
@@ -78,14 +81,14 @@ impl Progress {
         (self.epoch.elapsed().as_nanos() as u64).max(1)
     }
 
-    /// Whether waiters poll the CQ (or did within [`GRACE`]): the completion thread
+    /// Whether waiters poll the CQ (or did within the grace): the completion thread
     /// keeps out.
     fn waiters_poll(&self) -> bool {
         if self.drivers.load(Ordering::SeqCst) > 0 {
             return true;
         }
         let left = self.left_at.load(Ordering::Acquire);
-        left != 0 && self.now_ns().saturating_sub(left) < GRACE.as_nanos() as u64
+        left != 0 && self.now_ns().saturating_sub(left) < self.grace_ns
     }
 
     /// A polling waiter stops polling (to sleep): the completion thread takes over now.
@@ -216,7 +219,8 @@ pub(super) fn completion_loop(sh: &Shared) {
         run_timers(&mut next_tick);
         if p.waiters_poll() {
             let left = next_tick.saturating_duration_since(Instant::now());
-            p.park_while_waiters_poll(left.clamp(Duration::from_micros(100), GRACE));
+            let grace = Duration::from_nanos(p.grace_ns);
+            p.park_while_waiters_poll(left.min(grace).max(Duration::from_micros(100)));
             idle_since = None;
             continue;
         }
