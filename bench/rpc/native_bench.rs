@@ -2,7 +2,8 @@
 //! same run:
 //!
 //! * floors: shared-memory ping-pong between two processes (spinning and futex), a
-//!   length-prefixed TCP echo over loopback (TCP_NODELAY), single-thread memcpy;
+//!   length-prefixed TCP echo over loopback (TCP_NODELAY), single-thread memcpy, and (above
+//!   4 KiB) an echo that copies the payload twice across the two processes (`copy_floor`);
 //! * SlimeRPC echo (`call` + `wait`, the server answers from its request slot) over
 //!   shared memory in spin mode (inline progress, waiters spin up to 1 s), shared memory
 //!   with the default spin-then-park settings, and TCP.
@@ -16,6 +17,8 @@
 
 #[path = "../common.rs"]
 mod bench_common;
+#[path = "copy_floor.rs"]
+mod copy_floor;
 #[path = "../floor.rs"]
 mod floor;
 
@@ -136,6 +139,7 @@ fn child_main(args: &[String]) {
     pin_peer();
     match args[0].as_str() {
         "raw" => floor::raw_child(&args[1..]),
+        "copyecho" => copy_floor::child(&args[1..]),
         "tcpraw" => {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             println!("ADDR {}", l.local_addr().unwrap());
@@ -338,6 +342,18 @@ fn main() {
         })
         .collect();
 
+    // Floor: an echo that copies the payload twice across the two processes (shared
+    // memory, spinning), for the sizes that are compared with two memcpys.
+    let copy_echo: Vec<(usize, f64)> = sizes
+        .iter()
+        .filter(|&&s| s > 4096)
+        .map(|&s| {
+            let n = iters(s, quick) as u32;
+            let t = bench_common::micros(&copy_floor::times(&exe, s, n));
+            (s, stats(t[n as usize / 10..].to_vec()).p50)
+        })
+        .collect();
+
     // SlimeRPC echo.
     let mut rows: Vec<(String, usize, Stats)> = Vec::new();
     let modes: Vec<String> = args
@@ -376,7 +392,9 @@ fn main() {
         "transport", "size", "avg us", "p50 us", "p99 us", "GB/s", "floor p50 us", "p50/floor"
     );
     println!("{}", "-".repeat(96));
-    let mut csv = String::from("transport,size,avg_us,p50_us,p99_us,bw_gbps,floor,floor_p50_us\n");
+    let mut csv = String::from(
+        "transport,size,avg_us,p50_us,p99_us,bw_gbps,floor,floor_p50_us,copy_echo_p50_us\n",
+    );
     for (mode, size, st) in &rows {
         let (fname, fp50) = if mode == "shm-spin" {
             if *size <= 4096 {
@@ -403,8 +421,16 @@ fn main() {
             }
         };
         let bw = 2.0 * *size as f64 / 1e9 / (st.avg / 1e6);
+        // Shared memory, large payloads: also against the cross-process two-copy echo.
+        let echo = copy_echo
+            .iter()
+            .find(|e| e.0 == *size && mode.starts_with("shm"))
+            .map(|e| e.1);
+        let vs_echo = echo.map_or(String::new(), |e| {
+            format!("; {:.2}x the 2-copy echo {e:.2} us", st.p50 / e)
+        });
         println!(
-            "{:<9} | {:<6} | {:>10.2} | {:>10.2} | {:>10.2} | {:>9.3} | {:>12.2} | {:>7.2}x  ({fname})",
+            "{:<9} | {:<6} | {:>10.2} | {:>10.2} | {:>10.2} | {:>9.3} | {:>12.2} | {:>7.2}x  ({fname}{vs_echo})",
             mode,
             label(*size),
             st.avg,
@@ -415,8 +441,11 @@ fn main() {
             st.p50 / fp50
         );
         csv.push_str(&format!(
-            "{mode},{size},{},{},{},{bw},{fname},{fp50}\n",
-            st.avg, st.p50, st.p99
+            "{mode},{size},{},{},{},{bw},{fname},{fp50},{}\n",
+            st.avg,
+            st.p50,
+            st.p99,
+            echo.map_or(String::new(), |e| e.to_string())
         ));
     }
     for (size, t) in &tcp_floor {
@@ -429,6 +458,13 @@ fn main() {
     }
     for (size, m) in &memcpy {
         println!("memcpy floor {:<6}: p50 {:.2} us", label(*size), m);
+    }
+    for (size, e) in &copy_echo {
+        println!(
+            "2-copy echo floor {:<6}: p50 {:.2} us (two processes, spinning)",
+            label(*size),
+            e
+        );
     }
     let path = args
         .iter()
