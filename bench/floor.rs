@@ -90,14 +90,16 @@ pub fn post(w: &AtomicU32, v: u32, sleep: bool) {
     }
 }
 
-/// Parent side: `n` round trips; returns per-round-trip times.
+/// Parent side: `n` round trips; returns per-round-trip times (read from the cheap
+/// per-sample timer, as the endpoint's round trips are).
 pub fn pingpong_parent(pp: &PingPong, n: u32, sleep: bool) -> Vec<Duration> {
+    let ticks = crate::bench_common::Ticks::calibrate();
     let mut out = Vec::with_capacity(n as usize);
     for i in 1..=n {
-        let t = Instant::now();
+        let t = ticks.now();
         post(pp.ping(), i, sleep);
         await_value(pp.pong(), i, sleep);
-        out.push(t.elapsed());
+        out.push(ticks.since(t));
     }
     out
 }

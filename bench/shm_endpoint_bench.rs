@@ -42,19 +42,22 @@ pub fn endpoint(spin: bool) -> (ShmEndpoint, SharedBuf) {
     (ep, buf)
 }
 
+/// `n` 64 B round trips, each timed with the cheap per-sample timer
+/// ([`crate::bench_common::Ticks`], as the raw floor and `ucx_perftest` time theirs).
 pub fn rtt_parent(ep: &ShmEndpoint, n: usize) -> Vec<Duration> {
+    let ticks = crate::bench_common::Ticks::calibrate();
     let msg = [7u8; 64];
     let mut back = [0u8; 64];
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let t = Instant::now();
+        let t = ticks.now();
         // SAFETY: `back` is untouched until `r.wait()` returns. `msg` is never modified and
         // outlives the loop; its bytes have been delivered once the echo arrives (`r.wait()`).
         let r = unsafe { ep.recv(back.as_mut_ptr(), 64, None).unwrap() };
         // SAFETY: see above.
         unsafe { ep.send(msg.as_ptr(), 64, None).unwrap() };
         r.wait().unwrap();
-        out.push(t.elapsed());
+        out.push(ticks.since(t));
     }
     out
 }
